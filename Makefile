@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make run` (the app) and `make test` (the whole suite).
+# Both create or reuse ./.venv; a second run only re-installs when a requirements file changed.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+.PHONY: setup run test lint bench
+setup: $(VENV)/.dev
+
+run: $(VENV)/.runtime
+	$(VENV)/bin/streamlit run streamlit_app.py
+
+test: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+
+bench: $(VENV)/.runtime
+	$(PY) bench/train_throughput.py
+	$(PY) bench/predict_latency.py

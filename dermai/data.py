@@ -1,0 +1,472 @@
+"""Dermoscopy folders: metadata, labels, leakage-free splits, label subsets, sampler weights, pixel cache.
+
+A folder holds images (found by id anywhere below it) and one metadata CSV. Three dialects are read:
+HAM10000 (`lesion_id,image_id,dx,...`), ISIC 2020 (`isic_id`/`image_name`, `benign_malignant`/`target`,
+`patient_id`) and a plain CSV with `image_id` plus `dx` and/or `benign_malignant`. Labels come from the CSV
+only; images are decoded once into a uint8 cache that training reads instead of JPEGs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from dermai.preprocess import resize_square
+
+DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+MALIGNANT: frozenset[str] = frozenset({"mel", "bcc", "akiec"})
+BINARY_CLASSES: tuple[str, ...] = ("benign", "malignant")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+DX_SYNONYMS: dict[str, str] = {"ak": "akiec", "melanoma": "mel", "nevus": "nv", "bowen": "akiec"}
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file, row or field."""
+
+
+@dataclass
+class Dataset:
+    """One folder's images and labels, one row per image.
+
+    `meta` columns: image_id, path, dx (None in binary mode), malignant (0/1), label (index into
+    `classes`), group (patient_id, else lesion_id, else image_id), lesion_id, patient_id, age, sex,
+    localization; after `attach_splits` also split and labelled.
+    """
+
+    root: Path
+    meta: pd.DataFrame
+    classes: tuple[str, ...]
+    mode: str  # "multiclass" or "binary"
+    csv_path: Path
+
+    @property
+    def group_key(self) -> str:
+        """Which column the groups came from, for reports."""
+        return str(self.meta.attrs.get("group_key", "group"))
+
+
+# --------------------------------------------------------------------------------------------- data root
+def candidate_roots(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Where a data folder is looked for, in order of precedence."""
+    if explicit:
+        return [Path(explicit)]
+    roots: list[Path] = []
+    if os.environ.get("DERMAI_DATA"):
+        roots.append(Path(os.environ["DERMAI_DATA"]))
+    roots += [Path("data/ham10000"), Path("../shared/data/ham10000")]
+    return roots
+
+
+def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The data folder in use: explicit > $DERMAI_DATA > ./data/ham10000 > ../shared/data/ham10000."""
+    tried = candidate_roots(explicit)
+    for root in tried:
+        if root.is_dir():
+            return root.resolve()
+    listed = ", ".join(str(p) for p in tried)
+    raise DataError(f"no data folder found; tried: {listed} (pass --data DIR or set DERMAI_DATA)")
+
+
+def default_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Caches live outside the data folder, which may be read-only."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("DERMAI_CACHE"):
+        return Path(os.environ["DERMAI_CACHE"])
+    return Path.home() / ".cache" / "dermai"
+
+
+# ------------------------------------------------------------------------------------------- metadata
+def find_metadata_csv(root: Path) -> Path:
+    """The folder's one metadata CSV (a file named *metadata*.csv wins over other CSVs)."""
+    csvs = sorted(p for p in root.rglob("*.csv") if p.is_file())
+    if not csvs:
+        raise DataError(f"{root}: no metadata CSV found")
+    preferred = [p for p in csvs if "metadata" in p.name.lower()]
+    pool = preferred or csvs
+    if len(pool) > 1:
+        names = ", ".join(str(p.relative_to(root)) for p in pool)
+        raise DataError(f"{root}: several metadata CSVs ({names}); keep one")
+    return pool[0]
+
+
+def index_images(root: Path) -> dict[str, Path]:
+    """Image id (file stem) → path, for every image file anywhere below root."""
+    found: dict[str, Path] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in IMAGE_EXTENSIONS and stem not in found:
+                found[stem] = Path(dirpath) / name
+    return found
+
+
+def _first_column(df: pd.DataFrame, names: Sequence[str]) -> str | None:
+    for name in names:
+        if name in df.columns:
+            return name
+    return None
+
+
+def _normalise_dx(value: object, csv_path: Path, row: int) -> str:
+    dx = str(value).strip().lower()
+    dx = DX_SYNONYMS.get(dx, dx)
+    if dx not in DIAGNOSES:
+        raise DataError(
+            f"{csv_path}, row {row}: unknown dx value {value!r} (expected one of {', '.join(DIAGNOSES)})"
+        )
+    return dx
+
+
+def _normalise_malignant(value: object, csv_path: Path, row: int, column: str) -> int:
+    text = str(value).strip().lower()
+    if text in {"malignant", "1", "1.0", "true"}:
+        return 1
+    if text in {"benign", "0", "0.0", "false"}:
+        return 0
+    raise DataError(f"{csv_path}, row {row}: unknown {column} value {value!r} (expected benign/malignant or 0/1)")
+
+
+def read_metadata(csv_path: Path) -> pd.DataFrame:
+    """A metadata CSV in any supported dialect → the normalised columns (paths not yet attached)."""
+    try:
+        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
+    raw.columns = [c.strip().lower() for c in raw.columns]
+    id_col = _first_column(raw, ["image_id", "isic_id", "image_name", "image"])
+    if id_col is None:
+        raise DataError(f"{csv_path}: no image id column (need image_id, isic_id or image_name)")
+    dx_col = _first_column(raw, ["dx"])
+    bm_col = _first_column(raw, ["benign_malignant", "target"])
+    if dx_col is None and bm_col is None:
+        raise DataError(f"{csv_path}: no label column (need dx, benign_malignant or target)")
+
+    rows = []
+    for i, rec in enumerate(raw.to_dict("records")):
+        line = i + 2  # 1-based, after the header
+        image_id = str(rec[id_col]).strip()
+        if not image_id:
+            raise DataError(f"{csv_path}, row {line}: empty {id_col}")
+        dx = _normalise_dx(rec[dx_col], csv_path, line) if dx_col else None
+        if bm_col and str(rec[bm_col]).strip():
+            malignant = _normalise_malignant(rec[bm_col], csv_path, line, bm_col)
+            if dx is not None and malignant != int(dx in MALIGNANT):
+                raise DataError(f"{csv_path}, row {line}: dx {dx!r} contradicts {bm_col} {rec[bm_col]!r}")
+        elif dx is not None:
+            malignant = int(dx in MALIGNANT)
+        else:
+            raise DataError(f"{csv_path}, row {line}: empty {bm_col}")
+        age = rec.get("age", rec.get("age_approx", ""))
+        rows.append(
+            {
+                "image_id": image_id,
+                "dx": dx,
+                "malignant": malignant,
+                "lesion_id": str(rec.get("lesion_id", "")).strip() or None,
+                "patient_id": str(rec.get("patient_id", "")).strip() or None,
+                "age": pd.to_numeric(age, errors="coerce"),
+                "sex": str(rec.get("sex", "")).strip() or "unknown",
+                "localization": str(
+                    rec.get("localization", rec.get("anatom_site_general_challenge", ""))
+                ).strip()
+                or "unknown",
+            }
+        )
+    meta = pd.DataFrame(rows)
+    if meta.empty:
+        raise DataError(f"{csv_path}: no rows")
+    dupes = meta["image_id"][meta["image_id"].duplicated()]
+    if len(dupes):
+        raise DataError(f"{csv_path}: image id {dupes.iloc[0]!r} appears more than once")
+    return meta
+
+
+def load_dataset(root: str | os.PathLike[str] | None = None) -> Dataset:
+    """Read a dermoscopy folder: metadata, labels, groups and image paths (nothing is decoded)."""
+    data_root = resolve_data_root(root)
+    csv_path = find_metadata_csv(data_root)
+    meta = read_metadata(csv_path)
+    images = index_images(data_root)
+    paths = []
+    for i, image_id in enumerate(meta["image_id"]):
+        path = images.get(image_id)
+        if path is None:
+            raise DataError(f"{csv_path}, row {i + 2}: image {image_id!r} not found under {data_root}")
+        paths.append(str(path))
+    meta["path"] = paths
+
+    multiclass = meta["dx"].notna().all()
+    classes = DIAGNOSES if multiclass else BINARY_CLASSES
+    if multiclass:
+        meta["label"] = meta["dx"].map({c: i for i, c in enumerate(DIAGNOSES)}).astype(int)
+    else:
+        meta["dx"] = None
+        meta["label"] = meta["malignant"].astype(int)
+
+    if meta["patient_id"].notna().all():
+        meta["group"], group_key = meta["patient_id"], "patient_id"
+    elif meta["lesion_id"].notna().all():
+        meta["group"], group_key = meta["lesion_id"], "lesion_id"
+    else:
+        meta["group"], group_key = meta["image_id"], "image_id"
+    meta.attrs["group_key"] = group_key
+    return Dataset(data_root, meta, classes, "multiclass" if multiclass else "binary", csv_path)
+
+
+# --------------------------------------------------------------------------------------------- splits
+def _group_strata(meta: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: its image count and stratum (the group's most frequent label)."""
+    grouped = meta.groupby("group", sort=True)
+    return pd.DataFrame(
+        {
+            "size": grouped.size(),
+            "stratum": grouped["label"].agg(lambda s: int(s.value_counts().sort_index().idxmax())),
+        }
+    )
+
+
+def subsample(meta: pd.DataFrame, limit: int, seed: int, min_groups_per_class: int = 3) -> pd.DataFrame:
+    """About `limit` images, whole groups, stratified by class, each class with at least
+    `min_groups_per_class` groups (so it can appear on every side of a split)."""
+    if limit >= len(meta):
+        return meta
+    rng = np.random.default_rng(seed)
+    groups = _group_strata(meta)
+    keep: list[str] = []
+    for _stratum, members in groups.groupby("stratum", sort=True):
+        quota = max(1, round(limit * members["size"].sum() / len(meta)))
+        order = members.index.to_numpy()[rng.permutation(len(members))]
+        taken = 0
+        for count, group in enumerate(order):
+            if taken >= quota and count >= min_groups_per_class:
+                break
+            keep.append(group)
+            taken += int(members.loc[group, "size"])
+    return meta[meta["group"].isin(set(keep))].reset_index(drop=True)
+
+
+def assign_splits(
+    meta: pd.DataFrame, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> pd.Series:
+    """train/val/test per image, grouped (no group on two sides) and stratified by class.
+
+    Within each stratum the groups are shuffled with the seed; the first three go one to each side (so every
+    class with three groups appears everywhere), then each group joins the side furthest below its target
+    image count. Deterministic for a seed.
+    """
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError(f"split fractions val={val_fraction}, test={test_fraction} must be in (0, 1), sum < 1")
+    targets = {"test": test_fraction, "val": val_fraction, "train": 1 - val_fraction - test_fraction}
+    rng = np.random.default_rng(seed)
+    groups = _group_strata(meta)
+    side: dict[str, str] = {}
+    for _stratum, members in groups.groupby("stratum", sort=True):
+        order = members.index.to_numpy()[rng.permutation(len(members))]
+        total = float(members["size"].sum())
+        counts = dict.fromkeys(targets, 0.0)
+        for i, group in enumerate(order):
+            if i < 3:
+                chosen = ("test", "val", "train")[i]
+            else:
+                chosen = max(targets, key=lambda s: targets[s] * total - counts[s])
+            side[group] = chosen
+            counts[chosen] += members.loc[group, "size"]
+    return meta["group"].map(side).rename("split")
+
+
+def assign_labelled(meta: pd.DataFrame, fraction: float, seed: int = 0) -> pd.Series:
+    """Which training images keep their label: a stratified share of training groups (at least one per
+    class). The rest stay available, unlabelled, for self-supervised pretraining."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"label fraction {fraction} must be in (0, 1]")
+    labelled = meta["split"] != "train"
+    if fraction >= 1:
+        return pd.Series(True, index=meta.index, name="labelled")
+    rng = np.random.default_rng(seed + 1)
+    train = meta[meta["split"] == "train"]
+    groups = _group_strata(train)
+    keep: set[str] = set()
+    for _stratum, members in groups.groupby("stratum", sort=True):
+        order = members.index.to_numpy()[rng.permutation(len(members))]
+        n_keep = max(1, int(round(fraction * len(order))))
+        keep.update(order[:n_keep])
+    return (labelled | meta["group"].isin(keep)).rename("labelled")
+
+
+def check_splits(dataset: Dataset) -> None:
+    """Every class on every side; no group on two sides."""
+    meta = dataset.meta
+    sides = meta.groupby("group")["split"].nunique()
+    if (sides > 1).any():
+        raise DataError(f"group {sides[sides > 1].index[0]!r} is on more than one side of the split")
+    for split in SPLITS:
+        present = set(meta.loc[meta["split"] == split, "label"])
+        for index, name in enumerate(dataset.classes):
+            if index not in present and index in set(meta["label"]):
+                raise DataError(f"class {name!r} is absent from the {split} split (too few images or groups)")
+
+
+def attach_splits(
+    dataset: Dataset,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    label_fraction: float = 1.0,
+    manifest: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> Dataset:
+    """The dataset with `split` and `labelled` columns, from a manifest file or computed from the seed."""
+    meta = dataset.meta
+    if limit:
+        meta = subsample(meta, limit, seed)
+    meta = meta.copy()
+    meta.attrs = dict(dataset.meta.attrs)
+    if manifest:
+        table = read_manifest(manifest)
+        meta = meta[meta["image_id"].isin(table.index)].reset_index(drop=True)
+        missing = set(table.index) - set(meta["image_id"])
+        if missing:
+            raise DataError(f"{manifest}: image {sorted(missing)[0]!r} is not in the data folder")
+        meta["split"] = meta["image_id"].map(table["split"])
+        if "labelled" in table.columns and label_fraction >= 1:
+            meta["labelled"] = meta["image_id"].map(table["labelled"]).astype(bool)
+        else:
+            meta["labelled"] = assign_labelled(meta, label_fraction, seed)
+    else:
+        meta["split"] = assign_splits(meta, seed, val_fraction, test_fraction)
+        meta["labelled"] = assign_labelled(meta, label_fraction, seed)
+    result = Dataset(dataset.root, meta, dataset.classes, dataset.mode, dataset.csv_path)
+    check_splits(result)
+    return result
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A split manifest (image_id,split[,labelled]) indexed by image id, checked."""
+    try:
+        table = pd.read_csv(path, dtype={"image_id": str, "split": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: cannot read manifest ({exc})") from exc
+    for column in ("image_id", "split"):
+        if column not in table.columns:
+            raise DataError(f"{path}: manifest has no {column!r} column")
+    bad = table[~table["split"].isin(SPLITS)]
+    if len(bad):
+        raise DataError(f"{path}, row {bad.index[0] + 2}: split {bad['split'].iloc[0]!r} is not train/val/test")
+    if table["image_id"].duplicated().any():
+        raise DataError(f"{path}: image {table['image_id'][table['image_id'].duplicated()].iloc[0]!r} twice")
+    if "labelled" in table.columns:
+        table["labelled"] = table["labelled"].astype(str).str.lower().isin({"true", "1"})
+    return table.set_index("image_id")
+
+
+def manifest_frame(dataset: Dataset) -> pd.DataFrame:
+    """What a manifest file holds: enough to reproduce the split and audit it."""
+    columns = ["image_id", "split", "labelled", "group", "malignant"] + (["dx"] if dataset.mode == "multiclass" else [])
+    return dataset.meta[columns].copy()
+
+
+def write_manifest(dataset: Dataset, out: str | os.PathLike[str]) -> Path:
+    """Write the split manifest atomically."""
+    frame = manifest_frame(dataset)
+    return atomic_write_bytes(Path(out), frame.to_csv(index=False).encode())
+
+
+def manifest_checksum(dataset: Dataset) -> str:
+    """sha256 of the manifest's CSV text: identifies the split a model was trained and tested on."""
+    return hashlib.sha256(manifest_frame(dataset).to_csv(index=False).encode()).hexdigest()
+
+
+def summary_table(dataset: Dataset) -> pd.DataFrame:
+    """Image counts per class (rows) and split (columns), with totals."""
+    names = dataset.meta["label"].map(dict(enumerate(dataset.classes)))
+    table = pd.crosstab(names, dataset.meta["split"], margins=True, margins_name="total")
+    return table.reindex(columns=[*[s for s in SPLITS if s in table.columns], "total"])
+
+
+# ---------------------------------------------------------------------------------------------- sampler
+def class_balanced_weights(labels: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Per-sample weights 1/count(class): a WeightedRandomSampler over them draws classes equally often."""
+    labels = np.asarray(labels, dtype=int)
+    counts = np.bincount(labels)
+    return (1.0 / counts[labels]).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------ pixel cache
+def atomic_write_bytes(path: Path, payload: bytes) -> Path:
+    """Write a file so readers never see it half-written: temp file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def cache_key(paths: Iterable[str], size: int) -> str:
+    """Changes whenever an image is added, removed, reordered or modified, or the size changes."""
+    digest = hashlib.sha256(f"v1:{size}".encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def decode_image(path: str, size: int) -> np.ndarray:
+    """One image file → (size, size, 3) uint8, or a DataError naming the file."""
+    try:
+        with Image.open(path) as image:
+            return resize_square(image, size)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable image ({exc})") from exc
+
+
+def load_pixels(
+    paths: Sequence[str], size: int, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
+) -> np.ndarray:
+    """All images as a read-only (N, size, size, 3) uint8 memmap, decoded once and cached on disk.
+
+    The cache file is keyed by the image files and the size, written to a temp file and renamed, so an
+    interrupted decode never leaves a half-written cache and changed data gets a new key.
+    """
+    folder = default_cache_dir(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"pixels-{cache_key(paths, size)}-{size}px.npy"
+    if target.exists():
+        cached = np.load(target, mmap_mode="r")
+        if cached.shape == (len(paths), size, size, 3):
+            return cached
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for i, pixels in enumerate(pool.map(lambda p: decode_image(p, size), paths)):
+                out[i] = pixels
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return np.load(target, mmap_mode="r")
+
+
+def write_json_atomic(path: Path, payload: object) -> Path:
+    """JSON written atomically (used for configs, reports, metadata)."""
+    return atomic_write_bytes(path, json.dumps(payload, indent=2, default=str).encode())

@@ -1,0 +1,102 @@
+"""Batched forward passes over cached pixels: logits and trunk features, in eval mode, no gradients.
+
+Shared by validation during training, the evaluator and the OOD statistics so that all of them see the
+same preprocessing (`dermai.preprocess.eval_batch`) and precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD
+from dermai.preprocess import eval_batch
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 (AVX512-BF16 or AMX), where bf16 autocast is ~3× fp32."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_for(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The autocast context for a device and precision choice (auto | bf16 | fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def forward_pixels(
+    model: torch.nn.Module,
+    pixels: np.ndarray,
+    batch_size: int = 128,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    precision: str = "auto",
+    with_features: bool = False,
+    tta: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits (N, K) float32, and trunk features (N, 512) when asked, for uint8 pixels (N, H, W, 3).
+
+    With `tta`, logits are averaged over the eight flips/90° rotations of each image (dermoscopy has no
+    canonical orientation).
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    logits_out, feats_out = [], []
+    for start in range(0, len(pixels), batch_size):
+        x = eval_batch(np.asarray(pixels[start : start + batch_size]), mean, std).to(device)
+        views = dihedral_views(x) if tta else [x]
+        with autocast_for(device, precision):
+            logit_sum = None
+            for i, view in enumerate(views):
+                feats = model.features(view)
+                logits = model.classifier(feats).float()
+                logit_sum = logits if logit_sum is None else logit_sum + logits
+                if with_features and i == 0:
+                    feats_out.append(feats.float().cpu().numpy())
+        logits_out.append((logit_sum / len(views)).cpu().numpy())
+    model.train(was_training)
+    logits = np.concatenate(logits_out) if logits_out else np.zeros((0, 0), np.float32)
+    features = np.concatenate(feats_out) if with_features and feats_out else None
+    return logits, features
+
+
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips and 90° rotations of a (B, C, H, W) batch."""
+    rotations = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+    return rotations + [torch.flip(r, dims=(3,)) for r in rotations]
+
+
+def softmax_np(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature, computed stably."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def malignant_probability(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """p_malignant: the summed probability of mel, bcc and akiec, or a binary model's 'malignant'."""
+    malignant = {"mel", "bcc", "akiec", "malignant"}
+    columns = [i for i, name in enumerate(classes) if name in malignant]
+    return probs[:, columns].sum(axis=1)

@@ -1,0 +1,69 @@
+"""NT-Xent (SimCLR's contrastive loss) and the paper's joint loss, with two views per image.
+
+The paper's code fed one view per image, so each sample had no positive: this one takes both views.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    r"""Normalised temperature-scaled cross-entropy (Chen et al. 2020, eq. 1).
+
+    z_a[i] and z_b[i] are projections of two views of image i. With the 2N vectors
+    :math:`z = [z_a; z_b]`, L2-normalised, and :math:`s_{ij} = z_i^\top z_j / \tau`, the loss of sample i
+    whose other view is j(i) is
+
+    .. math::  \ell_i = -\log \frac{\exp(s_{i,j(i)})}{\sum_{k \ne i} \exp(s_{ik})}
+
+    i.e. a (2N−1)-way classification of the positive among the other 2N−2 negatives, and the loss is the
+    mean of :math:`\ell_i` over all 2N samples. Computed in float32 even under bf16 autocast (the softmax
+    over similarities loses too much precision in bf16).
+    """
+    if z_a.shape != z_b.shape or z_a.ndim != 2:
+        raise ValueError(f"nt_xent needs two (N, D) tensors of one shape, got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
+    n = z_a.shape[0]
+    with torch.autocast(device_type=z_a.device.type, enabled=False):
+        z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+        sim = z @ z.T / temperature
+        sim.fill_diagonal_(float("-inf"))  # a sample is never its own negative
+        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        return F.cross_entropy(sim, positives)
+
+
+def nt_xent_global(
+    z_a: torch.Tensor, z_b: torch.Tensor, all_a: torch.Tensor, all_b: torch.Tensor, offset: int, temperature: float
+) -> torch.Tensor:
+    """NT-Xent for one rank's samples against negatives gathered from every rank.
+
+    z_a/z_b: this rank's N projections; all_a/all_b: every rank's (gathered with gradients); offset: where
+    this rank's rows start in the gathered tensors. Equals `nt_xent(all_a, all_b)` once averaged over ranks.
+    """
+    n, total = z_a.shape[0], all_a.shape[0]
+    with torch.autocast(device_type=z_a.device.type, enabled=False):
+        local = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+        bank = F.normalize(torch.cat([all_a, all_b]).float(), dim=1)
+        sim = local @ bank.T / temperature
+        rows = torch.arange(n, device=z_a.device)
+        own = torch.cat([rows + offset, rows + offset + total])
+        sim[torch.arange(2 * n, device=z_a.device), own] = float("-inf")
+        positives = torch.cat([rows + offset + total, rows + offset])
+        return F.cross_entropy(sim, positives)
+
+
+def joint_loss(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    labels: torch.Tensor,
+    ntxent: torch.Tensor,
+    lambda_ntxent: float = 0.5,
+    class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's joint objective: CE (on both views) + λ·NT-Xent. Returns (total, ce)."""
+    logits = torch.cat([logits_a, logits_b]).float()
+    targets = torch.cat([labels, labels])
+    ce = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=label_smoothing)
+    return ce + lambda_ntxent * ntxent, ce

@@ -1,0 +1,73 @@
+"""SimCLR ResNet-18: a torchvision trunk, a projection head for NT-Xent, a classifier on trunk features.
+
+Unlike the paper's code, the classifier reads the 512-d trunk features, not the projection: SimCLR's
+projection discards information useful for the downstream task (Chen et al. 2020, §4.2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torchvision.models import resnet18
+
+from dermai.config import ModelConfig
+
+
+class SimCLRResNet18(nn.Module):
+    """Trunk → 512-d features; `project` gives the 128-d SimCLR embedding, `forward` the class logits.
+
+    `forward` returns one logits tensor (pytorch-grad-cam needs a single output).
+    """
+
+    def __init__(self, num_classes: int, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        if cfg.arch != "resnet18":
+            raise ValueError(f"unsupported arch {cfg.arch!r}; only resnet18")
+        trunk = resnet18(weights=None)
+        trunk.fc = nn.Identity()
+        self.trunk = trunk
+        self.projection = nn.Sequential(
+            nn.Linear(cfg.feature_dim, cfg.projection_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.projection_hidden, cfg.projection_dim),
+        )
+        self.classifier = nn.Linear(cfg.feature_dim, num_classes)
+        self.num_classes = num_classes
+        if cfg.init_checkpoint:
+            load_torchvision_trunk(self, cfg.init_checkpoint)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's 512-d pooled features."""
+        return self.trunk(x)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """SimCLR projection of trunk features (what NT-Xent compares)."""
+        return self.projection(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The trunk's last block: Grad-CAM's default target layer."""
+        return self.trunk.layer4[-1]
+
+
+def load_torchvision_trunk(model: SimCLRResNet18, path: str | Path) -> None:
+    """Initialise the trunk from a local torchvision-format resnet18 checkpoint (.safetensors, or a
+    .pth read with weights_only=True so no pickled code runs); its fc layer is ignored."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.trunk.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("fc.")]:
+        raise ValueError(
+            f"{path}: not a torchvision resnet18 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )

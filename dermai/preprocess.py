@@ -1,0 +1,56 @@
+"""The one resize and normalisation shared by the pixel cache, training, evaluation and prediction.
+
+Keeping this in one place is what makes a prediction see exactly what training saw: the whole image is
+resized (squashed) to a square of `size` pixels — dermoscopy lesions are centred and a centre crop would
+cut the border that holds the lesion's edge — then scaled to [0, 1] and normalised with mean/std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD
+
+
+def resize_square(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB PIL image as a (size, size, 3) uint8 array, resized with antialiasing."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def to_float_batch(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) or (H, W, 3) → float32 (B, 3, H, W) in [0, 1], channels_last memory."""
+    x = torch.as_tensor(pixels)
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 pixels shaped (B, H, W, 3), got {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def normalize(
+    x: torch.Tensor,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] → normalised with per-channel mean/std."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def eval_batch(
+    pixels: np.ndarray | torch.Tensor,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Cached uint8 pixels → the model's input for evaluation and prediction (no augmentation)."""
+    return normalize(to_float_batch(pixels), mean, std)

@@ -1,0 +1,527 @@
+"""The training loop: SimCLR pretraining, then joint-loss fine-tuning, with a metrics stream, checkpoints,
+stop and resume.
+
+Stages
+  pretrain  NT-Xent on two views of every training image (labels unused, so a label-scarce run still
+            learns from all its images).
+  finetune  cross-entropy on two views of each labelled training image + λ·NT-Xent between the views,
+            class-balanced sampling, model selection and early stopping on validation AUROC.
+
+Each stage has its own AdamW and one cosine schedule over all its steps with optional linear warm-up (the
+paper's code restarted its cosine half-way). Everything random is derived from the seed, the stage, the
+epoch and the batch index, so a resumed run draws exactly the batches and augmentations it would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from dermai import distributed as dist_utils
+from dermai.augment import BatchAugmenter
+from dermai.config import RunConfig, run_config_from_dict, to_dict
+from dermai.data import (
+    Dataset,
+    attach_splits,
+    class_balanced_weights,
+    load_dataset,
+    load_pixels,
+    manifest_checksum,
+    write_json_atomic,
+    write_manifest,
+)
+from dermai.inference import autocast_for, default_device, forward_pixels, malignant_probability, softmax_np
+from dermai.losses import joint_loss, nt_xent, nt_xent_global
+from dermai.model import SimCLRResNet18
+from dermai.weights import load_weights, save_weights
+
+STAGES: tuple[str, ...] = ("pretrain", "finetune")
+STOP_FILE = "STOP"
+Callback = Callable[[dict[str, Any]], bool | None]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message says why."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run left behind."""
+
+    run_dir: Path
+    status: str  # finished | stopped
+    weights: Path | None
+    best_score: float | None
+
+
+class _Heads(nn.Module):
+    """One forward giving logits and projections, so DDP sees every parameter used in a step."""
+
+    def __init__(self, model: SimCLRResNet18) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.model.features(x)
+        return self.model.classifier(feats), self.model.project(feats)
+
+
+def cosine_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then one cosine decay to 0 at `total` (no restart)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _rng(*parts: int) -> np.random.Generator:
+    return np.random.default_rng([abs(int(p)) for p in parts])
+
+
+def _torch_gen(*parts: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_data(cfg: RunConfig) -> tuple[Dataset, np.ndarray]:
+    """The split dataset and its cached pixels at the training size."""
+    dataset = attach_splits(
+        load_dataset(cfg.data.data_dir),
+        seed=cfg.data.seed,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        label_fraction=cfg.data.label_fraction,
+        manifest=cfg.data.manifest,
+        limit=cfg.data.limit,
+    )
+    pixels = load_pixels(list(dataset.meta["path"]), cfg.train.image_size, cfg.data.cache_dir)
+    return dataset, pixels
+
+
+class Trainer:
+    """Runs the stages of one run folder; `run()` is the whole job, resumable from `checkpoints/last.pt`."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | os.PathLike[str],
+        callback: Callback | None = None,
+        resume: bool = False,
+        command: str | None = None,
+        progress: bool = False,
+        init_weights: str | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.callback = callback
+        self.progress = progress
+        self.dist = dist_utils.init_distributed()
+        self.device = (
+            default_device()
+            if not self.dist.enabled
+            else (torch.device(f"cuda:{self.dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu"))
+        )
+        self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        self.state: dict[str, Any] = {}
+        if resume:
+            config_path = self.run_dir / "config.json"
+            if not config_path.exists() or not self.checkpoint_path.exists():
+                raise TrainingError(f"{self.run_dir}: nothing to resume (no config.json or checkpoints/last.pt)")
+            saved = json.loads(config_path.read_text())
+            cfg = run_config_from_dict(saved["config"])
+            command = saved.get("command", command)
+            init_weights = saved.get("init_weights", init_weights)
+        elif self.checkpoint_path.exists():
+            raise TrainingError(f"{self.run_dir}: holds a run already; use --resume or another --out folder")
+        if cfg.stage not in (*STAGES, "both"):
+            raise TrainingError(f"unknown stage {cfg.stage!r} (pretrain, finetune or both)")
+        self.cfg = cfg
+        self.command = command or " ".join(sys.argv)
+        self.init_weights = init_weights
+        self.stages = STAGES if cfg.stage == "both" else (cfg.stage,)
+        self.resume = resume
+
+    # ------------------------------------------------------------------------------------------ setup
+    def _log(self, record: dict[str, Any]) -> bool:
+        """Append a metrics line (rank 0) and pass it to the callback; False means stop requested."""
+        record = {"time": time.time(), **record}
+        keep_going = True
+        if self.dist.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if self.callback is not None and self.callback(record) is False:
+                keep_going = False
+        return keep_going
+
+    def _stop_requested(self) -> bool:
+        return (self.run_dir / STOP_FILE).exists()
+
+    def _build_model(self, num_classes: int) -> SimCLRResNet18:
+        torch.manual_seed(self.cfg.train.seed)
+        model = SimCLRResNet18(num_classes, self.cfg.model)
+        if self.init_weights:
+            loaded = load_weights(self.init_weights)
+            trunk_state = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("classifier.")}
+            model.load_state_dict(trunk_state, strict=False)
+        return model.to(self.device).to(memory_format=torch.channels_last)
+
+    def _steps_per_epoch(self, stage: str, n_images: int) -> int:
+        batch = min(self.cfg.train.batch_size, n_images)
+        return max(1, n_images // batch)
+
+    # -------------------------------------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+        dist_utils.barrier(self.dist)
+        dataset, pixels = prepare_data(cfg)
+        meta = dataset.meta
+        self.dataset, self.pixels = dataset, pixels
+        self.train_idx = np.flatnonzero(meta["split"].to_numpy() == "train")
+        self.labelled_idx = np.flatnonzero((meta["split"].to_numpy() == "train") & meta["labelled"].to_numpy())
+        self.val_idx = np.flatnonzero(meta["split"].to_numpy() == "val")
+        self.labels = meta["label"].to_numpy()
+        if self.dist.is_main and not self.resume:
+            write_manifest(dataset, self.run_dir / "manifest.csv")
+            write_json_atomic(
+                self.run_dir / "config.json",
+                {
+                    "config": to_dict(cfg),
+                    "command": self.command,
+                    "init_weights": self.init_weights,
+                    "manifest_sha256": manifest_checksum(dataset),
+                    "classes": list(dataset.classes),
+                    "mode": dataset.mode,
+                    "group_key": dataset.group_key,
+                },
+            )
+        model = self._build_model(len(dataset.classes))
+        start_stage, start_epoch, start_batch = 0, 0, 0
+        self.best_score: float | None = None
+        self.bad_epochs = 0
+        if self.resume:
+            ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            start_stage = self.stages.index(ckpt["stage"])
+            start_epoch, start_batch = ckpt["epoch"], ckpt["batch"]
+            self.best_score = ckpt.get("best_score")
+            self.bad_epochs = ckpt.get("bad_epochs", 0)
+            self.state = ckpt
+        self.model = model
+        self.total_steps = sum(self._stage_total(s) for s in self.stages)
+        self.steps_done = sum(self._stage_total(s) for s in self.stages[:start_stage])
+        self.t0, self.steps_timed = time.time(), 0
+        status = "finished"
+        for i in range(start_stage, len(self.stages)):
+            stage = self.stages[i]
+            resume_state = self.state if (self.resume and i == start_stage) else None
+            finished = self._run_stage(
+                stage, start_epoch if resume_state else 0, start_batch if resume_state else 0, resume_state
+            )
+            if not finished:
+                status = "stopped"
+                break
+        weights = self._write_final_weights(status) if self.dist.is_main else None
+        self._log(
+            {
+                "kind": "status",
+                "status": status,
+                "weights": str(weights) if weights else None,
+                "best_score": self.best_score,
+            }
+        )
+        dist_utils.barrier(self.dist)
+        return TrainResult(self.run_dir, status, weights, self.best_score)
+
+    def _stage_total(self, stage: str) -> int:
+        n = len(self.train_idx) if stage == "pretrain" else len(self.labelled_idx)
+        epochs = self.cfg.train.pretrain_epochs if stage == "pretrain" else self.cfg.train.finetune_epochs
+        return self._steps_per_epoch(stage, n) // max(1, self.dist.world_size) * epochs or epochs
+
+    # ------------------------------------------------------------------------------------------ stage
+    def _run_stage(self, stage: str, start_epoch: int, start_batch: int, resume_state: dict | None) -> bool:
+        cfg, tc = self.cfg, self.cfg.train
+        epochs = tc.pretrain_epochs if stage == "pretrain" else tc.finetune_epochs
+        pool = self.train_idx if stage == "pretrain" else self.labelled_idx
+        if len(pool) < 2:
+            raise TrainingError(f"{stage}: needs at least 2 training images, has {len(pool)}")
+        batch = min(tc.batch_size, len(pool))
+        batches_per_epoch = max(1, len(pool) // batch)
+        my_batches = list(range(self.dist.rank, batches_per_epoch, self.dist.world_size)) or [0]
+        total = len(my_batches) * epochs
+        warmup = int(round(tc.warmup_epochs * len(my_batches)))
+        stage_id = STAGES.index(stage)
+        aug_cfg = cfg.simclr_augment if stage == "pretrain" else cfg.augment
+        augmenter = BatchAugmenter(aug_cfg, tc.image_size)
+        heads = _Heads(self.model)
+        net: nn.Module = heads
+        if self.dist.enabled:
+            net = DistributedDataParallel(heads, find_unused_parameters=(stage == "pretrain"))
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        if resume_state is not None and "optimizer" in resume_state:
+            optimizer.load_state_dict(resume_state["optimizer"])
+        class_weights = None
+        if stage == "finetune" and not tc.balanced_sampling:
+            counts = np.bincount(self.labels[pool], minlength=len(self.dataset.classes)).astype(float)
+            class_weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32)
+        bar = tqdm(
+            total=total,
+            initial=start_epoch * len(my_batches) + start_batch,
+            desc=stage,
+            disable=not (self.progress and self.dist.is_main),
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        for epoch in range(start_epoch, epochs):
+            order = self._epoch_order(stage, pool, epoch)
+            correct = seen = 0
+            loss_sum = 0.0
+            first = start_batch if epoch == start_epoch else 0
+            for position in range(first, len(my_batches)):
+                b = my_batches[position]
+                step_in_stage = epoch * len(my_batches) + position
+                for group in optimizer.param_groups:
+                    group["lr"] = tc.lr * cosine_factor(step_in_stage, total, warmup)
+                idx = np.sort(order[b * batch : (b + 1) * batch])
+                t_step = time.time()
+                record = self._step(
+                    stage, net, optimizer, augmenter, idx, _torch_gen(tc.seed, stage_id, epoch, b), class_weights
+                )
+                elapsed = time.time() - t_step
+                self.steps_done += 1
+                self.steps_timed += 1
+                loss_sum += record["loss"]
+                correct += record.pop("correct", 0)
+                seen += record.pop("seen", 0)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                stop = self._stop_requested()
+                if position % max(1, tc.log_every) == 0 or position == len(my_batches) - 1 or stop:
+                    rate = (time.time() - self.t0) / max(1, self.steps_timed)
+                    keep = self._log(
+                        {
+                            "kind": "step",
+                            "stage": stage,
+                            "epoch": epoch,
+                            "step": step_in_stage,
+                            "global_step": self.steps_done,
+                            "total_steps": self.total_steps,
+                            "lr": optimizer.param_groups[0]["lr"],
+                            "images_per_s": len(idx) / elapsed,
+                            "eta_s": rate * (self.total_steps - self.steps_done),
+                            **record,
+                        }
+                    )
+                    stop = stop or not keep
+                if dist_utils.broadcast_flag(stop, self.dist):
+                    self._save_checkpoint(stage, epoch, position + 1, optimizer)
+                    bar.close()
+                    return False
+            epoch_record: dict[str, Any] = {
+                "kind": "epoch",
+                "stage": stage,
+                "epoch": epoch,
+                "global_step": self.steps_done,
+                "total_steps": self.total_steps,
+                "loss": loss_sum / max(1, len(my_batches) - first),
+            }
+            if stage == "finetune":
+                epoch_record["train_acc"] = correct / max(1, seen)
+                epoch_record.update(self._validate())
+                improved = self._track_best(epoch_record["val_auroc"])
+                epoch_record["best_val_auroc"] = self.best_score
+                if improved and self.dist.is_main:
+                    save_weights(
+                        self.model, self.run_dir / "checkpoints" / "best.safetensors", self._weights_meta(epoch_record)
+                    )
+            self._save_checkpoint(stage, epoch + 1, 0, optimizer)
+            self._log(epoch_record)
+            patience = tc.early_stopping_patience
+            if stage == "finetune" and patience and self.bad_epochs >= patience:
+                self._log({"kind": "early_stop", "stage": stage, "epoch": epoch, "best_score": self.best_score})
+                break
+        bar.close()
+        return True
+
+    def _epoch_order(self, stage: str, pool: np.ndarray, epoch: int) -> np.ndarray:
+        """This epoch's image order: a permutation (pretrain) or a class-balanced draw with replacement."""
+        rng = _rng(self.cfg.train.seed, STAGES.index(stage), epoch)
+        if stage == "finetune" and self.cfg.train.balanced_sampling:
+            weights = class_balanced_weights(self.labels[pool])
+            return rng.choice(pool, size=len(pool), replace=True, p=weights / weights.sum())
+        return pool[rng.permutation(len(pool))]
+
+    def _step(
+        self,
+        stage: str,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        augmenter: BatchAugmenter,
+        idx: np.ndarray,
+        gen: torch.Generator,
+        class_weights: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        tc = self.cfg.train
+        pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
+        views = torch.cat([augmenter(pixels, gen), augmenter(pixels, gen)]).to(self.device)
+        views = views.contiguous(memory_format=torch.channels_last)
+        n = len(idx)
+        net.train()
+        with autocast_for(self.device, tc.precision):
+            logits, z = net(views)
+        z_a, z_b = z[:n], z[n:]
+        if self.dist.enabled:
+            all_a = dist_utils.gather_with_grad(z_a.float().contiguous(), self.dist)
+            all_b = dist_utils.gather_with_grad(z_b.float().contiguous(), self.dist)
+            ntx = nt_xent_global(z_a, z_b, all_a, all_b, self.dist.rank * n, tc.temperature)
+        else:
+            ntx = nt_xent(z_a, z_b, tc.temperature)
+        record: dict[str, Any] = {"ntxent": float(ntx)}
+        if stage == "pretrain":
+            loss = ntx
+        else:
+            labels = torch.from_numpy(self.labels[idx]).to(self.device)
+            loss, ce = joint_loss(
+                logits[:n],
+                logits[n:],
+                labels,
+                ntx,
+                tc.lambda_ntxent,
+                None if class_weights is None else class_weights.to(self.device),
+                tc.label_smoothing,
+            )
+            pred = logits.float().argmax(1)
+            record.update(
+                ce=float(ce),
+                correct=int((pred == torch.cat([labels, labels])).sum()),
+                seen=2 * n,
+                train_acc=float((pred == torch.cat([labels, labels])).float().mean()),
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        record["loss"] = float(loss)
+        return record
+
+    def _validate(self) -> dict[str, float]:
+        """Validation AUROC (malignant vs benign), accuracy and balanced accuracy, on un-augmented images."""
+        if len(self.val_idx) == 0:
+            return {"val_auroc": float("nan")}
+        logits, _ = forward_pixels(self.model, self.pixels[self.val_idx], precision=self.cfg.train.precision)
+        probs = softmax_np(logits)
+        y = self.labels[self.val_idx]
+        malignant = self.dataset.meta["malignant"].to_numpy()[self.val_idx]
+        p_mal = malignant_probability(probs, self.dataset.classes)
+        auroc = float(roc_auc_score(malignant, p_mal)) if len(set(malignant)) == 2 else float("nan")
+        pred = probs.argmax(1)
+        return {
+            "val_auroc": auroc,
+            "val_acc": float((pred == y).mean()),
+            "val_bacc": float(balanced_accuracy_score(y, pred)),
+        }
+
+    def _track_best(self, score: float) -> bool:
+        if math.isnan(score):
+            score = -1.0
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.bad_epochs = score, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def _save_checkpoint(self, stage: str, epoch: int, batch: int, optimizer: torch.optim.Optimizer) -> None:
+        """Where to continue from: the next batch of `epoch` in `stage` (rank 0 writes)."""
+        if not self.dist.is_main:
+            return
+        _atomic_torch_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "stage": stage,
+                "epoch": epoch,
+                "batch": batch,
+                "global_step": self.steps_done,
+                "best_score": self.best_score,
+                "bad_epochs": self.bad_epochs,
+            },
+            self.checkpoint_path,
+        )
+
+    def _weights_meta(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "classes": list(self.dataset.classes),
+            "mode": self.dataset.mode,
+            "image_size": cfg.train.image_size,
+            "mean": list(cfg.augment.mean),
+            "std": list(cfg.augment.std),
+            "model": to_dict(cfg.model),
+            "temperature": 1.0,
+            "stages": list(self.stages),
+            "manifest_sha256": manifest_checksum(self.dataset),
+            "command": self.command,
+            "config": to_dict(cfg),
+            "val_metrics": metrics or {},
+        }
+
+    def _write_final_weights(self, status: str) -> Path:
+        """`model.safetensors` + `model.json`: the best fine-tuned weights, or the current ones."""
+        best = self.run_dir / "checkpoints" / "best.safetensors"
+        target = self.run_dir / "model.safetensors"
+        if best.exists():
+            loaded = load_weights(best)
+            meta = {k: v for k, v in loaded.meta.items() if k != "format"}
+            meta["status"] = status
+            return save_weights(loaded.model, target, meta)
+        return save_weights(self.model, target, {**self._weights_meta(), "status": status})
+
+
+def train(cfg: RunConfig, run_dir: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+    """Run (or resume) a training job; see `Trainer`."""
+    trainer = Trainer(cfg, run_dir, **kwargs)
+    try:
+        return trainer.run()
+    finally:
+        dist_utils.cleanup(trainer.dist)
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl records (a torn last line, from a run still writing, is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real HAM10000 copy in ../shared (read-only) and small synthetic folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+HAM = (REPO / ".." / "shared" / "data" / "ham10000").resolve()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test writes pixel caches to its own temp dir, never to ~/.cache."""
+    monkeypatch.setenv("DERMAI_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def ham_root() -> Path:
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    return HAM
+
+
+def make_folder(root: Path, rows: list[dict], size: tuple[int, int] = (40, 30), csv_name: str = "metadata.csv",
+                ext: str = ".jpg", id_column: str = "image_id") -> Path:
+    """A synthetic dermoscopy folder: coloured images named by id in a subfolder, plus the CSV."""
+    rng = np.random.default_rng(0)
+    (root / "imgs" / "nested").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "imgs" / "nested" / f"{row[id_column]}{ext}")
+    pd.DataFrame(rows).to_csv(root / csv_name, index=False)
+    return root
+
+
+def ham_rows(n_lesions_per_dx: int = 4, images_per_lesion: int = 2) -> list[dict]:
+    rows = []
+    for dx in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"):
+        for lesion in range(n_lesions_per_dx):
+            for k in range(images_per_lesion):
+                rows.append({"lesion_id": f"L_{dx}_{lesion}", "image_id": f"I_{dx}_{lesion}_{k}", "dx": dx,
+                             "dx_type": "histo", "age": 50, "sex": "male", "localization": "back"})
+    return rows

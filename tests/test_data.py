@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermai import data
+from dermai.cli import main
+from tests.conftest import ham_rows, make_folder
+
+
+# ----------------------------------------------------------------------------------------- real data
+def test_ham_split_has_no_lesion_leakage_and_is_stratified(ham_root: Path) -> None:
+    ds = data.attach_splits(data.load_dataset(ham_root), seed=0)
+    assert ds.mode == "multiclass" and ds.group_key == "lesion_id"
+    assert len(ds.meta) == 10015
+    assert ds.meta.groupby("lesion_id")["split"].nunique().max() == 1
+    shares = pd.crosstab(ds.meta["dx"], ds.meta["split"], normalize="columns") * 100
+    assert (shares.max(axis=1) - shares.min(axis=1)).max() <= 3.0
+    fractions = ds.meta["split"].value_counts(normalize=True)
+    assert abs(fractions["train"] - 0.70) < 0.01 and abs(fractions["test"] - 0.15) < 0.01
+
+
+def test_ham_labels_come_from_csv(ham_root: Path) -> None:
+    ds = data.load_dataset(ham_root)
+    counts = ds.meta["dx"].value_counts()
+    assert counts["nv"] == 6705 and counts["mel"] == 1113 and counts["df"] == 115
+    assert ds.meta["malignant"].sum() == 1954
+    assert set(ds.meta.loc[ds.meta["malignant"] == 1, "dx"]) == {"mel", "bcc", "akiec"}
+
+
+def test_split_is_deterministic_and_seed_dependent(ham_root: Path) -> None:
+    base = data.load_dataset(ham_root)
+    a = data.attach_splits(base, seed=3).meta["split"]
+    b = data.attach_splits(base, seed=3).meta["split"]
+    c = data.attach_splits(base, seed=4).meta["split"]
+    assert a.equals(b)
+    assert not a.equals(c)
+
+
+def test_limit_keeps_every_class_on_every_side(ham_root: Path) -> None:
+    ds = data.attach_splits(data.load_dataset(ham_root), seed=0, limit=256)
+    assert 200 <= len(ds.meta) <= 320
+    for split in data.SPLITS:
+        assert set(ds.meta.loc[ds.meta["split"] == split, "dx"]) == set(data.DIAGNOSES)
+
+
+def test_cli_split_and_summary(ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "manifest.csv"
+    assert main(["data", "split", "--data", str(ham_root), "--out", str(out), "--seed", "1"]) == 0
+    manifest = pd.read_csv(out)
+    assert {"image_id", "split"} <= set(manifest.columns) and len(manifest) == 10015
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert main(["data", "summary", "--data", str(ham_root), "--manifest", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "nv" in printed and "total" in printed and "10015" in printed
+
+
+def test_manifest_round_trip(ham_root: Path, tmp_path: Path) -> None:
+    ds = data.attach_splits(data.load_dataset(ham_root), seed=2, limit=300)
+    path = data.write_manifest(ds, tmp_path / "m.csv")
+    again = data.attach_splits(data.load_dataset(ham_root), manifest=path)
+    merged = ds.meta.set_index("image_id")["split"].sort_index()
+    assert merged.equals(again.meta.set_index("image_id")["split"].sort_index())
+    assert data.manifest_checksum(ds) == data.manifest_checksum(again)
+
+
+# ----------------------------------------------------------------------------------- label fraction
+def test_label_fraction_is_grouped_and_stratified(ham_root: Path) -> None:
+    ds = data.attach_splits(data.load_dataset(ham_root), seed=0, label_fraction=0.1)
+    train = ds.meta[ds.meta["split"] == "train"]
+    assert 0.07 < train["labelled"].mean() < 0.13
+    assert train.groupby("group")["labelled"].nunique().max() == 1
+    assert set(train.loc[train["labelled"], "dx"]) == set(data.DIAGNOSES)
+    assert ds.meta.loc[ds.meta["split"] != "train", "labelled"].all()
+
+
+def test_label_fraction_rejects_out_of_range(ham_root: Path) -> None:
+    with pytest.raises(data.DataError, match="label fraction"):
+        data.attach_splits(data.load_dataset(ham_root), label_fraction=0)
+
+
+# ------------------------------------------------------------------------------------------- dialects
+def test_isic2020_dialect_binary_mode_grouped_by_patient(tmp_path: Path) -> None:
+    rows = [{"image_name": f"ISIC_{i:07d}", "patient_id": f"P{i // 3}", "target": int(i % 5 == 0),
+             "sex": "female", "age_approx": 40, "anatom_site_general_challenge": "torso"} for i in range(90)]
+    root = make_folder(tmp_path, rows, id_column="image_name", csv_name="train.csv", ext=".png")
+    ds = data.attach_splits(data.load_dataset(root), seed=0)
+    assert ds.mode == "binary" and ds.classes == ("benign", "malignant") and ds.group_key == "patient_id"
+    assert ds.meta["label"].tolist() == ds.meta["malignant"].tolist()
+    assert ds.meta.groupby("patient_id")["split"].nunique().max() == 1
+
+
+def test_plain_csv_with_benign_malignant(tmp_path: Path) -> None:
+    rows = [{"image_id": f"img{i}", "benign_malignant": "malignant" if i % 2 else "benign"} for i in range(12)]
+    root = make_folder(tmp_path, rows, ext=".bmp")
+    ds = data.load_dataset(root)
+    assert ds.mode == "binary" and ds.group_key == "image_id"
+    assert ds.meta["malignant"].sum() == 6
+
+
+def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_root = make_folder(tmp_path / "env", ham_rows(1, 1))
+    monkeypatch.setenv("DERMAI_DATA", str(env_root))
+    assert data.resolve_data_root() == env_root.resolve()
+    assert data.resolve_data_root(tmp_path / "env") == env_root.resolve()
+    monkeypatch.setenv("DERMAI_DATA", str(tmp_path / "missing"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(data.DataError, match="tried: .*missing.*data/ham10000"):
+        data.resolve_data_root()
+
+
+# -------------------------------------------------------------------------------------------- errors
+def test_missing_image_names_row_and_id(tmp_path: Path) -> None:
+    root = make_folder(tmp_path, ham_rows(1, 1))
+    os.remove(root / "imgs" / "nested" / "I_mel_0_0.jpg")
+    with pytest.raises(data.DataError, match=r"row \d+: image 'I_mel_0_0' not found"):
+        data.load_dataset(root)
+
+
+def test_csv_without_label_columns(tmp_path: Path) -> None:
+    root = make_folder(tmp_path, [{"image_id": "a", "age": 3}])
+    with pytest.raises(data.DataError, match="no label column"):
+        data.load_dataset(root)
+
+
+def test_csv_without_id_column(tmp_path: Path) -> None:
+    root = make_folder(tmp_path, [{"image_id": "a", "dx": "nv"}])
+    pd.DataFrame({"name": ["a"], "dx": ["nv"]}).to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(data.DataError, match="no image id column"):
+        data.load_dataset(root)
+
+
+def test_unknown_dx_names_row(tmp_path: Path) -> None:
+    rows = ham_rows(1, 1)
+    rows[3]["dx"] = "wart"
+    root = make_folder(tmp_path, rows)
+    with pytest.raises(data.DataError, match=r"metadata.csv, row 5: unknown dx value 'wart'"):
+        data.load_dataset(root)
+
+
+def test_class_absent_from_a_split(tmp_path: Path) -> None:
+    rows = ham_rows(4, 1)
+    rows = [r for r in rows if r["dx"] != "df"] + [r for r in rows if r["dx"] == "df"][:2]
+    root = make_folder(tmp_path, rows)
+    with pytest.raises(data.DataError, match="class 'df' is absent from the train split"):
+        data.attach_splits(data.load_dataset(root), seed=0)
+
+
+def test_unreadable_image_names_file(tmp_path: Path) -> None:
+    root = make_folder(tmp_path, ham_rows(1, 1))
+    bad = root / "imgs" / "nested" / "I_nv_0_0.jpg"
+    bad.write_bytes(b"not a jpeg")
+    ds = data.load_dataset(root)
+    with pytest.raises(data.DataError, match="I_nv_0_0.jpg: unreadable image"):
+        data.load_pixels(list(ds.meta["path"]), 16)
+    assert not [p for p in Path(os.environ["DERMAI_CACHE"]).iterdir()]  # nothing half-written
+
+
+def test_bad_manifest_split_value(tmp_path: Path, ham_root: Path) -> None:
+    path = tmp_path / "m.csv"
+    pd.DataFrame({"image_id": ["ISIC_0027419"], "split": ["holdout"]}).to_csv(path, index=False)
+    with pytest.raises(data.DataError, match="row 2: split 'holdout'"):
+        data.attach_splits(data.load_dataset(ham_root), manifest=path)
+
+
+# -------------------------------------------------------------------------------- sampler and cache
+def test_class_balanced_weights_equalise_classes() -> None:
+    labels = np.array([0] * 90 + [1] * 9 + [2])
+    w = data.class_balanced_weights(labels)
+    totals = [w[labels == k].sum() for k in range(3)]
+    assert np.allclose(totals, 1.0)
+
+
+def test_pixel_cache_reused_and_invalidated(tmp_path: Path) -> None:
+    root = make_folder(tmp_path, ham_rows(1, 2))
+    paths = list(data.load_dataset(root).meta["path"])
+    first = data.load_pixels(paths, 16)
+    assert first.shape == (len(paths), 16, 16, 3) and first.dtype == np.uint8
+    cache = Path(os.environ["DERMAI_CACHE"])
+    files = sorted(cache.glob("*.npy"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    again = data.load_pixels(paths, 16)
+    assert np.array_equal(first, again) and files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
+    # changing an image changes the key: a new cache file with the new pixels
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(paths[0])
+    changed = data.load_pixels(paths, 16)
+    assert len(list(cache.glob("*.npy"))) == 2
+    assert tuple(changed[0, 8, 8]) == (255, 0, 0) or changed[0, 8, 8, 0] > 240
+    assert data.load_pixels(paths, 8).shape[1] == 8  # another size, another entry
+
+
+def test_pixel_cache_matches_direct_decode(ham_root: Path) -> None:
+    ds = data.load_dataset(ham_root)
+    paths = list(ds.meta["path"][:5])
+    cached = data.load_pixels(paths, 32)
+    for i, p in enumerate(paths):
+        assert np.array_equal(cached[i], data.decode_image(p, 32))
