@@ -237,7 +237,7 @@ class Trainer:
             self.state = ckpt
         self.model = model
         self.total_steps = sum(self._stage_total(s) for s in self.stages)
-        self.steps_done = sum(self._stage_total(s) for s in self.stages[:start_stage])
+        self.steps_done = self.state.get("global_step", 0) if self.resume else 0
         self.t0, self.steps_timed = time.time(), 0
         status = "finished"
         for i in range(start_stage, len(self.stages)):
@@ -404,7 +404,7 @@ class Trainer:
             ntx = nt_xent_global(z_a, z_b, all_a, all_b, self.dist.rank * n, tc.temperature)
         else:
             ntx = nt_xent(z_a, z_b, tc.temperature)
-        record: dict[str, Any] = {"ntxent": float(ntx)}
+        record: dict[str, Any] = {"ntxent": float(ntx.detach())}
         if stage == "pretrain":
             loss = ntx
         else:
@@ -420,7 +420,7 @@ class Trainer:
             )
             pred = logits.float().argmax(1)
             record.update(
-                ce=float(ce),
+                ce=float(ce.detach()),
                 correct=int((pred == torch.cat([labels, labels])).sum()),
                 seen=2 * n,
                 train_acc=float((pred == torch.cat([labels, labels])).float().mean()),
@@ -428,7 +428,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        record["loss"] = float(loss)
+        record["loss"] = float(loss.detach())
         return record
 
     def _validate(self) -> dict[str, float]:

@@ -1,0 +1,130 @@
+"""Tiny real training runs (a few dozen HAM10000 images at 32 px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from dermai.config import RunConfig
+from dermai.train import STOP_FILE, TrainingError, cosine_factor, read_metrics, train
+from dermai.weights import load_weights
+
+
+def tiny_config(ham_root: Path, **train_overrides: object) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.data_dir = str(ham_root)
+    cfg.data.limit = 64
+    cfg.train.image_size = 32
+    cfg.train.batch_size = 16
+    cfg.train.pretrain_epochs = 1
+    cfg.train.finetune_epochs = 1
+    cfg.train.precision = "fp32"
+    cfg.train.log_every = 1
+    for key, value in train_overrides.items():
+        setattr(cfg.train, key, value)
+    return cfg
+
+
+def test_cosine_schedule_has_warmup_and_no_restart() -> None:
+    factors = [cosine_factor(s, 100, 10) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(b <= a + 1e-12 for a, b in zip(factors[10:], factors[11:], strict=False))  # monotone decay
+    assert factors[-1] < 0.01
+
+
+def test_tiny_run_writes_a_complete_run_folder(ham_root: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(ham_root), tmp_path / "run")
+    run = tmp_path / "run"
+    assert result.status == "finished"
+    for name in ("config.json", "manifest.csv", "metrics.jsonl", "model.safetensors", "model.json",
+                 "checkpoints/last.pt", "checkpoints/best.safetensors"):
+        assert (run / name).exists(), name
+    records = read_metrics(run)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == len(lines)  # every line is JSON
+    steps = [r for r in records if r["kind"] == "step"]
+    assert {r["stage"] for r in steps} == {"pretrain", "finetune"}
+    for r in steps:
+        assert {"loss", "ntxent", "lr", "images_per_s", "eta_s", "global_step"} <= set(r)
+    epochs = [r for r in records if r["kind"] == "epoch" and r["stage"] == "finetune"]
+    assert 0.0 <= epochs[0]["val_auroc"] <= 1.0 and "train_acc" in epochs[0] and "val_bacc" in epochs[0]
+    assert records[-1] == {**records[-1], "kind": "status", "status": "finished"}
+    loaded = load_weights(run / "model.safetensors")
+    assert loaded.meta["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    assert loaded.meta["image_size"] == 32 and len(loaded.meta["mean"]) == 3
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["train"]["image_size"] == 32 and config["manifest_sha256"]
+
+
+def test_losses_fall_over_a_few_epochs(ham_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(ham_root, pretrain_epochs=6, finetune_epochs=6, lr=2e-3)
+    train(cfg, tmp_path / "run")
+    records = read_metrics(tmp_path / "run")
+    for stage in ("pretrain", "finetune"):
+        losses = [r["loss"] for r in records if r["kind"] == "epoch" and r["stage"] == stage]
+        assert np.mean(losses[-2:]) < losses[0], (stage, losses)
+
+
+def test_stop_then_resume_equals_uninterrupted_run(ham_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(ham_root, pretrain_epochs=2, finetune_epochs=2)
+    train(cfg, tmp_path / "straight")
+
+    calls = {"steps": 0}
+
+    def stop_after_five(record: dict) -> bool:
+        calls["steps"] += record["kind"] == "step"
+        return calls["steps"] < 5
+
+    stopped = train(tiny_config(ham_root, pretrain_epochs=2, finetune_epochs=2), tmp_path / "resumed",
+                    callback=stop_after_five)
+    assert stopped.status == "stopped"
+    assert load_weights(tmp_path / "resumed" / "model.safetensors").meta["status"] == "stopped"  # usable
+    steps_before = [r["global_step"] for r in read_metrics(tmp_path / "resumed") if r["kind"] == "step"]
+    assert steps_before[-1] == 5
+
+    resumed = train(RunConfig(), tmp_path / "resumed", resume=True)
+    assert resumed.status == "finished"
+    steps_after = [r["global_step"] for r in read_metrics(tmp_path / "resumed") if r["kind"] == "step"]
+    assert steps_after[len(steps_before)] == 6  # continues at the next step, none repeated or skipped
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "best.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "best.safetensors"))
+    for key in a:
+        assert np.allclose(a[key].numpy(), b[key].numpy(), atol=1e-5), key
+
+
+def test_stop_file_ends_run_cleanly(ham_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+
+    def create_stop_file(record: dict) -> None:
+        if record["kind"] == "step":
+            (run / STOP_FILE).touch()
+
+    result = train(tiny_config(ham_root, pretrain_epochs=3), run, callback=create_stop_file)
+    assert result.status == "stopped"
+    assert (run / "checkpoints" / "last.pt").exists() and (run / "model.safetensors").exists()
+    assert read_metrics(run)[-1]["status"] == "stopped"
+
+
+def test_refuses_to_overwrite_or_resume_nothing(ham_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(tiny_config(ham_root), tmp_path / "empty", resume=True)
+    train(tiny_config(ham_root), tmp_path / "run")
+    with pytest.raises(TrainingError, match="holds a run already"):
+        train(tiny_config(ham_root), tmp_path / "run")
+
+
+def test_label_fraction_finetunes_on_fewer_images(ham_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(ham_root, pretrain_epochs=0)
+    cfg.data.label_fraction = 0.5
+    cfg.data.limit = 200
+    cfg.stage = "finetune"
+    train(cfg, tmp_path / "run")
+    import pandas as pd
+
+    manifest = pd.read_csv(tmp_path / "run" / "manifest.csv")
+    train_rows = manifest[manifest["split"] == "train"]
+    assert 0.3 < train_rows["labelled"].mean() < 0.7
