@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -64,7 +66,60 @@ def build_parser() -> argparse.ArgumentParser:
         ("finetune", "joint-loss fine-tuning alone"),
     ):
         _add_train_args(sub.add_parser(name, help=help_text))
+    _add_evaluation_parsers(sub)
+    _add_predict_parser(sub)
     return parser
+
+
+CAM_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam", "layercam", "hirescam")  # dermai.saliency.CAM_METHODS
+
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    predict = sub.add_parser("predict", help="triage tier, probabilities and OOD verdict for image files")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, TIFF, WebP)")
+    predict.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    predict.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
+    predict.add_argument("--cam", choices=CAM_CHOICES, help="saliency method for --cam-out (default gradcam)")
+    predict.add_argument("--cam-out", help="folder for <stem>_cam.png saliency overlays")
+
+
+def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser("evaluate", help="score weights on their own test split (or an external folder)")
+    evaluate.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
+    evaluate.add_argument("--data", help="data folder (default: the one in the weights' config)")
+    evaluate.add_argument("--split", choices=["test", "val", "all"], default="test",
+                          help="all: every image of the folder (an external test set)")
+    evaluate.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
+    evaluate.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
+    evaluate.add_argument("--saliency", action="store_true", help="CAM plausibility against lesion masks (slow)")
+    evaluate.add_argument("--saliency-limit", type=int, default=200, help="images sampled for --saliency")
+    evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUROC interval")
+    evaluate.add_argument("--out", required=True, help="report JSON to write")
+    evaluate.add_argument("--predictions", required=True, help="per-image predictions CSV to write")
+
+    calibrate = sub.add_parser("calibrate", help="fit temperature, operating points and OOD on validation data")
+    calibrate.add_argument("--weights", required=True, help="weights to update in place")
+    calibrate.add_argument("--data", help="data folder (default: the one in the weights' config)")
+    calibrate.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
+    calibrate.add_argument("--refer-sensitivity", type=float, default=0.95)
+    calibrate.add_argument("--urgent-specificity", type=float, default=0.90)
+    calibrate.add_argument("--ood-percentile", type=float, default=99.0)
+    calibrate.add_argument("--tta", action="store_true")
+
+    experiment = sub.add_parser("experiment", help="research experiments")
+    experiment_sub = experiment.add_subparsers(dest="experiment", metavar="NAME", required=True)
+    label = experiment_sub.add_parser("label-efficiency", help="SimCLR pretraining vs random init per label fraction")
+    d = RunConfig()
+    label.add_argument("--data", help="data folder")
+    label.add_argument("--out", required=True, help="experiment folder (resumable)")
+    label.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    label.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    label.add_argument("--split-seed", type=int, default=d.data.seed, help="seed of the one shared split")
+    label.add_argument("--image-size", type=int, default=d.train.image_size)
+    label.add_argument("--pretrain-epochs", type=int, default=d.train.pretrain_epochs)
+    label.add_argument("--finetune-epochs", type=int, default=d.train.finetune_epochs)
+    label.add_argument("--limit", type=int, help="use about this many images (stratified, whole lesions)")
 
 
 def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
@@ -122,6 +177,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         command="python -m dermai " + " ".join(sys.argv[1:]),
         init_weights=args.init_weights,
     )
+    if os.environ.get("RANK", "0") != "0":
+        return 0 if result.status == "finished" else 3
     print(
         json.dumps(
             {
@@ -135,7 +192,110 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "finished" else 3
 
 
-COMMANDS = {"data": _cmd_data, "train": _cmd_train, "pretrain": _cmd_train, "finetune": _cmd_train}
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dermai.evaluate import evaluate, summary_text, write_outputs
+
+    report, predictions = evaluate(
+        args.weights,
+        args.data,
+        split=args.split,
+        manifest=args.manifest,
+        tta=args.tta,
+        n_boot=args.n_boot,
+        saliency=args.saliency,
+        saliency_limit=args.saliency_limit,
+    )
+    write_outputs(report, predictions, args.out, args.predictions)
+    print(summary_text(report))
+    print(f"wrote {args.out} and {args.predictions}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from dermai.serving import fit_serving
+
+    fitted = fit_serving(
+        args.weights,
+        args.data,
+        manifest=args.manifest,
+        refer_sensitivity=args.refer_sensitivity,
+        urgent_specificity=args.urgent_specificity,
+        ood_percentile=args.ood_percentile,
+        tta=args.tta,
+    )
+    print(json.dumps(fitted, indent=2, default=str))
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from dermai.experiment import label_efficiency
+
+    base = RunConfig()
+    base.data.data_dir, base.data.limit, base.data.seed = args.data, args.limit, args.split_seed
+    base.train.image_size = args.image_size
+    base.train.pretrain_epochs, base.train.finetune_epochs = args.pretrain_epochs, args.finetune_epochs
+    command = ["python", "-m", "dermai", "experiment", "label-efficiency", "--out", args.out]
+    command += ["--data", args.data] if args.data else []
+    command += ["--fractions", *map(str, args.fractions), "--seeds", str(args.seeds)]
+    command += ["--split-seed", str(args.split_seed), "--image-size", str(args.image_size)]
+    command += ["--pretrain-epochs", str(args.pretrain_epochs), "--finetune-epochs", str(args.finetune_epochs)]
+    command += ["--limit", str(args.limit)] if args.limit else []
+    summary = label_efficiency(base, args.out, args.fractions, args.seeds, command=shlex.join(command), log=print)
+    print(summary.to_string(index=False))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Stops at the first unusable image (exit 2, one `error:` line naming it)."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    from dermai.data import atomic_write_bytes
+    from dermai.predict import Predictor
+
+    if args.cam and not args.cam_out:
+        raise ValueError("--cam needs --cam-out DIR to write the overlays to")
+    predictor = Predictor.from_weights(args.weights)
+    for i, image in enumerate(args.images):
+        intake = predictor.read(image)
+        result = predictor.predict(intake, tta=args.tta)
+        cam_path = None
+        if args.cam_out:
+            explained = predictor.explain(intake, method=args.cam or "gradcam")
+            buffer = io.BytesIO()
+            Image.fromarray(explained.overlay).save(buffer, format="PNG")
+            cam_path = atomic_write_bytes(Path(args.cam_out) / f"{Path(image).stem}_cam.png", buffer.getvalue())
+        if args.json:
+            record = {"image": image, **result.to_dict(), "cam": str(cam_path) if cam_path else None}
+            print(json.dumps(record), flush=True)
+            continue
+        if i == 0:
+            print(f"{'IMAGE':<32} {'TIER':<11} {'P(MALIGNANT)':>12}  {'TOP DIAGNOSIS':<14} OOD")
+        top = max(result.probabilities, key=result.probabilities.__getitem__)
+        ood = "n/a" if result.ood is None else "YES" if result.ood else "no"
+        top_text = f"{top} {result.probabilities[top]:.2f}"
+        print(f"{Path(image).name:<32} {result.tier:<11} {result.p_malignant:>12.3f}  {top_text:<14} {ood}")
+        for warning in result.warnings:
+            print(f"  warning: {warning}")
+        if cam_path:
+            print(f"  saliency: {cam_path}")
+    if not args.json:
+        print("Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis.")
+    return 0
+
+
+COMMANDS = {
+    "predict": _cmd_predict,
+    "data": _cmd_data,
+    "train": _cmd_train,
+    "pretrain": _cmd_train,
+    "finetune": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "calibrate": _cmd_calibrate,
+    "experiment": _cmd_experiment,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

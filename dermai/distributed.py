@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,13 +41,27 @@ def init_distributed() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's rows (as in lightly's GatherLayer)."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = [torch.zeros_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, t.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(grads)
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
 def gather_with_grad(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """All ranks' rows concatenated, gradients flowing back to each rank's own rows (NT-Xent negatives)."""
     if not info.enabled:
         return t
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(t), dim=0)
+    return torch.cat(_GatherWithGrad.apply(t), dim=0)
 
 
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:

@@ -27,7 +27,7 @@ def resize_square(image: Image.Image, size: int) -> np.ndarray:
 
 def to_float_batch(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) or (H, W, 3) → float32 (B, 3, H, W) in [0, 1], channels_last memory."""
-    x = torch.as_tensor(pixels)
+    x = torch.as_tensor(np.array(pixels, copy=True)) if isinstance(pixels, np.ndarray) else pixels
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[-1] != 3:

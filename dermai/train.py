@@ -48,6 +48,7 @@ from dermai.data import (
 from dermai.inference import autocast_for, default_device, forward_pixels, malignant_probability, softmax_np
 from dermai.losses import joint_loss, nt_xent, nt_xent_global
 from dermai.model import SimCLRResNet18
+from dermai.serving import calibrate_run
 from dermai.weights import load_weights, save_weights
 
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
@@ -191,10 +192,6 @@ class Trainer:
             model.load_state_dict(trunk_state, strict=False)
         return model.to(self.device).to(memory_format=torch.channels_last)
 
-    def _steps_per_epoch(self, stage: str, n_images: int) -> int:
-        batch = min(self.cfg.train.batch_size, n_images)
-        return max(1, n_images // batch)
-
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:
         cfg = self.cfg
@@ -250,6 +247,8 @@ class Trainer:
                 status = "stopped"
                 break
         weights = self._write_final_weights(status) if self.dist.is_main else None
+        if weights is not None:
+            self._log(calibrate_run(weights, status, self.stages))
         self._log(
             {
                 "kind": "status",
@@ -264,7 +263,16 @@ class Trainer:
     def _stage_total(self, stage: str) -> int:
         n = len(self.train_idx) if stage == "pretrain" else len(self.labelled_idx)
         epochs = self.cfg.train.pretrain_epochs if stage == "pretrain" else self.cfg.train.finetune_epochs
-        return self._steps_per_epoch(stage, n) // max(1, self.dist.world_size) * epochs or epochs
+        return self._batch_plan(n)[1] * epochs
+
+    def _batch_plan(self, n_images: int) -> tuple[int, int]:
+        """(per-rank batch size, steps per epoch): every rank takes the same number of equal batches, so
+        DDP's collective calls always pair up."""
+        world = self.dist.world_size
+        batch = min(self.cfg.train.batch_size, n_images // world)
+        if batch < 2:
+            raise TrainingError(f"{n_images} images cannot make batches of 2 on {world} process(es)")
+        return batch, max(1, n_images // (batch * world))
 
     # ------------------------------------------------------------------------------------------ stage
     def _run_stage(self, stage: str, start_epoch: int, start_batch: int, resume_state: dict | None) -> bool:
@@ -273,9 +281,8 @@ class Trainer:
         pool = self.train_idx if stage == "pretrain" else self.labelled_idx
         if len(pool) < 2:
             raise TrainingError(f"{stage}: needs at least 2 training images, has {len(pool)}")
-        batch = min(tc.batch_size, len(pool))
-        batches_per_epoch = max(1, len(pool) // batch)
-        my_batches = list(range(self.dist.rank, batches_per_epoch, self.dist.world_size)) or [0]
+        batch, steps = self._batch_plan(len(pool))
+        my_batches = [self.dist.rank + self.dist.world_size * i for i in range(steps)]
         total = len(my_batches) * epochs
         warmup = int(round(tc.warmup_epochs * len(my_batches)))
         stage_id = STAGES.index(stage)
@@ -284,7 +291,7 @@ class Trainer:
         heads = _Heads(self.model)
         net: nn.Module = heads
         if self.dist.enabled:
-            net = DistributedDataParallel(heads, find_unused_parameters=(stage == "pretrain"))
+            net = DistributedDataParallel(heads)
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         if resume_state is not None and "optimizer" in resume_state:
             optimizer.load_state_dict(resume_state["optimizer"])
@@ -406,7 +413,7 @@ class Trainer:
             ntx = nt_xent(z_a, z_b, tc.temperature)
         record: dict[str, Any] = {"ntxent": float(ntx.detach())}
         if stage == "pretrain":
-            loss = ntx
+            loss = ntx + 0.0 * logits.float().sum()  # the classifier joins the graph, so DDP sees all grads
         else:
             labels = torch.from_numpy(self.labels[idx]).to(self.device)
             loss, ce = joint_loss(

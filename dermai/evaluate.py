@@ -1,0 +1,259 @@
+"""Score weights on the split they were trained against, and report it honestly.
+
+The split is the weights' own: a manifest, or the split rebuilt from the weights' config, whose sha256 must
+equal the one stored at training time — otherwise a "test" score could include training images. An external
+folder (`split="all"`) is scored whole. Every figure comes with the all-benign baseline, AUROC with a
+lesion-grouped bootstrap interval, calibration, and the validated operating points re-checked (never
+re-tuned) on these data. The metric functions live in `dermai.metrics` and `dermai.calibration`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dermai import calibration, metrics
+from dermai.config import run_config_from_dict
+from dermai.data import (
+    Dataset,
+    atomic_write_bytes,
+    attach_splits,
+    load_dataset,
+    load_pixels,
+    manifest_checksum,
+    write_json_atomic,
+)
+from dermai.inference import forward_pixels, malignant_probability, softmax_np
+from dermai.weights import LoadedWeights, load_weights
+
+SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
+
+
+class EvaluationError(ValueError):
+    """The requested evaluation cannot be done faithfully; the message says why and what to pass."""
+
+
+def weights_dataset(
+    meta: dict[str, Any], data_dir: str | os.PathLike[str] | None = None, manifest: str | os.PathLike[str] | None = None
+) -> Dataset:
+    """The dataset split exactly as when the weights were trained: from `manifest`, else rebuilt from the
+    weights' config (seed, fractions, limit, label fraction), checked against meta["manifest_sha256"]."""
+    if "config" not in meta or not meta.get("manifest_sha256"):
+        raise EvaluationError("the weights' JSON has no training config or manifest_sha256; cannot rebuild their split")
+    data = run_config_from_dict(meta["config"]).data
+    if data_dir is None and data.data_dir and Path(data.data_dir).is_dir():
+        data_dir = data.data_dir
+    source = manifest or data.manifest
+    dataset = attach_splits(
+        load_dataset(data_dir),
+        seed=data.seed,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        label_fraction=data.label_fraction,
+        manifest=source,
+        limit=None if source else data.limit,
+    )
+    checksum = manifest_checksum(dataset)
+    if checksum != meta["manifest_sha256"]:
+        how = f"manifest {source}" if source else f"the weights' config (seed {data.seed}, limit {data.limit})"
+        raise EvaluationError(
+            f"split mismatch: the split from {how} on {dataset.root} has sha256 {checksum[:12]}…, but the weights "
+            f"were trained on {meta['manifest_sha256'][:12]}…; pass the run's manifest.csv with --manifest and "
+            "the data folder it was trained on"
+        )
+    return dataset
+
+
+def score(
+    loaded: LoadedWeights, paths: Sequence[str], tta: bool = False, with_features: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits (and trunk features) for image files, resized and normalised exactly as for prediction."""
+    meta = loaded.meta
+    pixels = load_pixels(list(paths), int(meta["image_size"]))
+    logits, features = forward_pixels(
+        loaded.model, pixels, mean=meta["mean"], std=meta["std"], with_features=with_features, tta=tta
+    )
+    return logits.astype(np.float64), features  # float64: probabilities that sum to 1 for sklearn's checks
+
+
+def _probability_columns(classes: Sequence[str]) -> list[str]:
+    """One column per class; a binary model's are prefixed so they do not clash with the label column."""
+    return [c if c not in ("benign", "malignant") else f"p_{c}" for c in classes]
+
+
+def _saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path, limit: int) -> dict[str, Any]:
+    """Does the model look at the lesion? Mean Grad-CAM mass inside the lesion mask (beside the mask's area
+    share, what a uniform heatmap would score) and pointing-game hit rate, over a seeded sample of the split.
+    Images without a mask are left out."""
+    try:
+        from dermai.saliency import SaliencyExplainer, cam_mass_in_mask, pointing_game_hit
+    except ImportError as exc:
+        return {"skipped": f"dermai.saliency is not available ({exc})"}
+    rows = rows.sample(n=min(limit, len(rows)), random_state=0) if limit else rows
+    masks = {i: root / "masks" / f"{i}_segmentation.png" for i in rows["image_id"]}
+    rows = rows[[masks[i].exists() for i in rows["image_id"]]]
+    if rows.empty:
+        return {"skipped": f"no lesion masks found under {root / 'masks'}"}
+    meta = loaded.meta
+    explainer = SaliencyExplainer(loaded.model, classes=meta["classes"], mean=meta["mean"], std=meta["std"])
+    pixels = load_pixels(list(rows["path"]), int(meta["image_size"]))
+    mass, area, hits, blank = [], [], [], 0
+    for image_id, image in zip(rows["image_id"], pixels, strict=True):
+        heatmap = explainer.heatmap(np.asarray(image))  # the predicted class's Grad-CAM
+        blank += int(heatmap.max() <= 0)  # e.g. a 1×1 last block at small image sizes: no localisation at all
+        with Image.open(masks[image_id]) as mask:
+            mass.append(cam_mass_in_mask(heatmap, mask))
+            area.append(cam_mass_in_mask(np.ones_like(heatmap), mask))
+            hits.append(pointing_game_hit(heatmap, mask))
+    return {
+        "method": explainer.method,
+        "n_images": len(mass),
+        "n_blank_heatmaps": blank,
+        "mean_cam_mass_in_mask": float(np.mean(mass)),
+        "mean_mask_area_share": float(np.mean(area)),
+        "pointing_game_hit_rate": float(np.mean(hits)),
+    }
+
+
+def score_rows(
+    loaded: LoadedWeights, rows: pd.DataFrame, data_classes: Sequence[str], tta: bool = False, n_boot: int = 1000
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics and per-image predictions for dataset rows (image_id, path, dx, malignant, label, group, split)
+    whose labels index `data_classes`; multiclass metrics only when those are the model's classes."""
+    meta = loaded.meta
+    classes = list(meta["classes"])
+    temperature = float(meta.get("temperature", 1.0))
+    logits, _ = score(loaded, rows["path"], tta=tta)
+    probs = softmax_np(logits, temperature)
+    p_mal = malignant_probability(probs, classes)
+    y_mal = rows["malignant"].to_numpy().astype(int)
+    points = meta.get("operating_points")
+    notes: list[str] = []
+    if not points:
+        notes.append("weights carry no validated operating points (run `python -m dermai calibrate`): no tiers")
+
+    predictions = pd.DataFrame(
+        {"image_id": rows["image_id"].to_numpy(), "split": rows["split"].to_numpy(), "p_malignant": p_mal}
+    )
+    for column, values in zip(_probability_columns(classes), probs.T, strict=True):
+        predictions[column] = values
+    predictions["dx"] = rows["dx"].to_numpy()
+    predictions["malignant"] = y_mal
+    predictions["tier"] = [metrics.assign_tier(p, points) for p in p_mal] if points else None
+
+    binary = None
+    if 0 < y_mal.sum() < len(y_mal):
+        thresholds = {name: op["threshold"] for name, op in (points or {}).items()}
+        binary = metrics.binary_metrics(y_mal, p_mal, thresholds, n_boot=n_boot, group=rows["group"].to_numpy())
+    else:
+        notes.append("only one of benign/malignant is present: no AUROC or sensitivity/specificity")
+    multiclass = None
+    labels = rows["label"].to_numpy()
+    if list(data_classes) == classes:
+        multiclass = metrics.multiclass_metrics(labels, probs, classes)
+    else:
+        notes.append(f"the folder's labels ({', '.join(data_classes)}) are not the model's: binary metrics only")
+    calib: dict[str, Any] = {
+        "temperature": temperature,
+        "ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
+        "brier_malignant": calibration.brier_score(y_mal, p_mal),
+        "reliability_malignant": calibration.reliability_bins(y_mal, p_mal),
+    }
+    if multiclass is not None:
+        calib["ece_multiclass"] = calibration.multiclass_ece(labels, probs)
+        calib["brier_multiclass"] = calibration.brier_score(labels, probs)
+    report: dict[str, Any] = {
+        "n_images": len(rows),
+        "tta": tta,
+        "auroc": binary["auroc"] if binary else None,
+        "auroc_ci": binary["auroc_ci"] if binary else None,
+        "balanced_accuracy": multiclass["balanced_accuracy"] if multiclass else None,
+        "baseline_all_benign": {"accuracy": float((y_mal == 0).mean()), "balanced_accuracy": 0.5},
+        "operating_points": points,
+        "binary": binary,
+        "multiclass": multiclass,
+        "calibration": calib,
+        "notes": notes,
+    }
+    return report, predictions
+
+
+def evaluate(
+    weights_path: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    manifest: str | os.PathLike[str] | None = None,
+    tta: bool = False,
+    n_boot: int = 1000,
+    saliency: bool = False,
+    saliency_limit: int = 200,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score one split of the weights' own data (or every image of an external folder with split="all");
+    returns the JSON-ready report and one prediction row per image."""
+    if split not in SCORED_SPLITS:
+        raise EvaluationError(f"unknown split {split!r} (one of {', '.join(SCORED_SPLITS)})")
+    loaded = load_weights(weights_path)
+    if split == "all":
+        dataset = load_dataset(data_dir)
+        rows = dataset.meta.assign(split="all")
+        checksum = None
+    else:
+        dataset = weights_dataset(loaded.meta, data_dir, manifest)
+        rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
+        checksum = loaded.meta["manifest_sha256"]
+    if rows.empty:
+        raise EvaluationError(f"the {split} split of {dataset.root} is empty")
+    scored, predictions = score_rows(loaded, rows, dataset.classes, tta=tta, n_boot=n_boot)
+    report = {
+        "weights": str(loaded.path),
+        "data": str(dataset.root),
+        "split": split,
+        "manifest_sha256": checksum,
+        **scored,
+    }
+    if saliency:
+        report["saliency"] = _saliency_plausibility(loaded, rows, dataset.root, saliency_limit)
+    return report, predictions
+
+
+def write_outputs(
+    report: dict[str, Any],
+    predictions: pd.DataFrame,
+    report_path: str | os.PathLike[str],
+    predictions_path: str | os.PathLike[str],
+) -> None:
+    """Report JSON and predictions CSV, each written atomically."""
+    write_json_atomic(Path(report_path), report)
+    atomic_write_bytes(Path(predictions_path), predictions.to_csv(index=False).encode())
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A few lines for the terminal: the headline figures next to what they must beat."""
+    ci = report["auroc_ci"]
+    ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+    base = report["baseline_all_benign"]
+    calib = report["calibration"]
+    lines = [
+        f"{report['split']} split: {report['n_images']} images ({report['weights']})",
+        f"AUROC malignant {_fmt(report['auroc'])}{ci_text}",
+        f"balanced accuracy (diagnosis) {_fmt(report['balanced_accuracy'])}",
+    ]
+    for name, rates in ((report["binary"] or {}).get("thresholds") or {}).items():
+        lines.append(
+            f"{name}: threshold {rates['threshold']:.3f}, sensitivity {_fmt(rates['sensitivity'])}, "
+            f"specificity {_fmt(rates['specificity'])}"
+        )
+    lines.append(f"ECE malignant {calib['ece_malignant']:.3f}, temperature {calib['temperature']:.3f}")
+    lines.append(f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500")
+    lines += [f"note: {note}" for note in report["notes"]]
+    return "\n".join(lines)

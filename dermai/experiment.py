@@ -1,0 +1,176 @@
+"""The label-efficiency experiment: does SimCLR pretraining help when labels are scarce?
+
+The paper claims it and never shows it. Here, per seed, one SimCLR pretraining run on every training image
+(labels unused) is shared by all label fractions of that seed; each fraction is then fine-tuned from those
+weights and from random initialisation with the same budget, split and seed. One manifest fixes the split for
+every run; the seed picks the labelled subset and the training randomness. Model selection uses validation
+only; validation and test scores are both reported. Finished runs are skipped, interrupted ones resumed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dermai.config import RunConfig
+from dermai.data import (
+    Dataset,
+    atomic_write_bytes,
+    attach_splits,
+    load_dataset,
+    read_manifest,
+    summary_table,
+    write_manifest,
+)
+from dermai.evaluate import score_rows
+from dermai.plots import label_efficiency_figure
+from dermai.train import train
+from dermai.weights import load_weights, read_meta
+
+INITS: tuple[str, ...] = ("simclr", "random")
+
+
+def run_config(base: RunConfig, manifest: Path, seed: int, fraction: float, stage: str) -> RunConfig:
+    """One run of the grid: the shared split (manifest), this seed's labelled subset and training seed."""
+    data = replace(base.data, manifest=str(manifest), limit=None, seed=seed, label_fraction=fraction)
+    return replace(base, data=data, train=replace(base.train, seed=seed), stage=stage)
+
+
+def _finished(run_dir: Path) -> bool:
+    weights = run_dir / "model.safetensors"
+    return weights.exists() and read_meta(weights).get("status") == "finished"
+
+
+def _train_once(cfg: RunConfig, run_dir: Path, init_weights: Path | None, command: str, progress: bool) -> Path:
+    """The run's final weights: reused when finished, resumed from its checkpoint, else trained."""
+    if not _finished(run_dir):
+        resume = (run_dir / "checkpoints" / "last.pt").exists()
+        result = train(
+            cfg,
+            run_dir,
+            resume=resume,
+            command=command,
+            progress=progress,
+            init_weights=str(init_weights) if init_weights else None,
+        )
+        if result.status != "finished":
+            raise RuntimeError(f"{run_dir}: run {result.status}; rerun the experiment to resume it")
+    return run_dir / "model.safetensors"
+
+
+def _shared_split(base: RunConfig, out: Path) -> tuple[Path, Dataset]:
+    """The one manifest every run uses (written once, reused on resume) and the dataset it splits."""
+    path = out / "manifest.csv"
+    folder = load_dataset(base.data.data_dir)
+    if not path.exists():
+        dataset = attach_splits(
+            folder,
+            seed=base.data.seed,
+            val_fraction=base.data.val_fraction,
+            test_fraction=base.data.test_fraction,
+            manifest=base.data.manifest,
+            limit=None if base.data.manifest else base.data.limit,
+        )
+        write_manifest(dataset, path)
+    return path, attach_splits(folder, manifest=path)
+
+
+def _scores(weights: Path, dataset: Dataset) -> dict[str, float | None]:
+    """Validation and test AUROC (malignant) and seven-class balanced accuracy of one run."""
+    loaded = load_weights(weights)
+    out: dict[str, float | None] = {}
+    for split in ("val", "test"):
+        rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
+        report, _ = score_rows(loaded, rows, dataset.classes, n_boot=0)
+        out[f"{split}_auroc"], out[f"{split}_bacc"] = report["auroc"], report["balanced_accuracy"]
+    return out
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± SD over seeds of the test scores, per labelled fraction and initialisation."""
+    grouped = results.groupby(["fraction", "init"], sort=True)
+    return grouped.agg(
+        auroc_mean=("test_auroc", "mean"),
+        auroc_sd=("test_auroc", "std"),
+        bacc_mean=("test_bacc", "mean"),
+        bacc_sd=("test_bacc", "std"),
+        val_auroc_mean=("val_auroc", "mean"),
+        n_labelled=("n_labelled", "mean"),
+        n_seeds=("seed", "nunique"),
+    ).reset_index()
+
+
+def _pm(mean: float, sd: float) -> str:
+    return f"{mean:.3f} ± {sd:.3f}" if pd.notna(sd) else f"{mean:.3f}"
+
+
+def markdown_report(summary: pd.DataFrame, dataset: Dataset, base: RunConfig, command: str) -> str:
+    """The summary as a markdown table, with the design and the exact command that produced it."""
+    counts = summary_table(dataset).loc["total"]
+    t = base.train
+    lines = [
+        "# Label efficiency: SimCLR pretraining vs random initialisation",
+        "",
+        "Per seed, one SimCLR pretraining run on all training images (labels unused); per labelled fraction, "
+        "fine-tuning from it (`simclr`) and from random initialisation (`random`) with the same budget, split "
+        "and seed. Model selection uses validation AUROC only; test scores are mean ± SD over seeds.",
+        "",
+        f"Split (shared by every run): {counts.get('train', 0)} train / {counts.get('val', 0)} val / "
+        f"{counts.get('test', 0)} test images, grouped by {dataset.group_key}. Image size {t.image_size} px, "
+        f"{t.pretrain_epochs} pretraining and {t.finetune_epochs} fine-tuning epochs.",
+        "",
+        "| labelled fraction | labelled images | init | test AUROC | test balanced accuracy | val AUROC | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in summary.itertuples():
+        lines.append(
+            f"| {r.fraction:g} | {r.n_labelled:.0f} | {r.init} | {_pm(r.auroc_mean, r.auroc_sd)} | "
+            f"{_pm(r.bacc_mean, r.bacc_sd)} | {r.val_auroc_mean:.3f} | {r.n_seeds} |"
+        )
+    lines += ["", "Command:", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def label_efficiency(
+    base: RunConfig,
+    out: str | os.PathLike[str],
+    fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    seeds: int = 3,
+    command: str = "",
+    progress: bool = False,
+    log: Callable[[str], Any] = lambda _line: None,
+) -> pd.DataFrame:
+    """Run (or resume) the grid seeds × fractions × {simclr, random} into `out`; writes results.csv,
+    summary.csv, label_efficiency.html and label_efficiency.md there and returns the summary."""
+    out = Path(out)
+    manifest, dataset = _shared_split(base, out)
+    rows: list[dict[str, Any]] = []
+    for seed in range(seeds):
+        seed_dir = out / f"seed{seed}"
+        pretrained = _train_once(
+            run_config(base, manifest, seed, 1.0, "pretrain"), seed_dir / "pretrain", None, command, progress
+        )
+        for fraction in fractions:
+            for init in INITS:
+                run_dir = seed_dir / f"frac{fraction:g}" / init
+                cfg = run_config(base, manifest, seed, fraction, "finetune")
+                weights = _train_once(cfg, run_dir, pretrained if init == "simclr" else None, command, progress)
+                split = read_manifest(run_dir / "manifest.csv")
+                n_labelled = int((split["labelled"] & (split["split"] == "train")).sum())
+                row = {"fraction": fraction, "init": init, "seed": seed, "n_labelled": n_labelled}
+                row.update(_scores(weights, dataset), run_dir=str(run_dir))
+                rows.append(row)
+                log(f"seed {seed} fraction {fraction:g} {init}: val AUROC {row['val_auroc']:.3f}, "
+                    f"test AUROC {row['test_auroc']:.3f}")
+                atomic_write_bytes(out / "results.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+    summary = summarize(pd.DataFrame(rows))
+    atomic_write_bytes(out / "summary.csv", summary.to_csv(index=False).encode())
+    html = label_efficiency_figure(summary).to_html(include_plotlyjs=True, full_html=True)
+    atomic_write_bytes(out / "label_efficiency.html", html.encode())
+    atomic_write_bytes(out / "label_efficiency.md", markdown_report(summary, dataset, base, command).encode())
+    return summary

@@ -1,0 +1,128 @@
+"""Robust image intake: whatever a user uploads becomes an RGB PIL image, or one `IntakeError` with a plain
+message. Pillow raises many exception types on damaged or hostile input, so decoding is wrapped broadly here
+and nowhere else has to.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+MAX_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
+MAX_PIXELS = 50_000_000  # decompression-bomb guard, checked from the header before any pixel is decoded
+MIN_SIDE = 32  # smaller images are accepted with a warning: upscaling leaves little detail
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class IntakeError(ValueError):
+    """An upload that cannot be used; the message names it and says why in plain words."""
+
+
+@dataclass
+class IntakeResult:
+    """The decoded RGB image (EXIF orientation applied) and what was noticed on the way."""
+
+    image: Image.Image
+    warnings: list[str] = field(default_factory=list)
+    original_size: tuple[int, int] = (0, 0)  # (width, height) as displayed, after EXIF orientation
+    format: str | None = None
+
+
+def _read_bytes(source: bytes | str | os.PathLike[str] | BinaryIO, name: str) -> bytes:
+    """The upload's bytes, refusing oversized files without reading them whole."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif isinstance(source, str | os.PathLike):
+        try:
+            if os.path.getsize(source) > MAX_BYTES:
+                raise IntakeError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB")
+            with open(source, "rb") as handle:
+                data = handle.read()
+        except IntakeError:
+            raise
+        except FileNotFoundError as exc:
+            raise IntakeError(f"{name}: file not found") from exc
+        except OSError as exc:
+            raise IntakeError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+    else:
+        data = source.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise IntakeError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB")
+    if not data:
+        raise IntakeError(f"{name}: file is empty")
+    return data
+
+
+def _scale_to_uint8(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grayscale ('I;16*', 'I', 'F') → 8-bit 'L', scaled rather than clipped as
+    Pillow's convert would. Values that fit 16 bits are treated as 16-bit data unless they fit 8 bits."""
+    pixels = np.asarray(image, dtype=np.float64)
+    lo, hi = float(pixels.min()), float(pixels.max())
+    if image.mode.startswith("I;16") or (lo >= 0 and 255 < hi <= 65535 and image.mode == "I"):
+        pixels = pixels / 257.0
+    elif not (lo >= 0 and hi <= 255):
+        pixels = (pixels - lo) / (hi - lo or 1.0) * 255.0
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → RGB; transparency is composited on white (how an uploaded cut-out is seen)."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _scale_to_uint8(image)
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[Image.Image, str | None]:
+    """Open (header only), check the pixel count, then force a full decode and orient."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if image is None:
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise IntakeError(
+                f"{name}: {width}×{height} pixels is more than the {MAX_PIXELS // 10**6} MP limit "
+                "(possible decompression bomb)"
+            )
+        fmt = image.format
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    return image, fmt
+
+
+def read_image(
+    source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, name: str = "image"
+) -> IntakeResult:
+    """Decode an upload (bytes, path, binary file object, or an already opened PIL image) to RGB.
+
+    Raises IntakeError — and only IntakeError — for anything that is not a usable image.
+    """
+    data = None if isinstance(source, Image.Image) else _read_bytes(source, name)
+    try:
+        image, fmt = _decode(data, source if isinstance(source, Image.Image) else None, name)
+        if min(image.size) < 1:
+            raise IntakeError(f"{name}: image has no pixels")
+        rgb = to_rgb(image)
+    except IntakeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise IntakeError(f"{name}: too many pixels to decode safely (possible decompression bomb)") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise IntakeError(f"{name}: not an image file Pillow can read") from exc
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, …
+        detail = " ".join(str(exc).split())  # one line, whatever the decoder said
+        raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc
+    notes = []
+    if min(rgb.size) < MIN_SIDE:
+        notes.append(f"{name}: small image ({rgb.size[0]}×{rgb.size[1]} px); detail will be limited")
+    return IntakeResult(rgb, notes, rgb.size, fmt)

@@ -1,0 +1,314 @@
+"""Training jobs for the app: launch `python -m dermai …` in its own process, one at a time per runs folder.
+
+The registry is one lock file, `<runs>/.job.json` (pid, run folder, stage, command, start time), created
+exclusively so two sessions cannot both start a job. Everything the app shows about a run comes from that
+file and the run folder (metrics.jsonl, job.log), never from a browser session, so a reloaded page still
+sees the job. A lock whose process has gone is stale and is cleared on the next read. Stop writes the run's
+STOP file: the trainer ends cleanly after the current step with a checkpoint, and Resume continues from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dermai.data import write_json_atomic
+from dermai.train import STOP_FILE, read_metrics
+
+LOCK_NAME = ".job.json"
+LOG_NAME = "job.log"
+EXTERNAL_QUIET_S = 300  # a run with no end record, written to this recently, counts as running elsewhere
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STAGE_COMMANDS: dict[str, str] = {"both": "train", "pretrain": "pretrain", "finetune": "finetune"}
+# Form field → CLI flag; None values are left out so the CLI's defaults (the paper's) apply.
+OPTION_FLAGS: dict[str, str] = {
+    "data": "--data",
+    "pretrain_epochs": "--pretrain-epochs",
+    "finetune_epochs": "--finetune-epochs",
+    "batch_size": "--batch-size",
+    "image_size": "--image-size",
+    "label_fraction": "--label-fraction",
+    "lambda_ntxent": "--lambda",
+    "temperature": "--temperature",
+    "lr": "--lr",
+    "seed": "--seed",
+    "limit": "--limit",
+    "init_weights": "--init-weights",
+}
+_CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
+
+
+class JobError(RuntimeError):
+    """A job that cannot be started, stopped or resumed; the message says why."""
+
+
+@dataclass
+class Job:
+    """The running job, as recorded in the lock file."""
+
+    pid: int
+    run_dir: str
+    stage: str
+    command: list[str]
+    started: float
+
+    @property
+    def name(self) -> str:
+        return Path(self.run_dir).name
+
+
+@dataclass
+class RunStatus:
+    """A run folder's state, read from its metrics stream (and whether its job is alive)."""
+
+    run_dir: Path
+    status: str  # running | finished | stopped | interrupted | failed | not started
+    stage: str | None
+    epoch: int | None
+    progress: float  # 0..1 of all optimiser steps
+    eta_s: float | None
+    best_val_auroc: float | None
+    weights: Path | None
+    started: float | None
+
+
+def runs_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The runs folder: explicit > $DERMAI_RUNS > ./runs (relative to the repository)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("DERMAI_RUNS"):
+        return Path(os.environ["DERMAI_RUNS"])
+    return REPO_ROOT / "runs"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process runs under pid (a zombie counts as dead; our own children are reaped)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        _CHILDREN.pop(pid, None)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return True  # no /proc: trust os.kill
+    return state not in ("Z", "X") and b"dermai" in cmdline  # a reused pid is not our job
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, OSError):
+        return {}
+
+
+def current_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
+    """The job holding the lock, or None; a stale lock (its process gone) is removed."""
+    path = runs_dir(runs) / LOCK_NAME
+    record = _read_lock(path)
+    if record is None:
+        return None
+    try:
+        job = Job(int(record["pid"]), str(record["run_dir"]), str(record["stage"]), list(record["command"]),
+                  float(record["started"]))
+    except (KeyError, TypeError, ValueError):
+        job = None
+    if job is not None and _pid_alive(job.pid):
+        return job
+    try:
+        if record == {} and time.time() - path.stat().st_mtime < 10:  # a job is starting: lock not yet filled
+            return Job(-1, "(starting)", "", [], path.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+    path.unlink(missing_ok=True)
+    return None
+
+
+def build_command(stage: str, run_dir: Path, options: Mapping[str, Any], resume: bool = False) -> list[str]:
+    """The `python -m dermai …` argument list for a stage and form options."""
+    if stage not in STAGE_COMMANDS:
+        raise JobError(f"unknown stage {stage!r} (pretrain, finetune or both)")
+    command = [sys.executable, "-m", "dermai", STAGE_COMMANDS[stage], "--out", str(run_dir), "--quiet"]
+    if resume:
+        return [*command, "--resume"]
+    for key, value in options.items():
+        if key not in OPTION_FLAGS:
+            raise JobError(f"unknown training option {key!r}")
+        if value is not None and value != "":
+            command += [OPTION_FLAGS[key], str(value)]
+    return command
+
+
+def _describe(job: Job) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started))
+    return f"run {job.name!r} ({job.stage}, pid {job.pid}, started {since})"
+
+
+def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
+    """Take the lock, start the process, record it; a second caller gets a JobError naming the job."""
+    runs.mkdir(parents=True, exist_ok=True)
+    lock = runs / LOCK_NAME
+    for _attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            running = current_job(runs)
+            if running is not None:
+                raise JobError(f"a training job is already running: {_describe(running)}") from None
+    else:
+        raise JobError(f"{lock}: cannot take the job lock")
+    os.close(fd)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / LOG_NAME, "ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT, start_new_session=True,
+            )
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        raise
+    _CHILDREN[process.pid] = process
+    job = Job(process.pid, str(run_dir), stage, command, time.time())
+    write_json_atomic(lock, asdict(job))
+    return job
+
+
+def start_job(
+    stage: str, options: Mapping[str, Any], runs: str | os.PathLike[str] | None = None, name: str | None = None
+) -> Job:
+    """Start a training run in a new folder under the runs folder (refused while another job runs)."""
+    root = runs_dir(runs)
+    running = current_job(root)
+    if running is not None:
+        raise JobError(f"a training job is already running: {_describe(running)}")
+    name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}"
+    run_dir = root / name
+    if (run_dir / "config.json").exists() or (run_dir / "metrics.jsonl").exists():
+        raise JobError(f"{run_dir} holds a run already; pick another name or resume it")
+    return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
+
+
+def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> Job:
+    """Continue a stopped run from its last checkpoint, in the same folder."""
+    run = Path(run_dir)
+    config_path = run / "config.json"
+    if not (run / "checkpoints" / "last.pt").exists() or not config_path.exists():
+        raise JobError(f"{run}: nothing to resume (no checkpoint)")
+    stage = json.loads(config_path.read_text()).get("config", {}).get("stage", "both")
+    return _launch(stage, run, build_command(stage, run, {}, resume=True), runs_dir(runs))
+
+
+def stop_job(run_dir: str | os.PathLike[str]) -> Path:
+    """Ask a run to stop: it checkpoints after the current step and ends with status "stopped"."""
+    path = Path(run_dir) / STOP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def cancel_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
+    """End the running job at once (SIGTERM to its process group), for a job still preparing its data:
+    the trainer clears STOP files when it starts, and before its first step there is nothing to keep."""
+    job = current_job(runs)
+    if job is None or job.pid <= 0:
+        return None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(job.pid, signal.SIGTERM)
+    return job
+
+
+def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
+    """What a run folder says about itself; a run with no end record is running only if its job is alive."""
+    run = Path(run_dir)
+    records = read_metrics(run)
+    steps = [r for r in records if r.get("kind") in ("step", "epoch")]
+    last = steps[-1] if steps else {}
+    end = next((r for r in reversed(records) if r.get("kind") == "status"), None)
+    best = [r["best_val_auroc"] for r in records if r.get("best_val_auroc") is not None]
+    job = current_job(runs)
+    metrics_path = run / "metrics.jsonl"
+    if job is not None and job.run_dir and Path(job.run_dir).resolve() == run.resolve():
+        status = "running"  # also while a resumed run has only its earlier "stopped" record
+    elif end is not None:
+        status = str(end.get("status"))
+    elif metrics_path.exists() and time.time() - metrics_path.stat().st_mtime < EXTERNAL_QUIET_S:
+        status = "running"  # started outside the app (e.g. the CLI) and still writing
+    elif records:
+        status = "interrupted"  # killed or crashed: resumable from its checkpoint
+    else:
+        status = "failed" if (run / LOG_NAME).exists() else "not started"
+    total = last.get("total_steps") or 0
+    progress = 1.0 if status == "finished" else (min(1.0, last.get("global_step", 0) / total) if total else 0.0)
+    weights = run / "model.safetensors"
+    return RunStatus(
+        run_dir=run,
+        status=status,
+        stage=last.get("stage"),
+        epoch=last.get("epoch"),
+        progress=progress,
+        eta_s=last.get("eta_s") if status == "running" else None,
+        best_val_auroc=max(best) if best else (end or {}).get("best_score"),
+        weights=weights if weights.exists() else None,
+        started=records[0].get("time") if records else None,
+    )
+
+
+def log_tail(run_dir: str | os.PathLike[str], lines: int = 20) -> str:
+    """The last lines of a run's job.log (the process's stdout and stderr)."""
+    path = Path(run_dir) / LOG_NAME
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started."""
+    root = runs_dir(runs)
+    rows = []
+    for run in sorted(p for p in root.glob("*") if p.is_dir() and (p / "config.json").exists()):
+        status = run_status(run, root)
+        try:
+            config = json.loads((run / "config.json").read_text())["config"]
+            stage = config["stage"]
+            epochs = f"{config['train']['pretrain_epochs']} + {config['train']['finetune_epochs']}"
+        except (OSError, KeyError, TypeError, json.JSONDecodeError):
+            stage, epochs = status.stage, ""
+        started = status.started or (run / "config.json").stat().st_mtime
+        rows.append(
+            {
+                "name": run.name,
+                "status": status.status,
+                "stage": stage,
+                "epochs": epochs,
+                "best_val_auroc": status.best_val_auroc,
+                "started": datetime.fromtimestamp(started).replace(microsecond=0),
+                "weights": str(status.weights) if status.weights else None,
+                "path": str(run),
+            }
+        )
+    columns = ["name", "status", "stage", "epochs", "best_val_auroc", "started", "weights", "path"]
+    return pd.DataFrame(rows, columns=columns).sort_values("started", ascending=False, ignore_index=True)

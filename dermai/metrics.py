@@ -1,0 +1,269 @@
+"""Honest classification metrics for malignancy triage.
+
+The paper we replace reported accuracy on ~98%-benign data, where "everything is benign" already scores
+~98%. Here every accuracy comes with the all-benign baseline, and the headline figures are threshold-free
+(AUROC with a bootstrap interval, AUPRC) or tied to clinically meaningful operating points (sensitivity and
+specificity with Wilson intervals). All functions are pure: numpy arrays in, JSON-ready dicts out.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    roc_auc_score,
+)
+
+TIER_MEANINGS: dict[str, str] = {
+    "urgent": (
+        "High suspicion: the malignancy score is at or above the cut-off chosen for high specificity on "
+        "validation data. Suggest prompt specialist review (e.g. a fast-track suspected-cancer pathway). "
+        "A research and triage aid, not a diagnosis."
+    ),
+    "refer": (
+        "Possible malignancy: the score is at or above the cut-off chosen to catch most malignant lesions "
+        "(high sensitivity) on validation data. Suggest dermatology referral or specialist review. "
+        "A research and triage aid, not a diagnosis."
+    ),
+    "routine": (
+        "Below the referral cut-off. This is not an all-clear: a small share of malignant lesions scored "
+        "this low on validation data. Continue usual clinical assessment and re-examine if it changes. "
+        "A research and triage aid, not a diagnosis."
+    ),
+}
+
+
+def _binary_inputs(y_true: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (int 0/1 labels, float scores) of equal length, so later errors are not silent."""
+    y = np.asarray(y_true).ravel()
+    s = np.asarray(p, dtype=float).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"y_true and p differ in length: {y.shape[0]} vs {s.shape[0]}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must hold only 0 (benign) and 1 (malignant)")
+    if not np.isfinite(s).all():
+        raise ValueError("p holds NaN or infinite values")
+    return y.astype(int), s
+
+
+def _both_classes(y: np.ndarray) -> None:
+    if y.min() == y.max():
+        raise ValueError("y_true needs both benign (0) and malignant (1) examples")
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion k/n: unlike the normal approximation it stays inside [0, 1]
+    and keeps sensible coverage for the small malignant counts of a test split. n = 0 gives (0, 1)."""
+    if n == 0:
+        return 0.0, 1.0
+    phat = k / n
+    denom = 1.0 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _operating_table(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct cut-off (each observed score, plus one just above the maximum that flags nobody) with
+    its sensitivity and specificity when `score >= cut-off` counts as positive: the ROC curve's points."""
+    thr = np.unique(s)
+    thr = np.append(thr, np.nextafter(thr[-1], np.inf))
+    pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
+    sens = (pos.size - np.searchsorted(pos, thr, side="left")) / pos.size
+    spec = np.searchsorted(neg, thr, side="left") / neg.size
+    return thr, sens, spec
+
+
+def threshold_for_sensitivity(y_true: np.ndarray, p: np.ndarray, target: float) -> float:
+    """The largest cut-off whose sensitivity on these data is >= target: the most specific rule that
+    still catches the required share of malignant lesions."""
+    y, s = _binary_inputs(y_true, p)
+    _both_classes(y)
+    thr, sens, _ = _operating_table(y, s)
+    return float(thr[sens >= target].max())
+
+
+def threshold_for_specificity(y_true: np.ndarray, p: np.ndarray, target: float) -> float:
+    """The smallest cut-off whose specificity on these data is >= target: the most sensitive rule that
+    keeps false alarms among benign lesions within budget."""
+    y, s = _binary_inputs(y_true, p)
+    _both_classes(y)
+    thr, _, spec = _operating_table(y, s)
+    return float(thr[spec >= target].min())
+
+
+def _rates_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Sensitivity and specificity (Wilson 95% intervals), PPV and NPV (None when undefined) at a cut-off."""
+    pred = (s >= threshold).astype(int)
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    return {
+        "threshold": float(threshold),
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "sensitivity_ci": list(wilson_interval(tp, tp + fn)),
+        "specificity": tn / (tn + fp) if tn + fp else None,
+        "specificity_ci": list(wilson_interval(tn, tn + fp)),
+        "ppv": tp / (tp + fp) if tp + fp else None,
+        "npv": tn / (tn + fn) if tn + fn else None,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
+
+
+def _bootstrap_auroc(
+    y: np.ndarray, s: np.ndarray, n_boot: int, seed: int, group: np.ndarray | None
+) -> tuple[list[float] | None, int]:
+    """Percentile 95% interval of AUROC over resamples of images, or of whole groups (lesions) so that
+    several images of one lesion do not count as independent evidence. Resamples with one class are
+    skipped; returns (interval or None, number of resamples used)."""
+    units = np.arange(y.size) if group is None else np.asarray(group).ravel()
+    if units.shape != y.shape:
+        raise ValueError("group must have one entry per image")
+    _, unit_of = np.unique(units, return_inverse=True)
+    n_units = int(unit_of.max()) + 1
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_boot):
+        draws = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units)
+        idx = np.repeat(np.arange(y.size), draws[unit_of])
+        if y[idx].min() == y[idx].max():
+            continue
+        aucs.append(roc_auc_score(y[idx], s[idx]))
+    if not aucs:
+        return None, 0
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return [float(lo), float(hi)], len(aucs)
+
+
+def binary_metrics(
+    y_true: np.ndarray,
+    p: np.ndarray,
+    thresholds: Mapping[str, float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    group: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Malignant-vs-benign metrics that stay honest under heavy class imbalance (see module docstring).
+
+    `thresholds` maps names (e.g. "refer", "urgent") to cut-offs chosen elsewhere, typically on the
+    validation split; `group` (e.g. lesion ids) makes the AUROC bootstrap resample lesions, not images.
+    """
+    y, s = _binary_inputs(y_true, p)
+    _both_classes(y)
+    auroc_ci, n_boot_used = _bootstrap_auroc(y, s, n_boot, seed, group)
+    pred = (s >= 0.5).astype(int)
+    all_benign = np.zeros_like(y)
+    thr_sens = threshold_for_sensitivity(y, s, 0.95)
+    thr_spec = threshold_for_specificity(y, s, 0.90)
+    at_sens, at_spec = _rates_at(y, s, thr_sens), _rates_at(y, s, thr_spec)
+    return {
+        "n": int(y.size),
+        "n_positive": int(y.sum()),
+        "prevalence": float(y.mean()),
+        "auroc": float(roc_auc_score(y, s)),
+        "auroc_ci": auroc_ci,
+        "auroc_ci_resamples": n_boot_used,
+        "auprc": float(average_precision_score(y, s)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "baseline_all_benign": {
+            "accuracy": float(accuracy_score(y, all_benign)),
+            "balanced_accuracy": float(balanced_accuracy_score(y, all_benign)),
+        },
+        "specificity_at_95_sensitivity": {
+            "specificity": at_sens["specificity"],
+            "sensitivity": at_sens["sensitivity"],
+            "threshold": thr_sens,
+        },
+        "sensitivity_at_90_specificity": {
+            "sensitivity": at_spec["sensitivity"],
+            "specificity": at_spec["specificity"],
+            "threshold": thr_spec,
+        },
+        "thresholds": {name: _rates_at(y, s, thr) for name, thr in (thresholds or {}).items()},
+    }
+
+
+def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Seven-class diagnosis metrics. Balanced accuracy (mean per-class recall of the argmax) is ISIC 2018's
+    ranking metric and, unlike accuracy, is not dominated by the naevus class. AUROCs are one-vs-rest; a
+    class absent from y_true (or the only class present) has no AUROC and is skipped with a note."""
+    y = np.asarray(y_true).ravel().astype(int)
+    probs = np.asarray(probs, dtype=float)
+    k = len(classes)
+    if probs.ndim != 2 or probs.shape != (y.size, k):
+        raise ValueError(f"probs must be shaped ({y.size}, {k}), got {probs.shape}")
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"labels must lie in 0..{k - 1}")
+    pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y, pred, labels=list(range(k)))
+    support = cm.sum(axis=1)
+    notes = []
+    recall: dict[str, float | None] = {}
+    auroc: dict[str, float | None] = {}
+    for i, name in enumerate(classes):
+        recall[name] = float(cm[i, i] / support[i]) if support[i] else None
+        if 0 < support[i] < y.size:
+            auroc[name] = float(roc_auc_score(y == i, probs[:, i]))
+        else:
+            auroc[name] = None
+            notes.append(f"{name}: {'absent from' if support[i] == 0 else 'the only class in'} y_true, "
+                         "no AUROC; recall and balanced accuracy use the classes present")
+    scored = [v for v in auroc.values() if v is not None]
+    with warnings.catch_warnings():  # sklearn warns about classes predicted but absent; noted above
+        warnings.simplefilter("ignore", UserWarning)
+        bacc = balanced_accuracy_score(y, pred)
+    return {
+        "n": int(y.size),
+        "classes": list(classes),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(bacc),
+        "macro_auroc": float(np.mean(scored)) if scored else None,
+        "per_class_recall": recall,
+        "per_class_auroc": auroc,
+        "support": {name: int(c) for name, c in zip(classes, support, strict=True)},
+        "confusion_matrix": cm.tolist(),
+        "notes": notes,
+    }
+
+
+def choose_operating_points(
+    y_true: np.ndarray, p: np.ndarray, refer_sensitivity: float = 0.95, urgent_specificity: float = 0.90
+) -> dict[str, dict[str, float]]:
+    """Triage cut-offs from the validation split: "refer" catches >= refer_sensitivity of malignant lesions,
+    "urgent" keeps specificity >= urgent_specificity. Returns each with its achieved figures on these data
+    (to be re-checked on the test split, never re-tuned there)."""
+    y, s = _binary_inputs(y_true, p)
+    points = {
+        "refer": (threshold_for_sensitivity(y, s, refer_sensitivity), refer_sensitivity),
+        "urgent": (threshold_for_specificity(y, s, urgent_specificity), urgent_specificity),
+    }
+    out = {}
+    for name, (thr, target) in points.items():
+        rates = _rates_at(y, s, thr)
+        out[name] = {
+            "threshold": thr,
+            "sensitivity": rates["sensitivity"],
+            "specificity": rates["specificity"],
+            "target": float(target),
+        }
+    return out
+
+
+def assign_tier(p_malignant: float, operating_points: Mapping[str, Mapping[str, float]]) -> str:
+    """The triage tier of one malignancy score: urgent (>= urgent cut-off), else refer (>= refer cut-off),
+    else routine. Urgent is checked first, so the tiers stay nested even if the cut-offs cross."""
+    if p_malignant >= operating_points["urgent"]["threshold"]:
+        return "urgent"
+    if p_malignant >= operating_points["refer"]["threshold"]:
+        return "refer"
+    return "routine"

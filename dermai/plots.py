@@ -1,0 +1,194 @@
+"""Plotly figures shared by the Streamlit app and the reports: pure functions, data in, Figure out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+_STEP_KEYS = ("loss", "ce", "ntxent")
+_EPOCH_KEYS = ("val_auroc", "val_acc", "train_acc")
+
+
+def roc_figure(
+    y_true: np.ndarray, p: np.ndarray, operating_points: Mapping[str, Mapping[str, Any]] | None = None
+) -> go.Figure:
+    """ROC curve with AUROC in the title. Each operating point ({name: {"threshold": ...}}, e.g. from
+    choose_operating_points on validation data) is marked where its cut-off lands on *these* data."""
+    y = np.asarray(y_true).ravel()
+    s = np.asarray(p, dtype=float).ravel()
+    fpr, tpr, _ = roc_curve(y, s)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dash"}))
+    fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name="ROC"))
+    for name, point in (operating_points or {}).items():
+        flagged = s >= point["threshold"]
+        sens, spec = flagged[y == 1].mean(), (~flagged[y == 0]).mean()
+        fig.add_trace(
+            go.Scatter(
+                x=[1 - spec],
+                y=[sens],
+                mode="markers+text",
+                name=name,
+                text=[name],
+                textposition="bottom right",
+                marker={"size": 11},
+                hovertemplate=f"{name}: threshold {point['threshold']:.3f}<br>"
+                f"sensitivity {sens:.3f}, specificity {spec:.3f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=f"ROC (AUROC {roc_auc_score(y, s):.3f})",
+        xaxis_title="1 − specificity (false-positive rate)",
+        yaxis_title="sensitivity",
+    )
+    return fig
+
+
+def pr_figure(y_true: np.ndarray, p: np.ndarray) -> go.Figure:
+    """Precision–recall curve with average precision in the title; the prevalence line is what a useless
+    classifier scores, which matters when malignant lesions are rare."""
+    y = np.asarray(y_true).ravel()
+    precision, recall, _ = precision_recall_curve(y, p)
+    prevalence = float(y.mean())
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines", name="prevalence",
+                   line={"dash": "dash"})
+    )
+    fig.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name="PR"))
+    fig.update_layout(
+        title=f"Precision–recall (AUPRC {average_precision_score(y, p):.3f})",
+        xaxis_title="recall (sensitivity)",
+        yaxis_title="precision (PPV)",
+    )
+    return fig
+
+
+def reliability_figure(bins: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Reliability diagram from calibration.reliability_bins: observed malignant fraction against mean
+    predicted risk per bin (empty bins left out); points on the diagonal are perfectly calibrated."""
+    filled = [b for b in bins if b["count"]]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line={"dash": "dash"}))
+    fig.add_trace(
+        go.Scatter(
+            x=[b["mean_pred"] for b in filled],
+            y=[b["frac_pos"] for b in filled],
+            mode="lines+markers",
+            name="model",
+            customdata=[b["count"] for b in filled],
+            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>n = %{customdata}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Reliability",
+        xaxis={"title": "mean predicted probability", "range": [0, 1]},
+        yaxis={"title": "observed fraction positive", "range": [0, 1]},
+    )
+    return fig
+
+
+def confusion_figure(cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str]) -> go.Figure:
+    """Confusion matrix heatmap, rows = true class. Colour is the row share (recall), so rare classes stay
+    readable next to the dominant naevi; cells are annotated with counts."""
+    counts = np.asarray(cm, dtype=int)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=list(classes),
+            y=list(classes),
+            text=counts,
+            texttemplate="%{text}",
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            colorbar={"title": "row share"},
+            hovertemplate="true %{y}, predicted %{x}<br>n = %{text} (%{z:.1%} of row)<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Confusion matrix",
+        xaxis_title="predicted",
+        yaxis={"title": "true", "autorange": "reversed"},
+    )
+    return fig
+
+
+def label_efficiency_figure(table: pd.DataFrame) -> go.Figure:
+    """AUROC and balanced accuracy (mean ± SD over seeds) against the labelled fraction on a log axis, one
+    line per initialisation (SimCLR vs random): where does pre-training pay off?"""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("AUROC (malignant)", "balanced accuracy"))
+    for col, metric in enumerate(("auroc", "bacc"), start=1):
+        for init, rows in table.sort_values("fraction").groupby("init", sort=True):
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["fraction"],
+                    y=rows[f"{metric}_mean"],
+                    error_y={"type": "data", "array": rows[f"{metric}_sd"]},
+                    mode="lines+markers",
+                    name=str(init),
+                    legendgroup=str(init),
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(type="log", title_text="labelled fraction", row=1, col=col)
+    fig.update_layout(title="Label efficiency")
+    return fig
+
+
+def class_distribution_figure(df: pd.DataFrame) -> go.Figure:
+    """Images per diagnosis in each split (grouped bars with counts): shows the imbalance every metric
+    has to be read against."""
+    counts = df.groupby(["split", "dx"], sort=False).size()
+    dx_order = sorted(df["dx"].unique())
+    fig = go.Figure()
+    for split in pd.unique(df["split"]):
+        n = [int(counts.get((split, dx), 0)) for dx in dx_order]
+        fig.add_trace(go.Bar(x=dx_order, y=n, name=str(split), text=n, textposition="outside"))
+    fig.update_layout(title="Class distribution", barmode="group", xaxis_title="diagnosis",
+                      yaxis_title="images")
+    return fig
+
+
+def _series(records: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tuple[list, list]:
+    """(x, y) of the records holding a y value; x falls back to the record's position when missing."""
+    xs, ys = [], []
+    for i, r in enumerate(records):
+        if r.get(y_key) is not None:
+            xs.append(r.get(x_key, i))
+            ys.append(r[y_key])
+    return xs, ys
+
+
+def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Training curves from metrics.jsonl lines: loss parts (loss, ce, ntxent) per step on the left,
+    validation AUROC / accuracy and train accuracy per epoch on the right, one line per stage. Missing keys
+    are skipped; a record without "kind" counts as a step record."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per step", "per epoch"))
+    stages = list(dict.fromkeys(r.get("stage", "train") for r in records))
+    for stage in stages:
+        mine = [r for r in records if r.get("stage", "train") == stage]
+        panels = (
+            (1, "step", _STEP_KEYS, "lines", [r for r in mine if r.get("kind", "step") == "step"]),
+            (2, "epoch", _EPOCH_KEYS, "lines+markers", [r for r in mine if r.get("kind") == "epoch"]),
+        )
+        for col, x_key, keys, mode, rows in panels:
+            for key in keys:
+                xs, ys = _series(rows, x_key, key)
+                if ys:
+                    fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=f"{stage} {key}"), row=1, col=col)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_layout(title="Training curves")
+    return fig

@@ -1,0 +1,171 @@
+"""Predictor: one uploaded image → calibrated probabilities, malignancy score, triage tier and OOD verdict,
+and on request a saliency overlay.
+
+Everything that turns pixels into numbers is shared with evaluation — `resize_square` and
+`dermai.inference.forward_pixels` (same preprocessing, precision and TTA) — so a prediction's tier means what
+the validated operating points say it means.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD
+from dermai.inference import forward_pixels, malignant_probability, softmax_np
+from dermai.intake import IntakeResult, read_image
+from dermai.metrics import TIER_MEANINGS, assign_tier
+from dermai.ood import OODStats, is_blank, ood_scores
+from dermai.preprocess import resize_square
+from dermai.weights import LoadedWeights, load_weights
+
+if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam pulls in OpenCV and matplotlib
+    from dermai.saliency import SaliencyExplainer
+
+ImageInput = Image.Image | bytes | str | os.PathLike[str] | BinaryIO | IntakeResult
+UNAVAILABLE_MEANING = (
+    "No validated operating points are stored with these weights (run `python -m dermai calibrate`), so no "
+    "triage tier can be given. The probabilities are shown for research use only."
+)
+
+
+@dataclass
+class Prediction:
+    """One image's result; `tier_sensitivity`/`tier_specificity` are the validation figures of the cut-off
+    that defines the tier (for "routine", the refer cut-off it falls below)."""
+
+    probabilities: dict[str, float]
+    p_malignant: float
+    tier: str
+    tier_meaning: str
+    tier_sensitivity: float | None
+    tier_specificity: float | None
+    ood: bool | None
+    ood_score: float | None
+    ood_threshold: float | None
+    warnings: list[str] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SaliencyResult:
+    """A CAM heatmap at the model's input size and its overlay on the original (oriented) image."""
+
+    heatmap: np.ndarray  # (S, S) float32 in [0, 1]
+    overlay: np.ndarray  # (H, W, 3) uint8
+    method: str
+    target: int | str | None  # None: the predicted class
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+class Predictor:
+    """A loaded model with its serving metadata; reuse one instance (CAM objects are cached per method)."""
+
+    def __init__(self, loaded: LoadedWeights) -> None:
+        meta = loaded.meta
+        self.model = loaded.model.eval()
+        self.path = loaded.path
+        self.classes = list(meta["classes"])
+        self.image_size = int(meta["image_size"])
+        self.mean = tuple(meta.get("mean") or IMAGENET_MEAN)
+        self.std = tuple(meta.get("std") or IMAGENET_STD)
+        self.temperature = float(meta.get("temperature") or 1.0)
+        self.operating_points = meta.get("operating_points") or None
+        self.ood_stats = OODStats.from_weights(loaded.extra, meta)
+        self._explainers: dict[str, SaliencyExplainer] = {}
+
+    @classmethod
+    def from_weights(cls, path: str | os.PathLike[str] | None = None) -> Predictor:
+        """Load with safetensors (never torch.load); default: the shipped weights/model.safetensors."""
+        return cls(load_weights(path))
+
+    def read(self, image: ImageInput) -> IntakeResult:
+        """Intake once, to pass the result to both `predict` and `explain`."""
+        if isinstance(image, IntakeResult):
+            return image
+        name = str(image) if isinstance(image, str | os.PathLike) else "image"
+        return read_image(image, name)
+
+    def predict(self, image: ImageInput, tta: bool = False) -> Prediction:
+        """Calibrated probabilities, p_malignant, tier and OOD verdict; `tta` averages logits over the 8
+        flips/rotations. Raises IntakeError for unusable images."""
+        start = time.perf_counter()
+        intake = self.read(image)
+        pixels = resize_square(intake.image, self.image_size)
+        logits, features = forward_pixels(
+            self.model, pixels[None], mean=self.mean, std=self.std, with_features=True, tta=tta
+        )
+        probs = softmax_np(logits.astype(np.float64), self.temperature)
+        p_mal = float(malignant_probability(probs, self.classes)[0])
+        tier, meaning, sens, spec = self._tier(p_mal)
+        notes = list(intake.warnings)
+        blank = is_blank(pixels)
+        stats = self.ood_stats
+        score = None if stats is None else float(ood_scores(features, stats)[0])
+        ood = True if blank else (None if stats is None or score is None else score > stats.threshold)
+        if blank:
+            notes.append("the image is a single flat colour: there is nothing to assess")
+        elif ood:
+            notes.append(
+                "the image does not look like the dermoscopy images this model was trained on; "
+                "its scores and tier are unreliable"
+            )
+        return Prediction(
+            probabilities={c: float(p) for c, p in zip(self.classes, probs[0], strict=True)},
+            p_malignant=p_mal,
+            tier=tier,
+            tier_meaning=meaning,
+            tier_sensitivity=sens,
+            tier_specificity=spec,
+            ood=ood,
+            ood_score=score,
+            ood_threshold=None if stats is None else float(stats.threshold),
+            warnings=notes,
+            elapsed_ms=(time.perf_counter() - start) * 1000.0,
+        )
+
+    def _tier(self, p_malignant: float) -> tuple[str, str, float | None, float | None]:
+        if not self.operating_points:
+            return "unavailable", UNAVAILABLE_MEANING, None, None
+        tier = assign_tier(p_malignant, self.operating_points)
+        point = self.operating_points["urgent" if tier == "urgent" else "refer"]
+        sensitivity, specificity = point.get("sensitivity"), point.get("specificity")
+        return tier, TIER_MEANINGS[tier], _optional_float(sensitivity), _optional_float(specificity)
+
+    def explainer(self, method: str = "gradcam") -> SaliencyExplainer:
+        """The cached CAM explainer for a method (built on first use)."""
+        from dermai.saliency import SaliencyExplainer
+
+        if method not in self._explainers:
+            self._explainers[method] = SaliencyExplainer(
+                self.model, method, classes=self.classes, temperature=self.temperature, mean=self.mean, std=self.std
+            )
+        return self._explainers[method]
+
+    def explain(
+        self,
+        image: ImageInput,
+        method: str = "gradcam",
+        target: int | str | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> SaliencyResult:
+        """CAM heatmap (input size) and overlay (original size); target: None = predicted class, a class
+        index or name, or "malignant"."""
+        from dermai.saliency import overlay
+
+        intake = self.read(image)
+        pixels = resize_square(intake.image, self.image_size)
+        heatmap = self.explainer(method).heatmap(pixels, target, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+        return SaliencyResult(heatmap, overlay(np.asarray(intake.image), heatmap), method, target)

@@ -1,0 +1,193 @@
+"""Class activation maps through pytorch-grad-cam, and the plausibility measures the evaluator reports.
+
+The library's CAM objects register forward hooks on the target layer for their whole life, and every forward
+pass through the model then appends to their activation lists — so constructing one per call leaks memory,
+and keeping one around leaks it into every plain prediction. `SaliencyExplainer` therefore builds each CAM
+object once and attaches its hooks only for the duration of one `explain` call. During that call the target
+layer's output is cut from the graph above it: every gradient-based CAM needs gradients at that layer only,
+so the backward pass runs through the pooling and classifier instead of the whole trunk (~4× faster on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD
+from dermai.inference import malignant_probability
+from dermai.preprocess import eval_batch
+
+CAM_METHODS: dict[str, type[BaseCAM]] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "eigencam": EigenCAM,
+    "scorecam": ScoreCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+}
+
+
+class MalignantTarget:
+    """CAM target: the summed softmax probability of the malignant classes (mel, bcc, akiec, or 'malignant')."""
+
+    def __init__(self, classes: Sequence[str], temperature: float = 1.0) -> None:
+        # malignant_probability of the identity matrix marks the malignant columns: one definition for both.
+        columns = np.flatnonzero(malignant_probability(np.eye(len(classes)), classes))
+        if columns.size == 0:
+            raise ValueError(f"no malignant class among {list(classes)}")
+        self.columns = torch.as_tensor(columns)
+        self.temperature = temperature
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(model_output / self.temperature, dim=-1)
+        return probs.index_select(-1, self.columns.to(probs.device)).sum(dim=-1)
+
+
+def _cut_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the layer's output as a fresh leaf that requires grad, so backward stops here."""
+    return output.detach().requires_grad_(True)
+
+
+class SaliencyExplainer:
+    """One CAM method on one model, built once and reused for every `explain` call."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: str = "gradcam",
+        target_layer: nn.Module | None = None,
+        classes: Sequence[str] | None = None,
+        temperature: float = 1.0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if method not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+        self.model = model
+        self.method = method
+        self.classes = list(classes) if classes is not None else None
+        self.temperature = temperature
+        self.mean, self.std = tuple(mean), tuple(std)
+        layer = target_layer if target_layer is not None else model.cam_layer
+        self.cam = CAM_METHODS[method](model=model, target_layers=[layer])
+        self.cam.activations_and_grads.release()  # hooks are attached per call, see module docstring
+        if method == "scorecam":
+            self.cam.batch_size = 64  # the library's default of 16 means 32 small forward passes per call
+
+    def _target(
+        self, target: int | str | None, classes: Sequence[str] | None
+    ) -> MalignantTarget | ClassifierOutputTarget | None:
+        if target is None:
+            return None
+        if isinstance(target, str):
+            if classes is None:
+                raise ValueError(f"target {target!r} needs the class names")
+            if target == "malignant":
+                return MalignantTarget(classes, self.temperature)
+            if target not in classes:
+                raise ValueError(f"unknown target {target!r}; choose from {list(classes)} or 'malignant'")
+            return ClassifierOutputTarget(list(classes).index(target))
+        return ClassifierOutputTarget(int(target))
+
+    @contextlib.contextmanager
+    def _hooked(self) -> Iterator[None]:
+        """Attach the graph cut and the CAM's recording hooks (in that order) for one call, then clean up."""
+        recorder = self.cam.activations_and_grads
+        handles = []
+        for layer in self.cam.target_layers:
+            handles.append(layer.register_forward_hook(_cut_graph))
+            handles.append(layer.register_forward_hook(recorder.save_activation))
+            handles.append(layer.register_forward_hook(recorder.save_gradient))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            recorder.clear()
+            self.cam.outputs = None  # holds the last graph (backward ran with retain_graph=True)
+            self.model.zero_grad(set_to_none=True)
+
+    def explain(
+        self,
+        input_tensor: torch.Tensor,
+        target: int | str | None = None,
+        classes: Sequence[str] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """Heatmap (S, S) float32 in [0, 1] for one preprocessed image (1, 3, S, S), in fp32.
+
+        `target`: None = the predicted class, a class index or name, or "malignant"; names need `classes`
+        (here or at construction).
+        """
+        if input_tensor.ndim != 4 or input_tensor.shape[0] != 1:
+            raise ValueError(f"expected one image shaped (1, 3, S, S), got {tuple(input_tensor.shape)}")
+        targets = self._target(target, classes if classes is not None else self.classes)
+        was_training = self.model.training
+        self.model.eval()
+        # ScoreCAM writes tqdm progress bars to stderr; they would garble the CLI's output.
+        with self._hooked(), torch.enable_grad(), contextlib.redirect_stderr(io.StringIO()):
+            heatmap = self.cam(
+                input_tensor.float(),
+                targets=None if targets is None else [targets],
+                aug_smooth=aug_smooth,
+                eigen_smooth=eigen_smooth,
+            )[0]
+        self.model.train(was_training)
+        return np.clip(np.nan_to_num(heatmap.astype(np.float32)), 0.0, 1.0)
+
+    def heatmap(
+        self, pixels: np.ndarray, target: int | str | None = None, aug_smooth: bool = False, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        """`explain` for uint8 pixels (S, S, 3) as made by `dermai.preprocess.resize_square`."""
+        x = eval_batch(np.asarray(pixels, dtype=np.uint8), self.mean, self.std)
+        device = next(self.model.parameters()).device
+        return self.explain(x.to(device), target, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+
+
+def overlay(
+    image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET
+) -> np.ndarray:
+    """The heatmap, resized to the original image and coloured, blended over it: uint8 (H, W, 3)."""
+    image = np.asarray(image_rgb, dtype=np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image shaped (H, W, 3), got {image.shape}")
+    h, w = image.shape[:2]
+    resized = cv2.resize(np.asarray(heatmap, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    coloured = cv2.applyColorMap(np.uint8(np.clip(resized, 0, 1) * 255), colormap)
+    coloured = cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * coloured.astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def _mask_like(heatmap: np.ndarray, mask: np.ndarray | Image.Image) -> np.ndarray:
+    """A lesion mask (boolean, or 0-255 with >= 128 = lesion) as a boolean array at the heatmap's size."""
+    pixels = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
+    if pixels.ndim == 3:
+        pixels = pixels[..., 0]
+    binary = pixels if pixels.dtype == bool else pixels >= 128
+    h, w = np.asarray(heatmap).shape[:2]
+    return cv2.resize(binary.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def cam_mass_in_mask(heatmap: np.ndarray, mask: np.ndarray | Image.Image) -> float:
+    """Share of the heatmap's total mass inside the lesion mask (0 for an all-zero heatmap)."""
+    cam = np.clip(np.asarray(heatmap, dtype=np.float64), 0, None)
+    total = cam.sum()
+    return float(cam[_mask_like(cam, mask)].sum() / total) if total > 0 else 0.0
+
+
+def pointing_game_hit(heatmap: np.ndarray, mask: np.ndarray | Image.Image) -> bool:
+    """True when the heatmap's peak falls inside the lesion mask (Zhang et al. 2018's pointing game)."""
+    cam = np.asarray(heatmap)
+    return bool(_mask_like(cam, mask).flat[int(np.argmax(cam))])

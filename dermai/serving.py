@@ -1,0 +1,111 @@
+"""Fit what serving needs beside the network, on validation data only, and store it in the weights.
+
+Temperature scaling, the refer/urgent operating points and the OOD threshold are all choices; making them on
+the test split would leave nothing honest to report. So they come from the validation split (OOD reference
+statistics from training images), are written into the weights' JSON and extra tensors, and the test split is
+scored later, once, by `dermai.evaluate`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from dermai import calibration, metrics
+from dermai.evaluate import score, weights_dataset
+from dermai.inference import malignant_probability, softmax_np
+from dermai.weights import load_weights, save_weights
+
+MAX_OOD_TRAIN_IMAGES = 3000
+
+
+def _stored_half(path: Path) -> bool:
+    """Whether the file keeps float tensors in fp16, so re-saving keeps its size."""
+    with safe_open(str(path), "pt") as handle:
+        return any(handle.get_slice(key).get_dtype() == "F16" for key in handle.keys())
+
+
+def fit_serving(
+    weights_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    refer_sensitivity: float = 0.95,
+    urgent_specificity: float = 0.90,
+    ood_percentile: float = 99.0,
+    tta: bool = False,
+) -> dict[str, Any]:
+    """Fit temperature, operating points and OOD statistics on the weights' validation split (OOD reference
+    from ≤ 3000 seeded training images) and re-save the weights in place; returns what was stored."""
+    loaded = load_weights(weights_path)
+    dataset = weights_dataset(loaded.meta, data_dir, manifest)
+    rows = dataset.meta
+    classes = list(loaded.meta["classes"])
+    val = rows[rows["split"] == "val"]
+    train = rows[rows["split"] == "train"]
+    if len(train) > MAX_OOD_TRAIN_IMAGES:
+        train = train.sample(n=MAX_OOD_TRAIN_IMAGES, random_state=0)
+
+    val_logits, val_features = score(loaded, val["path"], tta=tta, with_features=True)
+    labels, y_mal = val["label"].to_numpy(), val["malignant"].to_numpy().astype(int)
+    temperature = calibration.fit_temperature(val_logits, labels)
+    raw_p = malignant_probability(softmax_np(val_logits), classes)
+    probs = softmax_np(val_logits, temperature)
+    p_mal = malignant_probability(probs, classes)
+    points = metrics.choose_operating_points(y_mal, p_mal, refer_sensitivity, urgent_specificity)
+    val_metrics = {
+        "val_auroc": metrics.binary_metrics(y_mal, p_mal, n_boot=0)["auroc"],
+        "val_bacc": metrics.multiclass_metrics(labels, probs, classes)["balanced_accuracy"],
+        "val_nll_uncalibrated": calibration.nll(val_logits, labels),
+        "val_nll": calibration.nll(val_logits, labels, temperature),
+        "val_ece_malignant_uncalibrated": calibration.expected_calibration_error(y_mal, raw_p),
+        "val_ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
+        "n_val": len(val),
+    }
+
+    meta = {k: v for k, v in loaded.meta.items() if k != "format"}
+    meta.update(
+        temperature=temperature,
+        operating_points=points,
+        val_metrics={**meta.get("val_metrics", {}), **val_metrics},
+        serving={"fitted_on": "val", "tta": tta, "manifest_sha256": meta["manifest_sha256"], "n_val": len(val)},
+    )
+    extra: dict[str, torch.Tensor] = dict(loaded.extra)
+    try:
+        from dermai.ood import fit_ood
+    except ImportError as exc:
+        meta["serving"]["ood_skipped"] = f"dermai.ood is not available ({exc})"
+    else:
+        _, train_features = score(loaded, train["path"], tta=tta, with_features=True)
+        stats = fit_ood(train_features, val_features, percentile=ood_percentile)
+        meta["ood"] = stats.to_meta()
+        meta["serving"]["n_train_ood"] = len(train)
+        extra.update(stats.to_tensors())
+    save_weights(loaded.model, loaded.path, meta, extra=extra, half=_stored_half(loaded.path))
+    return {
+        "weights": str(loaded.path),
+        "temperature": temperature,
+        "operating_points": points,
+        "ood": meta.get("ood"),
+        "val_metrics": val_metrics,
+        "serving": meta["serving"],
+    }
+
+
+def calibrate_run(weights: Path | None, status: str, stages: Sequence[str]) -> dict[str, Any]:
+    """The trainer's last step: fit serving fields on a run's final weights when its fine-tuning finished,
+    using the run folder's manifest. Returns a metrics.jsonl record; a failure is reported there instead of
+    failing a finished run (the weights stay usable and `python -m dermai calibrate` can be rerun)."""
+    record: dict[str, Any] = {"kind": "serving"}
+    if weights is None or status != "finished" or "finetune" not in stages:
+        return {**record, "status": "skipped"}
+    manifest = weights.parent / "manifest.csv"
+    try:
+        fitted = fit_serving(weights, manifest=manifest if manifest.exists() else None)
+    except ValueError as exc:
+        return {**record, "status": "failed", "error": str(exc)}
+    return {**record, "status": "fitted", "temperature": fitted["temperature"], **fitted["val_metrics"]}
