@@ -58,8 +58,8 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
     """Weights file → label: the shipped weights, every run's model.safetensors below the runs folder, and the
     session's current choice, in that order."""
     choices: dict[str, str] = {}
-    shipped = Path(default_weights())
-    choices[str(shipped)] = f"shipped ({shipped.name})" if shipped.exists() else f"shipped ({shipped}: missing)"
+    shipped = DEFAULT_WEIGHTS
+    choices[str(shipped)] = "shipped weights/model.safetensors" + ("" if shipped.exists() else " (missing)")
     root = runs_dir(runs)
     if root.is_dir():
         for path in sorted(root.rglob("model.safetensors")):
@@ -69,7 +69,7 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
                 continue
             choices[str(path)] = f"{path.parent.relative_to(root)} ({status})"
     if current and current not in choices:
-        choices[current] = current
+        choices[current] = f"{Path(current).parent.name}/{Path(current).name}"
     return choices
 
 

@@ -340,7 +340,7 @@ def denormalize_to_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[f
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     unit = (x * s + m).clamp(0.0, 1.0)
-    return (unit * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return (unit * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def preview_pairs(
@@ -349,7 +349,7 @@ def preview_pairs(
     """(original (H, W, 3), augmented (out, out, 3)) uint8 pairs, reproducible from `seed`."""
     augmenter = BatchAugmenter(cfg, out_size)
     generator = torch.Generator().manual_seed(seed)
-    after = denormalize_to_uint8(augmenter(torch.as_tensor(pixels), generator), cfg.mean, cfg.std)
+    after = denormalize_to_uint8(augmenter(torch.tensor(pixels), generator), cfg.mean, cfg.std)
     return [(before, aug) for before, aug in zip(pixels, after, strict=True)]
 
 
@@ -359,7 +359,7 @@ def preview_simclr_pairs(
     """(view a, view b) uint8 (out, out, 3) pairs — what SimCLR treats as the same image."""
     augmenter = BatchAugmenter(cfg, out_size)
     generator = torch.Generator().manual_seed(seed)
-    view_a, view_b = simclr_views(torch.as_tensor(pixels), augmenter, generator)
+    view_a, view_b = simclr_views(torch.tensor(pixels), augmenter, generator)
     a = denormalize_to_uint8(view_a, cfg.mean, cfg.std)
     b = denormalize_to_uint8(view_b, cfg.mean, cfg.std)
     return list(zip(a, b, strict=True))

@@ -9,6 +9,7 @@ the validated operating points say it means.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -70,7 +71,11 @@ def _optional_float(value: Any) -> float | None:
 
 
 class Predictor:
-    """A loaded model with its serving metadata; reuse one instance (CAM objects are cached per method)."""
+    """A loaded model with its serving metadata; reuse one instance (CAM objects are cached per method).
+
+    Safe to share between threads (e.g. Streamlit sessions): model calls are serialised, because a forward
+    pass running while a CAM's hooks are attached would be recorded into that CAM.
+    """
 
     def __init__(self, loaded: LoadedWeights) -> None:
         meta = loaded.meta
@@ -84,6 +89,7 @@ class Predictor:
         self.operating_points = meta.get("operating_points") or None
         self.ood_stats = OODStats.from_weights(loaded.extra, meta)
         self._explainers: dict[str, SaliencyExplainer] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_weights(cls, path: str | os.PathLike[str] | None = None) -> Predictor:
@@ -103,9 +109,10 @@ class Predictor:
         start = time.perf_counter()
         intake = self.read(image)
         pixels = resize_square(intake.image, self.image_size)
-        logits, features = forward_pixels(
-            self.model, pixels[None], mean=self.mean, std=self.std, with_features=True, tta=tta
-        )
+        with self._lock:
+            logits, features = forward_pixels(
+                self.model, pixels[None], mean=self.mean, std=self.std, with_features=True, tta=tta
+            )
         probs = softmax_np(logits.astype(np.float64), self.temperature)
         p_mal = float(malignant_probability(probs, self.classes)[0])
         tier, meaning, sens, spec = self._tier(p_mal)
@@ -167,5 +174,7 @@ class Predictor:
 
         intake = self.read(image)
         pixels = resize_square(intake.image, self.image_size)
-        heatmap = self.explainer(method).heatmap(pixels, target, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+        with self._lock:
+            explainer = self.explainer(method)
+            heatmap = explainer.heatmap(pixels, target, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
         return SaliencyResult(heatmap, overlay(np.asarray(intake.image), heatmap), method, target)

@@ -136,14 +136,17 @@ class SaliencyExplainer:
         was_training = self.model.training
         self.model.eval()
         # ScoreCAM writes tqdm progress bars to stderr; they would garble the CLI's output.
-        with self._hooked(), torch.enable_grad(), contextlib.redirect_stderr(io.StringIO()):
-            heatmap = self.cam(
-                input_tensor.float(),
-                targets=None if targets is None else [targets],
-                aug_smooth=aug_smooth,
-                eigen_smooth=eigen_smooth,
-            )[0]
-        self.model.train(was_training)
+        quiet = contextlib.redirect_stderr(io.StringIO()) if self.method == "scorecam" else contextlib.nullcontext()
+        try:
+            with self._hooked(), torch.enable_grad(), torch.autocast(input_tensor.device.type, enabled=False), quiet:
+                heatmap = self.cam(
+                    input_tensor.float(),
+                    targets=None if targets is None else [targets],
+                    aug_smooth=aug_smooth,
+                    eigen_smooth=eigen_smooth,
+                )[0]
+        finally:
+            self.model.train(was_training)
         return np.clip(np.nan_to_num(heatmap.astype(np.float32)), 0.0, 1.0)
 
     def heatmap(

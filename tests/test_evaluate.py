@@ -1,0 +1,132 @@
+"""evaluate: the scored split is exactly the weights' own, reports carry intervals and baselines, an
+external folder is scored whole, and the CLI writes both files. One tiny HAM10000 model (32 px, 1+1 epochs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermai.cli import main
+from dermai.config import RunConfig
+from dermai.data import read_manifest
+from dermai.evaluate import EvaluationError, evaluate
+from dermai.predict import Predictor
+from dermai.serving import fit_serving
+from dermai.train import train
+from dermai.weights import read_meta
+from tests.conftest import make_folder
+
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+PREDICTION_COLUMNS = ["image_id", "split", "p_malignant", *CLASSES, "dx", "malignant", "tier"]
+
+
+@pytest.fixture(scope="module")
+def weights(ham_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run with validated operating points (pixel caches kept in temp folders)."""
+    cfg = RunConfig()
+    cfg.data.data_dir, cfg.data.limit = str(ham_root), 150
+    cfg.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
+    cfg.train.image_size, cfg.train.batch_size = 32, 32
+    cfg.train.pretrain_epochs = cfg.train.finetune_epochs = 1
+    result = train(cfg, tmp_path_factory.mktemp("run"))
+    assert result.weights is not None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERMAI_CACHE", cfg.data.cache_dir)
+        if "operating_points" not in read_meta(result.weights):
+            fit_serving(result.weights)
+    return result.weights
+
+
+@pytest.fixture(scope="module")
+def test_scored(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, pd.DataFrame]:
+    """The test split rebuilt from the weights' config (no manifest given)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERMAI_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return evaluate(weights, n_boot=200)
+
+
+def test_scores_exactly_the_manifest_test_split(weights: Path, test_scored: tuple[dict, pd.DataFrame]) -> None:
+    report, predictions = test_scored
+    manifest = read_manifest(weights.parent / "manifest.csv")
+    expected = manifest.index[manifest["split"] == "test"]
+    assert sorted(predictions["image_id"]) == sorted(expected)
+    assert (predictions["split"] == "test").all() and report["split"] == "test"
+    assert report["manifest_sha256"] == read_meta(weights)["manifest_sha256"]
+
+
+def test_report_has_headline_figures_intervals_and_baseline(test_scored: tuple[dict, pd.DataFrame]) -> None:
+    report, predictions = test_scored
+    assert report["n_images"] == len(predictions)
+    lo, hi = report["auroc_ci"]
+    assert 0 <= lo <= report["auroc"] <= hi <= 1
+    assert 0 <= report["balanced_accuracy"] <= 1
+    assert report["baseline_all_benign"]["accuracy"] == pytest.approx(1 - predictions["malignant"].mean())
+    assert set(report["operating_points"]) == {"refer", "urgent"}
+    assert set(report["binary"]["thresholds"]) == {"refer", "urgent"}
+    assert report["multiclass"]["classes"] == CLASSES
+    assert {"ece_malignant", "ece_multiclass", "brier_malignant", "reliability_malignant"} <= set(
+        report["calibration"]
+    )
+    json.dumps(report)  # JSON-ready
+
+
+def test_predictions_columns_probabilities_and_tiers(test_scored: tuple[dict, pd.DataFrame]) -> None:
+    _, predictions = test_scored
+    assert list(predictions.columns) == PREDICTION_COLUMNS
+    assert np.allclose(predictions[CLASSES].sum(axis=1), 1.0)
+    malignant = predictions[["akiec", "bcc", "mel"]].sum(axis=1)
+    assert np.allclose(predictions["p_malignant"], malignant)
+    assert set(predictions["tier"]) <= {"urgent", "refer", "routine"}
+
+
+def test_split_all_scores_every_image_of_an_external_binary_folder(weights: Path, tmp_path: Path) -> None:
+    rows = [
+        {"isic_id": f"ISIC_{i:07d}", "benign_malignant": "malignant" if i % 3 == 0 else "benign",
+         "patient_id": f"P{i // 2}"}
+        for i in range(24)
+    ]
+    folder = make_folder(tmp_path / "isic", rows, size=(90, 60), id_column="isic_id")
+    report, predictions = evaluate(weights, folder, split="all", n_boot=50)
+    assert sorted(predictions["image_id"]) == sorted(r["isic_id"] for r in rows)
+    assert report["n_images"] == 24 and report["manifest_sha256"] is None
+    assert 0 <= report["auroc"] <= 1 and report["binary"]["n_positive"] == 8
+    assert report["multiclass"] is None and report["balanced_accuracy"] is None  # binary labels only
+    predictor = Predictor.from_weights(weights)  # the app's path gives the same scores and tiers
+    for row in predictions.head(3).itertuples():
+        single = predictor.predict(next((folder / "imgs").rglob(f"{row.image_id}.jpg")))
+        assert single.p_malignant == pytest.approx(row.p_malignant, abs=1e-3) and single.tier == row.tier
+
+
+def test_manifest_that_is_not_the_weights_split_is_refused(weights: Path, tmp_path: Path) -> None:
+    manifest = pd.read_csv(weights.parent / "manifest.csv")
+    naevus_lesion = manifest.loc[(manifest["split"] == "test") & (manifest["dx"] == "nv"), "group"].iloc[0]
+    manifest.loc[manifest["group"] == naevus_lesion, "split"] = "train"  # a whole lesion, so still a valid split
+    manifest.to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(EvaluationError, match="split mismatch"):
+        evaluate(weights, split="test", manifest=tmp_path / "other.csv")
+
+
+def test_cli_evaluate_writes_report_and_predictions(weights: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out, preds = tmp_path / "report.json", tmp_path / "preds.csv"
+    code = main(["evaluate", "--weights", str(weights), "--manifest", str(weights.parent / "manifest.csv"),
+                 "--split", "val", "--tta", "--n-boot", "50", "--saliency", "--saliency-limit", "3",
+                 "--out", str(out), "--predictions", str(preds)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["split"] == "val" and report["tta"] is True
+    assert report["saliency"]["n_images"] == 3 and 0 <= report["saliency"]["mean_cam_mass_in_mask"] <= 1
+    table = pd.read_csv(preds)
+    assert list(table.columns) == PREDICTION_COLUMNS and len(table) == report["n_images"]
+    printed = capsys.readouterr().out
+    assert "AUROC" in printed and "all-benign baseline" in printed and "refer:" in printed
+
+
+def test_cli_evaluate_missing_weights_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["evaluate", "--weights", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "r.json"),
+                 "--predictions", str(tmp_path / "p.csv")])
+    assert code == 2 and capsys.readouterr().err.startswith("error:")

@@ -1,0 +1,52 @@
+"""The label-efficiency experiment on a tiny grid: 2 fractions × 1 seed × {simclr, random}, ~120 images, 16 px."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from dermai.config import RunConfig
+from dermai.experiment import label_efficiency
+
+
+def test_label_efficiency_writes_results_summary_and_report_for_both_inits(ham_root: Path, tmp_path: Path) -> None:
+    base = RunConfig()
+    base.data.data_dir, base.data.limit = str(ham_root), 120
+    base.train.image_size, base.train.batch_size = 16, 32
+    base.train.pretrain_epochs = base.train.finetune_epochs = 1
+    out = tmp_path / "exp"
+    command = "python -m dermai experiment label-efficiency --fractions 0.3 1.0 --seeds 1"
+    summary = label_efficiency(base, out, fractions=(0.3, 1.0), seeds=1, command=command)
+
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 4 and set(results["init"]) == {"simclr", "random"}
+    assert {"fraction", "init", "seed", "n_labelled", "val_auroc", "val_bacc", "test_auroc", "test_bacc"} <= set(
+        results.columns
+    )
+    assert results[["val_auroc", "test_auroc", "test_bacc"]].apply(lambda c: c.between(0, 1)).all().all()
+    labelled = results.groupby("fraction")["n_labelled"].first()
+    assert labelled[0.3] < labelled[1.0]
+
+    table = pd.read_csv(out / "summary.csv")
+    assert list(table.columns[:6]) == ["fraction", "init", "auroc_mean", "auroc_sd", "bacc_mean", "bacc_sd"]
+    assert len(table) == len(summary) == 4
+    markdown = (out / "label_efficiency.md").read_text()
+    assert "| labelled fraction |" in markdown and command in markdown and "simclr" in markdown
+    assert (out / "label_efficiency.html").stat().st_size > 0
+
+    # SimCLR fine-tunes start from their seed's pretraining run; random ones from nothing; one split for all.
+    pretrained = out / "seed0" / "pretrain" / "model.safetensors"
+    for fraction in ("0.3", "1"):
+        simclr = json.loads((out / "seed0" / f"frac{fraction}" / "simclr" / "config.json").read_text())
+        random = json.loads((out / "seed0" / f"frac{fraction}" / "random" / "config.json").read_text())
+        assert simclr["init_weights"] == str(pretrained) and random["init_weights"] is None
+        assert simclr["config"]["train"]["finetune_epochs"] == random["config"]["train"]["finetune_epochs"]
+    splits = [pd.read_csv(p)[["image_id", "split"]] for p in sorted(out.rglob("manifest.csv"))]
+    assert len(splits) == 6 and all(s.equals(splits[0]) for s in splits)
+
+    # Resumable: a second call reuses every finished run.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
+    label_efficiency(base, out, fractions=(0.3, 1.0), seeds=1, command=command)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == stamps

@@ -1,0 +1,236 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from dermai.metrics import (
+    TIER_MEANINGS,
+    assign_tier,
+    binary_metrics,
+    choose_operating_points,
+    multiclass_metrics,
+    threshold_for_sensitivity,
+    threshold_for_specificity,
+    wilson_interval,
+)
+
+CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def _binary_data(n: int = 400, prevalence: float = 0.2, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < prevalence).astype(int)
+    p = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * y - 1)))
+    return y, p
+
+
+def _sens(y, p, thr):
+    return np.mean(p[y == 1] >= thr)
+
+
+def _spec(y, p, thr):
+    return np.mean(p[y == 0] < thr)
+
+
+def test_binary_metrics_match_sklearn():
+    y, p = _binary_data()
+    m = binary_metrics(y, p, n_boot=200)
+    pred = (p >= 0.5).astype(int)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["auprc"] == pytest.approx(average_precision_score(y, p))
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["prevalence"] == pytest.approx(y.mean())
+    assert m["n"] == 400 and m["n_positive"] == int(y.sum())
+
+
+def test_bootstrap_ci_contains_estimate_and_is_reproducible():
+    y, p = _binary_data()
+    m = binary_metrics(y, p, n_boot=200, seed=3)
+    lo, hi = m["auroc_ci"]
+    assert lo < m["auroc"] < hi
+    assert 0.02 < hi - lo < 0.3
+    assert m["auroc_ci_resamples"] == 200
+    assert binary_metrics(y, p, n_boot=200, seed=3)["auroc_ci"] == m["auroc_ci"]
+
+
+def test_group_bootstrap_is_wider_when_images_repeat_a_lesion():
+    y, p = _binary_data(n=100)
+    y4, p4, group = np.repeat(y, 4), np.repeat(p, 4), np.repeat(np.arange(100), 4)
+    by_image = binary_metrics(y4, p4, n_boot=300)["auroc_ci"]
+    by_lesion = binary_metrics(y4, p4, n_boot=300, group=group)["auroc_ci"]
+    assert by_lesion[1] - by_lesion[0] > 1.5 * (by_image[1] - by_image[0])
+
+
+def test_bootstrap_skips_single_class_resamples():
+    y = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    p = np.linspace(0, 1, 10)
+    m = binary_metrics(y, p, n_boot=100)
+    assert 0 < m["auroc_ci_resamples"] < 100
+    assert m["auroc_ci"] == [1.0, 1.0]
+
+
+def test_all_benign_baseline():
+    y = np.array([0] * 98 + [1] * 2)
+    p = np.linspace(0, 1, 100)
+    m = binary_metrics(y, p, n_boot=10)
+    assert m["baseline_all_benign"] == {"accuracy": 0.98, "balanced_accuracy": 0.5}
+
+
+def test_operating_summaries_and_named_thresholds():
+    y, p = _binary_data()
+    m = binary_metrics(y, p, thresholds={"refer": 0.3, "urgent": 0.7}, n_boot=10)
+    at95 = m["specificity_at_95_sensitivity"]
+    assert at95["threshold"] == threshold_for_sensitivity(y, p, 0.95)
+    assert at95["sensitivity"] >= 0.95
+    assert at95["specificity"] == pytest.approx(_spec(y, p, at95["threshold"]))
+    at90 = m["sensitivity_at_90_specificity"]
+    assert at90["specificity"] >= 0.90
+    assert at90["sensitivity"] == pytest.approx(_sens(y, p, at90["threshold"]))
+
+    refer = m["thresholds"]["refer"]
+    tp, fp = int(np.sum((p >= 0.3) & (y == 1))), int(np.sum((p >= 0.3) & (y == 0)))
+    fn, tn = int(y.sum()) - tp, int((y == 0).sum()) - fp
+    assert refer["sensitivity"] == pytest.approx(tp / (tp + fn))
+    assert refer["specificity"] == pytest.approx(tn / (tn + fp))
+    assert refer["ppv"] == pytest.approx(tp / (tp + fp))
+    assert refer["npv"] == pytest.approx(tn / (tn + fn))
+    assert refer["sensitivity_ci"] == pytest.approx(list(wilson_interval(tp, tp + fn)))
+    assert refer["specificity_ci"] == pytest.approx(list(wilson_interval(tn, tn + fp)))
+    assert refer["threshold"] == 0.3
+
+
+def test_binary_metrics_is_json_ready():
+    y, p = _binary_data()
+    m = binary_metrics(y, p, thresholds={"never": 2.0}, n_boot=10)
+    assert json.loads(json.dumps(m, allow_nan=False)) == m
+    assert m["thresholds"]["never"]["ppv"] is None
+
+
+def test_binary_metrics_rejects_bad_input():
+    with pytest.raises(ValueError, match="both"):
+        binary_metrics(np.zeros(5), np.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="0 \\(benign\\)"):
+        binary_metrics(np.array([0, 1, 2]), np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="length"):
+        binary_metrics(np.array([0, 1]), np.array([0.1, 0.2, 0.3]))
+
+
+def test_wilson_known_values():
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I.
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 1.0])
+def test_threshold_for_sensitivity_is_largest_meeting_target(target):
+    y, p = _binary_data(seed=7)
+    thr = threshold_for_sensitivity(y, p, target)
+    assert _sens(y, p, thr) >= target
+    higher = np.unique(p[p > thr])
+    assert all(_sens(y, p, t) < target for t in higher)
+    _, tpr, roc_thr = roc_curve(y, p, drop_intermediate=False)
+    assert thr == roc_thr[np.argmax(tpr >= target)]
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 1.0])
+def test_threshold_for_specificity_is_smallest_meeting_target(target):
+    y, p = _binary_data(seed=8)
+    thr = threshold_for_specificity(y, p, target)
+    assert _spec(y, p, thr) >= target
+    lower = np.unique(p[p < thr])
+    assert all(_spec(y, p, t) < target for t in lower)
+
+
+def test_threshold_exact_fractions():
+    # 20 positives: 95% sensitivity is exactly 19 of them, so the cut-off is the 19th highest positive score.
+    y = np.array([1] * 20 + [0] * 10)
+    p = np.concatenate([np.linspace(0.5, 0.99, 20), np.linspace(0.0, 0.6, 10)])
+    assert threshold_for_sensitivity(y, p, 0.95) == pytest.approx(np.sort(p[:20])[1])
+    # 10 negatives: 90% specificity leaves the top negative (0.6) flagged; the next score up is the cut-off.
+    assert threshold_for_specificity(y, p, 0.90) == pytest.approx(np.min(p[p > np.sort(p[20:])[8]]))
+
+
+def test_choose_operating_points_and_tiers():
+    y, p = _binary_data(seed=2)
+    ops = choose_operating_points(y, p, refer_sensitivity=0.95, urgent_specificity=0.9)
+    assert set(ops) == {"refer", "urgent"}
+    assert ops["refer"]["target"] == 0.95 and ops["urgent"]["target"] == 0.9
+    assert ops["refer"]["threshold"] == threshold_for_sensitivity(y, p, 0.95)
+    assert ops["urgent"]["threshold"] == threshold_for_specificity(y, p, 0.9)
+    assert ops["refer"]["sensitivity"] >= 0.95
+    assert ops["urgent"]["specificity"] >= 0.9
+    assert ops["urgent"]["sensitivity"] == pytest.approx(_sens(y, p, ops["urgent"]["threshold"]))
+    assert json.loads(json.dumps(ops)) == ops
+
+
+def test_assign_tier_boundaries():
+    ops = {"refer": {"threshold": 0.2}, "urgent": {"threshold": 0.6}}
+    assert assign_tier(0.0, ops) == "routine"
+    assert assign_tier(np.nextafter(0.2, 0), ops) == "routine"
+    assert assign_tier(0.2, ops) == "refer"
+    assert assign_tier(np.nextafter(0.6, 0), ops) == "refer"
+    assert assign_tier(0.6, ops) == "urgent"
+    assert assign_tier(1.0, ops) == "urgent"
+    assert set(TIER_MEANINGS) == {"urgent", "refer", "routine"}
+    assert all("not a diagnosis" in text for text in TIER_MEANINGS.values())
+
+
+def _multiclass_data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.choice(7, size=n, p=[0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+    logits = rng.normal(size=(n, 7))
+    logits[np.arange(n), y] += 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, probs
+
+
+def test_multiclass_metrics_match_sklearn():
+    y, probs = _multiclass_data()
+    assert len(np.unique(y)) == 7
+    m = multiclass_metrics(y, probs, CLASSES)
+    pred = probs.argmax(axis=1)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["macro_auroc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
+    recalls = recall_score(y, pred, average=None)
+    assert list(m["per_class_recall"].values()) == pytest.approx(list(recalls))
+    for k, name in enumerate(CLASSES):
+        assert m["per_class_auroc"][name] == pytest.approx(roc_auc_score(y == k, probs[:, k]))
+    assert m["notes"] == []
+    assert json.loads(json.dumps(m, allow_nan=False)) == m
+
+
+def test_multiclass_absent_class_is_skipped_with_note():
+    y, probs = _multiclass_data()
+    keep = y != 3  # no dermatofibroma
+    y, probs = y[keep], probs[keep]
+    m = multiclass_metrics(y, probs, CLASSES)
+    assert m["per_class_auroc"]["df"] is None
+    assert m["per_class_recall"]["df"] is None
+    assert m["support"]["df"] == 0
+    assert len(m["notes"]) == 1 and m["notes"][0].startswith("df")
+    present = [m["per_class_auroc"][c] for c in CLASSES if c != "df"]
+    assert m["macro_auroc"] == pytest.approx(np.mean(present))
+    assert m["balanced_accuracy"] == pytest.approx(
+        np.mean([m["per_class_recall"][c] for c in CLASSES if c != "df"])
+    )
+    assert len(m["confusion_matrix"]) == 7 and m["confusion_matrix"][3] == [0] * 7
+
+
+def test_multiclass_rejects_wrong_shape():
+    with pytest.raises(ValueError, match="shaped"):
+        multiclass_metrics(np.array([0, 1]), np.zeros((2, 3)), CLASSES)

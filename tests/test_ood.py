@@ -1,0 +1,80 @@
+"""OOD gate: Mahalanobis distances under a shrunk covariance, a validation-percentile cut-off, and a lossless
+trip through the weights file's tensors and JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dermai.model import SimCLRResNet18
+from dermai.ood import OODStats, fit_ood, is_blank, ood_scores
+from dermai.weights import load_weights, save_weights
+
+D = 64
+
+
+def features(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    """Non-negative, correlated 'trunk features' (like pooled ReLU outputs) around a fixed direction."""
+    rng = np.random.default_rng(seed)
+    mix = np.random.default_rng(99).normal(size=(D, D)) / np.sqrt(D)
+    centre = np.random.default_rng(98).uniform(1.0, 3.0, D)
+    return np.abs(centre + shift + rng.normal(size=(n, D)) @ mix * 0.3)
+
+
+@pytest.mark.parametrize("l2", [True, False])
+def test_percentile_threshold_passes_in_distribution_and_flags_far_points(l2: bool) -> None:
+    stats = fit_ood(features(2000, 0), features(1000, 1), percentile=99.0, l2=l2)
+    test = ood_scores(features(2000, 2), stats)
+    assert 0.975 <= np.mean(test <= stats.threshold) <= 1.0  # about 99% pass, by construction
+    far = np.random.default_rng(3).uniform(0, 6, size=(200, D))  # another distribution altogether
+    assert np.mean(ood_scores(far, stats) > stats.threshold) >= 0.99
+    assert stats.method == ("mahalanobis-l2" if l2 else "mahalanobis")
+
+
+def test_l2_ignores_feature_norm_and_raw_does_not() -> None:
+    train, val = features(500, 0), features(300, 1)
+    scaled = features(100, 2) * 3.0  # same directions, three times the norm (e.g. a higher-contrast photo)
+    l2, raw = fit_ood(train, val), fit_ood(train, val, l2=False)
+    assert np.allclose(ood_scores(scaled, l2), ood_scores(scaled / 3.0, l2))
+    assert (ood_scores(scaled, raw) > raw.threshold).all()
+
+
+def test_threshold_follows_percentile_and_shrinkage_handles_few_samples() -> None:
+    train, val = features(40, 0), features(200, 1)  # fewer samples than dimensions: singular sample covariance
+    low, high = fit_ood(train, val, percentile=50.0), fit_ood(train, val, percentile=99.0)
+    assert np.isfinite(low.precision).all()
+    assert low.threshold < high.threshold
+    assert np.mean(ood_scores(val, low) <= low.threshold) == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="percentile"):
+        fit_ood(train, val, percentile=0.0)
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        ood_scores(np.zeros(D), low)
+
+
+def test_round_trip_through_weights_file(tmp_path) -> None:
+    stats = fit_ood(features(300, 0), features(100, 1), percentile=97.5)
+    path = save_weights(
+        SimCLRResNet18(7), tmp_path / "m.safetensors", {"classes": list("abcdefg"), "image_size": 32,
+                                                        "ood": stats.to_meta()}, extra=stats.to_tensors()
+    )
+    assert json.loads(path.with_suffix(".json").read_text())["ood"]["percentile"] == 97.5
+    loaded = load_weights(path)
+    again = OODStats.from_weights(loaded.extra, loaded.meta)
+    assert again is not None and again.method == stats.method and again.threshold == stats.threshold
+    probe = features(50, 5)
+    assert np.allclose(ood_scores(probe, again), ood_scores(probe, stats), rtol=1e-4)
+    assert OODStats.from_weights({}, {"classes": []}) is None  # weights without OOD statistics
+    assert set(stats.to_tensors()) == {"ood_mean", "ood_precision"}
+    assert all(t.dtype == torch.float32 for t in stats.to_tensors().values())
+    with pytest.raises(ValueError, match="unknown OOD method"):
+        OODStats.from_weights(loaded.extra, {"ood": {**stats.to_meta(), "method": "knn"}})
+
+
+def test_blank_images() -> None:
+    assert is_blank(np.full((32, 32, 3), (200, 150, 130), np.uint8))
+    assert is_blank(np.full((32, 32, 3), 128, np.uint8) + np.random.default_rng(0).integers(0, 2, (32, 32, 3)).astype(
+        np.uint8))
+    assert not is_blank(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))

@@ -1,0 +1,110 @@
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from dermai.calibration import reliability_bins
+from dermai.plots import (
+    class_distribution_figure,
+    confusion_figure,
+    label_efficiency_figure,
+    pr_figure,
+    reliability_figure,
+    roc_figure,
+    training_curves_figure,
+)
+
+
+@pytest.fixture
+def binary():
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.2).astype(int)
+    p = 1 / (1 + np.exp(-(rng.normal(size=300) + 2 * y - 1)))
+    return y, p
+
+
+def test_roc_figure_marks_operating_points_on_these_data(binary):
+    y, p = binary
+    fig = roc_figure(y, p, {"refer": {"threshold": 0.2, "sensitivity": 0.0}, "urgent": {"threshold": 0.7}})
+    assert isinstance(fig, go.Figure)
+    assert [t.name for t in fig.data] == ["chance", "ROC", "refer", "urgent"]
+    assert f"{roc_auc_score(y, p):.3f}" in fig.layout.title.text
+    refer = fig.data[2]
+    assert refer.y[0] == pytest.approx(np.mean(p[y == 1] >= 0.2))  # recomputed, not the passed-in figure
+    assert refer.x[0] == pytest.approx(np.mean(p[y == 0] >= 0.2))
+    assert len(roc_figure(y, p).data) == 2
+
+
+def test_pr_figure(binary):
+    y, p = binary
+    fig = pr_figure(y, p)
+    assert [t.name for t in fig.data] == ["prevalence", "PR"]
+    assert fig.data[0].y[0] == pytest.approx(y.mean())
+    assert "AUPRC" in fig.layout.title.text
+
+
+def test_reliability_figure_skips_empty_bins(binary):
+    y, p = binary
+    bins = reliability_bins(y, p, n_bins=10)
+    fig = reliability_figure(bins)
+    assert [t.name for t in fig.data] == ["perfect calibration", "model"]
+    filled = [b for b in bins if b["count"]]
+    assert list(fig.data[1].x) == [b["mean_pred"] for b in filled]
+    assert list(fig.data[1].customdata) == [b["count"] for b in filled]
+
+
+def test_confusion_figure_rows_true():
+    cm = [[5, 1, 0], [2, 8, 0], [0, 0, 0]]
+    fig = confusion_figure(cm, ["a", "b", "c"])
+    heat = fig.data[0]
+    assert isinstance(heat, go.Heatmap)
+    assert list(heat.y) == ["a", "b", "c"] and list(heat.x) == ["a", "b", "c"]
+    assert np.asarray(heat.text).tolist() == cm
+    assert np.asarray(heat.z)[1].tolist() == pytest.approx([0.2, 0.8, 0.0])
+    assert np.asarray(heat.z)[2].tolist() == [0.0, 0.0, 0.0]
+    assert fig.layout.yaxis.title.text == "true"
+
+
+def test_label_efficiency_figure():
+    rows = []
+    for init in ("simclr", "random"):
+        for frac in (1.0, 0.01, 0.1):
+            rows.append({"fraction": frac, "init": init, "auroc_mean": 0.8, "auroc_sd": 0.02,
+                         "bacc_mean": 0.6, "bacc_sd": 0.03})
+    fig = label_efficiency_figure(pd.DataFrame(rows))
+    assert len(fig.data) == 4
+    assert sorted(t.name for t in fig.data) == ["random", "random", "simclr", "simclr"]
+    assert list(fig.data[0].x) == [0.01, 0.1, 1.0]
+    assert list(fig.data[0].error_y.array) == [0.02] * 3
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis2.type == "log"
+
+
+def test_class_distribution_figure():
+    df = pd.DataFrame({"dx": ["nv", "nv", "mel", "bcc", "nv", "df"],
+                       "split": ["train", "train", "train", "val", "val", "test"]})
+    fig = class_distribution_figure(df)
+    assert [t.name for t in fig.data] == ["train", "val", "test"]
+    assert list(fig.data[0].x) == ["bcc", "df", "mel", "nv"]
+    assert list(fig.data[0].y) == [0, 0, 1, 2]
+    assert list(fig.data[1].y) == [1, 0, 0, 1]
+
+
+def test_training_curves_figure_tolerates_missing_keys():
+    records = [
+        {"stage": "pretrain", "kind": "step", "step": 0, "loss": 5.0, "ntxent": 5.0},
+        {"stage": "pretrain", "kind": "step", "step": 10, "loss": 4.0, "ntxent": 4.0},
+        {"stage": "finetune", "kind": "step", "step": 0, "loss": 2.0, "ce": 1.5, "ntxent": 1.0, "lr": 1e-3},
+        {"stage": "finetune", "kind": "step", "step": 10, "loss": 1.0, "ce": 0.5},
+        {"stage": "finetune", "kind": "epoch", "epoch": 0, "val_auroc": 0.7, "val_acc": 0.6},
+        {"stage": "finetune", "kind": "epoch", "epoch": 1, "val_auroc": 0.8},
+    ]
+    fig = training_curves_figure(records)
+    names = [t.name for t in fig.data]
+    assert names == ["pretrain loss", "pretrain ntxent", "finetune loss", "finetune ce", "finetune ntxent",
+                     "finetune val_auroc", "finetune val_acc"]
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["finetune ntxent"].x) == [0] and list(by_name["finetune ce"].y) == [1.5, 0.5]
+    assert list(by_name["finetune val_auroc"].x) == [0, 1]
+    assert by_name["finetune val_auroc"].xaxis == "x2"
+    assert len(training_curves_figure([]).data) == 0

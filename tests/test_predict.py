@@ -1,0 +1,251 @@
+"""Predictor and `python -m dermai predict` on a tiny untrained model written to a temp folder (no dependence
+on any trained run): calibration, tiers, OOD verdicts, TTA, saliency and the CLI's output and errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dermai import cli, weights
+from dermai.inference import dihedral_views
+from dermai.intake import IntakeError
+from dermai.metrics import TIER_MEANINGS
+from dermai.model import SimCLRResNet18
+from dermai.ood import fit_ood
+from dermai.predict import Predictor
+from dermai.preprocess import eval_batch, resize_square
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+SIZE = 64
+MEAN, STD = (0.6, 0.5, 0.45), (0.2, 0.2, 0.2)
+
+
+def lesion_like(seed: int, size: tuple[int, int] = (200, 150)) -> Image.Image:
+    """A smooth brownish blob on skin tone with noise, standing in for a dermoscopy image."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx, cy, r = w / 2 + rng.normal(0, 10), h / 2 + rng.normal(0, 10), rng.uniform(25, 50)
+    blob = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r)))[..., None]
+    skin, lesion = np.array([220, 170, 150]), np.array([110, 60, 40]) + rng.normal(0, 15, 3)
+    pixels = skin * (1 - blob) + lesion * blob + rng.normal(0, 8, (h, w, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Small tensors on a shared 2-core machine: one thread avoids OpenMP contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untrained model + serving metadata computed the way `dermai.serving` does: OOD statistics from
+    features of 'training' and 'validation' images, operating points on its own scores."""
+    torch.manual_seed(0)
+    model = SimCLRResNet18(len(CLASSES)).eval()
+    pixels = np.stack([resize_square(lesion_like(i), SIZE) for i in range(48)])
+    with torch.no_grad():
+        features = model.features(eval_batch(pixels, MEAN, STD)).numpy()
+    stats = fit_ood(features[:32], features[32:], percentile=99.0)
+    meta = {
+        "classes": CLASSES,
+        "image_size": SIZE,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "temperature": 1.5,
+        "operating_points": {
+            "refer": {"threshold": 0.3, "sensitivity": 0.95, "specificity": 0.41, "target": 0.95},
+            "urgent": {"threshold": 0.6, "sensitivity": 0.62, "specificity": 0.90, "target": 0.90},
+        },
+        "ood": stats.to_meta(),
+    }
+    return weights.save_weights(model, tmp_path_factory.mktemp("w") / "model.safetensors", meta, stats.to_tensors())
+
+
+@pytest.fixture(scope="module")
+def predictor(weights_path: Path) -> Predictor:
+    return Predictor.from_weights(weights_path)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_prediction_fields_and_calibrated_probabilities(predictor: Predictor) -> None:
+    result = predictor.predict(lesion_like(100))
+    probs = result.probabilities
+    assert list(probs) == CLASSES and sum(probs.values()) == pytest.approx(1.0)
+    assert result.p_malignant == pytest.approx(probs["mel"] + probs["bcc"] + probs["akiec"])
+    assert result.tier in {"routine", "refer", "urgent"} and result.tier_meaning == TIER_MEANINGS[result.tier]
+    assert isinstance(result.ood, bool) and result.ood_threshold == predictor.ood_stats.threshold
+    assert result.elapsed_ms > 0
+    record = json.loads(json.dumps(result.to_dict()))
+    assert record["probabilities"] == probs and record["ood_score"] == result.ood_score
+
+
+def test_temperature_scales_log_odds(weights_path: Path) -> None:
+    image = lesion_like(101)
+    sharp, soft = Predictor.from_weights(weights_path), Predictor.from_weights(weights_path)
+    sharp.temperature, soft.temperature = 1.0, 4.0
+    p1 = np.log(list(sharp.predict(image).probabilities.values()))
+    p4 = np.log(list(soft.predict(image).probabilities.values()))
+    np.testing.assert_allclose(p1 - p1[0], 4.0 * (p4 - p4[0]), rtol=1e-6, atol=1e-9)
+    assert not np.allclose(p1, p4)
+
+
+def test_tier_follows_thresholds(weights_path: Path) -> None:
+    predictor = Predictor.from_weights(weights_path)
+    image = lesion_like(102)
+    p = predictor.predict(image).p_malignant
+    points = predictor.operating_points
+    cases = [(p - 0.02, p - 0.01, "urgent", 0.62, 0.90), (p - 0.01, p + 0.01, "refer", 0.95, 0.41),
+             (p + 0.01, p + 0.02, "routine", 0.95, 0.41)]
+    for refer, urgent, tier, sensitivity, specificity in cases:
+        points["refer"]["threshold"], points["urgent"]["threshold"] = refer, urgent
+        result = predictor.predict(image)
+        assert (result.tier, result.tier_sensitivity, result.tier_specificity) == (tier, sensitivity, specificity)
+    predictor.operating_points = None
+    result = predictor.predict(image)
+    assert result.tier == "unavailable" and result.tier_sensitivity is None and "calibrate" in result.tier_meaning
+
+
+def test_ood_verdicts(weights_path: Path) -> None:
+    predictor = Predictor.from_weights(weights_path)
+    image = lesion_like(103)
+    score = predictor.predict(image).ood_score
+    predictor.ood_stats.threshold = score + 1e-6
+    assert predictor.predict(image).ood is False
+    predictor.ood_stats.threshold = score - 1e-6
+    flagged = predictor.predict(image)
+    assert flagged.ood is True and any("does not look like" in w for w in flagged.warnings)
+    blank = predictor.predict(Image.new("RGB", (120, 90), (200, 150, 130)))
+    assert blank.ood is True and any("flat colour" in w for w in blank.warnings)
+    predictor.ood_stats = None  # weights without OOD statistics
+    assert predictor.predict(image).ood is None and predictor.predict(image).ood_score is None
+
+
+def test_tta_averages_the_eight_views_and_is_rotation_invariant(predictor: Predictor) -> None:
+    image = lesion_like(104, size=(SIZE, SIZE))  # square at the input size: rotating commutes with resizing
+    plain, tta = predictor.predict(image), predictor.predict(image, tta=True)
+    assert plain.probabilities != tta.probabilities
+    with torch.no_grad():
+        x = eval_batch(resize_square(image, SIZE), MEAN, STD)
+        logits = torch.stack([predictor.model(v.contiguous()) for v in dihedral_views(x)]).mean(0)
+    expected = torch.softmax(logits / predictor.temperature, dim=-1)[0].numpy()
+    np.testing.assert_allclose(list(tta.probabilities.values()), expected, atol=0.01)  # bf16 autocast on some CPUs
+    rotated = predictor.predict(image.transpose(Image.Transpose.ROTATE_90), tta=True)
+    np.testing.assert_allclose(list(rotated.probabilities.values()), list(tta.probabilities.values()), atol=0.01)
+
+
+def test_input_kinds_agree_and_bad_input_raises(predictor: Predictor, tmp_path: Path) -> None:
+    image = lesion_like(105)
+    path = tmp_path / "lesion.png"
+    path.write_bytes(png_bytes(image))
+    expected = predictor.predict(image).probabilities
+    for source in (png_bytes(image), path, str(path), predictor.read(path)):
+        assert predictor.predict(source).probabilities == expected
+    small = predictor.predict(image.resize((20, 15)))
+    assert any("small image" in w for w in small.warnings)
+    with pytest.raises(IntakeError, match="not an image"):
+        predictor.predict(b"not an image at all")
+
+
+def test_explain_heatmap_overlay_and_cached_explainers(predictor: Predictor) -> None:
+    image = lesion_like(106, size=(200, 150))
+    result = predictor.explain(image)
+    assert result.heatmap.shape == (SIZE, SIZE) and 0 <= result.heatmap.min() <= result.heatmap.max() <= 1
+    assert result.overlay.shape == (150, 200, 3) and result.overlay.dtype == np.uint8
+    assert predictor.explainer("gradcam") is predictor.explainer("gradcam")
+    malignant = predictor.explain(image, method="hirescam", target="malignant")
+    assert malignant.heatmap.shape == (SIZE, SIZE) and malignant.target == "malignant"
+    assert set(predictor._explainers) == {"gradcam", "hirescam"}
+
+
+def test_concurrent_predict_and_explain_match_sequential_results(predictor: Predictor) -> None:
+    """Streamlit shares one Predictor between sessions: a forward pass must never leak into a running CAM."""
+    images = [predictor.read(lesion_like(200 + i)) for i in range(3)]
+    heatmaps = [predictor.explain(image, target="mel").heatmap for image in images]
+    scores = [predictor.predict(image).p_malignant for image in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        cams = [pool.submit(predictor.explain, image, target="mel") for image in images * 2]
+        preds = [pool.submit(predictor.predict, image) for image in images * 2]
+        for i, future in enumerate(cams):
+            np.testing.assert_allclose(future.result().heatmap, heatmaps[i % 3], atol=1e-6)
+        assert [f.result().p_malignant for f in preds] == scores * 2
+
+
+def test_default_weights_path_is_used(weights_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights, "DEFAULT_WEIGHTS", weights_path)
+    assert Predictor.from_weights().path == weights_path
+    monkeypatch.setattr(weights, "DEFAULT_WEIGHTS", weights_path.parent / "absent.safetensors")
+    with pytest.raises(weights.WeightsError, match="not found"):
+        Predictor.from_weights()
+
+
+def test_cli_predict_json_on_a_real_image(ham_root: Path, weights_path: Path, tmp_path: Path, capsys) -> None:
+    images = sorted((ham_root / "images").glob("ISIC_*.jpg"))[:2]
+    code = cli.main(["predict", *map(str, images), "--weights", str(weights_path), "--json", "--tta",
+                     "--cam", "eigencam", "--cam-out", str(tmp_path / "cams")])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(out) == 2
+    for line, image in zip(out, images, strict=True):
+        record = json.loads(line)
+        assert record["image"] == str(image) and set(record["probabilities"]) == set(CLASSES)
+        assert record["tier"] in {"routine", "refer", "urgent"} and isinstance(record["ood"], bool)
+        assert 0 <= record["p_malignant"] <= 1
+        cam = Path(record["cam"])
+        assert cam.name == f"{image.stem}_cam.png"
+        with Image.open(cam) as written, Image.open(image) as original:
+            assert written.size == original.size
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == [f"{i.stem}_cam.png" for i in images]
+
+
+def test_cli_table_and_stop_at_first_bad_image(weights_path: Path, tmp_path: Path, capsys) -> None:
+    good, bad, never = tmp_path / "good.png", tmp_path / "bad.jpg", tmp_path / "never.png"
+    good.write_bytes(png_bytes(lesion_like(107)))
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    never.write_bytes(png_bytes(lesion_like(108)))
+    code = cli.main(["predict", str(good), str(bad), str(never), "--weights", str(weights_path)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "good.png" in captured.out and "never.png" not in captured.out
+    assert captured.err.strip().splitlines() == [captured.err.strip()]
+    assert captured.err.startswith(f"error: {bad}: ")
+
+
+def test_cli_corrupt_file_in_a_fresh_process(weights_path: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "scan.jpg"
+    corrupt.write_bytes(png_bytes(lesion_like(109))[:200])
+    proc = subprocess.run(
+        [sys.executable, "-m", "dermai", "predict", str(corrupt), "--weights", str(weights_path), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith(f"error: {corrupt}: ")
+
+
+def test_cli_cam_choices_match_saliency_and_need_an_output_folder(weights_path: Path, capsys) -> None:
+    from dermai.saliency import CAM_METHODS
+
+    assert cli.CAM_CHOICES == tuple(CAM_METHODS)
+    assert cli.main(["predict", "x.png", "--weights", str(weights_path), "--cam", "layercam"]) == 2
+    assert capsys.readouterr().err == "error: --cam needs --cam-out DIR to write the overlays to\n"

@@ -1,0 +1,80 @@
+"""fit_serving: temperature, operating points and OOD statistics fitted on validation data only and stored in
+the weights in place. One tiny fine-tuned HAM10000 model (32 px, 1 epoch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import dermai.evaluate
+from dermai.config import RunConfig
+from dermai.data import read_manifest
+from dermai.evaluate import evaluate
+from dermai.serving import calibrate_run, fit_serving
+from dermai.train import train
+from dermai.weights import load_weights
+
+
+@pytest.fixture(scope="module")
+def fitted(ham_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[str], dict]:
+    """(weights, fit_serving's answer, every image path it decoded, model tensors before fitting)."""
+    cfg = RunConfig(stage="finetune")
+    cfg.data.data_dir, cfg.data.limit = str(ham_root), 150
+    cfg.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
+    cfg.train.image_size, cfg.train.batch_size, cfg.train.finetune_epochs = 32, 32, 1
+    weights = train(cfg, tmp_path_factory.mktemp("run")).weights
+    assert weights is not None
+    before = {k: v.clone() for k, v in load_weights(weights).model.state_dict().items()}
+    seen: list[str] = []
+    real_load_pixels = dermai.evaluate.load_pixels
+
+    def recording_load_pixels(paths: list[str], size: int) -> object:
+        seen.extend(paths)
+        return real_load_pixels(paths, size)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERMAI_CACHE", cfg.data.cache_dir)
+        mp.setattr(dermai.evaluate, "load_pixels", recording_load_pixels)
+        answer = fit_serving(weights, refer_sensitivity=0.95, urgent_specificity=0.90)
+    return weights, answer, seen, before
+
+
+def test_weights_json_gains_temperature_operating_points_and_ood(fitted: tuple) -> None:
+    weights, answer, _, before = fitted
+    loaded = load_weights(weights)
+    meta = loaded.meta
+    assert meta["temperature"] == pytest.approx(answer["temperature"]) and meta["temperature"] > 0
+    assert set(meta["operating_points"]) == {"refer", "urgent"}
+    assert meta["serving"]["fitted_on"] == "val" and "val_nll" in meta["val_metrics"]
+    assert meta["val_metrics"]["val_nll"] <= meta["val_metrics"]["val_nll_uncalibrated"] + 1e-9
+    assert meta["ood"]["threshold"] > 0 and {"ood_mean", "ood_precision"} <= set(loaded.extra)
+    for key, tensor in loaded.model.state_dict().items():  # the network itself is unchanged
+        assert torch.equal(tensor, before[key]), key
+
+
+def test_thresholds_hit_their_targets_on_validation(fitted: tuple) -> None:
+    weights, answer, _, _ = fitted
+    report, _ = evaluate(weights, split="val", manifest=weights.parent / "manifest.csv", n_boot=0)
+    rates = report["binary"]["thresholds"]
+    assert rates["refer"]["sensitivity"] >= 0.95
+    assert rates["urgent"]["specificity"] >= 0.90
+    assert rates["refer"]["threshold"] == pytest.approx(answer["operating_points"]["refer"]["threshold"])
+
+
+def test_test_split_is_never_looked_at(fitted: tuple) -> None:
+    weights, _, seen, _ = fitted
+    manifest = read_manifest(weights.parent / "manifest.csv")
+    scored = {Path(p).stem for p in seen}
+    assert scored.isdisjoint(manifest.index[manifest["split"] == "test"])
+    assert set(manifest.index[manifest["split"] == "val"]) <= scored
+
+
+def test_calibrate_run_only_fits_finished_finetunes(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    assert calibrate_run(weights, "stopped", ("pretrain", "finetune"))["status"] == "skipped"
+    assert calibrate_run(weights, "finished", ("pretrain",))["status"] == "skipped"
+    assert calibrate_run(None, "finished", ("finetune",))["status"] == "skipped"
+    failed = calibrate_run(weights, "finished", ("finetune",))  # no weights there: reported, not raised
+    assert failed["status"] == "failed" and "not found" in failed["error"]
