@@ -43,13 +43,10 @@ def _per_sample(v: torch.Tensor) -> torch.Tensor:
     return v.view(-1, 1, 1, 1)
 
 
-def _select(mask: torch.Tensor, x: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply `op` only to the samples where `mask` is set (ops are per-sample, so a subset is safe)."""
-    if not bool(mask.any()):
-        return x
-    out = x.clone()
-    out[mask] = op(x[mask])
-    return out
+def _apply_where(mask: torch.Tensor, x: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """In place: replace the samples where `mask` is set by `op` of them (ops are per-sample)."""
+    if bool(mask.any()):
+        x[mask] = op(x[mask])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -291,20 +288,20 @@ class BatchAugmenter:
         x = self._warp(x, generator)
         if cfg.hair_p > 0:
             hairy = _bernoulli(cfg.hair_p, batch, generator, dev)
-            x = _select(hairy, x, lambda s: add_hairs(s, generator, thickness=self.hair_thickness))
+            _apply_where(hairy, x, lambda s: add_hairs(s, generator, thickness=self.hair_thickness))
         if cfg.vignette_p > 0:
             dark = _bernoulli(cfg.vignette_p, batch, generator, dev)
             strength = _uniform(0.6, 1.0, (batch,), generator, dev)
             radius = _uniform(0.9, 1.3, (batch,), generator, dev)
-            x = _select(dark, x, lambda s: vignette(s, strength[dark], radius[dark]))
+            _apply_where(dark, x, lambda s: vignette(s, strength[dark], radius[dark]))
         x = self._jitter(x, generator)
         if cfg.grayscale_p > 0:
             gray = _bernoulli(cfg.grayscale_p, batch, generator, dev)
-            x = _select(gray, x, lambda s: grayscale(s).expand(-1, 3, -1, -1))
+            _apply_where(gray, x, lambda s: grayscale(s).expand(-1, 3, -1, -1))
         if cfg.blur_p > 0:
             blurred = _bernoulli(cfg.blur_p, batch, generator, dev)
             sigma = _uniform(cfg.blur_sigma[0], cfg.blur_sigma[1], (batch,), generator, dev)
-            x = _select(blurred, x, lambda s: gaussian_blur(s, sigma[blurred], self.blur_kernel))
+            _apply_where(blurred, x, lambda s: gaussian_blur(s, sigma[blurred], self.blur_kernel))
         return normalize(x, cfg.mean, cfg.std)
 
 
