@@ -26,7 +26,8 @@ LICENCE = (
     "HAM10000 is licensed CC BY-NC-SA 4.0 (non-commercial, share-alike); models trained on it inherit these "
     "terms. Cite: Tschandl, P., Rosendahl, C. & Kittler, H. The HAM10000 dataset, a large collection of "
     "multi-source dermatoscopic images of common pigmented skin lesions. Sci. Data 5, 180161 (2018). "
-    "doi:10.1038/sdata.2018.161"
+    "doi:10.1038/sdata.2018.161. Lesion masks: Tschandl, P. et al. Human–computer collaboration for skin cancer "
+    "recognition. Nat. Med. 26, 1229–1234 (2020)."
 )
 
 

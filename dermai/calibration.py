@@ -77,13 +77,14 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(np.asarray(logits, dtype=float) / temperature, axis=-1)
 
 
-def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the true labels under softmax(logits / T)."""
-    logp = log_softmax(np.asarray(logits, dtype=float) / temperature, axis=-1)
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0, bias: np.ndarray | None = None) -> float:
+    """Mean negative log-likelihood of the true labels under softmax(logits / T + bias)."""
+    z = np.asarray(logits, dtype=float) / temperature
+    logp = log_softmax(z if bias is None else z + np.asarray(bias, dtype=float), axis=-1)
     return float(-logp[np.arange(logp.shape[0]), np.asarray(y).ravel()].mean())
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None) -> float:
     """The temperature T > 0 minimising validation NLL (Guo et al. 2017). One scalar keeps the argmax, hence
     accuracy and AUROC, unchanged while fixing over- or under-confidence. Binary models: pass (N, 2) logits.
     Searched over log T in [log 0.01, log 100]."""
@@ -91,7 +92,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     if logits.ndim != 2 or logits.shape[0] != np.asarray(y).size:
         raise ValueError(f"logits must be shaped (N, K) with N = len(y), got {logits.shape}")
     result = minimize_scalar(
-        lambda log_t: nll(logits, y, float(np.exp(log_t))),
+        lambda log_t: nll(logits, y, float(np.exp(log_t)), bias),
         bounds=(np.log(0.01), np.log(100.0)),
         method="bounded",
         options={"xatol": 1e-6},

@@ -29,7 +29,7 @@ from dermai.data import (
     manifest_checksum,
     write_json_atomic,
 )
-from dermai.inference import forward_pixels, malignant_probability, softmax_np
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, softmax_np
 from dermai.weights import LoadedWeights, load_weights
 
 SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
@@ -130,7 +130,7 @@ def score_rows(
     classes = list(meta["classes"])
     temperature = float(meta.get("temperature", 1.0))
     logits, _ = score(loaded, rows["path"], tta=tta)
-    probs = softmax_np(logits, temperature)
+    probs = calibrated_probs(logits, meta)
     p_mal = malignant_probability(probs, classes)
     y_mal = rows["malignant"].to_numpy().astype(int)
     points = meta.get("operating_points")
@@ -156,7 +156,13 @@ def score_rows(
     multiclass = None
     labels = rows["label"].to_numpy()
     if list(data_classes) == classes:
-        multiclass = metrics.multiclass_metrics(labels, probs, classes)
+        # Decisions for balanced accuracy use the class-balanced logits (argmax p/prior), the rule that
+        # minimises balanced error; the calibrated probabilities' own argmax is reported beside it.
+        multiclass = metrics.multiclass_metrics(labels, softmax_np(logits), classes)
+        multiclass["decision_rule"] = "argmax of class-balanced logits (= argmax p/prior)"
+        multiclass["balanced_accuracy_calibrated_argmax"] = metrics.multiclass_metrics(labels, probs, classes)[
+            "balanced_accuracy"
+        ]
     else:
         notes.append(f"the folder's labels ({', '.join(data_classes)}) are not the model's: binary metrics only")
     calib: dict[str, Any] = {

@@ -95,6 +95,23 @@ def softmax_np(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def calibrated_probs(logits: np.ndarray, meta: dict) -> np.ndarray:
+    """The probabilities a user sees: softmax(logits / T + log prior).
+
+    A model trained with class-balanced sampling estimates p(dx | image) as if every diagnosis were equally
+    common; adding the log of the training prior (`meta["log_prior"]`, Menon et al. 2021's post-hoc logit
+    adjustment) restores the real base rates, and T (fitted on validation with that term) fixes confidence.
+    """
+    z = np.asarray(logits, dtype=np.float64) / float(meta.get("temperature") or 1.0)
+    log_prior = meta.get("log_prior")
+    return softmax_np(z + np.asarray(log_prior) if log_prior else z)
+
+
+def balanced_decision(logits: np.ndarray) -> np.ndarray:
+    """The diagnosis that minimises balanced error: argmax of the class-balanced logits (= argmax p/prior)."""
+    return np.asarray(logits).argmax(axis=1)
+
+
 def malignant_probability(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """p_malignant: the summed probability of mel, bcc and akiec, or a binary model's 'malignant'."""
     malignant = {"mel", "bcc", "akiec", "malignant"}

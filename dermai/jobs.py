@@ -142,7 +142,8 @@ def current_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
             return Job(-1, "(starting)", "", [], path.stat().st_mtime)
     except FileNotFoundError:
         return None
-    path.unlink(missing_ok=True)
+    if _read_lock(path) == record:  # still the stale record, not a lock another caller just took
+        path.unlink(missing_ok=True)
     return None
 
 
@@ -162,6 +163,8 @@ def build_command(stage: str, run_dir: Path, options: Mapping[str, Any], resume:
 
 
 def _describe(job: Job) -> str:
+    if job.pid <= 0:
+        return "a job that is starting now"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started))
     return f"run {job.name!r} ({job.stage}, pid {job.pid}, started {since})"
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD
-from dermai.inference import forward_pixels, malignant_probability, softmax_np
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
 from dermai.intake import IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, is_blank, ood_scores
@@ -85,6 +85,7 @@ class Predictor:
         self.image_size = int(meta["image_size"])
         self.mean = tuple(meta.get("mean") or IMAGENET_MEAN)
         self.std = tuple(meta.get("std") or IMAGENET_STD)
+        self.meta = meta
         self.temperature = float(meta.get("temperature") or 1.0)
         self.operating_points = meta.get("operating_points") or None
         self.ood_stats = OODStats.from_weights(loaded.extra, meta)
@@ -113,7 +114,7 @@ class Predictor:
             logits, features = forward_pixels(
                 self.model, pixels[None], mean=self.mean, std=self.std, with_features=True, tta=tta
             )
-        probs = softmax_np(logits.astype(np.float64), self.temperature)
+        probs = calibrated_probs(logits, self.meta)
         p_mal = float(malignant_probability(probs, self.classes)[0])
         tier, meaning, sens, spec = self._tier(p_mal)
         notes = list(intake.warnings)

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 
 from dermai import calibration, metrics
 from dermai.evaluate import score, weights_dataset
-from dermai.inference import malignant_probability, softmax_np
+from dermai.inference import calibrated_probs, malignant_probability, softmax_np
 from dermai.weights import load_weights, save_weights
 
 MAX_OOD_TRAIN_IMAGES = 3000
@@ -47,21 +48,22 @@ def fit_serving(
     classes = list(loaded.meta["classes"])
     val = rows[rows["split"] == "val"]
     train = rows[rows["split"] == "train"]
+    log_prior = training_log_prior(loaded.meta, train, len(classes))
     if len(train) > MAX_OOD_TRAIN_IMAGES:
         train = train.sample(n=MAX_OOD_TRAIN_IMAGES, random_state=0)
 
     val_logits, val_features = score(loaded, val["path"], tta=tta, with_features=True)
     labels, y_mal = val["label"].to_numpy(), val["malignant"].to_numpy().astype(int)
-    temperature = calibration.fit_temperature(val_logits, labels)
+    temperature = calibration.fit_temperature(val_logits, labels, log_prior)
     raw_p = malignant_probability(softmax_np(val_logits), classes)
-    probs = softmax_np(val_logits, temperature)
+    probs = calibrated_probs(val_logits, {"temperature": temperature, "log_prior": log_prior})
     p_mal = malignant_probability(probs, classes)
     points = metrics.choose_operating_points(y_mal, p_mal, refer_sensitivity, urgent_specificity)
     val_metrics = {
         "val_auroc": metrics.binary_metrics(y_mal, p_mal, n_boot=0)["auroc"],
-        "val_bacc": metrics.multiclass_metrics(labels, probs, classes)["balanced_accuracy"],
+        "val_bacc": metrics.multiclass_metrics(labels, softmax_np(val_logits), classes)["balanced_accuracy"],
         "val_nll_uncalibrated": calibration.nll(val_logits, labels),
-        "val_nll": calibration.nll(val_logits, labels, temperature),
+        "val_nll": calibration.nll(val_logits, labels, temperature, log_prior),
         "val_ece_malignant_uncalibrated": calibration.expected_calibration_error(y_mal, raw_p),
         "val_ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
         "n_val": len(val),
@@ -70,6 +72,7 @@ def fit_serving(
     meta = {k: v for k, v in loaded.meta.items() if k != "format"}
     meta.update(
         temperature=temperature,
+        log_prior=log_prior,
         operating_points=points,
         val_metrics={**meta.get("val_metrics", {}), **val_metrics},
         serving={"fitted_on": "val", "tta": tta, "manifest_sha256": meta["manifest_sha256"], "n_val": len(val)},
@@ -94,6 +97,16 @@ def fit_serving(
         "val_metrics": val_metrics,
         "serving": meta["serving"],
     }
+
+
+def training_log_prior(meta: dict[str, Any], train: Any, n_classes: int) -> list[float] | None:
+    """log class frequencies of the labelled training images when the model was trained on class-balanced
+    batches (its logits then carry a uniform prior); None when it saw the real frequencies."""
+    if not meta.get("config", {}).get("train", {}).get("balanced_sampling", False):
+        return None
+    labelled = train[train["labelled"]] if "labelled" in train.columns else train
+    counts = np.bincount(labelled["label"].to_numpy(), minlength=n_classes).astype(float)
+    return np.log(np.maximum(counts, 1.0) / counts.sum()).tolist()
 
 
 def calibrate_run(weights: Path | None, status: str, stages: Sequence[str]) -> dict[str, Any]:

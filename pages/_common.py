@@ -1,0 +1,140 @@
+"""What every page shares: the session's settings, cached loaders and plain error messages (not a page)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from dermai import app_support, jobs
+from dermai.data import Dataset
+from dermai.weights import read_meta
+
+T = TypeVar("T")
+
+
+def _leave_folder_mode() -> None:
+    """Streamlit treats a `pages/` folder beside the entry script as its old folder-based navigation until some
+    session runs st.navigation; a page opened directly on a fresh server would then run alone, without the
+    entry script's navigation and sidebar. Switch that mode off and rerun so streamlit_app.py routes the page."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # internal module moved: keep Streamlit's default behaviour
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_folder_mode()
+PLAIN_ERRORS = (ValueError, OSError, RuntimeError)  # DataError, WeightsError, IntakeError, JobError, …
+
+
+@contextlib.contextmanager
+def plain_errors(what: str) -> Iterator[None]:
+    """Show an error raised inside the block as one st.error line, never a traceback."""
+    try:
+        yield
+    except PLAIN_ERRORS as exc:
+        st.error(f"{what}: {exc}")
+
+
+def or_stop(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs), or a plain st.error and the end of the page when it fails."""
+    try:
+        return fn(*args, **kwargs)
+    except PLAIN_ERRORS as exc:
+        st.error(f"{what}: {exc}")
+        st.stop()
+        raise  # unreachable: st.stop() raises
+
+
+def data_dir() -> str:
+    """The session's data folder ("" when none was found)."""
+    return app_support.data_dir(st.session_state)
+
+
+def weights_path() -> str:
+    """The session's weights file."""
+    return app_support.weights_path(st.session_state)
+
+
+def set_weights(path: str) -> None:
+    """Make `path` the session's weights (the sidebar follows on the next run)."""
+    st.session_state[app_support.WEIGHTS_KEY] = path
+
+
+def require_data() -> str:
+    """The data folder, or stop the page with a plain message when there is none."""
+    root = data_dir()
+    if not root:
+        st.error("No data folder found. Enter one in the sidebar (or set DERMAI_DATA).")
+        st.stop()
+    return root
+
+
+@st.cache_data(show_spinner="Reading the data folder…", max_entries=4)
+def dataset(root: str) -> Dataset:
+    """The folder's dataset with the default split, read once per folder."""
+    return app_support.browse_dataset(root)
+
+
+@st.cache_data(max_entries=16)
+def weights_meta(path: str, mtime: float) -> dict[str, Any]:
+    """The JSON beside a weights file (mtime in the key: re-saved weights are re-read)."""
+    return read_meta(path)
+
+
+def current_meta() -> dict[str, Any]:
+    """The session's weights' JSON (raises WeightsError when missing)."""
+    path = weights_path()
+    return weights_meta(path, app_support.weights_mtime(path))
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+def predictor(path: str, mtime: float) -> tuple[Any, threading.Lock]:
+    """One Predictor per weights file for all sessions, with a lock so saliency hooks never interleave."""
+    from dermai.predict import Predictor
+
+    return Predictor.from_weights(path), threading.Lock()
+
+
+def sidebar() -> None:
+    """Data folder and weights pickers; the values live in st.session_state for every page."""
+    state = st.session_state
+    state.setdefault(app_support.DATA_KEY, app_support.default_data_dir())
+    state.setdefault(app_support.WEIGHTS_KEY, app_support.default_weights())
+    # Widgets have their own keys; callbacks copy them into the settings, which pages may also change.
+    for widget, key in (("_data_widget", app_support.DATA_KEY), ("_weights_widget", app_support.WEIGHTS_KEY)):
+        if state.get(widget) != state[key]:
+            state[widget] = state[key]
+
+    def copy(widget: str, key: str) -> None:
+        state[key] = state[widget]
+
+    def use_other() -> None:
+        if state["_other_weights"].strip():
+            state[app_support.WEIGHTS_KEY] = state["_other_weights"].strip()
+
+    with st.sidebar:
+        st.text_input(
+            "Data folder", key="_data_widget", on_change=copy, args=("_data_widget", app_support.DATA_KEY),
+            help="A folder of dermoscopy images with one metadata CSV (HAM10000 layout).",
+        )
+        if not state[app_support.DATA_KEY]:
+            st.warning("No data folder found: enter one above.")
+        choices = app_support.weight_choices(jobs.runs_dir(), state[app_support.WEIGHTS_KEY])
+        st.selectbox(
+            "Weights", list(choices), key="_weights_widget", format_func=lambda p: choices.get(p, p),
+            on_change=copy, args=("_weights_widget", app_support.WEIGHTS_KEY),
+            help="The shipped model or any training run's model.safetensors in the runs folder.",
+        )
+        st.text_input(
+            "Other weights file", key="_other_weights", placeholder="/path/to/model.safetensors",
+            on_change=use_other,
+        )
+        st.caption(f"Runs folder: `{jobs.runs_dir()}`")
+        st.caption("A research and triage aid, not a diagnosis.")

@@ -1,0 +1,114 @@
+"""Augmentation lab: every augmentation parameter as a control, previewed on real or uploaded images."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import streamlit as st
+
+from dermai.augment import preview_pairs, preview_simclr_pairs
+from dermai.config import AugmentConfig, simclr_augment_config
+from dermai.data import decode_image
+from dermai.intake import read_image
+from dermai.preprocess import resize_square
+from pages._common import data_dir, dataset, or_stop, plain_errors
+
+st.title("Augmentation lab")
+st.caption("Defaults are the paper's supervised pipeline; the SimCLR preset is the two-view pretraining pipeline.")
+state = st.session_state
+state.setdefault("aug_seed", 0)
+
+simclr = st.toggle("SimCLR preset", key="aug_simclr")
+preset = "simclr" if simclr else "paper"
+base = simclr_augment_config() if simclr else AugmentConfig()
+
+
+def key(name: str) -> str:
+    """Widget keys per preset: switching preset shows that preset's values."""
+    return f"aug_{preset}_{name}"
+
+
+controls, view = st.columns([1, 2], gap="large")
+with controls.container(height=760):
+    st.caption("Parameters")
+    values = {
+        "crop_scale": st.slider("Crop area (fraction)", 0.05, 1.0, base.crop_scale, 0.05, key=key("crop_scale")),
+        "crop_ratio": st.slider("Crop aspect ratio", 0.25, 4.0, base.crop_ratio, 0.05, key=key("crop_ratio")),
+        "rotation_degrees": st.slider("Rotation ± degrees", 0.0, 180.0, base.rotation_degrees, 5.0,
+                                      key=key("rotation_degrees")),
+        "hflip_p": st.slider("Horizontal flip p", 0.0, 1.0, base.hflip_p, 0.05, key=key("hflip_p")),
+        "vflip_p": st.slider("Vertical flip p", 0.0, 1.0, base.vflip_p, 0.05, key=key("vflip_p")),
+        "brightness": st.slider("Brightness", 0.0, 1.0, base.brightness, 0.05, key=key("brightness")),
+        "contrast": st.slider("Contrast", 0.0, 1.0, base.contrast, 0.05, key=key("contrast")),
+        "saturation": st.slider("Saturation", 0.0, 1.0, base.saturation, 0.05, key=key("saturation")),
+        "hue": st.slider("Hue (fraction of the colour wheel)", 0.0, 0.5, base.hue, 0.01, key=key("hue")),
+        "grayscale_p": st.slider("Grayscale p", 0.0, 1.0, base.grayscale_p, 0.05, key=key("grayscale_p")),
+        "blur_p": st.slider("Blur p", 0.0, 1.0, base.blur_p, 0.05, key=key("blur_p")),
+        "blur_sigma": st.slider("Blur sigma", 0.1, 5.0, base.blur_sigma, 0.1, key=key("blur_sigma")),
+        "vignette_p": st.slider("Vignette p", 0.0, 1.0, base.vignette_p, 0.05, key=key("vignette_p")),
+        "hair_p": st.slider("Hair p", 0.0, 1.0, base.hair_p, 0.05, key=key("hair_p")),
+        "color_constancy": st.checkbox("Colour constancy (shades of grey)", base.color_constancy,
+                                       key=key("color_constancy")),
+    }
+    st.caption(f"Normalisation (undone for display): mean {base.mean}, std {base.std}.")
+cfg = dataclasses.replace(base, **values)
+
+
+def preview() -> None:
+    """Image choice and the before/after and two-view grids."""
+    left, right = st.columns([2, 1])
+    source = left.radio("Images", ["From the data folder", "Upload one"], horizontal=True, key="aug_source")
+    size = right.select_slider("Output size (px)", [64, 96, 128, 160, 224], value=128, key="aug_size")
+    pixels: np.ndarray | None = None
+    if source == "Upload one":
+        upload = st.file_uploader("Image", type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"], key="aug_upload")
+        if upload is not None:
+            with plain_errors("Cannot use this file"):
+                pixels = resize_square(read_image(upload.getvalue(), upload.name).image, size)[None]
+    else:
+        root = data_dir()
+        if not root:
+            st.error("No data folder found. Enter one in the sidebar, or upload an image.")
+            st.stop()
+        meta = or_stop("Cannot read the data folder", dataset, root).meta
+        a, b = st.columns(2)
+        dx = a.selectbox("Diagnosis", ["any", *sorted(meta["dx"].dropna().unique())], key="aug_dx")
+        count = b.slider("How many", 1, 8, 4, key="aug_count")
+        state.setdefault("aug_pick", 0)
+        if st.button("Other images", help="Sample other images from the data folder"):
+            state["aug_pick"] += 1
+        typed = st.text_input("Or image ids (comma-separated)", key="aug_ids", placeholder="ISIC_0024306, …")
+        ids = [i.strip() for i in typed.split(",") if i.strip()]
+        pool = meta if dx == "any" else meta[meta["dx"] == dx]
+        chosen = pool.sample(n=min(count, len(pool)), random_state=state["aug_pick"])
+        if ids:
+            chosen = meta[meta["image_id"].isin(ids)]
+            if chosen.empty:
+                st.error(f"None of these ids is in the data folder: {', '.join(ids)}")
+                st.stop()
+        with plain_errors("Cannot read the images"):
+            pixels = np.stack([decode_image(p, size) for p in chosen["path"]])
+
+    if st.button("Reseed", help="Draw new random augmentations"):
+        state["aug_seed"] += 1
+    st.caption(f"Seed {state['aug_seed']}")
+    seed = state["aug_seed"]
+
+    if pixels is None:
+        st.info("Upload an image to preview.")
+        st.stop()
+    with plain_errors("Invalid augmentation settings"):
+        pairs = preview_pairs(pixels, cfg, size, seed)
+        st.subheader("Before / after")
+        st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=size)
+        st.image([p[1] for p in pairs], caption=["augmented"] * len(pairs), width=size)
+        st.subheader("SimCLR two-view pairs")
+        st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
+        views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above
+        st.image([v[0] for v in views], caption=["view a"] * len(views), width=size)
+        st.image([v[1] for v in views], caption=["view b"] * len(views), width=size)
+
+
+with view:
+    preview()

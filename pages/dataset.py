@@ -1,0 +1,67 @@
+"""Dataset browser: filter the data folder, page through images, see distributions and one image in detail."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from dermai import app_support
+from dermai.data import summary_table
+from dermai.plots import class_distribution_figure
+from pages._common import dataset, or_stop, plain_errors, require_data
+
+PER_PAGE = 24
+COLUMNS = 6
+
+st.title("Dataset browser")
+root = require_data()
+data = or_stop("Cannot read the data folder", dataset, root)
+meta = data.meta
+st.caption(f"`{data.root}` · {len(meta)} images · {data.mode} · grouped by {data.group_key} · split seed 0")
+
+with st.expander("Filters", expanded=True):
+    c1, c2, c3 = st.columns(3)
+    dx = c1.multiselect("Diagnosis", sorted(meta["dx"].dropna().unique()), key="ds_dx")
+    kind = c1.radio("Benign / malignant", ["all", "benign", "malignant"], horizontal=True, key="ds_kind")
+    splits = c2.multiselect("Split", sorted(meta["split"].unique()), key="ds_split")
+    ages = meta["age"].dropna()
+    low, high = (int(ages.min()), int(ages.max())) if len(ages) else (0, 100)
+    age = c2.slider("Age", low, max(high, low + 1), (low, max(high, low + 1)), key="ds_age")
+    sexes = c3.multiselect("Sex", sorted(meta["sex"].unique()), key="ds_sex")
+    sites = c3.multiselect("Localisation", sorted(meta["localization"].unique()), key="ds_site")
+
+rows = app_support.filter_meta(meta, dx, kind, splits, age, sexes, sites)
+st.subheader(f"{len(rows)} images match")
+if rows.empty:
+    st.info("No image matches these filters.")
+    st.stop()
+
+pages = max(1, math.ceil(len(rows) / PER_PAGE))
+page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="ds_page")
+shown = rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE]
+for start in range(0, len(shown), COLUMNS):
+    for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].iterrows(), strict=False):
+        col.image(row["path"], caption=app_support.caption(row), width="stretch")
+
+st.subheader("Distributions")
+left, right = st.columns([3, 2])
+if rows["dx"].notna().all():
+    left.plotly_chart(class_distribution_figure(rows), width="stretch")
+full = summary_table(data)
+right.caption("Whole folder: images per class and split")
+right.table(full)
+
+st.subheader("One image in detail")
+image_id = st.selectbox("Image", list(shown["image_id"]), key="ds_detail")
+row = rows[rows["image_id"] == image_id].iloc[0]
+a, b = st.columns(2)
+a.image(row["path"], caption=image_id, width="stretch")
+mask = app_support.mask_path(data.root, image_id)
+if mask is not None:
+    with plain_errors("Cannot overlay the lesion mask"):
+        b.image(app_support.mask_overlay(row["path"], mask), caption="lesion mask (green)", width="stretch")
+else:
+    b.info("No lesion mask for this image.")
+fields = ["image_id", "lesion_id", "dx", "malignant", "age", "sex", "localization", "split", "path"]
+st.dataframe(row[fields].astype(str).rename("value"), width="stretch")

@@ -1,0 +1,118 @@
+"""Evaluation: the chosen weights scored on their own val/test split, the label-efficiency experiment and an
+embedding map of the trunk features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dermai import app_support
+from dermai.evaluate import evaluate
+from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
+from pages._common import data_dir, plain_errors, weights_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def scored(weights: str, mtime: float, data: str, split: str, tta: bool) -> tuple[dict[str, Any], pd.DataFrame]:
+    """evaluate(), once per weights version, data folder, split and TTA setting."""
+    return evaluate(weights, data or None, split=split, tta=tta)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def projected(weights: str, mtime: float, data: str, split: str, limit: int, method: str) -> pd.DataFrame:
+    """The embedding map, once per setting."""
+    return app_support.embedding_map(weights, data or None, split, limit, method)
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
+    """Headline figures, tier table and the four plots."""
+    ci = report.get("auroc_ci")
+    calib = report.get("calibration") or {}
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("AUROC malignant", _f(report.get("auroc")), help="95% CI, lesion-grouped bootstrap")
+    if ci:
+        c1.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
+    c2.metric("Balanced accuracy (7-class)", _f(report.get("balanced_accuracy")), help="all-benign baseline: 0.500")
+    c3.metric("ECE (malignant)", _f(calib.get("ece_malignant")))
+    c4.metric("Images", report.get("n_images"))
+    tiers = ((report.get("binary") or {}).get("thresholds")) or {}
+    if tiers:
+        table = pd.DataFrame(
+            [{"tier": name, "threshold": r["threshold"], "sensitivity": r["sensitivity"],
+              "specificity": r["specificity"], "ppv": r["ppv"], "npv": r["npv"]} for name, r in tiers.items()]
+        ).set_index("tier")
+        st.caption("Validated cut-offs re-checked (not re-tuned) on this split")
+        st.table(table.style.format("{:.3f}", na_rep="n/a"))
+    for note in report.get("notes", []):
+        st.caption(f"Note: {note}")
+    a, b = st.columns(2)
+    if report.get("binary"):
+        y, p = predictions["malignant"].to_numpy(), predictions["p_malignant"].to_numpy()
+        a.plotly_chart(roc_figure(y, p, report.get("operating_points")), width="stretch")
+        b.plotly_chart(pr_figure(y, p), width="stretch")
+    if calib.get("reliability_malignant"):
+        a.plotly_chart(reliability_figure(calib["reliability_malignant"]), width="stretch")
+    if report.get("multiclass"):
+        m = report["multiclass"]
+        b.plotly_chart(confusion_figure(m["confusion_matrix"], m["classes"]), width="stretch")
+
+
+st.title("Evaluation")
+weights, data = weights_path(), data_dir()
+mtime = app_support.weights_mtime(weights)
+st.caption(f"Weights `{weights}` · data `{data or '(from the weights config)'}`")
+
+st.header("Scores on the weights' own split")
+c1, c2, c3 = st.columns([1, 1, 2])
+split = c1.radio("Split", ["test", "val"], horizontal=True, key="eval_split")
+tta = c2.checkbox("TTA", key="eval_tta", help="average over the 8 flips/rotations (8× slower)")
+request = (weights, mtime, data, split, tta)
+if c3.button("Evaluate", type="primary"):
+    st.session_state["eval_request"] = request
+if st.session_state.get("eval_request") == request:
+    with plain_errors("Cannot evaluate"), st.spinner("Scoring the split (bootstrap intervals included)…"):
+        show_report(*scored(*request))
+else:
+    st.info("Press Evaluate to score these weights (takes a while on a CPU; results are cached).")
+
+st.header("Label efficiency")
+folder = st.text_input("Experiment folder", str(REPO / "docs" / "label_efficiency"), key="eval_le")
+with plain_errors("Cannot read the experiment"):
+    table = app_support.read_label_efficiency(folder)
+    if table is None:
+        st.info(f"No summary.csv in `{folder}` (run `python -m dermai experiment label-efficiency --out DIR`).")
+    else:
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.plotly_chart(label_efficiency_figure(table), width="stretch")
+
+st.header("Embedding map")
+st.caption("Trunk features of up to 1000 images of the split, projected to 2-D. Select points to see the images.")
+e1, e2, e3 = st.columns([1, 1, 2])
+method = e1.radio("Projection", ["pca", "tsne"], horizontal=True, key="eval_proj")
+limit = e2.number_input("Images", 50, 1000, 500, 50, key="eval_limit")
+map_request = (weights, mtime, data, split, int(limit), method)
+if e3.button("Compute map"):
+    st.session_state["map_request"] = map_request
+if st.session_state.get("map_request") == map_request:
+    with plain_errors("Cannot compute the map"), st.spinner("Extracting features…"):
+        points = projected(*map_request)
+        fig = px.scatter(points, x="x", y="y", color="dx", custom_data=["image_id"], hover_data=["image_id"],
+                         title=f"{method.upper()} of trunk features ({split}, {len(points)} images)")
+        event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="eval_map")
+        chosen = [pt["customdata"][0] for pt in event.selection.points if pt.get("customdata")][:8]
+        if chosen:
+            rows = points.set_index("image_id").loc[chosen]
+            st.image(list(rows["path"]), caption=[f"{i} · {d}" for i, d in zip(chosen, rows["dx"], strict=True)],
+                     width=150)
+        else:
+            st.caption("Click or lasso points to show their images here.")

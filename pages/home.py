@@ -1,0 +1,69 @@
+"""Home: what the tool is and is not, the model card's key figures, the data and its licence."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dermai import app_support
+from dermai.metrics import TIER_MEANINGS
+from dermai.weights import WeightsError
+from pages._common import current_meta, weights_path
+
+st.title("dermai — dermoscopy triage workbench")
+st.warning(
+    "**A research and triage aid, not a diagnosis.** It scores a dermoscopy image for how urgently a specialist "
+    "should see the lesion. It does not replace clinical examination, histopathology or a dermatologist."
+)
+st.markdown(
+    """
+**What it is:** a SimCLR ResNet-18 trained on dermoscopy images that gives seven-class diagnosis probabilities,
+a calibrated malignancy score (melanoma, basal cell carcinoma, actinic keratosis / Bowen's), a triage tier
+set on validation data, an out-of-distribution warning and a saliency map of what the model looked at.
+
+**What it is not:** a medical device. It has seen only HAM10000-style dermoscopy (mostly fair skin, one
+device family per centre); photos from phones, other skin types or other lesions are outside what it was
+validated on, and a *routine* tier is never an all-clear.
+"""
+)
+
+st.header("Model card")
+path = weights_path()
+try:
+    meta = current_meta()
+except WeightsError as exc:
+    st.warning(f"No model to describe: {exc}. Choose other weights in the sidebar (e.g. a finished training run's).")
+else:
+    card = app_support.model_card(meta)
+    st.caption(f"Weights: `{path}`")
+    cols = st.columns(3)
+    if card["auroc"] is not None:
+        ci = card["auroc_ci"]
+        cols[0].metric(
+            f"AUROC malignant ({card['auroc_split']})",
+            f"{card['auroc']:.3f}",
+            help=f"95% CI {ci[0]:.3f}–{ci[1]:.3f}" if ci else "no interval stored",
+        )
+        if ci:
+            cols[0].caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
+    else:
+        cols[0].metric("AUROC malignant", "n/a")
+    cols[1].metric("Input size", f"{card['image_size']} px")
+    cols[2].metric("Training status", str(card["status"] or "?"))
+    if card["tiers"]:
+        table = pd.DataFrame(card["tiers"]).set_index("tier")
+        st.subheader("Triage tiers (validated on the validation split)")
+        st.table(table.style.format("{:.3f}", na_rep="n/a"))
+        for tier in ("urgent", "refer", "routine"):
+            st.markdown(f"**{tier}** — {TIER_MEANINGS[tier]}")
+    else:
+        st.info("These weights carry no validated operating points (run `python -m dermai calibrate`): no tiers.")
+    if not card["ood"]:
+        st.caption("No out-of-distribution statistics stored: unusual images are not flagged.")
+
+st.header("Data")
+st.markdown(
+    "Trained and evaluated on **HAM10000**: 10,015 dermoscopy images of pigmented lesions (7 diagnoses, "
+    "1,954 malignant), split by lesion so no lesion is on both sides of a split."
+)
+st.info(app_support.LICENCE)

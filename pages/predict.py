@@ -1,0 +1,112 @@
+"""Predict: one uploaded or camera image → diagnosis probabilities, malignancy score, triage tier, OOD warning
+and a saliency overlay, with a downloadable report. Uploads stay in memory; nothing is written to disk."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from dermai import app_support
+from dermai.intake import read_image
+from dermai.saliency import CAM_METHODS, overlay
+from pages._common import PLAIN_ERRORS, or_stop, predictor, weights_path
+
+TIER_BOX = {"urgent": st.error, "refer": st.warning, "routine": st.success}
+
+st.title("Predict")
+st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only.")
+weights = weights_path()
+mtime = app_support.weights_mtime(weights)
+model, lock = or_stop("Cannot load the model (choose other weights in the sidebar)", predictor, weights, mtime)
+
+source = st.radio("Image source", ["Upload a file", "Camera"], horizontal=True, key="pred_source")
+if source == "Camera":
+    upload = st.camera_input("Take a dermoscopy photo", key="pred_camera")
+else:
+    upload = st.file_uploader(
+        "Dermoscopy image", type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"], key="pred_upload"
+    )
+c1, c2, c3, c4 = st.columns(4)
+method = c1.selectbox("Saliency method", list(CAM_METHODS), key="pred_method")
+targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c for c in model.classes}}
+target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
+opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="pred_opacity")
+tta = c4.checkbox("Test-time augmentation", help="average over the 8 flips/rotations", key="pred_tta")
+
+
+def analyse(data: bytes, name: str) -> dict[str, Any]:
+    """Prediction and saliency for one upload, kept for this session only (the last upload)."""
+    digest = hashlib.sha256(data).hexdigest()
+    cache_key = (digest, weights, app_support.weights_mtime(weights), method, target, tta)
+    cached = st.session_state.get("pred_last")
+    if cached and cached["key"] == cache_key:
+        return cached
+    with lock:
+        intake = read_image(data, name)
+        prediction = model.predict(intake, tta=tta)
+        saliency = model.explain(intake, method=method, target=target)
+    result = {"key": cache_key, "name": name, "image": np.asarray(intake.image), "prediction": prediction,
+              "heatmap": saliency.heatmap}
+    st.session_state["pred_last"] = result
+    return result
+
+
+def show(result: dict[str, Any]) -> None:
+    """Tier, score, warnings, probabilities, original beside overlay, downloads."""
+    p = result["prediction"]
+    box = TIER_BOX.get(p.tier, st.info)
+    left, right = st.columns([1, 1])
+    with left:
+        box(f"**Triage tier: {p.tier.upper()}**\n\n{p.tier_meaning}")
+        if p.tier_sensitivity is not None:
+            st.caption(
+                f"Cut-off validated at sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} "
+                "on the validation split."
+            )
+        st.metric("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")
+        if p.ood:
+            st.warning(
+                "**Out of distribution:** this image does not look like the dermoscopy images the model was "
+                f"trained on (score {p.ood_score or 0:.2f} > threshold {p.ood_threshold or 0:.2f}); its "
+                "probabilities and tier are unreliable."
+            )
+        elif p.ood is None:
+            st.caption("No out-of-distribution check is stored with these weights.")
+        for note in p.warnings:
+            st.warning(note)
+    with right:
+        probs = sorted(p.probabilities.items(), key=lambda item: item[1])
+        fig = go.Figure(go.Bar(x=[v for _, v in probs], y=[k for k, _ in probs], orientation="h",
+                               text=[f"{v:.1%}" for _, v in probs], textposition="outside"))
+        fig.update_layout(title="Diagnosis probabilities", height=300, xaxis={"range": [0, 1.1]},
+                          margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        st.plotly_chart(fig, width="stretch", key="pred_probs")
+        st.caption(f"{p.elapsed_ms:.0f} ms · weights `{weights}`")
+    blended = overlay(result["image"], result["heatmap"], alpha=opacity)
+    a, b = st.columns(2)
+    a.image(result["image"], caption="original", width="stretch")
+    b.image(blended, caption=f"{method} overlay", width="stretch")
+    stem = result["name"].rsplit(".", 1)[0]
+    d1, d2 = st.columns(2)
+    d1.download_button(
+        "Download report (JSON)", app_support.prediction_report(p, result["name"], weights, method),
+        file_name=f"{stem}_dermai.json", mime="application/json",
+    )
+    d2.download_button(
+        "Download overlay (PNG)", app_support.png_bytes(blended), file_name=f"{stem}_{method}.png", mime="image/png"
+    )
+
+
+if upload is None:
+    st.info("Upload a dermoscopy image (JPEG or PNG) to get a triage tier.")
+    st.stop()
+try:
+    outcome = analyse(upload.getvalue(), upload.name)
+except PLAIN_ERRORS as exc:
+    st.error(f"Cannot analyse this file: {exc}")
+    st.stop()
+show(outcome)

@@ -1,0 +1,120 @@
+"""Training: launch a run in its own process, watch it live, stop or resume it, browse past runs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dermai import jobs
+from dermai.config import TrainConfig
+from dermai.plots import training_curves_figure
+from dermai.train import read_metrics
+from pages._common import data_dir, plain_errors, set_weights
+
+st.title("Training")
+runs = jobs.runs_dir()
+st.caption(f"Runs folder `{runs}` · one training job at a time on this machine · data `{data_dir() or '(none)'}`")
+d = TrainConfig()
+
+with st.form("train_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    stage = c1.selectbox("Stage", ["both", "pretrain", "finetune"], help="both = SimCLR pretraining, then fine-tuning")
+    pretrain_epochs = c1.number_input("Pretrain epochs", 0, 1000, d.pretrain_epochs)
+    finetune_epochs = c1.number_input("Finetune epochs", 0, 1000, d.finetune_epochs)
+    batch_size = c2.number_input("Batch size", 2, 1024, d.batch_size)
+    image_size = c2.number_input("Image size (px)", 32, 512, d.image_size, step=32)
+    label_fraction = c2.number_input("Label fraction", 0.001, 1.0, 1.0, 0.01, format="%.3f")
+    lambda_ntxent = c3.number_input("λ (NT-Xent weight)", 0.0, 10.0, d.lambda_ntxent, 0.1)
+    temperature = c3.number_input("Temperature τ", 0.01, 5.0, d.temperature, 0.05)
+    lr = c3.number_input("Learning rate", 1e-6, 1.0, d.lr, 1e-4, format="%.5f")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, d.seed)
+    limit = c4.number_input("Limit images (0 = all)", 0, 100_000, 0, help="a stratified subset, for quick runs")
+    name = c4.text_input("Run name (optional)", help="default: date-time-stage")
+    start = st.form_submit_button("Start training", type="primary")
+
+if start:
+    options = {
+        "data": data_dir() or None,
+        "pretrain_epochs": pretrain_epochs,
+        "finetune_epochs": finetune_epochs,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "label_fraction": label_fraction,
+        "lambda_ntxent": lambda_ntxent,
+        "temperature": temperature,
+        "lr": lr,
+        "seed": seed,
+        "limit": limit or None,
+    }
+    with plain_errors("Not started"):
+        job = jobs.start_job(stage, options, runs, name=name.strip() or None)
+        st.success(f"Started run {job.name} (pid {job.pid}).")
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA unknown"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"ETA {hours}h {minutes:02d}m" if hours else f"ETA {minutes}m {secs:02d}s"
+
+
+@st.fragment(run_every=2)
+def live() -> None:
+    """The running job, refreshed every 2 s from the lock file and its metrics (not from this session)."""
+    st.subheader("Current job")
+    job = jobs.current_job(runs)
+    if job is None or not job.run_dir:
+        st.info("No training job is running." if job is None else "A job is starting…")
+        if st.session_state.pop("train_watching", None):
+            st.rerun()  # the job just ended: refresh the history below
+        return
+    st.session_state["train_watching"] = job.run_dir
+    status = jobs.run_status(job.run_dir, runs)
+    where = f"{status.stage or 'starting'}, epoch {status.epoch if status.epoch is not None else '-'}"
+    st.progress(status.progress, text=f"{job.name}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
+    records = read_metrics(job.run_dir)
+    if records:
+        if st.button("Stop", help="Ends after the current step with a checkpoint; resume it later"):
+            jobs.stop_job(job.run_dir)
+            st.toast("Stop requested: the run will checkpoint and end.")
+        st.plotly_chart(training_curves_figure(records), width="stretch", key="live_curves")
+    else:
+        st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
+        if st.button("Cancel", help="Nothing is trained yet: end the job now"):
+            jobs.cancel_job(runs)
+            st.toast("Job cancelled.")
+
+
+live()
+
+st.subheader("Runs")
+history = jobs.list_runs(runs)
+if history.empty:
+    st.info("No runs yet.")
+    st.stop()
+st.dataframe(
+    history[["name", "status", "stage", "epochs", "best_val_auroc", "started"]],
+    hide_index=True,
+    width="stretch",
+    column_config={"best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f")},
+)
+chosen = st.selectbox("Run", history["name"], key="train_run")
+row = history[history["name"] == chosen].iloc[0]
+st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}")
+buttons = st.columns(3)
+if row["weights"] and buttons[0].button("Use these weights for prediction"):
+    set_weights(row["weights"])
+    st.rerun()
+if row["status"] in ("stopped", "interrupted") and buttons[1].button("Resume"):
+    with plain_errors("Cannot resume"):
+        job = jobs.resume_job(row["path"], runs)
+        st.success(f"Resumed {job.name} (pid {job.pid}).")
+        st.rerun()
+if row["status"] == "running" and buttons[2].button("Stop this run"):
+    jobs.stop_job(row["path"])
+    st.toast("Stop requested.")
+records = read_metrics(row["path"])
+if records:
+    st.plotly_chart(training_curves_figure(records), width="stretch", key="run_curves")
+if row["status"] in ("failed", "interrupted"):
+    st.code(jobs.log_tail(row["path"]) or "(no log)", language=None)

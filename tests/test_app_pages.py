@@ -1,0 +1,176 @@
+"""The Streamlit pages through streamlit.testing (AppTest): each renders without an exception against the real
+HAM10000 copy and a tiny calibrated model, and the interactive paths work (upload, filters, training)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dermai import jobs
+from dermai.train import read_metrics
+from tests.conftest import HAM
+from tests.test_app_support import tiny_weights
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = ["home", "dataset", "augmentation", "training", "predict", "evaluation"]
+TIMEOUT = 180
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Data, tiny weights and an empty runs folder, through the environment the app reads."""
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    weights = tiny_weights(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("DERMAI_DATA", str(HAM))
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(weights))
+    monkeypatch.setenv("DERMAI_RUNS", str(tmp_path / "runs"))
+    monkeypatch.syspath_prepend(str(REPO))  # `from pages._common import …`, as under `streamlit run`
+    monkeypatch.chdir(REPO)
+    return weights
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(REPO / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def alerts(at: AppTest) -> list[str]:
+    return [e.value for e in (*at.error, *at.warning, *at.success, *at.info)]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_renders(app_env: Path, name: str) -> None:
+    at = page(name).run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.title
+
+
+def test_entrypoint_renders_home_and_sidebar(app_env: Path) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert_clean(at)
+    assert at.title[0].value.startswith("dermai")
+    assert at.sidebar.text_input[0].value == str(HAM.resolve())
+    assert at.sidebar.selectbox[0].value == str(app_env)
+    assert at.session_state["weights_path"] == str(app_env)
+
+
+def test_missing_weights_are_a_plain_message(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMAI_WEIGHTS", "/nonexistent/model.safetensors")
+    home = page("home").run()
+    assert_clean(home)
+    assert any("weights file not found" in text for text in alerts(home))
+    predict = page("predict").run()
+    assert_clean(predict)
+    assert "weights file not found" in predict.error[0].value
+
+
+def test_predict_real_image_shows_tier_and_saliency(app_env: Path) -> None:
+    at = page("predict").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")
+    at.run()
+    assert_clean(at)
+    assert any("Triage tier:" in text for text in alerts(at)), alerts(at)
+    assert len(at.image) >= 2  # original and overlay
+    assert [b.label for b in at.download_button] == ["Download report (JSON)", "Download overlay (PNG)"]
+    at.selectbox(key="pred_method").set_value("eigencam")
+    at.slider(key="pred_opacity").set_value(0.8)
+    at.run()
+    assert_clean(at)
+    assert "eigencam overlay" in at.image[1].proto.imgs[0].caption
+
+
+def test_predict_corrupt_upload_is_a_plain_message(app_env: Path) -> None:
+    at = page("predict").run()
+    at.file_uploader[0].upload("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "image/jpeg")
+    at.run()
+    assert_clean(at)
+    assert at.error and at.error[0].value.startswith("Cannot analyse this file: broken.jpg")
+    assert not at.image
+
+
+def test_dataset_filters_change_the_grid(app_env: Path) -> None:
+    at = page("dataset").run()
+    before = at.subheader[0].value
+    at.multiselect(key="ds_dx").set_value(["df"])
+    at.radio(key="ds_kind").set_value("benign")
+    at.run()
+    assert_clean(at)
+    assert at.subheader[0].value != before and at.subheader[0].value.startswith("115 ")
+    captions = [c for img in at.image for c in img.captions]
+    assert captions and all(" · df · " in c for c in captions[:-2])
+    assert captions[-1] == "lesion mask (green)"  # the detail view overlays the HAM10000 mask
+
+
+def test_augmentation_preset_and_reseed(app_env: Path) -> None:
+    at = page("augmentation").run()
+    first = [img.proto.imgs[0].url for img in at.image]
+    at.toggle(key="aug_simclr").set_value(True)
+    at.run()
+    assert_clean(at)
+    assert at.slider(key="aug_simclr_rotation_degrees").value == 180.0
+    next(b for b in at.button if b.label == "Reseed").click()
+    at.run()
+    assert_clean(at)
+    assert at.caption and any("Seed 1" == c.value for c in at.caption)
+    assert len(at.image) == 4 and [img.proto.imgs[0].url for img in at.image] != first
+
+
+def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
+    at = page("evaluation").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert [m.label for m in at.metric][:3] == ["AUROC malignant", "Balanced accuracy (7-class)", "ECE (malignant)"]
+    assert len(at.get("plotly_chart")) >= 3
+
+
+@pytest.mark.slow
+def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    at = page("training").run()
+    values = {"Pretrain epochs": 1, "Finetune epochs": 1, "Batch size": 16, "Image size (px)": 32,
+              "Limit images (0 = all)": 64}
+    for widget in at.number_input:
+        if widget.label in values:
+            widget.set_value(values[widget.label])
+    at.text_input[0].set_value("apptest")
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert_clean(at)
+    assert any("Started run apptest" in s.value for s in at.success), alerts(at)
+    run = runs / "apptest"
+    try:
+        deadline = time.time() + 150
+        while not read_metrics(run) and time.time() < deadline:
+            time.sleep(0.3)
+        assert read_metrics(run), jobs.log_tail(run)
+        at.run()  # a reload shows the job from the lock file and its metrics
+        assert_clean(at)
+        assert any("apptest" in p.proto.text for p in at.get("progress"))
+        again = page("training")
+        again.run()
+        next(b for b in again.button if b.label == "Start training").click()
+        again.run()
+        assert any("already running: run 'apptest'" in e.value for e in again.error)
+        jobs.stop_job(run)
+        while jobs.current_job(runs) is not None and time.time() < deadline:
+            time.sleep(0.3)
+        assert jobs.run_status(run, runs).status in ("stopped", "finished")
+        at.run()
+        assert at.selectbox(key="train_run").value == "apptest"
+        next(b for b in at.button if b.label == "Use these weights for prediction").click()
+        at.run()
+        assert_clean(at)
+        assert at.session_state["weights_path"] == str(run / "model.safetensors")
+    finally:
+        jobs.cancel_job(runs)

@@ -1,0 +1,115 @@
+"""dermai.app_support (the app's UI-free helpers), and `tiny_weights`, the small calibrated model the app and
+browser tests share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermai import app_support
+from dermai.data import DataError
+from tests.conftest import HAM, ham_rows, make_folder
+
+
+def tiny_weights(base: Path) -> Path:
+    """A finetuned-for-one-epoch 32 px model on 64 HAM images, calibrated (tiers and OOD); built once per
+    pytest session under `base`."""
+    from dermai.config import RunConfig
+    from dermai.serving import fit_serving
+    from dermai.train import train
+
+    run = base / "tiny_run"
+    weights = run / "model.safetensors"
+    if weights.exists() and "operating_points" in json.loads(weights.with_suffix(".json").read_text()):
+        return weights
+    cfg = RunConfig(stage="finetune")
+    cfg.data.data_dir, cfg.data.limit = str(HAM), 64
+    cfg.train.image_size, cfg.train.batch_size, cfg.train.finetune_epochs = 32, 16, 1
+    train(cfg, run, progress=False)
+    fit_serving(weights, manifest=run / "manifest.csv")
+    return weights
+
+
+def test_filter_meta_combines_filters() -> None:
+    meta = pd.DataFrame(
+        {
+            "dx": ["mel", "nv", "nv", "bcc"],
+            "malignant": [1, 0, 0, 1],
+            "split": ["train", "val", "test", "train"],
+            "age": [40.0, np.nan, 70.0, 55.0],
+            "sex": ["male", "female", "male", "female"],
+            "localization": ["back", "face", "back", "face"],
+        }
+    )
+    assert len(app_support.filter_meta(meta)) == 4
+    assert list(app_support.filter_meta(meta, malignant="malignant")["dx"]) == ["mel", "bcc"]
+    assert list(app_support.filter_meta(meta, dx=["nv"], age=(60, 80), include_unknown_age=False)["age"]) == [70.0]
+    assert list(app_support.filter_meta(meta, sexes=["female"], sites=["face"], splits=["train"])["dx"]) == ["bcc"]
+
+
+def test_model_card_prefers_test_metrics_and_lists_tiers() -> None:
+    meta = {
+        "val_metrics": {"val_auroc": 0.8},
+        "test_metrics": {"auroc": 0.85, "auroc_ci": [0.8, 0.9]},
+        "operating_points": {"refer": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.5}},
+        "image_size": 224,
+    }
+    card = app_support.model_card(meta)
+    assert (card["auroc"], card["auroc_ci"], card["auroc_split"]) == (0.85, [0.8, 0.9], "test")
+    assert card["tiers"][0]["tier"] == "refer" and card["tiers"][0]["sensitivity"] == 0.95
+    assert app_support.model_card({"val_metrics": {"val_auroc": 0.7}})["auroc_split"] == "val"
+    assert app_support.model_card({})["auroc"] is None
+
+
+def test_mask_overlay_tints_the_lesion(tmp_path: Path) -> None:
+    Image.fromarray(np.full((20, 30, 3), 100, np.uint8)).save(tmp_path / "a.jpg")
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 10:20] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = app_support.mask_overlay(tmp_path / "a.jpg", tmp_path / "m.png")
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    original = np.asarray(Image.open(tmp_path / "a.jpg"))
+    assert out[10, 15, 1] > out[10, 15, 0] and tuple(out[0, 0]) == tuple(original[0, 0])
+    with pytest.raises(DataError):
+        app_support.mask_overlay(tmp_path / "missing.jpg", tmp_path / "m.png")
+
+
+def test_browse_dataset_small_folder_gets_split_all(tmp_path: Path) -> None:
+    make_folder(tmp_path, ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
+    data = app_support.browse_dataset(tmp_path)
+    assert set(data.meta["split"]) == {"all"} and len(data.meta) == 7
+
+
+def test_weight_choices_lists_runs_and_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DERMAI_WEIGHTS", raising=False)
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "model.safetensors").write_bytes(b"x")
+    (run / "model.json").write_text(json.dumps({"status": "finished"}))
+    choices = app_support.weight_choices(tmp_path / "runs", "/elsewhere/m.safetensors")
+    assert list(choices)[1:] == [str(run / "model.safetensors"), "/elsewhere/m.safetensors"]
+    assert choices[str(run / "model.safetensors")] == "r1 (finished)"
+
+
+def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
+    report = json.loads(app_support.prediction_report({"p_malignant": np.float32(0.5)}, "x.jpg", "w"))
+    assert report["prediction"]["p_malignant"] == 0.5 and "not a diagnosis" in report["disclaimer"]
+    assert app_support.read_label_efficiency(tmp_path) is None
+    (tmp_path / "summary.csv").write_text("fraction,init\n0.1,simclr\n")
+    with pytest.raises(DataError, match="missing columns"):
+        app_support.read_label_efficiency(tmp_path)
+    assert app_support.png_bytes(np.zeros((4, 4, 3), np.uint8)).startswith(b"\x89PNG")
+
+
+def test_embedding_map_on_tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> None:
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    weights = tiny_weights(tmp_path_factory.getbasetemp())
+    points = app_support.embedding_map(weights, None, "test", limit=10, method="pca")
+    assert len(points) <= 10 and {"image_id", "path", "dx", "x", "y"} <= set(points.columns)
+    assert np.isfinite(points[["x", "y"]].to_numpy()).all()
