@@ -85,8 +85,8 @@ class Predictor:
         self.image_size = int(meta["image_size"])
         self.mean = tuple(meta.get("mean") or IMAGENET_MEAN)
         self.std = tuple(meta.get("std") or IMAGENET_STD)
-        self.meta = meta
         self.temperature = float(meta.get("temperature") or 1.0)
+        self.log_prior = meta.get("log_prior")  # training prior, for models trained on balanced batches
         self.operating_points = meta.get("operating_points") or None
         self.ood_stats = OODStats.from_weights(loaded.extra, meta)
         self._explainers: dict[str, SaliencyExplainer] = {}
@@ -114,7 +114,7 @@ class Predictor:
             logits, features = forward_pixels(
                 self.model, pixels[None], mean=self.mean, std=self.std, with_features=True, tta=tta
             )
-        probs = calibrated_probs(logits, self.meta)
+        probs = calibrated_probs(logits, {"temperature": self.temperature, "log_prior": self.log_prior})
         p_mal = float(malignant_probability(probs, self.classes)[0])
         tier, meaning, sens, spec = self._tier(p_mal)
         notes = list(intake.warnings)
