@@ -72,6 +72,7 @@ def save_weights(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": FORMAT})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
