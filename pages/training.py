@@ -99,7 +99,10 @@ st.dataframe(
     column_config={"best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f")},
 )
 chosen = st.selectbox("Run", history["name"], key="train_run")
-row = history[history["name"] == chosen].iloc[0]
+matches = history[history["name"] == chosen]
+if matches.empty:
+    st.stop()
+row = matches.iloc[0]
 st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}")
 buttons = st.columns(3)
 if row["weights"] and buttons[0].button("Use these weights for prediction"):
