@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -404,18 +405,25 @@ def class_balanced_weights(labels: Sequence[int] | np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ pixel cache
-def atomic_write_bytes(path: Path, payload: bytes) -> Path:
-    """Write a file so readers never see it half-written: temp file in the same folder, then rename."""
+@contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` only when the block succeeds, so
+    readers never see a half-written file and a failure leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> Path:
+    """Write a file so readers never see it half-written."""
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(payload)
     return path
 
 
@@ -452,19 +460,13 @@ def load_pixels(
         cached = np.load(target, mmap_mode="r")
         if cached.shape == (len(paths), size, size, 3):
             return cached
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_target(target) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for i, pixels in enumerate(pool.map(lambda p: decode_image(p, size), paths)):
                 out[i] = pixels
         out.flush()
         del out
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return np.load(target, mmap_mode="r")
 
 

@@ -107,11 +107,6 @@ def calibrated_probs(logits: np.ndarray, meta: dict) -> np.ndarray:
     return softmax_np(z + np.asarray(log_prior) if log_prior else z)
 
 
-def balanced_decision(logits: np.ndarray) -> np.ndarray:
-    """The diagnosis that minimises balanced error: argmax of the class-balanced logits (= argmax p/prior)."""
-    return np.asarray(logits).argmax(axis=1)
-
-
 def malignant_probability(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """p_malignant: the summed probability of mel, bcc and akiec, or a binary model's 'malignant'."""
     malignant = {"mel", "bcc", "akiec", "malignant"}

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from dermai.augment import BatchAugmenter
 from dermai.config import RunConfig, run_config_from_dict, to_dict
 from dermai.data import (
     Dataset,
+    atomic_target,
     attach_splits,
     class_balanced_weights,
     load_dataset,
@@ -100,15 +100,8 @@ def _torch_gen(*parts: int) -> torch.Generator:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_data(cfg: RunConfig) -> tuple[Dataset, np.ndarray]:

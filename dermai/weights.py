@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dermai.config import ModelConfig
-from dermai.data import write_json_atomic
+from dermai.data import atomic_target, write_json_atomic
 from dermai.model import SimCLRResNet18
 
 FORMAT = "dermai-weights/1"
@@ -62,21 +61,13 @@ def save_weights(
 ) -> Path:
     """Write model tensors (+ extra tensors) and the JSON metadata atomically."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     for key, value in (extra or {}).items():
         tensors[EXTRA_PREFIX + key] = value.detach().cpu().float().contiguous()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": FORMAT})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_target(target) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     write_json_atomic(target.with_suffix(".json"), {"format": FORMAT, **meta})
     return target
 

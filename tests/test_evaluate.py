@@ -12,7 +12,7 @@ import pytest
 
 from dermai.cli import main
 from dermai.config import RunConfig
-from dermai.data import read_manifest
+from dermai.data import DIAGNOSES, read_manifest
 from dermai.evaluate import EvaluationError, evaluate
 from dermai.predict import Predictor
 from dermai.serving import fit_serving
@@ -20,7 +20,7 @@ from dermai.train import train
 from dermai.weights import read_meta
 from tests.conftest import make_folder
 
-CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+CLASSES = list(DIAGNOSES)
 PREDICTION_COLUMNS = ["image_id", "split", "p_malignant", *CLASSES, "dx", "malignant", "tier"]
 
 

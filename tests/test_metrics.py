@@ -12,6 +12,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from dermai.data import DIAGNOSES
 from dermai.metrics import (
     TIER_MEANINGS,
     assign_tier,
@@ -23,7 +24,7 @@ from dermai.metrics import (
     wilson_interval,
 )
 
-CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+CLASSES = list(DIAGNOSES)
 
 
 def _binary_data(n: int = 400, prevalence: float = 0.2, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,6 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from dermai import cli, weights
+from dermai.data import DIAGNOSES
 from dermai.inference import dihedral_views
 from dermai.intake import IntakeError
 from dermai.metrics import TIER_MEANINGS
@@ -26,7 +26,7 @@ from dermai.predict import Predictor
 from dermai.preprocess import eval_batch, resize_square
 
 REPO = Path(__file__).resolve().parent.parent
-CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+CLASSES = list(DIAGNOSES)
 SIZE = 64
 MEAN, STD = (0.6, 0.5, 0.45), (0.2, 0.2, 0.2)
 
@@ -43,13 +43,7 @@ def lesion_like(seed: int, size: tuple[int, int] = (200, 150)) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one thread avoids OpenMP contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ the graph cut changes nothing, overlays keep the original size, and the plausibi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from dermai.data import DIAGNOSES
 from dermai.model import SimCLRResNet18
 from dermai.saliency import (
     CAM_METHODS,
@@ -22,16 +21,10 @@ from dermai.saliency import (
     pointing_game_hit,
 )
 
-CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+CLASSES = list(DIAGNOSES)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one thread avoids OpenMP contention (5-20× faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
