@@ -91,13 +91,57 @@ def ood_acceptance(weights: Path, test_rows: Any) -> dict[str, Any]:
     }
 
 
+def best_val_auroc(meta: dict[str, Any]) -> float | None:
+    """The validation AUROC a shipped model was chosen by (with TTA if that won), or None if unrecorded."""
+    effect = meta.get("tta_effect") or {}
+    values = [effect.get("val_auroc_plain"), effect.get("val_auroc_tta")]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def history_entry(meta: dict[str, Any]) -> dict[str, Any]:
+    """One line of the card's "what was tried" table, from a shipped model's JSON."""
+    test = meta.get("test_metrics") or {}
+    refer = (meta.get("test_operating_points") or {}).get("refer", {})
+    recipe = meta.get("recipe") or {}
+    return {
+        "commands": recipe.get("commands", []),
+        "notes": recipe.get("notes", []),
+        "training_minutes": round(sum((recipe.get("training_seconds") or {}).values()) / 60),
+        "image_size": meta.get("image_size"),
+        "val_auroc": best_val_auroc(meta),
+        "test_auroc": test.get("auroc"),
+        "test_balanced_accuracy": test.get("balanced_accuracy"),
+        "test_refer_sensitivity": refer.get("sensitivity"),
+        "test_refer_specificity": refer.get("specificity"),
+    }
+
+
+def improves(candidate_val_auroc: float, shipped_meta: dict[str, Any] | None, margin: float = 0.0) -> bool:
+    """Ship only a model whose validation AUROC beats the shipped one's: weights live forever in git history,
+    and the decision must not look at the test split."""
+    if shipped_meta is None:
+        return True
+    shipped = best_val_auroc(shipped_meta)
+    return shipped is None or candidate_val_auroc > shipped + margin
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True, help="the fine-tuning run folder")
     parser.add_argument("--pretrain-run", type=Path, help="the SimCLR pretraining run it started from")
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument("--data", default=None)
+    parser.add_argument("--force", action="store_true", help="ship even if validation AUROC does not improve")
     args = parser.parse_args()
+    shipped_json = args.out / "model.json"
+    shipped_meta = json.loads(shipped_json.read_text()) if shipped_json.exists() else None
+    old_report = args.out / "test_report.json"
+    if shipped_meta is not None and "test_operating_points" not in shipped_meta and old_report.exists():
+        thresholds = json.loads(old_report.read_text())["binary"]["thresholds"]
+        shipped_meta["test_operating_points"] = {
+            name: {k: thresholds[name][k] for k in ("sensitivity", "specificity")} for name in ("urgent", "refer")
+        }
 
     source = args.run / "model.safetensors"
     loaded = load_weights(source)
@@ -116,13 +160,23 @@ def main() -> None:
         ],
         "training_seconds": {r.name: round(active_seconds(r)) for r in runs},
     }
+    # The candidate is scored on validation as it would ship (fp16) before anything in `args.out` is touched.
+    candidate = args.run / "ship_candidate.safetensors"
+    save_weights(loaded.model, candidate, meta, extra=loaded.extra, half=True)
+    # Validation alone decides whether test-time augmentation is used, and whether the model ships at all.
+    val_plain, _ = evaluate(candidate, args.data, split="val", n_boot=0)
+    val_tta, _ = evaluate(candidate, args.data, split="val", tta=True, n_boot=0)
+    use_tta = val_tta["auroc"] > val_plain["auroc"] + 0.002
+    candidate_val = max(val_plain["auroc"], val_tta["auroc"])
+    print(f"validation AUROC: plain {val_plain['auroc']:.4f}, TTA {val_tta['auroc']:.4f}")
+    if not improves(candidate_val, shipped_meta) and not args.force:
+        print(
+            f"not shipped: validation AUROC {candidate_val:.4f} does not beat the shipped model's "
+            f"{best_val_auroc(shipped_meta or {}):.4f} (the test split was not touched; --force overrides)"
+        )
+        sys.exit(1)
     target = args.out / "model.safetensors"
     save_weights(loaded.model, target, meta, extra=loaded.extra, half=True)
-
-    # Validation alone decides whether test-time augmentation is used.
-    val_plain, _ = evaluate(target, args.data, split="val", n_boot=0)
-    val_tta, _ = evaluate(target, args.data, split="val", tta=True, n_boot=0)
-    use_tta = val_tta["auroc"] > val_plain["auroc"] + 0.002
     # The test split, touched once: the headline with the chosen setting, and the other for the TTA record.
     report, predictions = evaluate(target, args.data, split="test", tta=use_tta, saliency=True, saliency_limit=300)
     other, _ = evaluate(target, args.data, split="test", tta=not use_tta, n_boot=200)
@@ -148,6 +202,12 @@ def main() -> None:
         "test_auroc_tta": (report if use_tta else other)["auroc"],
     }
     meta["ood_acceptance"] = ood
+    meta["test_operating_points"] = {
+        name: {k: report["binary"]["thresholds"][name][k] for k in ("sensitivity", "specificity")}
+        for name in ("urgent", "refer")
+    }
+    previous = (shipped_meta or {}).get("history", []) + ([history_entry(shipped_meta)] if shipped_meta else [])
+    meta["history"] = previous
     save_weights(shipped.model, target, meta, extra=shipped.extra, half=True)
     write_json_atomic(
         args.out / "test_report.json", {**report, "ood_acceptance": ood, "tta_effect": meta["tta_effect"]}
@@ -158,6 +218,35 @@ def main() -> None:
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def history_lines(meta: dict[str, Any]) -> list[str]:
+    """The card's "what was tried" table: every shipped recipe so far, then this one (chosen on validation)."""
+    rows = [*meta.get("history", []), {**history_entry(meta), "current": True}]
+    lines = [
+        "## What was tried",
+        "Each default model shipped so far, oldest first. A new one ships only if its validation AUROC beats the",
+        "shipped one's; its test split is scored after that decision. Earlier weights stay in git history.",
+        "",
+        "| recipe | input | training | val AUROC | test AUROC | test bal. acc. | test refer sens / spec |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        recipe = "<br>".join(f"`{c.replace('python -m dermai ', '')}`" for c in row["commands"])
+        if row.get("notes"):
+            recipe += "<br>" + "; ".join(row["notes"])
+        if row.get("current"):
+            recipe = "**this model**<br>" + recipe
+        lines.append(
+            f"| {recipe} | {row['image_size']} px | {row['training_minutes']} min | {_fmt(row['val_auroc'])} | "
+            f"{_fmt(row['test_auroc'])} | {_fmt(row['test_balanced_accuracy'])} | "
+            f"{_fmt(row['test_refer_sensitivity'])} / {_fmt(row['test_refer_specificity'])} |"
+        )
+    return [*lines, ""]
 
 
 def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]) -> str:
@@ -254,6 +343,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "| --- | --- | --- |",
         *[f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in bars],
         "",
+        *history_lines(meta),
         "## Out-of-distribution gate",
         f"Mahalanobis distance of trunk features to the training images; threshold at the "
         f"{meta['ood']['percentile']:.0f}th percentile of validation images. Non-dermoscopy images (scikit-image",

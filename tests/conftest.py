@@ -37,8 +37,14 @@ def ham_root() -> Path:
     return HAM
 
 
-def make_folder(root: Path, rows: list[dict], size: tuple[int, int] = (40, 30), csv_name: str = "metadata.csv",
-                ext: str = ".jpg", id_column: str = "image_id") -> Path:
+def make_folder(
+    root: Path,
+    rows: list[dict],
+    size: tuple[int, int] = (40, 30),
+    csv_name: str = "metadata.csv",
+    ext: str = ".jpg",
+    id_column: str = "image_id",
+) -> Path:
     """A synthetic dermoscopy folder: coloured images named by id in a subfolder, plus the CSV."""
     rng = np.random.default_rng(0)
     (root / "imgs" / "nested").mkdir(parents=True, exist_ok=True)
@@ -54,6 +60,15 @@ def ham_rows(n_lesions_per_dx: int = 4, images_per_lesion: int = 2) -> list[dict
     for dx in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"):
         for lesion in range(n_lesions_per_dx):
             for k in range(images_per_lesion):
-                rows.append({"lesion_id": f"L_{dx}_{lesion}", "image_id": f"I_{dx}_{lesion}_{k}", "dx": dx,
-                             "dx_type": "histo", "age": 50, "sex": "male", "localization": "back"})
+                rows.append(
+                    {
+                        "lesion_id": f"L_{dx}_{lesion}",
+                        "image_id": f"I_{dx}_{lesion}_{k}",
+                        "dx": dx,
+                        "dx_type": "histo",
+                        "age": 50,
+                        "sex": "male",
+                        "localization": "back",
+                    }
+                )
     return rows

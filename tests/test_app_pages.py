@@ -138,8 +138,13 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
 def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
     runs = Path(jobs.runs_dir())
     at = page("training").run()
-    values = {"Pretrain epochs": 1, "Finetune epochs": 40, "Batch size": 16, "Image size (px)": 32,
-              "Limit images (0 = all)": 64}
+    values = {
+        "Pretrain epochs": 1,
+        "Finetune epochs": 40,
+        "Batch size": 16,
+        "Image size (px)": 32,
+        "Limit images (0 = all)": 64,
+    }
     for widget in at.number_input:
         if widget.label in values:
             widget.set_value(values[widget.label])

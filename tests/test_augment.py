@@ -206,9 +206,7 @@ def test_contrast_keeps_mean_grey_and_scales_spread() -> None:
     before, after = unit(eval_batch(pixels)), unit(run(identity_cfg(contrast=0.5), pixels))
     mean = grayscale(before).mean(dim=(1, 2, 3))
     torch.testing.assert_close(grayscale(after).mean(dim=(1, 2, 3)), mean, atol=1e-4, rtol=0)
-    factor = (after - mean.view(-1, 1, 1, 1)).std(dim=(1, 2, 3)) / (before - mean.view(-1, 1, 1, 1)).std(
-        dim=(1, 2, 3)
-    )
+    factor = (after - mean.view(-1, 1, 1, 1)).std(dim=(1, 2, 3)) / (before - mean.view(-1, 1, 1, 1)).std(dim=(1, 2, 3))
     assert factor.min() >= 0.5 - 1e-3 and factor.max() <= 1.5 + 1e-3 and factor.std() > 0.05
 
 

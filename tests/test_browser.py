@@ -22,10 +22,23 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "artifacts" / "screenshots"
 # Dataset first: a page opened directly on a fresh server must still get the entry script's navigation and sidebar.
-PAGES = {"dataset": "dataset", "home": "", "augmentation": "augmentation", "training": "training",
-         "predict": "predict", "evaluation": "evaluation"}
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+PAGES = {
+    "dataset": "dataset",
+    "home": "",
+    "augmentation": "augmentation",
+    "training": "training",
+    "predict": "predict",
+    "evaluation": "evaluation",
+}
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 SETTLED = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -54,12 +67,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     weights = tiny_weights(tmp_path_factory.getbasetemp())
     tmp = tmp_path_factory.mktemp("browser")
     port = _free_port()
-    env = {**os.environ, "DERMAI_DATA": str(HAM), "DERMAI_WEIGHTS": str(weights), "DERMAI_RUNS": str(tmp / "runs"),
-           "DERMAI_CACHE": str(tmp / "cache")}
+    env = {
+        **os.environ,
+        "DERMAI_DATA": str(HAM),
+        "DERMAI_WEIGHTS": str(weights),
+        "DERMAI_RUNS": str(tmp / "runs"),
+        "DERMAI_CACHE": str(tmp / "cache"),
+    }
     log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "streamlit_app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -85,8 +85,17 @@ def test_label_fraction_rejects_out_of_range(ham_root: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- dialects
 def test_isic2020_dialect_binary_mode_grouped_by_patient(tmp_path: Path) -> None:
-    rows = [{"image_name": f"ISIC_{i:07d}", "patient_id": f"P{i // 3}", "target": int(i % 5 == 0),
-             "sex": "female", "age_approx": 40, "anatom_site_general_challenge": "torso"} for i in range(90)]
+    rows = [
+        {
+            "image_name": f"ISIC_{i:07d}",
+            "patient_id": f"P{i // 3}",
+            "target": int(i % 5 == 0),
+            "sex": "female",
+            "age_approx": 40,
+            "anatom_site_general_challenge": "torso",
+        }
+        for i in range(90)
+    ]
     root = make_folder(tmp_path, rows, id_column="image_name", csv_name="train.csv", ext=".png")
     ds = data.attach_splits(data.load_dataset(root), seed=0)
     assert ds.mode == "binary" and ds.classes == ("benign", "malignant") and ds.group_key == "patient_id"

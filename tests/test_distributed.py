@@ -27,10 +27,18 @@ def _free_port() -> int:
 
 def test_gathered_ntxent_gradients_match_single_process(tmp_path: Path) -> None:
     out = tmp_path / "ddp.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           str(REPO / "tests" / "ddp_grad_check.py"), str(out)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(REPO / "tests" / "ddp_grad_check.py"),
+        str(out),
+    ]
+    done = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     g = torch.Generator().manual_seed(0)
@@ -44,9 +52,33 @@ def test_gathered_ntxent_gradients_match_single_process(tmp_path: Path) -> None:
 
 def test_torchrun_two_process_training(ham_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "dermai", "train", "--data", str(ham_root), "--out", str(run), "--limit", "64", "--image-size", "32",
-           "--batch-size", "8", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--quiet", "--precision", "fp32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "dermai",
+        "train",
+        "--data",
+        str(ham_root),
+        "--out",
+        str(run),
+        "--limit",
+        "64",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--pretrain-epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--quiet",
+        "--precision",
+        "fp32",
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count('"status": "finished"') == 1  # only rank 0 reports

@@ -68,9 +68,7 @@ def test_report_has_headline_figures_intervals_and_baseline(test_scored: tuple[d
     assert set(report["operating_points"]) == {"refer", "urgent"}
     assert set(report["binary"]["thresholds"]) == {"refer", "urgent"}
     assert report["multiclass"]["classes"] == CLASSES
-    assert {"ece_malignant", "ece_multiclass", "brier_malignant", "reliability_malignant"} <= set(
-        report["calibration"]
-    )
+    assert {"ece_malignant", "ece_multiclass", "brier_malignant", "reliability_malignant"} <= set(report["calibration"])
     json.dumps(report)  # JSON-ready
 
 
@@ -85,8 +83,11 @@ def test_predictions_columns_probabilities_and_tiers(test_scored: tuple[dict, pd
 
 def test_split_all_scores_every_image_of_an_external_binary_folder(weights: Path, tmp_path: Path) -> None:
     rows = [
-        {"isic_id": f"ISIC_{i:07d}", "benign_malignant": "malignant" if i % 3 == 0 else "benign",
-         "patient_id": f"P{i // 2}"}
+        {
+            "isic_id": f"ISIC_{i:07d}",
+            "benign_malignant": "malignant" if i % 3 == 0 else "benign",
+            "patient_id": f"P{i // 2}",
+        }
         for i in range(24)
     ]
     folder = make_folder(tmp_path / "isic", rows, size=(90, 60), id_column="isic_id")
@@ -110,12 +111,31 @@ def test_manifest_that_is_not_the_weights_split_is_refused(weights: Path, tmp_pa
         evaluate(weights, split="test", manifest=tmp_path / "other.csv")
 
 
-def test_cli_evaluate_writes_report_and_predictions(weights: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_evaluate_writes_report_and_predictions(
+    weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, preds = tmp_path / "report.json", tmp_path / "preds.csv"
-    code = main(["evaluate", "--weights", str(weights), "--manifest", str(weights.parent / "manifest.csv"),
-                 "--split", "val", "--tta", "--n-boot", "50", "--saliency", "--saliency-limit", "3",
-                 "--out", str(out), "--predictions", str(preds)])
+    code = main(
+        [
+            "evaluate",
+            "--weights",
+            str(weights),
+            "--manifest",
+            str(weights.parent / "manifest.csv"),
+            "--split",
+            "val",
+            "--tta",
+            "--n-boot",
+            "50",
+            "--saliency",
+            "--saliency-limit",
+            "3",
+            "--out",
+            str(out),
+            "--predictions",
+            str(preds),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["split"] == "val" and report["tta"] is True
@@ -127,6 +147,15 @@ def test_cli_evaluate_writes_report_and_predictions(weights: Path, tmp_path: Pat
 
 
 def test_cli_evaluate_missing_weights_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["evaluate", "--weights", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "r.json"),
-                 "--predictions", str(tmp_path / "p.csv")])
+    code = main(
+        [
+            "evaluate",
+            "--weights",
+            str(tmp_path / "missing.safetensors"),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--predictions",
+            str(tmp_path / "p.csv"),
+        ]
+    )
     assert code == 2 and capsys.readouterr().err.startswith("error:")

@@ -42,8 +42,11 @@ def test_stale_lock_is_cleared(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock = tmp_path / jobs.LOCK_NAME
-    lock.write_text(json.dumps({"pid": dead.pid, "run_dir": str(tmp_path / "old"), "stage": "both",
-                                "command": [], "started": time.time()}))
+    lock.write_text(
+        json.dumps(
+            {"pid": dead.pid, "run_dir": str(tmp_path / "old"), "stage": "both", "command": [], "started": time.time()}
+        )
+    )
     assert jobs.current_job(tmp_path) is None
     assert not lock.exists()
     lock.write_text("{not json")

@@ -226,9 +226,7 @@ def test_multiclass_absent_class_is_skipped_with_note():
     assert len(m["notes"]) == 1 and m["notes"][0].startswith("df")
     present = [m["per_class_auroc"][c] for c in CLASSES if c != "df"]
     assert m["macro_auroc"] == pytest.approx(np.mean(present))
-    assert m["balanced_accuracy"] == pytest.approx(
-        np.mean([m["per_class_recall"][c] for c in CLASSES if c != "df"])
-    )
+    assert m["balanced_accuracy"] == pytest.approx(np.mean([m["per_class_recall"][c] for c in CLASSES if c != "df"]))
     assert len(m["confusion_matrix"]) == 7 and m["confusion_matrix"][3] == [0] * 7
 
 

@@ -57,8 +57,10 @@ def test_threshold_follows_percentile_and_shrinkage_handles_few_samples() -> Non
 def test_round_trip_through_weights_file(tmp_path) -> None:
     stats = fit_ood(features(300, 0), features(100, 1), percentile=97.5)
     path = save_weights(
-        SimCLRResNet18(7), tmp_path / "m.safetensors", {"classes": list("abcdefg"), "image_size": 32,
-                                                        "ood": stats.to_meta()}, extra=stats.to_tensors()
+        SimCLRResNet18(7),
+        tmp_path / "m.safetensors",
+        {"classes": list("abcdefg"), "image_size": 32, "ood": stats.to_meta()},
+        extra=stats.to_tensors(),
     )
     assert json.loads(path.with_suffix(".json").read_text())["ood"]["percentile"] == 97.5
     loaded = load_weights(path)
@@ -75,6 +77,7 @@ def test_round_trip_through_weights_file(tmp_path) -> None:
 
 def test_blank_images() -> None:
     assert is_blank(np.full((32, 32, 3), (200, 150, 130), np.uint8))
-    assert is_blank(np.full((32, 32, 3), 128, np.uint8) + np.random.default_rng(0).integers(0, 2, (32, 32, 3)).astype(
-        np.uint8))
+    assert is_blank(
+        np.full((32, 32, 3), 128, np.uint8) + np.random.default_rng(0).integers(0, 2, (32, 32, 3)).astype(np.uint8)
+    )
     assert not is_blank(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))

@@ -70,8 +70,9 @@ def test_label_efficiency_figure():
     rows = []
     for init in ("simclr", "random"):
         for frac in (1.0, 0.01, 0.1):
-            rows.append({"fraction": frac, "init": init, "auroc_mean": 0.8, "auroc_sd": 0.02,
-                         "bacc_mean": 0.6, "bacc_sd": 0.03})
+            rows.append(
+                {"fraction": frac, "init": init, "auroc_mean": 0.8, "auroc_sd": 0.02, "bacc_mean": 0.6, "bacc_sd": 0.03}
+            )
     fig = label_efficiency_figure(pd.DataFrame(rows))
     assert len(fig.data) == 4
     assert sorted(t.name for t in fig.data) == ["random", "random", "simclr", "simclr"]
@@ -81,8 +82,9 @@ def test_label_efficiency_figure():
 
 
 def test_class_distribution_figure():
-    df = pd.DataFrame({"dx": ["nv", "nv", "mel", "bcc", "nv", "df"],
-                       "split": ["train", "train", "train", "val", "val", "test"]})
+    df = pd.DataFrame(
+        {"dx": ["nv", "nv", "mel", "bcc", "nv", "df"], "split": ["train", "train", "train", "val", "val", "test"]}
+    )
     fig = class_distribution_figure(df)
     assert [t.name for t in fig.data] == ["train", "val", "test"]
     assert list(fig.data[0].x) == ["bcc", "df", "mel", "nv"]
@@ -101,8 +103,15 @@ def test_training_curves_figure_tolerates_missing_keys():
     ]
     fig = training_curves_figure(records)
     names = [t.name for t in fig.data]
-    assert names == ["pretrain loss", "pretrain ntxent", "finetune loss", "finetune ce", "finetune ntxent",
-                     "finetune val_auroc", "finetune val_acc"]
+    assert names == [
+        "pretrain loss",
+        "pretrain ntxent",
+        "finetune loss",
+        "finetune ce",
+        "finetune ntxent",
+        "finetune val_auroc",
+        "finetune val_acc",
+    ]
     by_name = {t.name: t for t in fig.data}
     assert list(by_name["finetune ntxent"].x) == [0] and list(by_name["finetune ce"].y) == [1.5, 0.5]
     assert list(by_name["finetune val_auroc"].x) == [0, 1]

@@ -109,8 +109,11 @@ def test_tier_follows_thresholds(weights_path: Path) -> None:
     image = lesion_like(102)
     p = predictor.predict(image).p_malignant
     points = predictor.operating_points
-    cases = [(p - 0.02, p - 0.01, "urgent", 0.62, 0.90), (p - 0.01, p + 0.01, "refer", 0.95, 0.41),
-             (p + 0.01, p + 0.02, "routine", 0.95, 0.41)]
+    cases = [
+        (p - 0.02, p - 0.01, "urgent", 0.62, 0.90),
+        (p - 0.01, p + 0.01, "refer", 0.95, 0.41),
+        (p + 0.01, p + 0.02, "routine", 0.95, 0.41),
+    ]
     for refer, urgent, tier, sensitivity, specificity in cases:
         points["refer"]["threshold"], points["urgent"]["threshold"] = refer, urgent
         result = predictor.predict(image)
@@ -195,8 +198,20 @@ def test_default_weights_path_is_used(weights_path: Path, monkeypatch: pytest.Mo
 
 def test_cli_predict_json_on_a_real_image(ham_root: Path, weights_path: Path, tmp_path: Path, capsys) -> None:
     images = sorted((ham_root / "images").glob("ISIC_*.jpg"))[:2]
-    code = cli.main(["predict", *map(str, images), "--weights", str(weights_path), "--json", "--tta",
-                     "--cam", "eigencam", "--cam-out", str(tmp_path / "cams")])
+    code = cli.main(
+        [
+            "predict",
+            *map(str, images),
+            "--weights",
+            str(weights_path),
+            "--json",
+            "--tta",
+            "--cam",
+            "eigencam",
+            "--cam-out",
+            str(tmp_path / "cams"),
+        ]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and len(out) == 2
     for line, image in zip(out, images, strict=True):
@@ -229,7 +244,10 @@ def test_cli_corrupt_file_in_a_fresh_process(weights_path: Path, tmp_path: Path)
     corrupt.write_bytes(png_bytes(lesion_like(109))[:200])
     proc = subprocess.run(
         [sys.executable, "-m", "dermai", "predict", str(corrupt), "--weights", str(weights_path), "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0 and proc.stdout == ""
     assert "Traceback" not in proc.stderr

@@ -28,8 +28,18 @@ def predictor() -> Predictor:
 def test_metadata_is_complete() -> None:
     meta = load_weights().meta
     assert meta["classes"] == list(DIAGNOSES)
-    for key in ("image_size", "mean", "std", "temperature", "operating_points", "ood", "manifest_sha256",
-                "recipe", "config", "test_metrics"):
+    for key in (
+        "image_size",
+        "mean",
+        "std",
+        "temperature",
+        "operating_points",
+        "ood",
+        "manifest_sha256",
+        "recipe",
+        "config",
+        "test_metrics",
+    ):
         assert key in meta, key
     assert DEFAULT_WEIGHTS.stat().st_size < 50 * 2**20
     assert (DEFAULT_WEIGHTS.parent / "MODEL_CARD.md").read_text().count("CC BY-NC-SA 4.0") >= 1
@@ -45,12 +55,17 @@ def test_predicts_a_real_lesion(predictor: Predictor, ham_root: Path) -> None:
 def test_ood_flags_non_dermoscopy_photos(predictor: Predictor) -> None:
     from skimage import data as skdata
 
-    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket(),
-              np.stack([skdata.camera()] * 3, axis=-1)]
+    photos = [
+        skdata.astronaut(),
+        skdata.coffee(),
+        skdata.chelsea(),
+        skdata.rocket(),
+        np.stack([skdata.camera()] * 3, axis=-1),
+    ]
     frames = [np.full((150, 200, 3), v, np.uint8) for v in (0, 128, 255)]
     frames.append(np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8))
     flagged = [bool(predictor.predict(Image.fromarray(img)).ood) for img in photos + frames]
-    assert all(flagged[len(photos):])  # flat and noise frames
+    assert all(flagged[len(photos) :])  # flat and noise frames
     assert sum(flagged[: len(photos)]) >= len(photos) - 1  # nearly all photos
 
 

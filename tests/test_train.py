@@ -40,8 +40,15 @@ def test_tiny_run_writes_a_complete_run_folder(ham_root: Path, tmp_path: Path) -
     result = train(tiny_config(ham_root), tmp_path / "run")
     run = tmp_path / "run"
     assert result.status == "finished"
-    for name in ("config.json", "manifest.csv", "metrics.jsonl", "model.safetensors", "model.json",
-                 "checkpoints/last.pt", "checkpoints/best.safetensors"):
+    for name in (
+        "config.json",
+        "manifest.csv",
+        "metrics.jsonl",
+        "model.safetensors",
+        "model.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.safetensors",
+    ):
         assert (run / name).exists(), name
     records = read_metrics(run)
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -79,8 +86,9 @@ def test_stop_then_resume_equals_uninterrupted_run(ham_root: Path, tmp_path: Pat
         calls["steps"] += record["kind"] == "step"
         return calls["steps"] < 5
 
-    stopped = train(tiny_config(ham_root, pretrain_epochs=2, finetune_epochs=2), tmp_path / "resumed",
-                    callback=stop_after_five)
+    stopped = train(
+        tiny_config(ham_root, pretrain_epochs=2, finetune_epochs=2), tmp_path / "resumed", callback=stop_after_five
+    )
     assert stopped.status == "stopped"
     assert load_weights(tmp_path / "resumed" / "model.safetensors").meta["status"] == "stopped"  # usable
     steps_before = [r["global_step"] for r in read_metrics(tmp_path / "resumed") if r["kind"] == "step"]
