@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dermai.data import load_pixels, write_json_atomic  # noqa: E402
+from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
 from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, is_blank, ood_scores  # noqa: E402
@@ -126,6 +126,21 @@ def improves(candidate_val_auroc: float, shipped_meta: dict[str, Any] | None, ma
     return shipped is None or candidate_val_auroc > shipped + margin
 
 
+def record_not_shipped(out: Path, shipped_meta: dict[str, Any], candidate_meta: dict[str, Any]) -> None:
+    """Keep the shipped weights, but add the candidate (validation figures only) to the card's history."""
+    entry = {**history_entry(candidate_meta), "shipped": False}
+    entry.update(test_auroc=None, test_balanced_accuracy=None, test_refer_sensitivity=None, test_refer_specificity=None)
+    shipped_meta = {k: v for k, v in shipped_meta.items() if k != "format"}
+    shipped_meta["not_shipped"] = [*shipped_meta.get("not_shipped", []), entry]
+    write_json_atomic(
+        out / "model.json", {"format": json.loads((out / "model.json").read_text())["format"], **shipped_meta}
+    )
+    report = json.loads((out / "test_report.json").read_text())
+    card = model_card(shipped_meta, report, shipped_meta["ood_acceptance"])
+    with atomic_target(out / "MODEL_CARD.md") as tmp:
+        tmp.write_text(card)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True, help="the fine-tuning run folder")
@@ -170,9 +185,15 @@ def main() -> None:
     candidate_val = max(val_plain["auroc"], val_tta["auroc"])
     print(f"validation AUROC: plain {val_plain['auroc']:.4f}, TTA {val_tta['auroc']:.4f}")
     if not improves(candidate_val, shipped_meta) and not args.force:
+        assert shipped_meta is not None
         print(
             f"not shipped: validation AUROC {candidate_val:.4f} does not beat the shipped model's "
-            f"{best_val_auroc(shipped_meta or {}):.4f} (the test split was not touched; --force overrides)"
+            f"{best_val_auroc(shipped_meta):.4f} (the test split was not touched; --force overrides)"
+        )
+        record_not_shipped(
+            args.out,
+            shipped_meta,
+            {**meta, "tta_effect": {"val_auroc_plain": val_plain["auroc"], "val_auroc_tta": val_tta["auroc"]}},
         )
         sys.exit(1)
     target = args.out / "model.safetensors"
@@ -208,11 +229,13 @@ def main() -> None:
     }
     previous = (shipped_meta or {}).get("history", []) + ([history_entry(shipped_meta)] if shipped_meta else [])
     meta["history"] = previous
+    meta["not_shipped"] = (shipped_meta or {}).get("not_shipped", [])
     save_weights(shipped.model, target, meta, extra=shipped.extra, half=True)
     write_json_atomic(
         args.out / "test_report.json", {**report, "ood_acceptance": ood, "tta_effect": meta["tta_effect"]}
     )
-    (args.out / "MODEL_CARD.md").write_text(model_card(meta, report, ood))
+    with atomic_target(args.out / "MODEL_CARD.md") as tmp:
+        tmp.write_text(model_card(meta, report, ood))
     print(json.dumps(meta["test_metrics"], indent=2))
 
 
@@ -226,11 +249,12 @@ def _fmt(x: float | None) -> str:
 
 def history_lines(meta: dict[str, Any]) -> list[str]:
     """The card's "what was tried" table: every shipped recipe so far, then this one (chosen on validation)."""
-    rows = [*meta.get("history", []), {**history_entry(meta), "current": True}]
+    rows = [*meta.get("history", []), {**history_entry(meta), "current": True}, *meta.get("not_shipped", [])]
     lines = [
         "## What was tried",
-        "Each default model shipped so far, oldest first. A new one ships only if its validation AUROC beats the",
-        "shipped one's; its test split is scored after that decision. Earlier weights stay in git history.",
+        "Each default model shipped so far, oldest first, then recipes tried and not shipped. A new model ships",
+        "only if its validation AUROC beats the shipped one's; its test split is scored after that decision.",
+        "Earlier weights stay in git history.",
         "",
         "| recipe | input | training | val AUROC | test AUROC | test bal. acc. | test refer sens / spec |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -241,6 +265,8 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
             recipe += "<br>" + "; ".join(row["notes"])
         if row.get("current"):
             recipe = "**this model**<br>" + recipe
+        elif row.get("shipped") is False:
+            recipe = "not shipped (validation AUROC did not improve; test not scored)<br>" + recipe
         lines.append(
             f"| {recipe} | {row['image_size']} px | {row['training_minutes']} min | {_fmt(row['val_auroc'])} | "
             f"{_fmt(row['test_auroc'])} | {_fmt(row['test_balanced_accuracy'])} | "

@@ -50,3 +50,12 @@ def test_card_lists_every_shipped_model(ship: ModuleType) -> None:
     assert len(table) == 3
     assert "0.850" in table[0] and "0.878" in table[1] and "**this model**" in table[2] and "128 px" in table[2]
     assert "0.920 / 0.610" in table[1] and "10 min" in table[0]
+
+
+def test_card_lists_recipes_tried_and_not_shipped(ship: ModuleType) -> None:
+    shipped = shipped_meta(0.90, 0.907, test_auroc=0.878)
+    tried = {**ship.history_entry({**shipped_meta(0.88, 0.89), "image_size": 128}), "shipped": False}
+    tried.update(test_auroc=None)
+    lines = ship.history_lines({**shipped, "not_shipped": [tried]})
+    row = next(line for line in lines if line.startswith("| not shipped"))
+    assert "128 px" in row and "0.890" in row and "| n/a |" in row
