@@ -117,24 +117,27 @@ def history_entry(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def improves(candidate_val_auroc: float, shipped_meta: dict[str, Any] | None, margin: float = 0.0) -> bool:
+def improves(candidate_val_auroc: float, shipped_meta: dict[str, Any] | None) -> bool:
     """Ship only a model whose validation AUROC beats the shipped one's: weights live forever in git history,
     and the decision must not look at the test split."""
     if shipped_meta is None:
         return True
     shipped = best_val_auroc(shipped_meta)
-    return shipped is None or candidate_val_auroc > shipped + margin
+    return shipped is None or candidate_val_auroc > shipped
+
+
+def tier_test_figures(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Test sensitivity/specificity of each tier, from an evaluation report (kept in the model's JSON)."""
+    thresholds = report["binary"]["thresholds"]
+    return {name: {k: thresholds[name][k] for k in ("sensitivity", "specificity")} for name in ("urgent", "refer")}
 
 
 def record_not_shipped(out: Path, shipped_meta: dict[str, Any], candidate_meta: dict[str, Any]) -> None:
     """Keep the shipped weights, but add the candidate (validation figures only) to the card's history."""
     entry = {**history_entry(candidate_meta), "shipped": False}
     entry.update(test_auroc=None, test_balanced_accuracy=None, test_refer_sensitivity=None, test_refer_specificity=None)
-    shipped_meta = {k: v for k, v in shipped_meta.items() if k != "format"}
-    shipped_meta["not_shipped"] = [*shipped_meta.get("not_shipped", []), entry]
-    write_json_atomic(
-        out / "model.json", {"format": json.loads((out / "model.json").read_text())["format"], **shipped_meta}
-    )
+    shipped_meta = {**shipped_meta, "not_shipped": [*shipped_meta.get("not_shipped", []), entry]}
+    write_json_atomic(out / "model.json", shipped_meta)
     report = json.loads((out / "test_report.json").read_text())
     card = model_card(shipped_meta, report, shipped_meta["ood_acceptance"])
     with atomic_target(out / "MODEL_CARD.md") as tmp:
@@ -153,10 +156,7 @@ def main() -> None:
     shipped_meta = json.loads(shipped_json.read_text()) if shipped_json.exists() else None
     old_report = args.out / "test_report.json"
     if shipped_meta is not None and "test_operating_points" not in shipped_meta and old_report.exists():
-        thresholds = json.loads(old_report.read_text())["binary"]["thresholds"]
-        shipped_meta["test_operating_points"] = {
-            name: {k: thresholds[name][k] for k in ("sensitivity", "specificity")} for name in ("urgent", "refer")
-        }
+        shipped_meta["test_operating_points"] = tier_test_figures(json.loads(old_report.read_text()))
 
     source = args.run / "model.safetensors"
     loaded = load_weights(source)
@@ -223,12 +223,8 @@ def main() -> None:
         "test_auroc_tta": (report if use_tta else other)["auroc"],
     }
     meta["ood_acceptance"] = ood
-    meta["test_operating_points"] = {
-        name: {k: report["binary"]["thresholds"][name][k] for k in ("sensitivity", "specificity")}
-        for name in ("urgent", "refer")
-    }
-    previous = (shipped_meta or {}).get("history", []) + ([history_entry(shipped_meta)] if shipped_meta else [])
-    meta["history"] = previous
+    meta["test_operating_points"] = tier_test_figures(report)
+    meta["history"] = (shipped_meta or {}).get("history", []) + ([history_entry(shipped_meta)] if shipped_meta else [])
     meta["not_shipped"] = (shipped_meta or {}).get("not_shipped", [])
     save_weights(shipped.model, target, meta, extra=shipped.extra, half=True)
     write_json_atomic(

@@ -25,17 +25,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(*args: str) -> list[str]:
+    """Two local processes under torchrun, each on a free port, running `args`."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", *args]
+
+
 def test_gathered_ntxent_gradients_match_single_process(tmp_path: Path) -> None:
     out = tmp_path / "ddp.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        str(REPO / "tests" / "ddp_grad_check.py"),
-        str(out),
-    ]
+    cmd = _torchrun(str(REPO / "tests" / "ddp_grad_check.py"), str(out))
     done = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)}
     )
@@ -52,12 +49,7 @@ def test_gathered_ntxent_gradients_match_single_process(tmp_path: Path) -> None:
 
 def test_torchrun_two_process_training(ham_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
+    cmd = _torchrun(
         "-m",
         "dermai",
         "train",
@@ -78,7 +70,7 @@ def test_torchrun_two_process_training(ham_root: Path, tmp_path: Path) -> None:
         "--quiet",
         "--precision",
         "fp32",
-    ]
+    )
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count('"status": "finished"') == 1  # only rank 0 reports
