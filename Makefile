@@ -22,10 +22,12 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: $(VENV)/.runtime
 	$(PY) bench/train_throughput.py

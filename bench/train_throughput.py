@@ -52,8 +52,9 @@ class PaperDataset(torch.utils.data.Dataset):
 def paper_loop(paths: list[str], labels: list[int], size: int, batch: int, steps: int) -> float:
     model = SimCLRResNet18(7)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    loader = torch.utils.data.DataLoader(PaperDataset(paths, labels, size), batch_size=batch, shuffle=True,
-                                         num_workers=0, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        PaperDataset(paths, labels, size), batch_size=batch, shuffle=True, num_workers=0, drop_last=True
+    )
     times: list[float] = []
     it = iter(loader)
     for step in range(steps + 2):

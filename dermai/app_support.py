@@ -187,9 +187,7 @@ def mask_overlay(image_path: str | os.PathLike[str], mask: str | os.PathLike[str
 
 def _erode(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(mask, 1, constant_values=False)
-    return (
-        padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    )
+    return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
 
 
 # ---------------------------------------------------------------------------------------------- export

@@ -217,9 +217,7 @@ class BatchAugmenter:
         cfg = self.cfg
         shape = (batch, _CROP_ATTEMPTS)
         area = _uniform(cfg.crop_scale[0], cfg.crop_scale[1], shape, generator, device)
-        log_ratio = _uniform(
-            math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), shape, generator, device
-        )
+        log_ratio = _uniform(math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), shape, generator, device)
         ratio = log_ratio.exp()
         w = torch.sqrt(area * ratio * height / width)
         h = torch.sqrt(area / ratio * width / height)
@@ -276,7 +274,9 @@ class BatchAugmenter:
         """uint8 (B, H, W, 3) → augmented, normalised float32 (B, 3, out, out), channels_last."""
         if pixels.dtype != torch.uint8:
             raise ValueError(f"expected uint8 pixels, got {pixels.dtype}")
-        out = torch.cat([self._augment(chunk, generator) for chunk in pixels.split(_CHUNK)])
+        # A GPU wants the whole batch in each kernel; a CPU wants cache-sized chunks.
+        chunk = _CHUNK if pixels.device.type == "cpu" else len(pixels)
+        out = torch.cat([self._augment(part, generator) for part in pixels.split(max(1, chunk))])
         return out.contiguous(memory_format=torch.channels_last)
 
     def _augment(self, pixels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -124,9 +124,7 @@ def _normalise_dx(value: object, csv_path: Path, row: int) -> str:
     dx = str(value).strip().lower()
     dx = DX_SYNONYMS.get(dx, dx)
     if dx not in DIAGNOSES:
-        raise DataError(
-            f"{csv_path}, row {row}: unknown dx value {value!r} (expected one of {', '.join(DIAGNOSES)})"
-        )
+        raise DataError(f"{csv_path}, row {row}: unknown dx value {value!r} (expected one of {', '.join(DIAGNOSES)})")
     return dx
 
 
@@ -179,9 +177,7 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
                 "patient_id": str(rec.get("patient_id", "")).strip() or None,
                 "age": pd.to_numeric(age, errors="coerce"),
                 "sex": str(rec.get("sex", "")).strip() or "unknown",
-                "localization": str(
-                    rec.get("localization", rec.get("anatom_site_general_challenge", ""))
-                ).strip()
+                "localization": str(rec.get("localization", rec.get("anatom_site_general_challenge", ""))).strip()
                 or "unknown",
             }
         )

@@ -165,8 +165,10 @@ def label_efficiency(
                 row = {"fraction": fraction, "init": init, "seed": seed, "n_labelled": n_labelled}
                 row.update(_scores(weights, dataset), run_dir=str(run_dir))
                 rows.append(row)
-                log(f"seed {seed} fraction {fraction:g} {init}: val AUROC {row['val_auroc']:.3f}, "
-                    f"test AUROC {row['test_auroc']:.3f}")
+                log(
+                    f"seed {seed} fraction {fraction:g} {init}: val AUROC {row['val_auroc']:.3f}, "
+                    f"test AUROC {row['test_auroc']:.3f}"
+                )
                 atomic_write_bytes(out / "results.csv", pd.DataFrame(rows).to_csv(index=False).encode())
     summary = summarize(pd.DataFrame(rows))
     atomic_write_bytes(out / "summary.csv", summary.to_csv(index=False).encode())

@@ -28,12 +28,18 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cuda_bf16() -> bool:
+    """True when the current CUDA device computes in bf16 (Ampere and newer)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def autocast_for(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
     """The autocast context for a device and precision choice (auto | bf16 | fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        # bf16 where the GPU has it: fp16 would need a gradient scaler to train without underflow.
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" or cuda_bf16() else torch.float16)
     if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

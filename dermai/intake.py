@@ -100,9 +100,7 @@ def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[I
     return image, fmt
 
 
-def read_image(
-    source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, name: str = "image"
-) -> IntakeResult:
+def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, name: str = "image") -> IntakeResult:
     """Decode an upload (bytes, path, binary file object, or an already opened PIL image) to RGB.
 
     Raises IntakeError — and only IntakeError — for anything that is not a usable image.

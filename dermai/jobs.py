@@ -131,8 +131,13 @@ def current_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
     if record is None:
         return None
     try:
-        job = Job(int(record["pid"]), str(record["run_dir"]), str(record["stage"]), list(record["command"]),
-                  float(record["started"]))
+        job = Job(
+            int(record["pid"]),
+            str(record["run_dir"]),
+            str(record["stage"]),
+            list(record["command"]),
+            float(record["started"]),
+        )
     except (KeyError, TypeError, ValueError):
         job = None
     if job is not None and _pid_alive(job.pid):
@@ -188,8 +193,12 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / LOG_NAME, "ab") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=REPO_ROOT, start_new_session=True,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                start_new_session=True,
             )
     except BaseException:
         lock.unlink(missing_ok=True)

@@ -216,8 +216,10 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[
             auroc[name] = float(roc_auc_score(y == i, probs[:, i]))
         else:
             auroc[name] = None
-            notes.append(f"{name}: {'absent from' if support[i] == 0 else 'the only class in'} y_true, "
-                         "no AUROC; recall and balanced accuracy use the classes present")
+            notes.append(
+                f"{name}: {'absent from' if support[i] == 0 else 'the only class in'} y_true, "
+                "no AUROC; recall and balanced accuracy use the classes present"
+            )
     scored = [v for v in auroc.values() if v is not None]
     with warnings.catch_warnings():  # sklearn warns about classes predicted but absent; noted above
         warnings.simplefilter("ignore", UserWarning)

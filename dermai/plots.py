@@ -58,8 +58,7 @@ def pr_figure(y_true: np.ndarray, p: np.ndarray) -> go.Figure:
     prevalence = float(y.mean())
     fig = go.Figure()
     fig.add_trace(
-        go.Scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines", name="prevalence",
-                   line={"dash": "dash"})
+        go.Scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines", name="prevalence", line={"dash": "dash"})
     )
     fig.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name="PR"))
     fig.update_layout(
@@ -75,8 +74,7 @@ def reliability_figure(bins: Sequence[Mapping[str, Any]]) -> go.Figure:
     predicted risk per bin (empty bins left out); points on the diagonal are perfectly calibrated."""
     filled = [b for b in bins if b["count"]]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                             line={"dash": "dash"}))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dash"}))
     fig.add_trace(
         go.Scatter(
             x=[b["mean_pred"] for b in filled],
@@ -156,8 +154,7 @@ def class_distribution_figure(df: pd.DataFrame) -> go.Figure:
     for split in pd.unique(df["split"]):
         n = [int(counts.get((split, dx), 0)) for dx in dx_order]
         fig.add_trace(go.Bar(x=dx_order, y=n, name=str(split), text=n, textposition="outside"))
-    fig.update_layout(title="Class distribution", barmode="group", xaxis_title="diagnosis",
-                      yaxis_title="images")
+    fig.update_layout(title="Class distribution", barmode="group", xaxis_title="diagnosis", yaxis_title="images")
     return fig
 
 

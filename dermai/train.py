@@ -94,9 +94,10 @@ def _rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng([abs(int(p)) for p in parts])
 
 
-def _torch_gen(*parts: int) -> torch.Generator:
+def _torch_gen(*parts: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` (augmentations draw where they run), seeded from the parts."""
     seed = int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -141,6 +142,8 @@ class Trainer:
             if not self.dist.enabled
             else (torch.device(f"cuda:{self.dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu"))
         )
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest convolutions once
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         self.state: dict[str, Any] = {}
         if resume:
@@ -195,6 +198,9 @@ class Trainer:
         dataset, pixels = prepare_data(cfg)
         meta = dataset.meta
         self.dataset, self.pixels = dataset, pixels
+        # On a GPU the whole uint8 cache lives on the device and batches are augmented there; on a CPU
+        # batches are read from the memmap.
+        self.device_pixels = torch.from_numpy(np.array(pixels)).to(self.device) if self.device.type == "cuda" else None
         self.train_idx = np.flatnonzero(meta["split"].to_numpy() == "train")
         self.labelled_idx = np.flatnonzero((meta["split"].to_numpy() == "train") & meta["labelled"].to_numpy())
         self.val_idx = np.flatnonzero(meta["split"].to_numpy() == "val")
@@ -313,7 +319,13 @@ class Trainer:
                 idx = np.sort(order[b * batch : (b + 1) * batch])
                 t_step = time.time()
                 record = self._step(
-                    stage, net, optimizer, augmenter, idx, _torch_gen(tc.seed, stage_id, epoch, b), class_weights
+                    stage,
+                    net,
+                    optimizer,
+                    augmenter,
+                    idx,
+                    _torch_gen(tc.seed, stage_id, epoch, b, device=self.device),
+                    class_weights,
                 )
                 elapsed = time.time() - t_step
                 self.steps_done += 1
@@ -390,7 +402,10 @@ class Trainer:
         class_weights: torch.Tensor | None,
     ) -> dict[str, Any]:
         tc = self.cfg.train
-        pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
+        if self.device_pixels is not None:
+            pixels = self.device_pixels[torch.from_numpy(idx).to(self.device)]
+        else:
+            pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
         views = torch.cat([augmenter(pixels, gen), augmenter(pixels, gen)]).to(self.device)
         views = views.contiguous(memory_format=torch.channels_last)
         n = len(idx)

@@ -121,19 +121,28 @@ def sidebar() -> None:
 
     with st.sidebar:
         st.text_input(
-            "Data folder", key="_data_widget", on_change=copy, args=("_data_widget", app_support.DATA_KEY),
+            "Data folder",
+            key="_data_widget",
+            on_change=copy,
+            args=("_data_widget", app_support.DATA_KEY),
             help="A folder of dermoscopy images with one metadata CSV (HAM10000 layout).",
         )
         if not state[app_support.DATA_KEY]:
             st.warning("No data folder found: enter one above.")
         choices = app_support.weight_choices(jobs.runs_dir(), state[app_support.WEIGHTS_KEY])
         st.selectbox(
-            "Weights", list(choices), key="_weights_widget", format_func=lambda p: choices.get(p, p),
-            on_change=copy, args=("_weights_widget", app_support.WEIGHTS_KEY),
+            "Weights",
+            list(choices),
+            key="_weights_widget",
+            format_func=lambda p: choices.get(p, p),
+            on_change=copy,
+            args=("_weights_widget", app_support.WEIGHTS_KEY),
             help="The shipped model or any training run's model.safetensors in the runs folder.",
         )
         st.text_input(
-            "Other weights file", key="_other_weights", placeholder="/path/to/model.safetensors",
+            "Other weights file",
+            key="_other_weights",
+            placeholder="/path/to/model.safetensors",
             on_change=use_other,
         )
         st.caption(f"Runs folder: `{jobs.runs_dir()}`")

@@ -35,8 +35,9 @@ with controls.container(height=760):
     values = {
         "crop_scale": st.slider("Crop area (fraction)", 0.05, 1.0, base.crop_scale, 0.05, key=key("crop_scale")),
         "crop_ratio": st.slider("Crop aspect ratio", 0.25, 4.0, base.crop_ratio, 0.05, key=key("crop_ratio")),
-        "rotation_degrees": st.slider("Rotation ± degrees", 0.0, 180.0, base.rotation_degrees, 5.0,
-                                      key=key("rotation_degrees")),
+        "rotation_degrees": st.slider(
+            "Rotation ± degrees", 0.0, 180.0, base.rotation_degrees, 5.0, key=key("rotation_degrees")
+        ),
         "hflip_p": st.slider("Horizontal flip p", 0.0, 1.0, base.hflip_p, 0.05, key=key("hflip_p")),
         "vflip_p": st.slider("Vertical flip p", 0.0, 1.0, base.vflip_p, 0.05, key=key("vflip_p")),
         "brightness": st.slider("Brightness", 0.0, 1.0, base.brightness, 0.05, key=key("brightness")),
@@ -48,8 +49,9 @@ with controls.container(height=760):
         "blur_sigma": st.slider("Blur sigma", 0.1, 5.0, base.blur_sigma, 0.1, key=key("blur_sigma")),
         "vignette_p": st.slider("Vignette p", 0.0, 1.0, base.vignette_p, 0.05, key=key("vignette_p")),
         "hair_p": st.slider("Hair p", 0.0, 1.0, base.hair_p, 0.05, key=key("hair_p")),
-        "color_constancy": st.checkbox("Colour constancy (shades of grey)", base.color_constancy,
-                                       key=key("color_constancy")),
+        "color_constancy": st.checkbox(
+            "Colour constancy (shades of grey)", base.color_constancy, key=key("color_constancy")
+        ),
     }
     st.caption(f"Normalisation (undone for display): mean {base.mean}, std {base.std}.")
 cfg = dataclasses.replace(base, **values)

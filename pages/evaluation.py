@@ -48,8 +48,17 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     tiers = ((report.get("binary") or {}).get("thresholds")) or {}
     if tiers:
         table = pd.DataFrame(
-            [{"tier": name, "threshold": r["threshold"], "sensitivity": r["sensitivity"],
-              "specificity": r["specificity"], "ppv": r["ppv"], "npv": r["npv"]} for name, r in tiers.items()]
+            [
+                {
+                    "tier": name,
+                    "threshold": r["threshold"],
+                    "sensitivity": r["sensitivity"],
+                    "specificity": r["specificity"],
+                    "ppv": r["ppv"],
+                    "npv": r["npv"],
+                }
+                for name, r in tiers.items()
+            ]
         ).set_index("tier")
         st.caption("Validated cut-offs re-checked (not re-tuned) on this split")
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
@@ -106,13 +115,21 @@ if e3.button("Compute map"):
 if st.session_state.get("map_request") == map_request:
     with plain_errors("Cannot compute the map"), st.spinner("Extracting features…"):
         points = projected(*map_request)
-        fig = px.scatter(points, x="x", y="y", color="dx", custom_data=["image_id"], hover_data=["image_id"],
-                         title=f"{method.upper()} of trunk features ({split}, {len(points)} images)")
+        fig = px.scatter(
+            points,
+            x="x",
+            y="y",
+            color="dx",
+            custom_data=["image_id"],
+            hover_data=["image_id"],
+            title=f"{method.upper()} of trunk features ({split}, {len(points)} images)",
+        )
         event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="eval_map")
         chosen = [pt["customdata"][0] for pt in event.selection.points if pt.get("customdata")][:8]
         if chosen:
             rows = points.set_index("image_id").loc[chosen]
-            st.image(list(rows["path"]), caption=[f"{i} · {d}" for i, d in zip(chosen, rows["dx"], strict=True)],
-                     width=150)
+            st.image(
+                list(rows["path"]), caption=[f"{i} · {d}" for i, d in zip(chosen, rows["dx"], strict=True)], width=150
+            )
         else:
             st.caption("Click or lasso points to show their images here.")

@@ -49,8 +49,13 @@ def analyse(data: bytes, name: str) -> dict[str, Any]:
         intake = read_image(data, name)
         prediction = model.predict(intake, tta=tta)
         saliency = model.explain(intake, method=method, target=target)
-    result = {"key": cache_key, "name": name, "image": np.asarray(intake.image), "prediction": prediction,
-              "heatmap": saliency.heatmap}
+    result = {
+        "key": cache_key,
+        "name": name,
+        "image": np.asarray(intake.image),
+        "prediction": prediction,
+        "heatmap": saliency.heatmap,
+    }
     st.session_state["pred_last"] = result
     return result
 
@@ -80,10 +85,21 @@ def show(result: dict[str, Any]) -> None:
             st.warning(note)
     with right:
         probs = sorted(p.probabilities.items(), key=lambda item: item[1])
-        fig = go.Figure(go.Bar(x=[v for _, v in probs], y=[k for k, _ in probs], orientation="h",
-                               text=[f"{v:.1%}" for _, v in probs], textposition="outside"))
-        fig.update_layout(title="Diagnosis probabilities", height=300, xaxis={"range": [0, 1.1]},
-                          margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        fig = go.Figure(
+            go.Bar(
+                x=[v for _, v in probs],
+                y=[k for k, _ in probs],
+                orientation="h",
+                text=[f"{v:.1%}" for _, v in probs],
+                textposition="outside",
+            )
+        )
+        fig.update_layout(
+            title="Diagnosis probabilities",
+            height=300,
+            xaxis={"range": [0, 1.1]},
+            margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        )
         st.plotly_chart(fig, width="stretch", key="pred_probs")
         st.caption(f"{p.elapsed_ms:.0f} ms · weights `{weights}`")
     blended = overlay(result["image"], result["heatmap"], alpha=opacity)
@@ -93,8 +109,10 @@ def show(result: dict[str, Any]) -> None:
     stem = result["name"].rsplit(".", 1)[0]
     d1, d2 = st.columns(2)
     d1.download_button(
-        "Download report (JSON)", app_support.prediction_report(p, result["name"], weights, method),
-        file_name=f"{stem}_dermai.json", mime="application/json",
+        "Download report (JSON)",
+        app_support.prediction_report(p, result["name"], weights, method),
+        file_name=f"{stem}_dermai.json",
+        mime="application/json",
     )
     d2.download_button(
         "Download overlay (PNG)", app_support.png_bytes(blended), file_name=f"{stem}_{method}.png", mime="image/png"

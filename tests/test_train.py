@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from dermai.config import RunConfig
-from dermai.train import STOP_FILE, TrainingError, cosine_factor, read_metrics, train
+from dermai.train import STOP_FILE, TrainingError, _torch_gen, cosine_factor, read_metrics, train
 from dermai.weights import load_weights
 
 
@@ -136,3 +137,34 @@ def test_label_fraction_finetunes_on_fewer_images(ham_root: Path, tmp_path: Path
     manifest = pd.read_csv(tmp_path / "run" / "manifest.csv")
     train_rows = manifest[manifest["split"] == "train"]
     assert 0.3 < train_rows["labelled"].mean() < 0.7
+
+
+def test_training_on_cuda_autocasts_in_bf16_where_the_gpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fp16 without a gradient scaler underflows gradients, so bf16 is the CUDA default when available.
+    import warnings
+
+    from dermai import inference
+
+    cuda = torch.device("cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available" on CPU machines: only the dtype is checked
+        monkeypatch.setattr(inference, "cuda_bf16", lambda: True)
+        assert inference.autocast_for(cuda, "auto").fast_dtype == torch.bfloat16
+        monkeypatch.setattr(inference, "cuda_bf16", lambda: False)
+        assert inference.autocast_for(cuda, "auto").fast_dtype == torch.float16
+        assert inference.autocast_for(cuda, "bf16").fast_dtype == torch.bfloat16
+
+
+def test_batch_generators_are_seeded_by_their_parts() -> None:
+    draw = lambda *parts: torch.rand(4, generator=_torch_gen(*parts, device="cpu"))  # noqa: E731
+    assert torch.equal(draw(0, 1, 2, 3), draw(0, 1, 2, 3))
+    assert not torch.equal(draw(0, 1, 2, 3), draw(0, 1, 2, 4))
+    assert _torch_gen(1, device="cpu").device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tiny_run_on_cuda_trains_with_augmentation_on_the_gpu(ham_root: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(ham_root, precision="auto"), tmp_path / "run")
+    assert result.status == "finished"
+    steps = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "step"]
+    assert all(np.isfinite(r["loss"]) for r in steps)

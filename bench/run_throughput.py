@@ -1,0 +1,50 @@
+"""Training speed of finished runs, read from their metrics.jsonl (so a run on a borrowed GPU reports what
+it did there).
+
+Usage: python bench/run_throughput.py RUN_DIR [RUN_DIR ...]
+Prints, per run: stage, image size, batch size, median images/s over the steps after the first epoch
+(each image is two augmented views), median seconds per epoch (fine-tuning epochs include validation),
+epochs run, and wall-clock seconds from the first to the last record.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def summarise(run: Path) -> dict[str, object]:
+    config = json.loads((run / "config.json").read_text())["config"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r["images_per_s"] for r in records if r.get("kind") == "step" and r["epoch"] > 0]
+    epochs = [r["time"] for r in records if r.get("kind") == "epoch"]
+    return {
+        "run": run.name,
+        "stage": config["stage"],
+        "image_size": config["train"]["image_size"],
+        "batch": config["train"]["batch_size"],
+        "images_per_s": round(float(np.median(steps))) if steps else None,
+        "epoch_s": round(float(np.median(np.diff(epochs))), 2) if len(epochs) > 1 else None,
+        "epochs": len(epochs),
+        "wall_s": round(records[-1]["time"] - records[0]["time"]) if records else None,
+    }
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        sys.exit(__doc__)
+    print("| run | stage | size | batch | images/s | s/epoch | epochs | wall s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for arg in argv:
+        s = summarise(Path(arg))
+        print(
+            f"| {s['run']} | {s['stage']} | {s['image_size']} | {s['batch']} | {s['images_per_s']} | "
+            f"{s['epoch_s']} | {s['epochs']} | {s['wall_s']} |"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

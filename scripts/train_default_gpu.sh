@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The default recipe on one CUDA GPU, fitted to a wall-clock budget: SimCLR pretraining at 128 px on every
+# training image (batch 256), then joint-loss fine-tuning at 160 px from the pretrained trunk (30 epochs,
+# label smoothing 0.1, batch 128), then calibration on the validation split (done by the trainer).
+#
+# Short probes (3 pretraining epochs, 2 fine-tuning epochs) time an epoch of each stage on this machine; the
+# pretraining epochs are then as many as fit BUDGET_S (capped at MAX_PRETRAIN_EPOCHS), since SimCLR keeps
+# improving with epochs. A watchdog writes each stage's STOP file if it overruns, so the run always ends
+# with weights: a stopped fine-tuning run keeps its best-on-validation epoch.
+#
+# Usage: BUDGET_S=480 scripts/train_default_gpu.sh [RUNS_DIR]      (CPU recipe: scripts/train_default.sh)
+set -euo pipefail
+RUNS=${1:-runs}
+PY=${PY:-python3}
+DATA=${DERMAI_DATA:-../shared/data/ham10000}
+BUDGET_S=${BUDGET_S:-480}
+MAX_PRETRAIN_EPOCHS=${MAX_PRETRAIN_EPOCHS:-500}
+PRE_SIZE=${PRE_SIZE:-128}
+FT_SIZE=${FT_SIZE:-160}
+FT_EPOCHS=${FT_EPOCHS:-30}
+START=$(date +%s)
+# shellcheck disable=SC2206  # EXTRA_ARGS (e.g. "--limit 300" for a smoke test) is split on purpose
+COMMON=(--data "$DATA" --seed 0 --quiet ${EXTRA_ARGS:-})
+PRE_ARGS=(--image-size $PRE_SIZE --batch-size 256 --warmup-epochs 5)
+FT_ARGS=(--image-size $FT_SIZE --batch-size 128 --warmup-epochs 1 --label-smoothing 0.1)
+
+epoch_seconds() {  # median seconds between consecutive epoch records of a run, skipping the first epoch
+  $PY - "$1" <<'EOF'
+import json, sys
+import numpy as np
+times = [r["time"] for r in map(json.loads, open(sys.argv[1] + "/metrics.jsonl")) if r.get("kind") == "epoch"]
+print(f"{float(np.median(np.diff(times))):.3f}")
+EOF
+}
+
+mkdir -p "$RUNS"
+rm -rf "$RUNS/probe-pretrain" "$RUNS/probe-finetune"
+$PY -m dermai pretrain "${COMMON[@]}" "${PRE_ARGS[@]}" --out "$RUNS/probe-pretrain" --pretrain-epochs 3
+$PY -m dermai finetune "${COMMON[@]}" "${FT_ARGS[@]}" --out "$RUNS/probe-finetune" --finetune-epochs 3
+PRE_EPOCH_S=$(epoch_seconds "$RUNS/probe-pretrain")
+FT_EPOCH_S=$(epoch_seconds "$RUNS/probe-finetune")
+ELAPSED=$(( $(date +%s) - START ))
+# 60 s for two process starts, the trainer's calibration and writing the weights.
+PRE_EPOCHS=$($PY -c "print(max(min(10, $MAX_PRETRAIN_EPOCHS), min($MAX_PRETRAIN_EPOCHS, int(($BUDGET_S - $ELAPSED - 60 - $FT_EPOCHS * $FT_EPOCH_S) / $PRE_EPOCH_S))))")
+echo "epoch seconds: pretrain $PRE_EPOCH_S, finetune $FT_EPOCH_S; probes took ${ELAPSED}s; pretraining $PRE_EPOCHS epochs"
+
+FT_DEADLINE=$(( START + BUDGET_S ))
+PRE_DEADLINE=$($PY -c "print(int($FT_DEADLINE - 30 - $FT_EPOCHS * $FT_EPOCH_S))")
+watchdog() {  # watchdog RUN_DIR DEADLINE: write RUN_DIR/STOP once the deadline passes
+  # and the run has started (the trainer clears a STOP file left from before it began).
+  while [ "$(date +%s)" -lt "$2" ] || [ ! -f "$1/metrics.jsonl" ]; do sleep 1; done
+  echo "watchdog: $1 past its deadline, stopping it"; touch "$1/STOP"
+}
+watchdog "$RUNS/default-pretrain" "$PRE_DEADLINE" & WATCH=$!
+# Exit 3 = stopped by the watchdog: its weights are still the trunk to fine-tune.
+$PY -m dermai pretrain "${COMMON[@]}" "${PRE_ARGS[@]}" --out "$RUNS/default-pretrain" --pretrain-epochs "$PRE_EPOCHS" \
+  || [ $? -eq 3 ]
+kill $WATCH 2>/dev/null || true
+watchdog "$RUNS/default-finetune" "$FT_DEADLINE" & WATCH=$!
+$PY -m dermai finetune "${COMMON[@]}" "${FT_ARGS[@]}" --out "$RUNS/default-finetune" \
+  --init-weights "$RUNS/default-pretrain/model.safetensors" --finetune-epochs $FT_EPOCHS || [ $? -eq 3 ]
+kill $WATCH 2>/dev/null || true
+echo "done in $(( $(date +%s) - START ))s"
