@@ -1,0 +1,41 @@
+"""bench/run_throughput.py reads a run folder's speed from its config.json and metrics.jsonl."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("run_throughput", ROOT / "bench" / "run_throughput.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_uses_steps_after_the_first_epoch_and_epoch_spacing(tmp_path: Path) -> None:
+    config = {"config": {"stage": "pretrain", "train": {"image_size": 64, "batch_size": 32}}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    records = [
+        {"time": 0.0, "kind": "step", "epoch": 0, "images_per_s": 1.0},  # warm-up epoch: left out
+        {"time": 1.0, "kind": "epoch", "epoch": 0},
+        {"time": 2.0, "kind": "step", "epoch": 1, "images_per_s": 100.0},
+        {"time": 3.0, "kind": "step", "epoch": 1, "images_per_s": 300.0},
+        {"time": 4.0, "kind": "epoch", "epoch": 1},
+        {"time": 9.0, "kind": "epoch", "epoch": 2},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    summary = load_bench().summarise(tmp_path)
+    assert summary["images_per_s"] == 200 and summary["epochs"] == 3
+    assert summary["epoch_s"] == 4.0  # median of 3 s and 5 s
+    assert summary["wall_s"] == 9 and summary["image_size"] == 64 and summary["batch"] == 32
+
+
+def test_committed_gpu_runs_match_the_benchmark_table() -> None:
+    summary = load_bench().summarise(ROOT / "docs" / "training_runs" / "h100-2026-11-26" / "default-pretrain")
+    row = f"| default-pretrain | pretrain | 128 | 256 | {summary['images_per_s']} | {summary['epoch_s']} | 321 |"
+    assert row in (ROOT / "docs" / "benchmarks.md").read_text()
