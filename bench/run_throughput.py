@@ -2,6 +2,7 @@
 it did there).
 
 Usage: python bench/run_throughput.py RUN_DIR [RUN_DIR ...]
+       python bench/run_throughput.py --epoch-seconds RUN_DIR   (one number, for scripts/train_default_gpu.sh)
 Prints, per run: stage, image size, batch size, median images/s over the steps after the first epoch
 (each image is two augmented views), median seconds per epoch (fine-tuning epochs include validation),
 epochs run, and wall-clock seconds from the first to the last record.
@@ -15,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dermai.train import read_metrics  # noqa: E402
+
 
 def summarise(run: Path) -> dict[str, object]:
     config = json.loads((run / "config.json").read_text())["config"]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(run)
     steps = [r["images_per_s"] for r in records if r.get("kind") == "step" and r["epoch"] > 0]
     epochs = [r["time"] for r in records if r.get("kind") == "epoch"]
     return {
@@ -36,6 +42,9 @@ def summarise(run: Path) -> dict[str, object]:
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
+    if argv[0] == "--epoch-seconds":  # one number for scripts: median seconds per epoch of one run
+        print(summarise(Path(argv[1]))["epoch_s"])
+        return
     print("| run | stage | size | batch | images/s | s/epoch | epochs | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for arg in argv:

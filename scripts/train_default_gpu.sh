@@ -3,7 +3,7 @@
 # training image (batch 256), then joint-loss fine-tuning at 160 px from the pretrained trunk (30 epochs,
 # label smoothing 0.1, batch 128), then calibration on the validation split (done by the trainer).
 #
-# Short probes (3 pretraining epochs, 2 fine-tuning epochs) time an epoch of each stage on this machine; the
+# Short probes (3 epochs of each stage) time an epoch of each stage on this machine; the
 # pretraining epochs are then as many as fit BUDGET_S (capped at MAX_PRETRAIN_EPOCHS), since SimCLR keeps
 # improving with epochs. A watchdog writes each stage's STOP file if it overruns, so the run always ends
 # with weights: a stopped fine-tuning run keeps its best-on-validation epoch.
@@ -24,13 +24,8 @@ COMMON=(--data "$DATA" --seed 0 --quiet ${EXTRA_ARGS:-})
 PRE_ARGS=(--image-size $PRE_SIZE --batch-size 256 --warmup-epochs 5)
 FT_ARGS=(--image-size $FT_SIZE --batch-size 128 --warmup-epochs 1 --label-smoothing 0.1)
 
-epoch_seconds() {  # median seconds between consecutive epoch records of a run, skipping the first epoch
-  $PY - "$1" <<'EOF'
-import json, sys
-import numpy as np
-times = [r["time"] for r in map(json.loads, open(sys.argv[1] + "/metrics.jsonl")) if r.get("kind") == "epoch"]
-print(f"{float(np.median(np.diff(times))):.3f}")
-EOF
+epoch_seconds() {  # median seconds between consecutive epoch records of a run
+  $PY "$(dirname "$0")/../bench/run_throughput.py" --epoch-seconds "$1"
 }
 
 mkdir -p "$RUNS"
