@@ -23,12 +23,23 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="pixel cache folder (default $DERMAI_CACHE or ~/.cache/dermai)")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for image and batch sizes: a whole number above zero (0 would fail later, naming an image)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_data_args(p)
     d = RunConfig().train
     p.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, weights)")
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--image-size", type=_positive_int, default=d.image_size)
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)

@@ -168,3 +168,13 @@ def test_tiny_run_on_cuda_trains_with_augmentation_on_the_gpu(ham_root: Path, tm
     assert result.status == "finished"
     steps = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "step"]
     assert all(np.isfinite(r["loss"]) for r in steps)
+
+
+def test_cli_refuses_a_zero_image_or_batch_size_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
+    from dermai.cli import main
+
+    for flag in ("--image-size", "--batch-size"):
+        with pytest.raises(SystemExit) as exited:
+            main(["train", "--out", "unused", flag, "0"])
+        assert exited.value.code == 2
+        assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
