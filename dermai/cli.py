@@ -50,6 +50,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=d.temperature, help="NT-Xent temperature τ")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--patience", type=int, default=d.early_stopping_patience, help="early stopping (0 = off)")
+    p.add_argument(
+        "--swa-epochs",
+        type=int,
+        default=d.swa_epochs,
+        help="average the weights of the last N fine-tuning epochs (stochastic weight averaging; 0 = off)",
+    )
+    p.add_argument("--swa-lr", type=float, default=d.swa_lr, help="constant lr of the SWA epochs (default: cosine)")
     p.add_argument("--no-balanced-sampling", action="store_true", help="use class weights instead")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
     p.add_argument("--num-workers", type=int, default=d.num_workers)
@@ -155,6 +162,7 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     )
     t.lambda_ntxent, t.temperature, t.label_smoothing = args.lambda_ntxent, args.temperature, args.label_smoothing
     t.early_stopping_patience, t.balanced_sampling = args.patience, not args.no_balanced_sampling
+    t.swa_epochs, t.swa_lr = args.swa_epochs, args.swa_lr
     t.precision, t.num_workers, t.seed = args.precision, args.num_workers, args.seed
     return cfg
 

@@ -97,6 +97,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     balanced_sampling: bool = True
     early_stopping_patience: int = 0  # epochs without val AUROC improvement; 0 = off
+    # Stochastic weight averaging (Izmailov et al. 2018): average the weights at the end of each of the last
+    # `swa_epochs` fine-tuning epochs; the average competes with the best epoch on validation AUROC.
+    swa_epochs: int = 0  # 0 = off
+    swa_lr: float | None = None  # constant lr of those epochs; None = the cosine schedule runs on through them
     num_workers: int = 0
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 on CPUs that support it, AMP on CUDA)
     seed: int = 0

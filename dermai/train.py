@@ -8,8 +8,12 @@ Stages
             class-balanced sampling, model selection and early stopping on validation AUROC.
 
 Each stage has its own AdamW and one cosine schedule over all its steps with optional linear warm-up (the
-paper's code restarted its cosine half-way). Everything random is derived from the seed, the stage, the
-epoch and the batch index, so a resumed run draws exactly the batches and augmentations it would have.
+paper's code restarted its cosine half-way). Fine-tuning can end with stochastic weight averaging: the
+weights after each of the last `swa_epochs` epochs are averaged (at a constant `swa_lr` if given), batch-norm
+statistics are recomputed for the average, and it is kept if its validation AUROC beats the best epoch's.
+
+Everything random is derived from the seed, the stage, the epoch and the batch index, so a resumed run draws
+exactly the batches and augmentations it would have.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from dermai import distributed as dist_utils
@@ -48,6 +53,7 @@ from dermai.data import (
 from dermai.inference import autocast_for, default_device, forward_pixels, malignant_probability, softmax_np
 from dermai.losses import joint_loss, nt_xent, nt_xent_global
 from dermai.model import SimCLRResNet18
+from dermai.preprocess import eval_batch
 from dermai.serving import calibrate_run
 from dermai.weights import load_weights, save_weights
 
@@ -88,6 +94,16 @@ def cosine_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def stage_lr(step: int, total: int, warmup: int, lr: float, swa_start: int, swa_lr: float | None) -> float:
+    """The learning rate at a step of a stage: warm-up and one cosine, then SWA's constant rate from
+    `swa_start` when `swa_lr` is set (the cosine then ends at `swa_start`, not at `total`)."""
+    if swa_lr is None:
+        return lr * cosine_factor(step, total, warmup)
+    if step >= swa_start:
+        return swa_lr
+    return lr * cosine_factor(step, swa_start, warmup)
 
 
 def _rng(*parts: int) -> np.random.Generator:
@@ -146,6 +162,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest convolutions once
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         self.state: dict[str, Any] = {}
+        self.swa: AveragedModel | None = None  # the running weight average during SWA epochs
         if resume:
             config_path = self.run_dir / "config.json"
             if not config_path.exists() or not self.checkpoint_path.exists():
@@ -158,6 +175,13 @@ class Trainer:
             raise TrainingError(f"{self.run_dir}: holds a run already; use --resume or another --out folder")
         if cfg.stage not in (*STAGES, "both"):
             raise TrainingError(f"unknown stage {cfg.stage!r} (pretrain, finetune or both)")
+        tc = cfg.train
+        if not 0 <= tc.swa_epochs <= max(0, tc.finetune_epochs):
+            raise TrainingError(
+                f"swa_epochs must be between 0 and finetune_epochs ({tc.finetune_epochs}), got {tc.swa_epochs}"
+            )
+        if tc.swa_lr is not None and not tc.swa_lr > 0:
+            raise TrainingError(f"swa_lr must be above 0, got {tc.swa_lr}")
         self.cfg = cfg
         self.command = command or " ".join(sys.argv)
         self.init_weights = init_weights
@@ -184,8 +208,15 @@ class Trainer:
         model = SimCLRResNet18(num_classes, self.cfg.model)
         if self.init_weights:
             loaded = load_weights(self.init_weights)
-            trunk_state = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("classifier.")}
-            model.load_state_dict(trunk_state, strict=False)
+            state = loaded.model.state_dict()
+            # A fine-tuned model's classifier is trained and worth keeping when it predicts the same classes;
+            # a pretraining run's never saw a label, so the new run draws its own.
+            keep_classifier = "finetune" in loaded.meta.get("stages", []) and list(loaded.meta["classes"]) == list(
+                self.classes
+            )
+            if not keep_classifier:
+                state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+            model.load_state_dict(state, strict=False)
         return model.to(self.device).to(memory_format=torch.channels_last)
 
     # -------------------------------------------------------------------------------------------- run
@@ -219,6 +250,7 @@ class Trainer:
                     "group_key": dataset.group_key,
                 },
             )
+        self.classes = list(dataset.classes)
         model = self._build_model(len(dataset.classes))
         start_stage, start_epoch, start_batch = 0, 0, 0
         self.best_score: float | None = None
@@ -284,6 +316,14 @@ class Trainer:
         my_batches = [self.dist.rank + self.dist.world_size * i for i in range(steps)]
         total = len(my_batches) * epochs
         warmup = int(round(tc.warmup_epochs * len(my_batches)))
+        swa_first_epoch = epochs - tc.swa_epochs if stage == "finetune" and tc.swa_epochs > 0 else None
+        swa_start = len(my_batches) * swa_first_epoch if swa_first_epoch is not None else total
+        swa_lr = tc.swa_lr if swa_first_epoch is not None else None
+        self.swa = None
+        if swa_first_epoch is not None:
+            self.swa = AveragedModel(self.model)
+            if resume_state is not None and "swa_model" in resume_state:
+                self.swa.load_state_dict(resume_state["swa_model"])
         stage_id = STAGES.index(stage)
         aug_cfg = cfg.simclr_augment if stage == "pretrain" else cfg.augment
         augmenter = BatchAugmenter(aug_cfg, tc.image_size)
@@ -315,7 +355,7 @@ class Trainer:
                 b = my_batches[position]
                 step_in_stage = epoch * len(my_batches) + position
                 for group in optimizer.param_groups:
-                    group["lr"] = tc.lr * cosine_factor(step_in_stage, total, warmup)
+                    group["lr"] = stage_lr(step_in_stage, total, warmup, tc.lr, swa_start, swa_lr)
                 idx = np.sort(order[b * batch : (b + 1) * batch])
                 t_step = time.time()
                 record = self._step(
@@ -365,6 +405,9 @@ class Trainer:
                 "total_steps": self.total_steps,
                 "loss": loss_sum / max(1, len(my_batches) - first),
             }
+            if self.swa is not None and swa_first_epoch is not None and epoch >= swa_first_epoch:
+                self.swa.update_parameters(self.model)
+                epoch_record["swa_averaged"] = int(self.swa.n_averaged)
             if stage == "finetune":
                 epoch_record["train_acc"] = correct / max(1, seen)
                 epoch_record.update(self._validate())
@@ -381,7 +424,29 @@ class Trainer:
                 self._log({"kind": "early_stop", "stage": stage, "epoch": epoch, "best_score": self.best_score})
                 break
         bar.close()
+        if self.swa is not None and int(self.swa.n_averaged) > 0:
+            self._finish_swa(stage)
         return True
+
+    def _finish_swa(self, stage: str) -> None:
+        """Recompute the average's batch-norm statistics on the training images (as served: whole, resized,
+        not augmented), score it on validation, and make it the run's weights if it beats the best epoch."""
+        averaged = self.swa.module
+        pixels = self.pixels[np.sort(self.labelled_idx)]
+        mean, std = self.cfg.augment.mean, self.cfg.augment.std
+        batches = (eval_batch(np.asarray(pixels[i : i + 128]), mean, std) for i in range(0, len(pixels), 128))
+        with autocast_for(self.device, self.cfg.train.precision):
+            update_bn(batches, averaged, device=self.device)
+        record: dict[str, Any] = {"kind": "swa", "stage": stage, "epochs_averaged": int(self.swa.n_averaged)}
+        record.update(self._validate(averaged))
+        improved = self._track_best(record["val_auroc"])
+        record["best_val_auroc"] = self.best_score
+        record["kept"] = improved
+        if improved:
+            self.model.load_state_dict(averaged.state_dict())
+            if self.dist.is_main:
+                save_weights(self.model, self.run_dir / "checkpoints" / "best.safetensors", self._weights_meta(record))
+        self._log(record)
 
     def _epoch_order(self, stage: str, pool: np.ndarray, epoch: int) -> np.ndarray:
         """This epoch's image order: a permutation (pretrain) or a class-balanced draw with replacement."""
@@ -446,11 +511,13 @@ class Trainer:
         record["loss"] = float(loss.detach())
         return record
 
-    def _validate(self) -> dict[str, float]:
-        """Validation AUROC (malignant vs benign), accuracy and balanced accuracy, on un-augmented images."""
+    def _validate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """Validation AUROC (malignant vs benign), accuracy and balanced accuracy, on un-augmented images
+        (of the run's model, or of `model`)."""
         if len(self.val_idx) == 0:
             return {"val_auroc": float("nan")}
-        logits, _ = forward_pixels(self.model, self.pixels[self.val_idx], precision=self.cfg.train.precision)
+        model = model if model is not None else self.model
+        logits, _ = forward_pixels(model, self.pixels[self.val_idx], precision=self.cfg.train.precision)
         probs = softmax_np(logits)
         y = self.labels[self.val_idx]
         malignant = self.dataset.meta["malignant"].to_numpy()[self.val_idx]
@@ -486,6 +553,7 @@ class Trainer:
                 "global_step": self.steps_done,
                 "best_score": self.best_score,
                 "bad_epochs": self.bad_epochs,
+                **({"swa_model": self.swa.state_dict()} if getattr(self, "swa", None) is not None else {}),
             },
             self.checkpoint_path,
         )

@@ -29,6 +29,28 @@ with st.form("train_form"):
     seed = c4.number_input("Seed", 0, 2**31 - 1, d.seed)
     limit = c4.number_input("Limit images (0 = all)", 0, 100_000, 0, help="a stratified subset, for quick runs")
     name = c4.text_input("Run name (optional)", help="default: date-time-stage")
+    with st.expander("Optimisation and weight averaging"):
+        e1, e2, e3 = st.columns(3)
+        weight_decay = e1.number_input("Weight decay", 0.0, 1.0, d.weight_decay, 1e-4, format="%.5f")
+        warmup_epochs = e1.number_input("Warm-up epochs", 0.0, 100.0, d.warmup_epochs, 0.5)
+        label_smoothing = e2.number_input("Label smoothing", 0.0, 0.5, d.label_smoothing, 0.05)
+        swa_epochs = e3.number_input(
+            "SWA epochs (0 = off)",
+            0,
+            1000,
+            d.swa_epochs,
+            help="Average the weights of the last N fine-tuning epochs; the average is kept if it scores best "
+            "on validation",
+        )
+        swa_lr = e3.number_input(
+            "SWA learning rate (0 = cosine)",
+            0.0,
+            1.0,
+            d.swa_lr or 0.0,
+            1e-4,
+            format="%.5f",
+            help="A constant learning rate for the averaged epochs; 0 lets the cosine schedule run on",
+        )
     start = st.form_submit_button("Start training", type="primary")
 
 if start:
@@ -42,6 +64,11 @@ if start:
         "lambda_ntxent": lambda_ntxent,
         "temperature": temperature,
         "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup_epochs": warmup_epochs,
+        "label_smoothing": label_smoothing,
+        "swa_epochs": swa_epochs,
+        "swa_lr": swa_lr or None,
         "seed": seed,
         "limit": limit or None,
     }

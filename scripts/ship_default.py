@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,52 @@ def history_entry(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _last_commit_of(path: Path) -> str | None:
+    """The short hash of the commit that last changed `path`, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str, Any] | None) -> dict[str, Any]:
+    """How a candidate was trained: its runs' commands, notes and active seconds. A run that started from the
+    shipped default model (`--init-weights weights/model.safetensors`) continues that model's recipe, whose
+    own run folders may be long gone, so the shipped recipe comes first."""
+    configs = {r: json.loads((r / "config.json").read_text()) for r in runs}
+    recipe: dict[str, Any] = {
+        "script": "scripts/train_default.sh, then scripts/ship_default.py",
+        "commands": [],
+        "notes": [],
+        "training_seconds": {},
+    }
+    for run, config in configs.items():
+        init = config.get("init_weights")
+        if init and shipped_meta and Path(init).resolve() == shipped_weights.resolve():
+            parent = shipped_meta.get("recipe") or {}
+            recipe["commands"] += parent.get("commands", [])
+            recipe["notes"] += parent.get("notes", [])
+            recipe["training_seconds"].update(parent.get("training_seconds", {}))
+            commit = _last_commit_of(shipped_weights)
+            recipe["notes"].append(
+                f"{run.name} fine-tuned the default model shipped before it"
+                + (f" (commit {commit}, {shipped_weights.as_posix()})" if commit else "")
+                + ", whose recipe is the commands above it"
+            )
+        recipe["commands"].append(config["command"])
+        if config.get("note"):
+            recipe["notes"].append(config["note"])
+        recipe["training_seconds"][run.name] = round(active_seconds(run))
+    return recipe
+
+
 def improves(candidate_val_auroc: float, shipped_meta: dict[str, Any] | None) -> bool:
     """Ship only a model whose validation AUROC beats the shipped one's: weights live forever in git history,
     and the decision must not look at the test split."""
@@ -165,16 +212,7 @@ def main() -> None:
         loaded = load_weights(source)
     meta = {k: v for k, v in loaded.meta.items() if k != "format"}
     runs = [r for r in (args.pretrain_run, args.run) if r]
-    meta["recipe"] = {
-        "script": "scripts/train_default.sh, then scripts/ship_default.py",
-        "commands": [json.loads((r / "config.json").read_text())["command"] for r in runs],
-        "notes": [
-            json.loads((r / "config.json").read_text()).get("note")
-            for r in runs
-            if json.loads((r / "config.json").read_text()).get("note")
-        ],
-        "training_seconds": {r.name: round(active_seconds(r)) for r in runs},
-    }
+    meta["recipe"] = build_recipe(runs, args.out / "model.safetensors", shipped_meta)
     # The candidate is scored on validation as it would ship (fp16) before anything in `args.out` is touched.
     candidate = args.run / "ship_candidate.safetensors"
     save_weights(loaded.model, candidate, meta, extra=loaded.extra, half=True)

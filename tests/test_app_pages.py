@@ -3,6 +3,7 @@ HAM10000 copy and a tiny calibrated model, and the interactive paths work (uploa
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -144,6 +145,8 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         "Batch size": 16,
         "Image size (px)": 32,
         "Limit images (0 = all)": 64,
+        "SWA epochs (0 = off)": 3,
+        "Label smoothing": 0.1,
     }
     for widget in at.number_input:
         if widget.label in values:
@@ -159,6 +162,8 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         while not read_metrics(run) and time.time() < deadline:
             time.sleep(0.3)
         assert read_metrics(run), jobs.log_tail(run)
+        train_cfg = json.loads((run / "config.json").read_text())["config"]["train"]
+        assert (train_cfg["swa_epochs"], train_cfg["swa_lr"], train_cfg["label_smoothing"]) == (3, None, 0.1)
         at.run()  # a reload shows the job from the lock file and its metrics
         assert_clean(at)
         assert any("apptest" in p.proto.text for p in at.get("progress"))

@@ -31,6 +31,9 @@ def test_build_command_maps_form_options(tmp_path: Path) -> None:
     command = jobs.build_command("both", tmp_path / "r", {"lambda_ntxent": 0.3, "limit": None, "lr": 1e-3})
     assert command[:4] == [sys.executable, "-m", "dermai", "train"]
     assert "--lambda" in command and "--limit" not in command and command[command.index("--lr") + 1] == "0.001"
+    swa = jobs.build_command("finetune", tmp_path, {"swa_epochs": 5, "swa_lr": None, "weight_decay": 0.05})
+    assert swa[swa.index("--swa-epochs") + 1] == "5" and "--swa-lr" not in swa  # None: the cosine runs on
+    assert swa[swa.index("--weight-decay") + 1] == "0.05"
     assert jobs.build_command("pretrain", tmp_path, {}, resume=True)[-1] == "--resume"
     with pytest.raises(jobs.JobError, match="unknown stage"):
         jobs.build_command("distill", tmp_path, {})

@@ -4,6 +4,7 @@ shipped one's, and the card keeps a row for every model shipped before."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -59,3 +60,30 @@ def test_card_lists_recipes_tried_and_not_shipped(ship: ModuleType) -> None:
     lines = ship.history_lines({**shipped, "not_shipped": [tried]})
     row = next(line for line in lines if line.startswith("| not shipped"))
     assert "128 px" in row and "0.890" in row and "| n/a |" in row
+
+
+def _run_folder(root: Path, name: str, command: str, init_weights: str | None, times: list[float]) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"command": command, "init_weights": init_weights}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"time": t}) + "\n" for t in times))
+    return run
+
+
+def test_a_run_continuing_the_shipped_model_carries_its_recipe(ship: ModuleType, tmp_path: Path) -> None:
+    weights = tmp_path / "weights" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    shipped = shipped_meta(0.90, 0.907)
+    shipped["recipe"]["notes"] = ["pretraining cut short"]
+    swa = _run_folder(tmp_path, "swa", "python -m dermai finetune --swa-epochs 15", str(weights), [0.0, 60.0, 120.0])
+    recipe = ship.build_recipe([swa], weights, shipped)
+    assert recipe["commands"] == ["python -m dermai pretrain --x", "python -m dermai finetune --swa-epochs 15"]
+    assert recipe["training_seconds"] == {"a": 600, "swa": 120}
+    assert recipe["notes"][0] == "pretraining cut short" and "swa fine-tuned the default model" in recipe["notes"][1]
+    # A run from some other weights is its own recipe.
+    other = _run_folder(tmp_path, "other", "python -m dermai finetune", str(tmp_path / "x.safetensors"), [0.0, 30.0])
+    pre = _run_folder(tmp_path, "pre", "python -m dermai pretrain", None, [0.0, 700.0, 1300.0])  # a resume gap
+    recipe = ship.build_recipe([pre, other], weights, shipped)
+    assert recipe["commands"] == ["python -m dermai pretrain", "python -m dermai finetune"]
+    assert recipe["training_seconds"] == {"pre": 600, "other": 30} and recipe["notes"] == []
