@@ -28,6 +28,9 @@ def test_stage_lr_is_one_cosine_then_the_constant_swa_rate() -> None:
     assert lrs[:swa_start] == [1e-3 * cosine_factor(s, swa_start, warmup) for s in range(swa_start)]
     assert lrs[swa_start - 1] < 1e-5  # the cosine has decayed by the time averaging starts
     assert set(lrs[swa_start:]) == {2e-4}
+    # Averaging from the first step (a run continuing a trained model) still warms up to the SWA rate.
+    warm = [stage_lr(s, total, warmup, 1e-3, 0, 2e-4) for s in range(7)]
+    assert warm == pytest.approx([2e-4 * (s + 1) / 5 for s in range(5)] + [2e-4, 2e-4])
     # Without an SWA rate the cosine runs over the whole stage, as in a run without SWA.
     assert [stage_lr(s, total, warmup, 1e-3, swa_start, None) for s in range(total)] == [
         1e-3 * cosine_factor(s, total, warmup) for s in range(total)
