@@ -170,8 +170,9 @@ def _series(records: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tup
 
 def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
     """Training curves from metrics.jsonl lines: loss parts (loss, ce, ntxent) per step on the left,
-    validation AUROC / accuracy and train accuracy per epoch on the right, one line per stage. Missing keys
-    are skipped; a record without "kind" counts as a step record."""
+    validation AUROC / accuracy and train accuracy per epoch on the right, one line per stage, and a star for
+    a stochastic weight average's validation AUROC. Missing keys are skipped; a record without "kind" counts
+    as a step record."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per step", "per epoch"))
     stages = list(dict.fromkeys(r.get("stage", "train") for r in records))
     for stage in stages:
@@ -185,6 +186,21 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
                 xs, ys = _series(rows, x_key, key)
                 if ys:
                     fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=f"{stage} {key}"), row=1, col=col)
+    for swa in (r for r in records if r.get("kind") == "swa" and r.get("val_auroc") is not None):
+        # The weight average belongs to no single epoch: a star after the last one it averaged.
+        epochs = [r["epoch"] for r in records if r.get("kind") == "epoch" and r.get("stage") == swa.get("stage")]
+        verdict = "kept" if swa.get("kept") else "not kept"
+        fig.add_trace(
+            go.Scatter(
+                x=[(max(epochs) if epochs else 0) + 0.5],
+                y=[swa["val_auroc"]],
+                mode="markers",
+                marker={"symbol": "star", "size": 14},
+                name=f"weight average of {swa.get('epochs_averaged', '?')} epochs: val_auroc ({verdict})",
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
     fig.update_layout(title="Training curves")

@@ -117,3 +117,16 @@ def test_training_curves_figure_tolerates_missing_keys():
     assert list(by_name["finetune val_auroc"].x) == [0, 1]
     assert by_name["finetune val_auroc"].xaxis == "x2"
     assert len(training_curves_figure([]).data) == 0
+
+
+def test_training_curves_mark_the_weight_average_after_its_last_epoch():
+    records = [
+        {"stage": "finetune", "kind": "epoch", "epoch": 0, "val_auroc": 0.80},
+        {"stage": "finetune", "kind": "epoch", "epoch": 1, "val_auroc": 0.82},
+        {"stage": "finetune", "kind": "swa", "epochs_averaged": 2, "val_auroc": 0.85, "kept": True},
+    ]
+    star = training_curves_figure(records).data[-1]
+    assert star.name == "weight average of 2 epochs: val_auroc (kept)"
+    assert list(star.x) == [1.5] and list(star.y) == [0.85] and star.xaxis == "x2"
+    records[-1]["kept"] = False
+    assert training_curves_figure(records).data[-1].name.endswith("(not kept)")
