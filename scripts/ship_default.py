@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
 from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
-from dermai.ood import OODStats, is_blank, ood_scores  # noqa: E402
+from dermai.ood import OODStats, is_blank, is_noise, ood_scores  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
 from dermai.serving import fit_serving  # noqa: E402
 from dermai.weights import load_weights, save_weights  # noqa: E402
@@ -82,7 +82,7 @@ def ood_acceptance(weights: Path, test_rows: Any) -> dict[str, Any]:
     pixels = load_pixels(list(test_rows["path"]), int(loaded.meta["image_size"]))
     _, features = forward_pixels(loaded.model, pixels, with_features=True)
     scores = ood_scores(features, stats)
-    lesion_flagged = (scores > stats.threshold) | np.array([is_blank(p) for p in pixels])
+    lesion_flagged = (scores > stats.threshold) | np.array([is_blank(p) or is_noise(p) for p in pixels])
     return {
         "non_dermoscopy_flagged": int(sum(flagged.values())),
         "non_dermoscopy_total": len(flagged),

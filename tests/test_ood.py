@@ -4,13 +4,16 @@ trip through the weights file's tensors and JSON."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dermai.model import SimCLRResNet18
-from dermai.ood import OODStats, fit_ood, is_blank, ood_scores
+from dermai.ood import NOISE_CORRELATION, OODStats, fit_ood, is_blank, is_noise, neighbour_correlation, ood_scores
+from dermai.preprocess import resize_square
 from dermai.weights import load_weights, save_weights
 
 D = 64
@@ -81,3 +84,17 @@ def test_blank_images() -> None:
         np.full((32, 32, 3), 128, np.uint8) + np.random.default_rng(0).integers(0, 2, (32, 32, 3)).astype(np.uint8)
     )
     assert not is_blank(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
+
+def test_noise_frames_are_told_from_dermoscopy_photos(ham_root: Path) -> None:
+    rng = np.random.default_rng(0)
+    noise = [
+        rng.integers(0, 256, (150, 200, 3), dtype=np.uint8),
+        rng.normal(128, 40, (150, 200, 3)).clip(0, 255).astype(np.uint8),
+        rng.integers(0, 256, (96, 96, 3), dtype=np.uint8),
+    ]
+    assert all(is_noise(img) for img in noise)
+    assert not is_noise(np.full((96, 96, 3), 128, np.uint8))  # flat is is_blank's case, not noise
+    paths = sorted((ham_root / "images").glob("*.jpg"))[::50]  # 200 lesions, at the shipped model's 96 px
+    correlations = [neighbour_correlation(resize_square(Image.open(p), 96)) for p in paths]
+    assert len(correlations) >= 150 and min(correlations) > NOISE_CORRELATION + 0.1

@@ -83,7 +83,7 @@ def test_a_run_continuing_the_shipped_model_carries_its_recipe(ship: ModuleType,
     assert recipe["notes"][0] == "pretraining cut short" and "swa fine-tuned the default model" in recipe["notes"][1]
     # A run from some other weights is its own recipe.
     other = _run_folder(tmp_path, "other", "python -m dermai finetune", str(tmp_path / "x.safetensors"), [0.0, 30.0])
-    pre = _run_folder(tmp_path, "pre", "python -m dermai pretrain", None, [0.0, 700.0, 1300.0])  # a resume gap
+    pre = _run_folder(tmp_path, "pre", "python -m dermai pretrain", None, [0.0, 300.0, 1000.0, 1300.0])  # a resume
     recipe = ship.build_recipe([pre, other], weights, shipped)
     assert recipe["commands"] == ["python -m dermai pretrain", "python -m dermai finetune"]
     assert recipe["training_seconds"] == {"pre": 600, "other": 30} and recipe["notes"] == []
