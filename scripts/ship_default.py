@@ -191,14 +191,44 @@ def record_not_shipped(out: Path, shipped_meta: dict[str, Any], candidate_meta: 
         tmp.write_text(card)
 
 
+def refresh_ood(out: Path, data: str | None) -> None:
+    """Re-measure the shipped model's OOD acceptance with the current gate; its other figures are kept."""
+    target = out / "model.safetensors"
+    shipped = load_weights(target)
+    dataset = weights_dataset(shipped.meta, data)
+    ood = ood_acceptance(target, dataset.meta[dataset.meta["split"] == "test"])
+    meta = {k: v for k, v in shipped.meta.items() if k != "format"}
+    meta["ood_acceptance"] = ood
+    write_json_atomic(out / "model.json", meta)
+    report = json.loads((out / "test_report.json").read_text())
+    report["ood_acceptance"] = ood
+    write_json_atomic(out / "test_report.json", report)
+    with atomic_target(out / "MODEL_CARD.md") as tmp:
+        tmp.write_text(model_card(meta, report, ood))
+    print(
+        f"non-dermoscopy flagged {ood['non_dermoscopy_flagged']}/{ood['non_dermoscopy_total']}, "
+        f"test lesions passing {ood['test_lesions_passing']:.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--run", type=Path, required=True, help="the fine-tuning run folder")
+    parser.add_argument("--run", type=Path, help="the fine-tuning run folder (required unless --refresh-ood)")
     parser.add_argument("--pretrain-run", type=Path, help="the SimCLR pretraining run it started from")
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument("--data", default=None)
     parser.add_argument("--force", action="store_true", help="ship even if validation AUROC does not improve")
+    parser.add_argument(
+        "--refresh-ood",
+        action="store_true",
+        help="re-measure the shipped model's OOD gate (after a change to it) and rewrite the card; trains nothing",
+    )
     args = parser.parse_args()
+    if args.refresh_ood:
+        refresh_ood(args.out, args.data)
+        return
+    if args.run is None:
+        parser.error("--run is required")
     shipped_json = args.out / "model.json"
     shipped_meta = json.loads(shipped_json.read_text()) if shipped_json.exists() else None
     old_report = args.out / "test_report.json"
