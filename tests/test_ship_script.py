@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -87,3 +88,24 @@ def test_a_run_continuing_the_shipped_model_carries_its_recipe(ship: ModuleType,
     recipe = ship.build_recipe([pre, other], weights, shipped)
     assert recipe["commands"] == ["python -m dermai pretrain", "python -m dermai finetune"]
     assert recipe["training_seconds"] == {"pre": 600, "other": 30} and recipe["notes"] == []
+
+
+def test_refresh_ood_rewrites_the_gate_figures_and_nothing_else(
+    ship: ModuleType, ham_root: Path, tmp_path: Path
+) -> None:
+    shipped = SCRIPT.parent.parent / "weights"
+    out = tmp_path / "weights"
+    shutil.copytree(shipped, out)
+    before = json.loads((out / "model.json").read_text())
+    ship.refresh_ood(out, str(ham_root))
+    after = json.loads((out / "model.json").read_text())
+    ood = after["ood_acceptance"]
+    assert all(ood["per_image"][name] for name in ("flat_0", "flat_255", "noise_uniform", "noise_gaussian"))
+    assert ood["test_lesions_passing"] > 0.95
+    assert {k: v for k, v in after.items() if k != "ood_acceptance"} == {
+        k: v for k, v in before.items() if k != "ood_acceptance"
+    }
+    assert json.loads((out / "test_report.json").read_text())["ood_acceptance"] == ood
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"flagged: {ood['non_dermoscopy_flagged']} of {ood['non_dermoscopy_total']}" in card
+    assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
