@@ -129,3 +129,10 @@ def neighbour_correlation(pixels: np.ndarray) -> float:
 def is_noise(pixels: np.ndarray) -> bool:
     """True for a (H, W, 3) uint8 image whose neighbouring pixels barely correlate: noise, not a photograph."""
     return neighbour_correlation(pixels) < NOISE_CORRELATION
+
+
+def pixel_verdict(pixels: np.ndarray) -> str | None:
+    """ "blank" or "noise" for an image with nothing to assess, whatever its features say; None otherwise."""
+    if is_blank(pixels):
+        return "blank"
+    return "noise" if is_noise(pixels) else None

@@ -21,7 +21,7 @@ from dermai.config import IMAGENET_MEAN, IMAGENET_STD
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
 from dermai.intake import IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
-from dermai.ood import OODStats, is_blank, is_noise, ood_scores
+from dermai.ood import OODStats, ood_scores, pixel_verdict
 from dermai.preprocess import resize_square
 from dermai.weights import LoadedWeights, load_weights
 
@@ -118,14 +118,13 @@ class Predictor:
         p_mal = float(malignant_probability(probs, self.classes)[0])
         tier, meaning, sens, spec = self._tier(p_mal)
         notes = list(intake.warnings)
-        blank = is_blank(pixels)
-        noise = not blank and is_noise(pixels)
+        verdict = pixel_verdict(pixels)
         stats = self.ood_stats
         score = None if stats is None else float(ood_scores(features, stats)[0])
-        ood = True if blank or noise else (None if stats is None or score is None else score > stats.threshold)
-        if blank:
+        ood = True if verdict else (None if stats is None or score is None else score > stats.threshold)
+        if verdict == "blank":
             notes.append("the image is a single flat colour: there is nothing to assess")
-        elif noise:
+        elif verdict == "noise":
             notes.append("the image looks like random noise, not a photograph: there is nothing to assess")
         elif ood:
             notes.append(

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from dermai import distributed as dist_utils
 from dermai.augment import BatchAugmenter
-from dermai.config import RunConfig, run_config_from_dict, to_dict
+from dermai.config import AugmentConfig, RunConfig, run_config_from_dict, to_dict
 from dermai.data import (
     Dataset,
     atomic_target,
@@ -104,6 +104,20 @@ def stage_lr(step: int, total: int, warmup: int, lr: float, swa_start: int, swa_
     if step >= swa_start:
         return swa_lr * (cosine_factor(step, total, warmup) if step < warmup else 1.0)  # warm-up still applies
     return lr * cosine_factor(step, swa_start, warmup)
+
+
+def recompute_batchnorm(
+    model: nn.Module, pixels: np.ndarray, order: np.ndarray, augment: AugmentConfig, precision: str = "auto"
+) -> None:
+    """Reset `model`'s batch-norm statistics and re-estimate them over `pixels[order]`, whole and
+    un-augmented as served (a weight average's own statistics are not the average of its epochs')."""
+    order = np.sort(order)
+    batches = (
+        eval_batch(np.asarray(pixels[order[i : i + 128]]), augment.mean, augment.std) for i in range(0, len(order), 128)
+    )
+    device = next(model.parameters()).device
+    with autocast_for(device, precision):
+        update_bn(batches, model, device=device)
 
 
 def _rng(*parts: int) -> np.random.Generator:
@@ -212,7 +226,7 @@ class Trainer:
             # A fine-tuned model's classifier is trained and worth keeping when it predicts the same classes;
             # a pretraining run's never saw a label, so the new run draws its own.
             keep_classifier = "finetune" in loaded.meta.get("stages", []) and list(loaded.meta["classes"]) == list(
-                self.classes
+                self.dataset.classes
             )
             if not keep_classifier:
                 state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
@@ -250,7 +264,6 @@ class Trainer:
                     "group_key": dataset.group_key,
                 },
             )
-        self.classes = list(dataset.classes)
         model = self._build_model(len(dataset.classes))
         start_stage, start_epoch, start_batch = 0, 0, 0
         self.best_score: float | None = None
@@ -316,14 +329,12 @@ class Trainer:
         my_batches = [self.dist.rank + self.dist.world_size * i for i in range(steps)]
         total = len(my_batches) * epochs
         warmup = int(round(tc.warmup_epochs * len(my_batches)))
-        swa_first_epoch = epochs - tc.swa_epochs if stage == "finetune" and tc.swa_epochs > 0 else None
-        swa_start = len(my_batches) * swa_first_epoch if swa_first_epoch is not None else total
-        swa_lr = tc.swa_lr if swa_first_epoch is not None else None
-        self.swa = None
-        if swa_first_epoch is not None:
-            self.swa = AveragedModel(self.model)
-            if resume_state is not None and "swa_model" in resume_state:
-                self.swa.load_state_dict(resume_state["swa_model"])
+        swa_first_epoch = epochs - tc.swa_epochs if stage == "finetune" else epochs  # == epochs: no averaging
+        swa_start = len(my_batches) * swa_first_epoch
+        swa_lr = tc.swa_lr if swa_first_epoch < epochs else None
+        self.swa = AveragedModel(self.model) if swa_first_epoch < epochs else None
+        if self.swa is not None and resume_state is not None and "swa_model" in resume_state:
+            self.swa.load_state_dict(resume_state["swa_model"])
         stage_id = STAGES.index(stage)
         aug_cfg = cfg.simclr_augment if stage == "pretrain" else cfg.augment
         augmenter = BatchAugmenter(aug_cfg, tc.image_size)
@@ -405,7 +416,7 @@ class Trainer:
                 "total_steps": self.total_steps,
                 "loss": loss_sum / max(1, len(my_batches) - first),
             }
-            if self.swa is not None and swa_first_epoch is not None and epoch >= swa_first_epoch:
+            if self.swa is not None and epoch >= swa_first_epoch:
                 self.swa.update_parameters(self.model)
                 epoch_record["swa_averaged"] = int(self.swa.n_averaged)
             if stage == "finetune":
@@ -437,13 +448,8 @@ class Trainer:
         proportions (two thirds naevi) cost 0.035 validation AUROC (scripts/swa_batchnorm.py): the layers after
         each batch norm learned on balanced batches."""
         averaged = self.swa.module
-        order = np.sort(self._epoch_order(stage, self.labelled_idx, self.cfg.train.finetune_epochs))
-        mean, std = self.cfg.augment.mean, self.cfg.augment.std
-        batches = (
-            eval_batch(np.asarray(self.pixels[order[i : i + 128]]), mean, std) for i in range(0, len(order), 128)
-        )
-        with autocast_for(self.device, self.cfg.train.precision):
-            update_bn(batches, averaged, device=self.device)
+        order = self._epoch_order(stage, self.labelled_idx, self.cfg.train.finetune_epochs)
+        recompute_batchnorm(averaged, self.pixels, order, self.cfg.augment, self.cfg.train.precision)
         record: dict[str, Any] = {"kind": "swa", "stage": stage, "epochs_averaged": int(self.swa.n_averaged)}
         record.update(self._validate(averaged))
         improved = self._track_best(record["val_auroc"])
@@ -560,7 +566,7 @@ class Trainer:
                 "global_step": self.steps_done,
                 "best_score": self.best_score,
                 "bad_epochs": self.bad_epochs,
-                **({"swa_model": self.swa.state_dict()} if getattr(self, "swa", None) is not None else {}),
+                **({"swa_model": self.swa.state_dict()} if self.swa is not None else {}),
             },
             self.checkpoint_path,
         )

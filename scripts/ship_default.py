@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
 from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
-from dermai.ood import OODStats, is_blank, is_noise, ood_scores  # noqa: E402
+from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
 from dermai.serving import fit_serving  # noqa: E402
 from dermai.weights import load_weights, save_weights  # noqa: E402
@@ -82,7 +82,7 @@ def ood_acceptance(weights: Path, test_rows: Any) -> dict[str, Any]:
     pixels = load_pixels(list(test_rows["path"]), int(loaded.meta["image_size"]))
     _, features = forward_pixels(loaded.model, pixels, with_features=True)
     scores = ood_scores(features, stats)
-    lesion_flagged = (scores > stats.threshold) | np.array([is_blank(p) or is_noise(p) for p in pixels])
+    lesion_flagged = (scores > stats.threshold) | np.array([pixel_verdict(p) is not None for p in pixels])
     return {
         "non_dermoscopy_flagged": int(sum(flagged.values())),
         "non_dermoscopy_total": len(flagged),
@@ -184,11 +184,14 @@ def record_not_shipped(out: Path, shipped_meta: dict[str, Any], candidate_meta: 
     entry = {**history_entry(candidate_meta), "shipped": False}
     entry.update(test_auroc=None, test_balanced_accuracy=None, test_refer_sensitivity=None, test_refer_specificity=None)
     shipped_meta = {**shipped_meta, "not_shipped": [*shipped_meta.get("not_shipped", []), entry]}
-    write_json_atomic(out / "model.json", shipped_meta)
-    report = json.loads((out / "test_report.json").read_text())
-    card = model_card(shipped_meta, report, shipped_meta["ood_acceptance"])
+    rewrite_shipped_meta(out, shipped_meta, json.loads((out / "test_report.json").read_text()))
+
+
+def rewrite_shipped_meta(out: Path, meta: dict[str, Any], report: dict[str, Any]) -> None:
+    """Rewrite the shipped model's JSON and its card (generated from that JSON); the weights stay as they are."""
+    write_json_atomic(out / "model.json", meta)
     with atomic_target(out / "MODEL_CARD.md") as tmp:
-        tmp.write_text(card)
+        tmp.write_text(model_card(meta, report, meta["ood_acceptance"]))
 
 
 def refresh_ood(out: Path, data: str | None) -> None:
@@ -199,12 +202,10 @@ def refresh_ood(out: Path, data: str | None) -> None:
     ood = ood_acceptance(target, dataset.meta[dataset.meta["split"] == "test"])
     meta = {k: v for k, v in shipped.meta.items() if k != "format"}
     meta["ood_acceptance"] = ood
-    write_json_atomic(out / "model.json", meta)
     report = json.loads((out / "test_report.json").read_text())
     report["ood_acceptance"] = ood
     write_json_atomic(out / "test_report.json", report)
-    with atomic_target(out / "MODEL_CARD.md") as tmp:
-        tmp.write_text(model_card(meta, report, ood))
+    rewrite_shipped_meta(out, meta, report)
     print(
         f"non-dermoscopy flagged {ood['non_dermoscopy_flagged']}/{ood['non_dermoscopy_total']}, "
         f"test lesions passing {ood['test_lesions_passing']:.3f}"

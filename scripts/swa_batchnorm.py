@@ -13,13 +13,12 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -27,11 +26,13 @@ from dermai.config import run_config_from_dict  # noqa: E402
 from dermai.data import class_balanced_weights  # noqa: E402
 from dermai.inference import forward_pixels, malignant_probability, softmax_np  # noqa: E402
 from dermai.model import SimCLRResNet18  # noqa: E402
-from dermai.preprocess import eval_batch  # noqa: E402
-from dermai.train import prepare_data  # noqa: E402
+from dermai.train import prepare_data, recompute_batchnorm  # noqa: E402
 
 
 def main(run: Path) -> None:
+    for needed in ("config.json", "checkpoints/last.pt"):
+        if not (run / needed).is_file():
+            raise SystemExit(f"{run}: no {needed} here (a fine-tuning run folder with its checkpoint is needed)")
     cfg = run_config_from_dict(json.loads((run / "config.json").read_text())["config"])
     dataset, pixels = prepare_data(cfg)
     meta = dataset.meta
@@ -51,18 +52,13 @@ def main(run: Path) -> None:
         logits, _ = forward_pixels(model, pixels[val], precision=cfg.train.precision)
         return float(roc_auc_score(malignant, malignant_probability(softmax_np(logits), dataset.classes)))
 
-    def batches(order: np.ndarray) -> Iterator[torch.Tensor]:
-        order = np.sort(order)
-        for i in range(0, len(order), 128):
-            yield eval_batch(np.asarray(pixels[order[i : i + 128]]), cfg.augment.mean, cfg.augment.std)
-
     labels = meta["label"].to_numpy()[train]
     weights = class_balanced_weights(labels)
     balanced = np.random.default_rng(0).choice(train, size=len(train), replace=True, p=weights / weights.sum())
     print(f"last epoch, its running statistics: {val_auroc(last):.4f}")
     for name, order in (("the natural class mix", train), ("a class-balanced draw", balanced)):
         model = copy.deepcopy(averaged.module)
-        update_bn(batches(order), model)
+        recompute_batchnorm(model, pixels, order, cfg.augment, cfg.train.precision)
         print(f"average of {int(averaged.n_averaged)} epochs, statistics on {name}: {val_auroc(model):.4f}")
     model = copy.deepcopy(averaged.module)
     state = model.state_dict()
