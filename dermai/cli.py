@@ -61,6 +61,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
     p.add_argument("--num-workers", type=int, default=d.num_workers)
     p.add_argument("--init-weights", help="start from these dermai weights (e.g. a pretrain run's model)")
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        help="seed of initialisation, sampling and augmentation only (default: --seed); the split stays --seed's",
+    )
+    p.add_argument(
+        "--reset-classifier",
+        action="store_true",
+        help="with --init-weights from a fine-tuned model: keep its trunk, draw a fresh classifier",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -129,6 +139,13 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--ood-percentile", type=float, default=99.0)
     calibrate.add_argument("--tta", action="store_true")
 
+    ensemble = sub.add_parser("ensemble", help="serve fine-tuned models as one (mean logits), calibrated on validation")
+    ensemble.add_argument("members", nargs="+", help="two or more weights files trained on the same split")
+    ensemble.add_argument("--out", required=True, help="folder for the ensemble's model.safetensors (new)")
+    ensemble.add_argument("--data", help="data folder (default: the one in the members' config)")
+    ensemble.add_argument("--manifest", help="the members' split manifest (default: rebuilt from their config)")
+    ensemble.add_argument("--tta", action="store_true", help="fit calibration on test-time-augmented logits")
+
     experiment = sub.add_parser("experiment", help="research experiments")
     experiment_sub = experiment.add_subparsers(dest="experiment", metavar="NAME", required=True)
     label = experiment_sub.add_parser("label-efficiency", help="SimCLR pretraining vs random init per label fraction")
@@ -163,7 +180,8 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     t.lambda_ntxent, t.temperature, t.label_smoothing = args.lambda_ntxent, args.temperature, args.label_smoothing
     t.early_stopping_patience, t.balanced_sampling = args.patience, not args.no_balanced_sampling
     t.swa_epochs, t.swa_lr = args.swa_epochs, args.swa_lr
-    t.precision, t.num_workers, t.seed = args.precision, args.num_workers, args.seed
+    t.precision, t.num_workers = args.precision, args.num_workers
+    t.seed = args.seed if args.train_seed is None else args.train_seed
     return cfg
 
 
@@ -199,6 +217,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         command="python -m dermai " + " ".join(sys.argv[1:]),
         init_weights=args.init_weights,
+        reset_classifier=args.reset_classifier,
     )
     if os.environ.get("RANK", "0") != "0":
         return 0 if result.status == "finished" else 3
@@ -247,6 +266,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         tta=args.tta,
     )
     print(json.dumps(fitted, indent=2, default=str))
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from dermai.ensemble import write_ensemble
+    from dermai.serving import fit_serving
+
+    target = write_ensemble(args.members, args.out, "python -m dermai " + " ".join(sys.argv[1:]))
+    fitted = fit_serving(target, args.data, manifest=args.manifest, tta=args.tta)
+    print(json.dumps({"weights": str(target), "val_auroc": fitted["val_metrics"]["val_auroc"]}))
     return 0
 
 
@@ -317,6 +346,7 @@ COMMANDS = {
     "finetune": _cmd_train,
     "evaluate": _cmd_evaluate,
     "calibrate": _cmd_calibrate,
+    "ensemble": _cmd_ensemble,
     "experiment": _cmd_experiment,
 }
 

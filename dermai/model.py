@@ -56,6 +56,11 @@ class SimCLRResNet18(nn.Module):
         """The trunk's last block: Grad-CAM's default target layer."""
         return self.trunk.layer4[-1]
 
+    @property
+    def cam_layers(self) -> list[nn.Module]:
+        """Grad-CAM's target layers (one here; an ensemble has one per member)."""
+        return [self.cam_layer]
+
 
 def load_torchvision_trunk(model: SimCLRResNet18, path: str | Path) -> None:
     """Initialise the trunk from a local torchvision-format resnet18 checkpoint (.safetensors, or a

@@ -78,8 +78,8 @@ class SaliencyExplainer:
         self.classes = list(classes) if classes is not None else None
         self.temperature = temperature
         self.mean, self.std = tuple(mean), tuple(std)
-        layer = target_layer if target_layer is not None else model.cam_layer
-        self.cam = CAM_METHODS[method](model=model, target_layers=[layer])
+        layers = [target_layer] if target_layer is not None else list(model.cam_layers)
+        self.cam = CAM_METHODS[method](model=model, target_layers=layers)
         self.cam.activations_and_grads.release()  # hooks are attached per call, see module docstring
         if method == "scorecam":
             self.cam.batch_size = 64  # the library's default of 16 means 32 small forward passes per call

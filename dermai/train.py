@@ -162,6 +162,7 @@ class Trainer:
         command: str | None = None,
         progress: bool = False,
         init_weights: str | None = None,
+        reset_classifier: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.callback = callback
@@ -185,6 +186,7 @@ class Trainer:
             cfg = run_config_from_dict(saved["config"])
             command = saved.get("command", command)
             init_weights = saved.get("init_weights", init_weights)
+            reset_classifier = saved.get("reset_classifier", reset_classifier)
         elif self.checkpoint_path.exists():
             raise TrainingError(f"{self.run_dir}: holds a run already; use --resume or another --out folder")
         if cfg.stage not in (*STAGES, "both"):
@@ -199,6 +201,7 @@ class Trainer:
         self.cfg = cfg
         self.command = command or " ".join(sys.argv)
         self.init_weights = init_weights
+        self.reset_classifier = reset_classifier
         self.stages = STAGES if cfg.stage == "both" else (cfg.stage,)
         self.resume = resume
 
@@ -222,16 +225,39 @@ class Trainer:
         model = SimCLRResNet18(num_classes, self.cfg.model)
         if self.init_weights:
             loaded = load_weights(self.init_weights)
+            if not isinstance(loaded.model, SimCLRResNet18):
+                raise TrainingError(f"{self.init_weights}: an ensemble cannot initialise a run; pass one member")
+            self._check_same_split(loaded.meta)
             state = loaded.model.state_dict()
             # A fine-tuned model's classifier is trained and worth keeping when it predicts the same classes;
-            # a pretraining run's never saw a label, so the new run draws its own.
-            keep_classifier = "finetune" in loaded.meta.get("stages", []) and list(loaded.meta["classes"]) == list(
-                self.dataset.classes
+            # a pretraining run's never saw a label, so the new run draws its own. `reset_classifier` draws a
+            # fresh one anyway: a second fine-tune from the same trunk then lands elsewhere (an ensemble member).
+            keep_classifier = (
+                not self.reset_classifier
+                and "finetune" in loaded.meta.get("stages", [])
+                and list(loaded.meta["classes"]) == list(self.dataset.classes)
             )
             if not keep_classifier:
                 state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
             model.load_state_dict(state, strict=False)
         return model.to(self.device).to(memory_format=torch.channels_last)
+
+    def _check_same_split(self, init_meta: dict[str, Any]) -> None:
+        """Refuse initial weights trained on another split of the same data: their trunk has seen this run's
+        validation or test images, and every figure measured on them would be inflated. (A different label
+        fraction of the same split is fine: the label-efficiency experiment starts each fraction that way.)"""
+        if init_meta.get("manifest_sha256") == manifest_checksum(self.dataset):
+            return
+        theirs = (init_meta.get("config") or {}).get("data") or {}
+        mine = to_dict(self.cfg.data)
+        differ = [k for k in ("seed", "val_fraction", "test_fraction", "limit", "manifest") if theirs.get(k) != mine[k]]
+        if theirs and differ:
+            field = differ[0]
+            raise TrainingError(
+                f"{self.init_weights}: trained on another split ({field} {theirs.get(field)!r}, this run "
+                f"{mine[field]!r}), so it has seen this run's validation or test images; keep the split "
+                "(--seed, --manifest) and vary --train-seed instead"
+            )
 
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:
@@ -258,6 +284,7 @@ class Trainer:
                     "config": to_dict(cfg),
                     "command": self.command,
                     "init_weights": self.init_weights,
+                    "reset_classifier": self.reset_classifier,
                     "manifest_sha256": manifest_checksum(dataset),
                     "classes": list(dataset.classes),
                     "mode": dataset.mode,

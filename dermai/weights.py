@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from dermai.config import ModelConfig
 from dermai.data import atomic_target, write_json_atomic
+from dermai.ensemble import EnsembleModel
 from dermai.model import SimCLRResNet18
 
 FORMAT = "dermai-weights/1"
@@ -33,7 +34,7 @@ class WeightsError(ValueError):
 class LoadedWeights:
     """A ready model plus its metadata and extra tensors."""
 
-    model: SimCLRResNet18
+    model: SimCLRResNet18 | EnsembleModel
     meta: dict[str, Any]
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     path: Path = DEFAULT_WEIGHTS
@@ -53,7 +54,7 @@ def resolve_weights_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def save_weights(
-    model: SimCLRResNet18,
+    model: SimCLRResNet18 | EnsembleModel,
     path: str | os.PathLike[str],
     meta: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
@@ -97,8 +98,14 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
         raise WeightsError(f"{weights}: unreadable safetensors file ({exc})") from exc
     extra = {k[len(EXTRA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
-    model_cfg = ModelConfig(**{k: v for k, v in meta.get("model", {}).items() if k != "init_checkpoint"})
-    model = SimCLRResNet18(len(meta["classes"]), model_cfg)
+    model_fields = meta.get("model", {})
+    model_cfg = ModelConfig(**{k: v for k, v in model_fields.items() if k not in ("init_checkpoint", "members")})
+    members = int(model_fields.get("members", 1))
+    model: SimCLRResNet18 | EnsembleModel = (
+        EnsembleModel([SimCLRResNet18(len(meta["classes"]), model_cfg) for _ in range(members)])
+        if members > 1
+        else SimCLRResNet18(len(meta["classes"]), model_cfg)
+    )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -133,34 +133,54 @@ def _last_commit_of(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+def member_run(weights: Path) -> Path:
+    """The run folder that wrote a weights file (`run/model.safetensors` or `run/checkpoints/best.safetensors`)."""
+    folder = weights.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str, Any] | None) -> dict[str, Any]:
     """How a candidate was trained: its runs' commands, notes and active seconds. A run that started from the
     shipped default model (`--init-weights weights/model.safetensors`) continues that model's recipe, whose
-    own run folders may be long gone, so the shipped recipe comes first."""
-    configs = {r: json.loads((r / "config.json").read_text()) for r in runs}
+    own run folders may be long gone, so the shipped recipe comes first. An ensemble folder (`python -m dermai
+    ensemble`) lists its members' recipes, then its own command."""
     recipe: dict[str, Any] = {
         "script": "scripts/train_default.sh, then scripts/ship_default.py",
         "commands": [],
         "notes": [],
         "training_seconds": {},
     }
-    for run, config in configs.items():
+    commit = _last_commit_of(shipped_weights)
+    shipped_origin = f" (commit {commit}, {shipped_weights.as_posix()})" if commit else ""
+
+    def add_shipped(note: str) -> None:
+        parent = (shipped_meta or {}).get("recipe") or {}
+        recipe["commands"].extend(c for c in parent.get("commands", []) if c not in recipe["commands"])
+        recipe["notes"].extend(n for n in parent.get("notes", []) if n not in recipe["notes"])
+        recipe["training_seconds"].update(parent.get("training_seconds", {}))
+        recipe["notes"].append(note)
+
+    def add_run(run: Path) -> None:
+        config = json.loads((run / "config.json").read_text())
         init = config.get("init_weights")
         if init and shipped_meta and Path(init).resolve() == shipped_weights.resolve():
-            parent = shipped_meta.get("recipe") or {}
-            recipe["commands"] += parent.get("commands", [])
-            recipe["notes"] += parent.get("notes", [])
-            recipe["training_seconds"].update(parent.get("training_seconds", {}))
-            commit = _last_commit_of(shipped_weights)
-            recipe["notes"].append(
-                f"{run.name} fine-tuned the default model shipped before it"
-                + (f" (commit {commit}, {shipped_weights.as_posix()})" if commit else "")
-                + ", whose recipe is the commands above it"
+            add_shipped(
+                f"{run.name} fine-tuned the default model shipped before it{shipped_origin}, "
+                "whose recipe is the commands above it"
             )
+        for member in config.get("members", []):
+            if shipped_meta and Path(member).resolve() == shipped_weights.resolve():
+                add_shipped(f"{run.name}'s member {member} is the default model shipped before it{shipped_origin}")
+            else:
+                add_run(member_run(Path(member)))
         recipe["commands"].append(config["command"])
         if config.get("note"):
             recipe["notes"].append(config["note"])
-        recipe["training_seconds"][run.name] = round(active_seconds(run))
+        if (run / "metrics.jsonl").exists():
+            recipe["training_seconds"][run.name] = round(active_seconds(run))
+
+    for run in runs:
+        add_run(run)
     return recipe
 
 
@@ -244,6 +264,10 @@ def main() -> None:
     meta = {k: v for k, v in loaded.meta.items() if k != "format"}
     runs = [r for r in (args.pretrain_run, args.run) if r]
     meta["recipe"] = build_recipe(runs, args.out / "model.safetensors", shipped_meta)
+    for member in meta.get("ensemble", []):  # the shipped file is about to be replaced: name its commit
+        if Path(member["weights"]).resolve() == (args.out / "model.safetensors").resolve():
+            commit = _last_commit_of(args.out / "model.safetensors")
+            member["weights"] += f" as of commit {commit}" if commit else " (the model shipped before)"
     # The candidate is scored on validation as it would ship (fp16) before anything in `args.out` is touched.
     candidate = args.run / "ship_candidate.safetensors"
     save_weights(loaded.model, candidate, meta, extra=loaded.extra, half=True)
@@ -340,6 +364,26 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def ensemble_lines(meta: dict[str, Any]) -> list[str]:
+    """The card's description of an ensemble's members (nothing for a single model)."""
+    members = meta.get("ensemble") or []
+    if not members:
+        return []
+    lines = [
+        f"An **ensemble of {len(members)} such networks**, trained on the same split: their logits are averaged"
+        " before the temperature and prior; the OOD gate reads their features side by side and Grad-CAM averages"
+        " their maps. Members (validation AUROC of each alone):",
+    ]
+    for i, member in enumerate(members):
+        auroc = member.get("val_auroc")
+        lines.append(
+            f"{i + 1}. `{member['weights']}`"
+            + (f", val AUROC {auroc:.3f}" if auroc is not None else "")
+            + (f": `{member['command']}`" if member.get("command") else "")
+        )
+    return [*lines, ""]
+
+
 def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]) -> str:
     b, m, c = report["binary"], report["multiclass"], report["calibration"]
     ops, thr = meta["operating_points"], b["thresholds"]
@@ -376,6 +420,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "model is trained on class-balanced batches; the training prior is added back post hoc and the temperature",
         f"T = {meta['temperature']:.3f} is fitted on the validation split.",
         "",
+        *ensemble_lines(meta),
         "## Data and licence",
         "HAM10000 (10,015 dermoscopy images, 7,470 lesions; Tschandl, Rosendahl & Kittler, *Sci. Data* 5, 180161,",
         "2018, doi:10.1038/sdata.2018.161), here at 200×150 px. Licence **CC BY-NC-SA 4.0**: these weights are",
@@ -387,7 +432,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "```",
         *meta["recipe"]["commands"],
         "```",
-        "Active training time on this 2-core CPU (bf16): "
+        "Active training time on a 2-core CPU: "
         + ", ".join(f"{k} {v / 60:.0f} min" for k, v in meta["recipe"]["training_seconds"].items())
         + f" — {sum(meta['recipe']['training_seconds'].values()) / 60:.0f} min in all.",
         *[f"Note: {n}." for n in meta["recipe"]["notes"]],

@@ -90,6 +90,30 @@ def test_a_run_continuing_the_shipped_model_carries_its_recipe(ship: ModuleType,
     assert recipe["training_seconds"] == {"pre": 600, "other": 30} and recipe["notes"] == []
 
 
+def test_an_ensemble_carries_every_members_recipe_once(ship: ModuleType, tmp_path: Path) -> None:
+    weights = tmp_path / "weights" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    shipped = shipped_meta(0.90, 0.907)
+    member = _run_folder(tmp_path, "member", "python -m dermai finetune --train-seed 1", str(weights), [0.0, 90.0])
+    other = _run_folder(tmp_path, "other", "python -m dermai finetune --lr 3e-4", None, [0.0, 40.0])
+    ensemble = tmp_path / "ens"
+    ensemble.mkdir()
+    members = [str(weights), str(member / "model.safetensors"), str(other / "checkpoints" / "best.safetensors")]
+    (ensemble / "config.json").write_text(
+        json.dumps({"command": "python -m dermai ensemble A B C", "members": members, "init_weights": None})
+    )
+    recipe = ship.build_recipe([ensemble], weights, shipped)
+    assert recipe["commands"] == [
+        "python -m dermai pretrain --x",  # the shipped model's recipe, once although two members start there
+        "python -m dermai finetune --train-seed 1",
+        "python -m dermai finetune --lr 3e-4",
+        "python -m dermai ensemble A B C",
+    ]
+    assert recipe["training_seconds"] == {"a": 600, "member": 90, "other": 40}
+    assert "ens's member" in recipe["notes"][0] and "member fine-tuned the default model" in recipe["notes"][1]
+
+
 def test_refresh_ood_rewrites_the_gate_figures_and_nothing_else(
     ship: ModuleType, ham_root: Path, tmp_path: Path
 ) -> None:
@@ -109,3 +133,15 @@ def test_refresh_ood_rewrites_the_gate_figures_and_nothing_else(
     card = (out / "MODEL_CARD.md").read_text()
     assert f"flagged: {ood['non_dermoscopy_flagged']} of {ood['non_dermoscopy_total']}" in card
     assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+
+
+def test_card_describes_an_ensembles_members_and_nothing_for_one_model(ship: ModuleType) -> None:
+    members = [
+        {"weights": "weights/model.safetensors as of commit 01908a1", "command": "finetune A", "val_auroc": 0.9036},
+        {"weights": "runs/m/model.safetensors", "command": "finetune B", "val_auroc": None},
+    ]
+    lines = ship.ensemble_lines({"ensemble": members})
+    assert "ensemble of 2" in lines[0]
+    assert lines[1] == "1. `weights/model.safetensors as of commit 01908a1`, val AUROC 0.904: `finetune A`"
+    assert lines[2] == "2. `runs/m/model.safetensors`: `finetune B`"
+    assert ship.ensemble_lines({"image_size": 96}) == []

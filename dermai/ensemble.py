@@ -1,0 +1,160 @@
+"""Ensembles: several fine-tuned models served as one, their logits averaged.
+
+Networks trained apart make partly independent errors, so the mean of their logits ranks images better and is
+better calibrated than a single member (Lakshminarayanan et al. 2017). `EnsembleModel` offers the interface the
+rest of the core uses for one model, so inference, calibration, the OOD gate, Grad-CAM and evaluation take it
+unchanged:
+
+- `features(x)`: the members' 512-d trunk features, concatenated (the OOD gate measures distances there);
+- `classifier(features)`: each member's head on its own slice of those features, logits averaged;
+- `forward(x)`: the averaged logits;
+- `cam_layers`: every member's last block (pytorch-grad-cam averages their maps).
+
+An ensemble serves; it never trains, so its members keep no SimCLR projection heads. Members must have been
+trained on the same split (same manifest checksum): a member that saw another's validation or test images
+would leak them into every figure measured on the ensemble.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dermai.model import SimCLRResNet18
+
+# Fields every member must share: they decide what an input means and which images are held out.
+SHARED_FIELDS = ("classes", "mode", "image_size", "mean", "std", "manifest_sha256")
+# Fields fitted for one model on validation; they do not carry over to the ensemble and are refitted.
+PER_MODEL_FIELDS = (
+    "format",
+    "temperature",
+    "operating_points",
+    "ood",
+    "serving",
+    "val_metrics",
+    "test_metrics",
+    "test_operating_points",
+    "tta_effect",
+    "tta_recommended",
+    "ood_acceptance",
+    "history",
+    "not_shipped",
+    "recipe",
+    "ensemble",
+)
+
+
+class EnsembleError(ValueError):
+    """Members that cannot be combined; the message names the file and the field."""
+
+
+class EnsembleModel(nn.Module):
+    """Two or more `SimCLRResNet18` members with the same classes, served as one model (mean logits)."""
+
+    def __init__(self, members: Sequence[SimCLRResNet18]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise EnsembleError(f"an ensemble needs at least two members, got {len(members)}")
+        if len({m.num_classes for m in members}) != 1:
+            raise EnsembleError(f"members predict different numbers of classes: {[m.num_classes for m in members]}")
+        for member in members:
+            member.projection = nn.Identity()  # unused when serving; dropping it keeps the file small
+        self.members = nn.ModuleList(members)
+        self.num_classes = members[0].num_classes
+        self._feature_dims = [m.classifier.in_features for m in members]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' trunk features side by side: (B, sum of feature dims)."""
+        return torch.cat([m.features(x) for m in self.members], dim=1)
+
+    def classifier(self, features: torch.Tensor) -> torch.Tensor:
+        """Mean of the members' logits, each head reading its own member's slice of `features`."""
+        parts = features.split(self._feature_dims, dim=1)
+        return torch.stack([m.classifier(p) for m, p in zip(self.members, parts, strict=True)]).mean(dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    @property
+    def cam_layers(self) -> list[nn.Module]:
+        """Each member's last block: Grad-CAM averages the maps of all of them."""
+        return [m.cam_layer for m in self.members]
+
+
+def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence[str], command: str) -> dict[str, Any]:
+    """The ensemble's JSON: the members' shared fields, the first member's training config (for its split),
+    and each member's provenance; per-model serving fields are left out for `fit_serving` to refit."""
+    first = member_metas[0]
+    for field in SHARED_FIELDS:
+        if field not in first:
+            raise EnsembleError(f"{member_paths[0]}: its JSON has no {field!r}")
+        for meta, path in zip(member_metas[1:], member_paths[1:], strict=True):
+            if meta.get(field) != first[field]:
+                raise EnsembleError(
+                    f"{path}: {field} {_short(meta.get(field))} differs from {member_paths[0]}'s {_short(first[field])}"
+                    + ("; members must be trained on the same split" if field == "manifest_sha256" else "")
+                )
+    for meta, path in zip(member_metas, member_paths, strict=True):
+        if meta.get("ensemble"):
+            raise EnsembleError(f"{path}: is an ensemble already; list its members instead")
+        if "finetune" not in meta.get("stages", []):
+            raise EnsembleError(
+                f"{path}: not a fine-tuned model (stages {meta.get('stages')}); it has no trained classifier"
+            )
+    meta = {k: v for k, v in first.items() if k not in PER_MODEL_FIELDS}
+    meta["model"] = {**first.get("model", {}), "members": len(member_metas), "init_checkpoint": None}
+    meta["command"] = command
+    meta["stages"] = ["finetune"]
+    meta["ensemble"] = [
+        {
+            "weights": str(path),
+            "command": m.get("command"),
+            "val_auroc": (m.get("val_metrics") or {}).get("val_auroc"),
+        }
+        for m, path in zip(member_metas, member_paths, strict=True)
+    ]
+    return meta
+
+
+def combine(member_paths: Sequence[str | os.PathLike[str]], command: str) -> tuple[EnsembleModel, dict[str, Any]]:
+    """Load member weights files and return the ensemble model and its metadata (nothing is written)."""
+    from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
+
+    if len(member_paths) < 2:
+        raise EnsembleError(f"an ensemble needs at least two weights files, got {len(member_paths)}")
+    loaded = [load_weights(p) for p in member_paths]
+    paths = [str(Path(p)) for p in member_paths]
+    meta = ensemble_meta([item.meta for item in loaded], paths, command)
+    return EnsembleModel([item.model for item in loaded]), meta
+
+
+def write_ensemble(
+    member_paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], command: str
+) -> Path:
+    """Combine members into `out_dir/model.safetensors` + `model.json`, with a `config.json` naming the
+    command and members (what `scripts/ship_default.py` reads to record the recipe). Refuses to overwrite."""
+    from dermai.data import write_json_atomic
+    from dermai.weights import save_weights
+
+    model, meta = combine(member_paths, command)
+    out = Path(out_dir)
+    target = out / "model.safetensors"
+    if target.exists():
+        raise EnsembleError(f"{target}: exists already; choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, target, meta)
+    write_json_atomic(
+        out / "config.json",
+        {"command": command, "members": [str(p) for p in member_paths], "init_weights": None},
+    )
+    return target
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "…"

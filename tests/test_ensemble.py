@@ -1,0 +1,162 @@
+"""Ensembles: mean logits of members served as one model, stored in one weights file, calibrated on
+validation, explained by Grad-CAM over every member; members from different splits are refused, and so is
+initialising training from another split's weights (it has seen this run's validation or test images)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from dermai import cli
+from dermai.config import RunConfig
+from dermai.data import DIAGNOSES
+from dermai.ensemble import EnsembleError, EnsembleModel, ensemble_meta
+from dermai.evaluate import evaluate
+from dermai.model import SimCLRResNet18
+from dermai.predict import Predictor
+from dermai.train import TrainingError, train
+from dermai.weights import load_weights, save_weights
+from tests.test_predict import lesion_like
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CLASSES = list(DIAGNOSES)
+
+
+def _members(n: int = 2) -> list[SimCLRResNet18]:
+    members = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        members.append(SimCLRResNet18(len(CLASSES)).eval())
+    return members
+
+
+def _meta(**changes: object) -> dict:
+    meta = {
+        "classes": CLASSES,
+        "mode": "multiclass",
+        "image_size": 32,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.2, 0.2, 0.2],
+        "manifest_sha256": "abc",
+        "stages": ["finetune"],
+        "model": {"arch": "resnet18"},
+        "command": "python -m dermai finetune …",
+        "temperature": 1.3,
+        "val_metrics": {"val_auroc": 0.8},
+    }
+    return {**meta, **changes}
+
+
+def test_logits_are_the_members_mean_and_survive_a_save_and_load(tmp_path: Path) -> None:
+    members = _members()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = (members[0](x) + members[1](x)) / 2
+        ensemble = EnsembleModel(members).eval()
+        assert torch.allclose(ensemble(x), expected, atol=1e-5)
+        assert ensemble.features(x).shape == (3, 1024)
+        assert torch.allclose(ensemble.classifier(ensemble.features(x)), expected, atol=1e-5)
+    assert ensemble.cam_layers == [m.trunk.layer4[-1] for m in members]
+
+    meta = ensemble_meta([_meta(), _meta(val_metrics={"val_auroc": 0.7})], ["a.safetensors", "b.safetensors"], "cmd")
+    path = save_weights(ensemble, tmp_path / "model.safetensors", meta)
+    with safe_open(str(path), "pt") as handle:
+        keys = list(handle.keys())
+    assert any(k.startswith("members.1.trunk.") for k in keys)
+    assert not any(".projection." in k for k in keys)  # serving only: no SimCLR heads in the file
+    loaded = load_weights(path)
+    assert isinstance(loaded.model, EnsembleModel) and len(loaded.model.members) == 2
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), expected, atol=1e-5)
+    assert loaded.meta["model"]["members"] == 2
+    assert [m["val_auroc"] for m in loaded.meta["ensemble"]] == [0.8, 0.7]
+    assert "temperature" not in loaded.meta  # per-model serving fields are refitted, never inherited
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"manifest_sha256": "def"}, "b.safetensors: manifest_sha256 .* same split"),
+        ({"classes": CLASSES[:6]}, "b.safetensors: classes"),
+        ({"image_size": 64}, "b.safetensors: image_size 64"),
+        ({"stages": ["pretrain"]}, "b.safetensors: not a fine-tuned model"),
+        ({"ensemble": [{"weights": "x"}, {"weights": "y"}]}, "b.safetensors: is an ensemble already"),
+    ],
+)
+def test_members_that_do_not_fit_together_are_refused_by_name(changes: dict, message: str) -> None:
+    with pytest.raises(EnsembleError, match=message):
+        ensemble_meta([_meta(), _meta(**changes)], ["a.safetensors", "b.safetensors"], "cmd")
+
+
+def test_an_ensemble_needs_two_members() -> None:
+    with pytest.raises(EnsembleError, match="at least two"):
+        EnsembleModel(_members(1))
+
+
+@pytest.fixture(scope="module")
+def two_runs(ham_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, RunConfig]:
+    """Two tiny fine-tunes on the same HAM10000 split (split seed 0), with training seeds 0 and 1."""
+    paths = []
+    cfg = RunConfig(stage="finetune")
+    for train_seed in (0, 1):
+        cfg = RunConfig(stage="finetune")
+        cfg.data.data_dir, cfg.data.limit = str(ham_root), 150
+        cfg.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
+        cfg.train.image_size, cfg.train.batch_size, cfg.train.finetune_epochs = 32, 32, 1
+        cfg.train.seed = train_seed
+        weights = train(cfg, tmp_path_factory.mktemp(f"run{train_seed}")).weights
+        assert weights is not None
+        paths.append(weights)
+    return paths[0], paths[1], cfg
+
+
+def test_cli_builds_a_calibrated_ensemble_that_predicts_explains_and_evaluates(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second, _ = two_runs
+    out = tmp_path / "ens"
+    manifest = first.parent / "manifest.csv"
+    code = cli.main(["ensemble", str(first), str(second), "--out", str(out), "--manifest", str(manifest)])
+    assert code == 0, capsys.readouterr().err
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    loaded = load_weights(out / "model.safetensors")
+    meta = loaded.meta
+    assert meta["model"]["members"] == 2 and meta["temperature"] > 0
+    assert set(meta["operating_points"]) == {"refer", "urgent"}
+    assert loaded.extra["ood_mean"].shape == (1024,)  # OOD distances over both members' features
+    assert meta["val_metrics"]["val_auroc"] == pytest.approx(answer["val_auroc"])
+    assert [e["weights"] for e in meta["ensemble"]] == [str(first), str(second)]
+    config = json.loads((out / "config.json").read_text())
+    assert config["members"] == [str(first), str(second)] and config["command"].startswith("python -m dermai ensemble")
+
+    predictor = Predictor.from_weights(out / "model.safetensors")
+    prediction = predictor.predict(lesion_like(3))
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    heatmap = predictor.explain(lesion_like(3), target="malignant").heatmap
+    assert heatmap.shape == (32, 32) and np.isfinite(heatmap).all()
+
+    report, predictions = evaluate(out / "model.safetensors", split="val", manifest=manifest, n_boot=0)
+    assert report["n_images"] == len(predictions) > 0 and 0 <= report["auroc"] <= 1
+
+    assert cli.main(["ensemble", str(first), str(second), "--out", str(out)]) == 2  # never overwrites
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_training_refuses_an_ensemble_or_another_splits_weights_as_its_start(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second, cfg = two_runs
+    other_split = copy.deepcopy(cfg)
+    other_split.data.seed = 1
+    with pytest.raises(TrainingError, match=r"another split \(seed 0, this run 1\)"):
+        train(other_split, tmp_path / "leaky", init_weights=str(first))
+    assert cli.main(["ensemble", str(first), str(second), "--out", str(tmp_path / "ens")]) == 0
+    capsys.readouterr()
+    with pytest.raises(TrainingError, match="an ensemble cannot initialise a run"):
+        train(copy.deepcopy(cfg), tmp_path / "from-ensemble", init_weights=str(tmp_path / "ens" / "model.safetensors"))
