@@ -215,7 +215,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.out,
         resume=args.resume,
         progress=not args.quiet,
-        command="python -m dermai " + " ".join(sys.argv[1:]),
+        command="python -m dermai " + shlex.join(args.argv),
         init_weights=args.init_weights,
         reset_classifier=args.reset_classifier,
     )
@@ -273,7 +273,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     from dermai.ensemble import write_ensemble
     from dermai.serving import fit_serving
 
-    target = write_ensemble(args.members, args.out, "python -m dermai " + " ".join(sys.argv[1:]))
+    target = write_ensemble(args.members, args.out, "python -m dermai " + shlex.join(args.argv))
     fitted = fit_serving(target, args.data, manifest=args.manifest, tta=args.tta)
     print(json.dumps({"weights": str(target), "val_auroc": fitted["val_metrics"]["val_auroc"]}))
     return 0
@@ -353,6 +353,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as the run's command
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

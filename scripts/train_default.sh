@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The default model's recipe: SimCLR pretraining at 64 px on every training image, then joint-loss
-# fine-tuning at 96 px from the pretrained trunk, then calibration on the validation split.
-# Usage: scripts/train_default.sh [RUNS_DIR]   (about 70-90 min on a 2-core bf16 CPU)
+# fine-tuning at 96 px from the pretrained trunk (calibrated on the validation split), then a second member
+# fine-tuned from that model's trunk with its own training seed and a fresh classifier, then both served as
+# one ensemble (calibrated again). Usage: scripts/train_default.sh [RUNS_DIR]
+# Active time on a 2-core CPU: 50 + 29 min in bf16 for the first two steps, 61 min for the member in fp32 on a
+# CPU without bf16 (docs/training_runs/cpu-ensemble-2026-11-27), about a third of that with bf16.
 set -euo pipefail
 RUNS=${1:-runs}
 PY=${PY:-.venv/bin/python}
@@ -14,3 +17,11 @@ fi
 RESUME=""; [ -f "$RUNS/default-finetune/checkpoints/last.pt" ] && RESUME="--resume"
 $PY -m dermai finetune --data "$DATA" --out "$RUNS/default-finetune" --seed 0 --image-size 96 \
   --init-weights "$RUNS/default-pretrain/model.safetensors" --finetune-epochs 30 --warmup-epochs 1 --quiet $RESUME
+if [ ! -f "$RUNS/member-seed1/model.safetensors" ]; then
+  RESUME=""; [ -f "$RUNS/member-seed1/checkpoints/last.pt" ] && RESUME="--resume"
+  $PY -m dermai finetune --data "$DATA" --out "$RUNS/member-seed1" --seed 0 --train-seed 1 --image-size 96 \
+    --init-weights "$RUNS/default-finetune/model.safetensors" --reset-classifier --finetune-epochs 20 \
+    --warmup-epochs 1 --weight-decay 5e-4 --quiet $RESUME
+fi
+[ -f "$RUNS/default-ensemble/model.safetensors" ] || $PY -m dermai ensemble --data "$DATA" \
+  "$RUNS/default-finetune/model.safetensors" "$RUNS/member-seed1/model.safetensors" --out "$RUNS/default-ensemble"
