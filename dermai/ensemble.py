@@ -125,8 +125,6 @@ def combine(member_paths: Sequence[str | os.PathLike[str]], command: str) -> tup
     """Load member weights files and return the ensemble model and its metadata (nothing is written)."""
     from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
 
-    if len(member_paths) < 2:
-        raise EnsembleError(f"an ensemble needs at least two weights files, got {len(member_paths)}")
     loaded = [load_weights(p) for p in member_paths]
     paths = [str(Path(p)) for p in member_paths]
     meta = ensemble_meta([item.meta for item in loaded], paths, command)

@@ -133,6 +133,11 @@ def _last_commit_of(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+def same_file(path: str | Path, other: Path) -> bool:
+    """Whether two paths name one file (the shipped weights, written relative or absolute)."""
+    return Path(path).resolve() == other.resolve()
+
+
 def member_run(weights: Path) -> Path:
     """The run folder that wrote a weights file (`run/model.safetensors` or `run/checkpoints/best.safetensors`)."""
     folder = weights.parent
@@ -163,13 +168,13 @@ def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str
     def add_run(run: Path) -> None:
         config = json.loads((run / "config.json").read_text())
         init = config.get("init_weights")
-        if init and shipped_meta and Path(init).resolve() == shipped_weights.resolve():
+        if init and shipped_meta and same_file(init, shipped_weights):
             add_shipped(
                 f"{run.name} fine-tuned the default model shipped before it{shipped_origin}, "
                 "whose recipe is the commands above it"
             )
         for member in config.get("members", []):
-            if shipped_meta and Path(member).resolve() == shipped_weights.resolve():
+            if shipped_meta and same_file(member, shipped_weights):
                 add_shipped(f"{run.name}'s member {member} is the default model shipped before it{shipped_origin}")
             else:
                 add_run(member_run(Path(member)))
@@ -265,7 +270,7 @@ def main() -> None:
     runs = [r for r in (args.pretrain_run, args.run) if r]
     meta["recipe"] = build_recipe(runs, args.out / "model.safetensors", shipped_meta)
     for member in meta.get("ensemble", []):  # the shipped file is about to be replaced: name its commit
-        if Path(member["weights"]).resolve() == (args.out / "model.safetensors").resolve():
+        if same_file(member["weights"], args.out / "model.safetensors"):
             commit = _last_commit_of(args.out / "model.safetensors")
             member["weights"] += f" as of commit {commit}" if commit else " (the model shipped before)"
     # The candidate is scored on validation as it would ship (fp16) before anything in `args.out` is touched.

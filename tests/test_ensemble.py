@@ -103,7 +103,6 @@ def test_an_ensemble_needs_two_members() -> None:
 def two_runs(ham_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, RunConfig]:
     """Two tiny fine-tunes on the same HAM10000 split (split seed 0), with training seeds 0 and 1."""
     paths = []
-    cfg = RunConfig(stage="finetune")
     for train_seed in (0, 1):
         cfg = RunConfig(stage="finetune")
         cfg.data.data_dir, cfg.data.limit = str(ham_root), 150
