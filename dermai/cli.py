@@ -270,12 +270,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    from dermai.ensemble import write_ensemble
-    from dermai.serving import fit_serving
+    from dermai.ensemble import build_ensemble
 
-    target = write_ensemble(args.members, args.out, "python -m dermai " + shlex.join(args.argv))
-    fitted = fit_serving(target, args.data, manifest=args.manifest, tta=args.tta)
-    print(json.dumps({"weights": str(target), "val_auroc": fitted["val_metrics"]["val_auroc"]}))
+    command = "python -m dermai " + shlex.join(args.argv)
+    fitted = build_ensemble(args.members, args.out, command, args.data, manifest=args.manifest, tta=args.tta)
+    print(json.dumps({"weights": fitted["weights"], "val_auroc": fitted["val_metrics"]["val_auroc"]}))
     return 0
 
 

@@ -153,6 +153,43 @@ def write_ensemble(
     return target
 
 
+ENSEMBLE_FILES = ("model.safetensors", "model.json", "config.json", "metrics.jsonl")
+
+
+def build_ensemble(
+    member_paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    command: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    tta: bool = False,
+) -> dict[str, Any]:
+    """Write the ensemble and fit its serving (temperature, tiers, OOD gate) on validation, as one step: a
+    fit that fails removes the files written here, so no uncalibrated ensemble is left behind. The folder
+    then reads like a finished run: metrics.jsonl holds a "serving" and a "status" record. Returns what
+    `fit_serving` stored."""
+    import json
+    import time
+
+    from dermai.serving import fit_serving  # serving → weights → ensemble: import here
+
+    target = write_ensemble(member_paths, out_dir, command)
+    try:
+        fitted = fit_serving(target, data_dir, manifest=manifest, tta=tta)
+    except BaseException:
+        for name in ENSEMBLE_FILES:
+            (target.parent / name).unlink(missing_ok=True)
+        raise
+    val_auroc = fitted["val_metrics"]["val_auroc"]
+    records = [
+        {"kind": "serving", "status": "fitted", "temperature": fitted["temperature"], **fitted["val_metrics"]},
+        {"kind": "status", "status": "finished", "weights": str(target), "best_score": val_auroc},
+    ]
+    with open(target.parent / "metrics.jsonl", "a") as handle:
+        handle.writelines(json.dumps({"time": time.time(), **r}) + "\n" for r in records)
+    return fitted
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "…"

@@ -51,7 +51,10 @@ OPTION_FLAGS: dict[str, str] = {
     "seed": "--seed",
     "limit": "--limit",
     "init_weights": "--init-weights",
+    "train_seed": "--train-seed",
 }
+BOOL_FLAGS: dict[str, str] = {"reset_classifier": "--reset-classifier"}  # a flag given only when True
+ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
 
 
@@ -165,9 +168,11 @@ def build_command(stage: str, run_dir: Path, options: Mapping[str, Any], resume:
     if resume:
         return [*command, "--resume"]
     for key, value in options.items():
-        if key not in OPTION_FLAGS:
+        if key in BOOL_FLAGS:
+            command += [BOOL_FLAGS[key]] if value else []
+        elif key not in OPTION_FLAGS:
             raise JobError(f"unknown training option {key!r}")
-        if value is not None and value != "":
+        elif value is not None and value != "":
             command += [OPTION_FLAGS[key], str(value)]
     return command
 
@@ -223,10 +228,65 @@ def start_job(
     if running is not None:
         raise JobError(f"a training job is already running: {_describe(running)}")
     name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}"
-    run_dir = root / name
-    if (run_dir / "config.json").exists() or (run_dir / "metrics.jsonl").exists():
-        raise JobError(f"{run_dir} holds a run already; pick another name or resume it")
+    run_dir = _new_run_dir(root, name)
+    if options.get("init_weights"):
+        _check_start_weights(str(options["init_weights"]), options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
+
+
+def start_ensemble_job(
+    members: list[str],
+    runs: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    data: str | None = None,
+) -> Job:
+    """Combine finished fine-tuned runs' weights into an ensemble run, calibrated on validation, as a job
+    (it scores the validation and training images, minutes on a CPU). Members are checked here first,
+    so a mismatch is refused with a message naming the file before any process starts."""
+    from dermai.ensemble import EnsembleError, ensemble_meta  # the check the ensemble command itself makes
+    from dermai.weights import WeightsError, read_meta
+
+    root = runs_dir(runs)
+    running = current_job(root)
+    if running is not None:
+        raise JobError(f"a training job is already running: {_describe(running)}")
+    if len(members) < 2:
+        raise JobError("choose at least two runs to combine")
+    try:
+        ensemble_meta([read_meta(m) for m in members], members, "")
+    except (WeightsError, EnsembleError) as exc:
+        raise JobError(str(exc)) from None
+    run_dir = _new_run_dir(root, name or f"{time.strftime('%Y%m%d-%H%M%S')}-{ENSEMBLE_STAGE}")
+    command = [sys.executable, "-m", "dermai", ENSEMBLE_STAGE, *members, "--out", str(run_dir)]
+    command += ["--data", data] if data else []
+    return _launch(ENSEMBLE_STAGE, run_dir, command, root)
+
+
+def _new_run_dir(root: Path, name: str) -> Path:
+    """A folder for a new run under `root`, refused when a run (or an ensemble) lives there already."""
+    run_dir = root / name
+    if any((run_dir / f).exists() for f in ("config.json", "metrics.jsonl", "model.safetensors")):
+        raise JobError(f"{run_dir} holds a run already; pick another name or resume it")
+    return run_dir
+
+
+def _check_start_weights(path: str, options: Mapping[str, Any]) -> None:
+    """Refuse, before launching, initial weights the trainer would refuse: an ensemble, or weights trained on
+    another split than the one the form's seed and limit draw."""
+    from dermai.config import DataConfig, to_dict
+    from dermai.train import split_mismatch
+    from dermai.weights import WeightsError, read_meta
+
+    try:
+        meta = read_meta(path)
+    except WeightsError as exc:
+        raise JobError(str(exc)) from None
+    if meta.get("ensemble"):
+        raise JobError(f"{path}: an ensemble cannot start a run; start from one of its members")
+    split = DataConfig(seed=int(options.get("seed") or 0), limit=options.get("limit"))
+    mismatch = split_mismatch(meta, to_dict(split))
+    if mismatch:
+        raise JobError(f"{path}: {mismatch}")
 
 
 def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> Job:
@@ -309,9 +369,13 @@ def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     for run in sorted(p for p in root.glob("*") if p.is_dir() and (p / "config.json").exists()):
         status = run_status(run, root)
         try:
-            config = json.loads((run / "config.json").read_text())["config"]
-            stage = config["stage"]
-            epochs = f"{config['train']['pretrain_epochs']} + {config['train']['finetune_epochs']}"
+            saved = json.loads((run / "config.json").read_text())
+            if "members" in saved:  # an ensemble run (`python -m dermai ensemble`)
+                stage, epochs = ENSEMBLE_STAGE, f"{len(saved['members'])} members"
+            else:
+                config = saved["config"]
+                stage = config["stage"]
+                epochs = f"{config['train']['pretrain_epochs']} + {config['train']['finetune_epochs']}"
         except (OSError, KeyError, TypeError, json.JSONDecodeError):
             stage, epochs = status.stage, ""
         started = status.started or (run / "config.json").stat().st_mtime
@@ -329,3 +393,18 @@ def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
         )
     columns = ["name", "status", "stage", "epochs", "best_val_auroc", "started", "weights", "path"]
     return pd.DataFrame(rows, columns=columns).sort_values("started", ascending=False, ignore_index=True)
+
+
+def finished_weights(runs: str | os.PathLike[str] | None = None, fine_tuned: bool = False) -> dict[str, str]:
+    """Runs whose weights can start a new run or join an ensemble, as {label: weights path}, newest first:
+    finished or stopped, not ensembles; with `fine_tuned`, only runs with a trained classifier."""
+    table = list_runs(runs)
+    usable = table["weights"].notna() & table["status"].isin(["finished", "stopped"])
+    usable &= table["stage"] != ENSEMBLE_STAGE
+    if fine_tuned:
+        usable &= table["stage"] != "pretrain"
+    choices = {}
+    for row in table[usable].itertuples():
+        score = f", val AUROC {row.best_val_auroc:.3f}" if pd.notna(row.best_val_auroc) else ""
+        choices[f"{row.name} ({row.stage}{score})"] = str(row.weights)
+    return choices

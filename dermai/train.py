@@ -120,6 +120,25 @@ def recompute_batchnorm(
         update_bn(batches, model, device=device)
 
 
+SPLIT_FIELDS = ("seed", "val_fraction", "test_fraction", "limit", "manifest")
+
+
+def split_mismatch(init_meta: dict[str, Any], data_config: dict[str, Any]) -> str | None:
+    """Why weights with metadata `init_meta` may not start a run on the split `data_config` describes (a
+    DataConfig as a dict), or None when the split settings agree. Weights without a recorded data config
+    (another tool's) pass: only a recorded difference is proof of another split."""
+    theirs = (init_meta.get("config") or {}).get("data") or {}
+    differ = [k for k in SPLIT_FIELDS if theirs and theirs.get(k) != data_config.get(k)]
+    if not differ:
+        return None
+    field = differ[0]
+    return (
+        f"trained on another split ({field} {theirs.get(field)!r}, this run {data_config.get(field)!r}), so it "
+        "has seen this run's validation or test images; keep the split (--seed, --manifest) and vary "
+        "--train-seed instead"
+    )
+
+
 def _rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng([abs(int(p)) for p in parts])
 
@@ -248,16 +267,9 @@ class Trainer:
         fraction of the same split is fine: the label-efficiency experiment starts each fraction that way.)"""
         if init_meta.get("manifest_sha256") == manifest_checksum(self.dataset):
             return
-        theirs = (init_meta.get("config") or {}).get("data") or {}
-        mine = to_dict(self.cfg.data)
-        differ = [k for k in ("seed", "val_fraction", "test_fraction", "limit", "manifest") if theirs.get(k) != mine[k]]
-        if theirs and differ:
-            field = differ[0]
-            raise TrainingError(
-                f"{self.init_weights}: trained on another split ({field} {theirs.get(field)!r}, this run "
-                f"{mine[field]!r}), so it has seen this run's validation or test images; keep the split "
-                "(--seed, --manifest) and vary --train-seed instead"
-            )
+        mismatch = split_mismatch(init_meta, to_dict(self.cfg.data))
+        if mismatch:
+            raise TrainingError(f"{self.init_weights}: {mismatch}")
 
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:

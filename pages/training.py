@@ -14,6 +14,8 @@ st.title("Training")
 runs = jobs.runs_dir()
 st.caption(f"Runs folder `{runs}` · one training job at a time on this machine · data `{data_dir() or '(none)'}`")
 d = TrainConfig()
+RANDOM_START = "random initialisation"
+start_choices = jobs.finished_weights(runs)  # {label: weights path}
 
 with st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
@@ -51,6 +53,28 @@ with st.form("train_form"):
             format="%.5f",
             help="A constant learning rate for the averaged epochs; 0 lets the cosine schedule run on",
         )
+    with st.expander("Start from a finished run"):
+        i1, i2 = st.columns([2, 1])
+        start_from = i1.selectbox(
+            "Start from",
+            [RANDOM_START, *start_choices],
+            key="start_from",
+            help="Fine-tune a pretraining run's trunk, or train a fine-tuned run further. Keep its Seed and "
+            "Limit: weights trained on another split have seen this split's validation or test images and "
+            "are refused.",
+        )
+        train_seed = i2.number_input(
+            "Training seed (blank = Seed)",
+            0,
+            2**31 - 1,
+            None,
+            help="Seed of initialisation, sampling and augmentation only; the split stays Seed's. A new value "
+            "trains a different model on the same split (an ensemble member).",
+        )
+        reset_classifier = i2.checkbox(
+            "Fresh classifier",
+            help="From a fine-tuned run: keep its trunk and draw a new classifier (for an ensemble member)",
+        )
     start = st.form_submit_button("Start training", type="primary")
 
 if start:
@@ -71,6 +95,9 @@ if start:
         "swa_lr": swa_lr or None,
         "seed": seed,
         "limit": limit or None,
+        "init_weights": start_choices.get(start_from),
+        "train_seed": train_seed,
+        "reset_classifier": reset_classifier,
     }
     with plain_errors("Not started"):
         job = jobs.start_job(stage, options, runs, name=name.strip() or None)
@@ -106,7 +133,10 @@ def live() -> None:
             st.toast("Stop requested: the run will checkpoint and end.")
         st.plotly_chart(training_curves_figure(records), width="stretch", key="live_curves")
     else:
-        st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
+        if job.stage == jobs.ENSEMBLE_STAGE:
+            st.caption("Combining the runs and fitting the ensemble's calibration on the validation split…")
+        else:
+            st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
         if st.button("Cancel", help="Nothing is trained yet: end the job now"):
             jobs.cancel_job(runs)
             st.toast("Job cancelled.")
@@ -125,6 +155,24 @@ st.dataframe(
     width="stretch",
     column_config={"best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f")},
 )
+
+with st.expander("Combine runs into an ensemble"):
+    st.caption(
+        "Fine-tuned runs on the same split, served as one model: their logits are averaged, then temperature, "
+        "triage tiers and the OOD gate are fitted on validation. Train members with different training seeds "
+        "(and a fresh classifier when they start from one fine-tuned run)."
+    )
+    with st.form("ensemble_form"):
+        candidates = jobs.finished_weights(runs, fine_tuned=True)
+        members = st.multiselect("Members (two or more)", list(candidates), key="ensemble_members")
+        ensemble_name = st.text_input("Ensemble name (optional)", help="default: date-time-ensemble")
+        if st.form_submit_button("Build ensemble"):
+            with plain_errors("Not started"):
+                job = jobs.start_ensemble_job(
+                    [candidates[m] for m in members], runs, ensemble_name.strip() or None, data_dir() or None
+                )
+                st.success(f"Building ensemble {job.name} (pid {job.pid}).")
+
 chosen = st.selectbox("Run", history["name"], key="train_run")
 matches = history[history["name"] == chosen]
 if matches.empty:

@@ -184,3 +184,26 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         assert at.session_state["weights_path"] == str(run / "model.safetensors")
     finally:
         jobs.cancel_job(runs)
+
+
+def test_training_page_offers_finished_runs_and_refuses_leaky_starts(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    (runs / "tiny").symlink_to(app_env.parent, target_is_directory=True)  # a finished fine-tuning run
+    at = page("training").run()
+    assert_clean(at)
+    start_from = at.selectbox(key="start_from")
+    tiny = next(o for o in start_from.options if o.startswith("tiny (finetune"))
+    start_from.set_value(tiny)
+    next(w for w in at.number_input if w.label == "Seed").set_value(1)
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert_clean(at)
+    assert any("Not started" in e.value and "another split (seed 0, this run 1)" in e.value for e in at.error)
+    assert jobs.current_job(runs) is None
+
+    at.multiselect(key="ensemble_members").set_value([tiny])
+    next(b for b in at.button if b.label == "Build ensemble").click()
+    at.run()
+    assert_clean(at)
+    assert any("Not started: choose at least two runs" in e.value for e in at.error), alerts(at)

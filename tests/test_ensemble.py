@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dermai import cli
+from dermai import cli, jobs
 from dermai.config import RunConfig
 from dermai.data import DIAGNOSES
-from dermai.ensemble import EnsembleError, EnsembleModel, ensemble_meta
+from dermai.ensemble import ENSEMBLE_FILES, EnsembleError, EnsembleModel, build_ensemble, ensemble_meta
 from dermai.evaluate import evaluate
 from dermai.model import SimCLRResNet18
 from dermai.predict import Predictor
@@ -146,6 +147,67 @@ def test_cli_builds_a_calibrated_ensemble_that_predicts_explains_and_evaluates(
     assert cli.main(["ensemble", str(first), str(second), "--out", str(out)]) == 2  # never overwrites
     assert "exists already" in capsys.readouterr().err
 
+    runs = jobs.list_runs(tmp_path)  # the folder reads as a finished run, with the ensemble's own val AUROC
+    row = runs[runs["name"] == "ens"].iloc[0]
+    assert (row["stage"], row["status"], row["epochs"]) == ("ensemble", "finished", "2 members")
+    assert row["best_val_auroc"] == pytest.approx(answer["val_auroc"])
+    assert jobs.finished_weights(tmp_path) == {}  # an ensemble never starts a run nor joins another
+
+
+def test_a_failed_calibration_leaves_no_ensemble_behind(two_runs: tuple[Path, Path, RunConfig], tmp_path: Path) -> None:
+    first, second, _ = two_runs
+    out = tmp_path / "ens"
+    out.mkdir()
+    (out / "job.log").write_text("kept")  # the app's job log lives in the same folder
+    with pytest.raises(ValueError, match="empty"):
+        build_ensemble([first, second], out, "cmd", data_dir=tmp_path / "empty")
+    assert not any((out / name).exists() for name in ENSEMBLE_FILES)
+    assert (out / "job.log").read_text() == "kept"
+
+
+@pytest.mark.slow
+def test_the_app_job_builds_an_ensemble_and_refuses_bad_members_up_front(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, ham_root: Path
+) -> None:
+    first, second, _ = two_runs
+    runs = tmp_path / "runs"
+    with pytest.raises(jobs.JobError, match="at least two"):
+        jobs.start_ensemble_job([str(first)], runs)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.safetensors").write_bytes(second.read_bytes())
+    meta = json.loads(second.with_suffix(".json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "manifest_sha256": "0" * 64}))
+    with pytest.raises(jobs.JobError, match="other/model.safetensors: manifest_sha256 .* same split"):
+        jobs.start_ensemble_job([str(first), str(other / "model.safetensors")], runs)
+    assert jobs.current_job(runs) is None  # refused before any process started
+
+    job = jobs.start_ensemble_job([str(first), str(second)], runs, "pair", data=str(ham_root))
+    try:
+        deadline = time.time() + 240
+        while jobs.current_job(runs) is not None and time.time() < deadline:
+            time.sleep(0.3)
+        status = jobs.run_status(job.run_dir, runs)
+        assert status.status == "finished", jobs.log_tail(job.run_dir)
+        assert status.weights == Path(job.run_dir) / "model.safetensors"
+        assert load_weights(status.weights).meta["model"]["members"] == 2
+    finally:
+        jobs.cancel_job(runs)
+    with pytest.raises(jobs.JobError, match="holds a run already"):
+        jobs.start_ensemble_job([str(first), str(second)], runs, "pair")
+
+
+def test_the_app_refuses_start_weights_the_trainer_would_refuse(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path
+) -> None:
+    first, _, cfg = two_runs
+    runs = tmp_path / "runs"
+    with pytest.raises(jobs.JobError, match=r"another split \(seed 0, this run 1\)"):
+        jobs.start_job("finetune", {"init_weights": str(first), "seed": 1, "limit": cfg.data.limit}, runs)
+    with pytest.raises(jobs.JobError, match=r"another split \(limit 150, this run None\)"):
+        jobs.start_job("finetune", {"init_weights": str(first), "seed": 0}, runs)
+    assert jobs.current_job(runs) is None and not runs.exists()
+
 
 def test_training_refuses_an_ensemble_or_another_splits_weights_as_its_start(
     two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -159,3 +221,6 @@ def test_training_refuses_an_ensemble_or_another_splits_weights_as_its_start(
     capsys.readouterr()
     with pytest.raises(TrainingError, match="an ensemble cannot initialise a run"):
         train(copy.deepcopy(cfg), tmp_path / "from-ensemble", init_weights=str(tmp_path / "ens" / "model.safetensors"))
+    options = {"init_weights": str(tmp_path / "ens" / "model.safetensors"), "seed": 0, "limit": cfg.data.limit}
+    with pytest.raises(jobs.JobError, match="an ensemble cannot start a run"):
+        jobs.start_job("finetune", options, tmp_path / "runs")  # the app refuses it before launching

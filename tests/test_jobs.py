@@ -85,3 +85,11 @@ def test_job_lifecycle_start_refuse_stop_resume(tmp_path: Path) -> None:
         assert jobs.run_status(run, runs).status == "finished", jobs.log_tail(run)
     finally:
         jobs.cancel_job(runs)
+
+
+def test_build_command_passes_boolean_flags_only_when_set(tmp_path: Path) -> None:
+    options = {"init_weights": "w.safetensors", "train_seed": 3, "reset_classifier": True}
+    command = jobs.build_command("finetune", tmp_path, options)
+    assert command[command.index("--train-seed") + 1] == "3" and "--reset-classifier" in command
+    unset = jobs.build_command("finetune", tmp_path, {"train_seed": None, "reset_classifier": False})
+    assert "--train-seed" not in unset and "--reset-classifier" not in unset
