@@ -120,17 +120,31 @@ def history_entry(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _last_commit_of(path: Path) -> str | None:
     """The short hash of the commit that last changed `path`, or None outside a git checkout."""
+    return _git(path.parent, "log", "-1", "--format=%h", "--", path.name)
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    """A git command's stripped output in `cwd`, or None when it fails (outside a checkout, unknown object)."""
     try:
-        out = subprocess.run(
-            ["git", "log", "-1", "--format=%h", "--", path.name],
-            cwd=path.parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip() or None
+
+
+def shipped_commit(path: str | Path, shipped_weights: Path) -> str | None:
+    """The commit that shipped a byte-identical copy of `path` as the default weights, or None. An earlier
+    default model restored from history (`git show C:weights/model.safetensors > x`) is known by its content,
+    wherever it now lies."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    blob = _git(path.resolve().parent, "hash-object", path.name)
+    history = _git(shipped_weights.parent, "log", "--format=%h", "--", shipped_weights.name) or ""
+    for commit in history.split():
+        if blob and _git(shipped_weights.parent, "rev-parse", f"{commit}:./{shipped_weights.name}") == blob:
+            return commit
+    return None
 
 
 def same_file(path: str | Path, other: Path) -> bool:
@@ -158,8 +172,19 @@ def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str
     commit = _last_commit_of(shipped_weights)
     shipped_origin = f" (commit {commit}, {shipped_weights.as_posix()})" if commit else ""
 
-    def add_shipped(note: str) -> None:
-        parent = (shipped_meta or {}).get("recipe") or {}
+    def earlier_default(weights: str) -> tuple[dict[str, Any], str] | None:
+        """(its JSON, how to name it) when `weights` is the shipped default model or an earlier one."""
+        if shipped_meta and same_file(weights, shipped_weights):
+            return shipped_meta, f"the default model shipped before it{shipped_origin}"
+        earlier = shipped_commit(weights, shipped_weights)
+        if earlier is None:
+            return None
+        restore = f"`git show {earlier}:{shipped_weights.as_posix()}`"
+        earlier_meta = json.loads(Path(weights).with_suffix(".json").read_text())
+        return earlier_meta, f"the default model of commit {earlier} ({restore})"
+
+    def add_shipped(parent_meta: dict[str, Any], note: str) -> None:
+        parent = parent_meta.get("recipe") or {}
         recipe["commands"].extend(c for c in parent.get("commands", []) if c not in recipe["commands"])
         recipe["notes"].extend(n for n in parent.get("notes", []) if n not in recipe["notes"])
         recipe["training_seconds"].update(parent.get("training_seconds", {}))
@@ -168,14 +193,13 @@ def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str
     def add_run(run: Path) -> None:
         config = json.loads((run / "config.json").read_text())
         init = config.get("init_weights")
-        if init and shipped_meta and same_file(init, shipped_weights):
-            add_shipped(
-                f"{run.name} fine-tuned the default model shipped before it{shipped_origin}, "
-                "whose recipe is the commands above it"
-            )
+        start = earlier_default(init) if init else None
+        if start:
+            add_shipped(start[0], f"{run.name} fine-tuned {start[1]}, whose recipe is the commands above it")
         for member in config.get("members", []):
-            if shipped_meta and same_file(member, shipped_weights):
-                add_shipped(f"{run.name}'s member {member} is the default model shipped before it{shipped_origin}")
+            source = earlier_default(member)
+            if source:
+                add_shipped(source[0], f"{run.name}'s member {member} is {source[1]}")
             else:
                 add_run(member_run(Path(member)))
         recipe["commands"].append(config["command"])
@@ -269,10 +293,13 @@ def main() -> None:
     meta = {k: v for k, v in loaded.meta.items() if k != "format"}
     runs = [r for r in (args.pretrain_run, args.run) if r]
     meta["recipe"] = build_recipe(runs, args.out / "model.safetensors", shipped_meta)
-    for member in meta.get("ensemble", []):  # the shipped file is about to be replaced: name its commit
-        if same_file(member["weights"], args.out / "model.safetensors"):
-            commit = _last_commit_of(args.out / "model.safetensors")
-            member["weights"] += f" as of commit {commit}" if commit else " (the model shipped before)"
+    for member in meta.get("ensemble", []):  # a member that is a default model, now or before: name its commit
+        shipped_file = args.out / "model.safetensors"
+        commit = shipped_commit(member["weights"], shipped_file)
+        if commit:
+            member["weights"] = f"{shipped_file.as_posix()} as of commit {commit}"
+        elif same_file(member["weights"], shipped_file):
+            member["weights"] += " (the model shipped before)"
     # The candidate is scored on validation as it would ship (fp16) before anything in `args.out` is touched.
     candidate = args.run / "ship_candidate.safetensors"
     save_weights(loaded.model, candidate, meta, extra=loaded.extra, half=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
@@ -112,6 +113,45 @@ def test_an_ensemble_carries_every_members_recipe_once(ship: ModuleType, tmp_pat
     ]
     assert recipe["training_seconds"] == {"a": 600, "member": 90, "other": 40}
     assert "ens's member" in recipe["notes"][0] and "member fine-tuned the default model" in recipe["notes"][1]
+
+
+def test_an_earlier_default_model_restored_from_history_is_known_by_its_content(
+    ship: ModuleType, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    weights = repo / "weights" / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    commits = []
+    for content in (b"first model", b"second model"):
+        weights.write_bytes(content)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", "ship"], check=True)
+        log = subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True, check=True)
+        commits.append(log.stdout.strip())
+    restored = tmp_path / "restored" / "model.safetensors"  # `git show <first>:weights/model.safetensors`
+    restored.parent.mkdir()
+    restored.write_bytes(b"first model")
+    first_recipe = {"commands": ["python -m dermai finetune --first"], "notes": [], "training_seconds": {"f": 60}}
+    restored.with_suffix(".json").write_text(json.dumps({"recipe": first_recipe}))
+    assert ship.shipped_commit(restored, weights) == commits[0]
+    assert ship.shipped_commit(weights, weights) == commits[1]
+    assert ship.shipped_commit(tmp_path / "absent.safetensors", weights) is None
+
+    member = _run_folder(tmp_path, "member", "python -m dermai finetune --train-seed 2", str(restored), [0.0, 90.0])
+    ensemble = tmp_path / "ens"
+    ensemble.mkdir()
+    members = [str(restored), str(member / "model.safetensors")]
+    (ensemble / "config.json").write_text(json.dumps({"command": "python -m dermai ensemble A B", "members": members}))
+    recipe = ship.build_recipe([ensemble], weights, shipped_meta(0.90, 0.907))
+    assert recipe["commands"] == [  # the first model's own recipe, not the shipped (second) one's
+        "python -m dermai finetune --first",
+        "python -m dermai finetune --train-seed 2",
+        "python -m dermai ensemble A B",
+    ]
+    assert f"the default model of commit {commits[0]}" in recipe["notes"][0]
+    assert f"member fine-tuned the default model of commit {commits[0]}" in recipe["notes"][1]
 
 
 def test_refresh_ood_rewrites_the_gate_figures_and_nothing_else(
