@@ -22,6 +22,8 @@ from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
 
 DATA_KEY = "data_dir"  # session-state keys shared by the sidebar and the pages
 WEIGHTS_KEY = "weights_path"
+# The Augmentation lab's settings sent to the Training page, as `--augment` KEY=VALUE items per pipeline.
+TRAIN_AUGMENT_KEYS = {"paper": "train_augment", "simclr": "train_simclr_augment"}
 LICENCE = (
     "HAM10000 is licensed CC BY-NC-SA 4.0 (non-commercial, share-alike); models trained on it inherit these "
     "terms. Cite: Tschandl, P., Rosendahl, C. & Kittler, H. The HAM10000 dataset, a large collection of "

@@ -10,7 +10,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from dermai.config import RunConfig
+from dermai.config import RunConfig, override_augment
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -70,6 +70,21 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--reset-classifier",
         action="store_true",
         help="with --init-weights from a fine-tuned model: keep its trunk, draw a fresh classifier",
+    )
+    p.add_argument(
+        "--augment",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the fine-tuning augmentation (repeatable): e.g. hair_p=0.2, crop_scale=0.5,1.0, "
+        "color_constancy=true; fields as in dermai.config.AugmentConfig",
+    )
+    p.add_argument(
+        "--simclr-augment",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the SimCLR pretraining augmentation (repeatable), same fields",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -182,6 +197,8 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     t.swa_epochs, t.swa_lr = args.swa_epochs, args.swa_lr
     t.precision, t.num_workers = args.precision, args.num_workers
     t.seed = args.seed if args.train_seed is None else args.train_seed
+    cfg.augment = override_augment(cfg.augment, args.augment, "--augment")
+    cfg.simclr_augment = override_augment(cfg.simclr_augment, args.simclr_augment, "--simclr-augment")
     return cfg
 
 

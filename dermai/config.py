@@ -8,6 +8,7 @@ so a run folder's `config.json` reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,82 @@ def simclr_augment_config() -> AugmentConfig:
         vignette_p=0.2,
         hair_p=0.1,
     )
+
+
+def check_augment(cfg: AugmentConfig) -> AugmentConfig:
+    """Refuse settings the augmenter cannot apply, naming the field (probabilities outside [0, 1], a range
+    whose low end is above its high end, …); returns `cfg` unchanged."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise ValueError(f"{f.name} must be finite numbers, got {value}")
+        if f.name.endswith("_p") and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{f.name} must be a probability in [0, 1], got {value}")
+        if f.name in ("crop_scale", "crop_ratio", "blur_sigma"):
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ValueError(f"{f.name} must be two numbers 0 < low ≤ high, got {value}")
+    if cfg.crop_scale[1] > 1.0:
+        raise ValueError(f"crop_scale is a fraction of the image area, at most 1, got {cfg.crop_scale}")
+    for name in ("brightness", "contrast", "saturation", "rotation_degrees"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be 0 or more, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.hue <= 0.5:
+        raise ValueError(f"hue must be in [0, 0.5] (a fraction of the colour wheel), got {cfg.hue}")
+    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+        raise ValueError(f"mean and std need three values each, std above 0; got {cfg.mean}, {cfg.std}")
+    return cfg
+
+
+def _parse_value(text: str, default: Any, name: str) -> Any:
+    """One override's value, read as the type of the field's default."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(f"{name} is true or false, got {text!r}")
+        return lowered in ("true", "1", "yes", "on")
+    if isinstance(default, tuple):
+        parts = [part for part in text.replace(" ", "").split(",") if part]
+        if len(parts) != len(default):
+            raise ValueError(f"{name} takes {len(default)} comma-separated numbers, got {text!r}")
+        return tuple(_parse_value(part, default[0], name) for part in parts)
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} is a number, got {text!r}") from None
+
+
+def override_augment(cfg: AugmentConfig, items: list[str] | tuple[str, ...], flag: str = "--augment") -> AugmentConfig:
+    """`cfg` with KEY=VALUE overrides applied (`hair_p=0.2`, `crop_scale=0.5,1.0`, `color_constancy=true`),
+    checked as a whole. Errors name the flag and the item, so a typo never trains with a silent default."""
+    defaults = to_dict(cfg)
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not text.strip():
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. hair_p=0.2")
+        if key not in defaults:
+            raise ValueError(f"{flag} {item!r}: unknown field {key!r}; fields: {', '.join(defaults)}")
+        try:
+            changes[key] = _parse_value(text, getattr(cfg, key), key)
+        except ValueError as exc:
+            raise ValueError(f"{flag} {item!r}: {exc}") from None
+    try:
+        return check_augment(dataclasses.replace(cfg, **changes))
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+
+
+def augment_overrides(cfg: AugmentConfig, base: AugmentConfig) -> list[str]:
+    """The KEY=VALUE items that turn `base` into `cfg` (what the app passes to `--augment`), fields in order."""
+    items = []
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), getattr(base, f.name)
+        if value != default:
+            text = ",".join(repr(float(v)) for v in value) if isinstance(value, tuple) else str(value).lower()
+            items.append(f"{f.name}={text}")
+    return items
 
 
 @dataclass

@@ -54,6 +54,7 @@ OPTION_FLAGS: dict[str, str] = {
     "train_seed": "--train-seed",
 }
 BOOL_FLAGS: dict[str, str] = {"reset_classifier": "--reset-classifier"}  # a flag given only when True
+LIST_FLAGS: dict[str, str] = {"augment": "--augment", "simclr_augment": "--simclr-augment"}  # once per item
 ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
 
@@ -170,6 +171,8 @@ def build_command(stage: str, run_dir: Path, options: Mapping[str, Any], resume:
     for key, value in options.items():
         if key in BOOL_FLAGS:
             command += [BOOL_FLAGS[key]] if value else []
+        elif key in LIST_FLAGS:
+            command += [part for item in value or [] for part in (LIST_FLAGS[key], str(item))]
         elif key not in OPTION_FLAGS:
             raise JobError(f"unknown training option {key!r}")
         elif value is not None and value != "":

@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
+from dermai.app_support import TRAIN_AUGMENT_KEYS
 from dermai.augment import preview_pairs, preview_simclr_pairs
-from dermai.config import AugmentConfig, simclr_augment_config
+from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
 from dermai.data import decode_image
 from dermai.intake import read_image
 from dermai.preprocess import resize_square
@@ -55,6 +56,19 @@ with controls.container(height=760):
     }
     st.caption(f"Normalisation (undone for display): mean {base.mean}, std {base.std}.")
 cfg = dataclasses.replace(base, **values)
+pipeline = "SimCLR pretraining" if simclr else "fine-tuning"
+if controls.button(
+    f"Use for {pipeline}",
+    help=f"The Training page's next run uses these settings for its {pipeline} augmentation",
+):
+    with plain_errors("Not used"):
+        changed = augment_overrides(check_augment(cfg), base)
+        state[TRAIN_AUGMENT_KEYS[preset]] = changed
+        controls.success(
+            f"The next training run's {pipeline} augmentation: "
+            + (", ".join(changed) if changed else "the defaults")
+            + "."
+        )
 
 
 def preview() -> None:

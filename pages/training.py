@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dermai import jobs
+from dermai.app_support import TRAIN_AUGMENT_KEYS
 from dermai.config import TrainConfig
 from dermai.plots import training_curves_figure
 from dermai.train import read_metrics
@@ -75,6 +76,14 @@ with st.form("train_form"):
             "Fresh classifier",
             help="From a fine-tuned run: keep its trunk and draw a new classifier (for an ensemble member)",
         )
+    with st.expander("Augmentation"):
+        for preset, pipeline in (("paper", "Fine-tuning"), ("simclr", "SimCLR pretraining")):
+            changed = st.session_state.get(TRAIN_AUGMENT_KEYS[preset]) or []
+            st.write(f"{pipeline}: " + (", ".join(f"`{item}`" for item in changed) or "the defaults"))
+        st.caption(
+            "Set them in the Augmentation lab: preview, then “Use for …” (on the defaults, that restores them). "
+            "They apply to runs started from here on."
+        )
     start = st.form_submit_button("Start training", type="primary")
 
 if start:
@@ -98,6 +107,8 @@ if start:
         "init_weights": start_choices.get(start_from),
         "train_seed": train_seed,
         "reset_classifier": reset_classifier,
+        "augment": st.session_state.get(TRAIN_AUGMENT_KEYS["paper"]) or None,
+        "simclr_augment": st.session_state.get(TRAIN_AUGMENT_KEYS["simclr"]) or None,
     }
     with plain_errors("Not started"):
         job = jobs.start_job(stage, options, runs, name=name.strip() or None)

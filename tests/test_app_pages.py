@@ -125,6 +125,29 @@ def test_augmentation_preset_and_reseed(app_env: Path) -> None:
     assert len(at.image) == 4 and [img.proto.imgs[0].url for img in at.image] != first
 
 
+def test_augmentation_settings_are_sent_to_training(app_env: Path) -> None:
+    at = page("augmentation").run()
+    at.slider(key="aug_paper_hair_p").set_value(0.3)
+    at.checkbox(key="aug_paper_color_constancy").set_value(True)
+    next(b for b in at.button if b.label == "Use for fine-tuning").click()
+    at.run()
+    assert_clean(at)
+    assert at.session_state["train_augment"] == ["hair_p=0.3", "color_constancy=true"]
+    assert any("hair_p=0.3, color_constancy=true" in s.value for s in at.success)
+    at.toggle(key="aug_simclr").set_value(True)
+    at.run()
+    next(b for b in at.button if b.label == "Use for SimCLR pretraining").click()
+    at.run()
+    assert at.session_state["train_simclr_augment"] == []  # the SimCLR preset untouched: its defaults
+
+    training = page("training")
+    training.session_state["train_augment"] = ["hair_p=0.3", "color_constancy=true"]
+    training.run()
+    assert_clean(training)
+    shown = [m.value for m in training.markdown]
+    assert "Fine-tuning: `hair_p=0.3`, `color_constancy=true`" in shown and "SimCLR pretraining: the defaults" in shown
+
+
 def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
     at = page("evaluation").run()
     next(b for b in at.button if b.label == "Evaluate").click()
@@ -138,7 +161,9 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
 @pytest.mark.slow
 def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
     runs = Path(jobs.runs_dir())
-    at = page("training").run()
+    at = page("training")
+    at.session_state["train_augment"] = ["hair_p=0.3"]  # as the Augmentation lab's "Use for fine-tuning" sets it
+    at.run()
     values = {
         "Pretrain epochs": 1,
         "Finetune epochs": 40,
@@ -164,6 +189,7 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         assert read_metrics(run), jobs.log_tail(run)
         train_cfg = json.loads((run / "config.json").read_text())["config"]["train"]
         assert (train_cfg["swa_epochs"], train_cfg["swa_lr"], train_cfg["label_smoothing"]) == (3, None, 0.1)
+        assert json.loads((run / "config.json").read_text())["config"]["augment"]["hair_p"] == 0.3
         at.run()  # a reload shows the job from the lock file and its metrics
         assert_clean(at)
         assert any("apptest" in p.proto.text for p in at.get("progress"))

@@ -87,9 +87,13 @@ def test_job_lifecycle_start_refuse_stop_resume(tmp_path: Path) -> None:
         jobs.cancel_job(runs)
 
 
-def test_build_command_passes_boolean_flags_only_when_set(tmp_path: Path) -> None:
+def test_build_command_passes_flags_only_when_set_and_lists_item_by_item(tmp_path: Path) -> None:
     options = {"init_weights": "w.safetensors", "train_seed": 3, "reset_classifier": True}
     command = jobs.build_command("finetune", tmp_path, options)
     assert command[command.index("--train-seed") + 1] == "3" and "--reset-classifier" in command
-    unset = jobs.build_command("finetune", tmp_path, {"train_seed": None, "reset_classifier": False})
-    assert "--train-seed" not in unset and "--reset-classifier" not in unset
+    unset = jobs.build_command(
+        "finetune", tmp_path, {"train_seed": None, "reset_classifier": False, "augment": None, "simclr_augment": []}
+    )
+    assert "--train-seed" not in unset and "--reset-classifier" not in unset and "--augment" not in unset
+    augmented = jobs.build_command("both", tmp_path, {"augment": ["hair_p=0.3", "crop_scale=0.5,1.0"]})
+    assert augmented[-4:] == ["--augment", "hair_p=0.3", "--augment", "crop_scale=0.5,1.0"]
