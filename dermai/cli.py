@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -286,11 +287,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: cleanup code on the way out runs, and main() reports "interrupted"."""
+    raise KeyboardInterrupt
+
+
 def _cmd_ensemble(args: argparse.Namespace) -> int:
     from dermai.ensemble import build_ensemble
 
     command = "python -m dermai " + shlex.join(args.argv)
-    fitted = build_ensemble(args.members, args.out, command, args.data, manifest=args.manifest, tta=args.tta)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # the app's Cancel: no uncalibrated ensemble is left
+    try:
+        fitted = build_ensemble(args.members, args.out, command, args.data, manifest=args.manifest, tta=args.tta)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(json.dumps({"weights": fitted["weights"], "val_auroc": fitted["val_metrics"]["val_auroc"]}))
     return 0
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -163,6 +165,25 @@ def test_a_failed_calibration_leaves_no_ensemble_behind(two_runs: tuple[Path, Pa
         build_ensemble([first, second], out, "cmd", data_dir=tmp_path / "empty")
     assert not any((out / name).exists() for name in ENSEMBLE_FILES)
     assert (out / "job.log").read_text() == "kept"
+
+
+def test_a_cancelled_ensemble_job_leaves_no_files(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, _ = two_runs
+    out = tmp_path / "ens"
+
+    def cancelled(*args: object, **kwargs: object) -> None:  # the app's Cancel arrives while calibrating
+        assert (out / "model.safetensors").exists()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt the fit")
+
+    monkeypatch.setattr("dermai.serving.fit_serving", cancelled)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["ensemble", str(first), str(second), "--out", str(out)]) == 130
+    assert not any((out / name).exists() for name in ENSEMBLE_FILES)
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 @pytest.mark.slow
