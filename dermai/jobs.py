@@ -187,6 +187,13 @@ def _describe(job: Job) -> str:
     return f"run {job.name!r} ({job.stage}, pid {job.pid}, started {since})"
 
 
+def _refuse_if_running(runs: Path) -> None:
+    """A JobError naming the job that holds the runs folder's lock, if one does."""
+    running = current_job(runs)
+    if running is not None:
+        raise JobError(f"a training job is already running: {_describe(running)}")
+
+
 def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
     """Take the lock, start the process, record it; a second caller gets a JobError naming the job."""
     runs.mkdir(parents=True, exist_ok=True)
@@ -196,9 +203,7 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
         except FileExistsError:
-            running = current_job(runs)
-            if running is not None:
-                raise JobError(f"a training job is already running: {_describe(running)}") from None
+            _refuse_if_running(runs)
     else:
         raise JobError(f"{lock}: cannot take the job lock")
     os.close(fd)
@@ -227,9 +232,7 @@ def start_job(
 ) -> Job:
     """Start a training run in a new folder under the runs folder (refused while another job runs)."""
     root = runs_dir(runs)
-    running = current_job(root)
-    if running is not None:
-        raise JobError(f"a training job is already running: {_describe(running)}")
+    _refuse_if_running(root)
     name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}"
     run_dir = _new_run_dir(root, name)
     if options.get("init_weights"):
@@ -250,9 +253,7 @@ def start_ensemble_job(
     from dermai.weights import WeightsError, read_meta
 
     root = runs_dir(runs)
-    running = current_job(root)
-    if running is not None:
-        raise JobError(f"a training job is already running: {_describe(running)}")
+    _refuse_if_running(root)
     if len(members) < 2:
         raise JobError("choose at least two runs to combine")
     try:
