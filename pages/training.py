@@ -146,9 +146,11 @@ def live() -> None:
     else:
         if job.stage == jobs.ENSEMBLE_STAGE:
             st.caption("Combining the runs and fitting the ensemble's calibration on the validation split…")
+            why = "End the job now; the ensemble's half-made files are removed"
         else:
             st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
-        if st.button("Cancel", help="Nothing is trained yet: end the job now"):
+            why = "Nothing is trained yet: end the job now"
+        if st.button("Cancel", help=why):
             jobs.cancel_job(runs)
             st.toast("Job cancelled.")
 
