@@ -218,6 +218,42 @@ def test_the_app_job_builds_an_ensemble_and_refuses_bad_members_up_front(
         jobs.start_ensemble_job([str(first), str(second)], runs, "pair")
 
 
+@pytest.mark.slow
+def test_the_app_trains_a_member_from_a_finished_runs_weights(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, ham_root: Path
+) -> None:
+    first, _, cfg = two_runs
+    runs = tmp_path / "runs"
+    options = {
+        "data": str(ham_root),
+        "limit": cfg.data.limit,
+        "seed": 0,
+        "image_size": 32,
+        "batch_size": 32,
+        "finetune_epochs": 1,
+        "init_weights": str(first),
+        "train_seed": 5,
+        "reset_classifier": True,
+        "augment": ["hair_p=0.3"],
+    }
+    job = jobs.start_job("finetune", options, runs, name="member")
+    try:
+        deadline = time.time() + 240
+        while jobs.current_job(runs) is not None and time.time() < deadline:
+            time.sleep(0.3)
+        assert jobs.run_status(job.run_dir, runs).status == "finished", jobs.log_tail(job.run_dir)
+    finally:
+        jobs.cancel_job(runs)
+    saved = json.loads((Path(job.run_dir) / "config.json").read_text())
+    assert (saved["init_weights"], saved["reset_classifier"]) == (str(first), True)
+    assert (saved["config"]["train"]["seed"], saved["config"]["data"]["seed"]) == (5, 0)
+    assert saved["config"]["augment"]["hair_p"] == 0.3
+    assert (
+        load_weights(Path(job.run_dir) / "model.safetensors").meta["manifest_sha256"]
+        == (load_weights(first).meta["manifest_sha256"])
+    )
+
+
 def test_the_app_refuses_start_weights_the_trainer_would_refuse(
     two_runs: tuple[Path, Path, RunConfig], tmp_path: Path
 ) -> None:
