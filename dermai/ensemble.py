@@ -17,7 +17,9 @@ would leak them into every figure measured on the ensemble.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -168,9 +170,6 @@ def build_ensemble(
     fit that fails removes the files written here, so no uncalibrated ensemble is left behind. The folder
     then reads like a finished run: metrics.jsonl holds a "serving" and a "status" record. Returns what
     `fit_serving` stored."""
-    import json
-    import time
-
     from dermai.serving import fit_serving  # serving → weights → ensemble: import here
 
     target = write_ensemble(member_paths, out_dir, command)
