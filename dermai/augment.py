@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-from dermai.config import AugmentConfig
+from dermai.config import AugmentConfig, check_augment
 from dermai.preprocess import normalize, to_float_batch
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
@@ -195,11 +195,7 @@ class BatchAugmenter:
     """
 
     def __init__(self, cfg: AugmentConfig, out_size: int) -> None:
-        if not 0.0 <= cfg.hue <= 0.5:
-            raise ValueError(f"hue must be in [0, 0.5] (fraction of the colour wheel), got {cfg.hue}")
-        if min(cfg.crop_scale) <= 0 or min(cfg.crop_ratio) <= 0:
-            raise ValueError("crop_scale and crop_ratio must be positive")
-        self.cfg = cfg
+        self.cfg = check_augment(cfg)
         self.out_size = out_size
         sigma_max = max(cfg.blur_sigma)
         self.blur_kernel = min(2 * math.ceil(3.0 * sigma_max) + 1, 2 * ((out_size - 1) // 2) + 1)

@@ -24,8 +24,11 @@ from typing import Any
 
 import pandas as pd
 
+from dermai.config import DataConfig, to_dict
 from dermai.data import write_json_atomic
-from dermai.train import STOP_FILE, read_metrics
+from dermai.ensemble import EnsembleError, ensemble_meta
+from dermai.train import STOP_FILE, read_metrics, split_mismatch
+from dermai.weights import WeightsError, read_meta
 
 LOCK_NAME = ".job.json"
 LOG_NAME = "job.log"
@@ -248,10 +251,8 @@ def start_ensemble_job(
 ) -> Job:
     """Combine finished fine-tuned runs' weights into an ensemble run, calibrated on validation, as a job
     (it scores the validation and training images, minutes on a CPU). Members are checked here first,
-    so a mismatch is refused with a message naming the file before any process starts."""
-    from dermai.ensemble import EnsembleError, ensemble_meta  # the check the ensemble command itself makes
-    from dermai.weights import WeightsError, read_meta
-
+    so a mismatch is refused with a message naming the file before any process starts (`ensemble_meta`, the
+    check the ensemble command itself makes)."""
     root = runs_dir(runs)
     _refuse_if_running(root)
     if len(members) < 2:
@@ -277,10 +278,6 @@ def _new_run_dir(root: Path, name: str) -> Path:
 def _check_start_weights(path: str, options: Mapping[str, Any]) -> None:
     """Refuse, before launching, initial weights the trainer would refuse: an ensemble, or weights trained on
     another split than the one the form's seed and limit draw."""
-    from dermai.config import DataConfig, to_dict
-    from dermai.train import split_mismatch
-    from dermai.weights import WeightsError, read_meta
-
     try:
         meta = read_meta(path)
     except WeightsError as exc:

@@ -140,9 +140,11 @@ def shipped_commit(path: str | Path, shipped_weights: Path) -> str | None:
     if not path.is_file():
         return None
     blob = _git(path.resolve().parent, "hash-object", path.name)
+    if blob is None:
+        return None
     history = _git(shipped_weights.parent, "log", "--format=%h", "--", shipped_weights.name) or ""
     for commit in history.split():
-        if blob and _git(shipped_weights.parent, "rev-parse", f"{commit}:./{shipped_weights.name}") == blob:
+        if _git(shipped_weights.parent, "rev-parse", f"{commit}:./{shipped_weights.name}") == blob:
             return commit
     return None
 
@@ -293,8 +295,8 @@ def main() -> None:
     meta = {k: v for k, v in loaded.meta.items() if k != "format"}
     runs = [r for r in (args.pretrain_run, args.run) if r]
     meta["recipe"] = build_recipe(runs, args.out / "model.safetensors", shipped_meta)
+    shipped_file = args.out / "model.safetensors"
     for member in meta.get("ensemble", []):  # a member that is a default model, now or before: name its commit
-        shipped_file = args.out / "model.safetensors"
         commit = shipped_commit(member["weights"], shipped_file)
         if commit:
             member["weights"] = f"{shipped_file.as_posix()} as of commit {commit}"

@@ -25,6 +25,7 @@ from dermai.model import SimCLRResNet18
 from dermai.predict import Predictor
 from dermai.train import TrainingError, train
 from dermai.weights import load_weights, save_weights
+from tests.test_jobs import wait_for
 from tests.test_predict import lesion_like
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -205,9 +206,7 @@ def test_the_app_job_builds_an_ensemble_and_refuses_bad_members_up_front(
 
     job = jobs.start_ensemble_job([str(first), str(second)], runs, "pair", data=str(ham_root))
     try:
-        deadline = time.time() + 240
-        while jobs.current_job(runs) is not None and time.time() < deadline:
-            time.sleep(0.3)
+        wait_for(lambda: jobs.current_job(runs) is None, timeout=240, what="the ensemble job to end")
         status = jobs.run_status(job.run_dir, runs)
         assert status.status == "finished", jobs.log_tail(job.run_dir)
         assert status.weights == Path(job.run_dir) / "model.safetensors"
@@ -238,9 +237,7 @@ def test_the_app_trains_a_member_from_a_finished_runs_weights(
     }
     job = jobs.start_job("finetune", options, runs, name="member")
     try:
-        deadline = time.time() + 240
-        while jobs.current_job(runs) is not None and time.time() < deadline:
-            time.sleep(0.3)
+        wait_for(lambda: jobs.current_job(runs) is None, timeout=240, what="the member's job to end")
         assert jobs.run_status(job.run_dir, runs).status == "finished", jobs.log_tail(job.run_dir)
     finally:
         jobs.cancel_job(runs)
