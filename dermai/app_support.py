@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from dermai.data import DataError, Dataset, attach_splits, load_dataset, resolve_data_root
+from dermai.ensemble import input_sizes_text
 from dermai.jobs import runs_dir
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
 
@@ -111,6 +112,7 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
         "tiers": tiers,
         "classes": list(meta.get("classes", [])),
         "image_size": meta.get("image_size"),
+        "input_sizes": input_sizes_text(meta),
         "status": meta.get("status"),
         "temperature": meta.get("temperature"),
         "ood": bool(meta.get("ood")),

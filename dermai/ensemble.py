@@ -10,6 +10,11 @@ unchanged:
 - `forward(x)`: the averaged logits;
 - `cam_layers`: every member's last block (pytorch-grad-cam averages their maps).
 
+Members may take different input sizes (say one fine-tuned at 96 px and one at 128 px): the ensemble takes
+the largest, and each smaller member sees that input resized to its own size with antialiasing, as its
+training pipeline resized images. The JSON's `image_size` is then the largest, and `model.member_image_sizes`
+lists each member's.
+
 An ensemble serves; it never trains, so its members keep no SimCLR projection heads. Members must have been
 trained on the same split (same manifest checksum): a member that saw another's validation or test images
 would leak them into every figure measured on the ensemble.
@@ -25,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dermai.model import SimCLRResNet18
 
 # Fields every member must share: they decide what an input means and which images are held out.
-SHARED_FIELDS = ("classes", "mode", "image_size", "mean", "std", "manifest_sha256")
+SHARED_FIELDS = ("classes", "mode", "mean", "std", "manifest_sha256")
 # Fields fitted for one model on validation; they do not carry over to the ensemble and are refitted.
 PER_MODEL_FIELDS = (
     "format",
@@ -56,12 +62,16 @@ class EnsembleError(ValueError):
 
 
 class EnsembleModel(nn.Module):
-    """Two or more `SimCLRResNet18` members with the same classes, served as one model (mean logits)."""
+    """Two or more `SimCLRResNet18` members with the same classes, served as one model (mean logits).
 
-    def __init__(self, members: Sequence[SimCLRResNet18]) -> None:
+    `image_sizes` holds each member's input size (None: all take the input as it comes)."""
+
+    def __init__(self, members: Sequence[SimCLRResNet18], image_sizes: Sequence[int] | None = None) -> None:
         super().__init__()
         if len(members) < 2:
             raise EnsembleError(f"an ensemble needs at least two members, got {len(members)}")
+        if image_sizes is not None and len(image_sizes) != len(members):
+            raise EnsembleError(f"{len(image_sizes)} image sizes given for {len(members)} members")
         if len({m.num_classes for m in members}) != 1:
             raise EnsembleError(f"members predict different numbers of classes: {[m.num_classes for m in members]}")
         for member in members:
@@ -69,10 +79,22 @@ class EnsembleModel(nn.Module):
         self.members = nn.ModuleList(members)
         self.num_classes = members[0].num_classes
         self._feature_dims = [m.classifier.in_features for m in members]
+        self.image_sizes = [int(s) for s in image_sizes] if image_sizes is not None else None
+
+    def member_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The input each member reads: `x` itself, or `x` resized (antialiased) to the member's own size."""
+        if self.image_sizes is None:
+            return [x] * len(self.members)
+        return [
+            x
+            if tuple(x.shape[-2:]) == (size, size)
+            else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            for size in self.image_sizes
+        ]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The members' trunk features side by side: (B, sum of feature dims)."""
-        return torch.cat([m.features(x) for m in self.members], dim=1)
+        return torch.cat([m.features(xm) for m, xm in zip(self.members, self.member_inputs(x), strict=True)], dim=1)
 
     def classifier(self, features: torch.Tensor) -> torch.Tensor:
         """Mean of the members' logits, each head reading its own member's slice of `features`."""
@@ -108,19 +130,37 @@ def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
             raise EnsembleError(
                 f"{path}: not a fine-tuned model (stages {meta.get('stages')}); it has no trained classifier"
             )
+    sizes = []
+    for member, path in zip(member_metas, member_paths, strict=True):
+        size = member.get("image_size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise EnsembleError(f"{path}: its JSON has no valid 'image_size' ({_short(size)})")
+        sizes.append(size)
     meta = {k: v for k, v in first.items() if k not in PER_MODEL_FIELDS}
+    meta["image_size"] = max(sizes)
     meta["model"] = {**first.get("model", {}), "members": len(member_metas), "init_checkpoint": None}
+    if len(set(sizes)) > 1:
+        meta["model"]["member_image_sizes"] = sizes
     meta["command"] = command
     meta["stages"] = ["finetune"]
     meta["ensemble"] = [
         {
             "weights": str(path),
             "command": m.get("command"),
+            "image_size": m["image_size"],
             "val_auroc": (m.get("val_metrics") or {}).get("val_auroc"),
         }
         for m, path in zip(member_metas, member_paths, strict=True)
     ]
     return meta
+
+
+def input_sizes_text(meta: dict[str, Any]) -> str:
+    """The input size(s) of a weights file for people: "96 px", or "96 and 128 px" for mixed members."""
+    sizes = (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
+    if not all(isinstance(s, int) for s in sizes):
+        return "? px"
+    return " and ".join(str(s) for s in sorted(set(sizes))) + " px"
 
 
 def combine(member_paths: Sequence[str | os.PathLike[str]], command: str) -> tuple[EnsembleModel, dict[str, Any]]:
@@ -130,7 +170,7 @@ def combine(member_paths: Sequence[str | os.PathLike[str]], command: str) -> tup
     loaded = [load_weights(p) for p in member_paths]
     paths = [str(Path(p)) for p in member_paths]
     meta = ensemble_meta([item.meta for item in loaded], paths, command)
-    return EnsembleModel([item.model for item in loaded]), meta
+    return EnsembleModel([item.model for item in loaded], meta["model"].get("member_image_sizes")), meta
 
 
 def write_ensemble(

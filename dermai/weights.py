@@ -24,6 +24,8 @@ from dermai.model import SimCLRResNet18
 FORMAT = "dermai-weights/1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
 EXTRA_PREFIX = "extra."  # non-model tensors (e.g. OOD statistics) stored beside the model's
+# The JSON's "model" fields that describe an ensemble or provenance rather than a ModelConfig.
+ENSEMBLE_MODEL_FIELDS = ("init_checkpoint", "members", "member_image_sizes")
 
 
 class WeightsError(ValueError):
@@ -99,10 +101,13 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
     extra = {k[len(EXTRA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
     model_fields = meta.get("model", {})
-    model_cfg = ModelConfig(**{k: v for k, v in model_fields.items() if k not in ("init_checkpoint", "members")})
+    model_cfg = ModelConfig(**{k: v for k, v in model_fields.items() if k not in ENSEMBLE_MODEL_FIELDS})
     members = int(model_fields.get("members", 1))
     model: SimCLRResNet18 | EnsembleModel = (
-        EnsembleModel([SimCLRResNet18(len(meta["classes"]), model_cfg) for _ in range(members)])
+        EnsembleModel(
+            [SimCLRResNet18(len(meta["classes"]), model_cfg) for _ in range(members)],
+            model_fields.get("member_image_sizes"),
+        )
         if members > 1
         else SimCLRResNet18(len(meta["classes"]), model_cfg)
     )

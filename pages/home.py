@@ -48,7 +48,7 @@ else:
             cols[0].caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
     else:
         cols[0].metric("AUROC malignant", "n/a")
-    cols[1].metric("Input size", f"{card['image_size']} px")
+    cols[1].metric("Input size", card["input_sizes"])
     cols[2].metric("Training status", str(card["status"] or "?"))
     if card["tiers"]:
         table = pd.DataFrame(card["tiers"]).set_index("tier")

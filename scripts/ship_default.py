@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
+from dermai.ensemble import input_sizes_text  # noqa: E402
 from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
@@ -109,7 +110,7 @@ def history_entry(meta: dict[str, Any]) -> dict[str, Any]:
         "commands": recipe.get("commands", []),
         "notes": recipe.get("notes", []),
         "training_minutes": round(sum((recipe.get("training_seconds") or {}).values()) / 60),
-        "image_size": meta.get("image_size"),
+        "image_size": input_sizes_text(meta),
         "val_auroc": best_val_auroc(meta),
         "test_auroc": test.get("auroc"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
@@ -391,11 +392,17 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
         elif row.get("shipped") is False:
             recipe = "not shipped (validation AUROC did not improve; test not scored)<br>" + recipe
         lines.append(
-            f"| {recipe} | {row['image_size']} px | {row['training_minutes']} min | {_fmt(row['val_auroc'])} | "
+            f"| {recipe} | {_size_cell(row['image_size'])} | {row['training_minutes']} min | "
+            f"{_fmt(row['val_auroc'])} | "
             f"{_fmt(row['test_auroc'])} | {_fmt(row['test_balanced_accuracy'])} | "
             f"{_fmt(row['test_refer_sensitivity'])} / {_fmt(row['test_refer_specificity'])} |"
         )
     return [*lines, ""]
+
+
+def _size_cell(size: int | str | None) -> str:
+    """A history row's input size: older rows hold a number of pixels, newer ones `input_sizes_text`."""
+    return f"{size} px" if isinstance(size, int) else str(size or "?")
 
 
 def ensemble_lines(meta: dict[str, Any]) -> list[str]:
@@ -412,6 +419,7 @@ def ensemble_lines(meta: dict[str, Any]) -> list[str]:
         auroc = member.get("val_auroc")
         lines.append(
             f"{i + 1}. `{member['weights']}`"
+            + (f", {member['image_size']} px" if member.get("image_size") else "")
             + (f", val AUROC {auroc:.3f}" if auroc is not None else "")
             + (f": `{member['command']}`" if member.get("command") else "")
         )
@@ -448,8 +456,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "HAM10000's seven, not for screening without a clinician.",
         "",
         "## Model",
-        f"SimCLR ResNet-18 from random initialisation (no ImageNet weights), input {meta['image_size']}×"
-        f"{meta['image_size']} px (whole image resized), ImageNet mean/std normalisation, classifier on the 512-d",
+        "SimCLR ResNet-18 from random initialisation (no ImageNet weights), input"
+        f" {input_sizes_text(meta).replace(' px', '')} px square (whole image resized), ImageNet mean/std"
+        " normalisation, classifier on the 512-d",
         "trunk features; weights stored in fp16 safetensors. Probabilities are softmax(logits / T + log prior): the",
         "model is trained on class-balanced batches; the training prior is added back post hoc and the temperature",
         f"T = {meta['temperature']:.3f} is fitted on the validation split.",
@@ -540,7 +549,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "  but not all of them.",
         "- Seven diagnoses only (akiec, bcc, bkl, df, mel, nv, vasc); other lesions (e.g. SCC apart from Bowen's,",
         "  Merkel cell carcinoma, acral or mucosal lesions) will be forced into one of them.",
-        f"- Low input resolution ({meta['image_size']} px) to train from scratch on a CPU in about two hours; fine",
+        f"- Low input resolution ({input_sizes_text(meta)}) to train from scratch on a CPU in about two hours; fine",
         "  structures visible at full resolution are lost. Images of any size are accepted and resized.",
         "- Several images of one lesion are correlated; intervals are bootstrapped by lesion.",
         "- Quality bars not met above are open work. Longer SimCLR pretraining (321 epochs on a GPU), larger"

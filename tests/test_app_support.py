@@ -62,6 +62,9 @@ def test_model_card_prefers_test_metrics_and_lists_tiers() -> None:
     card = app_support.model_card(meta)
     assert (card["auroc"], card["auroc_ci"], card["auroc_split"]) == (0.85, [0.8, 0.9], "test")
     assert card["tiers"][0]["tier"] == "refer" and card["tiers"][0]["sensitivity"] == 0.95
+    assert card["input_sizes"] == "224 px"
+    mixed = {**meta, "model": {"members": 2, "member_image_sizes": [128, 96]}}
+    assert app_support.model_card(mixed)["input_sizes"] == "96 and 128 px"
     assert app_support.model_card({"val_metrics": {"val_auroc": 0.7}})["auroc_split"] == "val"
     assert app_support.model_card({})["auroc"] is None
 

@@ -23,6 +23,7 @@ from dermai.ensemble import ENSEMBLE_FILES, EnsembleError, EnsembleModel, build_
 from dermai.evaluate import evaluate
 from dermai.model import SimCLRResNet18
 from dermai.predict import Predictor
+from dermai.saliency import SaliencyExplainer
 from dermai.train import TrainingError, train
 from dermai.weights import load_weights, save_weights
 from tests.test_jobs import wait_for
@@ -88,7 +89,8 @@ def test_logits_are_the_members_mean_and_survive_a_save_and_load(tmp_path: Path)
     [
         ({"manifest_sha256": "def"}, "b.safetensors: manifest_sha256 .* same split"),
         ({"classes": CLASSES[:6]}, "b.safetensors: classes"),
-        ({"image_size": 64}, "b.safetensors: image_size 64"),
+        ({"image_size": "64"}, "b.safetensors: its JSON has no valid 'image_size'"),
+        ({"image_size": 0}, "b.safetensors: its JSON has no valid 'image_size'"),
         ({"stages": ["pretrain"]}, "b.safetensors: not a fine-tuned model"),
         ({"ensemble": [{"weights": "x"}, {"weights": "y"}]}, "b.safetensors: is an ensemble already"),
     ],
@@ -96,6 +98,31 @@ def test_logits_are_the_members_mean_and_survive_a_save_and_load(tmp_path: Path)
 def test_members_that_do_not_fit_together_are_refused_by_name(changes: dict, message: str) -> None:
     with pytest.raises(EnsembleError, match=message):
         ensemble_meta([_meta(), _meta(**changes)], ["a.safetensors", "b.safetensors"], "cmd")
+
+
+def test_members_of_different_input_sizes_each_read_the_input_at_their_own_size(tmp_path: Path) -> None:
+    members = _members()
+    x = torch.rand(2, 3, 48, 48)
+    small = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        expected = (members[0](small) + members[1](x)) / 2
+        assert not torch.allclose(members[0](small), members[0](x), atol=1e-3)  # the resize is not a no-op
+
+    meta = ensemble_meta([_meta(image_size=32), _meta(image_size=48)], ["a.safetensors", "b.safetensors"], "cmd")
+    assert meta["image_size"] == 48  # the ensemble takes the largest input; the 32 px member gets it resized
+    assert meta["model"]["member_image_sizes"] == [32, 48]
+    assert [m["image_size"] for m in meta["ensemble"]] == [32, 48]
+    path = save_weights(EnsembleModel(members, [32, 48]), tmp_path / "model.safetensors", meta)
+    loaded = load_weights(path)
+    assert loaded.model.image_sizes == [32, 48]
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), expected, atol=1e-5)
+    # Grad-CAM averages maps of different grids (1×1 at 32 px, 2×2 at 48 px), each scaled to the input size
+    heatmap = SaliencyExplainer(loaded.model, classes=CLASSES).explain(x[:1], target="malignant")
+    assert heatmap.shape == (48, 48) and np.isfinite(heatmap).all()
+    # one size for all: no per-member sizes are stored, and the input passes through untouched
+    same = ensemble_meta([_meta(), _meta()], ["a.safetensors", "b.safetensors"], "cmd")
+    assert same["image_size"] == 32 and "member_image_sizes" not in same["model"]
 
 
 def test_an_ensemble_needs_two_members() -> None:

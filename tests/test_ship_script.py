@@ -178,10 +178,14 @@ def test_refresh_ood_rewrites_the_gate_figures_and_nothing_else(
 def test_card_describes_an_ensembles_members_and_nothing_for_one_model(ship: ModuleType) -> None:
     members = [
         {"weights": "weights/model.safetensors as of commit 01908a1", "command": "finetune A", "val_auroc": 0.9036},
-        {"weights": "runs/m/model.safetensors", "command": "finetune B", "val_auroc": None},
+        {"weights": "runs/m/model.safetensors", "command": "finetune B", "val_auroc": None, "image_size": 128},
     ]
     lines = ship.ensemble_lines({"ensemble": members})
     assert "ensemble of 2" in lines[0]
     assert lines[1] == "1. `weights/model.safetensors as of commit 01908a1`, val AUROC 0.904: `finetune A`"
-    assert lines[2] == "2. `runs/m/model.safetensors`: `finetune B`"
+    assert lines[2] == "2. `runs/m/model.safetensors`, 128 px: `finetune B`"
     assert ship.ensemble_lines({"image_size": 96}) == []
+    # a mixed-size ensemble's history row names both sizes; rows from older JSON hold a plain number
+    mixed = {**shipped_meta(0.9, 0.91), "image_size": 128, "model": {"member_image_sizes": [96, 128]}}
+    assert ship.history_entry(mixed)["image_size"] == "96 and 128 px"
+    assert ship._size_cell(96) == "96 px" and ship._size_cell("96 and 128 px") == "96 and 128 px"
