@@ -155,12 +155,15 @@ def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
     return meta
 
 
-def input_sizes_text(meta: dict[str, Any]) -> str:
-    """The input size(s) of a weights file for people: "96 px", or "96 and 128 px" for mixed members."""
+def input_sizes(meta: dict[str, Any]) -> list[int]:
+    """The distinct input sizes of a weights file's network(s), smallest first ([] if the JSON has none)."""
     sizes = (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
-    if not all(isinstance(s, int) for s in sizes):
-        return "? px"
-    return " and ".join(str(s) for s in sorted(set(sizes))) + " px"
+    return sorted({s for s in sizes if isinstance(s, int) and not isinstance(s, bool)})
+
+
+def input_sizes_text(meta: dict[str, Any]) -> str:
+    """The input size(s) for people: "96 px", or "96 and 128 px" for an ensemble of mixed members."""
+    return " and ".join(str(s) for s in input_sizes(meta) or ["?"]) + " px"
 
 
 def combine(member_paths: Sequence[str | os.PathLike[str]], command: str) -> tuple[EnsembleModel, dict[str, Any]]:

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
-from dermai.ensemble import input_sizes_text  # noqa: E402
+from dermai.ensemble import input_sizes, input_sizes_text  # noqa: E402
 from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
@@ -457,7 +457,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "",
         "## Model",
         "SimCLR ResNet-18 from random initialisation (no ImageNet weights), input"
-        f" {input_sizes_text(meta).replace(' px', '')} px square (whole image resized), ImageNet mean/std"
+        f" {' and '.join(f'{s}×{s}' for s in input_sizes(meta))} px (whole image resized), ImageNet mean/std"
         " normalisation, classifier on the 512-d",
         "trunk features; weights stored in fp16 safetensors. Probabilities are softmax(logits / T + log prior): the",
         "model is trained on class-balanced batches; the training prior is added back post hoc and the temperature",
@@ -556,9 +556,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " inputs (128-160 px) and further fine-tuning with stochastic weight averaging did not beat the shipped"
         ' model on validation ("What was tried"). A second ensemble member fine-tuned from the first one\'s trunk'
         " helped: most with stronger augmentation (larger crops, any rotation, synthetic hairs and vignetting),"
-        " a little without. Untried: members from separate SimCLR pretraining runs (the 50 MB limit holds two"
-        " fp16 ResNet-18s), stronger augmentation for the first member too, and inputs at the images' native"
-        " 200×150.",
+        " a little without; the same member at 128 px did not beat it at 96 px. Untried: members from separate"
+        " SimCLR pretraining runs (the 50 MB limit holds two fp16 ResNet-18s), stronger augmentation for the"
+        " first member too, and inputs at the images' native 200×150.",
     ]
     return "\n".join(lines) + "\n"
 
