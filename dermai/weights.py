@@ -103,11 +103,18 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
     model_fields = meta.get("model", {})
     model_cfg = ModelConfig(**{k: v for k, v in model_fields.items() if k not in ENSEMBLE_MODEL_FIELDS})
     members = int(model_fields.get("members", 1))
-    model: SimCLRResNet18 | EnsembleModel = (
-        EnsembleModel(
-            [SimCLRResNet18(len(meta["classes"]), model_cfg) for _ in range(members)],
-            model_fields.get("member_image_sizes"),
+    sizes = model_fields.get("member_image_sizes")
+    if sizes is not None and (
+        not isinstance(sizes, list)
+        or len(sizes) != members
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+    ):
+        raise WeightsError(
+            f"{weights.with_suffix('.json')}: field 'model.member_image_sizes' must list one positive size per"
+            f" member ({members}), got {sizes!r}"
         )
+    model: SimCLRResNet18 | EnsembleModel = (
+        EnsembleModel([SimCLRResNet18(len(meta["classes"]), model_cfg) for _ in range(members)], sizes)
         if members > 1
         else SimCLRResNet18(len(meta["classes"]), model_cfg)
     )

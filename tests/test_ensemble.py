@@ -25,7 +25,7 @@ from dermai.model import SimCLRResNet18
 from dermai.predict import Predictor
 from dermai.saliency import SaliencyExplainer
 from dermai.train import TrainingError, train
-from dermai.weights import load_weights, save_weights
+from dermai.weights import WeightsError, load_weights, save_weights
 from tests.test_jobs import wait_for
 from tests.test_predict import lesion_like
 
@@ -120,6 +120,12 @@ def test_members_of_different_input_sizes_each_read_the_input_at_their_own_size(
     # Grad-CAM averages maps of different grids (1×1 at 32 px, 2×2 at 48 px), each scaled to the input size
     heatmap = SaliencyExplainer(loaded.model, classes=CLASSES).explain(x[:1], target="malignant")
     assert heatmap.shape == (48, 48) and np.isfinite(heatmap).all()
+    # a JSON whose sizes do not fit its members is refused by name, not with a traceback from deep inside
+    broken = json.loads(path.with_suffix(".json").read_text())
+    broken["model"]["member_image_sizes"] = [32]
+    path.with_suffix(".json").write_text(json.dumps(broken))
+    with pytest.raises(WeightsError, match="model.json: field 'model.member_image_sizes' must list one"):
+        load_weights(path)
     # one size for all: no per-member sizes are stored, and the input passes through untouched
     same = ensemble_meta([_meta(), _meta()], ["a.safetensors", "b.safetensors"], "cmd")
     assert same["image_size"] == 32 and "member_image_sizes" not in same["model"]
