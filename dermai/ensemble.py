@@ -130,12 +130,10 @@ def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
             raise EnsembleError(
                 f"{path}: not a fine-tuned model (stages {meta.get('stages')}); it has no trained classifier"
             )
-    sizes = []
-    for member, path in zip(member_metas, member_paths, strict=True):
-        size = member.get("image_size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+    sizes = [member.get("image_size") for member in member_metas]
+    for size, path in zip(sizes, member_paths, strict=True):
+        if not is_image_size(size):
             raise EnsembleError(f"{path}: its JSON has no valid 'image_size' ({_short(size)})")
-        sizes.append(size)
     meta = {k: v for k, v in first.items() if k not in PER_MODEL_FIELDS}
     meta["image_size"] = max(sizes)
     meta["model"] = {**first.get("model", {}), "members": len(member_metas), "init_checkpoint": None}
@@ -147,18 +145,23 @@ def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
         {
             "weights": str(path),
             "command": m.get("command"),
-            "image_size": m["image_size"],
+            "image_size": size,
             "val_auroc": (m.get("val_metrics") or {}).get("val_auroc"),
         }
-        for m, path in zip(member_metas, member_paths, strict=True)
+        for m, path, size in zip(member_metas, member_paths, sizes, strict=True)
     ]
     return meta
+
+
+def is_image_size(value: Any) -> bool:
+    """A JSON value that is an input size: a positive int (JSON's true/false are not sizes)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def input_sizes(meta: dict[str, Any]) -> list[int]:
     """The distinct input sizes of a weights file's network(s), smallest first ([] if the JSON has none)."""
     sizes = (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
-    return sorted({s for s in sizes if isinstance(s, int) and not isinstance(s, bool)})
+    return sorted({s for s in sizes if is_image_size(s)})
 
 
 def input_sizes_text(meta: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from dermai.config import ModelConfig
 from dermai.data import atomic_target, write_json_atomic
-from dermai.ensemble import EnsembleModel
+from dermai.ensemble import EnsembleModel, is_image_size
 from dermai.model import SimCLRResNet18
 
 FORMAT = "dermai-weights/1"
@@ -105,9 +105,7 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
     members = int(model_fields.get("members", 1))
     sizes = model_fields.get("member_image_sizes")
     if sizes is not None and (
-        not isinstance(sizes, list)
-        or len(sizes) != members
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+        not isinstance(sizes, list) or len(sizes) != members or not all(is_image_size(s) for s in sizes)
     ):
         raise WeightsError(
             f"{weights.with_suffix('.json')}: field 'model.member_image_sizes' must list one positive size per"
