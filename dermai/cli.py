@@ -161,6 +161,12 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--data", help="data folder (default: the one in the members' config)")
     ensemble.add_argument("--manifest", help="the members' split manifest (default: rebuilt from their config)")
     ensemble.add_argument("--tta", action="store_true", help="fit calibration on test-time-augmented logits")
+    ensemble.add_argument(
+        "--image-sizes",
+        type=_size_list,
+        help="each member's input size, comma-separated (e.g. 96,120; default: the size each was trained at); "
+        "a member trained on random crops may score better a little above its training size: choose on validation",
+    )
 
     experiment = sub.add_parser("experiment", help="research experiments")
     experiment_sub = experiment.add_subparsers(dest="experiment", metavar="NAME", required=True)
@@ -287,6 +293,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size_list(text: str) -> list[int]:
+    """--image-sizes '96,120' → [96, 120]; a bad list is a usage error naming it."""
+    from dermai.ensemble import EnsembleError, parse_image_sizes
+
+    try:
+        return parse_image_sizes(text)
+    except EnsembleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM as Ctrl-C: cleanup code on the way out runs, and main() reports "interrupted"."""
     raise KeyboardInterrupt
@@ -298,7 +314,15 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     command = "python -m dermai " + shlex.join(args.argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # the app's Cancel: no uncalibrated ensemble is left
     try:
-        fitted = build_ensemble(args.members, args.out, command, args.data, manifest=args.manifest, tta=args.tta)
+        fitted = build_ensemble(
+            args.members,
+            args.out,
+            command,
+            args.data,
+            manifest=args.manifest,
+            tta=args.tta,
+            image_sizes=args.image_sizes,
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(json.dumps({"weights": fitted["weights"], "val_auroc": fitted["val_metrics"]["val_auroc"]}))

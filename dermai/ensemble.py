@@ -13,7 +13,8 @@ unchanged:
 Members may take different input sizes (say one fine-tuned at 96 px and one at 128 px): the ensemble takes
 the largest, and each smaller member sees that input resized to its own size with antialiasing, as its
 training pipeline resized images. The JSON's `image_size` is then the largest, and `model.member_image_sizes`
-lists each member's.
+lists each member's. A member may also be served at a size other than its training size (`image_sizes` of
+`build_ensemble`, `--image-sizes` of `python -m dermai ensemble`); its entry then keeps `trained_image_size`.
 
 An ensemble serves; it never trains, so its members keep no SimCLR projection heads. Members must have been
 trained on the same split (same manifest checksum): a member that saw another's validation or test images
@@ -110,9 +111,19 @@ class EnsembleModel(nn.Module):
         return [m.cam_layer for m in self.members]
 
 
-def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence[str], command: str) -> dict[str, Any]:
+def ensemble_meta(
+    member_metas: Sequence[dict[str, Any]],
+    member_paths: Sequence[str],
+    command: str,
+    image_sizes: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """The ensemble's JSON: the members' shared fields, the first member's training config (for its split),
-    and each member's provenance; per-model serving fields are left out for `fit_serving` to refit."""
+    and each member's provenance; per-model serving fields are left out for `fit_serving` to refit.
+
+    `image_sizes` serves each member at a size of its own instead of the one it was trained at: a member
+    trained on random crops has seen lesions larger than a whole image shows them, and may score better a
+    little above its training size (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
+    Choose them on validation."""
     first = member_metas[0]
     for field in SHARED_FIELDS:
         if field not in first:
@@ -130,10 +141,16 @@ def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
             raise EnsembleError(
                 f"{path}: not a fine-tuned model (stages {meta.get('stages')}); it has no trained classifier"
             )
-    sizes = [member.get("image_size") for member in member_metas]
-    for size, path in zip(sizes, member_paths, strict=True):
+    trained_sizes = [member.get("image_size") for member in member_metas]
+    for size, path in zip(trained_sizes, member_paths, strict=True):
         if not is_image_size(size):
             raise EnsembleError(f"{path}: its JSON has no valid 'image_size' ({_short(size)})")
+    sizes = list(trained_sizes) if image_sizes is None else list(image_sizes)
+    if len(sizes) != len(member_metas):
+        raise EnsembleError(f"{len(sizes)} input sizes given for {len(member_metas)} members; give one per member")
+    for size in sizes:
+        if not is_image_size(size):
+            raise EnsembleError(f"input size {_short(size)} is not a positive whole number of pixels")
     meta = {k: v for k, v in first.items() if k not in PER_MODEL_FIELDS}
     meta["image_size"] = max(sizes)
     meta["model"] = {**first.get("model", {}), "members": len(member_metas), "init_checkpoint": None}
@@ -146,9 +163,10 @@ def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
             "weights": str(path),
             "command": m.get("command"),
             "image_size": size,
+            **({"trained_image_size": trained} if trained != size else {}),
             "val_auroc": (m.get("val_metrics") or {}).get("val_auroc"),
         }
-        for m, path, size in zip(member_metas, member_paths, sizes, strict=True)
+        for m, path, size, trained in zip(member_metas, member_paths, sizes, trained_sizes, strict=True)
     ]
     return meta
 
@@ -156,6 +174,17 @@ def ensemble_meta(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
 def is_image_size(value: Any) -> bool:
     """A JSON value that is an input size: a positive int (JSON's true/false are not sizes)."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def parse_image_sizes(text: str) -> list[int]:
+    """'96, 120' → [96, 120]: members' input sizes as a person types them (CLI and app)."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise EnsembleError(f"input sizes {text!r}: give whole numbers of pixels separated by commas") from None
+    if not all(is_image_size(size) for size in sizes):
+        raise EnsembleError(f"input sizes {text!r}: each must be a positive number of pixels")
+    return sizes
 
 
 def input_sizes(meta: dict[str, Any]) -> list[int]:
@@ -169,25 +198,30 @@ def input_sizes_text(meta: dict[str, Any]) -> str:
     return " and ".join(str(s) for s in input_sizes(meta) or ["?"]) + " px"
 
 
-def combine(member_paths: Sequence[str | os.PathLike[str]], command: str) -> tuple[EnsembleModel, dict[str, Any]]:
+def combine(
+    member_paths: Sequence[str | os.PathLike[str]], command: str, image_sizes: Sequence[int] | None = None
+) -> tuple[EnsembleModel, dict[str, Any]]:
     """Load member weights files and return the ensemble model and its metadata (nothing is written)."""
     from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
 
     loaded = [load_weights(p) for p in member_paths]
     paths = [str(Path(p)) for p in member_paths]
-    meta = ensemble_meta([item.meta for item in loaded], paths, command)
+    meta = ensemble_meta([item.meta for item in loaded], paths, command, image_sizes)
     return EnsembleModel([item.model for item in loaded], meta["model"].get("member_image_sizes")), meta
 
 
 def write_ensemble(
-    member_paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], command: str
+    member_paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    command: str,
+    image_sizes: Sequence[int] | None = None,
 ) -> Path:
     """Combine members into `out_dir/model.safetensors` + `model.json`, with a `config.json` naming the
     command and members (what `scripts/ship_default.py` reads to record the recipe). Refuses to overwrite."""
     from dermai.data import write_json_atomic
     from dermai.weights import save_weights
 
-    model, meta = combine(member_paths, command)
+    model, meta = combine(member_paths, command, image_sizes)
     out = Path(out_dir)
     target = out / "model.safetensors"
     if target.exists():
@@ -211,6 +245,7 @@ def build_ensemble(
     data_dir: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
     tta: bool = False,
+    image_sizes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Write the ensemble and fit its serving (temperature, tiers, OOD gate) on validation, as one step: a
     fit that fails removes the files written here, so no uncalibrated ensemble is left behind. The folder
@@ -218,7 +253,7 @@ def build_ensemble(
     `fit_serving` stored."""
     from dermai.serving import fit_serving  # serving → weights → ensemble: import here
 
-    target = write_ensemble(member_paths, out_dir, command)
+    target = write_ensemble(member_paths, out_dir, command, image_sizes)
     try:
         fitted = fit_serving(target, data_dir, manifest=manifest, tta=tta)
     except BaseException:

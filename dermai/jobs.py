@@ -248,22 +248,24 @@ def start_ensemble_job(
     runs: str | os.PathLike[str] | None = None,
     name: str | None = None,
     data: str | None = None,
+    image_sizes: list[int] | None = None,
 ) -> Job:
     """Combine finished fine-tuned runs' weights into an ensemble run, calibrated on validation, as a job
     (it scores the validation and training images, minutes on a CPU). Members are checked here first,
     so a mismatch is refused with a message naming the file before any process starts (`ensemble_meta`, the
-    check the ensemble command itself makes)."""
+    check the ensemble command itself makes). `image_sizes`: each member's input size (default: its own)."""
     root = runs_dir(runs)
     _refuse_if_running(root)
     if len(members) < 2:
         raise JobError("choose at least two runs to combine")
     try:
-        ensemble_meta([read_meta(m) for m in members], members, "")
+        ensemble_meta([read_meta(m) for m in members], members, "", image_sizes)
     except (WeightsError, EnsembleError) as exc:
         raise JobError(str(exc)) from None
     run_dir = _new_run_dir(root, name or f"{time.strftime('%Y%m%d-%H%M%S')}-{ENSEMBLE_STAGE}")
     command = [sys.executable, "-m", "dermai", ENSEMBLE_STAGE, *members, "--out", str(run_dir)]
     command += ["--data", data] if data else []
+    command += ["--image-sizes", ",".join(map(str, image_sizes))] if image_sizes else []
     return _launch(ENSEMBLE_STAGE, run_dir, command, root)
 
 

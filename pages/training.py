@@ -7,6 +7,7 @@ import streamlit as st
 from dermai import jobs
 from dermai.app_support import TRAIN_AUGMENT_KEYS
 from dermai.config import TrainConfig
+from dermai.ensemble import parse_image_sizes
 from dermai.plots import training_curves_figure
 from dermai.train import read_metrics
 from pages._common import data_dir, plain_errors, set_weights
@@ -179,10 +180,20 @@ with st.expander("Combine runs into an ensemble"):
         candidates = jobs.finished_weights(runs, fine_tuned=True)
         members = st.multiselect("Members (two or more)", list(candidates), key="ensemble_members")
         ensemble_name = st.text_input("Ensemble name (optional)", help="default: date-time-ensemble")
+        sizes_text = st.text_input(
+            "Input sizes (optional)",
+            placeholder="e.g. 96, 120",
+            help="One size in pixels per member, in the order chosen above; default: the size each was trained "
+            "at. A member trained on random crops may score better a little above its training size.",
+        )
         if st.form_submit_button("Build ensemble"):
             with plain_errors("Not started"):
                 job = jobs.start_ensemble_job(
-                    [candidates[m] for m in members], runs, ensemble_name.strip() or None, data_dir() or None
+                    [candidates[m] for m in members],
+                    runs,
+                    ensemble_name.strip() or None,
+                    data_dir() or None,
+                    image_sizes=parse_image_sizes(sizes_text) if sizes_text.strip() else None,
                 )
                 st.success(f"Building ensemble {job.name} (pid {job.pid}).")
 

@@ -420,6 +420,11 @@ def ensemble_lines(meta: dict[str, Any]) -> list[str]:
         lines.append(
             f"{i + 1}. `{member['weights']}`"
             + (f", {member['image_size']} px" if member.get("image_size") else "")
+            + (
+                f" (trained at {member['trained_image_size']} px; the size chosen on validation)"
+                if member.get("trained_image_size")
+                else ""
+            )
             + (f", val AUROC {auroc:.3f}" if auroc is not None else "")
             + (f": `{member['command']}`" if member.get("command") else "")
         )

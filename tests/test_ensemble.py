@@ -19,7 +19,14 @@ from safetensors import safe_open
 from dermai import cli, jobs
 from dermai.config import RunConfig
 from dermai.data import DIAGNOSES
-from dermai.ensemble import ENSEMBLE_FILES, EnsembleError, EnsembleModel, build_ensemble, ensemble_meta
+from dermai.ensemble import (
+    ENSEMBLE_FILES,
+    EnsembleError,
+    EnsembleModel,
+    build_ensemble,
+    ensemble_meta,
+    parse_image_sizes,
+)
 from dermai.evaluate import evaluate
 from dermai.model import SimCLRResNet18
 from dermai.predict import Predictor
@@ -131,6 +138,25 @@ def test_members_of_different_input_sizes_each_read_the_input_at_their_own_size(
     assert same["image_size"] == 32 and "member_image_sizes" not in same["model"]
 
 
+def test_members_can_be_served_at_sizes_other_than_their_training_size() -> None:
+    paths = ["a.safetensors", "b.safetensors"]
+    meta = ensemble_meta([_meta(), _meta()], paths, "cmd", image_sizes=[32, 40])
+    assert meta["image_size"] == 40 and meta["model"]["member_image_sizes"] == [32, 40]
+    assert [m["image_size"] for m in meta["ensemble"]] == [32, 40]
+    assert "trained_image_size" not in meta["ensemble"][0]  # served as trained
+    assert meta["ensemble"][1]["trained_image_size"] == 32
+    both = ensemble_meta([_meta(), _meta()], paths, "cmd", image_sizes=[40, 40])
+    assert both["image_size"] == 40 and "member_image_sizes" not in both["model"]
+    with pytest.raises(EnsembleError, match="1 input sizes given for 2 members"):
+        ensemble_meta([_meta(), _meta()], paths, "cmd", image_sizes=[40])
+    with pytest.raises(EnsembleError, match="input size 0 is not a positive"):
+        ensemble_meta([_meta(), _meta()], paths, "cmd", image_sizes=[32, 0])
+    assert parse_image_sizes("96, 120") == [96, 120]
+    for text in ("96;120", "96,", "96,-1", "big"):
+        with pytest.raises(EnsembleError, match=f"input sizes '{text}'"):
+            parse_image_sizes(text)
+
+
 def test_an_ensemble_needs_two_members() -> None:
     with pytest.raises(EnsembleError, match="at least two"):
         EnsembleModel(_members(1))
@@ -182,6 +208,24 @@ def test_cli_builds_a_calibrated_ensemble_that_predicts_explains_and_evaluates(
 
     assert cli.main(["ensemble", str(first), str(second), "--out", str(out)]) == 2  # never overwrites
     assert "exists already" in capsys.readouterr().err
+
+    # the second member served above its training size: it reads the input resized to 40 px, the first at 32
+    resized = tmp_path / "ens-40"
+    code = cli.main(["ensemble", str(first), str(second), "--out", str(resized), "--image-sizes", "32,40"])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    bigger = load_weights(resized / "model.safetensors")
+    assert (bigger.meta["image_size"], bigger.model.image_sizes) == (40, [32, 40])
+    assert bigger.meta["ensemble"][1]["trained_image_size"] == 32
+    assert "--image-sizes 32,40" in bigger.meta["command"]
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        small = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+        expected = (loaded.model.members[0](small) + loaded.model.members[1](x)) / 2
+        assert torch.allclose(bigger.model(x), expected, atol=1e-5)
+    with pytest.raises(SystemExit):
+        cli.main(["ensemble", str(first), str(second), "--out", str(tmp_path / "bad"), "--image-sizes", "32,x"])
+    assert "input sizes '32,x'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
     runs = jobs.list_runs(tmp_path)  # the folder reads as a finished run, with the ensemble's own val AUROC
     row = runs[runs["name"] == "ens"].iloc[0]
@@ -235,15 +279,18 @@ def test_the_app_job_builds_an_ensemble_and_refuses_bad_members_up_front(
     (other / "model.json").write_text(json.dumps({**meta, "manifest_sha256": "0" * 64}))
     with pytest.raises(jobs.JobError, match="other/model.safetensors: manifest_sha256 .* same split"):
         jobs.start_ensemble_job([str(first), str(other / "model.safetensors")], runs)
+    with pytest.raises(jobs.JobError, match="1 input sizes given for 2 members"):
+        jobs.start_ensemble_job([str(first), str(second)], runs, image_sizes=[40])
     assert jobs.current_job(runs) is None  # refused before any process started
 
-    job = jobs.start_ensemble_job([str(first), str(second)], runs, "pair", data=str(ham_root))
+    job = jobs.start_ensemble_job([str(first), str(second)], runs, "pair", data=str(ham_root), image_sizes=[32, 40])
     try:
         wait_for(lambda: jobs.current_job(runs) is None, timeout=240, what="the ensemble job to end")
         status = jobs.run_status(job.run_dir, runs)
         assert status.status == "finished", jobs.log_tail(job.run_dir)
         assert status.weights == Path(job.run_dir) / "model.safetensors"
-        assert load_weights(status.weights).meta["model"]["members"] == 2
+        built = load_weights(status.weights)
+        assert built.meta["model"]["members"] == 2 and built.model.image_sizes == [32, 40]
     finally:
         jobs.cancel_job(runs)
     with pytest.raises(jobs.JobError, match="holds a run already"):

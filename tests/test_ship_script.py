@@ -185,6 +185,10 @@ def test_card_describes_an_ensembles_members_and_nothing_for_one_model(ship: Mod
     assert lines[1] == "1. `weights/model.safetensors as of commit 01908a1`, val AUROC 0.904: `finetune A`"
     assert lines[2] == "2. `runs/m/model.safetensors`, 128 px: `finetune B`"
     assert ship.ensemble_lines({"image_size": 96}) == []
+    served_larger = [members[0], {**members[1], "image_size": 120, "trained_image_size": 96}]
+    assert ship.ensemble_lines({"ensemble": served_larger})[2] == (
+        "2. `runs/m/model.safetensors`, 120 px (trained at 96 px; the size chosen on validation): `finetune B`"
+    )
     # a mixed-size ensemble's history row names both sizes; rows from older JSON hold a plain number
     mixed = {**shipped_meta(0.9, 0.91), "image_size": 128, "model": {"member_image_sizes": [96, 128]}}
     assert ship.history_entry(mixed)["image_size"] == "96 and 128 px"
