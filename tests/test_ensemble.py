@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -358,3 +359,29 @@ def test_training_refuses_an_ensemble_or_another_splits_weights_as_its_start(
     options = {"init_weights": str(tmp_path / "ens" / "model.safetensors"), "seed": 0, "limit": cfg.data.limit}
     with pytest.raises(jobs.JobError, match="an ensemble cannot start a run"):
         jobs.start_job("finetune", options, tmp_path / "runs")  # the app refuses it before launching
+
+
+def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
+    two_runs: tuple[Path, Path, RunConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("member_sizes", Path(__file__).parents[1] / "scripts/member_sizes.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # the grid: every size combination, ranked; the informative member's good size wins
+    y = np.array([0, 0, 1, 1])
+    meta = {"classes": CLASSES, "temperature": 1.0}
+    mel = CLASSES.index("mel")
+    good, bad, flat = np.zeros((4, 7)), np.zeros((4, 7)), np.zeros((4, 7))
+    good[:, mel], bad[:, mel] = [0, 1, 2, 3], [3, 2, 1, 0]
+    grid = script.size_grid([{96: flat}, {96: bad, 120: good}], y, meta)
+    assert [sizes for sizes, _ in grid] == [(96, 120), (96, 96)]
+    assert grid[0][1] == 1.0 and grid[1][1] == 0.0
+
+    first, second, _ = two_runs
+    assert script.main([str(first), str(second), "--sizes", "32", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "validation split:" in out and f"{first} (trained at 32 px) | " in out
+    assert len(re.findall(r"--image-sizes (32|40),(32|40): \d\.\d{4}", out)) == 4  # 2 sizes × 2 members

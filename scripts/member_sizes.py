@@ -1,0 +1,80 @@
+"""Validation AUROC of ensemble members served at other input sizes, to choose `ensemble --image-sizes`.
+
+A member fine-tuned on random crops has seen lesions larger than whole images show them, so it may rank
+better at test time a little above its training size (Touvron et al. 2019, "Fixing the train-test resolution
+discrepancy"). This scores each member on the validation split with images decoded at each size, then every
+combination of one size per member as the ensemble would average them (mean logits, the first member's
+training prior; no temperature, which barely moves AUROC). The test split is never read.
+
+Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dermai.data import load_pixels  # noqa: E402
+from dermai.evaluate import weights_dataset  # noqa: E402
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
+from dermai.weights import load_weights  # noqa: E402
+
+
+def malignant_auroc(logits: np.ndarray, y: np.ndarray, meta: dict) -> float:
+    """AUROC of p_malignant from logits, with the prior (and temperature) in `meta`."""
+    return float(roc_auc_score(y, malignant_probability(calibrated_probs(logits, meta), meta["classes"])))
+
+
+def size_grid(
+    member_logits: Sequence[dict[int, np.ndarray]], y: np.ndarray, meta: dict
+) -> list[tuple[tuple[int, ...], float]]:
+    """Every choice of one size per member with the ensemble's AUROC (mean logits), best first."""
+    rows = []
+    for sizes in itertools.product(*[sorted(m) for m in member_logits]):
+        logits = np.mean([m[s] for m, s in zip(member_logits, sizes, strict=True)], axis=0)
+        rows.append((tuple(sizes), malignant_auroc(logits, y, meta)))
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("members", nargs="+", help="fine-tuned weights files of one split")
+    parser.add_argument("--sizes", type=int, nargs="+", required=True, help="input sizes to try, in pixels")
+    parser.add_argument("--data", help="data folder (default: the one in the first member's config)")
+    parser.add_argument("--top", type=int, default=5, help="size combinations to print")
+    args = parser.parse_args(argv)
+
+    loaded = [load_weights(path) for path in args.members]
+    if any(item.meta.get("ensemble") for item in loaded):
+        parser.error("give the members' own weights files, not an ensemble")
+    meta = {**loaded[0].meta, "temperature": 1.0}
+    dataset = weights_dataset(loaded[0].meta, args.data)
+    val = dataset.meta[dataset.meta["split"] == "val"]
+    y = val["malignant"].to_numpy()
+    member_logits: list[dict[int, np.ndarray]] = [{} for _ in loaded]
+    print(f"validation split: {len(val)} images, {int(y.sum())} malignant")
+    print("member | " + " | ".join(f"{s} px" for s in args.sizes))
+    for path, item, logits_by_size in zip(args.members, loaded, member_logits, strict=True):
+        cells = []
+        for size in args.sizes:
+            pixels = load_pixels(list(val["path"]), size)
+            logits, _ = forward_pixels(item.model, pixels, mean=item.meta["mean"], std=item.meta["std"])
+            logits_by_size[size] = logits.astype(np.float64)
+            cells.append(f"{malignant_auroc(logits_by_size[size], y, item.meta):.4f}")
+        print(f"{path} (trained at {item.meta['image_size']} px) | " + " | ".join(cells))
+    print("ensemble, one size per member (mean logits), best first:")
+    for sizes, auroc in size_grid(member_logits, y, meta)[: args.top]:
+        print(f"  --image-sizes {','.join(map(str, sizes))}: {auroc:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
