@@ -562,7 +562,8 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         ' model on validation ("What was tried"). A second ensemble member fine-tuned from the first one\'s trunk'
         " helped: most with stronger augmentation (larger crops, any rotation, synthetic hairs and vignetting),"
         " a little without; the same member at 128 px did not beat it at 96 px, and two strongly augmented"
-        " members together did worse than a mild and a strong one. Untried: members from separate SimCLR"
+        " members together did worse than a mild and a strong one. Serving the strongly augmented member at"
+        " 120 px, above its 96 px training size, helped (chosen on validation). Untried: members from separate SimCLR"
         " pretraining runs (the 50 MB limit holds two fp16 ResNet-18s) and inputs at the images' native 200×150.",
     ]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@
 # fine-tuning at 96 px from the pretrained trunk (calibrated on the validation split), then a second member
 # fine-tuned from that model's trunk with its own training seed, a fresh classifier and stronger augmentation
 # (larger crops, any rotation, synthetic hairs and vignetting), then both served as one ensemble (calibrated
-# again). Usage: scripts/train_default.sh [RUNS_DIR]
+# again), the second member at 120 px: trained on random crops, it ranks better above its 96 px training size
+# (chosen on validation with scripts/member_sizes.py). Usage: scripts/train_default.sh [RUNS_DIR]
 # Active time on a 2-core CPU: 50 + 29 min in bf16 for the first two steps, 43 min for the member in fp32 on a
 # CPU without bf16 (docs/training_runs/cpu-ensemble-2026-11-27); with bf16 it would take less (not measured).
 set -euo pipefail
@@ -26,4 +27,5 @@ if [ ! -f "$RUNS/member-aug3/model.safetensors" ]; then
     --augment hair_p=0.2 --augment vignette_p=0.2 --quiet $RESUME
 fi
 [ -f "$RUNS/default-ensemble/model.safetensors" ] || $PY -m dermai ensemble --data "$DATA" \
-  "$RUNS/default-finetune/model.safetensors" "$RUNS/member-aug3/model.safetensors" --out "$RUNS/default-ensemble"
+  "$RUNS/default-finetune/model.safetensors" "$RUNS/member-aug3/model.safetensors" --image-sizes 96,120 \
+  --out "$RUNS/default-ensemble"
