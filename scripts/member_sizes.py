@@ -61,11 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     y = val["malignant"].to_numpy()
     member_logits: list[dict[int, np.ndarray]] = [{} for _ in loaded]
     print(f"validation split: {len(val)} images, {int(y.sum())} malignant")
+    pixels_by_size = {size: load_pixels(list(val["path"]), size) for size in args.sizes}  # once, not per member
     print("member | " + " | ".join(f"{s} px" for s in args.sizes))
     for path, item, logits_by_size in zip(args.members, loaded, member_logits, strict=True):
         cells = []
-        for size in args.sizes:
-            pixels = load_pixels(list(val["path"]), size)
+        for size, pixels in pixels_by_size.items():
             logits, _ = forward_pixels(item.model, pixels, mean=item.meta["mean"], std=item.meta["std"])
             logits_by_size[size] = logits.astype(np.float64)
             cells.append(f"{malignant_auroc(logits_by_size[size], y, item.meta):.4f}")
