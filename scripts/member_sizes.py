@@ -6,7 +6,9 @@ discrepancy"). This scores each member on the validation split with images decod
 combination of one size per member as the ensemble would average them (mean logits, the first member's
 training prior; no temperature, which barely moves AUROC). The test split is never read.
 
-Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR]
+Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR] [--pairs]
+With --pairs, every two-member ensemble of the members given (the 50 MB weights limit holds two fp16 members)
+is scored at its best size combination, instead of the ensemble of all of them.
 """
 
 from __future__ import annotations
@@ -44,12 +46,24 @@ def size_grid(
     return sorted(rows, key=lambda row: -row[1])
 
 
+def pair_grid(
+    member_logits: Sequence[dict[int, np.ndarray]], y: np.ndarray, meta: dict
+) -> list[tuple[float, tuple[int, int], tuple[int, ...]]]:
+    """Every pair of members (indices) with the AUROC of its best size combination, best first."""
+    rows = []
+    for i, j in itertools.combinations(range(len(member_logits)), 2):
+        sizes, auroc = size_grid([member_logits[i], member_logits[j]], y, meta)[0]
+        rows.append((auroc, (i, j), sizes))
+    return sorted(rows, key=lambda row: -row[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("members", nargs="+", help="fine-tuned weights files of one split")
     parser.add_argument("--sizes", type=int, nargs="+", required=True, help="input sizes to try, in pixels")
     parser.add_argument("--data", help="data folder (default: the one in the first member's config)")
     parser.add_argument("--top", type=int, default=5, help="size combinations to print")
+    parser.add_argument("--pairs", action="store_true", help="score every pair of members, best first")
     args = parser.parse_args(argv)
 
     loaded = [load_weights(path) for path in args.members]
@@ -70,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             logits_by_size[size] = logits.astype(np.float64)
             cells.append(f"{malignant_auroc(logits_by_size[size], y, item.meta):.4f}")
         print(f"{path} (trained at {item.meta['image_size']} px) | " + " | ".join(cells))
+    if args.pairs:
+        print("pairs of members at their best sizes (mean logits), best first:")
+        for auroc, (i, j), sizes in pair_grid(member_logits, y, meta)[: args.top]:
+            print(f"  {args.members[i]} + {args.members[j]} --image-sizes {','.join(map(str, sizes))}: {auroc:.4f}")
+        return 0
     print("ensemble, one size per member (mean logits), best first:")
     for sizes, auroc in size_grid(member_logits, y, meta)[: args.top]:
         print(f"  --image-sizes {','.join(map(str, sizes))}: {auroc:.4f}")

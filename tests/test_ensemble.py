@@ -385,3 +385,14 @@ def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
     out = capsys.readouterr().out
     assert "validation split:" in out and f"{first} (trained at 32 px) | " in out
     assert len(re.findall(r"--image-sizes (32|40),(32|40): \d\.\d{4}", out)) == 4  # 2 sizes × 2 members
+
+    # pairs: each pair at its own best sizes, best pair first (three members give three pairs)
+    pairs = script.pair_grid([{96: flat}, {96: bad, 120: good}, {96: bad}], y, meta)
+    assert [(ij, sizes, auroc) for auroc, ij, sizes in pairs] == [
+        ((0, 1), (96, 120), 1.0),
+        ((1, 2), (120, 96), 0.5),
+        ((0, 2), (96, 96), 0.0),
+    ]
+    assert script.main([str(first), str(second), str(first), "--sizes", "32", "--pairs"]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r" \+ .* --image-sizes 32,32: \d\.\d{4}", out)) == 3

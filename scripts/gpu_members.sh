@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Candidate ensemble members from one borrowed CUDA GPU in one budgeted call (the device tool lends 10 minutes a
+# command): two SimCLR trunks side by side (128 px with the default seed, 96 px with training seed 7), then four
+# joint-loss fine-tunings side by side, two from each trunk, with the strong augmentation of the CPU recipe's
+# second member (crops of 40-100%, any rotation, synthetic hairs and vignetting). Then the best fine-tuned run
+# of each trunk on validation AUROC is written in fp16 to OUT_DIR, with every run's config and metrics, so that
+# the CPU machine can pair them with other members (scripts/member_sizes.py). The test split is never read.
+#
+# A 3-epoch pretraining probe (full data, 128 px) and a 1-epoch fine-tuning smoke run check every step on the
+# device first and time a pretraining epoch; a failure there ends the call within a minute. Watchdogs write each
+# run's STOP file at its stage's deadline, so the call always ends inside DEADLINE_S with weights.
+#
+# Usage: DEADLINE_S=540 FT_S=230 scripts/gpu_members.sh RUNS_DIR OUT_DIR     (CPU recipe: scripts/train_default.sh)
+# On the device tool: copy the data into an ignored folder of the checkout, carry it, and set DERMAI_DATA and
+# PYTHONPATH=. (docs/training_runs/h200-2026-11-27/README.md has the call).
+set -uo pipefail
+RUNS=${1:?usage: gpu_members.sh RUNS_DIR OUT_DIR}
+OUT_DIR=${2:?usage: gpu_members.sh RUNS_DIR OUT_DIR}
+PY=${PY:-python3}
+DEADLINE_S=${DEADLINE_S:-540}   # the whole script, packing included
+FT_S=${FT_S:-230}               # the fine-tuning stage's share, calibration included
+PACK_S=${PACK_S:-25}
+FT_EPOCHS=${FT_EPOCHS:-30}
+PRE_A_SIZE=${PRE_A_SIZE:-128}
+PRE_B_SIZE=${PRE_B_SIZE:-96}
+SMOKE_SIZE=${SMOKE_SIZE:-64}
+MAX_PRE_EPOCHS=${MAX_PRE_EPOCHS:-1000}
+# The fine-tunings, one per line: run name, trunk (a or b), image size, batch size, learning rate, training seed.
+VARIANTS=${VARIANTS:-"ga128 a 128 128 5e-4 11
+ga160 a 160 128 5e-4 12
+gb96 b 96 64 1e-3 13
+gb128 b 128 128 5e-4 14"}
+CACHE_SIZES=${CACHE_SIZES-$PRE_A_SIZE $PRE_B_SIZE $SMOKE_SIZE 96 128 160}  # decoded up front with 16 workers
+# shellcheck disable=SC2206  # EXTRA_ARGS (e.g. "--limit 64" for a toy run) is split on purpose
+COMMON=(--seed 0 --quiet ${EXTRA_ARGS:-})
+STRONG=(--weight-decay 5e-4 --warmup-epochs 1 --augment crop_scale=0.4,1.0 --augment rotation_degrees=180
+  --augment hair_p=0.2 --augment vignette_p=0.2)
+START=$(date +%s)
+END=$((START + DEADLINE_S - PACK_S))
+PRE_END=$((END - FT_S))
+mkdir -p "$RUNS" "$OUT_DIR"
+log() { echo "[$(($(date +%s) - START))s] $*"; }
+
+watchdog() {  # watchdog RUN_DIR DEADLINE: write RUN_DIR/STOP once the deadline passes and the run has begun
+  while [ "$(date +%s)" -lt "$2" ] || [ ! -f "$1/metrics.jsonl" ]; do sleep 1; done
+  echo "watchdog: $1 past its deadline, stopping it"; touch "$1/STOP"
+}
+train() {  # train STAGE RUN_DIR DEADLINE ARGS...: one run under a watchdog; exit 3 (stopped) counts as done
+  local stage=$1 dir=$2 deadline=$3; shift 3
+  watchdog "$dir" "$deadline" & local watch=$!
+  $PY -m dermai "$stage" "${COMMON[@]}" --out "$dir" "$@" > "$dir.log" 2>&1
+  local rc=$?
+  kill $watch 2>/dev/null
+  [ $rc -eq 0 ] || [ $rc -eq 3 ] || { log "$dir failed (exit $rc):"; tail -20 "$dir.log"; return 1; }
+}
+
+log "decoding the pixel caches"
+# shellcheck disable=SC2086
+$PY - $CACHE_SIZES <<'EOF' || exit 1
+import sys
+from dermai.config import RunConfig
+from dermai.data import attach_splits, load_dataset, load_pixels
+d = RunConfig().data
+ds = attach_splits(load_dataset(None), seed=d.seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction)
+for size in sorted(set(map(int, sys.argv[1:]))):
+    load_pixels(list(ds.meta["path"]), size, workers=16)
+EOF
+log "probe and smoke runs"
+train pretrain "$RUNS/probe-pretrain" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 --pretrain-epochs 3 || exit 1
+train finetune "$RUNS/smoke-finetune" "$PRE_END" --image-size "$SMOKE_SIZE" --batch-size 128 --finetune-epochs 1 \
+  --init-weights "$RUNS/probe-pretrain/model.safetensors" --reset-classifier --train-seed 1 "${STRONG[@]}" || exit 1
+EPOCH_S=$($PY bench/run_throughput.py --epoch-seconds "$RUNS/probe-pretrain") || exit 1
+# Both trunks share the GPU: a 96 px epoch costs about 0.6 of a 128 px one, so an epoch of both costs ~1.4 (not 1.6:
+# one process leaves the GPU partly idle).
+PRE_EPOCHS=$($PY -c "print(min($MAX_PRE_EPOCHS, max(5, int(($PRE_END - $(date +%s) - 20) / (1.4 * $EPOCH_S)))))")
+log "pretraining epoch ${EPOCH_S}s alone; both trunks get $PRE_EPOCHS epochs, until +$((PRE_END - START))s at most"
+
+train pretrain "$RUNS/trunk-a" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 --warmup-epochs 5 \
+  --pretrain-epochs "$PRE_EPOCHS" & A=$!
+train pretrain "$RUNS/trunk-b" "$PRE_END" --image-size "$PRE_B_SIZE" --batch-size 256 --warmup-epochs 5 \
+  --pretrain-epochs "$PRE_EPOCHS" --train-seed 7 & B=$!
+wait $A; RA=$?; wait $B; RB=$?
+log "trunks done (exit $RA, $RB)"
+TA="$RUNS/trunk-a/model.safetensors"; TB="$RUNS/trunk-b/model.safetensors"
+[ -f "$TA" ] || TA=$TB; [ -f "$TB" ] || TB=$TA
+[ -f "$TA" ] || { log "no trunk"; exit 1; }
+
+pids=()
+while read -r name trunk size batch lr seed; do
+  [ -n "$name" ] || continue
+  init=$TA; [ "$trunk" = b ] && init=$TB
+  train finetune "$RUNS/$name" "$END" --init-weights "$init" --image-size "$size" --batch-size "$batch" --lr "$lr" \
+    --finetune-epochs "$FT_EPOCHS" --train-seed "$seed" "${STRONG[@]}" & pids+=($!)
+done <<< "$VARIANTS"
+for p in "${pids[@]}"; do wait "$p"; done
+log "fine-tuning done"
+
+# The best run of each trunk on validation AUROC, in fp16 (~22 MB each), plus every run's config and metrics.
+$PY - "$RUNS" "$OUT_DIR" <<'EOF'
+import json, shutil, sys, tarfile
+from pathlib import Path
+from dermai.weights import load_weights, save_weights
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+scores = {}
+trunk_of = {}
+for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+    if not (run / "model.json").exists():
+        continue  # failed, or a trunk still being written
+    init = json.loads((run / "config.json").read_text()).get("init_weights") or ""
+    if Path(init).parent.name.startswith("trunk-"):
+        scores[run.name] = json.loads((run / "model.json").read_text())["val_metrics"]["val_auroc"]
+        trunk_of[run.name] = Path(init).parent.name
+print("validation AUROC:", json.dumps(scores, indent=1))
+chosen = []
+for trunk in sorted(set(trunk_of.values())):
+    own = {k: v for k, v in scores.items() if trunk_of[k] == trunk}
+    chosen.append(max(own, key=own.get))
+for name in sorted(scores, key=scores.get, reverse=True):
+    if len(chosen) < 2 and name not in chosen:
+        chosen.append(name)
+print("returning:", chosen)
+pack = out / "pack"
+for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+    dest = pack / run.name
+    dest.mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl", "model.json"):
+        if (run / name).exists():
+            shutil.copy(run / name, dest / name)
+    if run.name in chosen:
+        loaded = load_weights(run / "model.safetensors")
+        save_weights(loaded.model, dest / "model.safetensors", loaded.meta, loaded.extra, half=True)
+with tarfile.open(out / "runs.tar", "w") as tar:
+    tar.add(pack, arcname="gpu-runs")
+shutil.rmtree(pack)
+EOF
+split -b 15m -d "$OUT_DIR/runs.tar" "$OUT_DIR/runs.tar.part" && rm "$OUT_DIR/runs.tar"
+cat "$RUNS"/*.log | grep -v "^$" | tail -c 200000 > "$OUT_DIR/logs.txt"
+log "done"

@@ -1,0 +1,81 @@
+"""scripts/gpu_members.sh at toy scale on the CPU: probe and smoke runs first, two trunks, fine-tunings from each,
+and the best run of each trunk packed in fp16 beside every run's config and metrics, in pieces under 16 MB."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from dermai.weights import load_weights
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_members.sh"
+
+
+def test_members_come_back_packed_one_per_trunk(ham_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "runs"), str(out)],
+        env={
+            **os.environ,
+            "PY": sys.executable,
+            "DERMAI_DATA": str(ham_root),
+            "EXTRA_ARGS": "--limit 64",
+            "CACHE_SIZES": "",
+            "PRE_A_SIZE": "32",
+            "PRE_B_SIZE": "32",
+            "SMOKE_SIZE": "32",
+            "MAX_PRE_EPOCHS": "2",
+            "FT_EPOCHS": "1",
+            "DEADLINE_S": "100000",
+            "FT_S": "50000",
+            "VARIANTS": "ga32 a 32 16 1e-3 11\nga40 a 40 16 1e-3 12\ngb32 b 32 16 1e-3 13",
+            "OMP_NUM_THREADS": "1",
+        },
+        cwd=SCRIPT.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "both trunks get 2 epochs" in done.stdout  # the cap, since the budget is ample
+    parts = sorted(out.glob("runs.tar.part*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts) and (out / "logs.txt").exists()
+    joined = tmp_path / "runs.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    back = tmp_path / "back" / "gpu-runs"
+    assert {p.name for p in back.iterdir()} == {
+        "probe-pretrain",
+        "smoke-finetune",
+        "trunk-a",
+        "trunk-b",
+        "ga32",
+        "ga40",
+        "gb32",
+    }
+    for trunk in ("trunk-a", "trunk-b"):
+        epochs = [json.loads(x) for x in (back / trunk / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [0, 1]
+    config = json.loads((back / "gb32" / "config.json").read_text())
+    assert config["init_weights"] == str(tmp_path / "runs" / "trunk-b" / "model.safetensors")
+    assert config["config"]["augment"]["hair_p"] == 0.2 and config["config"]["train"]["seed"] == 13
+    # one member per trunk: gb32 (trunk b's only run) and the better of ga32 and ga40 on validation AUROC
+    scores = {
+        r: json.loads((back / r / "model.json").read_text())["val_metrics"]["val_auroc"] for r in ("ga32", "ga40")
+    }
+    best_a = max(scores, key=scores.get)
+    with_weights = {p.parent.name for p in back.glob("*/model.safetensors")}
+    assert with_weights == {best_a, "gb32"}
+    tensors = load_file(str(back / "gb32" / "model.safetensors"))
+    floats = [t for k, t in tensors.items() if t.is_floating_point() and not k.startswith("extra.")]
+    assert floats and all(t.dtype == torch.float16 for t in floats)
+    assert load_weights(back / "gb32" / "model.safetensors").meta["image_size"] == 32
