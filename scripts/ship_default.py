@@ -563,8 +563,11 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " helped: most with stronger augmentation (larger crops, any rotation, synthetic hairs and vignetting),"
         " a little without; the same member at 128 px did not beat it at 96 px, and two strongly augmented"
         " members together did worse than a mild and a strong one. Serving the strongly augmented member at"
-        " 120 px, above its 96 px training size, helped (chosen on validation). Untried: members from separate SimCLR"
-        " pretraining runs (the 50 MB limit holds two fp16 ResNet-18s) and inputs at the images' native 200×150.",
+        " 120 px, above its 96 px training size, helped (chosen on validation). Members from separately pretrained"
+        " SimCLR trunks did not: one fine-tuned at 160 px from 116 GPU epochs at 128 px was the best single member"
+        " (0.907 validation AUROC), but in place of either member it raised the pair's validation AUROC by 0.002 at"
+        " most (served at 192 px) and lowered its 7-class balanced accuracy (docs/training_runs/h200-2026-11-27)."
+        " Untried: inputs at the images' native 200×150.",
     ]
     return "\n".join(lines) + "\n"
 
