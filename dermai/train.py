@@ -154,8 +154,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def prepare_data(cfg: RunConfig) -> tuple[Dataset, np.ndarray]:
-    """The split dataset and its cached pixels at the training size."""
+def prepare_data(cfg: RunConfig, workers: int = 2) -> tuple[Dataset, np.ndarray]:
+    """The split dataset and its cached pixels at the training size (decoded by `workers` threads if not cached)."""
     dataset = attach_splits(
         load_dataset(cfg.data.data_dir),
         seed=cfg.data.seed,
@@ -165,7 +165,7 @@ def prepare_data(cfg: RunConfig) -> tuple[Dataset, np.ndarray]:
         manifest=cfg.data.manifest,
         limit=cfg.data.limit,
     )
-    pixels = load_pixels(list(dataset.meta["path"]), cfg.train.image_size, cfg.data.cache_dir)
+    pixels = load_pixels(list(dataset.meta["path"]), cfg.train.image_size, cfg.data.cache_dir, workers)
     return dataset, pixels
 
 

@@ -41,10 +41,8 @@ PRE_END=$((END - FT_S))
 mkdir -p "$RUNS" "$OUT_DIR"
 log() { echo "[$(($(date +%s) - START))s] $*"; }
 
-watchdog() {  # watchdog RUN_DIR DEADLINE: write RUN_DIR/STOP once the deadline passes and the run has begun
-  while [ "$(date +%s)" -lt "$2" ] || [ ! -f "$1/metrics.jsonl" ]; do sleep 1; done
-  echo "watchdog: $1 past its deadline, stopping it"; touch "$1/STOP"
-}
+# shellcheck source=scripts/watchdog.sh
+source "$(dirname "$0")/watchdog.sh"
 train() {  # train STAGE RUN_DIR DEADLINE ARGS...: one run under a watchdog; exit 3 (stopped) counts as done
   local stage=$1 dir=$2 deadline=$3; shift 3
   watchdog "$dir" "$deadline" & local watch=$!
@@ -59,11 +57,11 @@ log "decoding the pixel caches"
 $PY - $CACHE_SIZES <<'EOF' || exit 1
 import sys
 from dermai.config import RunConfig
-from dermai.data import attach_splits, load_dataset, load_pixels
-d = RunConfig().data
-ds = attach_splits(load_dataset(None), seed=d.seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction)
+from dermai.train import prepare_data
+cfg = RunConfig()
 for size in sorted(set(map(int, sys.argv[1:]))):
-    load_pixels(list(ds.meta["path"]), size, workers=16)
+    cfg.train.image_size = size
+    prepare_data(cfg, workers=16)
 EOF
 log "probe and smoke runs"
 train pretrain "$RUNS/probe-pretrain" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 --pretrain-epochs 3 || exit 1

@@ -41,11 +41,8 @@ echo "epoch seconds: pretrain $PRE_EPOCH_S, finetune $FT_EPOCH_S; probes took ${
 
 FT_DEADLINE=$(( START + BUDGET_S ))
 PRE_DEADLINE=$($PY -c "print(int($FT_DEADLINE - 30 - $FT_EPOCHS * $FT_EPOCH_S))")
-watchdog() {  # watchdog RUN_DIR DEADLINE: write RUN_DIR/STOP once the deadline passes
-  # and the run has started (the trainer clears a STOP file left from before it began).
-  while [ "$(date +%s)" -lt "$2" ] || [ ! -f "$1/metrics.jsonl" ]; do sleep 1; done
-  echo "watchdog: $1 past its deadline, stopping it"; touch "$1/STOP"
-}
+# shellcheck source=scripts/watchdog.sh
+source "$(dirname "$0")/watchdog.sh"
 watchdog "$RUNS/default-pretrain" "$PRE_DEADLINE" & WATCH=$!
 # Exit 3 = stopped by the watchdog: its weights are still the trunk to fine-tune.
 $PY -m dermai pretrain "${COMMON[@]}" "${PRE_ARGS[@]}" --out "$RUNS/default-pretrain" --pretrain-epochs "$PRE_EPOCHS" \

@@ -4,9 +4,6 @@ and the best run of each trunk packed in fp16 beside every run's config and metr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -14,35 +11,27 @@ import torch
 from safetensors.torch import load_file
 
 from dermai.weights import load_weights
+from tests.test_gpu_recipe_script import run_toy_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_members.sh"
 
 
 def test_members_come_back_packed_one_per_trunk(ham_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = subprocess.run(
-        ["bash", str(SCRIPT), str(tmp_path / "runs"), str(out)],
-        env={
-            **os.environ,
-            "PY": sys.executable,
-            "DERMAI_DATA": str(ham_root),
-            "EXTRA_ARGS": "--limit 64",
-            "CACHE_SIZES": "",
-            "PRE_A_SIZE": "32",
-            "PRE_B_SIZE": "32",
-            "SMOKE_SIZE": "32",
-            "MAX_PRE_EPOCHS": "2",
-            "FT_EPOCHS": "1",
-            "DEADLINE_S": "100000",
-            "FT_S": "50000",
-            "VARIANTS": "ga32 a 32 16 1e-3 11\nga40 a 40 16 1e-3 12\ngb32 b 32 16 1e-3 13",
-            "OMP_NUM_THREADS": "1",
-        },
-        cwd=SCRIPT.parents[1],
-        capture_output=True,
-        text=True,
+    done = run_toy_script(
+        SCRIPT,
+        [str(tmp_path / "runs"), str(out)],
+        ham_root,
         timeout=900,
-        check=False,
+        CACHE_SIZES="32",  # the up-front decoding, here of the toy folder
+        PRE_A_SIZE="32",
+        PRE_B_SIZE="32",
+        SMOKE_SIZE="32",
+        MAX_PRE_EPOCHS="2",
+        FT_EPOCHS="1",
+        DEADLINE_S="100000",
+        FT_S="50000",
+        VARIANTS="ga32 a 32 16 1e-3 11\nga40 a 40 16 1e-3 12\ngb32 b 32 16 1e-3 13",
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "both trunks get 2 epochs" in done.stdout  # the cap, since the budget is ample

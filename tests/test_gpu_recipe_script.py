@@ -12,26 +12,30 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_default_gpu.sh"
 
 
-def run_recipe(ham_root: Path, runs: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_toy_script(
+    script: Path, args: list[str], ham_root: Path, timeout: int = 600, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """A scripts/ shell recipe on the CPU at toy scale (64 images, one thread), run from the repo root."""
     return subprocess.run(
-        ["bash", str(SCRIPT), str(runs)],
+        ["bash", str(script), *args],
         env={
             **os.environ,
             "PY": sys.executable,
             "DERMAI_DATA": str(ham_root),
             "EXTRA_ARGS": "--limit 64",
-            "PRE_SIZE": "32",
-            "FT_SIZE": "40",
-            "FT_EPOCHS": "1",
             "OMP_NUM_THREADS": "1",
             **env,
         },
-        cwd=SCRIPT.parents[1],
+        cwd=script.parents[1],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
+
+
+def run_recipe(ham_root: Path, runs: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_toy_script(SCRIPT, [str(runs)], ham_root, **{"PRE_SIZE": "32", "FT_SIZE": "40", "FT_EPOCHS": "1", **env})
 
 
 def test_recipe_fits_pretraining_to_the_budget_and_fine_tunes_from_it(ham_root: Path, tmp_path: Path) -> None:
