@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dermai.data import load_pixels  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
-from dermai.weights import load_weights  # noqa: E402
+from dermai.weights import WeightsError, load_weights  # noqa: E402
 
 
 def malignant_auroc(logits: np.ndarray, y: np.ndarray, meta: dict) -> float:
@@ -66,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", action="store_true", help="score every pair of members, best first")
     args = parser.parse_args(argv)
 
-    loaded = [load_weights(path) for path in args.members]
+    if args.pairs and len(args.members) < 2:
+        parser.error("--pairs needs two or more members")
+    try:
+        loaded = [load_weights(path) for path in args.members]
+    except WeightsError as exc:
+        parser.error(str(exc))
     if any(item.meta.get("ensemble") for item in loaded):
         parser.error("give the members' own weights files, not an ensemble")
     meta = {**loaded[0].meta, "temperature": 1.0}

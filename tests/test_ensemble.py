@@ -396,3 +396,12 @@ def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
     assert script.main([str(first), str(second), str(first), "--sizes", "32", "--pairs"]) == 0
     out = capsys.readouterr().out
     assert len(re.findall(r" \+ .* --image-sizes 32,32: \d\.\d{4}", out)) == 3
+
+    # bad input: one usage error naming the problem, never a traceback
+    for argv, message in (
+        ([str(first), "--sizes", "32", "--pairs"], "--pairs needs two or more members"),
+        ([str(first), "missing.safetensors", "--sizes", "32"], "missing.safetensors: weights file not found"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
