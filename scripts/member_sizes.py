@@ -4,7 +4,9 @@ A member fine-tuned on random crops has seen lesions larger than whole images sh
 better at test time a little above its training size (Touvron et al. 2019, "Fixing the train-test resolution
 discrepancy"). This scores each member on the validation split with images decoded at each size, then every
 combination of one size per member as the ensemble would average them (mean logits, the first member's
-training prior; no temperature, which barely moves AUROC). The test split is never read.
+training prior; no temperature, which barely moves AUROC). Each ranked line also shows the seven-class
+balanced accuracy of that combination (argmax of the mean class-balanced logits, the evaluator's decision
+rule), so a choice that gains AUROC by trading away diagnosis accuracy is visible. The test split is never read.
 
 Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR] [--pairs]
 With --pairs, every two-member ensemble of the members given (the 50 MB weights limit holds two fp16 members)
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +35,14 @@ from dermai.weights import WeightsError, load_weights  # noqa: E402
 def malignant_auroc(logits: np.ndarray, y: np.ndarray, meta: dict) -> float:
     """AUROC of p_malignant from logits, with the prior (and temperature) in `meta`."""
     return float(roc_auc_score(y, malignant_probability(calibrated_probs(logits, meta), meta["classes"])))
+
+
+def balanced_accuracy(
+    member_logits: Sequence[dict[int, np.ndarray]], sizes: Sequence[int], labels: np.ndarray
+) -> float:
+    """Seven-class balanced accuracy of the members' mean logits at `sizes` (argmax of class-balanced logits)."""
+    logits = np.mean([m[s] for m, s in zip(member_logits, sizes, strict=True)], axis=0)
+    return float(balanced_accuracy_score(labels, logits.argmax(axis=1)))
 
 
 def size_grid(
@@ -77,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {**loaded[0].meta, "temperature": 1.0}
     dataset = weights_dataset(loaded[0].meta, args.data)
     val = dataset.meta[dataset.meta["split"] == "val"]
-    y = val["malignant"].to_numpy()
+    y, labels = val["malignant"].to_numpy(), val["label"].to_numpy()
     member_logits: list[dict[int, np.ndarray]] = [{} for _ in loaded]
     print(f"validation split: {len(val)} images, {int(y.sum())} malignant")
     pixels_by_size = {size: load_pixels(list(val["path"]), size) for size in args.sizes}  # once, not per member
@@ -92,11 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pairs:
         print("pairs of members at their best sizes (mean logits), best first:")
         for auroc, (i, j), sizes in pair_grid(member_logits, y, meta)[: args.top]:
-            print(f"  {args.members[i]} + {args.members[j]} --image-sizes {','.join(map(str, sizes))}: {auroc:.4f}")
+            bacc = balanced_accuracy([member_logits[i], member_logits[j]], sizes, labels)
+            print(
+                f"  {args.members[i]} + {args.members[j]} --image-sizes {','.join(map(str, sizes))}: "
+                f"{auroc:.4f} (balanced accuracy {bacc:.3f})"
+            )
         return 0
     print("ensemble, one size per member (mean logits), best first:")
     for sizes, auroc in size_grid(member_logits, y, meta)[: args.top]:
-        print(f"  --image-sizes {','.join(map(str, sizes))}: {auroc:.4f}")
+        bacc = balanced_accuracy(member_logits, sizes, labels)
+        print(f"  --image-sizes {','.join(map(str, sizes))}: {auroc:.4f} (balanced accuracy {bacc:.3f})")
     return 0
 
 

@@ -112,6 +112,7 @@ def history_entry(meta: dict[str, Any]) -> dict[str, Any]:
         "training_minutes": round(sum((recipe.get("training_seconds") or {}).values()) / 60),
         "image_size": input_sizes_text(meta),
         "val_auroc": best_val_auroc(meta),
+        "val_balanced_accuracy": best_val_balanced_accuracy(meta),
         "test_auroc": test.get("auroc"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_refer_sensitivity": refer.get("sensitivity"),
@@ -216,13 +217,48 @@ def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str
     return recipe
 
 
-def improves(candidate_val_auroc: float, shipped_meta: dict[str, Any] | None) -> bool:
-    """Ship only a model whose validation AUROC beats the shipped one's: weights live forever in git history,
-    and the decision must not look at the test split."""
+BALANCED_ACCURACY_TOLERANCE = 0.01  # a validation loss in seven-class balanced accuracy larger than this blocks
+
+
+def best_val_balanced_accuracy(meta: dict[str, Any]) -> float | None:
+    """Validation seven-class balanced accuracy of a shipped model in the setting it serves (TTA or plain):
+    recorded at shipping time in `tta_effect`; for models shipped before that, `val_metrics.val_bacc`
+    (plain, the same decision rule) when the model serves without TTA; else None."""
+    effect = meta.get("tta_effect") or {}
+    recorded = effect.get("val_balanced_accuracy_tta" if meta.get("tta_recommended") else "val_balanced_accuracy_plain")
+    if recorded is not None:
+        return recorded
+    if meta.get("tta_recommended"):
+        return None
+    return (meta.get("val_metrics") or {}).get("val_bacc")
+
+
+def reasons_not_to_ship(
+    candidate_val_auroc: float, candidate_val_bacc: float | None, shipped_meta: dict[str, Any] | None
+) -> list[str]:
+    """Why a candidate must not replace the shipped model (empty: it ships). It must beat the shipped
+    model's validation AUROC and may not lose more than BALANCED_ACCURACY_TOLERANCE of its validation
+    seven-class balanced accuracy: both are quality bars, and an AUROC gain within noise is not worth a
+    worse diagnosis list. Weights live forever in git history, and the decision never looks at the test split."""
     if shipped_meta is None:
-        return True
-    shipped = best_val_auroc(shipped_meta)
-    return shipped is None or candidate_val_auroc > shipped
+        return []
+    reasons = []
+    shipped_auroc = best_val_auroc(shipped_meta)
+    if shipped_auroc is not None and candidate_val_auroc <= shipped_auroc:
+        reasons.append(
+            f"validation AUROC {candidate_val_auroc:.4f} does not beat the shipped model's {shipped_auroc:.4f}"
+        )
+    shipped_bacc = best_val_balanced_accuracy(shipped_meta)
+    if (
+        shipped_bacc is not None
+        and candidate_val_bacc is not None
+        and candidate_val_bacc < shipped_bacc - BALANCED_ACCURACY_TOLERANCE
+    ):
+        reasons.append(
+            f"validation balanced accuracy {candidate_val_bacc:.3f} is more than {BALANCED_ACCURACY_TOLERANCE} "
+            f"below the shipped model's {shipped_bacc:.3f}"
+        )
+    return reasons
 
 
 def tier_test_figures(report: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -270,7 +306,9 @@ def main() -> None:
     parser.add_argument("--pretrain-run", type=Path, help="the SimCLR pretraining run it started from")
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument("--data", default=None)
-    parser.add_argument("--force", action="store_true", help="ship even if validation AUROC does not improve")
+    parser.add_argument(
+        "--force", action="store_true", help="ship even if validation AUROC or balanced accuracy says not to"
+    )
     parser.add_argument(
         "--refresh-ood",
         action="store_true",
@@ -311,18 +349,23 @@ def main() -> None:
     val_tta, _ = evaluate(candidate, args.data, split="val", tta=True, n_boot=0)
     use_tta = val_tta["auroc"] > val_plain["auroc"] + 0.002
     candidate_val = max(val_plain["auroc"], val_tta["auroc"])
+    candidate_bacc = (val_tta if use_tta else val_plain)["balanced_accuracy"]
+    val_effect = {
+        "val_auroc_plain": val_plain["auroc"],
+        "val_auroc_tta": val_tta["auroc"],
+        "val_balanced_accuracy_plain": val_plain["balanced_accuracy"],
+        "val_balanced_accuracy_tta": val_tta["balanced_accuracy"],
+    }
     print(f"validation AUROC: plain {val_plain['auroc']:.4f}, TTA {val_tta['auroc']:.4f}")
-    if not improves(candidate_val, shipped_meta) and not args.force:
+    print(
+        f"validation balanced accuracy: plain {val_plain['balanced_accuracy']:.3f}, "
+        f"TTA {val_tta['balanced_accuracy']:.3f}"
+    )
+    reasons = reasons_not_to_ship(candidate_val, candidate_bacc, shipped_meta)
+    if reasons and not args.force:
         assert shipped_meta is not None
-        print(
-            f"not shipped: validation AUROC {candidate_val:.4f} does not beat the shipped model's "
-            f"{best_val_auroc(shipped_meta):.4f} (the test split was not touched; --force overrides)"
-        )
-        record_not_shipped(
-            args.out,
-            shipped_meta,
-            {**meta, "tta_effect": {"val_auroc_plain": val_plain["auroc"], "val_auroc_tta": val_tta["auroc"]}},
-        )
+        print("not shipped: " + "; ".join(reasons) + " (the test split was not touched; --force overrides)")
+        record_not_shipped(args.out, shipped_meta, {**meta, "tta_recommended": use_tta, "tta_effect": val_effect})
         sys.exit(1)
     target = args.out / "model.safetensors"
     save_weights(loaded.model, target, meta, extra=loaded.extra, half=True)
@@ -345,8 +388,7 @@ def main() -> None:
         "ece_malignant": report["calibration"]["ece_malignant"],
     }
     meta["tta_effect"] = {
-        "val_auroc_plain": val_plain["auroc"],
-        "val_auroc_tta": val_tta["auroc"],
+        **val_effect,
         "test_auroc_plain": (other if use_tta else report)["auroc"],
         "test_auroc_tta": (report if use_tta else other)["auroc"],
     }
@@ -377,11 +419,13 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
     lines = [
         "## What was tried",
         "Each default model shipped so far, oldest first, then recipes tried and not shipped. A new model ships",
-        "only if its validation AUROC beats the shipped one's; its test split is scored after that decision.",
+        "only if its validation AUROC beats the shipped one's and its validation balanced accuracy is at most",
+        f"{BALANCED_ACCURACY_TOLERANCE} lower; its test split is scored after that decision.",
         "Earlier weights stay in git history.",
         "",
-        "| recipe | input | training | val AUROC | test AUROC | test bal. acc. | test refer sens / spec |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| recipe | input | training | val AUROC | val bal. acc. | test AUROC | test bal. acc. "
+        "| test refer sens / spec |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         recipe = "<br>".join(f"`{c.replace('python -m dermai ', '')}`" for c in row["commands"])
@@ -390,10 +434,10 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
         if row.get("current"):
             recipe = "**this model**<br>" + recipe
         elif row.get("shipped") is False:
-            recipe = "not shipped (validation AUROC did not improve; test not scored)<br>" + recipe
+            recipe = "not shipped (validation figures did not improve; test not scored)<br>" + recipe
         lines.append(
             f"| {recipe} | {_size_cell(row['image_size'])} | {row['training_minutes']} min | "
-            f"{_fmt(row['val_auroc'])} | "
+            f"{_fmt(row['val_auroc'])} | {_fmt(row.get('val_balanced_accuracy'))} | "
             f"{_fmt(row['test_auroc'])} | {_fmt(row['test_balanced_accuracy'])} | "
             f"{_fmt(row['test_refer_sensitivity'])} / {_fmt(row['test_refer_specificity'])} |"
         )

@@ -379,12 +379,17 @@ def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
     grid = script.size_grid([{96: flat}, {96: bad, 120: good}], y, meta)
     assert [sizes for sizes, _ in grid] == [(96, 120), (96, 96)]
     assert grid[0][1] == 1.0 and grid[1][1] == 0.0
+    # balanced accuracy of a combination: argmax of the mean logits, recall averaged over the classes present
+    labels, right, all_first = np.array([0, 1, 2, 3]), 2 * np.eye(7)[[0, 1, 2, 3]], np.eye(7)[[0, 0, 0, 0]]
+    assert script.balanced_accuracy([{96: right}, {96: all_first}], (96, 96), labels) == 1.0
+    assert script.balanced_accuracy([{96: right}, {96: 5 * all_first}], (96, 96), labels) == 0.25
 
     first, second, _ = two_runs
     assert script.main([str(first), str(second), "--sizes", "32", "40"]) == 0
     out = capsys.readouterr().out
     assert "validation split:" in out and f"{first} (trained at 32 px) | " in out
-    assert len(re.findall(r"--image-sizes (32|40),(32|40): \d\.\d{4}", out)) == 4  # 2 sizes × 2 members
+    line = r"--image-sizes (32|40),(32|40): \d\.\d{4} \(balanced accuracy \d\.\d{3}\)"
+    assert len(re.findall(line, out)) == 4  # 2 sizes × 2 members
 
     # pairs: each pair at its own best sizes, best pair first (three members give three pairs)
     pairs = script.pair_grid([{96: flat}, {96: bad, 120: good}, {96: bad}], y, meta)
@@ -395,7 +400,7 @@ def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
     ]
     assert script.main([str(first), str(second), str(first), "--sizes", "32", "--pairs"]) == 0
     out = capsys.readouterr().out
-    assert len(re.findall(r" \+ .* --image-sizes 32,32: \d\.\d{4}", out)) == 3
+    assert len(re.findall(r" \+ .* --image-sizes 32,32: \d\.\d{4} \(balanced accuracy \d\.\d{3}\)", out)) == 3
 
     # bad input: one usage error naming the problem, never a traceback
     for argv, message in (

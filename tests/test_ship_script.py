@@ -1,5 +1,6 @@
 """scripts/ship_default.py's shipping rule: a new default model ships only if its validation AUROC beats the
-shipped one's, and the card keeps a row for every model shipped before."""
+shipped one's without losing validation balanced accuracy, and the card keeps a row for every model shipped
+before."""
 
 from __future__ import annotations
 
@@ -37,11 +38,32 @@ def shipped_meta(val_plain: float, val_tta: float, test_auroc: float = 0.8) -> d
 def test_ships_only_on_better_validation_auroc(ship: ModuleType) -> None:
     old = shipped_meta(0.90, 0.907)
     assert ship.best_val_auroc(old) == 0.907  # the setting the old model was chosen with
-    assert ship.improves(0.91, old)
-    assert not ship.improves(0.905, old)
-    assert not ship.improves(0.907, old)
-    assert ship.improves(0.5, None)  # nothing shipped yet
-    assert ship.improves(0.5, {"image_size": 96})  # shipped without a recorded validation AUROC
+    assert ship.reasons_not_to_ship(0.91, None, old) == []
+    assert ship.reasons_not_to_ship(0.905, None, old) == [
+        "validation AUROC 0.9050 does not beat the shipped model's 0.9070"
+    ]
+    assert ship.reasons_not_to_ship(0.907, None, old)  # a tie does not ship
+    assert ship.reasons_not_to_ship(0.5, 0.1, None) == []  # nothing shipped yet
+    assert ship.reasons_not_to_ship(0.5, 0.1, {"image_size": 96}) == []  # shipped without recorded figures
+
+
+def test_a_better_auroc_that_loses_balanced_accuracy_does_not_ship(ship: ModuleType) -> None:
+    plain = {**shipped_meta(0.912, 0.913), "tta_recommended": False}
+    plain["tta_effect"].update(val_balanced_accuracy_plain=0.68, val_balanced_accuracy_tta=0.60)
+    assert ship.best_val_balanced_accuracy(plain) == 0.68  # the setting it serves in (plain), not TTA's
+    assert ship.reasons_not_to_ship(0.914, 0.671, plain) == []  # within the 0.01 tolerance
+    assert ship.reasons_not_to_ship(0.914, 0.667, plain) == [
+        "validation balanced accuracy 0.667 is more than 0.01 below the shipped model's 0.680"
+    ]
+    assert len(ship.reasons_not_to_ship(0.910, 0.60, plain)) == 2  # both reasons named
+    tta = {**plain, "tta_recommended": True}
+    assert ship.best_val_balanced_accuracy(tta) == 0.60
+    assert ship.reasons_not_to_ship(0.914, 0.61, tta) == []
+    # models shipped before the figure was recorded: the serving fit's plain figure, only if served plain
+    legacy = {**shipped_meta(0.912, 0.913), "val_metrics": {"val_bacc": 0.682}, "tta_recommended": False}
+    assert ship.best_val_balanced_accuracy(legacy) == 0.682
+    assert ship.best_val_balanced_accuracy({**legacy, "tta_recommended": True}) is None
+    assert ship.reasons_not_to_ship(0.9139, 0.667, legacy) != []  # last session's ens-ga160-192 case
 
 
 def test_card_lists_every_shipped_model(ship: ModuleType) -> None:
@@ -62,6 +84,8 @@ def test_card_lists_recipes_tried_and_not_shipped(ship: ModuleType) -> None:
     lines = ship.history_lines({**shipped, "not_shipped": [tried]})
     row = next(line for line in lines if line.startswith("| not shipped"))
     assert "128 px" in row and "0.890" in row and "| n/a |" in row
+    header = next(line for line in lines if line.startswith("| recipe"))
+    assert header.count("|") == row.count("|") and "val bal. acc." in header
 
 
 def _run_folder(root: Path, name: str, command: str, init_weights: str | None, times: list[float]) -> Path:
