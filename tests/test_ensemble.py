@@ -11,6 +11,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -361,15 +362,21 @@ def test_training_refuses_an_ensemble_or_another_splits_weights_as_its_start(
         jobs.start_job("finetune", options, tmp_path / "runs")  # the app refuses it before launching
 
 
-def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
-    two_runs: tuple[Path, Path, RunConfig], capsys: pytest.CaptureFixture[str]
-) -> None:
+def _script(name: str) -> Any:
+    """A script in scripts/ imported as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("member_sizes", Path(__file__).parents[1] / "scripts/member_sizes.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
     assert spec and spec.loader
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
+    two_runs: tuple[Path, Path, RunConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _script("member_sizes")
     # the grid: every size combination, ranked; the informative member's good size wins
     y = np.array([0, 0, 1, 1])
     meta = {"classes": CLASSES, "temperature": 1.0}
@@ -410,3 +417,28 @@ def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
         with pytest.raises(SystemExit) as exit_info:
             script.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_soup_script_averages_members_greedily_on_validation(
+    two_runs: tuple[Path, Path, RunConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _script("soup_members")
+    first, second, _ = two_runs
+    a, b = load_weights(first).model, load_weights(second).model
+    soup = script.average_weights([a, b])
+    name, weight = next((k, v) for k, v in soup.state_dict().items() if v.is_floating_point() and v.ndim == 4)
+    assert torch.allclose(weight, (a.state_dict()[name] + b.state_dict()[name]) / 2)
+    assert not torch.equal(a.state_dict()[name], b.state_dict()[name])  # the two runs do differ
+    assert torch.equal(soup.state_dict()["classifier.weight"], (a.classifier.weight + b.classifier.weight) / 2)
+
+    assert script.main([str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    singles = re.findall(r"run\d+/model\.safetensors: (\d\.\d{4}) / \d\.\d{3}", out)
+    assert len(singles) == 2 and "at 32 px" in out
+    assert re.search(r"soup of 2 \(\+ .*\): \d\.\d{4} / \d\.\d{3}", out)
+    greedy = re.search(r"greedy soup: ([12]) of 2 members, validation AUROC (\d\.\d{4})", out)
+    assert greedy and float(greedy[2]) >= max(map(float, singles))  # a soup is kept only if it scores higher
+
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([str(first)])
+    assert exit_info.value.code == 2 and "a soup needs two or more members" in capsys.readouterr().err
