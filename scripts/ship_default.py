@@ -282,6 +282,17 @@ def rewrite_shipped_meta(out: Path, meta: dict[str, Any], report: dict[str, Any]
         tmp.write_text(model_card(meta, report, meta["ood_acceptance"]))
 
 
+def rewrite_card(out: Path) -> None:
+    """Regenerate the shipped model's card (and re-save its JSON as stored) from the figures already recorded."""
+    for name in ("model.json", "test_report.json"):
+        if not (out / name).is_file():
+            raise SystemExit(f"{out / name}: not found (--card-only needs a shipped model)")
+    rewrite_shipped_meta(
+        out, json.loads((out / "model.json").read_text()), json.loads((out / "test_report.json").read_text())
+    )
+    print(f"rewrote {out / 'MODEL_CARD.md'}")
+
+
 def refresh_ood(out: Path, data: str | None) -> None:
     """Re-measure the shipped model's OOD acceptance with the current gate; its other figures are kept."""
     target = out / "model.safetensors"
@@ -314,7 +325,16 @@ def main() -> None:
         action="store_true",
         help="re-measure the shipped model's OOD gate (after a change to it) and rewrite the card; trains nothing",
     )
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="regenerate the shipped model's card from its model.json and test_report.json (after a change to"
+        " the card's text); scores nothing",
+    )
     args = parser.parse_args()
+    if args.card_only:
+        rewrite_card(args.out)
+        return
     if args.refresh_ood:
         refresh_ood(args.out, args.data)
         return
@@ -611,7 +631,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " SimCLR trunks did not: one fine-tuned at 160 px from 116 GPU epochs at 128 px was the best single member"
         " (0.907 validation AUROC), but in place of either member it raised the pair's validation AUROC by 0.002 at"
         " most (served at 192 px) and lowered its 7-class balanced accuracy (docs/training_runs/h200-2026-11-27)."
-        " Untried: inputs at the images' native 200×150.",
+        " Averaging the weights of members fine-tuned from one start (a model soup) scored below the best of them,"
+        " and a second strongly augmented fine-tuning of a member from a separately pretrained CPU trunk raised no"
+        " pair (docs/training_runs/cpu-soup-2026-11-27). Untried: inputs at the images' native 200×150.",
     ]
     return "\n".join(lines) + "\n"
 

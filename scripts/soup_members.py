@@ -74,13 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pixels = load_pixels(list(rows["path"]), size)
     normalisation = AugmentConfig(mean=tuple(meta["mean"]), std=tuple(meta["std"]))  # all batch-norm needs
 
-    def scores(model: torch.nn.Module) -> tuple[float, float]:
+    def scores(model: torch.nn.Module, prior_meta: dict) -> tuple[float, float]:
+        """Validation AUROC (with `prior_meta`'s training prior) and balanced accuracy of one model."""
         logits, _ = forward_pixels(model, pixels[val], mean=meta["mean"], std=meta["std"])
-        p_mal = malignant_probability(calibrated_probs(logits, meta), meta["classes"])
+        p_mal = malignant_probability(calibrated_probs(logits, {**prior_meta, "temperature": 1.0}), meta["classes"])
         return float(roc_auc_score(y[val], p_mal)), float(balanced_accuracy_score(labels[val], logits.argmax(1)))
 
     print(f"validation split: {len(val)} images at {size} px; AUROC / seven-class balanced accuracy")
-    singles = [scores(item.model) for item in loaded]
+    singles = [scores(item.model, item.meta) for item in loaded]  # each with its own prior
     for path, (auroc, bacc) in zip(args.members, singles, strict=True):
         print(f"{path}: {auroc:.4f} / {bacc:.3f}")
     order = sorted(range(len(loaded)), key=lambda i: -singles[i][0])
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i in order[1:]:
         soup = average_weights([loaded[j].model for j in [*ingredients, i]])
         recompute_batchnorm(soup, pixels, balanced, normalisation)
-        auroc, bacc = scores(soup)
+        auroc, bacc = scores(soup, loaded[ingredients[0]].meta)  # the best ingredient's prior
         kept = auroc > best
         print(
             f"soup of {len(ingredients) + 1} (+ {args.members[i]}): {auroc:.4f} / {bacc:.3f}{' kept' if kept else ''}"

@@ -199,6 +199,23 @@ def test_refresh_ood_rewrites_the_gate_figures_and_nothing_else(
     assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
 
 
+def test_card_only_regenerates_the_card_from_the_recorded_figures(ship: ModuleType, tmp_path: Path) -> None:
+    shipped = SCRIPT.parent.parent / "weights"
+    out = tmp_path / "weights"
+    out.mkdir()
+    for name in ("model.json", "test_report.json"):
+        shutil.copy(shipped / name, out / name)
+    ship.rewrite_card(out)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta == json.loads((shipped / "model.json").read_text())  # the figures are kept as recorded
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"{meta['test_metrics']['auroc']:.3f}" in card and "| val bal. acc. |" in card
+    assert f"{meta['val_metrics']['val_bacc']:.3f}" in card  # the shipped model's row shows its val figure
+    (out / "test_report.json").unlink()
+    with pytest.raises(SystemExit, match="test_report.json: not found"):
+        ship.rewrite_card(out)
+
+
 def test_card_describes_an_ensembles_members_and_nothing_for_one_model(ship: ModuleType) -> None:
     members = [
         {"weights": "weights/model.safetensors as of commit 01908a1", "command": "finetune A", "val_auroc": 0.9036},
