@@ -111,19 +111,9 @@ class EnsembleModel(nn.Module):
         return [m.cam_layer for m in self.members]
 
 
-def ensemble_meta(
-    member_metas: Sequence[dict[str, Any]],
-    member_paths: Sequence[str],
-    command: str,
-    image_sizes: Sequence[int] | None = None,
-) -> dict[str, Any]:
-    """The ensemble's JSON: the members' shared fields, the first member's training config (for its split),
-    and each member's provenance; per-model serving fields are left out for `fit_serving` to refit.
-
-    `image_sizes` serves each member at a size of its own instead of the one it was trained at: a member
-    trained on random crops has seen lesions larger than a whole image shows them, and may score better a
-    little above its training size (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
-    Choose them on validation."""
+def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence[str]) -> None:
+    """Raise EnsembleError unless the models can be scored together: fine-tuned single models (not
+    ensembles) with one split, class list and normalisation, each with a valid input size."""
     first = member_metas[0]
     for field in SHARED_FIELDS:
         if field not in first:
@@ -141,10 +131,27 @@ def ensemble_meta(
             raise EnsembleError(
                 f"{path}: not a fine-tuned model (stages {meta.get('stages')}); it has no trained classifier"
             )
+    for meta, path in zip(member_metas, member_paths, strict=True):
+        if not is_image_size(meta.get("image_size")):
+            raise EnsembleError(f"{path}: its JSON has no valid 'image_size' ({_short(meta.get('image_size'))})")
+
+
+def ensemble_meta(
+    member_metas: Sequence[dict[str, Any]],
+    member_paths: Sequence[str],
+    command: str,
+    image_sizes: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """The ensemble's JSON: the members' shared fields, the first member's training config (for its split),
+    and each member's provenance; per-model serving fields are left out for `fit_serving` to refit.
+
+    `image_sizes` serves each member at a size of its own instead of the one it was trained at: a member
+    trained on random crops has seen lesions larger than a whole image shows them, and may score better a
+    little above its training size (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
+    Choose them on validation."""
+    check_members(member_metas, member_paths)
+    first = member_metas[0]
     trained_sizes = [member.get("image_size") for member in member_metas]
-    for size, path in zip(trained_sizes, member_paths, strict=True):
-        if not is_image_size(size):
-            raise EnsembleError(f"{path}: its JSON has no valid 'image_size' ({_short(size)})")
     sizes = list(trained_sizes) if image_sizes is None else list(image_sizes)
     if len(sizes) != len(member_metas):
         raise EnsembleError(f"{len(sizes)} input sizes given for {len(member_metas)} members; give one per member")
@@ -196,6 +203,16 @@ def input_sizes(meta: dict[str, Any]) -> list[int]:
 def input_sizes_text(meta: dict[str, Any]) -> str:
     """The input size(s) for people: "96 px", or "96 and 128 px" for an ensemble of mixed members."""
     return " and ".join(str(s) for s in input_sizes(meta) or ["?"]) + " px"
+
+
+def load_members(member_paths: Sequence[str | os.PathLike[str]]) -> list[Any]:
+    """Member weights files loaded (`LoadedWeights`) and checked to fit together (`check_members`), for tools
+    that score members side by side. Raises WeightsError or EnsembleError naming the file."""
+    from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
+
+    loaded = [load_weights(p) for p in member_paths]
+    check_members([item.meta for item in loaded], [str(Path(p)) for p in member_paths])
+    return loaded
 
 
 def combine(

@@ -27,9 +27,10 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dermai.data import load_pixels  # noqa: E402
+from dermai.ensemble import EnsembleError, load_members  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
-from dermai.weights import WeightsError, load_weights  # noqa: E402
+from dermai.weights import WeightsError  # noqa: E402
 
 
 def malignant_auroc(logits: np.ndarray, y: np.ndarray, meta: dict) -> float:
@@ -79,11 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pairs and len(args.members) < 2:
         parser.error("--pairs needs two or more members")
     try:
-        loaded = [load_weights(path) for path in args.members]
-    except WeightsError as exc:
+        loaded = load_members(args.members)  # fine-tuned single models of one split, or a usage error
+    except (WeightsError, EnsembleError) as exc:
         parser.error(str(exc))
-    if any(item.meta.get("ensemble") for item in loaded):
-        parser.error("give the members' own weights files, not an ensemble")
     meta = {**loaded[0].meta, "temperature": 1.0}
     dataset = weights_dataset(loaded[0].meta, args.data)
     val = dataset.meta[dataset.meta["split"] == "val"]

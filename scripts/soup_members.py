@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dermai.config import AugmentConfig  # noqa: E402
 from dermai.data import class_balanced_weights, load_pixels  # noqa: E402
+from dermai.ensemble import EnsembleError, load_members  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
 from dermai.train import recompute_batchnorm  # noqa: E402
-from dermai.weights import WeightsError, load_weights  # noqa: E402
+from dermai.weights import WeightsError  # noqa: E402
 
 
 def average_weights(models: Sequence[torch.nn.Module]) -> torch.nn.Module:
@@ -55,13 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.members) < 2:
         parser.error("a soup needs two or more members")
     try:
-        loaded = [load_weights(path) for path in args.members]
-    except WeightsError as exc:
+        loaded = load_members(args.members)  # fine-tuned single models of one split, or a usage error
+    except (WeightsError, EnsembleError) as exc:
         parser.error(str(exc))
-    if any(item.meta.get("ensemble") for item in loaded):
-        parser.error("give the members' own weights files, not an ensemble")
-    if len({item.meta.get("manifest_sha256") for item in loaded}) > 1:
-        parser.error("the members were trained on different splits")
 
     meta = {**loaded[0].meta, "temperature": 1.0}
     size = args.size or int(meta["image_size"])
