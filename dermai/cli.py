@@ -126,6 +126,9 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
     predict.add_argument("--cam", choices=CAM_CHOICES, help="saliency method for --cam-out (default gradcam)")
     predict.add_argument("--cam-out", help="folder for <stem>_cam.png saliency overlays")
+    predict.add_argument("--age", help="patient's age in years (patient context: used when the weights have it)")
+    predict.add_argument("--sex", help="female or male")
+    predict.add_argument("--site", help="body site of the lesion, e.g. back, face, lower extremity")
 
 
 def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
@@ -154,6 +157,13 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--urgent-specificity", type=float, default=0.90)
     calibrate.add_argument("--ood-percentile", type=float, default=99.0)
     calibrate.add_argument("--tta", action="store_true")
+
+    context = sub.add_parser(
+        "context", help="fit the patient-context model (age, sex, body site) beside calibrated weights"
+    )
+    context.add_argument("--weights", required=True, help="calibrated weights whose JSON gains a 'context' block")
+    context.add_argument("--data", help="data folder (default: the one in the weights' config)")
+    context.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
 
     ensemble = sub.add_parser("ensemble", help="serve fine-tuned models as one (mean logits), calibrated on validation")
     ensemble.add_argument("members", nargs="+", help="two or more weights files trained on the same split")
@@ -293,6 +303,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_context(args: argparse.Namespace) -> int:
+    from dermai.serving import fit_context
+
+    print(json.dumps(fit_context(args.weights, args.data, manifest=args.manifest), indent=2, default=str))
+    return 0
+
+
 def _size_list(text: str) -> list[int]:
     """--image-sizes '96,120' → [96, 120]; a bad list is a usage error naming it."""
     from dermai.ensemble import EnsembleError, parse_image_sizes
@@ -360,9 +377,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.cam and not args.cam_out:
         raise ValueError("--cam needs --cam-out DIR to write the overlays to")
     predictor = Predictor.from_weights(args.weights)
+    context = predictor.parse_context(args.age, args.sex, args.site)
     for i, image in enumerate(args.images):
         intake = predictor.read(image)
-        result = predictor.predict(intake, tta=args.tta)
+        result = predictor.predict(intake, tta=args.tta, context=context)
         cam_path = None
         if args.cam_out:
             explained = predictor.explain(intake, method=args.cam or "gradcam")
@@ -381,6 +399,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"{Path(image).name:<32} {result.tier:<11} {result.p_malignant:>12.3f}  {top_text:<14} {ood}")
         for warning in result.warnings:
             print(f"  warning: {warning}")
+        if result.context:
+            given = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.context.items())
+            print(f"  with patient context ({given}); image alone: p {result.p_malignant_image_only:.3f}")
         if cam_path:
             print(f"  saliency: {cam_path}")
     if not args.json:
@@ -396,6 +417,7 @@ COMMANDS = {
     "finetune": _cmd_train,
     "evaluate": _cmd_evaluate,
     "calibrate": _cmd_calibrate,
+    "context": _cmd_context,
     "ensemble": _cmd_ensemble,
     "experiment": _cmd_experiment,
 }

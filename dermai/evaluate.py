@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dermai import calibration, metrics
+from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
 from dermai.data import (
     Dataset,
@@ -174,6 +174,11 @@ def score_rows(
     if multiclass is not None:
         calib["ece_multiclass"] = calibration.multiclass_ece(labels, probs)
         calib["brier_multiclass"] = calibration.brier_score(labels, probs)
+    context_report = None
+    if meta.get("context") and binary is not None and {"age", "sex", "localization"} <= set(rows.columns):
+        context_report = _score_with_context(logits, meta, rows, labels if multiclass else None, n_boot)
+        predictions["p_malignant_context"] = context_report.pop("p_malignant")
+        predictions["tier_context"] = context_report.pop("tiers")
     report: dict[str, Any] = {
         "n_images": len(rows),
         "tta": tta,
@@ -185,9 +190,51 @@ def score_rows(
         "binary": binary,
         "multiclass": multiclass,
         "calibration": calib,
+        "context": context_report,
         "notes": notes,
     }
     return report, predictions
+
+
+def _score_with_context(
+    logits: np.ndarray, meta: dict[str, Any], rows: pd.DataFrame, labels: np.ndarray | None, n_boot: int
+) -> dict[str, Any]:
+    """The same images scored with each one's recorded patient context (`dermai.context`), as `predict` would
+    with those fields given: images with no recorded context are scored image-only, with the image-only
+    tiers. Figures beside the image-only ones in the report, never instead of them."""
+    contexts = context.contexts_from_rows(rows)
+    z, used = context.context_logits(logits, meta, contexts)
+    probs = softmax_np(z)
+    classes = list(meta["classes"])
+    p_mal = malignant_probability(probs, classes)
+    y_mal = rows["malignant"].to_numpy().astype(int)
+    points = {"image": meta.get("operating_points"), "context": meta["context"].get("operating_points")}
+    tiers = [
+        metrics.assign_tier(p, points["context" if u else "image"]) if points["context" if u else "image"] else None
+        for p, u in zip(p_mal, used, strict=True)
+    ]
+    binary = metrics.binary_metrics(y_mal, p_mal, n_boot=n_boot, group=rows["group"].to_numpy())
+    out: dict[str, Any] = {
+        "fields": {name: field["weight"] for name, field in meta["context"]["fields"].items()},
+        "n_with_context": int(used.sum()),
+        "auroc": binary["auroc"],
+        "auroc_ci": binary["auroc_ci"],
+        "operating_points": points["context"],
+        "thresholds": {},
+        "ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
+        "balanced_accuracy": None,
+        "p_malignant": p_mal,
+        "tiers": tiers,
+    }
+    if all(t is not None for t in tiers):
+        flagged = {"refer": [t in ("refer", "urgent") for t in tiers], "urgent": [t == "urgent" for t in tiers]}
+        out["thresholds"] = {name: metrics.decision_rates(y_mal, np.array(f)) for name, f in flagged.items()}
+    if labels is not None:
+        log_prior = np.asarray(meta["log_prior"]) if meta.get("log_prior") else 0.0
+        out["balanced_accuracy"] = metrics.multiclass_metrics(labels, softmax_np(z - log_prior), classes)[
+            "balanced_accuracy"
+        ]
+    return out
 
 
 def evaluate(
@@ -260,6 +307,19 @@ def summary_text(report: dict[str, Any]) -> str:
             f"specificity {_fmt(rates['specificity'])}"
         )
     lines.append(f"ECE malignant {calib['ece_malignant']:.3f}, temperature {calib['temperature']:.3f}")
+    ctx = report.get("context")
+    if ctx:
+        ci = ctx["auroc_ci"]
+        ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+        lines.append(
+            f"with patient context ({ctx['n_with_context']} of {report['n_images']} images have some): AUROC "
+            f"{_fmt(ctx['auroc'])}{ci_text}, balanced accuracy {_fmt(ctx['balanced_accuracy'])}, "
+            f"ECE {ctx['ece_malignant']:.3f}"
+        )
+        for name, rates in ctx["thresholds"].items():
+            lines.append(
+                f"  {name}: sensitivity {_fmt(rates['sensitivity'])}, specificity {_fmt(rates['specificity'])}"
+            )
     lines.append(f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500")
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)

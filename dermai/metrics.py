@@ -119,6 +119,13 @@ def _rates_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, Any]:
     }
 
 
+def decision_rates(y_true: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    """Sensitivity/specificity (Wilson 95% intervals), PPV, NPV of yes/no decisions made with cut-offs that
+    differ between images (e.g. with and without patient context); `threshold` is None."""
+    y, s = _binary_inputs(y_true, np.asarray(flagged, dtype=float))
+    return {**_rates_at(y, s, 0.5), "threshold": None}
+
+
 def _bootstrap_auroc(
     y: np.ndarray, s: np.ndarray, n_boot: int, seed: int, group: np.ndarray | None
 ) -> tuple[list[float] | None, int]:

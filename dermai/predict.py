@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD
+from dermai.context import PatientContext, context_probs, known_values, parse_context
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
 from dermai.intake import IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
@@ -51,6 +52,8 @@ class Prediction:
     ood_threshold: float | None
     warnings: list[str] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    context: dict[str, Any] | None = None  # the patient context that entered the result, when any did
+    p_malignant_image_only: float | None = None  # the image's own score, shown beside one with context
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +91,8 @@ class Predictor:
         self.temperature = float(meta.get("temperature") or 1.0)
         self.log_prior = meta.get("log_prior")  # training prior, for models trained on balanced batches
         self.operating_points = meta.get("operating_points") or None
+        self.meta = meta
+        self.context_model = meta.get("context") or None
         self.ood_stats = OODStats.from_weights(loaded.extra, meta)
         self._explainers: dict[str, SaliencyExplainer] = {}
         self._lock = threading.Lock()
@@ -104,9 +109,21 @@ class Predictor:
         name = str(image) if isinstance(image, str | os.PathLike) else "image"
         return read_image(image, name)
 
-    def predict(self, image: ImageInput, tta: bool = False) -> Prediction:
+    @property
+    def context_sites(self) -> list[str]:
+        """The body sites the context model knows ([] without a context model)."""
+        return known_values(self.meta, "site")
+
+    def parse_context(self, age: Any = None, sex: Any = None, site: Any = None) -> PatientContext | None:
+        """Checked patient context from user input, or None when nothing was given; raises ContextError
+        naming a bad field (a site is checked against the model's sites when it has a context model)."""
+        context = parse_context(age, sex, site, sites=self.context_sites if self.context_model else None)
+        return None if context.is_empty() else context
+
+    def predict(self, image: ImageInput, tta: bool = False, context: PatientContext | None = None) -> Prediction:
         """Calibrated probabilities, p_malignant, tier and OOD verdict; `tta` averages logits over the 8
-        flips/rotations. Raises IntakeError for unusable images."""
+        flips/rotations; `context` (age, sex, site) adds its evidence when the weights carry a context model
+        (`dermai.context`), with the tiers validated for it. Raises IntakeError for unusable images."""
         start = time.perf_counter()
         intake = self.read(image)
         pixels = resize_square(intake.image, self.image_size)
@@ -116,8 +133,17 @@ class Predictor:
             )
         probs = calibrated_probs(logits, {"temperature": self.temperature, "log_prior": self.log_prior})
         p_mal = float(malignant_probability(probs, self.classes)[0])
-        tier, meaning, sens, spec = self._tier(p_mal)
         notes = list(intake.warnings)
+        points, used, image_only = self.operating_points, None, None
+        if context is not None and not context.is_empty():
+            if self.context_model:
+                image_only, used = p_mal, context.given()
+                probs, _ = context_probs(logits, self.meta, [context])
+                p_mal = float(malignant_probability(probs, self.classes)[0])
+                points = self.context_model.get("operating_points") or points
+            else:
+                notes.append("these weights carry no patient-context model: the age, sex and site were not used")
+        tier, meaning, sens, spec = self._tier(p_mal, points)
         verdict = pixel_verdict(pixels)
         stats = self.ood_stats
         score = None if stats is None else float(ood_scores(features, stats)[0])
@@ -143,13 +169,15 @@ class Predictor:
             ood_threshold=None if stats is None else float(stats.threshold),
             warnings=notes,
             elapsed_ms=(time.perf_counter() - start) * 1000.0,
+            context=used,
+            p_malignant_image_only=image_only,
         )
 
-    def _tier(self, p_malignant: float) -> tuple[str, str, float | None, float | None]:
-        if not self.operating_points:
+    def _tier(self, p_malignant: float, points: dict[str, Any] | None) -> tuple[str, str, float | None, float | None]:
+        if not points:
             return "unavailable", UNAVAILABLE_MEANING, None, None
-        tier = assign_tier(p_malignant, self.operating_points)
-        point = self.operating_points["urgent" if tier == "urgent" else "refer"]
+        tier = assign_tier(p_malignant, points)
+        point = points["urgent" if tier == "urgent" else "refer"]
         sensitivity, specificity = point.get("sensitivity"), point.get("specificity")
         return tier, TIER_MEANINGS[tier], _optional_float(sensitivity), _optional_float(specificity)
 

@@ -18,9 +18,10 @@ import torch
 from safetensors import safe_open
 
 from dermai import calibration, metrics
+from dermai.data import write_json_atomic
 from dermai.evaluate import score, weights_dataset
 from dermai.inference import calibrated_probs, malignant_probability, softmax_np
-from dermai.weights import load_weights, save_weights
+from dermai.weights import FORMAT, load_weights, save_weights
 
 MAX_OOD_TRAIN_IMAGES = 3000
 
@@ -122,3 +123,64 @@ def calibrate_run(weights: Path | None, status: str, stages: Sequence[str]) -> d
     except ValueError as exc:
         return {**record, "status": "failed", "error": str(exc)}
     return {**record, "status": "fitted", "temperature": fitted["temperature"], **fitted["val_metrics"]}
+
+
+def fit_context(
+    weights_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Fit the patient-context model (`dermai.context`) beside calibrated weights and store it in their JSON:
+    field tables from the training split's metadata, field weights, temperature and operating points from the
+    validation split. The tensors are not touched. Returns what was stored."""
+    from dermai import context as ctx
+
+    loaded = load_weights(weights_path)
+    meta = {k: v for k, v in loaded.meta.items() if k != "format"}
+    points = meta.get("operating_points")
+    if not points:
+        raise ValueError(f"{loaded.path}: calibrate these weights first (`python -m dermai calibrate`)")
+    rows = weights_dataset(meta, data_dir, manifest).meta
+    classes = list(meta["classes"])
+    train, val = rows[rows["split"] == "train"], rows[rows["split"] == "val"]
+    if "labelled" in train.columns:
+        train = train[train["labelled"]]
+    tables = ctx.fit_tables(ctx.contexts_from_rows(train), train["label"].to_numpy(), len(classes))
+    if not tables:
+        raise ValueError(f"the training images of {loaded.path}'s split record no age, sex or site")
+
+    tta = bool((meta.get("serving") or {}).get("tta", False))
+    val_logits, _ = score(loaded, val["path"], tta=tta)
+    val_contexts = ctx.contexts_from_rows(val)
+    labels, y_mal = val["label"].to_numpy(), val["malignant"].to_numpy().astype(int)
+    terms = ctx.field_terms(val_contexts, tables, len(classes))
+    temperature, weights = ctx.fit_weights(val_logits, labels, terms, meta.get("log_prior"))
+    block: dict[str, Any] = {
+        "fields": {name: {"weight": weights[name], "table": table} for name, table in tables.items()},
+        "temperature": temperature,
+        "smoothing": ctx.SMOOTHING,
+    }
+    probs, used = ctx.context_probs(val_logits, {**meta, "context": block}, val_contexts)
+    p_mal = malignant_probability(probs, classes)
+    image_only = malignant_probability(calibrated_probs(val_logits, meta), classes)
+    block["operating_points"] = metrics.choose_operating_points(
+        y_mal, p_mal, points["refer"]["target"], points["urgent"]["target"]
+    )
+    decisions = (val_logits / temperature + sum(weights[n] * t for n, t in terms.items())).argmax(axis=1)
+    block["val_metrics"] = {
+        "val_auroc": metrics.binary_metrics(y_mal, p_mal, n_boot=0)["auroc"],
+        "val_auroc_image_only": metrics.binary_metrics(y_mal, image_only, n_boot=0)["auroc"],
+        "val_bacc": float(np.mean([np.mean(decisions[labels == k] == k) for k in np.unique(labels)])),
+        "val_nll": float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12)).mean()),
+        "val_ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
+        "n_val": len(val),
+        "n_val_with_context": int(used.sum()),
+    }
+    block["fitted_on"] = {"tables": "train", "weights": "val", "n_train": len(train), "tta": tta}
+    meta["context"] = block
+    write_json_atomic(loaded.path.with_suffix(".json"), {"format": FORMAT, **meta})
+    return {
+        "weights": str(loaded.path),
+        **{k: v for k, v in block.items() if k != "fields"},
+        "weights_per_field": weights,
+    }

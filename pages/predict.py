@@ -36,18 +36,31 @@ targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c f
 target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
 opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="pred_opacity")
 tta = c4.checkbox("Test-time augmentation", help="average over the 8 flips/rotations", key="pred_tta")
+NOT_GIVEN = "not given"
+age, sex, site = None, NOT_GIVEN, NOT_GIVEN
+if model.context_model:
+    with st.expander("Patient context (optional): age, sex, body site"):
+        st.caption(
+            "Each field given adds its evidence to the image's, with weights and tiers validated on held-out "
+            "patients. Leave a field blank when unknown: it then adds nothing."
+        )
+        k1, k2, k3 = st.columns(3)
+        age = k1.number_input("Age (years)", 0, 120, value=None, step=1, key="pred_age")
+        sex = k2.selectbox("Sex", [NOT_GIVEN, "female", "male"], key="pred_sex")
+        site = k3.selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
 
 
 def analyse(data: bytes, name: str) -> dict[str, Any]:
     """Prediction and saliency for one upload, kept for this session only (the last upload)."""
     digest = hashlib.sha256(data).hexdigest()
-    cache_key = (digest, weights, app_support.weights_mtime(weights), method, target, tta)
+    cache_key = (digest, weights, app_support.weights_mtime(weights), method, target, tta, age, sex, site)
     cached = st.session_state.get("pred_last")
     if cached and cached["key"] == cache_key:
         return cached
+    context = model.parse_context(age, None if sex == NOT_GIVEN else sex, None if site == NOT_GIVEN else site)
     with lock:
         intake = read_image(data, name)
-        prediction = model.predict(intake, tta=tta)
+        prediction = model.predict(intake, tta=tta, context=context)
         saliency = model.explain(intake, method=method, target=target)
     result = {
         "key": cache_key,
@@ -72,7 +85,17 @@ def show(result: dict[str, Any]) -> None:
                 f"Cut-off validated at sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} "
                 "on the validation split."
             )
-        st.metric("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")
+        if p.context:
+            given = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.context.items())
+            st.metric(
+                "Malignancy score p(malignant), with patient context",
+                f"{p.p_malignant:.3f}",
+                delta=f"{p.p_malignant - (p.p_malignant_image_only or 0.0):+.3f} from the context",
+                delta_color="off",
+            )
+            st.caption(f"Image alone: {p.p_malignant_image_only:.3f} · context used: {given}")
+        else:
+            st.metric("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")
         if p.ood:
             st.warning(
                 "**Out of distribution:** this image does not look like the dermoscopy images the model was "

@@ -89,6 +89,22 @@ def test_predict_real_image_shows_tier_and_saliency(app_env: Path) -> None:
     assert "eigencam overlay" in at.image[1].proto.imgs[0].caption
 
 
+def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
+    at = page("predict").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")
+    at.run()
+    plain = at.metric[0]
+    assert plain.label == "Malignancy score p(malignant)"
+    at.number_input(key="pred_age").set_value(75)
+    at.selectbox(key="pred_site").set_value("face")
+    at.run()
+    assert_clean(at)
+    metric = at.metric[0]
+    assert metric.label == "Malignancy score p(malignant), with patient context"
+    assert any(f"Image alone: {plain.value} · context used: age 75, site face" in c.value for c in at.caption)
+
+
 def test_predict_corrupt_upload_is_a_plain_message(app_env: Path) -> None:
     at = page("predict").run()
     at.file_uploader[0].upload("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "image/jpeg")

@@ -20,18 +20,19 @@ def tiny_weights(base: Path) -> Path:
     """A finetuned-for-one-epoch 32 px model on 64 HAM images, calibrated (tiers and OOD); built once per
     pytest session under `base`."""
     from dermai.config import RunConfig
-    from dermai.serving import fit_serving
+    from dermai.serving import fit_context, fit_serving
     from dermai.train import train
 
     run = base / "tiny_run"
     weights = run / "model.safetensors"
-    if weights.exists() and "operating_points" in json.loads(weights.with_suffix(".json").read_text()):
+    if weights.exists() and "context" in json.loads(weights.with_suffix(".json").read_text()):
         return weights
     cfg = RunConfig(stage="finetune")
     cfg.data.data_dir, cfg.data.limit = str(HAM), 64
     cfg.train.image_size, cfg.train.batch_size, cfg.train.finetune_epochs = 32, 16, 1
     train(cfg, run, progress=False)
     fit_serving(weights, manifest=run / "manifest.csv")
+    fit_context(weights, manifest=run / "manifest.csv")
     return weights
 
 

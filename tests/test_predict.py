@@ -261,3 +261,60 @@ def test_cli_cam_choices_match_saliency_and_need_an_output_folder(weights_path: 
     assert cli.CAM_CHOICES == tuple(CAM_METHODS)
     assert cli.main(["predict", "x.png", "--weights", str(weights_path), "--cam", "layercam"]) == 2
     assert capsys.readouterr().err == "error: --cam needs --cam-out DIR to write the overlays to\n"
+
+
+@pytest.fixture(scope="module")
+def context_weights(weights_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model with a hand-made context block: 'face' favours melanoma; refer catches everyone."""
+    folder = tmp_path_factory.mktemp("ctx")
+    meta = json.loads(weights_path.with_suffix(".json").read_text())
+    table = {"face": [0.0] * 4 + [2.0, -2.0, 0.0], "back": [0.0] * 7}
+    meta["context"] = {
+        "temperature": 1.5,
+        "fields": {"site": {"weight": 1.0, "table": table}, "age": {"weight": 0.5, "table": {"40": [0.0] * 7}}},
+        "operating_points": {
+            "refer": {"threshold": 0.0, "sensitivity": 1.0, "specificity": 0.0, "target": 0.95},
+            "urgent": {"threshold": 1.01, "sensitivity": 0.0, "specificity": 1.0, "target": 0.90},
+        },
+    }
+    for suffix in (".safetensors",):
+        (folder / f"model{suffix}").write_bytes(weights_path.with_suffix(suffix).read_bytes())
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder / "model.safetensors"
+
+
+def test_patient_context_shifts_the_score_and_uses_its_own_tiers(weights_path: Path, context_weights: Path) -> None:
+    image = lesion_like(103)
+    plain = Predictor.from_weights(weights_path).predict(image)
+    with_model = Predictor.from_weights(context_weights)
+    assert with_model.context_sites == ["back", "face"]
+    unchanged = with_model.predict(image, context=None)
+    assert unchanged.probabilities == plain.probabilities and unchanged.tier == plain.tier
+    assert unchanged.context is None and unchanged.p_malignant_image_only is None
+
+    face = with_model.predict(image, context=with_model.parse_context(site="face", sex="female"))
+    assert face.context == {"sex": "female", "site": "face"}
+    assert face.p_malignant_image_only == pytest.approx(plain.p_malignant)
+    assert face.probabilities["mel"] > plain.probabilities["mel"] and face.p_malignant > plain.p_malignant
+    assert face.tier == "refer" and face.tier_sensitivity == 1.0  # the context block's cut-offs
+    assert with_model.parse_context("", None, "unknown") is None
+    with pytest.raises(ValueError, match="site: 'elbow' is not a body site this model knows \\(back, face\\)"):
+        with_model.parse_context(site="elbow")
+
+
+def test_context_for_weights_without_a_context_model_is_reported_not_used(weights_path: Path) -> None:
+    predictor = Predictor.from_weights(weights_path)
+    image = lesion_like(104)
+    result = predictor.predict(image, context=predictor.parse_context(age=70))
+    assert result.probabilities == predictor.predict(image).probabilities and result.context is None
+    assert any("no patient-context model" in w for w in result.warnings)
+
+
+def test_cli_predict_with_context(context_weights: Path, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "lesion.png"
+    lesion_like(105).save(image)
+    assert cli.main(["predict", str(image), "--weights", str(context_weights), "--site", "face", "--age", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "with patient context (age 40, site face); image alone: p " in out
+    assert cli.main(["predict", str(image), "--weights", str(context_weights), "--age", "forty"]) == 2
+    assert "error: age: 'forty' is not a number of years" in capsys.readouterr().err

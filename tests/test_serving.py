@@ -3,6 +3,8 @@ the weights in place. One tiny fine-tuned HAM10000 model (32 px, 1 epoch)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,8 @@ import torch
 import dermai.evaluate
 from dermai.config import RunConfig
 from dermai.data import read_manifest
-from dermai.evaluate import evaluate
-from dermai.serving import calibrate_run, fit_serving
+from dermai.evaluate import evaluate, summary_text
+from dermai.serving import calibrate_run, fit_context, fit_serving
 from dermai.train import train
 from dermai.weights import load_weights
 
@@ -78,3 +80,54 @@ def test_calibrate_run_only_fits_finished_finetunes(tmp_path: Path) -> None:
     assert calibrate_run(None, "finished", ("finetune",))["status"] == "skipped"
     failed = calibrate_run(weights, "finished", ("finetune",))  # no weights there: reported, not raised
     assert failed["status"] == "failed" and "not found" in failed["error"]
+
+
+def test_fit_context_uses_train_and_val_only_and_evaluate_reports_it(
+    fitted: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context model is fitted beside the weights (JSON only), from training metadata and validation
+    scores; the test split is scored later by `evaluate`, which reports context figures beside the
+    image-only ones and the same image-only figures as without it."""
+    source, _, _, _ = fitted
+    for name in ("model.safetensors", "model.json", "manifest.csv"):
+        shutil.copy(source.parent / name, tmp_path / name)
+    weights = tmp_path / "model.safetensors"
+    tensors_before = weights.read_bytes()
+    plain_report, _ = evaluate(weights, split="test", manifest=tmp_path / "manifest.csv", n_boot=0)
+    seen: list[str] = []
+    real_load_pixels = dermai.evaluate.load_pixels
+    monkeypatch.setattr(
+        dermai.evaluate, "load_pixels", lambda paths, size: seen.extend(paths) or real_load_pixels(paths, size)
+    )
+    answer = fit_context(weights, manifest=tmp_path / "manifest.csv")
+    manifest = read_manifest(tmp_path / "manifest.csv")
+    assert {Path(p).stem for p in seen} == set(manifest.index[manifest["split"] == "val"])
+    assert weights.read_bytes() == tensors_before
+
+    block = load_weights(weights).meta["context"]
+    assert set(block["fields"]) == {"age", "sex", "site"} and block["temperature"] == answer["temperature"]
+    assert all(field["weight"] >= 0 for field in block["fields"].values())
+    assert block["operating_points"]["refer"]["sensitivity"] >= 0.95
+    assert block["fitted_on"] == {
+        "tables": "train",
+        "weights": "val",
+        "n_train": answer["fitted_on"]["n_train"],
+        "tta": False,
+    }
+    report, predictions = evaluate(weights, split="test", manifest=tmp_path / "manifest.csv", n_boot=0)
+    assert report["auroc"] == plain_report["auroc"] and plain_report["context"] is None
+    assert report["context"]["n_with_context"] == report["n_images"]  # every HAM image records some context
+    assert 0 <= report["context"]["auroc"] <= 1 and set(report["context"]["thresholds"]) == {"refer", "urgent"}
+    assert predictions["p_malignant_context"].between(0, 1).all()
+    assert set(predictions["tier_context"]) <= {"routine", "refer", "urgent"}
+    assert "with patient context" in summary_text(report)
+
+
+def test_fit_context_needs_calibrated_weights(fitted: tuple, tmp_path: Path) -> None:
+    source, _, _, _ = fitted
+    shutil.copy(source, tmp_path / "model.safetensors")
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta.pop("operating_points")
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="calibrate these weights first"):
+        fit_context(tmp_path / "model.safetensors")

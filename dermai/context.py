@@ -1,0 +1,262 @@
+r"""Patient context — age, sex and body site — as evidence beside the image.
+
+Why: the metadata HAM10000 records with each lesion carries information the pixels do not. Melanoma, basal
+cell carcinoma and actinic keratosis are diseases of older skin, naevi of younger skin, and the body site
+shifts the odds between diagnoses. A clinician knows these at the bedside, so the predictor can use them.
+
+How: Bayes' rule, treating the image and each context field as independent evidence about the diagnosis y
+(a "naive Bayes" combination of calibrated models, as in Kononenko 1991):
+
+.. math::
+
+    \log p(y \mid x, c) = \frac{z_y(x)}{T_c} + \log \pi_y
+        + \sum_{f \in c} w_f \left[\log p(y \mid c_f) - \log p(y)\right] + \text{const}
+
+where z are the image model's logits, π the training prior added back for a model trained on balanced
+batches (`dermai.inference.calibrated_probs`), and each field's log-likelihood ratio
+:math:`\log p(y \mid c_f) - \log p(y)` is estimated on the **training split** and stored as a lookup table:
+sex and site as class counts smoothed toward the prior (rare sites stay near 0), age as a multinomial
+logistic regression on (a, a², a³), tabulated per year of age. A field not given adds nothing, so a
+prediction without context is exactly the image-only one. The weights :math:`w_f \ge 0` and the temperature
+:math:`T_c` are fitted on the **validation split** by log-loss: they shrink a field whose evidence the image
+already carries (or that the independence assumption double-counts). The operating points are then chosen on
+validation with context, as `dermai.serving` does without it. Everything lives in the weights' JSON under
+"context"; the test split is never used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from sklearn.linear_model import LogisticRegression
+
+from dermai.inference import softmax_np
+
+FIELDS = ("age", "sex", "site")
+SEXES = ("female", "male")
+MAX_AGE = 120  # an age above this is a typing error, not a patient
+SMOOTHING = 20.0  # pseudo-count pulling a category's class frequencies toward the prior
+UNKNOWN = {"", "unknown", "nan", "none"}
+
+
+class ContextError(ValueError):
+    """A context value the model cannot use; the message names the field and what it accepts."""
+
+
+@dataclass(frozen=True)
+class PatientContext:
+    """What is known about the patient and lesion; None means "not given" and adds no evidence."""
+
+    age: float | None = None
+    sex: str | None = None
+    site: str | None = None
+
+    def is_empty(self) -> bool:
+        return self.age is None and self.sex is None and self.site is None
+
+    def given(self) -> dict[str, Any]:
+        """The fields that were given, by name."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip().lower() in UNKNOWN
+
+
+def parse_context(
+    age: Any = None, sex: Any = None, site: Any = None, sites: Sequence[str] | None = None
+) -> PatientContext:
+    """Checked context from user input (CLI flags, form fields): blanks and "unknown" mean not given; a bad
+    value raises ContextError naming the field. `sites` (the model's known body sites) checks the site."""
+    parsed_age = None
+    if not _blank(age):
+        try:
+            parsed_age = float(age)
+        except (TypeError, ValueError):
+            raise ContextError(f"age: {age!r} is not a number of years") from None
+        if not 0 <= parsed_age <= MAX_AGE:
+            raise ContextError(f"age: {parsed_age:g} is outside 0–{MAX_AGE} years")
+    parsed_sex = None
+    if not _blank(sex):
+        parsed_sex = str(sex).strip().lower()
+        if parsed_sex not in SEXES:
+            raise ContextError(f"sex: {sex!r} is not one of {', '.join(SEXES)}")
+    parsed_site = None
+    if not _blank(site):
+        parsed_site = str(site).strip().lower()
+        if sites is not None and parsed_site not in sites:
+            raise ContextError(f"site: {site!r} is not a body site this model knows ({', '.join(sites)})")
+    return PatientContext(parsed_age, parsed_sex, parsed_site)
+
+
+def contexts_from_rows(rows: pd.DataFrame) -> list[PatientContext]:
+    """Each dataset row's recorded context (columns age, sex, localization; "unknown" and NaN → not given).
+    Values are taken as recorded: a site outside the model's tables simply adds no evidence."""
+    out = []
+    for age, sex, site in zip(rows["age"], rows["sex"], rows["localization"], strict=True):
+        age = None if _blank(age) or not 0 <= float(age) <= MAX_AGE else float(age)
+        sex = None if _blank(sex) or str(sex).strip().lower() not in SEXES else str(sex).strip().lower()
+        out.append(PatientContext(age, sex, None if _blank(site) else str(site).strip().lower()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- fitting tables
+def _log_prior(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    return np.log(np.maximum(counts, 1.0) / counts.sum())
+
+
+def category_table(values: Sequence[str | None], labels: np.ndarray, n_classes: int) -> dict[str, list[float]]:
+    """log p(y | value) − log p(y) per category seen in training, counts smoothed toward the prior by
+    SMOOTHING pseudo-images (so a site seen 7 times barely moves the odds)."""
+    known = np.array([v is not None for v in values])
+    y = labels[known]
+    seen = np.array([v for v in values if v is not None], dtype=object)
+    prior = np.exp(_log_prior(y, n_classes))
+    table = {}
+    for value in sorted(set(seen)):
+        counts = np.bincount(y[seen == value], minlength=n_classes)
+        p = (counts + SMOOTHING * prior) / (counts.sum() + SMOOTHING)
+        table[value] = (np.log(p) - np.log(prior)).tolist()
+    return table
+
+
+def _age_features(ages: np.ndarray) -> np.ndarray:
+    a = np.asarray(ages, dtype=float) / 100.0
+    return np.stack([a, a**2, a**3], axis=1)
+
+
+def age_table(ages: Sequence[float | None], labels: np.ndarray, n_classes: int) -> dict[str, list[float]]:
+    """log p(y | age) − log p(y) per whole year from the youngest to the oldest training age: a multinomial
+    logistic regression on (a, a², a³), smooth where the 5-year bins of HAM10000 are sparse. Classes the
+    training images with an age never show get the floor of the others."""
+    known = np.array([a is not None for a in ages])
+    x = np.array([a for a in ages if a is not None], dtype=float)
+    y = labels[known]
+    years = np.arange(math.floor(x.min()), math.ceil(x.max()) + 1)
+    model = LogisticRegression(C=1.0, max_iter=5000).fit(_age_features(x), y)
+    probs = np.full((len(years), n_classes), 1e-6)
+    probs[:, model.classes_] = np.maximum(model.predict_proba(_age_features(years)), 1e-6)
+    ratios = np.log(probs / probs.sum(axis=1, keepdims=True)) - _log_prior(y, n_classes)
+    return {str(int(year)): row.tolist() for year, row in zip(years, ratios, strict=True)}
+
+
+def fit_tables(contexts: Sequence[PatientContext], labels: np.ndarray, n_classes: int) -> dict[str, dict]:
+    """Each field's lookup table from training contexts; a field no training image records is left out."""
+    labels = np.asarray(labels, dtype=int)
+    tables: dict[str, dict] = {}
+    ages = [c.age for c in contexts]
+    if sum(a is not None for a in ages) >= n_classes:
+        tables["age"] = age_table(ages, labels, n_classes)
+    for name in ("sex", "site"):
+        values = [getattr(c, name) for c in contexts]
+        if any(v is not None for v in values):
+            tables[name] = category_table(values, labels, n_classes)
+    return tables
+
+
+# ------------------------------------------------------------------------------------------ lookups
+def lookup(table: Mapping[str, Sequence[float]], name: str, value: Any) -> np.ndarray | None:
+    """A field value's log-likelihood ratios, or None when the table has no row for it. Ages are rounded
+    to the year and held inside the table's range (older patients use its oldest age)."""
+    if name == "age":
+        years = [int(k) for k in table]
+        key = str(int(min(max(round(float(value)), min(years)), max(years))))
+        return np.asarray(table[key], dtype=float)
+    row = table.get(str(value))
+    return None if row is None else np.asarray(row, dtype=float)
+
+
+def field_terms(
+    contexts: Sequence[PatientContext], tables: Mapping[str, Mapping[str, Sequence[float]]], n_classes: int
+) -> dict[str, np.ndarray]:
+    """(N, K) log-likelihood ratios per field; zero rows where the field is not given or not in its table."""
+    terms = {}
+    for name, table in tables.items():
+        term = np.zeros((len(contexts), n_classes))
+        for i, context in enumerate(contexts):
+            value = getattr(context, name)
+            row = None if value is None else lookup(table, name, value)
+            if row is not None:
+                term[i] = row
+        terms[name] = term
+    return terms
+
+
+def context_logits(
+    logits: np.ndarray, meta: Mapping[str, Any], contexts: Sequence[PatientContext]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated log-probabilities (up to a constant) with context, and a mask of the rows that used it.
+
+    Rows whose context is empty are served image-only (the weights' own temperature), exactly as a
+    prediction without context is; the others use the context temperature and fitted field weights."""
+    block = meta.get("context")
+    if not block:
+        raise ContextError("these weights carry no context model (run `python -m dermai context`)")
+    z = np.asarray(logits, dtype=np.float64)
+    log_prior = np.asarray(meta["log_prior"]) if meta.get("log_prior") else np.zeros(z.shape[1])
+    used = np.array([not c.is_empty() for c in contexts], dtype=bool)
+    fields = block["fields"]
+    terms = field_terms(contexts, {k: v["table"] for k, v in fields.items()}, z.shape[1])
+    evidence = sum((fields[k]["weight"] * t for k, t in terms.items()), np.zeros_like(z))
+    with_context = z / float(block["temperature"]) + log_prior + evidence
+    image_only = z / float(meta.get("temperature") or 1.0) + log_prior
+    return np.where(used[:, None], with_context, image_only), used
+
+
+def context_probs(
+    logits: np.ndarray, meta: Mapping[str, Any], contexts: Sequence[PatientContext]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities a user sees with context (see `context_logits`), and the rows that used it."""
+    z, used = context_logits(logits, meta, contexts)
+    return softmax_np(z), used
+
+
+# --------------------------------------------------------------------------------- fitting the weights
+def _nll(z: np.ndarray, labels: np.ndarray) -> float:
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def fit_weights(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    terms: Mapping[str, np.ndarray],
+    log_prior: Sequence[float] | None,
+) -> tuple[float, dict[str, float]]:
+    """Temperature and one weight ≥ 0 per field minimising validation log-loss (L-BFGS-B)."""
+    z = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    bias = np.asarray(log_prior) if log_prior else np.zeros(z.shape[1])
+    names = list(terms)
+
+    def loss(params: np.ndarray) -> float:
+        evidence = sum((w * terms[n] for w, n in zip(params[1:], names, strict=True)), np.zeros_like(z))
+        return _nll(z / params[0] + bias + evidence, labels)
+
+    start = np.array([1.0] + [1.0] * len(names))
+    bounds = [(0.05, 20.0)] + [(0.0, 5.0)] * len(names)
+    result = minimize(loss, start, method="L-BFGS-B", bounds=bounds)
+    return float(result.x[0]), {n: float(w) for n, w in zip(names, result.x[1:], strict=True)}
+
+
+def known_values(meta: Mapping[str, Any], name: str) -> list[str]:
+    """The values a categorical field's table knows (for forms and error messages); [] if absent."""
+    field = (meta.get("context") or {}).get("fields", {}).get(name)
+    return sorted(field["table"]) if field else []
+
+
+def age_range(meta: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The youngest and oldest age the age table holds, or None without one."""
+    field = (meta.get("context") or {}).get("fields", {}).get("age")
+    if not field:
+        return None
+    years = [int(k) for k in field["table"]]
+    return min(years), max(years)
