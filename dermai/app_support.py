@@ -116,6 +116,23 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
         "status": meta.get("status"),
         "temperature": meta.get("temperature"),
         "ood": bool(meta.get("ood")),
+        "context": context_summary(meta),
+    }
+
+
+def context_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The patient-context model in brief: each field's fitted weight, and its AUROC (test if scored, else
+    validation) beside the image-only one; None without one."""
+    block = meta.get("context")
+    if not block:
+        return None
+    test = (meta.get("test_metrics") or {}).get("context")
+    val = block.get("val_metrics") or {}
+    return {
+        "weights": {name: field["weight"] for name, field in block["fields"].items()},
+        "auroc": test["auroc"] if test else val.get("val_auroc"),
+        "auroc_image_only": meta["test_metrics"]["auroc"] if test else val.get("val_auroc_image_only"),
+        "split": "test" if test else "val",
     }
 
 

@@ -58,6 +58,13 @@ else:
             st.markdown(f"**{tier}** — {TIER_MEANINGS[tier]}")
     else:
         st.info("These weights carry no validated operating points (run `python -m dermai calibrate`): no tiers.")
+    if card["context"]:
+        ctx = card["context"]
+        used = ", ".join(f"{k} (weight {w:.2f})" for k, w in ctx["weights"].items() if w > 0)
+        st.caption(
+            f"Optional patient context on the Predict page: {used}. AUROC on the {ctx['split']} split "
+            f"{ctx['auroc_image_only']:.3f} from the image alone, {ctx['auroc']:.3f} with the recorded context."
+        )
     if not card["ood"]:
         st.caption("No out-of-distribution statistics stored: unusual images are not flagged.")
 

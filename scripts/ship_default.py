@@ -602,8 +602,9 @@ def context_lines(meta: dict[str, Any], report: dict[str, Any]) -> list[str]:
         "metadata (sex and site: counts smoothed toward the prior; age: a logistic regression on age, age², age³),",
         "times a weight ≥ 0 fitted with a temperature on the validation split by log-loss (Bayes' rule with the",
         "image and the fields as independent evidence; `dermai/context.py`). A field not given adds nothing; with",
-        f"no field given the prediction is the image-only one. Fitted weights: {weights}; temperature"
-        f" {block['temperature']:.3f}. A weight of 0 means the field added nothing the image did not already say.",
+        "no field given the prediction is the image-only one.",
+        f"Fitted weights: {weights}; temperature {block['temperature']:.3f}. A weight of 0 means the field did not",
+        "help on validation beyond the image and the other fields, so it is ignored.",
         *(
             [f"Ages outside {ages[0]}–{ages[-1]} (the training range) are scored as the nearest end of it."]
             if ages
@@ -611,8 +612,8 @@ def context_lines(meta: dict[str, Any], report: dict[str, Any]) -> list[str]:
         ),
         f"Validation AUROC {val['val_auroc_image_only']:.3f} image only → {val['val_auroc']:.3f} with context.",
         "",
-        f"Test split, each image with its recorded context ({ctx['n_with_context']} of {report['n_images']} images"
-        " record some; the others are scored image-only):",
+        f"Test split, each image with its recorded context ({ctx['n_with_context']} of {report['n_images']} images",
+        "record some; the others are scored image-only):",
         "",
         "| metric | image only | with patient context |",
         "| --- | --- | --- |",
@@ -777,6 +778,14 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " and a second strongly augmented fine-tuning of a member from a separately pretrained CPU trunk raised no"
         " pair (docs/training_runs/cpu-soup-2026-11-27). Untried: inputs at the images' native 200×150.",
     ]
+    ctx, block = report.get("context"), meta.get("context")
+    if ctx and block:
+        gain_val = block["val_metrics"]["val_auroc"] - block["val_metrics"]["val_auroc_image_only"]
+        gain_test = ctx["auroc"] - report["auroc"]
+        lines.append(
+            f"- Patient context raised AUROC by {gain_val:.3f} on validation but by {gain_test:.3f}"
+            " on test; with it the bars are still missed. It helps only when the age (and site) are given and right."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,22 @@ def test_filter_meta_combines_filters() -> None:
     assert list(app_support.filter_meta(meta, sexes=["female"], sites=["face"], splits=["train"])["dx"]) == ["bcc"]
 
 
+def test_context_summary_prefers_test_figures() -> None:
+    block = {"fields": {"age": {"weight": 0.9}, "sex": {"weight": 0.0}}, "val_metrics": {"val_auroc": 0.92}}
+    block["val_metrics"]["val_auroc_image_only"] = 0.91
+    assert app_support.context_summary({}) is None
+    assert app_support.context_summary({"context": block}) == {
+        "weights": {"age": 0.9, "sex": 0.0},
+        "auroc": 0.92,
+        "auroc_image_only": 0.91,
+        "split": "val",
+    }
+    meta = {"context": block, "test_metrics": {"auroc": 0.89, "context": {"auroc": 0.9}}}
+    assert app_support.context_summary(meta)["auroc"] == 0.9
+    assert app_support.context_summary(meta)["auroc_image_only"] == 0.89
+    assert app_support.context_summary(meta)["split"] == "test"
+
+
 def test_model_card_prefers_test_metrics_and_lists_tiers() -> None:
     meta = {
         "val_metrics": {"val_auroc": 0.8},

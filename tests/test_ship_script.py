@@ -234,3 +234,48 @@ def test_card_describes_an_ensembles_members_and_nothing_for_one_model(ship: Mod
     mixed = {**shipped_meta(0.9, 0.91), "image_size": 128, "model": {"member_image_sizes": [96, 128]}}
     assert ship.history_entry(mixed)["image_size"] == "96 and 128 px"
     assert ship._size_cell(96) == "96 px" and ship._size_cell("96 and 128 px") == "96 and 128 px"
+
+
+def test_add_context_reproduces_the_shipped_context_figures(ship: ModuleType, ham_root: Path, tmp_path: Path) -> None:
+    """From the shipped files without their context model, `--add-context` fits it (train and validation) and
+    scores the test split to exactly the committed JSON; the tensors and image-only figures stay as they were."""
+    shipped = SCRIPT.parent.parent / "weights"
+    out = tmp_path / "weights"
+    shutil.copytree(shipped, out)
+    meta = json.loads((out / "model.json").read_text())
+    report = json.loads((out / "test_report.json").read_text())
+    meta.pop("context"), meta["test_metrics"].pop("context"), report.pop("context")
+    (out / "model.json").write_text(json.dumps(meta))
+    (out / "test_report.json").write_text(json.dumps(report))
+    ship.add_context(out, str(ham_root))
+    assert json.loads((out / "model.json").read_text()) == json.loads((shipped / "model.json").read_text())
+    assert json.loads((out / "test_report.json").read_text()) == json.loads((shipped / "test_report.json").read_text())
+    assert (out / "MODEL_CARD.md").read_text() == (shipped / "MODEL_CARD.md").read_text()
+    assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match="already has a context model"):
+        ship.add_context(out, str(ham_root))
+
+
+def test_quality_bars_show_context_figures_beside_image_only_ones(ship: ModuleType) -> None:
+    refer = {"refer": {"sensitivity": 0.96, "specificity": 0.61}}
+    report = {
+        "auroc": 0.92,
+        "balanced_accuracy": 0.71,
+        "binary": {"thresholds": {"refer": {"sensitivity": 0.93, "specificity": 0.7}}},
+        "calibration": {"ece_malignant": 0.02},
+        "context": {"auroc": 0.935, "balanced_accuracy": None, "thresholds": refer, "ece_malignant": 0.06},
+    }
+    bars = ship.quality_bars(report)
+    assert [image for _, image, _ in bars] == [
+        ("0.920", False),
+        ("0.710", True),
+        ("sens 0.930, spec 0.700", False),
+        ("0.020", True),
+    ]
+    assert [context for _, _, context in bars] == [
+        ("0.935", True),
+        ("n/a", None),
+        ("sens 0.960, spec 0.610", True),
+        ("0.060", False),
+    ]
+    assert [context for _, _, context in ship.quality_bars({**report, "context": None})] == [("n/a", None)] * 4

@@ -52,6 +52,23 @@ def test_predicts_a_real_lesion(predictor: Predictor, ham_root: Path) -> None:
     assert result.tier in {"routine", "refer", "urgent"} and result.ood is False
 
 
+def test_patient_context_moves_risk_with_age_and_is_validated(predictor: Predictor, ham_root: Path) -> None:
+    """Malignant diagnoses in HAM10000 are diseases of older skin: the same image scores higher at 80 than at
+    20, and the context model's fields, tiers and test figures are recorded."""
+    block = load_weights().meta["context"]
+    assert block["fitted_on"]["tables"] == "train" and block["fitted_on"]["weights"] == "val"
+    assert block["operating_points"]["refer"]["sensitivity"] >= 0.95
+    assert block["fields"]["age"]["weight"] > 0
+    assert "back" in predictor.context_sites and "lower extremity" in predictor.context_sites
+    image = ham_root / "images" / "ISIC_0024306.jpg"
+    plain = predictor.predict(image)
+    old = predictor.predict(image, context=predictor.parse_context(age=80))
+    young = predictor.predict(image, context=predictor.parse_context(age=20))
+    assert young.p_malignant < old.p_malignant
+    assert old.p_malignant_image_only == pytest.approx(plain.p_malignant)
+    assert load_weights().meta["test_metrics"]["context"]["auroc"] > 0.5
+
+
 def test_ood_flags_non_dermoscopy_photos(predictor: Predictor) -> None:
     from skimage import data as skdata
 
