@@ -268,18 +268,25 @@ def build_ensemble(
     fit that fails removes the files written here, so no uncalibrated ensemble is left behind. The folder
     then reads like a finished run: metrics.jsonl holds a "serving" and a "status" record. Returns what
     `fit_serving` stored."""
-    from dermai.serving import fit_serving  # serving → weights → ensemble: import here
+    from dermai.serving import fit_context_if_possible, fit_serving  # serving → weights → ensemble: import here
 
     target = write_ensemble(member_paths, out_dir, command, image_sizes)
     try:
         fitted = fit_serving(target, data_dir, manifest=manifest, tta=tta)
+        fitted["context"] = fit_context_if_possible(target, data_dir, manifest)
     except BaseException:
         for name in ENSEMBLE_FILES:
             (target.parent / name).unlink(missing_ok=True)
         raise
     val_auroc = fitted["val_metrics"]["val_auroc"]
     records = [
-        {"kind": "serving", "status": "fitted", "temperature": fitted["temperature"], **fitted["val_metrics"]},
+        {
+            "kind": "serving",
+            "status": "fitted",
+            "temperature": fitted["temperature"],
+            **fitted["val_metrics"],
+            "context": fitted["context"],
+        },
         {"kind": "status", "status": "finished", "weights": str(target), "best_score": val_auroc},
     ]
     with open(target.parent / "metrics.jsonl", "a") as handle:

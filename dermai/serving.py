@@ -122,7 +122,20 @@ def calibrate_run(weights: Path | None, status: str, stages: Sequence[str]) -> d
         fitted = fit_serving(weights, manifest=manifest if manifest.exists() else None)
     except ValueError as exc:
         return {**record, "status": "failed", "error": str(exc)}
-    return {**record, "status": "fitted", "temperature": fitted["temperature"], **fitted["val_metrics"]}
+    record.update(status="fitted", temperature=fitted["temperature"], **fitted["val_metrics"])
+    return {**record, "context": fit_context_if_possible(weights, manifest=manifest if manifest.exists() else None)}
+
+
+def fit_context_if_possible(
+    weights: Path, data_dir: str | os.PathLike[str] | None = None, manifest: Path | None = None
+) -> dict[str, Any]:
+    """Fit the patient-context model after serving when the data record context; a folder without age, sex
+    or site (or too few images) is reported, not raised: the image-only model is complete without it."""
+    try:
+        fitted = fit_context(weights, data_dir, manifest=manifest)
+    except ValueError as exc:
+        return {"status": "skipped", "reason": str(exc)}
+    return {"status": "fitted", "val_auroc": fitted["val_metrics"]["val_auroc"]}
 
 
 def fit_context(

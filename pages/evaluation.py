@@ -62,6 +62,24 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
         ).set_index("tier")
         st.caption("Validated cut-offs re-checked (not re-tuned) on this split")
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
+    ctx = report.get("context")
+    if ctx:
+        st.subheader("With patient context")
+        ci = ctx.get("auroc_ci")
+        k1, k2, k3, k4 = st.columns(4)
+        k1.metric("AUROC malignant", _f(ctx["auroc"]), delta=f"{ctx['auroc'] - report['auroc']:+.3f}")
+        if ci:
+            k1.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
+        k2.metric("Balanced accuracy (7-class)", _f(ctx["balanced_accuracy"]))
+        k3.metric("ECE (malignant)", _f(ctx["ece_malignant"]))
+        k4.metric("Images with some context", ctx["n_with_context"])
+        rows = [
+            {"tier": n, "sensitivity": r["sensitivity"], "specificity": r["specificity"]}
+            for n, r in ctx["thresholds"].items()
+        ]
+        if rows:
+            st.caption("Each image with the age, sex and site its metadata records, as `predict` would score it")
+            st.table(pd.DataFrame(rows).set_index("tier").style.format("{:.3f}", na_rep="n/a"))
     for note in report.get("notes", []):
         st.caption(f"Note: {note}")
     a, b = st.columns(2)

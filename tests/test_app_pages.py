@@ -172,6 +172,8 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
     assert not at.error, [e.value for e in at.error]
     assert [m.label for m in at.metric][:3] == ["AUROC malignant", "Balanced accuracy (7-class)", "ECE (malignant)"]
     assert len(at.get("plotly_chart")) >= 3
+    assert "With patient context" in [h.value for h in at.subheader]  # the tiny model has a context model
+    assert [m.label for m in at.metric][7] == "Images with some context"
 
 
 @pytest.mark.slow

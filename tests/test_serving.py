@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import dermai.context
 import dermai.evaluate
 from dermai.config import RunConfig
+from dermai.context import PatientContext
 from dermai.data import read_manifest
 from dermai.evaluate import evaluate, summary_text
-from dermai.serving import calibrate_run, fit_context, fit_serving
+from dermai.serving import calibrate_run, fit_context, fit_context_if_possible, fit_serving
 from dermai.train import train
 from dermai.weights import load_weights
 
@@ -73,6 +75,33 @@ def test_test_split_is_never_looked_at(fitted: tuple) -> None:
     assert set(manifest.index[manifest["split"] == "val"]) <= scored
 
 
+def test_a_finished_run_records_its_context_fit(fitted: tuple) -> None:
+    weights = fitted[0]
+    records = [json.loads(line) for line in (weights.parent / "metrics.jsonl").read_text().splitlines()]
+    serving = [r for r in records if r.get("kind") == "serving"][-1]
+    assert serving["status"] == "fitted" and serving["context"]["status"] == "fitted"
+    assert 0 <= serving["context"]["val_auroc"] <= 1
+
+
+def test_context_fit_is_skipped_with_a_reason_not_raised(
+    fitted: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = fitted[0]
+    with monkeypatch.context() as mp:  # a folder whose metadata records no age, sex or site
+        mp.setattr(dermai.context, "contexts_from_rows", lambda rows: [PatientContext()] * len(rows))
+        skipped = fit_context_if_possible(source)
+    assert skipped["status"] == "skipped" and "record no age, sex or site" in skipped["reason"]
+    shutil.copy(source, tmp_path / "model.safetensors")
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta.pop("operating_points")
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    skipped = fit_context_if_possible(tmp_path / "model.safetensors")
+    assert skipped == {
+        "status": "skipped",
+        "reason": f"{tmp_path / 'model.safetensors'}: calibrate these weights first (`python -m dermai calibrate`)",
+    }
+
+
 def test_calibrate_run_only_fits_finished_finetunes(tmp_path: Path) -> None:
     weights = tmp_path / "model.safetensors"
     assert calibrate_run(weights, "stopped", ("pretrain", "finetune"))["status"] == "skipped"
@@ -89,8 +118,12 @@ def test_fit_context_uses_train_and_val_only_and_evaluate_reports_it(
     scores; the test split is scored later by `evaluate`, which reports context figures beside the
     image-only ones and the same image-only figures as without it."""
     source, _, _, _ = fitted
-    for name in ("model.safetensors", "model.json", "manifest.csv"):
+    for name in ("model.safetensors", "manifest.csv"):
         shutil.copy(source.parent / name, tmp_path / name)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    assert "context" in meta  # the trainer fitted one after serving; fitted again here from scratch
+    meta.pop("context")
+    (tmp_path / "model.json").write_text(json.dumps(meta))
     weights = tmp_path / "model.safetensors"
     tensors_before = weights.read_bytes()
     plain_report, _ = evaluate(weights, split="test", manifest=tmp_path / "manifest.csv", n_boot=0)
