@@ -129,6 +129,9 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--age", help="patient's age in years (patient context: used when the weights have it)")
     predict.add_argument("--sex", help="female or male")
     predict.add_argument("--site", help="body site of the lesion, e.g. back, face, lower extremity")
+    predict.add_argument(
+        "--metadata", help="CSV of per-image context (image_id or isic_id; age, sex, localization), by file stem"
+    )
 
 
 def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
@@ -371,15 +374,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
+    from dermai.context import read_context_csv
     from dermai.data import atomic_write_bytes
     from dermai.predict import Predictor
 
     if args.cam and not args.cam_out:
         raise ValueError("--cam needs --cam-out DIR to write the overlays to")
+    if args.metadata and (args.age or args.sex or args.site):
+        raise ValueError("give either --metadata or --age/--sex/--site, not both")
     predictor = Predictor.from_weights(args.weights)
     context = predictor.parse_context(args.age, args.sex, args.site)
+    per_image = read_context_csv(args.metadata) if args.metadata else None
+    if per_image is not None:
+        missing = [image for image in args.images if Path(image).stem not in per_image]
+        if missing:
+            raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     for i, image in enumerate(args.images):
         intake = predictor.read(image)
+        if per_image is not None:
+            context = per_image[Path(image).stem]
         result = predictor.predict(intake, tta=args.tta, context=context)
         cam_path = None
         if args.cam_out:

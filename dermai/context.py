@@ -27,8 +27,10 @@ validation with context, as `dermai.serving` does without it. Everything lives i
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +65,10 @@ class PatientContext:
     def given(self) -> dict[str, Any]:
         """The fields that were given, by name."""
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def without(self, names: Sequence[str]) -> PatientContext:
+        """The same context with the named fields not given."""
+        return replace(self, **dict.fromkeys(names))
 
 
 def _blank(value: Any) -> bool:
@@ -104,6 +110,36 @@ def contexts_from_rows(rows: pd.DataFrame) -> list[PatientContext]:
         sex = None if _blank(sex) or str(sex).strip().lower() not in SEXES else str(sex).strip().lower()
         out.append(PatientContext(age, sex, None if _blank(site) else str(site).strip().lower()))
     return out
+
+
+ID_COLUMNS = ("image_id", "isic_id", "image_name", "image")
+AGE_COLUMNS = ("age", "age_approx")
+SITE_COLUMNS = ("site", "localization", "anatom_site_general_challenge", "anatom_site_general")
+
+
+def read_context_csv(path: str | os.PathLike[str]) -> dict[str, PatientContext]:
+    """Per-image context from a metadata CSV (HAM10000's or ISIC's columns; labels not needed), by image id.
+    A bad age or sex raises ContextError naming the file, row and field; sites are kept as written."""
+    csv_path = Path(path)
+    try:
+        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ContextError(f"{csv_path}: not a readable CSV ({exc})") from exc
+    raw.columns = [c.strip().lower() for c in raw.columns]
+    id_col = next((c for c in ID_COLUMNS if c in raw.columns), None)
+    if id_col is None:
+        raise ContextError(f"{csv_path}: no image id column (need one of {', '.join(ID_COLUMNS)})")
+    age_col = next((c for c in AGE_COLUMNS if c in raw.columns), None)
+    site_col = next((c for c in SITE_COLUMNS if c in raw.columns), None)
+    contexts = {}
+    for i, rec in enumerate(raw.to_dict("records")):
+        try:
+            contexts[str(rec[id_col]).strip()] = parse_context(
+                rec.get(age_col) if age_col else None, rec.get("sex"), rec.get(site_col) if site_col else None
+            )
+        except ContextError as exc:
+            raise ContextError(f"{csv_path}, row {i + 2}: {exc}") from None
+    return contexts
 
 
 # ----------------------------------------------------------------------------------------- fitting tables
@@ -194,13 +230,14 @@ def context_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated log-probabilities (up to a constant) with context, and a mask of the rows that used it.
 
-    Rows whose context is empty are served image-only (the weights' own temperature), exactly as a
-    prediction without context is; the others use the context temperature and fitted field weights."""
+    Rows with no usable context (`usable_context`) are served image-only (the weights' own temperature),
+    exactly as a prediction without context is; the others use the context temperature and field weights."""
     block = meta.get("context")
     if not block:
         raise ContextError("these weights carry no context model (run `python -m dermai context`)")
     z = np.asarray(logits, dtype=np.float64)
     log_prior = np.asarray(meta["log_prior"]) if meta.get("log_prior") else np.zeros(z.shape[1])
+    contexts = [usable_context(meta, c)[0] for c in contexts]
     used = np.array([not c.is_empty() for c in contexts], dtype=bool)
     fields = block["fields"]
     terms = field_terms(contexts, {k: v["table"] for k, v in fields.items()}, z.shape[1])
@@ -245,6 +282,35 @@ def fit_weights(
     bounds = [(0.05, 20.0)] + [(0.0, 5.0)] * len(names)
     result = minimize(loss, start, method="L-BFGS-B", bounds=bounds)
     return float(result.x[0]), {n: float(w) for n, w in zip(names, result.x[1:], strict=True)}
+
+
+def unknown_fields(meta: Mapping[str, Any], context: PatientContext) -> list[str]:
+    """Given fields the context model cannot use (no table for the field, or a value its table lacks)."""
+    fields = (meta.get("context") or {}).get("fields", {})
+    out = []
+    for name, value in context.given().items():
+        table = fields.get(name, {}).get("table")
+        if table is None or lookup(table, name, value) is None:
+            out.append(name)
+    return out
+
+
+def weighted_fields(meta: Mapping[str, Any]) -> list[str]:
+    """The fields the context model uses: those with a table and a fitted weight above 0."""
+    fields = (meta.get("context") or {}).get("fields", {})
+    return [name for name in FIELDS if name in fields and fields[name]["weight"] > 0]
+
+
+def usable_context(meta: Mapping[str, Any], context: PatientContext) -> tuple[PatientContext, list[str]]:
+    """The part of a context the model can use, and a note for each field left out: one whose value its
+    table lacks (e.g. an ISIC site name), or one whose fitted weight is 0. Prediction and evaluation both
+    serve an image whose usable context is empty image-only."""
+    unknown = unknown_fields(meta, context)
+    notes = [f"{name} {getattr(context, name)!r} is not in this model's context tables: not used" for name in unknown]
+    used = weighted_fields(meta)
+    unweighted = [name for name in context.given() if name not in unknown and name not in used]
+    notes += [f"{name} is not used by this model (its weight, fitted on validation, is 0)" for name in unweighted]
+    return context.without(unknown + unweighted), notes
 
 
 def known_values(meta: Mapping[str, Any], name: str) -> list[str]:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD
-from dermai.context import PatientContext, context_probs, known_values, parse_context
+from dermai.context import PatientContext, context_probs, known_values, parse_context, usable_context, weighted_fields
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
 from dermai.intake import IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
@@ -110,6 +110,11 @@ class Predictor:
         return read_image(image, name)
 
     @property
+    def context_fields(self) -> list[str]:
+        """The context fields this model uses (a table and a weight above 0); [] without a context model."""
+        return weighted_fields(self.meta)
+
+    @property
     def context_sites(self) -> list[str]:
         """The body sites the context model knows ([] without a context model)."""
         return known_values(self.meta, "site")
@@ -135,6 +140,9 @@ class Predictor:
         p_mal = float(malignant_probability(probs, self.classes)[0])
         notes = list(intake.warnings)
         points, used, image_only = self.operating_points, None, None
+        if context is not None and self.context_model:
+            context, left_out = usable_context(self.meta, context)
+            notes += left_out
         if context is not None and not context.is_empty():
             if self.context_model:
                 image_only, used = p_mal, context.given()

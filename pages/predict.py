@@ -45,9 +45,16 @@ if model.context_model:
             "patients. Leave a field blank when unknown: it then adds nothing."
         )
         k1, k2, k3 = st.columns(3)
-        age = k1.number_input("Age (years)", 0, 120, value=None, step=1, key="pred_age")
-        sex = k2.selectbox("Sex", [NOT_GIVEN, "female", "male"], key="pred_sex")
-        site = k3.selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
+        used = model.context_fields
+        if "age" in used:
+            age = k1.number_input("Age (years)", 0, 120, value=None, step=1, key="pred_age")
+        if "sex" in used:
+            sex = k2.selectbox("Sex", [NOT_GIVEN, "female", "male"], key="pred_sex")
+        if "site" in used:
+            site = k3.selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
+        unused = [name for name in ("age", "sex", "site") if name not in used]
+        if unused:
+            st.caption(f"Not asked: {', '.join(unused)} (no help on validation beyond the image; weight 0).")
 
 
 def analyse(data: bytes, name: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dermai import jobs
+from dermai.context import weighted_fields
 from dermai.train import read_metrics
 from tests.conftest import HAM
 from tests.test_app_support import tiny_weights
@@ -96,13 +97,17 @@ def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
     at.run()
     plain = at.metric[0]
     assert plain.label == "Malignancy score p(malignant)"
+    used = weighted_fields(json.loads(app_env.with_suffix(".json").read_text()))
+    assert "age" in used  # the tiny model's fitted weights; fields with weight 0 are not asked for
     at.number_input(key="pred_age").set_value(75)
-    at.selectbox(key="pred_site").set_value("face")
     at.run()
     assert_clean(at)
     metric = at.metric[0]
     assert metric.label == "Malignancy score p(malignant), with patient context"
-    assert any(f"Image alone: {plain.value} · context used: age 75, site face" in c.value for c in at.caption)
+    assert any(f"Image alone: {plain.value} · context used: age 75" in c.value for c in at.caption)
+    unused = [n for n in ("age", "sex", "site") if n not in used]
+    if unused:
+        assert any(c.value.startswith(f"Not asked: {', '.join(unused)}") for c in at.caption)
 
 
 def test_predict_corrupt_upload_is_a_plain_message(app_env: Path) -> None:

@@ -94,12 +94,11 @@ def test_context_probs_leave_images_without_context_alone() -> None:
     logits = np.array([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [1.0, 0.0, -1.0]])
     contexts = [ctx.PatientContext(), ctx.PatientContext(site="face"), ctx.PatientContext(sex="male")]
     probs, used = ctx.context_probs(logits, meta, contexts)
-    assert used.tolist() == [False, True, True]
+    assert used.tolist() == [False, True, False]  # sex has weight 0: that image has no usable context
     np.testing.assert_allclose(probs[0], calibrated_probs(logits[:1], meta)[0])
+    np.testing.assert_allclose(probs[2], calibrated_probs(logits[:1], meta)[0])
     expected = np.exp(logits[1] / 2.0 + np.log([0.2, 0.3, 0.5]) + 0.5 * np.array([1.0, -1.0, 0.0]))
     np.testing.assert_allclose(probs[1], expected / expected.sum())
-    expected = np.exp(logits[2] / 2.0 + np.log([0.2, 0.3, 0.5]))  # weight 0: only the temperature changes
-    np.testing.assert_allclose(probs[2], expected / expected.sum())
     with pytest.raises(ctx.ContextError, match="no context model"):
         ctx.context_probs(logits, {"temperature": 1.0}, contexts)
 
@@ -123,3 +122,43 @@ def test_fit_tables_covers_the_fields_training_data_records() -> None:
     tables = ctx.fit_tables(contexts, labels, K)
     assert set(tables) == {"age", "site"}  # no sex recorded anywhere
     assert list(tables["site"]) == ["back"] and len(tables["age"]["20"]) == K
+
+
+def test_read_context_csv_takes_ham_and_isic_columns_and_names_bad_rows(tmp_path) -> None:
+    ham = tmp_path / "ham.csv"
+    ham.write_text("lesion_id,image_id,dx,age,sex,localization\nL1,I1,nv,45.0,male,Back\nL2,I2,mel,,unknown,\n")
+    assert ctx.read_context_csv(ham) == {
+        "I1": ctx.PatientContext(45.0, "male", "back"),
+        "I2": ctx.PatientContext(),
+    }
+    isic = tmp_path / "isic.csv"
+    isic.write_text("image_name,age_approx,sex,anatom_site_general_challenge\nISIC_1,60,female,torso\n")
+    assert ctx.read_context_csv(isic) == {"ISIC_1": ctx.PatientContext(60.0, "female", "torso")}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_id,age,sex\nI1,40,male\nI2,forty,male\n")
+    with pytest.raises(ctx.ContextError, match=r"bad.csv, row 3: age: 'forty' is not a number of years"):
+        ctx.read_context_csv(bad)
+    no_id = tmp_path / "no_id.csv"
+    no_id.write_text("age,sex\n40,male\n")
+    with pytest.raises(ctx.ContextError, match="no image id column"):
+        ctx.read_context_csv(no_id)
+
+
+def test_unknown_fields_are_the_ones_no_table_can_score() -> None:
+    meta = served_meta()
+    context = ctx.PatientContext(age=50.0, sex="male", site="torso")
+    assert ctx.unknown_fields(meta, context) == ["age", "site"]  # no age table; 'torso' not a known site
+    assert context.without(["age", "site"]) == ctx.PatientContext(sex="male")
+    assert ctx.unknown_fields(meta, ctx.PatientContext(site="face")) == []
+
+
+def test_usable_context_drops_unknown_values_and_zero_weight_fields_with_a_note() -> None:
+    meta = served_meta()
+    assert ctx.weighted_fields(meta) == ["site"]
+    usable, notes = ctx.usable_context(meta, ctx.PatientContext(age=50.0, sex="male", site="face"))
+    assert usable == ctx.PatientContext(site="face")
+    assert notes == [
+        "age 50.0 is not in this model's context tables: not used",
+        "sex is not used by this model (its weight, fitted on validation, is 0)",
+    ]
+    assert ctx.usable_context(meta, ctx.PatientContext(site="face")) == (ctx.PatientContext(site="face"), [])

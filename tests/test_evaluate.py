@@ -21,7 +21,17 @@ from dermai.weights import read_meta
 from tests.conftest import make_folder
 
 CLASSES = list(DIAGNOSES)
-PREDICTION_COLUMNS = ["image_id", "split", "p_malignant", *CLASSES, "dx", "malignant", "tier"]
+PREDICTION_COLUMNS = [
+    "image_id",
+    "split",
+    "p_malignant",
+    *CLASSES,
+    "dx",
+    "malignant",
+    "tier",
+    "p_malignant_context",
+    "tier_context",
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +154,7 @@ def test_cli_evaluate_writes_report_and_predictions(
     assert list(table.columns) == PREDICTION_COLUMNS and len(table) == report["n_images"]
     printed = capsys.readouterr().out
     assert "AUROC" in printed and "all-benign baseline" in printed and "refer:" in printed
+    assert "with patient context" in printed  # a finished run gets a context model after serving
 
 
 def test_cli_evaluate_missing_weights_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

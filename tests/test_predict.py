@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from dermai import cli, weights
+from dermai.context import PatientContext
 from dermai.data import DIAGNOSES
 from dermai.inference import dihedral_views
 from dermai.intake import IntakeError
@@ -293,7 +294,8 @@ def test_patient_context_shifts_the_score_and_uses_its_own_tiers(weights_path: P
     assert unchanged.context is None and unchanged.p_malignant_image_only is None
 
     face = with_model.predict(image, context=with_model.parse_context(site="face", sex="female"))
-    assert face.context == {"sex": "female", "site": "face"}
+    assert face.context == {"site": "face"}  # this context model has no sex table
+    assert "sex 'female' is not in this model's context tables: not used" in face.warnings
     assert face.p_malignant_image_only == pytest.approx(plain.p_malignant)
     assert face.probabilities["mel"] > plain.probabilities["mel"] and face.p_malignant > plain.p_malignant
     assert face.tier == "refer" and face.tier_sensitivity == 1.0  # the context block's cut-offs
@@ -318,3 +320,33 @@ def test_cli_predict_with_context(context_weights: Path, tmp_path: Path, capsys)
     assert "with patient context (age 40, site face); image alone: p " in out
     assert cli.main(["predict", str(image), "--weights", str(context_weights), "--age", "forty"]) == 2
     assert "error: age: 'forty' is not a number of years" in capsys.readouterr().err
+
+
+def test_context_values_outside_the_tables_are_dropped_with_a_warning(context_weights: Path) -> None:
+    predictor = Predictor.from_weights(context_weights)
+    image = lesion_like(106)
+    result = predictor.predict(image, context=PatientContext(age=40.0, site="torso"))
+    assert result.context == {"age": 40.0}
+    assert "site 'torso' is not in this model's context tables: not used" in result.warnings
+    only_unknown = predictor.predict(image, context=PatientContext(site="torso"))
+    assert only_unknown.context is None and only_unknown.p_malignant == predictor.predict(image).p_malignant
+
+
+def test_cli_predict_reads_each_images_context_from_a_csv(context_weights: Path, tmp_path: Path, capsys) -> None:
+    for i, name in enumerate(("a", "b")):
+        lesion_like(107 + i).save(tmp_path / f"{name}.png")
+    csv = tmp_path / "meta.csv"
+    csv.write_text("image_id,age,sex,localization\na,40,female,face\nb,,,\n")
+    images = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert cli.main(["predict", *images, "--weights", str(context_weights), "--metadata", str(csv), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records[0]["context"] == {"age": 40.0, "site": "face"}  # no sex table in this context model
+    assert records[1]["context"] is None and records[1]["p_malignant_image_only"] is None
+    csv.write_text("image_id,age\na,40\n")
+    assert cli.main(["predict", *images, "--weights", str(context_weights), "--metadata", str(csv)]) == 2
+    err = capsys.readouterr()
+    assert f"error: {csv}: no row for image 'b'" in err.err and "IMAGE" not in err.out  # nothing scored first
+    assert (
+        cli.main(["predict", images[0], "--weights", str(context_weights), "--metadata", str(csv), "--age", "4"]) == 2
+    )
+    assert "either --metadata or --age/--sex/--site" in capsys.readouterr().err
