@@ -2,8 +2,9 @@
 
     python bench/predict_latency.py [--weights W] [--data DIR] [--images 20] [--threads N]
 
-Three paths, each timed from the file on disk (intake included): predict; predict + Grad-CAM (one intake
-shared by both, as the app does); predict with 8-view TTA. Goal: predict + Grad-CAM ≤ 150 ms on 2 CPU cores.
+Paths, each timed from the file on disk (intake included): predict; predict + Grad-CAM (one intake shared by
+both, as the app does); predict with 8-view TTA; and, for weights with a patient-context model, predict with an
+age, sex and site given. Goal: predict + Grad-CAM ≤ 150 ms on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def main() -> int:
         "predict+gradcam": median_ms(with_cam, images),
         "predict+tta": median_ms(lambda p: predictor.predict(p, tta=True), images),
     }
+    if predictor.context_model:
+        context = predictor.parse_context(age=60, sex="female", site="back")
+        results["predict+context"] = median_ms(lambda p: predictor.predict(p, context=context), images)
     size, threads = predictor.image_size, torch.get_num_threads()
     print(f"weights {predictor.path} ({size} px), {len(images)} images, {threads} torch threads")
     for name, ms in results.items():
