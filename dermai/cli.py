@@ -413,8 +413,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for warning in result.warnings:
             print(f"  warning: {warning}")
         if result.context:
+            effects = result.context_effects or {}
             given = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.context.items())
-            print(f"  with patient context ({given}); image alone: p {result.p_malignant_image_only:.3f}")
+            moved = ", ".join(f"{k} {effects[k]:+.3f}" for k in result.context)
+            print(
+                f"  with patient context ({given}); image alone: p {result.p_malignant_image_only:.3f}; "
+                f"each field's effect: {moved}"
+            )
         if cam_path:
             print(f"  saliency: {cam_path}")
     if not args.json:

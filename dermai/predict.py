@@ -54,6 +54,8 @@ class Prediction:
     elapsed_ms: float = 0.0
     context: dict[str, Any] | None = None  # the patient context that entered the result, when any did
     p_malignant_image_only: float | None = None  # the image's own score, shown beside one with context
+    # per field given: p_malignant with every field minus p_malignant without this one (what it added)
+    context_effects: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,15 +141,18 @@ class Predictor:
         probs = calibrated_probs(logits, {"temperature": self.temperature, "log_prior": self.log_prior})
         p_mal = float(malignant_probability(probs, self.classes)[0])
         notes = list(intake.warnings)
-        points, used, image_only = self.operating_points, None, None
+        points, used, image_only, effects = self.operating_points, None, None, None
         if context is not None and self.context_model:
             context, left_out = usable_context(self.meta, context)
             notes += left_out
         if context is not None and not context.is_empty():
             if self.context_model:
                 image_only, used = p_mal, context.given()
-                probs, _ = context_probs(logits, self.meta, [context])
-                p_mal = float(malignant_probability(probs, self.classes)[0])
+                others = [context.without([name]) for name in used]
+                all_probs, _ = context_probs(logits.repeat(1 + len(others), axis=0), self.meta, [context, *others])
+                p_all = malignant_probability(all_probs, self.classes)
+                probs, p_mal = all_probs[:1], float(p_all[0])
+                effects = {name: p_mal - float(p) for name, p in zip(used, p_all[1:], strict=True)}
                 points = self.context_model.get("operating_points") or points
             else:
                 notes.append("these weights carry no patient-context model: the age, sex and site were not used")
@@ -179,6 +184,7 @@ class Predictor:
             elapsed_ms=(time.perf_counter() - start) * 1000.0,
             context=used,
             p_malignant_image_only=image_only,
+            context_effects=effects,
         )
 
     def _tier(self, p_malignant: float, points: dict[str, Any] | None) -> tuple[str, str, float | None, float | None]:

@@ -101,6 +101,11 @@ def show(result: dict[str, Any]) -> None:
                 delta_color="off",
             )
             st.caption(f"Image alone: {p.p_malignant_image_only:.3f} · context used: {given}")
+            effects = p.context_effects or {}
+            st.caption(
+                "Each field's effect on p(malignant) (with it minus without it): "
+                + ", ".join(f"{k} {effects[k]:+.3f}" for k in p.context)
+            )
         else:
             st.metric("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")
         if p.ood:

@@ -105,6 +105,9 @@ def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
     metric = at.metric[0]
     assert metric.label == "Malignancy score p(malignant), with patient context"
     assert any(f"Image alone: {plain.value} · context used: age 75" in c.value for c in at.caption)
+    assert any(
+        c.value.startswith("Each field's effect on p(malignant) (with it minus without it): age ") for c in at.caption
+    )
     unused = [n for n in ("age", "sex", "site") if n not in used]
     if unused:
         assert any(c.value.startswith(f"Not asked: {', '.join(unused)}") for c in at.caption)

@@ -295,6 +295,10 @@ def test_patient_context_shifts_the_score_and_uses_its_own_tiers(weights_path: P
 
     face = with_model.predict(image, context=with_model.parse_context(site="face", sex="female"))
     assert face.context == {"site": "face"}  # this context model has no sex table
+    assert face.context_effects == pytest.approx({"site": face.p_malignant - plain.p_malignant})
+    both = with_model.predict(image, context=with_model.parse_context(site="face", age=40))
+    assert set(both.context_effects) == {"age", "site"}
+    assert both.context_effects["age"] == pytest.approx(both.p_malignant - face.p_malignant)
     assert "sex 'female' is not in this model's context tables: not used" in face.warnings
     assert face.p_malignant_image_only == pytest.approx(plain.p_malignant)
     assert face.probabilities["mel"] > plain.probabilities["mel"] and face.p_malignant > plain.p_malignant
@@ -318,6 +322,7 @@ def test_cli_predict_with_context(context_weights: Path, tmp_path: Path, capsys)
     assert cli.main(["predict", str(image), "--weights", str(context_weights), "--site", "face", "--age", "40"]) == 0
     out = capsys.readouterr().out
     assert "with patient context (age 40, site face); image alone: p " in out
+    assert "; each field's effect: age " in out and ", site +" in out  # 'face' favours melanoma here
     assert cli.main(["predict", str(image), "--weights", str(context_weights), "--age", "forty"]) == 2
     assert "error: age: 'forty' is not a number of years" in capsys.readouterr().err
 
