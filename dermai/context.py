@@ -45,6 +45,8 @@ SEXES = ("female", "male")
 MAX_AGE = 120  # an age above this is a typing error, not a patient
 SMOOTHING = 20.0  # pseudo-count pulling a category's class frequencies toward the prior
 UNKNOWN = {"", "unknown", "nan", "none"}
+# ISIC's general site names (anatom_site_general) for HAM10000's nearest ones; "head/neck" has no one match
+SITE_SYNONYMS = {"torso": "trunk", "palms/soles": "acral", "oral/genital": "genital"}
 
 
 class ContextError(ValueError):
@@ -75,6 +77,12 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip().lower() in UNKNOWN
 
 
+def normalise_site(site: Any) -> str:
+    """A body site in lower case, with ISIC's general names mapped to HAM10000's (SITE_SYNONYMS)."""
+    text = str(site).strip().lower()
+    return SITE_SYNONYMS.get(text, text)
+
+
 def parse_context(
     age: Any = None, sex: Any = None, site: Any = None, sites: Sequence[str] | None = None
 ) -> PatientContext:
@@ -95,7 +103,7 @@ def parse_context(
             raise ContextError(f"sex: {sex!r} is not one of {', '.join(SEXES)}")
     parsed_site = None
     if not _blank(site):
-        parsed_site = str(site).strip().lower()
+        parsed_site = normalise_site(site)
         if sites is not None and parsed_site not in sites:
             raise ContextError(f"site: {site!r} is not a body site this model knows ({', '.join(sites)})")
     return PatientContext(parsed_age, parsed_sex, parsed_site)
@@ -108,7 +116,7 @@ def contexts_from_rows(rows: pd.DataFrame) -> list[PatientContext]:
     for age, sex, site in zip(rows["age"], rows["sex"], rows["localization"], strict=True):
         age = None if _blank(age) or not 0 <= float(age) <= MAX_AGE else float(age)
         sex = None if _blank(sex) or str(sex).strip().lower() not in SEXES else str(sex).strip().lower()
-        out.append(PatientContext(age, sex, None if _blank(site) else str(site).strip().lower()))
+        out.append(PatientContext(age, sex, None if _blank(site) else normalise_site(site)))
     return out
 
 

@@ -26,6 +26,7 @@ def test_parse_context_blanks_mean_not_given_and_bad_values_name_their_field() -
     with pytest.raises(ctx.ContextError, match="site: 'elbow' is not a body site this model knows \\(back, face\\)"):
         ctx.parse_context(site="elbow", sites=["back", "face"])
     assert ctx.parse_context(site="elbow").site == "elbow"  # no vocabulary given: not checked here
+    assert ctx.parse_context(site="Palms/Soles").site == "acral"  # ISIC's general site names → HAM10000's
 
 
 def test_contexts_from_rows_drop_unknowns() -> None:
@@ -133,7 +134,7 @@ def test_read_context_csv_takes_ham_and_isic_columns_and_names_bad_rows(tmp_path
     }
     isic = tmp_path / "isic.csv"
     isic.write_text("image_name,age_approx,sex,anatom_site_general_challenge\nISIC_1,60,female,torso\n")
-    assert ctx.read_context_csv(isic) == {"ISIC_1": ctx.PatientContext(60.0, "female", "torso")}
+    assert ctx.read_context_csv(isic) == {"ISIC_1": ctx.PatientContext(60.0, "female", "trunk")}  # HAM's name
     bad = tmp_path / "bad.csv"
     bad.write_text("image_id,age,sex\nI1,40,male\nI2,forty,male\n")
     with pytest.raises(ctx.ContextError, match=r"bad.csv, row 3: age: 'forty' is not a number of years"):
