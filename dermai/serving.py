@@ -173,17 +173,18 @@ def fit_context(
         "temperature": temperature,
         "smoothing": ctx.SMOOTHING,
     }
-    probs, used = ctx.context_probs(val_logits, {**meta, "context": block}, val_contexts)
+    z, used = ctx.context_logits(val_logits, {**meta, "context": block}, val_contexts)
+    probs = softmax_np(z)
     p_mal = malignant_probability(probs, classes)
     image_only = malignant_probability(calibrated_probs(val_logits, meta), classes)
     block["operating_points"] = metrics.choose_operating_points(
-        y_mal, p_mal, points["refer"]["target"], points["urgent"]["target"]
+        y_mal, p_mal, points["refer"].get("target", 0.95), points["urgent"].get("target", 0.90)
     )
-    decisions = (val_logits / temperature + sum(weights[n] * t for n, t in terms.items())).argmax(axis=1)
+    balanced = softmax_np(z - np.asarray(meta["log_prior"])) if meta.get("log_prior") else probs  # argmax p/prior
     block["val_metrics"] = {
         "val_auroc": metrics.binary_metrics(y_mal, p_mal, n_boot=0)["auroc"],
         "val_auroc_image_only": metrics.binary_metrics(y_mal, image_only, n_boot=0)["auroc"],
-        "val_bacc": float(np.mean([np.mean(decisions[labels == k] == k) for k in np.unique(labels)])),
+        "val_bacc": metrics.multiclass_metrics(labels, balanced, classes)["balanced_accuracy"],
         "val_nll": float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12)).mean()),
         "val_ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
         "n_val": len(val),

@@ -54,7 +54,10 @@ if model.context_model:
             site = k3.selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
         unused = [name for name in ("age", "sex", "site") if name not in used]
         if unused:
-            st.caption(f"Not asked: {', '.join(unused)} (no help on validation beyond the image; weight 0).")
+            st.caption(
+                f"Not asked: {', '.join(unused)} (not recorded in the training data, or no help on validation "
+                "beyond the image and the other fields: weight 0)."
+            )
 
 
 def analyse(data: bytes, name: str) -> dict[str, Any]:
