@@ -44,14 +44,14 @@ if model.context_model:
             "Each field given adds its evidence to the image's, with weights and tiers validated on held-out "
             "patients. Leave a field blank when unknown: it then adds nothing."
         )
-        k1, k2, k3 = st.columns(3)
         used = model.context_fields
+        column = dict(zip(used, st.columns(3), strict=False))  # the fields asked for, side by side
         if "age" in used:
-            age = k1.number_input("Age (years)", 0, 120, value=None, step=1, key="pred_age")
+            age = column["age"].number_input("Age (years)", 0, 120, value=None, step=1, key="pred_age")
         if "sex" in used:
-            sex = k2.selectbox("Sex", [NOT_GIVEN, "female", "male"], key="pred_sex")
+            sex = column["sex"].selectbox("Sex", [NOT_GIVEN, "female", "male"], key="pred_sex")
         if "site" in used:
-            site = k3.selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
+            site = column["site"].selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
         unused = [name for name in ("age", "sex", "site") if name not in used]
         if unused:
             st.caption(
