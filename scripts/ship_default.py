@@ -309,6 +309,13 @@ def context_test_metrics(report: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def add_context_command(recipe: dict[str, Any], data: str | None) -> dict[str, Any]:
+    """The recipe with the command that gave the shipped model its context model, once."""
+    command = "python scripts/ship_default.py --add-context" + (f" --data {data}" if data else "")
+    commands = recipe.get("commands", [])
+    return {**recipe, "commands": commands + ([command] if command not in commands else [])}
+
+
 def add_context(out: Path, data: str | None) -> None:
     """Give the shipped model a patient-context model (`python -m dermai context`: training metadata and the
     validation split), then score the test split once with it. The tensors and the image-only figures stay
@@ -326,6 +333,7 @@ def add_context(out: Path, data: str | None) -> None:
         raise SystemExit("the image-only test figures changed on re-scoring: not writing anything further")
     report["context"] = scored["context"]
     meta["test_metrics"] = {**meta["test_metrics"], "context": context_test_metrics(report)}
+    meta["recipe"] = add_context_command(meta["recipe"], data)
     write_json_atomic(out / "test_report.json", report)
     rewrite_shipped_meta(out, meta, report)
     print(json.dumps(meta["test_metrics"]["context"], indent=2))
