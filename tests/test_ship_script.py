@@ -236,7 +236,9 @@ def test_card_describes_an_ensembles_members_and_nothing_for_one_model(ship: Mod
     assert ship._size_cell(96) == "96 px" and ship._size_cell("96 and 128 px") == "96 and 128 px"
 
 
-def test_add_context_reproduces_the_shipped_context_figures(ship: ModuleType, ham_root: Path, tmp_path: Path) -> None:
+def test_add_context_reproduces_the_shipped_context_figures(
+    ship: ModuleType, ham_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """From the shipped files without their context model, `--add-context` fits it (train and validation) and
     scores the test split to exactly the committed JSON; the tensors and image-only figures stay as they were."""
     shipped = SCRIPT.parent.parent / "weights"
@@ -245,15 +247,21 @@ def test_add_context_reproduces_the_shipped_context_figures(ship: ModuleType, ha
     meta = json.loads((out / "model.json").read_text())
     report = json.loads((out / "test_report.json").read_text())
     meta.pop("context"), meta["test_metrics"].pop("context"), report.pop("context")
+    assert (
+        meta["recipe"]["commands"].pop()
+        == "python scripts/ship_default.py --add-context --data ../shared/data/ham10000"
+    )
     (out / "model.json").write_text(json.dumps(meta))
     (out / "test_report.json").write_text(json.dumps(report))
-    ship.add_context(out, str(ham_root))
+    monkeypatch.chdir(SCRIPT.parent.parent)  # the data folder as the recorded command names it
+    assert Path("../shared/data/ham10000").resolve() == ham_root.resolve()
+    ship.add_context(out, "../shared/data/ham10000")
     assert json.loads((out / "model.json").read_text()) == json.loads((shipped / "model.json").read_text())
     assert json.loads((out / "test_report.json").read_text()) == json.loads((shipped / "test_report.json").read_text())
     assert (out / "MODEL_CARD.md").read_text() == (shipped / "MODEL_CARD.md").read_text()
     assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
     with pytest.raises(SystemExit, match="already has a context model"):
-        ship.add_context(out, str(ham_root))
+        ship.add_context(out, "../shared/data/ham10000")
 
 
 def test_quality_bars_show_context_figures_beside_image_only_ones(ship: ModuleType) -> None:
