@@ -25,7 +25,7 @@ from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
-from dermai.serving import fit_context, fit_serving  # noqa: E402
+from dermai.serving import fit_context, fit_context_if_possible, fit_serving  # noqa: E402
 from dermai.weights import load_weights, save_weights  # noqa: E402
 
 SKIMAGE_PHOTOS = (
@@ -406,8 +406,8 @@ def main() -> None:
     if not loaded.meta.get("operating_points"):
         fit_serving(source, args.data)
         loaded = load_weights(source)
-    if not loaded.meta.get("context"):
-        fit_context(source, args.data)  # training metadata and validation only, like fit_serving
+    if not loaded.meta.get("context"):  # training metadata and validation only, like fit_serving
+        print(f"patient context: {fit_context_if_possible(source, args.data)}")
         loaded = load_weights(source)
     meta = {k: v for k, v in loaded.meta.items() if k != "format"}
     runs = [r for r in (args.pretrain_run, args.run) if r]
