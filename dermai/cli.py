@@ -374,6 +374,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
+    from dermai.context import describe as describe_context
     from dermai.context import read_context_csv
     from dermai.data import atomic_write_bytes
     from dermai.predict import Predictor
@@ -414,7 +415,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"  warning: {warning}")
         if result.context:
             effects = result.context_effects or {}
-            given = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.context.items())
+            given = describe_context(result.context)
             moved = ", ".join(f"{k} {effects[k]:+.3f}" for k in result.context)
             print(
                 f"  with patient context ({given}); image alone: p {result.p_malignant_image_only:.3f}; "

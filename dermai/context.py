@@ -38,6 +38,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
+from dermai.data import ID_COLUMNS, first_column
 from dermai.inference import softmax_np
 
 FIELDS = ("age", "sex", "site")
@@ -71,6 +72,11 @@ class PatientContext:
     def without(self, names: Sequence[str]) -> PatientContext:
         """The same context with the named fields not given."""
         return replace(self, **dict.fromkeys(names))
+
+
+def describe(given: Mapping[str, Any]) -> str:
+    """Given fields as text for people: "age 75, site face" (ages without a trailing .0)."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in given.items())
 
 
 def _blank(value: Any) -> bool:
@@ -120,7 +126,6 @@ def contexts_from_rows(rows: pd.DataFrame) -> list[PatientContext]:
     return out
 
 
-ID_COLUMNS = ("image_id", "isic_id", "image_name", "image")
 AGE_COLUMNS = ("age", "age_approx")
 SITE_COLUMNS = ("site", "localization", "anatom_site_general_challenge", "anatom_site_general")
 
@@ -134,11 +139,10 @@ def read_context_csv(path: str | os.PathLike[str]) -> dict[str, PatientContext]:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ContextError(f"{csv_path}: not a readable CSV ({exc})") from exc
     raw.columns = [c.strip().lower() for c in raw.columns]
-    id_col = next((c for c in ID_COLUMNS if c in raw.columns), None)
+    id_col = first_column(raw, ID_COLUMNS)
     if id_col is None:
         raise ContextError(f"{csv_path}: no image id column (need one of {', '.join(ID_COLUMNS)})")
-    age_col = next((c for c in AGE_COLUMNS if c in raw.columns), None)
-    site_col = next((c for c in SITE_COLUMNS if c in raw.columns), None)
+    age_col, site_col = first_column(raw, AGE_COLUMNS), first_column(raw, SITE_COLUMNS)
     contexts = {}
     for i, rec in enumerate(raw.to_dict("records")):
         try:

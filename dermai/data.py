@@ -113,7 +113,11 @@ def index_images(root: Path) -> dict[str, Path]:
     return found
 
 
-def _first_column(df: pd.DataFrame, names: Sequence[str]) -> str | None:
+ID_COLUMNS = ("image_id", "isic_id", "image_name", "image")  # HAM10000, ISIC archive, ISIC 2020, plain
+
+
+def first_column(df: pd.DataFrame, names: Sequence[str]) -> str | None:
+    """The first of `names` that is a column of `df`, or None."""
     for name in names:
         if name in df.columns:
             return name
@@ -144,11 +148,11 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
     raw.columns = [c.strip().lower() for c in raw.columns]
-    id_col = _first_column(raw, ["image_id", "isic_id", "image_name", "image"])
+    id_col = first_column(raw, ID_COLUMNS)
     if id_col is None:
         raise DataError(f"{csv_path}: no image id column (need image_id, isic_id or image_name)")
-    dx_col = _first_column(raw, ["dx"])
-    bm_col = _first_column(raw, ["benign_malignant", "target"])
+    dx_col = first_column(raw, ["dx"])
+    bm_col = first_column(raw, ["benign_malignant", "target"])
     if dx_col is None and bm_col is None:
         raise DataError(f"{csv_path}: no label column (need dx, benign_malignant or target)")
 

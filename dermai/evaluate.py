@@ -209,10 +209,8 @@ def _score_with_context(
     p_mal = malignant_probability(probs, classes)
     y_mal = rows["malignant"].to_numpy().astype(int)
     points = {"image": meta.get("operating_points"), "context": meta["context"].get("operating_points")}
-    tiers = [
-        metrics.assign_tier(p, points["context" if u else "image"]) if points["context" if u else "image"] else None
-        for p, u in zip(p_mal, used, strict=True)
-    ]
+    row_points = [points["context" if u else "image"] for u in used]
+    tiers = [metrics.assign_tier(p, pts) if pts else None for p, pts in zip(p_mal, row_points, strict=True)]
     binary = metrics.binary_metrics(y_mal, p_mal, n_boot=n_boot, group=rows["group"].to_numpy())
     out: dict[str, Any] = {
         "fields": {name: field["weight"] for name, field in meta["context"]["fields"].items()},

@@ -142,11 +142,12 @@ class Predictor:
         p_mal = float(malignant_probability(probs, self.classes)[0])
         notes = list(intake.warnings)
         points, used, image_only, effects = self.operating_points, None, None, None
-        if context is not None and self.context_model:
+        if context is not None and not self.context_model and not context.is_empty():
+            notes.append("these weights carry no patient-context model: the age, sex and site were not used")
+        elif context is not None and self.context_model:
             context, left_out = usable_context(self.meta, context)
             notes += left_out
-        if context is not None and not context.is_empty():
-            if self.context_model:
+            if not context.is_empty():
                 image_only, used = p_mal, context.given()
                 others = [context.without([name]) for name in used]
                 all_probs, _ = context_probs(logits.repeat(1 + len(others), axis=0), self.meta, [context, *others])
@@ -154,8 +155,6 @@ class Predictor:
                 probs, p_mal = all_probs[:1], float(p_all[0])
                 effects = {name: p_mal - float(p) for name, p in zip(used, p_all[1:], strict=True)}
                 points = self.context_model.get("operating_points") or points
-            else:
-                notes.append("these weights carry no patient-context model: the age, sex and site were not used")
         tier, meaning, sens, spec = self._tier(p_mal, points)
         verdict = pixel_verdict(pixels)
         stats = self.ood_stats

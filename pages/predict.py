@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dermai import app_support
+from dermai.context import describe as describe_context
 from dermai.intake import read_image
 from dermai.saliency import CAM_METHODS, overlay
 from pages._common import PLAIN_ERRORS, or_stop, predictor, weights_path
@@ -96,7 +97,7 @@ def show(result: dict[str, Any]) -> None:
                 "on the validation split."
             )
         if p.context:
-            given = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.context.items())
+            given = describe_context(p.context)
             st.metric(
                 "Malignancy score p(malignant), with patient context",
                 f"{p.p_malignant:.3f}",
