@@ -120,7 +120,9 @@ CAM_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam", "layercam", "hire
 
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict = sub.add_parser("predict", help="triage tier, probabilities and OOD verdict for image files")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, TIFF, WebP)")
+    predict.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP, TIFF, WebP) or folders of them"
+    )
     predict.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
@@ -131,6 +133,10 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--site", help="body site of the lesion, e.g. back, face, lower extremity")
     predict.add_argument(
         "--metadata", help="CSV of per-image context (image_id or isic_id; age, sex, localization), by file stem"
+    )
+    predict.add_argument(
+        "--csv",
+        help="write a worklist CSV, most urgent first; unreadable files become rows instead of stopping the batch",
     )
 
 
@@ -368,7 +374,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    """Stops at the first unusable image (exit 2, one `error:` line naming it)."""
+    """Stops at the first unusable image (exit 2, one `error:` line naming it); with --csv it lists the file
+    as unreadable, goes on, and exits 1 when any file could not be read."""
     import io
     from pathlib import Path
 
@@ -377,24 +384,37 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermai.context import describe as describe_context
     from dermai.context import read_context_csv
     from dermai.data import atomic_write_bytes
+    from dermai.intake import IntakeError
     from dermai.predict import Predictor
+    from dermai.worklist import WorklistEntry, image_files, tier_counts, worklist, worklist_csv
 
     if args.cam and not args.cam_out:
         raise ValueError("--cam needs --cam-out DIR to write the overlays to")
     if args.metadata and (args.age or args.sex or args.site):
         raise ValueError("give either --metadata or --age/--sex/--site, not both")
+    images = image_files(args.images)
     predictor = Predictor.from_weights(args.weights)
     context = predictor.parse_context(args.age, args.sex, args.site)
     per_image = read_context_csv(args.metadata) if args.metadata else None
     if per_image is not None:
-        missing = [image for image in args.images if Path(image).stem not in per_image]
+        missing = [image for image in images if Path(image).stem not in per_image]
         if missing:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
-    for i, image in enumerate(args.images):
-        intake = predictor.read(image)
+    entries: list[WorklistEntry] = []
+    header_printed = False
+    for image in images:
+        try:
+            intake = predictor.read(image)
+        except IntakeError as exc:
+            if not args.csv:
+                raise
+            print(f"warning: {exc} (listed as unreadable)", file=sys.stderr)
+            entries.append(WorklistEntry(image, error=str(exc)))
+            continue
         if per_image is not None:
             context = per_image[Path(image).stem]
         result = predictor.predict(intake, tta=args.tta, context=context)
+        entries.append(WorklistEntry(image, result))
         cam_path = None
         if args.cam_out:
             explained = predictor.explain(intake, method=args.cam or "gradcam")
@@ -405,7 +425,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             record = {"image": image, **result.to_dict(), "cam": str(cam_path) if cam_path else None}
             print(json.dumps(record), flush=True)
             continue
-        if i == 0:
+        if not header_printed:
+            header_printed = True
             print(f"{'IMAGE':<32} {'TIER':<11} {'P(MALIGNANT)':>12}  {'TOP DIAGNOSIS':<14} OOD")
         top = max(result.probabilities, key=result.probabilities.__getitem__)
         ood = "n/a" if result.ood is None else "YES" if result.ood else "no"
@@ -425,7 +446,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"  saliency: {cam_path}")
     if not args.json:
         print("Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis.")
-    return 0
+    if not args.csv:
+        return 0
+    table = worklist(entries)
+    atomic_write_bytes(Path(args.csv), worklist_csv(table))
+    counts = ", ".join(f"{tier} {n}" for tier, n in tier_counts(table).items())
+    print(f"wrote {args.csv}: {len(table)} images, most urgent first ({counts})", file=sys.stderr)
+    return 1 if any(entry.prediction is None for entry in entries) else 0
 
 
 COMMANDS = {

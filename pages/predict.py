@@ -1,5 +1,6 @@
 """Predict: one uploaded or camera image → diagnosis probabilities, malignancy score, triage tier, OOD warning
-and a saliency overlay, with a downloadable report. Uploads stay in memory; nothing is written to disk."""
+and a saliency overlay, with a downloadable report. Several uploads → a worklist, most urgent first, with the
+details of any one of them. Uploads stay in memory; nothing is written to disk."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.intake import read_image
 from dermai.saliency import CAM_METHODS, overlay
+from dermai.worklist import WorklistEntry, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, or_stop, predictor, weights_path
 
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "routine": st.success}
@@ -26,10 +28,17 @@ model, lock = or_stop("Cannot load the model (choose other weights in the sideba
 
 source = st.radio("Image source", ["Upload a file", "Camera"], horizontal=True, key="pred_source")
 if source == "Camera":
-    upload = st.camera_input("Take a dermoscopy photo", key="pred_camera")
+    shot = st.camera_input("Take a dermoscopy photo", key="pred_camera")
+    uploads = [shot] if shot is not None else []
 else:
-    upload = st.file_uploader(
-        "Dermoscopy image", type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"], key="pred_upload"
+    uploads = (
+        st.file_uploader(
+            "Dermoscopy images: one, or several for a worklist sorted by urgency",
+            type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"],
+            accept_multiple_files=True,
+            key="pred_upload",
+        )
+        or []
     )
 c1, c2, c3, c4 = st.columns(4)
 method = c1.selectbox("Saliency method", list(CAM_METHODS), key="pred_method")
@@ -53,6 +62,11 @@ if model.context_model:
             sex = column["sex"].selectbox("Sex", [NOT_GIVEN, "female", "male"], key="pred_sex")
         if "site" in used:
             site = column["site"].selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
+        if len(uploads) > 1:
+            st.caption(
+                "With several images the context applies to every one of them (one patient's lesions): give the "
+                "body site only if they are all on it."
+            )
         unused = [name for name in ("age", "sex", "site") if name not in used]
         if unused:
             st.caption(
@@ -158,11 +172,74 @@ def show(result: dict[str, Any]) -> None:
     )
 
 
-if upload is None:
-    st.info("Upload a dermoscopy image (JPEG or PNG) to get a triage tier.")
+def unique_names(names: list[str]) -> list[str]:
+    """File names made distinct for the worklist ("a.jpg", "a.jpg (2)"): two uploads may share one."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def score_batch(files: dict[str, bytes]) -> list[WorklistEntry]:
+    """Each upload's prediction (no saliency), or why it could not be read; kept for this session so that
+    changing the selection or the overlay does not score the batch again."""
+    settings = (weights, app_support.weights_mtime(weights), tta, age, sex, site)
+    cached = st.session_state.get("pred_batch", {})
+    fresh: dict[tuple, WorklistEntry] = {}
+    context = model.parse_context(age, None if sex == NOT_GIVEN else sex, None if site == NOT_GIVEN else site)
+    for name, data in files.items():
+        key = (name, hashlib.sha256(data).hexdigest(), *settings)
+        if key not in cached:
+            try:
+                with lock:
+                    cached[key] = WorklistEntry(name, model.predict(read_image(data, name), tta=tta, context=context))
+            except PLAIN_ERRORS as exc:
+                cached[key] = WorklistEntry(name, error=str(exc))
+        fresh[key] = cached[key]
+    st.session_state["pred_batch"] = fresh  # only this batch's results are kept
+    return list(fresh.values())
+
+
+def show_worklist(files: dict[str, bytes]) -> None:
+    """The batch as a worklist (tier counts, table, CSV), then one chosen image in full."""
+    with st.spinner(f"Scoring {len(files)} images…"):
+        table = worklist(score_batch(files))
+    st.subheader(f"Worklist: {len(table)} images, most urgent first")
+    counts = tier_counts(table)
+    for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
+        column.metric(tier.capitalize(), n)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "p_malignant": st.column_config.NumberColumn("p(malignant)", format="%.3f"),
+            "p_top_diagnosis": st.column_config.NumberColumn("p(top)", format="%.2f"),
+            "p_malignant_image_only": st.column_config.NumberColumn("p(malignant), image only", format="%.3f"),
+            "ood": st.column_config.CheckboxColumn("out of distribution"),
+        },
+        key="pred_worklist",
+    )
+    st.download_button("Download worklist (CSV)", worklist_csv(table), file_name="dermai_worklist.csv", mime="text/csv")
+    labels = {f"#{row.rank} {row.image} ({row.tier})": row.image for row in table.itertuples()}
+    chosen = labels[st.selectbox("Details for", list(labels), key="pred_detail")]
+    row = table.set_index("image").loc[chosen]
+    if row["tier"] == "unreadable":
+        st.error(f"Cannot analyse this file: {row['notes']}")
+        return
+    show(analyse(files[chosen], chosen))
+
+
+if not uploads:
+    st.info("Upload a dermoscopy image (JPEG or PNG) to get a triage tier, or several to get a worklist.")
+    st.stop()
+if len(uploads) > 1:
+    show_worklist(dict(zip(unique_names([u.name for u in uploads]), (u.getvalue() for u in uploads), strict=True)))
     st.stop()
 try:
-    outcome = analyse(upload.getvalue(), upload.name)
+    outcome = analyse(uploads[0].getvalue(), uploads[0].name)
 except PLAIN_ERRORS as exc:
     st.error(f"Cannot analyse this file: {exc}")
     st.stop()

@@ -122,6 +122,33 @@ def test_predict_corrupt_upload_is_a_plain_message(app_env: Path) -> None:
     assert not at.image
 
 
+def test_predict_several_uploads_make_a_worklist(app_env: Path) -> None:
+    at = page("predict").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg", "ISIC_0024306.jpg"]
+    files = [(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names]
+    at.file_uploader[0].set_value([*files, ("broken.jpg", b"\xff\xd8\xff\xe0 not a jpeg", "image/jpeg")])
+    at.run()
+    assert_clean(at)
+    assert at.subheader[0].value == "Worklist: 4 images, most urgent first"
+    table = at.dataframe[0].value
+    assert list(table["rank"]) == [1, 2, 3, 4] and table["tier"].iloc[-1] == "unreadable"
+    assert set(table["image"]) == {"ISIC_0024306.jpg", "ISIC_0024306.jpg (2)", "ISIC_0025964.jpg", "broken.jpg"}
+    twins = table.set_index("image").loc[["ISIC_0024306.jpg", "ISIC_0024306.jpg (2)"], "p_malignant"]
+    assert twins.iloc[0] == twins.iloc[1]  # the same bytes score the same
+    scored = table.iloc[:3]
+    order = scored["tier"].map({"urgent": 0, "refer": 1, "routine": 2})
+    assert list(order) == sorted(order)
+    counts = {m.label: int(m.value) for m in at.metric if m.label in {"Urgent", "Refer", "Routine", "Unreadable"}}
+    assert sum(counts.values()) == 4 and counts["Unreadable"] == 1
+    assert "Download worklist (CSV)" in [b.label for b in at.download_button]
+    detail = at.selectbox(key="pred_detail")
+    assert detail.value.startswith("#1 ")
+    assert any("Triage tier:" in text for text in alerts(at)) and len(at.image) >= 2  # the first one in full
+    detail.set_value(next(o for o in detail.options if "broken.jpg" in o)).run()
+    assert_clean(at)
+    assert any(e.value.startswith("Cannot analyse this file: broken.jpg") for e in at.error)
+
+
 def test_dataset_filters_change_the_grid(app_env: Path) -> None:
     at = page("dataset").run()
     before = at.subheader[0].value

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -238,6 +239,52 @@ def test_cli_table_and_stop_at_first_bad_image(weights_path: Path, tmp_path: Pat
     assert "good.png" in captured.out and "never.png" not in captured.out
     assert captured.err.strip().splitlines() == [captured.err.strip()]
     assert captured.err.startswith(f"error: {bad}: ")
+
+
+def test_cli_worklist_csv_from_a_folder_keeps_going_past_a_bad_file(weights_path: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "clinic"
+    (folder / "day2").mkdir(parents=True)
+    for i, name in enumerate(["a.png", "day2/b.png", "c.png"]):
+        (folder / name).write_bytes(png_bytes(lesion_like(120 + i)))
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "readme.txt").write_text("not an image")
+    out = tmp_path / "worklist.csv"
+    code = cli.main(["predict", str(folder), "--weights", str(weights_path), "--csv", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1  # one file could not be read: listed, not fatal
+    assert f"warning: {folder / 'bad.jpg'}: " in captured.err and "wrote " in captured.err
+    table = pd.read_csv(out)
+    assert len(table) == 4 and table["tier"].iloc[-1] == "unreadable"
+    assert table["image"].iloc[-1] == str(folder / "bad.jpg")
+    scored = table.iloc[:3]
+    assert set(scored["image"]) == {str(folder / n) for n in ["a.png", "day2/b.png", "c.png"]}
+    expected = {r["image"]: r for r in map(json.loads, _json_lines(folder, weights_path, capsys))}
+    for _, row in scored.iterrows():
+        assert row["p_malignant"] == pytest.approx(expected[row["image"]]["p_malignant"], abs=1e-4)
+        assert row["tier"] == expected[row["image"]]["tier"]
+    ranks = scored["tier"].map({"urgent": 0, "refer": 1, "routine": 2}).to_numpy()
+    assert (ranks[:-1] <= ranks[1:]).all()
+    assert list(table.columns)[:3] == ["rank", "image", "tier"] and list(table["rank"]) == [1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clinic", "worklist.csv"]  # no temporary left behind
+
+
+def _json_lines(folder: Path, weights_path: Path, capsys) -> list[str]:
+    """Each readable image of `folder` scored on its own, as `predict --json` reports it."""
+    images = [str(folder / n) for n in ["a.png", "day2/b.png", "c.png"]]
+    assert cli.main(["predict", *images, "--weights", str(weights_path), "--json"]) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def test_cli_all_readable_worklist_exits_zero(weights_path: Path, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "one.png"
+    image.write_bytes(png_bytes(lesion_like(130)))
+    out = tmp_path / "list.csv"
+    assert cli.main(["predict", str(image), "--weights", str(weights_path), "--csv", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["image"] == str(image)  # stdout stays one JSON object per image
+    assert pd.read_csv(out)["image"].tolist() == [str(image)]
+    assert cli.main(["predict", str(tmp_path / "missing.png"), "--weights", str(weights_path)]) == 2
+    assert "missing.png: no such file or folder" in capsys.readouterr().err
 
 
 def test_cli_corrupt_file_in_a_fresh_process(weights_path: Path, tmp_path: Path) -> None:

@@ -1,0 +1,104 @@
+"""Several images → one triage worklist, most urgent first.
+
+A clinician with a batch (one patient's lesions, or a day's referrals) needs to see which image to look at
+first. The order is the tier (urgent, refer, routine; then images with no validated tier, then files that
+could not be read), and within a tier the malignancy score, highest first. Out-of-distribution images keep
+their tier but are flagged: their scores are unreliable, so they must not sink silently to the bottom.
+A file that cannot be read gets a row with its error instead of stopping the batch: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+TIER_ORDER = ("urgent", "refer", "routine", "unavailable", "unreadable")
+COLUMNS = [
+    "rank",
+    "image",
+    "tier",
+    "p_malignant",
+    "top_diagnosis",
+    "p_top_diagnosis",
+    "ood",
+    "p_malignant_image_only",
+    "context",
+    "notes",
+]
+
+
+def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The files to score: each path as given, and for a folder the image files anywhere below it (by
+    extension, sorted). Raises ValueError naming a path that does not exist or a folder with no images."""
+    files: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in PHOTO_EXTENSIONS and p.is_file())
+            if not found:
+                raise ValueError(f"{path}: no image files in this folder ({', '.join(sorted(PHOTO_EXTENSIONS))})")
+            files += found
+        elif not path.exists():
+            raise ValueError(f"{path}: no such file or folder")
+        else:
+            files.append(str(raw))
+    return files
+
+
+@dataclass
+class WorklistEntry:
+    """One file of a batch: its prediction (a `dermai.predict.Prediction`), or why it could not be read."""
+
+    image: str
+    prediction: Any | None = None
+    error: str | None = None
+
+
+def _row(entry: WorklistEntry) -> dict[str, Any]:
+    p = entry.prediction
+    if p is None:
+        return {"image": entry.image, "tier": "unreadable", "notes": entry.error or "could not be read"}
+    top = max(p.probabilities, key=p.probabilities.__getitem__)
+    context = ", ".join(f"{k} {v}" for k, v in (p.context or {}).items())
+    return {
+        "image": entry.image,
+        "tier": p.tier,
+        "p_malignant": float(p.p_malignant),
+        "top_diagnosis": top,
+        "p_top_diagnosis": float(p.probabilities[top]),
+        "ood": p.ood,
+        "p_malignant_image_only": p.p_malignant_image_only,
+        "context": context or None,
+        "notes": "; ".join(p.warnings) or None,
+    }
+
+
+def worklist(entries: Sequence[WorklistEntry]) -> pd.DataFrame:
+    """The batch as a table sorted by urgency (`TIER_ORDER`, then p_malignant descending, then file name),
+    with a 1-based `rank` column; columns as in `COLUMNS`."""
+    table = pd.DataFrame([_row(e) for e in entries], columns=[c for c in COLUMNS if c != "rank"])
+    if table.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    tier_rank = table["tier"].map({t: i for i, t in enumerate(TIER_ORDER)}).fillna(len(TIER_ORDER))
+    score = -table["p_malignant"].astype(float).fillna(0.0)
+    order = pd.DataFrame({"tier": tier_rank, "p": score, "name": table["image"]})
+    table = table.loc[order.sort_values(["tier", "p", "name"], kind="stable").index].reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+def tier_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many rows each tier has, in `TIER_ORDER`, tiers with no rows left out."""
+    counts = table["tier"].value_counts() if len(table) else pd.Series(dtype=int)
+    return {tier: int(counts[tier]) for tier in TIER_ORDER if tier in counts}
+
+
+def worklist_csv(table: pd.DataFrame) -> bytes:
+    """The worklist as UTF-8 CSV bytes, scores to 4 decimals (for a download button or `predict --csv`)."""
+    return table.to_csv(index=False, float_format="%.4f").encode()

@@ -1,0 +1,74 @@
+"""The batch worklist: urgency order, unreadable files kept as rows, folder expansion, CSV round trip."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dermai.predict import Prediction
+from dermai.worklist import COLUMNS, WorklistEntry, image_files, tier_counts, worklist, worklist_csv
+
+
+def prediction(tier: str, p_mal: float, ood: bool | None = False, warnings: list[str] | None = None) -> Prediction:
+    probs = {"mel": p_mal, "nv": 1.0 - p_mal}
+    return Prediction(probs, p_mal, tier, "meaning", 0.95, 0.6, ood, 1.0, 2.0, warnings or [])
+
+
+def test_order_is_tier_then_score_then_name_and_keeps_every_file() -> None:
+    entries = [
+        WorklistEntry("a.jpg", prediction("routine", 0.02)),
+        WorklistEntry("broken.jpg", error="broken.jpg: damaged or incomplete image"),
+        WorklistEntry("b.jpg", prediction("refer", 0.15)),
+        WorklistEntry("c.jpg", prediction("urgent", 0.40)),
+        WorklistEntry("d.jpg", prediction("refer", 0.30, ood=True, warnings=["looks unlike dermoscopy"])),
+        WorklistEntry("e.jpg", prediction("unavailable", 0.90)),
+        WorklistEntry("f.jpg", prediction("refer", 0.15)),
+        WorklistEntry("g.jpg", prediction("urgent", 0.80)),
+    ]
+    table = worklist(entries)
+    assert list(table.columns) == COLUMNS
+    assert list(table["image"]) == ["g.jpg", "c.jpg", "d.jpg", "b.jpg", "f.jpg", "a.jpg", "e.jpg", "broken.jpg"]
+    assert list(table["rank"]) == list(range(1, 9))
+    ood_row = table.set_index("image").loc["d.jpg"]
+    assert ood_row["ood"] is True and ood_row["notes"] == "looks unlike dermoscopy" and ood_row["tier"] == "refer"
+    broken = table.set_index("image").loc["broken.jpg"]
+    assert broken["tier"] == "unreadable" and "damaged" in broken["notes"] and pd.isna(broken["p_malignant"])
+    assert tier_counts(table) == {"urgent": 2, "refer": 3, "routine": 1, "unavailable": 1, "unreadable": 1}
+
+
+def test_top_diagnosis_and_context_columns() -> None:
+    p = prediction("refer", 0.7)
+    p.context, p.p_malignant_image_only = {"age": 70, "site": "back"}, 0.5
+    row = worklist([WorklistEntry("x.png", p)]).iloc[0]
+    assert row["top_diagnosis"] == "mel" and row["p_top_diagnosis"] == pytest.approx(0.7)
+    assert row["context"] == "age 70, site back" and row["p_malignant_image_only"] == pytest.approx(0.5)
+
+
+def test_empty_batch_and_csv_round_trip() -> None:
+    assert list(worklist([]).columns) == COLUMNS and tier_counts(worklist([])) == {}
+    table = worklist([WorklistEntry("a.jpg", prediction("refer", 0.123456)), WorklistEntry("z.jpg", error="bad")])
+    back = pd.read_csv(io.BytesIO(worklist_csv(table)))
+    assert list(back.columns) == COLUMNS and list(back["image"]) == ["a.jpg", "z.jpg"]
+    assert back.loc[0, "p_malignant"] == pytest.approx(0.1235) and back.loc[1, "tier"] == "unreadable"
+
+
+def test_image_files_expands_folders_and_names_bad_paths(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ["b.JPG", "a.png", "sub/c.webp", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    single = tmp_path / "a.png"
+    assert image_files([tmp_path, single]) == [
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.JPG"),
+        str(tmp_path / "sub" / "c.webp"),
+        str(single),
+    ]
+    with pytest.raises(ValueError, match=r"nope\.jpg: no such file"):
+        image_files([tmp_path / "nope.jpg"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="empty: no image files"):
+        image_files([empty])
