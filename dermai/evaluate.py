@@ -146,6 +146,8 @@ def score_rows(
     predictions["dx"] = rows["dx"].to_numpy()
     predictions["malignant"] = y_mal
     predictions["tier"] = [metrics.assign_tier(p, points) for p in p_mal] if points else None
+    predictions["predicted"] = None  # the decision rule's diagnosis, when the folder's classes are the model's
+    predictions["path"] = rows["path"].astype(str).to_numpy()
 
     binary = None
     if 0 < y_mal.sum() < len(y_mal):
@@ -159,6 +161,7 @@ def score_rows(
         # Decisions for balanced accuracy use the class-balanced logits (argmax p/prior), the rule that
         # minimises balanced error; the calibrated probabilities' own argmax is reported beside it.
         multiclass = metrics.multiclass_metrics(labels, softmax_np(logits), classes)
+        predictions["predicted"] = np.asarray(classes)[logits.argmax(axis=1)]
         multiclass["decision_rule"] = "argmax of class-balanced logits (= argmax p/prior)"
         multiclass["balanced_accuracy_calibrated_argmax"] = metrics.multiclass_metrics(labels, probs, classes)[
             "balanced_accuracy"

@@ -1,5 +1,5 @@
-"""Evaluation: the chosen weights scored on their own val/test split, the label-efficiency experiment and an
-embedding map of the trunk features."""
+"""Evaluation: the chosen weights scored on their own val/test split with the images behind its errors, the
+label-efficiency experiment and an embedding map of the trunk features."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dermai import app_support
+from dermai import app_support, review
 from dermai.evaluate import evaluate
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
 from pages._common import data_dir, plain_errors, weights_path
@@ -92,6 +92,45 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     if report.get("multiclass"):
         m = report["multiclass"]
         b.plotly_chart(confusion_figure(m["confusion_matrix"], m["classes"]), width="stretch")
+    show_failures(predictions)
+    st.download_button(
+        "Download per-image predictions (CSV)",
+        predictions.to_csv(index=False, float_format="%.4f").encode(),
+        file_name="dermai_predictions.csv",
+        mime="text/csv",
+    )
+
+
+KIND_LABELS = {"missed": "Missed malignant", "false_alarm": "False alarms", "confusion": "Confusions"}
+GALLERY = 12
+
+
+def show_failures(predictions: pd.DataFrame) -> None:
+    """The images behind the errors: missed malignant lesions, false alarms, confused diagnoses."""
+    st.subheader("Where it fails")
+    has_tiers = predictions["tier"].notna().any()
+    kinds = list(KIND_LABELS) if has_tiers else ["confusion"]  # no validated cut-offs: no tiers to miss
+    kind = st.radio("Show", kinds, format_func=KIND_LABELS.get, horizontal=True, key="eval_fail")
+    st.caption(review.REVIEW_KINDS[kind])
+    if kind == "missed":
+        rows = review.missed_malignant(predictions)
+        st.caption(f"{len(rows)} of {int((predictions['malignant'] == 1).sum())} malignant images.")
+    elif kind == "false_alarm":
+        rows = review.false_alarms(predictions)
+        st.caption(f"{len(rows)} of {int((predictions['malignant'] == 0).sum())} benign images.")
+    else:
+        pairs = review.confusion_pairs(predictions)
+        if pairs.empty:
+            st.info("No diagnosis errors to show (or the folder's labels are not the model's diagnoses).")
+            return
+        options = [f"{r.dx} → {r.predicted} ({r.n})" for r in pairs.itertuples()]
+        choice = pairs.iloc[options.index(st.selectbox("Diagnosis → predicted", options, key="eval_pair"))]
+        rows = review.confused(predictions, choice["dx"], choice["predicted"])
+    if rows.empty:
+        st.success("None in this split.")
+        return
+    rows = rows.head(GALLERY)
+    st.image(list(rows["path"]), caption=[review.caption(r) for _, r in rows.iterrows()], width=150)
 
 
 st.title("Evaluation")

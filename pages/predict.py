@@ -210,8 +210,9 @@ def show_worklist(files: dict[str, bytes]) -> None:
     counts = tier_counts(table)
     for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
         column.metric(tier.capitalize(), n)
+    optional = ["p_malignant_image_only", "context", "notes"]  # shown only when some image has one
     st.dataframe(
-        table,
+        table.drop(columns=[c for c in optional if table[c].isna().all()]),
         hide_index=True,
         width="stretch",
         column_config={

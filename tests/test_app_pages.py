@@ -209,6 +209,31 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
     assert len(at.get("plotly_chart")) >= 3
     assert "With patient context" in [h.value for h in at.subheader]  # the tiny model has a context model
     assert [m.label for m in at.metric][7] == "Images with some context"
+    assert "Where it fails" in [h.value for h in at.subheader]
+    assert "Download per-image predictions (CSV)" in [b.label for b in at.download_button]
+
+
+def test_evaluation_shows_the_images_behind_the_errors(app_env: Path) -> None:
+    at = page("evaluation").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    choice = at.radio(key="eval_fail")
+    assert choice.options == ["Missed malignant", "False alarms", "Confusions"]
+    for kind in ("missed", "false_alarm"):
+        choice.set_value(kind).run()
+        assert_clean(at)
+        counted = next(c.value for c in at.caption if c.value.endswith(" images."))
+        shown, total = int(counted.split()[0]), int(counted.split()[2])
+        assert 0 <= shown <= total
+        captions = [i.caption for img in at.image for i in img.proto.imgs]
+        assert len(captions) == min(shown, 12)
+        assert shown > 0 or any(s.value == "None in this split." for s in at.success)
+    choice.set_value("confusion").run()
+    assert_clean(at)
+    pair = at.selectbox(key="eval_pair")
+    dx, predicted = pair.value.split(" (")[0].split(" → ")
+    captions = [i.caption for img in at.image for i in img.proto.imgs]
+    assert captions and all(f" · {dx} → {predicted} · " in c for c in captions)
 
 
 @pytest.mark.slow

@@ -157,5 +157,16 @@ def test_every_page_and_a_prediction(server: str) -> None:
             overlay.wait_for(timeout=60_000)
             assert overlay.evaluate("img => img.complete && img.naturalWidth > 0")
             page.screenshot(path=str(SHOTS / "predict_result.png"), full_page=True)
+
+            page.goto(f"{server}/predict")
+            _settle(page)
+            batch = [HAM / "images" / n for n in ("ISIC_0024306.jpg", "ISIC_0025964.jpg", "ISIC_0024307.jpg")]
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(f) for f in batch])
+            page.get_by_text("Worklist: 3 images, most urgent first").wait_for(timeout=120_000)
+            page.get_by_text("Triage tier:").wait_for(timeout=120_000)  # the most urgent one, in full
+            _settle(page)
+            _assert_no_exception(page, "predict with a batch")
+            assert page.locator('[data-testid="stDataFrame"]').count() == 1
+            page.screenshot(path=str(SHOTS / "predict_worklist.png"), full_page=True)
         finally:
             browser.close()

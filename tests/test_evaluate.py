@@ -29,6 +29,8 @@ PREDICTION_COLUMNS = [
     "dx",
     "malignant",
     "tier",
+    "predicted",
+    "path",
     "p_malignant_context",
     "tier_context",
 ]
@@ -82,13 +84,18 @@ def test_report_has_headline_figures_intervals_and_baseline(test_scored: tuple[d
     json.dumps(report)  # JSON-ready
 
 
-def test_predictions_columns_probabilities_and_tiers(test_scored: tuple[dict, pd.DataFrame]) -> None:
+def test_predictions_columns_probabilities_and_tiers(weights: Path, test_scored: tuple[dict, pd.DataFrame]) -> None:
     _, predictions = test_scored
     assert list(predictions.columns) == PREDICTION_COLUMNS
     assert np.allclose(predictions[CLASSES].sum(axis=1), 1.0)
     malignant = predictions[["akiec", "bcc", "mel"]].sum(axis=1)
     assert np.allclose(predictions["p_malignant"], malignant)
     assert set(predictions["tier"]) <= {"urgent", "refer", "routine"}
+    prior = np.exp(np.asarray(read_meta(weights)["log_prior"]))
+    balanced = (predictions[CLASSES].to_numpy() / prior).argmax(axis=1)  # the balanced rule: argmax p / prior
+    assert list(predictions["predicted"]) == [CLASSES[i] for i in balanced]
+    paths = [Path(p) for p in predictions["path"]]
+    assert all(p.is_file() for p in paths) and [p.stem for p in paths] == list(predictions["image_id"])
 
 
 def test_split_all_scores_every_image_of_an_external_binary_folder(weights: Path, tmp_path: Path) -> None:
