@@ -205,3 +205,18 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
     fig.update_xaxes(title_text="epoch", row=1, col=2)
     fig.update_layout(title="Training curves")
     return fig
+
+
+def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "val_auroc") -> go.Figure:
+    """One per-epoch line of `key` (e.g. val_auroc, val_bacc) for each run and stage, to compare runs."""
+    fig = go.Figure()
+    for name, records in records_by_run.items():
+        epochs = [r for r in records if r.get("kind") == "epoch"]
+        stages = list(dict.fromkeys(r.get("stage", "train") for r in epochs))
+        for stage in stages:
+            xs, ys = _series([r for r in epochs if r.get("stage", "train") == stage], "epoch", key)
+            if ys:
+                label = name if len(stages) == 1 else f"{name} ({stage})"
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label))
+    fig.update_layout(title=f"{key} per epoch", xaxis_title="epoch", yaxis_title=key)
+    return fig

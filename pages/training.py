@@ -6,9 +6,10 @@ import streamlit as st
 
 from dermai import jobs
 from dermai.app_support import TRAIN_AUGMENT_KEYS
+from dermai.compare import compare_runs
 from dermai.config import TrainConfig
 from dermai.ensemble import parse_image_sizes
-from dermai.plots import training_curves_figure
+from dermai.plots import compare_runs_figure, training_curves_figure
 from dermai.train import read_metrics
 from pages._common import data_dir, plain_errors, set_weights
 
@@ -169,6 +170,34 @@ st.dataframe(
     width="stretch",
     column_config={"best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f")},
 )
+
+with st.expander("Compare runs"):
+    st.caption("Validation curves side by side, each run's best epoch, and only the settings that differ.")
+    trained = history[history["stage"] != jobs.ENSEMBLE_STAGE]
+    compared = st.multiselect("Runs", list(trained["name"]), key="compare_runs")
+    if compared:
+        folders = dict(zip(trained["name"], trained["path"], strict=True))
+        with plain_errors("Cannot compare"):
+            summary, differences = compare_runs({name: folders[name] for name in compared})
+            key = st.radio("Curve", ["val_auroc", "val_bacc", "val_acc"], horizontal=True, key="compare_key")
+            records = {name: read_metrics(folders[name]) for name in compared}
+            st.plotly_chart(compare_runs_figure(records, key), width="stretch", key="compare_curves")
+            st.dataframe(
+                summary,
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.4f"),
+                    "val_bacc_at_best": st.column_config.NumberColumn("val bal. acc. there", format="%.3f"),
+                    "images_per_s": st.column_config.NumberColumn("images/s", format="%.0f"),
+                },
+            )
+            if len(compared) > 1 and differences.empty:
+                st.caption("These runs have the same settings.")
+            elif len(compared) > 1:
+                n = len(differences)
+                st.caption(f"{n} setting{'s differ' if n > 1 else ' differs'}:")
+                st.dataframe(differences, width="stretch")
 
 with st.expander("Combine runs into an ensemble"):
     st.caption(

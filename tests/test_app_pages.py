@@ -311,3 +311,23 @@ def test_training_page_offers_finished_runs_and_refuses_leaky_starts(app_env: Pa
     at.run()
     assert_clean(at)
     assert any("Not started: choose at least two runs" in e.value for e in at.error), alerts(at)
+
+
+def test_training_page_compares_runs(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "lr-high", 1e-3, [0.80, 0.86, 0.85])
+    make_run(runs, "lr-low", 3e-4, [0.82, 0.84])
+    at = page("training").run()
+    assert_clean(at)
+    at.multiselect(key="compare_runs").set_value(["lr-high", "lr-low"]).run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    summary = at.dataframe[1].value  # after the runs table
+    assert list(summary["run"]) == ["lr-high", "lr-low"] and list(summary["best_val_auroc"]) == [0.86, 0.84]
+    assert "1 setting differs:" in [c.value for c in at.caption]
+    assert list(at.dataframe[2].value.index) == ["train.lr"]
+    at.radio(key="compare_key").set_value("val_bacc").run()
+    assert_clean(at)
