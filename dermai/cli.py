@@ -158,6 +158,19 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", required=True, help="report JSON to write")
     evaluate.add_argument("--predictions", required=True, help="per-image predictions CSV to write")
 
+    compare = sub.add_parser(
+        "compare", help="two models of one split on the same images: paired differences with 95% intervals"
+    )
+    compare.add_argument("weights_a", metavar="A", help="weights file or folder (the reference)")
+    compare.add_argument("weights_b", metavar="B", help="weights file or folder (the challenger)")
+    compare.add_argument("--data", help="data folder (default: the one in A's config)")
+    compare.add_argument(
+        "--split", choices=["val", "test"], default="val", help="val (default) for choices; test only to report"
+    )
+    compare.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
+    compare.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples")
+    compare.add_argument("--out", help="JSON to write the comparison to")
+
     calibrate = sub.add_parser("calibrate", help="fit temperature, operating points and OOD on validation data")
     calibrate.add_argument("--weights", required=True, help="weights to update in place")
     calibrate.add_argument("--data", help="data folder (default: the one in the weights' config)")
@@ -293,6 +306,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     write_outputs(report, predictions, args.out, args.predictions)
     print(summary_text(report))
     print(f"wrote {args.out} and {args.predictions}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dermai.data import write_json_atomic
+    from dermai.evaluate import compare_weights, comparison_text
+
+    result = compare_weights(
+        args.weights_a, args.weights_b, args.data, split=args.split, tta=args.tta, n_boot=args.n_boot
+    )
+    print(comparison_text(result))
+    if args.out:
+        write_json_atomic(Path(args.out), result)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -462,6 +491,7 @@ COMMANDS = {
     "pretrain": _cmd_train,
     "finetune": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "compare": _cmd_compare,
     "calibrate": _cmd_calibrate,
     "context": _cmd_context,
     "ensemble": _cmd_ensemble,

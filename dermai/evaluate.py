@@ -10,6 +10,7 @@ re-tuned) on these data. The metric functions live in `dermai.metrics` and `derm
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
@@ -323,4 +325,88 @@ def summary_text(report: dict[str, Any]) -> str:
             )
     lines.append(f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500")
     lines += [f"note: {note}" for note in report["notes"]]
+    return "\n".join(lines)
+
+
+def _balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean recall over the diagnoses present, of the argmax (here of class-balanced probabilities)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a resample may lack a rare diagnosis that a model still predicts
+        return float(balanced_accuracy_score(labels, probs.argmax(axis=1)))
+
+
+def compare_weights(
+    weights_a: str | os.PathLike[str] | None,
+    weights_b: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    split: str = "val",
+    tta: bool = False,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Two models of one split scored on the same images: each one's malignant-vs-benign AUROC and 7-class
+    balanced accuracy, and the paired differences B − A with lesion-grouped 95% intervals
+    (`metrics.paired_bootstrap`). A difference whose interval spans 0 is within noise. Models trained on
+    different splits are refused: one of them would have trained on some of the other's held-out images."""
+    if split not in ("val", "test"):
+        raise EvaluationError(f"compare models on their val or test split, not {split!r}")
+    a, b = load_weights(weights_a), load_weights(weights_b)
+    if a.meta.get("manifest_sha256") != b.meta.get("manifest_sha256"):
+        raise EvaluationError(
+            f"{b.path} was trained on another split than {a.path} (manifest sha256 "
+            f"{str(b.meta.get('manifest_sha256'))[:12]}… vs {str(a.meta.get('manifest_sha256'))[:12]}…): "
+            "their held-out images differ, so they cannot be compared on them"
+        )
+    dataset = weights_dataset(a.meta, data_dir)
+    rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise EvaluationError(f"the {split} split of {dataset.root} is empty")
+    y_mal, group = rows["malignant"].to_numpy().astype(int), rows["group"].to_numpy()
+    p_mal, balanced = {}, {}
+    for name, loaded in (("a", a), ("b", b)):
+        logits, _ = score(loaded, rows["path"], tta=tta)
+        p_mal[name] = malignant_probability(calibrated_probs(logits, loaded.meta), list(loaded.meta["classes"]))
+        balanced[name] = softmax_np(logits)  # the balanced decision rule: argmax of p / prior
+    auroc = metrics.paired_bootstrap(y_mal, p_mal["a"], p_mal["b"], roc_auc_score, n_boot, group=group)
+    result: dict[str, Any] = {
+        "a": str(a.path),
+        "b": str(b.path),
+        "split": split,
+        "n_images": len(rows),
+        "tta": tta,
+        "auroc": auroc,
+        "balanced_accuracy": None,
+    }
+    if list(a.meta["classes"]) == list(b.meta["classes"]) == list(dataset.classes):
+        labels = rows["label"].to_numpy()
+        result["balanced_accuracy"] = metrics.paired_bootstrap(
+            labels, balanced["a"], balanced["b"], _balanced_accuracy, n_boot, group=group
+        )
+    return result
+
+
+def comparison_verdict(paired: dict[str, Any]) -> str:
+    """A paired difference in words: which model is higher, or that the interval spans 0."""
+    ci = paired.get("difference_ci")
+    if not ci:
+        return "no interval (too few resamples)"
+    if ci[0] > 0:
+        return "B is higher"
+    if ci[1] < 0:
+        return "A is higher"
+    return "no clear difference (the interval spans 0)"
+
+
+def comparison_text(result: dict[str, Any]) -> str:
+    """The comparison for the terminal: one line per metric, with B − A and its interval."""
+    lines = [f"{result['split']} split, {result['n_images']} images; A = {result['a']}, B = {result['b']}"]
+    for name, label in (("auroc", "AUROC malignant"), ("balanced_accuracy", "balanced accuracy (diagnosis)")):
+        r = result.get(name)
+        if not r:
+            continue
+        ci = r["difference_ci"]
+        ci_text = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f}, p {r['p_value']:.3f})" if ci else ""
+        lines.append(
+            f"{label}: A {r['a']:.4f}, B {r['b']:.4f}, B − A {r['difference']:+.4f}{ci_text}: {comparison_verdict(r)}"
+        )
+    lines.append("Intervals resample lesions together for both models; one that spans 0 is within noise.")
     return "\n".join(lines)

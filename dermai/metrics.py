@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,29 +126,66 @@ def decision_rates(y_true: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
     return {**_rates_at(y, s, 0.5), "threshold": None}
 
 
+def _resamples(n: int, n_boot: int, seed: int, group: np.ndarray | None) -> Iterator[np.ndarray]:
+    """Bootstrap index draws over n images: images, or whole groups (lesions) with replacement, so that
+    several images of one lesion do not count as independent evidence."""
+    units = np.arange(n) if group is None else np.asarray(group).ravel()
+    if units.shape != (n,):
+        raise ValueError("group must have one entry per image")
+    _, unit_of = np.unique(units, return_inverse=True)
+    n_units = int(unit_of.max()) + 1 if n else 0
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        draws = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units)
+        yield np.repeat(np.arange(n), draws[unit_of])
+
+
 def _bootstrap_auroc(
     y: np.ndarray, s: np.ndarray, n_boot: int, seed: int, group: np.ndarray | None
 ) -> tuple[list[float] | None, int]:
-    """Percentile 95% interval of AUROC over resamples of images, or of whole groups (lesions) so that
-    several images of one lesion do not count as independent evidence. Resamples with one class are
-    skipped; returns (interval or None, number of resamples used)."""
-    units = np.arange(y.size) if group is None else np.asarray(group).ravel()
-    if units.shape != y.shape:
-        raise ValueError("group must have one entry per image")
-    _, unit_of = np.unique(units, return_inverse=True)
-    n_units = int(unit_of.max()) + 1
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_boot):
-        draws = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units)
-        idx = np.repeat(np.arange(y.size), draws[unit_of])
-        if y[idx].min() == y[idx].max():
-            continue
-        aucs.append(roc_auc_score(y[idx], s[idx]))
+    """Percentile 95% interval of AUROC over resamples of images or groups (`_resamples`). Resamples with
+    one class are skipped; returns (interval or None, number of resamples used)."""
+    aucs = [
+        roc_auc_score(y[idx], s[idx]) for idx in _resamples(y.size, n_boot, seed, group) if y[idx].min() < y[idx].max()
+    ]
     if not aucs:
         return None, 0
     lo, hi = np.percentile(aucs, [2.5, 97.5])
     return [float(lo), float(hi)], len(aucs)
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    group: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Is model B better than model A on the same images? `metric(y, scores)` of each, and the difference
+    B − A with a percentile 95% interval from resampling the images (or groups) *together* for both models,
+    so that what the two share (the same hard images) cancels. `p_value` is the two-sided bootstrap
+    probability of a difference of the other sign (0 when every resample agrees). Resamples where the metric
+    is undefined (one class only) are skipped."""
+    y, a, b = np.asarray(y), np.asarray(a), np.asarray(b)
+    if not (len(y) == len(a) == len(b)):
+        raise ValueError(f"scores for {len(a)} and {len(b)} images, labels for {len(y)}")
+    diffs = []
+    for idx in _resamples(len(y), n_boot, seed, group):
+        if np.unique(y[idx]).size < 2:
+            continue
+        diffs.append(metric(y[idx], b[idx]) - metric(y[idx], a[idx]))
+    value_a, value_b = float(metric(y, a)), float(metric(y, b))
+    out: dict[str, Any] = {"a": value_a, "b": value_b, "difference": value_b - value_a, "resamples": len(diffs)}
+    if diffs:
+        d = np.asarray(diffs)
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        out["difference_ci"] = [float(lo), float(hi)]
+        out["p_value"] = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
+    else:
+        out["difference_ci"], out["p_value"] = None, None
+    return out
 
 
 def binary_metrics(

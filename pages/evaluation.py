@@ -11,7 +11,7 @@ import plotly.express as px
 import streamlit as st
 
 from dermai import app_support, review
-from dermai.evaluate import evaluate
+from dermai.evaluate import compare_weights, comparison_verdict, evaluate
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
 from pages._common import data_dir, plain_errors, weights_path
 
@@ -22,6 +22,12 @@ REPO = Path(__file__).resolve().parent.parent
 def scored(weights: str, mtime: float, data: str, split: str, tta: bool) -> tuple[dict[str, Any], pd.DataFrame]:
     """evaluate(), once per weights version, data folder, split and TTA setting."""
     return evaluate(weights, data or None, split=split, tta=tta)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def compared(a: str, a_mtime: float, b: str, b_mtime: float, data: str, split: str) -> dict[str, Any]:
+    """compare_weights(), once per pair of weights versions, data folder and split."""
+    return compare_weights(a, b, data or None, split=split)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -150,6 +156,46 @@ if st.session_state.get("eval_request") == request:
         show_report(*scored(*request))
 else:
     st.info("Press Evaluate to score these weights (takes a while on a CPU; results are cached).")
+
+st.header("Compare with other weights")
+st.caption(
+    "These weights (A) and another model of the same split (B) on the same images: the paired difference "
+    "B − A with a 95% interval that resamples lesions for both together. An interval spanning 0 is noise."
+)
+others = {k: v for k, v in app_support.weight_choices(current=weights).items() if k != weights}
+m1, m2, m3 = st.columns([2, 1, 1])
+other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None
+cmp_split = m2.radio("Split", ["val", "test"], horizontal=True, key="cmp_split", help="choose on val; test reports")
+cmp_request = (weights, mtime, other, app_support.weights_mtime(other or ""), data, cmp_split)
+if other and m3.button("Compare"):
+    st.session_state["cmp_request"] = cmp_request
+if not others:
+    st.info("No other weights to compare with (train a run, or choose other weights in the sidebar).")
+elif st.session_state.get("cmp_request") == cmp_request:
+    with plain_errors("Cannot compare"), st.spinner("Scoring both models on the split…"):
+        result = compared(*cmp_request)
+        rows = []
+        for name, label in (("auroc", "AUROC malignant"), ("balanced_accuracy", "Balanced accuracy (7-class)")):
+            r = result.get(name)
+            if r:
+                ci = r["difference_ci"] or [None, None]
+                rows.append(
+                    {
+                        "metric": label,
+                        "A": r["a"],
+                        "B": r["b"],
+                        "B − A": r["difference"],
+                        "95% CI low": ci[0],
+                        "95% CI high": ci[1],
+                        "p": r["p_value"],
+                        "verdict": comparison_verdict(r),
+                    }
+                )
+        number = st.column_config.NumberColumn(format="%.4f")
+        columns = {c: number for c in ("A", "B", "B − A", "95% CI low", "95% CI high")}
+        columns["p"] = st.column_config.NumberColumn(format="%.3f")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config=columns)
+        st.caption(f"{result['split']} split, {result['n_images']} images · B = `{result['b']}`")
 
 st.header("Label efficiency")
 folder = st.text_input("Experiment folder", str(REPO / "docs" / "label_efficiency"), key="eval_le")

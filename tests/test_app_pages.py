@@ -331,3 +331,30 @@ def test_training_page_compares_runs(app_env: Path) -> None:
     assert list(at.dataframe[2].value.index) == ["train.lr"]
     at.radio(key="compare_key").set_value("val_bacc").run()
     assert_clean(at)
+
+
+def test_evaluation_compares_two_models_of_one_split(app_env: Path) -> None:
+    import torch
+
+    from dermai.weights import load_weights, save_weights
+
+    loaded = load_weights(app_env)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        loaded.model.classifier.weight.add_(torch.randn_like(loaded.model.classifier.weight))
+    challenger = Path(jobs.runs_dir()) / "challenger" / "model.safetensors"
+    challenger.parent.mkdir(parents=True)
+    save_weights(loaded.model, challenger, {k: v for k, v in loaded.meta.items() if k != "format"})
+    at = page("evaluation").run()
+    other = at.selectbox(key="cmp_other")
+    assert other.options == ["shipped weights/model.safetensors", "challenger (finished)"]  # not A itself
+    other.set_value(str(challenger))
+    next(b for b in at.button if b.label == "Compare").click()
+    at.run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    table = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert list(table["metric"]) == ["AUROC malignant", "Balanced accuracy (7-class)"]
+    assert (table["B − A"] - (table["B"] - table["A"])).abs().max() < 1e-9
+    verdicts = {"B is higher", "A is higher", "no clear difference (the interval spans 0)"}
+    assert set(table["verdict"]) <= verdicts

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.data import DIAGNOSES, read_manifest
-from dermai.evaluate import EvaluationError, evaluate
+from dermai.evaluate import EvaluationError, compare_weights, evaluate
 from dermai.predict import Predictor
 from dermai.serving import fit_serving
 from dermai.train import train
-from dermai.weights import read_meta
+from dermai.weights import load_weights, read_meta, save_weights
 from tests.conftest import make_folder
 
 CLASSES = list(DIAGNOSES)
@@ -177,3 +178,53 @@ def test_cli_evaluate_missing_weights_is_one_error_line(tmp_path: Path, capsys: 
         ]
     )
     assert code == 2 and capsys.readouterr().err.startswith("error:")
+
+
+@pytest.fixture(scope="module")
+def challenger(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its classifier perturbed: same split, different scores."""
+    loaded = load_weights(weights)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        loaded.model.classifier.weight.add_(0.5 * torch.randn_like(loaded.model.classifier.weight))
+    path = tmp_path_factory.mktemp("challenger") / "model.safetensors"
+    meta = {k: v for k, v in loaded.meta.items() if k != "format"}
+    save_weights(loaded.model, path, meta, extra=dict(loaded.extra))
+    return path
+
+
+def test_compare_weights_pairs_the_same_images(weights: Path, challenger: Path) -> None:
+    result = compare_weights(weights, challenger, split="val", n_boot=200)
+    alone = {name: evaluate(path, split="val", n_boot=0)[0] for name, path in (("a", weights), ("b", challenger))}
+    auroc = result["auroc"]
+    assert auroc["a"] == pytest.approx(alone["a"]["auroc"]) and auroc["b"] == pytest.approx(alone["b"]["auroc"])
+    assert auroc["difference"] == pytest.approx(auroc["b"] - auroc["a"]) and auroc["difference"] != 0
+    lo, hi = auroc["difference_ci"]
+    assert lo <= auroc["difference"] <= hi and 0 <= auroc["p_value"] <= 1 and auroc["resamples"] > 150
+    bacc = result["balanced_accuracy"]
+    assert bacc["a"] == pytest.approx(alone["a"]["balanced_accuracy"])
+    assert bacc["b"] == pytest.approx(alone["b"]["balanced_accuracy"])
+    assert result["n_images"] == alone["a"]["n_images"] and result["split"] == "val"
+
+    same = compare_weights(weights, weights, split="val", n_boot=50)["auroc"]
+    assert same["difference"] == 0 and same["difference_ci"] == [0.0, 0.0] and same["p_value"] == 1.0
+
+
+def test_compare_refuses_models_of_another_split_and_the_train_split(weights: Path, tmp_path: Path) -> None:
+    loaded = load_weights(weights)
+    other = tmp_path / "other.safetensors"
+    meta = {k: v for k, v in loaded.meta.items() if k != "format"} | {"manifest_sha256": "f" * 64}
+    save_weights(loaded.model, other, meta)
+    with pytest.raises(EvaluationError, match="trained on another split"):
+        compare_weights(weights, other)
+    with pytest.raises(EvaluationError, match="val or test split, not 'train'"):
+        compare_weights(weights, weights, split="train")
+
+
+def test_cli_compare_prints_and_writes_the_differences(weights: Path, challenger: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "compare.json"
+    code = main(["compare", str(weights), str(challenger), "--n-boot", "100", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "AUROC malignant: A " in printed and "B − A " in printed
+    saved = json.loads(out.read_text())
+    assert saved["split"] == "val" and set(saved["auroc"]) >= {"a", "b", "difference", "difference_ci", "p_value"}

@@ -19,6 +19,7 @@ from dermai.metrics import (
     binary_metrics,
     choose_operating_points,
     multiclass_metrics,
+    paired_bootstrap,
     threshold_for_sensitivity,
     threshold_for_specificity,
     wilson_interval,
@@ -233,3 +234,39 @@ def test_multiclass_absent_class_is_skipped_with_note():
 def test_multiclass_rejects_wrong_shape():
     with pytest.raises(ValueError, match="shaped"):
         multiclass_metrics(np.array([0, 1]), np.zeros((2, 3)), CLASSES)
+
+
+def test_paired_bootstrap_difference_interval_and_p_value() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    a = y + rng.normal(0, 1.0, 400)  # a weak model
+    b = y + rng.normal(0, 0.5, 400)  # a clearly better one
+    out = paired_bootstrap(y, a, b, roc_auc_score, n_boot=300)
+    assert out["a"] == pytest.approx(roc_auc_score(y, a)) and out["b"] == pytest.approx(roc_auc_score(y, b))
+    assert out["difference"] == pytest.approx(out["b"] - out["a"]) and out["difference"] > 0.05
+    lo, hi = out["difference_ci"]
+    assert 0 < lo < out["difference"] < hi and out["p_value"] == 0.0 and out["resamples"] == 300
+    reverse = paired_bootstrap(y, b, a, roc_auc_score, n_boot=300)
+    assert reverse["difference_ci"] == pytest.approx([-hi, -lo])
+    twin = y + rng.normal(0, 1.0, 400)  # as good as `a`, its own noise: a difference of chance only
+    noisy = paired_bootstrap(y, a, twin, roc_auc_score, n_boot=300)
+    assert noisy["difference_ci"][0] < 0 < noisy["difference_ci"][1] and noisy["p_value"] > 0.05
+
+
+def test_paired_bootstrap_resamples_groups_together() -> None:
+    y = np.array([0, 0, 0, 1, 1, 0])
+    index = np.arange(6.0)  # scores that name the image, to see which images each resample drew
+    drawn: list[np.ndarray] = []
+
+    def metric(labels: np.ndarray, scores: np.ndarray) -> float:
+        drawn.append(scores.astype(int))
+        return float(labels.mean())
+
+    group = np.array(["L1", "L1", "L1", "L2", "L3", "L3"])
+    paired_bootstrap(y, index, index, metric, n_boot=30, group=group)
+    counts = np.array([np.bincount(d, minlength=6) for d in drawn])
+    assert (counts[:, 0] == counts[:, 1]).all() and (counts[:, 1] == counts[:, 2]).all()  # L1 whole or not at all
+    assert (counts[:, 4] == counts[:, 5]).all()
+    assert len({len(d) for d in drawn}) > 1  # sizes vary with the lesions drawn: not an image resample
+    with pytest.raises(ValueError, match="scores for 6 and 5 images, labels for 6"):
+        paired_bootstrap(y, index, index[:5], metric)
