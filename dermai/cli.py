@@ -128,6 +128,9 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
     predict.add_argument("--cam", choices=CAM_CHOICES, help="saliency method for --cam-out (default gradcam)")
     predict.add_argument("--cam-out", help="folder for <stem>_cam.png saliency overlays")
+    predict.add_argument(
+        "--report-out", help="folder for <stem>_report.html: a printable report with the image and its overlay"
+    )
     predict.add_argument("--age", help="patient's age in years (patient context: used when the weights have it)")
     predict.add_argument("--sex", help="female or male")
     predict.add_argument("--site", help="body site of the lesion, e.g. back, face, lower extremity")
@@ -415,10 +418,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermai.data import atomic_write_bytes
     from dermai.intake import IntakeError
     from dermai.predict import Predictor
+    from dermai.report import prediction_html
     from dermai.worklist import WorklistEntry, image_files, tier_counts, worklist, worklist_csv
 
-    if args.cam and not args.cam_out:
-        raise ValueError("--cam needs --cam-out DIR to write the overlays to")
+    if args.cam and not (args.cam_out or args.report_out):
+        raise ValueError("--cam needs --cam-out DIR (or --report-out DIR) to write the overlays to")
     if args.metadata and (args.age or args.sex or args.site):
         raise ValueError("give either --metadata or --age/--sex/--site, not both")
     images = image_files(args.images)
@@ -444,14 +448,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             context = per_image[Path(image).stem]
         result = predictor.predict(intake, tta=args.tta, context=context)
         entries.append(WorklistEntry(image, result))
-        cam_path = None
+        cam_path = report_path = None
+        explained = predictor.explain(intake, method=args.cam or "gradcam") if args.cam_out or args.report_out else None
         if args.cam_out:
-            explained = predictor.explain(intake, method=args.cam or "gradcam")
             buffer = io.BytesIO()
             Image.fromarray(explained.overlay).save(buffer, format="PNG")
             cam_path = atomic_write_bytes(Path(args.cam_out) / f"{Path(image).stem}_cam.png", buffer.getvalue())
+        if args.report_out:
+            page = prediction_html(
+                result, Path(image).name, str(predictor.path), intake.image, explained.overlay, explained.method
+            )
+            report_path = atomic_write_bytes(Path(args.report_out) / f"{Path(image).stem}_report.html", page.encode())
         if args.json:
             record = {"image": image, **result.to_dict(), "cam": str(cam_path) if cam_path else None}
+            record["report"] = str(report_path) if report_path else None
             print(json.dumps(record), flush=True)
             continue
         if not header_printed:
@@ -473,6 +483,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             )
         if cam_path:
             print(f"  saliency: {cam_path}")
+        if report_path:
+            print(f"  report: {report_path}")
     if not args.json:
         print("Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis.")
     if not args.csv:

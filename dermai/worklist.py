@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from dermai.context import describe
+
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 TIER_ORDER = ("urgent", "refer", "routine", "unavailable", "unreadable")
 COLUMNS = [
@@ -65,7 +67,7 @@ def _row(entry: WorklistEntry) -> dict[str, Any]:
     if p is None:
         return {"image": entry.image, "tier": "unreadable", "notes": entry.error or "could not be read"}
     top = max(p.probabilities, key=p.probabilities.__getitem__)
-    context = ", ".join(f"{k} {v}" for k, v in (p.context or {}).items())
+    context = describe(p.context) if p.context else None
     return {
         "image": entry.image,
         "tier": p.tier,
@@ -74,7 +76,7 @@ def _row(entry: WorklistEntry) -> dict[str, Any]:
         "p_top_diagnosis": float(p.probabilities[top]),
         "ood": p.ood,
         "p_malignant_image_only": p.p_malignant_image_only,
-        "context": context or None,
+        "context": context,
         "notes": "; ".join(p.warnings) or None,
     }
 

@@ -14,6 +14,7 @@ import streamlit as st
 from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.intake import read_image
+from dermai.report import prediction_html
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.worklist import WorklistEntry, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, or_stop, predictor, weights_path
@@ -160,7 +161,13 @@ def show(result: dict[str, Any]) -> None:
     a.image(result["image"], caption="original", width="stretch")
     b.image(blended, caption=f"{method} overlay", width="stretch")
     stem = result["name"].rsplit(".", 1)[0]
-    d1, d2 = st.columns(2)
+    d0, d1, d2 = st.columns(3)
+    d0.download_button(
+        "Download report (HTML, printable)",
+        prediction_html(p, result["name"], weights, result["image"], blended, method).encode(),
+        file_name=f"{stem}_dermai.html",
+        mime="text/html",
+    )
     d1.download_button(
         "Download report (JSON)",
         app_support.prediction_report(p, result["name"], weights, method),

@@ -287,6 +287,19 @@ def test_cli_all_readable_worklist_exits_zero(weights_path: Path, tmp_path: Path
     assert "missing.png: no such file or folder" in capsys.readouterr().err
 
 
+def test_cli_writes_a_printable_report_per_image(weights_path: Path, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "lesion <1>.png"
+    image.write_bytes(png_bytes(lesion_like(140)))
+    out = tmp_path / "reports"
+    code = cli.main(["predict", str(image), "--weights", str(weights_path), "--json", "--report-out", str(out)])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 0 and record["report"] == str(out / "lesion <1>_report.html") and record["cam"] is None
+    page = (out / "lesion <1>_report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "lesion &lt;1&gt;.png" in page and "lesion <1>" not in page
+    assert record["tier"].upper() in page and f"{record['p_malignant']:.3f}" in page
+    assert page.count("data:image/png;base64,") == 2 and "gradcam overlay" in page
+
+
 def test_cli_corrupt_file_in_a_fresh_process(weights_path: Path, tmp_path: Path) -> None:
     corrupt = tmp_path / "scan.jpg"
     corrupt.write_bytes(png_bytes(lesion_like(109))[:200])
@@ -308,7 +321,9 @@ def test_cli_cam_choices_match_saliency_and_need_an_output_folder(weights_path: 
 
     assert cli.CAM_CHOICES == tuple(CAM_METHODS)
     assert cli.main(["predict", "x.png", "--weights", str(weights_path), "--cam", "layercam"]) == 2
-    assert capsys.readouterr().err == "error: --cam needs --cam-out DIR to write the overlays to\n"
+    assert (
+        capsys.readouterr().err == "error: --cam needs --cam-out DIR (or --report-out DIR) to write the overlays to\n"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,112 @@
+"""One prediction as a self-contained HTML page: what a clinician files or prints.
+
+The JSON report is for programs; a person needs the tier and what it means, the score, what the cut-off was
+validated at, the warnings, the image beside its saliency map, and the reminder that this is not a diagnosis,
+on one page that opens anywhere (images are embedded, no external files or scripts).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import datetime
+from html import escape
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dermai.context import describe
+
+DISCLAIMER = (
+    "A research and triage aid, not a diagnosis. The tier comes from cut-offs validated on held-out "
+    "HAM10000 lesions; a clinician decides."
+)
+TIER_COLOURS = {"urgent": "#b71c1c", "refer": "#e65100", "routine": "#1b5e20"}
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 900px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+.meta { color: #666; font-size: 0.9em; }
+.tier { border-left: 8px solid; padding: 0.6em 1em; margin: 1em 0; background: #fafafa; }
+.tier b { font-size: 1.3em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.images { display: flex; gap: 1em; }
+.images figure { margin: 0; flex: 1; }
+.images img { width: 100%; }
+.warning { color: #b71c1c; }
+.disclaimer { border-top: 1px solid #ccc; margin-top: 2em; padding-top: 0.5em; font-size: 0.9em; }
+@media print { body { margin: 0; } }
+"""
+
+
+def _png_data_uri(pixels: np.ndarray | Image.Image) -> str:
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(pixels: np.ndarray | Image.Image, caption: str) -> str:
+    text = escape(caption, quote=True)
+    return f"<figure><img src='{_png_data_uri(pixels)}' alt='{text}'><figcaption>{text}</figcaption></figure>"
+
+
+def _row(label: str, value: str) -> str:
+    return f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>"
+
+
+def prediction_html(
+    prediction: Any,
+    filename: str,
+    weights: str,
+    image: np.ndarray | Image.Image,
+    overlay: np.ndarray | Image.Image | None = None,
+    method: str | None = None,
+    created: datetime | None = None,
+) -> str:
+    """The HTML page for one `dermai.predict.Prediction` of `filename`: tier, score, validated cut-off,
+    context, warnings, probabilities, the image and (when given) its saliency overlay. Every text from
+    outside (file name, warnings) is escaped."""
+    p = prediction
+    when = (created or datetime.now()).strftime("%Y-%m-%d %H:%M")
+    colour = TIER_COLOURS.get(p.tier, "#455a64")
+    facts = [_row("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")]
+    if p.context:
+        facts.append(_row("Patient context used", describe(p.context)))
+        facts.append(_row("Score from the image alone", f"{p.p_malignant_image_only:.3f}"))
+        effects = p.context_effects or {}
+        facts.append(_row("Each field's effect", ", ".join(f"{k} {effects.get(k, 0.0):+.3f}" for k in p.context)))
+    if p.tier_sensitivity is not None and p.tier_specificity is not None:
+        validated = f"sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} (validation split)"
+        facts.append(_row("Cut-off validated at", validated))
+    if p.ood is None:
+        facts.append(_row("Out-of-distribution check", "not available for these weights"))
+    else:
+        verdict = "FAILED: unlike the training images" if p.ood else "passed"
+        score = f" (score {p.ood_score:.2f}, threshold {p.ood_threshold:.2f})" if p.ood_score is not None else ""
+        facts.append(_row("Out-of-distribution check", verdict + score))
+    probabilities = "".join(
+        f"<tr><td>{escape(name)}</td><td class='num'>{value:.1%}</td></tr>"
+        for name, value in sorted(p.probabilities.items(), key=lambda item: -item[1])
+    )
+    warnings = "".join(f"<li class='warning'>{escape(w)}</li>" for w in p.warnings)
+    figures = _figure(image, "original")
+    if overlay is not None:
+        figures += _figure(overlay, f"{method or 'saliency'} overlay: where the model looked")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>dermai report: {escape(filename)}</title>
+<style>{STYLE}</style></head><body>
+<h1>dermai triage report</h1>
+<div class="meta">{escape(filename)} · {when} · weights {escape(weights)}</div>
+<div class="tier" style="border-color: {colour}"><b style="color: {colour}">{escape(p.tier.upper())}</b>
+<p>{escape(p.tier_meaning)}</p></div>
+<table>{"".join(facts)}</table>
+{f"<ul>{warnings}</ul>" if warnings else ""}
+<h2>Diagnosis probabilities</h2>
+<table><tr><th>diagnosis</th><th>probability</th></tr>{probabilities}</table>
+<div class="images">{figures}</div>
+<p class="disclaimer">{escape(DISCLAIMER)}</p>
+</body></html>
+"""

@@ -1,0 +1,68 @@
+"""The printable HTML report: everything a clinician needs on one self-contained page, escaped."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from datetime import datetime
+
+import numpy as np
+from PIL import Image
+
+from dermai.predict import Prediction
+from dermai.report import DISCLAIMER, prediction_html
+
+
+def prediction(**changes: object) -> Prediction:
+    p = Prediction(
+        probabilities={"mel": 0.6, "nv": 0.3, "bkl": 0.1},
+        p_malignant=0.6,
+        tier="urgent",
+        tier_meaning="High suspicion <b>",
+        tier_sensitivity=0.70,
+        tier_specificity=0.90,
+        ood=False,
+        ood_score=1.5,
+        ood_threshold=3.0,
+        warnings=["image <script>alert(1)</script> is small"],
+    )
+    for key, value in changes.items():
+        setattr(p, key, value)
+    return p
+
+
+def test_report_holds_tier_score_cutoff_probabilities_images_and_disclaimer() -> None:
+    image = np.full((30, 40, 3), 200, np.uint8)
+    page = prediction_html(
+        prediction(),
+        "a.jpg",
+        "weights/model.safetensors",
+        image,
+        image,
+        "gradcam",
+        created=datetime(2026, 11, 28, 9, 5),
+    )
+    assert "a.jpg · 2026-11-28 09:05 · weights weights/model.safetensors" in page
+    assert "URGENT" in page and "0.600" in page and "sensitivity 0.70, specificity 0.90" in page
+    assert page.index("mel") < page.index("nv") < page.index("bkl")  # most likely first
+    assert "60.0%" in page and "passed (score 1.50, threshold 3.00)" in page
+    assert DISCLAIMER in page and "gradcam overlay" in page
+    uris = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert len(uris) == 2
+    with Image.open(io.BytesIO(base64.b64decode(uris[0]))) as decoded:
+        assert decoded.size == (40, 30)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "High suspicion &lt;b&gt;" in page
+    assert "http" not in page  # nothing fetched from elsewhere
+
+
+def test_report_without_overlay_ood_or_tier_figures_and_with_context() -> None:
+    image = Image.new("RGB", (20, 20))
+    p = prediction(ood=None, tier_sensitivity=None, tier_specificity=None, warnings=[])
+    p.context, p.p_malignant_image_only, p.context_effects = {"age": 80}, 0.2, {"age": 0.4}
+    page = prediction_html(p, "b.png", "w", image)
+    assert page.count("data:image/png;base64,") == 1 and "overlay" not in page
+    assert "not available for these weights" in page and "Cut-off validated at" not in page
+    assert "age 80" in page and "0.200" in page and "age +0.400" in page and "<ul>" not in page
+    flagged = prediction_html(prediction(ood=True), "c.png", "w", image)
+    assert "FAILED: unlike the training images" in flagged
