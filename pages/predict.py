@@ -8,6 +8,7 @@ import hashlib
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -65,8 +66,10 @@ if model.context_model:
             site = column["site"].selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
         if len(uploads) > 1:
             st.caption(
-                "With several images the context applies to every one of them (one patient's lesions): give the "
-                "body site only if they are all on it."
+                "With several images the context applies to every one of them (one patient's lesions); each "
+                "image's body site can be changed under the worklist."
+                if "site" in used
+                else "With several images the context applies to every one of them (one patient's lesions)."
             )
         unused = [name for name in ("age", "sex", "site") if name not in used]
         if unused:
@@ -76,14 +79,22 @@ if model.context_model:
             )
 
 
-def analyse(data: bytes, name: str) -> dict[str, Any]:
-    """Prediction and saliency for one upload, kept for this session only (the last upload)."""
+def patient_context(image_site: str) -> Any:
+    """The checked context of one image: the shared age and sex, and this image's body site."""
+    given_sex = None if sex == NOT_GIVEN else sex
+    return model.parse_context(age, given_sex, None if image_site == NOT_GIVEN else image_site)
+
+
+def analyse(data: bytes, name: str, image_site: str | None = None) -> dict[str, Any]:
+    """Prediction and saliency for one upload (with its own body site, else the shared one), kept for this
+    session only (the last upload)."""
+    image_site = site if image_site is None else image_site
     digest = hashlib.sha256(data).hexdigest()
-    cache_key = (digest, weights, app_support.weights_mtime(weights), method, target, tta, age, sex, site)
+    cache_key = (digest, weights, app_support.weights_mtime(weights), method, target, tta, age, sex, image_site)
     cached = st.session_state.get("pred_last")
     if cached and cached["key"] == cache_key:
         return cached
-    context = model.parse_context(age, None if sex == NOT_GIVEN else sex, None if site == NOT_GIVEN else site)
+    context = patient_context(image_site)
     with lock:
         intake = read_image(data, name)
         prediction = model.predict(intake, tta=tta, context=context)
@@ -189,17 +200,36 @@ def unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def score_batch(files: dict[str, bytes]) -> list[WorklistEntry]:
+def sites_per_image(names: list[str]) -> dict[str, str]:
+    """Each image's body site: the shared one, unless changed in a small table (one patient's lesions are
+    often on different sites). Only asked when the model uses the site."""
+    if "site" not in model.context_fields:
+        return dict.fromkeys(names, site)
+    shared = None if site == NOT_GIVEN else site
+    with st.expander("Body site per image (optional)", expanded=False):
+        key = "pred_sites_" + hashlib.sha256("\n".join([*names, str(shared)]).encode()).hexdigest()[:16]
+        edited = st.data_editor(
+            pd.DataFrame({"image": names, "site": [shared] * len(names)}),
+            hide_index=True,
+            disabled=["image"],
+            column_config={"site": st.column_config.SelectboxColumn("body site", options=model.context_sites)},
+            key=key,
+        )
+    chosen = zip(edited["image"], edited["site"], strict=True)
+    return {name: value if isinstance(value, str) and value else NOT_GIVEN for name, value in chosen}
+
+
+def score_batch(files: dict[str, bytes], sites: dict[str, str]) -> list[WorklistEntry]:
     """Each upload's prediction (no saliency), or why it could not be read; kept for this session so that
     changing the selection or the overlay does not score the batch again."""
-    settings = (weights, app_support.weights_mtime(weights), tta, age, sex, site)
+    settings = (weights, app_support.weights_mtime(weights), tta, age, sex)
     cached = st.session_state.get("pred_batch", {})
     fresh: dict[tuple, WorklistEntry] = {}
-    context = model.parse_context(age, None if sex == NOT_GIVEN else sex, None if site == NOT_GIVEN else site)
     for name, data in files.items():
-        key = (name, hashlib.sha256(data).hexdigest(), *settings)
+        key = (name, hashlib.sha256(data).hexdigest(), *settings, sites[name])
         if key not in cached:
             try:
+                context = patient_context(sites[name])
                 with lock:
                     cached[key] = WorklistEntry(name, model.predict(read_image(data, name), tta=tta, context=context))
             except PLAIN_ERRORS as exc:
@@ -211,8 +241,9 @@ def score_batch(files: dict[str, bytes]) -> list[WorklistEntry]:
 
 def show_worklist(files: dict[str, bytes]) -> None:
     """The batch as a worklist (tier counts, table, CSV), then one chosen image in full."""
+    sites = sites_per_image(list(files))
     with st.spinner(f"Scoring {len(files)} images…"):
-        table = worklist(score_batch(files))
+        table = worklist(score_batch(files, sites))
     st.subheader(f"Worklist: {len(table)} images, most urgent first")
     counts = tier_counts(table)
     for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
@@ -237,7 +268,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
     if row["tier"] == "unreadable":
         st.error(f"Cannot analyse this file: {row['notes']}")
         return
-    show(analyse(files[chosen], chosen))
+    show(analyse(files[chosen], chosen, sites[chosen]))
 
 
 if not uploads:

@@ -359,3 +359,33 @@ def test_evaluation_compares_two_models_of_one_split(app_env: Path) -> None:
     assert (table["B − A"] - (table["B"] - table["A"])).abs().max() < 1e-9
     verdicts = {"B is higher", "A is higher", "no clear difference (the interval spans 0)"}
     assert set(table["verdict"]) <= verdicts
+
+
+def test_worklist_asks_each_images_site_when_the_model_uses_sites(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    sited = tmp_path / "sited" / "model.safetensors"
+    sited.parent.mkdir()
+    shutil.copy(app_env, sited)
+    meta = json.loads(app_env.with_suffix(".json").read_text())
+    meta["context"]["fields"]["site"]["weight"] = 1.0  # as if the site had helped on validation
+    sited.with_suffix(".json").write_text(json.dumps(meta))
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(sited))
+    at = page("predict").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
+    at.run()
+    assert_clean(at)
+    assert "Body site per image (optional)" in [e.label for e in at.expander]
+    sites = next(d.value for d in at.dataframe if list(d.value.columns) == ["image", "site"])
+    assert list(sites["image"]) == names and sites["site"].isna().all()  # nothing given yet
+    site = at.selectbox(key="pred_site")
+    face = next(o for o in site.options if o == "face")
+    site.set_value(face).run()
+    assert_clean(at)
+    sites = next(d.value for d in at.dataframe if list(d.value.columns) == ["image", "site"])
+    assert list(sites["site"]) == ["face", "face"]  # the shared site fills every row, to be changed per image
+    table = next(d.value for d in at.dataframe if "rank" in d.value.columns)
+    assert list(table["context"]) == ["site face", "site face"]
