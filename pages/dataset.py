@@ -65,3 +65,10 @@ else:
     b.info("No lesion mask for this image.")
 fields = ["image_id", "lesion_id", "dx", "malignant", "age", "sex", "localization", "split", "path"]
 st.dataframe(row[fields].astype(str).rename("value"), width="stretch")
+siblings = meta[(meta["group"] == row["group"]) & (meta["image_id"] != image_id)]
+if len(siblings):
+    # Grouped splits keep these on one side: no model trains on one view of a lesion and is tested on another.
+    where = ", ".join(sorted({*siblings["split"], row["split"]}))
+    unit = data.group_key.removesuffix("_id")
+    st.caption(f"{len(siblings)} other image(s) of this {unit} (split: {where})")
+    st.image(list(siblings["path"]), caption=list(siblings["image_id"]), width=150)

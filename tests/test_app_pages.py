@@ -159,8 +159,22 @@ def test_dataset_filters_change_the_grid(app_env: Path) -> None:
     assert_clean(at)
     assert at.subheader[0].value != before and at.subheader[0].value.startswith("115 ")
     captions = [c for img in at.image for c in img.captions]
-    assert captions and all(" · df · " in c for c in captions[:-2])
-    assert captions[-1] == "lesion mask (green)"  # the detail view overlays the HAM10000 mask
+    grid = captions[: captions.index("lesion mask (green)") - 1]  # the detail view overlays the HAM10000 mask
+    assert grid and all(" · df · " in c for c in grid)
+
+
+def test_dataset_detail_shows_the_other_images_of_the_lesion(app_env: Path) -> None:
+    at = page("dataset").run()  # lesion HAM_0000118 is ISIC_0027419 and ISIC_0025030 in the official metadata
+    at.multiselect(key="ds_dx").set_value(["bkl"]).run()
+    detail = at.selectbox(key="ds_detail")
+    assert "ISIC_0027419" in detail.options or "ISIC_0025030" in detail.options
+    chosen = "ISIC_0027419" if "ISIC_0027419" in detail.options else "ISIC_0025030"
+    detail.set_value(chosen).run()
+    assert_clean(at)
+    other = {"ISIC_0027419": "ISIC_0025030", "ISIC_0025030": "ISIC_0027419"}[chosen]
+    note = next(c.value for c in at.caption if "other image(s) of this lesion" in c.value)
+    assert note.startswith("1 other image(s) of this lesion (split: ")
+    assert at.image[-1].captions == [other]
 
 
 def test_augmentation_preset_and_reseed(app_env: Path) -> None:
