@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchvision import transforms
 
 from dermai.config import AugmentConfig, check_augment
-from dermai.preprocess import normalize, to_float_batch
+from dermai.preprocess import normalize, shades_of_gray, to_float_batch
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 times before falling back
@@ -169,15 +169,6 @@ def add_hairs(
     return torch.lerp(x, hair_colour.expand_as(x), mask)
 
 
-def shades_of_gray(x: torch.Tensor, p: int = 6) -> torch.Tensor:
-    """Shades-of-Grey colour constancy (Finlayson & Trezzi 2004): estimate the illuminant per channel as
-    the Minkowski p-norm mean and rescale channels so it becomes neutral grey (a grey image is unchanged)."""
-    illuminant = x.clamp_min(0.0).pow(p).mean(dim=(2, 3), keepdim=True).pow(1.0 / p)  # (B, 3, 1, 1)
-    norm = illuminant.norm(dim=1, keepdim=True)
-    gain = norm / (math.sqrt(3.0) * illuminant.clamp_min(1e-6))
-    return (x * gain).clamp(0.0, 1.0)
-
-
 # ----------------------------------------------------------------------------------------------------
 # The batched augmenter
 # ----------------------------------------------------------------------------------------------------
@@ -186,7 +177,8 @@ def shades_of_gray(x: torch.Tensor, p: int = 6) -> torch.Tensor:
 class BatchAugmenter:
     """The configured augmentation applied to a whole batch of cached uint8 pixels at once.
 
-    Order: colour constancy (whole image, as evaluation would see it) → one affine warp (random resized
+    Order: colour constancy (whole image; a model fine-tuned with it also applies it itself to every input,
+    so validation, evaluation and prediction see it too) → one affine warp (random resized
     crop, flips, rotation about the crop centre; reflection padding so rotated corners show skin, not
     black) → hairs → vignette (artefacts in the scene, so they get colour-jittered too) → brightness,
     contrast, saturation, hue → grayscale → blur → normalise. Output is float32 (B, 3, out, out),

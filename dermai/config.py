@@ -49,6 +49,8 @@ class AugmentConfig:
     # Dermoscopy-specific options (probabilities; 0 = off).
     vignette_p: float = 0.0
     hair_p: float = 0.0
+    # Shades-of-Grey colour constancy. For fine-tuning it is also part of the model (ModelConfig), so that
+    # validation, evaluation and prediction see it too; SimCLR views get it from the augmenter alone.
     color_constancy: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -156,6 +158,10 @@ class ModelConfig:
     projection_hidden: int = 512
     projection_dim: int = 128
     init_checkpoint: str | None = None  # a local torchvision-format resnet18 state dict (optional)
+    # Shades-of-Grey colour constancy on every input, inside the model: the trainer sets it from the
+    # fine-tuning augmentation's `color_constancy`, so no path (validation, evaluation, prediction, Grad-CAM,
+    # OOD) can forget it.
+    color_constancy: bool = False
 
 
 @dataclass

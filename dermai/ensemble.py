@@ -163,6 +163,9 @@ def ensemble_meta(
     meta["model"] = {**first.get("model", {}), "members": len(member_metas), "init_checkpoint": None}
     if len(set(sizes)) > 1:
         meta["model"]["member_image_sizes"] = sizes
+    constancy = [bool((m.get("model") or {}).get("color_constancy")) for m in member_metas]
+    if len(set(constancy)) > 1:  # each member keeps the colour constancy it was trained with
+        meta["model"]["member_color_constancy"] = constancy
     meta["command"] = command
     meta["stages"] = ["finetune"]
     meta["ensemble"] = [

@@ -6,6 +6,7 @@ projection discards information useful for the downstream task (Chen et al. 2020
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -13,7 +14,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import resnet18
 
-from dermai.config import ModelConfig
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from dermai.preprocess import shades_of_gray
 
 
 class SimCLRResNet18(nn.Module):
@@ -22,7 +24,14 @@ class SimCLRResNet18(nn.Module):
     `forward` returns one logits tensor (pytorch-grad-cam needs a single output).
     """
 
-    def __init__(self, num_classes: int, cfg: ModelConfig | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        cfg: ModelConfig | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        """`mean`/`std` are the input normalisation, needed only to undo it for colour constancy."""
         super().__init__()
         cfg = cfg or ModelConfig()
         if cfg.arch != "resnet18":
@@ -37,12 +46,23 @@ class SimCLRResNet18(nn.Module):
         )
         self.classifier = nn.Linear(cfg.feature_dim, num_classes)
         self.num_classes = num_classes
+        self.color_constancy = bool(cfg.color_constancy)
+        # Not saved with the weights (persistent=False): they follow from the JSON's mean/std.
+        self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         if cfg.init_checkpoint:
             load_torchvision_trunk(self, cfg.init_checkpoint)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's 512-d pooled features."""
+        """The trunk's 512-d pooled features of normalised input (colour-corrected first when configured)."""
+        if self.color_constancy:
+            x = self.constant_colour(x)
         return self.trunk(x)
+
+    def constant_colour(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised input with Shades-of-Grey colour constancy applied to the pixels it stands for."""
+        mean, std = self.input_mean.to(x.dtype), self.input_std.to(x.dtype)
+        return (shades_of_gray(x * std + mean) - mean) / std
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """SimCLR projection of trunk features (what NT-Xent compares)."""

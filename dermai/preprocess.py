@@ -7,6 +7,7 @@ cut the border that holds the lesion's edge — then scaled to [0, 1] and normal
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,3 +55,13 @@ def eval_batch(
 ) -> torch.Tensor:
     """Cached uint8 pixels → the model's input for evaluation and prediction (no augmentation)."""
     return normalize(to_float_batch(pixels), mean, std)
+
+
+def shades_of_gray(x: torch.Tensor, p: int = 6) -> torch.Tensor:
+    """Shades-of-Grey colour constancy (Finlayson & Trezzi 2004) on (B, 3, H, W) in [0, 1]: estimate the
+    illuminant per channel as the Minkowski p-norm mean and rescale channels so it becomes neutral grey (a
+    grey image is unchanged). Dermoscopes and cameras differ in colour cast; this removes a global one."""
+    illuminant = x.clamp_min(0.0).pow(p).mean(dim=(2, 3), keepdim=True).pow(1.0 / p)  # (B, 3, 1, 1)
+    norm = illuminant.norm(dim=1, keepdim=True)
+    gain = norm / (math.sqrt(3.0) * illuminant.clamp_min(1e-6))
+    return (x * gain).clamp(0.0, 1.0)

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,8 @@ class Trainer:
             )
         if tc.swa_lr is not None and not tc.swa_lr > 0:
             raise TrainingError(f"swa_lr must be above 0, got {tc.swa_lr}")
-        self.cfg = cfg
+        # Colour constancy chosen for fine-tuning is part of the model, so every later use of it sees it too.
+        self.cfg = replace(cfg, model=replace(cfg.model, color_constancy=cfg.augment.color_constancy))
         self.command = command or " ".join(sys.argv)
         self.init_weights = init_weights
         self.reset_classifier = reset_classifier
@@ -241,7 +242,7 @@ class Trainer:
 
     def _build_model(self, num_classes: int) -> SimCLRResNet18:
         torch.manual_seed(self.cfg.train.seed)
-        model = SimCLRResNet18(num_classes, self.cfg.model)
+        model = SimCLRResNet18(num_classes, self.cfg.model, self.cfg.augment.mean, self.cfg.augment.std)
         if self.init_weights:
             loaded = load_weights(self.init_weights)
             if not isinstance(loaded.model, SimCLRResNet18):
@@ -569,7 +570,10 @@ class Trainer:
         if len(self.val_idx) == 0:
             return {"val_auroc": float("nan")}
         model = model if model is not None else self.model
-        logits, _ = forward_pixels(model, self.pixels[self.val_idx], precision=self.cfg.train.precision)
+        aug = self.cfg.augment  # the normalisation the weights' JSON records, as evaluation will use it
+        logits, _ = forward_pixels(
+            model, self.pixels[self.val_idx], mean=aug.mean, std=aug.std, precision=self.cfg.train.precision
+        )
         probs = softmax_np(logits)
         y = self.labels[self.val_idx]
         malignant = self.dataset.meta["malignant"].to_numpy()[self.val_idx]

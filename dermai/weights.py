@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from dermai.config import ModelConfig
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from dermai.data import atomic_target, write_json_atomic
 from dermai.ensemble import EnsembleModel, is_image_size
 from dermai.model import SimCLRResNet18
@@ -25,7 +25,7 @@ FORMAT = "dermai-weights/1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
 EXTRA_PREFIX = "extra."  # non-model tensors (e.g. OOD statistics) stored beside the model's
 # The JSON's "model" fields that describe an ensemble or provenance rather than a ModelConfig.
-ENSEMBLE_MODEL_FIELDS = ("init_checkpoint", "members", "member_image_sizes")
+ENSEMBLE_MODEL_FIELDS = ("init_checkpoint", "members", "member_image_sizes", "member_color_constancy")
 
 
 class WeightsError(ValueError):
@@ -111,11 +111,17 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
             f"{weights.with_suffix('.json')}: field 'model.member_image_sizes' must list one positive size per"
             f" member ({members}), got {sizes!r}"
         )
-    model: SimCLRResNet18 | EnsembleModel = (
-        EnsembleModel([SimCLRResNet18(len(meta["classes"]), model_cfg) for _ in range(members)], sizes)
-        if members > 1
-        else SimCLRResNet18(len(meta["classes"]), model_cfg)
-    )
+    constancy = model_fields.get("member_color_constancy") or [model_cfg.color_constancy] * members
+    if not isinstance(constancy, list) or len(constancy) != members or not all(isinstance(c, bool) for c in constancy):
+        raise WeightsError(
+            f"{weights.with_suffix('.json')}: field 'model.member_color_constancy' must list true or false per"
+            f" member ({members}), got {constancy!r}"
+        )
+    mean, std = meta.get("mean") or IMAGENET_MEAN, meta.get("std") or IMAGENET_STD
+    networks = [
+        SimCLRResNet18(len(meta["classes"]), replace(model_cfg, color_constancy=c), mean, std) for c in constancy
+    ]
+    model: SimCLRResNet18 | EnsembleModel = EnsembleModel(networks, sizes) if members > 1 else networks[0]
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

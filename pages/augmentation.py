@@ -51,7 +51,11 @@ with controls.container(height=760):
         "vignette_p": st.slider("Vignette p", 0.0, 1.0, base.vignette_p, 0.05, key=key("vignette_p")),
         "hair_p": st.slider("Hair p", 0.0, 1.0, base.hair_p, 0.05, key=key("hair_p")),
         "color_constancy": st.checkbox(
-            "Colour constancy (shades of grey)", base.color_constancy, key=key("color_constancy")
+            "Colour constancy (shades of grey)",
+            base.color_constancy,
+            key=key("color_constancy"),
+            help="Removes a global colour cast. Used for fine-tuning, it becomes part of the model, so every "
+            "image it later scores is corrected the same way.",
         ),
     }
     st.caption(f"Normalisation (undone for display): mean {base.mean}, std {base.std}.")

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 
 from dermai import cli, jobs
-from dermai.config import RunConfig
+from dermai.config import ModelConfig, RunConfig
 from dermai.data import DIAGNOSES
 from dermai.ensemble import (
     ENSEMBLE_FILES,
@@ -442,3 +442,22 @@ def test_soup_script_averages_members_greedily_on_validation(
     with pytest.raises(SystemExit) as exit_info:
         script.main([str(first)])
     assert exit_info.value.code == 2 and "a soup needs two or more members" in capsys.readouterr().err
+
+
+def test_members_keep_their_own_colour_constancy_through_save_and_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    constant = SimCLRResNet18(len(CLASSES), ModelConfig(color_constancy=True), [0.5] * 3, [0.2] * 3).eval()
+    plain = _members(1)[0]
+    metas = [_meta(model={"arch": "resnet18", "color_constancy": True}), _meta()]
+    meta = ensemble_meta(metas, ["cc.safetensors", "plain.safetensors"], "cmd")
+    assert meta["model"]["member_color_constancy"] == [True, False]
+    path = save_weights(EnsembleModel([constant, plain]), tmp_path / "model.safetensors", meta)
+    loaded = load_weights(path).model
+    assert [m.color_constancy for m in loaded.members] == [True, False]
+    x = torch.rand(2, 3, 32, 32) * torch.tensor([0.9, 0.6, 0.4]).view(1, 3, 1, 1)  # pixels with a colour cast
+    normalised = (x - 0.5) / 0.2
+    with torch.no_grad():
+        expected = (constant(normalised) + plain(normalised)) / 2
+        torch.testing.assert_close(loaded(normalised), expected, atol=1e-5, rtol=0)
+    same = ensemble_meta([_meta(), _meta()], ["a", "b"], "cmd")
+    assert "member_color_constancy" not in same["model"]  # one setting for all: nothing to list

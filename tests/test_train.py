@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from dermai.config import RunConfig
-from dermai.train import STOP_FILE, TrainingError, _torch_gen, cosine_factor, read_metrics, train
+from dermai.train import STOP_FILE, Trainer, TrainingError, _torch_gen, cosine_factor, read_metrics, train
 from dermai.weights import load_weights
 
 
@@ -178,3 +178,27 @@ def test_cli_refuses_a_zero_image_or_batch_size_before_any_work(capsys: pytest.C
             main(["train", "--out", "unused", flag, "0"])
         assert exited.value.code == 2
         assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_colour_constancy_for_fine_tuning_is_part_of_the_served_model(ham_root: Path, tmp_path: Path) -> None:
+    """`--augment color_constancy=true` must reach validation, evaluation and prediction, not only the
+    training views: the served model itself applies Shades of Grey to every input it reads."""
+    from dermai.preprocess import eval_batch, normalize, shades_of_gray, to_float_batch
+
+    cfg = tiny_config(ham_root)
+    cfg.stage, cfg.augment.color_constancy = "finetune", True
+    cfg.augment.mean, cfg.augment.std = (0.6, 0.5, 0.4), (0.25, 0.2, 0.15)  # its own normalisation, undone first
+    train(cfg, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["model"]["color_constancy"] is True
+    loaded = load_weights(tmp_path / "run" / "model.safetensors")
+    model, meta = loaded.model, loaded.meta
+    assert meta["model"]["color_constancy"] is True and model.color_constancy
+    pixels = (np.random.default_rng(0).random((2, 32, 32, 3)) * np.array([255, 180, 120])).astype(np.uint8)
+    with torch.no_grad():
+        served = model.features(eval_batch(pixels, meta["mean"], meta["std"]))
+        corrected = model.trunk(normalize(shades_of_gray(to_float_batch(pixels)), meta["mean"], meta["std"]))
+        uncorrected = model.trunk(eval_batch(pixels, meta["mean"], meta["std"]))
+    torch.testing.assert_close(served, corrected, atol=1e-4, rtol=1e-4)
+    assert (served - uncorrected).abs().max() > 1e-2  # the bug this guards against: trained with it, served without
+    assert Trainer(tiny_config(ham_root), tmp_path / "plain").cfg.model.color_constancy is False  # off by default
