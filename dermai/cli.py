@@ -10,8 +10,13 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dermai.config import RunConfig, override_augment
+
+if TYPE_CHECKING:  # imported lazily at run time: torch and friends are slow to load for `--help`
+    from dermai.intake import IntakeResult
+    from dermai.predict import Prediction, Predictor
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -405,20 +410,71 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    """Stops at the first unusable image (exit 2, one `error:` line naming it); with --csv it lists the file
-    as unreadable, goes on, and exits 1 when any file could not be read."""
+def _predict_outputs(
+    predictor: Predictor, intake: IntakeResult, result: Prediction, image: str, args: argparse.Namespace
+) -> dict[str, str | None]:
+    """Write the saliency overlay (--cam-out) and the HTML report (--report-out) of one image, each
+    atomically; returns their paths as text (None where not asked for)."""
     import io
     from pathlib import Path
 
     from PIL import Image
 
+    from dermai.data import atomic_write_bytes
+    from dermai.report import prediction_html
+
+    written: dict[str, str | None] = {"cam": None, "report": None}
+    if not (args.cam_out or args.report_out):
+        return written
+    stem = Path(image).stem
+    explained = predictor.explain(intake, method=args.cam or "gradcam")
+    if args.cam_out:
+        buffer = io.BytesIO()
+        Image.fromarray(explained.overlay).save(buffer, format="PNG")
+        written["cam"] = str(atomic_write_bytes(Path(args.cam_out) / f"{stem}_cam.png", buffer.getvalue()))
+    if args.report_out:
+        page = prediction_html(
+            result, Path(image).name, str(predictor.path), intake.image, explained.overlay, explained.method
+        )
+        written["report"] = str(atomic_write_bytes(Path(args.report_out) / f"{stem}_report.html", page.encode()))
+    return written
+
+
+def _print_prediction(image: str, result: Prediction, written: dict[str, str | None], header: bool) -> None:
+    """One image's table row, then its warnings, context and written files, indented."""
+    from pathlib import Path
+
     from dermai.context import describe as describe_context
+
+    if header:
+        print(f"{'IMAGE':<32} {'TIER':<11} {'P(MALIGNANT)':>12}  {'TOP DIAGNOSIS':<14} OOD")
+    top = max(result.probabilities, key=result.probabilities.__getitem__)
+    ood = "n/a" if result.ood is None else "YES" if result.ood else "no"
+    top_text = f"{top} {result.probabilities[top]:.2f}"
+    print(f"{Path(image).name:<32} {result.tier:<11} {result.p_malignant:>12.3f}  {top_text:<14} {ood}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    if result.context:
+        effects = result.context_effects or {}
+        moved = ", ".join(f"{k} {effects[k]:+.3f}" for k in result.context)
+        print(
+            f"  with patient context ({describe_context(result.context)}); image alone: p "
+            f"{result.p_malignant_image_only:.3f}; each field's effect: {moved}"
+        )
+    for label, key in (("saliency", "cam"), ("report", "report")):
+        if written[key]:
+            print(f"  {label}: {written[key]}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Stops at the first unusable image (exit 2, one `error:` line naming it); with --csv it lists the file
+    as unreadable, goes on, and exits 1 when any file could not be read."""
+    from pathlib import Path
+
     from dermai.context import read_context_csv
     from dermai.data import atomic_write_bytes
     from dermai.intake import IntakeError
     from dermai.predict import Predictor
-    from dermai.report import prediction_html
     from dermai.worklist import WorklistEntry, image_files, tier_counts, worklist, worklist_csv
 
     if args.cam and not (args.cam_out or args.report_out):
@@ -434,7 +490,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     entries: list[WorklistEntry] = []
-    header_printed = False
     for image in images:
         try:
             intake = predictor.read(image)
@@ -447,44 +502,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if per_image is not None:
             context = per_image[Path(image).stem]
         result = predictor.predict(intake, tta=args.tta, context=context)
-        entries.append(WorklistEntry(image, result))
-        cam_path = report_path = None
-        explained = predictor.explain(intake, method=args.cam or "gradcam") if args.cam_out or args.report_out else None
-        if args.cam_out:
-            buffer = io.BytesIO()
-            Image.fromarray(explained.overlay).save(buffer, format="PNG")
-            cam_path = atomic_write_bytes(Path(args.cam_out) / f"{Path(image).stem}_cam.png", buffer.getvalue())
-        if args.report_out:
-            page = prediction_html(
-                result, Path(image).name, str(predictor.path), intake.image, explained.overlay, explained.method
-            )
-            report_path = atomic_write_bytes(Path(args.report_out) / f"{Path(image).stem}_report.html", page.encode())
+        written = _predict_outputs(predictor, intake, result, image, args)
         if args.json:
-            record = {"image": image, **result.to_dict(), "cam": str(cam_path) if cam_path else None}
-            record["report"] = str(report_path) if report_path else None
-            print(json.dumps(record), flush=True)
-            continue
-        if not header_printed:
-            header_printed = True
-            print(f"{'IMAGE':<32} {'TIER':<11} {'P(MALIGNANT)':>12}  {'TOP DIAGNOSIS':<14} OOD")
-        top = max(result.probabilities, key=result.probabilities.__getitem__)
-        ood = "n/a" if result.ood is None else "YES" if result.ood else "no"
-        top_text = f"{top} {result.probabilities[top]:.2f}"
-        print(f"{Path(image).name:<32} {result.tier:<11} {result.p_malignant:>12.3f}  {top_text:<14} {ood}")
-        for warning in result.warnings:
-            print(f"  warning: {warning}")
-        if result.context:
-            effects = result.context_effects or {}
-            given = describe_context(result.context)
-            moved = ", ".join(f"{k} {effects[k]:+.3f}" for k in result.context)
-            print(
-                f"  with patient context ({given}); image alone: p {result.p_malignant_image_only:.3f}; "
-                f"each field's effect: {moved}"
-            )
-        if cam_path:
-            print(f"  saliency: {cam_path}")
-        if report_path:
-            print(f"  report: {report_path}")
+            print(json.dumps({"image": image, **result.to_dict(), **written}), flush=True)
+        else:
+            _print_prediction(image, result, written, header=not any(e.prediction for e in entries))
+        entries.append(WorklistEntry(image, result))
     if not args.json:
         print("Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis.")
     if not args.csv:
