@@ -84,9 +84,10 @@ def score(
     return logits.astype(np.float64), features  # float64: probabilities that sum to 1 for sklearn's checks
 
 
-def _probability_columns(classes: Sequence[str]) -> list[str]:
-    """One column per class; a binary model's are prefixed so they do not clash with the label column."""
-    return [c if c not in ("benign", "malignant") else f"p_{c}" for c in classes]
+def probability_column(name: str) -> str:
+    """The predictions column holding a class's probability: its name, except a binary model's, which are
+    prefixed so they do not clash with the label column."""
+    return name if name not in ("benign", "malignant") else f"p_{name}"
 
 
 def _saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path, limit: int) -> dict[str, Any]:
@@ -143,7 +144,7 @@ def score_rows(
     predictions = pd.DataFrame(
         {"image_id": rows["image_id"].to_numpy(), "split": rows["split"].to_numpy(), "p_malignant": p_mal}
     )
-    for column, values in zip(_probability_columns(classes), probs.T, strict=True):
+    for column, values in zip(map(probability_column, classes), probs.T, strict=True):
         predictions[column] = values
     predictions["dx"] = rows["dx"].to_numpy()
     predictions["malignant"] = y_mal

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dermai.evaluate import probability_column
+
 REVIEW_KINDS = {
     "missed": "Missed malignant: malignant lesions below the refer cut-off (tier routine), lowest score first",
     "false_alarm": "False alarms: benign lesions at or above the urgent cut-off, highest score first",
@@ -47,7 +49,8 @@ def confused(predictions: pd.DataFrame, dx: str, predicted: str) -> pd.DataFrame
     """Images of diagnosis `dx` predicted as `predicted`, the most confident (highest probability of the
     predicted class) first."""
     rows = predictions[(predictions["dx"] == dx) & (predictions["predicted"] == predicted)]
-    order = rows[predicted] if predicted in rows else rows["p_malignant"]
+    column = probability_column(predicted)
+    order = rows[column] if column in rows else rows["p_malignant"]
     return rows.assign(_order=order).sort_values(["_order", "image_id"], ascending=[False, True]).drop(columns="_order")
 
 

@@ -50,3 +50,17 @@ def test_caption_names_the_case() -> None:
     row = predictions().iloc[0]
     assert caption(row) == "a · mel → nv · p 0.050 · routine"
     assert caption(row.drop("predicted")) == "a · mel · p 0.050 · routine"
+
+
+def test_a_binary_models_confusions_order_by_its_own_probability_column() -> None:
+    rows = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c"],
+            "dx": ["benign"] * 3,
+            "malignant": [0, 0, 0],
+            "predicted": ["malignant"] * 3,
+            "p_malignant": [0.6, 0.9, 0.7],
+            "p_benign": [0.4, 0.1, 0.3],
+        }
+    )
+    assert list(confused(rows, "benign", "malignant")["image_id"]) == ["b", "c", "a"]  # not by the label column
