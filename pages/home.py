@@ -21,6 +21,11 @@ st.markdown(
 a calibrated malignancy score (melanoma, basal cell carcinoma, actinic keratosis / Bowen's), a triage tier
 set on validation data, an out-of-distribution warning and a saliency map of what the model looked at.
 
+**Where to go:** *Predict* scores one image (with a printable report), or several as a worklist sorted by
+urgency; *Evaluation* scores a model on held-out lesions, shows the images behind its errors and compares two
+models with paired intervals; *Training* launches, watches and compares runs; *Dataset browser* and
+*Augmentation lab* show the data and what training does to it.
+
 **What it is not:** a medical device. It has seen only HAM10000-style dermoscopy (mostly fair skin, one
 device family per centre); photos from phones, other skin types or other lesions are outside what it was
 validated on, and a *routine* tier is never an all-clear.
