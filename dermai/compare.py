@@ -96,10 +96,15 @@ def run_summary(name: str, records: Sequence[Mapping[str, Any]]) -> list[dict[st
     return rows
 
 
-def compare_runs(run_dirs: Mapping[str, str | os.PathLike[str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare_runs(
+    run_dirs: Mapping[str, str | os.PathLike[str]], records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, differences) for runs given as {name: folder}: one summary row per run and stage with
-    validation figures, and the settings that differ between the runs."""
-    summaries = [row for name, path in run_dirs.items() for row in run_summary(name, read_metrics(path))]
+    validation figures, and the settings that differ between the runs. `records` are the runs' metrics
+    streams when the caller has read them already (to draw them too); otherwise they are read here."""
+    if records is None:
+        records = {name: read_metrics(path) for name, path in run_dirs.items()}
+    summaries = [row for name in run_dirs for row in run_summary(name, records[name])]
     columns = ["run", "stage", "best_val_auroc", "best_epoch", "val_bacc_at_best", "epochs_run", "images_per_s"]
     summary = pd.DataFrame(summaries, columns=columns)
     differences = setting_differences({name: run_settings(path) for name, path in run_dirs.items()})

@@ -178,9 +178,9 @@ with st.expander("Compare runs"):
     if compared:
         folders = dict(zip(trained["name"], trained["path"], strict=True))
         with plain_errors("Cannot compare"):
-            summary, differences = compare_runs({name: folders[name] for name in compared})
+            records = {name: read_metrics(folders[name]) for name in compared}  # read once: table and curves
+            summary, differences = compare_runs({name: folders[name] for name in compared}, records)
             key = st.radio("Curve", ["val_auroc", "val_bacc", "val_acc"], horizontal=True, key="compare_key")
-            records = {name: read_metrics(folders[name]) for name in compared}
             st.plotly_chart(compare_runs_figure(records, key), width="stretch", key="compare_curves")
             st.dataframe(
                 summary,
