@@ -19,7 +19,8 @@ import pandas as pd
 
 from dermai.context import describe
 
-PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})  # what intake reads
+UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in PHOTO_EXTENSIONS)  # the same, as st.file_uploader wants them
 TIER_ORDER = ("urgent", "refer", "routine", "unavailable", "unreadable")
 COLUMNS = [
     "rank",

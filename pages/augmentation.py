@@ -13,6 +13,7 @@ from dermai.config import AugmentConfig, augment_overrides, check_augment, simcl
 from dermai.data import decode_image
 from dermai.intake import read_image
 from dermai.preprocess import resize_square
+from dermai.worklist import UPLOAD_TYPES
 from pages._common import data_dir, dataset, or_stop, plain_errors
 
 st.title("Augmentation lab")
@@ -82,7 +83,7 @@ def preview() -> None:
     size = right.select_slider("Output size (px)", [64, 96, 128, 160, 224], value=128, key="aug_size")
     pixels: np.ndarray | None = None
     if source == "Upload one":
-        upload = st.file_uploader("Image", type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"], key="aug_upload")
+        upload = st.file_uploader("Image", type=UPLOAD_TYPES, key="aug_upload")
         if upload is not None:
             with plain_errors("Cannot use this file"):
                 pixels = resize_square(read_image(upload.getvalue(), upload.name).image, size)[None]

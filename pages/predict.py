@@ -17,7 +17,7 @@ from dermai.context import describe as describe_context
 from dermai.intake import read_image
 from dermai.report import prediction_html
 from dermai.saliency import CAM_METHODS, overlay
-from dermai.worklist import WorklistEntry, tier_counts, worklist, worklist_csv
+from dermai.worklist import UPLOAD_TYPES, WorklistEntry, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, or_stop, predictor, weights_path
 
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "routine": st.success}
@@ -36,7 +36,7 @@ else:
     uploads = (
         st.file_uploader(
             "Dermoscopy images: one, or several for a worklist sorted by urgency",
-            type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"],
+            type=UPLOAD_TYPES,
             accept_multiple_files=True,
             key="pred_upload",
         )
