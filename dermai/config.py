@@ -178,6 +178,10 @@ class TrainConfig:
     lambda_ntxent: float = 0.5
     temperature: float = 0.5
     label_smoothing: float = 0.0
+    # MixUp / CutMix on fine-tuning batches (dermai.mixing): Beta(α, α) mixing weights; 0 = off (the paper
+    # uses neither). Both on: each batch uses one of them at random.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     balanced_sampling: bool = True
     early_stopping_patience: int = 0  # epochs without val AUROC improvement; 0 = off
     # Stochastic weight averaging (Izmailov et al. 2018): average the weights at the end of each of the last

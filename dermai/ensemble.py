@@ -208,14 +208,57 @@ def input_sizes_text(meta: dict[str, Any]) -> str:
     return " and ".join(str(s) for s in input_sizes(meta) or ["?"]) + " px"
 
 
-def load_members(member_paths: Sequence[str | os.PathLike[str]]) -> list[Any]:
+def unpack_members(item: Any) -> list[Any]:
+    """The networks inside loaded weights (`LoadedWeights`), each as a `LoadedWeights` of its own: a single
+    model as it is; an ensemble's members in order, each with the ensemble's shared fields, its own training
+    input size (the size it was served at is kept in `unpacked_from`), its colour constancy, and its
+    provenance from the ensemble's record. Fields fitted for the ensemble as a whole (temperature,
+    thresholds, OOD statistics) are left out, so a member scores uncalibrated.
+
+    Why: a shipped ensemble is often all that is left of its members (run folders are not committed), and a
+    new candidate member is judged beside them."""
+    if not isinstance(item.model, EnsembleModel):
+        return [item]
+    fields = item.meta.get("model") or {}
+    sizes = fields.get("member_image_sizes") or [item.meta["image_size"]] * len(item.model.members)
+    records = item.meta.get("ensemble") or [{}] * len(item.model.members)
+    shared = {k: v for k, v in item.meta.items() if k not in PER_MODEL_FIELDS and k != "context"}
+    base_fields = {
+        k: v for k, v in fields.items() if k not in ("members", "member_image_sizes", "member_color_constancy")
+    }
+    unpacked = []
+    for k, (network, size, record) in enumerate(zip(item.model.members, sizes, records, strict=True)):
+        meta = {
+            **shared,
+            "image_size": int(record.get("trained_image_size", size)),
+            "model": {**base_fields, "color_constancy": bool(getattr(network, "color_constancy", False))},
+            "command": record.get("command"),
+            "unpacked_from": {
+                "weights": str(item.path),
+                "member": k + 1,
+                "served_image_size": int(size),
+                "weights_at_build": record.get("weights"),
+            },
+        }
+        unpacked.append(type(item)(network, meta, {}, item.path))
+    return unpacked
+
+
+def load_members(member_paths: Sequence[str | os.PathLike[str]], unpack: bool = False) -> tuple[list[str], list[Any]]:
     """Member weights files loaded (`LoadedWeights`) and checked to fit together (`check_members`), for tools
-    that score members side by side. Raises WeightsError or EnsembleError naming the file."""
+    that score members side by side, with a label for each. With `unpack`, an ensemble file stands for its
+    members, labelled `FILE#1`, `FILE#2`, …. Raises WeightsError or EnsembleError naming the file."""
     from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
 
-    loaded = [load_weights(p) for p in member_paths]
-    check_members([item.meta for item in loaded], [str(Path(p)) for p in member_paths])
-    return loaded
+    labels: list[str] = []
+    loaded: list[Any] = []
+    for path in member_paths:
+        item = load_weights(path)
+        members = unpack_members(item) if unpack else [item]
+        loaded += members
+        labels += [str(Path(path))] if len(members) == 1 else [f"{Path(path)}#{k}" for k in range(1, len(members) + 1)]
+    check_members([item.meta for item in loaded], labels)
+    return labels, loaded
 
 
 def combine(

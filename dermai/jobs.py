@@ -51,6 +51,8 @@ OPTION_FLAGS: dict[str, str] = {
     "label_smoothing": "--label-smoothing",
     "swa_epochs": "--swa-epochs",
     "swa_lr": "--swa-lr",
+    "mixup_alpha": "--mixup-alpha",
+    "cutmix_alpha": "--cutmix-alpha",
     "seed": "--seed",
     "limit": "--limit",
     "init_weights": "--init-weights",

@@ -62,7 +62,9 @@ def joint_loss(
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's joint objective: CE (on both views) + λ·NT-Xent. Returns (total, ce)."""
+    """The paper's joint objective: CE (on both views) + λ·NT-Xent. Returns (total, ce).
+
+    `labels` are class indices (n,) or, for mixed batches (dermai.mixing), class probabilities (n, K)."""
     logits = torch.cat([logits_a, logits_b]).float()
     targets = torch.cat([labels, labels])
     ce = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=label_smoothing)

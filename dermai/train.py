@@ -52,6 +52,7 @@ from dermai.data import (
 )
 from dermai.inference import autocast_for, default_device, forward_pixels, malignant_probability, softmax_np
 from dermai.losses import joint_loss, nt_xent, nt_xent_global
+from dermai.mixing import check_mixing, mix_views
 from dermai.model import SimCLRResNet18
 from dermai.preprocess import eval_batch
 from dermai.serving import calibrate_run
@@ -217,6 +218,10 @@ class Trainer:
             )
         if tc.swa_lr is not None and not tc.swa_lr > 0:
             raise TrainingError(f"swa_lr must be above 0, got {tc.swa_lr}")
+        try:
+            check_mixing(tc.mixup_alpha, tc.cutmix_alpha)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         # Colour constancy chosen for fine-tuning is part of the model, so every later use of it sees it too.
         self.cfg = replace(cfg, model=replace(cfg.model, color_constancy=cfg.augment.color_constancy))
         self.command = command or " ".join(sys.argv)
@@ -525,8 +530,13 @@ class Trainer:
         else:
             pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
         views = torch.cat([augmenter(pixels, gen), augmenter(pixels, gen)]).to(self.device)
-        views = views.contiguous(memory_format=torch.channels_last)
         n = len(idx)
+        labels = torch.from_numpy(self.labels[idx]).to(self.device)
+        targets: torch.Tensor = labels
+        if stage == "finetune" and (tc.mixup_alpha > 0 or tc.cutmix_alpha > 0):
+            views, targets = mix_views(views, labels, len(self.dataset.classes), tc.mixup_alpha, tc.cutmix_alpha, gen)
+            labels = targets.argmax(1)  # the larger share of each mixed image, for the training accuracy
+        views = views.contiguous(memory_format=torch.channels_last)
         net.train()
         with autocast_for(self.device, tc.precision):
             logits, z = net(views)
@@ -541,11 +551,10 @@ class Trainer:
         if stage == "pretrain":
             loss = ntx + 0.0 * logits.float().sum()  # the classifier joins the graph, so DDP sees all grads
         else:
-            labels = torch.from_numpy(self.labels[idx]).to(self.device)
             loss, ce = joint_loss(
                 logits[:n],
                 logits[n:],
-                labels,
+                targets,
                 ntx,
                 tc.lambda_ntxent,
                 None if class_weights is None else class_weights.to(self.device),

@@ -34,11 +34,28 @@ with st.form("train_form"):
     seed = c4.number_input("Seed", 0, 2**31 - 1, d.seed)
     limit = c4.number_input("Limit images (0 = all)", 0, 100_000, 0, help="a stratified subset, for quick runs")
     name = c4.text_input("Run name (optional)", help="default: date-time-stage")
-    with st.expander("Optimisation and weight averaging"):
+    with st.expander("Optimisation, regularisation and weight averaging"):
         e1, e2, e3 = st.columns(3)
         weight_decay = e1.number_input("Weight decay", 0.0, 1.0, d.weight_decay, 1e-4, format="%.5f")
         warmup_epochs = e1.number_input("Warm-up epochs", 0.0, 100.0, d.warmup_epochs, 0.5)
         label_smoothing = e2.number_input("Label smoothing", 0.0, 0.5, d.label_smoothing, 0.05)
+        mixup_alpha = e2.number_input(
+            "MixUp α (0 = off)",
+            0.0,
+            10.0,
+            d.mixup_alpha,
+            0.1,
+            help="Fine-tuning blends each image and its label with another's, by a weight drawn from Beta(α, α)",
+        )
+        cutmix_alpha = e2.number_input(
+            "CutMix α (0 = off)",
+            0.0,
+            10.0,
+            d.cutmix_alpha,
+            0.1,
+            help="Fine-tuning pastes a box of another image, labels mixed by area; with MixUp on too, each batch "
+            "uses one of the two",
+        )
         swa_epochs = e3.number_input(
             "SWA epochs (0 = off)",
             0,
@@ -102,6 +119,8 @@ if start:
         "weight_decay": weight_decay,
         "warmup_epochs": warmup_epochs,
         "label_smoothing": label_smoothing,
+        "mixup_alpha": mixup_alpha,
+        "cutmix_alpha": cutmix_alpha,
         "swa_epochs": swa_epochs,
         "swa_lr": swa_lr or None,
         "seed": seed,

@@ -4,11 +4,14 @@ A member fine-tuned on random crops has seen lesions larger than whole images sh
 better at test time a little above its training size (Touvron et al. 2019, "Fixing the train-test resolution
 discrepancy"). This scores each member on the validation split with images decoded at each size, then every
 combination of one size per member as the ensemble would average them (mean logits, the first member's
-training prior; no temperature, which barely moves AUROC). Each ranked line also shows the seven-class
-balanced accuracy of that combination (argmax of the mean class-balanced logits, the evaluator's decision
-rule), so a choice that gains AUROC by trading away diagnosis accuracy is visible. The test split is never read.
+training prior; no temperature, which barely moves AUROC; each member alone is scored the same way). Each
+ranked line also shows the seven-class balanced accuracy of that combination (argmax of the mean
+class-balanced logits, the evaluator's decision rule), so a choice that gains AUROC by trading away
+diagnosis accuracy is visible. The test split is never read.
 
 Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR] [--pairs]
+A file that holds an ensemble stands for its members (printed as FILE#1, FILE#2, …), so a new candidate can
+be scored beside the shipped model's members: `member_sizes.py weights/model.safetensors NEW --pairs`.
 With --pairs, every two-member ensemble of the members given (the 50 MB weights limit holds two fp16 members)
 is scored at its best size combination, instead of the ensemble of all of them.
 """
@@ -70,19 +73,22 @@ def pair_grid(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("members", nargs="+", help="fine-tuned weights files of one split")
+    parser.add_argument(
+        "members", nargs="+", help="fine-tuned weights files of one split (an ensemble: each of its members)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", required=True, help="input sizes to try, in pixels")
     parser.add_argument("--data", help="data folder (default: the one in the first member's config)")
     parser.add_argument("--top", type=int, default=5, help="size combinations to print")
     parser.add_argument("--pairs", action="store_true", help="score every pair of members, best first")
     args = parser.parse_args(argv)
 
-    if args.pairs and len(args.members) < 2:
-        parser.error("--pairs needs two or more members")
     try:
-        loaded = load_members(args.members)  # fine-tuned single models of one split, or a usage error
+        # fine-tuned models of one split (an ensemble file stands for its members), or a usage error
+        names, loaded = load_members(args.members, unpack=True)
     except (WeightsError, EnsembleError) as exc:
         parser.error(str(exc))
+    if args.pairs and len(loaded) < 2:
+        parser.error("--pairs needs two or more members")
     meta = {**loaded[0].meta, "temperature": 1.0}
     dataset = weights_dataset(loaded[0].meta, args.data)
     val = dataset.meta[dataset.meta["split"] == "val"]
@@ -91,19 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"validation split: {len(val)} images, {int(y.sum())} malignant")
     pixels_by_size = {size: load_pixels(list(val["path"]), size) for size in args.sizes}  # once, not per member
     print("member | " + " | ".join(f"{s} px" for s in args.sizes))
-    for path, item, logits_by_size in zip(args.members, loaded, member_logits, strict=True):
+    for path, item, logits_by_size in zip(names, loaded, member_logits, strict=True):
         cells = []
         for size, pixels in pixels_by_size.items():
             logits, _ = forward_pixels(item.model, pixels, mean=item.meta["mean"], std=item.meta["std"])
             logits_by_size[size] = logits.astype(np.float64)
-            cells.append(f"{malignant_auroc(logits_by_size[size], y, item.meta):.4f}")
+            cells.append(f"{malignant_auroc(logits_by_size[size], y, {**item.meta, 'temperature': 1.0}):.4f}")
         print(f"{path} (trained at {item.meta['image_size']} px) | " + " | ".join(cells))
     if args.pairs:
         print("pairs of members at their best sizes (mean logits), best first:")
         for auroc, (i, j), sizes in pair_grid(member_logits, y, meta)[: args.top]:
             bacc = balanced_accuracy([member_logits[i], member_logits[j]], sizes, labels)
             print(
-                f"  {args.members[i]} + {args.members[j]} --image-sizes {','.join(map(str, sizes))}: "
+                f"  {names[i]} + {names[j]} --image-sizes {','.join(map(str, sizes))}: "
                 f"{auroc:.4f} (balanced accuracy {bacc:.3f})"
             )
         return 0

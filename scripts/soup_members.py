@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.members) < 2:
         parser.error("a soup needs two or more members")
     try:
-        loaded = load_members(args.members)  # fine-tuned single models of one split, or a usage error
+        _, loaded = load_members(args.members)  # fine-tuned single models of one split, or a usage error
     except (WeightsError, EnsembleError) as exc:
         parser.error(str(exc))
 

@@ -27,6 +27,7 @@ from dermai.ensemble import (
     EnsembleModel,
     build_ensemble,
     ensemble_meta,
+    load_members,
     parse_image_sizes,
 )
 from dermai.evaluate import evaluate
@@ -409,6 +410,18 @@ def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
     out = capsys.readouterr().out
     assert len(re.findall(r" \+ .* --image-sizes 32,32: \d\.\d{4} \(balanced accuracy \d\.\d{3}\)", out)) == 3
 
+    # an ensemble file stands for its members: the shipped model's members scored beside a new candidate
+    pair = [load_weights(first), load_weights(second)]
+    ens_meta = ensemble_meta([item.meta for item in pair], [str(first), str(second)], "cmd")
+    built = save_weights(
+        EnsembleModel([item.model for item in pair]), first.parent.parent / "ens" / "m.safetensors", ens_meta
+    )
+    assert script.main([str(built), str(first), "--sizes", "32", "--pairs"]) == 0
+    out = capsys.readouterr().out
+    scores = dict(re.findall(r"^(\S+) \(trained at 32 px\) \| (\d\.\d{4})$", out, flags=re.M))
+    assert set(scores) == {f"{built}#1", f"{built}#2", str(first)}
+    assert scores[f"{built}#1"] == scores[str(first)]  # member 1 is `first`, unchanged
+
     # bad input: one usage error naming the problem, never a traceback
     for argv, message in (
         ([str(first), "--sizes", "32", "--pairs"], "--pairs needs two or more members"),
@@ -461,3 +474,27 @@ def test_members_keep_their_own_colour_constancy_through_save_and_load(tmp_path:
         torch.testing.assert_close(loaded(normalised), expected, atol=1e-5, rtol=0)
     same = ensemble_meta([_meta(), _meta()], ["a", "b"], "cmd")
     assert "member_color_constancy" not in same["model"]  # one setting for all: nothing to list
+
+
+def test_an_ensemble_file_unpacks_into_its_members_for_scoring_beside_others(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    constant = SimCLRResNet18(len(CLASSES), ModelConfig(color_constancy=True), [0.5] * 3, [0.2] * 3).eval()
+    plain, single = _members(2)
+    metas = [_meta(model={"arch": "resnet18", "color_constancy": True}), _meta(command="second")]
+    meta = ensemble_meta(metas, ["cc.safetensors", "plain.safetensors"], "cmd", image_sizes=[32, 40])
+    path = save_weights(EnsembleModel([constant, plain], [32, 40]), tmp_path / "ens" / "model.safetensors", meta)
+    single_path = save_weights(single, tmp_path / "single" / "model.safetensors", _meta())
+
+    with pytest.raises(EnsembleError, match="is an ensemble already"):  # by default an ensemble is one model
+        load_members([path, single_path])
+    labels, loaded = load_members([path, single_path], unpack=True)
+    assert labels == [f"{path}#1", f"{path}#2", str(single_path)]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for item, original in zip(loaded, (constant, plain, single), strict=True):
+            torch.testing.assert_close(item.model(x), original(x))  # each network as it was, at any size
+    first, second = loaded[0].meta, loaded[1].meta
+    assert first["model"]["color_constancy"] is True and second["model"]["color_constancy"] is False
+    assert first["image_size"] == second["image_size"] == 32  # trained at 32; member 2 was served at 40
+    assert second["unpacked_from"]["served_image_size"] == 40 and second["command"] == "second"
+    assert "temperature" not in second and "ensemble" not in second  # the ensemble's calibration is not its own
