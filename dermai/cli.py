@@ -202,7 +202,9 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     context.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
 
     ensemble = sub.add_parser("ensemble", help="serve fine-tuned models as one (mean logits), calibrated on validation")
-    ensemble.add_argument("members", nargs="+", help="two or more weights files trained on the same split")
+    ensemble.add_argument(
+        "members", nargs="+", help="two or more weights files of one split; FILE#K is member K of an ensemble file"
+    )
     ensemble.add_argument("--out", required=True, help="folder for the ensemble's model.safetensors (new)")
     ensemble.add_argument("--data", help="data folder (default: the one in the members' config)")
     ensemble.add_argument("--manifest", help="the members' split manifest (default: rebuilt from their config)")

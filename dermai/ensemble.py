@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,7 +127,7 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
                 )
     for meta, path in zip(member_metas, member_paths, strict=True):
         if meta.get("ensemble"):
-            raise EnsembleError(f"{path}: is an ensemble already; list its members instead")
+            raise EnsembleError(f"{path}: is an ensemble already; list its members instead ({path}#1, {path}#2, …)")
         if "finetune" not in meta.get("stages", []):
             raise EnsembleError(
                 f"{path}: not a fine-tuned model (stages {meta.get('stages')}); it has no trained classifier"
@@ -244,19 +245,39 @@ def unpack_members(item: Any) -> list[Any]:
     return unpacked
 
 
+def member_reference(spec: str | os.PathLike[str]) -> tuple[Path, int | None]:
+    """`FILE#K` → (FILE, K): member K (from 1) of the ensemble in FILE. Anything else, or a file whose name
+    really ends in `#K`, is a whole weights file: (path, None)."""
+    text = str(spec)
+    match = re.fullmatch(r"(?P<path>.+)#(?P<k>\d+)", text)
+    if match is None or Path(text).exists():
+        return Path(text), None
+    return Path(match["path"]), int(match["k"])
+
+
 def load_members(member_paths: Sequence[str | os.PathLike[str]], unpack: bool = False) -> tuple[list[str], list[Any]]:
-    """Member weights files loaded (`LoadedWeights`) and checked to fit together (`check_members`), for tools
-    that score members side by side, with a label for each. With `unpack`, an ensemble file stands for its
-    members, labelled `FILE#1`, `FILE#2`, …. Raises WeightsError or EnsembleError naming the file."""
+    """Member weights loaded (`LoadedWeights`) and checked to fit together (`check_members`), with a label
+    for each. `FILE#K` names member K of the ensemble in FILE (see `unpack_members`); with `unpack`, a whole
+    ensemble file stands for all its members, labelled `FILE#1`, `FILE#2`, …. Raises WeightsError or
+    EnsembleError naming the file."""
     from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
 
     labels: list[str] = []
     loaded: list[Any] = []
-    for path in member_paths:
+    for spec in member_paths:
+        path, k = member_reference(spec)
         item = load_weights(path)
-        members = unpack_members(item) if unpack else [item]
+        members = unpack_members(item) if unpack or k is not None else [item]
+        if k is not None:
+            if not 1 <= k <= len(members) or not isinstance(item.model, EnsembleModel):
+                raise EnsembleError(f"{spec}: {path} holds no member {k} (it has {len(members)})")
+            members = [members[k - 1]]
+            labels.append(f"{path}#{k}")
+        elif len(members) == 1:
+            labels.append(str(path))
+        else:
+            labels += [f"{path}#{i}" for i in range(1, len(members) + 1)]
         loaded += members
-        labels += [str(Path(path))] if len(members) == 1 else [f"{Path(path)}#{k}" for k in range(1, len(members) + 1)]
     check_members([item.meta for item in loaded], labels)
     return labels, loaded
 
@@ -264,12 +285,10 @@ def load_members(member_paths: Sequence[str | os.PathLike[str]], unpack: bool = 
 def combine(
     member_paths: Sequence[str | os.PathLike[str]], command: str, image_sizes: Sequence[int] | None = None
 ) -> tuple[EnsembleModel, dict[str, Any]]:
-    """Load member weights files and return the ensemble model and its metadata (nothing is written)."""
-    from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
-
-    loaded = [load_weights(p) for p in member_paths]
-    paths = [str(Path(p)) for p in member_paths]
-    meta = ensemble_meta([item.meta for item in loaded], paths, command, image_sizes)
+    """Load members (weights files, or `FILE#K` for member K of an ensemble) and return the ensemble model
+    and its metadata (nothing is written)."""
+    labels, loaded = load_members(member_paths)
+    meta = ensemble_meta([item.meta for item in loaded], labels, command, image_sizes)
     return EnsembleModel([item.model for item in loaded], meta["model"].get("member_image_sizes")), meta
 
 

@@ -26,6 +26,7 @@ from dermai.ensemble import (
     EnsembleError,
     EnsembleModel,
     build_ensemble,
+    combine,
     ensemble_meta,
     load_members,
     parse_image_sizes,
@@ -498,3 +499,12 @@ def test_an_ensemble_file_unpacks_into_its_members_for_scoring_beside_others(tmp
     assert first["image_size"] == second["image_size"] == 32  # trained at 32; member 2 was served at 40
     assert second["unpacked_from"]["served_image_size"] == 40 and second["command"] == "second"
     assert "temperature" not in second and "ensemble" not in second  # the ensemble's calibration is not its own
+
+    # FILE#K names one member: an ensemble is rebuilt from a member of another and a new model
+    model, rebuilt = combine([f"{path}#2", single_path], "cmd")
+    assert [m["weights"] for m in rebuilt["ensemble"]] == [f"{path}#2", str(single_path)]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), (plain(x) + single(x)) / 2)
+    for spec, message in ((f"{path}#3", "holds no member 3 \\(it has 2\\)"), (f"{single_path}#1", "holds no member 1")):
+        with pytest.raises(EnsembleError, match=message):
+            combine([spec, single_path], "cmd")
