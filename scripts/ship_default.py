@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
-from dermai.ensemble import input_sizes, input_sizes_text  # noqa: E402
+from dermai.ensemble import input_sizes, input_sizes_text, member_reference  # noqa: E402
 from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
@@ -201,11 +201,13 @@ def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str
         if start:
             add_shipped(start[0], f"{run.name} fine-tuned {start[1]}, whose recipe is the commands above it")
         for member in config.get("members", []):
-            source = earlier_default(member)
+            path, k = member_reference(member)  # FILE#K: member K of the ensemble in FILE, whose recipe holds it
+            source = earlier_default(str(path))
             if source:
-                add_shipped(source[0], f"{run.name}'s member {member} is {source[1]}")
+                which = f"member {k} of " if k is not None else ""
+                add_shipped(source[0], f"{run.name}'s member {member} is {which}{source[1]}")
             else:
-                add_run(member_run(Path(member)))
+                add_run(member_run(path))
         recipe["commands"].append(config["command"])
         if config.get("note"):
             recipe["notes"].append(config["note"])
@@ -414,11 +416,13 @@ def main() -> None:
     meta["recipe"] = build_recipe(runs, args.out / "model.safetensors", shipped_meta)
     shipped_file = args.out / "model.safetensors"
     for member in meta.get("ensemble", []):  # a member that is a default model, now or before: name its commit
-        commit = shipped_commit(member["weights"], shipped_file)
+        path, k = member_reference(member["weights"])
+        which = f"member {k} of " if k is not None else ""
+        commit = shipped_commit(path, shipped_file)
         if commit:
-            member["weights"] = f"{shipped_file.as_posix()} as of commit {commit}"
-        elif same_file(member["weights"], shipped_file):
-            member["weights"] += " (the model shipped before)"
+            member["weights"] = f"{which}{shipped_file.as_posix()} as of commit {commit}"
+        elif same_file(path, shipped_file):
+            member["weights"] = f"{which}{path.as_posix()} (the model shipped before)"
     # The candidate is scored on validation as it would ship (fp16) before anything in `args.out` is touched.
     candidate = args.run / "ship_candidate.safetensors"
     save_weights(loaded.model, candidate, meta, extra=loaded.extra, half=True)

@@ -139,6 +139,27 @@ def test_an_ensemble_carries_every_members_recipe_once(ship: ModuleType, tmp_pat
     assert "ens's member" in recipe["notes"][0] and "member fine-tuned the default model" in recipe["notes"][1]
 
 
+def test_a_member_of_the_shipped_ensemble_named_by_reference_carries_its_recipe(
+    ship: ModuleType, tmp_path: Path
+) -> None:
+    weights = tmp_path / "weights" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    new = _run_folder(tmp_path, "new", "python -m dermai finetune --mixup-alpha 0.2", None, [0.0, 50.0])
+    ensemble = tmp_path / "ens"
+    ensemble.mkdir()
+    members = [f"{weights}#2", str(new / "model.safetensors")]  # `python -m dermai ensemble FILE#2 NEW`
+    (ensemble / "config.json").write_text(json.dumps({"command": "python -m dermai ensemble A#2 B", "members": members}))
+    recipe = ship.build_recipe([ensemble], weights, shipped_meta(0.90, 0.907))
+    assert recipe["commands"] == [
+        "python -m dermai pretrain --x",  # the shipped ensemble's recipe, which holds its member 2's
+        "python -m dermai finetune --mixup-alpha 0.2",
+        "python -m dermai ensemble A#2 B",
+    ]
+    assert recipe["training_seconds"] == {"a": 600, "new": 50}
+    assert f"ens's member {weights}#2 is member 2 of the default model shipped before it" in recipe["notes"][0]
+
+
 def test_an_earlier_default_model_restored_from_history_is_known_by_its_content(
     ship: ModuleType, tmp_path: Path
 ) -> None:
