@@ -149,7 +149,9 @@ def test_a_member_of_the_shipped_ensemble_named_by_reference_carries_its_recipe(
     ensemble = tmp_path / "ens"
     ensemble.mkdir()
     members = [f"{weights}#2", str(new / "model.safetensors")]  # `python -m dermai ensemble FILE#2 NEW`
-    (ensemble / "config.json").write_text(json.dumps({"command": "python -m dermai ensemble A#2 B", "members": members}))
+    (ensemble / "config.json").write_text(
+        json.dumps({"command": "python -m dermai ensemble A#2 B", "members": members})
+    )
     recipe = ship.build_recipe([ensemble], weights, shipped_meta(0.90, 0.907))
     assert recipe["commands"] == [
         "python -m dermai pretrain --x",  # the shipped ensemble's recipe, which holds its member 2's
