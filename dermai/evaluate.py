@@ -73,13 +73,23 @@ def weights_dataset(
 
 
 def score(
-    loaded: LoadedWeights, paths: Sequence[str], tta: bool = False, with_features: bool = False
+    loaded: LoadedWeights,
+    paths: Sequence[str],
+    tta: bool = False,
+    with_features: bool = False,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (and trunk features) for image files, resized and normalised exactly as for prediction."""
     meta = loaded.meta
     pixels = load_pixels(list(paths), int(meta["image_size"]))
     logits, features = forward_pixels(
-        loaded.model, pixels, mean=meta["mean"], std=meta["std"], with_features=with_features, tta=tta
+        loaded.model,
+        pixels,
+        mean=meta["mean"],
+        std=meta["std"],
+        with_features=with_features,
+        tta=tta,
+        precision=precision,
     )
     return logits.astype(np.float64), features  # float64: probabilities that sum to 1 for sklearn's checks
 
@@ -125,14 +135,19 @@ def _saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path
 
 
 def score_rows(
-    loaded: LoadedWeights, rows: pd.DataFrame, data_classes: Sequence[str], tta: bool = False, n_boot: int = 1000
+    loaded: LoadedWeights,
+    rows: pd.DataFrame,
+    data_classes: Sequence[str],
+    tta: bool = False,
+    n_boot: int = 1000,
+    precision: str = "auto",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics and per-image predictions for dataset rows (image_id, path, dx, malignant, label, group, split)
     whose labels index `data_classes`; multiclass metrics only when those are the model's classes."""
     meta = loaded.meta
     classes = list(meta["classes"])
     temperature = float(meta.get("temperature", 1.0))
-    logits, _ = score(loaded, rows["path"], tta=tta)
+    logits, _ = score(loaded, rows["path"], tta=tta, precision=precision)
     probs = calibrated_probs(logits, meta)
     p_mal = malignant_probability(probs, classes)
     y_mal = rows["malignant"].to_numpy().astype(int)
@@ -250,9 +265,11 @@ def evaluate(
     n_boot: int = 1000,
     saliency: bool = False,
     saliency_limit: int = 200,
+    precision: str = "auto",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score one split of the weights' own data (or every image of an external folder with split="all");
-    returns the JSON-ready report and one prediction row per image."""
+    returns the JSON-ready report and one prediction row per image. `precision` "fp32" gives figures that
+    repeat to float rounding on any CPU; "auto" computes in bf16 where the CPU has it (faster, not equal)."""
     if split not in SCORED_SPLITS:
         raise EvaluationError(f"unknown split {split!r} (one of {', '.join(SCORED_SPLITS)})")
     loaded = load_weights(weights_path)
@@ -266,7 +283,7 @@ def evaluate(
         checksum = loaded.meta["manifest_sha256"]
     if rows.empty:
         raise EvaluationError(f"the {split} split of {dataset.root} is empty")
-    scored, predictions = score_rows(loaded, rows, dataset.classes, tta=tta, n_boot=n_boot)
+    scored, predictions = score_rows(loaded, rows, dataset.classes, tta=tta, n_boot=n_boot, precision=precision)
     report = {
         "weights": str(loaded.path),
         "data": str(dataset.root),

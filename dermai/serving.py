@@ -142,6 +142,7 @@ def fit_context(
     weights_path: str | os.PathLike[str],
     data_dir: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Fit the patient-context model (`dermai.context`) beside calibrated weights and store it in their JSON:
     field tables from the training split's metadata, field weights, temperature and operating points from the
@@ -163,7 +164,7 @@ def fit_context(
         raise ValueError(f"the training images of {loaded.path}'s split record no age, sex or site")
 
     tta = bool((meta.get("serving") or {}).get("tta", False))
-    val_logits, _ = score(loaded, val["path"], tta=tta)
+    val_logits, _ = score(loaded, val["path"], tta=tta, precision=precision)
     val_contexts = ctx.contexts_from_rows(val)
     labels, y_mal = val["label"].to_numpy(), val["malignant"].to_numpy().astype(int)
     terms = ctx.field_terms(val_contexts, tables, len(classes))
