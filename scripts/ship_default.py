@@ -799,7 +799,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " most (served at 192 px) and lowered its 7-class balanced accuracy (docs/training_runs/h200-2026-11-27)."
         " Averaging the weights of members fine-tuned from one start (a model soup) scored below the best of them,"
         " and a second strongly augmented fine-tuning of a member from a separately pretrained CPU trunk raised no"
-        " pair (docs/training_runs/cpu-soup-2026-11-27). Untried: inputs at the images' native 200×150.",
+        " pair (docs/training_runs/cpu-soup-2026-11-27). Neither did colour constancy (cpu-cc-2026-11-28) nor"
+        " MixUp and CutMix, though the latter made the best single second member (docs/training_runs/"
+        "cpu-mix-2026-11-29). Untried: inputs at the images' native 200×150.",
     ]
     ctx, block = report.get("context"), meta.get("context")
     if ctx and block:
