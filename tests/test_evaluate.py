@@ -228,3 +228,15 @@ def test_cli_compare_prints_and_writes_the_differences(weights: Path, challenger
     assert code == 0 and "AUROC malignant: A " in printed and "B − A " in printed
     saved = json.loads(out.read_text())
     assert saved["split"] == "val" and set(saved["auroc"]) >= {"a", "b", "difference", "difference_ci", "p_value"}
+
+
+def test_precision_reaches_the_model(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 scoring gives the model's own fp32 probabilities, bf16 slightly different ones: the choice is
+    applied, so figures scored in fp32 repeat on CPUs with and without bf16."""
+    monkeypatch.setenv("DERMAI_CACHE", str(tmp_path))
+    _, fp32 = evaluate(weights, split="val", n_boot=0, precision="fp32")
+    _, again = evaluate(weights, split="val", n_boot=0, precision="fp32")
+    _, bf16 = evaluate(weights, split="val", n_boot=0, precision="bf16")
+    np.testing.assert_array_equal(fp32["p_malignant"].to_numpy(), again["p_malignant"].to_numpy())
+    difference = np.abs(fp32["p_malignant"].to_numpy() - bf16["p_malignant"].to_numpy())
+    assert 0 < difference.max() < 0.1
