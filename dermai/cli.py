@@ -169,6 +169,12 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--saliency", action="store_true", help="CAM plausibility against lesion masks (slow)")
     evaluate.add_argument("--saliency-limit", type=int, default=200, help="images sampled for --saliency")
     evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUROC interval")
+    evaluate.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="fp32 repeats the model card's figures on any CPU; auto uses bf16 where the CPU has it (faster)",
+    )
     evaluate.add_argument("--out", required=True, help="report JSON to write")
     evaluate.add_argument("--predictions", required=True, help="per-image predictions CSV to write")
 
@@ -319,6 +325,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         saliency=args.saliency,
         saliency_limit=args.saliency_limit,
+        precision=args.precision,
     )
     write_outputs(report, predictions, args.out, args.predictions)
     print(summary_text(report))

@@ -148,6 +148,8 @@ def test_cli_evaluate_writes_report_and_predictions(
             "--saliency",
             "--saliency-limit",
             "3",
+            "--precision",
+            "fp32",
             "--out",
             str(out),
             "--predictions",
@@ -158,6 +160,10 @@ def test_cli_evaluate_writes_report_and_predictions(
     report = json.loads(out.read_text())
     assert report["split"] == "val" and report["tta"] is True
     assert report["saliency"]["n_images"] == 3 and 0 <= report["saliency"]["mean_cam_mass_in_mask"] <= 1
+    _, fp32 = evaluate(
+        weights, split="val", manifest=weights.parent / "manifest.csv", tta=True, n_boot=0, precision="fp32"
+    )
+    np.testing.assert_allclose(pd.read_csv(preds)["p_malignant"], fp32["p_malignant"], rtol=1e-9)
     table = pd.read_csv(preds)
     assert list(table.columns) == PREDICTION_COLUMNS and len(table) == report["n_images"]
     printed = capsys.readouterr().out
