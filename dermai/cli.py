@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dermai.config import RunConfig, override_augment
+from dermai.config import PRECISIONS, RunConfig, override_augment
 
 if TYPE_CHECKING:  # imported lazily at run time: torch and friends are slow to load for `--help`
     from dermai.intake import IntakeResult
@@ -70,7 +70,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--swa-lr", type=float, default=d.swa_lr, help="constant lr of the SWA epochs (default: cosine)")
     p.add_argument("--no-balanced-sampling", action="store_true", help="use class weights instead")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
     p.add_argument("--num-workers", type=int, default=d.num_workers)
     p.add_argument("--init-weights", help="start from these dermai weights (e.g. a pretrain run's model)")
     p.add_argument(
@@ -171,7 +171,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUROC interval")
     evaluate.add_argument(
         "--precision",
-        choices=["auto", "bf16", "fp32"],
+        choices=PRECISIONS,
         default="auto",
         help="fp32 repeats the model card's figures on any CPU; auto uses bf16 where the CPU has it (faster)",
     )

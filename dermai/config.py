@@ -12,6 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+# The compute precisions (`dermai.inference.autocast_for`): auto = bf16 on CPUs that have it, AMP on CUDA.
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 

@@ -160,12 +160,12 @@ def test_cli_evaluate_writes_report_and_predictions(
     report = json.loads(out.read_text())
     assert report["split"] == "val" and report["tta"] is True
     assert report["saliency"]["n_images"] == 3 and 0 <= report["saliency"]["mean_cam_mass_in_mask"] <= 1
+    table = pd.read_csv(preds)
+    assert list(table.columns) == PREDICTION_COLUMNS and len(table) == report["n_images"]
     _, fp32 = evaluate(
         weights, split="val", manifest=weights.parent / "manifest.csv", tta=True, n_boot=0, precision="fp32"
     )
-    np.testing.assert_allclose(pd.read_csv(preds)["p_malignant"], fp32["p_malignant"], rtol=1e-9)
-    table = pd.read_csv(preds)
-    assert list(table.columns) == PREDICTION_COLUMNS and len(table) == report["n_images"]
+    np.testing.assert_allclose(table["p_malignant"], fp32["p_malignant"], rtol=1e-9)
     printed = capsys.readouterr().out
     assert "AUROC" in printed and "all-benign baseline" in printed and "refer:" in printed
     assert "with patient context" in printed  # a finished run gets a context model after serving
@@ -237,8 +237,8 @@ def test_cli_compare_prints_and_writes_the_differences(weights: Path, challenger
 
 
 def test_precision_reaches_the_model(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """fp32 scoring gives the model's own fp32 probabilities, bf16 slightly different ones: the choice is
-    applied, so figures scored in fp32 repeat on CPUs with and without bf16."""
+    """fp32 scoring repeats exactly and bf16 scoring differs slightly from it, on CPUs with and without native
+    bf16: the choice reaches the model rather than the CPU's default."""
     monkeypatch.setenv("DERMAI_CACHE", str(tmp_path))
     _, fp32 = evaluate(weights, split="val", n_boot=0, precision="fp32")
     _, again = evaluate(weights, split="val", n_boot=0, precision="fp32")
