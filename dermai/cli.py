@@ -56,6 +56,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=d.temperature, help="NT-Xent temperature τ")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument(
+        "--focal-gamma", type=float, default=d.focal_gamma, help="focal loss γ when fine-tuning (0 = plain CE)"
+    )
+    p.add_argument(
         "--mixup-alpha", type=float, default=d.mixup_alpha, help="MixUp Beta(α, α) when fine-tuning (0 = off)"
     )
     p.add_argument(
@@ -256,6 +259,7 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     t.lambda_ntxent, t.temperature, t.label_smoothing = args.lambda_ntxent, args.temperature, args.label_smoothing
     t.early_stopping_patience, t.balanced_sampling = args.patience, not args.no_balanced_sampling
     t.swa_epochs, t.swa_lr = args.swa_epochs, args.swa_lr
+    t.focal_gamma = args.focal_gamma
     t.mixup_alpha, t.cutmix_alpha = args.mixup_alpha, args.cutmix_alpha
     t.precision, t.num_workers = args.precision, args.num_workers
     t.seed = args.seed if args.train_seed is None else args.train_seed

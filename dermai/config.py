@@ -181,6 +181,7 @@ class TrainConfig:
     lambda_ntxent: float = 0.5
     temperature: float = 0.5
     label_smoothing: float = 0.0
+    focal_gamma: float = 0.0  # focal loss γ in fine-tuning (dermai.losses.focal_cross_entropy); 0 = the paper's CE
     # MixUp / CutMix on fine-tuning batches (dermai.mixing): Beta(α, α) mixing weights; 0 = off (the paper
     # uses neither). Both on: each batch uses one of them at random.
     mixup_alpha: float = 0.0

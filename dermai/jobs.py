@@ -49,6 +49,7 @@ OPTION_FLAGS: dict[str, str] = {
     "weight_decay": "--weight-decay",
     "warmup_epochs": "--warmup-epochs",
     "label_smoothing": "--label-smoothing",
+    "focal_gamma": "--focal-gamma",
     "swa_epochs": "--swa-epochs",
     "swa_lr": "--swa-lr",
     "mixup_alpha": "--mixup-alpha",

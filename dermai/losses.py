@@ -53,6 +53,40 @@ def nt_xent_global(
         return F.cross_entropy(sim, positives)
 
 
+def focal_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    gamma: float,
+    class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    r"""Focal loss (Lin et al. 2017), multi-class: cross-entropy scaled down on examples already learnt.
+
+    With :math:`p` the softmax of the logits and :math:`y` the (one-hot, smoothed or mixed) target,
+    :math:`p_t = \sum_k y_k p_k` is the probability the model gives the target, and
+
+    .. math::  \ell_i = (1 - p_{t,i})^\gamma \, \mathrm{CE}_i
+
+    so a well-classified image (p_t → 1) adds almost nothing and the hard ones — often the rare classes
+    the balanced accuracy counts — drive the gradient. γ = 0 is plain cross-entropy (the same reduction:
+    with class weights, the weighted mean). The factor carries no gradient of its own (it is detached),
+    which keeps the loss's gradient a re-weighted cross-entropy one.
+    """
+    if gamma < 0:
+        raise ValueError(f"focal gamma must be ≥ 0, got {gamma}")
+    ce = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=label_smoothing, reduction="none")
+    if gamma > 0:
+        probs = logits.detach().softmax(1)
+        if targets.ndim == 1:
+            p_t = probs.gather(1, targets[:, None]).squeeze(1)
+        else:
+            p_t = (probs * targets).sum(1)
+        ce = (1.0 - p_t).clamp(min=0.0).pow(gamma) * ce
+    if class_weights is not None and targets.ndim == 1:
+        return ce.sum() / class_weights[targets].sum()
+    return ce.mean()
+
+
 def joint_loss(
     logits_a: torch.Tensor,
     logits_b: torch.Tensor,
@@ -61,11 +95,13 @@ def joint_loss(
     lambda_ntxent: float = 0.5,
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    focal_gamma: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's joint objective: CE (on both views) + λ·NT-Xent. Returns (total, ce).
 
-    `labels` are class indices (n,) or, for mixed batches (dermai.mixing), class probabilities (n, K)."""
+    `labels` are class indices (n,) or, for mixed batches (dermai.mixing), class probabilities (n, K).
+    `focal_gamma` > 0 swaps the CE for the focal loss (`focal_cross_entropy`); 0 is the paper's CE."""
     logits = torch.cat([logits_a, logits_b]).float()
     targets = torch.cat([labels, labels])
-    ce = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=label_smoothing)
+    ce = focal_cross_entropy(logits, targets, focal_gamma, class_weights, label_smoothing)
     return ce + lambda_ntxent * ntxent, ce

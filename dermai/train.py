@@ -218,6 +218,8 @@ class Trainer:
             )
         if tc.swa_lr is not None and not tc.swa_lr > 0:
             raise TrainingError(f"swa_lr must be above 0, got {tc.swa_lr}")
+        if not tc.focal_gamma >= 0:
+            raise TrainingError(f"focal_gamma must be 0 (off) or above, got {tc.focal_gamma}")
         try:
             check_mixing(tc.mixup_alpha, tc.cutmix_alpha)
         except ValueError as exc:
@@ -559,6 +561,7 @@ class Trainer:
                 tc.lambda_ntxent,
                 None if class_weights is None else class_weights.to(self.device),
                 tc.label_smoothing,
+                tc.focal_gamma,
             )
             pred = logits.float().argmax(1)
             record.update(

@@ -39,6 +39,15 @@ with st.form("train_form"):
         weight_decay = e1.number_input("Weight decay", 0.0, 1.0, d.weight_decay, 1e-4, format="%.5f")
         warmup_epochs = e1.number_input("Warm-up epochs", 0.0, 100.0, d.warmup_epochs, 0.5)
         label_smoothing = e2.number_input("Label smoothing", 0.0, 0.5, d.label_smoothing, 0.05)
+        focal_gamma = e2.number_input(
+            "Focal loss γ (0 = off)",
+            0.0,
+            10.0,
+            d.focal_gamma,
+            0.5,
+            help="Fine-tuning scales each image's cross-entropy by (1 − p)^γ, p the probability of its label: "
+            "images already learnt count less, the hard ones more",
+        )
         mixup_alpha = e2.number_input(
             "MixUp α (0 = off)",
             0.0,
@@ -119,6 +128,7 @@ if start:
         "weight_decay": weight_decay,
         "warmup_epochs": warmup_epochs,
         "label_smoothing": label_smoothing,
+        "focal_gamma": focal_gamma,
         "mixup_alpha": mixup_alpha,
         "cutmix_alpha": cutmix_alpha,
         "swa_epochs": swa_epochs,

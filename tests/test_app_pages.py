@@ -266,6 +266,7 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         "SWA epochs (0 = off)": 3,
         "Label smoothing": 0.1,
         "CutMix α (0 = off)": 1.0,
+        "Focal loss γ (0 = off)": 2.0,
     }
     for widget in at.number_input:
         if widget.label in values:
@@ -283,7 +284,7 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         assert read_metrics(run), jobs.log_tail(run)
         train_cfg = json.loads((run / "config.json").read_text())["config"]["train"]
         assert (train_cfg["swa_epochs"], train_cfg["swa_lr"], train_cfg["label_smoothing"]) == (3, None, 0.1)
-        assert (train_cfg["mixup_alpha"], train_cfg["cutmix_alpha"]) == (0.0, 1.0)
+        assert (train_cfg["mixup_alpha"], train_cfg["cutmix_alpha"], train_cfg["focal_gamma"]) == (0.0, 1.0, 2.0)
         assert json.loads((run / "config.json").read_text())["config"]["augment"]["hair_p"] == 0.3
         at.run()  # a reload shows the job from the lock file and its metrics
         assert_clean(at)
