@@ -5,6 +5,8 @@ The paper's code fed one view per image, so each sample had no positive: this on
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +55,12 @@ def nt_xent_global(
         return F.cross_entropy(sim, positives)
 
 
+def check_focal_gamma(gamma: float) -> None:
+    """Refuse a focal γ the loss cannot use (negative, NaN or infinite), naming the setting (0 = off)."""
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"focal_gamma must be a number ≥ 0 (0 = off), got {gamma!r}")
+
+
 def focal_cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -72,8 +80,7 @@ def focal_cross_entropy(
     with class weights, the weighted mean). The factor carries no gradient of its own (it is detached),
     which keeps the loss's gradient a re-weighted cross-entropy one.
     """
-    if gamma < 0:
-        raise ValueError(f"focal gamma must be ≥ 0, got {gamma}")
+    check_focal_gamma(gamma)
     ce = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=label_smoothing, reduction="none")
     if gamma > 0:
         probs = logits.detach().softmax(1)

@@ -51,7 +51,7 @@ from dermai.data import (
     write_manifest,
 )
 from dermai.inference import autocast_for, default_device, forward_pixels, malignant_probability, softmax_np
-from dermai.losses import joint_loss, nt_xent, nt_xent_global
+from dermai.losses import check_focal_gamma, joint_loss, nt_xent, nt_xent_global
 from dermai.mixing import check_mixing, mix_views
 from dermai.model import SimCLRResNet18
 from dermai.preprocess import eval_batch
@@ -218,10 +218,9 @@ class Trainer:
             )
         if tc.swa_lr is not None and not tc.swa_lr > 0:
             raise TrainingError(f"swa_lr must be above 0, got {tc.swa_lr}")
-        if not tc.focal_gamma >= 0:
-            raise TrainingError(f"focal_gamma must be 0 (off) or above, got {tc.focal_gamma}")
         try:
             check_mixing(tc.mixup_alpha, tc.cutmix_alpha)
+            check_focal_gamma(tc.focal_gamma)
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
         # Colour constancy chosen for fine-tuning is part of the model, so every later use of it sees it too.

@@ -78,8 +78,9 @@ def test_joint_loss_uses_the_focal_term_when_asked() -> None:
 
 
 def test_a_negative_gamma_is_refused_before_any_work(ham_root: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="gamma"):
-        focal_cross_entropy(*batch(), -1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="focal_gamma"):
+            focal_cross_entropy(*batch(), bad)
     with pytest.raises(TrainingError, match="focal_gamma"):
         train(tiny_config(ham_root, focal_gamma=-0.5), tmp_path / "run")
     assert not (tmp_path / "run").exists()
