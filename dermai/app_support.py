@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dermai.data import DataError, Dataset, attach_splits, load_dataset, resolve_data_root
+from dermai.data import DataError, Dataset, attach_splits, lesion_mask_file, load_dataset, resolve_data_root
 from dermai.ensemble import input_sizes_text
 from dermai.jobs import runs_dir
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
@@ -185,7 +185,7 @@ def caption(row: Mapping[str, Any]) -> str:
 
 def mask_path(root: str | os.PathLike[str], image_id: str) -> Path | None:
     """`<data>/masks/<id>_segmentation.png` when it exists."""
-    path = Path(root) / "masks" / f"{image_id}_segmentation.png"
+    path = lesion_mask_file(root, image_id)
     return path if path.exists() else None
 
 

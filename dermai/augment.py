@@ -220,7 +220,7 @@ class BatchAugmenter:
         return w, h, cx, cy
 
     def _warp(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Crop, flip and rotate every sample with one affine_grid + grid_sample.
+        """Crop, flip and rotate every sample (all its channels) with one affine_grid + grid_sample.
 
         theta maps output to input coordinates: input = centre + S · F · R · output, i.e. the crop
         (scale S) is resized to the output, flipped (F), then rotated (R), as the torchvision pipeline.
@@ -240,7 +240,7 @@ class BatchAugmenter:
             ],
             dim=1,
         )
-        grid = F.affine_grid(theta, [batch, 3, self.out_size, self.out_size], align_corners=False)
+        grid = F.affine_grid(theta, [batch, x.shape[1], self.out_size, self.out_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _jitter(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -260,20 +260,41 @@ class BatchAugmenter:
 
     def __call__(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (B, H, W, 3) → augmented, normalised float32 (B, 3, out, out), channels_last."""
+        return self.with_masks(pixels, None, generator)[0]
+
+    def with_masks(
+        self, pixels: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `__call__`, and each image's lesion mask, uint8 (B, H, W), given the same crop, flips and
+        rotation: (images, masks float32 (B, 1, out, out) in [0, 1], or None without masks). The random draws
+        are the same with or without masks, so the images are too."""
         if pixels.dtype != torch.uint8:
             raise ValueError(f"expected uint8 pixels, got {pixels.dtype}")
+        if masks is not None and (masks.dtype != torch.uint8 or masks.shape != pixels.shape[:3]):
+            raise ValueError(
+                f"expected uint8 masks shaped {tuple(pixels.shape[:3])}, got {masks.dtype} {tuple(masks.shape)}"
+            )
         # A GPU wants the whole batch in each kernel; a CPU wants cache-sized chunks.
-        chunk = _CHUNK if pixels.device.type == "cpu" else len(pixels)
-        out = torch.cat([self._augment(part, generator) for part in pixels.split(max(1, chunk))])
-        return out.contiguous(memory_format=torch.channels_last)
+        chunk = max(1, _CHUNK if pixels.device.type == "cpu" else len(pixels))
+        mask_parts = masks.split(chunk) if masks is not None else [None] * len(pixels.split(chunk))
+        parts = [self._augment(part, generator, m) for part, m in zip(pixels.split(chunk), mask_parts, strict=True)]
+        out = torch.cat([x for x, _ in parts]).contiguous(memory_format=torch.channels_last)
+        return out, (torch.cat([m for _, m in parts]) if masks is not None else None)
 
-    def _augment(self, pixels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _augment(
+        self, pixels: torch.Tensor, generator: torch.Generator | None, masks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         cfg = self.cfg
         x = to_float_batch(pixels).contiguous()  # grid_sample is faster on NCHW than channels_last
         batch, dev = x.shape[0], x.device
         if cfg.color_constancy:
             x = shades_of_gray(x)
+        if masks is not None:  # a fourth channel through the same warp, split off before any colour operation
+            x = torch.cat([x, masks.unsqueeze(1).to(x.dtype).div_(255.0)], dim=1)
         x = self._warp(x, generator)
+        warped_masks = None
+        if masks is not None:
+            x, warped_masks = x[:, :3].contiguous(), x[:, 3:].contiguous()
         if cfg.hair_p > 0:
             hairy = _bernoulli(cfg.hair_p, batch, generator, dev)
             _apply_where(hairy, x, lambda s: add_hairs(s, generator, thickness=self.hair_thickness))
@@ -290,7 +311,7 @@ class BatchAugmenter:
             blurred = _bernoulli(cfg.blur_p, batch, generator, dev)
             sigma = _uniform(cfg.blur_sigma[0], cfg.blur_sigma[1], (batch,), generator, dev)
             _apply_where(blurred, x, lambda s: gaussian_blur(s, sigma[blurred], self.blur_kernel))
-        return normalize(x, cfg.mean, cfg.std)
+        return normalize(x, cfg.mean, cfg.std), warped_masks
 
 
 def simclr_views(

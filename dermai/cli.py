@@ -59,6 +59,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--focal-gamma", type=float, default=d.focal_gamma, help="focal loss γ when fine-tuning (0 = plain CE)"
     )
     p.add_argument(
+        "--mask-weight",
+        type=float,
+        default=d.mask_weight,
+        help="weight of the auxiliary lesion-mask loss when fine-tuning; needs <data>/masks (0 = off)",
+    )
+    p.add_argument(
         "--mixup-alpha", type=float, default=d.mixup_alpha, help="MixUp Beta(α, α) when fine-tuning (0 = off)"
     )
     p.add_argument(
@@ -259,7 +265,7 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     t.lambda_ntxent, t.temperature, t.label_smoothing = args.lambda_ntxent, args.temperature, args.label_smoothing
     t.early_stopping_patience, t.balanced_sampling = args.patience, not args.no_balanced_sampling
     t.swa_epochs, t.swa_lr = args.swa_epochs, args.swa_lr
-    t.focal_gamma = args.focal_gamma
+    t.focal_gamma, t.mask_weight = args.focal_gamma, args.mask_weight
     t.mixup_alpha, t.cutmix_alpha = args.mixup_alpha, args.cutmix_alpha
     t.precision, t.num_workers = args.precision, args.num_workers
     t.seed = args.seed if args.train_seed is None else args.train_seed

@@ -182,6 +182,9 @@ class TrainConfig:
     temperature: float = 0.5
     label_smoothing: float = 0.0
     focal_gamma: float = 0.0  # focal loss γ in fine-tuning (dermai.losses.focal_cross_entropy); 0 = the paper's CE
+    # Weight of the auxiliary lesion-mask loss in fine-tuning (dermai.losses.lesion_mask_loss), which needs
+    # <data>/masks/<image_id>_segmentation.png for every image; 0 = off (the paper uses no masks).
+    mask_weight: float = 0.0
     # MixUp / CutMix on fine-tuning batches (dermai.mixing): Beta(α, α) mixing weights; 0 = off (the paper
     # uses neither). Both on: each batch uses one of them at random.
     mixup_alpha: float = 0.0

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -445,29 +445,77 @@ def decode_image(path: str, size: int) -> np.ndarray:
         raise DataError(f"{path}: unreadable image ({exc})") from exc
 
 
+def _cached_decode(
+    paths: Sequence[str],
+    shape: tuple[int, ...],
+    decode: Callable[[str], np.ndarray],
+    target: Path,
+    workers: int,
+) -> np.ndarray:
+    """Every file decoded into one read-only (N, *shape) uint8 memmap at `target`, written once (to a temp
+    file, then renamed, so an interrupted decode never leaves a half-written cache)."""
+    if target.exists():
+        cached = np.load(target, mmap_mode="r")
+        if cached.shape == (len(paths), *shape):
+            return cached
+    with atomic_target(target) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *shape))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for i, pixels in enumerate(pool.map(decode, paths)):
+                out[i] = pixels
+        out.flush()
+        del out
+    return np.load(target, mmap_mode="r")
+
+
 def load_pixels(
     paths: Sequence[str], size: int, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
 ) -> np.ndarray:
     """All images as a read-only (N, size, size, 3) uint8 memmap, decoded once and cached on disk.
 
-    The cache file is keyed by the image files and the size, written to a temp file and renamed, so an
-    interrupted decode never leaves a half-written cache and changed data gets a new key.
+    The cache file is keyed by the image files and the size, so changed data gets a new key.
     """
     folder = default_cache_dir(cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"pixels-{cache_key(paths, size)}-{size}px.npy"
-    if target.exists():
-        cached = np.load(target, mmap_mode="r")
-        if cached.shape == (len(paths), size, size, 3):
-            return cached
-    with atomic_target(target) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for i, pixels in enumerate(pool.map(lambda p: decode_image(p, size), paths)):
-                out[i] = pixels
-        out.flush()
-        del out
-    return np.load(target, mmap_mode="r")
+    return _cached_decode(paths, (size, size, 3), lambda p: decode_image(p, size), target, workers)
+
+
+MASK_FOLDER = "masks"  # HAM10000 / ISIC 2018 task 1 layout: <data>/masks/<image_id>_segmentation.png
+
+
+def lesion_mask_file(root: str | os.PathLike[str], image_id: str) -> Path:
+    """Where an image's lesion mask lives (whether or not it exists)."""
+    return Path(root) / MASK_FOLDER / f"{image_id}_segmentation.png"
+
+
+def decode_mask(path: str, size: int) -> np.ndarray:
+    """One lesion-mask file → (size, size) uint8 (255 = lesion), resized as its image is, or a DataError
+    naming the file."""
+    try:
+        with Image.open(path) as mask:
+            grey = mask.convert("L")
+            if grey.size != (size, size):
+                grey = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            return np.asarray(grey, dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable lesion mask ({exc})") from exc
+
+
+def load_masks(
+    dataset: Dataset, size: int, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
+) -> np.ndarray:
+    """Every image's lesion mask as a read-only (N, size, size) uint8 memmap in `dataset.meta`'s row order,
+    cached like the pixels. A missing mask is a DataError naming it (and how many more are missing)."""
+    paths = [str(lesion_mask_file(dataset.root, i)) for i in dataset.meta["image_id"]]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise DataError(
+            f"{missing[0]}: lesion mask not found ({len(missing)} of {len(paths)} images have none; masks are "
+            f"read from <data>/{MASK_FOLDER}/<image_id>_segmentation.png)"
+        )
+    folder = default_cache_dir(cache_dir)
+    target = folder / f"masks-{cache_key(paths, size)}-{size}px.npy"
+    return _cached_decode(paths, (size, size), lambda p: decode_mask(p, size), target, workers)
 
 
 def write_json_atomic(path: Path, payload: object) -> Path:

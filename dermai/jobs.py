@@ -27,6 +27,7 @@ import pandas as pd
 from dermai.config import DataConfig, to_dict
 from dermai.data import write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta
+from dermai.losses import check_mask_weight
 from dermai.train import STOP_FILE, read_metrics, split_mismatch
 from dermai.weights import WeightsError, read_meta
 
@@ -50,6 +51,7 @@ OPTION_FLAGS: dict[str, str] = {
     "warmup_epochs": "--warmup-epochs",
     "label_smoothing": "--label-smoothing",
     "focal_gamma": "--focal-gamma",
+    "mask_weight": "--mask-weight",
     "swa_epochs": "--swa-epochs",
     "swa_lr": "--swa-lr",
     "mixup_alpha": "--mixup-alpha",
@@ -241,6 +243,14 @@ def start_job(
     _refuse_if_running(root)
     name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}"
     run_dir = _new_run_dir(root, name)
+    try:  # what the trainer would refuse, refused here before a process starts
+        check_mask_weight(
+            float(options.get("mask_weight") or 0),
+            float(options.get("mixup_alpha") or 0),
+            float(options.get("cutmix_alpha") or 0),
+        )
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
     if options.get("init_weights"):
         _check_start_weights(str(options["init_weights"]), options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)

@@ -94,6 +94,37 @@ def focal_cross_entropy(
     return ce.mean()
 
 
+def check_mask_weight(weight: float, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> None:
+    """Refuse a lesion-mask loss weight that is negative, NaN or infinite, naming the setting (0 = off), or
+    one set beside MixUp or CutMix (a mixed image has no one mask)."""
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"mask_weight must be a number ≥ 0 (0 = off), got {weight!r}")
+    if weight > 0 and (mixup_alpha > 0 or cutmix_alpha > 0):
+        raise ValueError("mask_weight cannot be combined with MixUp or CutMix (a mixed image has no one mask)")
+
+
+def lesion_mask_loss(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    r"""Auxiliary segmentation loss: binary cross-entropy of per-cell lesion logits against the share of
+    each cell the lesion mask covers.
+
+    `mask_logits` (B, 1, h, w) come from `LesionMaskHead` on the trunk's last feature map; `masks`
+    (B, 1, H, W) in [0, 1] are the augmented lesion masks at the input's size. The target of cell c is
+    :math:`m_c`, the mean of the mask over the input pixels c covers (area pooling), so
+
+    .. math::  \ell = -\frac{1}{B h w} \sum_c m_c \log \sigma(s_c) + (1 - m_c) \log (1 - \sigma(s_c))
+
+    Soft targets keep the border cells honest at a coarse (3×3 at 96 px) resolution. Float32 even under
+    bf16 autocast."""
+    if mask_logits.ndim != 4 or masks.ndim != 4 or mask_logits.shape[:2] != masks.shape[:2]:
+        raise ValueError(
+            f"lesion_mask_loss needs (B, 1, h, w) logits and (B, 1, H, W) masks, got {tuple(mask_logits.shape)}, "
+            f"{tuple(masks.shape)}"
+        )
+    with torch.autocast(device_type=mask_logits.device.type, enabled=False):
+        target = F.adaptive_avg_pool2d(masks.float(), mask_logits.shape[-2:])
+        return F.binary_cross_entropy_with_logits(mask_logits.float(), target)
+
+
 def joint_loss(
     logits_a: torch.Tensor,
     logits_b: torch.Tensor,

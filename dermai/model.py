@@ -53,11 +53,22 @@ class SimCLRResNet18(nn.Module):
         if cfg.init_checkpoint:
             load_torchvision_trunk(self, cfg.init_checkpoint)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's 512-d pooled features of normalised input (colour-corrected first when configured)."""
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's last block's output (B, 512, H/32, W/32), before pooling, of normalised input
+        (colour-corrected first when configured)."""
         if self.color_constancy:
             x = self.constant_colour(x)
-        return self.trunk(x)
+        t = self.trunk
+        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        return t.layer4(t.layer3(t.layer2(t.layer1(x))))
+
+    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Global average pooling of a feature map: the 512-d features the heads read."""
+        return torch.flatten(self.trunk.avgpool(feature_map), 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's 512-d pooled features of normalised input (colour-corrected first when configured)."""
+        return self.pool(self.feature_map(x))
 
     def constant_colour(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised input with Shades-of-Grey colour constancy applied to the pixels it stands for."""
@@ -80,6 +91,19 @@ class SimCLRResNet18(nn.Module):
     def cam_layers(self) -> list[nn.Module]:
         """Grad-CAM's target layers (one here; an ensemble has one per member)."""
         return [self.cam_layer]
+
+
+class LesionMaskHead(nn.Module):
+    """Training-only auxiliary head: a 1×1 convolution giving, for each cell of the trunk's last feature map,
+    the logit of "this cell is lesion". Learning it asks the last block to keep where the lesion is (the
+    HAM10000 masks' supervision); it is not part of the served model."""
+
+    def __init__(self, feature_dim: int = 512) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(feature_dim, 1, kernel_size=1)
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return self.conv(feature_map)
 
 
 def load_torchvision_trunk(model: SimCLRResNet18, path: str | Path) -> None:

@@ -40,20 +40,22 @@ from dermai import distributed as dist_utils
 from dermai.augment import BatchAugmenter
 from dermai.config import AugmentConfig, RunConfig, run_config_from_dict, to_dict
 from dermai.data import (
+    DataError,
     Dataset,
     atomic_target,
     attach_splits,
     class_balanced_weights,
     load_dataset,
+    load_masks,
     load_pixels,
     manifest_checksum,
     write_json_atomic,
     write_manifest,
 )
 from dermai.inference import autocast_for, default_device, forward_pixels, malignant_probability, softmax_np
-from dermai.losses import check_focal_gamma, joint_loss, nt_xent, nt_xent_global
+from dermai.losses import check_focal_gamma, check_mask_weight, joint_loss, lesion_mask_loss, nt_xent, nt_xent_global
 from dermai.mixing import check_mixing, mix_views
-from dermai.model import SimCLRResNet18
+from dermai.model import LesionMaskHead, SimCLRResNet18
 from dermai.preprocess import eval_batch
 from dermai.serving import calibrate_run
 from dermai.weights import load_weights, save_weights
@@ -78,15 +80,19 @@ class TrainResult:
 
 
 class _Heads(nn.Module):
-    """One forward giving logits and projections, so DDP sees every parameter used in a step."""
+    """One forward giving logits, projections and (with a mask head) lesion-mask logits, so DDP sees every
+    parameter used in a step."""
 
-    def __init__(self, model: SimCLRResNet18) -> None:
+    def __init__(self, model: SimCLRResNet18, mask_head: LesionMaskHead | None = None) -> None:
         super().__init__()
         self.model = model
+        self.mask_head = mask_head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.model.features(x)
-        return self.model.classifier(feats), self.model.project(feats)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        fmap = self.model.feature_map(x)
+        feats = self.model.pool(fmap)
+        mask_logits = self.mask_head(fmap) if self.mask_head is not None else None
+        return self.model.classifier(feats), self.model.project(feats), mask_logits
 
 
 def cosine_factor(step: int, total: int, warmup: int) -> float:
@@ -221,6 +227,7 @@ class Trainer:
         try:
             check_mixing(tc.mixup_alpha, tc.cutmix_alpha)
             check_focal_gamma(tc.focal_gamma)
+            check_mask_weight(tc.mask_weight, tc.mixup_alpha, tc.cutmix_alpha)
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
         # Colour constancy chosen for fine-tuning is part of the model, so every later use of it sees it too.
@@ -295,6 +302,21 @@ class Trainer:
         self.labelled_idx = np.flatnonzero((meta["split"].to_numpy() == "train") & meta["labelled"].to_numpy())
         self.val_idx = np.flatnonzero(meta["split"].to_numpy() == "val")
         self.labels = meta["label"].to_numpy()
+        # The lesion-mask loss (fine-tuning only) reads every image's mask, cached beside the pixels.
+        self.masks: np.ndarray | None = None
+        self.mask_head: LesionMaskHead | None = None
+        if cfg.train.mask_weight > 0 and "finetune" in self.stages:
+            try:
+                self.masks = load_masks(dataset, cfg.train.image_size, cfg.data.cache_dir)
+            except DataError as exc:
+                raise TrainingError(f"mask_weight {cfg.train.mask_weight}: {exc}") from None
+            torch.manual_seed(cfg.train.seed)
+            self.mask_head = LesionMaskHead(cfg.model.feature_dim).to(self.device)
+        self.device_masks = (
+            torch.from_numpy(np.array(self.masks)).to(self.device)
+            if self.masks is not None and self.device.type == "cuda"
+            else None
+        )
         if self.dist.is_main and not self.resume:
             write_manifest(dataset, self.run_dir / "manifest.csv")
             write_json_atomic(
@@ -317,6 +339,8 @@ class Trainer:
         if self.resume:
             ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
             model.load_state_dict(ckpt["model"])
+            if self.mask_head is not None and "mask_head" in ckpt:
+                self.mask_head.load_state_dict(ckpt["mask_head"])
             start_stage = self.stages.index(ckpt["stage"])
             start_epoch, start_batch = ckpt["epoch"], ckpt["batch"]
             self.best_score = ckpt.get("best_score")
@@ -384,11 +408,13 @@ class Trainer:
         stage_id = STAGES.index(stage)
         aug_cfg = cfg.simclr_augment if stage == "pretrain" else cfg.augment
         augmenter = BatchAugmenter(aug_cfg, tc.image_size)
-        heads = _Heads(self.model)
+        mask_head = self.mask_head if stage == "finetune" else None
+        heads = _Heads(self.model, mask_head)
         net: nn.Module = heads
         if self.dist.enabled:
             net = DistributedDataParallel(heads)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        params = [*self.model.parameters(), *(mask_head.parameters() if mask_head is not None else [])]
+        optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
         if resume_state is not None and "optimizer" in resume_state:
             optimizer.load_state_dict(resume_state["optimizer"])
         class_weights = None
@@ -530,7 +556,15 @@ class Trainer:
             pixels = self.device_pixels[torch.from_numpy(idx).to(self.device)]
         else:
             pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
-        views = torch.cat([augmenter(pixels, gen), augmenter(pixels, gen)]).to(self.device)
+        masks = None
+        if stage == "finetune" and self.masks is not None:
+            if self.device_masks is not None:
+                masks = self.device_masks[torch.from_numpy(idx).to(self.device)]
+            else:
+                masks = torch.from_numpy(np.ascontiguousarray(self.masks[idx]))
+        view_a, mask_a = augmenter.with_masks(pixels, masks, gen)
+        view_b, mask_b = augmenter.with_masks(pixels, masks, gen)
+        views = torch.cat([view_a, view_b]).to(self.device)
         n = len(idx)
         labels = torch.from_numpy(self.labels[idx]).to(self.device)
         targets: torch.Tensor = labels
@@ -540,7 +574,7 @@ class Trainer:
         views = views.contiguous(memory_format=torch.channels_last)
         net.train()
         with autocast_for(self.device, tc.precision):
-            logits, z = net(views)
+            logits, z, mask_logits = net(views)
         z_a, z_b = z[:n], z[n:]
         if self.dist.enabled:
             all_a = dist_utils.gather_with_grad(z_a.float().contiguous(), self.dist)
@@ -562,6 +596,10 @@ class Trainer:
                 tc.label_smoothing,
                 tc.focal_gamma,
             )
+            if mask_logits is not None and mask_a is not None and mask_b is not None:
+                seg = lesion_mask_loss(mask_logits, torch.cat([mask_a, mask_b]).to(self.device))
+                loss = loss + tc.mask_weight * seg
+                record["mask_loss"] = float(seg.detach())
             pred = logits.float().argmax(1)
             record.update(
                 ce=float(ce.detach()),
@@ -621,6 +659,7 @@ class Trainer:
                 "best_score": self.best_score,
                 "bad_epochs": self.bad_epochs,
                 **({"swa_model": self.swa.state_dict()} if self.swa is not None else {}),
+                **({"mask_head": self.mask_head.state_dict()} if self.mask_head is not None else {}),
             },
             self.checkpoint_path,
         )

@@ -48,6 +48,16 @@ with st.form("train_form"):
             help="Fine-tuning scales each image's cross-entropy by (1 − p)^γ, p the probability of its label: "
             "images already learnt count less, the hard ones more",
         )
+        mask_weight = e2.number_input(
+            "Lesion-mask loss weight (0 = off)",
+            0.0,
+            10.0,
+            d.mask_weight,
+            0.1,
+            help="Fine-tuning also learns where the lesion is, from the dataset's lesion masks "
+            "(<data>/masks/<image_id>_segmentation.png, as HAM10000 has): a training-only head on the last "
+            "feature map, not part of the saved model",
+        )
         mixup_alpha = e2.number_input(
             "MixUp α (0 = off)",
             0.0,
@@ -129,6 +139,7 @@ if start:
         "warmup_epochs": warmup_epochs,
         "label_smoothing": label_smoothing,
         "focal_gamma": focal_gamma,
+        "mask_weight": mask_weight,
         "mixup_alpha": mixup_alpha,
         "cutmix_alpha": cutmix_alpha,
         "swa_epochs": swa_epochs,

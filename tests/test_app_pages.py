@@ -324,6 +324,16 @@ def test_training_page_offers_finished_runs_and_refuses_leaky_starts(app_env: Pa
     assert any("Not started" in e.value and "another split (seed 0, this run 1)" in e.value for e in at.error)
     assert jobs.current_job(runs) is None
 
+    # The lesion-mask loss beside CutMix is refused on the page, before any process starts.
+    at.selectbox(key="start_from").set_value("random initialisation")
+    for label, value in (("Lesion-mask loss weight (0 = off)", 0.5), ("CutMix α (0 = off)", 1.0)):
+        next(w for w in at.number_input if w.label == label).set_value(value)
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert_clean(at)
+    assert any("Not started: mask_weight cannot be combined with MixUp or CutMix" in e.value for e in at.error)
+    assert jobs.current_job(runs) is None
+
     at.multiselect(key="ensemble_members").set_value([tiny])
     next(b for b in at.button if b.label == "Build ensemble").click()
     at.run()
