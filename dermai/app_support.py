@@ -201,9 +201,16 @@ def mask_overlay(image_path: str | os.PathLike[str], mask: str | os.PathLike[str
     tint = np.array([0.0, 255.0, 0.0], dtype=np.float32)
     out = rgb.copy()
     out[binary] = (1 - alpha) * rgb[binary] + alpha * tint
-    edge = binary ^ _erode(binary)
-    out[edge] = tint
-    return out.clip(0, 255).astype(np.uint8)
+    return outline_mask(out.clip(0, 255).astype(np.uint8), binary)
+
+
+def outline_mask(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy of uint8 (H, W, 3) pixels with the boundary of a boolean (H, W) mask drawn in green."""
+    if mask.shape != pixels.shape[:2]:
+        raise ValueError(f"mask {mask.shape} does not match the image {pixels.shape[:2]}")
+    out = np.array(pixels, dtype=np.uint8, copy=True)
+    out[mask ^ _erode(mask)] = (0, 255, 0)
+    return out
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

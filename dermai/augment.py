@@ -359,6 +359,16 @@ def preview_pairs(
     return [(before, aug) for before, aug in zip(pixels, after, strict=True)]
 
 
+def preview_masks(pixels: np.ndarray, masks: np.ndarray, cfg: AugmentConfig, out_size: int, seed: int) -> np.ndarray:
+    """Lesion masks uint8 (B, H, W) warped as `preview_pairs` with the same seed warps their images: boolean
+    (B, out, out), what the lesion-mask loss (`--mask-weight`) asks the model to find in each augmented image."""
+    augmenter = BatchAugmenter(cfg, out_size)
+    generator = torch.Generator().manual_seed(seed)
+    _, warped = augmenter.with_masks(torch.tensor(pixels), torch.tensor(masks), generator)
+    assert warped is not None
+    return (warped[:, 0] >= 0.5).numpy()
+
+
 def preview_simclr_pairs(
     pixels: np.ndarray, cfg: AugmentConfig, out_size: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from dermai.app_support import TRAIN_AUGMENT_KEYS
-from dermai.augment import preview_pairs, preview_simclr_pairs
+from dermai.app_support import TRAIN_AUGMENT_KEYS, outline_mask
+from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
-from dermai.data import decode_image
+from dermai.data import decode_image, decode_mask, lesion_mask_file
 from dermai.intake import read_image
 from dermai.preprocess import resize_square
 from dermai.worklist import UPLOAD_TYPES
@@ -82,6 +82,7 @@ def preview() -> None:
     source = left.radio("Images", ["From the data folder", "Upload one"], horizontal=True, key="aug_source")
     size = right.select_slider("Output size (px)", [64, 96, 128, 160, 224], value=128, key="aug_size")
     pixels: np.ndarray | None = None
+    masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
     if source == "Upload one":
         upload = st.file_uploader("Image", type=UPLOAD_TYPES, key="aug_upload")
         if upload is not None:
@@ -110,6 +111,15 @@ def preview() -> None:
                 st.stop()
         with plain_errors("Cannot read the images"):
             pixels = np.stack([decode_image(p, size) for p in chosen["path"]])
+        mask_files = [lesion_mask_file(root, i) for i in chosen["image_id"]]
+        if all(f.exists() for f in mask_files) and st.checkbox(
+            "Outline the lesion masks",
+            key="aug_masks",
+            help="Each augmented image with its lesion mask, given the same crop, flips and rotation: what the "
+            "lesion-mask loss (Training page) asks the model to find",
+        ):
+            with plain_errors("Cannot read the lesion masks"):
+                masks = np.stack([decode_mask(str(f), size) for f in mask_files])
 
     if st.button("Reseed", help="Draw new random augmentations"):
         state["aug_seed"] += 1
@@ -121,9 +131,13 @@ def preview() -> None:
         st.stop()
     with plain_errors("Invalid augmentation settings"):
         pairs = preview_pairs(pixels, cfg, size, seed)
+        after, caption = [p[1] for p in pairs], "augmented"
+        if masks is not None:
+            warped = preview_masks(pixels, masks, cfg, size, seed)
+            after, caption = [outline_mask(a, m) for a, m in zip(after, warped, strict=True)], "augmented + mask"
         st.subheader("Before / after")
         st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=size)
-        st.image([p[1] for p in pairs], caption=["augmented"] * len(pairs), width=size)
+        st.image(after, caption=[caption] * len(pairs), width=size)
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above

@@ -191,6 +191,17 @@ def test_augmentation_preset_and_reseed(app_env: Path) -> None:
     assert len(at.image) == 4 and [img.proto.imgs[0].url for img in at.image] != first
 
 
+def test_augmentation_lab_outlines_the_lesion_masks(app_env: Path) -> None:
+    at = page("augmentation").run()
+    assert at.image[1].captions == ["augmented"] * 4
+    before = [img.url for img in at.image[1].proto.imgs]
+    at.checkbox(key="aug_masks").set_value(True)
+    at.run()
+    assert_clean(at)
+    assert at.image[1].captions == ["augmented + mask"] * 4
+    assert [img.url for img in at.image[1].proto.imgs] != before
+
+
 def test_augmentation_settings_are_sent_to_training(app_env: Path) -> None:
     at = page("augmentation").run()
     at.slider(key="aug_paper_hair_p").set_value(0.3)

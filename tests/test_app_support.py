@@ -99,6 +99,19 @@ def test_mask_overlay_tints_the_lesion(tmp_path: Path) -> None:
         app_support.mask_overlay(tmp_path / "missing.jpg", tmp_path / "m.png")
 
 
+def test_outline_mask_draws_only_the_boundary_in_green() -> None:
+    pixels = np.full((10, 12, 3), 50, np.uint8)
+    mask = np.zeros((10, 12), bool)
+    mask[2:8, 3:9] = True
+    out = app_support.outline_mask(pixels, mask)
+    green = (out == (0, 255, 0)).all(axis=-1)
+    assert green[2, 3:9].all() and green[7, 3:9].all() and green[2:8, 3].all() and green[2:8, 8].all()
+    assert not green[3:7, 4:8].any() and not green[~mask].any()  # inside and outside untouched
+    assert (pixels == 50).all()  # a copy
+    with pytest.raises(ValueError, match="does not match"):
+        app_support.outline_mask(pixels, mask[:5])
+
+
 def test_browse_dataset_small_folder_gets_split_all(tmp_path: Path) -> None:
     make_folder(tmp_path, ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
     data = app_support.browse_dataset(tmp_path)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from dermai import jobs
-from dermai.augment import BatchAugmenter
+from dermai.augment import BatchAugmenter, preview_masks, preview_pairs
 from dermai.cli import _run_config, build_parser
 from dermai.config import AugmentConfig
 from dermai.data import DataError, load_dataset, load_masks
@@ -141,3 +141,20 @@ def test_missing_masks_and_mixing_are_refused_before_training(tmp_path: Path) ->
         jobs.start_job("finetune", {"mask_weight": 1.0, "cutmix_alpha": 1.0}, tmp_path / "runs")
     command = jobs.build_command("finetune", tmp_path / "r", {"mask_weight": 0.5})
     assert command[command.index("--mask-weight") + 1] == "0.5"
+
+
+def test_the_preview_outlines_each_mask_where_its_augmented_image_shows_it() -> None:
+    rng = np.random.default_rng(3)
+    masks = np.zeros((3, 40, 40), np.uint8)
+    for k in range(3):
+        top, left = rng.integers(0, 20, 2)
+        masks[k, top : top + 15, left : left + 15] = 255
+    pixels = np.repeat(masks[..., None], 3, axis=-1)  # images that are their masks, in grey
+    cfg = AugmentConfig(
+        rotation_degrees=90.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, mean=(0, 0, 0), std=(1, 1, 1)
+    )
+    after = np.stack([a for _, a in preview_pairs(pixels, cfg, 24, seed=5)])
+    warped = preview_masks(pixels, masks, cfg, 24, seed=5)
+    assert warped.shape == (3, 24, 24) and warped.dtype == bool and warped.any()
+    assert np.mean(warped != (after[..., 0] >= 128)) < 0.01  # only rounding at the boundary may differ
+    assert not np.array_equal(warped, preview_masks(pixels, masks, cfg, 24, seed=6))
