@@ -76,6 +76,12 @@ def simclr_augment_config() -> AugmentConfig:
     )
 
 
+def check_off_or_positive(name: str, value: float) -> None:
+    """Refuse a loss or mixing strength that is negative, NaN or infinite, naming the setting (0 = off)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a number ≥ 0 (0 = off), got {value!r}")
+
+
 def check_augment(cfg: AugmentConfig) -> AugmentConfig:
     """Refuse settings the augmenter cannot apply, naming the field (probabilities outside [0, 1], a range
     whose low end is above its high end, …); returns `cfg` unchanged."""

@@ -5,10 +5,10 @@ The paper's code fed one view per image, so each sample had no positive: this on
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from dermai.config import check_off_or_positive
 
 
 def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -57,8 +57,7 @@ def nt_xent_global(
 
 def check_focal_gamma(gamma: float) -> None:
     """Refuse a focal γ the loss cannot use (negative, NaN or infinite), naming the setting (0 = off)."""
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"focal_gamma must be a number ≥ 0 (0 = off), got {gamma!r}")
+    check_off_or_positive("focal_gamma", gamma)
 
 
 def focal_cross_entropy(
@@ -97,8 +96,7 @@ def focal_cross_entropy(
 def check_mask_weight(weight: float, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> None:
     """Refuse a lesion-mask loss weight that is negative, NaN or infinite, naming the setting (0 = off), or
     one set beside MixUp or CutMix (a mixed image has no one mask)."""
-    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"mask_weight must be a number ≥ 0 (0 = off), got {weight!r}")
+    check_off_or_positive("mask_weight", weight)
     if weight > 0 and (mixup_alpha > 0 or cutmix_alpha > 0):
         raise ValueError("mask_weight cannot be combined with MixUp or CutMix (a mixed image has no one mask)")
 

@@ -24,12 +24,13 @@ import math
 import numpy as np
 import torch
 
+from dermai.config import check_off_or_positive
+
 
 def check_mixing(mixup_alpha: float, cutmix_alpha: float) -> None:
     """Refuse α values Beta(α, α) cannot use, naming the setting (0 turns a method off)."""
-    for name, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a number ≥ 0 (0 = off), got {value!r}")
+    check_off_or_positive("mixup_alpha", mixup_alpha)
+    check_off_or_positive("cutmix_alpha", cutmix_alpha)
 
 
 def _beta(alpha: float, gen: torch.Generator) -> float:

@@ -552,16 +552,10 @@ class Trainer:
         class_weights: torch.Tensor | None,
     ) -> dict[str, Any]:
         tc = self.cfg.train
-        if self.device_pixels is not None:
-            pixels = self.device_pixels[torch.from_numpy(idx).to(self.device)]
-        else:
-            pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
+        pixels = self._rows(self.pixels, self.device_pixels, idx)
         masks = None
         if stage == "finetune" and self.masks is not None:
-            if self.device_masks is not None:
-                masks = self.device_masks[torch.from_numpy(idx).to(self.device)]
-            else:
-                masks = torch.from_numpy(np.ascontiguousarray(self.masks[idx]))
+            masks = self._rows(self.masks, self.device_masks, idx)
         view_a, mask_a = augmenter.with_masks(pixels, masks, gen)
         view_b, mask_b = augmenter.with_masks(pixels, masks, gen)
         views = torch.cat([view_a, view_b]).to(self.device)
@@ -612,6 +606,12 @@ class Trainer:
         optimizer.step()
         record["loss"] = float(loss.detach())
         return record
+
+    def _rows(self, cached: np.ndarray, on_device: torch.Tensor | None, idx: np.ndarray) -> torch.Tensor:
+        """A batch's rows of a uint8 cache: from its copy on the GPU when there is one, else from the memmap."""
+        if on_device is not None:
+            return on_device[torch.from_numpy(idx).to(self.device)]
+        return torch.from_numpy(np.ascontiguousarray(cached[idx]))
 
     def _validate(self, model: nn.Module | None = None) -> dict[str, float]:
         """Validation AUROC (malignant vs benign), accuracy and balanced accuracy, on un-augmented images

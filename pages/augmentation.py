@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from dermai.app_support import TRAIN_AUGMENT_KEYS, outline_mask
+from dermai.app_support import TRAIN_AUGMENT_KEYS, mask_path, outline_mask
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
-from dermai.data import decode_image, decode_mask, lesion_mask_file
+from dermai.data import decode_image, decode_mask
 from dermai.intake import read_image
 from dermai.preprocess import resize_square
 from dermai.worklist import UPLOAD_TYPES
@@ -111,8 +111,8 @@ def preview() -> None:
                 st.stop()
         with plain_errors("Cannot read the images"):
             pixels = np.stack([decode_image(p, size) for p in chosen["path"]])
-        mask_files = [lesion_mask_file(root, i) for i in chosen["image_id"]]
-        if all(f.exists() for f in mask_files) and st.checkbox(
+        mask_files = [mask_path(root, i) for i in chosen["image_id"]]
+        if all(f is not None for f in mask_files) and st.checkbox(
             "Outline the lesion masks",
             key="aug_masks",
             help="Each augmented image with its lesion mask, given the same crop, flips and rotation: what the "
