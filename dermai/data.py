@@ -216,14 +216,51 @@ def load_dataset(root: str | os.PathLike[str] | None = None) -> Dataset:
         meta["dx"] = None
         meta["label"] = meta["malignant"].astype(int)
 
-    if meta["patient_id"].notna().all():
-        meta["group"], group_key = meta["patient_id"], "patient_id"
-    elif meta["lesion_id"].notna().all():
-        meta["group"], group_key = meta["lesion_id"], "lesion_id"
-    else:
-        meta["group"], group_key = meta["image_id"], "image_id"
+    meta["group"], group_key = split_groups(meta)
     meta.attrs["group_key"] = group_key
     return Dataset(data_root, meta, classes, "multiclass" if multiclass else "binary", csv_path)
+
+
+def split_groups(meta: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Each row's split group and what it is: the patient, else the lesion, else the image itself.
+
+    When the ids are only partly filled in, rows that share a patient or a lesion id are joined (connected
+    components), so one blank cell cannot put two views of a lesion, or one patient's lesions, on two sides.
+    Each joined group is named by its first row's patient, else lesion, else image id.
+    """
+    patient, lesion = meta["patient_id"], meta["lesion_id"]
+    if patient.notna().all():
+        return patient, "patient_id"
+    if patient.isna().all() and lesion.notna().all():
+        return lesion, "lesion_id"
+    if patient.isna().all() and lesion.isna().all():
+        return meta["image_id"], "image_id"
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    def given(ids: pd.Series) -> list[str | None]:
+        return [str(v) if pd.notna(v) else None for v in ids]
+
+    rows = list(zip(meta["image_id"], given(patient), given(lesion), strict=True))
+    for image_id, patient_id, lesion_id in rows:
+        for other in (f"P:{patient_id}" if patient_id else None, f"L:{lesion_id}" if lesion_id else None):
+            if other is not None:
+                parent[root(f"I:{image_id}")] = root(other)
+    names: dict[str, str] = {}
+    groups = []
+    for image_id, patient_id, lesion_id in rows:
+        component = root(f"I:{image_id}")
+        groups.append(names.setdefault(component, patient_id or lesion_id or image_id))
+    used = [name for name, ids in (("patient_id", patient), ("lesion_id", lesion)) if ids.notna().any()]
+    if (patient.isna() & lesion.isna()).any():
+        used.append("image_id")
+    return pd.Series(groups, index=meta.index, dtype=object), ", else ".join(used)
 
 
 # --------------------------------------------------------------------------------------------- splits

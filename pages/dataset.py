@@ -69,6 +69,7 @@ siblings = meta[(meta["group"] == row["group"]) & (meta["image_id"] != image_id)
 if len(siblings):
     # Grouped splits keep these on one side: no model trains on one view of a lesion and is tested on another.
     where = ", ".join(sorted({*siblings["split"], row["split"]}))
-    unit = data.group_key.removesuffix("_id")
+    key = data.group_key
+    unit = "patient" if key == "patient_id" else "lesion" if key.startswith("lesion_id") else "patient or lesion"
     st.caption(f"{len(siblings)} other image(s) of this {unit} (split: {where})")
     st.image(list(siblings["path"]), caption=list(siblings["image_id"]), width=150)

@@ -111,6 +111,26 @@ def test_plain_csv_with_benign_malignant(tmp_path: Path) -> None:
     assert ds.meta["malignant"].sum() == 6
 
 
+def test_partly_filled_ids_still_keep_lesions_and_patients_on_one_side(tmp_path: Path) -> None:
+    # One blank lesion id used to drop lesion grouping for every row (7 of 10 lesions then spanned sides).
+    rows = ham_rows(4, 3)
+    rows[0]["lesion_id"] = ""
+    ds = data.attach_splits(data.load_dataset(make_folder(tmp_path / "lesions", rows)), seed=0)
+    assert ds.group_key == "lesion_id, else image_id"
+    assert ds.meta.groupby("lesion_id")["split"].nunique().max() == 1
+    assert ds.meta.loc[0, "group"] == "I_akiec_0_0"  # the image without a lesion is its own group
+    # Patient ids on some rows only: a lesion seen on a row with a patient id joins that patient's group.
+    rows = ham_rows(8, 3)
+    for i, row in enumerate(rows):
+        row["patient_id"] = f"P{i // 6}" if i % 3 == 0 else ""
+    ds = data.attach_splits(data.load_dataset(make_folder(tmp_path / "mixed", rows)), seed=0)
+    assert ds.group_key == "patient_id, else lesion_id"
+    meta = ds.meta
+    assert meta.groupby("lesion_id")["split"].nunique().max() == 1
+    assert meta.dropna(subset=["patient_id"]).groupby("patient_id")["split"].nunique().max() == 1
+    assert set(meta["group"]) == {f"P{k}" for k in range(28)}  # each patient: two lesions of three images
+
+
 def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_root = make_folder(tmp_path / "env", ham_rows(1, 1))
     monkeypatch.setenv("DERMAI_DATA", str(env_root))
