@@ -52,7 +52,11 @@ def brier_score(y_true: np.ndarray, p: np.ndarray) -> float:
     p = np.asarray(p, dtype=float)
     if p.ndim == 1:
         return float(brier_score_loss(y_true, p, pos_label=1))
-    return float(brier_score_loss(y_true, p, labels=list(range(p.shape[1]))))
+    # Computed here rather than by sklearn, whose (N, 2) case returns the one-column (binary) score instead.
+    labels = np.asarray(y_true).ravel().astype(int)
+    if p.ndim != 2 or len(labels) != len(p) or labels.min(initial=0) < 0 or labels.max(initial=0) >= p.shape[1]:
+        raise ValueError(f"brier_score needs (N, K) probabilities and N labels in [0, K), got {p.shape}")
+    return float(np.mean(np.sum((p - np.eye(p.shape[1])[labels]) ** 2, axis=1)))
 
 
 def reliability_bins(y_true: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, Any]]:

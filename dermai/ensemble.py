@@ -56,6 +56,7 @@ PER_MODEL_FIELDS = (
     "not_shipped",
     "recipe",
     "ensemble",
+    "context",
 )
 
 
@@ -223,7 +224,7 @@ def unpack_members(item: Any) -> list[Any]:
     fields = item.meta.get("model") or {}
     sizes = fields.get("member_image_sizes") or [item.meta["image_size"]] * len(item.model.members)
     records = item.meta.get("ensemble") or [{}] * len(item.model.members)
-    shared = {k: v for k, v in item.meta.items() if k not in PER_MODEL_FIELDS and k != "context"}
+    shared = {k: v for k, v in item.meta.items() if k not in PER_MODEL_FIELDS}
     base_fields = {
         k: v for k, v in fields.items() if k not in ("members", "member_image_sizes", "member_color_constancy")
     }

@@ -117,4 +117,4 @@ def malignant_probability(probs: np.ndarray, classes: Sequence[str]) -> np.ndarr
     """p_malignant: the summed probability of mel, bcc and akiec, or a binary model's 'malignant'."""
     malignant = {"mel", "bcc", "akiec", "malignant"}
     columns = [i for i, name in enumerate(classes) if name in malignant]
-    return probs[:, columns].sum(axis=1)
+    return np.clip(probs[:, columns].sum(axis=1), 0.0, 1.0)  # a sum of three may round past 1

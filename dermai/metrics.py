@@ -82,9 +82,18 @@ def _operating_table(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return thr, sens, spec
 
 
+def check_fraction(name: str, target: float) -> float:
+    """A sensitivity or specificity target as a fraction in (0, 1]: 95 (a percentage) would leave no
+    cut-off to choose from, and 0 would refer nobody."""
+    if not 0 < target <= 1:
+        raise ValueError(f"{name} must be a fraction in (0, 1], e.g. 0.95; got {target}")
+    return float(target)
+
+
 def threshold_for_sensitivity(y_true: np.ndarray, p: np.ndarray, target: float) -> float:
     """The largest cut-off whose sensitivity on these data is >= target: the most specific rule that
     still catches the required share of malignant lesions."""
+    check_fraction("sensitivity target", target)
     y, s = _binary_inputs(y_true, p)
     _both_classes(y)
     thr, sens, _ = _operating_table(y, s)
@@ -94,6 +103,7 @@ def threshold_for_sensitivity(y_true: np.ndarray, p: np.ndarray, target: float) 
 def threshold_for_specificity(y_true: np.ndarray, p: np.ndarray, target: float) -> float:
     """The smallest cut-off whose specificity on these data is >= target: the most sensitive rule that
     keeps false alarms among benign lesions within budget."""
+    check_fraction("specificity target", target)
     y, s = _binary_inputs(y_true, p)
     _both_classes(y)
     thr, _, spec = _operating_table(y, s)
@@ -288,6 +298,8 @@ def choose_operating_points(
     """Triage cut-offs from the validation split: "refer" catches >= refer_sensitivity of malignant lesions,
     "urgent" keeps specificity >= urgent_specificity. Returns each with its achieved figures on these data
     (to be re-checked on the test split, never re-tuned there)."""
+    check_fraction("refer sensitivity", refer_sensitivity)
+    check_fraction("urgent specificity", urgent_specificity)
     y, s = _binary_inputs(y_true, p)
     points = {
         "refer": (threshold_for_sensitivity(y, s, refer_sensitivity), refer_sensitivity),

@@ -21,6 +21,7 @@ from dermai import calibration, metrics
 from dermai.data import write_json_atomic
 from dermai.evaluate import score, weights_dataset
 from dermai.inference import calibrated_probs, malignant_probability, softmax_np
+from dermai.ood import MIN_PERCENTILE, fit_ood
 from dermai.weights import FORMAT, load_weights, save_weights
 
 MAX_OOD_TRAIN_IMAGES = 3000
@@ -42,7 +43,14 @@ def fit_serving(
     tta: bool = False,
 ) -> dict[str, Any]:
     """Fit temperature, operating points and OOD statistics on the weights' validation split (OOD reference
-    from ≤ 3000 seeded training images) and re-save the weights in place; returns what was stored."""
+    from ≤ 3000 seeded training images) and re-save the weights in place; returns what was stored.
+
+    A patient-context model stored before is refitted too: its cut-offs and logits (TTA or not) follow the
+    image model's, so keeping the old block would tier context predictions by the old settings."""
+    metrics.check_fraction("refer sensitivity", refer_sensitivity)  # before minutes of scoring, not after
+    metrics.check_fraction("urgent specificity", urgent_specificity)
+    if not MIN_PERCENTILE <= ood_percentile <= 100:
+        raise ValueError(f"OOD percentile must lie in [{MIN_PERCENTILE:g}, 100] (e.g. 99), got {ood_percentile}")
     loaded = load_weights(weights_path)
     dataset = weights_dataset(loaded.meta, data_dir, manifest)
     rows = dataset.meta
@@ -70,7 +78,8 @@ def fit_serving(
         "n_val": len(val),
     }
 
-    meta = {k: v for k, v in loaded.meta.items() if k != "format"}
+    meta = {k: v for k, v in loaded.meta.items() if k not in ("format", "context")}
+    had_context = "context" in loaded.meta
     meta.update(
         temperature=temperature,
         log_prior=log_prior,
@@ -79,18 +88,13 @@ def fit_serving(
         serving={"fitted_on": "val", "tta": tta, "manifest_sha256": meta["manifest_sha256"], "n_val": len(val)},
     )
     extra: dict[str, torch.Tensor] = dict(loaded.extra)
-    try:
-        from dermai.ood import fit_ood
-    except ImportError as exc:
-        meta["serving"]["ood_skipped"] = f"dermai.ood is not available ({exc})"
-    else:
-        _, train_features = score(loaded, train["path"], tta=tta, with_features=True)
-        stats = fit_ood(train_features, val_features, percentile=ood_percentile)
-        meta["ood"] = stats.to_meta()
-        meta["serving"]["n_train_ood"] = len(train)
-        extra.update(stats.to_tensors())
+    _, train_features = score(loaded, train["path"], tta=tta, with_features=True)
+    stats = fit_ood(train_features, val_features, percentile=ood_percentile)
+    meta["ood"] = stats.to_meta()
+    meta["serving"]["n_train_ood"] = len(train)
+    extra.update(stats.to_tensors())
     save_weights(loaded.model, loaded.path, meta, extra=extra, half=_stored_half(loaded.path))
-    return {
+    fitted = {
         "weights": str(loaded.path),
         "temperature": temperature,
         "operating_points": points,
@@ -98,6 +102,9 @@ def fit_serving(
         "val_metrics": val_metrics,
         "serving": meta["serving"],
     }
+    if had_context:
+        fitted["context"] = fit_context_if_possible(loaded.path, data_dir, manifest)
+    return fitted
 
 
 def training_log_prior(meta: dict[str, Any], train: Any, n_classes: int) -> list[float] | None:

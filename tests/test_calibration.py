@@ -81,6 +81,10 @@ def test_brier_binary_and_multiclass():
     labels = rng.integers(0, 3, size=200)  # class 3 never occurs
     expected = np.mean(np.sum((probs - np.eye(4)[labels]) ** 2, axis=1))
     assert brier_score(labels, probs) == pytest.approx(expected)
+    two = np.stack([1 - p, p], axis=1)  # a binary model's (N, 2) probabilities: summed, twice the 1-D score
+    assert brier_score(y, two) == pytest.approx(2 * brier_score(y, p))
+    with pytest.raises(ValueError, match="labels in"):
+        brier_score(np.full(200, 4), probs)
 
 
 def _calibrated_logits(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

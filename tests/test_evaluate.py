@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
+from dermai import calibration
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.data import DIAGNOSES, read_manifest
 from dermai.evaluate import EvaluationError, compare_weights, evaluate
+from dermai.inference import malignant_probability, softmax_np
 from dermai.predict import Predictor
 from dermai.serving import fit_serving
 from dermai.train import train
@@ -246,3 +248,13 @@ def test_precision_reaches_the_model(weights: Path, tmp_path: Path, monkeypatch:
     np.testing.assert_array_equal(fp32["p_malignant"].to_numpy(), again["p_malignant"].to_numpy())
     difference = np.abs(fp32["p_malignant"].to_numpy() - bf16["p_malignant"].to_numpy())
     assert 0 < difference.max() < 0.1
+
+
+def test_malignant_probability_never_rounds_past_one() -> None:
+    # Summed in float64 these three softmax columns give 1.0000000000000002, which ECE and Brier refuse.
+    logits = np.array([[-0.2887665059953775, 0.08347535610700986, -38, -38, -0.8496059556101431, -38, -38]])
+    probs = softmax_np(logits)
+    p_mal = malignant_probability(probs, ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"))
+    assert probs[:, [0, 1, 4]].sum(axis=1)[0] > 1.0  # the unclipped sum
+    assert p_mal[0] == 1.0
+    assert calibration.expected_calibration_error(np.array([1]), p_mal) == 0.0

@@ -178,6 +178,18 @@ def test_choose_operating_points_and_tiers():
     assert json.loads(json.dumps(ops)) == ops
 
 
+def test_operating_point_targets_must_be_fractions():
+    # 95 (a percentage) once failed inside numpy with "zero-size array"; 0 would refer nobody.
+    y, p = _binary_data(seed=2)
+    with pytest.raises(ValueError, match=r"refer sensitivity must be a fraction in \(0, 1\], e.g. 0.95; got 95"):
+        choose_operating_points(y, p, refer_sensitivity=95)
+    with pytest.raises(ValueError, match="urgent specificity"):
+        choose_operating_points(y, p, urgent_specificity=0.0)
+    with pytest.raises(ValueError, match="sensitivity target"):
+        threshold_for_sensitivity(y, p, 1.5)
+    assert choose_operating_points(y, p, refer_sensitivity=1.0)["refer"]["sensitivity"] == 1.0
+
+
 def test_assign_tier_boundaries():
     ops = {"refer": {"threshold": 0.2}, "urgent": {"threshold": 0.6}}
     assert assign_tier(0.0, ops) == "routine"

@@ -51,8 +51,9 @@ def test_threshold_follows_percentile_and_shrinkage_handles_few_samples() -> Non
     assert np.isfinite(low.precision).all()
     assert low.threshold < high.threshold
     assert np.mean(ood_scores(val, low) <= low.threshold) == pytest.approx(0.5, abs=0.01)
-    with pytest.raises(ValueError, match="percentile"):
-        fit_ood(train, val, percentile=0.0)
+    for fraction in (0.0, 0.99):  # 0.99 is a fraction, not a percentile: it would flag ~99% of lesions
+        with pytest.raises(ValueError, match="not a fraction"):
+            fit_ood(train, val, percentile=fraction)
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         ood_scores(np.zeros(D), low)
 

@@ -164,3 +164,33 @@ def test_fit_context_needs_calibrated_weights(fitted: tuple, tmp_path: Path) -> 
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="calibrate these weights first"):
         fit_context(tmp_path / "model.safetensors")
+
+
+def test_recalibrating_refits_the_context_model_with_the_new_targets(fitted: tuple, tmp_path: Path) -> None:
+    """A context block kept from before would tier context predictions by the old cut-offs."""
+    source = fitted[0]
+    for name in ("model.safetensors", "model.json", "manifest.csv"):
+        shutil.copy(source.parent / name, tmp_path / name)
+    weights = tmp_path / "model.safetensors"
+    assert load_weights(weights).meta["context"]["operating_points"]["refer"]["target"] == 0.95
+    answer = fit_serving(weights, manifest=tmp_path / "manifest.csv", refer_sensitivity=0.98)
+    assert answer["context"]["status"] == "fitted"
+    block = load_weights(weights).meta["context"]
+    assert block["operating_points"]["refer"]["target"] == 0.98
+    assert block["operating_points"]["refer"]["sensitivity"] >= 0.98
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"refer_sensitivity": 95}, r"refer sensitivity must be a fraction in \(0, 1\]"),
+        ({"urgent_specificity": 0}, "urgent specificity must be a fraction"),
+        ({"ood_percentile": 0.99}, r"OOD percentile must lie in \[50, 100\]"),
+    ],
+)
+def test_bad_targets_are_refused_before_any_scoring(fitted: tuple, setting: dict, message: str) -> None:
+    source = fitted[0]
+    before = source.with_suffix(".json").read_bytes()
+    with pytest.raises(ValueError, match=message):
+        fit_serving(source, **setting)
+    assert source.with_suffix(".json").read_bytes() == before
