@@ -5,6 +5,8 @@ exclusively so two sessions cannot both start a job. Everything the app shows ab
 file and the run folder (metrics.jsonl, job.log), never from a browser session, so a reloaded page still
 sees the job. A lock whose process has gone is stale and is cleared on the next read. Stop writes the run's
 STOP file: the trainer ends cleanly after the current step with a checkpoint, and Resume continues from it.
+Each trainer also holds its run folder's own OS lock (`train.run_lock`) while it lives, wherever it was started
+(here or the command line): while it is held the run reads as running and is neither started nor resumed again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,12 +31,14 @@ from dermai.config import DataConfig, to_dict
 from dermai.data import write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta
 from dermai.losses import check_mask_weight
-from dermai.train import STOP_FILE, read_metrics, split_mismatch
+from dermai.train import STOP_FILE, read_metrics, run_lock_holder, split_mismatch
 from dermai.weights import WeightsError, read_meta
 
 LOCK_NAME = ".job.json"
 LOG_NAME = "job.log"
-EXTERNAL_QUIET_S = 300  # a run with no end record, written to this recently, counts as running elsewhere
+EXTERNAL_QUIET_S = 300  # no end record, no lock held, written this recently: a trainer without the lock (older)
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one plain folder name: no "..", no "/", not hidden
+RUN_NAME_MAX = 100
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGE_COMMANDS: dict[str, str] = {"both": "train", "pretrain": "pretrain", "finetune": "finetune"}
 # Form field → CLI flag; None values are left out so the CLI's defaults (the paper's) apply.
@@ -217,6 +222,9 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
     os.close(fd)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A STOP left from an earlier run would end this one at its first step; one written from now on is
+        # honoured (the trainer no longer clears it when it starts).
+        (run_dir / STOP_FILE).unlink(missing_ok=True)
         with open(run_dir / LOG_NAME, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -240,9 +248,8 @@ def start_job(
 ) -> Job:
     """Start a training run in a new folder under the runs folder (refused while another job runs)."""
     root = runs_dir(runs)
+    run_dir = _new_run_dir(root, name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}", "run name")
     _refuse_if_running(root)
-    name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}"
-    run_dir = _new_run_dir(root, name)
     try:  # what the trainer would refuse, refused here before a process starts
         check_mask_weight(
             float(options.get("mask_weight") or 0),
@@ -268,6 +275,8 @@ def start_ensemble_job(
     so a mismatch is refused with a message naming the file before any process starts (`ensemble_meta`, the
     check the ensemble command itself makes). `image_sizes`: each member's input size (default: its own)."""
     root = runs_dir(runs)
+    if name:
+        check_run_name(name, "ensemble name")
     _refuse_if_running(root)
     if len(members) < 2:
         raise JobError("choose at least two runs to combine")
@@ -275,19 +284,52 @@ def start_ensemble_job(
         ensemble_meta([read_meta(m) for m in members], members, "", image_sizes)
     except (WeightsError, EnsembleError) as exc:
         raise JobError(str(exc)) from None
-    run_dir = _new_run_dir(root, name or f"{time.strftime('%Y%m%d-%H%M%S')}-{ENSEMBLE_STAGE}")
+    run_dir = _new_run_dir(root, name or f"{time.strftime('%Y%m%d-%H%M%S')}-{ENSEMBLE_STAGE}", "ensemble name")
     command = [sys.executable, "-m", "dermai", ENSEMBLE_STAGE, *members, "--out", str(run_dir)]
     command += ["--data", data] if data else []
     command += ["--image-sizes", ",".join(map(str, image_sizes))] if image_sizes else []
     return _launch(ENSEMBLE_STAGE, run_dir, command, root)
 
 
-def _new_run_dir(root: Path, name: str) -> Path:
-    """A folder for a new run under `root`, refused when a run (or an ensemble) lives there already."""
-    run_dir = root / name
+def check_run_name(name: str, field: str = "run name") -> str:
+    """`name` if it is one plain folder name; else a JobError naming `field`. A name such as "..", "/abs" or
+    "grp/run1" would write outside the runs folder, or a nested run the Runs table never lists."""
+    if not (RUN_NAME.fullmatch(name) and len(name) <= RUN_NAME_MAX):
+        raise JobError(
+            f"{field} {name!r}: use letters, digits, '.', '_' and '-' only (not first), at most "
+            f"{RUN_NAME_MAX} characters"
+        )
+    return name
+
+
+def _new_run_dir(root: Path, name: str, field: str = "run name") -> Path:
+    """A folder for a new run directly under `root`, refused when a run (or an ensemble) lives there already or
+    a trainer still owns it (one from the command line may not have written its config yet)."""
+    run_dir = root / check_run_name(name, field)
+    if run_dir.resolve().parent != root.resolve():  # e.g. a link to a folder elsewhere
+        raise JobError(f"{field} {name!r}: {run_dir} is not a folder of the runs folder {root}")
     if any((run_dir / f).exists() for f in ("config.json", "metrics.jsonl", "model.safetensors")):
         raise JobError(f"{run_dir} holds a run already; pick another name or resume it")
+    _refuse_if_owned(run_dir)
     return run_dir
+
+
+def _refuse_if_owned(run_dir: Path) -> None:
+    """A JobError naming the run when a trainer process holds its folder's lock."""
+    holder = run_lock_holder(run_dir)
+    if holder is not None:
+        raise JobError(f"run {run_dir.name!r} is still running ({holder}, {run_dir}); stop it or wait for it to end")
+
+
+def _read_run_config(path: Path) -> dict[str, Any]:
+    """A run's config.json as a JSON object; a JobError naming the file when it is unreadable or damaged."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise JobError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(saved, dict):
+        raise JobError(f"{path}: not a run configuration (a JSON {type(saved).__name__}, not an object)")
+    return saved
 
 
 def _check_start_weights(path: str, options: Mapping[str, Any]) -> None:
@@ -306,12 +348,17 @@ def _check_start_weights(path: str, options: Mapping[str, Any]) -> None:
 
 
 def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> Job:
-    """Continue a stopped run from its last checkpoint, in the same folder."""
+    """Continue a stopped run from its last checkpoint, in the same folder; refused while a trainer still owns
+    the folder (a command-line run quiet for a while reads as interrupted only by its metrics' age)."""
     run = Path(run_dir)
+    _refuse_if_owned(run)
     config_path = run / "config.json"
     if not (run / "checkpoints" / "last.pt").exists() or not config_path.exists():
         raise JobError(f"{run}: nothing to resume (no checkpoint)")
-    stage = json.loads(config_path.read_text()).get("config", {}).get("stage", "both")
+    config = _read_run_config(config_path).get("config", {})
+    stage = config.get("stage", "both") if isinstance(config, dict) else None
+    if stage not in STAGE_COMMANDS:
+        raise JobError(f"{config_path}: config.stage is {stage!r}, not pretrain, finetune or both")
     return _launch(stage, run, build_command(stage, run, {}, resume=True), runs_dir(runs))
 
 
@@ -323,11 +370,14 @@ def stop_job(run_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
-def cancel_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
-    """End the running job at once (SIGTERM to its process group), for a job still preparing its data:
-    the trainer clears STOP files when it starts, and before its first step there is nothing to keep."""
+def cancel_job(runs: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None) -> Job | None:
+    """End the running job at once (SIGTERM to its process group): for a job still preparing its data, where
+    there is nothing to keep, and for an ensemble job, which has no STOP to honour. With `run_dir`, only when
+    the running job is that run's (a page shown a while ago must not end a job started since)."""
     job = current_job(runs)
     if job is None or job.pid <= 0:
+        return None
+    if run_dir is not None and Path(job.run_dir).resolve() != Path(run_dir).resolve():
         return None
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(job.pid, signal.SIGTERM)
@@ -335,7 +385,8 @@ def cancel_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
 
 
 def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
-    """What a run folder says about itself; a run with no end record is running only if its job is alive."""
+    """What a run folder says about itself: running while its job is alive or a trainer holds the folder's
+    lock (also one started from the command line), else what its last status record says."""
     run = Path(run_dir)
     records = read_metrics(run)
     steps = [r for r in records if r.get("kind") in ("step", "epoch")]
@@ -346,10 +397,12 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     metrics_path = run / "metrics.jsonl"
     if job is not None and job.run_dir and Path(job.run_dir).resolve() == run.resolve():
         status = "running"  # also while a resumed run has only its earlier "stopped" record
+    elif run_lock_holder(run) is not None:
+        status = "running"  # a trainer owns the folder (e.g. the CLI's), however long since it last wrote
     elif end is not None:
         status = str(end.get("status"))
     elif metrics_path.exists() and time.time() - metrics_path.stat().st_mtime < EXTERNAL_QUIET_S:
-        status = "running"  # started outside the app (e.g. the CLI) and still writing
+        status = "running"  # still writing, from a trainer that takes no lock (an older version)
     elif records:
         status = "interrupted"  # killed or crashed: resumable from its checkpoint
     else:
@@ -378,37 +431,63 @@ def log_tail(run_dir: str | os.PathLike[str], lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+RUN_COLUMNS = ["name", "status", "stage", "epochs", "best_val_auroc", "started", "weights", "path", "problem"]
+UNREADABLE = "unreadable"  # the status of a run folder whose files cannot be read; `problem` says which and why
+
+
+def _run_row(run: Path, root: Path) -> dict[str, Any]:
+    """The Runs table's row for one folder; a JobError naming the file when its config or metrics are damaged."""
+    saved = _read_run_config(run / "config.json")
+    try:
+        status = run_status(run, root)
+        started = datetime.fromtimestamp(status.started or (run / "config.json").stat().st_mtime)
+    except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise JobError(f"{run / 'metrics.jsonl'}: cannot be read ({type(exc).__name__}: {exc})") from None
+    try:
+        if "members" in saved:  # an ensemble run (`python -m dermai ensemble`)
+            stage, epochs = ENSEMBLE_STAGE, f"{len(saved['members'])} members"
+        else:
+            config = saved["config"]
+            stage = config["stage"]
+            epochs = f"{config['train']['pretrain_epochs']} + {config['train']['finetune_epochs']}"
+    except (KeyError, TypeError):  # another layout (an older version's): what the metrics say
+        stage, epochs = status.stage, ""
+    return {
+        "name": run.name,
+        "status": status.status,
+        "stage": stage,
+        "epochs": epochs,
+        "best_val_auroc": status.best_val_auroc,
+        "started": started.replace(microsecond=0),
+        "weights": str(status.weights) if status.weights else None,
+        "path": str(run),
+        "problem": None,
+    }
+
+
+def _unreadable_row(run: Path, problem: str) -> dict[str, Any]:
+    """A damaged run folder's row: its name, where it is and what is wrong, nothing it cannot back."""
+    try:
+        started: datetime | None = datetime.fromtimestamp((run / "config.json").stat().st_mtime)
+    except OSError:
+        started = None
+    row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
+    row.update(name=run.name, status=UNREADABLE, epochs="", path=str(run), problem=problem)
+    row["started"] = started.replace(microsecond=0) if started else None
+    return row
+
+
 def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started."""
+    """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started. A damaged
+    folder is one "unreadable" row whose `problem` names the file and why, so it never hides the others."""
     root = runs_dir(runs)
     rows = []
     for run in sorted(p for p in root.glob("*") if p.is_dir() and (p / "config.json").exists()):
-        status = run_status(run, root)
         try:
-            saved = json.loads((run / "config.json").read_text())
-            if "members" in saved:  # an ensemble run (`python -m dermai ensemble`)
-                stage, epochs = ENSEMBLE_STAGE, f"{len(saved['members'])} members"
-            else:
-                config = saved["config"]
-                stage = config["stage"]
-                epochs = f"{config['train']['pretrain_epochs']} + {config['train']['finetune_epochs']}"
-        except (OSError, KeyError, TypeError, json.JSONDecodeError):
-            stage, epochs = status.stage, ""
-        started = status.started or (run / "config.json").stat().st_mtime
-        rows.append(
-            {
-                "name": run.name,
-                "status": status.status,
-                "stage": stage,
-                "epochs": epochs,
-                "best_val_auroc": status.best_val_auroc,
-                "started": datetime.fromtimestamp(started).replace(microsecond=0),
-                "weights": str(status.weights) if status.weights else None,
-                "path": str(run),
-            }
-        )
-    columns = ["name", "status", "stage", "epochs", "best_val_auroc", "started", "weights", "path"]
-    return pd.DataFrame(rows, columns=columns).sort_values("started", ascending=False, ignore_index=True)
+            rows.append(_run_row(run, root))
+        except JobError as exc:
+            rows.append(_unreadable_row(run, str(exc)))
+    return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("started", ascending=False, ignore_index=True)
 
 
 def finished_weights(runs: str | os.PathLike[str] | None = None, fine_tuned: bool = False) -> dict[str, str]:

@@ -18,12 +18,14 @@ exactly the batches and augmentations it would have.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ from dermai.weights import load_weights, save_weights
 
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 STOP_FILE = "STOP"
+OWNER_FILE = ".owner"  # flock-ed by the trainer writing the folder, for its whole life (the OS drops it on exit)
 Callback = Callable[[dict[str, Any]], bool | None]
 
 
@@ -144,6 +147,50 @@ def split_mismatch(init_meta: dict[str, Any], data_config: dict[str, Any]) -> st
         "has seen this run's validation or test images; keep the split (--seed, --manifest) and vary "
         "--train-seed instead"
     )
+
+
+def run_lock_holder(run_dir: str | os.PathLike[str]) -> str | None:
+    """Who holds the run folder's owner lock ("pid N"), or None when no process does. An OS lock, not a
+    timestamp: a trainer quiet for an hour still holds it, a killed one never does."""
+    path = Path(run_dir) / OWNER_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file (never trained here) or unreadable: no trainer we can see
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.read(fd, 32).decode(errors="replace").strip()
+        return f"pid {pid}" if pid.isdigit() else "another process"
+    finally:
+        os.close(fd)  # also drops the probe's own shared lock
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Own `run_dir` for the block: an exclusive flock on its .owner file, so a second trainer (the app's
+    Resume, a CLI run with the same --out) is refused instead of writing the same folder at the same time."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(5):  # a status probe holds a shared lock for an instant: not an owner, try again
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 4:
+                os.close(fd)
+                holder = run_lock_holder(run_dir) or "another process"
+                raise TrainingError(
+                    f"{run_dir}: another trainer ({holder}) is running in this folder; stop it or wait for it to end"
+                ) from None
+            time.sleep(0.05)
+    try:
+        os.ftruncate(fd, 0)  # the lock, not this text, is the truth: the pid only names the holder
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _rng(*parts: int) -> np.random.Generator:
@@ -287,10 +334,14 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:
+        """The whole job, holding the folder's owner lock throughout (rank 0; the other ranks follow it). A
+        STOP file is left alone at startup: one written while the process was starting still stops it (the
+        app clears a stale one before launching)."""
+        with run_lock(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / STOP_FILE).unlink(missing_ok=True)
         dist_utils.barrier(self.dist)
         dataset, pixels = prepare_data(cfg)
         meta = dataset.meta
@@ -478,6 +529,8 @@ class Trainer:
                     stop = stop or not keep
                 if dist_utils.broadcast_flag(stop, self.dist):
                     self._save_checkpoint(stage, epoch, position + 1, optimizer)
+                    if self.dist.is_main:  # honoured: a later resume must not stop on it again
+                        (self.run_dir / STOP_FILE).unlink(missing_ok=True)
                     bar.close()
                     return False
             epoch_record: dict[str, Any] = {
@@ -703,14 +756,17 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], **kwargs: Any) -> Tra
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The run's metrics.jsonl records (a torn last line, from a run still writing, is skipped)."""
+    """The run's metrics.jsonl records. Only JSON objects are kept: a torn last line (a run still writing),
+    a damaged byte or a stray non-object line is skipped, so every reader can call .get on each record."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records

@@ -193,7 +193,7 @@ def live() -> None:
             st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
             why = "Nothing is trained yet: end the job now"
         if st.button("Cancel", help=why):
-            jobs.cancel_job(runs)
+            jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled.")
 
 
@@ -204,8 +204,9 @@ history = jobs.list_runs(runs)
 if history.empty:
     st.info("No runs yet.")
     st.stop()
+shown = ["name", "status", "stage", "epochs", "best_val_auroc", "started"]
 st.dataframe(
-    history[["name", "status", "stage", "epochs", "best_val_auroc", "started"]],
+    history[[*shown, "problem"] if history["problem"].notna().any() else shown],  # damaged folders say why
     hide_index=True,
     width="stretch",
     column_config={"best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f")},
@@ -213,7 +214,7 @@ st.dataframe(
 
 with st.expander("Compare runs"):
     st.caption("Validation curves side by side, each run's best epoch, and only the settings that differ.")
-    trained = history[history["stage"] != jobs.ENSEMBLE_STAGE]
+    trained = history[(history["stage"] != jobs.ENSEMBLE_STAGE) & (history["status"] != jobs.UNREADABLE)]
     compared = st.multiselect("Runs", list(trained["name"]), key="compare_runs")
     if compared:
         folders = dict(zip(trained["name"], trained["path"], strict=True))
@@ -271,6 +272,9 @@ matches = history[history["name"] == chosen]
 if matches.empty:
     st.stop()
 row = matches.iloc[0]
+if row["status"] == jobs.UNREADABLE:
+    st.error(f"Cannot show run {row['name']}: {row['problem']}")
+    st.stop()
 st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}")
 buttons = st.columns(3)
 if row["weights"] and buttons[0].button("Use these weights for prediction"):
@@ -281,7 +285,12 @@ if row["status"] in ("stopped", "interrupted") and buttons[1].button("Resume"):
         job = jobs.resume_job(row["path"], runs)
         st.success(f"Resumed {job.name} (pid {job.pid}).")
         st.rerun()
-if row["status"] == "running" and buttons[2].button("Stop this run"):
+if row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
+    # An ensemble job has no step to stop after (it reads no STOP file): end its process instead.
+    if buttons[2].button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
+        cancelled = jobs.cancel_job(runs, row["path"])
+        st.toast("Job cancelled." if cancelled else "That job is no longer running.")
+elif row["status"] == "running" and buttons[2].button("Stop this run"):
     jobs.stop_job(row["path"])
     st.toast("Stop requested.")
 records = read_metrics(row["path"])

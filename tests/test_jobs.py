@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dermai import jobs
-from dermai.train import read_metrics
+from dermai.train import OWNER_FILE, STOP_FILE, read_metrics, run_lock, run_lock_holder
 from tests.conftest import HAM
 
 TINY = {"data": str(HAM), "limit": 64, "image_size": 32, "pretrain_epochs": 1, "finetune_epochs": 1, "batch_size": 16}
@@ -97,3 +99,135 @@ def test_build_command_passes_flags_only_when_set_and_lists_item_by_item(tmp_pat
     assert "--train-seed" not in unset and "--reset-classifier" not in unset and "--augment" not in unset
     augmented = jobs.build_command("both", tmp_path, {"augment": ["hair_p=0.3", "crop_scale=0.5,1.0"]})
     assert augmented[-4:] == ["--augment", "hair_p=0.3", "--augment", "crop_scale=0.5,1.0"]
+
+
+HOLD_LOCK = (  # the trainer's lock protocol (train.run_lock) in a bare process: flock .owner, write the pid, wait
+    "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+    "os.write(fd, str(os.getpid()).encode()); print('held', flush=True); sys.stdin.read()"
+)
+
+
+def stopped_run(runs: Path, name: str = "cli-run", quiet_s: float = 3600) -> Path:
+    """A run folder as a trainer leaves it mid-way: config, checkpoint, step records last written `quiet_s` ago."""
+    run = runs / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps({"config": {"stage": "both", "train": {}}}))
+    step = {"time": time.time() - quiet_s, "kind": "step", "stage": "pretrain", "global_step": 3, "total_steps": 9}
+    (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")
+    os.utime(run / "metrics.jsonl", (time.time() - quiet_s, time.time() - quiet_s))
+    return run
+
+
+def test_a_held_run_lock_reads_running_and_refuses_resume_and_start(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = stopped_run(runs)
+    assert jobs.run_status(run, runs).status == "interrupted"  # quiet for an hour, no trainer: resumable
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        assert jobs.run_status(run, runs).status == "running"  # however long since it last wrote
+        assert jobs.list_runs(runs).loc[0, "status"] == "running"
+        with pytest.raises(jobs.JobError, match=f"run 'cli-run' is still running \\(pid {holder.pid}"):
+            jobs.resume_job(run, runs)
+        assert jobs.current_job(runs) is None and not (run / jobs.LOG_NAME).exists()  # nothing was launched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_lock_holder(run) is None  # the OS let go when the holder died
+    assert jobs.run_status(run, runs).status == "interrupted"
+
+
+def test_start_refuses_a_folder_a_trainer_owns_before_it_wrote_its_config(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with run_lock(runs / "prep"):  # a CLI trainer still preparing its data: no config.json yet
+        with pytest.raises(jobs.JobError, match=f"run 'prep' is still running \\(pid {os.getpid()}"):
+            jobs.start_job("both", {}, runs, name="prep")
+    assert jobs.current_job(runs) is None and not (runs / "prep" / jobs.LOG_NAME).exists()
+
+
+def harmless(seconds: float) -> list[str]:
+    """A command that stands in for the trainer: it lives `seconds` and touches nothing."""
+    return [sys.executable, "-c", f"import time; time.sleep({seconds})"]
+
+
+def test_resume_clears_a_stale_stop_before_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = tmp_path / "runs"
+    run = stopped_run(runs, "stopped")
+    (run / STOP_FILE).touch()  # left by the Stop that ended it: the resumed run must not stop at its first step
+    launched = []
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: launched.append(args) or harmless(0))
+    job = jobs.resume_job(run, runs)
+    assert launched[0][:2] == ("both", run) and not (run / STOP_FILE).exists()
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in job to end")
+    assert job.run_dir == str(run)
+
+
+@pytest.mark.parametrize("name", [".", "..", "../x", "/abs", "grp/run1", ".hidden", "-x", "a b", "x" * 101])
+def test_run_and_ensemble_names_must_be_one_plain_folder(tmp_path: Path, name: str) -> None:
+    runs = tmp_path / "runs"
+    with pytest.raises(jobs.JobError, match=r"^run name .*: use letters, digits, '\.', '_' and '-' only"):
+        jobs.start_job("both", {}, runs, name=name)
+    with pytest.raises(jobs.JobError, match=r"^ensemble name .*: use letters, digits"):
+        jobs.start_ensemble_job(["a", "b"], runs, name=name)
+    assert not tmp_path.joinpath("x").exists() and not Path("/abs").exists() and jobs.current_job(runs) is None
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_a_run_name_that_links_outside_the_runs_folder_is_refused(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(jobs.JobError, match="run name 'elsewhere': .* is not a folder of the runs folder"):
+        jobs.start_job("both", {}, runs, name="elsewhere")
+    assert jobs.check_run_name("run_1.v2-b") == "run_1.v2-b"
+
+
+def test_damaged_run_folders_are_rows_naming_the_file(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    good = stopped_run(runs, "good")
+    with open(good / "metrics.jsonl", "ab") as handle:  # stray lines that are not records are skipped
+        handle.write(b'"oops"\n[1, 2]\n\xff\xfe{"kind": 1}\n{"torn": ')
+    os.utime(good / "metrics.jsonl", (time.time() - 3600, time.time() - 3600))  # quiet: not running elsewhere
+    assert [r["kind"] for r in read_metrics(good)] == ["step"]
+    for name, config in (("bytes", b'{"config": \xff}'), ("string", b'"oops"'), ("json", b"{not json")):
+        (runs / name).mkdir()
+        (runs / name / "config.json").write_bytes(config)
+    typed = stopped_run(runs, "typed")
+    (typed / "metrics.jsonl").write_text('{"kind": "step", "global_step": 1, "total_steps": "x"}\n')
+
+    table = jobs.list_runs(runs).set_index("name")
+    assert table.loc["good", "status"] == "interrupted" and pd.isna(table.loc["good", "problem"])
+    for name in ("bytes", "string", "json"):
+        assert table.loc[name, "status"] == jobs.UNREADABLE
+        assert table.loc[name, "problem"].startswith(f"{runs / name / 'config.json'}: ")
+    assert "not a run configuration (a JSON str" in table.loc["string", "problem"]
+    assert "utf-8" in table.loc["bytes", "problem"]
+    assert table.loc["typed", "problem"].startswith(f"{typed / 'metrics.jsonl'}: cannot be read (TypeError")
+    assert jobs.finished_weights(runs) == {}  # the Training page's first call: no traceback either
+
+    for name, what in (("bytes", "cannot be read"), ("string", "not a run configuration")):
+        (runs / name / "checkpoints").mkdir()
+        (runs / name / "checkpoints" / "last.pt").write_bytes(b"")
+        with pytest.raises(jobs.JobError, match=f"^{runs / name / 'config.json'}: {what}"):
+            jobs.resume_job(runs / name, runs)
+    (typed / "config.json").write_text('{"config": {"stage": "distill"}}')
+    with pytest.raises(jobs.JobError, match="config.json: config.stage is 'distill'"):
+        jobs.resume_job(typed, runs)
+    assert jobs.current_job(runs) is None
+
+
+def test_cancel_with_a_run_ends_only_that_runs_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(60))
+    job = jobs.start_job("both", {}, runs, name="long")
+    try:
+        assert jobs.cancel_job(runs, runs / "other") is None
+        time.sleep(0.3)
+        assert jobs.current_job(runs).pid == job.pid  # still alive
+        assert jobs.cancel_job(runs, runs / "long").pid == job.pid
+        wait_for(lambda: jobs.current_job(runs) is None, 30, "the cancelled job to end")
+    finally:
+        jobs.cancel_job(runs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dermai.config import RunConfig
-from dermai.train import STOP_FILE, Trainer, TrainingError, _torch_gen, cosine_factor, read_metrics, train
+from dermai.config import RunConfig, to_dict
+from dermai.train import (
+    STOP_FILE,
+    Trainer,
+    TrainingError,
+    _torch_gen,
+    cosine_factor,
+    read_metrics,
+    run_lock,
+    run_lock_holder,
+    train,
+)
 from dermai.weights import load_weights
 
 
@@ -202,3 +213,40 @@ def test_colour_constancy_for_fine_tuning_is_part_of_the_served_model(ham_root: 
     torch.testing.assert_close(served, corrected, atol=1e-4, rtol=1e-4)
     assert (served - uncorrected).abs().max() > 1e-2  # the bug this guards against: trained with it, served without
     assert Trainer(tiny_config(ham_root), tmp_path / "plain").cfg.model.color_constancy is False  # off by default
+
+
+def test_a_second_trainer_is_refused_while_the_first_owns_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dermai.cli import main
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps({"config": to_dict(RunConfig())}))
+    with run_lock(run):  # the first trainer, however quiet
+        assert run_lock_holder(run) == f"pid {os.getpid()}"
+        assert main(["train", "--resume", "--out", str(run), "--quiet"]) == 2
+        assert f"another trainer (pid {os.getpid()}) is running in this folder" in capsys.readouterr().err
+        with pytest.raises(TrainingError, match="another trainer"):
+            Trainer(RunConfig(), tmp_path / "run", resume=True).run()
+    assert not (run / "metrics.jsonl").exists()  # refused before it wrote anything
+    assert run_lock_holder(run) is None
+    with run_lock(run):  # released on the way out: the folder can be owned again
+        pass
+
+
+def test_a_stop_written_while_the_trainer_starts_is_honoured_once(ham_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / STOP_FILE).touch()  # Stop clicked before the process got to its first step
+    assert train(tiny_config(ham_root), run).status == "stopped"
+    assert [r["global_step"] for r in read_metrics(run) if r["kind"] == "step"] == [1]
+    assert not (run / STOP_FILE).exists() and run_lock_holder(run) is None  # consumed; the folder is free
+    assert train(RunConfig(), run, resume=True).status == "finished"  # the honoured STOP does not end it again
+
+
+def test_read_metrics_keeps_only_records(tmp_path: Path) -> None:
+    lines = [b'{"kind": "step"}', b'"oops"', b"3", b"null", b'\xff{"kind": "x"}', b'{"kind": "epoch"}', b'{"t']
+    (tmp_path / "metrics.jsonl").write_bytes(b"\n".join(lines))  # a string, a number, null, bad bytes, a torn line
+    assert read_metrics(tmp_path) == [{"kind": "step"}, {"kind": "epoch"}]
