@@ -5,10 +5,11 @@ out what they return, so everything here can be tested without Streamlit.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dermai.data import DataError, Dataset, attach_splits, lesion_mask_file, load_dataset, resolve_data_root
+from dermai.data import (
+    DataError,
+    Dataset,
+    attach_splits,
+    find_metadata_csv,
+    lesion_mask_file,
+    load_dataset,
+    resolve_data_root,
+)
 from dermai.ensemble import input_sizes_text
 from dermai.jobs import runs_dir
-from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
+from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
 DATA_KEY = "data_dir"  # session-state keys shared by the sidebar and the pages
 WEIGHTS_KEY = "weights_path"
@@ -60,80 +69,221 @@ def weights_path(state: Mapping[str, Any]) -> str:
 
 def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | None = None) -> dict[str, str]:
     """Weights file → label: the shipped weights, every run's model.safetensors below the runs folder, and the
-    session's current choice, in that order."""
+    session's current choice, in that order. A run whose JSON cannot be read is listed as such (choosing it
+    then shows why), and weights whose classifier never trained say so, so nobody predicts with them."""
     choices: dict[str, str] = {}
     shipped = DEFAULT_WEIGHTS
     choices[str(shipped)] = "shipped weights/model.safetensors" + ("" if shipped.exists() else " (missing)")
     root = runs_dir(runs)
     if root.is_dir():
         for path in sorted(root.rglob("model.safetensors")):
-            try:
-                status = read_meta(path).get("status", "?")
-            except (WeightsError, OSError):
-                continue
-            choices[str(path)] = f"{path.parent.relative_to(root)} ({status})"
+            choices[str(path)] = _run_label(str(path.parent.relative_to(root)), path)
     if current and current not in choices:
         choices[current] = f"{Path(current).parent.name}/{Path(current).name}"
+        with contextlib.suppress(WeightsError):  # unreadable: the pages say why when it is used
+            untrained = untrained_classifier(read_meta(current))
+            choices[current] += f" ({untrained})" if untrained else ""
     return choices
 
 
-def weights_mtime(path: str) -> float:
-    """A cache key part that changes when weights are re-saved (e.g. calibrated); 0 when missing."""
+def _run_label(name: str, path: Path) -> str:
+    """ "name (status)", "name (status, pretrain only — no trained classifier)" or "name (unreadable JSON)"."""
     try:
-        return Path(path).stat().st_mtime + Path(path).with_suffix(".json").stat().st_mtime
-    except OSError:
-        return 0.0
+        meta = read_meta(path)
+    except WeightsError:
+        return f"{name} (unreadable JSON)"
+    status = str(meta.get("status", "?"))
+    untrained = untrained_classifier(meta)
+    return f"{name} ({status}, {untrained})" if untrained else f"{name} ({status})"
+
+
+def untrained_advice(reason: str) -> str:
+    """What to tell a clinician about weights whose classifier never trained (`untrained_classifier`)."""
+    return (
+        f"{reason[0].upper()}{reason[1:]}: its probabilities would mean nothing, so Predict refuses these weights."
+        " Fine-tune them first: resume the run, or on the Training page start a run with stage finetune from"
+        " them (“Start from a finished run”); or choose fine-tuned weights in the sidebar."
+    )
+
+
+def weights_mtime(path: str) -> tuple[int, int]:
+    """A cache key part that changes when weights are re-saved (e.g. calibrated): the modification times of
+    the .safetensors file a path (file or folder) resolves to and of its JSON; (0, 0) when missing."""
+    try:
+        weights = resolve_weights_path(path)
+        return weights.stat().st_mtime_ns, weights.with_suffix(".json").stat().st_mtime_ns
+    except (WeightsError, OSError):
+        return 0, 0
+
+
+def metadata_stamp(root: str | os.PathLike[str]) -> tuple[str, int] | None:
+    """A cache key part that changes when a data folder's metadata CSV is edited or replaced: its path and
+    modification time; None when there is none (loading the folder then says why)."""
+    try:
+        csv = find_metadata_csv(Path(root))
+        return str(csv), csv.stat().st_mtime_ns
+    except (DataError, OSError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------- predict state
+# Streamlit forgets a keyed widget's value (an uploader's files too) when a run does not draw it, i.e. as soon
+# as the clinician opens another page. Predict keeps its uploads and patient context under these plain keys,
+# in the session's memory only, and offers them again on return.
+KEPT_UPLOADS = "pred_kept_uploads"  # [(name, bytes), …] of the last upload
+SHOWING_KEPT = "pred_showing_kept"  # True while the kept uploads stand in for an empty uploader
+KEPT_WIDGETS = "pred_kept_widgets"  # widget key → last value
+
+
+def uploads_to_show(
+    state: MutableMapping[str, Any], uploaded: list[tuple[str, bytes]], reopened: bool
+) -> list[tuple[str, bytes]]:
+    """The (name, bytes) images Predict analyses: this run's uploads, which are kept; else, when the page
+    was just reopened (`reopened`: the uploader had no state yet), those kept from earlier in the session,
+    until cleared or replaced. An uploader emptied by the clinician on the page forgets them."""
+    if uploaded:
+        state[KEPT_UPLOADS], state[SHOWING_KEPT] = list(uploaded), False
+        return list(uploaded)
+    if reopened and state.get(KEPT_UPLOADS):
+        state[SHOWING_KEPT] = True
+    if state.get(SHOWING_KEPT):
+        return list(state[KEPT_UPLOADS])
+    state.pop(KEPT_UPLOADS, None)
+    return []
+
+
+def forget_uploads(state: MutableMapping[str, Any]) -> None:
+    """Drop the kept uploads (the "Clear" button)."""
+    state.pop(KEPT_UPLOADS, None)
+    state[SHOWING_KEPT] = False
+
+
+def restore_widgets(state: MutableMapping[str, Any], options: Mapping[str, Sequence[Any] | None]) -> None:
+    """Give each widget key that has no state (its page was not shown) its kept value, when that value is
+    still one of its `options` (None: any value), e.g. a body site the current model still knows."""
+    kept = state.get(KEPT_WIDGETS) or {}
+    for key, allowed in options.items():
+        if key not in state and key in kept and (allowed is None or kept[key] in allowed):
+            state[key] = kept[key]
+
+
+def keep_widgets(state: MutableMapping[str, Any], keys: Sequence[str]) -> None:
+    """Remember the current value of each widget key that has one, for `restore_widgets`."""
+    state[KEPT_WIDGETS] = {**(state.get(KEPT_WIDGETS) or {}), **{k: state[k] for k in keys if k in state}}
 
 
 # ----------------------------------------------------------------------------------------- model card
 def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The figures the home page shows: AUROC (with interval and where it was measured), tier cut-offs with
-    their validated sensitivity/specificity, training status and image size."""
+    their validated sensitivity/specificity, training status, image size, and why the classifier is untrained
+    (None when it is trained). A JSON block that is missing
+    is left out; one of the wrong shape (hand-edited, another tool's) is left out too and named in
+    `problems`, so the page says so in words instead of failing."""
+    problems: list[str] = []
     auroc, ci, source = None, None, None
     for key, prefix in (("test_metrics", ""), ("val_metrics", "val_")):
-        block = meta.get(key) or {}
-        value = block.get(f"{prefix}auroc", block.get("auroc"))
+        block = _block(meta, key, problems)
+        name = f"{prefix}auroc" if f"{prefix}auroc" in block else "auroc"
+        value = _number(block, name, f"{key}.{name}", problems)
         if value is not None:
-            auroc, ci, source = value, block.get(f"{prefix}auroc_ci", block.get("auroc_ci")), key.split("_")[0]
+            auroc, source = value, key.split("_")[0]
+            interval = block.get(f"{name}_ci")
+            if isinstance(interval, list) and len(interval) == 2 and all(_is_number(v) for v in interval):
+                ci = interval
+            elif interval is not None:
+                problems.append(f"field '{key}.{name}_ci' is not a pair of numbers: ignored")
             break
-    tiers = [
-        {
-            "tier": name,
-            "threshold": point.get("threshold"),
-            "sensitivity": point.get("sensitivity"),
-            "specificity": point.get("specificity"),
-        }
-        for name, point in (meta.get("operating_points") or {}).items()
-    ]
+    tiers = []
+    for tier, point in _block(meta, "operating_points", problems).items():
+        if not isinstance(point, dict):
+            problems.append(f"field 'operating_points.{tier}' is not an object: ignored")
+            continue
+        figures = ("threshold", "sensitivity", "specificity")
+        where = f"operating_points.{tier}"
+        tiers.append({"tier": tier, **{f: _number(point, f, f"{where}.{f}", problems) for f in figures}})
+    classes = meta.get("classes", [])
+    if not isinstance(classes, list):
+        problems.append("field 'classes' is not a list: ignored")
+        classes = []
+    fields = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    sizes = fields.get("member_image_sizes")
+    shape = {"image_size": meta.get("image_size"), "model": {"member_image_sizes": sizes}}
+    try:
+        context = context_summary(meta)
+    except ValueError as exc:
+        problems.append(f"{exc}: the patient-context model is not described")
+        context = None
     return {
         "auroc": auroc,
         "auroc_ci": ci,
         "auroc_split": source,
         "tiers": tiers,
-        "classes": list(meta.get("classes", [])),
+        "classes": [str(c) for c in classes],
         "image_size": meta.get("image_size"),
-        "input_sizes": input_sizes_text(meta),
+        "input_sizes": input_sizes_text(shape if isinstance(sizes, list | None) else {}),
         "status": meta.get("status"),
-        "temperature": meta.get("temperature"),
+        "temperature": meta.get("temperature") if _is_number(meta.get("temperature")) else None,
         "ood": bool(meta.get("ood")),
-        "context": context_summary(meta),
+        "context": context,
+        "untrained": untrained_classifier(dict(meta)),
+        "problems": problems,
     }
 
 
 def context_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     """The patient-context model in brief: each field's fitted weight, and its AUROC (test if scored, else
-    validation) beside the image-only one; None without one."""
+    validation; None when neither was recorded) beside the image-only one; None without one. Raises
+    ValueError naming the field when the block is of the wrong shape."""
     block = meta.get("context")
     if not block:
         return None
-    test = (meta.get("test_metrics") or {}).get("context")
-    val = block.get("val_metrics") or {}
+    fields = block.get("fields") if isinstance(block, dict) else None
+    if not isinstance(fields, dict):
+        raise ValueError("field 'context.fields' is missing or not an object")
+    weights = {}
+    for name, entry in fields.items():
+        weight = entry.get("weight") if isinstance(entry, dict) else None
+        if not _is_number(weight):
+            raise ValueError(f"field 'context.fields.{name}.weight' is missing or not a number")
+        weights[name] = weight
+    test_block = meta.get("test_metrics") if isinstance(meta.get("test_metrics"), dict) else {}
+    test = test_block.get("context") if isinstance(test_block.get("context"), dict) else {}
+    val = block.get("val_metrics") if isinstance(block.get("val_metrics"), dict) else {}
+    if _is_number(test.get("auroc")) and _is_number(test_block.get("auroc")):
+        auroc, image_only, split = test["auroc"], test_block["auroc"], "test"
+    else:
+        auroc, image_only, split = val.get("val_auroc"), val.get("val_auroc_image_only"), "val"
     return {
-        "weights": {name: field["weight"] for name, field in block["fields"].items()},
-        "auroc": test["auroc"] if test else val.get("val_auroc"),
-        "auroc_image_only": meta["test_metrics"]["auroc"] if test else val.get("val_auroc_image_only"),
-        "split": "test" if test else "val",
+        "weights": weights,
+        "auroc": auroc if _is_number(auroc) else None,
+        "auroc_image_only": image_only if _is_number(image_only) else None,
+        "split": split,
     }
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number (true/false are not figures)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _block(meta: Mapping[str, Any], key: str, problems: list[str]) -> Mapping[str, Any]:
+    """meta[key] when it is an object; {} when absent, and also when of another type (noted in `problems`)."""
+    value = meta.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"field '{key}' is not an object: ignored")
+        return {}
+    return value
+
+
+def _number(block: Mapping[str, Any], key: str, where: str, problems: list[str]) -> float | None:
+    """block[key] when it is a number; None when absent, and also when not a number (noted in `problems`)."""
+    value = block.get(key)
+    if value is None or _is_number(value):
+        return value
+    problems.append(f"field '{where}' is not a number: ignored")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ data

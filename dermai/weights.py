@@ -6,6 +6,7 @@ Both files are written to temporary names and renamed, so a crash never leaves h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -76,51 +77,105 @@ def save_weights(
 
 
 def read_meta(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The JSON beside a weights file."""
+    """The JSON object beside a weights file; anything else (missing, not UTF-8, not JSON, not an object)
+    is a WeightsError naming the file, so callers never meet a bare decoding error."""
     weights = resolve_weights_path(path)
     meta_path = weights.with_suffix(".json")
     try:
-        return json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
     except FileNotFoundError as exc:
         raise WeightsError(f"{meta_path}: metadata JSON not found beside the weights") from exc
+    except OSError as exc:
+        raise WeightsError(f"{meta_path}: unreadable ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise WeightsError(f"{meta_path}: not UTF-8 text ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{meta_path}: expected a JSON object, got {_json_kind(meta)}")
+    return meta
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's type as the file's author would call it."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def model_fields(meta: dict[str, Any], meta_path: Path) -> tuple[ModelConfig, int]:
+    """The network description of a weights JSON: its `model` block as a ModelConfig, and the member count.
+    A block that is not an object, names a field ModelConfig lacks (e.g. from another tool or a newer
+    version) or gives a non-integer member count is a WeightsError naming the file and the field."""
+    block = meta.get("model", {})
+    if not isinstance(block, dict):
+        raise WeightsError(f"{meta_path}: field 'model' must be an object, got {_json_kind(block)}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)} | set(ENSEMBLE_MODEL_FIELDS)
+    unknown = sorted(set(block) - known)
+    if unknown:
+        raise WeightsError(f"{meta_path}: unknown field 'model.{unknown[0]}' (known: {', '.join(sorted(known))})")
+    members = block.get("members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise WeightsError(f"{meta_path}: field 'model.members' must be a positive integer, got {members!r}")
+    return ModelConfig(**{k: v for k, v in block.items() if k not in ENSEMBLE_MODEL_FIELDS}), members
+
+
+def untrained_classifier(meta: dict[str, Any]) -> str | None:
+    """Why these weights' classifier never learned from labels, or None when it did (or the JSON cannot
+    tell). Trainer-written JSON records the planned `stages` and, once a fine-tuning epoch has been
+    validated, that epoch's record (`stage`: finetune) in `val_metrics`: a pretraining-only run, or a run
+    stopped before its first fine-tuning epoch finished, has a randomly drawn classifier whose probabilities
+    mean nothing. JSON without `stages` (hand-made, older tools) is given the benefit of the doubt."""
+    stages = meta.get("stages")
+    if not isinstance(stages, list):
+        return None
+    if "finetune" not in stages:
+        return "pretrain only — no trained classifier"
+    val = meta.get("val_metrics")
+    if meta.get("status") == "stopped" and not (isinstance(val, dict) and val.get("stage") == "finetune"):
+        return "stopped before fine-tuning finished an epoch — no trained classifier"
+    return None
 
 
 def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
     """Model in eval mode + metadata + extra tensors, read with safetensors (never torch.load)."""
     weights = resolve_weights_path(path)
     meta = read_meta(weights)
+    meta_path = weights.with_suffix(".json")
     for key in ("classes", "image_size"):
         if key not in meta:
-            raise WeightsError(f"{weights.with_suffix('.json')}: missing field {key!r}")
+            raise WeightsError(f"{meta_path}: missing field {key!r}")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise WeightsError(f"{meta_path}: field 'classes' must list the class names, got {classes!r}")
+    if not is_image_size(meta["image_size"]):
+        raise WeightsError(f"{meta_path}: field 'image_size' must be a positive integer, got {meta['image_size']!r}")
+    model_cfg, members = model_fields(meta, meta_path)
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{weights}: unreadable safetensors file ({exc})") from exc
     extra = {k[len(EXTRA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
-    model_fields = meta.get("model", {})
-    model_cfg = ModelConfig(**{k: v for k, v in model_fields.items() if k not in ENSEMBLE_MODEL_FIELDS})
-    members = int(model_fields.get("members", 1))
-    sizes = model_fields.get("member_image_sizes")
+    block = meta.get("model", {})
+    sizes = block.get("member_image_sizes")
     if sizes is not None and (
         not isinstance(sizes, list) or len(sizes) != members or not all(is_image_size(s) for s in sizes)
     ):
         raise WeightsError(
-            f"{weights.with_suffix('.json')}: field 'model.member_image_sizes' must list one positive size per"
+            f"{meta_path}: field 'model.member_image_sizes' must list one positive size per"
             f" member ({members}), got {sizes!r}"
         )
-    constancy = model_fields.get("member_color_constancy") or [model_cfg.color_constancy] * members
+    constancy = block.get("member_color_constancy") or [model_cfg.color_constancy] * members
     if not isinstance(constancy, list) or len(constancy) != members or not all(isinstance(c, bool) for c in constancy):
         raise WeightsError(
-            f"{weights.with_suffix('.json')}: field 'model.member_color_constancy' must list true or false per"
+            f"{meta_path}: field 'model.member_color_constancy' must list true or false per"
             f" member ({members}), got {constancy!r}"
         )
     mean, std = meta.get("mean") or IMAGENET_MEAN, meta.get("std") or IMAGENET_STD
-    networks = [
-        SimCLRResNet18(len(meta["classes"]), replace(model_cfg, color_constancy=c), mean, std) for c in constancy
-    ]
+    try:
+        networks = [SimCLRResNet18(len(classes), replace(model_cfg, color_constancy=c), mean, std) for c in constancy]
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. "arch": "vgg16", "feature_dim": "wide"
+        raise WeightsError(f"{meta_path}: fields 'model', 'mean' or 'std' describe no usable network ({exc})") from exc
     model: SimCLRResNet18 | EnsembleModel = EnsembleModel(networks, sizes) if members > 1 else networks[0]
     try:
         model.load_state_dict(state)

@@ -76,14 +76,19 @@ def require_data() -> str:
     return root
 
 
-@st.cache_data(show_spinner="Reading the data folder…", max_entries=4)
 def dataset(root: str) -> Dataset:
-    """The folder's dataset with the default split, read once per folder."""
+    """The folder's dataset with the default split, read again only when its metadata CSV changes."""
+    return _dataset(root, app_support.metadata_stamp(root))
+
+
+@st.cache_data(show_spinner="Reading the data folder…", max_entries=4)
+def _dataset(root: str, stamp: tuple[str, int] | None) -> Dataset:
+    """browse_dataset, cached per folder and CSV version (`stamp`: the CSV's path and mtime)."""
     return app_support.browse_dataset(root)
 
 
 @st.cache_data(max_entries=16)
-def weights_meta(path: str, mtime: float) -> dict[str, Any]:
+def weights_meta(path: str, mtime: tuple[int, int]) -> dict[str, Any]:
     """The JSON beside a weights file (mtime in the key: re-saved weights are re-read)."""
     return read_meta(path)
 
@@ -95,7 +100,7 @@ def current_meta() -> dict[str, Any]:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def predictor(path: str, mtime: float) -> tuple[Any, threading.Lock]:
+def predictor(path: str, mtime: tuple[int, int]) -> tuple[Any, threading.Lock]:
     """One Predictor per weights file for all sessions, with a lock so saliency hooks never interleave."""
     from dermai.predict import Predictor
 

@@ -26,7 +26,7 @@ with st.expander("Filters", expanded=True):
     kind = c1.radio("Benign / malignant", ["all", "benign", "malignant"], horizontal=True, key="ds_kind")
     splits = c2.multiselect("Split", sorted(meta["split"].unique()), key="ds_split")
     ages = meta["age"].dropna()
-    low, high = (int(ages.min()), int(ages.max())) if len(ages) else (0, 100)
+    low, high = (math.floor(ages.min()), math.ceil(ages.max())) if len(ages) else (0, 100)  # 89.5 → 90
     age = c2.slider("Age", low, max(high, low + 1), (low, max(high, low + 1)), key="ds_age")
     sexes = c3.multiselect("Sex", sorted(meta["sex"].unique()), key="ds_sex")
     sites = c3.multiselect("Localisation", sorted(meta["localization"].unique()), key="ds_site")

@@ -19,19 +19,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def scored(weights: str, mtime: float, data: str, split: str, tta: bool) -> tuple[dict[str, Any], pd.DataFrame]:
+def scored(
+    weights: str, mtime: tuple[int, int], data: str, split: str, tta: bool
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """evaluate(), once per weights version, data folder, split and TTA setting."""
     return evaluate(weights, data or None, split=split, tta=tta)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def compared(a: str, a_mtime: float, b: str, b_mtime: float, data: str, split: str) -> dict[str, Any]:
+def compared(
+    a: str, a_mtime: tuple[int, int], b: str, b_mtime: tuple[int, int], data: str, split: str
+) -> dict[str, Any]:
     """compare_weights(), once per pair of weights versions, data folder and split."""
     return compare_weights(a, b, data or None, split=split)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def projected(weights: str, mtime: float, data: str, split: str, limit: int, method: str) -> pd.DataFrame:
+def projected(weights: str, mtime: tuple[int, int], data: str, split: str, limit: int, method: str) -> pd.DataFrame:
     """The embedding map, once per setting."""
     return app_support.embedding_map(weights, data or None, split, limit, method)
 

@@ -32,6 +32,12 @@ validated on, and a *routine* tier is never an all-clear.
 """
 )
 
+
+def figure(value: float | None) -> str:
+    """A figure to three decimals, or n/a when the JSON did not record it."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 st.header("Model card")
 path = weights_path()
 try:
@@ -41,6 +47,8 @@ except WeightsError as exc:
 else:
     card = app_support.model_card(meta)
     st.caption(f"Weights: `{path}`")
+    if card["untrained"]:
+        st.warning(app_support.untrained_advice(card["untrained"]))
     cols = st.columns(3)
     if card["auroc"] is not None:
         ci = card["auroc_ci"]
@@ -67,9 +75,12 @@ else:
         ctx = card["context"]
         used = ", ".join(f"{k} (weight {w:.2f})" for k, w in ctx["weights"].items() if w > 0)
         st.caption(
-            f"Optional patient context on the Predict page: {used}. AUROC on the {ctx['split']} split "
-            f"{ctx['auroc_image_only']:.3f} from the image alone, {ctx['auroc']:.3f} with the recorded context."
+            f"Optional patient context on the Predict page: {used or 'no field helped'}. AUROC on the "
+            f"{ctx['split']} split {figure(ctx['auroc_image_only'])} from the image alone, "
+            f"{figure(ctx['auroc'])} with the recorded context."
         )
+    for problem in card["problems"]:
+        st.warning(f"The weights' JSON is not as expected: {problem}.")
     if not card["ood"]:
         st.caption("No out-of-distribution statistics stored: unusual images are not flagged.")
 

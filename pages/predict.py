@@ -1,6 +1,7 @@
 """Predict: one uploaded or camera image → diagnosis probabilities, malignancy score, triage tier, OOD warning
 and a saliency overlay, with a downloadable report. Several uploads → a worklist, most urgent first, with the
-details of any one of them. Uploads stay in memory; nothing is written to disk."""
+details of any one of them. Uploads stay in memory; nothing is written to disk. The last uploads and the patient
+context are kept in the session, so they are still there after a visit to another page."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dermai.context import describe as describe_context
 from dermai.intake import read_image
 from dermai.report import prediction_html
 from dermai.saliency import CAM_METHODS, overlay
+from dermai.weights import untrained_classifier
 from dermai.worklist import UPLOAD_TYPES, WorklistEntry, tier_counts, worklist, worklist_csv
-from pages._common import PLAIN_ERRORS, or_stop, predictor, weights_path
+from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
 
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "routine": st.success}
 
@@ -26,22 +28,32 @@ st.title("Predict")
 st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only.")
 weights = weights_path()
 mtime = app_support.weights_mtime(weights)
-model, lock = or_stop("Cannot load the model (choose other weights in the sidebar)", predictor, weights, mtime)
+CANNOT_LOAD = "Cannot load the model (choose other weights in the sidebar)"
+untrained = untrained_classifier(or_stop(CANNOT_LOAD, current_meta))
+if untrained:
+    st.error(app_support.untrained_advice(untrained))
+    st.stop()
+model, lock = or_stop(CANNOT_LOAD, predictor, weights, mtime)
+state = st.session_state
 
 source = st.radio("Image source", ["Upload a file", "Camera"], horizontal=True, key="pred_source")
 if source == "Camera":
     shot = st.camera_input("Take a dermoscopy photo", key="pred_camera")
-    uploads = [shot] if shot is not None else []
+    uploads = [(shot.name, shot.getvalue())] if shot is not None else []
 else:
-    uploads = (
-        st.file_uploader(
-            "Dermoscopy images: one, or several for a worklist sorted by urgency",
-            type=UPLOAD_TYPES,
-            accept_multiple_files=True,
-            key="pred_upload",
-        )
-        or []
+    reopened = "pred_upload" not in state  # Streamlit dropped the uploader's files while another page was shown
+    chosen = st.file_uploader(
+        "Dermoscopy images: one, or several for a worklist sorted by urgency",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key="pred_upload",
     )
+    uploads = app_support.uploads_to_show(state, [(u.name, u.getvalue()) for u in chosen or []], reopened)
+    if state.get(app_support.SHOWING_KEPT):
+        i1, i2 = st.columns([5, 1])
+        plural = "image" if len(uploads) == 1 else "images"
+        i1.info(f"Showing the {len(uploads)} {plural} uploaded earlier in this session.")
+        i2.button("Clear", key="pred_clear_kept", on_click=app_support.forget_uploads, args=(state,))
 c1, c2, c3, c4 = st.columns(4)
 method = c1.selectbox("Saliency method", list(CAM_METHODS), key="pred_method")
 targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c for c in model.classes}}
@@ -58,12 +70,15 @@ if model.context_model:
         )
         used = model.context_fields
         column = dict(zip(used, st.columns(3), strict=False))  # the fields asked for, side by side
+        sexes, site_options = [NOT_GIVEN, "female", "male"], [NOT_GIVEN, *model.context_sites]
+        app_support.restore_widgets(state, {"pred_age": None, "pred_sex": sexes, "pred_site": site_options})
         if "age" in used:
             age = column["age"].number_input("Age (years)", 0, 120, value=None, step=1, key="pred_age")
         if "sex" in used:
-            sex = column["sex"].selectbox("Sex", [NOT_GIVEN, "female", "male"], key="pred_sex")
+            sex = column["sex"].selectbox("Sex", sexes, key="pred_sex")
         if "site" in used:
-            site = column["site"].selectbox("Body site", [NOT_GIVEN, *model.context_sites], key="pred_site")
+            site = column["site"].selectbox("Body site", site_options, key="pred_site")
+        app_support.keep_widgets(state, ["pred_age", "pred_sex", "pred_site"])
         if len(uploads) > 1:
             st.caption(
                 "With several images the context applies to every one of them (one patient's lesions); each "
@@ -275,10 +290,10 @@ if not uploads:
     st.info("Upload a dermoscopy image (JPEG or PNG) to get a triage tier, or several to get a worklist.")
     st.stop()
 if len(uploads) > 1:
-    show_worklist(dict(zip(unique_names([u.name for u in uploads]), (u.getvalue() for u in uploads), strict=True)))
+    show_worklist(dict(zip(unique_names([name for name, _ in uploads]), (data for _, data in uploads), strict=True)))
     st.stop()
 try:
-    outcome = analyse(uploads[0].getvalue(), uploads[0].name)
+    outcome = analyse(uploads[0][1], uploads[0][0])
 except PLAIN_ERRORS as exc:
     st.error(f"Cannot analyse this file: {exc}")
     st.stop()

@@ -4,6 +4,9 @@ HAM10000 copy and a tiny calibrated model, and the interactive paths work (uploa
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +178,113 @@ def test_dataset_detail_shows_the_other_images_of_the_lesion(app_env: Path) -> N
     note = next(c.value for c in at.caption if "other image(s) of this lesion" in c.value)
     assert note.startswith("1 other image(s) of this lesion (split: ")
     assert at.image[-1].captions == [other]
+
+
+@pytest.fixture
+def json_only_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For pages that read only the weights' JSON (no model is trained): a weights file whose tensors are never
+    read, a synthetic data folder whose ages run from 30.5 to 89.5, and an empty runs folder."""
+    from tests.conftest import ham_rows, make_folder
+
+    rows = ham_rows(n_lesions_per_dx=2, images_per_lesion=1)
+    for i, row in enumerate(rows):
+        row["age"] = 30.5 if i == 0 else 89.5 if i == len(rows) - 1 else 50.0
+    make_folder(tmp_path / "data", rows)
+    weights = tmp_path / "weights" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"never read")
+    rewrite(weights.with_suffix(".json"), {"classes": ["mel", "nv"], "image_size": 32})
+    monkeypatch.setenv("DERMAI_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(weights))
+    monkeypatch.setenv("DERMAI_RUNS", str(tmp_path / "runs"))
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.chdir(REPO)
+    return weights
+
+
+def rewrite(path: Path, payload: object) -> None:
+    """Write bytes (or an object as JSON) with a modification time later than the file's last one: cached
+    readers key on it, and two writes within one clock tick could otherwise share it."""
+    import os
+
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_bytes(payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+    stamp = max(time.time_ns(), before + 1_000_000_000)
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_dataset_age_range_holds_fractional_ages_and_follows_csv_edits(json_only_env: Path, tmp_path: Path) -> None:
+    at = page("dataset").run()
+    assert_clean(at)
+    assert at.slider(key="ds_age").value == (30, 90)  # 89.5 is inside the range, not cut off at 89
+    assert at.subheader[0].value == "14 images match"
+    csv = tmp_path / "data" / "metadata.csv"
+    lines = csv.read_text().splitlines()
+    rewrite(csv, "\n".join([*lines[:4], *lines[-3:]]).encode() + b"\n")  # same ages, 6 images
+    at.run()
+    assert_clean(at)
+    assert at.subheader[0].value == "6 images match"  # the edited CSV, not the cached folder
+
+
+def test_home_and_sidebar_name_a_garbled_or_odd_weights_json(json_only_env: Path, tmp_path: Path) -> None:
+    rewrite(json_only_env.with_suffix(".json"), b"[]")
+    broken = tmp_path / "runs" / "broken" / "model.safetensors"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"x")
+    rewrite(broken.with_suffix(".json"), b"\xff\xfe not utf-8")
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert_clean(at)
+    assert "broken (unreadable JSON)" in at.sidebar.selectbox[0].options
+    assert any("model.json: expected a JSON object, got a list" in text for text in alerts(at))
+    odd = {"classes": ["mel", "nv"], "image_size": 32, "test_metrics": [0.9], "context": {"fields": 3}}
+    rewrite(json_only_env.with_suffix(".json"), {**odd, "stages": ["pretrain"], "status": "finished"})
+    at.run()
+    assert_clean(at)
+    texts = alerts(at)
+    assert "The weights' JSON is not as expected: field 'test_metrics' is not an object: ignored." in texts
+    assert any("field 'context.fields' is missing or not an object" in text for text in texts)
+    assert any(text.startswith("Pretrain only — no trained classifier") for text in texts)
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({"stages": ["pretrain"], "status": "finished"}, "Pretrain only — no trained classifier"),
+        (
+            {"stages": ["pretrain", "finetune"], "status": "stopped", "val_metrics": {}},
+            "Stopped before fine-tuning finished an epoch — no trained classifier",
+        ),
+    ],
+)
+def test_predict_refuses_weights_whose_classifier_never_trained(json_only_env: Path, record: dict, reason: str) -> None:
+    rewrite(json_only_env.with_suffix(".json"), {"classes": ["mel", "nv"], "image_size": 32, **record})
+    at = page("predict").run()
+    assert_clean(at)
+    assert at.error[0].value.startswith(reason) and "Fine-tune them first" in at.error[0].value
+    assert not at.get("file_uploader")  # nothing to upload to: no probabilities from a random classifier
+
+
+def test_predict_keeps_uploads_and_context_across_pages(app_env: Path) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/predict.py").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")
+    at.number_input(key="pred_age").set_value(75)
+    at.run()
+    assert_clean(at)
+    score = at.metric[0].value
+    at.switch_page("pages/home.py").run()  # Streamlit drops the Predict page's widget state here
+    at.switch_page("pages/predict.py").run()
+    assert_clean(at)
+    assert "Showing the 1 image uploaded earlier in this session." in [i.value for i in at.info]
+    assert at.number_input(key="pred_age").value == 75
+    assert at.metric[0].label.endswith("with patient context") and at.metric[0].value == score
+    assert any("Triage tier:" in text for text in alerts(at))
+    at.selectbox(key="pred_method").set_value("eigencam").run()  # a rerun on the page keeps showing them
+    assert "eigencam overlay" in at.image[1].proto.imgs[0].caption
+    next(b for b in at.button if b.label == "Clear").click().run()
+    assert_clean(at)
+    assert not at.image and any(i.value.startswith("Upload a dermoscopy image") for i in at.info)
 
 
 def test_augmentation_preset_and_reseed(app_env: Path) -> None:
@@ -370,6 +480,69 @@ def test_training_page_compares_runs(app_env: Path) -> None:
     assert list(at.dataframe[2].value.index) == ["train.lr"]
     at.radio(key="compare_key").set_value("val_bacc").run()
     assert_clean(at)
+
+
+def test_training_page_lists_a_damaged_run_without_a_traceback(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "fine", 1e-3, [0.80, 0.86])
+    with open(runs / "fine" / "metrics.jsonl", "a") as handle:
+        handle.write('"oops"\n')  # a JSON line that is no record: skipped
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.json").write_bytes(b'{"config": \xff}')
+    at = page("training").run()
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["fine", "stage"] == "finetune" and table.loc["fine", "status"] != jobs.UNREADABLE
+    assert table.loc["broken", "status"] == jobs.UNREADABLE
+    assert table.loc["broken", "problem"].startswith(str(runs / "broken" / "config.json"))
+    at.selectbox(key="train_run").set_value("broken").run()
+    assert_clean(at)
+    assert any(e.value.startswith("Cannot show run broken: ") and "config.json" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("field", ["Run name (optional)", "Ensemble name (optional)"])
+def test_training_page_refuses_a_name_outside_the_runs_folder(app_env: Path, field: str) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "fine", 1e-3, [0.8])  # the ensemble form shows once there is a run
+    at = page("training").run()
+    next(w for w in at.text_input if w.label == field).set_value("../escape")
+    button = "Start training" if field.startswith("Run") else "Build ensemble"
+    next(b for b in at.button if b.label == button).click()
+    at.run()
+    assert_clean(at)
+    what = "run name" if field.startswith("Run") else "ensemble name"
+    assert any(e.value.startswith(f"Not started: {what} '../escape': use letters") for e in at.error), alerts(at)
+    assert not (runs.parent / "escape").exists() and jobs.current_job(runs) is None
+
+
+def test_training_page_cancels_a_running_ensemble_rather_than_stopping_it(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    (runs / "ens").mkdir(parents=True)
+    (runs / "ens" / "config.json").write_text(json.dumps({"members": ["a", "b"]}))
+    # A stand-in for `python -m dermai ensemble` (its command line names dermai, as the job check expects).
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "dermai"], start_new_session=True)
+    record = {"pid": process.pid, "run_dir": str(runs / "ens"), "stage": "ensemble", "command": [], "started": 0.0}
+    (runs / jobs.LOCK_NAME).write_text(json.dumps(record))
+    try:
+        at = page("training").run()
+        assert_clean(at)
+        at.selectbox(key="train_run").set_value("ens").run()
+        labels = [b.label for b in at.button]
+        assert "Cancel this job" in labels and "Stop this run" not in labels
+        next(b for b in at.button if b.label == "Cancel this job").click()
+        at.run()
+        assert_clean(at)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+        assert not (runs / "ens" / "STOP").exists()
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_evaluation_compares_two_models_of_one_split(app_env: Path) -> None:

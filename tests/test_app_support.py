@@ -4,6 +4,7 @@ browser tests share."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,127 @@ def test_embedding_map_on_tiny_weights(tmp_path_factory: pytest.TempPathFactory)
     points = app_support.embedding_map(weights, None, "test", limit=10, method="pca")
     assert len(points) <= 10 and {"image_id", "path", "dx", "x", "y"} <= set(points.columns)
     assert np.isfinite(points[["x", "y"]].to_numpy()).all()
+
+
+def test_weight_choices_label_unreadable_and_untrained_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DERMAI_WEIGHTS", raising=False)
+    runs = tmp_path / "runs"
+    metas: dict[str, bytes] = {
+        "garbled": b"\xff\xfe not utf-8",
+        "list": b"[]",
+        "pretrain": json.dumps({"status": "finished", "stages": ["pretrain"]}).encode(),
+        "stopped": json.dumps({"status": "stopped", "stages": ["pretrain", "finetune"], "val_metrics": {}}).encode(),
+        "tuned": json.dumps(
+            {"status": "stopped", "stages": ["pretrain", "finetune"], "val_metrics": {"stage": "finetune"}}
+        ).encode(),
+    }
+    for name, text in metas.items():
+        (runs / name).mkdir(parents=True)
+        (runs / name / "model.safetensors").write_bytes(b"x")
+        (runs / name / "model.json").write_bytes(text)
+    outside = tmp_path / "elsewhere" / "model.safetensors"
+    outside.parent.mkdir()
+    outside.write_bytes(b"x")
+    outside.with_suffix(".json").write_bytes(metas["pretrain"])
+    labels = app_support.weight_choices(runs, str(outside))
+    assert labels[str(runs / "garbled" / "model.safetensors")] == "garbled (unreadable JSON)"
+    assert labels[str(runs / "list" / "model.safetensors")] == "list (unreadable JSON)"
+    pretrain = labels[str(runs / "pretrain" / "model.safetensors")]
+    assert pretrain == "pretrain (finished, pretrain only — no trained classifier)"
+    assert labels[str(runs / "stopped" / "model.safetensors")] == (
+        "stopped (stopped, stopped before fine-tuning finished an epoch — no trained classifier)"
+    )
+    assert labels[str(runs / "tuned" / "model.safetensors")] == "tuned (stopped)"
+    assert labels[str(outside)] == "elsewhere/model.safetensors (pretrain only — no trained classifier)"
+    assert "Fine-tune them first" in app_support.untrained_advice("pretrain only — no trained classifier")
+
+
+def test_weights_mtime_resolves_a_folder_and_follows_both_files(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x")
+    weights.with_suffix(".json").write_text("{}")
+    os.utime(weights, ns=(1_000, 1_000))
+    os.utime(weights.with_suffix(".json"), ns=(2_000, 2_000))
+    assert app_support.weights_mtime(str(tmp_path)) == app_support.weights_mtime(str(weights)) == (1_000, 2_000)
+    os.utime(weights.with_suffix(".json"), ns=(3_000, 3_000))  # recalibrated: only the JSON is rewritten
+    assert app_support.weights_mtime(str(tmp_path)) == (1_000, 3_000)
+    assert app_support.weights_mtime(str(tmp_path / "absent.safetensors")) == (0, 0)
+
+
+def test_metadata_stamp_changes_with_the_csv(tmp_path: Path) -> None:
+    make_folder(tmp_path, ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
+    csv = tmp_path / "metadata.csv"
+    os.utime(csv, ns=(5_000, 5_000))
+    assert app_support.metadata_stamp(tmp_path) == (str(csv), 5_000)
+    os.utime(csv, ns=(6_000, 6_000))
+    assert app_support.metadata_stamp(str(tmp_path)) == (str(csv), 6_000)
+    assert app_support.metadata_stamp(tmp_path / "imgs") is None  # no CSV: loading the folder says why
+
+
+def test_model_card_names_odd_blocks_instead_of_failing() -> None:
+    meta = {
+        "test_metrics": [0.9],
+        "val_metrics": {"val_auroc": "high", "auroc_ci": [0.1]},
+        "operating_points": {"refer": "0.2", "urgent": {"threshold": "x", "sensitivity": 0.9}},
+        "classes": 7,
+        "model": {"member_image_sizes": 96},
+        "image_size": 96,
+        "context": {"fields": {"age": {"weight": "heavy"}}},
+        "stages": ["pretrain"],
+    }
+    card = app_support.model_card(meta)
+    assert card["auroc"] is None and card["classes"] == [] and card["context"] is None
+    assert card["tiers"] == [{"tier": "urgent", "threshold": None, "sensitivity": 0.9, "specificity": None}]
+    assert card["input_sizes"] == "? px"
+    assert card["untrained"] == "pretrain only — no trained classifier"
+    assert card["problems"] == [
+        "field 'test_metrics' is not an object: ignored",
+        "field 'val_metrics.val_auroc' is not a number: ignored",
+        "field 'operating_points.refer' is not an object: ignored",
+        "field 'operating_points.urgent.threshold' is not a number: ignored",
+        "field 'classes' is not a list: ignored",
+        "field 'context.fields.age.weight' is missing or not a number: the patient-context model is not described",
+    ]
+    assert app_support.model_card({"val_metrics": {"val_auroc": 0.8}})["problems"] == []
+
+
+def test_context_summary_rejects_odd_blocks_and_misses_figures() -> None:
+    with pytest.raises(ValueError, match=r"'context\.fields' is missing"):
+        app_support.context_summary({"context": {"val_metrics": {}}})
+    with pytest.raises(ValueError, match=r"'context\.fields' is missing"):
+        app_support.context_summary({"context": "yes"})
+    block = {"fields": {"age": {"weight": 0.5}}}
+    # A test block without the image-only AUROC falls back to validation, which recorded nothing here.
+    summary = app_support.context_summary({"context": block, "test_metrics": {"context": {"auroc": 0.9}}})
+    assert summary == {"weights": {"age": 0.5}, "auroc": None, "auroc_image_only": None, "split": "val"}
+
+
+def test_kept_uploads_return_after_another_page_until_cleared() -> None:
+    state: dict = {}
+    first = [("a.jpg", b"1"), ("b.jpg", b"2")]
+    assert app_support.uploads_to_show(state, [], reopened=True) == []  # first visit: nothing kept yet
+    assert app_support.uploads_to_show(state, first, reopened=False) == first
+    assert app_support.uploads_to_show(state, [], reopened=True) == first  # back from another page
+    assert state[app_support.SHOWING_KEPT] is True
+    assert app_support.uploads_to_show(state, [], reopened=False) == first  # later reruns keep showing them
+    app_support.forget_uploads(state)
+    assert app_support.uploads_to_show(state, [], reopened=False) == []
+    assert app_support.uploads_to_show(state, [], reopened=True) == []  # cleared for good
+    app_support.uploads_to_show(state, first, reopened=False)
+    assert app_support.uploads_to_show(state, [], reopened=False) == []  # emptied on the page: forgotten
+    assert app_support.uploads_to_show(state, [], reopened=True) == []
+    second = [("c.jpg", b"3")]
+    app_support.uploads_to_show(state, first, reopened=False)
+    assert app_support.uploads_to_show(state, second, reopened=False) == second  # a new upload replaces them
+    assert app_support.uploads_to_show(state, [], reopened=True) == second
+
+
+def test_widget_values_are_kept_and_restored_when_still_valid() -> None:
+    state: dict = {"pred_age": 70, "pred_site": "face"}
+    app_support.keep_widgets(state, ["pred_age", "pred_sex", "pred_site"])
+    fresh: dict = {app_support.KEPT_WIDGETS: state[app_support.KEPT_WIDGETS]}  # the widgets' own keys are gone
+    app_support.restore_widgets(fresh, {"pred_age": None, "pred_sex": ["not given"], "pred_site": ["back"]})
+    assert fresh["pred_age"] == 70 and "pred_sex" not in fresh and "pred_site" not in fresh  # face: not offered
+    fresh["pred_age"] = 40
+    app_support.restore_widgets(fresh, {"pred_age": None})
+    assert fresh["pred_age"] == 40  # a widget that has a value keeps it

@@ -198,6 +198,50 @@ def test_default_weights_path_is_used(weights_path: Path, monkeypatch: pytest.Mo
         Predictor.from_weights()
 
 
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\xff\xfe{}", "model.json: not UTF-8 text"),
+        (b"{not json", "model.json: not valid JSON"),
+        (b"[]", "model.json: expected a JSON object, got a list"),
+        (b"null", "model.json: expected a JSON object, got null"),
+        ({"model": None}, "model.json: field 'model' must be an object, got null"),
+        ({"model": {"dropout": 0.1}}, "model.json: unknown field 'model.dropout' (known: arch, "),
+        ({"model": {"members": "two"}}, "model.json: field 'model.members' must be a positive integer, got 'two'"),
+        ({"model": {"members": 0}}, "model.json: field 'model.members' must be a positive integer, got 0"),
+        ({"model": {"arch": "vgg16"}}, "model.json: fields 'model', 'mean' or 'std' describe no usable network"),
+        ({"classes": "mel,nv"}, "model.json: field 'classes' must list the class names"),
+        ({"image_size": "64"}, "model.json: field 'image_size' must be a positive integer, got '64'"),
+    ],
+)
+def test_garbled_or_foreign_json_is_a_weights_error_naming_file_and_field(
+    weights_path: Path, tmp_path: Path, payload: bytes | dict, message: str
+) -> None:
+    copy = tmp_path / "model.safetensors"
+    copy.write_bytes(weights_path.read_bytes())
+    good = json.loads(weights_path.with_suffix(".json").read_text())
+    text = payload if isinstance(payload, bytes) else json.dumps({**good, **payload}).encode()
+    copy.with_suffix(".json").write_bytes(text)
+    with pytest.raises(weights.WeightsError) as caught:
+        weights.load_weights(tmp_path)  # a folder, as the app's "Other weights file" box accepts
+    assert str(caught.value).startswith(str(copy.with_suffix(".json"))) and message in str(caught.value)
+    if isinstance(payload, bytes):
+        with pytest.raises(weights.WeightsError, match="model.json: "):
+            weights.read_meta(copy)
+
+
+def test_untrained_classifier_reads_the_trainers_record() -> None:
+    assert weights.untrained_classifier({}) is None  # hand-made JSON: cannot tell, not refused
+    assert weights.untrained_classifier({"stages": ["finetune"], "status": "finished"}) is None
+    assert weights.untrained_classifier({"stages": ["pretrain"], "status": "finished"}) == (
+        "pretrain only — no trained classifier"
+    )
+    both = {"stages": ["pretrain", "finetune"], "status": "stopped", "val_metrics": {}}
+    assert "stopped before fine-tuning" in str(weights.untrained_classifier(both))
+    assert weights.untrained_classifier({**both, "val_metrics": {"stage": "finetune", "val_auroc": 0.8}}) is None
+    assert weights.untrained_classifier({**both, "status": "finished"}) is None
+
+
 def test_cli_predict_json_on_a_real_image(ham_root: Path, weights_path: Path, tmp_path: Path, capsys) -> None:
     images = sorted((ham_root / "images").glob("ISIC_*.jpg"))[:2]
     code = cli.main(

@@ -72,3 +72,15 @@ def test_image_files_expands_folders_and_names_bad_paths(tmp_path: Path) -> None
     empty.mkdir()
     with pytest.raises(ValueError, match="empty: no image files"):
         image_files([empty])
+
+
+def test_csv_export_defuses_formula_cells_but_the_table_keeps_real_names() -> None:
+    names = ['=HYPERLINK("http://x","y").jpg', "+1.jpg", "-2.jpg", "@cmd.jpg", "\tt.jpg", "\rr.jpg", "plain.jpg"]
+    entries = [WorklistEntry(name, prediction("refer", 0.1 * (i + 1))) for i, name in enumerate(names)]
+    entries.append(WorklistEntry("zz.jpg", error="=cmd|' /C calc'!A0"))
+    table = worklist(entries)
+    assert set(table["image"]) == {*names, "zz.jpg"}  # on screen: the real names
+    back = pd.read_csv(io.BytesIO(worklist_csv(table)), keep_default_na=False)
+    assert set(back["image"]) == {*("'" + n for n in names[:-1]), "plain.jpg", "zz.jpg"}
+    assert back.set_index("image").loc["zz.jpg", "notes"] == "'=cmd|' /C calc'!A0"
+    assert back["p_malignant"].iloc[0] == "0.7000"  # numbers are not text: untouched
