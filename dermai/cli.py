@@ -166,12 +166,12 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
 def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("evaluate", help="score weights on their own test split (or an external folder)")
     evaluate.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
-    evaluate.add_argument("--data", help="data folder (default: the one in the weights' config)")
+    evaluate.add_argument("--data", help="data folder (default: the one in the weights' config; needed for all)")
     evaluate.add_argument(
         "--split",
         choices=["test", "val", "all"],
         default="test",
-        help="all: every image of the folder (an external test set)",
+        help="all: every image of an external --data folder, less any the weights were trained or tuned on",
     )
     evaluate.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
     evaluate.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from dermai.intake import IntakeError, read_image
 from dermai.preprocess import resize_square
 
 DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -466,7 +467,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> Path:
 
 def cache_key(paths: Iterable[str], size: int) -> str:
     """Changes whenever an image is added, removed, reordered or modified, or the size changes."""
-    digest = hashlib.sha256(f"v1:{size}".encode())
+    digest = hashlib.sha256(f"v2:{size}".encode())  # v2: decoded by intake.read_image
     for path in paths:
         stat = os.stat(path)
         digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -474,12 +475,14 @@ def cache_key(paths: Iterable[str], size: int) -> str:
 
 
 def decode_image(path: str, size: int) -> np.ndarray:
-    """One image file → (size, size, 3) uint8, or a DataError naming the file."""
+    """One image file → (size, size, 3) uint8, or a DataError naming the file.
+
+    Decoded by `intake.read_image`, as a prediction's upload is (EXIF orientation applied, transparency on
+    white, 16-bit scaled, oversized files refused), so training and evaluation see what prediction sees."""
     try:
-        with Image.open(path) as image:
-            return resize_square(image, size)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from exc
+        return resize_square(read_image(path, name=path).image, size)
+    except IntakeError as exc:  # its message starts with the name given, here the path
+        raise DataError(f"{path}: unreadable image ({str(exc).removeprefix(f'{path}: ')})") from exc
 
 
 def _cached_decode(

@@ -23,6 +23,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
 from dermai.data import (
+    DataError,
     Dataset,
     atomic_write_bytes,
     attach_splits,
@@ -70,6 +71,32 @@ def weights_dataset(
             "the data folder it was trained on"
         )
     return dataset
+
+
+def unseen_rows(meta: dict[str, Any], dataset: Dataset) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """An external folder's rows (split "all") without the images these weights were trained or tuned on.
+
+    External sets often share images with the training data (ISIC 2019 holds all of HAM10000 under the same
+    ids); scoring those would report memory as generalisation. The weights' own split is rebuilt to find them:
+    the training folder itself is refused (its held-out images are the test split), train and validation ids
+    are dropped and counted. When the weights' split cannot be rebuilt (no config, folder gone), the report
+    says the overlap was not checked."""
+    rows = dataset.meta.assign(split="all")
+    try:
+        own = weights_dataset(meta)
+    except (EvaluationError, DataError) as exc:
+        return rows, {"overlap_checked": False, "reason": str(exc), "n_excluded": 0}
+    if own.root.resolve() == dataset.root.resolve():
+        raise EvaluationError(
+            f"{dataset.root} is the folder these weights were trained on: score its held-out images with "
+            "--split test (or val), not --split all"
+        )
+    seen = set(own.meta.loc[own.meta["split"].isin(["train", "val"]), "image_id"])
+    kept = rows[~rows["image_id"].isin(seen)].reset_index(drop=True)
+    if kept.empty:
+        raise EvaluationError(f"every image of {dataset.root} was used to train or tune these weights")
+    report = {"overlap_checked": True, "training_data": str(own.root), "n_excluded": len(rows) - len(kept)}
+    return kept, report
 
 
 def score(
@@ -273,9 +300,12 @@ def evaluate(
     if split not in SCORED_SPLITS:
         raise EvaluationError(f"unknown split {split!r} (one of {', '.join(SCORED_SPLITS)})")
     loaded = load_weights(weights_path)
+    external: dict[str, Any] | None = None
     if split == "all":
+        if data_dir is None:
+            raise EvaluationError("--split all scores an external folder: name it with --data")
         dataset = load_dataset(data_dir)
-        rows = dataset.meta.assign(split="all")
+        rows, external = unseen_rows(loaded.meta, dataset)
         checksum = None
     else:
         dataset = weights_dataset(loaded.meta, data_dir, manifest)
@@ -291,6 +321,8 @@ def evaluate(
         "manifest_sha256": checksum,
         **scored,
     }
+    if external is not None:
+        report["external"] = external
     if saliency:
         report["saliency"] = _saliency_plausibility(loaded, rows, dataset.root, saliency_limit)
     return report, predictions
@@ -322,6 +354,11 @@ def summary_text(report: dict[str, Any]) -> str:
         f"AUROC malignant {_fmt(report['auroc'])}{ci_text}",
         f"balanced accuracy (diagnosis) {_fmt(report['balanced_accuracy'])}",
     ]
+    external = report.get("external")
+    if external and external["overlap_checked"]:
+        lines.insert(1, f"left out {external['n_excluded']} images the weights were trained or tuned on")
+    elif external:
+        lines.insert(1, f"overlap with the training images NOT checked: {external['reason']}")
     for name, rates in ((report["binary"] or {}).get("thresholds") or {}).items():
         lines.append(
             f"{name}: threshold {rates['threshold']:.3f}, sensitivity {_fmt(rates['sensitivity'])}, "

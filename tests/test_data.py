@@ -131,6 +131,38 @@ def test_partly_filled_ids_still_keep_lesions_and_patients_on_one_side(tmp_path:
     assert set(meta["group"]) == {f"P{k}" for k in range(28)}  # each patient: two lesions of three images
 
 
+def test_training_decodes_images_as_prediction_does(tmp_path: Path) -> None:
+    """EXIF orientation, transparency and 16-bit depth: the pixel cache once ignored all three (an EXIF-rotated
+    JPEG differed by 127 grey levels on average from what predict saw; transparency went black, not white)."""
+    from PIL import Image
+
+    from dermai.intake import read_image
+    from dermai.preprocess import resize_square
+
+    rng = np.random.default_rng(0)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(rotated, exif=exif)
+    cutout = tmp_path / "cutout.png"
+    rgba = np.zeros((20, 20, 4), dtype=np.uint8)
+    rgba[5:15, 5:15] = (200, 40, 40, 255)  # an opaque square on a transparent background
+    Image.fromarray(rgba, mode="RGBA").save(cutout)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((20, 20), 32768, dtype=np.uint16)).save(deep)
+    for path in (rotated, cutout, deep):
+        expected = resize_square(read_image(path).image, 16)
+        assert np.array_equal(data.decode_image(str(path), 16), expected), path.name
+    assert data.decode_image(str(cutout), 20)[0, 0].tolist() == [255, 255, 255]
+    assert 120 <= data.decode_image(str(deep), 8).mean() <= 135  # half of 16-bit range, scaled not clipped
+    with Image.open(rotated) as raw:  # the stored pixels are 40 wide; shown (and now cached) 30 wide, 40 high
+        assert raw.size == (40, 30)
+    assert np.array_equal(
+        data.decode_image(str(rotated), 16),
+        resize_square(Image.open(rotated).transpose(Image.Transpose.ROTATE_270), 16),
+    )
+
+
 def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_root = make_folder(tmp_path / "env", ham_rows(1, 1))
     monkeypatch.setenv("DERMAI_DATA", str(env_root))

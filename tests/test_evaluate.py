@@ -4,6 +4,7 @@ external folder is scored whole, and the CLI writes both files. One tiny HAM1000
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from dermai import calibration
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.data import DIAGNOSES, read_manifest
-from dermai.evaluate import EvaluationError, compare_weights, evaluate
+from dermai.evaluate import EvaluationError, compare_weights, evaluate, summary_text
 from dermai.inference import malignant_probability, softmax_np
 from dermai.predict import Predictor
 from dermai.serving import fit_serving
@@ -120,6 +121,34 @@ def test_split_all_scores_every_image_of_an_external_binary_folder(weights: Path
     for row in predictions.head(3).itertuples():
         single = predictor.predict(next((folder / "imgs").rglob(f"{row.image_id}.jpg")))
         assert single.p_malignant == pytest.approx(row.p_malignant, abs=1e-3) and single.tier == row.tier
+
+
+def test_split_all_leaves_out_images_the_weights_were_trained_or_tuned_on(
+    weights: Path, ham_root: Path, tmp_path: Path
+) -> None:
+    """An external set sharing images with the training data (ISIC 2019 holds HAM10000) must not score them."""
+    manifest = pd.read_csv(weights.parent / "manifest.csv")
+    seen = [
+        *manifest.loc[manifest["split"] == "train", "image_id"][:3],
+        *manifest.loc[manifest["split"] == "val", "image_id"][:1],
+    ]
+    unseen = manifest.loc[manifest["split"] == "test", "image_id"].iloc[0]
+    rows = [
+        {"isic_id": f"ISIC_{i:07d}", "benign_malignant": "malignant" if i % 3 == 0 else "benign"} for i in range(12)
+    ]
+    folder = make_folder(tmp_path / "isic", rows, size=(90, 60), id_column="isic_id")
+    for image_id in [*seen, unseen]:
+        shutil.copy(next(ham_root.rglob(f"{image_id}.jpg")), folder / "imgs" / f"{image_id}.jpg")
+        rows.append({"isic_id": image_id, "benign_malignant": "benign"})
+    pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
+    report, predictions = evaluate(weights, folder, split="all", n_boot=0)
+    assert set(predictions["image_id"]) == {r["isic_id"] for r in rows} - set(seen)
+    assert report["external"] == {"overlap_checked": True, "training_data": str(ham_root.resolve()), "n_excluded": 4}
+    assert "left out 4 images the weights were trained or tuned on" in summary_text(report)
+    with pytest.raises(EvaluationError, match="is the folder these weights were trained on"):
+        evaluate(weights, ham_root, split="all", n_boot=0)
+    with pytest.raises(EvaluationError, match="name it with --data"):
+        evaluate(weights, split="all", n_boot=0)
 
 
 def test_manifest_that_is_not_the_weights_split_is_refused(weights: Path, tmp_path: Path) -> None:
