@@ -11,18 +11,23 @@ import torch.nn.functional as F
 from dermai.config import check_off_or_positive
 
 
-def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def nt_xent(
+    z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5, ids: torch.Tensor | None = None
+) -> torch.Tensor:
     r"""Normalised temperature-scaled cross-entropy (Chen et al. 2020, eq. 1).
 
     z_a[i] and z_b[i] are projections of two views of image i. With the 2N vectors
     :math:`z = [z_a; z_b]`, L2-normalised, and :math:`s_{ij} = z_i^\top z_j / \tau`, the loss of sample i
     whose other view is j(i) is
 
-    .. math::  \ell_i = -\log \frac{\exp(s_{i,j(i)})}{\sum_{k \ne i} \exp(s_{ik})}
+    .. math::  \ell_i = -\log \frac{\exp(s_{i,j(i)})}{\sum_{k \ne i,\, k \notin D(i)} \exp(s_{ik})}
 
-    i.e. a (2N−1)-way classification of the positive among the other 2N−2 negatives, and the loss is the
-    mean of :math:`\ell_i` over all 2N samples. Computed in float32 even under bf16 autocast (the softmax
-    over similarities loses too much precision in bf16).
+    i.e. a classification of the positive among the other views, and the loss is the mean of :math:`\ell_i`
+    over all 2N samples. D(i) holds the views of other copies of i's image: class-balanced fine-tuning batches
+    are drawn with replacement, so one image can fill several rows, and its copies are no negatives (counted
+    as such, the loss would push an image away from itself). `ids` (N,) names each row's image; without it
+    every row is a different image and D(i) is empty. Computed in float32 even under bf16 autocast (the
+    softmax over similarities loses too much precision in bf16).
     """
     if z_a.shape != z_b.shape or z_a.ndim != 2:
         raise ValueError(f"nt_xent needs two (N, D) tensors of one shape, got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
@@ -32,16 +37,36 @@ def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> t
         sim = z @ z.T / temperature
         sim.fill_diagonal_(float("-inf"))  # a sample is never its own negative
         positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        if ids is not None:
+            sim = sim.masked_fill(_copies(ids, ids, positives), float("-inf"))
         return F.cross_entropy(sim, positives)
 
 
+def _copies(local_ids: torch.Tensor, all_ids: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """(2n, 2N) mask of the views of the same image as each local view, its own positive excepted."""
+    rows = torch.cat([local_ids, local_ids]).to(positives.device)
+    columns = torch.cat([all_ids, all_ids]).to(positives.device)
+    same = rows[:, None] == columns[None, :]
+    same[torch.arange(len(rows), device=positives.device), positives] = False
+    return same
+
+
 def nt_xent_global(
-    z_a: torch.Tensor, z_b: torch.Tensor, all_a: torch.Tensor, all_b: torch.Tensor, offset: int, temperature: float
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    all_a: torch.Tensor,
+    all_b: torch.Tensor,
+    offset: int,
+    temperature: float,
+    ids: torch.Tensor | None = None,
+    all_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NT-Xent for one rank's samples against negatives gathered from every rank.
 
     z_a/z_b: this rank's N projections; all_a/all_b: every rank's (gathered with gradients); offset: where
-    this rank's rows start in the gathered tensors. Equals `nt_xent(all_a, all_b)` once averaged over ranks.
+    this rank's rows start in the gathered tensors; ids/all_ids: the images of this rank's and of every rank's
+    rows (copies of one image are no negatives, as in `nt_xent`). Equals `nt_xent(all_a, all_b, ids=all_ids)`
+    once averaged over ranks.
     """
     n, total = z_a.shape[0], all_a.shape[0]
     with torch.autocast(device_type=z_a.device.type, enabled=False):
@@ -52,6 +77,8 @@ def nt_xent_global(
         own = torch.cat([rows + offset, rows + offset + total])
         sim[torch.arange(2 * n, device=z_a.device), own] = float("-inf")
         positives = torch.cat([rows + offset + total, rows + offset])
+        if ids is not None and all_ids is not None:
+            sim = sim.masked_fill(_copies(ids, all_ids, positives), float("-inf"))
         return F.cross_entropy(sim, positives)
 
 

@@ -623,12 +623,14 @@ class Trainer:
         with autocast_for(self.device, tc.precision):
             logits, z, mask_logits = net(views)
         z_a, z_b = z[:n], z[n:]
+        ids = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device)  # copies of an image: no negatives
         if self.dist.enabled:
             all_a = dist_utils.gather_with_grad(z_a.float().contiguous(), self.dist)
             all_b = dist_utils.gather_with_grad(z_b.float().contiguous(), self.dist)
-            ntx = nt_xent_global(z_a, z_b, all_a, all_b, self.dist.rank * n, tc.temperature)
+            all_ids = dist_utils.gather_with_grad(ids, self.dist)
+            ntx = nt_xent_global(z_a, z_b, all_a, all_b, self.dist.rank * n, tc.temperature, ids, all_ids)
         else:
-            ntx = nt_xent(z_a, z_b, tc.temperature)
+            ntx = nt_xent(z_a, z_b, tc.temperature, ids)
         record: dict[str, Any] = {"ntxent": float(ntx.detach())}
         if stage == "pretrain":
             loss = ntx + 0.0 * logits.float().sum()  # the classifier joins the graph, so DDP sees all grads

@@ -9,15 +9,17 @@ import torch.nn.functional as F
 from dermai.losses import joint_loss, nt_xent, nt_xent_global
 
 
-def reference_nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> torch.Tensor:
-    """Loop-by-loop NT-Xent straight from the SimCLR paper's definition."""
+def reference_nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, tau: float, ids: list[int] | None = None) -> torch.Tensor:
+    """Loop-by-loop NT-Xent straight from the SimCLR paper's definition; with `ids`, views of another copy of
+    the same image are left out of the denominator."""
     z = F.normalize(torch.cat([z_a, z_b]).double(), dim=1)
     n2 = z.shape[0]
     n = n2 // 2
+    image = [*(ids or range(n)), *(ids or range(n))]
     total = 0.0
     for i in range(n2):
         j = (i + n) % n2
-        sims = [(z[i] @ z[k]) / tau for k in range(n2) if k != i]
+        sims = [(z[i] @ z[k]) / tau for k in range(n2) if k != i and (k == j or image[k] != image[i])]
         total += -((z[i] @ z[j]) / tau - torch.logsumexp(torch.stack(sims), 0))
     return total / n2
 
@@ -63,6 +65,37 @@ def test_global_variant_equals_full_batch_when_averaged_over_ranks() -> None:
     full = nt_xent(a, b, 0.5)
     parts = [nt_xent_global(a[r * 4 : (r + 1) * 4], b[r * 4 : (r + 1) * 4], a, b, r * 4, 0.5) for r in range(2)]
     assert torch.stack(parts).mean().item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_copies_of_one_image_are_not_each_others_negatives() -> None:
+    """Balanced fine-tuning batches draw with replacement: rows 0, 3 and 5 below are one image."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    ids = [7, 1, 2, 7, 4, 7]
+    loss = nt_xent(a, b, 0.5, ids=torch.tensor(ids))
+    assert loss.double().item() == pytest.approx(reference_nt_xent(a, b, 0.5, ids).item(), rel=1e-5)
+    assert loss.item() != pytest.approx(nt_xent(a, b, 0.5).item(), rel=1e-3)  # the copies did count before
+    distinct = torch.arange(6)
+    assert nt_xent(a, b, 0.5, ids=distinct).item() == pytest.approx(nt_xent(a, b, 0.5).item(), rel=1e-6)
+    # Two copies with identical projections: without ids each is the other's hardest negative.
+    same = torch.eye(4)
+    same[1] = same[0]
+    dup = torch.tensor([0, 0, 2, 3])
+    assert nt_xent(same, same.clone(), 0.5, ids=dup).item() < nt_xent(same, same.clone(), 0.5).item() - 0.1
+    halves = [
+        nt_xent_global(
+            a[r * 3 : (r + 1) * 3],
+            b[r * 3 : (r + 1) * 3],
+            a,
+            b,
+            r * 3,
+            0.5,
+            torch.tensor(ids[r * 3 : (r + 1) * 3]),
+            torch.tensor(ids),
+        )
+        for r in range(2)
+    ]
+    assert torch.stack(halves).mean().item() == pytest.approx(loss.item(), rel=1e-5)  # copies on two ranks too
 
 
 def test_joint_loss_adds_lambda_times_ntxent() -> None:
