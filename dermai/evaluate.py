@@ -141,11 +141,18 @@ def _saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path
     if rows.empty:
         return {"skipped": f"no lesion masks found under {root / 'masks'}"}
     meta = loaded.meta
-    explainer = SaliencyExplainer(loaded.model, classes=meta["classes"], mean=meta["mean"], std=meta["std"])
+    explainer = SaliencyExplainer(
+        loaded.model,
+        classes=meta["classes"],
+        temperature=float(meta.get("temperature") or 1.0),
+        log_prior=meta.get("log_prior"),  # so "the predicted class" is the one a user would be shown
+        mean=meta["mean"],
+        std=meta["std"],
+    )
     pixels = load_pixels(list(rows["path"]), int(meta["image_size"]))
     mass, area, hits, blank = [], [], [], 0
     for image_id, image in zip(rows["image_id"], pixels, strict=True):
-        heatmap = explainer.heatmap(np.asarray(image))  # the predicted class's Grad-CAM
+        heatmap = explainer.heatmap(np.asarray(image))  # the served top class's Grad-CAM
         blank += int(heatmap.max() <= 0)  # e.g. a 1×1 last block at small image sizes: no localisation at all
         with Image.open(masks[image_id]) as mask:
             mass.append(cam_mass_in_mask(heatmap, mask))

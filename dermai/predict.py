@@ -60,6 +60,11 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def top_diagnosis(self) -> str:
+        """The diagnosis shown first (highest probability; the first of a tie), as the CLI and worklist do."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
 
 @dataclass
 class SaliencyResult:
@@ -200,7 +205,13 @@ class Predictor:
 
         if method not in self._explainers:
             self._explainers[method] = SaliencyExplainer(
-                self.model, method, classes=self.classes, temperature=self.temperature, mean=self.mean, std=self.std
+                self.model,
+                method,
+                classes=self.classes,
+                temperature=self.temperature,
+                log_prior=self.log_prior,
+                mean=self.mean,
+                std=self.std,
             )
         return self._explainers[method]
 
@@ -211,11 +222,17 @@ class Predictor:
         target: int | str | None = None,
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
+        shown: Prediction | None = None,
     ) -> SaliencyResult:
         """CAM heatmap (input size) and overlay (original size); target: None = predicted class, a class
-        index or name, or "malignant"."""
+        index or name, or "malignant".
+
+        The predicted class is the calibrated top class of this single view; pass the image's `predict`
+        result as `shown` to explain its `top_diagnosis` instead, which TTA or patient context can change."""
         from dermai.saliency import overlay
 
+        if target is None and shown is not None:
+            target = shown.top_diagnosis
         intake = self.read(image)
         pixels = resize_square(intake.image, self.image_size)
         with self._lock:

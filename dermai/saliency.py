@@ -6,6 +6,10 @@ and keeping one around leaks it into every plain prediction. `SaliencyExplainer`
 object once and attaches its hooks only for the duration of one `explain` call. During that call the target
 layer's output is cut from the graph above it: every gradient-based CAM needs gradients at that layer only,
 so the backward pass runs through the pooling and classifier instead of the whole trunk (~4× faster on CPU).
+
+The explainer carries the served calibration (temperature and training log prior, `calibrated_probs`): a model
+trained on class-balanced batches has logits whose argmax is not the diagnosis the user is shown, so "the
+predicted class" and "malignant" are both taken from softmax(logits / T + log prior), as served.
 """
 
 from __future__ import annotations
@@ -37,19 +41,37 @@ CAM_METHODS: dict[str, type[BaseCAM]] = {
 }
 
 
-class MalignantTarget:
-    """CAM target: the summed softmax probability of the malignant classes (mel, bcc, akiec, or 'malignant')."""
+def served_logits(logits: torch.Tensor, temperature: float, log_prior: Sequence[float] | None) -> torch.Tensor:
+    """logits / T + log prior: the scores whose softmax is what `dermai.inference.calibrated_probs` serves."""
+    z = logits / temperature
+    return z + torch.as_tensor(log_prior, dtype=z.dtype, device=z.device) if log_prior else z
 
-    def __init__(self, classes: Sequence[str], temperature: float = 1.0) -> None:
+
+def served_top_class(logits: torch.Tensor, temperature: float, log_prior: Sequence[float] | None) -> int:
+    """The class shown as the top diagnosis for one image's logits (K,) or (1, K): the served argmax, which
+    the raw logits' argmax (pytorch-grad-cam's default target) misses when the log prior is not flat."""
+    return int(served_logits(logits.detach().float().reshape(-1), temperature, log_prior).argmax())
+
+
+class MalignantTarget:
+    """CAM target: the served p_malignant, the summed calibrated probability of the malignant classes (mel, bcc,
+    akiec, or 'malignant') — with the log prior, so its gradient is that of the score the tiers are cut on."""
+
+    def __init__(
+        self, classes: Sequence[str], temperature: float = 1.0, log_prior: Sequence[float] | None = None
+    ) -> None:
         # malignant_probability of the identity matrix marks the malignant columns: one definition for both.
         columns = np.flatnonzero(malignant_probability(np.eye(len(classes)), classes))
         if columns.size == 0:
             raise ValueError(f"no malignant class among {list(classes)}")
+        if log_prior and len(log_prior) != len(classes):
+            raise ValueError(f"log prior has {len(log_prior)} entries for {len(classes)} classes")
         self.columns = torch.as_tensor(columns)
         self.temperature = temperature
+        self.log_prior = list(log_prior) if log_prior else None
 
     def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(model_output / self.temperature, dim=-1)
+        probs = torch.softmax(served_logits(model_output, self.temperature, self.log_prior), dim=-1)
         return probs.index_select(-1, self.columns.to(probs.device)).sum(dim=-1)
 
 
@@ -68,6 +90,7 @@ class SaliencyExplainer:
         target_layer: nn.Module | None = None,
         classes: Sequence[str] | None = None,
         temperature: float = 1.0,
+        log_prior: Sequence[float] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -77,6 +100,7 @@ class SaliencyExplainer:
         self.method = method
         self.classes = list(classes) if classes is not None else None
         self.temperature = temperature
+        self.log_prior = list(log_prior) if log_prior else None  # the served calibration, see module docstring
         self.mean, self.std = tuple(mean), tuple(std)
         layers = [target_layer] if target_layer is not None else list(model.cam_layers)
         self.cam = CAM_METHODS[method](model=model, target_layers=layers)
@@ -84,20 +108,23 @@ class SaliencyExplainer:
         if method == "scorecam":
             self.cam.batch_size = 64  # the library's default of 16 means 32 small forward passes per call
 
-    def _target(
-        self, target: int | str | None, classes: Sequence[str] | None
-    ) -> MalignantTarget | ClassifierOutputTarget | None:
-        if target is None:
-            return None
+    def _target(self, target: int | str, classes: Sequence[str] | None) -> MalignantTarget | ClassifierOutputTarget:
         if isinstance(target, str):
             if classes is None:
                 raise ValueError(f"target {target!r} needs the class names")
             if target == "malignant":
-                return MalignantTarget(classes, self.temperature)
+                return MalignantTarget(classes, self.temperature, self.log_prior)
             if target not in classes:
                 raise ValueError(f"unknown target {target!r}; choose from {list(classes)} or 'malignant'")
             return ClassifierOutputTarget(list(classes).index(target))
         return ClassifierOutputTarget(int(target))
+
+    def predicted_class(self, input_tensor: torch.Tensor) -> int:
+        """The served top class of one image (model in eval mode), fixed before the CAM runs: left to the
+        library, it would be the raw argmax, and re-chosen per augmented view under `aug_smooth`."""
+        with torch.no_grad(), torch.autocast(input_tensor.device.type, enabled=False):
+            logits = self.model(input_tensor.float())
+        return served_top_class(logits, self.temperature, self.log_prior)
 
     @contextlib.contextmanager
     def _hooked(self) -> Iterator[None]:
@@ -127,21 +154,22 @@ class SaliencyExplainer:
     ) -> np.ndarray:
         """Heatmap (S, S) float32 in [0, 1] for one preprocessed image (1, 3, S, S), in fp32.
 
-        `target`: None = the predicted class, a class index or name, or "malignant"; names need `classes`
-        (here or at construction).
+        `target`: None = the predicted class (the served top class, see `predicted_class`), a class index or
+        name, or "malignant" (the served p_malignant); names need `classes` (here or at construction).
         """
         if input_tensor.ndim != 4 or input_tensor.shape[0] != 1:
             raise ValueError(f"expected one image shaped (1, 3, S, S), got {tuple(input_tensor.shape)}")
-        targets = self._target(target, classes if classes is not None else self.classes)
+        classes = classes if classes is not None else self.classes
         was_training = self.model.training
         self.model.eval()
         # ScoreCAM writes tqdm progress bars to stderr; they would garble the CLI's output.
         quiet = contextlib.redirect_stderr(io.StringIO()) if self.method == "scorecam" else contextlib.nullcontext()
         try:
+            chosen = self._target(self.predicted_class(input_tensor) if target is None else target, classes)
             with self._hooked(), torch.enable_grad(), torch.autocast(input_tensor.device.type, enabled=False), quiet:
                 heatmap = self.cam(
                     input_tensor.float(),
-                    targets=None if targets is None else [targets],
+                    targets=[chosen],
                     aug_smooth=aug_smooth,
                     eigen_smooth=eigen_smooth,
                 )[0]

@@ -108,9 +108,13 @@ def fit_serving(
 
 
 def training_log_prior(meta: dict[str, Any], train: Any, n_classes: int) -> list[float] | None:
-    """log class frequencies of the labelled training images when the model was trained on class-balanced
-    batches (its logits then carry a uniform prior); None when it saw the real frequencies."""
-    if not meta.get("config", {}).get("train", {}).get("balanced_sampling", False):
+    """log class frequencies of the labelled training images, for logits that carry a uniform prior; None for
+    weights without a training config (how their loss treated the classes is unknown).
+
+    `dermai.train` fine-tunes either on class-balanced batches (balanced_sampling) or, without them, with a
+    cross-entropy weighted by 1 / class frequency: both losses are minimised by the uniform-prior posterior,
+    so both need the prior added back, and no setting turns off both."""
+    if not meta.get("config", {}).get("train"):
         return None
     labelled = train[train["labelled"]] if "labelled" in train.columns else train
     counts = np.bincount(labelled["label"].to_numpy(), minlength=n_classes).astype(float)

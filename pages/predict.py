@@ -113,7 +113,7 @@ def analyse(data: bytes, name: str, image_site: str | None = None) -> dict[str, 
     with lock:
         intake = read_image(data, name)
         prediction = model.predict(intake, tta=tta, context=context)
-        saliency = model.explain(intake, method=method, target=target)
+        saliency = model.explain(intake, method=method, target=target, shown=prediction)  # the top class shown
     result = {
         "key": cache_key,
         "name": name,

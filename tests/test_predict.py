@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from PIL import Image
 from dermai import cli, weights
 from dermai.context import PatientContext
 from dermai.data import DIAGNOSES
-from dermai.inference import dihedral_views
+from dermai.inference import dihedral_views, forward_pixels
 from dermai.intake import IntakeError
 from dermai.metrics import TIER_MEANINGS
 from dermai.model import SimCLRResNet18
@@ -175,6 +176,33 @@ def test_explain_heatmap_overlay_and_cached_explainers(predictor: Predictor) -> 
     malignant = predictor.explain(image, method="hirescam", target="malignant")
     assert malignant.heatmap.shape == (SIZE, SIZE) and malignant.target == "malignant"
     assert set(predictor._explainers) == {"gradcam", "hirescam"}
+
+
+def test_explain_targets_what_the_prediction_shows(weights_path: Path) -> None:
+    """With a training prior the shown top diagnosis is not the raw logits' argmax: the default CAM and the
+    "malignant" CAM must explain the served numbers, not the raw ones."""
+    predictor = Predictor.from_weights(weights_path)
+    image = lesion_like(107)
+    pixels = resize_square(image, SIZE)[None]
+    logits, _ = forward_pixels(predictor.model, pixels, mean=MEAN, std=STD)  # as `predict` computes them
+    raw_top, lifted = int(logits[0].argmax()), int(logits[0].argmin())
+    prior = np.full(len(CLASSES), 0.1 / (len(CLASSES) - 1))
+    prior[lifted] = 0.9
+    predictor.log_prior = np.log(prior).tolist()
+    prediction = predictor.predict(image)
+    assert prediction.top_diagnosis == CLASSES[lifted] != CLASSES[raw_top]
+    default = predictor.explain(image)
+    np.testing.assert_allclose(default.heatmap, predictor.explain(image, target=CLASSES[lifted]).heatmap, atol=1e-6)
+    assert np.abs(default.heatmap - predictor.explain(image, target=raw_top).heatmap).max() > 0.05
+    malignant = predictor.explainer()._target("malignant", CLASSES)
+    served = malignant(torch.from_numpy(logits).double()).item()
+    assert served == pytest.approx(prediction.p_malignant, rel=1e-6)
+    # a prediction whose shown top class differs (TTA or context can do that) pins the target to it
+    other = next(i for i in range(len(CLASSES)) if i not in (raw_top, lifted))
+    shown = replace(prediction, probabilities={c: float(i == other) for i, c in enumerate(CLASSES)})
+    pinned = predictor.explain(image, shown=shown)
+    assert pinned.target == CLASSES[other]
+    np.testing.assert_allclose(pinned.heatmap, predictor.explain(image, target=other).heatmap, atol=1e-6)
 
 
 def test_concurrent_predict_and_explain_match_sequential_results(predictor: Predictor) -> None:

@@ -1,5 +1,6 @@
 """Saliency: every CAM method gives a valid heatmap, the CAM object is built once and leaves no hooks behind,
-the graph cut changes nothing, overlays keep the original size, and the plausibility measures are right."""
+the graph cut changes nothing, the targets are the served scores (calibrated top class, served p_malignant),
+overlays keep the original size, and the plausibility measures are right."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from dermai.data import DIAGNOSES
+from dermai.ensemble import EnsembleModel
+from dermai.inference import calibrated_probs, malignant_probability
 from dermai.model import SimCLRResNet18
 from dermai.saliency import (
     CAM_METHODS,
@@ -19,6 +22,7 @@ from dermai.saliency import (
     cam_mass_in_mask,
     overlay,
     pointing_game_hit,
+    served_top_class,
 )
 
 CLASSES = list(DIAGNOSES)
@@ -99,6 +103,66 @@ def test_targets_and_errors(model: SimCLRResNet18) -> None:
         explainer.explain(image_tensor(32), target="melanoma", classes=CLASSES)
     with pytest.raises(ValueError, match="one image"):
         explainer.explain(torch.zeros(2, 3, 32, 32))
+
+
+def test_malignant_target_is_the_served_p_malignant() -> None:
+    logits = np.array([[1.0, 2.0, 0.0, -1.0, 3.0, 0.5, 0.0], [0.2, -0.4, 1.5, 0.0, -2.0, 0.3, 0.9]])
+    # HAM10000-like training frequencies (nv ≈ 67 %, df ≈ 1 %): a prior gap of ~4 nats between nv and df
+    meta = {"temperature": 1.7, "log_prior": np.log([0.033, 0.051, 0.11, 0.011, 0.111, 0.67, 0.014]).tolist()}
+    served = malignant_probability(calibrated_probs(logits, meta), CLASSES)
+    target = MalignantTarget(CLASSES, meta["temperature"], meta["log_prior"])
+    ours = target(torch.tensor(logits, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(ours, served, rtol=1e-10)
+    without_prior = MalignantTarget(CLASSES, meta["temperature"])(torch.tensor(logits, dtype=torch.float64)).numpy()
+    assert np.abs(without_prior - served).min() > 0.05  # the prior matters here, so the check above can fail
+    with pytest.raises(ValueError, match="log prior has 2 entries"):
+        MalignantTarget(CLASSES, 1.0, [0.0, 0.0])
+
+
+def prior_favouring(cls: int, n: int = len(CLASSES)) -> list[float]:
+    """A training log prior with 90 % of the images in one class: enough to move an untrained model's argmax."""
+    prior = np.full(n, 0.1 / (n - 1))
+    prior[cls] = 0.9
+    return np.log(prior).tolist()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_predicted_class_target_is_the_calibrated_top_class(model: SimCLRResNet18, method: str) -> None:
+    x = image_tensor(96, seed=4)
+    with torch.no_grad():
+        logits = model(x)[0]
+    raw_top = int(logits.argmax())
+    shown = int(logits.argmin())  # the prior lifts the raw logits' last class to the top
+    log_prior = prior_favouring(shown)
+    probs = calibrated_probs(logits[None].numpy(), {"temperature": 1.5, "log_prior": log_prior})
+    assert int(probs.argmax()) == shown != raw_top
+    assert served_top_class(logits, 1.5, log_prior) == shown
+    layer = model.trunk.layer2[-1]  # a 12×12 map: the classes' heatmaps differ visibly
+    explainer = SaliencyExplainer(
+        model, method, target_layer=layer, classes=CLASSES, temperature=1.5, log_prior=log_prior
+    )
+    assert explainer.predicted_class(x) == shown
+    predicted = explainer.explain(x)
+    np.testing.assert_allclose(predicted, explainer.explain(x, target=shown), atol=1e-6)
+    assert np.abs(predicted - explainer.explain(x, target=raw_top)).max() > 0.05
+    uncalibrated = SaliencyExplainer(model, method, target_layer=layer, classes=CLASSES)
+    np.testing.assert_allclose(uncalibrated.explain(x), uncalibrated.explain(x, target=raw_top), atol=1e-6)
+
+
+def test_ensemble_predicted_class_and_malignant_use_the_calibration() -> None:
+    torch.manual_seed(1)
+    ensemble = EnsembleModel([SimCLRResNet18(len(CLASSES)).eval() for _ in range(2)]).eval()
+    x = image_tensor(64, seed=2)
+    with torch.no_grad():
+        logits = ensemble(x)[0]  # the members' mean logits
+    shown = int(logits.argmin())
+    log_prior = prior_favouring(shown)
+    explainer = SaliencyExplainer(ensemble, "gradcam", classes=CLASSES, temperature=1.2, log_prior=log_prior)
+    assert explainer.predicted_class(x) == shown != int(logits.argmax())
+    np.testing.assert_allclose(explainer.explain(x), explainer.explain(x, target=shown), atol=1e-6)
+    heatmap = explainer.explain(x, target="malignant")
+    assert heatmap.shape == (64, 64) and 0.0 <= heatmap.min() <= heatmap.max() <= 1.0
+    assert all(len(layer._forward_hooks) == 0 for layer in ensemble.cam_layers)
 
 
 def test_overlay_is_at_original_size_and_aligned() -> None:

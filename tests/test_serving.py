@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ from dermai.config import RunConfig
 from dermai.context import PatientContext
 from dermai.data import read_manifest
 from dermai.evaluate import evaluate, summary_text
-from dermai.serving import calibrate_run, fit_context, fit_context_if_possible, fit_serving
+from dermai.serving import calibrate_run, fit_context, fit_context_if_possible, fit_serving, training_log_prior
 from dermai.train import train
 from dermai.weights import load_weights
 
@@ -194,3 +196,21 @@ def test_bad_targets_are_refused_before_any_scoring(fitted: tuple, setting: dict
     with pytest.raises(ValueError, match=message):
         fit_serving(source, **setting)
     assert source.with_suffix(".json").read_bytes() == before
+
+
+@pytest.mark.parametrize("balanced_sampling", [True, False])
+def test_training_log_prior_for_balanced_batches_and_for_the_class_weighted_loss(balanced_sampling: bool) -> None:
+    """Both fine-tuning settings leave the logits with a uniform prior (balanced batches, or else a loss
+    weighted by 1 / class frequency), so both get the labelled training images' log prior back."""
+    train = pd.DataFrame({"label": [0, 0, 0, 1, 2, 2, 1, 1], "labelled": [True] * 6 + [False] * 2})
+    meta = {"config": {"train": {**vars(RunConfig().train), "balanced_sampling": balanced_sampling}}}
+    prior = training_log_prior(meta, train, 4)
+    assert prior is not None
+    # unlabelled rows left out; an absent class counts as one image
+    np.testing.assert_allclose(np.exp(prior), [3 / 6, 1 / 6, 2 / 6, 1 / 6])
+
+
+def test_training_log_prior_is_none_for_weights_trained_elsewhere() -> None:
+    train = pd.DataFrame({"label": [0, 1, 1]})
+    assert training_log_prior({"classes": ["a", "b"]}, train, 2) is None
+    np.testing.assert_allclose(np.exp(training_log_prior({"config": {"train": {"seed": 0}}}, train, 2)), [1 / 3, 2 / 3])
