@@ -80,7 +80,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--swa-lr", type=float, default=d.swa_lr, help="constant lr of the SWA epochs (default: cosine)")
     p.add_argument("--no-balanced-sampling", action="store_true", help="use class weights instead")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=d.num_workers,
+        help=f"threads decoding images into the pixel cache on a first run at a size (default {d.num_workers})",
+    )
     p.add_argument("--init-weights", help="start from these dermai weights (e.g. a pretrain run's model)")
     p.add_argument(
         "--train-seed",
@@ -107,7 +112,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="change the SimCLR pretraining augmentation (repeatable), same fields",
     )
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its saved settings (options given "
+        "with it must agree with them)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -274,6 +284,108 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     return cfg
 
 
+# Training options → the config fields they set: a resume compares these, for the options given, with the
+# run's saved config (stage comes from the subcommand; --seed also sets train.seed unless --train-seed does).
+FLAG_FIELDS: dict[str, tuple[str, ...]] = {
+    "data": ("data.data_dir",),
+    "seed": ("data.seed",),
+    "manifest": ("data.manifest",),
+    "val_fraction": ("data.val_fraction",),
+    "test_fraction": ("data.test_fraction",),
+    "limit": ("data.limit",),
+    "cache_dir": ("data.cache_dir",),
+    "label_fraction": ("data.label_fraction",),
+    "patience": ("train.early_stopping_patience",),
+    "no_balanced_sampling": ("train.balanced_sampling",),
+    "train_seed": ("train.seed",),
+    **{
+        name: (f"train.{name}",)
+        for name in (
+            "image_size",
+            "batch_size",
+            "lr",
+            "weight_decay",
+            "pretrain_epochs",
+            "finetune_epochs",
+            "warmup_epochs",
+            "lambda_ntxent",
+            "temperature",
+            "label_smoothing",
+            "focal_gamma",
+            "mask_weight",
+            "mixup_alpha",
+            "cutmix_alpha",
+            "swa_epochs",
+            "swa_lr",
+            "precision",
+            "num_workers",
+        )
+    },
+}
+
+
+def _given_options(argv: Sequence[str]) -> set[str]:
+    """The option names (argparse dests) `argv` sets itself, as opposed to defaults: parsed again with every
+    default of its subcommand suppressed, so abbreviations and `--flag=value` count as argparse reads them."""
+    parser = build_parser()
+    chosen = vars(parser.parse_args(argv))["command"]
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in subcommands.choices[chosen]._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
+def resume_fields(args: argparse.Namespace, given: set[str]) -> list[str]:
+    """The dotted config fields a resume must find unchanged: the stage (the subcommand) and those the given
+    options set (only the keys of --augment/--simclr-augment items)."""
+    fields = ["stage"]
+    for dest in sorted(given):
+        fields += FLAG_FIELDS.get(dest, ())
+    if "seed" in given and "train_seed" not in given:
+        fields.append("train.seed")
+    for section in ("augment", "simclr_augment"):
+        if section in given:
+            fields += [f"{section}.{item.partition('=')[0].strip()}" for item in getattr(args, section)]
+    return list(dict.fromkeys(fields))
+
+
+def _check_resume(args: argparse.Namespace, cfg: RunConfig) -> None:
+    """Refuse `--resume` with options that differ from the run's saved settings, listing each ("train.
+    finetune_epochs: saved 30, given 80"): the trainer continues with the saved ones, so such an option
+    would be ignored without a word. Options left at their defaults are not compared (the app's Resume passes
+    none), and a folder with nothing to resume is left for the trainer to report."""
+    from pathlib import Path
+
+    from dermai.config import config_differences, run_config_from_dict, to_dict
+
+    path = Path(args.out) / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+        saved_config = to_dict(run_config_from_dict(saved["config"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable run configuration ({exc})") from None
+    given = _given_options(args.argv)
+    differ = config_differences(saved_config, to_dict(cfg), resume_fields(args, given))
+    if "init_weights" in given and not _same_path(saved.get("init_weights"), args.init_weights):
+        differ.append(f"init_weights: saved {saved.get('init_weights')!r}, given {args.init_weights!r}")
+    if "reset_classifier" in given and not saved.get("reset_classifier"):
+        differ.append(f"reset_classifier: saved {bool(saved.get('reset_classifier'))}, given True")
+    if differ:
+        raise ValueError(
+            f"{args.out}: --resume continues with the run's saved settings, and options given differ from them "
+            f"({'; '.join(differ)}); drop those options, or start a new run in another --out folder"
+        )
+
+
+def _same_path(saved: str | None, given: str | None) -> bool:
+    """Whether two recorded paths name the same file (as typed, or once resolved)."""
+    if saved is None or given is None:
+        return saved == given
+    return saved == given or os.path.realpath(saved) == os.path.realpath(given)
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from dermai.data import attach_splits, load_dataset, summary_table, write_manifest
 
@@ -299,8 +411,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dermai.train import train
 
     stage = "both" if args.command == "train" else args.command
+    cfg = _run_config(args, stage)
+    if args.resume:
+        _check_resume(args, cfg)
     result = train(
-        _run_config(args, stage),
+        cfg,
         args.out,
         resume=args.resume,
         progress=not args.quiet,
@@ -453,7 +568,7 @@ def _predict_outputs(
     if not (args.cam_out or args.report_out):
         return written
     stem = Path(image).stem
-    explained = predictor.explain(intake, method=args.cam or "gradcam")
+    explained = predictor.explain(intake, method=args.cam or "gradcam", shown=result)  # the class printed
     if args.cam_out:
         buffer = io.BytesIO()
         Image.fromarray(explained.overlay).save(buffer, format="PNG")

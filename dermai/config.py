@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# The compute precisions (`dermai.inference.autocast_for`): auto = bf16 on CPUs that have it, AMP on CUDA.
+# The compute precisions (`dermai.inference.autocast_dtype`): auto = bf16 where the CPU or GPU has it; on an
+# older GPU, fp16 for inference and fp32 for training (fp16 training would need a gradient scaler).
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -52,8 +54,9 @@ class AugmentConfig:
     # Dermoscopy-specific options (probabilities; 0 = off).
     vignette_p: float = 0.0
     hair_p: float = 0.0
-    # Shades-of-Grey colour constancy. For fine-tuning it is also part of the model (ModelConfig), so that
-    # validation, evaluation and prediction see it too; SimCLR views get it from the augmenter alone.
+    # Shades-of-Grey colour constancy. It is also part of the model (ModelConfig) while the stage using this
+    # pipeline trains (`dermai.train.stage_color_constancy`): the fine-tuning setting is what validation,
+    # evaluation and prediction see; the SimCLR setting governs pretraining alone.
     color_constancy: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -76,10 +79,28 @@ def simclr_augment_config() -> AugmentConfig:
     )
 
 
+def _is_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here: `True` is a typo, not 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_off_or_positive(name: str, value: float) -> None:
     """Refuse a loss or mixing strength that is negative, NaN or infinite, naming the setting (0 = off)."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a number ≥ 0 (0 = off), got {value!r}")
+
+
+def check_positive(name: str, value: float, why: str = "") -> None:
+    """Refuse a setting that only means something above 0 (a learning rate, a temperature), naming it:
+    0 or less would train on NaNs or invert the objective instead of failing."""
+    if not (_is_number(value) and value > 0):
+        raise ValueError(f"{name} must be a number above 0{why}, got {value!r}")
+
+
+def check_count(name: str, value: int, minimum: int = 0, why: str = "") -> None:
+    """Refuse a count (epochs, workers, patience) that is not a whole number ≥ `minimum`, naming it."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+        raise ValueError(f"{name} must be a whole number ≥ {minimum}{why}, got {value!r}")
 
 
 def check_augment(cfg: AugmentConfig) -> AugmentConfig:
@@ -167,9 +188,9 @@ class ModelConfig:
     projection_hidden: int = 512
     projection_dim: int = 128
     init_checkpoint: str | None = None  # a local torchvision-format resnet18 state dict (optional)
-    # Shades-of-Grey colour constancy on every input, inside the model: the trainer sets it from the
-    # fine-tuning augmentation's `color_constancy`, so no path (validation, evaluation, prediction, Grad-CAM,
-    # OOD) can forget it.
+    # Shades-of-Grey colour constancy on every input, inside the model: the trainer sets it from each stage's
+    # augmentation's `color_constancy` (the run's last stage's is saved), so no path (validation, evaluation,
+    # prediction, Grad-CAM, OOD) can forget it.
     color_constancy: bool = False
 
 
@@ -201,8 +222,8 @@ class TrainConfig:
     # `swa_epochs` fine-tuning epochs; the average competes with the best epoch on validation AUROC.
     swa_epochs: int = 0  # 0 = off
     swa_lr: float | None = None  # constant lr of those epochs; None = the cosine schedule runs on through them
-    num_workers: int = 0
-    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 on CPUs that support it, AMP on CUDA)
+    num_workers: int = 2  # threads decoding images into the pixel cache (first run at a size); 0 counts as 1
+    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where supported, else fp32 for training)
     seed: int = 0
     log_every: int = 10  # steps between metric lines
 
@@ -217,6 +238,66 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage: str = "both"  # pretrain | finetune | both
+
+
+RUN_STAGES: tuple[str, ...] = ("pretrain", "finetune", "both")
+
+
+def check_run_config(cfg: RunConfig) -> RunConfig:
+    """Refuse training settings that cannot train what they promise, naming the field, before any data is
+    read (a bad value otherwise surfaces as NaN weights, a silent one-epoch run, or a torch error at the first
+    fine-tuning step). Loss-specific settings (mixing, focal γ, mask weight) are checked by their own modules.
+    Returns `cfg` unchanged."""
+    if cfg.stage not in RUN_STAGES:
+        raise ValueError(f"unknown stage {cfg.stage!r} (pretrain, finetune or both)")
+    t = cfg.train
+    check_count("image_size", t.image_size, 1)
+    check_count("batch_size", t.batch_size, 2, " (NT-Xent contrasts the images of a batch)")
+    check_positive("lr", t.lr)
+    check_off_or_positive("weight_decay", t.weight_decay)
+    check_off_or_positive("warmup_epochs", t.warmup_epochs)
+    check_off_or_positive("lambda_ntxent (--lambda)", t.lambda_ntxent)
+    check_positive("temperature", t.temperature, " (the NT-Xent τ divides the similarities)")
+    if not (_is_number(t.label_smoothing) and 0 <= t.label_smoothing < 1):
+        raise ValueError(f"label_smoothing must be in [0, 1) (0 = off), got {t.label_smoothing!r}")
+    check_count("early_stopping_patience (--patience)", t.early_stopping_patience, 0, " (0 = off)")
+    check_count("num_workers", t.num_workers, 0)
+    if t.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    pretrains, finetunes = cfg.stage in ("pretrain", "both"), cfg.stage in ("finetune", "both")
+    # 0 epochs of a stage the run claims would save untrained weights labelled with that stage, as finished.
+    why_pre = f" when the stage is {cfg.stage} (to skip pretraining, run the finetune stage)" if pretrains else ""
+    check_count("pretrain_epochs", t.pretrain_epochs, 1 if pretrains else 0, why_pre)
+    why_fine = f" when the stage is {cfg.stage} (0 would ship an untrained classifier)" if finetunes else ""
+    check_count("finetune_epochs", t.finetune_epochs, 1 if finetunes else 0, why_fine)
+    check_count("swa_epochs", t.swa_epochs, 0, " (0 = off)")
+    if t.swa_epochs > t.finetune_epochs:
+        raise ValueError(f"swa_epochs must be between 0 and finetune_epochs ({t.finetune_epochs}), got {t.swa_epochs}")
+    if t.swa_lr is not None:
+        check_positive("swa_lr", t.swa_lr, " (or None: the cosine schedule runs on)")
+    return cfg
+
+
+def config_differences(saved: dict[str, Any], given: dict[str, Any], fields: Iterable[str]) -> list[str]:
+    """Each dotted field (`train.finetune_epochs`) whose value differs between two `to_dict` configs, as
+    "field: saved X, given Y": a resume names these instead of silently keeping the saved values."""
+    out = []
+    for name in fields:
+        old, new = _dotted(saved, name), _dotted(given, name)
+        if _plain(old) != _plain(new):
+            out.append(f"{name}: saved {_plain(old)!r}, given {_plain(new)!r}")
+    return out
+
+
+def _dotted(values: dict[str, Any], name: str) -> Any:
+    for part in name.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of a value: tuples are lists, so a saved (0.8, 1.0) equals a given [0.8, 1.0]."""
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -64,11 +64,17 @@ def gather_with_grad(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(_GatherWithGrad.apply(t), dim=0)
 
 
+def collective_device(backend: str, local_rank: int) -> torch.device:
+    """Where a tensor made for a collective must live: nccl moves only CUDA tensors (a CPU one fails at the
+    first call), gloo reads CPU ones."""
+    return torch.device(f"cuda:{local_rank}") if str(backend).lower() == "nccl" else torch.device("cpu")
+
+
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     """Rank 0's decision (e.g. stop) shared with every rank."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor([1 if flag else 0], device=collective_device(dist.get_backend(), info.local_rank))
     dist.broadcast(t, src=0)
     return bool(t.item())
 

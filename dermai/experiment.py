@@ -9,6 +9,7 @@ only; validation and test scores are both reported. Finished runs are skipped, i
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -17,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from dermai.config import RunConfig
+from dermai.config import RunConfig, check_run_config, config_differences, run_config_from_dict, to_dict
 from dermai.data import (
     Dataset,
     atomic_write_bytes,
@@ -46,8 +47,31 @@ def _finished(run_dir: Path) -> bool:
     return weights.exists() and read_meta(weights).get("status") == "finished"
 
 
+def recipe_changes(cfg: RunConfig, run_dir: Path) -> list[str]:
+    """How the run already in `run_dir` was trained differently from `cfg` (training settings, both
+    augmentations, stage, split seed, label fraction), as "field: saved X, given Y"; [] for a new folder."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return []
+    try:
+        saved = to_dict(run_config_from_dict(json.loads(path.read_text())["config"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable run configuration ({exc})") from None
+    given = to_dict(cfg)
+    fields = ["stage", "data.seed", "data.label_fraction"]
+    fields += [f"{section}.{name}" for section in ("train", "augment", "simclr_augment") for name in given[section]]
+    return config_differences(saved, given, fields)
+
+
 def _train_once(cfg: RunConfig, run_dir: Path, init_weights: Path | None, command: str, progress: bool) -> Path:
-    """The run's final weights: reused when finished, resumed from its checkpoint, else trained."""
+    """The run's final weights: reused when finished, resumed from its checkpoint, else trained. A run made
+    with other settings is refused: reusing or resuming it would mix budgets in one table without a word."""
+    changes = recipe_changes(cfg, run_dir)
+    if changes:
+        raise ValueError(
+            f"{run_dir}: trained with other settings than this experiment's ({'; '.join(changes)}); rerun with "
+            "the original settings or use another --out folder"
+        )
     if not _finished(run_dir):
         resume = (run_dir / "checkpoints" / "last.pt").exists()
         result = train(
@@ -147,6 +171,7 @@ def label_efficiency(
 ) -> pd.DataFrame:
     """Run (or resume) the grid seeds × fractions × {simclr, random} into `out`; writes results.csv,
     summary.csv, label_efficiency.html and label_efficiency.md there and returns the summary."""
+    check_run_config(replace(base, stage="both"))  # every seed pretrains and fine-tunes: refuse 0 epochs now
     out = Path(out)
     manifest, dataset = _shared_split(base, out)
     rows: list[dict[str, Any]] = []

@@ -33,16 +33,29 @@ def cuda_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def autocast_for(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """The autocast context for a device and precision choice (auto | bf16 | fp32)."""
+def autocast_dtype(device_type: str, precision: str = "auto", training: bool = False) -> torch.dtype | None:
+    """The autocast dtype for a device type and precision choice (auto | bf16 | fp32), None for fp32.
+
+    On CUDA, "auto" means bf16 where the GPU has it. Without it (T4, V100) inference may use fp16, but
+    training stays fp32: fp16 gradients underflow without a gradient scaler, and the trainer has none."""
     if precision == "fp32":
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        # bf16 where the GPU has it: fp16 would need a gradient scaler to train without underflow.
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" or cuda_bf16() else torch.float16)
+        return None
+    if device_type == "cuda":
+        if precision == "bf16" or cuda_bf16():
+            return torch.bfloat16
+        return None if training else torch.float16
     if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16
+    return None
+
+
+def autocast_for(
+    device: torch.device, precision: str = "auto", training: bool = False
+) -> contextlib.AbstractContextManager:
+    """The autocast context for a device and precision choice (see `autocast_dtype`); `training` for steps
+    that compute gradients."""
+    dtype = autocast_dtype(device.type, precision, training)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def default_device() -> torch.device:
@@ -111,6 +124,14 @@ def calibrated_probs(logits: np.ndarray, meta: dict) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / float(meta.get("temperature") or 1.0)
     log_prior = meta.get("log_prior")
     return softmax_np(z + np.asarray(log_prior) if log_prior else z)
+
+
+def class_log_prior(labels: np.ndarray, n_classes: int) -> list[float]:
+    """log class frequencies of training labels (a class with none counts as one image): the term
+    `calibrated_probs` adds to the logits of a model trained on class-balanced batches or a class-weighted
+    loss, whose logits otherwise assume every class equally common."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(float)
+    return np.log(np.maximum(counts, 1.0) / counts.sum()).tolist()
 
 
 def malignant_probability(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:

@@ -12,6 +12,7 @@ Each trainer also holds its run folder's own OS lock (`train.run_lock`) while it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from dermai.config import DataConfig, to_dict
+from dermai.config import DataConfig, RunConfig, check_run_config, to_dict
 from dermai.data import write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta
 from dermai.losses import check_mask_weight
@@ -251,6 +252,7 @@ def start_job(
     run_dir = _new_run_dir(root, name or f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}", "run name")
     _refuse_if_running(root)
     try:  # what the trainer would refuse, refused here before a process starts
+        check_run_config(form_config(stage, options))
         check_mask_weight(
             float(options.get("mask_weight") or 0),
             float(options.get("mixup_alpha") or 0),
@@ -261,6 +263,17 @@ def start_job(
     if options.get("init_weights"):
         _check_start_weights(str(options["init_weights"]), options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
+
+
+def form_config(stage: str, options: Mapping[str, Any]) -> RunConfig:
+    """The run configuration a form's options give (the training fields only; the CLI's defaults elsewhere),
+    so its numbers can be checked before a process starts."""
+    cfg = RunConfig(stage=stage)
+    for key, value in options.items():
+        if value is not None and value != "" and key in {f.name for f in dataclasses.fields(cfg.train)}:
+            default = getattr(cfg.train, key)
+            setattr(cfg.train, key, type(default)(value) if isinstance(default, int | float) else value)
+    return cfg
 
 
 def start_ensemble_job(

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from dermai import distributed as dist_utils
 from dermai.augment import BatchAugmenter
-from dermai.config import AugmentConfig, RunConfig, run_config_from_dict, to_dict
+from dermai.config import AugmentConfig, RunConfig, check_run_config, run_config_from_dict, to_dict
 from dermai.data import (
     DataError,
     Dataset,
@@ -54,7 +54,14 @@ from dermai.data import (
     write_json_atomic,
     write_manifest,
 )
-from dermai.inference import autocast_for, default_device, forward_pixels, malignant_probability, softmax_np
+from dermai.inference import (
+    autocast_for,
+    class_log_prior,
+    default_device,
+    forward_pixels,
+    malignant_probability,
+    softmax_np,
+)
 from dermai.losses import check_focal_gamma, check_mask_weight, joint_loss, lesion_mask_loss, nt_xent, nt_xent_global
 from dermai.mixing import check_mixing, mix_views
 from dermai.model import LesionMaskHead, SimCLRResNet18
@@ -208,8 +215,10 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def prepare_data(cfg: RunConfig, workers: int = 2) -> tuple[Dataset, np.ndarray]:
-    """The split dataset and its cached pixels at the training size (decoded by `workers` threads if not cached)."""
+def prepare_data(cfg: RunConfig, workers: int | None = None) -> tuple[Dataset, np.ndarray]:
+    """The split dataset and its cached pixels at the training size, decoded (when not cached yet) by
+    `workers` threads: by default the run's `num_workers`, at least one."""
+    workers = max(1, cfg.train.num_workers if workers is None else workers)
     dataset = attach_splits(
         load_dataset(cfg.data.data_dir),
         seed=cfg.data.seed,
@@ -221,6 +230,31 @@ def prepare_data(cfg: RunConfig, workers: int = 2) -> tuple[Dataset, np.ndarray]
     )
     pixels = load_pixels(list(dataset.meta["path"]), cfg.train.image_size, cfg.data.cache_dir, workers)
     return dataset, pixels
+
+
+def stage_color_constancy(cfg: RunConfig, stage: str) -> bool:
+    """Whether the model colour-corrects its input during `stage`: each stage follows its own augmentation's
+    `color_constancy` (SimCLR views the pretraining one, fine-tuning and everything served the other)."""
+    return (cfg.simclr_augment if stage == "pretrain" else cfg.augment).color_constancy
+
+
+def validation_scores(
+    logits: np.ndarray, labels: np.ndarray, malignant: np.ndarray, classes: list[str], log_prior: list[float] | None
+) -> dict[str, float]:
+    """Validation AUROC (malignant vs benign), accuracy and balanced accuracy of logits.
+
+    p_malignant is computed as served (`calibrated_probs`: softmax(z + log prior)), so the epoch kept is the
+    one that ranks best as users see it; accuracies use the plain argmax, the balanced-accuracy decision."""
+    probs = softmax_np(logits)
+    served = softmax_np(logits + np.asarray(log_prior)) if log_prior is not None else probs
+    p_mal = malignant_probability(served, classes)
+    auroc = float(roc_auc_score(malignant, p_mal)) if len(set(malignant)) == 2 else float("nan")
+    pred = probs.argmax(1)
+    return {
+        "val_auroc": auroc,
+        "val_acc": float((pred == labels).mean()),
+        "val_bacc": float(balanced_accuracy_score(labels, pred)),
+    }
 
 
 class Trainer:
@@ -262,27 +296,22 @@ class Trainer:
             reset_classifier = saved.get("reset_classifier", reset_classifier)
         elif self.checkpoint_path.exists():
             raise TrainingError(f"{self.run_dir}: holds a run already; use --resume or another --out folder")
-        if cfg.stage not in (*STAGES, "both"):
-            raise TrainingError(f"unknown stage {cfg.stage!r} (pretrain, finetune or both)")
         tc = cfg.train
-        if not 0 <= tc.swa_epochs <= max(0, tc.finetune_epochs):
-            raise TrainingError(
-                f"swa_epochs must be between 0 and finetune_epochs ({tc.finetune_epochs}), got {tc.swa_epochs}"
-            )
-        if tc.swa_lr is not None and not tc.swa_lr > 0:
-            raise TrainingError(f"swa_lr must be above 0, got {tc.swa_lr}")
-        try:
+        try:  # every setting checked here, before any data is read
+            check_run_config(cfg)
             check_mixing(tc.mixup_alpha, tc.cutmix_alpha)
             check_focal_gamma(tc.focal_gamma)
             check_mask_weight(tc.mask_weight, tc.mixup_alpha, tc.cutmix_alpha)
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
-        # Colour constancy chosen for fine-tuning is part of the model, so every later use of it sees it too.
-        self.cfg = replace(cfg, model=replace(cfg.model, color_constancy=cfg.augment.color_constancy))
+        self.stages = STAGES if cfg.stage == "both" else (cfg.stage,)
+        # Colour constancy is part of the model, so every later use of it sees it too; each stage trains with
+        # its own augmentation's setting (`_run_stage`), and the weights record the last stage's.
+        constancy = stage_color_constancy(cfg, self.stages[-1])
+        self.cfg = replace(cfg, model=replace(cfg.model, color_constancy=constancy))
         self.command = command or " ".join(sys.argv)
         self.init_weights = init_weights
         self.reset_classifier = reset_classifier
-        self.stages = STAGES if cfg.stage == "both" else (cfg.stage,)
         self.resume = resume
 
     # ------------------------------------------------------------------------------------------ setup
@@ -353,12 +382,20 @@ class Trainer:
         self.labelled_idx = np.flatnonzero((meta["split"].to_numpy() == "train") & meta["labelled"].to_numpy())
         self.val_idx = np.flatnonzero(meta["split"].to_numpy() == "val")
         self.labels = meta["label"].to_numpy()
+        # Fine-tuning balances the classes either way (balanced batches, or the class-weighted loss without
+        # them), so its logits assume equal class frequencies; validation adds the labelled training split's
+        # log prior back, as serving does, so the epoch kept is the best one as served.
+        self.val_log_prior = (
+            class_log_prior(self.labels[self.labelled_idx], len(dataset.classes)) if len(self.labelled_idx) else None
+        )
         # The lesion-mask loss (fine-tuning only) reads every image's mask, cached beside the pixels.
         self.masks: np.ndarray | None = None
         self.mask_head: LesionMaskHead | None = None
         if cfg.train.mask_weight > 0 and "finetune" in self.stages:
             try:
-                self.masks = load_masks(dataset, cfg.train.image_size, cfg.data.cache_dir)
+                self.masks = load_masks(
+                    dataset, cfg.train.image_size, cfg.data.cache_dir, max(1, cfg.train.num_workers)
+                )
             except DataError as exc:
                 raise TrainingError(f"mask_weight {cfg.train.mask_weight}: {exc}") from None
             torch.manual_seed(cfg.train.seed)
@@ -446,6 +483,7 @@ class Trainer:
         pool = self.train_idx if stage == "pretrain" else self.labelled_idx
         if len(pool) < 2:
             raise TrainingError(f"{stage}: needs at least 2 training images, has {len(pool)}")
+        self.model.color_constancy = stage_color_constancy(cfg, stage)  # before the SWA average copies it
         batch, steps = self._batch_plan(len(pool))
         my_batches = [self.dist.rank + self.dist.world_size * i for i in range(steps)]
         total = len(my_batches) * epochs
@@ -620,7 +658,7 @@ class Trainer:
             labels = targets.argmax(1)  # the larger share of each mixed image, for the training accuracy
         views = views.contiguous(memory_format=torch.channels_last)
         net.train()
-        with autocast_for(self.device, tc.precision):
+        with autocast_for(self.device, tc.precision, training=True):  # fp32 rather than unscaled fp16
             logits, z, mask_logits = net(views)
         z_a, z_b = z[:n], z[n:]
         ids = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device)  # copies of an image: no negatives
@@ -678,17 +716,10 @@ class Trainer:
         logits, _ = forward_pixels(
             model, self.pixels[self.val_idx], mean=aug.mean, std=aug.std, precision=self.cfg.train.precision
         )
-        probs = softmax_np(logits)
-        y = self.labels[self.val_idx]
         malignant = self.dataset.meta["malignant"].to_numpy()[self.val_idx]
-        p_mal = malignant_probability(probs, self.dataset.classes)
-        auroc = float(roc_auc_score(malignant, p_mal)) if len(set(malignant)) == 2 else float("nan")
-        pred = probs.argmax(1)
-        return {
-            "val_auroc": auroc,
-            "val_acc": float((pred == y).mean()),
-            "val_bacc": float(balanced_accuracy_score(y, pred)),
-        }
+        return validation_scores(
+            logits, self.labels[self.val_idx], malignant, list(self.dataset.classes), self.val_log_prior
+        )
 
     def _track_best(self, score: float) -> bool:
         if math.isnan(score):
@@ -727,7 +758,8 @@ class Trainer:
             "image_size": cfg.train.image_size,
             "mean": list(cfg.augment.mean),
             "std": list(cfg.augment.std),
-            "model": to_dict(cfg.model),
+            # The colour constancy these weights were trained with (the stage's, for a run stopped early).
+            "model": {**to_dict(cfg.model), "color_constancy": bool(self.model.color_constancy)},
             "temperature": 1.0,
             "stages": list(self.stages),
             "manifest_sha256": manifest_checksum(self.dataset),

@@ -3,12 +3,23 @@ each field's type, checked as a whole, and refused with a message naming the fla
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
 from dermai import cli
-from dermai.config import AugmentConfig, augment_overrides, override_augment, simclr_augment_config
+from dermai.config import (
+    AugmentConfig,
+    RunConfig,
+    augment_overrides,
+    check_run_config,
+    config_differences,
+    override_augment,
+    simclr_augment_config,
+    to_dict,
+)
 
 
 def test_overrides_are_read_as_each_fields_type() -> None:
@@ -61,3 +72,149 @@ def test_the_cli_applies_each_pipelines_overrides_and_refuses_bad_ones(
     assert cli.main(["finetune", "--out", str(tmp_path / "run"), "--simclr-augment", "blur_p=2"]) == 2
     assert "--simclr-augment: blur_p must be a probability" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def _train_config(stage: str = "both", **train: object) -> RunConfig:
+    cfg = RunConfig(stage=stage)
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("stage", "train", "message"),
+    [
+        ("both", {"temperature": 0.0}, "temperature must be a number above 0"),
+        ("both", {"temperature": -0.5}, "temperature must be a number above 0"),
+        ("both", {"temperature": float("nan")}, "temperature must be a number above 0"),
+        ("both", {"lr": 0.0}, "lr must be a number above 0"),
+        ("both", {"lr": float("inf")}, "lr must be a number above 0"),
+        ("both", {"weight_decay": -1e-4}, "weight_decay must be a number ≥ 0"),
+        ("both", {"warmup_epochs": -1.0}, "warmup_epochs must be a number ≥ 0"),
+        ("both", {"lambda_ntxent": -0.5}, r"lambda_ntxent \(--lambda\) must be a number ≥ 0"),
+        ("both", {"label_smoothing": 1.5}, r"label_smoothing must be in \[0, 1\)"),
+        ("both", {"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
+        ("both", {"early_stopping_patience": -1}, r"early_stopping_patience \(--patience\) must be a whole number ≥ 0"),
+        ("both", {"num_workers": -2}, "num_workers must be a whole number ≥ 0"),
+        ("both", {"batch_size": 1}, "batch_size must be a whole number ≥ 2"),
+        ("both", {"image_size": 0}, "image_size must be a whole number ≥ 1"),
+        ("both", {"precision": "fp16"}, "precision must be one of auto, bf16, fp32"),
+        ("finetune", {"finetune_epochs": 0}, "finetune_epochs must be a whole number ≥ 1 when the stage is finetune"),
+        ("both", {"finetune_epochs": 0}, "finetune_epochs must be a whole number ≥ 1 when the stage is both"),
+        ("pretrain", {"pretrain_epochs": 0}, "pretrain_epochs must be a whole number ≥ 1 when the stage is pretrain"),
+        ("both", {"pretrain_epochs": 0}, "pretrain_epochs must be a whole number ≥ 1 when the stage is both"),
+        ("pretrain", {"finetune_epochs": -1}, "finetune_epochs must be a whole number ≥ 0"),
+        ("finetune", {"finetune_epochs": 3, "swa_epochs": 4}, "swa_epochs must be between 0 and finetune_epochs"),
+        ("finetune", {"swa_lr": 0.0}, "swa_lr must be a number above 0"),
+        ("distill", {}, "unknown stage 'distill'"),
+    ],
+)
+def test_bad_training_settings_are_refused_by_name(stage: str, train: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_run_config(_train_config(stage, **train))
+
+
+@pytest.mark.parametrize(
+    ("stage", "train"),
+    [
+        ("both", {}),  # the paper's defaults
+        ("finetune", {"pretrain_epochs": 0}),  # a stage the run does not run may be 0 (the app sends both)
+        ("pretrain", {"finetune_epochs": 0}),
+        ("both", {"lambda_ntxent": 0.0, "weight_decay": 0.0, "label_smoothing": 0.2, "early_stopping_patience": 5}),
+    ],
+)
+def test_sound_training_settings_pass(stage: str, train: dict) -> None:
+    cfg = _train_config(stage, **train)
+    assert check_run_config(cfg) is cfg
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--temperature", "0"], r"temperature must be a number above 0 \(the NT-Xent τ .*\), got 0\.0"),
+        (["--patience", "-1"], r"early_stopping_patience \(--patience\) must be a whole number ≥ 0"),
+        (["--label-smoothing", "1.5"], r"label_smoothing must be in \[0, 1\)"),
+        (["--finetune-epochs", "0"], "finetune_epochs must be a whole number ≥ 1 when the stage is both"),
+        (["--lr", "-0.001"], "lr must be a number above 0"),
+        (["--num-workers", "-1"], "num_workers must be a whole number ≥ 0"),
+    ],
+)
+def test_the_cli_refuses_bad_training_settings_in_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    run = tmp_path / "run"
+    assert cli.main(["train", "--out", str(run), "--data", str(tmp_path / "no-data"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and re.search(message, err), err
+    assert not run.exists()  # refused before the folder (or any data: --data does not exist) was touched
+
+
+def test_config_differences_name_each_field_with_both_values() -> None:
+    saved, given = to_dict(RunConfig()), to_dict(RunConfig())
+    given["train"]["finetune_epochs"], saved["train"]["finetune_epochs"] = 80, 30
+    given["augment"]["crop_scale"] = (0.5, 1.0)
+    saved_json = json.loads(json.dumps(saved))  # as read back from config.json: tuples are lists
+    fields = ["train.finetune_epochs", "augment.crop_scale", "augment.hair_p", "train.lr"]
+    assert config_differences(saved_json, given, fields) == [
+        "train.finetune_epochs: saved 30, given 80",
+        "augment.crop_scale: saved [0.8, 1.0], given [0.5, 1.0]",
+    ]
+    assert config_differences(saved_json, given, ["train.lr"]) == []
+
+
+def _saved_run(run: Path, stage: str = "both", **train: object) -> None:
+    """A run folder as the trainer leaves it: config.json (and a checkpoint to resume from)."""
+    cfg = _train_config(stage, **train)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    record = {"config": to_dict(cfg), "init_weights": None, "reset_classifier": False, "command": "python -m dermai"}
+    (run / "config.json").write_text(json.dumps(record))
+
+
+def _resume_check(argv: list[str]) -> None:
+    args = cli.build_parser().parse_args(argv)
+    args.argv = argv
+    stage = "both" if args.command == "train" else args.command
+    cli._check_resume(args, cli._run_config(args, stage))
+
+
+def test_resume_refuses_options_that_differ_from_the_saved_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _saved_run(run, finetune_epochs=30, lr=2e-3)
+    base = ["train", "--resume", "--out", str(run)]
+    with pytest.raises(ValueError, match=r"train\.finetune_epochs: saved 30, given 80") as refused:
+        _resume_check([*base, "--finetune-epochs", "80", "--lr", "0.002"])  # lr agrees: not listed
+    assert "train.lr" not in str(refused.value) and "drop those options" in str(refused.value)
+    with pytest.raises(ValueError, match=r"train\.finetune_epochs: saved 30, given 50"):
+        _resume_check([*base, "--finetune-epochs", "50"])  # the default, typed: still a contradiction
+    with pytest.raises(ValueError, match=r"augment\.hair_p: saved 0\.0, given 0\.3"):
+        _resume_check([*base, "--augment", "hair_p=0.3"])
+    with pytest.raises(ValueError, match=r"train\.early_stopping_patience: saved 0, given 4"):
+        _resume_check([*base, "--patience=4"])
+    with pytest.raises(ValueError, match=r"stage: saved 'both', given 'finetune'"):
+        _resume_check(["finetune", *base[1:]])
+    with pytest.raises(ValueError, match=r"data\.seed: saved 0, given 3; train\.seed: saved 0, given 3"):
+        _resume_check([*base, "--seed", "3"])
+    with pytest.raises(ValueError, match=r"init_weights: saved None, given 'w\.safetensors'"):
+        _resume_check([*base, "--init-weights", "w.safetensors"])
+    _resume_check([*base, "--finetune-epochs", "30", "--quiet"])  # agreeing options pass
+
+
+def test_resume_as_the_app_builds_it_passes_whatever_the_saved_settings(tmp_path: Path) -> None:
+    from dermai import jobs
+
+    run = tmp_path / "run"
+    _saved_run(run, "finetune", finetune_epochs=7, temperature=0.1, balanced_sampling=False)
+    command = jobs.build_command("finetune", run, {}, resume=True)
+    _resume_check(command[3:])  # after `python -m dermai`: no options, so nothing to contradict
+
+
+def test_the_cli_prints_one_error_line_for_a_contradicting_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    _saved_run(run, finetune_epochs=30)
+    assert cli.main(["train", "--resume", "--out", str(run), "--finetune-epochs", "80"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.finetune_epochs: saved 30, given 80" in err
+    assert not (run / "metrics.jsonl").exists()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from dermai.config import RunConfig
-from dermai.experiment import label_efficiency
+from dermai.config import RunConfig, to_dict
+from dermai.experiment import _train_once, label_efficiency, recipe_changes, run_config
 
 
 def test_label_efficiency_writes_results_summary_and_report_for_both_inits(ham_root: Path, tmp_path: Path) -> None:
@@ -50,3 +52,28 @@ def test_label_efficiency_writes_results_summary_and_report_for_both_inits(ham_r
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
     label_efficiency(base, out, fractions=(0.3, 1.0), seeds=1, command=command)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == stamps
+
+
+def test_a_grid_run_made_with_other_settings_is_refused_not_reused(tmp_path: Path) -> None:
+    """Rerunning the experiment with another budget must not silently reuse or resume the old runs."""
+    base = RunConfig()
+    base.train.finetune_epochs = 30
+    cfg = run_config(base, tmp_path / "manifest.csv", 0, 0.1, "finetune")
+    run_dir = tmp_path / "seed0" / "frac0.1" / "simclr"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": to_dict(cfg)}))
+    assert recipe_changes(cfg, run_dir) == []
+    assert recipe_changes(cfg, tmp_path / "new") == []  # nothing there yet
+    longer_base = replace(base, train=replace(base.train, finetune_epochs=80))
+    longer = run_config(longer_base, tmp_path / "manifest.csv", 0, 0.1, "finetune")
+    assert recipe_changes(longer, run_dir) == ["train.finetune_epochs: saved 30, given 80"]
+    with pytest.raises(ValueError, match=r"frac0\.1/simclr: trained with other settings .*saved 30, given 80"):
+        _train_once(longer, run_dir, None, "", False)
+
+
+def test_a_zero_epoch_budget_is_refused_before_the_split_is_written(tmp_path: Path) -> None:
+    base = RunConfig()
+    base.train.pretrain_epochs = 0
+    with pytest.raises(ValueError, match="pretrain_epochs must be a whole number ≥ 1"):
+        label_efficiency(base, tmp_path / "exp", fractions=(1.0,), seeds=1)
+    assert not (tmp_path / "exp").exists()

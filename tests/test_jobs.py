@@ -148,6 +148,26 @@ def test_start_refuses_a_folder_a_trainer_owns_before_it_wrote_its_config(tmp_pa
     assert jobs.current_job(runs) is None and not (runs / "prep" / jobs.LOG_NAME).exists()
 
 
+@pytest.mark.parametrize(
+    ("stage", "options", "message"),
+    [
+        ("both", {"finetune_epochs": 0}, "finetune_epochs must be a whole number ≥ 1 when the stage is both"),
+        ("pretrain", {"pretrain_epochs": 0}, "pretrain_epochs must be a whole number ≥ 1 when the stage is pretrain"),
+        ("finetune", {"temperature": 0.0}, "temperature"),
+        ("both", {"label_smoothing": 1.5}, r"label_smoothing must be in \[0, 1\)"),
+    ],
+)
+def test_start_refuses_settings_the_trainer_would_refuse(
+    tmp_path: Path, stage: str, options: dict, message: str
+) -> None:
+    """The form's numbers are checked as the trainer checks them, before a process (and its log) starts."""
+    runs = tmp_path / "runs"
+    with pytest.raises(jobs.JobError, match=message):
+        jobs.start_job(stage, options, runs, name="bad")
+    assert jobs.current_job(runs) is None and not (runs / "bad").exists()
+    assert jobs.form_config("pretrain", {"finetune_epochs": 0, "lr": "0.01"}).train.lr == 0.01  # stage not run: ok
+
+
 def harmless(seconds: float) -> list[str]:
     """A command that stands in for the trainer: it lives `seconds` and touches nothing."""
     return [sys.executable, "-c", f"import time; time.sleep({seconds})"]

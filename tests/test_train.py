@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -10,18 +11,22 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
 
 from dermai.config import RunConfig, to_dict
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
 from dermai.train import (
     STOP_FILE,
     Trainer,
     TrainingError,
     _torch_gen,
     cosine_factor,
+    prepare_data,
     read_metrics,
     run_lock,
     run_lock_holder,
     train,
+    validation_scores,
 )
 from dermai.weights import load_weights
 
@@ -151,7 +156,7 @@ def test_label_fraction_finetunes_on_fewer_images(ham_root: Path, tmp_path: Path
 
 
 def test_training_on_cuda_autocasts_in_bf16_where_the_gpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    # fp16 without a gradient scaler underflows gradients, so bf16 is the CUDA default when available.
+    # fp16 without a gradient scaler underflows gradients: training uses bf16 where the GPU has it, else fp32.
     import warnings
 
     from dermai import inference
@@ -161,9 +166,18 @@ def test_training_on_cuda_autocasts_in_bf16_where_the_gpu_has_it(monkeypatch: py
         warnings.simplefilter("ignore")  # "CUDA is not available" on CPU machines: only the dtype is checked
         monkeypatch.setattr(inference, "cuda_bf16", lambda: True)
         assert inference.autocast_for(cuda, "auto").fast_dtype == torch.bfloat16
-        monkeypatch.setattr(inference, "cuda_bf16", lambda: False)
-        assert inference.autocast_for(cuda, "auto").fast_dtype == torch.float16
+        assert inference.autocast_for(cuda, "auto", training=True).fast_dtype == torch.bfloat16
+        monkeypatch.setattr(inference, "cuda_bf16", lambda: False)  # a T4 or V100
+        assert inference.autocast_for(cuda, "auto").fast_dtype == torch.float16  # inference: fp16 is fine
+        assert inference.autocast_dtype("cuda", "auto", training=True) is None  # training: fp32
+        assert isinstance(inference.autocast_for(cuda, "auto", training=True), contextlib.nullcontext)
         assert inference.autocast_for(cuda, "bf16").fast_dtype == torch.bfloat16
+    assert inference.autocast_dtype("cuda", "fp32") is None and inference.autocast_dtype("cpu", "fp32") is None
+    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: True)
+    assert inference.autocast_dtype("cpu", "auto", training=True) == torch.bfloat16
+    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: False)
+    assert inference.autocast_dtype("cpu", "auto", training=True) is None
+    assert inference.autocast_dtype("cpu", "bf16", training=True) == torch.bfloat16
 
 
 def test_batch_generators_are_seeded_by_their_parts() -> None:
@@ -250,3 +264,117 @@ def test_read_metrics_keeps_only_records(tmp_path: Path) -> None:
     lines = [b'{"kind": "step"}', b'"oops"', b"3", b"null", b'\xff{"kind": "x"}', b'{"kind": "epoch"}', b'{"t']
     (tmp_path / "metrics.jsonl").write_bytes(b"\n".join(lines))  # a string, a number, null, bad bytes, a torn line
     assert read_metrics(tmp_path) == [{"kind": "step"}, {"kind": "epoch"}]
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # two images, seven classes
+def test_validation_ranks_by_p_malignant_as_served_with_the_training_prior() -> None:
+    """Two images whose malignancy ranking flips once the training prior is added (as serving adds it): the
+    raw softmax ranks the benign one higher, the served probabilities the malignant one."""
+    classes = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    prior = np.log([0.033, 0.051, 0.11, 0.011, 0.111, 0.67, 0.014]).tolist()
+    logits = np.full((2, 7), -10.0)
+    logits[0, [4, 5]] = [2.0, 0.0]  # benign naevus: mel 2 vs nv 0, but naevi are 6× commoner
+    logits[1, [1, 3]] = [1.5, 0.0]  # malignant bcc: bcc 1.5 vs df 0, and df is rarer still
+    labels, malignant = np.array([5, 1]), np.array([0, 1])
+    assert validation_scores(logits, labels, malignant, classes, prior)["val_auroc"] == 1.0
+    assert validation_scores(logits, labels, malignant, classes, None)["val_auroc"] == 0.0  # the old ranking
+    served = calibrated_probs(logits, {"log_prior": prior})
+    assert malignant_probability(served, classes)[1] > malignant_probability(served, classes)[0]
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, name: str, calls: list) -> None:
+    """Record each call's arguments to dermai.train's `name`, then call it."""
+    from dermai import train as train_module
+
+    real = getattr(train_module, name)
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, name, spy)
+
+
+def _stage_flags(cfg: RunConfig, run: Path) -> tuple[Trainer, dict[str, set]]:
+    """Train `cfg`, returning the trainer and the model's colour-constancy flag seen at each stage's steps."""
+    flags: dict[str, set] = {}
+
+    def note(record: dict) -> None:
+        if record["kind"] == "step":
+            flags.setdefault(record["stage"], set()).add(trainer.model.color_constancy)
+
+    trainer = Trainer(cfg, run, callback=note)
+    assert trainer.run().status == "finished"
+    return trainer, flags
+
+
+def test_each_stage_trains_with_its_own_colour_constancy_workers_and_served_selection(
+    ham_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dermai.serving import training_log_prior
+
+    cfg = tiny_config(ham_root, num_workers=3)
+    cfg.augment.color_constancy, cfg.simclr_augment.color_constancy = True, False
+    autocasts: list = []
+    decodes: list = []
+    _spy(monkeypatch, "autocast_for", autocasts)
+    _spy(monkeypatch, "load_pixels", decodes)
+    trainer, flags = _stage_flags(cfg, tmp_path / "run")
+
+    # Colour constancy: off for the SimCLR views, on for fine-tuning and in the served model.
+    assert flags == {"pretrain": {False}, "finetune": {True}}
+    meta = load_weights(tmp_path / "run" / "model.safetensors").meta
+    assert meta["model"]["color_constancy"] is True
+    # Training steps autocast as training (fp32 on a GPU without bf16); --num-workers decodes the pixels.
+    assert autocasts and all(kwargs.get("training") is True for _, kwargs in autocasts)
+    assert [args[3] for args, _ in decodes] == [3]
+    # Selection scores p_malignant as serving does: with the labelled training split's log prior.
+    rows = trainer.dataset.meta
+    assert trainer.val_log_prior == pytest.approx(training_log_prior(meta, rows[rows["split"] == "train"], 7))
+    aug = cfg.augment
+    pixels = trainer.pixels[trainer.val_idx]
+    logits, _ = forward_pixels(trainer.model, pixels, mean=aug.mean, std=aug.std, precision="fp32")
+    served = malignant_probability(calibrated_probs(logits, {"log_prior": trainer.val_log_prior}), meta["classes"])
+    y = rows["malignant"].to_numpy()[trainer.val_idx]
+    expected = roc_auc_score(y, served) if len(set(y)) == 2 else float("nan")
+    epoch = next(r for r in read_metrics(tmp_path / "run") if r["kind"] == "epoch" and r["stage"] == "finetune")
+    assert epoch["val_auroc"] == pytest.approx(expected, nan_ok=True)
+
+
+def test_a_pretraining_run_keeps_the_simclr_colour_constancy(ham_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(ham_root)
+    cfg.stage, cfg.augment.color_constancy, cfg.simclr_augment.color_constancy = "pretrain", False, True
+    _, flags = _stage_flags(cfg, tmp_path / "run")
+    assert flags == {"pretrain": {True}}
+    assert load_weights(tmp_path / "run" / "model.safetensors").meta["model"]["color_constancy"] is True
+
+
+def test_bad_settings_are_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    cfg = RunConfig()
+    cfg.data.data_dir = str(tmp_path / "no-data")  # reading it would fail with another message
+    cfg.train.temperature = 0.0
+    with pytest.raises(TrainingError, match="temperature must be a number above 0"):
+        train(cfg, tmp_path / "run")
+    cfg.train.temperature, cfg.stage, cfg.train.finetune_epochs = 0.5, "finetune", 0
+    with pytest.raises(TrainingError, match="finetune_epochs must be a whole number ≥ 1 when the stage is finetune"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_weights_keep_a_fine_tuned_classifier_and_redraw_a_pretrained_one(ham_root: Path, tmp_path: Path) -> None:
+    """(Replaces test_swa's version, which fine-tuned for 0 epochs: that is refused now.)"""
+    runs = {}
+    for stage in ("finetune", "pretrain"):
+        cfg = tiny_config(ham_root)
+        cfg.stage = stage
+        runs[stage] = train(cfg, tmp_path / stage).weights
+    source = load_file(str(runs["finetune"]))
+    for init, keeps in ((runs["finetune"], True), (runs["pretrain"], False)):
+        cfg = tiny_config(ham_root)
+        cfg.stage = "finetune"
+        trainer = Trainer(cfg, tmp_path / f"from-{init.parent.name}", init_weights=str(init))
+        trainer.dataset = prepare_data(trainer.cfg)[0]
+        state = trainer._build_model(len(trainer.dataset.classes)).state_dict()
+        init_tensors = load_file(str(init))
+        assert torch.equal(state["trunk.conv1.weight"], init_tensors["trunk.conv1.weight"])  # trunk always kept
+        assert torch.equal(state["classifier.weight"], source["classifier.weight"]) is keeps
