@@ -13,7 +13,8 @@ import streamlit as st
 from dermai import app_support, review
 from dermai.evaluate import compare_weights, comparison_verdict, evaluate
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
-from pages._common import data_dir, plain_errors, weights_path
+from dermai.weights import untrained_classifier
+from pages._common import current_meta, data_dir, plain_errors, weights_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -147,6 +148,10 @@ st.title("Evaluation")
 weights, data = weights_path(), data_dir()
 mtime = app_support.weights_mtime(weights)
 st.caption(f"Weights `{weights}` · data `{data or '(from the weights config)'}`")
+with plain_errors("Cannot read the weights"):
+    untrained = untrained_classifier(current_meta())
+    if untrained:
+        st.warning(f"{untrained[0].upper()}{untrained[1:]}: these scores measure a classifier that never learned.")
 
 st.header("Scores on the weights' own split")
 c1, c2, c3 = st.columns([1, 1, 2])

@@ -262,6 +262,9 @@ def test_predict_refuses_weights_whose_classifier_never_trained(json_only_env: P
     assert_clean(at)
     assert at.error[0].value.startswith(reason) and "Fine-tune them first" in at.error[0].value
     assert not at.get("file_uploader")  # nothing to upload to: no probabilities from a random classifier
+    at = page("evaluation").run()  # scoring them is allowed (research), with the reason said first
+    assert_clean(at)
+    assert at.warning[0].value.startswith(reason) and "never learned" in at.warning[0].value
 
 
 def test_predict_keeps_uploads_and_context_across_pages(app_env: Path) -> None:
