@@ -39,7 +39,7 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
 from dermai.data import ID_COLUMNS, first_column
-from dermai.inference import softmax_np
+from dermai.inference import class_log_prior, softmax_np
 
 FIELDS = ("age", "sex", "site")
 SEXES = ("female", "male")
@@ -155,18 +155,13 @@ def read_context_csv(path: str | os.PathLike[str]) -> dict[str, PatientContext]:
 
 
 # ----------------------------------------------------------------------------------------- fitting tables
-def _log_prior(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    return np.log(np.maximum(counts, 1.0) / counts.sum())
-
-
 def category_table(values: Sequence[str | None], labels: np.ndarray, n_classes: int) -> dict[str, list[float]]:
     """log p(y | value) − log p(y) per category seen in training, counts smoothed toward the prior by
     SMOOTHING pseudo-images (so a site seen 7 times barely moves the odds)."""
     known = np.array([v is not None for v in values])
     y = labels[known]
     seen = np.array([v for v in values if v is not None], dtype=object)
-    prior = np.exp(_log_prior(y, n_classes))
+    prior = np.exp(np.asarray(class_log_prior(y, n_classes)))
     table = {}
     for value in sorted(set(seen)):
         counts = np.bincount(y[seen == value], minlength=n_classes)
@@ -191,7 +186,7 @@ def age_table(ages: Sequence[float | None], labels: np.ndarray, n_classes: int) 
     model = LogisticRegression(C=1.0, max_iter=5000).fit(_age_features(x), y)
     probs = np.full((len(years), n_classes), 1e-6)
     probs[:, model.classes_] = np.maximum(model.predict_proba(_age_features(years)), 1e-6)
-    ratios = np.log(probs / probs.sum(axis=1, keepdims=True)) - _log_prior(y, n_classes)
+    ratios = np.log(probs / probs.sum(axis=1, keepdims=True)) - np.asarray(class_log_prior(y, n_classes))
     return {str(int(year)): row.tolist() for year, row in zip(years, ratios, strict=True)}
 
 

@@ -269,8 +269,9 @@ def form_config(stage: str, options: Mapping[str, Any]) -> RunConfig:
     """The run configuration a form's options give (the training fields only; the CLI's defaults elsewhere),
     so its numbers can be checked before a process starts."""
     cfg = RunConfig(stage=stage)
+    train_fields = {f.name for f in dataclasses.fields(cfg.train)}
     for key, value in options.items():
-        if value is not None and value != "" and key in {f.name for f in dataclasses.fields(cfg.train)}:
+        if value is not None and value != "" and key in train_fields:
             default = getattr(cfg.train, key)
             setattr(cfg.train, key, type(default)(value) if isinstance(default, int | float) else value)
     return cfg

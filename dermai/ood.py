@@ -89,16 +89,22 @@ def _distances(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.nda
 MIN_PERCENTILE = 50.0  # below the median of held-out distances, most real lesions would be flagged
 
 
-def fit_ood(
-    train_features: np.ndarray, val_features: np.ndarray, percentile: float = 99.0, l2: bool = True
-) -> OODStats:
-    """Fit mean and shrunk covariance on training features; the cut-off is the `percentile` of validation
-    distances (held-out images, since training images sit closer to their own mean than new ones do)."""
+def check_percentile(percentile: float) -> None:
+    """Refuse an OOD cut-off percentile outside [50, 100], naming it: 0.99 (a fraction) would flag ~99% of
+    real lesions."""
     if not MIN_PERCENTILE <= percentile <= 100:
         raise ValueError(
             f"OOD percentile must lie in [{MIN_PERCENTILE:g}, 100] (a percentile such as 99, not a fraction), "
             f"got {percentile}: a lower cut-off would flag most in-distribution images"
         )
+
+
+def fit_ood(
+    train_features: np.ndarray, val_features: np.ndarray, percentile: float = 99.0, l2: bool = True
+) -> OODStats:
+    """Fit mean and shrunk covariance on training features; the cut-off is the `percentile` of validation
+    distances (held-out images, since training images sit closer to their own mean than new ones do)."""
+    check_percentile(percentile)
     method = METHODS[0] if l2 else METHODS[1]
     train, val = _prepare(train_features, method), _prepare(val_features, method)
     if len(train) < 2 or len(val) < 1:

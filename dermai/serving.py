@@ -20,8 +20,8 @@ from safetensors import safe_open
 from dermai import calibration, metrics
 from dermai.data import write_json_atomic
 from dermai.evaluate import score, weights_dataset
-from dermai.inference import calibrated_probs, malignant_probability, softmax_np
-from dermai.ood import MIN_PERCENTILE, fit_ood
+from dermai.inference import calibrated_probs, class_log_prior, malignant_probability, softmax_np
+from dermai.ood import check_percentile, fit_ood
 from dermai.weights import FORMAT, load_weights, save_weights
 
 MAX_OOD_TRAIN_IMAGES = 3000
@@ -49,8 +49,7 @@ def fit_serving(
     image model's, so keeping the old block would tier context predictions by the old settings."""
     metrics.check_fraction("refer sensitivity", refer_sensitivity)  # before minutes of scoring, not after
     metrics.check_fraction("urgent specificity", urgent_specificity)
-    if not MIN_PERCENTILE <= ood_percentile <= 100:
-        raise ValueError(f"OOD percentile must lie in [{MIN_PERCENTILE:g}, 100] (e.g. 99), got {ood_percentile}")
+    check_percentile(ood_percentile)
     loaded = load_weights(weights_path)
     dataset = weights_dataset(loaded.meta, data_dir, manifest)
     rows = dataset.meta
@@ -117,8 +116,7 @@ def training_log_prior(meta: dict[str, Any], train: Any, n_classes: int) -> list
     if not meta.get("config", {}).get("train"):
         return None
     labelled = train[train["labelled"]] if "labelled" in train.columns else train
-    counts = np.bincount(labelled["label"].to_numpy(), minlength=n_classes).astype(float)
-    return np.log(np.maximum(counts, 1.0) / counts.sum()).tolist()
+    return class_log_prior(labelled["label"].to_numpy(), n_classes)
 
 
 def calibrate_run(weights: Path | None, status: str, stages: Sequence[str]) -> dict[str, Any]:

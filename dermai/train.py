@@ -56,6 +56,7 @@ from dermai.data import (
 )
 from dermai.inference import (
     autocast_for,
+    calibrated_probs,
     class_log_prior,
     default_device,
     forward_pixels,
@@ -246,8 +247,7 @@ def validation_scores(
     p_malignant is computed as served (`calibrated_probs`: softmax(z + log prior)), so the epoch kept is the
     one that ranks best as users see it; accuracies use the plain argmax, the balanced-accuracy decision."""
     probs = softmax_np(logits)
-    served = softmax_np(logits + np.asarray(log_prior)) if log_prior is not None else probs
-    p_mal = malignant_probability(served, classes)
+    p_mal = malignant_probability(calibrated_probs(logits, {"log_prior": log_prior}), classes)
     auroc = float(roc_auc_score(malignant, p_mal)) if len(set(malignant)) == 2 else float("nan")
     pred = probs.argmax(1)
     return {
