@@ -1,7 +1,11 @@
 """Model weights on disk: `<name>.safetensors` (tensors, no pickle) beside `<name>.json` (what is needed to
 use them: classes, input size, normalisation, temperature, thresholds, OOD threshold, provenance).
 
-Both files are written to temporary names and renamed, so a crash never leaves half a model.
+Both files are written to temporary names and renamed, so a crash never leaves half a model. The two renames
+are still two steps: a crash between them leaves new tensors beside the old JSON (old classes, temperature,
+thresholds, OOD statistics). So each save stamps one fresh pair id into both the safetensors header and the
+JSON, and loading refuses a pair whose ids differ. A file from before pair ids (no id in it, e.g. the
+committed weights) skips the check and loads as it always did.
 """
 
 from __future__ import annotations
@@ -9,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
@@ -24,6 +29,7 @@ from dermai.model import SimCLRResNet18
 
 FORMAT = "dermai-weights/1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
+PAIR_ID = "pair_id"  # key of the id shared by a save's tensors header and JSON
 EXTRA_PREFIX = "extra."  # non-model tensors (e.g. OOD statistics) stored beside the model's
 # The JSON's "model" fields that describe an ensemble or provenance rather than a ModelConfig.
 ENSEMBLE_MODEL_FIELDS = ("init_checkpoint", "members", "member_image_sizes", "member_color_constancy")
@@ -63,17 +69,49 @@ def save_weights(
     extra: dict[str, torch.Tensor] | None = None,
     half: bool = False,
 ) -> Path:
-    """Write model tensors (+ extra tensors) and the JSON metadata atomically."""
+    """Write model tensors (+ extra tensors) and the JSON metadata atomically, tensors first, both stamped with
+    one fresh pair id so that a crash between the two renames is caught on load (see `check_pair`). Any
+    `pair_id` in `meta` (e.g. from re-saving loaded weights) is replaced: reusing it would make new tensors
+    look like they belong to the JSON they replace."""
     target = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     for key, value in (extra or {}).items():
         tensors[EXTRA_PREFIX + key] = value.detach().cpu().float().contiguous()
+    pair_id = uuid.uuid4().hex
     with atomic_target(target) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    write_json_atomic(target.with_suffix(".json"), {"format": FORMAT, **meta})
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, PAIR_ID: pair_id})
+    rest = {k: v for k, v in meta.items() if k != PAIR_ID}
+    write_json_atomic(target.with_suffix(".json"), {"format": FORMAT, PAIR_ID: pair_id, **rest})
     return target
+
+
+def tensors_pair_id(weights: Path) -> str | None:
+    """The pair id in a safetensors file's header, or None for files saved before pair ids. Reads the header
+    only, so checking a pair never loads the tensors a second time."""
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    return header.get(PAIR_ID)
+
+
+def check_pair(weights: Path, meta: dict[str, Any]) -> None:
+    """Refuse a JSON that was not saved together with these tensors (a save interrupted between its two
+    renames leaves new tensors beside the old JSON, which would otherwise be served silently). Skipped
+    when either side has no id: files written before pair ids, or a JSON rewritten by hand."""
+    json_id = meta.get(PAIR_ID)
+    if json_id is None:
+        return
+    tensors_id = tensors_pair_id(weights)
+    if tensors_id is not None and tensors_id != json_id:
+        raise WeightsError(
+            f"{weights.with_suffix('.json')}: does not belong to {weights} (pair ids {json_id!r} and"
+            f" {tensors_id!r} differ: a save was interrupted between the two files?); re-save or restore both"
+            " files together"
+        )
 
 
 def read_meta(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -137,10 +175,12 @@ def untrained_classifier(meta: dict[str, Any]) -> str | None:
 
 
 def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
-    """Model in eval mode + metadata + extra tensors, read with safetensors (never torch.load)."""
+    """Model in eval mode + metadata + extra tensors, read with safetensors (never torch.load). A JSON from
+    another save than the tensors (pair ids differ) is a WeightsError naming both files."""
     weights = resolve_weights_path(path)
     meta = read_meta(weights)
     meta_path = weights.with_suffix(".json")
+    check_pair(weights, meta)
     for key in ("classes", "image_size"):
         if key not in meta:
             raise WeightsError(f"{meta_path}: missing field {key!r}")
