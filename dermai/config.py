@@ -86,7 +86,7 @@ def _is_number(value: Any) -> bool:
 
 def check_off_or_positive(name: str, value: float) -> None:
     """Refuse a loss or mixing strength that is negative, NaN or infinite, naming the setting (0 = off)."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    if not (_is_number(value) and value >= 0):
         raise ValueError(f"{name} must be a number ≥ 0 (0 = off), got {value!r}")
 
 

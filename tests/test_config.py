@@ -92,6 +92,7 @@ def _train_config(stage: str = "both", **train: object) -> RunConfig:
         ("both", {"weight_decay": -1e-4}, "weight_decay must be a number ≥ 0"),
         ("both", {"warmup_epochs": -1.0}, "warmup_epochs must be a number ≥ 0"),
         ("both", {"lambda_ntxent": -0.5}, r"lambda_ntxent \(--lambda\) must be a number ≥ 0"),
+        ("both", {"lambda_ntxent": True}, r"lambda_ntxent \(--lambda\) must be a number ≥ 0 \(0 = off\), got True"),
         ("both", {"label_smoothing": 1.5}, r"label_smoothing must be in \[0, 1\)"),
         ("both", {"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
         ("both", {"early_stopping_patience": -1}, r"early_stopping_patience \(--patience\) must be a whole number ≥ 0"),
