@@ -127,35 +127,44 @@ def metadata_stamp(root: str | os.PathLike[str]) -> tuple[str, int] | None:
 
 
 # ---------------------------------------------------------------------------------------- predict state
-# Streamlit forgets a keyed widget's value (an uploader's files too) when a run does not draw it, i.e. as soon
-# as the clinician opens another page. Predict keeps its uploads and patient context under these plain keys,
-# in the session's memory only, and offers them again on return.
+# Streamlit forgets a keyed widget's value (an uploader's files, a camera shot, a data editor's edits too) when a
+# run does not draw it, i.e. as soon as the clinician opens another page. Predict keeps its uploads, camera shot,
+# per-image body sites and settings under these plain keys, in the session's memory only, and offers them again
+# on return.
 KEPT_UPLOADS = "pred_kept_uploads"  # [(name, bytes), …] of the last upload
 SHOWING_KEPT = "pred_showing_kept"  # True while the kept uploads stand in for an empty uploader
+UPLOADS = (KEPT_UPLOADS, SHOWING_KEPT)  # the uploader's slot: (kept images key, showing-them key)
+CAMERA = ("pred_kept_shot", "pred_showing_shot")  # the camera's slot, kept apart so each source keeps its own
 KEPT_WIDGETS = "pred_kept_widgets"  # widget key → last value
+KEPT_ROWS = "pred_kept_rows"  # {data editor key: (rows it started from, rows it last showed)}, the last editor only
 
 
 def uploads_to_show(
-    state: MutableMapping[str, Any], uploaded: list[tuple[str, bytes]], reopened: bool
+    state: MutableMapping[str, Any],
+    uploaded: list[tuple[str, bytes]],
+    reopened: bool,
+    slot: tuple[str, str] = UPLOADS,
 ) -> list[tuple[str, bytes]]:
-    """The (name, bytes) images Predict analyses: this run's uploads, which are kept; else, when the page
-    was just reopened (`reopened`: the uploader had no state yet), those kept from earlier in the session,
-    until cleared or replaced. An uploader emptied by the clinician on the page forgets them."""
+    """The (name, bytes) images Predict analyses: this run's uploads (or camera shot: `slot` CAMERA), which are
+    kept; else, when the page was just reopened (`reopened`: the widget had no state yet), those kept from
+    earlier in the session, until cleared or replaced. A widget emptied by the clinician on the page forgets
+    them."""
+    kept, showing = slot
     if uploaded:
-        state[KEPT_UPLOADS], state[SHOWING_KEPT] = list(uploaded), False
+        state[kept], state[showing] = list(uploaded), False
         return list(uploaded)
-    if reopened and state.get(KEPT_UPLOADS):
-        state[SHOWING_KEPT] = True
-    if state.get(SHOWING_KEPT):
-        return list(state[KEPT_UPLOADS])
-    state.pop(KEPT_UPLOADS, None)
+    if reopened and state.get(kept):
+        state[showing] = True
+    if state.get(showing):
+        return list(state[kept])
+    state.pop(kept, None)
     return []
 
 
-def forget_uploads(state: MutableMapping[str, Any]) -> None:
-    """Drop the kept uploads (the "Clear" button)."""
-    state.pop(KEPT_UPLOADS, None)
-    state[SHOWING_KEPT] = False
+def forget_uploads(state: MutableMapping[str, Any], slot: tuple[str, str] = UPLOADS) -> None:
+    """Drop the kept uploads or camera shot (the "Clear" button)."""
+    state.pop(slot[0], None)
+    state[slot[1]] = False
 
 
 def restore_widgets(state: MutableMapping[str, Any], options: Mapping[str, Sequence[Any] | None]) -> None:
@@ -170,6 +179,23 @@ def restore_widgets(state: MutableMapping[str, Any], options: Mapping[str, Seque
 def keep_widgets(state: MutableMapping[str, Any], keys: Sequence[str]) -> None:
     """Remember the current value of each widget key that has one, for `restore_widgets`."""
     state[KEPT_WIDGETS] = {**(state.get(KEPT_WIDGETS) or {}), **{k: state[k] for k in keys if k in state}}
+
+
+def editor_rows(state: MutableMapping[str, Any], key: str, fresh: list[Any]) -> list[Any]:
+    """The rows a keyed st.data_editor starts from: `fresh` at first; once its edits were dropped with the page
+    (`key` has no state), the rows it last showed, so they come back; otherwise the same rows as the run before,
+    so its edits apply to the rows they were made on."""
+    start, shown = (state.get(KEPT_ROWS) or {}).get(key, (fresh, fresh))
+    if key not in state:
+        start = shown
+    state[KEPT_ROWS] = {key: (start, shown)}
+    return list(start)
+
+
+def keep_rows(state: MutableMapping[str, Any], key: str, shown: list[Any]) -> None:
+    """Remember the rows the editor `key` shows now (its start with the edits), for `editor_rows`."""
+    start, _ = (state.get(KEPT_ROWS) or {}).get(key, (shown, shown))
+    state[KEPT_ROWS] = {key: (start, list(shown))}
 
 
 # ----------------------------------------------------------------------------------------- model card

@@ -1,7 +1,8 @@
 """Predict: one uploaded or camera image → diagnosis probabilities, malignancy score, triage tier, OOD warning
 and a saliency overlay, with a downloadable report. Several uploads → a worklist, most urgent first, with the
-details of any one of them. Uploads stay in memory; nothing is written to disk. The last uploads and the patient
-context are kept in the session, so they are still there after a visit to another page."""
+details of any one of them. Uploads stay in memory; nothing is written to disk. The last uploads, camera shot,
+patient context, per-image body sites and saliency settings are kept in the session, so they are still there
+after a visit to another page."""
 
 from __future__ import annotations
 
@@ -36,11 +37,16 @@ if untrained:
 model, lock = or_stop(CANNOT_LOAD, predictor, weights, mtime)
 state = st.session_state
 
-source = st.radio("Image source", ["Upload a file", "Camera"], horizontal=True, key="pred_source")
+SOURCES = ["Upload a file", "Camera"]
+app_support.restore_widgets(state, {"pred_source": SOURCES})
+source = st.radio("Image source", SOURCES, horizontal=True, key="pred_source")
 if source == "Camera":
+    slot = app_support.CAMERA
+    reopened = "pred_camera" not in state  # Streamlit dropped the shot while another page (or source) was shown
     shot = st.camera_input("Take a dermoscopy photo", key="pred_camera")
-    uploads = [(shot.name, shot.getvalue())] if shot is not None else []
+    uploads = app_support.uploads_to_show(state, [(shot.name, shot.getvalue())] if shot else [], reopened, slot)
 else:
+    slot = app_support.UPLOADS
     reopened = "pred_upload" not in state  # Streamlit dropped the uploader's files while another page was shown
     chosen = st.file_uploader(
         "Dermoscopy images: one, or several for a worklist sorted by urgency",
@@ -48,18 +54,24 @@ else:
         accept_multiple_files=True,
         key="pred_upload",
     )
-    uploads = app_support.uploads_to_show(state, [(u.name, u.getvalue()) for u in chosen or []], reopened)
-    if state.get(app_support.SHOWING_KEPT):
-        i1, i2 = st.columns([5, 1])
-        plural = "image" if len(uploads) == 1 else "images"
-        i1.info(f"Showing the {len(uploads)} {plural} uploaded earlier in this session.")
-        i2.button("Clear", key="pred_clear_kept", on_click=app_support.forget_uploads, args=(state,))
+    uploads = app_support.uploads_to_show(state, [(u.name, u.getvalue()) for u in chosen or []], reopened, slot)
+if state.get(slot[1]):  # the kept images stand in for an empty widget
+    i1, i2 = st.columns([5, 1])
+    plural = "image" if len(uploads) == 1 else "images"
+    kept = "the photo taken" if slot == app_support.CAMERA else f"the {len(uploads)} {plural} uploaded"
+    i1.info(f"Showing {kept} earlier in this session.")
+    i2.button("Clear", key="pred_clear_kept", on_click=app_support.forget_uploads, args=(state, slot))
+app_support.keep_widgets(state, ["pred_source"])
 c1, c2, c3, c4 = st.columns(4)
-method = c1.selectbox("Saliency method", list(CAM_METHODS), key="pred_method")
 targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c for c in model.classes}}
+SALIENCY = {"pred_method": list(CAM_METHODS), "pred_target": list(targets), "pred_opacity": None, "pred_tta": None}
+app_support.restore_widgets(state, SALIENCY)
+state.setdefault("pred_opacity", 0.4)  # the default here rather than in the slider, which may be given a kept one
+method = c1.selectbox("Saliency method", list(CAM_METHODS), key="pred_method")
 target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
-opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="pred_opacity")
+opacity = c3.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="pred_opacity")
 tta = c4.checkbox("Test-time augmentation", help="average over the 8 flips/rotations", key="pred_tta")
+app_support.keep_widgets(state, list(SALIENCY))
 NOT_GIVEN = "not given"
 age, sex, site = None, NOT_GIVEN, NOT_GIVEN
 if model.context_model:
@@ -223,15 +235,18 @@ def sites_per_image(names: list[str]) -> dict[str, str]:
     shared = None if site == NOT_GIVEN else site
     with st.expander("Body site per image (optional)", expanded=False):
         key = "pred_sites_" + hashlib.sha256("\n".join([*names, str(shared)]).encode()).hexdigest()[:16]
+        start = app_support.editor_rows(state, key, [shared] * len(names))  # the kept sites on return
+        start = [value if value in model.context_sites else None for value in start]  # other weights: not known
         edited = st.data_editor(
-            pd.DataFrame({"image": names, "site": [shared] * len(names)}),
+            pd.DataFrame({"image": names, "site": start}),
             hide_index=True,
             disabled=["image"],
             column_config={"site": st.column_config.SelectboxColumn("body site", options=model.context_sites)},
             key=key,
         )
-    chosen = zip(edited["image"], edited["site"], strict=True)
-    return {name: value if isinstance(value, str) and value else NOT_GIVEN for name, value in chosen}
+    given = [value if isinstance(value, str) and value else None for value in edited["site"]]
+    app_support.keep_rows(state, key, given)
+    return {name: value or NOT_GIVEN for name, value in zip(edited["image"], given, strict=True)}
 
 
 def score_batch(files: dict[str, bytes], sites: dict[str, str]) -> list[WorklistEntry]:
@@ -278,7 +293,9 @@ def show_worklist(files: dict[str, bytes]) -> None:
     )
     st.download_button("Download worklist (CSV)", worklist_csv(table), file_name="dermai_worklist.csv", mime="text/csv")
     labels = {f"#{row.rank} {row.image} ({row.tier})": row.image for row in table.itertuples()}
+    app_support.restore_widgets(state, {"pred_detail": list(labels)})  # the image looked at before, if still listed
     chosen = labels[st.selectbox("Details for", list(labels), key="pred_detail")]
+    app_support.keep_widgets(state, ["pred_detail"])
     row = table.set_index("image").loc[chosen]
     if row["tier"] == "unreadable":
         st.error(f"Cannot analyse this file: {row['notes']}")

@@ -290,6 +290,36 @@ def test_predict_keeps_uploads_and_context_across_pages(app_env: Path) -> None:
     assert not at.image and any(i.value.startswith("Upload a dermoscopy image") for i in at.info)
 
 
+def test_predict_keeps_the_camera_shot_and_saliency_settings_across_pages(app_env: Path) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/predict.py").run()
+    at.radio(key="pred_source").set_value("Camera").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.camera_input(key="pred_camera").set_value(("shot.jpg", image.read_bytes(), "image/jpeg"))
+    at.selectbox(key="pred_method").set_value("eigencam")
+    at.selectbox(key="pred_target").set_value("malignant (summed)")
+    at.slider(key="pred_opacity").set_value(0.8)
+    at.checkbox(key="pred_tta").check()
+    at.run()
+    assert_clean(at)
+    score, overlay = at.metric[0].value, at.image[1].proto.imgs[0].url
+    at.switch_page("pages/home.py").run()  # Streamlit drops the shot and the settings' widget state here
+    at.switch_page("pages/predict.py").run()
+    assert_clean(at)
+    assert at.radio(key="pred_source").value == "Camera"
+    assert "Showing the photo taken earlier in this session." in [i.value for i in at.info]
+    assert at.selectbox(key="pred_method").value == "eigencam"
+    assert at.selectbox(key="pred_target").value == "malignant (summed)"
+    assert at.slider(key="pred_opacity").value == 0.8
+    assert at.checkbox(key="pred_tta").value is True
+    assert at.metric[0].value == score and "eigencam overlay" in at.image[1].proto.imgs[0].caption
+    assert at.image[1].proto.imgs[0].url == overlay  # the same overlay: same target and opacity
+    next(b for b in at.button if b.label == "Clear").click().run()
+    assert_clean(at)
+    assert not at.image and any(i.value.startswith("Upload a dermoscopy image") for i in at.info)
+    assert at.slider(key="pred_opacity").value == 0.8  # clearing the photo keeps the settings
+
+
 def test_augmentation_preset_and_reseed(app_env: Path) -> None:
     at = page("augmentation").run()
     first = [img.proto.imgs[0].url for img in at.image]
@@ -575,18 +605,23 @@ def test_evaluation_compares_two_models_of_one_split(app_env: Path) -> None:
     assert set(table["verdict"]) <= verdicts
 
 
+def sited_weights(weights: Path, folder: Path) -> Path:
+    """A copy of the tiny weights whose context model uses the body site, as if it had helped on validation."""
+    import shutil
+
+    sited = folder / "sited" / "model.safetensors"
+    sited.parent.mkdir()
+    shutil.copy(weights, sited)
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    meta["context"]["fields"]["site"]["weight"] = 1.0
+    sited.with_suffix(".json").write_text(json.dumps(meta))
+    return sited
+
+
 def test_worklist_asks_each_images_site_when_the_model_uses_sites(
     app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
-
-    sited = tmp_path / "sited" / "model.safetensors"
-    sited.parent.mkdir()
-    shutil.copy(app_env, sited)
-    meta = json.loads(app_env.with_suffix(".json").read_text())
-    meta["context"]["fields"]["site"]["weight"] = 1.0  # as if the site had helped on validation
-    sited.with_suffix(".json").write_text(json.dumps(meta))
-    monkeypatch.setenv("DERMAI_WEIGHTS", str(sited))
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(sited_weights(app_env, tmp_path)))
     at = page("predict").run()
     names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
     at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
@@ -603,3 +638,36 @@ def test_worklist_asks_each_images_site_when_the_model_uses_sites(
     assert list(sites["site"]) == ["face", "face"]  # the shared site fills every row, to be changed per image
     table = next(d.value for d in at.dataframe if "rank" in d.value.columns)
     assert list(table["context"]) == ["site face", "site face"]
+
+
+def test_worklist_keeps_each_images_site_across_pages(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(sited_weights(app_env, tmp_path)))
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/predict.py").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
+    at.run()
+    editor = next(d for d in at.dataframe if list(d.value.columns) == ["image", "site"])
+    at.session_state[editor.key] = {"edited_rows": {1: {"site": "face"}}, "added_rows": [], "deleted_rows": []}
+    at.run()  # as if the clinician had picked "face" for the second image in the table
+    assert_clean(at)
+    contexts = next(d.value for d in at.dataframe if "rank" in d.value.columns).set_index("image")["context"]
+    assert contexts.fillna("none").to_dict() == {"ISIC_0024306.jpg": "none", "ISIC_0025964.jpg": "site face"}
+    at.selectbox(key="pred_detail").select_index(1).run()  # details of the second image in the worklist
+    detail = at.selectbox(key="pred_detail").value
+    at.switch_page("pages/home.py").run()  # Streamlit drops the table's edits here
+    at.switch_page("pages/predict.py").run()
+    assert_clean(at)
+    assert at.selectbox(key="pred_detail").value == detail != at.selectbox(key="pred_detail").options[0]
+    sites = next(d.value for d in at.dataframe if list(d.value.columns) == ["image", "site"])
+    assert list(sites["site"].fillna("none")) == ["none", "face"]  # the table starts from the kept sites
+    contexts = next(d.value for d in at.dataframe if "rank" in d.value.columns).set_index("image")["context"]
+    assert contexts.fillna("none").to_dict() == {"ISIC_0024306.jpg": "none", "ISIC_0025964.jpg": "site face"}
+    editor = next(d for d in at.dataframe if list(d.value.columns) == ["image", "site"])
+    at.session_state[editor.key] = {"edited_rows": {0: {"site": "back"}}, "added_rows": [], "deleted_rows": []}
+    at.run()  # an edit after the return applies to the kept sites
+    assert_clean(at)
+    contexts = next(d.value for d in at.dataframe if "rank" in d.value.columns).set_index("image")["context"]
+    assert contexts.to_dict() == {"ISIC_0024306.jpg": "site back", "ISIC_0025964.jpg": "site face"}

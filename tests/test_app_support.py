@@ -262,6 +262,19 @@ def test_kept_uploads_return_after_another_page_until_cleared() -> None:
     assert app_support.uploads_to_show(state, [], reopened=True) == second
 
 
+def test_kept_camera_shot_returns_after_another_page_apart_from_the_uploads() -> None:
+    state: dict = {}
+    uploads, shot = [("a.jpg", b"1")], [("camera.jpg", b"2")]
+    app_support.uploads_to_show(state, uploads, reopened=False)
+    assert app_support.uploads_to_show(state, shot, reopened=False, slot=app_support.CAMERA) == shot
+    assert app_support.uploads_to_show(state, [], reopened=True, slot=app_support.CAMERA) == shot  # back again
+    assert state[app_support.CAMERA[1]] is True
+    assert app_support.uploads_to_show(state, [], reopened=True) == uploads  # each source keeps its own
+    app_support.forget_uploads(state, app_support.CAMERA)
+    assert app_support.uploads_to_show(state, [], reopened=True, slot=app_support.CAMERA) == []
+    assert app_support.uploads_to_show(state, [], reopened=True) == uploads  # clearing the photo keeps uploads
+
+
 def test_widget_values_are_kept_and_restored_when_still_valid() -> None:
     state: dict = {"pred_age": 70, "pred_site": "face"}
     app_support.keep_widgets(state, ["pred_age", "pred_sex", "pred_site"])
@@ -271,3 +284,19 @@ def test_widget_values_are_kept_and_restored_when_still_valid() -> None:
     fresh["pred_age"] = 40
     app_support.restore_widgets(fresh, {"pred_age": None})
     assert fresh["pred_age"] == 40  # a widget that has a value keeps it
+
+
+def test_data_editor_rows_come_back_after_another_page() -> None:
+    state: dict = {}
+    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # first draw
+    state["sites_ab"] = {"edited_rows": {1: {"site": "face"}}}  # the editor's own (widget) state
+    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # edits apply to these
+    app_support.keep_rows(state, "sites_ab", [None, "face"])
+    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # still, while it has state
+    del state["sites_ab"]  # another page was shown
+    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, "face"]
+    state["sites_ab"] = {"edited_rows": {0: {"site": "back"}}}
+    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, "face"]  # the edit's rows
+    app_support.keep_rows(state, "sites_ab", ["back", "face"])
+    assert app_support.editor_rows(state, "sites_abc", ["ear"] * 3) == ["ear"] * 3  # other images: fresh rows
+    assert list(state[app_support.KEPT_ROWS]) == ["sites_abc"]  # only the last editor's rows are kept
