@@ -222,6 +222,29 @@ def test_refresh_ood_rewrites_the_gate_figures_and_nothing_else(
     assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
 
 
+def test_refresh_saliency_rewrites_the_saliency_figures_and_nothing_else(
+    ship: ModuleType, ham_root: Path, tmp_path: Path
+) -> None:
+    shipped = SCRIPT.parent.parent / "weights"
+    out = tmp_path / "weights"
+    shutil.copytree(shipped, out)
+    (out / "test_report.json").write_text(
+        json.dumps({**json.loads((shipped / "test_report.json").read_text()), "saliency": {"n_images": -1}})
+    )
+    before_meta = json.loads((out / "model.json").read_text())
+    before = json.loads((out / "test_report.json").read_text())
+    ship.refresh_saliency(out, str(ham_root), limit=12)
+    report = json.loads((out / "test_report.json").read_text())
+    saliency = report["saliency"]
+    assert saliency["n_images"] == 12 and 0.0 <= saliency["mean_cam_mass_in_mask"] <= 1.0
+    assert {k: v for k, v in report.items() if k != "saliency"} == {k: v for k, v in before.items() if k != "saliency"}
+    assert json.loads((out / "model.json").read_text()) == before_meta
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"Mean share of CAM mass inside the lesion mask: {saliency['mean_cam_mass_in_mask']:.3f}" in card
+    assert "n = 12." in card
+    assert (out / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+
+
 def test_card_only_regenerates_the_card_from_the_recorded_figures(ship: ModuleType, tmp_path: Path) -> None:
     shipped = SCRIPT.parent.parent / "weights"
     out = tmp_path / "weights"
