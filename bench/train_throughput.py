@@ -6,7 +6,7 @@
       bf16 autocast where supported, channels_last), images/s read from its own metrics stream;
   (c) the model's forward+backward+step alone on ready tensors (dermai's precision): the compute limit.
 
-Usage: python bench/train_throughput.py [--data DIR] [--image-size 64] [--batch-size 64] [--steps 20]
+Usage: python bench/train_throughput.py [--data DIR] [--image-size 64] [--batch-size 64] [--steps 16]
 The last line prints images/s of each and the ratios b/a and b/c.
 """
 

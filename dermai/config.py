@@ -1,8 +1,11 @@
 """Configuration: one dataclass per concern.
 
 Defaults are the paper's values (SimCLR ResNet-18, CE + NT-Xent joint loss) unless a comment says why not.
-Every field can be overridden from the CLI and the app; `to_dict`/`from_dict` round-trip them through JSON
-so a run folder's `config.json` reproduces the run.
+The training commands (`dermai/cli.py`) set every DataConfig field and every TrainConfig field but `log_every`,
+and any augmentation field with `--augment` / `--simclr-augment KEY=VALUE`; ModelConfig has no flags (its
+`color_constancy` follows the stage's augmentation). The app's Training page sets a subset of those flags
+(`dermai.jobs`). `to_dict` and `run_config_from_dict` round-trip a RunConfig through JSON, so a run folder's
+`config.json` reproduces the run.
 """
 
 from __future__ import annotations

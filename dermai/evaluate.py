@@ -2,8 +2,10 @@
 
 The split is the weights' own: a manifest, or the split rebuilt from the weights' config, whose sha256 must
 equal the one stored at training time — otherwise a "test" score could include training images. An external
-folder (`split="all"`) is scored whole. Every figure comes with the all-benign baseline, AUROC with a
-lesion-grouped bootstrap interval, calibration, and the validated operating points re-checked (never
+folder (`split="all"`, named with `data_dir`) is scored less the images the weights were trained or tuned on
+(`unseen_rows`; the weights' own training folder is refused), and the report's `external` block says how many
+were left out or that the overlap could not be checked. Every figure comes with the all-benign baseline, AUROC
+with a lesion-grouped bootstrap interval, calibration, and the validated operating points re-checked (never
 re-tuned) on these data. The metric functions live in `dermai.metrics` and `dermai.calibration`.
 """
 
@@ -301,7 +303,7 @@ def evaluate(
     saliency_limit: int = 200,
     precision: str = "auto",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Score one split of the weights' own data (or every image of an external folder with split="all");
+    """Score one split of the weights' own data (or, with split="all", an external folder less its seen images);
     returns the JSON-ready report and one prediction row per image. `precision` "fp32" gives figures that
     repeat to float rounding on any CPU; "auto" computes in bf16 where the CPU has it (faster, not equal)."""
     if split not in SCORED_SPLITS:

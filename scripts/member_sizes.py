@@ -11,7 +11,8 @@ diagnosis accuracy is visible. The test split is never read.
 
 Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR] [--pairs]
 A file that holds an ensemble stands for its members (printed as FILE#1, FILE#2, …), so a new candidate can
-be scored beside the shipped model's members: `member_sizes.py weights/model.safetensors NEW --pairs`.
+be scored beside the shipped model's members:
+`python scripts/member_sizes.py weights/model.safetensors NEW --sizes 96 120 --pairs`.
 With --pairs, every two-member ensemble of the members given (the 50 MB weights limit holds two fp16 members)
 is scored at its best size combination, instead of the ensemble of all of them.
 """
