@@ -169,8 +169,9 @@ def member_run(weights: Path) -> Path:
 def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str, Any] | None) -> dict[str, Any]:
     """How a candidate was trained: its runs' commands, notes and active seconds. A run that started from the
     shipped default model (`--init-weights weights/model.safetensors`) continues that model's recipe, whose
-    own run folders may be long gone, so the shipped recipe comes first. An ensemble folder (`python -m dermai
-    ensemble`) lists its members' recipes, then its own command."""
+    own run folders may be long gone, so the shipped recipe comes first; a run that started from another run
+    folder's weights lists that run's recipe first. An ensemble folder (`python -m dermai ensemble`) lists its
+    members' recipes, then its own command. Each run is listed once."""
     recipe: dict[str, Any] = {
         "script": "scripts/train_default.sh, then scripts/ship_default.py",
         "commands": [],
@@ -198,12 +199,19 @@ def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str
         recipe["training_seconds"].update(parent.get("training_seconds", {}))
         recipe["notes"].append(note)
 
+    added: set[Path] = set()
+
     def add_run(run: Path) -> None:
+        if run.resolve() in added:  # e.g. a pretraining run given with --pretrain-run and reached by --init-weights
+            return
+        added.add(run.resolve())
         config = json.loads((run / "config.json").read_text())
         init = config.get("init_weights")
         start = earlier_default(init) if init else None
         if start:
             add_shipped(start[0], f"{run.name} fine-tuned {start[1]}, whose recipe is the commands above it")
+        elif init and (member_run(Path(init)) / "config.json").is_file():  # started from another run: its recipe first
+            add_run(member_run(Path(init)))
         for member in config.get("members", []):
             path, k = member_reference(member)  # FILE#K: member K of the ensemble in FILE, whose recipe holds it
             source = earlier_default(str(path))
@@ -843,7 +851,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " (weight 1 or 4) moved the pair by under 0.001 as well (weight 4 shipped, by the rule) and did not draw"
         " Grad-CAM closer to the lesion on validation, and a third member added to the pair raised its validation"
         " AUROC by 0.0002 (docs/training_runs/cpu-mask-2026-11-29): the second member no longer limits the"
-        " model. Untried: inputs at the images' native 200×150.",
+        " model. A second SimCLR trunk (40 epochs at 64 px), fine-tuned with the mask loss (0.900 validation"
+        " AUROC alone, below the first member's 0.904), and its own strongly augmented member did not either:"
+        " the best new pair, that member with the shipped first member, scored 0.9140 against the shipped"
+        " pair's 0.9141 (both with TTA), with a higher balanced accuracy (0.698 against 0.684), and the pair"
+        " wholly from the new trunk 0.9095 (docs/training_runs/cpu-pretrain-m-2026-11-29). Untried: inputs at"
+        " the images' native 200×150.",
     ]
     ctx, block = report.get("context"), meta.get("context")
     if ctx and block:

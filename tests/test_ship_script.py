@@ -115,6 +115,24 @@ def test_a_run_continuing_the_shipped_model_carries_its_recipe(ship: ModuleType,
     assert recipe["training_seconds"] == {"pre": 600, "other": 30} and recipe["notes"] == []
 
 
+def test_a_run_started_from_another_runs_weights_carries_that_runs_recipe_once(
+    ship: ModuleType, tmp_path: Path
+) -> None:
+    weights = tmp_path / "weights" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    pre = _run_folder(tmp_path, "pre", "python -m dermai pretrain", None, [0.0, 500.0])
+    first = _run_folder(tmp_path, "first", "python -m dermai finetune A", str(pre / "model.safetensors"), [0.0, 200.0])
+    member = _run_folder(
+        tmp_path, "member", "python -m dermai finetune B", str(first / "checkpoints" / "best.safetensors"), [0.0, 90.0]
+    )
+    expected = ["python -m dermai pretrain", "python -m dermai finetune A", "python -m dermai finetune B"]
+    recipe = ship.build_recipe([member], weights, shipped_meta(0.90, 0.907))
+    assert recipe["commands"] == expected
+    assert recipe["training_seconds"] == {"pre": 500, "first": 200, "member": 90}
+    assert ship.build_recipe([pre, member], weights, None)["commands"] == expected  # --pretrain-run: still once
+
+
 def test_an_ensemble_carries_every_members_recipe_once(ship: ModuleType, tmp_path: Path) -> None:
     weights = tmp_path / "weights" / "model.safetensors"
     weights.parent.mkdir()
