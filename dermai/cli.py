@@ -25,12 +25,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="use this split manifest instead of computing one")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--test-fraction", type=float, default=0.15)
-    p.add_argument("--limit", type=int, help="use about this many images (stratified, whole lesions)")
+    p.add_argument("--limit", type=_positive_int, help="use about this many images (stratified, whole lesions)")
     p.add_argument("--cache-dir", help="pixel cache folder (default $DERMAI_CACHE or ~/.cache/dermai)")
 
 
 def _positive_int(text: str) -> int:
-    """argparse type for image and batch sizes: a whole number above zero (0 would fail later, naming an image)."""
+    """argparse type for sizes and --limit: a whole number above zero (0 would fail later, or mean "all" unsaid)."""
     try:
         value = int(text)
     except ValueError:
@@ -198,7 +198,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--predictions", required=True, help="per-image predictions CSV to write")
 
     compare = sub.add_parser(
-        "compare", help="two models of one split on the same images: paired differences with 95% intervals"
+        "compare", help="two models of one split on the same images: paired differences with 95%% intervals"
     )
     compare.add_argument("weights_a", metavar="A", help="weights file or folder (the reference)")
     compare.add_argument("weights_b", metavar="B", help="weights file or folder (the challenger)")
@@ -253,7 +253,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     label.add_argument("--image-size", type=int, default=d.train.image_size)
     label.add_argument("--pretrain-epochs", type=int, default=d.train.pretrain_epochs)
     label.add_argument("--finetune-epochs", type=int, default=d.train.finetune_epochs)
-    label.add_argument("--limit", type=int, help="use about this many images (stratified, whole lesions)")
+    label.add_argument("--limit", type=_positive_int, help="use about this many images (stratified, whole lesions)")
 
 
 def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:

@@ -367,6 +367,8 @@ def attach_splits(
     limit: int | None = None,
 ) -> Dataset:
     """The dataset with `split` and `labelled` columns, from a manifest file or computed from the seed."""
+    if not 0 < label_fraction <= 1:  # checked here too: a manifest's own labelled column skips assign_labelled
+        raise DataError(f"label fraction {label_fraction} must be in (0, 1]")
     meta = dataset.meta
     if limit:
         meta = subsample(meta, limit, seed)
@@ -395,7 +397,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """A split manifest (image_id,split[,labelled]) indexed by image id, checked."""
     try:
         table = pd.read_csv(path, dtype={"image_id": str, "split": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read manifest ({exc})") from exc
     for column in ("image_id", "split"):
         if column not in table.columns:
@@ -443,12 +445,31 @@ def class_balanced_weights(labels: Sequence[int] | np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ pixel cache
+def make_folder(path: Path) -> Path:
+    """`mkdir -p` whose error names what is in the way (a file where a folder is needed) or why the folder
+    cannot be made, instead of errno text such as "File exists" about a parent."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise NotADirectoryError(f"cannot create folder {path}: {blocker} is a file, not a folder") from None
+        raise OSError(f"cannot create folder {path} ({exc.strerror or exc})") from None
+    return path
+
+
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` only when the block succeeds, so
-    readers never see a half-written file and a failure leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    readers never see a half-written file and a failure leaves nothing behind. A folder at `path` or an
+    unwritable place is refused before the block runs, with an error naming `path`, not the temporary."""
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; name a file")
+    make_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(f"cannot write {path} ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         yield Path(tmp)

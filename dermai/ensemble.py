@@ -301,7 +301,7 @@ def write_ensemble(
 ) -> Path:
     """Combine members into `out_dir/model.safetensors` + `model.json`, with a `config.json` naming the
     command and members (what `scripts/ship_default.py` reads to record the recipe). Refuses to overwrite."""
-    from dermai.data import write_json_atomic
+    from dermai.data import make_folder, write_json_atomic
     from dermai.weights import save_weights
 
     model, meta = combine(member_paths, command, image_sizes)
@@ -309,7 +309,7 @@ def write_ensemble(
     target = out / "model.safetensors"
     if target.exists():
         raise EnsembleError(f"{target}: exists already; choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     save_weights(model, target, meta)
     write_json_atomic(
         out / "config.json",

@@ -11,6 +11,7 @@ re-tuned) on these data. The metric functions live in `dermai.metrics` and `derm
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,12 +28,11 @@ from dermai.config import run_config_from_dict
 from dermai.data import (
     DataError,
     Dataset,
-    atomic_write_bytes,
+    atomic_target,
     attach_splits,
     load_dataset,
     load_pixels,
     manifest_checksum,
-    write_json_atomic,
 )
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, softmax_np
 from dermai.weights import LoadedWeights, load_weights
@@ -343,9 +343,11 @@ def write_outputs(
     report_path: str | os.PathLike[str],
     predictions_path: str | os.PathLike[str],
 ) -> None:
-    """Report JSON and predictions CSV, each written atomically."""
-    write_json_atomic(Path(report_path), report)
-    atomic_write_bytes(Path(predictions_path), predictions.to_csv(index=False).encode())
+    """Report JSON and predictions CSV, written together: both temporaries are made (and both places
+    checked) before either is renamed into place, so an unwritable one leaves neither file behind."""
+    with atomic_target(Path(report_path)) as report_tmp, atomic_target(Path(predictions_path)) as predictions_tmp:
+        report_tmp.write_text(json.dumps(report, indent=2, default=str))
+        predictions_tmp.write_bytes(predictions.to_csv(index=False).encode())
 
 
 def _fmt(value: float | None) -> str:

@@ -172,6 +172,10 @@ def label_efficiency(
     """Run (or resume) the grid seeds × fractions × {simclr, random} into `out`; writes results.csv,
     summary.csv, label_efficiency.html and label_efficiency.md there and returns the summary."""
     check_run_config(replace(base, stage="both"))  # every seed pretrains and fine-tunes: refuse 0 epochs now
+    if seeds < 1:  # checked before any run: nothing trains, then the empty table fails to summarise
+        raise ValueError(f"seeds: need at least 1, got {seeds}")
+    if not fractions or any(not 0 < f <= 1 for f in fractions):  # a bad one would fail only after others trained
+        raise ValueError(f"fractions: each must be in (0, 1], got {' '.join(f'{f:g}' for f in fractions) or 'none'}")
     out = Path(out)
     manifest, dataset = _shared_split(base, out)
     rows: list[dict[str, Any]] = []

@@ -50,6 +50,7 @@ from dermai.data import (
     load_dataset,
     load_masks,
     load_pixels,
+    make_folder,
     manifest_checksum,
     write_json_atomic,
     write_manifest,
@@ -179,7 +180,7 @@ def run_lock_holder(run_dir: str | os.PathLike[str]) -> str | None:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Own `run_dir` for the block: an exclusive flock on its .owner file, so a second trainer (the app's
     Resume, a CLI run with the same --out) is refused instead of writing the same folder at the same time."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     fd = os.open(run_dir / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     for attempt in range(5):  # a status probe holds a shared lock for an instant: not an owner, try again
         try:
@@ -405,6 +406,8 @@ class Trainer:
             if self.masks is not None and self.device.type == "cuda"
             else None
         )
+        # Built first: unusable --init-weights then fail before config.json and manifest.csv are written.
+        model = self._build_model(len(dataset.classes))
         if self.dist.is_main and not self.resume:
             write_manifest(dataset, self.run_dir / "manifest.csv")
             write_json_atomic(
@@ -420,7 +423,6 @@ class Trainer:
                     "group_key": dataset.group_key,
                 },
             )
-        model = self._build_model(len(dataset.classes))
         start_stage, start_epoch, start_batch = 0, 0, 0
         self.best_score: float | None = None
         self.bad_epochs = 0

@@ -263,3 +263,48 @@ def test_pixel_cache_matches_direct_decode(ham_root: Path) -> None:
     cached = data.load_pixels(paths, 32)
     for i, p in enumerate(paths):
         assert np.array_equal(cached[i], data.decode_image(p, 32))
+
+
+def test_top_level_help_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bare '%' in a subcommand's help made `python -m dermai --help` a TypeError traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "95% intervals" in capsys.readouterr().out
+
+
+def test_atomic_write_names_a_folder_or_file_in_the_way(tmp_path: Path) -> None:
+    """Errors name the target, not the temporary ('.x.abc.tmp' -> ...) or errno 'File exists' of a parent."""
+    folder, blocker = tmp_path / "folder", tmp_path / "afile"
+    folder.mkdir()
+    blocker.write_text("x")
+    with pytest.raises(IsADirectoryError, match=f"cannot write {folder}: it is a folder"):
+        data.atomic_write_bytes(folder, b"a")
+    with pytest.raises(NotADirectoryError, match=f"{blocker} is a file, not a folder"):
+        data.atomic_write_bytes(blocker / "m.csv", b"a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]  # no temporary left
+
+
+def test_cli_split_out_folder_and_bad_limit_are_one_line_errors(
+    ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "split", "--data", str(ham_root), "--out", str(tmp_path), "--limit", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {tmp_path}: it is a folder; name a file\n"
+    with pytest.raises(SystemExit) as exit_info:  # --limit 0 silently meant "all", -3 "the minimum"
+        main(["data", "split", "--data", str(ham_root), "--out", str(tmp_path / "m.csv"), "--limit", "0"])
+    assert exit_info.value.code == 2 and "--limit: must be at least 1" in capsys.readouterr().err
+
+
+def test_non_utf8_manifest_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(b"image_id,split\nISIC_\xd0\xff,train\n")
+    with pytest.raises(data.DataError, match=f"{path}: cannot read manifest"):
+        data.read_manifest(path)
+
+
+def test_label_fraction_above_one_is_refused_with_a_manifest(ham_root: Path, tmp_path: Path) -> None:
+    """A manifest's labelled column skipped the range check: --label-fraction 2 trained as 1.0."""
+    dataset = data.attach_splits(data.load_dataset(ham_root), limit=100)
+    manifest = data.write_manifest(dataset, tmp_path / "m.csv")
+    with pytest.raises(data.DataError, match=r"label fraction 2 must be in \(0, 1\]"):
+        data.attach_splits(data.load_dataset(ham_root), manifest=manifest, label_fraction=2)

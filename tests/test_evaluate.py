@@ -287,3 +287,14 @@ def test_malignant_probability_never_rounds_past_one() -> None:
     assert probs[:, [0, 1, 4]].sum(axis=1)[0] > 1.0  # the unclipped sum
     assert p_mal[0] == 1.0
     assert calibration.expected_calibration_error(np.array([1]), p_mal) == 0.0
+
+
+def test_write_outputs_leaves_neither_file_when_one_place_is_unwritable(tmp_path: Path) -> None:
+    """The report used to be written before the predictions CSV failed: one output without the other."""
+    from dermai.evaluate import write_outputs
+
+    (tmp_path / "afile").write_text("x")
+    report = tmp_path / "report.json"
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        write_outputs({"n": 1}, pd.DataFrame({"a": [1]}), report, tmp_path / "afile" / "p.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -77,3 +77,16 @@ def test_a_zero_epoch_budget_is_refused_before_the_split_is_written(tmp_path: Pa
     with pytest.raises(ValueError, match="pretrain_epochs must be a whole number ≥ 1"):
         label_efficiency(base, tmp_path / "exp", fractions=(1.0,), seeds=1)
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize(
+    ("fractions", "seeds", "message"),
+    [((0.5, 2.0), 1, r"fractions: each must be in \(0, 1\]"), ((0.0,), 1, "fractions"), ((1.0,), 0, "seeds")],
+)
+def test_a_bad_fraction_or_seed_count_is_refused_before_the_split_is_written(
+    tmp_path: Path, fractions: tuple[float, ...], seeds: int, message: str
+) -> None:
+    """--fractions 2 used to train as 1.0, --fractions 0 failed after a run, --seeds 0 ended in a KeyError."""
+    with pytest.raises(ValueError, match=message):
+        label_efficiency(RunConfig(), tmp_path / "exp", fractions=fractions, seeds=seeds)
+    assert not (tmp_path / "exp").exists()

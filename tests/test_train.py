@@ -378,3 +378,12 @@ def test_init_weights_keep_a_fine_tuned_classifier_and_redraw_a_pretrained_one(h
         init_tensors = load_file(str(init))
         assert torch.equal(state["trunk.conv1.weight"], init_tensors["trunk.conv1.weight"])  # trunk always kept
         assert torch.equal(state["classifier.weight"], source["classifier.weight"]) is keeps
+
+
+def test_unusable_init_weights_fail_before_the_run_folder_gets_a_config(ham_root: Path, tmp_path: Path) -> None:
+    """config.json and manifest.csv used to be written first: a folder that looked like a started run."""
+    cfg = tiny_config(ham_root)
+    cfg.stage = "finetune"
+    with pytest.raises(ValueError, match="model.json"):
+        train(cfg, tmp_path / "run", init_weights=str(Path(__file__).parent.parent / "weights" / "model.json"))
+    assert not (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "manifest.csv").exists()
