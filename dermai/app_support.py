@@ -436,6 +436,15 @@ def read_label_efficiency(folder: str | os.PathLike[str]) -> pd.DataFrame | None
     missing = {"fraction", "init", "auroc_mean", "auroc_sd", "bacc_mean", "bacc_sd"} - set(table.columns)
     if missing:
         raise DataError(f"{path}: missing columns {', '.join(sorted(missing))}")
+    if table.empty:  # else an empty table and a blank plot, with nothing saying why
+        raise DataError(f"{path}: no rows")
+    for column in ("fraction", "auroc_mean", "auroc_sd", "bacc_mean", "bacc_sd"):  # else a plot of nonsense
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() & table[column].notna()  # a blank cell (e.g. one seed: no SD) is allowed
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise DataError(f"{path}, row {row + 2}: {column} {table[column].iloc[row]!r} is not a number")
+        table[column] = values
     return table
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from dermai.config import DataConfig, RunConfig, check_run_config, to_dict
-from dermai.data import write_json_atomic
+from dermai.data import DataError, find_metadata_csv, resolve_data_root, write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta
 from dermai.losses import check_mask_weight
 from dermai.train import STOP_FILE, read_metrics, run_lock_holder, split_mismatch
@@ -139,9 +139,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:
+    """The lock's record; None when there is none ({} while unreadable, e.g. half-written). A runs folder
+    that is a file, or lies below one, holds no lock: NotADirectoryError is "none", not a starting job."""
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (json.JSONDecodeError, OSError):
         return {}
@@ -210,7 +212,10 @@ def _refuse_if_running(runs: Path) -> None:
 
 def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
     """Take the lock, start the process, record it; a second caller gets a JobError naming the job."""
-    runs.mkdir(parents=True, exist_ok=True)
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file, below a file, read-only: say which folder, not just an errno
+        raise JobError(f"runs folder {runs}: cannot be created or used ({exc.strerror or exc})") from None
     lock = runs / LOCK_NAME
     for _attempt in range(2):
         try:
@@ -260,6 +265,11 @@ def start_job(
         )
     except ValueError as exc:
         raise JobError(str(exc)) from None
+    if options.get("data"):  # a folder that is missing or has no metadata CSV: say so now, not in a failed run
+        try:
+            find_metadata_csv(resolve_data_root(str(options["data"])))
+        except DataError as exc:
+            raise JobError(f"data folder: {exc}") from None
     if options.get("init_weights"):
         _check_start_weights(str(options["init_weights"]), options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)

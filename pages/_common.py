@@ -107,6 +107,20 @@ def predictor(path: str, mtime: tuple[int, int]) -> tuple[Any, threading.Lock]:
     return Predictor.from_weights(path), threading.Lock()
 
 
+def show_images(where: Any, paths: list[str], captions: list[str], width: int | str = "stretch") -> None:
+    """Image files of the data folder at `where` (st or a column). Streamlit refuses the whole call when one
+    file is not an image; then each readable one is shown and each other one is an st.error naming it, so a
+    corrupt file in the folder never ends the page."""
+    try:
+        where.image(paths, caption=captions, width=width)
+    except OSError:  # PIL's UnidentifiedImageError, or a file gone since the folder was read
+        for path, text in zip(paths, captions, strict=True):
+            try:
+                where.image(path, caption=text, width=width)
+            except OSError as exc:
+                where.error(f"{path}: not a readable image ({type(exc).__name__})")
+
+
 def sidebar() -> None:
     """Data folder and weights pickers; the values live in st.session_state for every page."""
     state = st.session_state

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from dermai.app_support import TRAIN_AUGMENT_KEYS, mask_path, outline_mask
+from dermai.app_support import TRAIN_AUGMENT_KEYS, keep_widgets, mask_path, outline_mask, restore_widgets
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
 from dermai.data import decode_image, decode_mask
@@ -21,45 +21,50 @@ st.caption("Defaults are the paper's supervised pipeline; the SimCLR preset is t
 state = st.session_state
 state.setdefault("aug_seed", 0)
 
+restore_widgets(state, {"aug_simclr": None})  # Streamlit drops a widget's value once another page is shown
 simclr = st.toggle("SimCLR preset", key="aug_simclr")
 preset = "simclr" if simclr else "paper"
 base = simclr_augment_config() if simclr else AugmentConfig()
+kept: list[str] = ["aug_simclr"]
 
 
 def key(name: str) -> str:
-    """Widget keys per preset: switching preset shows that preset's values."""
-    return f"aug_{preset}_{name}"
+    """Widget keys per preset: switching preset shows that preset's values. The value is the one set before
+    another page was shown (else the preset's default), so the lab still shows what "Use for …" sent."""
+    widget = f"aug_{preset}_{name}"
+    restore_widgets(state, {widget: None})
+    state.setdefault(widget, getattr(base, name))  # the default here, not in the widget, which may get a kept one
+    kept.append(widget)
+    return widget
 
 
 controls, view = st.columns([1, 2], gap="large")
 with controls.container(height=760):
     st.caption("Parameters")
     values = {
-        "crop_scale": st.slider("Crop area (fraction)", 0.05, 1.0, base.crop_scale, 0.05, key=key("crop_scale")),
-        "crop_ratio": st.slider("Crop aspect ratio", 0.25, 4.0, base.crop_ratio, 0.05, key=key("crop_ratio")),
-        "rotation_degrees": st.slider(
-            "Rotation ± degrees", 0.0, 180.0, base.rotation_degrees, 5.0, key=key("rotation_degrees")
-        ),
-        "hflip_p": st.slider("Horizontal flip p", 0.0, 1.0, base.hflip_p, 0.05, key=key("hflip_p")),
-        "vflip_p": st.slider("Vertical flip p", 0.0, 1.0, base.vflip_p, 0.05, key=key("vflip_p")),
-        "brightness": st.slider("Brightness", 0.0, 1.0, base.brightness, 0.05, key=key("brightness")),
-        "contrast": st.slider("Contrast", 0.0, 1.0, base.contrast, 0.05, key=key("contrast")),
-        "saturation": st.slider("Saturation", 0.0, 1.0, base.saturation, 0.05, key=key("saturation")),
-        "hue": st.slider("Hue (fraction of the colour wheel)", 0.0, 0.5, base.hue, 0.01, key=key("hue")),
-        "grayscale_p": st.slider("Grayscale p", 0.0, 1.0, base.grayscale_p, 0.05, key=key("grayscale_p")),
-        "blur_p": st.slider("Blur p", 0.0, 1.0, base.blur_p, 0.05, key=key("blur_p")),
-        "blur_sigma": st.slider("Blur sigma", 0.1, 5.0, base.blur_sigma, 0.1, key=key("blur_sigma")),
-        "vignette_p": st.slider("Vignette p", 0.0, 1.0, base.vignette_p, 0.05, key=key("vignette_p")),
-        "hair_p": st.slider("Hair p", 0.0, 1.0, base.hair_p, 0.05, key=key("hair_p")),
+        "crop_scale": st.slider("Crop area (fraction)", 0.05, 1.0, step=0.05, key=key("crop_scale")),
+        "crop_ratio": st.slider("Crop aspect ratio", 0.25, 4.0, step=0.05, key=key("crop_ratio")),
+        "rotation_degrees": st.slider("Rotation ± degrees", 0.0, 180.0, step=5.0, key=key("rotation_degrees")),
+        "hflip_p": st.slider("Horizontal flip p", 0.0, 1.0, step=0.05, key=key("hflip_p")),
+        "vflip_p": st.slider("Vertical flip p", 0.0, 1.0, step=0.05, key=key("vflip_p")),
+        "brightness": st.slider("Brightness", 0.0, 1.0, step=0.05, key=key("brightness")),
+        "contrast": st.slider("Contrast", 0.0, 1.0, step=0.05, key=key("contrast")),
+        "saturation": st.slider("Saturation", 0.0, 1.0, step=0.05, key=key("saturation")),
+        "hue": st.slider("Hue (fraction of the colour wheel)", 0.0, 0.5, step=0.01, key=key("hue")),
+        "grayscale_p": st.slider("Grayscale p", 0.0, 1.0, step=0.05, key=key("grayscale_p")),
+        "blur_p": st.slider("Blur p", 0.0, 1.0, step=0.05, key=key("blur_p")),
+        "blur_sigma": st.slider("Blur sigma", 0.1, 5.0, step=0.1, key=key("blur_sigma")),
+        "vignette_p": st.slider("Vignette p", 0.0, 1.0, step=0.05, key=key("vignette_p")),
+        "hair_p": st.slider("Hair p", 0.0, 1.0, step=0.05, key=key("hair_p")),
         "color_constancy": st.checkbox(
             "Colour constancy (shades of grey)",
-            base.color_constancy,
             key=key("color_constancy"),
             help="Removes a global colour cast. Used for fine-tuning, it becomes part of the model, so every "
             "image it later scores is corrected the same way.",
         ),
     }
     st.caption(f"Normalisation (undone for display): mean {base.mean}, std {base.std}.")
+keep_widgets(state, kept)
 cfg = dataclasses.replace(base, **values)
 pipeline = "SimCLR pretraining" if simclr else "fine-tuning"
 if controls.button(

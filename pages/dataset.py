@@ -9,7 +9,7 @@ import streamlit as st
 from dermai import app_support
 from dermai.data import summary_table
 from dermai.plots import class_distribution_figure
-from pages._common import dataset, or_stop, plain_errors, require_data
+from pages._common import dataset, or_stop, plain_errors, require_data, show_images
 
 PER_PAGE = 24
 COLUMNS = 6
@@ -42,7 +42,7 @@ page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="ds_page")
 shown = rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE]
 for start in range(0, len(shown), COLUMNS):
     for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].iterrows(), strict=False):
-        col.image(row["path"], caption=app_support.caption(row), width="stretch")
+        show_images(col, [row["path"]], [app_support.caption(row)])
 
 st.subheader("Distributions")
 left, right = st.columns([3, 2])
@@ -56,7 +56,7 @@ st.subheader("One image in detail")
 image_id = st.selectbox("Image", list(shown["image_id"]), key="ds_detail")
 row = rows[rows["image_id"] == image_id].iloc[0]
 a, b = st.columns(2)
-a.image(row["path"], caption=image_id, width="stretch")
+show_images(a, [row["path"]], [image_id])
 mask = app_support.mask_path(data.root, image_id)
 if mask is not None:
     with plain_errors("Cannot overlay the lesion mask"):
@@ -72,4 +72,4 @@ if len(siblings):
     key = data.group_key
     unit = "patient" if key == "patient_id" else "lesion" if key.startswith("lesion_id") else "patient or lesion"
     st.caption(f"{len(siblings)} other image(s) of this {unit} (split: {where})")
-    st.image(list(siblings["path"]), caption=list(siblings["image_id"]), width=150)
+    show_images(st, list(siblings["path"]), list(siblings["image_id"]), width=150)

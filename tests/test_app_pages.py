@@ -226,6 +226,26 @@ def test_dataset_age_range_holds_fractional_ages_and_follows_csv_edits(json_only
     assert at.subheader[0].value == "6 images match"  # the edited CSV, not the cached folder
 
 
+def test_dataset_names_a_corrupt_image_file_and_shows_the_rest(json_only_env: Path, tmp_path: Path) -> None:
+    """One file of the folder that is not an image: an error naming it in the grid, the detail view and the
+    lesion's other images, never a traceback; the readable images still show."""
+    from tests.conftest import ham_rows, make_folder
+
+    data = make_folder(tmp_path / "corrupt", ham_rows(n_lesions_per_dx=1, images_per_lesion=2))
+    bad = data / "imgs" / "nested" / "I_akiec_0_0.jpg"
+    bad.write_bytes(b"not a jpeg")
+    at = page("dataset")
+    at.session_state["data_dir"] = str(data)
+    at.run()
+    at.multiselect(key="ds_dx").set_value(["akiec"]).run()
+    assert_clean(at)
+    assert any(e.value.startswith(f"{bad}: not a readable image") for e in at.error), alerts(at)
+    at.selectbox(key="ds_detail").set_value("I_akiec_0_1").run()  # its lesion's other image is the bad one
+    assert_clean(at)
+    assert [e.value.split(":")[0] for e in at.error] == [str(bad)] * 2  # grid and sibling; the detail is fine
+    assert any("I_akiec_0_1" in img.captions for img in at.image)
+
+
 def test_home_and_sidebar_name_a_garbled_or_odd_weights_json(json_only_env: Path, tmp_path: Path) -> None:
     rewrite(json_only_env.with_suffix(".json"), b"[]")
     broken = tmp_path / "runs" / "broken" / "model.safetensors"
@@ -343,6 +363,28 @@ def test_augmentation_lab_outlines_the_lesion_masks(app_env: Path) -> None:
     assert_clean(at)
     assert at.image[1].captions == ["augmented + mask"] * 4
     assert [img.url for img in at.image[1].proto.imgs] != before
+
+
+def test_augmentation_lab_keeps_its_settings_across_pages(app_env: Path) -> None:
+    """Streamlit drops a widget's value when another page is shown: back in the lab, the controls still show
+    what "Use for …" sent to Training (and the preset chosen), not the defaults."""
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/augmentation.py").run()
+    at.slider(key="aug_paper_hair_p").set_value(0.3)
+    at.slider(key="aug_paper_crop_scale").set_value((0.5, 0.9))
+    next(b for b in at.button if b.label == "Use for fine-tuning").click()
+    at.run()
+    at.toggle(key="aug_simclr").set_value(True).run()
+    at.switch_page("pages/training.py").run()
+    at.switch_page("pages/augmentation.py").run()
+    assert_clean(at)
+    assert at.toggle(key="aug_simclr").value is True
+    at.toggle(key="aug_simclr").set_value(False).run()
+    assert at.slider(key="aug_paper_hair_p").value == 0.3
+    assert at.slider(key="aug_paper_crop_scale").value == (0.5, 0.9)
+    next(b for b in at.button if b.label == "Use for fine-tuning").click()
+    at.run()
+    assert at.session_state["train_augment"] == ["crop_scale=0.5,0.9", "hair_p=0.3"]
 
 
 def test_augmentation_settings_are_sent_to_training(app_env: Path) -> None:
@@ -534,6 +576,22 @@ def test_training_page_lists_a_damaged_run_without_a_traceback(app_env: Path) ->
     at.selectbox(key="train_run").set_value("broken").run()
     assert_clean(at)
     assert any(e.value.startswith("Cannot show run broken: ") and "config.json" in e.value for e in at.error)
+
+
+def test_training_page_with_a_runs_folder_that_is_a_file(app_env: Path) -> None:
+    """A runs folder setting that names a file: the page (its live job panel included) renders, and Start
+    says which folder cannot be used."""
+    runs = Path(jobs.runs_dir())
+    runs.parent.mkdir(parents=True, exist_ok=True)
+    runs.write_text("not a folder")
+    at = page("training").run()
+    assert_clean(at)
+    assert "No training job is running." in alerts(at)
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert_clean(at)
+    assert any(e.value.startswith(f"Not started: runs folder {runs}: cannot be created") for e in at.error), alerts(at)
+    assert runs.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("field", ["Run name (optional)", "Ensemble name (optional)"])

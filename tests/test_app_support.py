@@ -137,6 +137,15 @@ def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
     (tmp_path / "summary.csv").write_text("fraction,init\n0.1,simclr\n")
     with pytest.raises(DataError, match="missing columns"):
         app_support.read_label_efficiency(tmp_path)
+    header = "fraction,init,auroc_mean,auroc_sd,bacc_mean,bacc_sd\n"
+    (tmp_path / "summary.csv").write_text(header)
+    with pytest.raises(DataError, match="summary.csv: no rows"):
+        app_support.read_label_efficiency(tmp_path)
+    (tmp_path / "summary.csv").write_text(header + "0.1,simclr,0.8,,0.5,0.01\n1,random,high,0.1,0.6,0.02\n")
+    with pytest.raises(DataError, match=r"summary.csv, row 3: auroc_mean 'high' is not a number"):
+        app_support.read_label_efficiency(tmp_path)
+    (tmp_path / "summary.csv").write_text(header + "0.1,simclr,0.8,,0.5,0.01\n")  # one seed: no SD, fine
+    assert app_support.read_label_efficiency(tmp_path)["auroc_mean"].tolist() == [0.8]
     assert app_support.png_bytes(np.zeros((4, 4, 3), np.uint8)).startswith(b"\x89PNG")
 
 

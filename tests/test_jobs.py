@@ -168,6 +168,30 @@ def test_start_refuses_settings_the_trainer_would_refuse(
     assert jobs.form_config("pretrain", {"finetune_epochs": 0, "lr": "0.01"}).train.lr == 0.01  # stage not run: ok
 
 
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_a_runs_folder_that_is_a_file_holds_no_job_and_refuses_plainly(tmp_path: Path, where: str) -> None:
+    """The Training page reads the lock on every refresh: a runs folder that is a file (or lies below one)
+    is "no job", and starting a run there names the folder instead of an errno."""
+    (tmp_path / "afile").write_text("x")
+    runs = tmp_path / "afile" if where == "file" else tmp_path / "afile" / "runs"
+    assert jobs.current_job(runs) is None
+    with pytest.raises(jobs.JobError, match=f"runs folder {runs}: cannot be created or used"):
+        jobs.start_job("finetune", {"finetune_epochs": 1}, runs, name="x")
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_start_refuses_a_data_folder_it_cannot_read(tmp_path: Path, folder: str) -> None:
+    """A data folder that is missing or holds no metadata CSV is refused before a process starts (not a run
+    that fails a minute later)."""
+    data = tmp_path / folder
+    if folder == "empty":
+        data.mkdir()
+    runs = tmp_path / "runs"
+    with pytest.raises(jobs.JobError, match="data folder: .*(no data folder found|no metadata CSV)"):
+        jobs.start_job("finetune", {"data": str(data), "finetune_epochs": 1}, runs, name="x")
+    assert jobs.current_job(runs) is None and not (runs / "x").exists()
+
+
 def harmless(seconds: float) -> list[str]:
     """A command that stands in for the trainer: it lives `seconds` and touches nothing."""
     return [sys.executable, "-c", f"import time; time.sleep({seconds})"]
