@@ -29,6 +29,17 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="pixel cache folder (default $DERMAI_CACHE or ~/.cache/dermai)")
 
 
+def _count(text: str) -> int:
+    """argparse type for resample counts: a whole number ≥ 0 (0 = no interval; a negative one is a typo)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     """argparse type for sizes and --limit: a whole number above zero (0 would fail later, or mean "all" unsaid)."""
     try:
@@ -186,8 +197,8 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
     evaluate.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
     evaluate.add_argument("--saliency", action="store_true", help="CAM plausibility against lesion masks (slow)")
-    evaluate.add_argument("--saliency-limit", type=int, default=200, help="images sampled for --saliency")
-    evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUROC interval")
+    evaluate.add_argument("--saliency-limit", type=_count, default=200, help="images sampled for --saliency (0 = all)")
+    evaluate.add_argument("--n-boot", type=_count, default=1000, help="bootstrap resamples for the AUROC interval")
     evaluate.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -207,7 +218,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         "--split", choices=["val", "test"], default="val", help="val (default) for choices; test only to report"
     )
     compare.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
-    compare.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples")
+    compare.add_argument("--n-boot", type=_count, default=1000, help="paired bootstrap resamples")
     compare.add_argument("--out", help="JSON to write the comparison to")
 
     calibrate = sub.add_parser("calibrate", help="fit temperature, operating points and OOD on validation data")

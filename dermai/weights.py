@@ -59,6 +59,8 @@ def resolve_weights_path(path: str | os.PathLike[str] | None = None) -> Path:
         candidate = files[0] if len(files) == 1 else candidate / "model.safetensors"
     if not candidate.is_file():
         raise WeightsError(f"{candidate}: weights file not found")
+    if candidate.suffix != ".safetensors":  # else "metadata JSON not found beside the weights" for a CSV
+        raise WeightsError(f"{candidate}: not a weights file (name a .safetensors file, or a folder holding one)")
     return candidate
 
 

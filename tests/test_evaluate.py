@@ -298,3 +298,12 @@ def test_write_outputs_leaves_neither_file_when_one_place_is_unwritable(tmp_path
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         write_outputs({"n": 1}, pd.DataFrame({"a": [1]}), report, tmp_path / "afile" / "p.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("flag", ["--n-boot", "--saliency-limit"])
+def test_a_negative_count_is_a_usage_error(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A negative resample count used to act as 0 (no interval) without a word."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--out", str(tmp_path / "r.json"), "--predictions", str(tmp_path / "p.csv"), flag, "-5"])
+    assert exit_info.value.code == 2 and f"{flag}: must be at least 0, got -5" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

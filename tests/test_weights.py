@@ -139,3 +139,10 @@ def test_ship_scripts_card_only_rewrite_keeps_the_pair(saved: Path, ship: Module
     ship.rewrite_card(out)
     assert (out / "MODEL_CARD.md").is_file()
     assert load_weights(target).meta[PAIR_ID] == header_id(target)
+
+
+def test_a_file_that_is_not_safetensors_is_named_as_such(tmp_path: Path) -> None:
+    table = tmp_path / "metadata.csv"
+    table.write_text("image_id,dx\n")
+    with pytest.raises(WeightsError, match=r"metadata\.csv: not a weights file \(name a \.safetensors file"):
+        load_weights(table)
