@@ -176,6 +176,26 @@ def restore_widgets(state: MutableMapping[str, Any], options: Mapping[str, Seque
             state[key] = kept[key]
 
 
+def restore_choices(state: MutableMapping[str, Any], options: Mapping[str, Sequence[Any]]) -> None:
+    """`restore_widgets` for multiselects: the current choices, else those kept from before another page was
+    shown, less any no longer offered (another data folder may lack some diagnoses or sites)."""
+    kept = state.get(KEPT_WIDGETS) or {}
+    for key, allowed in options.items():
+        chosen = state.get(key, kept.get(key))
+        if isinstance(chosen, list | tuple):
+            state[key] = [value for value in chosen if value in allowed]
+
+
+def restore_range(state: MutableMapping[str, Any], key: str, low: float, high: float) -> tuple[float, float]:
+    """The (low, high) a range slider shows: the kept or current range clipped to the slider's bounds (they
+    move with the data folder), else the whole span. Set in `state`, so the slider is given no default."""
+    kept = state.get(key, (state.get(KEPT_WIDGETS) or {}).get(key))
+    lo, hi = (low, high) if not isinstance(kept, list | tuple) or len(kept) != 2 else kept
+    lo, hi = min(max(lo, low), high), min(max(hi, low), high)
+    state[key] = (lo, hi) if lo <= hi else (low, high)
+    return state[key]
+
+
 def keep_widgets(state: MutableMapping[str, Any], keys: Sequence[str]) -> None:
     """Remember the current value of each widget key that has one, for `restore_widgets`."""
     state[KEPT_WIDGETS] = {**(state.get(KEPT_WIDGETS) or {}), **{k: state[k] for k in keys if k in state}}

@@ -20,16 +20,30 @@ data = or_stop("Cannot read the data folder", dataset, root)
 meta = data.meta
 st.caption(f"`{data.root}` · {len(meta)} images · {data.mode} · grouped by {data.group_key} · split seed 0")
 
+FILTERS = ["ds_dx", "ds_kind", "ds_split", "ds_age", "ds_sex", "ds_site"]
+state = st.session_state
+options = {
+    "ds_dx": sorted(meta["dx"].dropna().unique()),
+    "ds_split": sorted(meta["split"].unique()),
+    "ds_sex": sorted(meta["sex"].unique()),
+    "ds_site": sorted(meta["localization"].unique()),
+}
+# Streamlit drops the filters when another page is shown: the ones set before come back (those still offered).
+app_support.restore_choices(state, options)
+app_support.restore_widgets(state, {"ds_kind": ["all", "benign", "malignant"]})
+ages = meta["age"].dropna()
+low, high = (math.floor(ages.min()), math.ceil(ages.max())) if len(ages) else (0, 100)  # 89.5 → 90
+high = max(high, low + 1)
+app_support.restore_range(state, "ds_age", low, high)
 with st.expander("Filters", expanded=True):
     c1, c2, c3 = st.columns(3)
-    dx = c1.multiselect("Diagnosis", sorted(meta["dx"].dropna().unique()), key="ds_dx")
+    dx = c1.multiselect("Diagnosis", options["ds_dx"], key="ds_dx")
     kind = c1.radio("Benign / malignant", ["all", "benign", "malignant"], horizontal=True, key="ds_kind")
-    splits = c2.multiselect("Split", sorted(meta["split"].unique()), key="ds_split")
-    ages = meta["age"].dropna()
-    low, high = (math.floor(ages.min()), math.ceil(ages.max())) if len(ages) else (0, 100)  # 89.5 → 90
-    age = c2.slider("Age", low, max(high, low + 1), (low, max(high, low + 1)), key="ds_age")
-    sexes = c3.multiselect("Sex", sorted(meta["sex"].unique()), key="ds_sex")
-    sites = c3.multiselect("Localisation", sorted(meta["localization"].unique()), key="ds_site")
+    splits = c2.multiselect("Split", options["ds_split"], key="ds_split")
+    age = c2.slider("Age", low, high, key="ds_age")
+    sexes = c3.multiselect("Sex", options["ds_sex"], key="ds_sex")
+    sites = c3.multiselect("Localisation", options["ds_site"], key="ds_site")
+app_support.keep_widgets(state, FILTERS)
 
 rows = app_support.filter_meta(meta, dx, kind, splits, age, sexes, sites)
 st.subheader(f"{len(rows)} images match")

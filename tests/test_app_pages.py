@@ -166,6 +166,21 @@ def test_dataset_filters_change_the_grid(app_env: Path) -> None:
     assert grid and all(" · df · " in c for c in grid)
 
 
+def test_dataset_filters_survive_a_visit_to_another_page(app_env: Path) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/dataset.py").run()
+    at.multiselect(key="ds_dx").set_value(["df"])
+    at.radio(key="ds_kind").set_value("benign")
+    at.slider(key="ds_age").set_value((40, 70))
+    at.run()
+    matched = at.subheader[0].value
+    at.switch_page("pages/home.py").run()  # Streamlit drops the filters' widget state here
+    at.switch_page("pages/dataset.py").run()
+    assert_clean(at)
+    assert at.multiselect(key="ds_dx").value == ["df"] and at.radio(key="ds_kind").value == "benign"
+    assert at.slider(key="ds_age").value == (40, 70) and at.subheader[0].value == matched
+
+
 def test_dataset_detail_shows_the_other_images_of_the_lesion(app_env: Path) -> None:
     at = page("dataset").run()  # lesion HAM_0000118 is ISIC_0027419 and ISIC_0025030 in the official metadata
     at.multiselect(key="ds_dx").set_value(["bkl"]).run()

@@ -309,3 +309,16 @@ def test_data_editor_rows_come_back_after_another_page() -> None:
     app_support.keep_rows(state, "sites_ab", ["back", "face"])
     assert app_support.editor_rows(state, "sites_abc", ["ear"] * 3) == ["ear"] * 3  # other images: fresh rows
     assert list(state[app_support.KEPT_ROWS]) == ["sites_abc"]  # only the last editor's rows are kept
+
+
+def test_dataset_filters_come_back_less_what_the_folder_no_longer_offers() -> None:
+    state: dict = {}
+    state["ds_dx"], state["ds_age"] = ["mel", "df"], (30, 60)
+    app_support.keep_widgets(state, ["ds_dx", "ds_age"])
+    del state["ds_dx"], state["ds_age"]  # another page was shown: Streamlit dropped both
+    app_support.restore_choices(state, {"ds_dx": ["bcc", "mel", "nv"]})  # a folder without df
+    assert state["ds_dx"] == ["mel"]
+    assert app_support.restore_range(state, "ds_age", 40, 85) == (40, 60)  # clipped to this folder's ages
+    state["ds_age"] = (90, 95)
+    assert app_support.restore_range(state, "ds_age", 0, 85) == (85, 85)
+    assert app_support.restore_range({}, "ds_age", 0, 85) == (0, 85)  # nothing kept: the whole span
