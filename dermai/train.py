@@ -179,7 +179,9 @@ def run_lock_holder(run_dir: str | os.PathLike[str]) -> str | None:
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Own `run_dir` for the block: an exclusive flock on its .owner file, so a second trainer (the app's
-    Resume, a CLI run with the same --out) is refused instead of writing the same folder at the same time."""
+    Resume, a CLI run with the same --out) is refused instead of writing the same folder at the same time.
+    A run that wrote nothing (e.g. refused before its config) leaves no folder it created, nor a lone .owner."""
+    existed = run_dir.exists()
     make_folder(run_dir)
     fd = os.open(run_dir / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     for attempt in range(5):  # a status probe holds a shared lock for an instant: not an owner, try again
@@ -199,6 +201,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        with contextlib.suppress(OSError):  # still holding the lock: nobody else is writing here
+            if os.listdir(run_dir) == [OWNER_FILE]:
+                (run_dir / OWNER_FILE).unlink()
+                if not existed:
+                    run_dir.rmdir()
         os.close(fd)
 
 

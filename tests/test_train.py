@@ -386,4 +386,8 @@ def test_unusable_init_weights_fail_before_the_run_folder_gets_a_config(ham_root
     cfg.stage = "finetune"
     with pytest.raises(ValueError, match="model.json"):
         train(cfg, tmp_path / "run", init_weights=str(Path(__file__).parent.parent / "weights" / "model.json"))
-    assert not (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "manifest.csv").exists()
+    assert not (tmp_path / "run").exists()  # nor the folder the run created, nor its lone lock file
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, empty
+    with pytest.raises(ValueError, match="model.json"):
+        train(cfg, tmp_path / "mine", init_weights=str(Path(__file__).parent.parent / "weights" / "model.json"))
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
