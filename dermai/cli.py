@@ -624,7 +624,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dermai.context import read_context_csv
-    from dermai.data import atomic_write_bytes
+    from dermai.data import atomic_write_bytes, check_writable
     from dermai.intake import IntakeError
     from dermai.predict import Predictor
     from dermai.worklist import WorklistEntry, image_files, tier_counts, worklist, worklist_csv
@@ -634,6 +634,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.metadata and (args.age or args.sex or args.site):
         raise ValueError("give either --metadata or --age/--sex/--site, not both")
     images = image_files(args.images)
+    if args.csv:
+        check_writable(Path(args.csv))  # before scoring every image, not after
     predictor = Predictor.from_weights(args.weights)
     context = predictor.parse_context(args.age, args.sex, args.site)
     per_image = read_context_csv(args.metadata) if args.metadata else None

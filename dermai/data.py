@@ -458,14 +458,23 @@ def make_folder(path: Path) -> Path:
     return path
 
 
+def check_writable(path: Path) -> None:
+    """Refuse a place a file cannot be written (a folder there, a file in the way of its folder, a folder
+    that cannot be made or written), naming `path`; its folder is made. Called before long work whose result
+    goes there, so the error comes first, not after minutes of scoring."""
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; name a file")
+    make_folder(path.parent)
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"cannot write {path}: its folder is not writable")
+
+
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` only when the block succeeds, so
     readers never see a half-written file and a failure leaves nothing behind. A folder at `path` or an
     unwritable place is refused before the block runs, with an error naming `path`, not the temporary."""
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder; name a file")
-    make_folder(path.parent)
+    check_writable(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:

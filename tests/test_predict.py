@@ -313,6 +313,25 @@ def test_cli_table_and_stop_at_first_bad_image(weights_path: Path, tmp_path: Pat
     assert captured.err.startswith(f"error: {bad}: ")
 
 
+def test_cli_worklist_csv_into_an_unusable_place_fails_before_any_scoring(
+    weights_path: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(lesion_like(120)))
+    (tmp_path / "afile").write_text("x")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output place was checked")
+
+    monkeypatch.setattr(Predictor, "from_weights", never)
+    for out, message in [
+        (tmp_path / "afile" / "w.csv", f"{tmp_path / 'afile'} is a file, not a folder"),
+        (tmp_path, f"cannot write {tmp_path}: it is a folder; name a file"),
+    ]:
+        code = cli.main(["predict", str(image), "--weights", str(weights_path), "--csv", str(out)])
+        assert code == 2 and message in capsys.readouterr().err
+
+
 def test_cli_worklist_csv_from_a_folder_keeps_going_past_a_bad_file(weights_path: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "clinic"
     (folder / "day2").mkdir(parents=True)
