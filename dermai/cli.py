@@ -9,7 +9,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from dermai.config import PRECISIONS, RunConfig, override_augment
@@ -29,26 +29,23 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="pixel cache folder (default $DERMAI_CACHE or ~/.cache/dermai)")
 
 
-def _count(text: str) -> int:
-    """argparse type for resample counts: a whole number ≥ 0 (0 = no interval; a negative one is a typo)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number ≥ `minimum`; anything else is a usage error saying what was given."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    """argparse type for sizes and --limit: a whole number above zero (0 would fail later, or mean "all" unsaid)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_count = _whole_number(0)  # resample counts: 0 = no interval; a negative one is a typo
+_positive_int = _whole_number(1)  # sizes and --limit: 0 would fail later, or mean "all" unsaid
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
