@@ -367,8 +367,6 @@ def attach_splits(
     limit: int | None = None,
 ) -> Dataset:
     """The dataset with `split` and `labelled` columns, from a manifest file or computed from the seed."""
-    if not 0 < label_fraction <= 1:  # checked here too: a manifest's own labelled column skips assign_labelled
-        raise DataError(f"label fraction {label_fraction} must be in (0, 1]")
     meta = dataset.meta
     if limit:
         meta = subsample(meta, limit, seed)
@@ -381,7 +379,7 @@ def attach_splits(
         if missing:
             raise DataError(f"{manifest}: image {sorted(missing)[0]!r} is not in the data folder")
         meta["split"] = meta["image_id"].map(table["split"])
-        if "labelled" in table.columns and label_fraction >= 1:
+        if "labelled" in table.columns and label_fraction == 1:  # else assign_labelled (which checks the fraction)
             meta["labelled"] = meta["image_id"].map(table["labelled"]).astype(bool)
         else:
             meta["labelled"] = assign_labelled(meta, label_fraction, seed)
