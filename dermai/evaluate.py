@@ -129,7 +129,7 @@ def probability_column(name: str) -> str:
     return name if name not in ("benign", "malignant") else f"p_{name}"
 
 
-def _saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path, limit: int) -> dict[str, Any]:
+def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path, limit: int) -> dict[str, Any]:
     """Does the model look at the lesion? Mean Grad-CAM mass inside the lesion mask (beside the mask's area
     share, what a uniform heatmap would score) and pointing-game hit rate, over a seeded sample of the split.
     Images without a mask are left out."""
@@ -333,7 +333,7 @@ def evaluate(
     if external is not None:
         report["external"] = external
     if saliency:
-        report["saliency"] = _saliency_plausibility(loaded, rows, dataset.root, saliency_limit)
+        report["saliency"] = saliency_plausibility(loaded, rows, dataset.root, saliency_limit)
     return report, predictions
 
 

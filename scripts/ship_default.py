@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
 from dermai.ensemble import input_sizes, input_sizes_text, member_reference  # noqa: E402
-from dermai.evaluate import evaluate, weights_dataset  # noqa: E402
+from dermai.evaluate import evaluate, saliency_plausibility, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
@@ -378,24 +378,18 @@ def refresh_ood(out: Path, data: str | None) -> None:
 
 def refresh_saliency(out: Path, data: str | None, limit: int = 300) -> None:
     """Re-measure the shipped model's Grad-CAM plausibility on the same seeded test sample (after a change to
-    what Grad-CAM explains); its other figures are kept, and no choice is made from it."""
+    what Grad-CAM explains); its other figures are kept, and no choice is made from it. Only the sampled
+    images are explained: nothing else of the test split is scored again."""
     target = out / "model.safetensors"
-    meta = dict(load_weights(target).meta)  # as stored, "format" included: only the saliency figures change
-    scored, _ = evaluate(
-        target,
-        data,
-        split="test",
-        tta=bool(meta.get("tta_recommended")),
-        n_boot=0,
-        saliency=True,
-        saliency_limit=limit,
-        precision=SCORING_PRECISION,
-    )
+    shipped = load_weights(target)
+    dataset = weights_dataset(shipped.meta, data)
+    test_rows = dataset.meta[dataset.meta["split"] == "test"].reset_index(drop=True)  # as `evaluate` samples them
+    saliency = saliency_plausibility(shipped, test_rows, dataset.root, limit)
     report = json.loads((out / "test_report.json").read_text())
-    report["saliency"] = scored["saliency"]
+    report["saliency"] = saliency
     write_json_atomic(out / "test_report.json", report)
-    rewrite_shipped_meta(out, meta, report)
-    print(json.dumps(scored["saliency"], indent=2))
+    rewrite_shipped_meta(out, dict(shipped.meta), report)  # as stored, "format" included
+    print(json.dumps(saliency, indent=2))
 
 
 def main() -> None:
