@@ -88,6 +88,14 @@ def test_card_lists_recipes_tried_and_not_shipped(ship: ModuleType) -> None:
     assert header.count("|") == row.count("|") and "val bal. acc." in header
 
 
+def _shipped_file(root: Path) -> Path:
+    """An empty `weights/model.safetensors` under `root`: where the shipped model lives, for recipe tests."""
+    weights = root / "weights" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    return weights
+
+
 def _run_folder(root: Path, name: str, command: str, init_weights: str | None, times: list[float]) -> Path:
     run = root / name
     run.mkdir(parents=True)
@@ -97,9 +105,7 @@ def _run_folder(root: Path, name: str, command: str, init_weights: str | None, t
 
 
 def test_a_run_continuing_the_shipped_model_carries_its_recipe(ship: ModuleType, tmp_path: Path) -> None:
-    weights = tmp_path / "weights" / "model.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"")
+    weights = _shipped_file(tmp_path)
     shipped = shipped_meta(0.90, 0.907)
     shipped["recipe"]["notes"] = ["pretraining cut short"]
     swa = _run_folder(tmp_path, "swa", "python -m dermai finetune --swa-epochs 15", str(weights), [0.0, 60.0, 120.0])
@@ -118,9 +124,7 @@ def test_a_run_continuing_the_shipped_model_carries_its_recipe(ship: ModuleType,
 def test_a_run_started_from_another_runs_weights_carries_that_runs_recipe_once(
     ship: ModuleType, tmp_path: Path
 ) -> None:
-    weights = tmp_path / "weights" / "model.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"")
+    weights = _shipped_file(tmp_path)
     pre = _run_folder(tmp_path, "pre", "python -m dermai pretrain", None, [0.0, 500.0])
     first = _run_folder(tmp_path, "first", "python -m dermai finetune A", str(pre / "model.safetensors"), [0.0, 200.0])
     member = _run_folder(
@@ -134,9 +138,7 @@ def test_a_run_started_from_another_runs_weights_carries_that_runs_recipe_once(
 
 
 def test_an_ensemble_carries_every_members_recipe_once(ship: ModuleType, tmp_path: Path) -> None:
-    weights = tmp_path / "weights" / "model.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"")
+    weights = _shipped_file(tmp_path)
     shipped = shipped_meta(0.90, 0.907)
     member = _run_folder(tmp_path, "member", "python -m dermai finetune --train-seed 1", str(weights), [0.0, 90.0])
     other = _run_folder(tmp_path, "other", "python -m dermai finetune --lr 3e-4", None, [0.0, 40.0])
@@ -160,9 +162,7 @@ def test_an_ensemble_carries_every_members_recipe_once(ship: ModuleType, tmp_pat
 def test_a_member_of_the_shipped_ensemble_named_by_reference_carries_its_recipe(
     ship: ModuleType, tmp_path: Path
 ) -> None:
-    weights = tmp_path / "weights" / "model.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"")
+    weights = _shipped_file(tmp_path)
     new = _run_folder(tmp_path, "new", "python -m dermai finetune --mixup-alpha 0.2", None, [0.0, 50.0])
     ensemble = tmp_path / "ens"
     ensemble.mkdir()
