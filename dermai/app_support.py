@@ -276,6 +276,31 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+SERVING_FIGURES = (
+    "val_auroc",
+    "val_bacc",
+    "temperature",
+    "val_ece_malignant_uncalibrated",
+    "val_ece_malignant",
+    "n_val",
+)
+
+
+def serving_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The last calibration a run fitted on validation (its "serving" metrics record: the trainer's last step
+    after fine-tuning, or an ensemble's), as {"status", "error", "complete", and SERVING_FIGURES}: these are
+    the figures the weights are served with, whereas the per-epoch curves score the network alone. `complete`
+    says every figure is a number (a record from an older version may lack some). None when the run fitted
+    none (pretraining only, stopped, or still running)."""
+    fitted = [r for r in records if r.get("kind") == "serving" and r.get("status") in ("fitted", "failed")]
+    if not fitted:
+        return None
+    last = fitted[-1]
+    figures = {k: last.get(k) for k in SERVING_FIGURES}
+    complete = all(_is_number(v) for v in figures.values())
+    return {"status": last["status"], "error": last.get("error"), "complete": complete, **figures}
+
+
 def context_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     """The patient-context model in brief: each field's fitted weight, and its AUROC (test if scored, else
     validation; None when neither was recorded) beside the image-only one; None without one. Raises

@@ -455,8 +455,18 @@ def log_tail(run_dir: str | os.PathLike[str], lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-RUN_COLUMNS = ["name", "status", "stage", "epochs", "best_val_auroc", "started", "weights", "path", "problem"]
+RUN_COLUMNS = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "weights", "path", "problem"]
 UNREADABLE = "unreadable"  # the status of a run folder whose files cannot be read; `problem` says which and why
+
+
+def stage_epochs(stage: str, train: Mapping[str, Any]) -> str:
+    """The epochs a run of `stage` trains, as the Runs table shows them: a fine-tuning run's config still
+    holds the (unused) pretraining default, so only "both" shows two numbers."""
+    if stage == "pretrain":
+        return str(train["pretrain_epochs"])
+    if stage == "finetune":
+        return str(train["finetune_epochs"])
+    return f"{train['pretrain_epochs']} + {train['finetune_epochs']}"
 
 
 def _run_row(run: Path, root: Path) -> dict[str, Any]:
@@ -469,18 +479,20 @@ def _run_row(run: Path, root: Path) -> dict[str, Any]:
         raise JobError(f"{run / 'metrics.jsonl'}: cannot be read ({type(exc).__name__}: {exc})") from None
     try:
         if "members" in saved:  # an ensemble run (`python -m dermai ensemble`)
-            stage, epochs = ENSEMBLE_STAGE, f"{len(saved['members'])} members"
+            stage, epochs, size = ENSEMBLE_STAGE, f"{len(saved['members'])} members", ""
         else:
             config = saved["config"]
             stage = config["stage"]
-            epochs = f"{config['train']['pretrain_epochs']} + {config['train']['finetune_epochs']}"
+            epochs = stage_epochs(stage, config["train"])
+            size = f"{config['train']['image_size']} px"
     except (KeyError, TypeError):  # another layout (an older version's): what the metrics say
-        stage, epochs = status.stage, ""
+        stage, epochs, size = status.stage, "", ""
     return {
         "name": run.name,
         "status": status.status,
         "stage": stage,
         "epochs": epochs,
+        "input": size,
         "best_val_auroc": status.best_val_auroc,
         "started": started.replace(microsecond=0),
         "weights": str(status.weights) if status.weights else None,
@@ -496,7 +508,7 @@ def _unreadable_row(run: Path, problem: str) -> dict[str, Any]:
     except OSError:
         started = None
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
-    row.update(name=run.name, status=UNREADABLE, epochs="", path=str(run), problem=problem)
+    row.update(name=run.name, status=UNREADABLE, epochs="", input="", path=str(run), problem=problem)
     row["started"] = started.replace(microsecond=0) if started else None
     return row
 

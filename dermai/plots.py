@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-_STEP_KEYS = ("loss", "ce", "ntxent")
-_EPOCH_KEYS = ("val_auroc", "val_acc", "train_acc")
+_STEP_KEYS = ("loss", "ce", "ntxent", "mask_loss")
+_EPOCH_KEYS = ("val_auroc", "val_bacc", "val_acc", "train_acc")
 
 
 def roc_figure(
@@ -166,6 +166,12 @@ def _series(records: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tup
             xs.append(r.get(x_key, i))
             ys.append(r[y_key])
     return xs, ys
+
+
+def has_training_curves(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether `training_curves_figure` would draw a line: a step or epoch record (an ensemble run, or a run
+    stopped before its first logged step, has none, and empty axes read as a broken chart)."""
+    return any(r.get("kind", "step") in ("step", "epoch") for r in records)
 
 
 def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from dermai import jobs
-from dermai.app_support import TRAIN_AUGMENT_KEYS
+from dermai.app_support import TRAIN_AUGMENT_KEYS, serving_summary
 from dermai.compare import compare_runs
 from dermai.config import TrainConfig
 from dermai.ensemble import parse_image_sizes
-from dermai.plots import compare_runs_figure, training_curves_figure
+from dermai.plots import compare_runs_figure, has_training_curves, training_curves_figure
 from dermai.train import read_metrics
 from pages._common import data_dir, plain_errors, set_weights
 
@@ -204,7 +204,7 @@ history = jobs.list_runs(runs)
 if history.empty:
     st.info("No runs yet.")
     st.stop()
-shown = ["name", "status", "stage", "epochs", "best_val_auroc", "started"]
+shown = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started"]
 st.dataframe(
     history[[*shown, "problem"] if history["problem"].notna().any() else shown],  # damaged folders say why
     hide_index=True,
@@ -275,7 +275,8 @@ row = matches.iloc[0]
 if row["status"] == jobs.UNREADABLE:
     st.error(f"Cannot show run {row['name']}: {row['problem']}")
     st.stop()
-st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}")
+size = f" · input {row['input']}" if row["input"] else ""
+st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size}")
 buttons = st.columns(3)
 if row["weights"] and buttons[0].button("Use these weights for prediction"):
     set_weights(row["weights"])
@@ -294,7 +295,28 @@ elif row["status"] == "running" and buttons[2].button("Stop this run"):
     jobs.stop_job(row["path"])
     st.toast("Stop requested.")
 records = read_metrics(row["path"])
-if records:
+serving = serving_summary(records)
+if serving and serving["status"] == "fitted" and serving["complete"]:
+    st.markdown("**As served** (calibrated on the validation split)")
+    figures = st.columns(4)
+    figures[0].metric("val AUROC", f"{serving['val_auroc']:.3f}", help="malignant vs benign, calibrated")
+    figures[1].metric("val balanced accuracy", f"{serving['val_bacc']:.3f}", help="seven classes")
+    figures[2].metric("temperature", f"{serving['temperature']:.2f}")
+    figures[3].metric(
+        "ECE, malignant",
+        f"{serving['val_ece_malignant']:.3f}",
+        f"{serving['val_ece_malignant'] - serving['val_ece_malignant_uncalibrated']:+.3f} by calibration",
+        delta_color="inverse",
+        help="expected calibration error of p(malignant), after temperature scaling (change from before it)",
+    )
+elif serving:
+    st.warning(
+        f"Calibration on validation failed: {serving['error']}. The weights are usable; fit it again with "
+        f"`python -m dermai calibrate --weights {row['weights']} --manifest {row['path']}/manifest.csv`."
+    )
+if has_training_curves(records):
     st.plotly_chart(training_curves_figure(records), width="stretch", key="run_curves")
+elif row["stage"] == jobs.ENSEMBLE_STAGE:
+    st.caption("An ensemble trains nothing: its members' runs have the training curves.")
 if row["status"] in ("failed", "interrupted"):
     st.code(jobs.log_tail(row["path"]) or "(no log)", language=None)

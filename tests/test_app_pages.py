@@ -4,6 +4,7 @@ HAM10000 copy and a tiny calibrated model, and the interactive paths work (uploa
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -744,3 +745,41 @@ def test_worklist_keeps_each_images_site_across_pages(
     assert_clean(at)
     contexts = next(d.value for d in at.dataframe if "rank" in d.value.columns).set_index("image")["context"]
     assert contexts.to_dict() == {"ISIC_0024306.jpg": "site back", "ISIC_0025964.jpg": "site face"}
+
+
+def test_training_page_shows_a_runs_served_figures_and_no_empty_curves(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    serving = {
+        "kind": "serving",
+        "status": "fitted",
+        "temperature": 1.2,
+        "val_auroc": 0.9021,
+        "val_bacc": 0.655,
+        "val_ece_malignant_uncalibrated": 0.160,
+        "val_ece_malignant": 0.026,
+        "n_val": 1501,
+    }
+    member = make_run(runs, "member", 1e-3, [0.80, 0.86])
+    with open(member / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(serving) + "\n")
+    ensemble = runs / "pair"
+    ensemble.mkdir()
+    (ensemble / "config.json").write_text(json.dumps({"members": ["a.safetensors", "b.safetensors"]}))
+    (ensemble / "metrics.jsonl").write_text(json.dumps({**serving, "val_auroc": 0.913}) + "\n")
+    os.utime(ensemble / "config.json", (time.time() - 60, time.time() - 60))  # the member is the newest run
+    at = page("training").run()
+    assert_clean(at)
+    assert at.dataframe[0].value.set_index("name").loc["member", "epochs"] == "50"  # its config's fine-tuning epochs
+    assert at.selectbox(key="train_run").value == "member"
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["val AUROC"] == "0.902" and shown["temperature"] == "1.20" and shown["ECE, malignant"] == "0.026"
+    assert len(at.get("plotly_chart")) == 1  # the member's curves
+
+    at.selectbox(key="train_run").set_value("pair").run()
+    assert_clean(at)
+    assert {m.label: m.value for m in at.metric}["val AUROC"] == "0.913"
+    assert not at.get("plotly_chart")  # no empty axes for a run that trained nothing
+    assert "An ensemble trains nothing: its members' runs have the training curves." in [c.value for c in at.caption]

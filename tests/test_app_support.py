@@ -322,3 +322,26 @@ def test_dataset_filters_come_back_less_what_the_folder_no_longer_offers() -> No
     state["ds_age"] = (90, 95)
     assert app_support.restore_range(state, "ds_age", 0, 85) == (85, 85)
     assert app_support.restore_range({}, "ds_age", 0, 85) == (0, 85)  # nothing kept: the whole span
+
+
+def test_serving_summary_is_the_last_calibration_a_run_fitted() -> None:
+    step = {"kind": "epoch", "epoch": 0, "val_auroc": 0.88}
+    fitted = {
+        "kind": "serving",
+        "status": "fitted",
+        "temperature": 1.2,
+        "val_auroc": 0.90,
+        "val_bacc": 0.65,
+        "val_ece_malignant_uncalibrated": 0.16,
+        "val_ece_malignant": 0.03,
+        "n_val": 1501,
+    }
+    assert app_support.serving_summary([step]) is None
+    assert app_support.serving_summary([step, {"kind": "serving", "status": "skipped"}]) is None  # pretraining
+    summary = app_support.serving_summary([step, {**fitted, "val_auroc": 0.5}, fitted])
+    assert summary["status"] == "fitted" and summary["complete"] and summary["error"] is None
+    assert (summary["val_auroc"], summary["temperature"], summary["n_val"]) == (0.90, 1.2, 1501)
+    older = {k: v for k, v in fitted.items() if k != "val_bacc"}  # a record from before val_bacc was logged
+    assert not app_support.serving_summary([older])["complete"]
+    failed = app_support.serving_summary([{"kind": "serving", "status": "failed", "error": "no validation images"}])
+    assert failed["status"] == "failed" and failed["error"] == "no validation images" and not failed["complete"]

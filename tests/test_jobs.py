@@ -275,3 +275,17 @@ def test_cancel_with_a_run_ends_only_that_runs_job(tmp_path: Path, monkeypatch: 
         wait_for(lambda: jobs.current_job(runs) is None, 30, "the cancelled job to end")
     finally:
         jobs.cancel_job(runs)
+
+
+def test_runs_table_shows_the_epochs_and_input_size_of_the_stages_a_run_trains(tmp_path: Path) -> None:
+    train = {"pretrain_epochs": 100, "finetune_epochs": 15, "image_size": 96}
+    assert jobs.stage_epochs("finetune", train) == "15"  # not the unused pretraining default
+    assert jobs.stage_epochs("pretrain", train) == "100"
+    assert jobs.stage_epochs("both", train) == "100 + 15"
+    for name, stage in (("ft", "finetune"), ("pre", "pretrain")):
+        (tmp_path / name).mkdir()
+        saved = {"config": {"stage": stage, "train": {**train, "image_size": 64 if stage == "pretrain" else 96}}}
+        (tmp_path / name / "config.json").write_text(json.dumps(saved))
+    table = jobs.list_runs(tmp_path).set_index("name")
+    assert table.loc["ft", ["epochs", "input"]].tolist() == ["15", "96 px"]
+    assert table.loc["pre", ["epochs", "input"]].tolist() == ["100", "64 px"]

@@ -8,6 +8,7 @@ from dermai.calibration import reliability_bins
 from dermai.plots import (
     class_distribution_figure,
     confusion_figure,
+    has_training_curves,
     label_efficiency_figure,
     pr_figure,
     reliability_figure,
@@ -98,7 +99,8 @@ def test_training_curves_figure_tolerates_missing_keys():
         {"stage": "pretrain", "kind": "step", "step": 10, "loss": 4.0, "ntxent": 4.0},
         {"stage": "finetune", "kind": "step", "step": 0, "loss": 2.0, "ce": 1.5, "ntxent": 1.0, "lr": 1e-3},
         {"stage": "finetune", "kind": "step", "step": 10, "loss": 1.0, "ce": 0.5},
-        {"stage": "finetune", "kind": "epoch", "epoch": 0, "val_auroc": 0.7, "val_acc": 0.6},
+        {"stage": "finetune", "kind": "step", "step": 20, "loss": 1.0, "mask_loss": 0.3},
+        {"stage": "finetune", "kind": "epoch", "epoch": 0, "val_auroc": 0.7, "val_bacc": 0.5, "val_acc": 0.6},
         {"stage": "finetune", "kind": "epoch", "epoch": 1, "val_auroc": 0.8},
     ]
     fig = training_curves_figure(records)
@@ -109,14 +111,26 @@ def test_training_curves_figure_tolerates_missing_keys():
         "finetune loss",
         "finetune ce",
         "finetune ntxent",
+        "finetune mask_loss",
         "finetune val_auroc",
+        "finetune val_bacc",
         "finetune val_acc",
     ]
     by_name = {t.name: t for t in fig.data}
     assert list(by_name["finetune ntxent"].x) == [0] and list(by_name["finetune ce"].y) == [1.5, 0.5]
     assert list(by_name["finetune val_auroc"].x) == [0, 1]
     assert by_name["finetune val_auroc"].xaxis == "x2"
+    assert list(by_name["finetune mask_loss"].x) == [20] and list(by_name["finetune val_bacc"].y) == [0.5]
     assert len(training_curves_figure([]).data) == 0
+
+
+def test_has_training_curves_only_with_a_step_or_epoch_record():
+    serving = {"kind": "serving", "status": "fitted", "val_auroc": 0.9}
+    status = {"kind": "status", "status": "finished"}
+    assert not has_training_curves([serving, status])  # an ensemble run's whole stream
+    assert not has_training_curves([])
+    assert has_training_curves([serving, {"kind": "epoch", "epoch": 0, "val_auroc": 0.8}])
+    assert has_training_curves([{"step": 0, "loss": 1.0}])  # no kind: a step record
 
 
 def test_training_curves_mark_the_weight_average_after_its_last_epoch():
