@@ -213,7 +213,23 @@ with plain_errors("Cannot read the experiment"):
     if table is None:
         st.info(f"No summary.csv in `{folder}` (run `python -m dermai experiment label-efficiency --out DIR`).")
     else:
-        st.dataframe(table, hide_index=True, width="stretch")
+        number = st.column_config.NumberColumn
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "fraction": number("labelled fraction", format="%g"),
+                "init": st.column_config.TextColumn("start", help="random weights or the SimCLR trunk"),
+                "auroc_mean": number("test AUROC", format="%.3f", help="malignant vs benign, mean over seeds"),
+                "auroc_sd": number("± sd", format="%.3f"),
+                "bacc_mean": number("test bal. acc.", format="%.3f", help="seven classes, mean over seeds"),
+                "bacc_sd": number("± sd", format="%.3f"),
+                "val_auroc_mean": number("val AUROC", format="%.3f"),
+                "n_labelled": number("labelled images", format="%.0f", help="mean over seeds"),
+                "n_seeds": number("seeds", format="%d"),
+            },
+        )
         st.plotly_chart(label_efficiency_figure(table), width="stretch")
 
 st.header("Embedding map")
