@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dermai.config import TrainConfig
 from dermai.data import (
     DataError,
     Dataset,
@@ -216,6 +217,95 @@ def keep_rows(state: MutableMapping[str, Any], key: str, shown: list[Any]) -> No
     """Remember the rows the editor `key` shows now (its start with the edits), for `editor_rows`."""
     start, _ = (state.get(KEPT_ROWS) or {}).get(key, (shown, shown))
     state[KEPT_ROWS] = {key: (start, list(shown))}
+
+
+# ------------------------------------------------------------------------------------- training form
+def train_form_defaults() -> dict[str, Any]:
+    """The Training form's fields (the option names `jobs.start_job` takes) with their defaults: the
+    paper's values, from TrainConfig."""
+    d = TrainConfig()
+    return {
+        "stage": "both",
+        "pretrain_epochs": d.pretrain_epochs,
+        "finetune_epochs": d.finetune_epochs,
+        "batch_size": d.batch_size,
+        "image_size": d.image_size,
+        "label_fraction": 1.0,
+        "lambda_ntxent": d.lambda_ntxent,
+        "temperature": d.temperature,
+        "lr": d.lr,
+        "seed": d.seed,
+        "limit": 0,
+        "weight_decay": d.weight_decay,
+        "warmup_epochs": d.warmup_epochs,
+        "label_smoothing": d.label_smoothing,
+        "focal_gamma": d.focal_gamma,
+        "mask_weight": d.mask_weight,
+        "mixup_alpha": d.mixup_alpha,
+        "cutmix_alpha": d.cutmix_alpha,
+        "swa_epochs": d.swa_epochs,
+        "swa_lr": d.swa_lr or 0.0,
+    }
+
+
+# Starting points for the Training form, each a set of changes to the paper's defaults. The CPU ones are the
+# steps of the shipped model's recipe (weights/MODEL_CARD.md), timed on this project's 2-core bf16 CPU
+# (docs/training_runs: 94 s per pretraining epoch at 64 px, 67 s per fine-tuning epoch at 96 px).
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "Paper defaults (224 px, 100 + 50 epochs: GPU scale)": {},
+    "CPU 1 · SimCLR pretraining: 64 px, 40 epochs (about 65 min)": {
+        "stage": "pretrain",
+        "image_size": 64,
+        "pretrain_epochs": 40,
+        "warmup_epochs": 1.0,
+    },
+    "CPU 2 · fine-tuning from step 1: 96 px, 30 epochs (about 35 min)": {
+        "stage": "finetune",
+        "image_size": 96,
+        "finetune_epochs": 30,
+        "warmup_epochs": 1.0,
+    },
+    "Quick check: 300 images, 64 px, 2 + 2 epochs (a few minutes)": {
+        "stage": "both",
+        "image_size": 64,
+        "pretrain_epochs": 2,
+        "finetune_epochs": 2,
+        "limit": 300,
+        "warmup_epochs": 0.5,
+    },
+}
+
+
+def apply_train_preset(state: MutableMapping[str, Any], preset: str, prefix: str = "train_") -> None:
+    """Set the Training form's widget state (keys `prefix` + field) to the paper's defaults changed by
+    `preset`, each value of its default's type (a number field refuses an int where it holds floats)."""
+    changes = TRAIN_PRESETS[preset]
+    for field, default in train_form_defaults().items():
+        value = changes.get(field, default)
+        state[prefix + field] = type(default)(value)
+
+
+def init_train_form(state: MutableMapping[str, Any], prefix: str = "train_") -> None:
+    """Give each Training form field that has no state its kept value (from before another page was shown),
+    else its default, so the form keeps what the researcher set while they visit the Augmentation lab."""
+    restore_widgets(state, {prefix + field: None for field in train_form_defaults()})
+    for field, default in train_form_defaults().items():
+        state.setdefault(prefix + field, default)
+
+
+def train_form_options(state: Mapping[str, Any], prefix: str = "train_") -> tuple[str, dict[str, Any]]:
+    """The stage and the `jobs.start_job` options the Training form's fields hold; 0 means "off" for the
+    image limit and the SWA learning rate, which the trainer takes as None."""
+    options = {field: state[prefix + field] for field in train_form_defaults()}
+    stage = options.pop("stage")
+    options["limit"] = options["limit"] or None
+    options["swa_lr"] = options["swa_lr"] or None
+    return stage, options
+
+
+def keep_train_form(state: MutableMapping[str, Any], prefix: str = "train_") -> None:
+    """Remember the Training form's values for `init_train_form`."""
+    keep_widgets(state, [prefix + field for field in train_form_defaults()])
 
 
 # ----------------------------------------------------------------------------------------- model card

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dermai import jobs
+from dermai import app_support, jobs
 from dermai.app_support import TRAIN_AUGMENT_KEYS, serving_summary
 from dermai.compare import compare_runs
-from dermai.config import TrainConfig
 from dermai.ensemble import parse_image_sizes
 from dermai.plots import compare_runs_figure, has_training_curves, training_curves_figure
 from dermai.train import read_metrics
@@ -16,80 +15,114 @@ from pages._common import data_dir, plain_errors, set_weights
 st.title("Training")
 runs = jobs.runs_dir()
 st.caption(f"Runs folder `{runs}` · one training job at a time on this machine · data `{data_dir() or '(none)'}`")
-d = TrainConfig()
+STAGES = ["both", "pretrain", "finetune"]
 RANDOM_START = "random initialisation"
 start_choices = jobs.finished_weights(runs)  # {label: weights path}
 
-with st.form("train_form"):
+state = st.session_state
+app_support.init_train_form(state)  # what was set before another page was shown (e.g. the Augmentation lab)
+
+
+def _preset() -> None:
+    app_support.apply_train_preset(state, state["train_preset"])
+
+
+def field(name: str) -> str:
+    return f"train_{name}"
+
+
+@st.fragment
+def train_form() -> None:
+    """The run's settings. A fragment, so editing a field reruns only this part (not the runs table below);
+    the fields keep their values when another page is shown, e.g. the Augmentation lab."""
+    st.selectbox(
+        "Fill the form from",
+        list(app_support.TRAIN_PRESETS),
+        index=None,
+        placeholder="a recipe (optional): the paper's defaults, the CPU steps of the shipped model, a quick check",
+        key="train_preset",
+        on_change=_preset,
+        help="Sets every field below to the paper's defaults changed by that recipe; edit any field after. The "
+        "CPU steps are the shipped model's recipe (weights/MODEL_CARD.md), timed on a 2-core CPU with bf16; "
+        "for step 2, choose step 1's run under “Start from a finished run”.",
+    )
+    with st.container(border=True):
+        _fields()
+
+
+def _fields() -> None:
+    """The fields, the Start button, and the start itself (with the Augmentation lab's settings)."""
     c1, c2, c3, c4 = st.columns(4)
-    stage = c1.selectbox("Stage", ["both", "pretrain", "finetune"], help="both = SimCLR pretraining, then fine-tuning")
-    pretrain_epochs = c1.number_input("Pretrain epochs", 0, 1000, d.pretrain_epochs)
-    finetune_epochs = c1.number_input("Finetune epochs", 0, 1000, d.finetune_epochs)
-    batch_size = c2.number_input("Batch size", 2, 1024, d.batch_size)
-    image_size = c2.number_input("Image size (px)", 32, 512, d.image_size, step=32)
-    label_fraction = c2.number_input("Label fraction", 0.001, 1.0, 1.0, 0.01, format="%.3f")
-    lambda_ntxent = c3.number_input("λ (NT-Xent weight)", 0.0, 10.0, d.lambda_ntxent, 0.1)
-    temperature = c3.number_input("Temperature τ", 0.01, 5.0, d.temperature, 0.05)
-    lr = c3.number_input("Learning rate", 1e-6, 1.0, d.lr, 1e-4, format="%.5f")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, d.seed)
-    limit = c4.number_input("Limit images (0 = all)", 0, 100_000, 0, help="a stratified subset, for quick runs")
+    c1.selectbox("Stage", STAGES, key=field("stage"), help="both = SimCLR pretraining, then fine-tuning")
+    c1.number_input("Pretrain epochs", 0, 1000, key=field("pretrain_epochs"))
+    c1.number_input("Finetune epochs", 0, 1000, key=field("finetune_epochs"))
+    c2.number_input("Batch size", 2, 1024, key=field("batch_size"))
+    c2.number_input("Image size (px)", 32, 512, step=32, key=field("image_size"))
+    c2.number_input("Label fraction", 0.001, 1.0, step=0.01, format="%.3f", key=field("label_fraction"))
+    c3.number_input("λ (NT-Xent weight)", 0.0, 10.0, step=0.1, key=field("lambda_ntxent"))
+    c3.number_input("Temperature τ", 0.01, 5.0, step=0.05, key=field("temperature"))
+    c3.number_input("Learning rate", 1e-6, 1.0, step=1e-4, format="%.5f", key=field("lr"))
+    c4.number_input("Seed", 0, 2**31 - 1, key=field("seed"))
+    c4.number_input(
+        "Limit images (0 = all)", 0, 100_000, key=field("limit"), help="a stratified subset, for quick runs"
+    )
     name = c4.text_input("Run name (optional)", help="default: date-time-stage")
     with st.expander("Optimisation, regularisation and weight averaging"):
         e1, e2, e3 = st.columns(3)
-        weight_decay = e1.number_input("Weight decay", 0.0, 1.0, d.weight_decay, 1e-4, format="%.5f")
-        warmup_epochs = e1.number_input("Warm-up epochs", 0.0, 100.0, d.warmup_epochs, 0.5)
-        label_smoothing = e2.number_input("Label smoothing", 0.0, 0.5, d.label_smoothing, 0.05)
-        focal_gamma = e2.number_input(
+        e1.number_input("Weight decay", 0.0, 1.0, step=1e-4, format="%.5f", key=field("weight_decay"))
+        e1.number_input("Warm-up epochs", 0.0, 100.0, step=0.5, key=field("warmup_epochs"))
+        e2.number_input("Label smoothing", 0.0, 0.5, step=0.05, key=field("label_smoothing"))
+        e2.number_input(
             "Focal loss γ (0 = off)",
             0.0,
             10.0,
-            d.focal_gamma,
-            0.5,
+            step=0.5,
+            key=field("focal_gamma"),
             help="Fine-tuning scales each image's cross-entropy by (1 − p)^γ, p the probability of its label: "
             "images already learnt count less, the hard ones more",
         )
-        mask_weight = e2.number_input(
+        e2.number_input(
             "Lesion-mask loss weight (0 = off)",
             0.0,
             10.0,
-            d.mask_weight,
-            0.1,
+            step=0.1,
+            key=field("mask_weight"),
             help="Fine-tuning also learns where the lesion is, from the dataset's lesion masks "
             "(<data>/masks/<image_id>_segmentation.png, as HAM10000 has): a training-only head on the last "
             "feature map, not part of the saved model",
         )
-        mixup_alpha = e2.number_input(
+        e2.number_input(
             "MixUp α (0 = off)",
             0.0,
             10.0,
-            d.mixup_alpha,
-            0.1,
+            step=0.1,
+            key=field("mixup_alpha"),
             help="Fine-tuning blends each image and its label with another's, by a weight drawn from Beta(α, α)",
         )
-        cutmix_alpha = e2.number_input(
+        e2.number_input(
             "CutMix α (0 = off)",
             0.0,
             10.0,
-            d.cutmix_alpha,
-            0.1,
+            step=0.1,
+            key=field("cutmix_alpha"),
             help="Fine-tuning pastes a box of another image, labels mixed by area; with MixUp on too, each batch "
             "uses one of the two",
         )
-        swa_epochs = e3.number_input(
+        e3.number_input(
             "SWA epochs (0 = off)",
             0,
             1000,
-            d.swa_epochs,
+            key=field("swa_epochs"),
             help="Average the weights of the last N fine-tuning epochs; the average is kept if it scores best "
             "on validation",
         )
-        swa_lr = e3.number_input(
+        e3.number_input(
             "SWA learning rate (0 = cosine)",
             0.0,
             1.0,
-            d.swa_lr or 0.0,
-            1e-4,
+            step=1e-4,
             format="%.5f",
+            key=field("swa_lr"),
             help="A constant learning rate for the averaged epochs; 0 lets the cosine schedule run on",
         )
     with st.expander("Start from a finished run"):
@@ -122,39 +155,27 @@ with st.form("train_form"):
             "Set them in the Augmentation lab: preview, then “Use for …” (on the defaults, that restores them). "
             "They apply to runs started from here on."
         )
-    start = st.form_submit_button("Start training", type="primary")
-
-if start:
-    options = {
-        "data": data_dir() or None,
-        "pretrain_epochs": pretrain_epochs,
-        "finetune_epochs": finetune_epochs,
-        "batch_size": batch_size,
-        "image_size": image_size,
-        "label_fraction": label_fraction,
-        "lambda_ntxent": lambda_ntxent,
-        "temperature": temperature,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "warmup_epochs": warmup_epochs,
-        "label_smoothing": label_smoothing,
-        "focal_gamma": focal_gamma,
-        "mask_weight": mask_weight,
-        "mixup_alpha": mixup_alpha,
-        "cutmix_alpha": cutmix_alpha,
-        "swa_epochs": swa_epochs,
-        "swa_lr": swa_lr or None,
-        "seed": seed,
-        "limit": limit or None,
-        "init_weights": start_choices.get(start_from),
-        "train_seed": train_seed,
-        "reset_classifier": reset_classifier,
-        "augment": st.session_state.get(TRAIN_AUGMENT_KEYS["paper"]) or None,
-        "simclr_augment": st.session_state.get(TRAIN_AUGMENT_KEYS["simclr"]) or None,
-    }
+    app_support.keep_train_form(state)
+    if not st.button("Start training", type="primary"):
+        return
+    stage, options = app_support.train_form_options(state)
+    options.update(
+        data=data_dir() or None,
+        init_weights=start_choices.get(start_from),
+        train_seed=train_seed,
+        reset_classifier=reset_classifier,
+        augment=state.get(TRAIN_AUGMENT_KEYS["paper"]) or None,
+        simclr_augment=state.get(TRAIN_AUGMENT_KEYS["simclr"]) or None,
+    )
     with plain_errors("Not started"):
         job = jobs.start_job(stage, options, runs, name=name.strip() or None)
-        st.success(f"Started run {job.name} (pid {job.pid}).")
+        state["train_started"] = f"Started run {job.name} (pid {job.pid})."
+        st.rerun()  # the whole page: the runs table lists the new run
+
+
+train_form()
+if started := state.pop("train_started", None):
+    st.success(started)
 
 
 def _eta(seconds: float | None) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dermai import jobs
+from dermai import app_support, jobs
 from dermai.context import weighted_fields
 from dermai.train import read_metrics
 from tests.conftest import HAM
@@ -783,3 +783,24 @@ def test_training_page_shows_a_runs_served_figures_and_no_empty_curves(app_env: 
     assert {m.label: m.value for m in at.metric}["val AUROC"] == "0.913"
     assert not at.get("plotly_chart")  # no empty axes for a run that trained nothing
     assert "An ensemble trains nothing: its members' runs have the training curves." in [c.value for c in at.caption]
+
+
+def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app_env: Path) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/training.py").run()
+    assert at.number_input(key="train_image_size").value == 224  # the paper's default
+    quick = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Quick check"))
+    at.selectbox(key="train_preset").set_value(quick).run()
+    assert_clean(at)
+    assert at.number_input(key="train_image_size").value == 64
+    assert at.number_input(key="train_limit").value == 300
+    assert at.number_input(key="train_warmup_epochs").value == 0.5
+    at.number_input(key="train_seed").set_value(7).run()
+    at.switch_page("pages/augmentation.py").run()  # Streamlit drops the form's widget state here
+    at.switch_page("pages/training.py").run()
+    assert_clean(at)
+    assert at.number_input(key="train_seed").value == 7
+    assert at.number_input(key="train_image_size").value == 64 and at.selectbox(key="train_stage").value == "both"
+    paper = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Paper"))
+    at.selectbox(key="train_preset").set_value(paper).run()
+    assert at.number_input(key="train_image_size").value == 224 and at.number_input(key="train_seed").value == 0

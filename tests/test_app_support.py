@@ -345,3 +345,32 @@ def test_serving_summary_is_the_last_calibration_a_run_fitted() -> None:
     assert not app_support.serving_summary([older])["complete"]
     failed = app_support.serving_summary([{"kind": "serving", "status": "failed", "error": "no validation images"}])
     assert failed["status"] == "failed" and failed["error"] == "no validation images" and not failed["complete"]
+
+
+@pytest.mark.parametrize("preset", list(app_support.TRAIN_PRESETS))
+def test_each_training_recipe_fills_a_form_the_trainer_accepts(preset: str) -> None:
+    from dermai import jobs
+    from dermai.config import check_run_config
+
+    state: dict = {"train_seed": 5, "other": "kept"}
+    app_support.apply_train_preset(state, preset)
+    defaults = app_support.train_form_defaults()
+    assert state["other"] == "kept" and set(state) == {"other", *(f"train_{k}" for k in defaults)}
+    for field, default in defaults.items():
+        assert type(state[f"train_{field}"]) is type(default), field  # a float field never gets an int
+    changes = app_support.TRAIN_PRESETS[preset]
+    assert all(state[f"train_{k}"] == v for k, v in changes.items())
+    assert state["train_seed"] == defaults["seed"]  # a recipe starts from the defaults, not from the last run
+    stage, options = app_support.train_form_options(state)
+    check_run_config(jobs.form_config(stage, options))  # raises on a setting the trainer would refuse
+
+
+def test_training_form_restores_kept_fields_else_defaults() -> None:
+    state: dict = {}
+    app_support.init_train_form(state)
+    assert state["train_image_size"] == 224 and state["train_stage"] == "both"
+    state["train_image_size"] = 96
+    app_support.keep_train_form(state)
+    fresh = {app_support.KEPT_WIDGETS: state[app_support.KEPT_WIDGETS]}  # the page was left: widget state dropped
+    app_support.init_train_form(fresh)
+    assert fresh["train_image_size"] == 96 and fresh["train_lr"] == 1e-3
