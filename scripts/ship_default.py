@@ -232,6 +232,18 @@ def build_recipe(runs: list[Path], shipped_weights: Path, shipped_meta: dict[str
 
 
 BALANCED_ACCURACY_TOLERANCE = 0.01  # a validation loss in seven-class balanced accuracy larger than this blocks
+# A candidate that costs more per prediction must beat the shipped validation AUROC by this much: the margin
+# test-time augmentation must show to be worth its passes. Smaller gains are within validation noise (the
+# AUROC's standard error on ~1500 images is about 0.008) and would buy nothing for a slower Predict page.
+COSTLIER_MARGIN = 0.002
+
+
+def prediction_cost(meta: dict[str, Any], tta: bool | None = None) -> int:
+    """Pixels one prediction pushes through the network(s): each member's input area, eight times with
+    test-time augmentation (`tta`, by default the JSON's own choice). A ResNet's compute grows with it."""
+    sizes = (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
+    views = 8 if (meta.get("tta_recommended") if tta is None else tta) else 1
+    return views * sum(int(s) ** 2 for s in sizes if isinstance(s, int | float))
 
 
 def best_val_balanced_accuracy(meta: dict[str, Any]) -> float | None:
@@ -248,19 +260,31 @@ def best_val_balanced_accuracy(meta: dict[str, Any]) -> float | None:
 
 
 def reasons_not_to_ship(
-    candidate_val_auroc: float, candidate_val_bacc: float | None, shipped_meta: dict[str, Any] | None
+    candidate_val_auroc: float,
+    candidate_val_bacc: float | None,
+    shipped_meta: dict[str, Any] | None,
+    candidate_cost: int | None = None,
 ) -> list[str]:
     """Why a candidate must not replace the shipped model (empty: it ships). It must beat the shipped
-    model's validation AUROC and may not lose more than BALANCED_ACCURACY_TOLERANCE of its validation
-    seven-class balanced accuracy: both are quality bars, and an AUROC gain within noise is not worth a
-    worse diagnosis list. Weights live forever in git history, and the decision never looks at the test split."""
+    model's validation AUROC — by COSTLIER_MARGIN when its `candidate_cost` (`prediction_cost`) is higher —
+    and may not lose more than BALANCED_ACCURACY_TOLERANCE of its validation seven-class balanced accuracy:
+    both are quality bars, and an AUROC gain within noise is not worth a worse diagnosis list or a slower
+    prediction. Weights live forever in git history, and the decision never looks at the test split."""
     if shipped_meta is None:
         return []
     reasons = []
     shipped_auroc = best_val_auroc(shipped_meta)
+    shipped_cost = prediction_cost(shipped_meta)
+    costlier = candidate_cost is not None and shipped_cost > 0 and candidate_cost > shipped_cost
     if shipped_auroc is not None and candidate_val_auroc <= shipped_auroc:
         reasons.append(
             f"validation AUROC {candidate_val_auroc:.4f} does not beat the shipped model's {shipped_auroc:.4f}"
+        )
+    elif shipped_auroc is not None and costlier and candidate_val_auroc < shipped_auroc + COSTLIER_MARGIN:
+        assert candidate_cost is not None
+        reasons.append(
+            f"validation AUROC {candidate_val_auroc:.4f} beats the shipped model's {shipped_auroc:.4f} by less than "
+            f"the {COSTLIER_MARGIN} a model with {candidate_cost / shipped_cost:.2f}× its compute per image must show"
         )
     shipped_bacc = best_val_balanced_accuracy(shipped_meta)
     if (
@@ -485,7 +509,7 @@ def main() -> None:
         f"validation balanced accuracy: plain {val_plain['balanced_accuracy']:.3f}, "
         f"TTA {val_tta['balanced_accuracy']:.3f}"
     )
-    reasons = reasons_not_to_ship(candidate_val, candidate_bacc, shipped_meta)
+    reasons = reasons_not_to_ship(candidate_val, candidate_bacc, shipped_meta, prediction_cost(meta, use_tta))
     if reasons and not args.force:
         assert shipped_meta is not None
         print("not shipped: " + "; ".join(reasons) + " (the test split was not touched; --force overrides)")
@@ -550,7 +574,8 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
     lines = [
         "## What was tried",
         "Each default model shipped so far, oldest first, then recipes tried and not shipped. A new model ships",
-        "only if its validation AUROC beats the shipped one's and its validation balanced accuracy is at most",
+        "only if its validation AUROC beats the shipped one's (by at least "
+        f"{COSTLIER_MARGIN} when it needs more compute per image) and its validation balanced accuracy is at most",
         f"{BALANCED_ACCURACY_TOLERANCE} lower; its test split is scored after that decision.",
         "Earlier weights stay in git history.",
         "",

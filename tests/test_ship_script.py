@@ -47,6 +47,24 @@ def test_ships_only_on_better_validation_auroc(ship: ModuleType) -> None:
     assert ship.reasons_not_to_ship(0.5, 0.1, {"image_size": 96}) == []  # shipped without recorded figures
 
 
+def test_a_costlier_candidate_must_beat_the_shipped_auroc_by_a_margin(ship: ModuleType) -> None:
+    old = {**shipped_meta(0.912, 0.9141), "tta_recommended": False, "model": {"member_image_sizes": [96, 120]}}
+    assert ship.prediction_cost(old) == 96**2 + 120**2
+    assert ship.prediction_cost(old, tta=True) == 8 * (96**2 + 120**2)
+    assert ship.prediction_cost({"image_size": 144}) == 144**2  # a single model
+    pair_144_120 = 144**2 + 120**2
+    assert ship.reasons_not_to_ship(0.9144, None, old, pair_144_120) == [
+        "validation AUROC 0.9144 beats the shipped model's 0.9141 by less than the 0.002 a model with 1.49× its "
+        "compute per image must show"
+    ]
+    assert ship.reasons_not_to_ship(0.9162, None, old, pair_144_120) == []  # a gain worth the compute
+    assert ship.reasons_not_to_ship(0.9144, None, old, 144**2) == []  # cheaper: any gain ships
+    assert ship.reasons_not_to_ship(0.9144, None, old) == []  # cost unknown: the plain rule
+    assert ship.reasons_not_to_ship(0.9100, None, old, pair_144_120) == [  # no gain: one reason, the plain one
+        "validation AUROC 0.9100 does not beat the shipped model's 0.9141"
+    ]
+
+
 def test_a_better_auroc_that_loses_balanced_accuracy_does_not_ship(ship: ModuleType) -> None:
     plain = {**shipped_meta(0.912, 0.913), "tta_recommended": False}
     plain["tta_effect"].update(val_balanced_accuracy_plain=0.68, val_balanced_accuracy_tta=0.60)
