@@ -590,7 +590,7 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
         if row.get("current"):
             recipe = "**this model**<br>" + recipe
         elif row.get("shipped") is False:
-            recipe = "not shipped (validation figures did not improve; test not scored)<br>" + recipe
+            recipe = "not shipped (refused on validation by the rule above; test not scored)<br>" + recipe
         lines.append(
             f"| {recipe} | {_size_cell(row['image_size'])} | {row['training_minutes']} min | "
             f"{_fmt(row['val_auroc'])} | {_fmt(row.get('val_balanced_accuracy'))} | "
@@ -874,8 +874,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " AUROC alone, below the first member's 0.904), and its own strongly augmented member did not either:"
         " the best new pair, that member with the shipped first member, scored 0.9140 against the shipped"
         " pair's 0.9141 (both with TTA), with a higher balanced accuracy (0.698 against 0.684), and the pair"
-        " wholly from the new trunk 0.9095 (docs/training_runs/cpu-pretrain-m-2026-11-29). Untried: inputs at"
-        " the images' native 200×150.",
+        " wholly from the new trunk 0.9095 (docs/training_runs/cpu-pretrain-m-2026-11-29). A short fine-tune"
+        " of a trained member at 144 px (FixRes) made the best single model yet, 0.913 validation AUROC alone"
+        " with a 0.719 balanced accuracy, but no better pair: the best, 0.9144 with TTA, needs 1.49× the compute"
+        " per image for a 0.0003 gain and was refused; 176 px was no better than 144"
+        " (docs/training_runs/cpu-fixres144-2026-11-29). Every pair tried lands at 0.909–0.914 on validation."
+        " Untried: non-square inputs at the images' native 4:3 aspect.",
     ]
     ctx, block = report.get("context"), meta.get("context")
     if ctx and block:
