@@ -54,9 +54,10 @@ def main() -> int:
     predictor = Predictor.from_weights(args.weights)
 
     def with_cam(path: Path) -> None:
+        # As the Predict page and `predict --cam-out` do it: the CAM explains the top class just shown, so it
+        # needs no forward pass of its own to find that class.
         intake = predictor.read(path)
-        predictor.predict(intake)
-        predictor.explain(intake, method="gradcam")
+        predictor.explain(intake, method="gradcam", shown=predictor.predict(intake))
 
     results = {
         "predict": median_ms(predictor.predict, images),
