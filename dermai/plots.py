@@ -175,10 +175,10 @@ def has_training_curves(records: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Training curves from metrics.jsonl lines: loss parts (loss, ce, ntxent) per step on the left,
-    validation AUROC / accuracy and train accuracy per epoch on the right, one line per stage, and a star for
-    a stochastic weight average's validation AUROC. Missing keys are skipped; a record without "kind" counts
-    as a step record."""
+    """Training curves from metrics.jsonl lines: loss parts (loss, ce, ntxent, mask_loss) per step on the
+    left, validation AUROC / balanced accuracy / accuracy and train accuracy per epoch on the right, one line
+    per stage, and a star for a stochastic weight average's validation AUROC. Missing keys are skipped; a
+    record without "kind" counts as a step record."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per step", "per epoch"))
     stages = list(dict.fromkeys(r.get("stage", "train") for r in records))
     for stage in stages:
