@@ -253,7 +253,15 @@ def validation_scores(
     """Validation AUROC (malignant vs benign), accuracy and balanced accuracy of logits.
 
     p_malignant is computed as served (`calibrated_probs`: softmax(z + log prior)), so the epoch kept is the
-    one that ranks best as users see it; accuracies use the plain argmax, the balanced-accuracy decision."""
+    one that ranks best as users see it; accuracies use the plain argmax, the balanced-accuracy decision.
+    Non-finite logits mean the weights diverged, which no later epoch undoes: a TrainingError says so,
+    instead of scikit-learn's "Input contains NaN" from deep inside the AUROC."""
+    bad = int((~np.isfinite(logits).all(axis=1)).sum())
+    if bad:
+        raise TrainingError(
+            f"the model's outputs are not finite for {bad} of {len(logits)} validation images: training diverged "
+            "(lower the learning rate, or raise the image size or batch size)"
+        )
     probs = softmax_np(logits)
     p_mal = malignant_probability(calibrated_probs(logits, {"log_prior": log_prior}), classes)
     auroc = float(roc_auc_score(malignant, p_mal)) if len(set(malignant)) == 2 else float("nan")

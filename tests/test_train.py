@@ -278,6 +278,10 @@ def test_validation_ranks_by_p_malignant_as_served_with_the_training_prior() -> 
     labels, malignant = np.array([5, 1]), np.array([0, 1])
     assert validation_scores(logits, labels, malignant, classes, prior)["val_auroc"] == 1.0
     assert validation_scores(logits, labels, malignant, classes, None)["val_auroc"] == 0.0  # the old ranking
+    diverged = np.array(logits, dtype=float)
+    diverged[1, 2] = np.nan
+    with pytest.raises(TrainingError, match="not finite for 1 of .* validation images: training diverged"):
+        validation_scores(diverged, labels, malignant, classes, prior)
     served = calibrated_probs(logits, {"log_prior": prior})
     assert malignant_probability(served, classes)[1] > malignant_probability(served, classes)[0]
 
