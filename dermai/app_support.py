@@ -277,36 +277,41 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_train_preset(state: MutableMapping[str, Any], preset: str, prefix: str = "train_") -> None:
-    """Set the Training form's widget state (keys `prefix` + field) to the paper's defaults changed by
-    `preset`, each value of its default's type (a number field refuses an int where it holds floats)."""
+def train_field_key(field: str) -> str:
+    """The session-state key of a Training form field's widget."""
+    return f"train_{field}"
+
+
+def apply_train_preset(state: MutableMapping[str, Any], preset: str) -> None:
+    """Set the Training form's widget state to the paper's defaults changed by `preset`, each value of its
+    default's type (a number field refuses an int where it holds floats)."""
     changes = TRAIN_PRESETS[preset]
     for field, default in train_form_defaults().items():
-        value = changes.get(field, default)
-        state[prefix + field] = type(default)(value)
+        state[train_field_key(field)] = type(default)(changes.get(field, default))
 
 
-def init_train_form(state: MutableMapping[str, Any], prefix: str = "train_") -> None:
+def init_train_form(state: MutableMapping[str, Any]) -> None:
     """Give each Training form field that has no state its kept value (from before another page was shown),
     else its default, so the form keeps what the researcher set while they visit the Augmentation lab."""
-    restore_widgets(state, {prefix + field: None for field in train_form_defaults()})
-    for field, default in train_form_defaults().items():
-        state.setdefault(prefix + field, default)
+    defaults = train_form_defaults()
+    restore_widgets(state, {train_field_key(field): None for field in defaults})
+    for field, default in defaults.items():
+        state.setdefault(train_field_key(field), default)
 
 
-def train_form_options(state: Mapping[str, Any], prefix: str = "train_") -> tuple[str, dict[str, Any]]:
+def train_form_options(state: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """The stage and the `jobs.start_job` options the Training form's fields hold; 0 means "off" for the
     image limit and the SWA learning rate, which the trainer takes as None."""
-    options = {field: state[prefix + field] for field in train_form_defaults()}
+    options = {field: state[train_field_key(field)] for field in train_form_defaults()}
     stage = options.pop("stage")
     options["limit"] = options["limit"] or None
     options["swa_lr"] = options["swa_lr"] or None
     return stage, options
 
 
-def keep_train_form(state: MutableMapping[str, Any], prefix: str = "train_") -> None:
+def keep_train_form(state: MutableMapping[str, Any]) -> None:
     """Remember the Training form's values for `init_train_form`."""
-    keep_widgets(state, [prefix + field for field in train_form_defaults()])
+    keep_widgets(state, [train_field_key(field) for field in train_form_defaults()])
 
 
 # ----------------------------------------------------------------------------------------- model card

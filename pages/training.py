@@ -27,10 +27,6 @@ def _preset() -> None:
     app_support.apply_train_preset(state, state["train_preset"])
 
 
-def field(name: str) -> str:
-    return f"train_{name}"
-
-
 @st.fragment
 def train_form() -> None:
     """The run's settings. A fragment, so editing a field reruns only this part (not the runs table below);
@@ -53,31 +49,41 @@ def train_form() -> None:
 def _fields() -> None:
     """The fields, the Start button, and the start itself (with the Augmentation lab's settings)."""
     c1, c2, c3, c4 = st.columns(4)
-    c1.selectbox("Stage", STAGES, key=field("stage"), help="both = SimCLR pretraining, then fine-tuning")
-    c1.number_input("Pretrain epochs", 0, 1000, key=field("pretrain_epochs"))
-    c1.number_input("Finetune epochs", 0, 1000, key=field("finetune_epochs"))
-    c2.number_input("Batch size", 2, 1024, key=field("batch_size"))
-    c2.number_input("Image size (px)", 32, 512, step=32, key=field("image_size"))
-    c2.number_input("Label fraction", 0.001, 1.0, step=0.01, format="%.3f", key=field("label_fraction"))
-    c3.number_input("λ (NT-Xent weight)", 0.0, 10.0, step=0.1, key=field("lambda_ntxent"))
-    c3.number_input("Temperature τ", 0.01, 5.0, step=0.05, key=field("temperature"))
-    c3.number_input("Learning rate", 1e-6, 1.0, step=1e-4, format="%.5f", key=field("lr"))
-    c4.number_input("Seed", 0, 2**31 - 1, key=field("seed"))
+    c1.selectbox(
+        "Stage", STAGES, key=app_support.train_field_key("stage"), help="both = SimCLR pretraining, then fine-tuning"
+    )
+    c1.number_input("Pretrain epochs", 0, 1000, key=app_support.train_field_key("pretrain_epochs"))
+    c1.number_input("Finetune epochs", 0, 1000, key=app_support.train_field_key("finetune_epochs"))
+    c2.number_input("Batch size", 2, 1024, key=app_support.train_field_key("batch_size"))
+    c2.number_input("Image size (px)", 32, 512, step=32, key=app_support.train_field_key("image_size"))
+    c2.number_input(
+        "Label fraction", 0.001, 1.0, step=0.01, format="%.3f", key=app_support.train_field_key("label_fraction")
+    )
+    c3.number_input("λ (NT-Xent weight)", 0.0, 10.0, step=0.1, key=app_support.train_field_key("lambda_ntxent"))
+    c3.number_input("Temperature τ", 0.01, 5.0, step=0.05, key=app_support.train_field_key("temperature"))
+    c3.number_input("Learning rate", 1e-6, 1.0, step=1e-4, format="%.5f", key=app_support.train_field_key("lr"))
+    c4.number_input("Seed", 0, 2**31 - 1, key=app_support.train_field_key("seed"))
     c4.number_input(
-        "Limit images (0 = all)", 0, 100_000, key=field("limit"), help="a stratified subset, for quick runs"
+        "Limit images (0 = all)",
+        0,
+        100_000,
+        key=app_support.train_field_key("limit"),
+        help="a stratified subset, for quick runs",
     )
     name = c4.text_input("Run name (optional)", help="default: date-time-stage")
     with st.expander("Optimisation, regularisation and weight averaging"):
         e1, e2, e3 = st.columns(3)
-        e1.number_input("Weight decay", 0.0, 1.0, step=1e-4, format="%.5f", key=field("weight_decay"))
-        e1.number_input("Warm-up epochs", 0.0, 100.0, step=0.5, key=field("warmup_epochs"))
-        e2.number_input("Label smoothing", 0.0, 0.5, step=0.05, key=field("label_smoothing"))
+        e1.number_input(
+            "Weight decay", 0.0, 1.0, step=1e-4, format="%.5f", key=app_support.train_field_key("weight_decay")
+        )
+        e1.number_input("Warm-up epochs", 0.0, 100.0, step=0.5, key=app_support.train_field_key("warmup_epochs"))
+        e2.number_input("Label smoothing", 0.0, 0.5, step=0.05, key=app_support.train_field_key("label_smoothing"))
         e2.number_input(
             "Focal loss γ (0 = off)",
             0.0,
             10.0,
             step=0.5,
-            key=field("focal_gamma"),
+            key=app_support.train_field_key("focal_gamma"),
             help="Fine-tuning scales each image's cross-entropy by (1 − p)^γ, p the probability of its label: "
             "images already learnt count less, the hard ones more",
         )
@@ -86,7 +92,7 @@ def _fields() -> None:
             0.0,
             10.0,
             step=0.1,
-            key=field("mask_weight"),
+            key=app_support.train_field_key("mask_weight"),
             help="Fine-tuning also learns where the lesion is, from the dataset's lesion masks "
             "(<data>/masks/<image_id>_segmentation.png, as HAM10000 has): a training-only head on the last "
             "feature map, not part of the saved model",
@@ -96,7 +102,7 @@ def _fields() -> None:
             0.0,
             10.0,
             step=0.1,
-            key=field("mixup_alpha"),
+            key=app_support.train_field_key("mixup_alpha"),
             help="Fine-tuning blends each image and its label with another's, by a weight drawn from Beta(α, α)",
         )
         e2.number_input(
@@ -104,7 +110,7 @@ def _fields() -> None:
             0.0,
             10.0,
             step=0.1,
-            key=field("cutmix_alpha"),
+            key=app_support.train_field_key("cutmix_alpha"),
             help="Fine-tuning pastes a box of another image, labels mixed by area; with MixUp on too, each batch "
             "uses one of the two",
         )
@@ -112,7 +118,7 @@ def _fields() -> None:
             "SWA epochs (0 = off)",
             0,
             1000,
-            key=field("swa_epochs"),
+            key=app_support.train_field_key("swa_epochs"),
             help="Average the weights of the last N fine-tuning epochs; the average is kept if it scores best "
             "on validation",
         )
@@ -122,7 +128,7 @@ def _fields() -> None:
             1.0,
             step=1e-4,
             format="%.5f",
-            key=field("swa_lr"),
+            key=app_support.train_field_key("swa_lr"),
             help="A constant learning rate for the averaged epochs; 0 lets the cosine schedule run on",
         )
     with st.expander("Start from a finished run"):
