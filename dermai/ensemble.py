@@ -199,10 +199,15 @@ def parse_image_sizes(text: str) -> list[int]:
     return sizes
 
 
+def member_sizes(meta: dict[str, Any]) -> list[Any]:
+    """The input size of each network in a weights file's JSON, in member order (a single model: one), as
+    recorded (unchecked)."""
+    return (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
+
+
 def input_sizes(meta: dict[str, Any]) -> list[int]:
     """The distinct input sizes of a weights file's network(s), smallest first ([] if the JSON has none)."""
-    sizes = (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
-    return sorted({s for s in sizes if is_image_size(s)})
+    return sorted({s for s in member_sizes(meta) if is_image_size(s)})
 
 
 def input_sizes_text(meta: dict[str, Any]) -> str:

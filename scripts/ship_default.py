@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
-from dermai.ensemble import input_sizes, input_sizes_text, member_reference  # noqa: E402
+from dermai.ensemble import input_sizes, input_sizes_text, is_image_size, member_reference, member_sizes  # noqa: E402
 from dermai.evaluate import evaluate, saliency_plausibility, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
@@ -241,9 +241,8 @@ COSTLIER_MARGIN = 0.002
 def prediction_cost(meta: dict[str, Any], tta: bool | None = None) -> int:
     """Pixels one prediction pushes through the network(s): each member's input area, eight times with
     test-time augmentation (`tta`, by default the JSON's own choice). A ResNet's compute grows with it."""
-    sizes = (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
     views = 8 if (meta.get("tta_recommended") if tta is None else tta) else 1
-    return views * sum(int(s) ** 2 for s in sizes if isinstance(s, int | float))
+    return views * sum(int(s) ** 2 for s in member_sizes(meta) if is_image_size(s))
 
 
 def best_val_balanced_accuracy(meta: dict[str, Any]) -> float | None:
