@@ -68,6 +68,16 @@ def weights_path(state: Mapping[str, Any]) -> str:
     return str(state.get(WEIGHTS_KEY) or default_weights())
 
 
+def forget_weights_in(state: MutableMapping[str, Any], folder: str | os.PathLike[str]) -> bool:
+    """Drop the session's weights choice when it lies in `folder` (a run just deleted), so every page falls back
+    to the shipped weights instead of failing on a missing file; whether it did."""
+    chosen = state.get(WEIGHTS_KEY)
+    if chosen and Path(chosen).absolute().is_relative_to(Path(folder).absolute()):
+        del state[WEIGHTS_KEY]
+        return True
+    return False
+
+
 def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | None = None) -> dict[str, str]:
     """Weights file → label: the shipped weights, every run's model.safetensors below the runs folder, and the
     session's current choice, in that order. A run whose JSON cannot be read is listed as such (choosing it
@@ -78,7 +88,9 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
     root = runs_dir(runs)
     if root.is_dir():
         for path in sorted(root.rglob("model.safetensors")):
-            choices[str(path)] = _run_label(str(path.parent.relative_to(root)), path)
+            where = path.parent.relative_to(root)
+            if not any(part.startswith(".") for part in where.parts):  # hidden: e.g. a run being deleted
+                choices[str(path)] = _run_label(str(where), path)
     if current and current not in choices:
         choices[current] = f"{Path(current).parent.name}/{Path(current).name}"
         with contextlib.suppress(WeightsError):  # unreadable: the pages say why when it is used

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,10 @@ OPTION_FLAGS: dict[str, str] = {
 }
 BOOL_FLAGS: dict[str, str] = {"reset_classifier": "--reset-classifier"}  # a flag given only when True
 LIST_FLAGS: dict[str, str] = {"augment": "--augment", "simclr_augment": "--simclr-augment"}  # once per item
+# A run writes ~0.2 GB (model, best and last checkpoints); its first epoch at a new image size also writes the
+# pixel cache (0.1-1.5 GB). Below this much free space a job is refused rather than left to die mid-way.
+MIN_FREE_BYTES = 1 << 30
+DELETING_PREFIX = ".deleting-"  # a run folder being deleted: hidden, so a deletion cut short lists no half-run
 ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
 
@@ -216,6 +221,7 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file, below a file, read-only: say which folder, not just an errno
         raise JobError(f"runs folder {runs}: cannot be created or used ({exc.strerror or exc})") from None
+    check_free_space(runs)
     lock = runs / LOCK_NAME
     for _attempt in range(2):
         try:
@@ -455,7 +461,10 @@ def log_tail(run_dir: str | os.PathLike[str], lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-RUN_COLUMNS = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "weights", "path", "problem"]
+RUN_COLUMNS = [
+    *("name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb", "weights", "path"),
+    "problem",
+]
 UNREADABLE = "unreadable"  # the status of a run folder whose files cannot be read; `problem` says which and why
 
 
@@ -495,6 +504,7 @@ def _run_row(run: Path, root: Path) -> dict[str, Any]:
         "input": size,
         "best_val_auroc": status.best_val_auroc,
         "started": started.replace(microsecond=0),
+        "disk_gb": folder_bytes(run) / 1e9,
         "weights": str(status.weights) if status.weights else None,
         "path": str(run),
         "problem": None,
@@ -509,16 +519,18 @@ def _unreadable_row(run: Path, problem: str) -> dict[str, Any]:
         started = None
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
     row.update(name=run.name, status=UNREADABLE, epochs="", input="", path=str(run), problem=problem)
+    row["disk_gb"] = folder_bytes(run) / 1e9
     row["started"] = started.replace(microsecond=0) if started else None
     return row
 
 
 def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started. A damaged
-    folder is one "unreadable" row whose `problem` names the file and why, so it never hides the others."""
+    """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started, the space it
+    takes on disk. A damaged folder is one "unreadable" row whose `problem` names the file and why, so it never
+    hides the others. Hidden folders (a run being deleted) are not runs."""
     root = runs_dir(runs)
     rows = []
-    for run in sorted(p for p in root.glob("*") if p.is_dir() and (p / "config.json").exists()):
+    for run in sorted(p for p in root.glob("[!.]*") if p.is_dir() and (p / "config.json").exists()):
         try:
             rows.append(_run_row(run, root))
         except JobError as exc:
@@ -539,3 +551,63 @@ def finished_weights(runs: str | os.PathLike[str] | None = None, fine_tuned: boo
         score = f", val AUROC {row.best_val_auroc:.3f}" if pd.notna(row.best_val_auroc) else ""
         choices[f"{row.name} ({row.stage}{score})"] = str(row.weights)
     return choices
+
+
+# ------------------------------------------------------------------------------------------- disk space
+
+
+def folder_bytes(path: str | os.PathLike[str]) -> int:
+    """The bytes the files below `path` take (links are counted, not followed); 0 for a missing folder."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed while we walk
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the disk that holds `path`, or would hold it (its nearest existing parent)."""
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return shutil.disk_usage(where).free
+
+
+def check_free_space(runs: Path, need: int = MIN_FREE_BYTES) -> None:
+    """A JobError when the runs folder's disk has less than `need` bytes free: a run that fills the disk fails
+    mid-way, at a checkpoint or the pixel cache, so it is refused before it starts."""
+    free = free_bytes(runs)
+    if free < need:
+        raise JobError(
+            f"only {free / 1e9:.2f} GB free on the disk holding the runs folder {runs}; a run needs at least "
+            f"{need / 1e9:.1f} GB (checkpoints, and the pixel cache at a new image size). Delete runs you no "
+            "longer need (Training page: choose the run, then Delete), or free space on that disk"
+        )
+
+
+def delete_run(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> int:
+    """Delete a run folder that no job or trainer is using, and return the bytes it freed. Only a folder
+    directly in the runs folder is deleted (never a link, nor anything it points to). The folder is renamed to
+    a hidden name first, so a deletion cut short leaves no half-run in the Runs table; leftovers of such a
+    deletion are removed on the next one. An ensemble packs its members' weights, so deleting a member never
+    breaks an ensemble built from it."""
+    root = runs_dir(runs)
+    run = Path(run_dir)
+    if run.is_symlink() or not run.is_dir() or run.resolve().parent != root.resolve() or run.name.startswith("."):
+        raise JobError(f"{run}: not a run folder of the runs folder {root}")
+    job = current_job(root)
+    if job is not None and job.pid <= 0:
+        raise JobError("a job is starting; delete the run once it has started")
+    if job is not None and Path(job.run_dir).resolve() == run.resolve():
+        raise JobError(f"run {run.name!r} is running ({_describe(job)}); stop it first")
+    _refuse_if_owned(run)
+    size = folder_bytes(run)
+    trash = root / f"{DELETING_PREFIX}{run.name}-{time.time_ns()}"
+    try:
+        run.rename(trash)
+    except OSError as exc:
+        raise JobError(f"{run}: cannot be deleted ({exc.strerror or exc})") from None
+    for leftover in root.glob(f"{DELETING_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from dermai import app_support, jobs
@@ -227,16 +229,25 @@ def live() -> None:
 live()
 
 st.subheader("Runs")
+if "train_deleted" in state:  # said after the rerun that follows a deletion
+    st.success(state.pop("train_deleted"))
 history = jobs.list_runs(runs)
 if history.empty:
     st.info("No runs yet.")
     st.stop()
-shown = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started"]
+st.caption(
+    f"{len(history)} runs take {jobs.folder_bytes(runs) / 1e9:.1f} GB; {jobs.free_bytes(runs) / 1e9:.1f} GB free on "
+    "their disk. A job is refused below 1 GB free: delete runs you no longer need (choose one below)."
+)
+shown = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
 st.dataframe(
     history[[*shown, "problem"] if history["problem"].notna().any() else shown],  # damaged folders say why
     hide_index=True,
     width="stretch",
-    column_config={"best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f")},
+    column_config={
+        "best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f"),
+        "disk_gb": st.column_config.NumberColumn("GB on disk", format="%.2f"),
+    },
 )
 
 with st.expander("Compare runs"):
@@ -294,6 +305,23 @@ with st.expander("Combine runs into an ensemble"):
                 )
                 st.success(f"Building ensemble {job.name} (pid {job.pid}).")
 
+
+def delete_popover(where: Any, name: str, path: str) -> None:
+    """A "Delete run" popover in `where` that asks once more before deleting the folder for good."""
+    with where.popover("Delete run"):
+        st.markdown(
+            f"Deletes `{path}` ({jobs.folder_bytes(path) / 1e9:.2f} GB): its weights, checkpoints, metrics and log. "
+            "It cannot be undone. Ensembles built from it keep working (they hold their own copy of its weights)."
+        )
+        if st.button(f"Delete {name}", type="primary", key="delete_run_confirm"):
+            with plain_errors("Not deleted"):
+                freed = jobs.delete_run(path, runs)
+                app_support.forget_weights_in(state, path)
+                state["train_deleted"] = f"Deleted run {name}: {freed / 1e9:.2f} GB freed."
+                state.pop("train_run", None)
+                st.rerun()
+
+
 chosen = st.selectbox("Run", history["name"], key="train_run")
 matches = history[history["name"] == chosen]
 if matches.empty:
@@ -301,10 +329,12 @@ if matches.empty:
 row = matches.iloc[0]
 if row["status"] == jobs.UNREADABLE:
     st.error(f"Cannot show run {row['name']}: {row['problem']}")
+    delete_popover(st, row["name"], row["path"])
     st.stop()
 size = f" · input {row['input']}" if row["input"] else ""
-st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size}")
-buttons = st.columns(3)
+disk = jobs.folder_bytes(row["path"]) / 1e9
+st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size} · {disk:.2f} GB on disk")
+buttons = st.columns(4)
 if row["weights"] and buttons[0].button("Use these weights for prediction"):
     set_weights(row["weights"])
     st.rerun()
@@ -321,6 +351,8 @@ if row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
 elif row["status"] == "running" and buttons[2].button("Stop this run"):
     jobs.stop_job(row["path"])
     st.toast("Stop requested.")
+if row["status"] != "running":
+    delete_popover(buttons[3], row["name"], row["path"])
 records = read_metrics(row["path"])
 serving = serving_summary(records)
 if serving and serving["status"] == "fitted" and serving["complete"]:

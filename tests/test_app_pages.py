@@ -804,3 +804,35 @@ def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app
     paper = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Paper"))
     at.selectbox(key="train_preset").set_value(paper).run()
     assert at.number_input(key="train_image_size").value == 224 and at.number_input(key="train_seed").value == 0
+
+
+def test_training_page_deletes_runs_and_forgets_their_weights(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    kept = make_run(runs, "kept", 1e-3, [0.80, 0.86])
+    chosen = make_run(runs, "chosen", 1e-3, [0.80, 0.86])
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.json").write_bytes(b'{"config": \xff}')
+    for name, age_s in (("kept", 3690), ("chosen", 3660), ("broken", 3600)):  # the table lists the newest first
+        then = time.time() - age_s  # quiet for an hour: not a trainer still writing, so deletable
+        for file in ("config.json", "metrics.jsonl"):
+            if (runs / name / file).exists():
+                os.utime(runs / name / file, (then, then))
+    at = page("training")
+    at.session_state[app_support.WEIGHTS_KEY] = str(chosen / "model.safetensors")
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="train_run").value == "broken"
+    next(b for b in at.button if b.label == "Delete broken").click().run()  # a damaged run can be deleted too
+    assert_clean(at)
+    assert "Deleted run broken: 0.00 GB freed." in alerts(at) and not (runs / "broken").exists()
+    assert at.session_state[app_support.WEIGHTS_KEY] == str(chosen / "model.safetensors")
+
+    at.selectbox(key="train_run").set_value("chosen").run()
+    next(b for b in at.button if b.label == "Delete chosen").click().run()
+    assert_clean(at)
+    assert not chosen.exists() and kept.exists()
+    assert app_support.WEIGHTS_KEY not in at.session_state  # every page falls back to the shipped weights
+    assert at.dataframe[0].value["name"].tolist() == ["kept"]

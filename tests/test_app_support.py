@@ -374,3 +374,19 @@ def test_training_form_restores_kept_fields_else_defaults() -> None:
     fresh = {app_support.KEPT_WIDGETS: state[app_support.KEPT_WIDGETS]}  # the page was left: widget state dropped
     app_support.init_train_form(fresh)
     assert fresh["train_image_size"] == 96 and fresh["train_lr"] == 1e-3
+
+
+def test_forget_weights_in_a_deleted_folder_only(tmp_path: Path) -> None:
+    state = {app_support.WEIGHTS_KEY: str(tmp_path / "runs" / "a" / "model.safetensors")}
+    assert not app_support.forget_weights_in(state, tmp_path / "runs" / "ab")  # a sibling whose name starts alike
+    assert app_support.WEIGHTS_KEY in state
+    assert app_support.forget_weights_in(state, tmp_path / "runs" / "a")
+    assert app_support.WEIGHTS_KEY not in state and not app_support.forget_weights_in(state, tmp_path)
+
+
+def test_weight_choices_skip_hidden_folders(tmp_path: Path) -> None:
+    for name in ("run", ".deleting-run-1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"")
+    listed = [p for p in app_support.weight_choices(tmp_path) if p.startswith(str(tmp_path))]
+    assert listed == [str(tmp_path / "run" / "model.safetensors")]

@@ -289,3 +289,77 @@ def test_runs_table_shows_the_epochs_and_input_size_of_the_stages_a_run_trains(t
     table = jobs.list_runs(tmp_path).set_index("name")
     assert table.loc["ft", ["epochs", "input"]].tolist() == ["15", "96 px"]
     assert table.loc["pre", ["epochs", "input"]].tolist() == ["100", "64 px"]
+
+
+def test_delete_run_removes_only_an_idle_run_folder_of_the_runs_folder(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = stopped_run(runs, "old")
+    (run / "checkpoints" / "last.pt").write_bytes(b"x" * 5000)
+    keep = stopped_run(runs, "keep")
+    outside = stopped_run(tmp_path / "elsewhere", "precious")
+    (runs / "link").symlink_to(outside, target_is_directory=True)
+    for path, message in ((runs / "link", "not a run folder"), (outside, "not a run folder"), (runs, "not a run")):
+        with pytest.raises(jobs.JobError, match=message):
+            jobs.delete_run(path, runs)
+    assert (outside / "config.json").exists() and (runs / "link").is_symlink()
+
+    assert jobs.list_runs(runs).set_index("name").loc["old", "disk_gb"] * 1e9 >= 5000
+    freed = jobs.delete_run(run, runs)
+    assert freed >= 5000 and not run.exists()
+    assert not list(runs.glob(".*")) and keep.exists()  # nothing hidden left behind, the other run untouched
+    assert set(jobs.list_runs(runs)["name"]) == {"link", "keep"}
+
+
+def test_delete_run_refuses_a_run_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = tmp_path / "runs"
+    run = stopped_run(runs)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(jobs.JobError, match="run 'cli-run' is still running"):  # a command-line trainer
+            jobs.delete_run(run, runs)
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(60))
+    job = jobs.resume_job(run, runs)  # the app's own job
+    try:
+        with pytest.raises(jobs.JobError, match=f"run 'cli-run' is running .*pid {job.pid}.*stop it first"):
+            jobs.delete_run(run, runs)
+    finally:
+        jobs.cancel_job(runs)
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the job to end")
+    assert (run / "config.json").exists()
+    jobs.delete_run(run, runs)
+    assert not run.exists()
+
+
+def test_a_leftover_of_a_deletion_cut_short_is_hidden_and_cleared(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    leftover = stopped_run(runs, jobs.DELETING_PREFIX + "half-123")
+    other = stopped_run(runs, "other")
+    assert jobs.list_runs(runs)["name"].tolist() == ["other"]
+    jobs.delete_run(other, runs)
+    assert not leftover.exists() and jobs.list_runs(runs).empty
+
+
+def test_jobs_are_refused_on_a_nearly_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = tmp_path / "runs"
+    run = stopped_run(runs)
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(60))
+    monkeypatch.setattr(jobs, "free_bytes", lambda path: 300_000_000)
+    for start in (lambda: jobs.start_job("both", {}, runs, name="new"), lambda: jobs.resume_job(run, runs)):
+        with pytest.raises(jobs.JobError, match=f"only 0.30 GB free on the disk holding the runs folder {runs}"):
+            start()
+    assert jobs.current_job(runs) is None and not (runs / "new").exists() and not (run / jobs.LOG_NAME).exists()
+
+
+def test_free_bytes_reads_the_disk_of_the_nearest_existing_folder(tmp_path: Path) -> None:
+    assert 0 < jobs.free_bytes(tmp_path / "not" / "yet") == pytest.approx(jobs.free_bytes(tmp_path), rel=0.01)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"x" * 1234)
+    (tmp_path / "a" / "g").symlink_to(tmp_path / "a" / "f")
+    assert 1234 <= jobs.folder_bytes(tmp_path / "a") < 1234 + 200  # the link counts as itself, not its target
+    assert jobs.folder_bytes(tmp_path / "none") == 0
