@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +78,49 @@ def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
             return root.resolve()
     listed = ", ".join(str(p) for p in tried)
     raise DataError(f"no data folder found; tried: {listed} (pass --data DIR or set DERMAI_DATA)")
+
+
+CACHE_LIMIT_GB = 8.0  # default bound on the pixel cache ($DERMAI_CACHE_GB): a few image sizes of HAM10000
+CACHE_FILE_PREFIXES = ("pixels-", "masks-")
+
+
+def cache_limit_bytes() -> int:
+    """The pixel cache's bound in bytes: $DERMAI_CACHE_GB, else CACHE_LIMIT_GB; a DataError naming the variable
+    when it is not a number ≥ 0."""
+    text = os.environ.get("DERMAI_CACHE_GB", "").strip()
+    try:
+        limit = float(text) if text else CACHE_LIMIT_GB
+    except ValueError:
+        limit = -1.0
+    if not limit >= 0:  # also NaN
+        raise DataError(f"DERMAI_CACHE_GB={text!r}: give the pixel cache's size bound in GB, a number ≥ 0")
+    return int(limit * 1e9)
+
+
+def prune_cache(folder: Path, keep: Path, limit: int) -> list[Path]:
+    """Delete the least recently used cache files in `folder` (never `keep`, the one just used) until the rest
+    take at most `limit` bytes, so caches at many image sizes or subsets cannot fill the disk; the deleted
+    files. A process still reading a deleted file keeps its memory map (the data goes when it closes it)."""
+    files = []
+    for path in folder.glob("*.npy"):
+        if path.name.startswith(CACHE_FILE_PREFIXES) and path != keep:
+            try:
+                stat = path.stat()
+            except OSError:  # removed meanwhile
+                continue
+            files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files) + (keep.stat().st_size if keep.exists() else 0)
+    removed = []
+    for _, size, path in sorted(files):  # oldest use first
+        if total <= limit:
+            break
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def default_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -521,11 +564,17 @@ def _cached_decode(
     workers: int,
 ) -> np.ndarray:
     """Every file decoded into one read-only (N, *shape) uint8 memmap at `target`, written once (to a temp
-    file, then renamed, so an interrupted decode never leaves a half-written cache)."""
+    file, then renamed, so an interrupted decode never leaves a half-written cache). A hit marks the file as
+    used now; a new file first makes room under the cache's bound (`prune_cache`)."""
     if target.exists():
         cached = np.load(target, mmap_mode="r")
         if cached.shape == (len(paths), *shape):
+            with suppress(OSError):  # a read-only cache still serves; it only cannot record the use
+                os.utime(target)
             return cached
+    limit = cache_limit_bytes()
+    if target.parent.is_dir():
+        prune_cache(target.parent, target, max(0, limit - len(paths) * int(np.prod(shape))))
     with atomic_target(target) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *shape))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

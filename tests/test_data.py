@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,9 +245,9 @@ def test_pixel_cache_reused_and_invalidated(tmp_path: Path) -> None:
     cache = Path(os.environ["DERMAI_CACHE"])
     files = sorted(cache.glob("*.npy"))
     assert len(files) == 1
-    mtime = files[0].stat().st_mtime_ns
+    inode = files[0].stat().st_ino
     again = data.load_pixels(paths, 16)
-    assert np.array_equal(first, again) and files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
+    assert np.array_equal(first, again) and files[0].stat().st_ino == inode  # reused, not rewritten
     # changing an image changes the key: a new cache file with the new pixels
     from PIL import Image
 
@@ -255,6 +256,36 @@ def test_pixel_cache_reused_and_invalidated(tmp_path: Path) -> None:
     assert len(list(cache.glob("*.npy"))) == 2
     assert tuple(changed[0, 8, 8]) == (255, 0, 0) or changed[0, 8, 8, 0] > 240
     assert data.load_pixels(paths, 8).shape[1] == 8  # another size, another entry
+
+
+def test_pixel_cache_stays_under_its_bound_dropping_the_least_recently_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_folder(tmp_path, ham_rows(1, 2))
+    paths = list(data.load_dataset(root).meta["path"])
+    cache = Path(os.environ["DERMAI_CACHE"])
+    per_size = {size: len(paths) * size * size * 3 for size in (16, 20, 24)}  # plus a 128-byte .npy header each
+    monkeypatch.setenv("DERMAI_CACHE_GB", str((per_size[16] + per_size[24] + 1000) / 1e9))  # not for all three
+    (cache / "notes.npy").write_bytes(b"x" * 10**6)  # not ours: never counted nor deleted
+    data.load_pixels(paths, 16)
+    then = time.time() - 60
+    os.utime(next(cache.glob("pixels-*-16px.npy")), (then, then))
+    data.load_pixels(paths, 20)
+    assert {p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")} == {"16px.npy", "20px.npy"}
+    data.load_pixels(paths, 16)  # a hit: 16 px is now the most recently used
+    data.load_pixels(paths, 24)
+    assert {p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")} == {"16px.npy", "24px.npy"}  # 20 px went
+    assert (cache / "notes.npy").exists()
+    monkeypatch.setenv("DERMAI_CACHE_GB", "0")
+    assert data.load_pixels(paths, 20).shape[1] == 20  # a bound below one file still serves that file
+    assert [p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")] == ["20px.npy"]
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "nan"])
+def test_a_bad_cache_bound_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DERMAI_CACHE_GB", value)
+    with pytest.raises(data.DataError, match=f"DERMAI_CACHE_GB='{value}': give the pixel cache's size bound"):
+        data.cache_limit_bytes()
 
 
 def test_pixel_cache_matches_direct_decode(ham_root: Path) -> None:
