@@ -236,8 +236,9 @@ if history.empty:
     st.info("No runs yet.")
     st.stop()
 st.caption(
-    f"{len(history)} runs take {jobs.folder_bytes(runs) / 1e9:.1f} GB; {jobs.free_bytes(runs) / 1e9:.1f} GB free on "
-    "their disk. A job is refused below 1 GB free: delete runs you no longer need (choose one below)."
+    f"{len(history)} {'run takes' if len(history) == 1 else 'runs take'} {jobs.folder_bytes(runs) / 1e9:.1f} GB; "
+    f"{jobs.free_bytes(runs) / 1e9:.1f} GB free on their disk. A job is refused below 1 GB free: delete runs you "
+    "no longer need (choose one below)."
 )
 shown = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
 st.dataframe(
@@ -318,10 +319,11 @@ def delete_popover(where: Any, name: str, path: str) -> None:
                 freed = jobs.delete_run(path, runs)
                 app_support.forget_weights_in(state, path)
                 state["train_deleted"] = f"Deleted run {name}: {freed / 1e9:.2f} GB freed."
-                state.pop("train_run", None)
                 st.rerun()
 
 
+if state.get("train_run") not in set(history["name"]):  # none yet, or a run just deleted: the newest
+    state["train_run"] = history["name"].iloc[0]
 chosen = st.selectbox("Run", history["name"], key="train_run")
 matches = history[history["name"] == chosen]
 if matches.empty:

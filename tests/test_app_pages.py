@@ -829,10 +829,11 @@ def test_training_page_deletes_runs_and_forgets_their_weights(app_env: Path) -> 
     assert_clean(at)
     assert "Deleted run broken: 0.00 GB freed." in alerts(at) and not (runs / "broken").exists()
     assert at.session_state[app_support.WEIGHTS_KEY] == str(chosen / "model.safetensors")
+    assert at.selectbox(key="train_run").value == "chosen"  # the newest run left is shown
 
-    at.selectbox(key="train_run").set_value("chosen").run()
     next(b for b in at.button if b.label == "Delete chosen").click().run()
     assert_clean(at)
     assert not chosen.exists() and kept.exists()
     assert app_support.WEIGHTS_KEY not in at.session_state  # every page falls back to the shipped weights
-    assert at.dataframe[0].value["name"].tolist() == ["kept"]
+    assert at.dataframe[0].value["name"].tolist() == ["kept"] and at.selectbox(key="train_run").value == "kept"
+    assert "1 run takes 0.0 GB" in " ".join(c.value for c in at.caption)
