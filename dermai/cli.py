@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -524,19 +525,15 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     from dermai.ensemble import build_ensemble
 
     command = "python -m dermai " + shlex.join(args.argv)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # the app's Cancel: no uncalibrated ensemble is left
-    try:
-        fitted = build_ensemble(
-            args.members,
-            args.out,
-            command,
-            args.data,
-            manifest=args.manifest,
-            tta=args.tta,
-            image_sizes=args.image_sizes,
-        )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    fitted = build_ensemble(
+        args.members,
+        args.out,
+        command,
+        args.data,
+        manifest=args.manifest,
+        tta=args.tta,
+        image_sizes=args.image_sizes,
+    )
     print(json.dumps({"weights": fitted["weights"], "val_auroc": fitted["val_metrics"]["val_auroc"]}))
     return 0
 
@@ -688,6 +685,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as the run's command
+    # The app's Cancel sends SIGTERM: handled as Ctrl-C, so the cleanup on the way out runs (no half-decoded pixel
+    # cache, no uncalibrated ensemble is left behind) and a training run reads "interrupted", resumable.
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works there only
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -696,6 +697,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:  # DataError, WeightsError, TrainingError, IntakeError…
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -577,9 +577,12 @@ def _cached_decode(
         prune_cache(target.parent, target, max(0, limit - len(paths) * int(np.prod(shape))))
     with atomic_target(target) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *shape))
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        try:
             for i, pixels in enumerate(pool.map(decode, paths)):
                 out[i] = pixels
+        finally:  # on an error or an interrupt, drop the images not yet decoded rather than wait for them all
+            pool.shutdown(wait=True, cancel_futures=True)
         out.flush()
         del out
     return np.load(target, mmap_mode="r")

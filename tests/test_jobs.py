@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -363,3 +364,27 @@ def test_free_bytes_reads_the_disk_of_the_nearest_existing_folder(tmp_path: Path
     (tmp_path / "a" / "g").symlink_to(tmp_path / "a" / "f")
     assert 1234 <= jobs.folder_bytes(tmp_path / "a") < 1234 + 200  # the link counts as itself, not its target
     assert jobs.folder_bytes(tmp_path / "none") == 0
+
+
+@pytest.mark.slow
+def test_a_cancel_while_the_pixel_cache_decodes_leaves_no_half_written_cache(tmp_path: Path) -> None:
+    """SIGTERM (the app's Cancel) is handled as Ctrl-C: the half-decoded cache file (up to 1.5 GB) is removed,
+    the images not yet decoded are dropped, and the command says it was interrupted."""
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "dermai", "finetune", "--data", str(HAM), "--image-size", "40"]
+    trainer = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "run"), "--quiet"],
+        env={**os.environ, "DERMAI_CACHE": str(cache)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: any(cache.glob(".pixels-*.tmp")), 120, "the pixel cache's decode to start")
+        trainer.send_signal(signal.SIGTERM)
+        assert trainer.wait(30) == 130
+    finally:
+        trainer.kill()
+    assert "error: interrupted" in trainer.stderr.read()
+    assert not list(cache.iterdir())  # neither a half-written temporary nor a cache file that claims to be whole
