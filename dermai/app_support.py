@@ -329,7 +329,8 @@ def keep_train_form(state: MutableMapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------- model card
 def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The figures the home page shows: AUROC (with interval and where it was measured), tier cut-offs with
-    their validated sensitivity/specificity, training status, image size, and why the classifier is untrained
+    their validated sensitivity/specificity (and the test split's, `test_*`, where the weights record them, so
+    the validation figures are not read as a promise), training status, image size, and why the classifier is untrained
     (None when it is trained). A JSON block that is missing
     is left out; one of the wrong shape (hand-edited, another tool's) is left out too and named in
     `problems`, so the page says so in words instead of failing."""
@@ -348,13 +349,21 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
                 problems.append(f"field '{key}.{name}_ci' is not a pair of numbers: ignored")
             break
     tiers = []
+    rechecked = _block(meta, "test_operating_points", problems)  # the same cut-offs, scored once on test
     for tier, point in _block(meta, "operating_points", problems).items():
         if not isinstance(point, dict):
             problems.append(f"field 'operating_points.{tier}' is not an object: ignored")
             continue
         figures = ("threshold", "sensitivity", "specificity")
         where = f"operating_points.{tier}"
-        tiers.append({"tier": tier, **{f: _number(point, f, f"{where}.{f}", problems) for f in figures}})
+        row = {"tier": tier, **{f: _number(point, f, f"{where}.{f}", problems) for f in figures}}
+        test = rechecked.get(tier)
+        if isinstance(test, dict):
+            for f in ("sensitivity", "specificity"):
+                row[f"test_{f}"] = _number(test, f, f"test_operating_points.{tier}.{f}", problems)
+        elif test is not None:
+            problems.append(f"field 'test_operating_points.{tier}' is not an object: ignored")
+        tiers.append(row)
     classes = meta.get("classes", [])
     if not isinstance(classes, list):
         problems.append("field 'classes' is not a list: ignored")

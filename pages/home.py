@@ -38,6 +38,12 @@ def figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+TESTED_TIER_COLUMNS = {
+    "sensitivity": "sensitivity (val)",
+    "specificity": "specificity (val)",
+    "test_sensitivity": "sensitivity (test)",
+    "test_specificity": "specificity (test)",
+}
 st.header("Model card")
 path = weights_path()
 try:
@@ -65,7 +71,11 @@ else:
     cols[2].metric("Training status", str(card["status"] or "?"))
     if card["tiers"]:
         table = pd.DataFrame(card["tiers"]).set_index("tier")
-        st.subheader("Triage tiers (validated on the validation split)")
+        if "test_sensitivity" in table:
+            st.subheader("Triage tiers (cut-offs set on validation, re-checked once on test)")
+            table = table.rename(columns=TESTED_TIER_COLUMNS)
+        else:
+            st.subheader("Triage tiers (validated on the validation split)")
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
         for tier in ("urgent", "refer", "routine"):
             st.markdown(f"**{tier}** — {TIER_MEANINGS[tier]}")

@@ -837,3 +837,25 @@ def test_training_page_deletes_runs_and_forgets_their_weights(app_env: Path) -> 
     assert app_support.WEIGHTS_KEY not in at.session_state  # every page falls back to the shipped weights
     assert at.dataframe[0].value["name"].tolist() == ["kept"] and at.selectbox(key="train_run").value == "kept"
     assert "1 run takes 0.0 GB" in " ".join(c.value for c in at.caption)
+
+
+def test_home_shows_the_tiers_test_figures_beside_the_validation_ones(json_only_env: Path) -> None:
+    record = {
+        "classes": ["mel", "nv"],
+        "image_size": 32,
+        "operating_points": {"refer": {"threshold": 0.1, "sensitivity": 0.952, "specificity": 0.688}},
+        "test_operating_points": {"refer": {"sensitivity": 0.922, "specificity": 0.653}},
+    }
+    rewrite(json_only_env.with_suffix(".json"), record)
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert_clean(at)
+    assert "re-checked once on test" in at.subheader[0].value
+    table = at.table[0].value
+    assert list(table.columns) == [
+        "threshold",
+        "sensitivity (val)",
+        "specificity (val)",
+        "sensitivity (test)",
+        "specificity (test)",
+    ]
+    assert table.loc["refer"].tolist() == [0.1, 0.952, 0.688, 0.922, 0.653]

@@ -80,6 +80,13 @@ def test_model_card_prefers_test_metrics_and_lists_tiers() -> None:
     card = app_support.model_card(meta)
     assert (card["auroc"], card["auroc_ci"], card["auroc_split"]) == (0.85, [0.8, 0.9], "test")
     assert card["tiers"][0]["tier"] == "refer" and card["tiers"][0]["sensitivity"] == 0.95
+    assert "test_sensitivity" not in card["tiers"][0]  # no test figures recorded: none shown
+    tested = {**meta, "test_operating_points": {"refer": {"sensitivity": 0.92, "specificity": 0.65}}}
+    assert app_support.model_card(tested)["tiers"][0] == {
+        **card["tiers"][0],
+        "test_sensitivity": 0.92,
+        "test_specificity": 0.65,
+    }
     assert card["input_sizes"] == "224 px"
     mixed = {**meta, "model": {"members": 2, "member_image_sizes": [128, 96]}}
     assert app_support.model_card(mixed)["input_sizes"] == "96 and 128 px"
@@ -218,6 +225,7 @@ def test_model_card_names_odd_blocks_instead_of_failing() -> None:
         "test_metrics": [0.9],
         "val_metrics": {"val_auroc": "high", "auroc_ci": [0.1]},
         "operating_points": {"refer": "0.2", "urgent": {"threshold": "x", "sensitivity": 0.9}},
+        "test_operating_points": {"urgent": [0.9]},
         "classes": 7,
         "model": {"member_image_sizes": 96},
         "image_size": 96,
@@ -234,6 +242,7 @@ def test_model_card_names_odd_blocks_instead_of_failing() -> None:
         "field 'val_metrics.val_auroc' is not a number: ignored",
         "field 'operating_points.refer' is not an object: ignored",
         "field 'operating_points.urgent.threshold' is not a number: ignored",
+        "field 'test_operating_points.urgent' is not an object: ignored",
         "field 'classes' is not a list: ignored",
         "field 'context.fields.age.weight' is missing or not a number: the patient-context model is not described",
     ]
