@@ -250,6 +250,10 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         "a member trained on random crops may score better a little above its training size: choose on validation",
     )
 
+    runs = sub.add_parser("runs", help="list the runs folder's runs (status, best val AUROC, disk use) or delete one")
+    runs.add_argument("--runs", help="runs folder (default $DERMAI_RUNS or ./runs)")
+    runs.add_argument("--delete", metavar="NAME", help="delete this run's folder (refused while it runs)")
+
     experiment = sub.add_parser("experiment", help="research experiments")
     experiment_sub = experiment.add_subparsers(dest="experiment", metavar="NAME", required=True)
     label = experiment_sub.add_parser("label-efficiency", help="SimCLR pretraining vs random init per label fraction")
@@ -483,6 +487,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from dermai import jobs
+
+    root = jobs.runs_dir(args.runs)
+    if args.delete:
+        run = root / jobs.check_run_name(args.delete)
+        if not run.is_dir():
+            raise jobs.JobError(f"no run named {args.delete!r} in the runs folder {root}")
+        freed = jobs.delete_run(run, root)
+        print(f"deleted {run} ({freed / 1e9:.2f} GB freed)")
+        return 0
+    table = jobs.list_runs(root)
+    shown = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
+    if not table.empty:
+        shown += ["problem"] if table["problem"].notna().any() else []
+        figures = {"best_val_auroc": "{:.3f}".format, "disk_gb": "{:.2f}".format}
+        print(table[shown].to_string(index=False, formatters=figures, na_rep="-"))
+    used, free = jobs.folder_bytes(root) / 1e9, jobs.free_bytes(root) / 1e9
+    print(f"{len(table)} runs in {root} take {used:.2f} GB; {free:.1f} GB free on its disk")
+    return 0
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from dermai.serving import fit_serving
 
@@ -679,6 +705,7 @@ COMMANDS = {
     "context": _cmd_context,
     "ensemble": _cmd_ensemble,
     "experiment": _cmd_experiment,
+    "runs": _cmd_runs,
 }
 
 

@@ -388,3 +388,22 @@ def test_a_cancel_while_the_pixel_cache_decodes_leaves_no_half_written_cache(tmp
         trainer.kill()
     assert "error: interrupted" in trainer.stderr.read()
     assert not list(cache.iterdir())  # neither a half-written temporary nor a cache file that claims to be whole
+
+
+def test_cli_lists_and_deletes_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dermai.cli import main
+
+    runs = tmp_path / "runs"
+    stopped_run(runs, "old")
+    stopped_run(runs, "newer", quiet_s=1800)
+    assert main(["runs", "--runs", str(runs)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split() == ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
+    assert [line.split()[:2] for line in listed[1:3]] == [["newer", "interrupted"], ["old", "interrupted"]]
+    assert listed[-1].startswith(f"2 runs in {runs} take 0.00 GB; ")
+    assert main(["runs", "--runs", str(runs), "--delete", "old"]) == 0
+    assert capsys.readouterr().out.startswith(f"deleted {runs / 'old'} (0.00 GB freed)")
+    assert not (runs / "old").exists() and (runs / "newer").exists()
+    for name, message in (("old", "no run named 'old' in the runs folder"), ("..", "run name '..': use letters")):
+        assert main(["runs", "--runs", str(runs), "--delete", name]) == 2
+        assert message in capsys.readouterr().err
