@@ -586,6 +586,28 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def subgroup_table(subgroups: Sequence[Mapping[str, Any]], field: str) -> pd.DataFrame:
+    """One field's rows of an evaluation's `subgroups` as the Evaluation page shows them: a group per row, its
+    counts, AUROC with its interval as text ("" where the group is too small) and the refer cut-off's rates."""
+    rows = []
+    for row in subgroups:
+        if row["field"] != field:
+            continue
+        ci = row.get("auroc_ci")
+        rows.append(
+            {
+                "group": row["group"],
+                "images": row["n"],
+                "malignant": row["n_malignant"],
+                "AUROC": row["auroc"],
+                "95% CI": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "",
+                "refer sensitivity": row.get("sensitivity"),
+                "refer specificity": row.get("specificity"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def read_label_efficiency(folder: str | os.PathLike[str]) -> pd.DataFrame | None:
     """An experiment folder's summary.csv (fraction, init, auroc_mean, …), or None when absent."""
     path = Path(folder) / "summary.csv"

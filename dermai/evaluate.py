@@ -12,6 +12,7 @@ re-tuned) on these data. The metric functions live in `dermai.metrics` and `derm
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -38,6 +39,27 @@ from dermai.inference import calibrated_probs, forward_pixels, malignant_probabi
 from dermai.weights import LoadedWeights, load_weights
 
 SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
+AGE_BANDS: tuple[tuple[float, str], ...] = ((30, "under 30"), (50, "30-49"), (70, "50-69"), (math.inf, "70 and over"))
+
+
+def age_band(age: float | None) -> str:
+    """An age in years as its band (`AGE_BANDS`), or "unknown"."""
+    if age is None or not np.isfinite(age):
+        return "unknown"
+    return next(name for upper, name in AGE_BANDS if age < upper)
+
+
+def subgroup_fields(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """Each image's sex, age band and body site, from the columns a data folder has ("unknown" where blank):
+    the groups the model card's limits are about."""
+    fields: dict[str, list[str]] = {}
+    for field, column in (("sex", "sex"), ("site", "localization")):
+        if column in rows:
+            text = rows[column].astype("string").str.strip().fillna("").replace("", "unknown")
+            fields[field] = text.tolist()
+    if "age" in rows:
+        fields["age"] = [age_band(a) for a in pd.to_numeric(rows["age"], errors="coerce").astype(float)]
+    return fields
 
 
 class EvaluationError(ValueError):
@@ -231,6 +253,11 @@ def score_rows(
     if multiclass is not None:
         calib["ece_multiclass"] = calibration.multiclass_ece(labels, probs)
         calib["brier_multiclass"] = calibration.brier_score(labels, probs)
+    subgroups = None
+    fields = subgroup_fields(rows)
+    if binary is not None and fields:
+        refer = ((points or {}).get("refer") or {}).get("threshold")
+        subgroups = metrics.subgroup_metrics(y_mal, p_mal, fields, refer, n_boot=n_boot, group=rows["group"].to_numpy())
     context_report = None
     if meta.get("context") and binary is not None and {"age", "sex", "localization"} <= set(rows.columns):
         context_report = _score_with_context(logits, meta, rows, labels if multiclass else None, n_boot)
@@ -248,6 +275,7 @@ def score_rows(
         "multiclass": multiclass,
         "calibration": calib,
         "context": context_report,
+        "subgroups": subgroups,
         "notes": notes,
     }
     return report, predictions
@@ -390,6 +418,13 @@ def summary_text(report: dict[str, Any]) -> str:
                 f"  {name}: sensitivity {_fmt(rates['sensitivity'])}, specificity {_fmt(rates['specificity'])}"
             )
     lines.append(f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500")
+    if report.get("subgroups"):
+        lines.append("by subgroup (n, malignant, AUROC where both classes have 5+, refer sensitivity / specificity):")
+        for row in report["subgroups"]:
+            rates = f", {_fmt(row['sensitivity'])} / {_fmt(row['specificity'])}" if "sensitivity" in row else ""
+            lines.append(
+                f"  {row['field']} {row['group']}: {row['n']}, {row['n_malignant']}, {_fmt(row['auroc'])}{rates}"
+            )
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)
 

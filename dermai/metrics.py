@@ -247,6 +247,48 @@ def binary_metrics(
     }
 
 
+SUBGROUP_MIN_PER_CLASS = 5  # below this many malignant or benign images a group's AUROC is noise: none is given
+
+
+def subgroup_metrics(
+    y_true: np.ndarray,
+    p: np.ndarray,
+    fields: Mapping[str, Sequence[str]],
+    threshold: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    group: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """Malignant-vs-benign figures within each subgroup, so a model that ranks well overall cannot hide a group
+    it fails. `fields` maps a field name (e.g. "sex") to each image's group label. Per group: its size, its
+    malignant count, AUROC with a bootstrap 95% interval (over `group`, e.g. lesions) where both classes have
+    at least SUBGROUP_MIN_PER_CLASS images, and sensitivity / specificity (Wilson intervals) at `threshold`
+    (the refer cut-off). Rows come field by field, largest group first."""
+    y, s = _binary_inputs(y_true, p)
+    units = None if group is None else np.asarray(group)
+    out = []
+    for field, labels in fields.items():
+        labels = np.asarray(labels, dtype=object)
+        if labels.shape != y.shape:
+            raise ValueError(f"subgroup field {field!r}: {labels.size} labels for {y.size} images")
+        values, counts = np.unique(labels.astype(str), return_counts=True)
+        for value in values[np.argsort(-counts, kind="stable")]:
+            inside = labels.astype(str) == value
+            yg, sg = y[inside], s[inside]
+            n_pos = int(yg.sum())
+            row: dict[str, Any] = {"field": field, "group": str(value), "n": int(inside.sum()), "n_malignant": n_pos}
+            row["auroc"], row["auroc_ci"] = None, None
+            if min(n_pos, yg.size - n_pos) >= SUBGROUP_MIN_PER_CLASS:
+                row["auroc"] = float(roc_auc_score(yg, sg))
+                row["auroc_ci"] = _bootstrap_auroc(yg, sg, n_boot, seed, None if units is None else units[inside])[0]
+            if threshold is not None:
+                rates = _rates_at(yg, sg, threshold)
+                for key in ("sensitivity", "sensitivity_ci", "specificity", "specificity_ci"):
+                    row[key] = rates[key]
+            out.append(row)
+    return out
+
+
 def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Seven-class diagnosis metrics. Balanced accuracy (mean per-class recall of the argmax) is ISIC 2018's
     ranking metric and, unlike accuracy, is not dominated by the naevus class. AUROCs are one-vs-rest; a

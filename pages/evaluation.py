@@ -103,12 +103,35 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     if report.get("multiclass"):
         m = report["multiclass"]
         b.plotly_chart(confusion_figure(m["confusion_matrix"], m["classes"]), width="stretch")
+    if report.get("subgroups"):
+        show_subgroups(report["subgroups"])
     show_failures(predictions)
     st.download_button(
         "Download per-image predictions (CSV)",
         predictions.to_csv(index=False, float_format="%.4f").encode(),
         file_name="dermai_predictions.csv",
         mime="text/csv",
+    )
+
+
+SUBGROUP_FIELDS = {"age": "Age band", "sex": "Sex", "site": "Body site"}
+
+
+def show_subgroups(subgroups: list[dict[str, Any]]) -> None:
+    """The same figures within each age band, sex and body site: where the model is weaker than its average."""
+    st.subheader("By subgroup")
+    present = [f for f in SUBGROUP_FIELDS if any(row["field"] == f for row in subgroups)]
+    field = st.radio("Group by", present, format_func=SUBGROUP_FIELDS.get, horizontal=True, key="eval_subgroup")
+    st.caption(
+        "AUROC only where a group has at least 5 malignant and 5 benign images; sensitivity and specificity at "
+        "the validated refer cut-off. Small groups have wide intervals."
+    )
+    number = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(
+        app_support.subgroup_table(subgroups, field),
+        hide_index=True,
+        width="stretch",
+        column_config={"AUROC": number, "refer sensitivity": number, "refer specificity": number},
     )
 
 

@@ -438,6 +438,12 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
     assert [m.label for m in at.metric][7] == "Images with some context"
     assert "Where it fails" in [h.value for h in at.subheader]
     assert "Download per-image predictions (CSV)" in [b.label for b in at.download_button]
+    assert "By subgroup" in [h.value for h in at.subheader]
+    groups = at.dataframe[0].value
+    assert list(groups.columns[:3]) == ["group", "images", "malignant"] and groups["images"].sum() > 0
+    at.radio(key="eval_subgroup").set_value("sex").run()
+    assert_clean(at)
+    assert set(at.dataframe[0].value["group"]) <= {"male", "female", "unknown"}
 
 
 def test_evaluation_shows_the_images_behind_the_errors(app_env: Path) -> None:

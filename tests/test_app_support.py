@@ -399,3 +399,25 @@ def test_weight_choices_skip_hidden_folders(tmp_path: Path) -> None:
         (tmp_path / name / "model.safetensors").write_bytes(b"")
     listed = [p for p in app_support.weight_choices(tmp_path) if p.startswith(str(tmp_path))]
     assert listed == [str(tmp_path / "run" / "model.safetensors")]
+
+
+def test_subgroup_table_shows_one_field_with_its_interval_as_text() -> None:
+    subgroups = [
+        {"field": "sex", "group": "male", "n": 50, "n_malignant": 9, "auroc": 0.9, "auroc_ci": [0.8, 0.97]},
+        {"field": "age", "group": "under 30", "n": 9, "n_malignant": 1, "auroc": None, "auroc_ci": None},
+    ]
+    subgroups[0] |= {"sensitivity": 0.95, "specificity": 0.6}
+    table = app_support.subgroup_table(subgroups, "sex")
+    assert table.to_dict("records") == [
+        {
+            "group": "male",
+            "images": 50,
+            "malignant": 9,
+            "AUROC": 0.9,
+            "95% CI": "0.800–0.970",
+            "refer sensitivity": 0.95,
+            "refer specificity": 0.6,
+        }
+    ]
+    young = app_support.subgroup_table(subgroups, "age").iloc[0]
+    assert young["95% CI"] == "" and pd.isna(young["AUROC"]) and pd.isna(young["refer sensitivity"])

@@ -16,7 +16,7 @@ from dermai import calibration
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.data import DIAGNOSES, read_manifest
-from dermai.evaluate import EvaluationError, compare_weights, evaluate, summary_text
+from dermai.evaluate import EvaluationError, age_band, compare_weights, evaluate, subgroup_fields, summary_text
 from dermai.inference import malignant_probability, softmax_np
 from dermai.predict import Predictor
 from dermai.serving import fit_serving
@@ -86,6 +86,31 @@ def test_report_has_headline_figures_intervals_and_baseline(test_scored: tuple[d
     assert report["multiclass"]["classes"] == CLASSES
     assert {"ece_malignant", "ece_multiclass", "brier_malignant", "reliability_malignant"} <= set(report["calibration"])
     json.dumps(report)  # JSON-ready
+
+
+def test_report_scores_each_sex_age_band_and_site(test_scored: tuple[dict, pd.DataFrame]) -> None:
+    report, predictions = test_scored
+    rows = report["subgroups"]
+    assert {r["field"] for r in rows} == {"sex", "age", "site"}
+    for field in ("sex", "age", "site"):
+        assert sum(r["n"] for r in rows if r["field"] == field) == len(predictions)  # every image in one group
+        assert sum(r["n_malignant"] for r in rows if r["field"] == field) == predictions["malignant"].sum()
+    assert all("sensitivity" in r for r in rows)  # at the weights' refer cut-off
+    assert "by subgroup (n, malignant" in summary_text(report)
+
+
+def test_subgroup_fields_band_ages_and_name_blanks_unknown() -> None:
+    assert [age_band(a) for a in (0, 29.5, 30, 49.9, 50, 69, 70, 95, float("nan"), None)] == [
+        *("under 30", "under 30", "30-49", "30-49", "50-69", "50-69", "70 and over", "70 and over"),
+        *("unknown", "unknown"),
+    ]
+    rows = pd.DataFrame({"sex": ["male", None, " "], "localization": ["back", "face", None], "age": [40, None, 80]})
+    assert subgroup_fields(rows) == {
+        "sex": ["male", "unknown", "unknown"],
+        "site": ["back", "face", "unknown"],
+        "age": ["30-49", "unknown", "70 and over"],
+    }
+    assert subgroup_fields(pd.DataFrame({"dx": ["mel"]})) == {}  # a plain CSV without them: no subgroups
 
 
 def test_predictions_columns_probabilities_and_tiers(weights: Path, test_scored: tuple[dict, pd.DataFrame]) -> None:

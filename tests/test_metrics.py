@@ -20,6 +20,7 @@ from dermai.metrics import (
     choose_operating_points,
     multiclass_metrics,
     paired_bootstrap,
+    subgroup_metrics,
     threshold_for_sensitivity,
     threshold_for_specificity,
     wilson_interval,
@@ -282,3 +283,29 @@ def test_paired_bootstrap_resamples_groups_together() -> None:
     assert len({len(d) for d in drawn}) > 1  # sizes vary with the lesions drawn: not an image resample
     with pytest.raises(ValueError, match="scores for 6 and 5 images, labels for 6"):
         paired_bootstrap(y, index, index[:5], metric)
+
+
+def test_subgroup_metrics_score_each_group_and_leave_small_ones_without_auroc() -> None:
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 20 + [0] * 40 + [1] * 3 + [0] * 30)
+    p = np.concatenate([rng.uniform(0.6, 1, 20), rng.uniform(0, 0.4, 40), rng.uniform(0, 1, 33)])
+    p[60:63] = [0.9, 0.2, 0.05]  # the small group's malignant scores: two below the cut-off
+    fields = {"sex": ["female"] * 60 + ["male"] * 33, "age": ["under 30", "70 and over"] * 46 + ["unknown"]}
+    rows = subgroup_metrics(y, p, fields, threshold=0.5, n_boot=100, group=np.arange(93) // 2)
+    assert [(r["field"], r["group"], r["n"], r["n_malignant"]) for r in rows] == [
+        ("sex", "female", 60, 20),
+        ("sex", "male", 33, 3),
+        ("age", "70 and over", 46, 11),  # the larger group first; ties keep sorted order
+        ("age", "under 30", 46, 12),
+        ("age", "unknown", 1, 0),
+    ]
+    female, male = rows[0], rows[1]
+    assert female["auroc"] == 1.0 and female["auroc_ci"] == pytest.approx([1.0, 1.0])  # separable: all resamples 1
+    assert female["sensitivity"] == 1.0 and female["specificity"] == 1.0
+    assert male["auroc"] is None and male["auroc_ci"] is None  # 3 malignant: below SUBGROUP_MIN_PER_CLASS
+    assert male["sensitivity"] == pytest.approx(1 / 3) and male["n"] == 33
+    assert rows[4]["sensitivity"] is None and rows[4]["auroc"] is None  # no malignant image: undefined
+    assert "sensitivity" not in subgroup_metrics(y, p, {"sex": fields["sex"]}, n_boot=10)[0]  # no cut-off given
+    json.dumps(rows)
+    with pytest.raises(ValueError, match="subgroup field 'sex': 2 labels for 93 images"):
+        subgroup_metrics(y, p, {"sex": ["a", "b"]})
