@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
 from dermai.ensemble import input_sizes, input_sizes_text, is_image_size, member_reference, member_sizes  # noqa: E402
-from dermai.evaluate import evaluate, saliency_plausibility, weights_dataset  # noqa: E402
+from dermai.evaluate import evaluate, saliency_plausibility, summary_text, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
@@ -415,6 +415,23 @@ def refresh_saliency(out: Path, data: str | None, limit: int = 300) -> None:
     print(json.dumps(saliency, indent=2))
 
 
+def refresh_subgroups(out: Path, data: str | None) -> None:
+    """Score the shipped model's test split again (fp32, as it was scored) for its figures per sex, age band and
+    body site. The headline AUROC must come out as recorded (else the weights or the split changed and the
+    model should be shipped again); only the subgroup figures are added, and no choice is made from them."""
+    report = json.loads((out / "test_report.json").read_text())
+    fresh, _ = evaluate(out / "model.safetensors", data, split="test", tta=bool(report.get("tta")), precision="fp32")
+    if abs(fresh["auroc"] - report["auroc"]) > 1e-4:
+        raise SystemExit(
+            f"{out}: the test AUROC came out {fresh['auroc']:.4f}, not the recorded {report['auroc']:.4f}: the "
+            "weights or the split changed since shipping; ship again instead"
+        )
+    report["subgroups"] = fresh["subgroups"]
+    write_json_atomic(out / "test_report.json", report)
+    rewrite_shipped_meta(out, json.loads((out / "model.json").read_text()), report)
+    print("by subgroup" + summary_text(fresh).split("by subgroup", 1)[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, help="the fine-tuning run folder (required unless --refresh-ood)")
@@ -434,6 +451,12 @@ def main() -> None:
         action="store_true",
         help="re-measure the shipped model's Grad-CAM plausibility on its test sample (after a change to what"
         " Grad-CAM explains) and rewrite the card; trains nothing",
+    )
+    parser.add_argument(
+        "--refresh-subgroups",
+        action="store_true",
+        help="score the shipped model's test split again for its figures per sex, age band and body site (its"
+        " recorded headline must repeat) and rewrite the card; trains nothing",
     )
     parser.add_argument(
         "--card-only",
@@ -459,6 +482,9 @@ def main() -> None:
         return
     if args.refresh_saliency:
         refresh_saliency(args.out, args.data)
+        return
+    if args.refresh_subgroups:
+        refresh_subgroups(args.out, args.data)
         return
     if args.run is None:
         parser.error("--run is required")
@@ -724,6 +750,60 @@ def context_lines(meta: dict[str, Any], report: dict[str, Any]) -> list[str]:
     ]
 
 
+SUBGROUP_CARD_MIN = 20  # groups with fewer test images are left out of the card's table (the JSON has them all)
+SUBGROUP_CARD_LARGE = 100  # the card names the weakest groups among those this large: smaller ones are noise
+
+
+def subgroup_lines(report: dict[str, Any]) -> list[str]:
+    """The card's per-subgroup table (test split) and the weakest groups, when the report has them."""
+    rows = [r for r in report.get("subgroups") or [] if r["n"] >= SUBGROUP_CARD_MIN]
+    if not rows:
+        return []
+    lines = [
+        "## Subgroups (test split)",
+        "Within each sex, age band and body site with at least 20 test images (all groups:"
+        " `test_report.json`): AUROC with its lesion-grouped 95% interval where the group has at least 5 malignant"
+        " and 5 benign images, and the refer cut-off's sensitivity and specificity. Scored after shipping, for this"
+        " card (`python scripts/ship_default.py --refresh-subgroups`); no choice was made from it.",
+        "",
+        "| field | group | images | malignant | AUROC (95% CI) | refer sensitivity | refer specificity |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        auroc = f"{r['auroc']:.3f} ({r['auroc_ci'][0]:.3f}–{r['auroc_ci'][1]:.3f})" if r["auroc_ci"] else "too few"
+        lines.append(
+            f"| {r['field']} | {r['group']} | {r['n']} | {r['n_malignant']} | {auroc} | "
+            f"{_fmt(r.get('sensitivity'))} | {_fmt(r.get('specificity'))} |"
+        )
+    large = [r for r in rows if r["n"] >= SUBGROUP_CARD_LARGE]
+    scored = [r for r in large if r["auroc"] is not None]
+    referred = [r for r in large if r.get("specificity") is not None]
+    if scored and referred:
+        worst = min(scored, key=lambda r: r["auroc"])
+        lowest = min(referred, key=lambda r: r["specificity"])
+        lines += [
+            "",
+            f"Among groups of {SUBGROUP_CARD_LARGE} or more test images, the model ranks worst for {worst['field']} "
+            f"{worst['group']} (AUROC {worst['auroc']:.3f} against {report['auroc']:.3f} overall) and refers the"
+            f" largest share of benign lesions for {lowest['field']} {lowest['group']} (refer specificity"
+            f" {lowest['specificity']:.3f}; {lowest['n_malignant'] / lowest['n']:.0%} of its images are malignant).",
+        ]
+    return [*lines, ""]
+
+
+def weakest_groups_lines(report: dict[str, Any], k: int = 2) -> list[str]:
+    """The card's known-limits line naming the `k` large subgroups the model ranks worst, when measured."""
+    rows = [r for r in report.get("subgroups") or [] if r["n"] >= SUBGROUP_CARD_LARGE and r["auroc"] is not None]
+    if not rows:
+        return []
+    worst = sorted(rows, key=lambda r: r["auroc"])[:k]
+    named = " and ".join(f"{r['field']} {r['group']} (AUROC {r['auroc']:.3f})" for r in worst)
+    return [
+        f'- Performance differs by subgroup ("Subgroups" above): lowest for {named}, against {report["auroc"]:.3f}'
+        " overall."
+    ]
+
+
 def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]) -> str:
     b, m, c = report["binary"], report["multiclass"], report["calibration"]
     ops, thr = meta["operating_points"], b["thresholds"]
@@ -837,6 +917,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
             f"{s.get('pointing_game_hit_rate', float('nan')):.3f}; n = {s.get('n_images', '?')}.",
             "",
         ]
+    lines += subgroup_lines(report)
     lines += [
         "## Known limits",
         "- Trained on HAM10000 only: mostly fair-skinned European patients (Austria, Australia); performance on",
@@ -848,6 +929,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         f"- Low input resolution ({input_sizes_text(meta)}) to train from scratch on a CPU in about two hours; fine",
         "  structures visible at full resolution are lost. Images of any size are accepted and resized.",
         "- Several images of one lesion are correlated; intervals are bootstrapped by lesion.",
+        *weakest_groups_lines(report),
         "- Quality bars not met above are open work. Longer SimCLR pretraining (321 epochs on a GPU), larger"
         " inputs (128-160 px) and further fine-tuning with stochastic weight averaging did not beat the shipped"
         ' model on validation ("What was tried"). A second ensemble member fine-tuned from the first one\'s trunk'

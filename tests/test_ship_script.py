@@ -397,3 +397,52 @@ def test_quality_bars_show_context_figures_beside_image_only_ones(ship: ModuleTy
         ("0.060", False),
     ]
     assert [context for _, _, context in ship.quality_bars({**report, "context": None})] == [("n/a", None)] * 4
+
+
+def test_refresh_subgroups_adds_the_subgroup_figures_only_when_the_headline_repeats(
+    ship: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = SCRIPT.parent.parent / "weights"
+    out = tmp_path / "weights"
+    out.mkdir()
+    for name in ("model.json", "test_report.json"):
+        shutil.copy(shipped / name, out / name)
+    recorded = {k: v for k, v in json.loads((out / "test_report.json").read_text()).items() if k != "subgroups"}
+    (out / "test_report.json").write_text(json.dumps(recorded))
+    assert ship.subgroup_lines(recorded) == [] and ship.weakest_groups_lines(recorded) == []
+    groups = [
+        {"field": "site", "group": "face", "n": 121, "n_malignant": 48, "auroc": 0.758, "auroc_ci": [0.64, 0.87]},
+        {
+            "field": "age",
+            "group": "70 and over",
+            "n": 322,
+            "n_malignant": 130,
+            "auroc": 0.825,
+            "auroc_ci": [0.77, 0.88],
+        },
+        {"field": "site", "group": "ear", "n": 11, "n_malignant": 4, "auroc": None, "auroc_ci": None},
+    ]
+    for row, (sens, spec) in zip(groups, ((0.938, 0.219), (0.962, 0.385), (0.75, 0.143)), strict=True):
+        row.update(sensitivity=sens, specificity=spec)
+    calls = []
+
+    def fake_evaluate(weights, data, split, tta, precision):  # noqa: ANN001, ANN202
+        calls.append((split, precision))
+        return {**recorded, "auroc": recorded["auroc"] + drift, "subgroups": groups}, None
+
+    monkeypatch.setattr(ship, "evaluate", fake_evaluate)
+    drift = 0.01  # the weights no longer give their recorded figures: refused, nothing written
+    with pytest.raises(SystemExit, match="the test AUROC came out .* not the recorded"):
+        ship.refresh_subgroups(out, None)
+    assert "subgroups" not in json.loads((out / "test_report.json").read_text())
+    drift = 0.0
+    ship.refresh_subgroups(out, None)
+    assert calls == [("test", "fp32")] * 2
+    report = json.loads((out / "test_report.json").read_text())
+    assert report["subgroups"] == groups and {k: v for k, v in report.items() if k != "subgroups"} == recorded
+    assert json.loads((out / "model.json").read_text()) == json.loads((shipped / "model.json").read_text())
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "| site | face | 121 | 48 | 0.758 (0.640–0.870) | 0.938 | 0.219 |" in card
+    assert "| site | ear |" not in card  # under 20 test images: in the JSON only
+    assert "ranks worst for site face (AUROC 0.758 against" in card
+    assert "lowest for site face (AUROC 0.758) and age 70 and over (AUROC 0.825)" in card
