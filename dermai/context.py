@@ -50,6 +50,16 @@ UNKNOWN = {"", "unknown", "nan", "none"}
 SITE_SYNONYMS = {"torso": "trunk", "palms/soles": "acral", "oral/genital": "genital"}
 
 
+AGE_BANDS: tuple[tuple[float, str], ...] = ((30, "under 30"), (50, "30-49"), (70, "50-69"), (math.inf, "70 and over"))
+
+
+def age_band(age: float | None) -> str:
+    """An age in years as its band (`AGE_BANDS`, the subgroups evaluation reports), or "unknown"."""
+    if age is None or not np.isfinite(age):
+        return "unknown"
+    return next(name for upper, name in AGE_BANDS if age < upper)
+
+
 class ContextError(ValueError):
     """A context value the model cannot use; the message names the field and what it accepts."""
 

@@ -12,7 +12,6 @@ re-tuned) on these data. The metric functions live in `dermai.metrics` and `derm
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
+from dermai.context import age_band
 from dermai.data import (
     DataError,
     Dataset,
@@ -39,14 +39,6 @@ from dermai.inference import calibrated_probs, forward_pixels, malignant_probabi
 from dermai.weights import LoadedWeights, load_weights
 
 SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
-AGE_BANDS: tuple[tuple[float, str], ...] = ((30, "under 30"), (50, "30-49"), (70, "50-69"), (math.inf, "70 and over"))
-
-
-def age_band(age: float | None) -> str:
-    """An age in years as its band (`AGE_BANDS`), or "unknown"."""
-    if age is None or not np.isfinite(age):
-        return "unknown"
-    return next(name for upper, name in AGE_BANDS if age < upper)
 
 
 def subgroup_fields(rows: pd.DataFrame) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -18,7 +19,15 @@ import numpy as np
 from PIL import Image
 
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD
-from dermai.context import PatientContext, context_probs, known_values, parse_context, usable_context, weighted_fields
+from dermai.context import (
+    PatientContext,
+    age_band,
+    context_probs,
+    known_values,
+    parse_context,
+    usable_context,
+    weighted_fields,
+)
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
 from dermai.intake import IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
@@ -78,6 +87,32 @@ class SaliencyResult:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+SUBGROUP_FIELD_NAMES = {"sex": "sex", "age": "age", "site": "body site"}
+
+
+def subgroup_notes(meta: Mapping[str, Any], context: PatientContext | None) -> list[str]:
+    """A caution for each given age, sex or body site whose group the model ranked clearly worse on its test
+    split (AUROC below the lower end of the overall 95% interval), from the subgroup figures the weights record;
+    none when they record none. The score stays the model's: the note says how far to trust it."""
+    test = meta.get("test_metrics") if isinstance(meta.get("test_metrics"), Mapping) else {}
+    rows, interval, overall = test.get("subgroups"), test.get("auroc_ci"), test.get("auroc")
+    if context is None or not isinstance(rows, list) or not isinstance(interval, list) or overall is None:
+        return []
+    given = {"sex": context.sex, "site": context.site, "age": None if context.age is None else age_band(context.age)}
+    notes = []
+    for row in rows:
+        name = row.get("field") if isinstance(row, Mapping) else None
+        if name in given and given[name] is not None and row.get("group") == given[name]:
+            auroc = row.get("auroc")
+            if isinstance(auroc, float | int) and auroc < interval[0]:
+                notes.append(
+                    f"{SUBGROUP_FIELD_NAMES[name]} {given[name]}: on its test split this model ranked such lesions "
+                    f"worse (AUROC {auroc:.3f} over {row.get('n', '?')} images) than overall ({overall:.3f}); "
+                    "weigh its score and tier with that in mind"
+                )
+    return notes
 
 
 class Predictor:
@@ -145,7 +180,7 @@ class Predictor:
             )
         probs = calibrated_probs(logits, {"temperature": self.temperature, "log_prior": self.log_prior})
         p_mal = float(malignant_probability(probs, self.classes)[0])
-        notes = list(intake.warnings)
+        notes = list(intake.warnings) + subgroup_notes(self.meta, context)
         points, used, image_only, effects = self.operating_points, None, None, None
         if context is not None and not self.context_model and not context.is_empty():
             notes.append("these weights carry no patient-context model: the age, sex and site were not used")

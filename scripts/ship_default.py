@@ -418,7 +418,8 @@ def refresh_saliency(out: Path, data: str | None, limit: int = 300) -> None:
 def refresh_subgroups(out: Path, data: str | None) -> None:
     """Score the shipped model's test split again (fp32, as it was scored) for its figures per sex, age band and
     body site. The headline AUROC must come out as recorded (else the weights or the split changed and the
-    model should be shipped again); only the subgroup figures are added, and no choice is made from them."""
+    model should be shipped again); only the subgroup figures are added (to the report, and to the JSON's
+    test_metrics, where `predict` reads them to caution about weak groups), and no choice is made from them."""
     report = json.loads((out / "test_report.json").read_text())
     fresh, _ = evaluate(out / "model.safetensors", data, split="test", tta=bool(report.get("tta")), precision="fp32")
     if abs(fresh["auroc"] - report["auroc"]) > 1e-4:
@@ -427,8 +428,10 @@ def refresh_subgroups(out: Path, data: str | None) -> None:
             "weights or the split changed since shipping; ship again instead"
         )
     report["subgroups"] = fresh["subgroups"]
+    meta = json.loads((out / "model.json").read_text())
+    meta["test_metrics"] = {**meta["test_metrics"], "subgroups": fresh["subgroups"]}  # for predict's cautions
     write_json_atomic(out / "test_report.json", report)
-    rewrite_shipped_meta(out, json.loads((out / "model.json").read_text()), report)
+    rewrite_shipped_meta(out, meta, report)
     print("by subgroup" + summary_text(fresh).split("by subgroup", 1)[-1])
 
 

@@ -508,3 +508,36 @@ def test_cli_predict_reads_each_images_context_from_a_csv(context_weights: Path,
         cli.main(["predict", images[0], "--weights", str(context_weights), "--metadata", str(csv), "--age", "4"]) == 2
     )
     assert "either --metadata or --age/--sex/--site" in capsys.readouterr().err
+
+
+def test_subgroup_notes_caution_only_for_given_groups_ranked_clearly_worse() -> None:
+    from dermai.predict import subgroup_notes
+
+    rows = [
+        {"field": "site", "group": "face", "n": 121, "auroc": 0.758},
+        {"field": "site", "group": "trunk", "n": 220, "auroc": 0.97},
+        {"field": "site", "group": "ear", "n": 11, "auroc": None},  # too few to say: no caution
+        {"field": "age", "group": "70 and over", "n": 322, "auroc": 0.825},
+        {"field": "sex", "group": "female", "n": 660, "auroc": 0.884},  # inside the overall interval
+    ]
+    meta = {"test_metrics": {"auroc": 0.894, "auroc_ci": [0.872, 0.916], "subgroups": rows}}
+    notes = subgroup_notes(meta, PatientContext(age=75, sex="female", site="face"))
+    assert notes == [
+        "body site face: on its test split this model ranked such lesions worse (AUROC 0.758 over 121 images) than "
+        "overall (0.894); weigh its score and tier with that in mind",
+        "age 70 and over: on its test split this model ranked such lesions worse (AUROC 0.825 over 322 images) than "
+        "overall (0.894); weigh its score and tier with that in mind",
+    ]
+    assert subgroup_notes(meta, PatientContext(age=69.5, site="trunk")) == []
+    assert subgroup_notes(meta, PatientContext(site="ear")) == []
+    assert subgroup_notes(meta, None) == [] and subgroup_notes(meta, PatientContext()) == []
+    assert subgroup_notes({"test_metrics": {"auroc": 0.9}}, PatientContext(site="face")) == []  # none recorded
+    assert subgroup_notes({"test_metrics": [1]}, PatientContext(site="face")) == []  # an odd JSON: no caution
+
+
+def test_the_shipped_model_cautions_about_face_lesions() -> None:
+    from dermai.predict import subgroup_notes
+    from dermai.weights import DEFAULT_WEIGHTS, read_meta
+
+    notes = subgroup_notes(read_meta(DEFAULT_WEIGHTS), PatientContext(site="face"))
+    assert len(notes) == 1 and notes[0].startswith("body site face: on its test split this model ranked")
