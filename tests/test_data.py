@@ -272,6 +272,8 @@ def test_pixel_cache_stays_under_its_bound_dropping_the_least_recently_used(
     os.utime(next(cache.glob("pixels-*-16px.npy")), (then, then))
     data.load_pixels(paths, 20)
     assert {p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")} == {"16px.npy", "20px.npy"}
+    then = time.time() - 30  # 20 px made before the hit below (file times can tie within a clock tick)
+    os.utime(next(cache.glob("pixels-*-20px.npy")), (then, then))
     data.load_pixels(paths, 16)  # a hit: 16 px is now the most recently used
     data.load_pixels(paths, 24)
     assert {p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")} == {"16px.npy", "24px.npy"}  # 20 px went
