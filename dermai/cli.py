@@ -499,12 +499,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         print(f"deleted {run} ({freed / 1e9:.2f} GB freed)")
         return 0
     table = jobs.list_runs(root)
-    shown = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
     if not table.empty:
-        shown += ["problem"] if table["problem"].notna().any() else []
         figures = {"best_val_auroc": "{:.3f}".format, "disk_gb": "{:.2f}".format}
-        print(table[shown].to_string(index=False, formatters=figures, na_rep="-"))
-    used, free = jobs.folder_bytes(root) / 1e9, jobs.free_bytes(root) / 1e9
+        print(table[jobs.shown_run_columns(table)].to_string(index=False, formatters=figures, na_rep="-"))
+    used, free = table["disk_gb"].sum(), jobs.free_bytes(root) / 1e9
     print(f"{len(table)} runs in {root} take {used:.2f} GB; {free:.1f} GB free on its disk")
     return 0
 

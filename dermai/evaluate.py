@@ -411,7 +411,10 @@ def summary_text(report: dict[str, Any]) -> str:
             )
     lines.append(f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500")
     if report.get("subgroups"):
-        lines.append("by subgroup (n, malignant, AUROC where both classes have 5+, refer sensitivity / specificity):")
+        lines.append(
+            f"by subgroup (n, malignant, AUROC where both classes have {metrics.SUBGROUP_MIN_PER_CLASS}+, refer "
+            "sensitivity / specificity):"
+        )
         for row in report["subgroups"]:
             rates = f", {_fmt(row['sensitivity'])} / {_fmt(row['specificity'])}" if "sensitivity" in row else ""
             lines.append(

@@ -465,6 +465,8 @@ RUN_COLUMNS = [
     *("name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb", "weights", "path"),
     "problem",
 ]
+# What the Runs table and `python -m dermai runs` show of `list_runs` (plus "problem" when a folder is damaged).
+RUN_TABLE_COLUMNS = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
 UNREADABLE = "unreadable"  # the status of a run folder whose files cannot be read; `problem` says which and why
 
 
@@ -536,6 +538,11 @@ def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
         except JobError as exc:
             rows.append(_unreadable_row(run, str(exc)))
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("started", ascending=False, ignore_index=True)
+
+
+def shown_run_columns(table: pd.DataFrame) -> list[str]:
+    """The `list_runs` columns to show: RUN_TABLE_COLUMNS, and "problem" when a folder is damaged (it says why)."""
+    return [*RUN_TABLE_COLUMNS, "problem"] if table["problem"].notna().any() else list(RUN_TABLE_COLUMNS)
 
 
 def finished_weights(runs: str | os.PathLike[str] | None = None, fine_tuned: bool = False) -> dict[str, str]:

@@ -268,12 +268,12 @@ def subgroup_metrics(
     units = None if group is None else np.asarray(group)
     out = []
     for field, labels in fields.items():
-        labels = np.asarray(labels, dtype=object)
+        labels = np.asarray(labels, dtype=object).astype(str)
         if labels.shape != y.shape:
             raise ValueError(f"subgroup field {field!r}: {labels.size} labels for {y.size} images")
-        values, counts = np.unique(labels.astype(str), return_counts=True)
+        values, counts = np.unique(labels, return_counts=True)
         for value in values[np.argsort(-counts, kind="stable")]:
-            inside = labels.astype(str) == value
+            inside = labels == value
             yg, sg = y[inside], s[inside]
             n_pos = int(yg.sum())
             row: dict[str, Any] = {"field": field, "group": str(value), "n": int(inside.sum()), "n_malignant": n_pos}

@@ -12,6 +12,7 @@ import streamlit as st
 
 from dermai import app_support, review
 from dermai.evaluate import compare_weights, comparison_verdict, evaluate
+from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
 from dermai.weights import untrained_classifier
 from pages._common import current_meta, data_dir, plain_errors, weights_path
@@ -122,9 +123,10 @@ def show_subgroups(subgroups: list[dict[str, Any]]) -> None:
     st.subheader("By subgroup")
     present = [f for f in SUBGROUP_FIELDS if any(row["field"] == f for row in subgroups)]
     field = st.radio("Group by", present, format_func=SUBGROUP_FIELDS.get, horizontal=True, key="eval_subgroup")
+    least = SUBGROUP_MIN_PER_CLASS
     st.caption(
-        "AUROC only where a group has at least 5 malignant and 5 benign images; sensitivity and specificity at "
-        "the validated refer cut-off. Small groups have wide intervals."
+        f"AUROC only where a group has at least {least} malignant and {least} benign images; sensitivity and "
+        "specificity at the validated refer cut-off. Small groups have wide intervals."
     )
     number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(

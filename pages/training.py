@@ -236,13 +236,12 @@ if history.empty:
     st.info("No runs yet.")
     st.stop()
 st.caption(
-    f"{len(history)} {'run takes' if len(history) == 1 else 'runs take'} {jobs.folder_bytes(runs) / 1e9:.1f} GB; "
+    f"{len(history)} {'run takes' if len(history) == 1 else 'runs take'} {history['disk_gb'].sum():.1f} GB; "
     f"{jobs.free_bytes(runs) / 1e9:.1f} GB free on their disk. A job is refused below 1 GB free: delete runs you "
     "no longer need (choose one below)."
 )
-shown = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
 st.dataframe(
-    history[[*shown, "problem"] if history["problem"].notna().any() else shown],  # damaged folders say why
+    history[jobs.shown_run_columns(history)],
     hide_index=True,
     width="stretch",
     column_config={
@@ -307,11 +306,11 @@ with st.expander("Combine runs into an ensemble"):
                 st.success(f"Building ensemble {job.name} (pid {job.pid}).")
 
 
-def delete_popover(where: Any, name: str, path: str) -> None:
+def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
     """A "Delete run" popover in `where` that asks once more before deleting the folder for good."""
     with where.popover("Delete run"):
         st.markdown(
-            f"Deletes `{path}` ({jobs.folder_bytes(path) / 1e9:.2f} GB): its weights, checkpoints, metrics and log. "
+            f"Deletes `{path}` ({disk_gb:.2f} GB): its weights, checkpoints, metrics and log. "
             "It cannot be undone. Ensembles built from it keep working (they hold their own copy of its weights)."
         )
         if st.button(f"Delete {name}", type="primary", key="delete_run_confirm"):
@@ -331,11 +330,11 @@ if matches.empty:
 row = matches.iloc[0]
 if row["status"] == jobs.UNREADABLE:
     st.error(f"Cannot show run {row['name']}: {row['problem']}")
-    delete_popover(st, row["name"], row["path"])
+    delete_popover(st, row["name"], row["path"], row["disk_gb"])
     st.stop()
 size = f" · input {row['input']}" if row["input"] else ""
-disk = jobs.folder_bytes(row["path"]) / 1e9
-st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size} · {disk:.2f} GB on disk")
+disk = f" · {row['disk_gb']:.2f} GB on disk"
+st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size}{disk}")
 buttons = st.columns(4)
 if row["weights"] and buttons[0].button("Use these weights for prediction"):
     set_weights(row["weights"])
@@ -354,7 +353,7 @@ elif row["status"] == "running" and buttons[2].button("Stop this run"):
     jobs.stop_job(row["path"])
     st.toast("Stop requested.")
 if row["status"] != "running":
-    delete_popover(buttons[3], row["name"], row["path"])
+    delete_popover(buttons[3], row["name"], row["path"], row["disk_gb"])
 records = read_metrics(row["path"])
 serving = serving_summary(records)
 if serving and serving["status"] == "fitted" and serving["complete"]:

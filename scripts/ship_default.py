@@ -23,6 +23,7 @@ from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E
 from dermai.ensemble import input_sizes, input_sizes_text, is_image_size, member_reference, member_sizes  # noqa: E402
 from dermai.evaluate import evaluate, saliency_plausibility, summary_text, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
+from dermai.metrics import SUBGROUP_MIN_PER_CLASS  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
 from dermai.serving import fit_context, fit_serving  # noqa: E402
@@ -432,7 +433,7 @@ def refresh_subgroups(out: Path, data: str | None) -> None:
     meta["test_metrics"] = {**meta["test_metrics"], "subgroups": fresh["subgroups"]}  # for predict's cautions
     write_json_atomic(out / "test_report.json", report)
     rewrite_shipped_meta(out, meta, report)
-    print("by subgroup" + summary_text(fresh).split("by subgroup", 1)[-1])
+    print(summary_text(fresh))
 
 
 def main() -> None:
@@ -764,10 +765,11 @@ def subgroup_lines(report: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "## Subgroups (test split)",
-        "Within each sex, age band and body site with at least 20 test images (all groups:"
-        " `test_report.json`): AUROC with its lesion-grouped 95% interval where the group has at least 5 malignant"
-        " and 5 benign images, and the refer cut-off's sensitivity and specificity. Scored after shipping, for this"
-        " card (`python scripts/ship_default.py --refresh-subgroups`); no choice was made from it.",
+        f"Within each sex, age band and body site with at least {SUBGROUP_CARD_MIN} test images (all groups:"
+        " `test_report.json`): AUROC with its lesion-grouped 95% interval where the group has at least"
+        f" {SUBGROUP_MIN_PER_CLASS} malignant and {SUBGROUP_MIN_PER_CLASS} benign images, and the refer cut-off's"
+        " sensitivity and specificity. Scored after shipping, for this card (`python scripts/ship_default.py"
+        " --refresh-subgroups`); no choice was made from it.",
         "",
         "| field | group | images | malignant | AUROC (95% CI) | refer sensitivity | refer specificity |",
         "| --- | --- | --- | --- | --- | --- | --- |",
