@@ -491,6 +491,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     from dermai import jobs
 
     root = jobs.runs_dir(args.runs)
+    if root.exists() and not root.is_dir():
+        raise jobs.JobError(f"runs folder {root}: not a folder")
     if args.delete:
         run = root / jobs.check_run_name(args.delete)
         if not run.is_dir():

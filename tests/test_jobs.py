@@ -407,3 +407,6 @@ def test_cli_lists_and_deletes_runs(tmp_path: Path, capsys: pytest.CaptureFixtur
     for name, message in (("old", "no run named 'old' in the runs folder"), ("..", "run name '..': use letters")):
         assert main(["runs", "--runs", str(runs), "--delete", name]) == 2
         assert message in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["runs", "--runs", str(tmp_path / "file")]) == 2
+    assert f"runs folder {tmp_path / 'file'}: not a folder" in capsys.readouterr().err
