@@ -2,13 +2,16 @@
 # Candidate ensemble members from one borrowed CUDA GPU in one budgeted call (the device tool lends 10 minutes a
 # command): two SimCLR trunks side by side (128 px with the default seed, 96 px with training seed 7), then four
 # joint-loss fine-tunings side by side, two from each trunk, with the strong augmentation of the CPU recipe's
-# second member (crops of 40-100%, any rotation, synthetic hairs and vignetting). Then the best fine-tuned run
-# of each trunk on validation AUROC is written in fp16 to OUT_DIR, with every run's config and metrics, so that
-# the CPU machine can pair them with other members (scripts/member_sizes.py). The test split is never read.
+# second member (crops of 40-100%, any rotation, synthetic hairs and vignetting); PRE_B_SIZE= (empty) gives
+# trunk a the GPU alone. Then the best fine-tuned run of each trunk on validation AUROC, and the trunks, are written
+# in fp16 to OUT_DIR with every run's config and metrics, so that the CPU machine can pair them with other members
+# (scripts/member_sizes.py) or fine-tune more. The test split is never read.
 #
 # A 3-epoch pretraining probe (full data, 128 px) and a 1-epoch fine-tuning smoke run check every step on the
 # device first and time a pretraining epoch; a failure there ends the call within a minute. Watchdogs write each
-# run's STOP file at its stage's deadline, so the call always ends inside DEADLINE_S with weights.
+# run's STOP file at its stage's deadline; a run still busy CALIB_S later is killed, so the packing always starts
+# in time (three fine-tunings calibrating and fitting their context models side by side once outlasted a minute on
+# the H200, and the call overran). A killed run's weights come back uncalibrated (`python -m dermai calibrate` fits them here).
 #
 # Usage: DEADLINE_S=540 FT_S=230 scripts/gpu_members.sh RUNS_DIR OUT_DIR     (CPU recipe: scripts/train_default.sh)
 # On the device tool: copy the data into an ignored folder of the checkout, carry it, and set DERMAI_DATA and
@@ -20,9 +23,10 @@ PY=${PY:-python3}
 DEADLINE_S=${DEADLINE_S:-540}   # the whole script, packing included
 FT_S=${FT_S:-230}               # the fine-tuning stage's share, calibration included
 PACK_S=${PACK_S:-25}
+CALIB_S=${CALIB_S:-60}          # after a stage's deadline (its STOP file), the seconds a run gets before it is killed
 FT_EPOCHS=${FT_EPOCHS:-30}
 PRE_A_SIZE=${PRE_A_SIZE:-128}
-PRE_B_SIZE=${PRE_B_SIZE:-96}
+PRE_B_SIZE=${PRE_B_SIZE-96}       # empty: no second trunk
 SMOKE_SIZE=${SMOKE_SIZE:-64}
 MAX_PRE_EPOCHS=${MAX_PRE_EPOCHS:-1000}
 # The fine-tunings, one per line: run name, trunk (a or b), image size, batch size, learning rate, training seed.
@@ -36,7 +40,7 @@ COMMON=(--seed 0 --quiet ${EXTRA_ARGS:-})
 STRONG=(--weight-decay 5e-4 --warmup-epochs 1 --augment crop_scale=0.4,1.0 --augment rotation_degrees=180
   --augment hair_p=0.2 --augment vignette_p=0.2)
 START=$(date +%s)
-END=$((START + DEADLINE_S - PACK_S))
+END=$((START + DEADLINE_S - PACK_S - CALIB_S))
 PRE_END=$((END - FT_S))
 mkdir -p "$RUNS" "$OUT_DIR"
 log() { echo "[$(($(date +%s) - START))s] $*"; }
@@ -46,9 +50,13 @@ source "$(dirname "$0")/watchdog.sh"
 train() {  # train STAGE RUN_DIR DEADLINE ARGS...: one run under a watchdog; exit 3 (stopped) counts as done
   local stage=$1 dir=$2 deadline=$3; shift 3
   watchdog "$dir" "$deadline" & local watch=$!
-  $PY -m dermai "$stage" "${COMMON[@]}" --out "$dir" "$@" > "$dir.log" 2>&1
+  # SIGTERM reads as Ctrl-C to the CLI: the run ends "interrupted", keeping any weights it had written
+  local left=$((deadline + CALIB_S - $(date +%s)))
+  timeout -k 10 $((left > 1 ? left : 1)) $PY -m dermai "$stage" "${COMMON[@]}" --out "$dir" "$@" \
+    > "$dir.log" 2>&1
   local rc=$?
   kill $watch 2>/dev/null
+  [ $rc -eq 124 ] && { log "$dir killed ${CALIB_S}s after its deadline"; return 0; }
   [ $rc -eq 0 ] || [ $rc -eq 3 ] || { log "$dir failed (exit $rc):"; tail -20 "$dir.log"; return 1; }
 }
 
@@ -70,14 +78,20 @@ train finetune "$RUNS/smoke-finetune" "$PRE_END" --image-size "$SMOKE_SIZE" --ba
 EPOCH_S=$($PY bench/run_throughput.py --epoch-seconds "$RUNS/probe-pretrain") || exit 1
 # Both trunks share the GPU: a 96 px epoch costs about 0.6 of a 128 px one, so an epoch of both costs ~1.4 (not 1.6:
 # one process leaves the GPU partly idle).
-PRE_EPOCHS=$($PY -c "print(min($MAX_PRE_EPOCHS, max(5, int(($PRE_END - $(date +%s) - 20) / (1.4 * $EPOCH_S)))))")
-log "pretraining epoch ${EPOCH_S}s alone; both trunks get $PRE_EPOCHS epochs, until +$((PRE_END - START))s at most"
+# An empty PRE_B_SIZE trains trunk a alone, with every pretraining second.
+SHARE=1.4; [ -n "$PRE_B_SIZE" ] || SHARE=1.0
+PRE_EPOCHS=$($PY -c "print(min($MAX_PRE_EPOCHS, max(5, int(($PRE_END - $(date +%s) - 20) / ($SHARE * $EPOCH_S)))))")
+log "pretraining epoch ${EPOCH_S}s alone; each trunk gets $PRE_EPOCHS epochs, until +$((PRE_END - START))s at most"
 
 train pretrain "$RUNS/trunk-a" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 --warmup-epochs 5 \
   --pretrain-epochs "$PRE_EPOCHS" & A=$!
-train pretrain "$RUNS/trunk-b" "$PRE_END" --image-size "$PRE_B_SIZE" --batch-size 256 --warmup-epochs 5 \
-  --pretrain-epochs "$PRE_EPOCHS" --train-seed 7 & B=$!
-wait $A; RA=$?; wait $B; RB=$?
+RB=skipped
+if [ -n "$PRE_B_SIZE" ]; then
+  train pretrain "$RUNS/trunk-b" "$PRE_END" --image-size "$PRE_B_SIZE" --batch-size 256 --warmup-epochs 5 \
+    --pretrain-epochs "$PRE_EPOCHS" --train-seed 7 & B=$!
+  wait $B; RB=$?
+fi
+wait $A; RA=$?
 log "trunks done (exit $RA, $RB)"
 TA="$RUNS/trunk-a/model.safetensors"; TB="$RUNS/trunk-b/model.safetensors"
 [ -f "$TA" ] || TA=$TB; [ -f "$TB" ] || TB=$TA
@@ -105,8 +119,14 @@ for run in sorted(p for p in runs.iterdir() if p.is_dir()):
     if not (run / "model.json").exists():
         continue  # failed, or a trunk still being written
     init = json.loads((run / "config.json").read_text()).get("init_weights") or ""
-    if Path(init).parent.name.startswith("trunk-"):
-        scores[run.name] = json.loads((run / "model.json").read_text())["val_metrics"]["val_auroc"]
+    if Path(init).parent.name.startswith("trunk-") and (run / "model.safetensors").exists():
+        fitted = json.loads((run / "model.json").read_text()).get("val_metrics")
+        if fitted:
+            scores[run.name] = fitted["val_auroc"]
+        else:  # killed before calibration: its best epoch's validation AUROC, from its metrics
+            epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            scores[run.name] = max(r["val_auroc"] for r in epochs if r.get("kind") == "epoch")
+            print(f"{run.name}: uncalibrated")
         trunk_of[run.name] = Path(init).parent.name
 print("validation AUROC:", json.dumps(scores, indent=1))
 chosen = []
@@ -116,7 +136,8 @@ for trunk in sorted(set(trunk_of.values())):
 for name in sorted(scores, key=scores.get, reverse=True):
     if len(chosen) < 2 and name not in chosen:
         chosen.append(name)
-print("returning:", chosen)
+chosen += [name for name in sorted(set(trunk_of.values())) if (runs / name / "model.safetensors").exists()]
+print("returning:", chosen)  # the trunks too, for fine-tuning more members on the CPU
 pack = out / "pack"
 for run in sorted(p for p in runs.iterdir() if p.is_dir()):
     dest = pack / run.name

@@ -1,10 +1,13 @@
-"""scripts/gpu_members.sh at toy scale on the CPU: probe and smoke runs first, two trunks, fine-tunings from each,
-and the best run of each trunk packed in fp16 beside every run's config and metrics, in pieces under 16 MB."""
+"""scripts/gpu_members.sh at toy scale on the CPU: probe and smoke runs first, two trunks (or one), fine-tunings
+from each, and the best run of each trunk and the trunks packed in fp16 beside every run's config and metrics, in
+pieces under 16 MB; a run that outlasts its deadline is killed so that the packing still happens."""
 
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import torch
@@ -34,7 +37,7 @@ def test_members_come_back_packed_one_per_trunk(ham_root: Path, tmp_path: Path) 
         VARIANTS="ga32 a 32 16 1e-3 11\nga40 a 40 16 1e-3 12\ngb32 b 32 16 1e-3 13",
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "both trunks get 2 epochs" in done.stdout  # the cap, since the budget is ample
+    assert "each trunk gets 2 epochs" in done.stdout  # the cap, since the budget is ample
     parts = sorted(out.glob("runs.tar.part*"))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts) and (out / "logs.txt").exists()
     joined = tmp_path / "runs.tar"
@@ -63,8 +66,55 @@ def test_members_come_back_packed_one_per_trunk(ham_root: Path, tmp_path: Path) 
     }
     best_a = max(scores, key=scores.get)
     with_weights = {p.parent.name for p in back.glob("*/model.safetensors")}
-    assert with_weights == {best_a, "gb32"}
+    assert with_weights == {best_a, "gb32", "trunk-a", "trunk-b"}
     tensors = load_file(str(back / "gb32" / "model.safetensors"))
     floats = [t for k, t in tensors.items() if t.is_floating_point() and not k.startswith("extra.")]
     assert floats and all(t.dtype == torch.float16 for t in floats)
     assert load_weights(back / "gb32" / "model.safetensors").meta["image_size"] == 32
+
+
+def test_a_fine_tuning_that_overruns_is_killed_and_the_rest_comes_back(ham_root: Path, tmp_path: Path) -> None:
+    """One trunk alone (PRE_B_SIZE empty), and a fine-tuning that ignores its STOP file (here a stand-in that only
+    sleeps, as a run stuck calibrating would): it is killed CALIB_S after the deadline, and the trunk and the
+    other fine-tuning are still packed, well before the call's own limit."""
+    real_py = sys.executable
+    fake_py = tmp_path / "py"
+    fake_py.write_text(
+        "#!/usr/bin/env bash\n"
+        'for a in "$@"; do case "$a" in */hang) mkdir -p "$a"; exec sleep 1000;; esac; done\n'
+        f'exec "{real_py}" "$@"\n'
+    )
+    fake_py.chmod(0o755)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    done = run_toy_script(
+        SCRIPT,
+        [str(tmp_path / "runs"), str(out)],
+        ham_root,
+        timeout=600,
+        PY=str(fake_py),
+        CACHE_SIZES="32",
+        PRE_A_SIZE="32",
+        PRE_B_SIZE="",
+        SMOKE_SIZE="32",
+        MAX_PRE_EPOCHS="2",
+        FT_EPOCHS="1",
+        # the fine-tunings' deadline falls at +200 s, the kill at +210 s (the real runs need under a minute)
+        DEADLINE_S="230",
+        PACK_S="20",
+        CALIB_S="10",
+        FT_S="60",
+        VARIANTS="ga32 a 32 16 1e-3 11\nhang a 32 16 1e-3 12",
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "each trunk gets 2 epochs" in done.stdout
+    assert "/hang killed 10s after its deadline" in done.stdout
+    assert 200 <= took < 300  # waited for the deadline and the grace, not for the stand-in's 1000 s
+    joined = tmp_path / "runs.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in sorted(out.glob("runs.tar.part*"))))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    back = tmp_path / "back" / "gpu-runs"
+    assert not (back / "trunk-b").exists()
+    assert {p.parent.name for p in back.glob("*/model.safetensors")} == {"ga32", "trunk-a"}
