@@ -29,6 +29,7 @@ from dermai.data import (
 )
 from dermai.ensemble import input_sizes_text
 from dermai.jobs import runs_dir
+from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
 DATA_KEY = "data_dir"  # session-state keys shared by the sidebar and the pages
@@ -586,9 +587,13 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+TOO_FEW = f"too few to score (< {SUBGROUP_MIN_PER_CLASS} malignant or benign)"
+
+
 def subgroup_table(subgroups: Sequence[Mapping[str, Any]], field: str) -> pd.DataFrame:
     """One field's rows of an evaluation's `subgroups` as the Evaluation page shows them: a group per row, its
-    counts, AUROC with its interval as text ("" where the group is too small) and the refer cut-off's rates."""
+    counts, AUROC with its interval as text and the refer cut-off's rates. A group too small to score says so
+    in the interval's cell, since an empty AUROC cell alone reads as a missing figure."""
     rows = []
     for row in subgroups:
         if row["field"] != field:
@@ -600,7 +605,7 @@ def subgroup_table(subgroups: Sequence[Mapping[str, Any]], field: str) -> pd.Dat
                 "images": row["n"],
                 "malignant": row["n_malignant"],
                 "AUROC": row["auroc"],
-                "95% CI": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "",
+                "95% CI": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ("" if row["auroc"] is not None else TOO_FEW),
                 "refer sensitivity": row.get("sensitivity"),
                 "refer specificity": row.get("specificity"),
             }

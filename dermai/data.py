@@ -565,14 +565,15 @@ def _cached_decode(
 ) -> np.ndarray:
     """Every file decoded into one read-only (N, *shape) uint8 memmap at `target`, written once (to a temp
     file, then renamed, so an interrupted decode never leaves a half-written cache). A hit marks the file as
-    used now; a new file first makes room under the cache's bound (`prune_cache`)."""
+    used now; a new file first makes room under the cache's bound (`prune_cache`). The bound is read first, so
+    a bad $DERMAI_CACHE_GB is named by every run that uses the cache, not only by one that writes to it."""
+    limit = cache_limit_bytes()
     if target.exists():
         cached = np.load(target, mmap_mode="r")
         if cached.shape == (len(paths), *shape):
             with suppress(OSError):  # a read-only cache still serves; it only cannot record the use
                 os.utime(target)
             return cached
-    limit = cache_limit_bytes()
     if target.parent.is_dir():
         prune_cache(target.parent, target, max(0, limit - len(paths) * int(np.prod(shape))))
     with atomic_target(target) as tmp:

@@ -420,4 +420,5 @@ def test_subgroup_table_shows_one_field_with_its_interval_as_text() -> None:
         }
     ]
     young = app_support.subgroup_table(subgroups, "age").iloc[0]
-    assert young["95% CI"] == "" and pd.isna(young["AUROC"]) and pd.isna(young["refer sensitivity"])
+    assert young["95% CI"] == "too few to score (< 5 malignant or benign)"
+    assert pd.isna(young["AUROC"]) and pd.isna(young["refer sensitivity"])

@@ -284,10 +284,14 @@ def test_pixel_cache_stays_under_its_bound_dropping_the_least_recently_used(
 
 
 @pytest.mark.parametrize("value", ["lots", "-1", "nan"])
-def test_a_bad_cache_bound_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_a_bad_cache_bound_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    paths = list(data.load_dataset(make_folder(tmp_path, ham_rows(1, 2))).meta["path"])
+    data.load_pixels(paths, 16)
     monkeypatch.setenv("DERMAI_CACHE_GB", value)
     with pytest.raises(data.DataError, match=f"DERMAI_CACHE_GB='{value}': give the pixel cache's size bound"):
         data.cache_limit_bytes()
+    with pytest.raises(data.DataError, match="DERMAI_CACHE_GB"):  # a cache hit names it too, not only a write
+        data.load_pixels(paths, 16)
 
 
 def test_pixel_cache_matches_direct_decode(ham_root: Path) -> None:
