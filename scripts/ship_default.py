@@ -964,7 +964,11 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " of a trained member at 144 px (FixRes) made the best single model yet, 0.913 validation AUROC alone"
         " with a 0.719 balanced accuracy, but no better pair: the best, 0.9144 with TTA, needs 1.49× the compute"
         " per image for a 0.0003 gain and was refused; 176 px was no better than 144"
-        " (docs/training_runs/cpu-fixres144-2026-11-29). Every pair tried lands at 0.909–0.914 on validation."
+        " (docs/training_runs/cpu-fixres144-2026-11-29). Longer SimCLR pretraining at a larger size (206 epochs"
+        " at 144 px on a GPU) did not make a better member: fine-tuned at 160 px, 0.907 validation AUROC, as"
+        " from 116 epochs at 128 px. Paired with the FixRes member (served at 144 and 176 px) it scored 0.9157,"
+        " with a 0.728 balanced accuracy, but for 2.19× the compute per image and was refused"
+        " (docs/training_runs/h200-2026-11-29). Every pair tried lands at 0.909–0.916 on validation."
         " Untried: non-square inputs at the images' native 4:3 aspect.",
     ]
     ctx, block = report.get("context"), meta.get("context")
