@@ -14,8 +14,9 @@
 # the H200, and the call overran). A killed run's weights come back uncalibrated (`python -m dermai calibrate` fits them here).
 #
 # Usage: DEADLINE_S=540 FT_S=230 scripts/gpu_members.sh RUNS_DIR OUT_DIR     (CPU recipe: scripts/train_default.sh)
-# On the device tool: copy the data into an ignored folder of the checkout, carry it, and set DERMAI_DATA and
-# PYTHONPATH=. (docs/training_runs/h200-2026-11-27/README.md has the call).
+# On the device tool: copy the data's images and metadata (not the masks) into a folder of the checkout that
+# .git/info/exclude ignores, carry it, and set DERMAI_DATA and PYTHONPATH=.; move weights/model.safetensors aside
+# for the call, or the checkout is over the tool's 64 MiB (docs/training_runs/h200-2026-11-29/README.md has the call).
 set -uo pipefail
 RUNS=${1:?usage: gpu_members.sh RUNS_DIR OUT_DIR}
 OUT_DIR=${2:?usage: gpu_members.sh RUNS_DIR OUT_DIR}
