@@ -22,8 +22,15 @@ sys.path.insert(0, str(REPO))
 from dermai.train import read_metrics  # noqa: E402
 
 
+class NotATrainingRun(Exception):
+    """A folder without a trainer's config.json: an ensemble, a missing path, a folder of notes."""
+
+
 def summarise(run: Path) -> dict[str, object]:
-    config = json.loads((run / "config.json").read_text())["config"]
+    try:
+        config = json.loads((run / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotATrainingRun(f"{run}: not a training run (no trainer settings in config.json: {exc!r})") from exc
     records = read_metrics(run)
     steps = [r["images_per_s"] for r in records if r.get("kind") == "step" and r["epoch"] > 0]
     epochs = [r["time"] for r in records if r.get("kind") == "epoch"]
@@ -43,12 +50,19 @@ def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
     if argv[0] == "--epoch-seconds":  # one number for scripts: median seconds per epoch of one run
-        print(summarise(Path(argv[1]))["epoch_s"])
+        try:
+            print(summarise(Path(argv[1]))["epoch_s"])
+        except NotATrainingRun as exc:
+            sys.exit(f"run_throughput: {exc}")
         return
     print("| run | stage | size | batch | images/s | s/epoch | epochs | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for arg in argv:
-        s = summarise(Path(arg))
+    for arg in argv:  # a glob over a results folder also matches ensembles: those are named and skipped
+        try:
+            s = summarise(Path(arg))
+        except NotATrainingRun as exc:
+            print(f"run_throughput: {exc}; skipped", file=sys.stderr)
+            continue
         print(
             f"| {s['run']} | {s['stage']} | {s['image_size']} | {s['batch']} | {s['images_per_s']} | "
             f"{s['epoch_s']} | {s['epochs']} | {s['wall_s']} |"

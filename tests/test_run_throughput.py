@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,18 @@ def test_committed_gpu_runs_match_the_benchmark_table() -> None:
     summary = load_bench().summarise(ROOT / "docs" / "training_runs" / "h100-2026-11-26" / "default-pretrain")
     row = f"| default-pretrain | pretrain | 128 | 256 | {summary['images_per_s']} | {summary['epoch_s']} | 321 |"
     assert row in (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def test_folders_that_are_not_training_runs_are_named_and_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = load_bench()
+    (tmp_path / "ens").mkdir()
+    (tmp_path / "ens" / "config.json").write_text(json.dumps({"command": "ensemble …", "members": []}))
+    run = ROOT / "docs" / "training_runs" / "h100-2026-11-26" / "default-pretrain"
+    bench.main([str(tmp_path / "ens"), str(run), str(tmp_path / "missing")])
+    out, err = capsys.readouterr()
+    assert "| default-pretrain | pretrain | 128 |" in out and "ens" not in out
+    assert f"{tmp_path / 'ens'}: not a training run" in err and f"{tmp_path / 'missing'}: not a training run" in err
+    with pytest.raises(SystemExit, match="ens: not a training run"):
+        bench.main(["--epoch-seconds", str(tmp_path / "ens")])
