@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dermai.predict import Predictor  # noqa: E402
+from dermai.weights import WeightsError  # noqa: E402
 
 GOAL_MS = 150.0
 
@@ -51,7 +52,10 @@ def main() -> int:
     if not images:
         print(f"skipped: no ISIC_*.jpg images under {Path(args.data) / 'images'}")
         return 0
-    predictor = Predictor.from_weights(args.weights)
+    try:
+        predictor = Predictor.from_weights(args.weights)
+    except WeightsError as exc:  # a usage error, named like the CLI names it
+        parser.error(str(exc))
 
     def with_cam(path: Path) -> None:
         # As the Predict page and `predict --cam-out` do it: the CAM explains the top class just shown, so it

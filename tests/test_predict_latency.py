@@ -1,0 +1,23 @@
+"""bench/predict_latency.py names a weights path it cannot use, as the CLI does, instead of a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_missing_weights_are_a_usage_error_naming_the_path(ham_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.safetensors"
+    bench = ROOT / "bench" / "predict_latency.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--weights", str(missing), "--data", str(ham_root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"error: {missing}: weights file not found" in done.stderr and "Traceback" not in done.stderr
