@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.augment import paper_transform  # noqa: E402
 from dermai.config import AugmentConfig, RunConfig  # noqa: E402
-from dermai.data import attach_splits, load_dataset  # noqa: E402
+from dermai.data import DataError, attach_splits, load_dataset  # noqa: E402
 from dermai.inference import autocast_for  # noqa: E402
 from dermai.losses import joint_loss, nt_xent  # noqa: E402
 from dermai.model import SimCLRResNet18  # noqa: E402
@@ -118,7 +118,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     args = parser.parse_args()
     limit = args.batch_size * 12  # ~8 labelled training batches per epoch after the 70/15/15 split
-    dataset = attach_splits(load_dataset(args.data), limit=limit)
+    try:
+        dataset = attach_splits(load_dataset(args.data), limit=limit)
+    except DataError as exc:  # named, as the CLI names it
+        parser.error(str(exc))
     train_rows = dataset.meta[dataset.meta["split"] == "train"]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.image_size}px, batch {args.batch_size}")
     a = paper_loop(list(train_rows["path"]), list(train_rows["label"]), args.image_size, args.batch_size, args.steps)

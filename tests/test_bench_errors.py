@@ -1,4 +1,4 @@
-"""bench/predict_latency.py names a weights path it cannot use, as the CLI does, instead of a traceback."""
+"""The benchmarks name a path they cannot use, as the CLI does, instead of a traceback."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ def test_missing_weights_are_a_usage_error_naming_the_path(ham_root: Path, tmp_p
     )
     assert done.returncode == 2
     assert f"error: {missing}: weights file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_train_throughput_names_a_missing_data_folder(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--data", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"no data folder found; tried: {tmp_path / 'none'}" in done.stderr and "Traceback" not in done.stderr
