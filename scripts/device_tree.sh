@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fit the checkout into the `device` tool's 64 MiB working tree for a GPU call, and put it back afterwards.
+#
+# A call sends tracked files and the folders named in `carry`. The shipped weights alone are 49 MB, and the
+# training images another 40 MB, so a call that trains on HAM10000 must leave the weights behind:
+#   prepare  copies the data's images and metadata (not the masks) to .gpu_data/ham10000, makes git ignore
+#            .gpu_data/ and .device_aside/ (.git/info/exclude), moves weights/model.safetensors to .device_aside/,
+#            and prints what the call will send. Then call the tool with carry [".gpu_data"] and, in the command,
+#            DERMAI_DATA=.gpu_data/ham10000 PYTHONPATH=. (scripts/gpu_members.sh's header has a whole call).
+#   restore  moves the weights back. Run it right after the call: until then `git status` shows them deleted.
+#
+# Usage: scripts/device_tree.sh prepare|restore      (DERMAI_DATA: the data folder, default ../shared/data/ham10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DERMAI_DATA:-../shared/data/ham10000}
+WEIGHTS=weights/model.safetensors
+ASIDE=.device_aside
+LIMIT=$((64 * 1024 * 1024))
+
+ignore() {  # ignore() PATTERN: add it to .git/info/exclude once
+  mkdir -p .git/info
+  grep -qxF "$1" .git/info/exclude 2>/dev/null || echo "$1" >> .git/info/exclude
+}
+
+sent_bytes() {  # what a call sends: tracked and untracked-not-ignored files that exist, plus .gpu_data
+  { git ls-files -z --cached --others --exclude-standard; find .gpu_data -type f -print0 2>/dev/null; } |
+    { xargs -0 -r stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}'  # a moved file: no size
+}
+
+case "${1:-}" in
+  prepare)
+    [ -f "$DATA/HAM10000_metadata.csv" ] && [ -d "$DATA/images" ] ||
+      { echo "device_tree: $DATA: no HAM10000_metadata.csv and images/ there (set DERMAI_DATA)" >&2; exit 2; }
+    if [ -e "$ASIDE/model.safetensors" ]; then
+      echo "device_tree: $ASIDE/model.safetensors exists: an earlier prepare was not restored (run restore)" >&2
+      exit 2
+    fi
+    ignore ".gpu_data/"
+    ignore "$ASIDE/"
+    mkdir -p .gpu_data/ham10000 "$ASIDE"
+    cp -r "$DATA/images" "$DATA/HAM10000_metadata.csv" .gpu_data/ham10000/
+    [ ! -f "$DATA/README.md" ] || cp "$DATA/README.md" .gpu_data/ham10000/
+    [ ! -f "$WEIGHTS" ] || mv "$WEIGHTS" "$ASIDE/model.safetensors"
+    sent=$(sent_bytes)
+    echo "device_tree: the call will send $((sent / 1024 / 1024)) MiB of $((LIMIT / 1024 / 1024)) (carry .gpu_data);" \
+      "weights moved to $ASIDE until 'scripts/device_tree.sh restore'"
+    [ "$sent" -le "$LIMIT" ] || { echo "device_tree: over the limit: leave out more" >&2; exit 1; }
+    ;;
+  restore)
+    if [ ! -e "$ASIDE/model.safetensors" ]; then
+      echo "device_tree: nothing to restore ($ASIDE/model.safetensors is absent)"
+      exit 0
+    fi
+    if [ -e "$WEIGHTS" ]; then
+      echo "device_tree: $WEIGHTS exists again; the copy in $ASIDE is left for you to compare" >&2
+      exit 2
+    fi
+    mv "$ASIDE/model.safetensors" "$WEIGHTS"
+    echo "device_tree: $WEIGHTS restored"
+    ;;
+  *)
+    echo "usage: scripts/device_tree.sh prepare|restore" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,69 @@
+"""scripts/device_tree.sh, in a scratch git repository: prepare moves the weights aside and copies the data into
+an ignored folder within the device tool's 64 MiB, restore puts the weights back; misuse is refused by name."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "device_tree.sh"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def run(repo: Path, verb: str, data: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(repo / "scripts" / "device_tree.sh"), verb],
+        env={**os.environ, "DERMAI_DATA": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_prepare_and_restore(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "weights").mkdir()
+    shutil.copy(SCRIPT, repo / "scripts" / "device_tree.sh")
+    (repo / "weights" / "model.safetensors").write_bytes(b"w" * 5000)
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    data = tmp_path / "ham"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    (data / "images" / "ISIC_0000001.jpg").write_bytes(b"j" * 3000)
+    (data / "masks" / "ISIC_0000001_segmentation.png").write_bytes(b"m" * 3000)
+    (data / "HAM10000_metadata.csv").write_text("image_id,dx\nISIC_0000001,nv\n")
+
+    done = run(repo, "prepare", data)
+    assert done.returncode == 0, done.stderr
+    assert "the call will send 0 MiB of 64" in done.stdout
+    copied = repo / ".gpu_data" / "ham10000"
+    assert (copied / "images" / "ISIC_0000001.jpg").read_bytes() == b"j" * 3000
+    assert (copied / "HAM10000_metadata.csv").exists() and not (copied / "masks").exists()
+    assert not (repo / "weights" / "model.safetensors").exists()
+    assert git(repo, "status", "--short") == " D weights/model.safetensors\n"  # the data folder is ignored
+    again = run(repo, "prepare", data)
+    assert again.returncode == 2 and "an earlier prepare was not restored" in again.stderr
+
+    done = run(repo, "restore", data)
+    assert done.returncode == 0 and "restored" in done.stdout
+    assert (repo / "weights" / "model.safetensors").read_bytes() == b"w" * 5000
+    assert git(repo, "status", "--short") == ""
+    assert "nothing to restore" in run(repo, "restore", data).stdout
+
+    with open(repo / "big.bin", "wb") as big:  # untracked, not ignored: a call would send it
+        big.truncate(70 * 2**20)
+    over = run(repo, "prepare", data)
+    assert over.returncode == 1 and "over the limit" in over.stderr
+    assert run(repo, "restore", data).returncode == 0
+    missing = run(repo, "prepare", tmp_path / "nowhere")
+    assert missing.returncode == 2 and f"{tmp_path / 'nowhere'}: no HAM10000_metadata.csv" in missing.stderr
+    assert run(repo, "sideways", data).returncode == 2
