@@ -74,6 +74,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="weight of the auxiliary lesion-mask loss when fine-tuning; needs <data>/masks (0 = off)",
     )
     p.add_argument(
+        "--distill-from",
+        default=d.distill_from,
+        help="teacher weights (a model or ensemble of the same split) whose probabilities fine-tuning learns too",
+    )
+    p.add_argument(
+        "--distill-weight",
+        type=float,
+        default=d.distill_weight,
+        help="share w of the teacher in each fine-tuning target: (1 − w)·label + w·teacher (0 = off)",
+    )
+    p.add_argument(
         "--mixup-alpha", type=float, default=d.mixup_alpha, help="MixUp Beta(α, α) when fine-tuning (0 = off)"
     )
     p.add_argument(
@@ -290,6 +301,7 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     t.swa_epochs, t.swa_lr = args.swa_epochs, args.swa_lr
     t.focal_gamma, t.mask_weight = args.focal_gamma, args.mask_weight
     t.mixup_alpha, t.cutmix_alpha = args.mixup_alpha, args.cutmix_alpha
+    t.distill_from, t.distill_weight = args.distill_from, args.distill_weight
     t.precision, t.num_workers = args.precision, args.num_workers
     t.seed = args.seed if args.train_seed is None else args.train_seed
     cfg.augment = override_augment(cfg.augment, args.augment, "--augment")
@@ -328,6 +340,8 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
             "mask_weight",
             "mixup_alpha",
             "cutmix_alpha",
+            "distill_from",
+            "distill_weight",
             "swa_epochs",
             "swa_lr",
             "precision",

@@ -219,6 +219,13 @@ class TrainConfig:
     # uses neither). Both on: each batch uses one of them at random.
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    # Knowledge distillation in fine-tuning (Hinton et al. 2015): each image's cross-entropy target becomes
+    # (1 − w)·its label + w·the teacher's class probabilities (softmax of its raw logits, which like the
+    # student's assume balanced classes), so a cheaper model can learn what a costlier ensemble knows. The
+    # teacher (`distill_from`, a weights file of the same split) scores the training images once, un-augmented,
+    # at its own input size. 0 = off (the paper has no teacher).
+    distill_weight: float = 0.0
+    distill_from: str | None = None
     balanced_sampling: bool = True
     early_stopping_patience: int = 0  # epochs without val AUROC improvement; 0 = off
     # Stochastic weight averaging (Izmailov et al. 2018): average the weights at the end of each of the last
@@ -274,6 +281,14 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
     why_fine = f" when the stage is {cfg.stage} (0 would ship an untrained classifier)" if finetunes else ""
     check_count("finetune_epochs", t.finetune_epochs, 1 if finetunes else 0, why_fine)
     check_count("swa_epochs", t.swa_epochs, 0, " (0 = off)")
+    if not (_is_number(t.distill_weight) and 0 <= t.distill_weight <= 1):
+        raise ValueError(f"distill_weight must be in [0, 1] (0 = off), got {t.distill_weight!r}")
+    if t.distill_weight > 0 and not t.distill_from:
+        raise ValueError("distill_weight > 0 needs distill_from, the teacher's weights (--distill-from)")
+    if t.distill_from and t.distill_weight == 0:
+        raise ValueError("distill_from is set but distill_weight is 0: give --distill-weight (0 < w ≤ 1)")
+    if t.distill_weight > 0 and (t.mixup_alpha > 0 or t.cutmix_alpha > 0):
+        raise ValueError("distill_weight cannot be combined with MixUp or CutMix (a mixed image has no one teacher)")
     if t.swa_epochs > t.finetune_epochs:
         raise ValueError(f"swa_epochs must be between 0 and finetune_epochs ({t.finetune_epochs}), got {t.swa_epochs}")
     if t.swa_lr is not None:

@@ -120,6 +120,17 @@ def focal_cross_entropy(
     return ce.mean()
 
 
+def distill_targets(labels: torch.Tensor, teacher_probs: torch.Tensor, weight: float) -> torch.Tensor:
+    r"""Knowledge-distillation targets (Hinton et al. 2015) as soft labels for the cross-entropy:
+
+    .. math::  y = (1 - w)\,\mathrm{onehot}(label) + w\,p_{teacher}
+
+    so w = 0 is the plain label and w = 1 the teacher alone. The teacher's probabilities carry what it learnt
+    about how alike the classes look (a melanoma that resembles a naevus), which a one-hot label cannot."""
+    onehot = F.one_hot(labels, teacher_probs.shape[1]).to(teacher_probs.dtype)
+    return (1.0 - weight) * onehot + weight * teacher_probs
+
+
 def check_mask_weight(weight: float, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> None:
     """Refuse a lesion-mask loss weight that is negative, NaN or infinite, naming the setting (0 = off), or
     one set beside MixUp or CutMix (a mixed image has no one mask)."""

@@ -64,12 +64,20 @@ from dermai.inference import (
     malignant_probability,
     softmax_np,
 )
-from dermai.losses import check_focal_gamma, check_mask_weight, joint_loss, lesion_mask_loss, nt_xent, nt_xent_global
+from dermai.losses import (
+    check_focal_gamma,
+    check_mask_weight,
+    distill_targets,
+    joint_loss,
+    lesion_mask_loss,
+    nt_xent,
+    nt_xent_global,
+)
 from dermai.mixing import check_mixing, mix_views
 from dermai.model import LesionMaskHead, SimCLRResNet18
 from dermai.preprocess import eval_batch
 from dermai.serving import calibrate_run
-from dermai.weights import load_weights, save_weights
+from dermai.weights import WeightsError, load_weights, save_weights
 
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 STOP_FILE = "STOP"
@@ -367,15 +375,42 @@ class Trainer:
             model.load_state_dict(state, strict=False)
         return model.to(self.device).to(memory_format=torch.channels_last)
 
-    def _check_same_split(self, init_meta: dict[str, Any]) -> None:
-        """Refuse initial weights trained on another split of the same data: their trunk has seen this run's
-        validation or test images, and every figure measured on them would be inflated. (A different label
-        fraction of the same split is fine: the label-efficiency experiment starts each fraction that way.)"""
+    def _check_same_split(self, init_meta: dict[str, Any], source: str | None = None) -> None:
+        """Refuse initial (or teacher) weights trained on another split of the same data: they have seen this
+        run's validation or test images, and every figure measured on them would be inflated. (A different
+        label fraction of the same split is fine: the label-efficiency experiment starts each fraction that way.)"""
         if init_meta.get("manifest_sha256") == manifest_checksum(self.dataset):
             return
         mismatch = split_mismatch(init_meta, to_dict(self.cfg.data))
         if mismatch:
-            raise TrainingError(f"{self.init_weights}: {mismatch}")
+            raise TrainingError(f"{source or self.init_weights}: {mismatch}")
+
+    def _teacher_probs(self, path: str) -> np.ndarray:
+        """(N, K) float32 in the dataset's row order: the teacher's softmax of its raw logits (balanced classes,
+        as the student's) for each training image, un-augmented, at the teacher's input size; NaN elsewhere."""
+        try:
+            teacher = load_weights(path)
+        except WeightsError as exc:
+            raise TrainingError(f"distill_from: {exc}") from None
+        if list(teacher.meta["classes"]) != list(self.dataset.classes):
+            raise TrainingError(
+                f"{path}: the teacher predicts {list(teacher.meta['classes'])}, this run {list(self.dataset.classes)}"
+            )
+        self._check_same_split(teacher.meta, path)
+        rows = self.train_idx
+        paths = list(self.dataset.meta["path"].iloc[rows])
+        size = int(teacher.meta["image_size"])
+        pixels = load_pixels(paths, size, self.cfg.data.cache_dir, max(1, self.cfg.train.num_workers))
+        logits, _ = forward_pixels(
+            teacher.model.to(self.device),
+            pixels,
+            mean=teacher.meta["mean"],
+            std=teacher.meta["std"],
+            precision=self.cfg.train.precision,
+        )
+        probs = np.full((len(self.dataset.meta), len(self.dataset.classes)), np.nan, dtype=np.float32)
+        probs[rows] = softmax_np(logits.astype(np.float64))
+        return probs
 
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:
@@ -423,6 +458,11 @@ class Trainer:
         )
         # Built first: unusable --init-weights then fail before config.json and manifest.csv are written.
         model = self._build_model(len(dataset.classes))
+        # Distillation (fine-tuning only): the teacher scores every training image once, before any step.
+        self.teacher_probs: np.ndarray | None = None
+        if cfg.train.distill_weight > 0 and "finetune" in self.stages:
+            assert cfg.train.distill_from is not None  # check_run_config
+            self.teacher_probs = self._teacher_probs(cfg.train.distill_from)
         if self.dist.is_main and not self.resume:
             write_manifest(dataset, self.run_dir / "manifest.csv")
             write_json_atomic(
@@ -673,6 +713,9 @@ class Trainer:
         if stage == "finetune" and (tc.mixup_alpha > 0 or tc.cutmix_alpha > 0):
             views, targets = mix_views(views, labels, len(self.dataset.classes), tc.mixup_alpha, tc.cutmix_alpha, gen)
             labels = targets.argmax(1)  # the larger share of each mixed image, for the training accuracy
+        if stage == "finetune" and self.teacher_probs is not None:
+            teacher = torch.from_numpy(self.teacher_probs[idx]).to(self.device)
+            targets = distill_targets(labels, teacher, tc.distill_weight)
         views = views.contiguous(memory_format=torch.channels_last)
         net.train()
         with autocast_for(self.device, tc.precision, training=True):  # fp32 rather than unscaled fp16
