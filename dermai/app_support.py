@@ -256,6 +256,7 @@ def train_form_defaults() -> dict[str, Any]:
         "mask_weight": d.mask_weight,
         "mixup_alpha": d.mixup_alpha,
         "cutmix_alpha": d.cutmix_alpha,
+        "distill_weight": d.distill_weight,
         "swa_epochs": d.swa_epochs,
         "swa_lr": d.swa_lr or 0.0,
     }

@@ -34,7 +34,7 @@ from dermai.data import DataError, find_metadata_csv, resolve_data_root, write_j
 from dermai.ensemble import EnsembleError, ensemble_meta
 from dermai.losses import check_mask_weight
 from dermai.train import STOP_FILE, read_metrics, run_lock_holder, split_mismatch
-from dermai.weights import WeightsError, read_meta
+from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
 
 LOCK_NAME = ".job.json"
 LOG_NAME = "job.log"
@@ -63,6 +63,8 @@ OPTION_FLAGS: dict[str, str] = {
     "swa_lr": "--swa-lr",
     "mixup_alpha": "--mixup-alpha",
     "cutmix_alpha": "--cutmix-alpha",
+    "distill_from": "--distill-from",
+    "distill_weight": "--distill-weight",
     "seed": "--seed",
     "limit": "--limit",
     "init_weights": "--init-weights",
@@ -278,6 +280,8 @@ def start_job(
             raise JobError(f"data folder: {exc}") from None
     if options.get("init_weights"):
         _check_start_weights(str(options["init_weights"]), options)
+    if options.get("distill_from"):
+        _check_teacher_weights(str(options["distill_from"]), options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
 
 
@@ -375,6 +379,19 @@ def _check_start_weights(path: str, options: Mapping[str, Any]) -> None:
     mismatch = split_mismatch(meta, to_dict(split))
     if mismatch:
         raise JobError(f"{path}: {mismatch}")
+
+
+def _check_teacher_weights(path: str, options: Mapping[str, Any]) -> None:
+    """Refuse, before launching, a teacher the trainer would refuse: unreadable, or trained on another split
+    than the one the form's seed and limit draw (it has seen this run's validation or test images)."""
+    try:
+        meta = read_meta(path)
+    except WeightsError as exc:
+        raise JobError(f"teacher: {exc}") from None
+    split = DataConfig(seed=int(options.get("seed") or 0), limit=options.get("limit"))
+    mismatch = split_mismatch(meta, to_dict(split))
+    if mismatch:
+        raise JobError(f"teacher {path}: {mismatch}")
 
 
 def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> Job:
@@ -554,6 +571,18 @@ def finished_weights(runs: str | os.PathLike[str] | None = None, fine_tuned: boo
     if fine_tuned:
         usable &= table["stage"] != "pretrain"
     choices = {}
+    for row in table[usable].itertuples():
+        score = f", val AUROC {row.best_val_auroc:.3f}" if pd.notna(row.best_val_auroc) else ""
+        choices[f"{row.name} ({row.stage}{score})"] = str(row.weights)
+    return choices
+
+
+def teacher_choices(runs: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Models that can teach a fine-tuning run (`--distill-from`), as {label: weights path}: the shipped model,
+    then finished or stopped runs with a trained classifier, ensembles included, newest first."""
+    choices = {"shipped default model (weights/model.safetensors)": str(DEFAULT_WEIGHTS)}
+    table = list_runs(runs)
+    usable = table["weights"].notna() & table["status"].isin(["finished", "stopped"]) & (table["stage"] != "pretrain")
     for row in table[usable].itertuples():
         score = f", val AUROC {row.best_val_auroc:.3f}" if pd.notna(row.best_val_auroc) else ""
         choices[f"{row.name} ({row.stage}{score})"] = str(row.weights)

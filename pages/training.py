@@ -20,6 +20,8 @@ st.caption(f"Runs folder `{runs}` · one training job at a time on this machine 
 STAGES = ["both", "pretrain", "finetune"]
 RANDOM_START = "random initialisation"
 start_choices = jobs.finished_weights(runs)  # {label: weights path}
+NO_TEACHER = "none"
+teacher_choices = jobs.teacher_choices(runs)  # {label: weights path}
 
 state = st.session_state
 app_support.init_train_form(state)  # what was set before another page was shown (e.g. the Augmentation lab)
@@ -155,6 +157,23 @@ def _fields() -> None:
             "Fresh classifier",
             help="From a fine-tuned run: keep its trunk and draw a new classifier (for an ensemble member)",
         )
+    with st.expander("Learn from a teacher (distillation)"):
+        t1, t2 = st.columns([2, 1])
+        teacher = t1.selectbox(
+            "Teacher",
+            [NO_TEACHER, *teacher_choices],
+            key="distill_teacher",
+            help="Fine-tuning also learns the teacher's class probabilities for each training image: a cheaper "
+            "model can pick up what a costlier ensemble knows. The teacher must share this run's Seed and Limit.",
+        )
+        t2.number_input(
+            "Teacher's share w (0 = off)",
+            0.0,
+            1.0,
+            step=0.1,
+            key=app_support.train_field_key("distill_weight"),
+            help="Each fine-tuning target is (1 − w) × the label + w × the teacher's probabilities",
+        )
     with st.expander("Augmentation"):
         for preset, pipeline in (("paper", "Fine-tuning"), ("simclr", "SimCLR pretraining")):
             changed = st.session_state.get(TRAIN_AUGMENT_KEYS[preset]) or []
@@ -170,6 +189,7 @@ def _fields() -> None:
     options.update(
         data=data_dir() or None,
         init_weights=start_choices.get(start_from),
+        distill_from=teacher_choices.get(teacher),
         train_seed=train_seed,
         reset_classifier=reset_classifier,
         augment=state.get(TRAIN_AUGMENT_KEYS["paper"]) or None,

@@ -552,6 +552,24 @@ def test_training_page_offers_finished_runs_and_refuses_leaky_starts(app_env: Pa
     assert any("Not started: mask_weight cannot be combined with MixUp or CutMix" in e.value for e in at.error)
     assert jobs.current_job(runs) is None
 
+    # A teacher (distillation) of another split is refused as well, and a teacher's share needs a teacher.
+    for label in ("Lesion-mask loss weight (0 = off)", "CutMix α (0 = off)"):
+        next(w for w in at.number_input if w.label == label).set_value(0.0)
+    teacher = at.selectbox(key="distill_teacher")
+    assert teacher.options[:2] == ["none", "shipped default model (weights/model.safetensors)"]
+    teacher.set_value(next(o for o in teacher.options if o.startswith("tiny (finetune")))
+    next(w for w in at.number_input if w.label == "Teacher's share w (0 = off)").set_value(0.5)
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert_clean(at)
+    assert any("Not started: teacher" in e.value and "another split (seed 0, this run 1)" in e.value for e in at.error)
+    at.selectbox(key="distill_teacher").set_value("none")
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert any("Not started: distill_weight > 0 needs distill_from" in e.value for e in at.error), alerts(at)
+    assert jobs.current_job(runs) is None
+    next(w for w in at.number_input if w.label == "Teacher's share w (0 = off)").set_value(0.0)
+
     at.multiselect(key="ensemble_members").set_value([tiny])
     next(b for b in at.button if b.label == "Build ensemble").click()
     at.run()

@@ -38,6 +38,9 @@ def test_build_command_maps_form_options(tmp_path: Path) -> None:
     assert swa[swa.index("--swa-epochs") + 1] == "5" and "--swa-lr" not in swa  # None: the cosine runs on
     assert swa[swa.index("--weight-decay") + 1] == "0.05"
     assert jobs.build_command("pretrain", tmp_path, {}, resume=True)[-1] == "--resume"
+    kd = jobs.build_command("finetune", tmp_path, {"distill_from": "ens/model.safetensors", "distill_weight": 0.5})
+    assert kd[kd.index("--distill-from") + 1] == "ens/model.safetensors"
+    assert kd[kd.index("--distill-weight") + 1] == "0.5"
     with pytest.raises(jobs.JobError, match="unknown stage"):
         jobs.build_command("distill", tmp_path, {})
     with pytest.raises(jobs.JobError, match="unknown training option"):
