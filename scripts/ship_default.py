@@ -968,7 +968,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " at 144 px on a GPU) did not make a better member: fine-tuned at 160 px, 0.907 validation AUROC, as"
         " from 116 epochs at 128 px. Paired with the FixRes member (served at 144 and 176 px) it scored 0.9157,"
         " with a 0.728 balanced accuracy, but for 2.19× the compute per image and was refused"
-        " (docs/training_runs/h200-2026-11-29). Every pair tried lands at 0.909–0.916 on validation."
+        " (docs/training_runs/h200-2026-11-29). Distilling that pair into one 144 px member (the FixRes step"
+        " with each target half the teacher's probabilities) scored 0.911, below the same step without a teacher"
+        " (0.913; docs/training_runs/cpu-distill-2026-11-29). Every pair tried lands at 0.909–0.916 on validation."
         " Untried: non-square inputs at the images' native 4:3 aspect.",
     ]
     ctx, block = report.get("context"), meta.get("context")
