@@ -366,32 +366,35 @@ def _read_run_config(path: Path) -> dict[str, Any]:
     return saved
 
 
+def _weights_meta(path: str, role: str = "") -> dict[str, Any]:
+    """The JSON of weights a run will read, or a JobError naming them (`role`, e.g. "teacher ", says which)."""
+    try:
+        return read_meta(path)
+    except WeightsError as exc:
+        raise JobError(f"{role.strip()}: {exc}" if role else str(exc)) from None
+
+
+def _refuse_other_split(meta: dict[str, Any], path: str, options: Mapping[str, Any], role: str = "") -> None:
+    """A JobError when the weights were trained on another split than the one the form's seed and limit draw:
+    they have seen this run's validation or test images, and the trainer would refuse them."""
+    split = DataConfig(seed=int(options.get("seed") or 0), limit=options.get("limit"))
+    mismatch = split_mismatch(meta, to_dict(split))
+    if mismatch:
+        raise JobError(f"{role}{path}: {mismatch}")
+
+
 def _check_start_weights(path: str, options: Mapping[str, Any]) -> None:
     """Refuse, before launching, initial weights the trainer would refuse: an ensemble, or weights trained on
     another split than the one the form's seed and limit draw."""
-    try:
-        meta = read_meta(path)
-    except WeightsError as exc:
-        raise JobError(str(exc)) from None
+    meta = _weights_meta(path)
     if meta.get("ensemble"):
         raise JobError(f"{path}: an ensemble cannot start a run; start from one of its members")
-    split = DataConfig(seed=int(options.get("seed") or 0), limit=options.get("limit"))
-    mismatch = split_mismatch(meta, to_dict(split))
-    if mismatch:
-        raise JobError(f"{path}: {mismatch}")
+    _refuse_other_split(meta, path, options)
 
 
 def _check_teacher_weights(path: str, options: Mapping[str, Any]) -> None:
-    """Refuse, before launching, a teacher the trainer would refuse: unreadable, or trained on another split
-    than the one the form's seed and limit draw (it has seen this run's validation or test images)."""
-    try:
-        meta = read_meta(path)
-    except WeightsError as exc:
-        raise JobError(f"teacher: {exc}") from None
-    split = DataConfig(seed=int(options.get("seed") or 0), limit=options.get("limit"))
-    mismatch = split_mismatch(meta, to_dict(split))
-    if mismatch:
-        raise JobError(f"teacher {path}: {mismatch}")
+    """Refuse, before launching, a teacher the trainer would refuse: unreadable, or trained on another split."""
+    _refuse_other_split(_weights_meta(path, "teacher "), path, options, "teacher ")
 
 
 def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> Job:
@@ -562,12 +565,16 @@ def shown_run_columns(table: pd.DataFrame) -> list[str]:
     return [*RUN_TABLE_COLUMNS, "problem"] if table["problem"].notna().any() else list(RUN_TABLE_COLUMNS)
 
 
-def finished_weights(runs: str | os.PathLike[str] | None = None, fine_tuned: bool = False) -> dict[str, str]:
+def finished_weights(
+    runs: str | os.PathLike[str] | None = None, fine_tuned: bool = False, ensembles: bool = False
+) -> dict[str, str]:
     """Runs whose weights can start a new run or join an ensemble, as {label: weights path}, newest first:
-    finished or stopped, not ensembles; with `fine_tuned`, only runs with a trained classifier."""
+    finished or stopped, not ensembles (unless `ensembles`); with `fine_tuned`, only runs with a trained
+    classifier."""
     table = list_runs(runs)
     usable = table["weights"].notna() & table["status"].isin(["finished", "stopped"])
-    usable &= table["stage"] != ENSEMBLE_STAGE
+    if not ensembles:
+        usable &= table["stage"] != ENSEMBLE_STAGE
     if fine_tuned:
         usable &= table["stage"] != "pretrain"
     choices = {}
@@ -580,13 +587,8 @@ def finished_weights(runs: str | os.PathLike[str] | None = None, fine_tuned: boo
 def teacher_choices(runs: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """Models that can teach a fine-tuning run (`--distill-from`), as {label: weights path}: the shipped model,
     then finished or stopped runs with a trained classifier, ensembles included, newest first."""
-    choices = {"shipped default model (weights/model.safetensors)": str(DEFAULT_WEIGHTS)}
-    table = list_runs(runs)
-    usable = table["weights"].notna() & table["status"].isin(["finished", "stopped"]) & (table["stage"] != "pretrain")
-    for row in table[usable].itertuples():
-        score = f", val AUROC {row.best_val_auroc:.3f}" if pd.notna(row.best_val_auroc) else ""
-        choices[f"{row.name} ({row.stage}{score})"] = str(row.weights)
-    return choices
+    shipped = {"shipped default model (weights/model.safetensors)": str(DEFAULT_WEIGHTS)}
+    return {**shipped, **finished_weights(runs, fine_tuned=True, ensembles=True)}
 
 
 # ------------------------------------------------------------------------------------------- disk space
