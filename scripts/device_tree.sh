@@ -3,13 +3,14 @@
 #
 # A call sends tracked files and the folders named in `carry`. The shipped weights alone are 49 MB, and the
 # training images another 40 MB, so a call that trains on HAM10000 must leave the weights behind:
-#   prepare  copies the data's images and metadata (not the masks) to .gpu_data/ham10000, makes git ignore
+#   prepare  copies the data's images and metadata (the masks too with --masks, 13 MB more, for the mask loss)
+#            to .gpu_data/ham10000, makes git ignore
 #            .gpu_data/ and .device_aside/ (.git/info/exclude), moves weights/model.safetensors to .device_aside/,
 #            and prints what the call will send. Then call the tool with carry [".gpu_data"] and, in the command,
 #            DERMAI_DATA=.gpu_data/ham10000 PYTHONPATH=. (scripts/gpu_members.sh's header has a whole call).
 #   restore  moves the weights back. Run it right after the call: until then `git status` shows them deleted.
 #
-# Usage: scripts/device_tree.sh prepare|restore      (DERMAI_DATA: the data folder, default ../shared/data/ham10000)
+# Usage: scripts/device_tree.sh prepare [--masks] | restore   (DERMAI_DATA: the data folder, default ../shared/data/ham10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DERMAI_DATA:-../shared/data/ham10000}
@@ -29,6 +30,11 @@ sent_bytes() {  # what a call sends: tracked and untracked-not-ignored files tha
 
 case "${1:-}" in
   prepare)
+    case "${2:-}" in
+      "") MASKS= ;;
+      --masks) MASKS="$DATA/masks" ;;
+      *) echo "device_tree: prepare takes --masks or nothing, not '$2'" >&2; exit 2 ;;
+    esac
     [ -f "$DATA/HAM10000_metadata.csv" ] && [ -d "$DATA/images" ] ||
       { echo "device_tree: $DATA: no HAM10000_metadata.csv and images/ there (set DERMAI_DATA)" >&2; exit 2; }
     if [ -e "$ASIDE/model.safetensors" ]; then
@@ -37,8 +43,10 @@ case "${1:-}" in
     fi
     ignore ".gpu_data/"
     ignore "$ASIDE/"
+    [ -z "$MASKS" ] || [ -d "$MASKS" ] || { echo "device_tree: $DATA: no masks/ there" >&2; exit 2; }
+    rm -rf .gpu_data/ham10000  # a fresh copy: no masks left over from an earlier prepare --masks
     mkdir -p .gpu_data/ham10000 "$ASIDE"
-    cp -r "$DATA/images" "$DATA/HAM10000_metadata.csv" .gpu_data/ham10000/
+    cp -r "$DATA/images" "$DATA/HAM10000_metadata.csv" ${MASKS:+"$MASKS"} .gpu_data/ham10000/
     [ ! -f "$DATA/README.md" ] || cp "$DATA/README.md" .gpu_data/ham10000/
     [ ! -f "$WEIGHTS" ] || mv "$WEIGHTS" "$ASIDE/model.safetensors"
     sent=$(sent_bytes)
@@ -59,7 +67,7 @@ case "${1:-}" in
     echo "device_tree: $WEIGHTS restored"
     ;;
   *)
-    echo "usage: scripts/device_tree.sh prepare|restore" >&2
+    echo "usage: scripts/device_tree.sh prepare [--masks] | restore" >&2
     exit 2
     ;;
 esac

@@ -7,6 +7,12 @@
 # in fp16 to OUT_DIR with every run's config and metrics, so that the CPU machine can pair them with other members
 # (scripts/member_sizes.py) or fine-tune more. The test split is never read.
 #
+# A VARIANTS line may end in more finetune options (e.g. `--mask-weight 4 --temperature 0.2`; the mask loss needs
+# the data's masks/, `scripts/device_tree.sh prepare --masks`). FIX_VARIANTS adds a second fine-tuning stage, FIX_S
+# seconds at the end: a FixRes step (Touvron et al. 2019) from a first-stage run, at a larger size, lr and epochs
+# of its own, `--warmup-epochs 0.5`, the same strong augmentation. Then RETURN_MAX fine-tuned runs come back (the
+# best of each trunk's lineage first, then by validation AUROC), and the trunks unless RETURN_TRUNKS=0.
+#
 # A 3-epoch pretraining probe (full data, 128 px) and a 1-epoch fine-tuning smoke run check every step on the
 # device first and time a pretraining epoch; a failure there ends the call within a minute. Watchdogs write each
 # run's STOP file at its stage's deadline; a run still busy CALIB_S later is killed, so the packing always starts
@@ -26,16 +32,24 @@ DEADLINE_S=${DEADLINE_S:-540}   # the whole script, packing included
 FT_S=${FT_S:-230}               # the fine-tuning stage's share, calibration included
 PACK_S=${PACK_S:-25}
 CALIB_S=${CALIB_S:-60}          # after a stage's deadline (its STOP file), the seconds a run gets before it is killed
+FIX_S=${FIX_S:-0}                # the FixRes stage's share (FIX_VARIANTS), calibration included
 FT_EPOCHS=${FT_EPOCHS:-30}
+RETURN_MAX=${RETURN_MAX:-2}
+RETURN_TRUNKS=${RETURN_TRUNKS:-1}
 PRE_A_SIZE=${PRE_A_SIZE:-128}
 PRE_B_SIZE=${PRE_B_SIZE-96}       # empty: no second trunk
 SMOKE_SIZE=${SMOKE_SIZE:-64}
+SMOKE_ARGS=${SMOKE_ARGS:-}
 MAX_PRE_EPOCHS=${MAX_PRE_EPOCHS:-1000}
-# The fine-tunings, one per line: run name, trunk (a or b), image size, batch size, learning rate, training seed.
+# The fine-tunings, one per line: run name, trunk (a or b), image size, batch size, learning rate, training seed,
+# then any more finetune options.
 VARIANTS=${VARIANTS:-"ga128 a 128 128 5e-4 11
 ga160 a 160 128 5e-4 12
 gb96 b 96 64 1e-3 13
 gb128 b 128 128 5e-4 14"}
+# FixRes steps, one per line: run name, first-stage run, image size, epochs, learning rate, training seed, options.
+FIX_VARIANTS=${FIX_VARIANTS:-}
+if [ -n "$FIX_VARIANTS" ] && [ "$FIX_S" -le 0 ]; then echo "gpu_members: FIX_VARIANTS needs FIX_S > 0" >&2; exit 2; fi
 CACHE_SIZES=${CACHE_SIZES-$PRE_A_SIZE $PRE_B_SIZE $SMOKE_SIZE 96 128 160}  # decoded up front with 16 workers
 # shellcheck disable=SC2206  # EXTRA_ARGS (e.g. "--limit 64" for a toy run) is split on purpose
 COMMON=(--seed 0 --quiet ${EXTRA_ARGS:-})
@@ -43,7 +57,8 @@ STRONG=(--weight-decay 5e-4 --warmup-epochs 1 --augment crop_scale=0.4,1.0 --aug
   --augment hair_p=0.2 --augment vignette_p=0.2)
 START=$(date +%s)
 END=$((START + DEADLINE_S - PACK_S - CALIB_S))
-PRE_END=$((END - FT_S))
+FT_END=$((END - FIX_S))
+PRE_END=$((FT_END - FT_S))
 mkdir -p "$RUNS" "$OUT_DIR"
 log() { echo "[$(($(date +%s) - START))s] $*"; }
 
@@ -75,8 +90,10 @@ for size in sorted(set(map(int, sys.argv[1:]))):
 EOF
 log "probe and smoke runs"
 train pretrain "$RUNS/probe-pretrain" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 --pretrain-epochs 3 || exit 1
+# shellcheck disable=SC2086
 train finetune "$RUNS/smoke-finetune" "$PRE_END" --image-size "$SMOKE_SIZE" --batch-size 128 --finetune-epochs 1 \
-  --init-weights "$RUNS/probe-pretrain/model.safetensors" --reset-classifier --train-seed 1 "${STRONG[@]}" || exit 1
+  --init-weights "$RUNS/probe-pretrain/model.safetensors" --reset-classifier --train-seed 1 "${STRONG[@]}" \
+  ${SMOKE_ARGS:-} || exit 1  # SMOKE_ARGS: the variants' own options (the mask loss, say), checked first
 EPOCH_S=$($PY bench/run_throughput.py --epoch-seconds "$RUNS/probe-pretrain") || exit 1
 # Both trunks share the GPU: a 96 px epoch costs about 0.6 of a 128 px one, so an epoch of both costs ~1.4 (not 1.6:
 # one process leaves the GPU partly idle).
@@ -100,28 +117,57 @@ TA="$RUNS/trunk-a/model.safetensors"; TB="$RUNS/trunk-b/model.safetensors"
 [ -f "$TA" ] || { log "no trunk"; exit 1; }
 
 pids=()
-while read -r name trunk size batch lr seed; do
+while read -r name trunk size batch lr seed more; do
   [ -n "$name" ] || continue
   init=$TA; [ "$trunk" = b ] && init=$TB
-  train finetune "$RUNS/$name" "$END" --init-weights "$init" --image-size "$size" --batch-size "$batch" --lr "$lr" \
-    --finetune-epochs "$FT_EPOCHS" --train-seed "$seed" "${STRONG[@]}" & pids+=($!)
+  # shellcheck disable=SC2086  # $more: the line's extra options, split on purpose
+  train finetune "$RUNS/$name" "$FT_END" --init-weights "$init" --image-size "$size" --batch-size "$batch" \
+    --lr "$lr" --finetune-epochs "$FT_EPOCHS" --train-seed "$seed" "${STRONG[@]}" $more & pids+=($!)
 done <<< "$VARIANTS"
 for p in "${pids[@]}"; do wait "$p"; done
 log "fine-tuning done"
 
+pids=()
+while read -r name from size epochs lr seed more; do
+  [ -n "$name" ] || continue
+  init="$RUNS/$from/model.safetensors"
+  [ -f "$init" ] || { log "$name: no weights from $from, skipped"; continue; }
+  # shellcheck disable=SC2086
+  train finetune "$RUNS/$name" "$END" --init-weights "$init" --image-size "$size" --batch-size 64 --lr "$lr" \
+    --finetune-epochs "$epochs" --train-seed "$seed" "${STRONG[@]}" --warmup-epochs 0.5 $more & pids+=($!)
+done <<< "$FIX_VARIANTS"
+for p in "${pids[@]}"; do wait "$p"; done
+[ -z "$FIX_VARIANTS" ] || log "FixRes steps done"
+
 # The best run of each trunk on validation AUROC, in fp16 (~22 MB each), plus every run's config and metrics.
-$PY - "$RUNS" "$OUT_DIR" <<'EOF'
+$PY - "$RUNS" "$OUT_DIR" "$RETURN_MAX" "$RETURN_TRUNKS" <<'EOF'
 import json, shutil, sys, tarfile
 from pathlib import Path
 from dermai.weights import load_weights, save_weights
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+return_max, return_trunks = int(sys.argv[3]), sys.argv[4] == "1"
 scores = {}
 trunk_of = {}
+
+
+def lineage_trunk(run: Path) -> str:
+    """The trunk a run descends from (through FixRes steps), or ""."""
+    for _ in range(5):
+        config = run / "config.json"
+        if not config.exists():
+            return ""
+        init = Path(json.loads(config.read_text()).get("init_weights") or "")
+        if init.parent.name.startswith("trunk-"):
+            return init.parent.name
+        run = init.parent
+    return ""
+
+
 for run in sorted(p for p in runs.iterdir() if p.is_dir()):
     if not (run / "model.json").exists():
         continue  # failed, or a trunk still being written
-    init = json.loads((run / "config.json").read_text()).get("init_weights") or ""
-    if Path(init).parent.name.startswith("trunk-") and (run / "model.safetensors").exists():
+    trunk = lineage_trunk(run)
+    if trunk and (run / "model.safetensors").exists():
         fitted = json.loads((run / "model.json").read_text()).get("val_metrics")
         if fitted:
             scores[run.name] = fitted["val_auroc"]
@@ -129,16 +175,18 @@ for run in sorted(p for p in runs.iterdir() if p.is_dir()):
             epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
             scores[run.name] = max(r["val_auroc"] for r in epochs if r.get("kind") == "epoch")
             print(f"{run.name}: uncalibrated")
-        trunk_of[run.name] = Path(init).parent.name
+        trunk_of[run.name] = trunk
 print("validation AUROC:", json.dumps(scores, indent=1))
 chosen = []
 for trunk in sorted(set(trunk_of.values())):
     own = {k: v for k, v in scores.items() if trunk_of[k] == trunk}
     chosen.append(max(own, key=own.get))
+chosen = chosen[:return_max]
 for name in sorted(scores, key=scores.get, reverse=True):
-    if len(chosen) < 2 and name not in chosen:
+    if len(chosen) < return_max and name not in chosen:
         chosen.append(name)
-chosen += [name for name in sorted(set(trunk_of.values())) if (runs / name / "model.safetensors").exists()]
+if return_trunks:
+    chosen += [name for name in sorted(set(trunk_of.values())) if (runs / name / "model.safetensors").exists()]
 print("returning:", chosen)  # the trunks too, for fine-tuning more members on the CPU
 pack = out / "pack"
 for run in sorted(p for p in runs.iterdir() if p.is_dir()):

@@ -15,9 +15,9 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
-def run(repo: Path, verb: str, data: Path) -> subprocess.CompletedProcess[str]:
+def run(repo: Path, verb: str, data: Path, *more: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", str(repo / "scripts" / "device_tree.sh"), verb],
+        ["bash", str(repo / "scripts" / "device_tree.sh"), verb, *more],
         env={**os.environ, "DERMAI_DATA": str(data)},
         capture_output=True,
         text=True,
@@ -67,3 +67,27 @@ def test_prepare_and_restore(tmp_path: Path) -> None:
     missing = run(repo, "prepare", tmp_path / "nowhere")
     assert missing.returncode == 2 and f"{tmp_path / 'nowhere'}: no HAM10000_metadata.csv" in missing.stderr
     assert run(repo, "sideways", data).returncode == 2
+
+
+def test_prepare_with_masks_copies_them_and_a_plain_prepare_drops_them(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(SCRIPT, repo / "scripts" / "device_tree.sh")
+    git(repo, "init", "-q")
+    data = tmp_path / "ham"
+    (data / "images").mkdir(parents=True)
+    (data / "images" / "ISIC_0000001.jpg").write_bytes(b"j" * 3000)
+    (data / "HAM10000_metadata.csv").write_text("image_id,dx\nISIC_0000001,nv\n")
+    copied = repo / ".gpu_data" / "ham10000"
+
+    no_masks = run(repo, "prepare", data, "--masks")
+    assert no_masks.returncode == 2 and f"{data}: no masks/ there" in no_masks.stderr
+    (data / "masks").mkdir()
+    (data / "masks" / "ISIC_0000001_segmentation.png").write_bytes(b"m" * 3000)
+    done = run(repo, "prepare", data, "--masks")
+    assert done.returncode == 0, done.stderr
+    assert (copied / "masks" / "ISIC_0000001_segmentation.png").read_bytes() == b"m" * 3000
+    plain = run(repo, "prepare", data)
+    assert plain.returncode == 0 and not (copied / "masks").exists()
+    wrong = run(repo, "prepare", data, "--mask")
+    assert wrong.returncode == 2 and "prepare takes --masks or nothing, not '--mask'" in wrong.stderr

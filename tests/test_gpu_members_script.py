@@ -1,6 +1,7 @@
 """scripts/gpu_members.sh at toy scale on the CPU: probe and smoke runs first, two trunks (or one), fine-tunings
-from each, and the best run of each trunk and the trunks packed in fp16 beside every run's config and metrics, in
-pieces under 16 MB; a run that outlasts its deadline is killed so that the packing still happens."""
+from each with options of their own, a FixRes step from one of them, and the best runs and the trunks packed in
+fp16 beside every run's config and metrics, in pieces under 16 MB; a run that outlasts its deadline is killed so
+that the packing still happens."""
 
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ def test_members_come_back_packed_one_per_trunk(ham_root: Path, tmp_path: Path) 
         FT_EPOCHS="1",
         DEADLINE_S="100000",
         FT_S="50000",
-        VARIANTS="ga32 a 32 16 1e-3 11\nga40 a 40 16 1e-3 12\ngb32 b 32 16 1e-3 13",
+        FIX_S="20000",
+        RETURN_MAX="3",
+        SMOKE_ARGS="--label-smoothing 0.05",
+        VARIANTS="ga32 a 32 16 1e-3 11\nga40 a 40 16 1e-3 12\ngb32 b 32 16 1e-3 13 --label-smoothing 0.1",
+        FIX_VARIANTS="xga32 ga32 40 1 1e-4 21 --temperature 0.2\nxnone nowhere 40 1 1e-4 22",
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "each trunk gets 2 epochs" in done.stdout  # the cap, since the budget is ample
@@ -53,20 +58,31 @@ def test_members_come_back_packed_one_per_trunk(ham_root: Path, tmp_path: Path) 
         "ga32",
         "ga40",
         "gb32",
+        "xga32",
     }
+    assert "xnone: no weights from nowhere, skipped" in done.stdout
     for trunk in ("trunk-a", "trunk-b"):
         epochs = [json.loads(x) for x in (back / trunk / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [0, 1]
     config = json.loads((back / "gb32" / "config.json").read_text())
     assert config["init_weights"] == str(tmp_path / "runs" / "trunk-b" / "model.safetensors")
     assert config["config"]["augment"]["hair_p"] == 0.2 and config["config"]["train"]["seed"] == 13
-    # one member per trunk: gb32 (trunk b's only run) and the better of ga32 and ga40 on validation AUROC
+    assert config["config"]["train"]["label_smoothing"] == 0.1  # the line's own option
+    smoke = json.loads((back / "smoke-finetune" / "config.json").read_text())
+    assert smoke["config"]["train"]["label_smoothing"] == 0.05  # SMOKE_ARGS
+    fix = json.loads((back / "xga32" / "config.json").read_text())  # the FixRes step, from ga32
+    assert fix["init_weights"] == str(tmp_path / "runs" / "ga32" / "model.safetensors")
+    train = fix["config"]["train"]
+    assert (train["image_size"], train["finetune_epochs"], train["lr"], train["warmup_epochs"]) == (40, 1, 1e-4, 0.5)
+    assert train["temperature"] == 0.2 and fix["config"]["augment"]["hair_p"] == 0.2
+    # RETURN_MAX 3: the best of trunk a's lineage (FixRes step included), gb32 (trunk b's only run), the next best
     scores = {
-        r: json.loads((back / r / "model.json").read_text())["val_metrics"]["val_auroc"] for r in ("ga32", "ga40")
+        r: json.loads((back / r / "model.json").read_text())["val_metrics"]["val_auroc"]
+        for r in ("ga32", "ga40", "xga32")
     }
-    best_a = max(scores, key=scores.get)
+    ranked = sorted(scores, key=scores.get, reverse=True)
     with_weights = {p.parent.name for p in back.glob("*/model.safetensors")}
-    assert with_weights == {best_a, "gb32", "trunk-a", "trunk-b"}
+    assert with_weights == {ranked[0], ranked[1], "gb32", "trunk-a", "trunk-b"}
     tensors = load_file(str(back / "gb32" / "model.safetensors"))
     floats = [t for k, t in tensors.items() if t.is_floating_point() and not k.startswith("extra.")]
     assert floats and all(t.dtype == torch.float16 for t in floats)
