@@ -11,6 +11,7 @@ re-tuned) on these data. The metric functions live in `dermai.metrics` and `derm
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -35,7 +36,7 @@ from dermai.data import (
     load_pixels,
     manifest_checksum,
 )
-from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, softmax_np
+from dermai.inference import calibrated_probs, default_device, forward_pixels, malignant_probability, softmax_np
 from dermai.weights import LoadedWeights, load_weights
 
 SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
@@ -122,11 +123,16 @@ def score(
     with_features: bool = False,
     precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits (and trunk features) for image files, resized and normalised exactly as for prediction."""
+    """Logits (and trunk features) for image files, resized and normalised exactly as for prediction.
+
+    On a machine with a GPU a copy of the model scores there (the loaded one stays on the CPU, where saving and
+    Grad-CAM expect it): a trainer's calibration on a borrowed GPU otherwise scored thousands of images on the
+    CPU, side by side with other runs, for longer than the fine-tuning itself."""
     meta = loaded.meta
     pixels = load_pixels(list(paths), int(meta["image_size"]))
+    device = default_device()
     logits, features = forward_pixels(
-        loaded.model,
+        loaded.model if device.type == "cpu" else copy.deepcopy(loaded.model).to(device),
         pixels,
         mean=meta["mean"],
         std=meta["std"],

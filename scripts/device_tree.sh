@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Fit the checkout into the `device` tool's 64 MiB working tree for a GPU call, and put it back afterwards.
 #
-# A call sends tracked files and the folders named in `carry`. The shipped weights alone are 49 MB, and the
-# training images another 40 MB, so a call that trains on HAM10000 must leave the weights behind:
-#   prepare  copies the data's images and metadata (the masks too with --masks, 13 MB more, for the mask loss)
-#            to .gpu_data/ham10000, makes git ignore
-#            .gpu_data/ and .device_aside/ (.git/info/exclude), moves weights/model.safetensors to .device_aside/,
-#            and prints what the call will send. Then call the tool with carry [".gpu_data"] and, in the command,
-#            DERMAI_DATA=.gpu_data/ham10000 PYTHONPATH=. (scripts/gpu_members.sh's header has a whole call).
+# A call sends tracked files and the folders named in `carry`, and counts each file with a tar header and padding
+# (about 0.7 KB more a file, so the 20,030 small images and masks cost ~15 MB more than their bytes; a call that
+# sent 59 MiB of bytes as files was refused). The shipped weights alone are 49 MB, so a call that trains on
+# HAM10000 leaves the weights behind and carries the data as one gzipped tar:
+#   prepare  packs the data's images and metadata (the masks too with --masks, for the mask loss) into
+#            .gpu_data/ham10000.tgz (45 MB with the masks), makes git ignore .gpu_data/ and .device_aside/
+#            (.git/info/exclude), moves weights/model.safetensors to .device_aside/, and prints what the call will
+#            send. Then call the tool with carry [".gpu_data"] and a command that begins
+#            `mkdir -p .gpu_data/ham10000 && tar xzf .gpu_data/ham10000.tgz -C .gpu_data/ham10000` and sets
+#            DERMAI_DATA=.gpu_data/ham10000 PYTHONPATH=. (docs/training_runs/h200-2026-11-30/README.md has a call).
 #   restore  moves the weights back. Run it right after the call: until then `git status` shows them deleted.
 #
-# Usage: scripts/device_tree.sh prepare [--masks] | restore   (DERMAI_DATA: the data folder, default ../shared/data/ham10000)
+# Usage: scripts/device_tree.sh prepare [--masks] | restore
+# (DERMAI_DATA: the data folder, default ../shared/data/ham10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DERMAI_DATA:-../shared/data/ham10000}
@@ -23,9 +27,11 @@ ignore() {  # ignore() PATTERN: add it to .git/info/exclude once
   grep -qxF "$1" .git/info/exclude 2>/dev/null || echo "$1" >> .git/info/exclude
 }
 
-sent_bytes() {  # what a call sends: tracked and untracked-not-ignored files that exist, plus .gpu_data
+sent_bytes() {  # what a call sends: tracked and untracked-not-ignored files that exist, plus .gpu_data, each
+  # counted as in a tar: a 512-byte header and its bytes rounded up to 512
   { git ls-files -z --cached --others --exclude-standard; find .gpu_data -type f -print0 2>/dev/null; } |
-    { xargs -0 -r stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}'  # a moved file: no size
+    { xargs -0 -r stat -c %s 2>/dev/null || true; } |  # a moved file: no size
+    awk '{s += 512 + int(($1 + 511) / 512) * 512} END {print s + 0}'
 }
 
 case "${1:-}" in
@@ -44,10 +50,13 @@ case "${1:-}" in
     ignore ".gpu_data/"
     ignore "$ASIDE/"
     [ -z "$MASKS" ] || [ -d "$MASKS" ] || { echo "device_tree: $DATA: no masks/ there" >&2; exit 2; }
-    rm -rf .gpu_data/ham10000  # a fresh copy: no masks left over from an earlier prepare --masks
-    mkdir -p .gpu_data/ham10000 "$ASIDE"
-    cp -r "$DATA/images" "$DATA/HAM10000_metadata.csv" ${MASKS:+"$MASKS"} .gpu_data/ham10000/
-    [ ! -f "$DATA/README.md" ] || cp "$DATA/README.md" .gpu_data/ham10000/
+    rm -rf .gpu_data/ham10000 .gpu_data/ham10000.tgz  # nothing left over from an earlier prepare
+    mkdir -p .gpu_data "$ASIDE"
+    members=(images HAM10000_metadata.csv)
+    [ -z "$MASKS" ] || members+=(masks)
+    [ ! -f "$DATA/README.md" ] || members+=(README.md)
+    tar czf .gpu_data/ham10000.tgz.part -C "$DATA" "${members[@]}"  # then renamed: never a half-written archive
+    mv .gpu_data/ham10000.tgz.part .gpu_data/ham10000.tgz
     [ ! -f "$WEIGHTS" ] || mv "$WEIGHTS" "$ASIDE/model.safetensors"
     sent=$(sent_bytes)
     echo "device_tree: the call will send $((sent / 1024 / 1024)) MiB of $((LIMIT / 1024 / 1024)) (carry .gpu_data);" \

@@ -20,10 +20,10 @@
 # the H200, and the call overran). A killed run's weights come back uncalibrated (`python -m dermai calibrate` fits them here).
 #
 # Usage: DEADLINE_S=540 FT_S=230 scripts/gpu_members.sh RUNS_DIR OUT_DIR     (CPU recipe: scripts/train_default.sh)
-# On the device tool: `scripts/device_tree.sh prepare` first (it copies the data into the ignored .gpu_data/ and
-# moves the shipped weights aside, or the checkout is over the tool's 64 MiB), carry [".gpu_data"], set
-# DERMAI_DATA=.gpu_data/ham10000 PYTHONPATH=. in the command, and `scripts/device_tree.sh restore` right after
-# (docs/training_runs/h200-2026-11-29/README.md has the call).
+# On the device tool: `scripts/device_tree.sh prepare` first (it packs the data into the ignored .gpu_data/ and
+# moves the shipped weights aside, or the checkout is over the tool's 64 MiB), carry [".gpu_data"], unpack it and
+# set DERMAI_DATA=.gpu_data/ham10000 PYTHONPATH=. in the command, and `scripts/device_tree.sh restore` right after
+# (docs/training_runs/h200-2026-11-30/README.md has the call).
 set -uo pipefail
 RUNS=${1:?usage: gpu_members.sh RUNS_DIR OUT_DIR}
 OUT_DIR=${2:?usage: gpu_members.sh RUNS_DIR OUT_DIR}

@@ -970,7 +970,11 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " with a 0.728 balanced accuracy, but for 2.19× the compute per image and was refused"
         " (docs/training_runs/h200-2026-11-29). Distilling that pair into one 144 px member (the FixRes step"
         " with each target half the teacher's probabilities) scored 0.911, below the same step without a teacher"
-        " (0.913; docs/training_runs/cpu-distill-2026-11-29). Every pair tried lands at 0.909–0.916 on validation."
+        " (0.913; docs/training_runs/cpu-distill-2026-11-29). The CPU member's whole recipe (mask loss, τ 0.2,"
+        " strong augmentation at 96 or 128 px, then a FixRes step at 144 or 176 px) run on a GPU from a fresh"
+        " SimCLR trunk made members of 0.904–0.906, below the CPU FixRes member, and pairs no better than the"
+        " shipped one; a FixRes step from the 160 px GPU member to 192 px lowered it (0.904 from 0.907;"
+        " docs/training_runs/h200-2026-11-30). Every pair tried lands at 0.909–0.916 on validation."
         " Untried: non-square inputs at the images' native 4:3 aspect.",
     ]
     ctx, block = report.get("context"), meta.get("context")
