@@ -340,7 +340,6 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
             "mask_weight",
             "mixup_alpha",
             "cutmix_alpha",
-            "distill_from",
             "distill_weight",
             "swa_epochs",
             "swa_lr",
@@ -397,6 +396,9 @@ def _check_resume(args: argparse.Namespace, cfg: RunConfig) -> None:
     differ = config_differences(saved_config, to_dict(cfg), resume_fields(args, given))
     if "init_weights" in given and not _same_path(saved.get("init_weights"), args.init_weights):
         differ.append(f"init_weights: saved {saved.get('init_weights')!r}, given {args.init_weights!r}")
+    saved_teacher = saved_config["train"].get("distill_from")
+    if "distill_from" in given and not _same_path(saved_teacher, args.distill_from):
+        differ.append(f"train.distill_from: saved {saved_teacher!r}, given {args.distill_from!r}")
     if "reset_classifier" in given and not saved.get("reset_classifier"):
         differ.append(f"reset_classifier: saved {bool(saved.get('reset_classifier'))}, given True")
     if differ:

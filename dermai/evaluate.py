@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
@@ -122,15 +123,19 @@ def score(
     tta: bool = False,
     with_features: bool = False,
     precision: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 2,
+    device: torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (and trunk features) for image files, resized and normalised exactly as for prediction.
 
-    On a machine with a GPU a copy of the model scores there (the loaded one stays on the CPU, where saving and
-    Grad-CAM expect it): a trainer's calibration on a borrowed GPU otherwise scored thousands of images on the
-    CPU, side by side with other runs, for longer than the fine-tuning itself."""
+    The images are decoded through the pixel cache (`cache_dir`, default the data's). The forward runs on
+    `device`, by default the GPU when there is one, on a copy of the model: the loaded one stays on the CPU,
+    where saving and Grad-CAM expect it (a trainer's calibration on a borrowed GPU otherwise scored thousands of
+    images on the CPU, side by side with other runs, for longer than the fine-tuning itself)."""
     meta = loaded.meta
-    pixels = load_pixels(list(paths), int(meta["image_size"]))
-    device = default_device()
+    pixels = load_pixels(list(paths), int(meta["image_size"]), cache_dir, workers)
+    device = device if device is not None else default_device()
     logits, features = forward_pixels(
         loaded.model if device.type == "cpu" else copy.deepcopy(loaded.model).to(device),
         pixels,

@@ -55,6 +55,7 @@ from dermai.data import (
     write_json_atomic,
     write_manifest,
 )
+from dermai.evaluate import score
 from dermai.inference import (
     autocast_for,
     calibrated_probs,
@@ -398,18 +399,16 @@ class Trainer:
             )
         self._check_same_split(teacher.meta, path)
         rows = self.train_idx
-        paths = list(self.dataset.meta["path"].iloc[rows])
-        size = int(teacher.meta["image_size"])
-        pixels = load_pixels(paths, size, self.cfg.data.cache_dir, max(1, self.cfg.train.num_workers))
-        logits, _ = forward_pixels(
-            teacher.model.to(self.device),
-            pixels,
-            mean=teacher.meta["mean"],
-            std=teacher.meta["std"],
+        logits, _ = score(
+            teacher,
+            list(self.dataset.meta["path"].iloc[rows]),
             precision=self.cfg.train.precision,
+            cache_dir=self.cfg.data.cache_dir,
+            workers=max(1, self.cfg.train.num_workers),
+            device=self.device,
         )
         probs = np.full((len(self.dataset.meta), len(self.dataset.classes)), np.nan, dtype=np.float32)
-        probs[rows] = softmax_np(logits.astype(np.float64))
+        probs[rows] = softmax_np(logits)
         return probs
 
     # -------------------------------------------------------------------------------------------- run

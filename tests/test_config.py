@@ -201,6 +201,21 @@ def test_resume_refuses_options_that_differ_from_the_saved_run(tmp_path: Path) -
     _resume_check([*base, "--finetune-epochs", "30", "--quiet"])  # agreeing options pass
 
 
+def test_resume_compares_the_teacher_as_a_file_not_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same teacher typed another way (relative, or through ./) is the same teacher; another file is not."""
+    run = tmp_path / "run"
+    teacher = tmp_path / "teacher.safetensors"
+    _saved_run(run, "finetune", distill_from=str(teacher), distill_weight=0.5)
+    monkeypatch.chdir(tmp_path)
+    base = ["finetune", "--resume", "--out", str(run), "--distill-weight", "0.5"]
+    _resume_check([*base, "--distill-from", "teacher.safetensors"])
+    _resume_check([*base, "--distill-from", "./sub/../teacher.safetensors"])
+    with pytest.raises(
+        ValueError, match=r"train\.distill_from: saved '.*teacher\.safetensors', given 'other\.safetensors'"
+    ):
+        _resume_check([*base, "--distill-from", "other.safetensors"])
+
+
 def test_resume_as_the_app_builds_it_passes_whatever_the_saved_settings(tmp_path: Path) -> None:
     from dermai import jobs
 
