@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from dermai.intake import IntakeError, read_image
-from dermai.preprocess import resize_square
+from dermai.preprocess import landscape, resize_square
 
 DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 MALIGNANT: frozenset[str] = frozenset({"mel", "bcc", "akiec"})
@@ -538,7 +538,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> Path:
 
 def cache_key(paths: Iterable[str], size: int) -> str:
     """Changes whenever an image is added, removed, reordered or modified, or the size changes."""
-    digest = hashlib.sha256(f"v2:{size}".encode())  # v2: decoded by intake.read_image
+    digest = hashlib.sha256(f"v3:{size}".encode())  # v2: decoded by intake.read_image; v3: portrait turned
     for path in paths:
         stat = os.stat(path)
         digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -610,11 +610,11 @@ def lesion_mask_file(root: str | os.PathLike[str], image_id: str) -> Path:
 
 
 def decode_mask(path: str, size: int) -> np.ndarray:
-    """One lesion-mask file → (size, size) uint8 (255 = lesion), resized as its image is, or a DataError
-    naming the file."""
+    """One lesion-mask file → (size, size) uint8 (255 = lesion), turned and resized as its image is, or a
+    DataError naming the file."""
     try:
         with Image.open(path) as mask:
-            grey = mask.convert("L")
+            grey = landscape(mask.convert("L"))
             if grey.size != (size, size):
                 grey = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
             return np.asarray(grey, dtype=np.uint8).copy()

@@ -38,6 +38,7 @@ from dermai.data import (
     manifest_checksum,
 )
 from dermai.inference import calibrated_probs, default_device, forward_pixels, malignant_probability, softmax_np
+from dermai.preprocess import landscape
 from dermai.weights import LoadedWeights, load_weights
 
 SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
@@ -181,7 +182,8 @@ def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path,
     for image_id, image in zip(rows["image_id"], pixels, strict=True):
         heatmap = explainer.heatmap(np.asarray(image))  # the served top class's Grad-CAM
         blank += int(heatmap.max() <= 0)  # e.g. a 1×1 last block at small image sizes: no localisation at all
-        with Image.open(masks[image_id]) as mask:
+        with Image.open(masks[image_id]) as opened:
+            mask = landscape(opened)  # the heatmap is in the model's frame, as the cached pixels are
             mass.append(cam_mass_in_mask(heatmap, mask))
             area.append(cam_mass_in_mask(np.ones_like(heatmap), mask))
             hits.append(pointing_game_hit(heatmap, mask))

@@ -32,7 +32,7 @@ from dermai.inference import calibrated_probs, forward_pixels, malignant_probabi
 from dermai.intake import IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, ood_scores, pixel_verdict
-from dermai.preprocess import resize_square
+from dermai.preprocess import resize_square, to_image_orientation
 from dermai.weights import LoadedWeights, load_weights
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam pulls in OpenCV and matplotlib
@@ -77,7 +77,8 @@ class Prediction:
 
 @dataclass
 class SaliencyResult:
-    """A CAM heatmap at the model's input size and its overlay on the original (oriented) image."""
+    """A CAM heatmap at the model's input size, in the image's orientation, and its overlay on the original (oriented)
+    image."""
 
     heatmap: np.ndarray  # (S, S) float32 in [0, 1]
     overlay: np.ndarray  # (H, W, 3) uint8
@@ -273,4 +274,5 @@ class Predictor:
         with self._lock:
             explainer = self.explainer(method)
             heatmap = explainer.heatmap(pixels, target, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+        heatmap = to_image_orientation(heatmap, *intake.image.size)  # a portrait image's map, turned back
         return SaliencyResult(heatmap, overlay(np.asarray(intake.image), heatmap), method, target)

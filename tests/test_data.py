@@ -345,3 +345,19 @@ def test_label_fraction_above_one_is_refused_with_a_manifest(ham_root: Path, tmp
     manifest = data.write_manifest(dataset, tmp_path / "m.csv")
     with pytest.raises(data.DataError, match=r"label fraction 2 must be in \(0, 1\]"):
         data.attach_splits(data.load_dataset(ham_root), manifest=manifest, label_fraction=2)
+
+
+def test_a_portrait_image_and_its_mask_are_turned_together(tmp_path: Path) -> None:
+    """Portrait images are cached turned to landscape (as `predict` serves them), and their lesion masks the same
+    way, so a mask still covers its lesion in the training frame."""
+    from PIL import Image
+
+    pixels = np.zeros((40, 30, 3), dtype=np.uint8)  # 30 wide, 40 high
+    pixels[2:12, 3:9] = 255  # a bright "lesion" near the top left
+    image, mask = tmp_path / "portrait.png", tmp_path / "portrait_segmentation.png"
+    Image.fromarray(pixels).save(image)
+    Image.fromarray(pixels[..., 0]).save(mask)
+    decoded, decoded_mask = data.decode_image(str(image), 16), data.decode_mask(str(mask), 16)
+    bright = decoded[..., 0] > 127
+    assert bright.any() and np.array_equal(bright, decoded_mask > 127)
+    assert bright[:8, 8:].sum() == bright.sum()  # turned clockwise: the top left went to the top right

@@ -508,3 +508,24 @@ def test_an_ensemble_file_unpacks_into_its_members_for_scoring_beside_others(tmp
     for spec, message in ((f"{path}#3", "holds no member 3 \\(it has 2\\)"), (f"{single_path}#1", "holds no member 1")):
         with pytest.raises(EnsembleError, match=message):
             combine([spec, single_path], "cmd")
+
+
+def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_original(
+    two_runs: tuple[Path, Path, RunConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    script = _script("aspect_probe")
+    image = Image.new("RGB", (200, 150))
+    sizes = {name: frame(image).size for name, frame in script.FRAMINGS.items()}
+    assert list(sizes.values()) == [(200, 150), (150, 200), (150, 150), (150, 112), (200, 150)]
+    padded = np.asarray(script.square_padded(Image.new("RGB", (200, 150), (255, 255, 255))))
+    assert padded[:, :25].max() == 0 and padded[:, 25:175].min() == 255  # black bars beside the square
+
+    first, _, _ = two_runs
+    assert script.main(["--weights", str(first)]) == 0
+    rows = [
+        line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "0." in line
+    ]
+    assert len(rows) == 5
+    assert rows[1][2:] == rows[0][2:]  # turned back to landscape by resize_square: the same scores

@@ -178,6 +178,22 @@ def test_explain_heatmap_overlay_and_cached_explainers(predictor: Predictor) -> 
     assert set(predictor._explainers) == {"gradcam", "hirescam"}
 
 
+def test_a_portrait_photo_is_served_as_its_landscape_original(predictor: Predictor) -> None:
+    """The same lesion photographed with the camera turned (3:4 portrait) reaches the model as the 4:3 landscape
+    image it was trained on, so it gets the same scores; its Grad-CAM map comes back in the portrait frame, on
+    the same spot of the lesion."""
+    landscape = lesion_like(107, size=(200, 150))
+    portrait = landscape.transpose(Image.Transpose.ROTATE_90)  # 150 wide, 200 high
+    assert np.array_equal(resize_square(portrait, SIZE), resize_square(landscape, SIZE))
+    upright, turned = predictor.predict(landscape), predictor.predict(portrait)
+    assert turned.probabilities == pytest.approx(upright.probabilities, abs=1e-6)
+    assert turned.ood_score == pytest.approx(upright.ood_score, abs=1e-6)
+    upright_map, turned_map = predictor.explain(landscape), predictor.explain(portrait)
+    assert turned_map.overlay.shape == (200, 150, 3)
+    assert np.allclose(turned_map.heatmap, np.rot90(upright_map.heatmap), atol=1e-6)  # as the photo was turned
+    assert not np.allclose(turned_map.heatmap, upright_map.heatmap, atol=1e-3)  # (a map that would show a turn)
+
+
 def test_explain_targets_what_the_prediction_shows(weights_path: Path) -> None:
     """With a training prior the shown top diagnosis is not the raw logits' argmax: the default CAM and the
     "malignant" CAM must explain the served numbers, not the raw ones."""

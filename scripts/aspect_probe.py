@@ -1,0 +1,95 @@
+"""Does the shape of an upload matter? The shipped model's validation AUROC when the same lesions arrive framed
+otherwise than HAM10000's 4:3 landscape images.
+
+Every image is squashed to the model's square input (`dermai.preprocess.resize_square`), so a model trained on
+4:3 images has only ever seen lesions narrowed to 3/4 of their width. A square photo, or a portrait one, is
+squashed differently: the lesion reaches the model wider than any training lesion, or narrowed along the other
+axis. This scores the validation split as stored and as the same images re-framed: turned to portrait, cut to a
+centred square, that square cut again to a centred 4:3, and the square padded with black to 4:3, each then served
+exactly as `predict` serves an upload. The test split is never read.
+
+Its first run (2026-11-30) found portrait images served as they were costing 0.003 AUROC and 0.07 seven-class
+balanced accuracy (0.9106 and 0.615 against 0.9134 and 0.684), and padding costing far more; `resize_square` has
+turned portrait images to landscape since, so that row now matches the first.
+
+Usage: python scripts/aspect_probe.py [--weights W] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dermai.evaluate import weights_dataset  # noqa: E402
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
+from dermai.preprocess import resize_square  # noqa: E402
+from dermai.weights import load_weights  # noqa: E402
+
+
+def centre_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def square(image: Image.Image) -> Image.Image:
+    side = min(image.size)
+    return centre_crop(image, side, side)
+
+
+def square_then_landscape(image: Image.Image) -> Image.Image:
+    side = min(image.size)
+    return centre_crop(square(image), side, round(side * 3 / 4))
+
+
+def square_padded(image: Image.Image) -> Image.Image:
+    cut = square(image)
+    canvas = Image.new("RGB", (round(cut.height * 4 / 3), cut.height))
+    canvas.paste(cut, ((canvas.width - cut.width) // 2, 0))
+    return canvas
+
+
+FRAMINGS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "as stored (4:3 landscape)": lambda image: image,
+    "portrait (turned 90°, 3:4)": lambda image: image.transpose(Image.Transpose.ROTATE_90),
+    "centred square (1:1)": square,
+    "centred square, then its centred 4:3": square_then_landscape,
+    "centred square, padded with black to 4:3": square_padded,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", help="default: the shipped weights/model.safetensors")
+    parser.add_argument("--data", help="the weights' data folder (default: the one in their config)")
+    args = parser.parse_args(argv)
+    loaded = load_weights(args.weights)
+    meta, classes = loaded.meta, list(loaded.meta["classes"])
+    rows = weights_dataset(meta, args.data).meta
+    val = rows[rows["split"] == "val"]
+    images = [Image.open(path).convert("RGB") for path in val["path"]]
+    y_mal, labels = val["malignant"].to_numpy().astype(int), val["label"].to_numpy()
+    size = int(meta["image_size"])
+    print(f"validation split: {len(val)} images, {int(y_mal.sum())} malignant; {args.weights or 'shipped weights'}")
+    print("| framing | size | malignant AUROC | 7-class balanced accuracy |")
+    print("| --- | --- | --- | --- |")
+    for name, frame in FRAMINGS.items():
+        framed = [frame(image) for image in images]
+        pixels = np.stack([resize_square(image, size) for image in framed])
+        logits, _ = forward_pixels(loaded.model, pixels, mean=meta["mean"], std=meta["std"])
+        probs = calibrated_probs(logits.astype(np.float64), meta)
+        auroc = roc_auc_score(y_mal, malignant_probability(probs, classes))
+        bacc = balanced_accuracy_score(labels, logits.argmax(axis=1))
+        print(f"| {name} | {framed[0].width}×{framed[0].height} | {auroc:.4f} | {bacc:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
