@@ -4,10 +4,10 @@ A member fine-tuned on random crops has seen lesions larger than whole images sh
 better at test time a little above its training size (Touvron et al. 2019, "Fixing the train-test resolution
 discrepancy"). This scores each member on the validation split with images decoded at each size, then every
 combination of one size per member as the ensemble would average them (mean logits, the first member's
-training prior; no temperature, which barely moves AUROC; each member alone is scored the same way). Each
-ranked line also shows the seven-class balanced accuracy of that combination (argmax of the mean
-class-balanced logits, the evaluator's decision rule), so a choice that gains AUROC by trading away
-diagnosis accuracy is visible. The test split is never read.
+training prior, computed from the split for a member never calibrated; no temperature, which barely moves
+AUROC; each member alone is scored the same way). Each ranked line also shows the seven-class balanced
+accuracy of that combination (argmax of the mean class-balanced logits, the evaluator's decision rule), so a
+choice that gains AUROC by trading away diagnosis accuracy is visible. The test split is never read.
 
 Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR] [--pairs]
 A file that holds an ensemble stands for its members (printed as FILE#1, FILE#2, …), so a new candidate can
@@ -34,6 +34,7 @@ from dermai.data import load_pixels  # noqa: E402
 from dermai.ensemble import EnsembleError, load_members  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
+from dermai.serving import training_log_prior  # noqa: E402
 from dermai.weights import WeightsError  # noqa: E402
 
 
@@ -90,9 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.pairs and len(loaded) < 2:
         parser.error("--pairs needs two or more members")
-    meta = {**loaded[0].meta, "temperature": 1.0}
     dataset = weights_dataset(loaded[0].meta, args.data)
     val = dataset.meta[dataset.meta["split"] == "val"]
+    train = dataset.meta[dataset.meta["split"] == "train"]
+
+    def scoring_meta(member: dict) -> dict:
+        """A member's JSON for scoring: no temperature, and its training prior even when it was never calibrated
+        (a run killed while calibrating has no log_prior; scored without one, a member trained on balanced
+        batches ranks below what it serves once calibrated)."""
+        prior = member.get("log_prior")
+        if prior is None:
+            prior = training_log_prior(member, train, len(member["classes"]))
+        return {**member, "log_prior": prior, "temperature": 1.0}
+
+    meta = scoring_meta(loaded[0].meta)
     y, labels = val["malignant"].to_numpy(), val["label"].to_numpy()
     member_logits: list[dict[int, np.ndarray]] = [{} for _ in loaded]
     print(f"validation split: {len(val)} images, {int(y.sum())} malignant")
@@ -103,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size, pixels in pixels_by_size.items():
             logits, _ = forward_pixels(item.model, pixels, mean=item.meta["mean"], std=item.meta["std"])
             logits_by_size[size] = logits.astype(np.float64)
-            cells.append(f"{malignant_auroc(logits_by_size[size], y, {**item.meta, 'temperature': 1.0}):.4f}")
+            cells.append(f"{malignant_auroc(logits_by_size[size], y, scoring_meta(item.meta)):.4f}")
         print(f"{path} (trained at {item.meta['image_size']} px) | " + " | ".join(cells))
     if args.pairs:
         print("pairs of members at their best sizes (mean logits), best first:")

@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -529,3 +530,22 @@ def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_or
     ]
     assert len(rows) == 5
     assert rows[1][2:] == rows[0][2:]  # turned back to landscape by resize_square: the same scores
+
+
+def test_member_sizes_scores_an_uncalibrated_member_with_its_training_prior(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed before calibration has no log_prior in its JSON; the script computes it from the split, so
+    the member scores as it will once calibrated, not as if every diagnosis were equally common."""
+    first, _, _ = two_runs
+    bare = tmp_path / "bare" / "model.safetensors"
+    bare.parent.mkdir()
+    shutil.copy(first, bare)
+    meta = json.loads(first.with_suffix(".json").read_text())
+    assert meta.get("log_prior")  # the trainer calibrated it
+    bare.with_suffix(".json").write_text(json.dumps({k: v for k, v in meta.items() if k != "log_prior"}))
+    script = _script("member_sizes")
+    assert script.main([str(first), str(bare), "--sizes", "32"]) == 0
+    out = capsys.readouterr().out
+    cells = [line.split(" | ")[1] for line in out.splitlines() if "(trained at 32 px) | " in line]
+    assert len(cells) == 2 and cells[0] == cells[1]
