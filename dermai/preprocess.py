@@ -9,7 +9,8 @@ Why turn: squashing narrows a 4:3 landscape image's lesion to 3/4 of its width, 
 images (HAM10000's are all 200×150) has only seen lesions narrowed that way. A portrait photo squashed as it is
 comes out narrowed along the other axis: on the validation split turned to portrait, the shipped model lost
 0.003 AUROC and 0.07 seven-class balanced accuracy (`scripts/aspect_probe.py`). Dermoscopy has no canonical
-orientation (training rotates freely), so a quarter turn costs nothing and restores the training geometry.
+orientation (the dermatoscope meets the skin at any angle), so a quarter turn loses nothing and restores the
+training geometry.
 """
 
 from __future__ import annotations
