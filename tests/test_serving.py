@@ -36,9 +36,9 @@ def fitted(ham_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     seen: list[str] = []
     real_load_pixels = dermai.evaluate.load_pixels
 
-    def recording_load_pixels(paths: list[str], size: int) -> object:
+    def recording_load_pixels(paths: list[str], size: int, *rest: object) -> object:
         seen.extend(paths)
-        return real_load_pixels(paths, size)
+        return real_load_pixels(paths, size, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DERMAI_CACHE", cfg.data.cache_dir)
@@ -132,7 +132,9 @@ def test_fit_context_uses_train_and_val_only_and_evaluate_reports_it(
     seen: list[str] = []
     real_load_pixels = dermai.evaluate.load_pixels
     monkeypatch.setattr(
-        dermai.evaluate, "load_pixels", lambda paths, size: seen.extend(paths) or real_load_pixels(paths, size)
+        dermai.evaluate,
+        "load_pixels",
+        lambda paths, size, *rest: seen.extend(paths) or real_load_pixels(paths, size, *rest),
     )
     answer = fit_context(weights, manifest=tmp_path / "manifest.csv")
     manifest = read_manifest(tmp_path / "manifest.csv")
