@@ -978,7 +978,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " strong augmentation at 96 or 128 px, then a FixRes step at 144 or 176 px) run on a GPU from a fresh"
         " SimCLR trunk made members of 0.904–0.906, below the CPU FixRes member, and pairs no better than the"
         " shipped one; a FixRes step from the 160 px GPU member to 192 px lowered it (0.904 from 0.907;"
-        " docs/training_runs/h200-2026-11-30). Every pair tried lands at 0.909–0.916 on validation."
+        " docs/training_runs/h200-2026-11-30). The same step at 120 px, to replace the second member at the same"
+        " compute, left it as it was (0.908) and lowered the pair (0.9115 against 0.9133 by the same measure;"
+        " docs/training_runs/cpu-fixres120-2026-11-30). Every pair tried lands at 0.909–0.916 on validation."
         " Untried: non-square inputs at the images' native 4:3 aspect.",
     ]
     ctx, block = report.get("context"), meta.get("context")
