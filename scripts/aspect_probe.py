@@ -12,7 +12,11 @@ Its first run (2026-11-30) found portrait images served as they were costing 0.0
 balanced accuracy (0.9106 and 0.615 against 0.9134 and 0.684), and padding costing far more; `resize_square` has
 turned portrait images to landscape since, so that row now matches the first.
 
-Usage: python scripts/aspect_probe.py [--weights W] [--data DIR]
+With --views it also scores each of test-time augmentation's eight views of the stored images alone (the four
+quarter turns, each also mirrored), and the mean logits of all eight against those of the four that keep the
+squashed axis where training had it (no turn or a half turn).
+
+Usage: python scripts/aspect_probe.py [--weights W] [--data DIR] [--views]
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", help="default: the shipped weights/model.safetensors")
     parser.add_argument("--data", help="the weights' data folder (default: the one in their config)")
+    parser.add_argument("--views", action="store_true", help="also score each test-time augmentation view")
     args = parser.parse_args(argv)
     loaded = load_weights(args.weights)
     meta, classes = loaded.meta, list(loaded.meta["classes"])
@@ -80,14 +85,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"validation split: {len(val)} images, {int(y_mal.sum())} malignant; {args.weights or 'shipped weights'}")
     print("| framing | size | malignant AUROC | 7-class balanced accuracy |")
     print("| --- | --- | --- | --- |")
+
+    def scores(logits: np.ndarray) -> str:
+        auroc = roc_auc_score(y_mal, malignant_probability(calibrated_probs(logits, meta), classes))
+        return f"{auroc:.4f} | {balanced_accuracy_score(labels, logits.argmax(axis=1)):.3f}"
+
+    stored = None
     for name, frame in FRAMINGS.items():
         framed = [frame(image) for image in images]
         pixels = np.stack([resize_square(image, size) for image in framed])
+        stored = pixels if stored is None else stored
         logits, _ = forward_pixels(loaded.model, pixels, mean=meta["mean"], std=meta["std"])
-        probs = calibrated_probs(logits.astype(np.float64), meta)
-        auroc = roc_auc_score(y_mal, malignant_probability(probs, classes))
-        bacc = balanced_accuracy_score(labels, logits.argmax(axis=1))
-        print(f"| {name} | {framed[0].width}×{framed[0].height} | {auroc:.4f} | {bacc:.3f} |", flush=True)
+        print(f"| {name} | {framed[0].width}×{framed[0].height} | {scores(logits.astype(np.float64))} |", flush=True)
+    if args.views:
+        print("\n| test-time augmentation view of the stored images | malignant AUROC | 7-class balanced accuracy |")
+        print("| --- | --- | --- |")
+        views = {}
+        for turns in range(4):  # as dermai.inference.dihedral_views: quarter turns, then each mirrored
+            for mirrored in (False, True):
+                view = np.rot90(stored, turns, axes=(1, 2))
+                view = np.ascontiguousarray(view[:, :, ::-1] if mirrored else view)
+                logits, _ = forward_pixels(loaded.model, view, mean=meta["mean"], std=meta["std"])
+                views[turns, mirrored] = logits.astype(np.float64)
+                label = f"{90 * turns}° turn{', mirrored' if mirrored else ''}"
+                print(f"| {label} | {scores(views[turns, mirrored])} |", flush=True)
+        print(f"| mean of all 8 (`--tta`) | {scores(np.mean(list(views.values()), axis=0))} |")
+        kept = [v for (turns, _), v in views.items() if turns % 2 == 0]
+        print(f"| mean of the 4 with no or a half turn | {scores(np.mean(kept, axis=0))} |")
     return 0
 
 

@@ -524,12 +524,13 @@ def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_or
     assert padded[:, :25].max() == 0 and padded[:, 25:175].min() == 255  # black bars beside the square
 
     first, _, _ = two_runs
-    assert script.main(["--weights", str(first)]) == 0
+    assert script.main(["--weights", str(first), "--views"]) == 0
     rows = [
         line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "0." in line
     ]
-    assert len(rows) == 5
+    assert len(rows) == 5 + 8 + 2  # the framings, each view, the two means
     assert rows[1][2:] == rows[0][2:]  # turned back to landscape by resize_square: the same scores
+    assert rows[5][1:] == rows[0][2:]  # the first view (no turn, not mirrored) is the stored image
 
 
 def test_member_sizes_scores_an_uncalibrated_member_with_its_training_prior(
