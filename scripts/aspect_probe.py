@@ -32,10 +32,11 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dermai.evaluate import weights_dataset  # noqa: E402
+from dermai.data import DataError  # noqa: E402
+from dermai.evaluate import EvaluationError, weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
 from dermai.preprocess import resize_square  # noqa: E402
-from dermai.weights import load_weights  # noqa: E402
+from dermai.weights import WeightsError, load_weights  # noqa: E402
 
 
 def centre_crop(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -75,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="the weights' data folder (default: the one in their config)")
     parser.add_argument("--views", action="store_true", help="also score each test-time augmentation view")
     args = parser.parse_args(argv)
-    loaded = load_weights(args.weights)
+    try:  # a bad weights file or data folder is a usage error that names it, not a traceback
+        loaded = load_weights(args.weights)
+        rows = weights_dataset(loaded.meta, args.data).meta
+    except (WeightsError, EvaluationError, DataError) as exc:
+        parser.error(str(exc))
     meta, classes = loaded.meta, list(loaded.meta["classes"])
-    rows = weights_dataset(meta, args.data).meta
     val = rows[rows["split"] == "val"]
     images = [Image.open(path).convert("RGB") for path in val["path"]]
     y_mal, labels = val["malignant"].to_numpy().astype(int), val["label"].to_numpy()

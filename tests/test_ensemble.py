@@ -512,7 +512,7 @@ def test_an_ensemble_file_unpacks_into_its_members_for_scoring_beside_others(tmp
 
 
 def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_original(
-    two_runs: tuple[Path, Path, RunConfig], capsys: pytest.CaptureFixture[str]
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from PIL import Image
 
@@ -522,6 +522,9 @@ def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_or
     assert list(sizes.values()) == [(200, 150), (150, 200), (150, 150), (150, 112), (200, 150)]
     padded = np.asarray(script.square_padded(Image.new("RGB", (200, 150), (255, 255, 255))))
     assert padded[:, :25].max() == 0 and padded[:, 25:175].min() == 255  # black bars beside the square
+    with pytest.raises(SystemExit) as usage:  # a bad weights file: one line naming it, exit 2
+        script.main(["--weights", str(tmp_path / "none.safetensors")])
+    assert usage.value.code == 2 and "none.safetensors" in capsys.readouterr().err
 
     first, _, _ = two_runs
     assert script.main(["--weights", str(first), "--views"]) == 0
