@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dermai.predict import Predictor  # noqa: E402
+from dermai.preprocess import size_label  # noqa: E402
 from dermai.weights import WeightsError  # noqa: E402
 
 GOAL_MS = 150.0
@@ -71,7 +72,7 @@ def main() -> int:
     if predictor.context_model:
         context = predictor.parse_context(age=60, sex="female", site="back")
         results["predict+context"] = median_ms(lambda p: predictor.predict(p, context=context), images)
-    size, threads = predictor.image_size, torch.get_num_threads()
+    size, threads = size_label(predictor.input_size), torch.get_num_threads()
     print(f"weights {predictor.path} ({size} px), {len(images)} images, {threads} torch threads")
     for name, ms in results.items():
         print(f"  {name:<16} {ms:8.1f} ms/image (median)")

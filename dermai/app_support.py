@@ -243,6 +243,7 @@ def train_form_defaults() -> dict[str, Any]:
         "finetune_epochs": d.finetune_epochs,
         "batch_size": d.batch_size,
         "image_size": d.image_size,
+        "image_width": d.image_width or 0,
         "label_fraction": 1.0,
         "lambda_ntxent": d.lambda_ntxent,
         "temperature": d.temperature,
@@ -315,10 +316,11 @@ def init_train_form(state: MutableMapping[str, Any]) -> None:
 
 def train_form_options(state: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """The stage and the `jobs.start_job` options the Training form's fields hold; 0 means "off" for the
-    image limit and the SWA learning rate, which the trainer takes as None."""
+    image limit, the image width (a square) and the SWA learning rate, which the trainer takes as None."""
     options = {field: state[train_field_key(field)] for field in train_form_defaults()}
     stage = options.pop("stage")
     options["limit"] = options["limit"] or None
+    options["image_width"] = options.get("image_width") or None
     options["swa_lr"] = options["swa_lr"] or None
     return stage, options
 

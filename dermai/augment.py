@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchvision import transforms
 
 from dermai.config import AugmentConfig, check_augment
-from dermai.preprocess import normalize, shades_of_gray, to_float_batch
+from dermai.preprocess import InputSize, input_frame, normalize, shades_of_gray, to_float_batch
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 times before falling back
@@ -118,12 +118,13 @@ def vignette(
 ) -> torch.Tensor:
     """Dermoscope field-of-view vignette: darken outside a centred circle by `strength` (B,) in [0, 1].
 
-    `radius` is in half-widths (1.0 touches the image edges, corners are at √2); the edge ramps from no
-    darkening to full `strength` over `softness`, like the soft black rim of a contact dermoscope.
+    `radius` is in half-heights (1.0 touches the top and bottom edges; a square's corners are at √2); the
+    edge ramps from no darkening to full `strength` over `softness`, like the soft black rim of a contact
+    dermoscope. The circle is round in pixels, also in a non-square frame.
     """
     _, _, height, width = x.shape
     ys = torch.linspace(-1.0, 1.0, height, dtype=x.dtype, device=x.device).view(height, 1)
-    xs = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device).view(1, width)
+    xs = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device).view(1, width) * (width / height)
     dist = torch.sqrt(xs**2 + ys**2)  # (H, W)
     radius_t = torch.as_tensor(radius, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
     ramp = ((dist - radius_t) / softness).clamp(0.0, 1.0)
@@ -181,17 +182,19 @@ class BatchAugmenter:
     so validation, evaluation and prediction see it too) → one affine warp (random resized
     crop, flips, rotation about the crop centre; reflection padding so rotated corners show skin, not
     black) → hairs → vignette (artefacts in the scene, so they get colour-jittered too) → brightness,
-    contrast, saturation, hue → grayscale → blur → normalise. Output is float32 (B, 3, out, out),
-    normalised with cfg.mean/std, channels_last. The warp samples bilinearly without antialiasing, so the
-    cache should be at (or near) the training size.
+    contrast, saturation, hue → grayscale → blur → normalise. Output is float32 (B, 3, H, W) in the input
+    frame `out_size` (an int: a square), normalised with cfg.mean/std, channels_last. The warp samples
+    bilinearly without antialiasing, so the cache should be at (or near) the training size and aspect.
     """
 
-    def __init__(self, cfg: AugmentConfig, out_size: int) -> None:
+    def __init__(self, cfg: AugmentConfig, out_size: InputSize) -> None:
         self.cfg = check_augment(cfg)
         self.out_size = out_size
+        self.out_height, self.out_width = input_frame(out_size)
+        short = min(self.out_height, self.out_width)
         sigma_max = max(cfg.blur_sigma)
-        self.blur_kernel = min(2 * math.ceil(3.0 * sigma_max) + 1, 2 * ((out_size - 1) // 2) + 1)
-        self.hair_thickness = 1 + 2 * (out_size // 160)  # ~1 px at 64/128 px, 3 px at 224 px
+        self.blur_kernel = min(2 * math.ceil(3.0 * sigma_max) + 1, 2 * ((short - 1) // 2) + 1)
+        self.hair_thickness = 1 + 2 * (short // 160)  # ~1 px at 64/128 px, 3 px at 224 px
 
     def _crop_boxes(
         self, batch: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
@@ -200,13 +203,14 @@ class BatchAugmenter:
 
         torchvision RandomResizedCrop semantics: area fraction uniform in crop_scale, aspect ratio
         log-uniform in crop_ratio, up to 10 tries for a box that fits, otherwise the whole image; the box
-        position is uniform over the places it fits.
+        position is uniform over the places it fits. The ratio is relative to the output's aspect (width /
+        height), so a square output draws torchvision's boxes and a 4:3 one boxes around 4:3.
         """
         cfg = self.cfg
         shape = (batch, _CROP_ATTEMPTS)
         area = _uniform(cfg.crop_scale[0], cfg.crop_scale[1], shape, generator, device)
         log_ratio = _uniform(math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), shape, generator, device)
-        ratio = log_ratio.exp()
+        ratio = log_ratio.exp() * (self.out_width / self.out_height)
         w = torch.sqrt(area * ratio * height / width)
         h = torch.sqrt(area / ratio * width / height)
         fits = (w <= 1.0) & (h <= 1.0)
@@ -222,8 +226,10 @@ class BatchAugmenter:
     def _warp(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Crop, flip and rotate every sample (all its channels) with one affine_grid + grid_sample.
 
-        theta maps output to input coordinates: input = centre + S · F · R · output, i.e. the crop
-        (scale S) is resized to the output, flipped (F), then rotated (R), as the torchvision pipeline.
+        theta maps output to input coordinates: input = centre + S · F · A⁻¹ · R · A · output, i.e. the crop
+        (scale S) is resized to the output, flipped (F), then rotated (R), as the torchvision pipeline. A
+        scales the normalised coordinates to the output's aspect (width / height, 1 for a square), so a
+        non-square frame rotates as pixels do, not as the [-1, 1]² square they are indexed by.
         """
         cfg = self.cfg
         batch, _, height, width = x.shape
@@ -233,14 +239,16 @@ class BatchAugmenter:
         fx = 1.0 - 2.0 * _bernoulli(cfg.hflip_p, batch, generator, dev).to(x.dtype)
         fy = 1.0 - 2.0 * _bernoulli(cfg.vflip_p, batch, generator, dev).to(x.dtype)
         cos, sin = angle.cos(), angle.sin()
+        aspect = self.out_width / self.out_height
         theta = torch.stack(
             [
-                torch.stack([w * fx * cos, -w * fx * sin, cx], dim=1),
-                torch.stack([h * fy * sin, h * fy * cos, cy], dim=1),
+                torch.stack([w * fx * cos, -w * fx * sin / aspect, cx], dim=1),
+                torch.stack([h * fy * sin * aspect, h * fy * cos, cy], dim=1),
             ],
             dim=1,
         )
-        grid = F.affine_grid(theta, [batch, x.shape[1], self.out_size, self.out_size], align_corners=False)
+        frame = [batch, x.shape[1], self.out_height, self.out_width]
+        grid = F.affine_grid(theta, frame, align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _jitter(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -259,7 +267,7 @@ class BatchAugmenter:
         return x
 
     def __call__(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 (B, H, W, 3) → augmented, normalised float32 (B, 3, out, out), channels_last."""
+        """uint8 (B, H, W, 3) → augmented, normalised float32 (B, 3, out H, out W), channels_last."""
         return self.with_masks(pixels, None, generator)[0]
 
     def with_masks(
@@ -326,7 +334,7 @@ def simclr_views(
 # ----------------------------------------------------------------------------------------------------
 
 
-def paper_transform(cfg: AugmentConfig, out_size: int) -> transforms.Compose:
+def paper_transform(cfg: AugmentConfig, out_size: InputSize) -> transforms.Compose:
     """The paper's per-image PIL pipeline (slow reference / benchmark baseline for BatchAugmenter)."""
     return transforms.Compose(
         [
@@ -350,7 +358,7 @@ def denormalize_to_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[f
 
 
 def preview_pairs(
-    pixels: np.ndarray, cfg: AugmentConfig, out_size: int, seed: int
+    pixels: np.ndarray, cfg: AugmentConfig, out_size: InputSize, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(original (H, W, 3), augmented (out, out, 3)) uint8 pairs, reproducible from `seed`."""
     augmenter = BatchAugmenter(cfg, out_size)
@@ -359,7 +367,9 @@ def preview_pairs(
     return [(before, aug) for before, aug in zip(pixels, after, strict=True)]
 
 
-def preview_masks(pixels: np.ndarray, masks: np.ndarray, cfg: AugmentConfig, out_size: int, seed: int) -> np.ndarray:
+def preview_masks(
+    pixels: np.ndarray, masks: np.ndarray, cfg: AugmentConfig, out_size: InputSize, seed: int
+) -> np.ndarray:
     """Lesion masks uint8 (B, H, W) warped as `preview_pairs` with the same seed warps their images: boolean
     (B, out, out), what the lesion-mask loss (`--mask-weight`) asks the model to find in each augmented image."""
     augmenter = BatchAugmenter(cfg, out_size)
@@ -370,7 +380,7 @@ def preview_masks(pixels: np.ndarray, masks: np.ndarray, cfg: AugmentConfig, out
 
 
 def preview_simclr_pairs(
-    pixels: np.ndarray, cfg: AugmentConfig, out_size: int, seed: int
+    pixels: np.ndarray, cfg: AugmentConfig, out_size: InputSize, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(view a, view b) uint8 (out, out, 3) pairs — what SimCLR treats as the same image."""
     augmenter = BatchAugmenter(cfg, out_size)

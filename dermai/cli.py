@@ -53,7 +53,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_data_args(p)
     d = RunConfig().train
     p.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, weights)")
-    p.add_argument("--image-size", type=_positive_int, default=d.image_size)
+    p.add_argument("--image-size", type=_positive_int, default=d.image_size, help="input height (and width) in px")
+    p.add_argument(
+        "--image-width",
+        type=_positive_int,
+        default=d.image_width,
+        help="input width in px (default: --image-size, a square); HAM10000's 4:3 images keep their shape at "
+        "e.g. --image-size 120 --image-width 160",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -291,6 +298,7 @@ def _run_config(args: argparse.Namespace, stage: str) -> RunConfig:
     cfg.data.label_fraction = args.label_fraction
     t = cfg.train
     t.image_size, t.batch_size, t.lr, t.weight_decay = args.image_size, args.batch_size, args.lr, args.weight_decay
+    t.image_width = args.image_width
     t.pretrain_epochs, t.finetune_epochs, t.warmup_epochs = (
         args.pretrain_epochs,
         args.finetune_epochs,
@@ -327,6 +335,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
         name: (f"train.{name}",)
         for name in (
             "image_size",
+            "image_width",
             "batch_size",
             "lr",
             "weight_decay",

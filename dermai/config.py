@@ -202,6 +202,9 @@ class TrainConfig:
     """Optimisation for both stages. Paper: AdamW lr 1e-3, wd 1e-4, batch 64, λ=0.5, τ=0.5, 224 px."""
 
     image_size: int = 224
+    # Input width in pixels; None = image_size (a square, as the paper: every image squashed to it). HAM10000's
+    # images are 4:3 landscape, so e.g. image_size 120 with image_width 160 keeps their shape.
+    image_width: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -238,6 +241,13 @@ class TrainConfig:
     log_every: int = 10  # steps between metric lines
 
 
+def train_input_size(t: TrainConfig) -> int | tuple[int, int]:
+    """The input frame a run trains at: `image_size` for a square, else (image_size, image_width)."""
+    if t.image_width is None or t.image_width == t.image_size:
+        return t.image_size
+    return t.image_size, t.image_width
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs, written to the run folder as config.json."""
@@ -262,6 +272,8 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"unknown stage {cfg.stage!r} (pretrain, finetune or both)")
     t = cfg.train
     check_count("image_size", t.image_size, 1)
+    if t.image_width is not None:
+        check_count("image_width", t.image_width, 1, " (or none: a square of image_size)")
     check_count("batch_size", t.batch_size, 2, " (NT-Xent contrasts the images of a batch)")
     check_positive("lr", t.lr)
     check_off_or_positive("weight_decay", t.weight_decay)

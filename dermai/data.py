@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from dermai.intake import IntakeError, read_image
-from dermai.preprocess import landscape, resize_square
+from dermai.preprocess import InputSize, input_frame, landscape, resize_input
 
 DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 MALIGNANT: frozenset[str] = frozenset({"mel", "bcc", "akiec"})
@@ -536,22 +536,29 @@ def atomic_write_bytes(path: Path, payload: bytes) -> Path:
     return path
 
 
-def cache_key(paths: Iterable[str], size: int) -> str:
+def _size_tag(size: InputSize) -> str:
+    """A cache file's size tag: '96' for a square input (the tag every cache had before non-square inputs),
+    '120x160' (height x width) for another."""
+    height, width = input_frame(size)
+    return str(height) if height == width else f"{height}x{width}"
+
+
+def cache_key(paths: Iterable[str], size: InputSize) -> str:
     """Changes whenever an image is added, removed, reordered or modified, or the size changes."""
-    digest = hashlib.sha256(f"v3:{size}".encode())  # v2: decoded by intake.read_image; v3: portrait turned
+    digest = hashlib.sha256(f"v3:{_size_tag(size)}".encode())  # v2: decoded by intake.read_image; v3: portrait turned
     for path in paths:
         stat = os.stat(path)
         digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 
 
-def decode_image(path: str, size: int) -> np.ndarray:
-    """One image file → (size, size, 3) uint8, or a DataError naming the file.
+def decode_image(path: str, size: InputSize) -> np.ndarray:
+    """One image file → (H, W, 3) uint8 in the input frame `size`, or a DataError naming the file.
 
     Decoded by `intake.read_image`, as a prediction's upload is (EXIF orientation applied, transparency on
     white, 16-bit scaled, oversized files refused), so training and evaluation see what prediction sees."""
     try:
-        return resize_square(read_image(path, name=path).image, size)
+        return resize_input(read_image(path, name=path).image, size)
     except IntakeError as exc:  # its message starts with the name given, here the path
         raise DataError(f"{path}: unreadable image ({str(exc).removeprefix(f'{path}: ')})") from exc
 
@@ -590,15 +597,16 @@ def _cached_decode(
 
 
 def load_pixels(
-    paths: Sequence[str], size: int, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
+    paths: Sequence[str], size: InputSize, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
 ) -> np.ndarray:
-    """All images as a read-only (N, size, size, 3) uint8 memmap, decoded once and cached on disk.
+    """All images as a read-only (N, H, W, 3) uint8 memmap in the input frame `size` (an int: a square),
+    decoded once and cached on disk.
 
     The cache file is keyed by the image files and the size, so changed data gets a new key.
     """
     folder = default_cache_dir(cache_dir)
-    target = folder / f"pixels-{cache_key(paths, size)}-{size}px.npy"
-    return _cached_decode(paths, (size, size, 3), lambda p: decode_image(p, size), target, workers)
+    target = folder / f"pixels-{cache_key(paths, size)}-{_size_tag(size)}px.npy"
+    return _cached_decode(paths, (*input_frame(size), 3), lambda p: decode_image(p, size), target, workers)
 
 
 MASK_FOLDER = "masks"  # HAM10000 / ISIC 2018 task 1 layout: <data>/masks/<image_id>_segmentation.png
@@ -609,23 +617,24 @@ def lesion_mask_file(root: str | os.PathLike[str], image_id: str) -> Path:
     return Path(root) / MASK_FOLDER / f"{image_id}_segmentation.png"
 
 
-def decode_mask(path: str, size: int) -> np.ndarray:
-    """One lesion-mask file → (size, size) uint8 (255 = lesion), turned and resized as its image is, or a
-    DataError naming the file."""
+def decode_mask(path: str, size: InputSize) -> np.ndarray:
+    """One lesion-mask file → (H, W) uint8 (255 = lesion) in the input frame `size`, turned and resized as its
+    image is, or a DataError naming the file."""
+    height, width = input_frame(size)
     try:
         with Image.open(path) as mask:
             grey = landscape(mask.convert("L"))
-            if grey.size != (size, size):
-                grey = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            if grey.size != (width, height):
+                grey = grey.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
             return np.asarray(grey, dtype=np.uint8).copy()
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"{path}: unreadable lesion mask ({exc})") from exc
 
 
 def load_masks(
-    dataset: Dataset, size: int, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
+    dataset: Dataset, size: InputSize, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
 ) -> np.ndarray:
-    """Every image's lesion mask as a read-only (N, size, size) uint8 memmap in `dataset.meta`'s row order,
+    """Every image's lesion mask as a read-only (N, H, W) uint8 memmap in `dataset.meta`'s row order,
     cached like the pixels. A missing mask is a DataError naming it (and how many more are missing)."""
     paths = [str(lesion_mask_file(dataset.root, i)) for i in dataset.meta["image_id"]]
     missing = [p for p in paths if not os.path.exists(p)]
@@ -635,8 +644,8 @@ def load_masks(
             f"read from <data>/{MASK_FOLDER}/<image_id>_segmentation.png)"
         )
     folder = default_cache_dir(cache_dir)
-    target = folder / f"masks-{cache_key(paths, size)}-{size}px.npy"
-    return _cached_decode(paths, (size, size), lambda p: decode_mask(p, size), target, workers)
+    target = folder / f"masks-{cache_key(paths, size)}-{_size_tag(size)}px.npy"
+    return _cached_decode(paths, input_frame(size), lambda p: decode_mask(p, size), target, workers)
 
 
 def write_json_atomic(path: Path, payload: object) -> Path:

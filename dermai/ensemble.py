@@ -15,6 +15,9 @@ the largest, and each smaller member sees that input resized to its own size wit
 training pipeline resized images. The JSON's `image_size` is then the largest, and `model.member_image_sizes`
 lists each member's. A member may also be served at a size other than its training size (`image_sizes` of
 `build_ensemble`, `--image-sizes` of `python -m dermai ensemble`); its entry then keeps `trained_image_size`.
+A member trained at a non-square frame (`--image-width`) has the size [height, width]; the ensemble's input is
+then the largest height by the largest width (`image_size`, `image_width`), and a square member sees it
+squashed to its square, as it was trained.
 
 An ensemble serves; it never trains, so its members keep no SimCLR projection heads. Members must have been
 trained on the same split (same manifest checksum): a member that saw another's validation or test images
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermai.model import SimCLRResNet18
+from dermai.preprocess import InputSize, input_frame, meta_input_size, size_label
 
 # Fields every member must share: they decide what an input means and which images are held out.
 SHARED_FIELDS = ("classes", "mode", "mean", "std", "manifest_sha256")
@@ -67,9 +71,10 @@ class EnsembleError(ValueError):
 class EnsembleModel(nn.Module):
     """Two or more `SimCLRResNet18` members with the same classes, served as one model (mean logits).
 
-    `image_sizes` holds each member's input size (None: all take the input as it comes)."""
+    `image_sizes` holds each member's input size, a square's side or (height, width) (None: all take the
+    input as it comes)."""
 
-    def __init__(self, members: Sequence[SimCLRResNet18], image_sizes: Sequence[int] | None = None) -> None:
+    def __init__(self, members: Sequence[SimCLRResNet18], image_sizes: Sequence[InputSize] | None = None) -> None:
         super().__init__()
         if len(members) < 2:
             raise EnsembleError(f"an ensemble needs at least two members, got {len(members)}")
@@ -82,17 +87,20 @@ class EnsembleModel(nn.Module):
         self.members = nn.ModuleList(members)
         self.num_classes = members[0].num_classes
         self._feature_dims = [m.classifier.in_features for m in members]
-        self.image_sizes = [int(s) for s in image_sizes] if image_sizes is not None else None
+        self.image_sizes = [as_input_size(s) for s in image_sizes] if image_sizes is not None else None
 
     def member_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The input each member reads: `x` itself, or `x` resized (antialiased) to the member's own size."""
+        """The input each member reads: `x` itself, or `x` resized (antialiased) to the member's own size. A
+        portrait `x` (a quarter-turned test-time augmentation view) goes to the member's frame turned too."""
         if self.image_sizes is None:
             return [x] * len(self.members)
+        portrait = x.shape[-2] > x.shape[-1]
+        frames = [input_frame(size)[:: -1 if portrait else 1] for size in self.image_sizes]
         return [
             x
-            if tuple(x.shape[-2:]) == (size, size)
-            else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            for size in self.image_sizes
+            if tuple(x.shape[-2:]) == frame
+            else F.interpolate(x, size=frame, mode="bilinear", align_corners=False, antialias=True)
+            for frame in frames
         ]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,6 +135,8 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
                     + ("; members must be trained on the same split" if field == "manifest_sha256" else "")
                 )
     for meta, path in zip(member_metas, member_paths, strict=True):
+        if not is_input_size(meta.get("image_width", 1)):
+            raise EnsembleError(f"{path}: its JSON has no valid 'image_width' ({_short(meta.get('image_width'))})")
         if meta.get("ensemble"):
             raise EnsembleError(f"{path}: is an ensemble already; list its members instead ({path}#1, {path}#2, …)")
         if "finetune" not in meta.get("stages", []):
@@ -142,7 +152,7 @@ def ensemble_meta(
     member_metas: Sequence[dict[str, Any]],
     member_paths: Sequence[str],
     command: str,
-    image_sizes: Sequence[int] | None = None,
+    image_sizes: Sequence[InputSize] | None = None,
 ) -> dict[str, Any]:
     """The ensemble's JSON: the members' shared fields, the first member's training config (for its split),
     and each member's provenance; per-model serving fields are left out for `fit_serving` to refit.
@@ -150,21 +160,28 @@ def ensemble_meta(
     `image_sizes` serves each member at a size of its own instead of the one it was trained at: a member
     trained on random crops has seen lesions larger than a whole image shows them, and may score better a
     little above its training size (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
-    Choose them on validation."""
+    Choose them on validation. A size is a square's side or [height, width]."""
     check_members(member_metas, member_paths)
     first = member_metas[0]
-    trained_sizes = [member.get("image_size") for member in member_metas]
+    trained_sizes = [as_input_size(meta_input_size(member)) for member in member_metas]
     sizes = list(trained_sizes) if image_sizes is None else list(image_sizes)
     if len(sizes) != len(member_metas):
         raise EnsembleError(f"{len(sizes)} input sizes given for {len(member_metas)} members; give one per member")
     for size in sizes:
-        if not is_image_size(size):
-            raise EnsembleError(f"input size {_short(size)} is not a positive whole number of pixels")
-    meta = {k: v for k, v in first.items() if k not in PER_MODEL_FIELDS}
-    meta["image_size"] = max(sizes)
+        if not is_input_size(size):
+            raise EnsembleError(
+                f"input size {_short(size)} is not a positive whole number of pixels, nor [height, width] of them"
+            )
+    sizes = [as_input_size(size) for size in sizes]
+    frames = [input_frame(size) for size in sizes]
+    meta = {k: v for k, v in first.items() if k not in PER_MODEL_FIELDS and k != "image_width"}
+    height, width = max(h for h, _ in frames), max(w for _, w in frames)
+    meta["image_size"] = height
+    if width != height:
+        meta["image_width"] = width
     meta["model"] = {**first.get("model", {}), "members": len(member_metas), "init_checkpoint": None}
     if len(set(sizes)) > 1:
-        meta["model"]["member_image_sizes"] = sizes
+        meta["model"]["member_image_sizes"] = [json_size(size) for size in sizes]
     constancy = [bool((m.get("model") or {}).get("color_constancy")) for m in member_metas]
     if len(set(constancy)) > 1:  # each member keeps the colour constancy it was trained with
         meta["model"]["member_color_constancy"] = constancy
@@ -174,8 +191,8 @@ def ensemble_meta(
         {
             "weights": str(path),
             "command": m.get("command"),
-            "image_size": size,
-            **({"trained_image_size": trained} if trained != size else {}),
+            "image_size": json_size(size),
+            **({"trained_image_size": json_size(trained)} if trained != size else {}),
             "val_auroc": (m.get("val_metrics") or {}).get("val_auroc"),
         }
         for m, path, size, trained in zip(member_metas, member_paths, sizes, trained_sizes, strict=True)
@@ -184,18 +201,48 @@ def ensemble_meta(
 
 
 def is_image_size(value: Any) -> bool:
-    """A JSON value that is an input size: a positive int (JSON's true/false are not sizes)."""
+    """A JSON value that is a square input's side: a positive int (JSON's true/false are not sizes)."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def parse_image_sizes(text: str) -> list[int]:
-    """'96, 120' → [96, 120]: members' input sizes as a person types them (CLI and app)."""
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise EnsembleError(f"input sizes {text!r}: give whole numbers of pixels separated by commas") from None
-    if not all(is_image_size(size) for size in sizes):
-        raise EnsembleError(f"input sizes {text!r}: each must be a positive number of pixels")
+def is_input_size(value: Any) -> bool:
+    """A JSON value that is an input size: a square's side, or [height, width] of positive ints."""
+    return is_image_size(value) or (
+        isinstance(value, list | tuple) and len(value) == 2 and all(is_image_size(v) for v in value)
+    )
+
+
+def as_input_size(value: Any) -> InputSize:
+    """An input size in one form: an int for a square (also given as [s, s]), else (height, width)."""
+    height, width = input_frame(value)
+    return height if height == width else (height, width)
+
+
+def json_size(size: InputSize) -> int | list[int]:
+    """An input size as the JSON records it: an int, or [height, width]."""
+    return size if isinstance(size, int) else [int(v) for v in size]
+
+
+def image_sizes_arg(sizes: Sequence[InputSize]) -> str:
+    """[96, (120, 160)] → '96,120x160': the `--image-sizes` text `parse_image_sizes` reads back."""
+    return ",".join(size_label(size).replace("×", "x") for size in sizes)
+
+
+def parse_image_sizes(text: str) -> list[InputSize]:
+    """'96, 120' → [96, 120]; '96, 120x160' → [96, (120, 160)] (height × width): members' input sizes as a
+    person types them (CLI and app)."""
+    sizes: list[InputSize] = []
+    for part in text.split(","):
+        dims = re.split(r"\s*[x×]\s*", part.strip().lower())
+        try:
+            values = [int(v) for v in dims]
+        except ValueError:
+            raise EnsembleError(
+                f"input sizes {text!r}: give whole numbers of pixels (or height x width) separated by commas"
+            ) from None
+        if len(values) > 2 or not all(is_image_size(v) for v in values):
+            raise EnsembleError(f"input sizes {text!r}: each must be a positive number of pixels, or height x width")
+        sizes.append(as_input_size(values[0] if len(values) == 1 else values))
     return sizes
 
 
@@ -205,14 +252,21 @@ def member_sizes(meta: dict[str, Any]) -> list[Any]:
     return (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
 
 
-def input_sizes(meta: dict[str, Any]) -> list[int]:
-    """The distinct input sizes of a weights file's network(s), smallest first ([] if the JSON has none)."""
-    return sorted({s for s in member_sizes(meta) if is_image_size(s)})
+def input_sizes(meta: dict[str, Any]) -> list[InputSize]:
+    """The distinct input sizes of a weights file's network(s), smallest first ([] if the JSON has none): a
+    square's side, or (height, width)."""
+    sizes = member_sizes(meta)
+    if sizes == [meta.get("image_size")] and is_image_size(meta.get("image_width")):
+        sizes = [[meta.get("image_size"), meta.get("image_width")]]
+    valid = {as_input_size(s) for s in sizes if is_input_size(s)}
+    return sorted(valid, key=lambda s: (input_frame(s)[0] * input_frame(s)[1], input_frame(s)))
 
 
 def input_sizes_text(meta: dict[str, Any]) -> str:
-    """The input size(s) for people: "96 px", or "96 and 128 px" for an ensemble of mixed members."""
-    return " and ".join(str(s) for s in input_sizes(meta) or ["?"]) + " px"
+    """The input size(s) for people: "96 px", "120×160 px" (height × width), or "96 and 128 px" for an
+    ensemble of mixed members."""
+    sizes = input_sizes(meta)
+    return (" and ".join(size_label(s) for s in sizes) if sizes else "?") + " px"
 
 
 def unpack_members(item: Any) -> list[Any]:
@@ -227,23 +281,25 @@ def unpack_members(item: Any) -> list[Any]:
     if not isinstance(item.model, EnsembleModel):
         return [item]
     fields = item.meta.get("model") or {}
-    sizes = fields.get("member_image_sizes") or [item.meta["image_size"]] * len(item.model.members)
+    sizes = fields.get("member_image_sizes") or [json_size(meta_input_size(item.meta))] * len(item.model.members)
     records = item.meta.get("ensemble") or [{}] * len(item.model.members)
-    shared = {k: v for k, v in item.meta.items() if k not in PER_MODEL_FIELDS}
+    shared = {k: v for k, v in item.meta.items() if k not in PER_MODEL_FIELDS and k != "image_width"}
     base_fields = {
         k: v for k, v in fields.items() if k not in ("members", "member_image_sizes", "member_color_constancy")
     }
     unpacked = []
     for k, (network, size, record) in enumerate(zip(item.model.members, sizes, records, strict=True)):
+        trained_height, trained_width = input_frame(record.get("trained_image_size", size))
         meta = {
             **shared,
-            "image_size": int(record.get("trained_image_size", size)),
+            "image_size": trained_height,
+            **({"image_width": trained_width} if trained_width != trained_height else {}),
             "model": {**base_fields, "color_constancy": bool(getattr(network, "color_constancy", False))},
             "command": record.get("command"),
             "unpacked_from": {
                 "weights": str(item.path),
                 "member": k + 1,
-                "served_image_size": int(size),
+                "served_image_size": size,
                 "weights_at_build": record.get("weights"),
             },
         }
@@ -289,7 +345,7 @@ def load_members(member_paths: Sequence[str | os.PathLike[str]], unpack: bool = 
 
 
 def combine(
-    member_paths: Sequence[str | os.PathLike[str]], command: str, image_sizes: Sequence[int] | None = None
+    member_paths: Sequence[str | os.PathLike[str]], command: str, image_sizes: Sequence[InputSize] | None = None
 ) -> tuple[EnsembleModel, dict[str, Any]]:
     """Load members (weights files, or `FILE#K` for member K of an ensemble) and return the ensemble model
     and its metadata (nothing is written)."""
@@ -302,7 +358,7 @@ def write_ensemble(
     member_paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     command: str,
-    image_sizes: Sequence[int] | None = None,
+    image_sizes: Sequence[InputSize] | None = None,
 ) -> Path:
     """Combine members into `out_dir/model.safetensors` + `model.json`, with a `config.json` naming the
     command and members (what `scripts/ship_default.py` reads to record the recipe). Refuses to overwrite."""
@@ -333,7 +389,7 @@ def build_ensemble(
     data_dir: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
     tta: bool = False,
-    image_sizes: Sequence[int] | None = None,
+    image_sizes: Sequence[InputSize] | None = None,
 ) -> dict[str, Any]:
     """Write the ensemble and fit its serving (temperature, tiers, OOD gate) on validation, as one step: a
     fit that fails removes the files written here, so no uncalibrated ensemble is left behind. The folder

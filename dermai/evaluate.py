@@ -38,7 +38,7 @@ from dermai.data import (
     manifest_checksum,
 )
 from dermai.inference import calibrated_probs, default_device, forward_pixels, malignant_probability, softmax_np
-from dermai.preprocess import landscape
+from dermai.preprocess import landscape, meta_input_size
 from dermai.weights import LoadedWeights, load_weights
 
 SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
@@ -135,7 +135,7 @@ def score(
     where saving and Grad-CAM expect it (a trainer's calibration on a borrowed GPU otherwise scored thousands of
     images on the CPU, side by side with other runs, for longer than the fine-tuning itself)."""
     meta = loaded.meta
-    pixels = load_pixels(list(paths), int(meta["image_size"]), cache_dir, workers)
+    pixels = load_pixels(list(paths), meta_input_size(meta), cache_dir, workers)
     device = device if device is not None else default_device()
     logits, features = forward_pixels(
         loaded.model if device.type == "cpu" else copy.deepcopy(loaded.model).to(device),
@@ -177,7 +177,7 @@ def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path,
         mean=meta["mean"],
         std=meta["std"],
     )
-    pixels = load_pixels(list(rows["path"]), int(meta["image_size"]))
+    pixels = load_pixels(list(rows["path"]), meta_input_size(meta))
     mass, area, hits, blank = [], [], [], 0
     for image_id, image in zip(rows["image_id"], pixels, strict=True):
         heatmap = explainer.heatmap(np.asarray(image))  # the served top class's Grad-CAM

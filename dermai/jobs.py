@@ -31,8 +31,9 @@ import pandas as pd
 
 from dermai.config import DataConfig, RunConfig, check_run_config, to_dict
 from dermai.data import DataError, find_metadata_csv, resolve_data_root, write_json_atomic
-from dermai.ensemble import EnsembleError, ensemble_meta
+from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg
 from dermai.losses import check_mask_weight
+from dermai.preprocess import InputSize, size_label
 from dermai.train import STOP_FILE, read_metrics, run_lock_holder, split_mismatch
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
 
@@ -50,6 +51,7 @@ OPTION_FLAGS: dict[str, str] = {
     "finetune_epochs": "--finetune-epochs",
     "batch_size": "--batch-size",
     "image_size": "--image-size",
+    "image_width": "--image-width",
     "label_fraction": "--label-fraction",
     "lambda_ntxent": "--lambda",
     "temperature": "--temperature",
@@ -302,7 +304,7 @@ def start_ensemble_job(
     runs: str | os.PathLike[str] | None = None,
     name: str | None = None,
     data: str | None = None,
-    image_sizes: list[int] | None = None,
+    image_sizes: list[InputSize] | None = None,
 ) -> Job:
     """Combine finished fine-tuned runs' weights into an ensemble run, calibrated on validation, as a job
     (it scores the validation and training images, minutes on a CPU). Members are checked here first,
@@ -321,7 +323,7 @@ def start_ensemble_job(
     run_dir = _new_run_dir(root, name or f"{time.strftime('%Y%m%d-%H%M%S')}-{ENSEMBLE_STAGE}", "ensemble name")
     command = [sys.executable, "-m", "dermai", ENSEMBLE_STAGE, *members, "--out", str(run_dir)]
     command += ["--data", data] if data else []
-    command += ["--image-sizes", ",".join(map(str, image_sizes))] if image_sizes else []
+    command += ["--image-sizes", image_sizes_arg(image_sizes)] if image_sizes else []
     return _launch(ENSEMBLE_STAGE, run_dir, command, root)
 
 
@@ -515,8 +517,9 @@ def _run_row(run: Path, root: Path) -> dict[str, Any]:
             config = saved["config"]
             stage = config["stage"]
             epochs = stage_epochs(stage, config["train"])
-            size = f"{config['train']['image_size']} px"
-    except (KeyError, TypeError):  # another layout (an older version's): what the metrics say
+            height, width = config["train"]["image_size"], config["train"].get("image_width") or None
+            size = f"{size_label(height if width is None else (height, width))} px"
+    except (KeyError, TypeError, ValueError):  # another layout (an older version's): what the metrics say
         stage, epochs, size = status.stage, "", ""
     return {
         "name": run.name,

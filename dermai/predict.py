@@ -1,7 +1,7 @@
 """Predictor: one uploaded image → calibrated probabilities, malignancy score, triage tier and OOD verdict,
 and on request a saliency overlay.
 
-Everything that turns pixels into numbers is shared with evaluation — `resize_square` and
+Everything that turns pixels into numbers is shared with evaluation — `resize_input` and
 `dermai.inference.forward_pixels` (same preprocessing, precision and TTA) — so a prediction's tier means what
 the validated operating points say it means.
 """
@@ -32,7 +32,7 @@ from dermai.inference import calibrated_probs, forward_pixels, malignant_probabi
 from dermai.intake import IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, ood_scores, pixel_verdict
-from dermai.preprocess import resize_square, to_image_orientation
+from dermai.preprocess import meta_input_size, resize_input, to_image_orientation
 from dermai.weights import LoadedWeights, load_weights
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam pulls in OpenCV and matplotlib
@@ -128,7 +128,7 @@ class Predictor:
         self.model = loaded.model.eval()
         self.path = loaded.path
         self.classes = list(meta["classes"])
-        self.image_size = int(meta["image_size"])
+        self.input_size = meta_input_size(meta)  # a square size, or (height, width)
         self.mean = tuple(meta.get("mean") or IMAGENET_MEAN)
         self.std = tuple(meta.get("std") or IMAGENET_STD)
         self.temperature = float(meta.get("temperature") or 1.0)
@@ -174,7 +174,7 @@ class Predictor:
         (`dermai.context`), with the tiers validated for it. Raises IntakeError for unusable images."""
         start = time.perf_counter()
         intake = self.read(image)
-        pixels = resize_square(intake.image, self.image_size)
+        pixels = resize_input(intake.image, self.input_size)
         with self._lock:
             logits, features = forward_pixels(
                 self.model, pixels[None], mean=self.mean, std=self.std, with_features=True, tta=tta
@@ -270,7 +270,7 @@ class Predictor:
         if target is None and shown is not None:
             target = shown.top_diagnosis
         intake = self.read(image)
-        pixels = resize_square(intake.image, self.image_size)
+        pixels = resize_input(intake.image, self.input_size)
         with self._lock:
             explainer = self.explainer(method)
             heatmap = explainer.heatmap(pixels, target, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)

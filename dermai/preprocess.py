@@ -1,7 +1,8 @@
 """The one resize and normalisation shared by the pixel cache, training, evaluation and prediction.
 
 Keeping this in one place is what makes a prediction see exactly what training saw: the whole image is
-turned to landscape if it is taller than wide, then resized (squashed) to a square of `size` pixels —
+turned to landscape if it is taller than wide, then resized to the model's input frame — a square of `size`
+pixels (squashing a 4:3 photo), or `(height, width)` for a model trained at the images' own aspect —
 dermoscopy lesions are centred and a centre crop would cut the border that holds the lesion's edge — then
 scaled to [0, 1] and normalised with mean/std.
 
@@ -31,20 +32,50 @@ def landscape(image: Image.Image) -> Image.Image:
     return image.transpose(Image.Transpose.ROTATE_270) if image.height > image.width else image
 
 
+InputSize = int | tuple[int, int]
+"""A model's input frame: `size` for a square of size × size pixels, or `(height, width)`."""
+
+
+def input_frame(size: InputSize | Sequence[int]) -> tuple[int, int]:
+    """(height, width) of an input size: an int is a square; a pair (e.g. read back from JSON as a list) is
+    (height, width). Anything else is a ValueError naming it."""
+    if isinstance(size, int | np.integer) and not isinstance(size, bool) and size > 0:
+        return int(size), int(size)
+    if isinstance(size, tuple | list) and len(size) == 2:
+        height, width = size
+        if all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in (height, width)):
+            return int(height), int(width)
+    raise ValueError(f"an input size is a positive integer or (height, width) of positive integers, got {size!r}")
+
+
+def meta_input_size(meta: dict) -> InputSize:
+    """The input frame a weights JSON declares: `image_size` (height), and `image_width` when it differs
+    (a model trained at the images' own aspect). Validated by `dermai.weights.load_weights`."""
+    height, width = int(meta["image_size"]), meta.get("image_width")
+    return height if width is None or int(width) == height else (height, int(width))
+
+
+def size_label(size: InputSize | Sequence[int]) -> str:
+    """'96' for a square input, '120×160' (height × width) for another, as shown to users and in file names."""
+    height, width = input_frame(size)
+    return str(height) if height == width else f"{height}×{width}"
+
+
 def to_image_orientation(array: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A model-frame array (a Grad-CAM heatmap, (S, S) or (S, S, C)) turned back into the orientation of the
+    """A model-frame array (a Grad-CAM heatmap, (H, W) or (H, W, C)) turned back into the orientation of the
     width × height image it was made from: the inverse of `landscape`."""
     return np.ascontiguousarray(np.rot90(array, k=1)) if height > width else array
 
 
-def resize_square(image: Image.Image, size: int) -> np.ndarray:
-    """An RGB PIL image as a (size, size, 3) uint8 array: turned to landscape (`landscape`), then resized
-    with antialiasing."""
+def resize_input(image: Image.Image, size: InputSize) -> np.ndarray:
+    """An RGB PIL image as an (H, W, 3) uint8 array in the input frame `size` (`input_frame`): turned to
+    landscape (`landscape`), then resized with antialiasing."""
+    height, width = input_frame(size)
     if image.mode != "RGB":
         image = image.convert("RGB")
     image = landscape(image)
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(image, dtype=np.uint8).copy()
 
 

@@ -180,7 +180,7 @@ class SaliencyExplainer:
     def heatmap(
         self, pixels: np.ndarray, target: int | str | None = None, aug_smooth: bool = False, eigen_smooth: bool = False
     ) -> np.ndarray:
-        """`explain` for uint8 pixels (S, S, 3) as made by `dermai.preprocess.resize_square`."""
+        """`explain` for uint8 pixels (S, S, 3) as made by `dermai.preprocess.resize_input`."""
         x = eval_batch(np.asarray(pixels, dtype=np.uint8), self.mean, self.std)
         device = next(self.model.parameters()).device
         return self.explain(x.to(device), target, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)

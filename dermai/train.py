@@ -40,7 +40,14 @@ from tqdm import tqdm
 
 from dermai import distributed as dist_utils
 from dermai.augment import BatchAugmenter
-from dermai.config import AugmentConfig, RunConfig, check_run_config, run_config_from_dict, to_dict
+from dermai.config import (
+    AugmentConfig,
+    RunConfig,
+    check_run_config,
+    run_config_from_dict,
+    to_dict,
+    train_input_size,
+)
 from dermai.data import (
     DataError,
     Dataset,
@@ -246,7 +253,7 @@ def prepare_data(cfg: RunConfig, workers: int | None = None) -> tuple[Dataset, n
         manifest=cfg.data.manifest,
         limit=cfg.data.limit,
     )
-    pixels = load_pixels(list(dataset.meta["path"]), cfg.train.image_size, cfg.data.cache_dir, workers)
+    pixels = load_pixels(list(dataset.meta["path"]), train_input_size(cfg.train), cfg.data.cache_dir, workers)
     return dataset, pixels
 
 
@@ -444,7 +451,7 @@ class Trainer:
         if cfg.train.mask_weight > 0 and "finetune" in self.stages:
             try:
                 self.masks = load_masks(
-                    dataset, cfg.train.image_size, cfg.data.cache_dir, max(1, cfg.train.num_workers)
+                    dataset, train_input_size(cfg.train), cfg.data.cache_dir, max(1, cfg.train.num_workers)
                 )
             except DataError as exc:
                 raise TrainingError(f"mask_weight {cfg.train.mask_weight}: {exc}") from None
@@ -552,7 +559,7 @@ class Trainer:
             self.swa.load_state_dict(resume_state["swa_model"])
         stage_id = STAGES.index(stage)
         aug_cfg = cfg.simclr_augment if stage == "pretrain" else cfg.augment
-        augmenter = BatchAugmenter(aug_cfg, tc.image_size)
+        augmenter = BatchAugmenter(aug_cfg, train_input_size(tc))
         mask_head = self.mask_head if stage == "finetune" else None
         heads = _Heads(self.model, mask_head)
         net: nn.Module = heads
@@ -815,6 +822,7 @@ class Trainer:
             "classes": list(self.dataset.classes),
             "mode": self.dataset.mode,
             "image_size": cfg.train.image_size,
+            **({"image_width": cfg.train.image_width} if train_input_size(cfg.train) != cfg.train.image_size else {}),
             "mean": list(cfg.augment.mean),
             "std": list(cfg.augment.std),
             # The colour constancy these weights were trained with (the stage's, for a run stopped early).

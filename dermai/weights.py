@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from dermai.data import atomic_target, write_json_atomic
-from dermai.ensemble import EnsembleModel, is_image_size
+from dermai.ensemble import EnsembleModel, is_image_size, is_input_size
 from dermai.model import SimCLRResNet18
 
 FORMAT = "dermai-weights/1"
@@ -191,6 +191,11 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
         raise WeightsError(f"{meta_path}: field 'classes' must list the class names, got {classes!r}")
     if not is_image_size(meta["image_size"]):
         raise WeightsError(f"{meta_path}: field 'image_size' must be a positive integer, got {meta['image_size']!r}")
+    if "image_width" in meta and not is_image_size(meta["image_width"]):
+        raise WeightsError(
+            f"{meta_path}: field 'image_width' must be a positive integer (the input's width),"
+            f" got {meta['image_width']!r}"
+        )
     model_cfg, members = model_fields(meta, meta_path)
     try:
         tensors = load_file(str(weights))
@@ -201,10 +206,10 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
     block = meta.get("model", {})
     sizes = block.get("member_image_sizes")
     if sizes is not None and (
-        not isinstance(sizes, list) or len(sizes) != members or not all(is_image_size(s) for s in sizes)
+        not isinstance(sizes, list) or len(sizes) != members or not all(is_input_size(s) for s in sizes)
     ):
         raise WeightsError(
-            f"{meta_path}: field 'model.member_image_sizes' must list one positive size per"
+            f"{meta_path}: field 'model.member_image_sizes' must list one positive size (or [height, width]) per"
             f" member ({members}), got {sizes!r}"
         )
     constancy = block.get("member_color_constancy") or [model_cfg.color_constancy] * members

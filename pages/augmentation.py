@@ -12,7 +12,7 @@ from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
 from dermai.data import decode_image, decode_mask
 from dermai.intake import read_image
-from dermai.preprocess import resize_square
+from dermai.preprocess import resize_input
 from dermai.worklist import UPLOAD_TYPES
 from pages._common import data_dir, dataset, or_stop, plain_errors
 
@@ -92,7 +92,7 @@ def preview() -> None:
         upload = st.file_uploader("Image", type=UPLOAD_TYPES, key="aug_upload")
         if upload is not None:
             with plain_errors("Cannot use this file"):
-                pixels = resize_square(read_image(upload.getvalue(), upload.name).image, size)[None]
+                pixels = resize_input(read_image(upload.getvalue(), upload.name).image, size)[None]
     else:
         root = data_dir()
         if not root:

@@ -59,7 +59,23 @@ def _fields() -> None:
     c1.number_input("Pretrain epochs", 0, 1000, key=app_support.train_field_key("pretrain_epochs"))
     c1.number_input("Finetune epochs", 0, 1000, key=app_support.train_field_key("finetune_epochs"))
     c2.number_input("Batch size", 2, 1024, key=app_support.train_field_key("batch_size"))
-    c2.number_input("Image size (px)", 32, 512, step=32, key=app_support.train_field_key("image_size"))
+    c2.number_input(
+        "Image size (px)",
+        32,
+        512,
+        step=32,
+        key=app_support.train_field_key("image_size"),
+        help="the input's height, and its width unless one is given below",
+    )
+    c2.number_input(
+        "Image width (px, 0 = square)",
+        0,
+        1024,
+        step=32,
+        key=app_support.train_field_key("image_width"),
+        help="0 squashes every image to a square of the image size, as the paper does; HAM10000's images are 4:3, "
+        "so e.g. 120 × 160 keeps their shape",
+    )
     c2.number_input(
         "Label fraction", 0.001, 1.0, step=0.01, format="%.3f", key=app_support.train_field_key("label_fraction")
     )

@@ -1,7 +1,7 @@
 """Does the shape of an upload matter? The shipped model's validation AUROC when the same lesions arrive framed
 otherwise than HAM10000's 4:3 landscape images.
 
-Every image is squashed to the model's square input (`dermai.preprocess.resize_square`), so a model trained on
+Every image is squashed to the model's square input (`dermai.preprocess.resize_input`), so a model trained on
 4:3 images has only ever seen lesions narrowed to 3/4 of their width. A square photo, or a portrait one, is
 squashed differently: the lesion reaches the model wider than any training lesion, or narrowed along the other
 axis. This scores the validation split as stored and as the same images re-framed: turned to portrait, cut to a
@@ -9,7 +9,7 @@ centred square, that square cut again to a centred 4:3, and the square padded wi
 exactly as `predict` serves an upload. The test split is never read.
 
 Its first run (2026-11-30) found portrait images served as they were costing 0.003 AUROC and 0.07 seven-class
-balanced accuracy (0.9106 and 0.615 against 0.9134 and 0.684), and padding costing far more; `resize_square` has
+balanced accuracy (0.9106 and 0.615 against 0.9134 and 0.684), and padding costing far more; `resize_input` has
 turned portrait images to landscape since, so that row now matches the first.
 
 With --views it also scores each of test-time augmentation's eight views of the stored images alone (the four
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dermai.data import DataError  # noqa: E402
 from dermai.evaluate import EvaluationError, weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
-from dermai.preprocess import resize_square  # noqa: E402
+from dermai.preprocess import meta_input_size, resize_input  # noqa: E402
 from dermai.weights import WeightsError, load_weights  # noqa: E402
 
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     val = rows[rows["split"] == "val"]
     images = [Image.open(path).convert("RGB") for path in val["path"]]
     y_mal, labels = val["malignant"].to_numpy().astype(int), val["label"].to_numpy()
-    size = int(meta["image_size"])
+    size = meta_input_size(meta)
     print(f"validation split: {len(val)} images, {int(y_mal.sum())} malignant; {args.weights or 'shipped weights'}")
     print("| framing | size | malignant AUROC | 7-class balanced accuracy |")
     print("| --- | --- | --- | --- |")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     stored = None
     for name, frame in FRAMINGS.items():
         framed = [frame(image) for image in images]
-        pixels = np.stack([resize_square(image, size) for image in framed])
+        pixels = np.stack([resize_input(image, size) for image in framed])
         stored = pixels if stored is None else stored
         logits, _ = forward_pixels(loaded.model, pixels, mean=meta["mean"], std=meta["std"])
         print(f"| {name} | {framed[0].width}×{framed[0].height} | {scores(logits.astype(np.float64))} |", flush=True)

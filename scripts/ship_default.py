@@ -26,6 +26,7 @@ from dermai.inference import forward_pixels  # noqa: E402
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
+from dermai.preprocess import meta_input_size  # noqa: E402
 from dermai.serving import fit_context, fit_serving  # noqa: E402
 from dermai.weights import load_weights, save_weights  # noqa: E402
 
@@ -85,7 +86,7 @@ def ood_acceptance(weights: Path, test_rows: Any) -> dict[str, Any]:
     flagged = {name: bool(predictor.predict(Image.fromarray(img)).ood) for name, img in images.items()}
     loaded = load_weights(weights)
     stats = OODStats.from_weights(loaded.extra, loaded.meta)
-    pixels = load_pixels(list(test_rows["path"]), int(loaded.meta["image_size"]))
+    pixels = load_pixels(list(test_rows["path"]), meta_input_size(loaded.meta))
     _, features = forward_pixels(loaded.model, pixels, with_features=True)
     scores = ood_scores(features, stats)
     lesion_flagged = (scores > stats.threshold) | np.array([pixel_verdict(p) is not None for p in pixels])

@@ -422,3 +422,21 @@ def test_subgroup_table_shows_one_field_with_its_interval_as_text() -> None:
     young = app_support.subgroup_table(subgroups, "age").iloc[0]
     assert young["95% CI"] == "too few to score (< 5 malignant or benign)"
     assert pd.isna(young["AUROC"]) and pd.isna(young["refer sensitivity"])
+
+
+def test_the_training_form_width_zero_trains_a_square_and_a_width_reaches_the_trainer(tmp_path: Path) -> None:
+    from dermai import jobs
+    from dermai.config import train_input_size
+
+    state: dict = {}
+    app_support.init_train_form(state)
+    assert state["train_image_width"] == 0  # the paper's square by default
+    state["train_image_size"], state["train_image_width"] = 120, 160
+    stage, options = app_support.train_form_options(state)
+    assert train_input_size(jobs.form_config(stage, options).train) == (120, 160)
+    command = jobs.build_command(stage, tmp_path / "run", options)
+    assert command[command.index("--image-size") + 1] == "120" and command[command.index("--image-width") + 1] == "160"
+    state["train_image_width"] = 0
+    stage, options = app_support.train_form_options(state)
+    assert options["image_width"] is None and train_input_size(jobs.form_config(stage, options).train) == 120
+    assert "--image-width" not in jobs.build_command(stage, tmp_path / "run", options)

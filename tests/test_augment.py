@@ -383,3 +383,53 @@ def test_paper_transform_on_a_real_image() -> None:
     assert first.shape == (3, 64, 64) and first.dtype == torch.float32
     values = unit(first.unsqueeze(0), cfg)
     assert values.min() >= -ATOL and values.max() <= 1 + ATOL and values.std() > 0.01
+
+
+# ------------------------------------------------------------------------------ non-square frames
+
+
+def disc_in_frame(height: int, width: int, radius: float, n: int = 16) -> torch.Tensor:
+    """n copies of a white disc of `radius` pixels centred in a black height × width frame."""
+    rows = torch.arange(height, dtype=torch.float32).view(-1, 1) - (height - 1) / 2
+    cols = torch.arange(width, dtype=torch.float32).view(1, -1) - (width - 1) / 2
+    disc = ((rows**2 + cols**2) <= radius**2).to(torch.uint8) * 255
+    return disc.view(1, height, width, 1).expand(n, height, width, 3).contiguous()
+
+
+def test_a_non_square_frame_rotates_as_pixels_do_and_keeps_its_shape() -> None:
+    """A 4:3 input (`--image-width`) is rotated in pixels, not in the [-1, 1]² square its coordinates index: a
+    disc stays a disc of its size at any angle (rotating the normalised square would make an ellipse 4/3 as
+    wide as high at a quarter turn)."""
+    pixels = disc_in_frame(60, 80, radius=15)
+    out = run(identity_cfg(rotation_degrees=180), pixels, out_size=(60, 80))
+    assert out.shape == (16, 3, 60, 80) and out.is_contiguous(memory_format=torch.channels_last)
+    rows = torch.arange(60, dtype=torch.float32).view(-1, 1) - 29.5
+    cols = torch.arange(80, dtype=torch.float32).view(1, -1) - 39.5
+    central = rows**2 + cols**2 < 25**2  # rotated corners reflect skin in from the edges; look at the middle
+    inside = (unit(out)[:, 0] >= 0.5) & central
+    for mask in inside:
+        rows, cols = torch.nonzero(mask.any(dim=1)).flatten(), torch.nonzero(mask.any(dim=0)).flatten()
+        extent = (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1)
+        assert abs(extent[0] - 31) <= 2 and abs(extent[1] - 31) <= 2, extent
+    # no rotation, whole-image crop: the 4:3 cache comes through as it is, masks with it
+    augmenter = BatchAugmenter(identity_cfg(), (60, 80))
+    masks = pixels[..., 0].contiguous()
+    images, warped = augmenter.with_masks(pixels, masks, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(images, eval_batch(pixels), atol=1e-4, rtol=0)  # 4/3 in the crop box: float rounding
+    assert warped is not None and warped.shape == (16, 1, 60, 80)
+    torch.testing.assert_close(warped[:, 0], masks.float() / 255, atol=1e-4, rtol=0)
+
+
+def test_crops_of_a_non_square_frame_keep_its_aspect_on_average() -> None:
+    """crop_ratio is relative to the output's aspect: ratio (1, 1) cuts 4:3 boxes from a 4:3 image, so the
+    content keeps its proportions (a square box stretched to 4:3 would widen every lesion by a third)."""
+    height, width = 48, 64
+    red = torch.linspace(0, 255, width).view(1, width).expand(height, width)
+    green = torch.linspace(0, 255, height).view(height, 1).expand(height, width)
+    image = torch.stack([red, green, torch.zeros(height, width)], dim=-1).round().to(torch.uint8)
+    pixels = image.expand(8, height, width, 3).contiguous()
+    out = unit(run(identity_cfg(crop_scale=(0.25, 0.25)), pixels, out_size=(height, width)))
+    x_share = (out[:, 0, :, -2] - out[:, 0, :, 1]).mean(dim=1) * (width - 1) / (width - 3)
+    y_share = (out[:, 1, -2, :] - out[:, 1, 1, :]).mean(dim=1) * (height - 1) / (height - 3)
+    torch.testing.assert_close(x_share, torch.full((8,), 0.5), atol=0.02, rtol=0)  # half the width …
+    torch.testing.assert_close(y_share, torch.full((8,), 0.5), atol=0.02, rtol=0)  # … and half the height

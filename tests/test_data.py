@@ -138,7 +138,7 @@ def test_training_decodes_images_as_prediction_does(tmp_path: Path) -> None:
     from PIL import Image
 
     from dermai.intake import read_image
-    from dermai.preprocess import resize_square
+    from dermai.preprocess import resize_input
 
     rng = np.random.default_rng(0)
     rotated = tmp_path / "rotated.jpg"
@@ -152,7 +152,7 @@ def test_training_decodes_images_as_prediction_does(tmp_path: Path) -> None:
     deep = tmp_path / "deep.png"
     Image.fromarray(np.full((20, 20), 32768, dtype=np.uint16)).save(deep)
     for path in (rotated, cutout, deep):
-        expected = resize_square(read_image(path).image, 16)
+        expected = resize_input(read_image(path).image, 16)
         assert np.array_equal(data.decode_image(str(path), 16), expected), path.name
     assert data.decode_image(str(cutout), 20)[0, 0].tolist() == [255, 255, 255]
     assert 120 <= data.decode_image(str(deep), 8).mean() <= 135  # half of 16-bit range, scaled not clipped
@@ -160,7 +160,7 @@ def test_training_decodes_images_as_prediction_does(tmp_path: Path) -> None:
         assert raw.size == (40, 30)
     assert np.array_equal(
         data.decode_image(str(rotated), 16),
-        resize_square(Image.open(rotated).transpose(Image.Transpose.ROTATE_270), 16),
+        resize_input(Image.open(rotated).transpose(Image.Transpose.ROTATE_270), 16),
     )
 
 
@@ -361,3 +361,28 @@ def test_a_portrait_image_and_its_mask_are_turned_together(tmp_path: Path) -> No
     bright = decoded[..., 0] > 127
     assert bright.any() and np.array_equal(bright, decoded_mask > 127)
     assert bright[:8, 8:].sum() == bright.sum()  # turned clockwise: the top left went to the top right
+
+
+def test_a_non_square_input_caches_images_and_masks_at_height_by_width(tmp_path: Path) -> None:
+    """`--image-width`: the cache holds (N, height, width, 3) pixels under its own key, beside the square one, and
+    the lesion masks in the same frame; a portrait image is turned to landscape first, as for a square."""
+    from PIL import Image
+
+    root = make_folder(tmp_path, ham_rows(1, 2))
+    ds = data.load_dataset(root)
+    paths = list(ds.meta["path"])
+    square, wide = data.load_pixels(paths, 12), data.load_pixels(paths, (12, 16))
+    assert square.shape == (len(paths), 12, 12, 3) and wide.shape == (len(paths), 12, 16, 3)
+    names = sorted(p.name for p in Path(os.environ["DERMAI_CACHE"]).glob("pixels-*.npy"))
+    assert [n.rsplit("-", 1)[1] for n in names] == sorted(["12px.npy", "12x16px.npy"])
+    assert np.array_equal(data.load_pixels(paths, (12, 12)), square)  # 12 by 12 is the square's entry
+    assert np.array_equal(wide[0], data.decode_image(paths[0], (12, 16)))
+
+    pixels = np.zeros((40, 30, 3), dtype=np.uint8)  # portrait: 30 wide, 40 high
+    pixels[2:12, 3:9] = 255
+    image, mask = tmp_path / "portrait.png", tmp_path / "portrait_segmentation.png"
+    Image.fromarray(pixels).save(image)
+    Image.fromarray(pixels[..., 0]).save(mask)
+    decoded, decoded_mask = data.decode_image(str(image), (15, 20)), data.decode_mask(str(mask), (15, 20))
+    assert decoded.shape == (15, 20, 3) and decoded_mask.shape == (15, 20)
+    assert np.array_equal(decoded[..., 0] > 127, decoded_mask > 127) and decoded[:7, 10:, 0].max() > 127

@@ -532,7 +532,7 @@ def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_or
         line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "0." in line
     ]
     assert len(rows) == 5 + 8 + 2  # the framings, each view, the two means
-    assert rows[1][2:] == rows[0][2:]  # turned back to landscape by resize_square: the same scores
+    assert rows[1][2:] == rows[0][2:]  # turned back to landscape by resize_input: the same scores
     assert rows[5][1:] == rows[0][2:]  # the first view (no turn, not mirrored) is the stored image
 
 
@@ -553,3 +553,42 @@ def test_member_sizes_scores_an_uncalibrated_member_with_its_training_prior(
     out = capsys.readouterr().out
     cells = [line.split(" | ")[1] for line in out.splitlines() if "(trained at 32 px) | " in line]
     assert len(cells) == 2 and cells[0] == cells[1]
+
+
+def test_a_non_square_member_joins_a_square_one_at_the_largest_frame_and_unpacks_as_trained(tmp_path: Path) -> None:
+    square, wide = _members()
+    metas = [_meta(), _meta(image_size=24, image_width=32)]  # a 32 px square, and one trained at 24×32 (4:3)
+    meta = ensemble_meta(metas, ["sq.safetensors", "wide.safetensors"], "cmd")
+    assert meta["image_size"] == 32 and "image_width" not in meta  # 32 by 32 holds both: a square frame
+    assert meta["model"]["member_image_sizes"] == [32, [24, 32]]
+    served = ensemble_meta(metas, ["sq.safetensors", "wide.safetensors"], "cmd", image_sizes=[24, (30, 40)])
+    assert (served["image_size"], served["image_width"]) == (30, 40)  # the largest height by the largest width
+    assert served["model"]["member_image_sizes"] == [24, [30, 40]]
+    assert served["ensemble"][1]["trained_image_size"] == [24, 32]
+
+    path = save_weights(EnsembleModel([square, wide], [24, (30, 40)]), tmp_path / "model.safetensors", served)
+    loaded = load_weights(path)
+    assert loaded.model.image_sizes == [24, (30, 40)]
+    x = torch.rand(2, 3, 30, 40)
+
+    def resized(t: torch.Tensor, frame: tuple[int, int]) -> torch.Tensor:
+        return torch.nn.functional.interpolate(t, size=frame, mode="bilinear", align_corners=False, antialias=True)
+
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), (square(resized(x, (24, 24))) + wide(x)) / 2)
+        # a quarter-turned view (test-time augmentation) reaches the wide member in its frame turned too
+        turned = torch.rot90(x, 1, dims=(2, 3))
+        torch.testing.assert_close(loaded.model(turned), (square(resized(turned, (24, 24))) + wide(turned)) / 2)
+    heatmap = SaliencyExplainer(loaded.model, classes=CLASSES).explain(x[:1], target="malignant")
+    assert heatmap.shape == (30, 40) and np.isfinite(heatmap).all()
+
+    _, members = load_members([path], unpack=True)
+    assert [(m.meta["image_size"], m.meta.get("image_width")) for m in members] == [(32, None), (24, 32)]
+    assert members[1].meta["unpacked_from"]["served_image_size"] == [30, 40]
+    assert parse_image_sizes("96, 120x160, 90 × 120") == [96, (120, 160), (90, 120)]
+    assert parse_image_sizes("120x120") == [120]  # a square written as height × width is a square
+    for text in ("96,120x", "1x2x3", "120x0"):
+        with pytest.raises(EnsembleError, match=f"input sizes '{text}'"):
+            parse_image_sizes(text)
+    with pytest.raises(EnsembleError, match="wide.safetensors: its JSON has no valid 'image_width'"):
+        ensemble_meta([_meta(), _meta(image_width="wide")], ["sq.safetensors", "wide.safetensors"], "cmd")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dermai.model import SimCLRResNet18
 from dermai.ood import NOISE_CORRELATION, OODStats, fit_ood, is_blank, is_noise, neighbour_correlation, ood_scores
-from dermai.preprocess import resize_square
+from dermai.preprocess import resize_input
 from dermai.weights import load_weights, save_weights
 
 D = 64
@@ -97,5 +97,5 @@ def test_noise_frames_are_told_from_dermoscopy_photos(ham_root: Path) -> None:
     assert all(is_noise(img) for img in noise)
     assert not is_noise(np.full((96, 96, 3), 128, np.uint8))  # flat is is_blank's case, not noise
     paths = sorted((ham_root / "images").glob("*.jpg"))[::50]  # 200 lesions, at the shipped model's 96 px
-    correlations = [neighbour_correlation(resize_square(Image.open(p), 96)) for p in paths]
+    correlations = [neighbour_correlation(resize_input(Image.open(p), 96)) for p in paths]
     assert len(correlations) >= 150 and min(correlations) > NOISE_CORRELATION + 0.1

@@ -20,13 +20,13 @@ from PIL import Image
 from dermai import cli, weights
 from dermai.context import PatientContext
 from dermai.data import DIAGNOSES
-from dermai.inference import dihedral_views, forward_pixels
+from dermai.inference import dihedral_views, forward_pixels, softmax_np
 from dermai.intake import IntakeError
 from dermai.metrics import TIER_MEANINGS
 from dermai.model import SimCLRResNet18
 from dermai.ood import fit_ood
 from dermai.predict import Predictor
-from dermai.preprocess import eval_batch, resize_square
+from dermai.preprocess import eval_batch, resize_input
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = list(DIAGNOSES)
@@ -55,7 +55,7 @@ def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     features of 'training' and 'validation' images, operating points on its own scores."""
     torch.manual_seed(0)
     model = SimCLRResNet18(len(CLASSES)).eval()
-    pixels = np.stack([resize_square(lesion_like(i), SIZE) for i in range(48)])
+    pixels = np.stack([resize_input(lesion_like(i), SIZE) for i in range(48)])
     with torch.no_grad():
         features = model.features(eval_batch(pixels, MEAN, STD)).numpy()
     stats = fit_ood(features[:32], features[32:], percentile=99.0)
@@ -146,7 +146,7 @@ def test_tta_averages_the_eight_views_and_is_rotation_invariant(predictor: Predi
     plain, tta = predictor.predict(image), predictor.predict(image, tta=True)
     assert plain.probabilities != tta.probabilities
     with torch.no_grad():
-        x = eval_batch(resize_square(image, SIZE), MEAN, STD)
+        x = eval_batch(resize_input(image, SIZE), MEAN, STD)
         logits = torch.stack([predictor.model(v.contiguous()) for v in dihedral_views(x)]).mean(0)
     expected = torch.softmax(logits / predictor.temperature, dim=-1)[0].numpy()
     np.testing.assert_allclose(list(tta.probabilities.values()), expected, atol=0.01)  # bf16 autocast on some CPUs
@@ -184,7 +184,7 @@ def test_a_portrait_photo_is_served_as_its_landscape_original(predictor: Predict
     the same spot of the lesion."""
     landscape = lesion_like(107, size=(200, 150))
     portrait = landscape.transpose(Image.Transpose.ROTATE_90)  # 150 wide, 200 high
-    assert np.array_equal(resize_square(portrait, SIZE), resize_square(landscape, SIZE))
+    assert np.array_equal(resize_input(portrait, SIZE), resize_input(landscape, SIZE))
     upright, turned = predictor.predict(landscape), predictor.predict(portrait)
     assert turned.probabilities == pytest.approx(upright.probabilities, abs=1e-6)
     assert turned.ood_score == pytest.approx(upright.ood_score, abs=1e-6)
@@ -199,7 +199,7 @@ def test_explain_targets_what_the_prediction_shows(weights_path: Path) -> None:
     "malignant" CAM must explain the served numbers, not the raw ones."""
     predictor = Predictor.from_weights(weights_path)
     image = lesion_like(107)
-    pixels = resize_square(image, SIZE)[None]
+    pixels = resize_input(image, SIZE)[None]
     logits, _ = forward_pixels(predictor.model, pixels, mean=MEAN, std=STD)  # as `predict` computes them
     raw_top, lifted = int(logits[0].argmax()), int(logits[0].argmin())
     prior = np.full(len(CLASSES), 0.1 / (len(CLASSES) - 1))
@@ -557,3 +557,45 @@ def test_the_shipped_model_cautions_about_face_lesions() -> None:
 
     notes = subgroup_notes(read_meta(DEFAULT_WEIGHTS), PatientContext(site="face"))
     assert len(notes) == 1 and notes[0].startswith("body site face: on its test split this model ranked")
+
+
+def test_a_model_trained_at_a_non_square_frame_is_served_at_it(tmp_path: Path) -> None:
+    """Weights whose JSON gives `image_width` (trained with `--image-width`) see each photo resized to height ×
+    width, not squashed to a square: a 4:3 photo keeps its shape, a portrait one is turned first, and Grad-CAM
+    maps come back in the photo's orientation."""
+    torch.manual_seed(0)
+    model = SimCLRResNet18(len(CLASSES)).eval()
+    meta = {"classes": CLASSES, "image_size": 48, "image_width": 64, "mean": list(MEAN), "std": list(STD)}
+    predictor = Predictor.from_weights(weights.save_weights(model, tmp_path / "model.safetensors", meta))
+    assert predictor.input_size == (48, 64)
+    image = lesion_like(108, size=(200, 150))
+    pixels = resize_input(image, (48, 64))
+    assert pixels.shape == (48, 64, 3)
+    logits, _ = forward_pixels(model, pixels[None], mean=MEAN, std=STD)
+    square, _ = forward_pixels(model, resize_input(image, 48)[None], mean=MEAN, std=STD)
+    served = predictor.predict(image)
+    assert served.probabilities == pytest.approx(
+        dict(zip(CLASSES, softmax_np(logits)[0].tolist(), strict=True)), abs=1e-6
+    )
+    assert served.probabilities != pytest.approx(
+        dict(zip(CLASSES, softmax_np(square)[0].tolist(), strict=True)), abs=1e-4
+    )
+    assert predictor.explain(image).heatmap.shape == (48, 64)
+    portrait = image.transpose(Image.Transpose.ROTATE_90)
+    assert predictor.predict(portrait).probabilities == pytest.approx(served.probabilities, abs=1e-6)
+    assert predictor.explain(portrait).heatmap.shape == (64, 48)
+    assert len(predictor.predict(image, tta=True).probabilities) == len(CLASSES)  # quarter turns run as 64×48
+
+    broken = {**meta, "image_width": 0}
+    weights.save_weights(model, tmp_path / "bad" / "model.safetensors", broken)
+    with pytest.raises(weights.WeightsError, match="model.json: field 'image_width' must be a positive integer"):
+        Predictor.from_weights(tmp_path / "bad" / "model.safetensors")
+
+
+@pytest.mark.parametrize("size", [0, -3, True, 2.5, "96", (96,), (96, 0), (1, 2, 3)])
+def test_an_input_size_is_a_positive_side_or_height_and_width(size: object) -> None:
+    from dermai.preprocess import input_frame, size_label
+
+    assert input_frame(96) == (96, 96) and input_frame([120, 160]) == (120, 160) and size_label((120, 160)) == "120×160"
+    with pytest.raises(ValueError, match="an input size is a positive integer or \\(height, width\\)"):
+        input_frame(size)  # type: ignore[arg-type]

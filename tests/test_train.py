@@ -395,3 +395,35 @@ def test_unusable_init_weights_fail_before_the_run_folder_gets_a_config(ham_root
     with pytest.raises(ValueError, match="model.json"):
         train(cfg, tmp_path / "mine", init_weights=str(Path(__file__).parent.parent / "weights" / "model.json"))
     assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
+
+
+def test_a_run_at_a_non_square_frame_trains_validates_and_records_its_width(ham_root: Path, tmp_path: Path) -> None:
+    """`--image-width` trains at height × width (HAM10000's 4:3 shape, not squashed to a square): the weights'
+    JSON records the width, so evaluation and prediction resize as training did, and a bad width is refused
+    by name before any work."""
+    from dermai.cli import main
+    from dermai.data import load_dataset
+    from dermai.evaluate import score
+    from dermai.predict import Predictor
+
+    cfg = tiny_config(ham_root, image_size=24, image_width=32)
+    cfg.stage = "finetune"
+    result = train(cfg, tmp_path / "run")
+    assert result.status == "finished" and result.best_score is not None and np.isfinite(result.best_score)
+    loaded = load_weights(tmp_path / "run" / "model.safetensors")
+    assert (loaded.meta["image_size"], loaded.meta["image_width"]) == (24, 32)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["train"]["image_width"] == 32
+    assert Predictor(loaded).input_size == (24, 32)
+    logits, _ = score(loaded, list(load_dataset(ham_root).meta["path"].head(3)))
+    assert logits.shape == (3, len(loaded.meta["classes"])) and np.isfinite(logits).all()
+    square = tiny_config(ham_root, image_size=24, image_width=24)
+    square.stage = "finetune"
+    train(square, tmp_path / "square")
+    assert "image_width" not in load_weights(tmp_path / "square" / "model.safetensors").meta  # 24 by 24: a square
+
+    cfg.train.image_width = 0
+    with pytest.raises(TrainingError, match="image_width must be a whole number ≥ 1"):
+        train(cfg, tmp_path / "bad")
+    with pytest.raises(SystemExit) as exited:
+        main(["finetune", "--out", str(tmp_path / "cli"), "--image-width", "0"])
+    assert exited.value.code == 2
