@@ -12,7 +12,7 @@ from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
 from dermai.data import decode_image, decode_mask
 from dermai.intake import read_image
-from dermai.preprocess import resize_input
+from dermai.preprocess import InputSize, resize_input
 from dermai.worklist import UPLOAD_TYPES
 from pages._common import data_dir, dataset, or_stop, plain_errors
 
@@ -83,9 +83,18 @@ if controls.button(
 
 def preview() -> None:
     """Image choice and the before/after and two-view grids."""
-    left, right = st.columns([2, 1])
+    left, middle, right = st.columns([2, 1, 1])
     source = left.radio("Images", ["From the data folder", "Upload one"], horizontal=True, key="aug_source")
-    size = right.select_slider("Output size (px)", [64, 96, 128, 160, 224], value=128, key="aug_size")
+    width = middle.select_slider("Output width (px)", [64, 96, 128, 160, 224], value=128, key="aug_size")
+    shape = right.radio(
+        "Shape",
+        ["square", "4:3"],
+        horizontal=True,
+        key="aug_shape",
+        help="square: every image squashed to a square, as the paper trains (and the Training page's image width "
+        "0); 4:3: HAM10000's own shape, as a run with an image width trains",
+    )
+    size: InputSize = width if shape == "square" else (width * 3 // 4, width)
     pixels: np.ndarray | None = None
     masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
     if source == "Upload one":
@@ -141,13 +150,13 @@ def preview() -> None:
             warped = preview_masks(pixels, masks, cfg, size, seed)
             after, caption = [outline_mask(a, m) for a, m in zip(after, warped, strict=True)], "augmented + mask"
         st.subheader("Before / after")
-        st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=size)
-        st.image(after, caption=[caption] * len(pairs), width=size)
+        st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=width)
+        st.image(after, caption=[caption] * len(pairs), width=width)
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above
-        st.image([v[0] for v in views], caption=["view a"] * len(views), width=size)
-        st.image([v[1] for v in views], caption=["view b"] * len(views), width=size)
+        st.image([v[0] for v in views], caption=["view a"] * len(views), width=width)
+        st.image([v[1] for v in views], caption=["view b"] * len(views), width=width)
 
 
 with view:

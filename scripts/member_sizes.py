@@ -10,6 +10,7 @@ accuracy of that combination (argmax of the mean class-balanced logits, the eval
 choice that gains AUROC by trading away diagnosis accuracy is visible. The test split is never read.
 
 Usage: python scripts/member_sizes.py W1 W2 [...] --sizes 96 112 120 128 [--data DIR] [--pairs]
+A size may be height x width (e.g. 120x160, HAM10000's 4:3 shape) for members trained with --image-width.
 A file that holds an ensemble stands for its members (printed as FILE#1, FILE#2, …), so a new candidate can
 be scored beside the shipped model's members:
 `python scripts/member_sizes.py weights/model.safetensors NEW --sizes 96 120 --pairs`.
@@ -31,9 +32,10 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dermai.data import load_pixels  # noqa: E402
-from dermai.ensemble import EnsembleError, load_members  # noqa: E402
+from dermai.ensemble import EnsembleError, image_sizes_arg, load_members, parse_image_sizes  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
+from dermai.preprocess import InputSize, meta_input_size, size_label  # noqa: E402
 from dermai.serving import training_log_prior  # noqa: E402
 from dermai.weights import WeightsError  # noqa: E402
 
@@ -44,7 +46,7 @@ def malignant_auroc(logits: np.ndarray, y: np.ndarray, meta: dict) -> float:
 
 
 def balanced_accuracy(
-    member_logits: Sequence[dict[int, np.ndarray]], sizes: Sequence[int], labels: np.ndarray
+    member_logits: Sequence[dict[InputSize, np.ndarray]], sizes: Sequence[InputSize], labels: np.ndarray
 ) -> float:
     """Seven-class balanced accuracy of the members' mean logits at `sizes` (argmax of class-balanced logits)."""
     logits = np.mean([m[s] for m, s in zip(member_logits, sizes, strict=True)], axis=0)
@@ -52,19 +54,19 @@ def balanced_accuracy(
 
 
 def size_grid(
-    member_logits: Sequence[dict[int, np.ndarray]], y: np.ndarray, meta: dict
-) -> list[tuple[tuple[int, ...], float]]:
+    member_logits: Sequence[dict[InputSize, np.ndarray]], y: np.ndarray, meta: dict
+) -> list[tuple[tuple[InputSize, ...], float]]:
     """Every choice of one size per member with the ensemble's AUROC (mean logits), best first."""
     rows = []
-    for sizes in itertools.product(*[sorted(m) for m in member_logits]):
+    for sizes in itertools.product(*[list(m) for m in member_logits]):
         logits = np.mean([m[s] for m, s in zip(member_logits, sizes, strict=True)], axis=0)
         rows.append((tuple(sizes), malignant_auroc(logits, y, meta)))
     return sorted(rows, key=lambda row: -row[1])
 
 
 def pair_grid(
-    member_logits: Sequence[dict[int, np.ndarray]], y: np.ndarray, meta: dict
-) -> list[tuple[float, tuple[int, int], tuple[int, ...]]]:
+    member_logits: Sequence[dict[InputSize, np.ndarray]], y: np.ndarray, meta: dict
+) -> list[tuple[float, tuple[int, int], tuple[InputSize, ...]]]:
     """Every pair of members (indices) with the AUROC of its best size combination, best first."""
     rows = []
     for i, j in itertools.combinations(range(len(member_logits)), 2):
@@ -78,11 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "members", nargs="+", help="fine-tuned weights files of one split (an ensemble: each of its members)"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", required=True, help="input sizes to try, in pixels")
+    parser.add_argument(
+        "--sizes", nargs="+", required=True, help="input sizes to try, in pixels: a square's side, or HEIGHTxWIDTH"
+    )
     parser.add_argument("--data", help="data folder (default: the one in the first member's config)")
     parser.add_argument("--top", type=int, default=5, help="size combinations to print")
     parser.add_argument("--pairs", action="store_true", help="score every pair of members, best first")
     args = parser.parse_args(argv)
+    try:
+        sizes = parse_image_sizes(",".join(args.sizes))
+    except EnsembleError as exc:
+        parser.error(f"--sizes: {exc}")
 
     try:
         # fine-tuned models of one split (an ensemble file stands for its members), or a usage error
@@ -106,30 +114,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     meta = scoring_meta(loaded[0].meta)
     y, labels = val["malignant"].to_numpy(), val["label"].to_numpy()
-    member_logits: list[dict[int, np.ndarray]] = [{} for _ in loaded]
+    member_logits: list[dict[InputSize, np.ndarray]] = [{} for _ in loaded]
     print(f"validation split: {len(val)} images, {int(y.sum())} malignant")
-    pixels_by_size = {size: load_pixels(list(val["path"]), size) for size in args.sizes}  # once, not per member
-    print("member | " + " | ".join(f"{s} px" for s in args.sizes))
+    pixels_by_size = {size: load_pixels(list(val["path"]), size) for size in sizes}  # once, not per member
+    print("member | " + " | ".join(f"{size_label(s)} px" for s in sizes))
     for path, item, logits_by_size in zip(names, loaded, member_logits, strict=True):
         cells = []
         for size, pixels in pixels_by_size.items():
             logits, _ = forward_pixels(item.model, pixels, mean=item.meta["mean"], std=item.meta["std"])
             logits_by_size[size] = logits.astype(np.float64)
             cells.append(f"{malignant_auroc(logits_by_size[size], y, scoring_meta(item.meta)):.4f}")
-        print(f"{path} (trained at {item.meta['image_size']} px) | " + " | ".join(cells))
+        print(f"{path} (trained at {size_label(meta_input_size(item.meta))} px) | " + " | ".join(cells))
     if args.pairs:
         print("pairs of members at their best sizes (mean logits), best first:")
         for auroc, (i, j), sizes in pair_grid(member_logits, y, meta)[: args.top]:
             bacc = balanced_accuracy([member_logits[i], member_logits[j]], sizes, labels)
             print(
-                f"  {names[i]} + {names[j]} --image-sizes {','.join(map(str, sizes))}: "
+                f"  {names[i]} + {names[j]} --image-sizes {image_sizes_arg(sizes)}: "
                 f"{auroc:.4f} (balanced accuracy {bacc:.3f})"
             )
         return 0
     print("ensemble, one size per member (mean logits), best first:")
     for sizes, auroc in size_grid(member_logits, y, meta)[: args.top]:
         bacc = balanced_accuracy(member_logits, sizes, labels)
-        print(f"  --image-sizes {','.join(map(str, sizes))}: {auroc:.4f} (balanced accuracy {bacc:.3f})")
+        print(f"  --image-sizes {image_sizes_arg(sizes)}: {auroc:.4f} (balanced accuracy {bacc:.3f})")
     return 0
 
 

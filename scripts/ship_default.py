@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +21,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
-from dermai.ensemble import input_sizes, input_sizes_text, is_image_size, member_reference, member_sizes  # noqa: E402
+from dermai.ensemble import (  # noqa: E402
+    input_sizes,
+    input_sizes_text,
+    is_image_size,
+    is_input_size,
+    member_reference,
+    member_sizes,
+)
 from dermai.evaluate import evaluate, saliency_plausibility, summary_text, weights_dataset  # noqa: E402
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
-from dermai.preprocess import meta_input_size  # noqa: E402
+from dermai.preprocess import input_frame, meta_input_size, size_label  # noqa: E402
 from dermai.serving import fit_context, fit_serving  # noqa: E402
 from dermai.weights import load_weights, save_weights  # noqa: E402
 
@@ -240,11 +248,19 @@ BALANCED_ACCURACY_TOLERANCE = 0.01  # a validation loss in seven-class balanced 
 COSTLIER_MARGIN = 0.002
 
 
+def input_sizes_per_network(meta: dict[str, Any]) -> list[Any]:
+    """Each network's input size (a square's side or [height, width]), a single model's from its JSON."""
+    sizes = member_sizes(meta)
+    if len(sizes) == 1 and is_image_size(meta.get("image_width")):
+        return [[meta["image_size"], meta["image_width"]]]
+    return [s for s in sizes if is_input_size(s)]
+
+
 def prediction_cost(meta: dict[str, Any], tta: bool | None = None) -> int:
     """Pixels one prediction pushes through the network(s): each member's input area, eight times with
     test-time augmentation (`tta`, by default the JSON's own choice). A ResNet's compute grows with it."""
     views = 8 if (meta.get("tta_recommended") if tta is None else tta) else 1
-    return views * sum(int(s) ** 2 for s in member_sizes(meta) if is_image_size(s))
+    return views * sum(math.prod(input_frame(s)) for s in input_sizes_per_network(meta))
 
 
 def best_val_balanced_accuracy(meta: dict[str, Any]) -> float | None:
@@ -649,9 +665,9 @@ def ensemble_lines(meta: dict[str, Any]) -> list[str]:
         auroc = member.get("val_auroc")
         lines.append(
             f"{i + 1}. `{member['weights']}`"
-            + (f", {member['image_size']} px" if member.get("image_size") else "")
+            + (f", {size_label(member['image_size'])} px" if member.get("image_size") else "")
             + (
-                f" (trained at {member['trained_image_size']} px; the size chosen on validation)"
+                f" (trained at {size_label(member['trained_image_size'])} px; the size chosen on validation)"
                 if member.get("trained_image_size")
                 else ""
             )
@@ -828,7 +844,8 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "",
         "## Model",
         "SimCLR ResNet-18 from random initialisation (no ImageNet weights), input"
-        f" {' and '.join(f'{s}×{s}' for s in input_sizes(meta))} px (whole image resized), ImageNet mean/std"
+        f" {' and '.join(f'{h}×{w}' for h, w in map(input_frame, input_sizes(meta)))} px (height × width; whole"
+        " image resized), ImageNet mean/std"
         " normalisation, classifier on the 512-d",
         "trunk features; weights stored in fp16 safetensors. Probabilities are softmax(logits / T + log prior): the",
         "model is trained on class-balanced batches; the training prior is added back post hoc and the temperature",

@@ -379,6 +379,12 @@ def test_augmentation_lab_outlines_the_lesion_masks(app_env: Path) -> None:
     assert_clean(at)
     assert at.image[1].captions == ["augmented + mask"] * 4
     assert [img.url for img in at.image[1].proto.imgs] != before
+    squashed = [img.url for img in at.image[1].proto.imgs]
+    at.radio(key="aug_shape").set_value("4:3")  # HAM10000's own shape, as a run with an image width trains
+    at.run()
+    assert_clean(at)
+    assert at.image[1].captions == ["augmented + mask"] * 4
+    assert [img.url for img in at.image[1].proto.imgs] != squashed
 
 
 def test_augmentation_lab_keeps_its_settings_across_pages(app_env: Path) -> None:

@@ -424,8 +424,14 @@ def test_member_sizes_script_scores_members_and_size_combinations_on_validation(
     assert set(scores) == {f"{built}#1", f"{built}#2", str(first)}
     assert scores[f"{built}#1"] == scores[str(first)]  # member 1 is `first`, unchanged
 
+    # a size may be height x width: a member served at HAM10000's 4:3 shape
+    assert script.main([str(first), str(second), "--sizes", "32", "24x32"]) == 0
+    out = capsys.readouterr().out
+    assert "member | 32 px | 24×32 px" in out and len(re.findall(r"--image-sizes (32|24x32),(32|24x32): ", out)) == 4
+
     # bad input: one usage error naming the problem, never a traceback
     for argv, message in (
+        ([str(first), "--sizes", "24x", "--pairs"], "--sizes: input sizes '24x'"),
         ([str(first), "--sizes", "32", "--pairs"], "--pairs needs two or more members"),
         ([str(first), "missing.safetensors", "--sizes", "32"], "missing.safetensors: weights file not found"),
     ):
