@@ -830,6 +830,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
     b, m, c = report["binary"], report["multiclass"], report["calibration"]
     ops, thr = meta["operating_points"], b["thresholds"]
     bars = quality_bars(report)
+    frames = [input_frame(size) for size in input_sizes(meta)]
     with_context = report.get("context") is not None
     lines = [
         "# dermai default model — model card",
@@ -844,8 +845,8 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         "",
         "## Model",
         "SimCLR ResNet-18 from random initialisation (no ImageNet weights), input"
-        f" {' and '.join(f'{h}×{w}' for h, w in map(input_frame, input_sizes(meta)))} px (height × width; whole"
-        " image resized), ImageNet mean/std"
+        f" {' and '.join(f'{h}×{w}' for h, w in frames)} px"
+        f" ({'height × width; ' if any(h != w for h, w in frames) else ''}whole image resized), ImageNet mean/std"
         " normalisation, classifier on the 512-d",
         "trunk features; weights stored in fp16 safetensors. Probabilities are softmax(logits / T + log prior): the",
         "model is trained on class-balanced batches; the training prior is added back post hoc and the temperature",
