@@ -113,7 +113,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.num_workers,
         help=f"threads decoding images into the pixel cache on a first run at a size (default {d.num_workers})",
     )
-    p.add_argument("--init-weights", help="start from these dermai weights (e.g. a pretrain run's model)")
+    p.add_argument(
+        "--init-weights",
+        help="start from these dermai weights (e.g. a pretrain run's model); FILE#K: member K of an ensemble file",
+    )
     p.add_argument(
         "--train-seed",
         type=int,

@@ -62,6 +62,7 @@ from dermai.data import (
     write_json_atomic,
     write_manifest,
 )
+from dermai.ensemble import EnsembleModel, member_reference, unpack_members
 from dermai.evaluate import score
 from dermai.inference import (
     autocast_for,
@@ -85,7 +86,7 @@ from dermai.mixing import check_mixing, mix_views
 from dermai.model import LesionMaskHead, SimCLRResNet18
 from dermai.preprocess import eval_batch
 from dermai.serving import calibrate_run
-from dermai.weights import WeightsError, load_weights, save_weights
+from dermai.weights import LoadedWeights, WeightsError, load_weights, save_weights
 
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 STOP_FILE = "STOP"
@@ -365,9 +366,7 @@ class Trainer:
         torch.manual_seed(self.cfg.train.seed)
         model = SimCLRResNet18(num_classes, self.cfg.model, self.cfg.augment.mean, self.cfg.augment.std)
         if self.init_weights:
-            loaded = load_weights(self.init_weights)
-            if not isinstance(loaded.model, SimCLRResNet18):
-                raise TrainingError(f"{self.init_weights}: an ensemble cannot initialise a run; pass one member")
+            loaded = self._init_network(self.init_weights)
             self._check_same_split(loaded.meta)
             state = loaded.model.state_dict()
             # A fine-tuned model's classifier is trained and worth keeping when it predicts the same classes;
@@ -382,6 +381,24 @@ class Trainer:
                 state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
             model.load_state_dict(state, strict=False)
         return model.to(self.device).to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _init_network(spec: str) -> LoadedWeights:
+        """The one network `--init-weights` names: a weights file of one model, or `FILE#K`, member K of an
+        ensemble file (a shipped model is one; its members keep no SimCLR projection head, so the run's own
+        freshly drawn one is used)."""
+        path, k = member_reference(spec)
+        loaded = load_weights(path)
+        if isinstance(loaded.model, SimCLRResNet18) and k is None:
+            return loaded
+        members = unpack_members(loaded) if isinstance(loaded.model, EnsembleModel) else []
+        if k is None:
+            raise TrainingError(f"{spec}: an ensemble cannot initialise a run; pass one member ({spec}#1, {spec}#2, …)")
+        if not 1 <= k <= len(members):
+            raise TrainingError(
+                f"{spec}: {path} holds no member {k} (it has {len(members) or 'one model, no members'})"
+            )
+        return members[k - 1]
 
     def _check_same_split(self, init_meta: dict[str, Any], source: str | None = None) -> None:
         """Refuse initial (or teacher) weights trained on another split of the same data: they have seen this

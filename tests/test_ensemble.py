@@ -364,6 +364,21 @@ def test_training_refuses_an_ensemble_or_another_splits_weights_as_its_start(
     with pytest.raises(jobs.JobError, match="an ensemble cannot start a run"):
         jobs.start_job("finetune", options, tmp_path / "runs")  # the app refuses it before launching
 
+    # FILE#K starts from member K (a shipped model is an ensemble, and often all that is left of its members):
+    # its trunk and classifier, with the run's own projection head (an ensemble keeps none)
+    ensemble = tmp_path / "ens" / "model.safetensors"
+    one_epoch = copy.deepcopy(cfg)
+    one_epoch.train.lr = 1e-9  # all but frozen: the run's weights stay those it started from
+    one_epoch.train.lambda_ntxent = 0.0
+    train(one_epoch, tmp_path / "from-member", init_weights=f"{ensemble}#2")
+    started = load_weights(tmp_path / "from-member" / "model.safetensors").model.state_dict()
+    member = load_weights(second).model.state_dict()
+    for key in ("trunk.conv1.weight", "trunk.layer4.1.conv2.weight", "classifier.weight"):
+        torch.testing.assert_close(started[key], member[key], atol=1e-4, rtol=0)
+    for spec, message in ((f"{ensemble}#3", "holds no member 3 \\(it has 2\\)"), (f"{second}#1", "holds no member 1")):
+        with pytest.raises(TrainingError, match=message):
+            train(copy.deepcopy(cfg), tmp_path / "bad-member", init_weights=spec)
+
 
 def _script(name: str) -> Any:
     """A script in scripts/ imported as a module."""
