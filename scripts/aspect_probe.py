@@ -1,12 +1,12 @@
 """Does the shape of an upload matter? The shipped model's validation AUROC when the same lesions arrive framed
 otherwise than HAM10000's 4:3 landscape images.
 
-Every image is squashed to the model's square input (`dermai.preprocess.resize_input`), so a model trained on
-4:3 images has only ever seen lesions narrowed to 3/4 of their width. A square photo, or a portrait one, is
-squashed differently: the lesion reaches the model wider than any training lesion, or narrowed along the other
-axis. This scores the validation split as stored and as the same images re-framed: turned to portrait, cut to a
-centred square, that square cut again to a centred 4:3, and the square padded with black to 4:3, each then served
-exactly as `predict` serves an upload. The test split is never read.
+Every image is resized to the model's input (`dermai.preprocess.resize_input`). A square input squashes it, so a
+model trained on 4:3 images has only ever seen lesions narrowed to 3/4 of their width, and a square photo, or a
+portrait one, is squashed differently: the lesion reaches the model wider than any training lesion, or narrowed
+along the other axis. This scores the validation split as stored and as the same images re-framed: turned to
+portrait, cut to a centred square, that square cut again to a centred 4:3, and the square padded with black to
+4:3, each then served exactly as `predict` serves an upload. The test split is never read.
 
 Its first run (2026-11-30) found portrait images served as they were costing 0.003 AUROC and 0.07 seven-class
 balanced accuracy (0.9106 and 0.615 against 0.9134 and 0.684), and padding costing far more; `resize_input` has
