@@ -37,7 +37,12 @@ def summarise(run: Path) -> dict[str, object]:
     return {
         "run": run.name,
         "stage": config["stage"],
-        "image_size": config["train"]["image_size"],
+        # "120×160" for a run trained with --image-width, the side alone for a square
+        "image_size": (
+            f"{config['train']['image_size']}×{config['train']['image_width']}"
+            if config["train"].get("image_width") not in (None, config["train"]["image_size"])
+            else config["train"]["image_size"]
+        ),
         "batch": config["train"]["batch_size"],
         "images_per_s": round(float(np.median(steps))) if steps else None,
         "epoch_s": round(float(np.median(np.diff(epochs))), 2) if len(epochs) > 1 else None,

@@ -1000,7 +1000,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         " docs/training_runs/h200-2026-11-30). The same step at 120 px, to replace the second member at the same"
         " compute, left it as it was (0.908) and lowered the pair (0.9115 against 0.9133 by the same measure;"
         " docs/training_runs/cpu-fixres120-2026-11-30). Every pair tried lands at 0.909–0.916 on validation."
-        " Untried: non-square inputs at the images' native 4:3 aspect.",
+        " The 144 px FixRes step run at HAM10000's own 4:3 shape (120×160 px, `--image-width`; rotation and crops in"
+        " true pixel geometry) instead of squashed to 144 px scored 0.908 alone against 0.912, scored better"
+        " squashed to 144 px (0.911) than at its own frame, and paired no better (0.9135 with the first member,"
+        " against 0.9138 for the square step's pair; docs/training_runs/cpu-aspect-2026-12-06): a network"
+        " trained on squashed images keeps preferring them. Untried: a SimCLR trunk pretrained at 4:3 from the"
+        " start.",
     ]
     ctx, block = report.get("context"), meta.get("context")
     if ctx and block:

@@ -35,6 +35,9 @@ def test_summary_uses_steps_after_the_first_epoch_and_epoch_spacing(tmp_path: Pa
     assert summary["images_per_s"] == 200 and summary["epochs"] == 3
     assert summary["epoch_s"] == 4.0  # median of 3 s and 5 s
     assert summary["wall_s"] == 9 and summary["image_size"] == 64 and summary["batch"] == 32
+    config["config"]["train"]["image_width"] = 96  # trained at 64×96 (--image-width): both sides shown
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_bench().summarise(tmp_path)["image_size"] == "64×96"
 
 
 def test_committed_gpu_runs_match_the_benchmark_table() -> None:
