@@ -19,6 +19,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dermai.preprocess import meta_input_size, size_label  # noqa: E402
 from dermai.train import read_metrics  # noqa: E402
 
 
@@ -32,17 +33,13 @@ def summarise(run: Path) -> dict[str, object]:
     except (OSError, ValueError, KeyError) as exc:
         raise NotATrainingRun(f"{run}: not a training run (no trainer settings in config.json: {exc!r})") from exc
     records = read_metrics(run)
+    size = meta_input_size(config["train"])
     steps = [r["images_per_s"] for r in records if r.get("kind") == "step" and r["epoch"] > 0]
     epochs = [r["time"] for r in records if r.get("kind") == "epoch"]
     return {
         "run": run.name,
         "stage": config["stage"],
-        # "120×160" for a run trained with --image-width, the side alone for a square
-        "image_size": (
-            f"{config['train']['image_size']}×{config['train']['image_width']}"
-            if config["train"].get("image_width") not in (None, config["train"]["image_size"])
-            else config["train"]["image_size"]
-        ),
+        "image_size": size if isinstance(size, int) else size_label(size),  # "120×160" with --image-width
         "batch": config["train"]["batch_size"],
         "images_per_s": round(float(np.median(steps))) if steps else None,
         "epoch_s": round(float(np.median(np.diff(epochs))), 2) if len(epochs) > 1 else None,

@@ -374,7 +374,7 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
         classes = []
     fields = meta.get("model") if isinstance(meta.get("model"), dict) else {}
     sizes = fields.get("member_image_sizes")
-    shape = {"image_size": meta.get("image_size"), "model": {"member_image_sizes": sizes}}
+    shape = {k: meta[k] for k in ("image_size", "image_width") if k in meta} | {"model": {"member_image_sizes": sizes}}
     try:
         context = context_summary(meta)
     except ValueError as exc:

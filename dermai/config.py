@@ -241,11 +241,15 @@ class TrainConfig:
     log_every: int = 10  # steps between metric lines
 
 
+def input_size(height: int, width: int | None) -> int | tuple[int, int]:
+    """An input frame as one value: `height` for a square (no width, or the same), else (height, width). The
+    one rule for a run's config, a weights JSON (`dermai.preprocess.meta_input_size`) and the tables."""
+    return height if width is None or width == height else (height, width)
+
+
 def train_input_size(t: TrainConfig) -> int | tuple[int, int]:
     """The input frame a run trains at: `image_size` for a square, else (image_size, image_width)."""
-    if t.image_width is None or t.image_width == t.image_size:
-        return t.image_size
-    return t.image_size, t.image_width
+    return input_size(t.image_size, t.image_width)
 
 
 @dataclass

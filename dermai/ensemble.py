@@ -135,7 +135,7 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
                     + ("; members must be trained on the same split" if field == "manifest_sha256" else "")
                 )
     for meta, path in zip(member_metas, member_paths, strict=True):
-        if not is_input_size(meta.get("image_width", 1)):
+        if not is_image_size(meta.get("image_width", 1)):
             raise EnsembleError(f"{path}: its JSON has no valid 'image_width' ({_short(meta.get('image_width'))})")
         if meta.get("ensemble"):
             raise EnsembleError(f"{path}: is an ensemble already; list its members instead ({path}#1, {path}#2, …)")
@@ -247,18 +247,18 @@ def parse_image_sizes(text: str) -> list[InputSize]:
 
 
 def member_sizes(meta: dict[str, Any]) -> list[Any]:
-    """The input size of each network in a weights file's JSON, in member order (a single model: one), as
-    recorded (unchecked)."""
-    return (meta.get("model") or {}).get("member_image_sizes") or [meta.get("image_size")]
+    """The input size of each network in a weights file's JSON, in member order (a single model: one, as
+    [height, width] when its JSON gives a width), as recorded (unchecked)."""
+    recorded = (meta.get("model") or {}).get("member_image_sizes")
+    if recorded:
+        return recorded
+    return [[meta.get("image_size"), meta["image_width"]] if "image_width" in meta else meta.get("image_size")]
 
 
 def input_sizes(meta: dict[str, Any]) -> list[InputSize]:
     """The distinct input sizes of a weights file's network(s), smallest first ([] if the JSON has none): a
     square's side, or (height, width)."""
-    sizes = member_sizes(meta)
-    if sizes == [meta.get("image_size")] and is_image_size(meta.get("image_width")):
-        sizes = [[meta.get("image_size"), meta.get("image_width")]]
-    valid = {as_input_size(s) for s in sizes if is_input_size(s)}
+    valid = {as_input_size(s) for s in member_sizes(meta) if is_input_size(s)}
     return sorted(valid, key=lambda s: (input_frame(s)[0] * input_frame(s)[1], input_frame(s)))
 
 

@@ -33,7 +33,7 @@ from dermai.config import DataConfig, RunConfig, check_run_config, to_dict
 from dermai.data import DataError, find_metadata_csv, resolve_data_root, write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg
 from dermai.losses import check_mask_weight
-from dermai.preprocess import InputSize, size_label
+from dermai.preprocess import InputSize, meta_input_size, size_label
 from dermai.train import STOP_FILE, read_metrics, run_lock_holder, split_mismatch
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
 
@@ -517,8 +517,7 @@ def _run_row(run: Path, root: Path) -> dict[str, Any]:
             config = saved["config"]
             stage = config["stage"]
             epochs = stage_epochs(stage, config["train"])
-            height, width = config["train"]["image_size"], config["train"].get("image_width") or None
-            size = f"{size_label(height if width is None else (height, width))} px"
+            size = f"{size_label(meta_input_size(config['train']))} px"
     except (KeyError, TypeError, ValueError):  # another layout (an older version's): what the metrics say
         stage, epochs, size = status.stage, "", ""
     return {

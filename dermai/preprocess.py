@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dermai.config import IMAGENET_MEAN, IMAGENET_STD
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD, input_size
 
 
 def landscape(image: Image.Image) -> Image.Image:
@@ -49,10 +49,11 @@ def input_frame(size: InputSize | Sequence[int]) -> tuple[int, int]:
 
 
 def meta_input_size(meta: dict) -> InputSize:
-    """The input frame a weights JSON declares: `image_size` (height), and `image_width` when it differs
-    (a model trained at the images' own aspect). Validated by `dermai.weights.load_weights`."""
-    height, width = int(meta["image_size"]), meta.get("image_width")
-    return height if width is None or int(width) == height else (height, int(width))
+    """The input frame a weights JSON (or a run config's `train` block) declares: `image_size` (height), and
+    `image_width` when it differs (a model trained at the images' own aspect). Validated by
+    `dermai.weights.load_weights`."""
+    width = meta.get("image_width")
+    return input_size(int(meta["image_size"]), None if width is None else int(width))
 
 
 def size_label(size: InputSize | Sequence[int]) -> str:

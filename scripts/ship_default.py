@@ -24,7 +24,6 @@ from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E
 from dermai.ensemble import (  # noqa: E402
     input_sizes,
     input_sizes_text,
-    is_image_size,
     is_input_size,
     member_reference,
     member_sizes,
@@ -248,19 +247,11 @@ BALANCED_ACCURACY_TOLERANCE = 0.01  # a validation loss in seven-class balanced 
 COSTLIER_MARGIN = 0.002
 
 
-def input_sizes_per_network(meta: dict[str, Any]) -> list[Any]:
-    """Each network's input size (a square's side or [height, width]), a single model's from its JSON."""
-    sizes = member_sizes(meta)
-    if len(sizes) == 1 and is_image_size(meta.get("image_width")):
-        return [[meta["image_size"], meta["image_width"]]]
-    return [s for s in sizes if is_input_size(s)]
-
-
 def prediction_cost(meta: dict[str, Any], tta: bool | None = None) -> int:
     """Pixels one prediction pushes through the network(s): each member's input area, eight times with
     test-time augmentation (`tta`, by default the JSON's own choice). A ResNet's compute grows with it."""
     views = 8 if (meta.get("tta_recommended") if tta is None else tta) else 1
-    return views * sum(math.prod(input_frame(s)) for s in input_sizes_per_network(meta))
+    return views * sum(math.prod(input_frame(s)) for s in member_sizes(meta) if is_input_size(s))
 
 
 def best_val_balanced_accuracy(meta: dict[str, Any]) -> float | None:

@@ -90,6 +90,7 @@ def test_model_card_prefers_test_metrics_and_lists_tiers() -> None:
     assert card["input_sizes"] == "224 px"
     mixed = {**meta, "model": {"members": 2, "member_image_sizes": [128, 96]}}
     assert app_support.model_card(mixed)["input_sizes"] == "96 and 128 px"
+    assert app_support.model_card({**meta, "image_width": 160})["input_sizes"] == "224×160 px"  # --image-width
     assert app_support.model_card({"val_metrics": {"val_auroc": 0.7}})["auroc_split"] == "val"
     assert app_support.model_card({})["auroc"] is None
 

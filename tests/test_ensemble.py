@@ -611,5 +611,6 @@ def test_a_non_square_member_joins_a_square_one_at_the_largest_frame_and_unpacks
     for text in ("96,120x", "1x2x3", "120x0"):
         with pytest.raises(EnsembleError, match=f"input sizes '{text}'"):
             parse_image_sizes(text)
-    with pytest.raises(EnsembleError, match="wide.safetensors: its JSON has no valid 'image_width'"):
-        ensemble_meta([_meta(), _meta(image_width="wide")], ["sq.safetensors", "wide.safetensors"], "cmd")
+    for width in ("wide", [24, 32]):  # a width is one number of pixels
+        with pytest.raises(EnsembleError, match="wide.safetensors: its JSON has no valid 'image_width'"):
+            ensemble_meta([_meta(), _meta(image_width=width)], ["sq.safetensors", "wide.safetensors"], "cmd")
