@@ -540,7 +540,13 @@ def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_or
     script = _script("aspect_probe")
     image = Image.new("RGB", (200, 150))
     sizes = {name: frame(image).size for name, frame in script.FRAMINGS.items()}
-    assert list(sizes.values()) == [(200, 150), (150, 200), (150, 150), (150, 112), (200, 150)]
+    assert list(sizes.values()) == [(200, 150), (150, 200), (150, 150), (150, 112), (200, 150)] + [
+        (180, 135),
+        (160, 120),
+        (140, 105),
+    ]
+    zoomed = np.asarray(script.zoom(0.8)(Image.fromarray(np.arange(150 * 200, dtype=np.int32).reshape(150, 200))))
+    assert zoomed[0, 0] == 15 * 200 + 20  # the centre: 15 rows and 20 columns cut from each side
     padded = np.asarray(script.square_padded(Image.new("RGB", (200, 150), (255, 255, 255))))
     assert padded[:, :25].max() == 0 and padded[:, 25:175].min() == 255  # black bars beside the square
     with pytest.raises(SystemExit) as usage:  # a bad weights file: one line naming it, exit 2
@@ -552,9 +558,9 @@ def test_aspect_probe_reframes_validation_images_and_a_portrait_scores_as_its_or
     rows = [
         line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "0." in line
     ]
-    assert len(rows) == 5 + 8 + 2  # the framings, each view, the two means
+    assert len(rows) == 8 + 8 + 2  # the framings, each view, the two means
     assert rows[1][2:] == rows[0][2:]  # turned back to landscape by resize_input: the same scores
-    assert rows[5][1:] == rows[0][2:]  # the first view (no turn, not mirrored) is the stored image
+    assert rows[8][1:] == rows[0][2:]  # the first view (no turn, not mirrored) is the stored image
 
 
 def test_member_sizes_scores_an_uncalibrated_member_with_its_training_prior(
