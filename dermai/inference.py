@@ -33,6 +33,11 @@ def cuda_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def machine_compute() -> tuple[str | None, bool]:
+    """(the GPU's name or None, whether the CPU has native bf16): what sets how fast training runs here."""
+    return (torch.cuda.get_device_name() if torch.cuda.is_available() else None), cpu_supports_bf16()
+
+
 def autocast_dtype(device_type: str, precision: str = "auto", training: bool = False) -> torch.dtype | None:
     """The autocast dtype for a device type and precision choice (auto | bf16 | fp32), None for fp32.
 

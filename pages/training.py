@@ -10,6 +10,7 @@ from dermai import app_support, jobs
 from dermai.app_support import TRAIN_AUGMENT_KEYS, serving_summary
 from dermai.compare import compare_runs
 from dermai.ensemble import parse_image_sizes
+from dermai.inference import machine_compute
 from dermai.plots import compare_runs_figure, has_training_curves, training_curves_figure
 from dermai.train import read_metrics
 from pages._common import data_dir, plain_errors, set_weights
@@ -46,6 +47,7 @@ def train_form() -> None:
         "CPU steps are the shipped model's recipe (weights/MODEL_CARD.md), timed on a 2-core CPU with bf16; "
         "for step 2, choose step 1's run under “Start from a finished run”.",
     )
+    st.caption(app_support.training_speed_note(*machine_compute()))
     with st.container(border=True):
         _fields()
 

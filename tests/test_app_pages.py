@@ -59,6 +59,14 @@ def test_page_renders(app_env: Path, name: str) -> None:
     assert at.title
 
 
+def test_training_page_says_how_fast_this_machine_trains(app_env: Path) -> None:
+    from dermai.inference import machine_compute
+
+    at = page("training").run()
+    assert_clean(at)
+    assert app_support.training_speed_note(*machine_compute()) in [c.value for c in at.caption]
+
+
 def test_entrypoint_renders_home_and_sidebar(app_env: Path) -> None:
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     assert_clean(at)

@@ -59,3 +59,19 @@ def test_folders_that_are_not_training_runs_are_named_and_skipped(
     assert f"{tmp_path / 'ens'}: not a training run" in err and f"{tmp_path / 'missing'}: not a training run" in err
     with pytest.raises(SystemExit, match="ens: not a training run"):
         bench.main(["--epoch-seconds", str(tmp_path / "ens")])
+
+
+def test_the_training_pages_fp32_slowdown_comes_from_the_committed_runs() -> None:
+    """The Training page tells a researcher on a CPU without bf16 how much longer the recipes take; its figures
+    are the committed fp32 and bf16 fine-tunings at 96 px, as bench/run_throughput.py reads them."""
+    from dermai.app_support import training_speed_note
+
+    runs = ROOT / "docs" / "training_runs"
+    fp32 = load_bench().summarise(runs / "cpu-ensemble-2026-11-27" / "member-seed1")
+    bf16 = load_bench().summarise(runs / "cpu-lambda-tau-2026-11-29" / "member-tau02")
+    assert fp32["image_size"] == bf16["image_size"] == 96
+    note = training_speed_note(None, cpu_bf16=False)
+    assert f"{fp32['images_per_s']} images/s in fp32 against {bf16['images_per_s']} under bf16" in note
+    assert f"about {bf16['images_per_s'] / fp32['images_per_s']:.1f}× the CPU recipes' times" in note
+    assert "fp32" not in training_speed_note(None, cpu_bf16=True)
+    assert "GPU (NVIDIA H100)" in training_speed_note("NVIDIA H100", cpu_bf16=False)
