@@ -212,11 +212,35 @@ def _describe(job: Job) -> str:
     return f"run {job.name!r} ({job.stage}, pid {job.pid}, started {since})"
 
 
+def command_line_runs(runs: str | os.PathLike[str] | None = None) -> list[tuple[Path, str]]:
+    """Run folders of the runs folder that a trainer owns but no job of this app started (`python -m dermai`
+    from a terminal), each with its holder ("pid N"), by name. They share this machine's CPU as a job does."""
+    root = runs_dir(runs)
+    job = current_job(root)
+    ours = Path(job.run_dir).resolve() if job is not None and job.pid > 0 else None
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:  # no runs folder yet, or one that is a file: no runs at all
+        return []
+    found = []
+    for folder in folders:
+        holder = run_lock_holder(folder)
+        if holder is not None and folder.resolve() != ours:
+            found.append((folder, holder))
+    return found
+
+
 def _refuse_if_running(runs: Path) -> None:
-    """A JobError naming the job that holds the runs folder's lock, if one does."""
+    """A JobError naming the job that holds the runs folder's lock, or else a command-line run training in the
+    runs folder, if there is one: one training process at a time on this machine."""
     running = current_job(runs)
     if running is not None:
         raise JobError(f"a training job is already running: {_describe(running)}")
+    for folder, holder in command_line_runs(runs)[:1]:
+        raise JobError(
+            f"run {folder.name!r} is training from the command line ({holder}, {folder}); one job at a time on "
+            "this machine: stop it or wait for it to end"
+        )
 
 
 def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
@@ -226,6 +250,7 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
     except OSError as exc:  # a file, below a file, read-only: say which folder, not just an errno
         raise JobError(f"runs folder {runs}: cannot be created or used ({exc.strerror or exc})") from None
     check_free_space(runs)
+    _refuse_if_running(runs)  # resume_job's way in, and a command-line run started since the caller's check
     lock = runs / LOCK_NAME
     for _attempt in range(2):
         try:

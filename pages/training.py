@@ -234,10 +234,16 @@ def _eta(seconds: float | None) -> str:
 
 @st.fragment(run_every=2)
 def live() -> None:
-    """The running job, refreshed every 2 s from the lock file and its metrics (not from this session)."""
+    """The running job, refreshed every 2 s from the lock file and its metrics (not from this session); else a
+    run training from the command line in the runs folder, which holds this machine as a job does."""
     st.subheader("Current job")
     job = jobs.current_job(runs)
-    if job is None or not job.run_dir:
+    outside = jobs.command_line_runs(runs) if job is None else []
+    if outside:
+        folder, holder = outside[0]
+        st.caption(f"Started from the command line ({holder}): a job started here is refused until it ends.")
+        job = jobs.Job(-1, str(folder), "", [], 0.0)
+    if job is None or not job.run_dir or job.run_dir == "(starting)":
         st.info("No training job is running." if job is None else "A job is starting…")
         if st.session_state.pop("train_watching", None):
             st.rerun()  # the job just ended: refresh the history below
@@ -252,6 +258,8 @@ def live() -> None:
             jobs.stop_job(job.run_dir)
             st.toast("Stop requested: the run will checkpoint and end.")
         st.plotly_chart(training_curves_figure(records), width="stretch", key="live_curves")
+    elif outside:
+        st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
     else:
         if job.stage == jobs.ENSEMBLE_STAGE:
             st.caption("Combining the runs and fitting the ensemble's calibration on the validation split…")

@@ -540,6 +540,39 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         jobs.cancel_job(runs)
 
 
+def test_training_page_watches_a_command_line_run_and_starts_nothing_beside_it(app_env: Path) -> None:
+    """A run training from a terminal in the runs folder shows as the current job, with its curves and a Stop
+    that reaches it; Start training is refused while it runs, naming it."""
+    from dermai.train import OWNER_FILE, STOP_FILE
+    from tests.test_jobs import HOLD_LOCK, stopped_run
+
+    runs = Path(jobs.runs_dir())
+    run = stopped_run(runs)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        at = page("training").run()
+        assert_clean(at)
+        assert "No training job is running." not in alerts(at)
+        assert f"Started from the command line (pid {holder.pid})" in " ".join(c.value for c in at.caption)
+        assert any("cli-run: pretrain, epoch -" in p.proto.text for p in at.get("progress"))
+        next(b for b in at.button if b.label == "Start training").click()
+        at.run()
+        assert any("run 'cli-run' is training from the command line" in e.value for e in at.error), alerts(at)
+        next(b for b in at.button if b.label == "Stop").click()
+        at.run()
+        assert_clean(at)
+        assert (run / STOP_FILE).exists()  # the trainer's own stop signal: it checkpoints and ends
+        assert not any(p.name != "cli-run" for p in runs.iterdir() if p.is_dir())  # nothing else was started
+    finally:
+        holder.kill()
+        holder.wait()
+    at.run()
+    assert "No training job is running." in alerts(at)
+
+
 def test_training_page_offers_finished_runs_and_refuses_leaky_starts(app_env: Path) -> None:
     runs = Path(jobs.runs_dir())
     runs.mkdir(parents=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def test_job_lifecycle_start_refuse_stop_resume(tmp_path: Path) -> None:
         wait_for(lambda: any(r.get("kind") == "step" for r in read_metrics(run)), what="the first step record")
         status = jobs.run_status(run, runs)
         assert status.status == "running" and status.stage == "pretrain" and 0 < status.progress < 1
+        assert jobs.command_line_runs(runs) == []  # the app's own job owns its folder: not a command-line run
         jobs.stop_job(run)
         wait_for(lambda: jobs.current_job(runs) is None, what="the job to end after STOP")
         status = jobs.run_status(run, runs)
@@ -142,6 +144,34 @@ def test_a_held_run_lock_reads_running_and_refuses_resume_and_start(tmp_path: Pa
         holder.wait()
     assert run_lock_holder(run) is None  # the OS let go when the holder died
     assert jobs.run_status(run, runs).status == "interrupted"
+
+
+def test_a_command_line_run_in_the_runs_folder_holds_the_machine_as_a_job_does(tmp_path: Path) -> None:
+    """A `python -m dermai` run from a terminal, training in the runs folder: the app starts, resumes and
+    combines nothing beside it (one training process at a time), and says which run and process to wait for."""
+    runs = tmp_path / "runs"
+    run = stopped_run(runs)
+    other = stopped_run(runs, "other")
+    assert jobs.command_line_runs(runs) == []
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        assert jobs.command_line_runs(runs) == [(run, f"pid {holder.pid}")]
+        refused = re.escape(f"run 'cli-run' is training from the command line (pid {holder.pid}, {run}); one job at")
+        with pytest.raises(jobs.JobError, match=refused):
+            jobs.start_job("both", TINY, runs, name="new")
+        with pytest.raises(jobs.JobError, match=refused):
+            jobs.resume_job(other, runs)
+        with pytest.raises(jobs.JobError, match=refused):
+            jobs.start_ensemble_job([str(run), str(other)], runs)
+        assert jobs.current_job(runs) is None and not (runs / "new").exists()
+        assert not (other / jobs.LOG_NAME).exists()  # nothing was launched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert jobs.command_line_runs(runs) == []  # the OS let go of the lock with the process
 
 
 def test_start_refuses_a_folder_a_trainer_owns_before_it_wrote_its_config(tmp_path: Path) -> None:
