@@ -78,6 +78,7 @@ LIST_FLAGS: dict[str, str] = {"augment": "--augment", "simclr_augment": "--simcl
 # pixel cache (0.1-1.5 GB). Below this much free space a job is refused rather than left to die mid-way.
 MIN_FREE_BYTES = 1 << 30
 DELETING_PREFIX = ".deleting-"  # a run folder being deleted: hidden, so a deletion cut short lists no half-run
+STARTING = "(starting)"  # run_dir of a job whose lock is taken but not yet filled
 ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
 
@@ -178,7 +179,7 @@ def current_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
         return job
     try:
         if record == {} and time.time() - path.stat().st_mtime < 10:  # a job is starting: lock not yet filled
-            return Job(-1, "(starting)", "", [], path.stat().st_mtime)
+            return Job(-1, STARTING, "", [], path.stat().st_mtime)
     except FileNotFoundError:
         return None
     if _read_lock(path) == record:  # still the stale record, not a lock another caller just took
@@ -236,7 +237,9 @@ def _refuse_if_running(runs: Path) -> None:
     running = current_job(runs)
     if running is not None:
         raise JobError(f"a training job is already running: {_describe(running)}")
-    for folder, holder in command_line_runs(runs)[:1]:
+    outside = command_line_runs(runs)
+    if outside:
+        folder, holder = outside[0]
         raise JobError(
             f"run {folder.name!r} is training from the command line ({holder}, {folder}); one job at a time on "
             "this machine: stop it or wait for it to end"

@@ -243,7 +243,7 @@ def live() -> None:
         folder, holder = outside[0]
         st.caption(f"Started from the command line ({holder}): a job started here is refused until it ends.")
         job = jobs.Job(-1, str(folder), "", [], 0.0)
-    if job is None or not job.run_dir or job.run_dir == "(starting)":
+    if job is None or not job.run_dir or job.run_dir == jobs.STARTING:
         st.info("No training job is running." if job is None else "A job is starting…")
         if st.session_state.pop("train_watching", None):
             st.rerun()  # the job just ended: refresh the history below
