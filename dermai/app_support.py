@@ -576,6 +576,19 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- export
+DISPLAY_MAX_SIDE = 1600  # px: a phone's 12-48 MP photo shown, overlaid and put in a report at full size took 9-25 s
+
+
+def display_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """An image as shown on the page and in its report: shrunk (aspect kept) so that no side exceeds `max_side`;
+    the model always scores the full image."""
+    if max(image.size) <= max_side:
+        return np.asarray(image)
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return np.asarray(image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+
+
 def png_bytes(pixels: np.ndarray | Image.Image) -> bytes:
     """An image as PNG bytes (for download buttons)."""
     image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(np.asarray(pixels, dtype=np.uint8))

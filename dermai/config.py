@@ -296,6 +296,13 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
     check_count("pretrain_epochs", t.pretrain_epochs, 1 if pretrains else 0, why_pre)
     why_fine = f" when the stage is {cfg.stage} (0 would ship an untrained classifier)" if finetunes else ""
     check_count("finetune_epochs", t.finetune_epochs, 1 if finetunes else 0, why_fine)
+    # A warm-up as long as a stage only ever raises the learning rate: the cosine decay never comes.
+    for stage, epochs, runs in (("pretrain", t.pretrain_epochs, pretrains), ("finetune", t.finetune_epochs, finetunes)):
+        if runs and t.warmup_epochs >= epochs:
+            raise ValueError(
+                f"warmup_epochs ({t.warmup_epochs:g}) must be shorter than {stage}_epochs ({epochs}): the learning "
+                "rate would only rise and never decay"
+            )
     check_count("swa_epochs", t.swa_epochs, 0, " (0 = off)")
     if not (_is_number(t.distill_weight) and 0 <= t.distill_weight <= 1):
         raise ValueError(f"distill_weight must be in [0, 1] (0 = off), got {t.distill_weight!r}")

@@ -316,7 +316,8 @@ def _score_with_context(
     }
     if all(t is not None for t in tiers):
         flagged = {"refer": [t in ("refer", "urgent") for t in tiers], "urgent": [t == "urgent" for t in tiers]}
-        out["thresholds"] = {name: metrics.decision_rates(y_mal, np.array(f)) for name, f in flagged.items()}
+        groups = rows["group"].to_numpy()
+        out["thresholds"] = {name: metrics.decision_rates(y_mal, np.array(f), groups) for name, f in flagged.items()}
     if labels is not None:
         log_prior = np.asarray(meta["log_prior"]) if meta.get("log_prior") else 0.0
         out["balanced_accuracy"] = metrics.multiclass_metrics(labels, softmax_np(z - log_prior), classes)[

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 MAX_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_PIXELS = 50_000_000  # decompression-bomb guard, checked from the header before any pixel is decoded
-MIN_SIDE = 32  # smaller images are accepted with a warning: upscaling leaves little detail
+MIN_SIDE = 32  # smaller images are read, but graded as ungradable (`dermai.predict`): upscaling leaves no detail
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
@@ -122,5 +122,8 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc
     notes = []
     if min(rgb.size) < MIN_SIDE:
-        notes.append(f"{name}: small image ({rgb.size[0]}×{rgb.size[1]} px); detail will be limited")
+        notes.append(
+            f"{name}: too small to grade ({rgb.size[0]}×{rgb.size[1]} px, under {MIN_SIDE} px on a side): "
+            "upscaled, it holds no detail to assess"
+        )
     return IntakeResult(rgb, notes, rgb.size, fmt)

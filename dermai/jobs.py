@@ -563,6 +563,23 @@ def _run_row(run: Path, root: Path) -> dict[str, Any]:
     }
 
 
+def _unstarted_row(run: Path, root: Path) -> dict[str, Any]:
+    """The row of a job folder whose trainer has written no config.json: starting, or failed before it
+    could (a setting it refused, data it could not read). A failed one says why: its log's last line."""
+    status = run_status(run, root)
+    log = run / LOG_NAME
+    row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
+    row.update(name=run.name, status=status.status, epochs="", input="", path=str(run))
+    row["started"] = datetime.fromtimestamp(log.stat().st_mtime if log.exists() else run.stat().st_mtime).replace(
+        microsecond=0
+    )
+    row["disk_gb"] = folder_bytes(run) / 1e9
+    if status.status == "failed":
+        lines = [line for line in log_tail(run, 50).splitlines() if line.strip()]
+        row["problem"] = lines[-1].strip() if lines else "the job ended before writing anything (no log)"
+    return row
+
+
 def _unreadable_row(run: Path, problem: str) -> dict[str, Any]:
     """A damaged run folder's row: its name, where it is and what is wrong, nothing it cannot back."""
     try:
@@ -579,14 +596,20 @@ def _unreadable_row(run: Path, problem: str) -> dict[str, Any]:
 def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started, the space it
     takes on disk. A damaged folder is one "unreadable" row whose `problem` names the file and why, so it never
-    hides the others. Hidden folders (a run being deleted) are not runs."""
+    hides the others; a job that failed before its trainer wrote config.json is a "failed" row whose `problem`
+    is its log's last line. Hidden folders (a run being deleted) are not runs."""
     root = runs_dir(runs)
     rows = []
-    for run in sorted(p for p in root.glob("[!.]*") if p.is_dir() and (p / "config.json").exists()):
+    for run in sorted(p for p in root.glob("[!.]*") if p.is_dir()):
         try:
-            rows.append(_run_row(run, root))
+            if (run / "config.json").exists():
+                rows.append(_run_row(run, root))
+            elif (run / LOG_NAME).exists():
+                rows.append(_unstarted_row(run, root))
         except JobError as exc:
             rows.append(_unreadable_row(run, str(exc)))
+        except OSError as exc:  # the folder went away (deleted) while being listed
+            rows.append(_unreadable_row(run, f"{run}: cannot be read ({exc})"))
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("started", ascending=False, ignore_index=True)
 
 

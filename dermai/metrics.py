@@ -3,7 +3,8 @@
 The paper we replace reported accuracy on ~98%-benign data, where "everything is benign" already scores
 ~98%. Here every accuracy comes with the all-benign baseline, and the headline figures are threshold-free
 (AUROC with a bootstrap interval, AUPRC) or tied to clinically meaningful operating points (sensitivity and
-specificity with Wilson intervals). All functions are pure: numpy arrays in, JSON-ready dicts out.
+specificity with Wilson intervals, widened for lesions photographed more than once). All functions are pure:
+numpy arrays in, JSON-ready dicts out.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ TIER_MEANINGS: dict[str, str] = {
         "(high sensitivity) on validation data. Suggest dermatology referral or specialist review. "
         "A research and triage aid, not a diagnosis."
     ),
+    "ungradable": (
+        "The image cannot be graded: it is blank, noise, too small, or unlike the dermoscopy images the model "
+        "was validated on, so no tier is given and its score is unreliable. Retake a dermoscopic photo, or have "
+        "the lesion looked at in person. A research and triage aid, not a diagnosis."
+    ),
     "routine": (
         "Below the referral cut-off. This is not an all-clear: a small share of malignant lesions scored "
         "this low on validation data. Continue usual clinical assessment and re-examine if it changes. "
@@ -59,16 +65,46 @@ def _both_classes(y: np.ndarray) -> None:
         raise ValueError("y_true needs both benign (0) and malignant (1) examples")
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a proportion k/n: unlike the normal approximation it stays inside [0, 1]
-    and keeps sensible coverage for the small malignant counts of a test split. n = 0 gives (0, 1)."""
-    if n == 0:
+    and keeps sensible coverage for the small malignant counts of a test split. n = 0 gives (0, 1). k and n
+    may be fractional: an effective sample size (`clustered_wilson_interval`)."""
+    if n <= 0:
         return 0.0, 1.0
     phat = k / n
     denom = 1.0 + z * z / n
     centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    half = z * math.sqrt(max(0.0, phat * (1 - phat)) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clustered_wilson_interval(hits: np.ndarray, group: np.ndarray | None, z: float = 1.96) -> tuple[float, float]:
+    """Wilson interval for the share of `hits` (0/1 per image) when images come in clusters (`group`: lesion
+    ids), so that five photos of one lesion do not count as five independent cases.
+
+    With p = Σk_g / Σn_g over m groups (k_g hits among n_g images of group g), the ratio estimator's
+    cluster-robust variance is  v = m / (m − 1) · Σ (k_g − p·n_g)² / (Σn_g)²,  the design effect is
+    deff = v / (p(1 − p) / n) (at least 1), and the Wilson interval is taken at the effective sample size
+    n / deff (Korn & Graubard 1998 do the same with Clopper-Pearson). Without groups this is the plain Wilson
+    interval (one image per group: deff = n / (n − 1), nearly so); a single group counts as one case."""
+    hits = np.asarray(hits, dtype=float).ravel()
+    n, k = hits.size, float(hits.sum())
+    if group is None or n == 0:
+        return wilson_interval(k, n, z)
+    group = np.asarray(group).ravel()
+    if group.shape != hits.shape:
+        raise ValueError("group must have one entry per image")
+    _, unit_of = np.unique(group, return_inverse=True)
+    m = int(unit_of.max()) + 1
+    p = k / n
+    if m == 1:
+        return wilson_interval(p, 1.0, z)
+    k_g = np.bincount(unit_of, weights=hits, minlength=m)
+    n_g = np.bincount(unit_of, minlength=m)
+    v_cluster = m / (m - 1) * float(((k_g - p * n_g) ** 2).sum()) / n**2
+    v_simple = p * (1 - p) / n
+    deff = max(1.0, v_cluster / v_simple) if v_simple > 0 else 1.0
+    return wilson_interval(k / deff, n / deff, z)
 
 
 def _operating_table(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,16 +146,22 @@ def threshold_for_specificity(y_true: np.ndarray, p: np.ndarray, target: float) 
     return float(thr[spec >= target].min())
 
 
-def _rates_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Sensitivity and specificity (Wilson 95% intervals), PPV and NPV (None when undefined) at a cut-off."""
+def _rates_at(y: np.ndarray, s: np.ndarray, threshold: float, group: np.ndarray | None = None) -> dict[str, Any]:
+    """Sensitivity and specificity with 95% intervals (Wilson, widened for `group`'s clustering:
+    `clustered_wilson_interval`), PPV and NPV (None when undefined) at a cut-off."""
     pred = (s >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    g = None if group is None else np.asarray(group).ravel()
+    if g is not None and g.shape != y.shape:
+        raise ValueError("group must have one entry per image")
+    pos, neg = y == 1, y == 0
     return {
         "threshold": float(threshold),
         "sensitivity": tp / (tp + fn) if tp + fn else None,
-        "sensitivity_ci": list(wilson_interval(tp, tp + fn)),
+        "sensitivity_ci": list(clustered_wilson_interval(pred[pos], None if g is None else g[pos])),
         "specificity": tn / (tn + fp) if tn + fp else None,
-        "specificity_ci": list(wilson_interval(tn, tn + fp)),
+        "specificity_ci": list(clustered_wilson_interval(1 - pred[neg], None if g is None else g[neg])),
+        "ci_method": "Wilson" if g is None else "Wilson at the lesion-clustered effective sample size",
         "ppv": tp / (tp + fp) if tp + fp else None,
         "npv": tn / (tn + fn) if tn + fn else None,
         "tp": tp,
@@ -129,11 +171,12 @@ def _rates_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, Any]:
     }
 
 
-def decision_rates(y_true: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
-    """Sensitivity/specificity (Wilson 95% intervals), PPV, NPV of yes/no decisions made with cut-offs that
-    differ between images (e.g. with and without patient context); `threshold` is None."""
+def decision_rates(y_true: np.ndarray, flagged: np.ndarray, group: np.ndarray | None = None) -> dict[str, Any]:
+    """Sensitivity/specificity (Wilson 95% intervals, widened for `group`'s clustering), PPV, NPV of yes/no
+    decisions made with cut-offs that differ between images (e.g. with and without patient context);
+    `threshold` is None."""
     y, s = _binary_inputs(y_true, np.asarray(flagged, dtype=float))
-    return {**_rates_at(y, s, 0.5), "threshold": None}
+    return {**_rates_at(y, s, 0.5, group), "threshold": None}
 
 
 def _resamples(n: int, n_boot: int, seed: int, group: np.ndarray | None) -> Iterator[np.ndarray]:
@@ -209,7 +252,8 @@ def binary_metrics(
     """Malignant-vs-benign metrics that stay honest under heavy class imbalance (see module docstring).
 
     `thresholds` maps names (e.g. "refer", "urgent") to cut-offs chosen elsewhere, typically on the
-    validation split; `group` (e.g. lesion ids) makes the AUROC bootstrap resample lesions, not images.
+    validation split; `group` (e.g. lesion ids) makes the AUROC bootstrap resample lesions, not images, and
+    widens the sensitivity/specificity intervals for lesions seen in several images.
     """
     y, s = _binary_inputs(y_true, p)
     _both_classes(y)
@@ -243,7 +287,7 @@ def binary_metrics(
             "specificity": at_spec["specificity"],
             "threshold": thr_spec,
         },
-        "thresholds": {name: _rates_at(y, s, thr) for name, thr in (thresholds or {}).items()},
+        "thresholds": {name: _rates_at(y, s, thr, group) for name, thr in (thresholds or {}).items()},
     }
 
 
@@ -262,7 +306,8 @@ def subgroup_metrics(
     """Malignant-vs-benign figures within each subgroup, so a model that ranks well overall cannot hide a group
     it fails. `fields` maps a field name (e.g. "sex") to each image's group label. Per group: its size, its
     malignant count, AUROC with a bootstrap 95% interval (over `group`, e.g. lesions) where both classes have
-    at least SUBGROUP_MIN_PER_CLASS images, and sensitivity / specificity (Wilson intervals) at `threshold`
+    at least SUBGROUP_MIN_PER_CLASS images, and sensitivity / specificity (Wilson intervals, widened for
+    `group`'s clustering) at `threshold`
     (the refer cut-off). Rows come field by field, largest group first."""
     y, s = _binary_inputs(y_true, p)
     units = None if group is None else np.asarray(group)
@@ -282,7 +327,7 @@ def subgroup_metrics(
                 row["auroc"] = float(roc_auc_score(yg, sg))
                 row["auroc_ci"] = _bootstrap_auroc(yg, sg, n_boot, seed, None if units is None else units[inside])[0]
             if threshold is not None:
-                rates = _rates_at(yg, sg, threshold)
+                rates = _rates_at(yg, sg, threshold, None if units is None else units[inside])
                 for key in ("sensitivity", "sensitivity_ci", "specificity", "specificity_ci"):
                     row[key] = rates[key]
             out.append(row)

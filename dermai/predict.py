@@ -29,7 +29,7 @@ from dermai.context import (
     weighted_fields,
 )
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
-from dermai.intake import IntakeResult, read_image
+from dermai.intake import MIN_SIDE, IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, ood_scores, pixel_verdict
 from dermai.preprocess import meta_input_size, resize_input, to_image_orientation
@@ -196,7 +196,6 @@ class Predictor:
                 probs, p_mal = all_probs[:1], float(p_all[0])
                 effects = {name: p_mal - float(p) for name, p in zip(used, p_all[1:], strict=True)}
                 points = self.context_model.get("operating_points") or points
-        tier, meaning, sens, spec = self._tier(p_mal, points)
         verdict = pixel_verdict(pixels)
         stats = self.ood_stats
         score = None if stats is None else float(ood_scores(features, stats)[0])
@@ -208,8 +207,11 @@ class Predictor:
         elif ood:
             notes.append(
                 "the image does not look like the dermoscopy images this model was trained on; "
-                "its scores and tier are unreliable"
+                "its scores are unreliable"
             )
+        # An image the model cannot read must not come out "routine", which reads as reassurance.
+        ungradable = bool(ood) or min(intake.image.size) < MIN_SIDE
+        tier, meaning, sens, spec = self._tier(p_mal, points, ungradable)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(self.classes, probs[0], strict=True)},
             p_malignant=p_mal,
@@ -227,9 +229,14 @@ class Predictor:
             context_effects=effects,
         )
 
-    def _tier(self, p_malignant: float, points: dict[str, Any] | None) -> tuple[str, str, float | None, float | None]:
+    def _tier(
+        self, p_malignant: float, points: dict[str, Any] | None, ungradable: bool = False
+    ) -> tuple[str, str, float | None, float | None]:
+        """(tier, its meaning, the validation sensitivity and specificity of the cut-off behind it)."""
         if not points:
             return "unavailable", UNAVAILABLE_MEANING, None, None
+        if ungradable:
+            return "ungradable", TIER_MEANINGS["ungradable"], None, None
         tier = assign_tier(p_malignant, points)
         point = points["urgent" if tier == "urgent" else "refer"]
         sensitivity, specificity = point.get("sensitivity"), point.get("specificity")

@@ -22,7 +22,7 @@ DISCLAIMER = (
     "A research and triage aid, not a diagnosis. The tier comes from cut-offs validated on held-out "
     "HAM10000 lesions; a clinician decides."
 )
-TIER_COLOURS = {"urgent": "#b71c1c", "refer": "#e65100", "routine": "#1b5e20"}
+TIER_COLOURS = {"urgent": "#b71c1c", "refer": "#e65100", "ungradable": "#6a1b9a", "routine": "#1b5e20"}
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 900px; margin: 2em auto; color: #222; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }

@@ -1,9 +1,10 @@
 """Several images → one triage worklist, most urgent first.
 
 A clinician with a batch (one patient's lesions, or a day's referrals) needs to see which image to look at
-first. The order is the tier (urgent, refer, routine; then images with no validated tier, then files that
-could not be read), and within a tier the malignancy score, highest first. Out-of-distribution images keep
-their tier but are flagged: their scores are unreliable, so they must not sink silently to the bottom.
+first. The order is the tier (urgent, refer, ungradable, routine; then images with no validated tier, then
+files that could not be read), and within a tier the malignancy score, highest first. An image the model
+cannot grade (out of distribution, blank, noise, too small) comes before the routine ones: it still needs a
+person to look at the lesion, so it must not sink silently to the bottom.
 A file that cannot be read gets a row with its error instead of stopping the batch: nothing is dropped.
 """
 
@@ -21,7 +22,7 @@ from dermai.context import describe
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})  # what intake reads
 UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in PHOTO_EXTENSIONS)  # the same, as st.file_uploader wants them
-TIER_ORDER = ("urgent", "refer", "routine", "unavailable", "unreadable")
+TIER_ORDER = ("urgent", "refer", "ungradable", "routine", "unavailable", "unreadable")
 COLUMNS = [
     "rank",
     "image",

@@ -146,8 +146,10 @@ def sidebar() -> None:
             args=("_data_widget", app_support.DATA_KEY),
             help="A folder of dermoscopy images with one metadata CSV (HAM10000 layout).",
         )
-        if not state[app_support.DATA_KEY]:
+        if not app_support.data_dir(state):
             st.warning("No data folder found: enter one above.")
+        elif not state[app_support.DATA_KEY]:  # cleared: every page falls back to the default folder
+            st.caption(f"Empty: the default folder is used, {app_support.data_dir(state)}")
         choices = app_support.weight_choices(jobs.runs_dir(), state[app_support.WEIGHTS_KEY])
         st.selectbox(
             "Weights",

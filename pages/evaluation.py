@@ -178,6 +178,15 @@ with plain_errors("Cannot read the weights"):
     if untrained:
         st.warning(f"{untrained[0].upper()}{untrained[1:]}: these scores measure a classifier that never learned.")
 
+# Streamlit drops a page's widget state when another page is shown: these come back as they were left, so the
+# report, comparison or map asked for is still there on return.
+state = st.session_state
+KEPT = {"eval_split": ["test", "val"], "eval_tta": None, "cmp_split": ["val", "test"], "eval_le": None}
+KEPT |= {"eval_proj": ["pca", "tsne"], "eval_limit": None}
+app_support.restore_widgets(state, KEPT)
+state.setdefault("eval_le", str(REPO / "docs" / "label_efficiency"))  # defaults here, not in widgets given kept ones
+state.setdefault("eval_limit", 500)
+
 st.header("Scores on the weights' own split")
 c1, c2, c3 = st.columns([1, 1, 2])
 split = c1.radio("Split", ["test", "val"], horizontal=True, key="eval_split")
@@ -197,6 +206,7 @@ st.caption(
     "B − A with a 95% interval that resamples lesions for both together. An interval spanning 0 is noise."
 )
 others = {k: v for k, v in app_support.weight_choices(current=weights).items() if k != weights}
+app_support.restore_widgets(state, {"cmp_other": list(others)})
 m1, m2, m3 = st.columns([2, 1, 1])
 other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None
 cmp_split = m2.radio("Split", ["val", "test"], horizontal=True, key="cmp_split", help="choose on val; test reports")
@@ -232,7 +242,7 @@ elif st.session_state.get("cmp_request") == cmp_request:
         st.caption(f"{result['split']} split, {result['n_images']} images · B = `{result['b']}`")
 
 st.header("Label efficiency")
-folder = st.text_input("Experiment folder", str(REPO / "docs" / "label_efficiency"), key="eval_le")
+folder = st.text_input("Experiment folder", key="eval_le")
 with plain_errors("Cannot read the experiment"):
     table = app_support.read_label_efficiency(folder)
     if table is None:
@@ -261,7 +271,8 @@ st.header("Embedding map")
 st.caption("Trunk features of up to 1000 images of the split, projected to 2-D. Select points to see the images.")
 e1, e2, e3 = st.columns([1, 1, 2])
 method = e1.radio("Projection", ["pca", "tsne"], horizontal=True, key="eval_proj")
-limit = e2.number_input("Images", 50, 1000, 500, 50, key="eval_limit")
+limit = e2.number_input("Images", 50, 1000, step=50, key="eval_limit")
+app_support.keep_widgets(state, [*KEPT, "cmp_other"])
 map_request = (weights, mtime, data, split, int(limit), method)
 if e3.button("Compute map"):
     st.session_state["map_request"] = map_request

@@ -77,7 +77,7 @@ else:
         else:
             st.subheader("Triage tiers (validated on the validation split)")
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
-        for tier in ("urgent", "refer", "routine"):
+        for tier in ("urgent", "refer", "routine", "ungradable"):
             st.markdown(f"**{tier}** — {TIER_MEANINGS[tier]}")
     else:
         st.info("These weights carry no validated operating points (run `python -m dermai calibrate`): no tiers.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -23,7 +22,7 @@ from dermai.weights import untrained_classifier
 from dermai.worklist import UPLOAD_TYPES, WorklistEntry, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
 
-TIER_BOX = {"urgent": st.error, "refer": st.warning, "routine": st.success}
+TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.warning, "routine": st.success}
 
 st.title("Predict")
 st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only.")
@@ -67,10 +66,23 @@ targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c f
 SALIENCY = {"pred_method": list(CAM_METHODS), "pred_target": list(targets), "pred_opacity": None, "pred_tta": None}
 app_support.restore_widgets(state, SALIENCY)
 state.setdefault("pred_opacity", 0.4)  # the default here rather than in the slider, which may be given a kept one
-method = c1.selectbox("Saliency method", list(CAM_METHODS), key="pred_method")
+method = c1.selectbox(
+    "Saliency method",
+    list(CAM_METHODS),
+    key="pred_method",
+    format_func=lambda name: f"{name} (slow: about a minute)" if name == "scorecam" else name,
+    help="Score-CAM runs the model once per channel of the last block (512 passes): about a minute on a 2-core "
+    "CPU, against a few seconds for the others.",
+)
 target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
 opacity = c3.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="pred_opacity")
-tta = c4.checkbox("Test-time augmentation", help="average over the 8 flips/rotations", key="pred_tta")
+tta_validated = bool(model.meta.get("tta_recommended"))
+tta = c4.checkbox(
+    "Test-time augmentation",
+    help="average over the 8 flips/rotations"
+    + ("" if tta_validated else "; these weights' tier cut-offs were validated without it, so the tier may shift"),
+    key="pred_tta",
+)
 app_support.keep_widgets(state, list(SALIENCY))
 NOT_GIVEN = "not given"
 age, sex, site = None, NOT_GIVEN, NOT_GIVEN
@@ -129,7 +141,7 @@ def analyse(data: bytes, name: str, image_site: str | None = None) -> dict[str, 
     result = {
         "key": cache_key,
         "name": name,
-        "image": np.asarray(intake.image),
+        "image": app_support.display_image(intake.image),  # the model scored the full image
         "prediction": prediction,
         "heatmap": saliency.heatmap,
     }
@@ -169,7 +181,7 @@ def show(result: dict[str, Any]) -> None:
             st.warning(
                 "**Out of distribution:** this image does not look like the dermoscopy images the model was "
                 f"trained on (score {p.ood_score or 0:.2f} > threshold {p.ood_threshold or 0:.2f}); its "
-                "probabilities and tier are unreliable."
+                "probabilities are unreliable, so it gets no tier."
             )
         elif p.ood is None:
             st.caption("No out-of-distribution check is stored with these weights.")

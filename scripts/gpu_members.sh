@@ -53,7 +53,7 @@ if [ -n "$FIX_VARIANTS" ] && [ "$FIX_S" -le 0 ]; then echo "gpu_members: FIX_VAR
 CACHE_SIZES=${CACHE_SIZES-$PRE_A_SIZE $PRE_B_SIZE $SMOKE_SIZE 96 128 160}  # decoded up front with 16 workers
 # shellcheck disable=SC2206  # EXTRA_ARGS (e.g. "--limit 64" for a toy run) is split on purpose
 COMMON=(--seed 0 --quiet ${EXTRA_ARGS:-})
-STRONG=(--weight-decay 5e-4 --warmup-epochs 1 --augment crop_scale=0.4,1.0 --augment rotation_degrees=180
+STRONG=(--weight-decay 5e-4 --augment crop_scale=0.4,1.0 --augment rotation_degrees=180
   --augment hair_p=0.2 --augment vignette_p=0.2)
 START=$(date +%s)
 END=$((START + DEADLINE_S - PACK_S - CALIB_S))
@@ -88,12 +88,14 @@ for size in sorted(set(map(int, sys.argv[1:]))):
     cfg.train.image_size = size
     prepare_data(cfg, workers=16)
 EOF
+# A warm-up of WANT epochs, cut to half a stage of EPOCHS at toy scale (the trainer refuses one that fills the stage).
+warmup() { $PY -c "print(min($1, $2 / 2))"; }
 log "probe and smoke runs"
 train pretrain "$RUNS/probe-pretrain" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 --pretrain-epochs 3 || exit 1
 # shellcheck disable=SC2086
 train finetune "$RUNS/smoke-finetune" "$PRE_END" --image-size "$SMOKE_SIZE" --batch-size 128 --finetune-epochs 1 \
   --init-weights "$RUNS/probe-pretrain/model.safetensors" --reset-classifier --train-seed 1 "${STRONG[@]}" \
-  ${SMOKE_ARGS:-} || exit 1  # SMOKE_ARGS: the variants' own options (the mask loss, say), checked first
+  --warmup-epochs 0.5 ${SMOKE_ARGS:-} || exit 1  # SMOKE_ARGS: the variants' own options (the mask loss, say), checked first
 EPOCH_S=$($PY bench/run_throughput.py --epoch-seconds "$RUNS/probe-pretrain") || exit 1
 # Both trunks share the GPU: a 96 px epoch costs about 0.6 of a 128 px one, so an epoch of both costs ~1.4 (not 1.6:
 # one process leaves the GPU partly idle).
@@ -102,12 +104,12 @@ SHARE=1.4; [ -n "$PRE_B_SIZE" ] || SHARE=1.0
 PRE_EPOCHS=$($PY -c "print(min($MAX_PRE_EPOCHS, max(5, int(($PRE_END - $(date +%s) - 20) / ($SHARE * $EPOCH_S)))))")
 log "pretraining epoch ${EPOCH_S}s alone; each trunk gets $PRE_EPOCHS epochs, until +$((PRE_END - START))s at most"
 
-train pretrain "$RUNS/trunk-a" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 --warmup-epochs 5 \
-  --pretrain-epochs "$PRE_EPOCHS" & A=$!
+train pretrain "$RUNS/trunk-a" "$PRE_END" --image-size "$PRE_A_SIZE" --batch-size 256 \
+  --warmup-epochs "$(warmup 5 "$PRE_EPOCHS")" --pretrain-epochs "$PRE_EPOCHS" & A=$!
 RB=skipped
 if [ -n "$PRE_B_SIZE" ]; then
-  train pretrain "$RUNS/trunk-b" "$PRE_END" --image-size "$PRE_B_SIZE" --batch-size 256 --warmup-epochs 5 \
-    --pretrain-epochs "$PRE_EPOCHS" --train-seed 7 & B=$!
+  train pretrain "$RUNS/trunk-b" "$PRE_END" --image-size "$PRE_B_SIZE" --batch-size 256 \
+    --warmup-epochs "$(warmup 5 "$PRE_EPOCHS")" --pretrain-epochs "$PRE_EPOCHS" --train-seed 7 & B=$!
   wait $B; RB=$?
 fi
 wait $A; RA=$?
@@ -122,7 +124,8 @@ while read -r name trunk size batch lr seed more; do
   init=$TA; [ "$trunk" = b ] && init=$TB
   # shellcheck disable=SC2086  # $more: the line's extra options, split on purpose
   train finetune "$RUNS/$name" "$FT_END" --init-weights "$init" --image-size "$size" --batch-size "$batch" \
-    --lr "$lr" --finetune-epochs "$FT_EPOCHS" --train-seed "$seed" "${STRONG[@]}" $more & pids+=($!)
+    --lr "$lr" --finetune-epochs "$FT_EPOCHS" --train-seed "$seed" "${STRONG[@]}" \
+    --warmup-epochs "$(warmup 1 "$FT_EPOCHS")" $more & pids+=($!)
 done <<< "$VARIANTS"
 for p in "${pids[@]}"; do wait "$p"; done
 log "fine-tuning done"

@@ -444,6 +444,36 @@ def refresh_subgroups(out: Path, data: str | None) -> None:
     print(summary_text(fresh))
 
 
+def refresh_intervals(out: Path, data: str | None) -> None:
+    """Score the shipped model's test split again (fp32, as it was scored) for the sensitivity/specificity
+    intervals of its tiers and subgroups, now widened for lesions photographed more than once
+    (`metrics.clustered_wilson_interval`). Every recorded point figure must repeat (else the weights or the
+    split changed: ship again instead); only the intervals are replaced, and no choice is made from them."""
+    report = json.loads((out / "test_report.json").read_text())
+    fresh, _ = evaluate(out / "model.safetensors", data, split="test", tta=bool(report.get("tta")), precision="fp32")
+    pairs = [(fresh["binary"]["thresholds"], report["binary"]["thresholds"])]
+    if report.get("context"):
+        pairs.append((fresh["context"]["thresholds"], report["context"]["thresholds"]))
+    rates = ("sensitivity", "specificity")
+    points = [(new[name][k], old[name][k]) for new, old in pairs for name in old for k in rates]
+    points.append((fresh["auroc"], report["auroc"]))
+    if any(abs(a - b) > 1e-4 for a, b in points):
+        raise SystemExit(
+            f"{out}: the test figures came out {[round(a, 4) for a, _ in points]}, not the recorded "
+            f"{[round(b, 4) for _, b in points]}: the weights or the split changed since shipping; ship again instead"
+        )
+    report["binary"]["thresholds"] = fresh["binary"]["thresholds"]
+    if report.get("context"):
+        report["context"]["thresholds"] = fresh["context"]["thresholds"]
+    report["subgroups"] = fresh["subgroups"]
+    meta = json.loads((out / "model.json").read_text())
+    meta["test_metrics"] = {**meta["test_metrics"], "subgroups": fresh["subgroups"]}
+    write_json_atomic(out / "test_report.json", report)
+    rewrite_shipped_meta(out, meta, report)
+    for name, rates in fresh["binary"]["thresholds"].items():
+        print(f"{name}: sensitivity {rates['sensitivity_ci']}, specificity {rates['specificity_ci']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, help="the fine-tuning run folder (required unless --refresh-ood)")
@@ -469,6 +499,13 @@ def main() -> None:
         action="store_true",
         help="score the shipped model's test split again for its figures per sex, age band and body site (its"
         " recorded headline must repeat) and rewrite the card; trains nothing",
+    )
+    parser.add_argument(
+        "--refresh-intervals",
+        action="store_true",
+        help="score the shipped model's test split again for its tiers' and subgroups' sensitivity/specificity"
+        " intervals, widened for lesions seen in several images (its recorded figures must repeat), and rewrite"
+        " the card; trains nothing",
     )
     parser.add_argument(
         "--card-only",
@@ -497,6 +534,9 @@ def main() -> None:
         return
     if args.refresh_subgroups:
         refresh_subgroups(args.out, args.data)
+        return
+    if args.refresh_intervals:
+        refresh_intervals(args.out, args.data)
         return
     if args.run is None:
         parser.error("--run is required")
@@ -880,8 +920,11 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         f"| Brier score (p_malignant) | {c['brier_malignant']:.3f} | |",
         "",
         "Per-class recall: " + ", ".join(f"{k} {_pct(v)}" for k, v in m["per_class_recall"].items()) + ".",
-        "Balanced accuracy uses the balanced decision rule (argmax of p/prior); the calibrated probabilities' own",
-        f"argmax gives {m.get('balanced_accuracy_calibrated_argmax', float('nan')):.3f}.",
+        "Balanced accuracy uses the balanced decision rule (argmax of p/prior). The most probable diagnosis, the",
+        "calibrated probabilities' own argmax (the top diagnosis that `predict` and the worklist list), gives "
+        f"{m.get('balanced_accuracy_calibrated_argmax', float('nan')):.3f}:",
+        "it favours the common naevus, as a calibrated probability should, so read a rarer diagnosis's probability",
+        "too, and the triage tier, which is cut on p_malignant.",
         "",
         "## Triage tiers (thresholds on p_malignant chosen on the validation split)",
         "| tier | threshold | validation sens / spec | test sensitivity (95% CI) | test specificity (95% CI) |",
@@ -896,6 +939,14 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], ood: dict[str, Any]
         )
     lines += [
         "| routine | below refer | | | |",
+        "",
+        "The sensitivity/specificity intervals are Wilson intervals at the lesion-clustered effective sample size:",
+        "several photos of one lesion count as less than several lesions (`dermai.metrics.clustered_wilson_interval`).",
+        "",
+        "An image the model cannot grade (flagged by the out-of-distribution gate, blank, noise, or under 32 px on a",
+        "side) gets the tier *ungradable* instead, whatever its score: retake the photo or see the lesion in person.",
+        f"The gate flagged {1 - ood['test_lesions_passing']:.1%} of the test split's lesion images (see below); the",
+        "test figures above rate every image by its score alone.",
         "",
         *context_lines(meta, report),
         "## Quality bars",

@@ -21,8 +21,10 @@ FT_EPOCHS=${FT_EPOCHS:-30}
 START=$(date +%s)
 # shellcheck disable=SC2206  # EXTRA_ARGS (e.g. "--limit 300" for a smoke test) is split on purpose
 COMMON=(--data "$DATA" --seed 0 --quiet ${EXTRA_ARGS:-})
-PRE_ARGS=(--image-size $PRE_SIZE --batch-size 256 --warmup-epochs 5)
-FT_ARGS=(--image-size $FT_SIZE --batch-size 128 --warmup-epochs 1 --label-smoothing 0.1)
+PRE_ARGS=(--image-size $PRE_SIZE --batch-size 256)
+FT_ARGS=(--image-size $FT_SIZE --batch-size 128 --label-smoothing 0.1)
+# A warm-up of WANT epochs, cut to half a stage of EPOCHS at toy scale (the trainer refuses one that fills the stage).
+warmup() { $PY -c "print(min($1, $2 / 2))"; }
 
 epoch_seconds() {  # median seconds between consecutive epoch records of a run
   $PY "$(dirname "$0")/../bench/run_throughput.py" --epoch-seconds "$1"
@@ -30,8 +32,10 @@ epoch_seconds() {  # median seconds between consecutive epoch records of a run
 
 mkdir -p "$RUNS"
 rm -rf "$RUNS/probe-pretrain" "$RUNS/probe-finetune"
-$PY -m dermai pretrain "${COMMON[@]}" "${PRE_ARGS[@]}" --out "$RUNS/probe-pretrain" --pretrain-epochs 3
-$PY -m dermai finetune "${COMMON[@]}" "${FT_ARGS[@]}" --out "$RUNS/probe-finetune" --finetune-epochs 3
+$PY -m dermai pretrain "${COMMON[@]}" "${PRE_ARGS[@]}" --out "$RUNS/probe-pretrain" --pretrain-epochs 3 \
+  --warmup-epochs 1
+$PY -m dermai finetune "${COMMON[@]}" "${FT_ARGS[@]}" --out "$RUNS/probe-finetune" --finetune-epochs 3 \
+  --warmup-epochs 1
 PRE_EPOCH_S=$(epoch_seconds "$RUNS/probe-pretrain")
 FT_EPOCH_S=$(epoch_seconds "$RUNS/probe-finetune")
 ELAPSED=$(( $(date +%s) - START ))
@@ -46,10 +50,11 @@ source "$(dirname "$0")/watchdog.sh"
 watchdog "$RUNS/default-pretrain" "$PRE_DEADLINE" & WATCH=$!
 # Exit 3 = stopped by the watchdog: its weights are still the trunk to fine-tune.
 $PY -m dermai pretrain "${COMMON[@]}" "${PRE_ARGS[@]}" --out "$RUNS/default-pretrain" --pretrain-epochs "$PRE_EPOCHS" \
-  || [ $? -eq 3 ]
+  --warmup-epochs "$(warmup 5 "$PRE_EPOCHS")" || [ $? -eq 3 ]
 kill $WATCH 2>/dev/null || true
 watchdog "$RUNS/default-finetune" "$FT_DEADLINE" & WATCH=$!
 $PY -m dermai finetune "${COMMON[@]}" "${FT_ARGS[@]}" --out "$RUNS/default-finetune" \
-  --init-weights "$RUNS/default-pretrain/model.safetensors" --finetune-epochs $FT_EPOCHS || [ $? -eq 3 ]
+  --init-weights "$RUNS/default-pretrain/model.safetensors" --finetune-epochs $FT_EPOCHS \
+  --warmup-epochs "$(warmup 1 "$FT_EPOCHS")" || [ $? -eq 3 ]
 kill $WATCH 2>/dev/null || true
 echo "done in $(( $(date +%s) - START ))s"

@@ -149,7 +149,7 @@ def test_predict_several_uploads_make_a_worklist(app_env: Path) -> None:
     twins = table.set_index("image").loc[["ISIC_0024306.jpg", "ISIC_0024306.jpg (2)"], "p_malignant"]
     assert twins.iloc[0] == twins.iloc[1]  # the same bytes score the same
     scored = table.iloc[:3]
-    order = scored["tier"].map({"urgent": 0, "refer": 1, "routine": 2})
+    order = scored["tier"].map({"urgent": 0, "refer": 1, "ungradable": 2, "routine": 3})
     assert list(order) == sorted(order)
     counts = {m.label: int(m.value) for m in at.metric if m.label in {"Urgent", "Refer", "Routine", "Unreadable"}}
     assert sum(counts.values()) == 4 and counts["Unreadable"] == 1
@@ -458,6 +458,26 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
     at.radio(key="eval_subgroup").set_value("sex").run()
     assert_clean(at)
     assert set(at.dataframe[0].value["group"]) <= {"male", "female", "unknown"}
+
+
+def test_evaluation_keeps_its_settings_and_report_across_pages(app_env: Path) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/evaluation.py").run()
+    assert at.radio(key="eval_split").value == "test" and at.number_input(key="eval_limit").value == 500
+    at.radio(key="eval_split").set_value("val").run()
+    at.number_input(key="eval_limit").set_value(100).run()
+    at.radio(key="eval_proj").set_value("tsne").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert [m.label for m in at.metric][:1] == ["AUROC malignant"]
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/evaluation.py").run()  # Streamlit dropped the page's widget state on the way
+    assert_clean(at)
+    assert at.radio(key="eval_split").value == "val" and at.number_input(key="eval_limit").value == 100
+    assert at.radio(key="eval_proj").value == "tsne"
+    assert [m.label for m in at.metric][:1] == ["AUROC malignant"]  # the report asked for is still shown
+    assert not any(i.value.startswith("Press Evaluate") for i in at.info)
+    assert not at.warning or all("Session State" not in w.value for w in at.warning)
 
 
 def test_evaluation_shows_the_images_behind_the_errors(app_env: Path) -> None:

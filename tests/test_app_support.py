@@ -157,6 +157,16 @@ def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
     assert app_support.png_bytes(np.zeros((4, 4, 3), np.uint8)).startswith(b"\x89PNG")
 
 
+def test_a_camera_size_photo_is_shown_shrunk_and_a_small_one_as_it_is() -> None:
+    photo = Image.new("RGB", (4000, 3000), (180, 120, 100))
+    shown = app_support.display_image(photo)
+    assert shown.shape == (1200, 1600, 3) and shown.dtype == np.uint8  # the long side capped, 4:3 kept
+    portrait = app_support.display_image(Image.new("RGB", (900, 4500)))
+    assert portrait.shape == (1600, 320, 3)
+    small = Image.new("RGB", (200, 150), (10, 20, 30))
+    assert np.array_equal(app_support.display_image(small), np.asarray(small))
+
+
 def test_embedding_map_on_tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> None:
     if not (HAM / "HAM10000_metadata.csv").exists():
         pytest.skip(f"HAM10000 copy not found at {HAM}")

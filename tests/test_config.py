@@ -108,6 +108,12 @@ def _train_config(stage: str = "both", **train: object) -> RunConfig:
         ("finetune", {"finetune_epochs": 3, "swa_epochs": 4}, "swa_epochs must be between 0 and finetune_epochs"),
         ("finetune", {"swa_lr": 0.0}, "swa_lr must be a number above 0"),
         ("distill", {}, "unknown stage 'distill'"),
+        (
+            "finetune",
+            {"finetune_epochs": 2, "warmup_epochs": 2.0},
+            r"warmup_epochs \(2\) must be shorter than finetune_epochs \(2\): the learning rate would only rise",
+        ),
+        ("both", {"pretrain_epochs": 3, "warmup_epochs": 5.0}, r"warmup_epochs \(5\) must be shorter than pretrain"),
     ],
 )
 def test_bad_training_settings_are_refused_by_name(stage: str, train: dict, message: str) -> None:
@@ -121,6 +127,8 @@ def test_bad_training_settings_are_refused_by_name(stage: str, train: dict, mess
         ("both", {}),  # the paper's defaults
         ("finetune", {"pretrain_epochs": 0}),  # a stage the run does not run may be 0 (the app sends both)
         ("pretrain", {"finetune_epochs": 0}),
+        ("finetune", {"pretrain_epochs": 2, "finetune_epochs": 10, "warmup_epochs": 5.0}),  # only the stage run counts
+        ("both", {"pretrain_epochs": 3, "finetune_epochs": 3, "warmup_epochs": 2.5}),
         ("both", {"lambda_ntxent": 0.0, "weight_decay": 0.0, "label_smoothing": 0.2, "early_stopping_patience": 5}),
     ],
 )

@@ -243,6 +243,24 @@ def test_resume_clears_a_stale_stop_before_launching(tmp_path: Path, monkeypatch
     assert job.run_dir == str(run)
 
 
+def test_a_job_that_fails_before_its_trainer_writes_a_config_is_a_failed_row_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    error = "error: cannot read the data folder /nowhere: no metadata CSV"
+    failing = [sys.executable, "-c", f"import sys, time; time.sleep(1); print('loading'); sys.exit({error!r})"]
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: failing)
+    job = jobs.start_job("both", {"image_size": 64}, runs, name="early")
+    table = jobs.list_runs(runs).set_index("name")
+    assert table.loc["early", "status"] == "running"  # listed from its start, not only once it wrote a config
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the failing job to end")
+    row = jobs.list_runs(runs).set_index("name").loc["early"]
+    assert row["status"] == "failed" and row["problem"] == error and row["path"] == job.run_dir
+    assert "problem" in jobs.shown_run_columns(jobs.list_runs(runs))
+    jobs.delete_run(job.run_dir, runs)  # and it can be cleared away like any run
+    assert jobs.list_runs(runs).empty
+
+
 @pytest.mark.parametrize("name", [".", "..", "../x", "/abs", "grp/run1", ".hidden", "-x", "a b", "x" * 101])
 def test_run_and_ensemble_names_must_be_one_plain_folder(tmp_path: Path, name: str) -> None:
     runs = tmp_path / "runs"

@@ -18,6 +18,7 @@ from dermai.metrics import (
     assign_tier,
     binary_metrics,
     choose_operating_points,
+    clustered_wilson_interval,
     multiclass_metrics,
     paired_bootstrap,
     subgroup_metrics,
@@ -135,6 +136,43 @@ def test_wilson_known_values():
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_clustered_wilson_counts_repeat_photos_of_a_lesion_once():
+    rng = np.random.default_rng(3)
+    hits = (rng.random(60) < 0.8).astype(int)
+    cases = np.arange(60)
+    alone = clustered_wilson_interval(hits, cases)
+    # the same 60 lesions photographed 5 times each, every photo agreeing with its lesion: no new evidence
+    repeated = clustered_wilson_interval(np.repeat(hits, 5), np.repeat(cases, 5))
+    assert repeated == pytest.approx(alone)
+    assert alone == pytest.approx(wilson_interval(hits.sum() * 59 / 60, 59))  # one photo each: deff = n / (n - 1)
+    # counted as 300 independent photos, the interval would be far narrower than the lesions allow
+    naive = wilson_interval(5 * hits.sum(), 300)
+    assert naive[1] - naive[0] < 0.5 * (repeated[1] - repeated[0])
+    assert clustered_wilson_interval(hits, None) == wilson_interval(hits.sum(), 60)
+    assert clustered_wilson_interval(np.ones(8), np.arange(8) % 2) == wilson_interval(8, 8)  # no spread: deff 1
+    assert clustered_wilson_interval(np.array([1, 1, 0]), np.zeros(3)) == wilson_interval(2 / 3, 1)  # one lesion
+    with pytest.raises(ValueError, match="one entry per image"):
+        clustered_wilson_interval(hits, cases[:-1])
+
+
+def test_sensitivity_intervals_widen_for_lesions_seen_in_several_images():
+    y, p = _binary_data(n=300, seed=4)
+    lesion = np.arange(300) // 3  # three photos per lesion, labels and scores nearly the same within one
+    y = y[lesion * 3]
+    p = np.clip(p[lesion * 3] + np.random.default_rng(5).normal(0, 0.01, 300), 0, 1)
+    by_image = binary_metrics(y, p, thresholds={"refer": 0.3}, n_boot=20)["thresholds"]["refer"]
+    by_lesion = binary_metrics(y, p, thresholds={"refer": 0.3}, n_boot=20, group=lesion)["thresholds"]["refer"]
+    assert by_lesion["sensitivity"] == by_image["sensitivity"]
+    assert by_image["ci_method"] == "Wilson"
+    assert "lesion" in by_lesion["ci_method"]
+    for key in ("sensitivity_ci", "specificity_ci"):
+        (lo_i, hi_i), (lo_l, hi_l) = by_image[key], by_lesion[key]
+        assert lo_l < lo_i and hi_l > hi_i
+        assert (hi_l - lo_l) > 1.4 * (hi_i - lo_i)  # about sqrt(3) wider
+    rows = subgroup_metrics(y, p, {"all": ["x"] * 300}, threshold=0.3, n_boot=20, group=lesion)
+    assert rows[0]["sensitivity_ci"] == pytest.approx(by_lesion["sensitivity_ci"])
 
 
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 1.0])

@@ -131,12 +131,17 @@ def test_ood_verdicts(weights_path: Path) -> None:
     image = lesion_like(103)
     score = predictor.predict(image).ood_score
     predictor.ood_stats.threshold = score + 1e-6
-    assert predictor.predict(image).ood is False
+    passed = predictor.predict(image)
+    assert passed.ood is False and passed.tier in {"routine", "refer", "urgent"}
     predictor.ood_stats.threshold = score - 1e-6
     flagged = predictor.predict(image)
     assert flagged.ood is True and any("does not look like" in w for w in flagged.warnings)
+    # an image the model cannot read gets no tier from its unreliable score, whatever that score is
+    assert flagged.tier == "ungradable" and flagged.tier_meaning == TIER_MEANINGS["ungradable"]
+    assert (flagged.tier_sensitivity, flagged.tier_specificity) == (None, None)
+    assert flagged.p_malignant == passed.p_malignant  # the score itself is still reported
     blank = predictor.predict(Image.new("RGB", (120, 90), (200, 150, 130)))
-    assert blank.ood is True and any("flat colour" in w for w in blank.warnings)
+    assert blank.ood is True and any("flat colour" in w for w in blank.warnings) and blank.tier == "ungradable"
     predictor.ood_stats = None  # weights without OOD statistics
     assert predictor.predict(image).ood is None and predictor.predict(image).ood_score is None
 
@@ -162,7 +167,9 @@ def test_input_kinds_agree_and_bad_input_raises(predictor: Predictor, tmp_path: 
     for source in (png_bytes(image), path, str(path), predictor.read(path)):
         assert predictor.predict(source).probabilities == expected
     small = predictor.predict(image.resize((20, 15)))
-    assert any("small image" in w for w in small.warnings)
+    assert any("too small to grade (20×15 px" in w for w in small.warnings)
+    assert small.tier == "ungradable" and small.tier_sensitivity is None  # never a reassuring "routine"
+    assert predictor.predict(image.resize((40, 32))).tier != "ungradable"
     with pytest.raises(IntakeError, match="not an image"):
         predictor.predict(b"not an image at all")
 
@@ -369,7 +376,7 @@ def test_cli_worklist_csv_from_a_folder_keeps_going_past_a_bad_file(weights_path
     for _, row in scored.iterrows():
         assert row["p_malignant"] == pytest.approx(expected[row["image"]]["p_malignant"], abs=1e-4)
         assert row["tier"] == expected[row["image"]]["tier"]
-    ranks = scored["tier"].map({"urgent": 0, "refer": 1, "routine": 2}).to_numpy()
+    ranks = scored["tier"].map({"urgent": 0, "refer": 1, "ungradable": 2, "routine": 3}).to_numpy()
     assert (ranks[:-1] <= ranks[1:]).all()
     assert list(table.columns)[:3] == ["rank", "image", "tier"] and list(table["rank"]) == [1, 2, 3, 4]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clinic", "worklist.csv"]  # no temporary left behind

@@ -113,6 +113,8 @@ def test_stop_then_resume_equals_uninterrupted_run(ham_root: Path, tmp_path: Pat
 
     resumed = train(RunConfig(), tmp_path / "resumed", resume=True)
     assert resumed.status == "finished"
+    with pytest.raises(TrainingError, match="finished already"):  # a finished run is not trained again
+        train(RunConfig(), tmp_path / "resumed", resume=True)
     steps_after = [r["global_step"] for r in read_metrics(tmp_path / "resumed") if r["kind"] == "step"]
     assert steps_after[len(steps_before)] == 6  # continues at the next step, none repeated or skipped
     a = load_file(str(tmp_path / "straight" / "checkpoints" / "best.safetensors"))

@@ -27,16 +27,26 @@ def test_order_is_tier_then_score_then_name_and_keeps_every_file() -> None:
         WorklistEntry("e.jpg", prediction("unavailable", 0.90)),
         WorklistEntry("f.jpg", prediction("refer", 0.15)),
         WorklistEntry("g.jpg", prediction("urgent", 0.80)),
+        WorklistEntry("h.jpg", prediction("ungradable", 0.01, ood=True, warnings=["random noise"])),
     ]
     table = worklist(entries)
     assert list(table.columns) == COLUMNS
-    assert list(table["image"]) == ["g.jpg", "c.jpg", "d.jpg", "b.jpg", "f.jpg", "a.jpg", "e.jpg", "broken.jpg"]
-    assert list(table["rank"]) == list(range(1, 9))
+    # the ungradable image still needs a person: above the routine one, however low its (unreliable) score
+    order = ["g.jpg", "c.jpg", "d.jpg", "b.jpg", "f.jpg", "h.jpg", "a.jpg", "e.jpg", "broken.jpg"]
+    assert list(table["image"]) == order
+    assert list(table["rank"]) == list(range(1, 10))
     ood_row = table.set_index("image").loc["d.jpg"]
     assert ood_row["ood"] is True and ood_row["notes"] == "looks unlike dermoscopy" and ood_row["tier"] == "refer"
     broken = table.set_index("image").loc["broken.jpg"]
     assert broken["tier"] == "unreadable" and "damaged" in broken["notes"] and pd.isna(broken["p_malignant"])
-    assert tier_counts(table) == {"urgent": 2, "refer": 3, "routine": 1, "unavailable": 1, "unreadable": 1}
+    assert tier_counts(table) == {
+        "urgent": 2,
+        "refer": 3,
+        "ungradable": 1,
+        "routine": 1,
+        "unavailable": 1,
+        "unreadable": 1,
+    }
 
 
 def test_top_diagnosis_and_context_columns() -> None:
