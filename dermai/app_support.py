@@ -100,6 +100,27 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
     return choices
 
 
+def same_split_choices(choices: Mapping[str, str], current: str) -> dict[str, str]:
+    """The `weight_choices` other than `current` that were trained on its split (the same manifest checksum),
+    the only ones a paired comparison can score on the same images; weights whose split is unknown (an
+    unreadable JSON, or none recorded) stay, and comparing them says why."""
+    try:
+        mine = read_meta(current).get("manifest_sha256")
+    except WeightsError:
+        mine = None
+    out = {}
+    for path, label in choices.items():
+        if path == current:
+            continue
+        try:
+            theirs = read_meta(path).get("manifest_sha256")
+        except WeightsError:
+            theirs = None
+        if mine is None or theirs is None or theirs == mine:
+            out[path] = label
+    return out
+
+
 def _run_label(name: str, path: Path) -> str:
     """ "name (status)", "name (status, pretrain only — no trained classifier)" or "name (unreadable JSON)"."""
     try:

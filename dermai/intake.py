@@ -82,6 +82,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def _transparent_share(image: Image.Image) -> float:
+    """The share of pixels that are not fully opaque (0 for an image without transparency)."""
+    if not (image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)):
+        return 0.0
+    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    return float((alpha < 255).mean())
+
+
 def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[Image.Image, str | None]:
     """Open (header only), check the pixel count, then force a full decode and orient."""
     with warnings.catch_warnings():
@@ -91,8 +99,9 @@ def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[I
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise IntakeError(
-                f"{name}: {width}×{height} pixels is more than the {MAX_PIXELS // 10**6} MP limit "
-                "(possible decompression bomb)"
+                f"{name}: {width}×{height} pixels ({width * height / 1e6:.0f} MP) is more than the "
+                f"{MAX_PIXELS // 10**6} MP this app reads (a guard against decompression bombs): save a smaller "
+                "copy; the model looks at about 120 px anyway"
             )
         fmt = image.format
         image.load()
@@ -110,17 +119,25 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         image, fmt = _decode(data, source if isinstance(source, Image.Image) else None, name)
         if min(image.size) < 1:
             raise IntakeError(f"{name}: image has no pixels")
+        see_through = _transparent_share(image)
         rgb = to_rgb(image)
     except IntakeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise IntakeError(f"{name}: too many pixels to decode safely (possible decompression bomb)") from exc
+        raise IntakeError(
+            f"{name}: too many pixels to decode safely (a guard against decompression bombs): save a smaller copy"
+        ) from exc
     except Image.UnidentifiedImageError as exc:
         raise IntakeError(f"{name}: not an image file Pillow can read") from exc
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, …
         detail = " ".join(str(exc).split())  # one line, whatever the decoder said
         raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc
     notes = []
+    if see_through > 0:
+        notes.append(
+            f"{name}: {see_through:.0%} of the image is transparent or see-through and was put on white, which "
+            "changes its colours and the score: upload the photo without transparency if there is one"
+        )
     if min(rgb.size) < MIN_SIDE:
         notes.append(
             f"{name}: too small to grade ({rgb.size[0]}×{rgb.size[1]} px, under {MIN_SIDE} px on a side): "

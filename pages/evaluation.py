@@ -205,7 +205,7 @@ st.caption(
     "These weights (A) and another model of the same split (B) on the same images: the paired difference "
     "B − A with a 95% interval that resamples lesions for both together. An interval spanning 0 is noise."
 )
-others = {k: v for k, v in app_support.weight_choices(current=weights).items() if k != weights}
+others = app_support.same_split_choices(app_support.weight_choices(current=weights), weights)
 app_support.restore_widgets(state, {"cmp_other": list(others)})
 m1, m2, m3 = st.columns([2, 1, 1])
 other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None
@@ -214,7 +214,7 @@ cmp_request = (weights, mtime, other, app_support.weights_mtime(other or ""), da
 if other and m3.button("Compare"):
     st.session_state["cmp_request"] = cmp_request
 if not others:
-    st.info("No other weights to compare with (train a run, or choose other weights in the sidebar).")
+    st.info("No other weights of this split to compare with (train a run, or choose other weights in the sidebar).")
 elif st.session_state.get("cmp_request") == cmp_request:
     with plain_errors("Cannot compare"), st.spinner("Scoring both models on the split…"):
         result = compared(*cmp_request)

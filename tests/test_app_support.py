@@ -157,6 +157,22 @@ def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
     assert app_support.png_bytes(np.zeros((4, 4, 3), np.uint8)).startswith(b"\x89PNG")
 
 
+def test_comparison_offers_only_weights_of_the_same_split(tmp_path: Path) -> None:
+    def weights(name: str, meta: str) -> str:
+        path = tmp_path / name / "model.safetensors"
+        path.parent.mkdir()
+        path.write_bytes(b"")
+        path.with_suffix(".json").write_text(meta)
+        return str(path)
+
+    a, same = weights("a", '{"manifest_sha256": "x"}'), weights("b", '{"manifest_sha256": "x"}')
+    other = weights("c", '{"manifest_sha256": "y"}')
+    unknown, broken = weights("d", "{}"), weights("e", "{not json")
+    choices = {p: p.split("/")[-2] for p in (a, same, other, unknown, broken)}
+    assert app_support.same_split_choices(choices, a) == {same: "b", unknown: "d", broken: "e"}
+    assert set(app_support.same_split_choices(choices, broken)) == {a, same, other, unknown}  # its split unknown
+
+
 def test_a_camera_size_photo_is_shown_shrunk_and_a_small_one_as_it_is() -> None:
     photo = Image.new("RGB", (4000, 3000), (180, 120, 100))
     shown = app_support.display_image(photo)

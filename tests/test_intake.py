@@ -46,9 +46,16 @@ def test_rgba_and_la_are_composited_on_white() -> None:
     rgba[..., 0] = 255  # red everywhere
     rgba[:, :20, 3] = 0  # left half fully transparent
     rgba[:, 20:, 3] = 255  # right half opaque
-    out = np.asarray(read_image(encode(Image.fromarray(rgba), "PNG")).image)
+    result = read_image(encode(Image.fromarray(rgba), "PNG"), "cut.png")
+    out = np.asarray(result.image)
     assert (out[:, :20] == 255).all()  # white background shows through
     assert (out[:, 20:] == [255, 0, 0]).all()
+    assert result.warnings == [  # said, since it changes the colours the model sees
+        "cut.png: 50% of the image is transparent or see-through and was put on white, which changes its colours "
+        "and the score: upload the photo without transparency if there is one"
+    ]
+    rgba[..., 3] = 255  # an alpha channel that hides nothing: nothing to say
+    assert read_image(encode(Image.fromarray(rgba), "PNG")).warnings == []
     la = Image.fromarray(np.dstack([np.zeros((40, 40), np.uint8), np.full((40, 40), 128, np.uint8)]), mode="LA")
     grey = np.asarray(read_image(encode(la, "PNG")).image)
     assert np.allclose(grey, 127, atol=2)  # black at 50% alpha over white
@@ -131,7 +138,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("side", [8000, 40000])  # above our 50 MP limit; above Pillow's own bomb error
 def test_decompression_bomb_is_refused(side: int) -> None:
-    with pytest.raises(IntakeError, match=r"bomb\.png: .*decompression bomb"):
+    with pytest.raises(IntakeError, match=r"bomb\.png: .*decompression bombs\): save a smaller copy"):
         read_image(png_claiming(side, side), "bomb.png")
 
 

@@ -449,3 +449,44 @@ def test_refresh_subgroups_adds_the_subgroup_figures_only_when_the_headline_repe
     assert "| site | ear |" not in card  # under 20 test images: in the JSON only
     assert "ranks worst for site face (AUROC 0.758 against" in card
     assert "lowest for site face (AUROC 0.758) and age 70 and over (AUROC 0.825)" in card
+
+
+def test_refresh_intervals_replaces_only_the_intervals_when_every_point_figure_repeats(
+    ship: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = SCRIPT.parent.parent / "weights"
+    out = tmp_path / "weights"
+    out.mkdir()
+    for name in ("model.json", "test_report.json"):
+        shutil.copy(shipped / name, out / name)
+    recorded = json.loads((out / "test_report.json").read_text())
+    fresh = json.loads(json.dumps(recorded))  # a deep copy, whose intervals the fake scoring widens
+    for block in (fresh["binary"]["thresholds"], fresh["context"]["thresholds"]):
+        for rates in block.values():
+            rates["sensitivity_ci"] = [rates["sensitivity_ci"][0] - 0.01, rates["sensitivity_ci"][1] + 0.01]
+    for row in fresh["subgroups"]:
+        row["specificity_ci"] = [0.1, 0.9]
+    moved = {"by": 0.0}
+
+    def fake_evaluate(weights, data, split, tta, precision):  # noqa: ANN001, ANN202
+        assert (split, precision) == ("test", "fp32")
+        scored = json.loads(json.dumps(fresh))
+        scored["binary"]["thresholds"]["refer"]["sensitivity"] += moved["by"]
+        return scored, None
+
+    monkeypatch.setattr(ship, "evaluate", fake_evaluate)
+    moved["by"] = 0.01  # a point figure that does not repeat: the weights or split changed, nothing written
+    with pytest.raises(SystemExit, match="not the recorded"):
+        ship.refresh_intervals(out, None)
+    assert json.loads((out / "test_report.json").read_text()) == recorded
+    moved["by"] = 0.0
+    ship.refresh_intervals(out, None)
+    report = json.loads((out / "test_report.json").read_text())
+    assert report == fresh  # intervals replaced, every other figure as recorded
+    meta, before = json.loads((out / "model.json").read_text()), json.loads((shipped / "model.json").read_text())
+    assert meta["test_metrics"].pop("subgroups") == fresh["subgroups"]
+    before["test_metrics"].pop("subgroups")
+    assert meta == before
+    refer = fresh["binary"]["thresholds"]["refer"]
+    low, high = refer["sensitivity_ci"]
+    assert f"{refer['sensitivity']:.3f} ({low:.3f}–{high:.3f})" in (out / "MODEL_CARD.md").read_text()
