@@ -479,8 +479,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "finished" else 3
 
 
+def _warn_if_untrained(*paths: str | None) -> None:
+    """Say on stderr when weights to be scored have a classifier that never learned (a pretraining run): their
+    figures are a baseline at best, not a model's."""
+    from dermai.weights import WeightsError, read_meta, untrained_classifier
+
+    for path in paths:
+        try:
+            untrained = untrained_classifier(read_meta(path))
+        except WeightsError:
+            continue  # the command itself says what is wrong with the file
+        if untrained:
+            print(f"warning: {path or 'the weights'}: {untrained}; its figures measure chance", file=sys.stderr)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dermai.data import check_writable
     from dermai.evaluate import evaluate, summary_text, write_outputs
+
+    for target in (args.out, args.predictions):  # before minutes of scoring, not after
+        check_writable(Path(target))
+    _warn_if_untrained(args.weights)
 
     report, predictions = evaluate(
         args.weights,
@@ -502,9 +523,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dermai.data import write_json_atomic
+    from dermai.data import check_writable, write_json_atomic
     from dermai.evaluate import compare_weights, comparison_text
 
+    if args.out:
+        check_writable(Path(args.out))
+    _warn_if_untrained(args.weights_a, args.weights_b)
     result = compare_weights(
         args.weights_a, args.weights_b, args.data, split=args.split, tta=args.tta, n_boot=args.n_boot
     )
@@ -611,10 +635,16 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _predict_outputs(
-    predictor: Predictor, intake: IntakeResult, result: Prediction, image: str, args: argparse.Namespace
+    predictor: Predictor,
+    intake: IntakeResult,
+    result: Prediction,
+    image: str,
+    stem: str,
+    args: argparse.Namespace,
 ) -> dict[str, str | None]:
     """Write the saliency overlay (--cam-out) and the HTML report (--report-out) of one image, each
-    atomically; returns their paths as text (None where not asked for)."""
+    atomically, named from `stem` (distinct within the batch); returns their paths as text (None where not
+    asked for)."""
     import io
     from pathlib import Path
 
@@ -626,7 +656,6 @@ def _predict_outputs(
     written: dict[str, str | None] = {"cam": None, "report": None}
     if not (args.cam_out or args.report_out):
         return written
-    stem = Path(image).stem
     explained = predictor.explain(intake, method=args.cam or "gradcam", shown=result)  # the class printed
     if args.cam_out:
         buffer = io.BytesIO()
@@ -640,10 +669,9 @@ def _predict_outputs(
     return written
 
 
-def _print_prediction(image: str, result: Prediction, written: dict[str, str | None], header: bool) -> None:
-    """One image's table row, then its warnings, context and written files, indented."""
-    from pathlib import Path
-
+def _print_prediction(shown: str, result: Prediction, written: dict[str, str | None], header: bool) -> None:
+    """One image's table row (`shown`: its name, distinct within the batch), then its warnings, context and
+    written files, indented."""
     from dermai.context import describe as describe_context
 
     if header:
@@ -651,7 +679,7 @@ def _print_prediction(image: str, result: Prediction, written: dict[str, str | N
     top = max(result.probabilities, key=result.probabilities.__getitem__)
     ood = "n/a" if result.ood is None else "YES" if result.ood else "no"
     top_text = f"{top} {result.probabilities[top]:.2f}"
-    print(f"{Path(image).name:<32} {result.tier:<11} {result.p_malignant:>12.3f}  {top_text:<14} {ood}")
+    print(f"{shown:<32} {result.tier:<11} {result.p_malignant:>12.3f}  {top_text:<14} {ood}")
     for warning in result.warnings:
         print(f"  warning: {warning}")
     if result.context:
@@ -675,7 +703,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermai.data import atomic_write_bytes, check_writable
     from dermai.intake import IntakeError
     from dermai.predict import Predictor
-    from dermai.worklist import WorklistEntry, image_files, tier_counts, worklist, worklist_csv
+    from dermai.worklist import WorklistEntry, distinct_names, image_files, tier_counts, worklist, worklist_csv
 
     if args.cam and not (args.cam_out or args.report_out):
         raise ValueError("--cam needs --cam-out DIR (or --report-out DIR) to write the overlays to")
@@ -692,7 +720,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     entries: list[WorklistEntry] = []
-    for image in images:
+    for image, (shown, stem) in zip(images, distinct_names(images), strict=True):
         try:
             intake = predictor.read(image)
         except IntakeError as exc:
@@ -704,11 +732,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if per_image is not None:
             context = per_image[Path(image).stem]
         result = predictor.predict(intake, tta=args.tta, context=context)
-        written = _predict_outputs(predictor, intake, result, image, args)
+        written = _predict_outputs(predictor, intake, result, image, stem, args)
         if args.json:
             print(json.dumps({"image": image, **result.to_dict(), **written}), flush=True)
         else:
-            _print_prediction(image, result, written, header=not any(e.prediction for e in entries))
+            _print_prediction(shown, result, written, header=not any(e.prediction for e in entries))
         entries.append(WorklistEntry(image, result))
     if not args.json:
         print("Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis.")

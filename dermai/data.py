@@ -133,9 +133,25 @@ def default_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- metadata
+def files_below(root: Path) -> list[Path]:
+    """Every file anywhere below `root`, in a fixed order (folders and names sorted), following linked
+    folders (a data set often links its images folder from elsewhere) but never into a loop of links."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(folder) / name for name in sorted(names)]
+    return [path for path in found if path.is_file()]
+
+
 def find_metadata_csv(root: Path) -> Path:
     """The folder's one metadata CSV (a file named *metadata*.csv wins over other CSVs)."""
-    csvs = sorted(p for p in root.rglob("*.csv") if p.is_file())
+    csvs = sorted(p for p in files_below(root) if p.suffix.lower() == ".csv")
     if not csvs:
         raise DataError(f"{root}: no metadata CSV found")
     preferred = [p for p in csvs if "metadata" in p.name.lower()]
@@ -147,13 +163,12 @@ def find_metadata_csv(root: Path) -> Path:
 
 
 def index_images(root: Path) -> dict[str, Path]:
-    """Image id (file stem) → path, for every image file anywhere below root."""
+    """Image id (file stem) → path, for every image file anywhere below root (`files_below`: linked folders
+    too); of two files with one id, the first in that fixed order."""
     found: dict[str, Path] = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in IMAGE_EXTENSIONS and stem not in found:
-                found[stem] = Path(dirpath) / name
+    for path in files_below(root):
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.stem not in found:
+            found[path.stem] = path
     return found
 
 

@@ -33,7 +33,7 @@ from dermai.intake import MIN_SIDE, IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, ood_scores, pixel_verdict
 from dermai.preprocess import meta_input_size, resize_input, to_image_orientation
-from dermai.weights import LoadedWeights, load_weights
+from dermai.weights import LoadedWeights, WeightsError, load_weights, untrained_classifier
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam pulls in OpenCV and matplotlib
     from dermai.saliency import SaliencyExplainer
@@ -142,8 +142,13 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, path: str | os.PathLike[str] | None = None) -> Predictor:
-        """Load with safetensors (never torch.load); default: the shipped weights/model.safetensors."""
-        return cls(load_weights(path))
+        """Load with safetensors (never torch.load); default: the shipped weights/model.safetensors. Weights
+        whose classifier never learned (a pretraining run) are refused: their probabilities mean nothing."""
+        loaded = load_weights(path)
+        untrained = untrained_classifier(loaded.meta)
+        if untrained:
+            raise WeightsError(f"{loaded.path}: {untrained}; predict with a fine-tuned model")
+        return cls(loaded)
 
     def read(self, image: ImageInput) -> IntakeResult:
         """Intake once, to pass the result to both `predict` and `explain`."""

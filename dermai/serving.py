@@ -22,7 +22,7 @@ from dermai.data import write_json_atomic
 from dermai.evaluate import score, weights_dataset
 from dermai.inference import calibrated_probs, class_log_prior, malignant_probability, softmax_np
 from dermai.ood import check_percentile, fit_ood
-from dermai.weights import FORMAT, load_weights, save_weights
+from dermai.weights import FORMAT, WeightsError, load_weights, save_weights, untrained_classifier
 
 MAX_OOD_TRAIN_IMAGES = 3000
 
@@ -51,6 +51,9 @@ def fit_serving(
     metrics.check_fraction("urgent specificity", urgent_specificity)
     check_percentile(ood_percentile)
     loaded = load_weights(weights_path)
+    untrained = untrained_classifier(loaded.meta)
+    if untrained:  # its cut-offs would be validated figures of a classifier that never learned
+        raise WeightsError(f"{weights_path}: {untrained}; fine-tune it before calibrating")
     dataset = weights_dataset(loaded.meta, data_dir, manifest)
     rows = dataset.meta
     classes = list(loaded.meta["classes"])

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from dermai.context import describe
+from dermai.data import files_below
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})  # what intake reads
 UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in PHOTO_EXTENSIONS)  # the same, as st.file_uploader wants them
@@ -44,7 +45,7 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in PHOTO_EXTENSIONS and p.is_file())
+            found = sorted(str(p) for p in files_below(path) if p.suffix.lower() in PHOTO_EXTENSIONS)
             if not found:
                 raise ValueError(f"{path}: no image files in this folder ({', '.join(sorted(PHOTO_EXTENSIONS))})")
             files += found
@@ -53,6 +54,29 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
         else:
             files.append(str(raw))
     return files
+
+
+def distinct_names(images: Sequence[str]) -> list[tuple[str, str]]:
+    """(name to show, stem for written files) of each image, distinct across the batch: the file name and
+    stem where no other image shares them, else the path below the images' common folder (with "/" and "."
+    as "_" in the stem), so that p1/lesion.jpg and p2/lesion.jpg, or good.jpg and good.png, neither read as
+    one image nor overwrite each other's report."""
+    paths = [Path(image) for image in images]
+    names = [p.name for p in paths]
+    stems = [p.stem for p in paths]
+    common = os.path.commonpath([str(p.absolute().parent) for p in paths]) if paths else ""
+    out: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for path, name, stem in zip(paths, names, stems, strict=True):
+        below = os.path.relpath(path.absolute(), common) if common else str(path)
+        shown = name if names.count(name) == 1 else below
+        written = stem if stems.count(stem) == 1 else below.replace(os.sep, "_").replace(".", "_")
+        base, n = written, 2
+        while written in taken:  # a clash left by the replacements (a_b.jpg beside a/b.jpg)
+            written, n = f"{base}-{n}", n + 1
+        taken.add(written)
+        out.append((shown, written))
+    return out
 
 
 @dataclass

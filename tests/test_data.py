@@ -386,3 +386,17 @@ def test_a_non_square_input_caches_images_and_masks_at_height_by_width(tmp_path:
     decoded, decoded_mask = data.decode_image(str(image), (15, 20)), data.decode_mask(str(mask), (15, 20))
     assert decoded.shape == (15, 20, 3) and decoded_mask.shape == (15, 20)
     assert np.array_equal(decoded[..., 0] > 127, decoded_mask > 127) and decoded[:7, 10:, 0].max() > 127
+
+
+def test_linked_folders_are_read_and_a_loop_of_links_ends(tmp_path: Path) -> None:
+    rows = ham_rows(1, 1)
+    elsewhere = make_folder(tmp_path / "elsewhere", rows)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "images").symlink_to(elsewhere / "imgs", target_is_directory=True)
+    (root / "metadata.csv").symlink_to(elsewhere / "metadata.csv")
+    (elsewhere / "imgs" / "back").symlink_to(elsewhere / "imgs", target_is_directory=True)  # a loop
+    index = data.index_images(root)
+    assert len(index) == len(rows) and all(str(p).startswith(str(root / "images")) for p in index.values())
+    assert data.find_metadata_csv(root) == root / "metadata.csv"
+    assert len(data.load_dataset(root).meta) == len(rows)

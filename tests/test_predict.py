@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from dermai.inference import dihedral_views, forward_pixels, softmax_np
 from dermai.intake import IntakeError
 from dermai.metrics import TIER_MEANINGS
 from dermai.model import SimCLRResNet18
-from dermai.ood import fit_ood
+from dermai.ood import fit_ood, ood_scores
 from dermai.predict import Predictor
 from dermai.preprocess import eval_batch, resize_input
 
@@ -59,6 +60,12 @@ def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad():
         features = model.features(eval_batch(pixels, MEAN, STD)).numpy()
     stats = fit_ood(features[:32], features[32:], percentile=99.0)
+    # 16 "validation" images make a tight cut-off that the tests' other synthetic lesions can fail, and a
+    # flagged image is ungradable: the cut-off is raised above them (test_ood_verdicts sets its own).
+    probes = np.stack([resize_input(lesion_like(i), SIZE) for i in range(100, 141)])
+    with torch.no_grad():
+        probe_scores = ood_scores(model.features(eval_batch(probes, MEAN, STD)).numpy(), stats)
+    stats.threshold = max(stats.threshold, 2.0 * float(probe_scores.max()))
     meta = {
         "classes": CLASSES,
         "image_size": SIZE,
@@ -606,3 +613,56 @@ def test_an_input_size_is_a_positive_side_or_height_and_width(size: object) -> N
     assert input_frame(96) == (96, 96) and input_frame([120, 160]) == (120, 160) and size_label((120, 160)) == "120×160"
     with pytest.raises(ValueError, match="an input size is a positive integer or \\(height, width\\)"):
         input_frame(size)  # type: ignore[arg-type]
+
+
+def test_weights_whose_classifier_never_learned_are_refused_for_prediction(weights_path: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "pretrained" / "model.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(weights_path, copy)
+    meta = json.loads(weights_path.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**meta, "stages": ["pretrain"], "status": "finished"}))
+    with pytest.raises(weights.WeightsError, match="pretrain only — no trained classifier; predict with a fine-tuned"):
+        Predictor.from_weights(copy)
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(lesion_like(121)))
+    assert cli.main(["predict", str(image), "--weights", str(copy)]) == 2  # not tiers from a random classifier
+    from dermai.serving import fit_serving
+
+    with pytest.raises(weights.WeightsError, match="pretrain only — no trained classifier; fine-tune it before"):
+        fit_serving(copy, tmp_path / "no-data-needed")  # refused before any data is read
+
+
+def test_cli_evaluate_and_compare_check_their_outputs_before_scoring(
+    weights_path: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dermai.evaluate
+
+    def never(*args, **kwargs):
+        raise AssertionError("scoring started before the output places were checked")
+
+    monkeypatch.setattr(dermai.evaluate, "evaluate", never)
+    monkeypatch.setattr(dermai.evaluate, "compare_weights", never)
+    w = str(weights_path)
+    for argv in (
+        ["evaluate", "--weights", w, "--out", str(tmp_path), "--predictions", str(tmp_path / "p.csv")],
+        ["evaluate", "--weights", w, "--out", str(tmp_path / "r.json"), "--predictions", str(tmp_path)],
+        ["compare", w, w, "--out", str(tmp_path)],
+    ):
+        assert cli.main(argv) == 2
+        assert f"cannot write {tmp_path}: it is a folder" in capsys.readouterr().err
+
+
+def test_cli_predict_gives_images_sharing_a_name_their_own_row_and_files(
+    weights_path: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "stem"
+    for i, name in enumerate(["p1/lesion.jpg", "p2/lesion.jpg", "good.jpg", "good.png", "solo.png"]):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        lesion_like(130 + i).save(folder / name)
+    out = tmp_path / "out"
+    code = cli.main(["predict", str(folder), "--weights", str(weights_path), "--report-out", str(out)])
+    assert code == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1] if not line.startswith(" ")]
+    assert rows == ["good.jpg", "good.png", "p1/lesion.jpg", "p2/lesion.jpg", "solo.png"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"{s}_report.html" for s in ("good_jpg", "good_png", "p1_lesion_jpg", "p2_lesion_jpg", "solo")]

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from dermai.predict import Prediction
-from dermai.worklist import COLUMNS, WorklistEntry, image_files, tier_counts, worklist, worklist_csv
+from dermai.worklist import (
+    COLUMNS,
+    WorklistEntry,
+    distinct_names,
+    image_files,
+    tier_counts,
+    worklist,
+    worklist_csv,
+)
 
 
 def prediction(tier: str, p_mal: float, ood: bool | None = False, warnings: list[str] | None = None) -> Prediction:
@@ -94,3 +103,21 @@ def test_csv_export_defuses_formula_cells_but_the_table_keeps_real_names() -> No
     assert set(back["image"]) == {*("'" + n for n in names[:-1]), "plain.jpg", "zz.jpg"}
     assert back.set_index("image").loc["zz.jpg", "notes"] == "'=cmd|' /C calc'!A0"
     assert back["p_malignant"].iloc[0] == "0.7000"  # numbers are not text: untouched
+
+
+def test_distinct_names_tell_images_sharing_a_name_apart() -> None:
+    images = ["in/p1/lesion.jpg", "in/p2/lesion.jpg", "in/good.jpg", "in/good.png", "in/solo.png"]
+    assert distinct_names(images) == [
+        (os.path.join("p1", "lesion.jpg"), "p1_lesion_jpg"),
+        (os.path.join("p2", "lesion.jpg"), "p2_lesion_jpg"),
+        ("good.jpg", "good_jpg"),
+        ("good.png", "good_png"),
+        ("solo.png", "solo"),
+    ]
+    # a stem that happens to equal another image's made-up one is still not written over
+    assert [stem for _, stem in distinct_names(["x/a.jpg", "y/a.jpg", "x_a_jpg.png"])] == [
+        "x_a_jpg",
+        "y_a_jpg",
+        "x_a_jpg-2",
+    ]
+    assert distinct_names(["one.png"]) == [("one.png", "one")] and distinct_names([]) == []
