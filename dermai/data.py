@@ -59,19 +59,34 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------------------------- data root
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: commands recorded in it name paths from here
+
+
 def candidate_roots(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Where a data folder is looked for, in order of precedence."""
+    """Where a data folder is looked for, in order of precedence: the default folders from the current folder,
+    then from the project's, so a command run elsewhere finds the same data."""
     if explicit:
         return [Path(explicit)]
     roots: list[Path] = []
     if os.environ.get("DERMAI_DATA"):
         roots.append(Path(os.environ["DERMAI_DATA"]))
-    roots += [Path("data/ham10000"), Path("../shared/data/ham10000")]
-    return roots
+    defaults = [Path("data/ham10000"), Path("../shared/data/ham10000")]
+    return roots + defaults + [PROJECT_ROOT / p for p in defaults]
+
+
+def recorded_folder(path: str | os.PathLike[str]) -> Path:
+    """A folder path recorded in a run's config (as typed, e.g. ../shared/data/ham10000): from the current
+    folder where it is there, else from the project's, where the recorded commands ran."""
+    given = Path(path)
+    if given.is_absolute() or given.is_dir():
+        return given
+    from_project = PROJECT_ROOT / given
+    return from_project if from_project.is_dir() else given
 
 
 def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The data folder in use: explicit > $DERMAI_DATA > ./data/ham10000 > ../shared/data/ham10000."""
+    """The data folder in use: explicit > $DERMAI_DATA > ./data/ham10000 > ../shared/data/ham10000 (from here,
+    then from the project folder)."""
     tried = candidate_roots(explicit)
     for root in tried:
         if root.is_dir():

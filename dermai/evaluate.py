@@ -36,6 +36,7 @@ from dermai.data import (
     load_dataset,
     load_pixels,
     manifest_checksum,
+    recorded_folder,
 )
 from dermai.inference import calibrated_probs, default_device, forward_pixels, malignant_probability, softmax_np
 from dermai.preprocess import landscape, meta_input_size
@@ -69,8 +70,8 @@ def weights_dataset(
     if "config" not in meta or not meta.get("manifest_sha256"):
         raise EvaluationError("the weights' JSON has no training config or manifest_sha256; cannot rebuild their split")
     data = run_config_from_dict(meta["config"]).data
-    if data_dir is None and data.data_dir and Path(data.data_dir).is_dir():
-        data_dir = data.data_dir
+    if data_dir is None and data.data_dir and recorded_folder(data.data_dir).is_dir():
+        data_dir = recorded_folder(data.data_dir)
     source = manifest or data.manifest
     dataset = attach_splits(
         load_dataset(data_dir),

@@ -333,3 +333,22 @@ def test_a_negative_count_is_a_usage_error(flag: str, tmp_path: Path, capsys: py
         main(["evaluate", "--out", str(tmp_path / "r.json"), "--predictions", str(tmp_path / "p.csv"), flag, "-5"])
     assert exit_info.value.code == 2 and f"{flag}: must be at least 0, got -5" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_shipped_weights_find_their_training_data_from_any_folder(
+    ham_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped config records its data folder as typed in the project folder (../shared/data/ham10000):
+    run from elsewhere, the split is still rebuilt there, and the folder it trained on is still refused as
+    an external set, not scored with its own training images."""
+    from dermai.data import load_dataset
+    from dermai.evaluate import unseen_rows, weights_dataset
+
+    shipped = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
+    meta = read_meta(shipped)
+    assert meta["config"]["data"]["data_dir"] == "../shared/data/ham10000"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DERMAI_DATA", raising=False)
+    assert weights_dataset(meta).root == ham_root.resolve()
+    with pytest.raises(EvaluationError, match="is the folder these weights were trained on"):
+        unseen_rows(meta, load_dataset(ham_root))
