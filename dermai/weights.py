@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import uuid
 from dataclasses import dataclass, field, replace
@@ -176,6 +177,55 @@ def untrained_classifier(meta: dict[str, Any]) -> str | None:
     return None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_operating_points(points: Any, field: str, meta_path: Path) -> None:
+    if points is None:
+        return
+    if not isinstance(points, dict) or not all(
+        isinstance(points.get(name), dict) and _is_number(points[name].get("threshold")) for name in ("refer", "urgent")
+    ):
+        raise WeightsError(
+            f"{meta_path}: field {field!r} must hold 'refer' and 'urgent', each with a numeric 'threshold',"
+            f" got {str(points)[:120]}"
+        )
+
+
+def check_serving_fields(meta: dict[str, Any], meta_path: Path) -> None:
+    """Refuse, naming the field, a JSON whose serving settings (written by calibration, or by hand) would
+    otherwise fail deep inside a prediction: temperature, log prior, operating points, OOD and context blocks."""
+    n = len(meta["classes"])
+    temperature = meta.get("temperature")
+    if temperature is not None and not (_is_number(temperature) and temperature > 0):
+        raise WeightsError(f"{meta_path}: field 'temperature' must be a number above 0, got {temperature!r}")
+    prior = meta.get("log_prior")
+    if prior and not (isinstance(prior, list) and len(prior) == n and all(_is_number(v) for v in prior)):
+        raise WeightsError(
+            f"{meta_path}: field 'log_prior' must list one number per class ({n}), got {str(prior)[:120]}"
+        )
+    _check_operating_points(meta.get("operating_points"), "operating_points", meta_path)
+    ood = meta.get("ood")
+    if ood and not (isinstance(ood, dict) and _is_number(ood.get("threshold"))):
+        raise WeightsError(f"{meta_path}: field 'ood' must hold a numeric 'threshold', got {str(ood)[:120]}")
+    context = meta.get("context")
+    if context:
+        fields = context.get("fields") if isinstance(context, dict) else None
+        if not (
+            isinstance(fields, dict)
+            and all(isinstance(f, dict) and isinstance(f.get("table"), dict) for f in fields.values())
+            and all(_is_number(f.get("weight")) for f in fields.values())
+            and _is_number(context.get("temperature"))
+            and context["temperature"] > 0
+        ):
+            raise WeightsError(
+                f"{meta_path}: field 'context' must hold 'fields' (each with a 'table' and a numeric 'weight') and"
+                f" a 'temperature' above 0, got {str(context)[:120]}"
+            )
+        _check_operating_points(context.get("operating_points"), "context.operating_points", meta_path)
+
+
 def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
     """Model in eval mode + metadata + extra tensors, read with safetensors (never torch.load). A JSON from
     another save than the tensors (pair ids differ) is a WeightsError naming both files."""
@@ -196,6 +246,7 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
             f"{meta_path}: field 'image_width' must be a positive integer (the input's width),"
             f" got {meta['image_width']!r}"
         )
+    check_serving_fields(meta, meta_path)
     model_cfg, members = model_fields(meta, meta_path)
     try:
         tensors = load_file(str(weights))
@@ -227,6 +278,8 @@ def load_weights(path: str | os.PathLike[str] | None = None) -> LoadedWeights:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise WeightsError(f"{weights}: tensors do not fit the model described in its JSON ({exc})") from exc
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + "…"  # torch lists every key otherwise
+        raise WeightsError(f"{weights}: tensors do not fit the model described in its JSON ({detail})") from exc
     model.eval()
     return LoadedWeights(model, meta, extra, weights)

@@ -352,3 +352,16 @@ def test_the_shipped_weights_find_their_training_data_from_any_folder(
     assert weights_dataset(meta).root == ham_root.resolve()
     with pytest.raises(EvaluationError, match="is the folder these weights were trained on"):
         unseen_rows(meta, load_dataset(ham_root))
+
+
+def test_a_damaged_training_config_in_the_weights_json_is_named() -> None:
+    from dermai.evaluate import weights_dataset
+
+    shipped = read_meta(Path(__file__).resolve().parent.parent / "weights" / "model.safetensors")
+    config = json.loads(json.dumps(shipped["config"]))
+    config["data"]["seed"] = "x"
+    with pytest.raises(EvaluationError, match=r"field 'config.data.seed' must be a whole number, got 'x'"):
+        weights_dataset({**shipped, "config": config})
+    config["data"] = {"seed": 0, "colour": "red"}
+    with pytest.raises(EvaluationError, match=r"field 'config' describes no usable split \(.*colour"):
+        weights_dataset({**shipped, "config": config})

@@ -270,6 +270,16 @@ def test_default_weights_path_is_used(weights_path: Path, monkeypatch: pytest.Mo
         ({"model": {"arch": "vgg16"}}, "model.json: fields 'model', 'mean' or 'std' describe no usable network"),
         ({"classes": "mel,nv"}, "model.json: field 'classes' must list the class names"),
         ({"image_size": "64"}, "model.json: field 'image_size' must be a positive integer, got '64'"),
+        ({"temperature": 0}, "model.json: field 'temperature' must be a number above 0, got 0"),
+        ({"temperature": "hot"}, "model.json: field 'temperature' must be a number above 0, got 'hot'"),
+        ({"log_prior": [0, 1]}, "model.json: field 'log_prior' must list one number per class (7), got [0, 1]"),
+        ({"operating_points": {"refer": "x"}}, "model.json: field 'operating_points' must hold 'refer' and 'urgent'"),
+        ({"ood": "x"}, "model.json: field 'ood' must hold a numeric 'threshold', got x"),
+        ({"context": {"fields": "x"}}, "model.json: field 'context' must hold 'fields' (each with a 'table'"),
+        (
+            {"context": {"fields": {}, "temperature": 1.0, "operating_points": {"urgent": {"threshold": 0.5}}}},
+            "model.json: field 'context.operating_points' must hold 'refer' and 'urgent'",
+        ),
     ],
 )
 def test_garbled_or_foreign_json_is_a_weights_error_naming_file_and_field(
