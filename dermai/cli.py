@@ -272,7 +272,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     )
 
     runs = sub.add_parser("runs", help="list the runs folder's runs (status, best val AUROC, disk use) or delete one")
-    runs.add_argument("--runs", help="runs folder (default $DERMAI_RUNS or ./runs)")
+    runs.add_argument("--runs", help="runs folder (default $DERMAI_RUNS, else runs/ in the project folder)")
     runs.add_argument("--delete", metavar="NAME", help="delete this run's folder (refused while it runs)")
 
     experiment = sub.add_parser("experiment", help="research experiments")
@@ -552,6 +552,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         freed = jobs.delete_run(run, root)
         print(f"deleted {run} ({freed / 1e9:.2f} GB freed)")
         return 0
+    if not root.exists():
+        print(f"no runs folder at {root} yet: 0 runs")
+        return 0
     table = jobs.list_runs(root)
     if not table.empty:
         figures = {"best_val_auroc": "{:.3f}".format, "disk_gb": "{:.2f}".format}
@@ -777,6 +780,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`predict … | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while flushing at exit
+        return 141
     except (ValueError, RuntimeError, OSError) as exc:  # DataError, WeightsError, TrainingError, IntakeError…
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ from dermai.data import DataError, find_metadata_csv, resolve_data_root, write_j
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize, meta_input_size, size_label
-from dermai.train import STOP_FILE, read_metrics, run_lock_holder, split_mismatch
+from dermai.train import OWNER_FILE, STOP_FILE, read_metrics, run_lock_holder, split_mismatch
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
 
 LOCK_NAME = ".job.json"
@@ -481,7 +481,11 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
         status = "running"  # a trainer owns the folder (e.g. the CLI's), however long since it last wrote
     elif end is not None:
         status = str(end.get("status"))
-    elif metrics_path.exists() and time.time() - metrics_path.stat().st_mtime < EXTERNAL_QUIET_S:
+    elif (
+        not (run / OWNER_FILE).exists()  # a trainer that locks its folder is running only while it holds the lock
+        and metrics_path.exists()
+        and time.time() - metrics_path.stat().st_mtime < EXTERNAL_QUIET_S
+    ):
         status = "running"  # still writing, from a trainer that takes no lock (an older version)
     elif records:
         status = "interrupted"  # killed or crashed: resumable from its checkpoint

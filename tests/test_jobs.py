@@ -144,6 +144,11 @@ def test_a_held_run_lock_reads_running_and_refuses_resume_and_start(tmp_path: Pa
         holder.wait()
     assert run_lock_holder(run) is None  # the OS let go when the holder died
     assert jobs.run_status(run, runs).status == "interrupted"
+    # killed a moment after its last write: interrupted at once, not "running" until its metrics go quiet
+    os.utime(run / "metrics.jsonl")
+    assert jobs.run_status(run, runs).status == "interrupted"
+    (run / OWNER_FILE).unlink()  # a trainer of a version that took no lock: its recent writes still read running
+    assert jobs.run_status(run, runs).status == "running"
 
 
 def test_a_command_line_run_in_the_runs_folder_holds_the_machine_as_a_job_does(tmp_path: Path) -> None:

@@ -676,3 +676,17 @@ def test_cli_predict_gives_images_sharing_a_name_their_own_row_and_files(
     assert rows == ["good.jpg", "good.png", "p1/lesion.jpg", "p2/lesion.jpg", "solo.png"]
     written = sorted(p.name for p in out.iterdir())
     assert written == [f"{s}_report.html" for s in ("good_jpg", "good_png", "p1_lesion_jpg", "p2_lesion_jpg", "solo")]
+
+
+def test_cli_predict_into_a_closed_pipe_stops_quietly(weights_path: Path, tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(lesion_like(122)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dermai", "predict", str(image), "--weights", str(weights_path), "--json"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # as `| head` does once it has its lines: the next write finds no reader
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and err == b""  # not "error: [Errno 32] Broken pipe"
