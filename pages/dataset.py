@@ -52,7 +52,9 @@ if rows.empty:
     st.stop()
 
 pages = max(1, math.ceil(len(rows) / PER_PAGE))
-page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="ds_page")
+app_support.restore_widgets(state, {"ds_page": range(1, pages + 1)})  # the page left, back with its filters
+page = st.number_input(f"Page (of {pages})", 1, pages, key="ds_page")
+app_support.keep_widgets(state, ["ds_page"])
 shown = rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE]
 for start in range(0, len(shown), COLUMNS):
     for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].iterrows(), strict=False):

@@ -92,7 +92,8 @@ def _fields() -> None:
         key=app_support.train_field_key("limit"),
         help="a stratified subset, for quick runs",
     )
-    name = c4.text_input("Run name (optional)", help="default: date-time-stage")
+    app_support.restore_widgets(state, {"train_run_name": None})
+    name = c4.text_input("Run name (optional)", help="default: date-time-stage", key="train_run_name")
     with st.expander("Optimisation, regularisation and weight averaging"):
         e1, e2, e3 = st.columns(3)
         e1.number_input(
@@ -201,6 +202,7 @@ def _fields() -> None:
             "They apply to runs started from here on."
         )
     app_support.keep_train_form(state)
+    app_support.keep_widgets(state, ["train_run_name"])
     if not st.button("Start training", type="primary"):
         return
     stage, options = app_support.train_form_options(state)
@@ -291,7 +293,12 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
-        "best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.3f"),
+        "best_val_auroc": st.column_config.NumberColumn(
+            "best val AUROC",
+            format="%.3f",
+            help="the best epoch's validation AUROC as training measured it; the run's 'As served' figure, after "
+            "calibration on the same split, can differ a little",
+        ),
         "disk_gb": st.column_config.NumberColumn("GB on disk", format="%.2f"),
     },
 )

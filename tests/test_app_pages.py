@@ -183,11 +183,14 @@ def test_dataset_filters_survive_a_visit_to_another_page(app_env: Path) -> None:
     at.slider(key="ds_age").set_value((40, 70))
     at.run()
     matched = at.subheader[0].value
+    at.number_input(key="ds_page").set_value(2).run()
     at.switch_page("pages/home.py").run()  # Streamlit drops the filters' widget state here
     at.switch_page("pages/dataset.py").run()
     assert_clean(at)
     assert at.multiselect(key="ds_dx").value == ["df"] and at.radio(key="ds_kind").value == "benign"
     assert at.slider(key="ds_age").value == (40, 70) and at.subheader[0].value == matched
+    assert at.number_input(key="ds_page").value == 2  # the page of the grid that was being read
+    assert not any("Session State" in w.value for w in at.warning)
 
 
 def test_dataset_detail_shows_the_other_images_of_the_lesion(app_env: Path) -> None:
@@ -888,10 +891,11 @@ def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app
     assert at.number_input(key="train_limit").value == 300
     assert at.number_input(key="train_warmup_epochs").value == 0.5
     at.number_input(key="train_seed").set_value(7).run()
+    at.text_input(key="train_run_name").set_value("qc1").run()
     at.switch_page("pages/augmentation.py").run()  # Streamlit drops the form's widget state here
     at.switch_page("pages/training.py").run()
     assert_clean(at)
-    assert at.number_input(key="train_seed").value == 7
+    assert at.number_input(key="train_seed").value == 7 and at.text_input(key="train_run_name").value == "qc1"
     assert at.number_input(key="train_image_size").value == 64 and at.selectbox(key="train_stage").value == "both"
     paper = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Paper"))
     at.selectbox(key="train_preset").set_value(paper).run()
