@@ -170,9 +170,19 @@ def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert data.resolve_data_root() == env_root.resolve()
     assert data.resolve_data_root(tmp_path / "env") == env_root.resolve()
     monkeypatch.setenv("DERMAI_DATA", str(tmp_path / "missing"))
-    monkeypatch.chdir(tmp_path)
+    project = tmp_path / "project" / "checkout"
+    monkeypatch.setattr(data, "PROJECT_ROOT", project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     with pytest.raises(data.DataError, match="tried: .*missing.*data/ham10000"):
         data.resolve_data_root()
+    # the defaults are looked for from the project folder too, so a command run elsewhere finds its data
+    shared = make_folder(tmp_path / "project" / "shared" / "data" / "ham10000", ham_rows(1, 1))
+    project.mkdir()
+    assert data.resolve_data_root() == shared.resolve()
+    assert data.recorded_folder("../shared/data/ham10000") == project / "../shared/data/ham10000"
+    assert data.recorded_folder("nowhere") == Path("nowhere")  # left as recorded: the error will name it
 
 
 # -------------------------------------------------------------------------------------------- errors

@@ -114,10 +114,10 @@ def test_a_json_only_rewrite_keeps_the_pair(saved: Path, tmp_path: Path) -> None
     loaded meta (pair id included) plus new fields, tensors untouched."""
     target = copy_pair(saved, tmp_path / "w")
     meta = {k: v for k, v in load_weights(target).meta.items() if k != "format"}
-    meta["context"] = {"temperature": 1.5}
+    meta["context"] = {"fields": {}, "temperature": 1.5}
     write_json_atomic(target.with_suffix(".json"), {"format": FORMAT, **meta})
     loaded = load_weights(target)
-    assert loaded.meta["context"] == {"temperature": 1.5} and loaded.meta[PAIR_ID] == header_id(target)
+    assert loaded.meta["context"] == {"fields": {}, "temperature": 1.5} and loaded.meta[PAIR_ID] == header_id(target)
 
 
 @pytest.fixture(scope="module")
