@@ -22,7 +22,7 @@ from dermai.weights import untrained_classifier
 from dermai.worklist import UPLOAD_TYPES, WorklistEntry, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
 
-TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.warning, "routine": st.success}
+TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "routine": st.success}
 
 st.title("Predict")
 st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only.")
