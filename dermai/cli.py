@@ -439,15 +439,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         limit=args.limit,
     )
-    if args.limit and len(dataset.meta) > args.limit:
-        print(
-            f"note: --limit {args.limit} gave {len(dataset.meta)} images: every class keeps at least 3 lesions (or "
-            "patients), so that each split holds some",
-            file=sys.stderr,
-        )
     if args.data_command == "split":
         path = write_manifest(dataset, args.out)
         print(f"wrote {path} ({len(dataset.meta)} images, grouped by {dataset.group_key})")
+        if args.limit and len(dataset.meta) > 1.25 * args.limit:  # --limit takes whole groups: about, not exactly
+            print(
+                f"note: --limit {args.limit} gave {len(dataset.meta)} images: every class keeps at least 3 lesions "
+                "(or patients), so that each split holds some",
+                file=sys.stderr,
+            )
     else:
         print(f"{dataset.root} ({dataset.mode}, grouped by {dataset.group_key})")
         print(summary_table(dataset).to_string())

@@ -340,6 +340,12 @@ def test_cli_split_out_folder_and_bad_limit_are_one_line_errors(
     with pytest.raises(SystemExit) as exit_info:  # --limit 0 silently meant "all", -3 "the minimum"
         main(["data", "split", "--data", str(ham_root), "--out", str(tmp_path / "m.csv"), "--limit", "0"])
     assert exit_info.value.code == 2 and "--limit: must be at least 1" in capsys.readouterr().err
+    assert main(["data", "split", "--data", str(ham_root), "--out", str(tmp_path / "m.csv"), "--limit", "5"]) == 0
+    written = len(data.read_manifest(tmp_path / "m.csv"))
+    assert capsys.readouterr().err == (
+        f"note: --limit 5 gave {written} images: every class keeps at least 3 lesions (or patients), so that each "
+        "split holds some\n"
+    )
 
 
 def test_non_utf8_manifest_names_file(tmp_path: Path) -> None:
