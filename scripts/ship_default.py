@@ -424,23 +424,36 @@ def refresh_saliency(out: Path, data: str | None, limit: int = 300) -> None:
     print(json.dumps(saliency, indent=2))
 
 
+def rescored_test(out: Path, data: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shipped model's recorded test report, and its test split scored again as it was (fp32, the recorded
+    TTA setting), for a refresh that must find the recorded figures repeated before it replaces any."""
+    report = json.loads((out / "test_report.json").read_text())
+    fresh, _ = evaluate(out / "model.safetensors", data, split="test", tta=bool(report.get("tta")), precision="fp32")
+    return report, fresh
+
+
+def write_refreshed(out: Path, report: dict[str, Any], subgroups: list[dict[str, Any]]) -> None:
+    """Store a refreshed test report with its subgroup rows, also in the JSON's test_metrics (where `predict`
+    reads them to caution about weak groups), and rewrite the card; the tensors stay as they are."""
+    report["subgroups"] = subgroups
+    meta = json.loads((out / "model.json").read_text())
+    meta["test_metrics"] = {**meta["test_metrics"], "subgroups": subgroups}
+    write_json_atomic(out / "test_report.json", report)
+    rewrite_shipped_meta(out, meta, report)
+
+
 def refresh_subgroups(out: Path, data: str | None) -> None:
     """Score the shipped model's test split again (fp32, as it was scored) for its figures per sex, age band and
     body site. The headline AUROC must come out as recorded (else the weights or the split changed and the
     model should be shipped again); only the subgroup figures are added (to the report, and to the JSON's
     test_metrics, where `predict` reads them to caution about weak groups), and no choice is made from them."""
-    report = json.loads((out / "test_report.json").read_text())
-    fresh, _ = evaluate(out / "model.safetensors", data, split="test", tta=bool(report.get("tta")), precision="fp32")
+    report, fresh = rescored_test(out, data)
     if abs(fresh["auroc"] - report["auroc"]) > 1e-4:
         raise SystemExit(
             f"{out}: the test AUROC came out {fresh['auroc']:.4f}, not the recorded {report['auroc']:.4f}: the "
             "weights or the split changed since shipping; ship again instead"
         )
-    report["subgroups"] = fresh["subgroups"]
-    meta = json.loads((out / "model.json").read_text())
-    meta["test_metrics"] = {**meta["test_metrics"], "subgroups": fresh["subgroups"]}  # for predict's cautions
-    write_json_atomic(out / "test_report.json", report)
-    rewrite_shipped_meta(out, meta, report)
+    write_refreshed(out, report, fresh["subgroups"])
     print(summary_text(fresh))
 
 
@@ -449,8 +462,7 @@ def refresh_intervals(out: Path, data: str | None) -> None:
     intervals of its tiers and subgroups, now widened for lesions photographed more than once
     (`metrics.clustered_wilson_interval`). Every recorded point figure must repeat (else the weights or the
     split changed: ship again instead); only the intervals are replaced, and no choice is made from them."""
-    report = json.loads((out / "test_report.json").read_text())
-    fresh, _ = evaluate(out / "model.safetensors", data, split="test", tta=bool(report.get("tta")), precision="fp32")
+    report, fresh = rescored_test(out, data)
     pairs = [(fresh["binary"]["thresholds"], report["binary"]["thresholds"])]
     if report.get("context"):
         pairs.append((fresh["context"]["thresholds"], report["context"]["thresholds"]))
@@ -465,11 +477,7 @@ def refresh_intervals(out: Path, data: str | None) -> None:
     report["binary"]["thresholds"] = fresh["binary"]["thresholds"]
     if report.get("context"):
         report["context"]["thresholds"] = fresh["context"]["thresholds"]
-    report["subgroups"] = fresh["subgroups"]
-    meta = json.loads((out / "model.json").read_text())
-    meta["test_metrics"] = {**meta["test_metrics"], "subgroups": fresh["subgroups"]}
-    write_json_atomic(out / "test_report.json", report)
-    rewrite_shipped_meta(out, meta, report)
+    write_refreshed(out, report, fresh["subgroups"])
     for name, rates in fresh["binary"]["thresholds"].items():
         print(f"{name}: sensitivity {rates['sensitivity_ci']}, specificity {rates['specificity_ci']}")
 

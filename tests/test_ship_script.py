@@ -14,6 +14,16 @@ from types import ModuleType
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ship_default.py"
+SHIPPED = SCRIPT.parent.parent / "weights"
+
+
+def shipped_records(tmp_path: Path) -> Path:
+    """A weights folder holding copies of the shipped model.json and test_report.json (no tensors)."""
+    out = tmp_path / "weights"
+    out.mkdir()
+    for name in ("model.json", "test_report.json"):
+        shutil.copy(SHIPPED / name, out / name)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -282,11 +292,7 @@ def test_refresh_saliency_rewrites_the_saliency_figures_and_nothing_else(
 
 
 def test_card_only_regenerates_the_card_from_the_recorded_figures(ship: ModuleType, tmp_path: Path) -> None:
-    shipped = SCRIPT.parent.parent / "weights"
-    out = tmp_path / "weights"
-    out.mkdir()
-    for name in ("model.json", "test_report.json"):
-        shutil.copy(shipped / name, out / name)
+    shipped, out = SHIPPED, shipped_records(tmp_path)
     ship.rewrite_card(out)
     meta = json.loads((out / "model.json").read_text())
     assert meta == json.loads((shipped / "model.json").read_text())  # the figures are kept as recorded
@@ -402,11 +408,7 @@ def test_quality_bars_show_context_figures_beside_image_only_ones(ship: ModuleTy
 def test_refresh_subgroups_adds_the_subgroup_figures_only_when_the_headline_repeats(
     ship: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shipped = SCRIPT.parent.parent / "weights"
-    out = tmp_path / "weights"
-    out.mkdir()
-    for name in ("model.json", "test_report.json"):
-        shutil.copy(shipped / name, out / name)
+    shipped, out = SHIPPED, shipped_records(tmp_path)
     recorded = {k: v for k, v in json.loads((out / "test_report.json").read_text()).items() if k != "subgroups"}
     (out / "test_report.json").write_text(json.dumps(recorded))
     assert ship.subgroup_lines(recorded) == [] and ship.weakest_groups_lines(recorded) == []
@@ -454,11 +456,7 @@ def test_refresh_subgroups_adds_the_subgroup_figures_only_when_the_headline_repe
 def test_refresh_intervals_replaces_only_the_intervals_when_every_point_figure_repeats(
     ship: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shipped = SCRIPT.parent.parent / "weights"
-    out = tmp_path / "weights"
-    out.mkdir()
-    for name in ("model.json", "test_report.json"):
-        shutil.copy(shipped / name, out / name)
+    shipped, out = SHIPPED, shipped_records(tmp_path)
     recorded = json.loads((out / "test_report.json").read_text())
     fresh = json.loads(json.dumps(recorded))  # a deep copy, whose intervals the fake scoring widens
     for block in (fresh["binary"]["thresholds"], fresh["context"]["thresholds"]):
