@@ -11,6 +11,7 @@ A file that cannot be read gets a row with its error instead of stopping the bat
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,15 +63,14 @@ def distinct_names(images: Sequence[str]) -> list[tuple[str, str]]:
     as "_" in the stem), so that p1/lesion.jpg and p2/lesion.jpg, or good.jpg and good.png, neither read as
     one image nor overwrite each other's report."""
     paths = [Path(image) for image in images]
-    names = [p.name for p in paths]
-    stems = [p.stem for p in paths]
+    names, stems = Counter(p.name for p in paths), Counter(p.stem for p in paths)  # a folder may hold thousands
     common = os.path.commonpath([str(p.absolute().parent) for p in paths]) if paths else ""
     out: list[tuple[str, str]] = []
     taken: set[str] = set()
-    for path, name, stem in zip(paths, names, stems, strict=True):
+    for path in paths:
         below = os.path.relpath(path.absolute(), common) if common else str(path)
-        shown = name if names.count(name) == 1 else below
-        written = stem if stems.count(stem) == 1 else below.replace(os.sep, "_").replace(".", "_")
+        shown = path.name if names[path.name] == 1 else below
+        written = path.stem if stems[path.stem] == 1 else below.replace(os.sep, "_").replace(".", "_")
         base, n = written, 2
         while written in taken:  # a clash left by the replacements (a_b.jpg beside a/b.jpg)
             written, n = f"{base}-{n}", n + 1
