@@ -82,21 +82,21 @@ def simclr_augment_config() -> AugmentConfig:
     )
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """A finite int or float (a bool is not a number here: `True` is a typo, not 1)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_off_or_positive(name: str, value: float) -> None:
     """Refuse a loss or mixing strength that is negative, NaN or infinite, naming the setting (0 = off)."""
-    if not (_is_number(value) and value >= 0):
+    if not (is_number(value) and value >= 0):
         raise ValueError(f"{name} must be a number ≥ 0 (0 = off), got {value!r}")
 
 
 def check_positive(name: str, value: float, why: str = "") -> None:
     """Refuse a setting that only means something above 0 (a learning rate, a temperature), naming it:
     0 or less would train on NaNs or invert the objective instead of failing."""
-    if not (_is_number(value) and value > 0):
+    if not (is_number(value) and value > 0):
         raise ValueError(f"{name} must be a number above 0{why}, got {value!r}")
 
 
@@ -284,7 +284,7 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
     check_off_or_positive("warmup_epochs", t.warmup_epochs)
     check_off_or_positive("lambda_ntxent (--lambda)", t.lambda_ntxent)
     check_positive("temperature", t.temperature, " (the NT-Xent τ divides the similarities)")
-    if not (_is_number(t.label_smoothing) and 0 <= t.label_smoothing < 1):
+    if not (is_number(t.label_smoothing) and 0 <= t.label_smoothing < 1):
         raise ValueError(f"label_smoothing must be in [0, 1) (0 = off), got {t.label_smoothing!r}")
     check_count("early_stopping_patience (--patience)", t.early_stopping_patience, 0, " (0 = off)")
     check_count("num_workers", t.num_workers, 0)
@@ -304,7 +304,7 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
                 "rate would only rise and never decay"
             )
     check_count("swa_epochs", t.swa_epochs, 0, " (0 = off)")
-    if not (_is_number(t.distill_weight) and 0 <= t.distill_weight <= 1):
+    if not (is_number(t.distill_weight) and 0 <= t.distill_weight <= 1):
         raise ValueError(f"distill_weight must be in [0, 1] (0 = off), got {t.distill_weight!r}")
     if t.distill_weight > 0 and not t.distill_from:
         raise ValueError("distill_weight > 0 needs distill_from, the teacher's weights (--distill-from)")

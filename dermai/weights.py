@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import uuid
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, is_number
 from dermai.data import atomic_target, write_json_atomic
 from dermai.ensemble import EnsembleModel, is_image_size, is_input_size
 from dermai.model import SimCLRResNet18
@@ -177,15 +176,11 @@ def untrained_classifier(meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_operating_points(points: Any, field: str, meta_path: Path) -> None:
     if points is None:
         return
     if not isinstance(points, dict) or not all(
-        isinstance(points.get(name), dict) and _is_number(points[name].get("threshold")) for name in ("refer", "urgent")
+        isinstance(points.get(name), dict) and is_number(points[name].get("threshold")) for name in ("refer", "urgent")
     ):
         raise WeightsError(
             f"{meta_path}: field {field!r} must hold 'refer' and 'urgent', each with a numeric 'threshold',"
@@ -198,16 +193,16 @@ def check_serving_fields(meta: dict[str, Any], meta_path: Path) -> None:
     otherwise fail deep inside a prediction: temperature, log prior, operating points, OOD and context blocks."""
     n = len(meta["classes"])
     temperature = meta.get("temperature")
-    if temperature is not None and not (_is_number(temperature) and temperature > 0):
+    if temperature is not None and not (is_number(temperature) and temperature > 0):
         raise WeightsError(f"{meta_path}: field 'temperature' must be a number above 0, got {temperature!r}")
     prior = meta.get("log_prior")
-    if prior and not (isinstance(prior, list) and len(prior) == n and all(_is_number(v) for v in prior)):
+    if prior and not (isinstance(prior, list) and len(prior) == n and all(is_number(v) for v in prior)):
         raise WeightsError(
             f"{meta_path}: field 'log_prior' must list one number per class ({n}), got {str(prior)[:120]}"
         )
     _check_operating_points(meta.get("operating_points"), "operating_points", meta_path)
     ood = meta.get("ood")
-    if ood and not (isinstance(ood, dict) and _is_number(ood.get("threshold"))):
+    if ood and not (isinstance(ood, dict) and is_number(ood.get("threshold"))):
         raise WeightsError(f"{meta_path}: field 'ood' must hold a numeric 'threshold', got {str(ood)[:120]}")
     context = meta.get("context")
     if context:
@@ -215,8 +210,8 @@ def check_serving_fields(meta: dict[str, Any], meta_path: Path) -> None:
         if not (
             isinstance(fields, dict)
             and all(isinstance(f, dict) and isinstance(f.get("table"), dict) for f in fields.values())
-            and all(_is_number(f.get("weight")) for f in fields.values())
-            and _is_number(context.get("temperature"))
+            and all(is_number(f.get("weight")) for f in fields.values())
+            and is_number(context.get("temperature"))
             and context["temperature"] > 0
         ):
             raise WeightsError(
