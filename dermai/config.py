@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -346,21 +347,50 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _build(cls: type, values: dict[str, Any]) -> Any:
+def _build(cls: type, values: Any, where: str = "") -> Any:
+    """`cls` from a JSON dict, each value checked against its field's type and named by its dotted path
+    (`train.finetune_epochs`): a hand-edited or damaged config.json fails here, with the field, instead of
+    deep in training or as a split silently rebuilt from a string seed."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config field {where or cls.__name__} must be a JSON object, got {values!r}")
     kwargs: dict[str, Any] = {}
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
     for key, value in values.items():
-        if key not in fields:
-            raise ValueError(f"unknown config field {cls.__name__}.{key}")
-        default = getattr(cls(), key) if key not in _NESTED.get(cls.__name__, {}) else None
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ValueError(f"unknown config field {path} (in {cls.__name__})")
         nested = _NESTED.get(cls.__name__, {}).get(key)
-        if nested is not None:
-            kwargs[key] = _build(nested, value)
-        elif isinstance(default, tuple) and isinstance(value, list):
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
+        kwargs[key] = _build(nested, value, path) if nested is not None else _checked_value(path, value, hints[key])
     return cls(**kwargs)
+
+
+def _checked_value(path: str, value: Any, hint: Any) -> Any:
+    """`value` if JSON's value fits the field's annotation (a list becomes the tuple the field holds), else a
+    ValueError naming `path`. Ints pass for floats (JSON writes 1.0 as 1 in some tools); bools never pass for
+    numbers (`true` for an epoch count is a typo, not 1)."""
+    args = typing.get_args(hint)
+    nullable = type(None) in args
+    if nullable:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"config field {path} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_checked_value(f"{path}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    wanted = {
+        bool: (lambda v: isinstance(v, bool), "true or false"),
+        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+        float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+        str: (lambda v: isinstance(v, str), "text"),
+    }
+    fits, what = wanted[hint]
+    if not fits(value):
+        raise ValueError(f"config field {path} must be {what}{' or null' if nullable else ''}, got {value!r}")
+    return value
 
 
 _NESTED: dict[str, dict[str, type]] = {

@@ -73,10 +73,6 @@ def weights_dataset(
         data = run_config_from_dict(meta["config"]).data
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise EvaluationError(f"the weights' JSON field 'config' describes no usable split ({exc})") from None
-    for name in ("seed", "limit"):
-        value = getattr(data, name)
-        if not (value is None and name == "limit") and (not isinstance(value, int) or isinstance(value, bool)):
-            raise EvaluationError(f"the weights' JSON field 'config.data.{name}' must be a whole number, got {value!r}")
     if data_dir is None and data.data_dir and recorded_folder(data.data_dir).is_dir():
         data_dir = recorded_folder(data.data_dir)
     source = manifest or data.manifest

@@ -336,8 +336,11 @@ class Trainer:
                     f"{self.run_dir}: finished already (model.json says so): nothing to resume; to train longer, "
                     "start a new run (--init-weights from this one's model.safetensors)"
                 )
-            saved = json.loads(config_path.read_text())
-            cfg = run_config_from_dict(saved["config"])
+            try:
+                saved = json.loads(config_path.read_text())
+                cfg = run_config_from_dict(saved["config"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise TrainingError(f"{config_path}: not a readable run configuration ({exc})") from None
             command = saved.get("command", command)
             init_weights = saved.get("init_weights", init_weights)
             reset_classifier = saved.get("reset_classifier", reset_classifier)

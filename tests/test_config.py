@@ -17,6 +17,7 @@ from dermai.config import (
     check_run_config,
     config_differences,
     override_augment,
+    run_config_from_dict,
     simclr_augment_config,
     to_dict,
 )
@@ -242,3 +243,42 @@ def test_the_cli_prints_one_error_line_for_a_contradicting_resume(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.finetune_epochs: saved 30, given 80" in err
     assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_saved_config_round_trips_through_json_with_every_type_kept() -> None:
+    saved = json.loads(json.dumps(to_dict(RunConfig())))
+    rebuilt = run_config_from_dict(saved)
+    assert rebuilt == RunConfig()
+    assert isinstance(rebuilt.augment.crop_scale, tuple)  # JSON's list is the field's tuple again
+    saved["train"]["lr"] = 1  # a whole number is a fine float
+    saved["data"]["limit"] = None
+    assert run_config_from_dict(saved).train.lr == 1
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "message"),
+    [
+        ("data", "seed", "3", "data.seed must be a whole number, got '3'"),
+        ("data", "limit", True, "data.limit must be a whole number or null, got True"),
+        ("train", "finetune_epochs", 2.5, "train.finetune_epochs must be a whole number, got 2.5"),
+        ("train", "lr", "0.1", "train.lr must be a number, got '0.1'"),
+        ("train", "swa_lr", [0.1], r"train.swa_lr must be a number or null, got \[0.1\]"),
+        ("augment", "crop_scale", [0.5], r"augment.crop_scale must be a list of 2 numbers, got \[0.5\]"),
+        ("augment", "crop_scale", ["a", 1.0], r"augment.crop_scale\[0\] must be a number, got 'a'"),
+        ("model", "color_constancy", 1, "model.color_constancy must be true or false, got 1"),
+        ("train", "precision", None, "train.precision must be text, got None"),
+        ("train", "epochs", 3, r"unknown config field train.epochs \(in TrainConfig\)"),
+    ],
+)
+def test_a_damaged_saved_config_is_refused_naming_the_field(
+    section: str, name: str, value: object, message: str
+) -> None:
+    saved = json.loads(json.dumps(to_dict(RunConfig())))
+    saved[section][name] = value
+    with pytest.raises(ValueError, match=f"config field {message}" if "unknown" not in message else message):
+        run_config_from_dict(saved)
+
+
+def test_a_saved_config_section_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"config field train must be a JSON object, got \[1\]"):
+        run_config_from_dict({"train": [1]})

@@ -144,6 +144,19 @@ def test_refuses_to_overwrite_or_resume_nothing(ham_root: Path, tmp_path: Path) 
         train(tiny_config(ham_root), tmp_path / "run")
 
 
+def test_resuming_a_run_whose_config_json_is_damaged_names_the_file_and_field(ham_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")  # never read: the config is refused first
+    (run / "config.json").write_text(json.dumps({"config": {"train": {"finetune_epochs": "3"}}}))
+    with pytest.raises(
+        TrainingError,
+        match=r"config.json: not a readable run configuration \(config field "
+        r"train.finetune_epochs must be a whole number, got '3'\)",
+    ):
+        train(tiny_config(ham_root), run, resume=True)
+
+
 def test_label_fraction_finetunes_on_fewer_images(ham_root: Path, tmp_path: Path) -> None:
     cfg = tiny_config(ham_root, pretrain_epochs=0)
     cfg.data.label_fraction = 0.5
