@@ -285,24 +285,22 @@ def train_form_defaults() -> dict[str, Any]:
 
 
 # Starting points for the Training form, each a set of changes to the paper's defaults. The CPU ones are the
-# steps of the shipped model's recipe (weights/MODEL_CARD.md), timed on this project's 2-core bf16 CPU
-# (docs/training_runs: 94 s per pretraining epoch at 64 px, 67 s per fine-tuning epoch at 96 px; the quick check
-# took 22 s from `python -m dermai train` with these settings).
+# steps of the shipped model's recipe (weights/MODEL_CARD.md).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "Paper defaults (224 px, 100 + 50 epochs: GPU scale)": {},
-    "CPU 1 · SimCLR pretraining: 64 px, 40 epochs (about 65 min)": {
+    "CPU 1 · SimCLR pretraining: 64 px, 40 epochs": {
         "stage": "pretrain",
         "image_size": 64,
         "pretrain_epochs": 40,
         "warmup_epochs": 1.0,
     },
-    "CPU 2 · fine-tuning from step 1: 96 px, 30 epochs (about 35 min)": {
+    "CPU 2 · fine-tuning from step 1: 96 px, 30 epochs": {
         "stage": "finetune",
         "image_size": 96,
         "finetune_epochs": 30,
         "warmup_epochs": 1.0,
     },
-    "Quick check: 300 images, 64 px, 2 + 2 epochs (under a minute)": {
+    "Quick check: 300 images, 64 px, 2 + 2 epochs": {
         "stage": "both",
         "image_size": 64,
         "pretrain_epochs": 2,
@@ -311,6 +309,39 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 0.5,
     },
 }
+
+# How long each CPU recipe took on this project's 2-core CPU under bf16, in seconds (docs/training_runs: 94 s per
+# pretraining epoch at 64 px, 67 s per fine-tuning epoch at 96 px; the quick check took 22 s from
+# `python -m dermai train` with its settings).
+PRESET_BF16_SECONDS: dict[str, float] = {
+    "CPU 1 · SimCLR pretraining: 64 px, 40 epochs": 65 * 60,
+    "CPU 2 · fine-tuning from step 1: 96 px, 30 epochs": 35 * 60,
+    "Quick check: 300 images, 64 px, 2 + 2 epochs": 22,
+}
+
+# Fine-tuning at 96 px ran at 40 images/s in fp32 against 108 under bf16 on that CPU (the two runs named in
+# `training_speed_note`); bench/run_throughput.py reads both.
+FP32_SLOWDOWN = 2.7
+
+
+def _about(seconds: float) -> str:
+    """A rough duration: "about 22 s", "about 3 min", "about 1.6 h"."""
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60):.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def preset_label(preset: str, gpu_name: str | None, cpu_bf16: bool) -> str:
+    """A recipe's name with how long it takes on this machine: the bf16 time measured on a CPU that has it,
+    about 2.7 times that on a CPU without it (fp32), none on a GPU (far faster, not measured per recipe)."""
+    seconds = PRESET_BF16_SECONDS.get(preset)
+    if seconds is None or gpu_name:
+        return preset
+    if cpu_bf16:
+        return f"{preset} ({_about(seconds)})"
+    return f"{preset} ({_about(seconds * FP32_SLOWDOWN)} here, in fp32)"
 
 
 def training_speed_note(gpu_name: str | None, cpu_bf16: bool) -> str:
@@ -322,9 +353,9 @@ def training_speed_note(gpu_name: str | None, cpu_bf16: bool) -> str:
     if cpu_bf16:
         return "This machine's CPU has native bf16: training runs under bf16, as the recipes' times were measured."
     return (
-        "This machine's CPU has no native bf16 (AVX512-BF16 or AMX), so training runs in fp32: expect about 2.7× "
-        "the CPU recipes' times (fine-tuning at 96 px ran at 40 images/s in fp32 against 108 under bf16; "
-        "docs/training_runs/cpu-ensemble-2026-11-27, cpu-lambda-tau-2026-11-29)."
+        "This machine's CPU has no native bf16 (AVX512-BF16 or AMX), so training runs in fp32: the recipes take "
+        f"about {FP32_SLOWDOWN}× their bf16 times (fine-tuning at 96 px ran at 40 images/s in fp32 against 108 "
+        "under bf16; docs/training_runs/cpu-ensemble-2026-11-27, cpu-lambda-tau-2026-11-29)."
     )
 
 

@@ -36,18 +36,20 @@ def _preset() -> None:
 def train_form() -> None:
     """The run's settings. A fragment, so editing a field reruns only this part (not the runs table below);
     the fields keep their values when another page is shown, e.g. the Augmentation lab."""
+    compute = machine_compute()
     st.selectbox(
         "Fill the form from",
         list(app_support.TRAIN_PRESETS),
+        format_func=lambda preset: app_support.preset_label(preset, *compute),
         index=None,
         placeholder="a recipe (optional): the paper's defaults, the CPU steps of the shipped model, a quick check",
         key="train_preset",
         on_change=_preset,
         help="Sets every field below to the paper's defaults changed by that recipe; edit any field after. The "
-        "CPU steps are the shipped model's recipe (weights/MODEL_CARD.md), timed on a 2-core CPU with bf16; "
-        "for step 2, choose step 1's run under “Start from a finished run”.",
+        "CPU steps are the shipped model's recipe (weights/MODEL_CARD.md); their times are for this machine, "
+        "from runs on a 2-core CPU with bf16. For step 2, choose step 1's run under “Start from a finished run”.",
     )
-    st.caption(app_support.training_speed_note(*machine_compute()))
+    st.caption(app_support.training_speed_note(*compute))
     with st.container(border=True):
         _fields()
 

@@ -885,6 +885,10 @@ def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app
     at.switch_page("pages/training.py").run()
     assert at.number_input(key="train_image_size").value == 224  # the paper's default
     quick = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Quick check"))
+    from dermai.inference import machine_compute
+
+    shown = app_support.preset_label(quick, *machine_compute())  # with this machine's time
+    assert shown in at.selectbox(key="train_preset").options and "about" in shown
     at.selectbox(key="train_preset").set_value(quick).run()
     assert_clean(at)
     assert at.number_input(key="train_image_size").value == 64

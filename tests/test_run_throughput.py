@@ -64,7 +64,7 @@ def test_folders_that_are_not_training_runs_are_named_and_skipped(
 def test_the_training_pages_fp32_slowdown_comes_from_the_committed_runs() -> None:
     """The Training page tells a researcher on a CPU without bf16 how much longer the recipes take; its figures
     are the committed fp32 and bf16 fine-tunings at 96 px, as bench/run_throughput.py reads them."""
-    from dermai.app_support import training_speed_note
+    from dermai.app_support import FP32_SLOWDOWN, preset_label, training_speed_note
 
     runs = ROOT / "docs" / "training_runs"
     fp32 = load_bench().summarise(runs / "cpu-ensemble-2026-11-27" / "member-seed1")
@@ -72,6 +72,11 @@ def test_the_training_pages_fp32_slowdown_comes_from_the_committed_runs() -> Non
     assert fp32["image_size"] == bf16["image_size"] == 96
     note = training_speed_note(None, cpu_bf16=False)
     assert f"{fp32['images_per_s']} images/s in fp32 against {bf16['images_per_s']} under bf16" in note
-    assert f"about {bf16['images_per_s'] / fp32['images_per_s']:.1f}× the CPU recipes' times" in note
+    assert FP32_SLOWDOWN == round(bf16["images_per_s"] / fp32["images_per_s"], 1)
+    assert f"about {FP32_SLOWDOWN}× their bf16 times" in note
+    step2 = "CPU 2 · fine-tuning from step 1: 96 px, 30 epochs"  # 35 min under bf16
+    assert preset_label(step2, None, cpu_bf16=True) == f"{step2} (about 35 min)"
+    assert preset_label(step2, None, cpu_bf16=False) == f"{step2} (about 1.6 h here, in fp32)"
+    assert preset_label(step2, "NVIDIA H100", cpu_bf16=False) == step2  # no CPU time on a GPU
     assert "fp32" not in training_speed_note(None, cpu_bf16=True)
     assert "GPU (NVIDIA H100)" in training_speed_note("NVIDIA H100", cpu_bf16=False)
