@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,50 @@ def training_speed_note(gpu_name: str | None, cpu_bf16: bool) -> str:
         "This machine's CPU has no native bf16 (AVX512-BF16 or AMX), so training runs in fp32: the recipes take "
         f"about {FP32_SLOWDOWN}× their bf16 times (fine-tuning at 96 px ran at 40 images/s in fp32 against 108 "
         "under bf16; docs/training_runs/cpu-ensemble-2026-11-27, cpu-lambda-tau-2026-11-29)."
+    )
+
+
+# The Training form's label for each field and option, as the page shows it (without its "(0 = off)" notes): an
+# error from the trainer's checks names fields and CLI flags, which the form's user never sees.
+TRAIN_FORM_LABELS: dict[str, str] = {
+    "stage": "Stage",
+    "pretrain_epochs": "Pretrain epochs",
+    "finetune_epochs": "Finetune epochs",
+    "batch_size": "Batch size",
+    "image_size": "Image size",
+    "image_width": "Image width",
+    "label_fraction": "Label fraction",
+    "lambda_ntxent": "λ (NT-Xent weight)",
+    "temperature": "Temperature τ",
+    "lr": "Learning rate",
+    "seed": "Seed",
+    "limit": "Limit images",
+    "weight_decay": "Weight decay",
+    "warmup_epochs": "Warm-up epochs",
+    "label_smoothing": "Label smoothing",
+    "focal_gamma": "Focal loss γ",
+    "mask_weight": "Lesion-mask loss weight",
+    "mixup_alpha": "MixUp α",
+    "cutmix_alpha": "CutMix α",
+    "swa_epochs": "SWA epochs",
+    "swa_lr": "SWA learning rate",
+    "distill_from": "Teacher",
+    "distill_weight": "Teacher's share w",
+}
+
+
+def in_form_words(message: str) -> str:
+    """A trainer check's message in the Training form's words: each field name with an underscore
+    (`warmup_epochs`; plain words such as "stage" stay words) and each CLI flag (`--distill-weight`) becomes the
+    form's label in quotes, and a flag in brackets after a field is dropped. Names inside paths are left."""
+    flags = {"--" + field.replace("_", "-"): field for field in TRAIN_FORM_LABELS} | {"--lambda": "lambda_ntxent"}
+    names = [field for field in TRAIN_FORM_LABELS if "_" in field] + list(flags)
+    text = re.sub(r"(\b[a-z_]+) \(--[a-z-]+\)", r"\1", message)
+    words = "|".join(re.escape(w) for w in sorted(names, key=len, reverse=True))
+    return re.sub(
+        rf"(?<![\w./\\-])({words})(?![\w/\\-])",
+        lambda m: f"“{TRAIN_FORM_LABELS[flags.get(m.group(1), m.group(1))]}”",
+        text,
     )
 
 

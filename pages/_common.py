@@ -34,12 +34,13 @@ PLAIN_ERRORS = (ValueError, OSError, RuntimeError)  # DataError, WeightsError, I
 
 
 @contextlib.contextmanager
-def plain_errors(what: str) -> Iterator[None]:
-    """Show an error raised inside the block as one st.error line, never a traceback."""
+def plain_errors(what: str, wording: Callable[[str], str] = str) -> Iterator[None]:
+    """Show an error raised inside the block as one st.error line, never a traceback; `wording` rewrites
+    its message for the page (e.g. `app_support.in_form_words`: field names as the form labels them)."""
     try:
         yield
     except PLAIN_ERRORS as exc:
-        st.error(f"{what}: {exc}")
+        st.error(f"{what}: {wording(str(exc))}")
 
 
 def or_stop(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

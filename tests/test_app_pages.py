@@ -619,7 +619,8 @@ def test_training_page_offers_finished_runs_and_refuses_leaky_starts(app_env: Pa
     next(b for b in at.button if b.label == "Start training").click()
     at.run()
     assert_clean(at)
-    assert any("Not started: mask_weight cannot be combined with MixUp or CutMix" in e.value for e in at.error)
+    # in the form's words, not the trainer's field names
+    assert any("Not started: “Lesion-mask loss weight” cannot be combined with MixUp" in e.value for e in at.error)
     assert jobs.current_job(runs) is None
 
     # A teacher (distillation) of another split is refused as well, and a teacher's share needs a teacher.
@@ -636,7 +637,7 @@ def test_training_page_offers_finished_runs_and_refuses_leaky_starts(app_env: Pa
     at.selectbox(key="distill_teacher").set_value("none")
     next(b for b in at.button if b.label == "Start training").click()
     at.run()
-    assert any("Not started: distill_weight > 0 needs distill_from" in e.value for e in at.error), alerts(at)
+    assert any("Not started: “Teacher's share w” > 0 needs “Teacher”" in e.value for e in at.error), alerts(at)
     assert jobs.current_job(runs) is None
     next(w for w in at.number_input if w.label == "Teacher's share w (0 = off)").set_value(0.0)
 
@@ -884,6 +885,13 @@ def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/training.py").run()
     assert at.number_input(key="train_image_size").value == 224  # the paper's default
+    # Error messages name fields by these labels (app_support.in_form_words): they are the ones shown.
+    for field, label in app_support.TRAIN_FORM_LABELS.items():
+        widget = {
+            "stage": lambda: at.selectbox(key="train_stage"),
+            "distill_from": lambda: at.selectbox(key="distill_teacher"),
+        }.get(field, lambda f=field: at.number_input(key=app_support.train_field_key(f)))()
+        assert widget.label.startswith(label), (field, widget.label)
     quick = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Quick check"))
     from dermai.inference import machine_compute
 

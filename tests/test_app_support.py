@@ -467,3 +467,24 @@ def test_the_training_form_width_zero_trains_a_square_and_a_width_reaches_the_tr
     stage, options = app_support.train_form_options(state)
     assert options["image_width"] is None and train_input_size(jobs.form_config(stage, options).train) == 120
     assert "--image-width" not in jobs.build_command(stage, tmp_path / "run", options)
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (
+            "warmup_epochs (2) must be shorter than pretrain_epochs (2): the learning rate would only rise",
+            "“Warm-up epochs” (2) must be shorter than “Pretrain epochs” (2): the learning rate would only rise",
+        ),
+        (
+            "distill_from is set but distill_weight is 0: give --distill-weight (0 < w ≤ 1)",
+            "“Teacher” is set but “Teacher's share w” is 0: give “Teacher's share w” (0 < w ≤ 1)",
+        ),
+        ("lambda_ntxent (--lambda) must be a number ≥ 0 (0 = off), got -1", "“λ (NT-Xent weight)” must be a number"),
+        # plain words stay words; a field's name inside a path stays the path
+        ("when the stage is both", "when the stage is both"),
+        ("data folder: /data/mask_weight/metadata.csv: no such file", "/data/mask_weight/metadata.csv"),
+    ],
+)
+def test_training_form_errors_name_the_forms_fields_not_the_trainers(message: str, shown: str) -> None:
+    assert shown in app_support.in_form_words(message)
