@@ -101,6 +101,15 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
     return choices
 
 
+def typed_weights(text: str) -> str:
+    """The weights file a typed path names (a .safetensors file, or a folder holding one) if its JSON can be
+    read, else a WeightsError naming the file: checked when typed, so a mistyped path never joins the sidebar's
+    list as if it were a choice, nor replaces weights that worked."""
+    path = resolve_weights_path(text.strip())
+    read_meta(path)
+    return str(path)
+
+
 def same_split_choices(choices: Mapping[str, str], current: str) -> dict[str, str]:
     """The `weight_choices` other than `current` that were trained on its split (the same manifest checksum),
     the only ones a paired comparison can score on the same images; weights whose split is unknown (an

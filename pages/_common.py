@@ -136,8 +136,12 @@ def sidebar() -> None:
         state[key] = state[widget]
 
     def use_other() -> None:
+        state.pop("_other_weights_error", None)
         if state["_other_weights"].strip():
-            state[app_support.WEIGHTS_KEY] = state["_other_weights"].strip()
+            try:
+                state[app_support.WEIGHTS_KEY] = app_support.typed_weights(state["_other_weights"])
+            except PLAIN_ERRORS as exc:  # WeightsError, or an OSError from a folder it cannot list
+                state["_other_weights_error"] = f"Not used: {exc}"
 
     with st.sidebar:
         st.text_input(
@@ -167,5 +171,7 @@ def sidebar() -> None:
             placeholder="/path/to/model.safetensors",
             on_change=use_other,
         )
+        if state.get("_other_weights_error"):
+            st.error(state["_other_weights_error"])
         st.caption(f"Runs folder: `{jobs.runs_dir()}`")
         st.caption("A research and triage aid, not a diagnosis.")

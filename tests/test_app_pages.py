@@ -76,6 +76,26 @@ def test_entrypoint_renders_home_and_sidebar(app_env: Path) -> None:
     assert at.session_state["weights_path"] == str(app_env)
 
 
+def test_a_typed_weights_path_is_checked_before_it_is_used(app_env: Path, tmp_path: Path) -> None:
+    # AppTest drops the sidebar on a rerun of a multipage app (st.navigation), so the typed path is read from
+    # the first run's widget and the outcome from the session state the sidebar shows it from.
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    before = at.session_state["weights_path"]
+    other = at.sidebar.text_input(key="_other_weights")
+    other.set_value(str(tmp_path / "typo.safetensors")).run()
+    assert_clean(at)
+    assert (
+        at.session_state["_other_weights_error"] == f"Not used: {tmp_path / 'typo.safetensors'}: weights file not found"
+    )
+    assert at.session_state["weights_path"] == before  # the weights that worked stay chosen
+    choices = app_support.weight_choices(jobs.runs_dir(), at.session_state["weights_path"])
+    assert before in choices and not any("typo" in path for path in choices)  # the typo is not offered
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.sidebar.text_input(key="_other_weights").set_value(str(app_env.parent)).run()  # a folder: its one file
+    assert "_other_weights_error" not in at.session_state
+    assert at.session_state["weights_path"] == str(app_env)
+
+
 def test_missing_weights_are_a_plain_message(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DERMAI_WEIGHTS", "/nonexistent/model.safetensors")
     home = page("home").run()
