@@ -212,20 +212,31 @@ def show(result: dict[str, Any]) -> None:
     b.image(blended, caption=f"{method} overlay", width="stretch")
     stem = result["name"].rsplit(".", 1)[0]
     d0, d1, d2 = st.columns(3)
+    # Short labels with a download icon: three columns at an 800 px window leave about 150 px each.
     d0.download_button(
-        "Download report (HTML, printable)",
+        "Report (HTML)",
         prediction_html(p, result["name"], weights, result["image"], blended, method).encode(),
         file_name=f"{stem}_dermai.html",
         mime="text/html",
+        icon=":material/download:",
+        help="A printable page: tier, malignancy score and cut-off, warnings, diagnosis probabilities, the "
+        "image and its overlay",
     )
     d1.download_button(
-        "Download report (JSON)",
+        "Report (JSON)",
         app_support.prediction_report(p, result["name"], weights, method),
         file_name=f"{stem}_dermai.json",
         mime="application/json",
+        icon=":material/download:",
+        help="The same report as data, for records or scripts",
     )
     d2.download_button(
-        "Download overlay (PNG)", app_support.png_bytes(blended), file_name=f"{stem}_{method}.png", mime="image/png"
+        "Overlay (PNG)",
+        app_support.png_bytes(blended),
+        file_name=f"{stem}_{method}.png",
+        mime="image/png",
+        icon=":material/download:",
+        help="The saliency overlay as shown",
     )
 
 

@@ -114,7 +114,7 @@ def test_predict_real_image_shows_tier_and_saliency(app_env: Path) -> None:
     assert_clean(at)
     assert any("Triage tier:" in text for text in alerts(at)), alerts(at)
     assert len(at.image) >= 2  # original and overlay
-    labels = ["Download report (HTML, printable)", "Download report (JSON)", "Download overlay (PNG)"]
+    labels = ["Report (HTML)", "Report (JSON)", "Overlay (PNG)"]
     assert [b.label for b in at.download_button] == labels
     at.selectbox(key="pred_method").set_value("eigencam")
     at.slider(key="pred_opacity").set_value(0.8)
