@@ -326,6 +326,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest convolutions once
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         self.state: dict[str, Any] = {}
+        self.resume_checksum: str | None = None  # the split the run started on (its config.json), when resuming
         self.swa: AveragedModel | None = None  # the running weight average during SWA epochs
         if resume:
             config_path = self.run_dir / "config.json"
@@ -342,6 +343,7 @@ class Trainer:
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise TrainingError(f"{config_path}: not a readable run configuration ({exc})") from None
             command = saved.get("command", command)
+            self.resume_checksum = saved.get("manifest_sha256")
             init_weights = saved.get("init_weights", init_weights)
             reset_classifier = saved.get("reset_classifier", reset_classifier)
         elif self.checkpoint_path.exists():
@@ -460,10 +462,27 @@ class Trainer:
         with run_lock(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
             return self._run()
 
+    def _check_resumed_split(self, dataset: Dataset) -> None:
+        """Refuse to resume on another split than the run started on. The split is rebuilt from the data
+        folder, which may have changed since (another $DERMAI_DATA, an edited metadata CSV): continuing would
+        fine-tune or validate on images the saved weights were trained on, and the run would still say
+        "finished"."""
+        saved = self.resume_checksum
+        if not self.resume or saved is None:
+            return
+        rebuilt = manifest_checksum(dataset)
+        if rebuilt != saved:
+            raise TrainingError(
+                f"{self.run_dir}: the split rebuilt from {dataset.root} (sha256 {rebuilt[:12]}…) is not the one this "
+                f"run started on ({saved[:12]}…, its manifest.csv): the data folder or its metadata changed; resume "
+                "with the data folder the run was started on (--data)"
+            )
+
     def _run(self) -> TrainResult:
         cfg = self.cfg
         dist_utils.barrier(self.dist)
         dataset, pixels = prepare_data(cfg)
+        self._check_resumed_split(dataset)
         meta = dataset.meta
         self.dataset, self.pixels = dataset, pixels
         # On a GPU the whole uint8 cache lives on the device and batches are augmented there; on a CPU

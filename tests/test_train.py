@@ -144,6 +144,28 @@ def test_refuses_to_overwrite_or_resume_nothing(ham_root: Path, tmp_path: Path) 
         train(tiny_config(ham_root), tmp_path / "run")
 
 
+def test_resuming_on_a_changed_data_folder_is_refused_not_trained_on_another_split(
+    ham_root: Path, tmp_path: Path
+) -> None:
+    # The split is rebuilt from the data folder on resume; an edited metadata CSV (or another $DERMAI_DATA)
+    # gives another split, whose validation images the stopped run may have trained on.
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(ham_root / "images", target_is_directory=True)
+    metadata = pd.read_csv(ham_root / "HAM10000_metadata.csv")
+    metadata.to_csv(data / "HAM10000_metadata.csv", index=False)
+    cfg = tiny_config(data)
+    run = tmp_path / "run"
+    stopped = train(cfg, run, callback=lambda record: record["kind"] != "step")  # stops after its first step
+    assert stopped.status == "stopped"
+    metadata.drop(metadata.index[::10]).to_csv(data / "HAM10000_metadata.csv", index=False)  # a tenth dropped
+    with pytest.raises(TrainingError, match=r"the split rebuilt from .* is not the one this run started on"):
+        train(RunConfig(), run, resume=True)
+    assert read_metrics(run)[-1]["status"] == "stopped"  # nothing trained on the other split
+
+
 def test_resuming_a_run_whose_config_json_is_damaged_names_the_file_and_field(ham_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
