@@ -208,7 +208,15 @@ class Predictor:
         if verdict == "blank":
             notes.append("the image is a single flat colour: there is nothing to assess")
         elif verdict == "noise":
-            notes.append("the image looks like random noise, not a photograph: there is nothing to assess")
+            notes.append(
+                "the image has no photograph's smooth structure (noise, text or a fine pattern): there is nothing "
+                "to assess"
+            )
+        elif verdict == "colourless":
+            notes.append(
+                "the image has no colour (greyscale): the model reads the lesion's colours and was trained on colour "
+                "dermoscopy only, so it cannot grade this image; use the original colour photo"
+            )
         elif ood:
             notes.append(
                 "the image does not look like the dermoscopy images this model was trained on; "

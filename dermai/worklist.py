@@ -3,7 +3,7 @@
 A clinician with a batch (one patient's lesions, or a day's referrals) needs to see which image to look at
 first. The order is the tier (urgent, refer, ungradable, routine; then images with no validated tier, then
 files that could not be read), and within a tier the malignancy score, highest first. An image the model
-cannot grade (out of distribution, blank, noise, too small) comes before the routine ones: it still needs a
+cannot grade (out of distribution, blank, noise, greyscale, too small) comes before the routine ones: it still needs a
 person to look at the lesion, so it must not sink silently to the bottom.
 A file that cannot be read gets a row with its error instead of stopping the batch: nothing is dropped.
 """

@@ -12,7 +12,19 @@ import torch
 from PIL import Image
 
 from dermai.model import SimCLRResNet18
-from dermai.ood import NOISE_CORRELATION, OODStats, fit_ood, is_blank, is_noise, neighbour_correlation, ood_scores
+from dermai.ood import (
+    GREY_SPREAD,
+    NOISE_CORRELATION,
+    OODStats,
+    colour_spread,
+    fit_ood,
+    is_blank,
+    is_colourless,
+    is_noise,
+    neighbour_correlation,
+    ood_scores,
+    pixel_verdict,
+)
 from dermai.preprocess import resize_input
 from dermai.weights import load_weights, save_weights
 
@@ -99,3 +111,17 @@ def test_noise_frames_are_told_from_dermoscopy_photos(ham_root: Path) -> None:
     paths = sorted((ham_root / "images").glob("*.jpg"))[::50]  # 200 lesions, at the shipped model's 96 px
     correlations = [neighbour_correlation(resize_input(Image.open(p), 96)) for p in paths]
     assert len(correlations) >= 150 and min(correlations) > NOISE_CORRELATION + 0.1
+
+
+def test_greyscale_photos_are_told_from_dermoscopy_photos(ham_root: Path) -> None:
+    import io
+
+    paths = sorted((ham_root / "images").glob("*.jpg"))[::50]  # 200 lesions, at the shipped model's 96 px
+    spreads = [colour_spread(resize_input(Image.open(p), 96)) for p in paths]
+    assert len(spreads) >= 150 and min(spreads) > GREY_SPREAD + 10  # all of HAM10000: 21 or more
+    for path in paths[:20]:  # greyscale copies, saved as colour JPEGs as an export would
+        buffer = io.BytesIO()
+        Image.open(path).convert("L").convert("RGB").save(buffer, "JPEG", quality=90)
+        grey = resize_input(Image.open(buffer), 96)
+        assert is_colourless(grey) and pixel_verdict(grey) == "colourless"
+    assert pixel_verdict(resize_input(Image.open(paths[0]), 96)) is None

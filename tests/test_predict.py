@@ -147,6 +147,11 @@ def test_ood_verdicts(weights_path: Path) -> None:
     assert flagged.tier == "ungradable" and flagged.tier_meaning == TIER_MEANINGS["ungradable"]
     assert (flagged.tier_sensitivity, flagged.tier_specificity) == (None, None)
     assert flagged.p_malignant == passed.p_malignant  # the score itself is still reported
+    # a greyscale copy keeps the shape but not the colours the model reads: ungradable whatever its features say
+    predictor.ood_stats.threshold = 1e9
+    grey = predictor.predict(image.convert("L").convert("RGB"))
+    assert grey.ood is True and grey.tier == "ungradable" and any("no colour (greyscale)" in w for w in grey.warnings)
+    assert predictor.predict(image).tier != "ungradable"  # the colour original, under the same cut-off
     blank = predictor.predict(Image.new("RGB", (120, 90), (200, 150, 130)))
     assert blank.ood is True and any("flat colour" in w for w in blank.warnings) and blank.tier == "ungradable"
     predictor.ood_stats = None  # weights without OOD statistics
