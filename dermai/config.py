@@ -304,6 +304,11 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
                 f"warmup_epochs ({t.warmup_epochs:g}) must be shorter than {stage}_epochs ({epochs}): the learning "
                 "rate would only rise and never decay"
             )
+    for section in ("augment", "simclr_augment"):  # else a bad fine-tuning pipeline fails after pretraining
+        try:
+            check_augment(getattr(cfg, section))
+        except ValueError as exc:
+            raise ValueError(f"{section}: {exc}") from None
     check_count("swa_epochs", t.swa_epochs, 0, " (0 = off)")
     if not (is_number(t.distill_weight) and 0 <= t.distill_weight <= 1):
         raise ValueError(f"distill_weight must be in [0, 1] (0 = off), got {t.distill_weight!r}")
@@ -402,6 +407,12 @@ _NESTED: dict[str, dict[str, type]] = {
         "train": TrainConfig,
     }
 }
+
+
+def train_config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a dict of its fields, each type-checked as in `run_config_from_dict` (the app's
+    form options go through here)."""
+    return _build(TrainConfig, values)
 
 
 def run_config_from_dict(values: dict[str, Any]) -> RunConfig:

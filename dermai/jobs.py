@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from dermai.config import DataConfig, RunConfig, check_run_config, to_dict
+from dermai.config import DataConfig, RunConfig, check_run_config, to_dict, train_config_from_dict
 from dermai.data import DataError, find_metadata_csv, resolve_data_root, write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg
 from dermai.losses import check_mask_weight
@@ -320,10 +320,11 @@ def form_config(stage: str, options: Mapping[str, Any]) -> RunConfig:
     so its numbers can be checked before a process starts."""
     cfg = RunConfig(stage=stage)
     train_fields = {f.name for f in dataclasses.fields(cfg.train)}
-    for key, value in options.items():
-        if value is not None and value != "" and key in train_fields:
-            default = getattr(cfg.train, key)
-            setattr(cfg.train, key, type(default)(value) if isinstance(default, int | float) else value)
+    given = {key: value for key, value in options.items() if value is not None and value != "" and key in train_fields}
+    try:  # each value of its field's type, as a saved config.json is read: 2.7 epochs is refused, not cut to 2
+        cfg.train = train_config_from_dict({**to_dict(cfg.train), **given})
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("config field ")) from None
     return cfg
 
 

@@ -282,3 +282,14 @@ def test_a_damaged_saved_config_is_refused_naming_the_field(
 def test_a_saved_config_section_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(ValueError, match=r"config field train must be a JSON object, got \[1\]"):
         run_config_from_dict({"train": [1]})
+
+
+@pytest.mark.parametrize("section", ["augment", "simclr_augment"])
+def test_both_augmentation_pipelines_are_checked_before_any_stage_runs(section: str) -> None:
+    # A saved config.json is checked as a whole: a bad fine-tuning pipeline failed only after pretraining.
+    import dataclasses
+
+    cfg = RunConfig()
+    setattr(cfg, section, dataclasses.replace(getattr(cfg, section), hflip_p=1.5))
+    with pytest.raises(ValueError, match=rf"^{section}: hflip_p must be a probability in \[0, 1\], got 1.5"):
+        check_run_config(cfg)

@@ -194,6 +194,9 @@ def test_start_refuses_a_folder_a_trainer_owns_before_it_wrote_its_config(tmp_pa
         ("pretrain", {"pretrain_epochs": 0}, "pretrain_epochs must be a whole number ≥ 1 when the stage is pretrain"),
         ("finetune", {"temperature": 0.0}, "temperature"),
         ("both", {"label_smoothing": 1.5}, r"label_smoothing must be in \[0, 1\)"),
+        # each value of its field's type: 2.7 epochs was cut to 2 here, then refused by the CLI in a failed run
+        ("both", {"pretrain_epochs": 2.7}, "^pretrain_epochs must be a whole number, got 2.7$"),
+        ("both", {"lr": [0.001]}, r"^lr must be a number, got \[0.001\]$"),
     ],
 )
 def test_start_refuses_settings_the_trainer_would_refuse(
@@ -204,7 +207,7 @@ def test_start_refuses_settings_the_trainer_would_refuse(
     with pytest.raises(jobs.JobError, match=message):
         jobs.start_job(stage, options, runs, name="bad")
     assert jobs.current_job(runs) is None and not (runs / "bad").exists()
-    assert jobs.form_config("pretrain", {"finetune_epochs": 0, "lr": "0.01"}).train.lr == 0.01  # stage not run: ok
+    assert jobs.form_config("pretrain", {"finetune_epochs": 0, "lr": 0.01}).train.lr == 0.01  # stage not run: ok
 
 
 @pytest.mark.parametrize("where", ["file", "below_file"])
