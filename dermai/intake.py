@@ -18,6 +18,11 @@ MAX_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_PIXELS = 50_000_000  # decompression-bomb guard, checked from the header before any pixel is decoded
 MIN_SIDE = 32  # smaller images are read, but graded as ungradable (`dermai.predict`): upscaling leaves no detail
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+READ_FORMATS = "JPEG, PNG, BMP, TIFF or WEBP"  # what this app reads, as said to a user (Pillow reads a few more)
+# ISO-BMFF brands (bytes 8-12 after "ftyp") of HEIF photos: an iPhone's default format, which Pillow cannot decode.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+# Formats people upload by mistake, known by their extension when their bytes say nothing (see `_known_format`).
+_EXTENSIONS = {".heic": "HEIC", ".heif": "HEIC", ".pdf": "PDF", ".dcm": "DICOM", ".dicom": "DICOM"}
 
 
 class IntakeError(ValueError):
@@ -57,6 +62,28 @@ def _read_bytes(source: bytes | str | os.PathLike[str] | BinaryIO, name: str) ->
     if not data:
         raise IntakeError(f"{name}: file is empty")
     return data
+
+
+def _known_format(data: bytes, name: str) -> str | None:
+    """The name of a format people upload that this app does not read (an iPhone's HEIC photo, a PDF, a DICOM
+    file, a video), from its first bytes or else its name's extension; None when it is not one of those. A
+    plain "not an image" would leave an iPhone user wondering what is wrong with their photo."""
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        return "HEIC" if brand in _HEIF_BRANDS else "AVIF" if brand in (b"avif", b"avis") else "a video (MP4, MOV)"
+    if data.startswith(b"%PDF"):
+        return "PDF"
+    if data[128:132] == b"DICM":
+        return "DICOM"
+    return _EXTENSIONS.get(os.path.splitext(name)[1].lower())
+
+
+def _unreadable(data: bytes | None, name: str) -> IntakeError:
+    """The error for bytes Pillow cannot identify: the format named when known, and what to do instead."""
+    fmt = _known_format(data or b"", name)
+    if fmt is None:
+        return IntakeError(f"{name}: not an image file this app can read (it reads {READ_FORMATS})")
+    return IntakeError(f"{name}: {fmt} is not supported; export it as JPEG or PNG")
 
 
 def _scale_to_uint8(image: Image.Image) -> Image.Image:
@@ -128,7 +155,7 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
             f"{name}: too many pixels to decode safely (a guard against decompression bombs): save a smaller copy"
         ) from exc
     except Image.UnidentifiedImageError as exc:
-        raise IntakeError(f"{name}: not an image file Pillow can read") from exc
+        raise _unreadable(data, name) from exc
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, …
         detail = " ".join(str(exc).split())  # one line, whatever the decoder said
         raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc

@@ -11,9 +11,8 @@ from dermai.app_support import TRAIN_AUGMENT_KEYS, keep_widgets, mask_path, outl
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
 from dermai.data import decode_image, decode_mask
-from dermai.intake import read_image
+from dermai.intake import READ_FORMATS, read_image
 from dermai.preprocess import InputSize, resize_input
-from dermai.worklist import UPLOAD_TYPES
 from pages._common import data_dir, dataset, or_stop, plain_errors
 
 st.title("Augmentation lab")
@@ -98,7 +97,7 @@ def preview() -> None:
     pixels: np.ndarray | None = None
     masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
     if source == "Upload one":
-        upload = st.file_uploader("Image", type=UPLOAD_TYPES, key="aug_upload")
+        upload = st.file_uploader("Image", key="aug_upload", help=READ_FORMATS)  # any type: intake says why not
         if upload is not None:
             with plain_errors("Cannot use this file"):
                 pixels = resize_input(read_image(upload.getvalue(), upload.name).image, size)[None]

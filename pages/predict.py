@@ -15,11 +15,11 @@ import streamlit as st
 
 from dermai import app_support
 from dermai.context import describe as describe_context
-from dermai.intake import read_image
+from dermai.intake import READ_FORMATS, read_image
 from dermai.report import prediction_html
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.weights import untrained_classifier
-from dermai.worklist import UPLOAD_TYPES, WorklistEntry, tier_counts, worklist, worklist_csv
+from dermai.worklist import WorklistEntry, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
 
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "routine": st.success}
@@ -47,11 +47,12 @@ if source == "Camera":
 else:
     slot = app_support.UPLOADS
     reopened = "pred_upload" not in state  # Streamlit dropped the uploader's files while another page was shown
+    # Any file type: the uploader's own refusal is a tooltip nobody sees; intake names the file and says why.
     chosen = st.file_uploader(
         "Dermoscopy images: one, or several for a worklist sorted by urgency",
-        type=UPLOAD_TYPES,
         accept_multiple_files=True,
         key="pred_upload",
+        help=f"{READ_FORMATS}. An iPhone's HEIC photo must be exported as JPEG or PNG first.",
     )
     uploads = app_support.uploads_to_show(state, [(u.name, u.getvalue()) for u in chosen or []], reopened, slot)
 if state.get(slot[1]):  # the kept images stand in for an empty widget
@@ -327,7 +328,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
 
 
 if not uploads:
-    st.info("Upload a dermoscopy image (JPEG or PNG) to get a triage tier, or several to get a worklist.")
+    st.info(f"Upload a dermoscopy image ({READ_FORMATS}) to get a triage tier, or several to get a worklist.")
     st.stop()
 if len(uploads) > 1:
     show_worklist(dict(zip(unique_names([name for name, _ in uploads]), (data for _, data in uploads), strict=True)))

@@ -155,6 +155,20 @@ def test_predict_corrupt_upload_is_a_plain_message(app_env: Path) -> None:
     assert not at.image
 
 
+def test_predict_takes_any_file_and_names_an_iphone_photo_it_cannot_read(app_env: Path) -> None:
+    from tests.test_intake import HEIC
+
+    at = page("predict").run()
+    assert at.info[0].value.startswith("Upload a dermoscopy image (JPEG, PNG, BMP, TIFF or WEBP) ")
+    assert list(at.file_uploader[0].proto.type) == []  # no silent refusal by the widget: intake says why
+    at.file_uploader[0].upload("photo.heic", HEIC, "image/heif")
+    at.run()
+    assert_clean(at)
+    assert [e.value for e in at.error] == [
+        "Cannot analyse this file: photo.heic: HEIC is not supported; export it as JPEG or PNG"
+    ]
+
+
 def test_predict_several_uploads_make_a_worklist(app_env: Path) -> None:
     at = page("predict").run()
     names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg", "ISIC_0024306.jpg"]

@@ -169,6 +169,30 @@ def test_unusable_bytes_raise_intake_error_naming_the_upload(payload: bytes, mat
     assert message.startswith("lesion-7.jpg: ") and "\n" not in message
 
 
+HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64  # an iPhone photo's first bytes
+
+
+@pytest.mark.parametrize(
+    ("payload", "name", "message"),
+    [
+        (HEIC, "IMG_0042.HEIC", "IMG_0042.HEIC: HEIC is not supported; export it as JPEG or PNG"),
+        (HEIC, "renamed.jpg", "renamed.jpg: HEIC is not supported; export it as JPEG or PNG"),  # bytes, not name
+        (b"garbled heif body", "photo.heif", "photo.heif: HEIC is not supported; export it as JPEG or PNG"),
+        (b"%PDF-1.7\n%...", "letter.pdf", "letter.pdf: PDF is not supported; export it as JPEG or PNG"),
+        (b"\x00" * 128 + b"DICM" + b"\x00" * 64, "scan", "scan: DICOM is not supported; export it as JPEG or PNG"),
+        (
+            b"just some text",
+            "notes.txt",
+            "notes.txt: not an image file this app can read (it reads JPEG, PNG, BMP, TIFF or WEBP)",
+        ),
+    ],
+)
+def test_formats_this_app_does_not_read_are_named_with_what_to_do(payload: bytes, name: str, message: str) -> None:
+    with pytest.raises(IntakeError) as info:
+        read_image(payload, name)
+    assert str(info.value) == message
+
+
 def test_paths_file_objects_and_pil_images(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(encode(gradient(), "PNG"))
