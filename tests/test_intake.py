@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tomllib
 import zlib
 from pathlib import Path
 
@@ -150,6 +151,11 @@ def test_oversized_files_are_refused(tmp_path: Path) -> None:
         handle.truncate(MAX_BYTES + 1)  # sparse: refused from its size, never read
     with pytest.raises(IntakeError, match="larger than"):
         read_image(sparse, str(sparse))
+
+
+def test_the_uploaders_limit_is_intakes() -> None:
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 2**20 == MAX_BYTES  # Streamlit's MB are MiB, as intake's are
 
 
 @pytest.mark.parametrize(
