@@ -716,6 +716,26 @@ def prediction_report(prediction: Any, filename: str, weights: str, method: str 
     return json.dumps(report, indent=2, default=_json_default).encode()
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """File names made distinct for the worklist ("a.jpg", "a.jpg (2)"): two uploads may share one."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def download_stem(name: str) -> str:
+    """The start of a result's download file names: the upload's name without its extension, with the number
+    `unique_names` gave a second upload of the same name ("a.jpg (2)" → "a_2"), so that its report does not
+    take the first one's file name ("a_dermai.html") in the downloads folder."""
+    match = re.fullmatch(r"(.*) \((\d+)\)", name)
+    base, number = (match.group(1), match.group(2)) if match else (name, None)
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    return f"{stem}_{number}" if number else stem
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

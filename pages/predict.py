@@ -211,7 +211,7 @@ def show(result: dict[str, Any]) -> None:
     a, b = st.columns(2)
     a.image(result["image"], caption="original", width="stretch")
     b.image(blended, caption=f"{method} overlay", width="stretch")
-    stem = result["name"].rsplit(".", 1)[0]
+    stem = app_support.download_stem(result["name"])  # "a.jpg (2)" → a_2: not the first a.jpg's file names
     d0, d1, d2 = st.columns(3)
     # Short labels with a download icon: three columns at an 800 px window leave about 150 px each.
     d0.download_button(
@@ -239,16 +239,6 @@ def show(result: dict[str, Any]) -> None:
         icon=":material/download:",
         help="The saliency overlay as shown",
     )
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """File names made distinct for the worklist ("a.jpg", "a.jpg (2)"): two uploads may share one."""
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
-    return out
 
 
 def sites_per_image(names: list[str]) -> dict[str, str]:
@@ -331,7 +321,9 @@ if not uploads:
     st.info(f"Upload a dermoscopy image ({READ_FORMATS}) to get a triage tier, or several to get a worklist.")
     st.stop()
 if len(uploads) > 1:
-    show_worklist(dict(zip(unique_names([name for name, _ in uploads]), (data for _, data in uploads), strict=True)))
+    show_worklist(
+        dict(zip(app_support.unique_names([name for name, _ in uploads]), (data for _, data in uploads), strict=True))
+    )
     st.stop()
 try:
     outcome = analyse(uploads[0][1], uploads[0][0])

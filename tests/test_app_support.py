@@ -488,3 +488,11 @@ def test_the_training_form_width_zero_trains_a_square_and_a_width_reaches_the_tr
 )
 def test_training_form_errors_name_the_forms_fields_not_the_trainers(message: str, shown: str) -> None:
     assert shown in app_support.in_form_words(message)
+
+
+def test_two_uploads_of_one_name_download_under_distinct_file_names() -> None:
+    names = app_support.unique_names(["x.jpg", "y.png", "x.jpg", "x.jpg", "scan", "a.b.tif"])
+    assert names == ["x.jpg", "y.png", "x.jpg (2)", "x.jpg (3)", "scan", "a.b.tif"]
+    stems = [app_support.download_stem(name) for name in names]
+    assert stems == ["x", "y", "x_2", "x_3", "scan", "a.b"]
+    assert app_support.download_stem(".hidden") == ".hidden"  # a dot file's name is all stem
