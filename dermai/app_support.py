@@ -703,9 +703,27 @@ def png_bytes(pixels: np.ndarray | Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+REPORT_DIGITS = 4  # probabilities and scores in the JSON report: 0.1843, not 0.18430744400080962
+MS_DIGITS = 1  # timings ("…_ms"): 627.5, not 627.4686489999795
+
+
+def _rounded(value: Any, key: str = "") -> Any:
+    """A report payload with every float rounded for people reading it (timings to MS_DIGITS, other figures to
+    REPORT_DIGITS), in nested dicts and lists too; numpy scalars become plain numbers on the way."""
+    if isinstance(value, Mapping):
+        return {k: _rounded(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v, key) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isfinite(value):
+        return round(value, MS_DIGITS if key.endswith("_ms") else REPORT_DIGITS)
+    return value
+
+
 def prediction_report(prediction: Any, filename: str, weights: str, method: str | None = None) -> bytes:
-    """The downloadable JSON report: the prediction plus what produced it."""
-    payload = prediction.to_dict() if hasattr(prediction, "to_dict") else dict(prediction)
+    """The downloadable JSON report: the prediction (figures rounded, `_rounded`) plus what produced it."""
+    payload = _rounded(prediction.to_dict() if hasattr(prediction, "to_dict") else dict(prediction))
     report = {
         "file": filename,
         "weights": weights,

@@ -141,6 +141,24 @@ def test_weight_choices_lists_runs_and_current(tmp_path: Path, monkeypatch: pyte
 def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
     report = json.loads(app_support.prediction_report({"p_malignant": np.float32(0.5)}, "x.jpg", "w"))
     assert report["prediction"]["p_malignant"] == 0.5 and "not a diagnosis" in report["disclaimer"]
+    raw = {
+        "probabilities": {"akiec": 0.18430744400080962, "nv": np.float32(0.81569255)},
+        "p_malignant": 0.23456789,
+        "tier": "refer",
+        "ood_score": None,
+        "elapsed_ms": 627.4686489999795,
+        "context_effects": {"age": -0.012345678},
+        "warnings": ["x.jpg: too small"],
+    }
+    text = app_support.prediction_report(raw, "x.jpg", "w").decode()
+    assert '"akiec": 0.1843,' in text and '"elapsed_ms": 627.5,' in text and "0.18430744" not in text
+    assert json.loads(text)["prediction"] == {
+        **raw,
+        "probabilities": {"akiec": 0.1843, "nv": 0.8157},
+        "p_malignant": 0.2346,
+        "elapsed_ms": 627.5,
+        "context_effects": {"age": -0.0123},
+    }
     assert app_support.read_label_efficiency(tmp_path) is None
     (tmp_path / "summary.csv").write_text("fraction,init\n0.1,simclr\n")
     with pytest.raises(DataError, match="missing columns"):
