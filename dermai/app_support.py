@@ -33,6 +33,7 @@ from dermai.jobs import runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
+MISSING = "—"  # a table's missing figure (st.dataframe's placeholder): Streamlit's own is the word "None"
 DATA_KEY = "data_dir"  # session-state keys shared by the sidebar and the pages
 WEIGHTS_KEY = "weights_path"
 # The Augmentation lab's settings sent to the Training page, as `--augment` KEY=VALUE items per pipeline.
@@ -639,6 +640,20 @@ def filter_meta(
     return meta[keep]
 
 
+def detail_values(row: Mapping[str, Any], fields: Sequence[str]) -> pd.Series:
+    """One image's metadata as the Dataset browser's detail table shows it, as text: a missing value (an age the
+    CSV does not record) is MISSING rather than "nan" or "None", and a whole number has no ".0" (age 45)."""
+
+    def text(value: Any) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return MISSING
+        if isinstance(value, float | np.floating) and float(value).is_integer():
+            return str(int(value))
+        return str(value)
+
+    return pd.Series({field: text(row.get(field)) for field in fields}, name="value")
+
+
 def caption(row: Mapping[str, Any]) -> str:
     """One grid caption: id, diagnosis, age/sex."""
     age = "?" if pd.isna(row.get("age")) else f"{row['age']:.0f}"
@@ -742,6 +757,20 @@ def unique_names(names: Sequence[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
     return out
+
+
+WORKLIST_OPTIONAL = ("p_malignant_image_only", "context", "notes")  # shown only when some image has one
+
+
+def worklist_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The worklist as Predict shows it: the optional columns no image has a value in left out, and the notes
+    (why a file is unreadable or ungradable) beside the tier they explain, not last where the table cuts them off."""
+    shown = table.drop(columns=[c for c in WORKLIST_OPTIONAL if c in table and table[c].isna().all()])
+    columns = list(shown.columns)
+    if "notes" in columns and "tier" in columns:
+        columns.remove("notes")
+        columns.insert(columns.index("tier") + 1, "notes")
+    return shown[columns]
 
 
 def download_stem(name: str) -> str:

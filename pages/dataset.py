@@ -80,7 +80,7 @@ if mask is not None:
 else:
     b.info("No lesion mask for this image.")
 fields = ["image_id", "lesion_id", "dx", "malignant", "age", "sex", "localization", "split", "path"]
-st.dataframe(row[fields].astype(str).rename("value"), width="stretch")
+st.dataframe(app_support.detail_values(row, fields), width="stretch")  # an unrecorded age: "—", not "nan"
 siblings = meta[(meta["group"] == row["group"]) & (meta["image_id"] != image_id)]
 if len(siblings):
     # Grouped splits keep these on one side: no model trains on one view of a lesion and is tested on another.

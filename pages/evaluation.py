@@ -133,6 +133,7 @@ def show_subgroups(subgroups: list[dict[str, Any]]) -> None:
         app_support.subgroup_table(subgroups, field),
         hide_index=True,
         width="stretch",
+        placeholder=app_support.MISSING,  # a group too small to score: a dash, not the word "None"
         column_config={"AUROC": number, "refer sensitivity": number, "refer specificity": number},
     )
 
@@ -238,7 +239,9 @@ elif st.session_state.get("cmp_request") == cmp_request:
         number = st.column_config.NumberColumn(format="%.4f")
         columns = {c: number for c in ("A", "B", "B − A", "95% CI low", "95% CI high")}
         columns["p"] = st.column_config.NumberColumn(format="%.3f")
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config=columns)
+        st.dataframe(
+            pd.DataFrame(rows), hide_index=True, width="stretch", column_config=columns, placeholder=app_support.MISSING
+        )
         st.caption(f"{result['split']} split, {result['n_images']} images · B = `{result['b']}`")
 
 st.header("Label efficiency")
@@ -253,6 +256,7 @@ with plain_errors("Cannot read the experiment"):
             table,
             hide_index=True,
             width="stretch",
+            placeholder=app_support.MISSING,  # one seed: no SD
             column_config={
                 "fraction": number("labelled fraction", format="%g"),
                 "init": st.column_config.TextColumn("start", help="random weights or the SimCLR trunk"),

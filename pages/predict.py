@@ -292,11 +292,11 @@ def show_worklist(files: dict[str, bytes]) -> None:
     counts = tier_counts(table)
     for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
         column.metric(tier.capitalize(), n)
-    optional = ["p_malignant_image_only", "context", "notes"]  # shown only when some image has one
     st.dataframe(
-        table.drop(columns=[c for c in optional if table[c].isna().all()]),
+        app_support.worklist_shown(table),
         hide_index=True,
         width="stretch",
+        placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"
         column_config={
             "p_malignant": st.column_config.NumberColumn("p(malignant)", format="%.3f"),
             "p_top_diagnosis": st.column_config.NumberColumn("p(top)", format="%.2f"),

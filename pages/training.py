@@ -294,6 +294,7 @@ st.dataframe(
     history[jobs.shown_run_columns(history)],
     hide_index=True,
     width="stretch",
+    placeholder=app_support.MISSING,  # a stopped run has no best AUROC: a dash, not the word "None"
     column_config={
         "best_val_auroc": st.column_config.NumberColumn(
             "best val AUROC",
@@ -320,6 +321,7 @@ with st.expander("Compare runs"):
                 summary,
                 hide_index=True,
                 width="stretch",
+                placeholder=app_support.MISSING,
                 column_config={
                     "best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.4f"),
                     "val_bacc_at_best": st.column_config.NumberColumn("val bal. acc. there", format="%.3f"),
@@ -331,7 +333,7 @@ with st.expander("Compare runs"):
             elif len(compared) > 1:
                 n = len(differences)
                 st.caption(f"{n} setting{'s differ' if n > 1 else ' differs'}:")
-                st.dataframe(differences, width="stretch")
+                st.dataframe(differences, width="stretch", placeholder=app_support.MISSING)
 
 with st.expander("Combine runs into an ensemble"):
     st.caption(

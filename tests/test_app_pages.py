@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -179,6 +180,9 @@ def test_predict_several_uploads_make_a_worklist(app_env: Path) -> None:
     assert at.subheader[0].value == "Worklist: 4 images, most urgent first"
     table = at.dataframe[0].value
     assert list(table["rank"]) == [1, 2, 3, 4] and table["tier"].iloc[-1] == "unreadable"
+    assert list(table.columns[:4]) == ["rank", "image", "tier", "notes"]  # why a file is unreadable, beside it
+    assert table["notes"].iloc[-1].startswith("broken.jpg: ")
+    assert table["p_malignant"].isna().iloc[-1] and at.dataframe[0].proto.placeholder == "—"  # not "None"
     assert set(table["image"]) == {"ISIC_0024306.jpg", "ISIC_0024306.jpg (2)", "ISIC_0025964.jpg", "broken.jpg"}
     twins = table.set_index("image").loc[["ISIC_0024306.jpg", "ISIC_0024306.jpg (2)"], "p_malignant"]
     assert twins.iloc[0] == twins.iloc[1]  # the same bytes score the same
@@ -492,6 +496,7 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
     assert "By subgroup" in [h.value for h in at.subheader]
     groups = at.dataframe[0].value
     assert list(groups.columns[:3]) == ["group", "images", "malignant"] and groups["images"].sum() > 0
+    assert at.dataframe[0].proto.placeholder == "—"  # a group too small to score: a dash, not "None"
     at.radio(key="eval_subgroup").set_value("sex").run()
     assert_clean(at)
     assert set(at.dataframe[0].value["group"]) <= {"male", "female", "unknown"}
@@ -718,6 +723,7 @@ def test_training_page_lists_a_damaged_run_without_a_traceback(app_env: Path) ->
     assert table.loc["fine", "stage"] == "finetune" and table.loc["fine", "status"] != jobs.UNREADABLE
     assert table.loc["broken", "status"] == jobs.UNREADABLE
     assert table.loc["broken", "problem"].startswith(str(runs / "broken" / "config.json"))
+    assert pd.isna(table.loc["broken", "best_val_auroc"]) and at.dataframe[0].proto.placeholder == "—"  # not "None"
     at.selectbox(key="train_run").set_value("broken").run()
     assert_clean(at)
     assert any(e.value.startswith("Cannot show run broken: ") and "config.json" in e.value for e in at.error)

@@ -514,3 +514,33 @@ def test_two_uploads_of_one_name_download_under_distinct_file_names() -> None:
     stems = [app_support.download_stem(name) for name in names]
     assert stems == ["x", "y", "x_2", "x_3", "scan", "a.b"]
     assert app_support.download_stem(".hidden") == ".hidden"  # a dot file's name is all stem
+
+
+def test_the_worklist_shows_its_notes_beside_the_tier_and_drops_empty_optional_columns() -> None:
+    from dermai.worklist import COLUMNS
+
+    table = pd.DataFrame(
+        [[1, "a.jpg", "refer", 0.4, "mel", 0.5, False, None, None, None]]
+        + [[2, "b.jpg", "unreadable", None, None, None, None, None, None, "b.jpg: HEIC is not supported"]],
+        columns=COLUMNS,
+    )
+    shown = app_support.worklist_shown(table)
+    assert list(shown.columns) == ["rank", "image", "tier", "notes", "p_malignant", "top_diagnosis"] + [
+        "p_top_diagnosis",
+        "ood",
+    ]
+    assert shown.loc[1, "notes"] == "b.jpg: HEIC is not supported"
+    assert "notes" not in app_support.worklist_shown(table.iloc[:1]).columns  # no image has a note
+
+
+def test_dataset_detail_shows_an_unrecorded_age_as_a_dash() -> None:
+    row = pd.Series({"image_id": "ISIC_1", "age": np.nan, "sex": "unknown", "malignant": 0, "dx": None})
+    assert app_support.detail_values(row, ["image_id", "age", "sex", "malignant", "dx"]).to_dict() == {
+        "image_id": "ISIC_1",
+        "age": "—",
+        "sex": "unknown",
+        "malignant": "0",
+        "dx": "—",
+    }
+    assert app_support.detail_values(pd.Series({"age": 45.0}), ["age"])["age"] == "45"
+    assert app_support.detail_values(pd.Series({"age": 89.5}), ["age"])["age"] == "89.5"
