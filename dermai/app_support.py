@@ -620,9 +620,12 @@ def filter_meta(
     age: tuple[float, float] | None = None,
     sexes: Sequence[str] = (),
     sites: Sequence[str] = (),
-    include_unknown_age: bool = True,
+    include_unknown_age: bool | None = None,
 ) -> pd.DataFrame:
-    """Rows matching every filter; an empty selection means no filter on that column."""
+    """Rows matching every filter; an empty selection means no filter on that column. Images with no recorded
+    age pass the age filter when `include_unknown_age` says so; by default (None) only while `age` spans every
+    recorded age (the slider's full range, no age filter): a narrowed range (40-45) asks for those ages, and
+    images of unknown age among them read as a filter that does not work."""
     keep = pd.Series(True, index=meta.index)
     if dx:
         keep &= meta["dx"].isin(dx)
@@ -632,6 +635,9 @@ def filter_meta(
         keep &= meta["split"].isin(splits)
     if age is not None:
         in_range = meta["age"].between(age[0], age[1])
+        if include_unknown_age is None:
+            known = meta["age"].dropna()
+            include_unknown_age = known.empty or (age[0] <= known.min() and age[1] >= known.max())
         keep &= in_range | (meta["age"].isna() & include_unknown_age)
     if sexes:
         keep &= meta["sex"].isin(sexes)

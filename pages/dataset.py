@@ -40,7 +40,16 @@ with st.expander("Filters", expanded=True):
     dx = c1.multiselect("Diagnosis", options["ds_dx"], key="ds_dx")
     kind = c1.radio("Benign / malignant", ["all", "benign", "malignant"], horizontal=True, key="ds_kind")
     splits = c2.multiselect("Split", options["ds_split"], key="ds_split")
-    age = c2.slider("Age", low, high, key="ds_age")
+    unknown = int(meta["age"].isna().sum())
+    age = c2.slider(
+        "Age",
+        low,
+        high,
+        key="ds_age",
+        help=f"The {unknown} images with no recorded age are shown only while the range spans every age."
+        if unknown
+        else None,
+    )
     sexes = c3.multiselect("Sex", options["ds_sex"], key="ds_sex")
     sites = c3.multiselect("Localisation", options["ds_site"], key="ds_site")
 app_support.keep_widgets(state, FILTERS)

@@ -213,6 +213,20 @@ def test_dataset_filters_change_the_grid(app_env: Path) -> None:
     assert grid and all(" · df · " in c for c in grid)
 
 
+def test_dataset_age_range_leaves_out_unknown_ages_once_narrowed(app_env: Path) -> None:
+    at = page("dataset").run()
+    at.multiselect(key="ds_sex").set_value(["unknown"]).run()
+    everyone = int(at.subheader[0].value.split()[0])
+    at.slider(key="ds_age").set_value((40, 45)).run()
+    assert_clean(at)
+    assert at.subheader[0].value == "2 images match"  # HAM10000: 47 of its unknown-sex images have no age either
+    captions = [c for img in at.image for c in img.captions]
+    assert captions and not any(c.endswith(" · ?/unknown") for c in captions)
+    ages = at.slider(key="ds_age")
+    ages.set_value((int(ages.min), int(ages.max))).run()
+    assert at.subheader[0].value == f"{everyone} images match"  # the full range: unknown ages back
+
+
 def test_dataset_filters_survive_a_visit_to_another_page(app_env: Path) -> None:
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/dataset.py").run()

@@ -52,6 +52,13 @@ def test_filter_meta_combines_filters() -> None:
     assert list(app_support.filter_meta(meta, malignant="malignant")["dx"]) == ["mel", "bcc"]
     assert list(app_support.filter_meta(meta, dx=["nv"], age=(60, 80), include_unknown_age=False)["age"]) == [70.0]
     assert list(app_support.filter_meta(meta, sexes=["female"], sites=["face"], splits=["train"])["dx"]) == ["bcc"]
+    # Unknown ages: kept while the range spans every recorded age (no age filter), left out once it is narrowed.
+    assert (
+        len(app_support.filter_meta(meta, age=(40, 70))) == 4 and len(app_support.filter_meta(meta, age=(0, 90))) == 4
+    )
+    assert list(app_support.filter_meta(meta, age=(40, 69))["age"]) == [40.0, 55.0]
+    assert list(app_support.filter_meta(meta, age=(41, 70))["age"]) == [70.0, 55.0]
+    assert len(app_support.filter_meta(meta, age=(40, 69), include_unknown_age=True)) == 3  # asked for: kept
 
 
 def test_context_summary_prefers_test_figures() -> None:
