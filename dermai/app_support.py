@@ -601,10 +601,43 @@ def _number(block: Mapping[str, Any], key: str, where: str, problems: list[str])
 
 
 # ------------------------------------------------------------------------------------------------ data
+SIDEBAR_ADVICE = "enter another data folder in the sidebar"  # the app's advice; the CLI's is --data DIR
+CLI_ADVICE = "(pass --data DIR or set DERMAI_DATA)"  # dermai.data's advice, which the app's user cannot follow
+
+
+def data_folder_problem(root: str | os.PathLike[str]) -> str | None:
+    """Why a data folder (as typed in the sidebar) cannot be read: it does not exist, is a file, or holds no one
+    metadata CSV; None when it can. Checked when typed, so the sidebar says so before a page fails."""
+    path = Path(root)
+    if not path.exists():
+        return f"{root}: no such folder"
+    if not path.is_dir():
+        return f"{root}: not a folder"
+    try:
+        find_metadata_csv(path)
+    except DataError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{root}: cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def sidebar_words(message: str) -> str:
+    """A data error's message with the command line's advice ("pass --data DIR or set DERMAI_DATA") replaced by
+    the app's: the data folder is set in the sidebar."""
+    return message.replace(CLI_ADVICE, f"({SIDEBAR_ADVICE})")
+
+
 def browse_dataset(root: str | os.PathLike[str] | None) -> Dataset:
     """A folder's dataset with the default split (seed 0) attached; a folder too small to split gets
-    split "all" so it can still be browsed."""
-    dataset = load_dataset(root or None)
+    split "all" so it can still be browsed. A folder that cannot be read raises a DataError in the app's words
+    (`data_folder_problem`)."""
+    if root and (problem := data_folder_problem(root)):
+        raise DataError(f"{problem} ({SIDEBAR_ADVICE})")
+    try:
+        dataset = load_dataset(root or None)
+    except DataError as exc:
+        raise DataError(sidebar_words(str(exc))) from exc
     try:
         return attach_splits(dataset)
     except DataError:

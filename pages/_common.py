@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -88,6 +89,23 @@ def _dataset(root: str, stamp: tuple[str, int] | None) -> Dataset:
     return app_support.browse_dataset(root)
 
 
+@st.cache_data(show_spinner=False, max_entries=8, ttl=30)
+def _folder_problem(root: str, stamp: int) -> str | None:
+    """app_support.data_folder_problem, cached: finding the metadata CSV lists the whole folder (about 0.4 s for
+    HAM10000), too slow for the sidebar on every run. `stamp` (the folder's mtime) and a 30 s lifetime let a
+    fixed folder be seen again."""
+    return app_support.data_folder_problem(root)
+
+
+def data_folder_problem(root: str) -> str | None:
+    """Why the data folder `root` cannot be read, or None (checked at most every 30 s per folder version)."""
+    try:
+        stamp = os.stat(root).st_mtime_ns
+    except OSError:
+        stamp = -1
+    return _folder_problem(root, stamp)
+
+
 @st.cache_data(max_entries=16)
 def weights_meta(path: str, mtime: tuple[int, int]) -> dict[str, Any]:
     """The JSON beside a weights file (mtime in the key: re-saved weights are re-read)."""
@@ -151,10 +169,13 @@ def sidebar() -> None:
             args=("_data_widget", app_support.DATA_KEY),
             help="A folder of dermoscopy images with one metadata CSV (HAM10000 layout).",
         )
-        if not app_support.data_dir(state):
+        folder = app_support.data_dir(state)
+        if not folder:
             st.warning("No data folder found: enter one above.")
+        elif problem := data_folder_problem(folder):  # a typo, said here rather than only on the data pages
+            st.warning(f"{problem}: enter another folder above.")
         elif not state[app_support.DATA_KEY]:  # cleared: every page falls back to the default folder
-            st.caption(f"Empty: the default folder is used, {app_support.data_dir(state)}")
+            st.caption(f"Empty: the default folder is used, {folder}")
         choices = app_support.weight_choices(jobs.runs_dir(), state[app_support.WEIGHTS_KEY])
         st.selectbox(
             "Weights",

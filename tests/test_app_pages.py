@@ -97,6 +97,23 @@ def test_a_typed_weights_path_is_checked_before_it_is_used(app_env: Path, tmp_pa
     assert at.session_state["weights_path"] == str(app_env)
 
 
+def test_a_data_folder_that_does_not_exist_is_said_in_the_sidebar_and_the_pages_words(
+    app_env: Path, tmp_path: Path
+) -> None:
+    typo = str(tmp_path / "ham1000")
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.session_state["data_dir"] = typo  # as the sidebar's box sets it
+    at.run()
+    assert_clean(at)
+    assert [w.value for w in at.sidebar.warning] == [f"{typo}: no such folder: enter another folder above."]
+    for name in ("pages/dataset.py", "pages/augmentation.py"):
+        at.switch_page(name).run()
+        assert_clean(at)
+        assert [e.value for e in at.error] == [
+            f"Cannot read the data folder: {typo}: no such folder (enter another data folder in the sidebar)"
+        ]
+
+
 def test_missing_weights_are_a_plain_message(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DERMAI_WEIGHTS", "/nonexistent/model.safetensors")
     home = page("home").run()

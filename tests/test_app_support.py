@@ -551,3 +551,20 @@ def test_dataset_detail_shows_an_unrecorded_age_as_a_dash() -> None:
     }
     assert app_support.detail_values(pd.Series({"age": 45.0}), ["age"])["age"] == "45"
     assert app_support.detail_values(pd.Series({"age": 89.5}), ["age"])["age"] == "89.5"
+
+
+def test_a_data_folder_that_cannot_be_read_is_named_in_the_apps_words(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    assert app_support.data_folder_problem(tmp_path / "nope") == f"{tmp_path / 'nope'}: no such folder"
+    assert app_support.data_folder_problem(tmp_path / "file.txt") == f"{tmp_path / 'file.txt'}: not a folder"
+    assert app_support.data_folder_problem(tmp_path / "empty") == f"{tmp_path / 'empty'}: no metadata CSV found"
+    make_folder(tmp_path / "ok", ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
+    assert app_support.data_folder_problem(tmp_path / "ok") is None
+    with pytest.raises(DataError) as info:
+        app_support.browse_dataset(str(tmp_path / "nope"))
+    assert str(info.value) == f"{tmp_path / 'nope'}: no such folder (enter another data folder in the sidebar)"
+    cli = "no data folder found; tried: /x (pass --data DIR or set DERMAI_DATA)"
+    assert (
+        app_support.sidebar_words(cli) == "no data folder found; tried: /x (enter another data folder in the sidebar)"
+    )
