@@ -279,8 +279,9 @@ def live() -> None:
 live()
 
 st.subheader("Runs")
-if "train_deleted" in state:  # said after the rerun that follows a deletion
-    st.success(state.pop("train_deleted"))
+for said in ("train_deleted", "train_resumed"):  # said after the rerun that follows a deletion or a resume
+    if said in state:
+        st.success(state.pop(said))
 history = jobs.list_runs(runs)
 if history.empty:
     st.info("No runs yet.")
@@ -399,7 +400,7 @@ if row["weights"] and buttons[0].button("Use these weights for prediction"):
 if row["status"] in ("stopped", "interrupted") and buttons[1].button("Resume"):
     with plain_errors("Cannot resume"):
         job = jobs.resume_job(row["path"], runs)
-        st.success(f"Resumed {job.name} (pid {job.pid}).")
+        state["train_resumed"] = f"Resumed {job.name} (pid {job.pid})."  # said after the rerun, as Start does
         st.rerun()
 if row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
     # An ensemble job has no step to stop after (it reads no STOP file): end its process instead.

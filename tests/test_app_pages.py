@@ -633,6 +633,29 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         jobs.cancel_job(runs)
 
 
+def test_training_page_says_a_run_was_resumed(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_jobs import stopped_run
+
+    runs = Path(jobs.runs_dir())
+    run = stopped_run(runs, "halfway")
+    resumed = []
+
+    def resume(run_dir: str, folder: Path) -> jobs.Job:  # no trainer launched: the page's message is the subject
+        resumed.append(run_dir)
+        return jobs.Job(4242, str(run_dir), "both", [], time.time())
+
+    monkeypatch.setattr(jobs, "resume_job", resume)
+    at = page("training").run()
+    assert at.selectbox(key="train_run").value == "halfway"
+    next(b for b in at.button if b.label == "Resume").click()
+    at.run()  # the click, then the rerun that refreshes the runs table
+    assert_clean(at)
+    assert resumed == [str(run)]
+    assert [s.value for s in at.success] == ["Resumed halfway (pid 4242)."]
+    at.run()
+    assert not at.success  # said once
+
+
 def test_training_page_watches_a_command_line_run_and_starts_nothing_beside_it(app_env: Path) -> None:
     """A run training from a terminal in the runs folder shows as the current job, with its curves and a Stop
     that reaches it; Start training is refused while it runs, naming it."""
