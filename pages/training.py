@@ -23,6 +23,7 @@ RANDOM_START = "random initialisation"
 start_choices = jobs.finished_weights(runs)  # {label: weights path}
 NO_TEACHER = "none"
 teacher_choices = jobs.teacher_choices(runs)  # {label: weights path}
+START_WIDGETS = {"train_training_seed": None, "train_reset_classifier": None}  # beside "start_from"
 
 state = st.session_state
 app_support.init_train_form(state)  # what was set before another page was shown (e.g. the Augmentation lab)
@@ -156,6 +157,9 @@ def _fields() -> None:
             key=app_support.train_field_key("swa_lr"),
             help="A constant learning rate for the averaged epochs; 0 lets the cosine schedule run on",
         )
+    # Kept across pages like the fields above: a run deleted meanwhile is no longer offered, so not restored.
+    app_support.restore_widgets(state, {**START_WIDGETS, "start_from": [RANDOM_START, *start_choices]})
+    app_support.restore_widgets(state, {"distill_teacher": [NO_TEACHER, *teacher_choices]})
     with st.expander("Start from a finished run"):
         i1, i2 = st.columns([2, 1])
         start_from = i1.selectbox(
@@ -171,11 +175,13 @@ def _fields() -> None:
             0,
             2**31 - 1,
             None,
+            key="train_training_seed",
             help="Seed of initialisation, sampling and augmentation only; the split stays Seed's. A new value "
             "trains a different model on the same split (an ensemble member).",
         )
         reset_classifier = i2.checkbox(
             "Fresh classifier",
+            key="train_reset_classifier",
             help="From a fine-tuned run: keep its trunk and draw a new classifier (for an ensemble member)",
         )
     with st.expander("Learn from a teacher (distillation)"):
@@ -204,7 +210,7 @@ def _fields() -> None:
             "They apply to runs started from here on."
         )
     app_support.keep_train_form(state)
-    app_support.keep_widgets(state, ["train_run_name"])
+    app_support.keep_widgets(state, ["train_run_name", "start_from", "distill_teacher", *START_WIDGETS])
     if not st.button("Start training", type="primary"):
         return
     stage, options = app_support.train_form_options(state)

@@ -1008,6 +1008,28 @@ def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app
     assert at.number_input(key="train_image_size").value == 224 and at.number_input(key="train_seed").value == 0
 
 
+def test_training_form_keeps_its_start_and_teacher_across_pages(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    (runs / "tiny").symlink_to(app_env.parent, target_is_directory=True)  # a finished fine-tuning run
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/training.py").run()
+    tiny = next(o for o in at.selectbox(key="start_from").options if o.startswith("tiny (finetune"))
+    at.selectbox(key="start_from").set_value(tiny).run()
+    at.number_input(key="train_training_seed").set_value(11).run()
+    at.checkbox(key="train_reset_classifier").check().run()
+    teacher = at.selectbox(key="distill_teacher")
+    shipped = next(o for o in teacher.options if o.startswith("shipped"))
+    teacher.set_value(shipped).run()
+    at.switch_page("pages/augmentation.py").run()  # Streamlit drops the form's widget state here
+    at.switch_page("pages/training.py").run()
+    assert_clean(at)
+    assert at.selectbox(key="start_from").value == tiny
+    assert at.number_input(key="train_training_seed").value == 11
+    assert at.checkbox(key="train_reset_classifier").value is True
+    assert at.selectbox(key="distill_teacher").value == shipped
+
+
 def test_training_page_deletes_runs_and_forgets_their_weights(app_env: Path) -> None:
     from tests.test_compare import make_run
 
