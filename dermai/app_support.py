@@ -856,6 +856,25 @@ def subgroup_table(subgroups: Sequence[Mapping[str, Any]], field: str) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+GALLERY_ORDER = {  # the order review.py sorts each kind of failure in, as the Evaluation gallery says it
+    "missed": "the most confidently missed: lowest p(malignant) first",
+    "false_alarm": "the most confidently flagged: highest p(malignant) first",
+    "confusion": "the most confident first",
+}
+
+
+def gallery_note(kind: str, total: int, shown: int) -> str | None:
+    """What the Evaluation page's failure gallery says when it shows only `shown` of `total` images: which ones
+    and where the rest are, so "23 of 294 malignant images" beside 12 pictures is not read as all of them;
+    None when it shows them all."""
+    if total <= shown:
+        return None
+    return (
+        f"Showing {shown} of {total} ({GALLERY_ORDER[kind]}). The per-image predictions CSV below lists every "
+        "image with its tier and scores."
+    )
+
+
 def read_label_efficiency(folder: str | os.PathLike[str]) -> pd.DataFrame | None:
     """An experiment folder's summary.csv (fraction, init, auroc_mean, …), or None when absent."""
     path = Path(folder) / "summary.csv"

@@ -166,6 +166,9 @@ def show_failures(predictions: pd.DataFrame) -> None:
     if rows.empty:
         st.success("None in this split.")
         return
+    note = app_support.gallery_note(kind, len(rows), GALLERY)
+    if note:
+        st.caption(note)
     rows = rows.head(GALLERY)
     st.image(list(rows["path"]), caption=[review.caption(r) for _, r in rows.iterrows()], width=150)
 

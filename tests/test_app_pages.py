@@ -567,6 +567,8 @@ def test_evaluation_shows_the_images_behind_the_errors(app_env: Path) -> None:
         assert 0 <= shown <= total
         captions = [i.caption for img in at.image for i in img.proto.imgs]
         assert len(captions) == min(shown, 12)
+        noted = [c.value for c in at.caption if c.value.startswith("Showing 12 of ")]
+        assert noted == ([app_support.gallery_note(kind, shown, 12)] if shown > 12 else [])
         assert shown > 0 or any(s.value == "None in this split." for s in at.success)
     choice.set_value("confusion").run()
     assert_clean(at)

@@ -568,3 +568,14 @@ def test_a_data_folder_that_cannot_be_read_is_named_in_the_apps_words(tmp_path: 
     assert (
         app_support.sidebar_words(cli) == "no data folder found; tried: /x (enter another data folder in the sidebar)"
     )
+
+
+def test_the_failure_gallery_says_when_it_shows_only_some_and_which() -> None:
+    assert app_support.gallery_note("missed", 12, 12) is None and app_support.gallery_note("confusion", 3, 12) is None
+    assert app_support.gallery_note("missed", 23, 12) == (
+        "Showing 12 of 23 (the most confidently missed: lowest p(malignant) first). The per-image predictions CSV "
+        "below lists every image with its tier and scores."
+    )
+    from dermai.review import REVIEW_KINDS
+
+    assert set(app_support.GALLERY_ORDER) == set(REVIEW_KINDS)  # an order said for every kind the page shows
