@@ -81,13 +81,17 @@ def forget_weights_in(state: MutableMapping[str, Any], folder: str | os.PathLike
     return False
 
 
+SHIPPED_LABEL = "shipped model"  # weights/model.safetensors in the sidebar's Weights list
+
+
 def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | None = None) -> dict[str, str]:
     """Weights file → label: the shipped weights, every run's model.safetensors below the runs folder, and the
     session's current choice, in that order. A run whose JSON cannot be read is listed as such (choosing it
     then shows why), and weights whose classifier never trained say so, so nobody predicts with them."""
     choices: dict[str, str] = {}
     shipped = DEFAULT_WEIGHTS
-    choices[str(shipped)] = "shipped weights/model.safetensors" + ("" if shipped.exists() else " (missing)")
+    # Short: the sidebar cut "shipped weights/model.safetensors" off; its help names the file.
+    choices[str(shipped)] = SHIPPED_LABEL + ("" if shipped.exists() else " (missing)")
     root = runs_dir(runs)
     if root.is_dir():
         for path in sorted(root.rglob("model.safetensors")):

@@ -184,7 +184,8 @@ def sidebar() -> None:
             format_func=lambda p: choices.get(p, p),
             on_change=copy,
             args=("_weights_widget", app_support.WEIGHTS_KEY),
-            help="The shipped model or any training run's model.safetensors in the runs folder.",
+            help="The shipped model (weights/model.safetensors) or any training run's model.safetensors in the runs "
+            "folder.",
         )
         st.text_input(
             "Other weights file",

@@ -143,6 +143,11 @@ def test_weight_choices_lists_runs_and_current(tmp_path: Path, monkeypatch: pyte
     choices = app_support.weight_choices(tmp_path / "runs", "/elsewhere/m.safetensors")
     assert list(choices)[1:] == [str(run / "model.safetensors"), "/elsewhere/m.safetensors"]
     assert choices[str(run / "model.safetensors")] == "r1 (finished)"
+    from dermai.weights import DEFAULT_WEIGHTS
+
+    shipped = choices[str(DEFAULT_WEIGHTS)]
+    assert shipped == ("shipped model" if DEFAULT_WEIGHTS.exists() else "shipped model (missing)")
+    assert len(shipped) <= 24  # fits the sidebar's box, which cut "shipped weights/model.safetensors" off
 
 
 def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
