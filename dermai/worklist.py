@@ -23,7 +23,6 @@ from dermai.context import describe
 from dermai.data import files_below
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})  # what intake reads
-UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in PHOTO_EXTENSIONS)  # the same, as st.file_uploader wants them
 TIER_ORDER = ("urgent", "refer", "ungradable", "routine", "unavailable", "unreadable")
 COLUMNS = [
     "rank",
