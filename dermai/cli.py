@@ -499,12 +499,75 @@ def _warn_if_untrained(*paths: str | None) -> None:
             print(f"warning: {path or 'the weights'}: {untrained}; its figures measure chance", file=sys.stderr)
 
 
+def _weights_files(path: str | None) -> list[str]:
+    """The files a weights argument stands for, which no output may replace: its .safetensors and .json and,
+    for an ensemble, its recorded members' pairs where they are found. Unresolvable weights give none here:
+    the command itself names what is wrong with them."""
+    from pathlib import Path
+
+    from dermai.data import PROJECT_ROOT
+    from dermai.weights import WeightsError, read_meta, resolve_weights_path
+
+    try:
+        weights = resolve_weights_path(path)
+    except (WeightsError, OSError):
+        return []
+    files = [weights, weights.with_suffix(".json")]
+    try:
+        members = read_meta(weights).get("ensemble")
+    except (WeightsError, OSError):
+        members = None
+    for member in members if isinstance(members, list) else []:
+        recorded = member.get("weights") if isinstance(member, dict) else None
+        if not isinstance(recorded, str):
+            continue
+        name = Path(recorded.partition("#")[0])
+        for found in (name, PROJECT_ROOT / name):
+            if found.suffix == ".safetensors" and found.is_file():
+                files += [found, found.with_suffix(".json")]
+                break
+    return [str(f) for f in files]
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: equal once resolved (links followed), or the same inode when both exist."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _refuse_clashing_outputs(outputs: Sequence[tuple[str, str | None]], inputs: dict[str, Sequence[str]]) -> None:
+    """Refuse, before any work, an output that is the same file as another output (the second write would
+    replace the first while the command reports both) or as one of the command's inputs (the weights' own
+    JSON or tensors, a manifest, a metadata CSV, an image): a ValueError naming both options and the file.
+    `outputs` pairs each file to be written with the option that names it (or its folder)."""
+    given = [(flag, path) for flag, path in outputs if path]
+    for i, (flag, path) in enumerate(given):
+        for other_flag, other in given[:i]:
+            if _same_file(path, other):
+                raise ValueError(f"{other_flag} and {flag} both name {path}: give each output its own file")
+        for what, files in inputs.items():
+            for existing in files:
+                if _same_file(path, existing):
+                    raise ValueError(f"{flag} {path} is {what} ({existing}): writing there would destroy it")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dermai.data import check_writable
     from dermai.evaluate import evaluate, summary_text, write_outputs
 
+    _refuse_clashing_outputs(
+        [("--out", args.out), ("--predictions", args.predictions)],
+        {
+            "a file of the weights": _weights_files(args.weights),
+            "the manifest": [args.manifest] if args.manifest else [],
+        },
+    )
     for target in (args.out, args.predictions):  # before minutes of scoring, not after
         check_writable(Path(target))
     _warn_if_untrained(args.weights)
@@ -533,6 +596,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from dermai.evaluate import compare_weights, comparison_text
 
     if args.out:
+        _refuse_clashing_outputs(
+            [("--out", args.out)],
+            {"a file of the weights": _weights_files(args.weights_a) + _weights_files(args.weights_b)},
+        )
         check_writable(Path(args.out))
     _warn_if_untrained(args.weights_a, args.weights_b)
     result = compare_weights(
@@ -720,6 +787,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError("give either --metadata or --age/--sex/--site, not both")
     images = image_files(args.images)
     if args.csv:
+        _refuse_clashing_outputs(
+            [
+                *(
+                    (flag, str(Path(folder) / f"{stem}{suffix}"))
+                    for flag, folder, suffix in (
+                        ("--cam-out", args.cam_out, "_cam.png"),
+                        ("--report-out", args.report_out, "_report.html"),
+                    )
+                    if folder
+                    for _, stem in distinct_names(images)
+                ),
+                ("--csv", args.csv),
+            ],
+            {
+                "a file of the weights": _weights_files(args.weights),
+                "the --metadata file": [args.metadata] if args.metadata else [],
+                "an image to score": images,
+            },
+        )
         check_writable(Path(args.csv))  # before scoring every image, not after
     predictor = Predictor.from_weights(args.weights)
     context = predictor.parse_context(args.age, args.sex, args.site)
