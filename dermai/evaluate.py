@@ -213,7 +213,7 @@ def score_rows(
     whose labels index `data_classes`; multiclass metrics only when those are the model's classes."""
     meta = loaded.meta
     classes = list(meta["classes"])
-    temperature = float(meta.get("temperature", 1.0))
+    temperature = float(meta.get("temperature") or 1.0)  # null: uncalibrated, as every other reader takes it
     logits, _ = score(loaded, rows["path"], tta=tta, precision=precision)
     probs = calibrated_probs(logits, meta)
     p_mal = malignant_probability(probs, classes)

@@ -367,3 +367,19 @@ def test_a_damaged_training_config_in_the_weights_json_is_named() -> None:
     config["data"] = {"seed": 0, "colour": "red"}
     with pytest.raises(EvaluationError, match=r"field 'config' describes no usable split \(.*colour"):
         weights_dataset({**shipped, "config": config})
+
+
+def test_a_null_temperature_scores_as_uncalibrated(weights: Path, tmp_path: Path) -> None:
+    """`"temperature": null` loads (load_weights accepts it) and is read as 1, as predict reads it, not a crash."""
+    scored = {}
+    for name, temperature in (("null", None), ("one", 1.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(weights, folder / "model.safetensors")
+        meta = read_meta(weights)  # same pair id: the tensors are copied unchanged
+        (folder / "model.json").write_text(json.dumps({**meta, "temperature": temperature}))
+        scored[name] = evaluate(folder / "model.safetensors", split="val", n_boot=0, precision="fp32")
+    assert read_meta(weights)["temperature"] != 1.0  # else the comparison below proves nothing
+    (report, predictions), (_, expected) = scored["null"], scored["one"]
+    assert report["calibration"]["temperature"] == 1.0
+    np.testing.assert_allclose(predictions["p_malignant"], expected["p_malignant"], rtol=1e-12)
