@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -540,6 +541,15 @@ def check_writable(path: Path) -> None:
         raise PermissionError(f"cannot write {path}: its folder is not writable")
 
 
+def _fsync(path: str | os.PathLike[str]) -> None:
+    """Flush a file's (or a folder's) contents to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` only when the block succeeds, so
@@ -554,7 +564,10 @@ def atomic_target(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        _fsync(tmp)  # the data on disk before the name: a crash after the rename never leaves an empty file
         os.replace(tmp, path)
+        with suppress(OSError):  # the rename itself durable too, where the file system lets a folder be synced
+            _fsync(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -593,6 +606,20 @@ def decode_image(path: str, size: InputSize) -> np.ndarray:
         raise DataError(f"{path}: unreadable image ({str(exc).removeprefix(f'{path}: ')})") from exc
 
 
+def _open_cache(target: Path) -> np.ndarray | None:
+    """A cache file as a read-only memmap, or None when it cannot be read as one (truncated by a full disk or
+    a crash, overwritten, not an array): the file is removed, with a note on stderr naming it, so that the
+    caller decodes the images again. The cache is derived data; a damaged file must cost time, never a run."""
+    try:
+        return np.load(target, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).split(". ")[0]  # numpy's advice about allow_pickle does not apply to a cache
+        print(f"note: cache file {target} is unreadable ({reason}); decoding the images again", file=sys.stderr)
+        with suppress(OSError):  # a read-only cache: the rewrite names the place when it cannot write
+            target.unlink()
+        return None
+
+
 def _cached_decode(
     paths: Sequence[str],
     shape: tuple[int, ...],
@@ -606,8 +633,8 @@ def _cached_decode(
     a bad $DERMAI_CACHE_GB is named by every run that uses the cache, not only by one that writes to it."""
     limit = cache_limit_bytes()
     if target.exists():
-        cached = np.load(target, mmap_mode="r")
-        if cached.shape == (len(paths), *shape):
+        cached = _open_cache(target)
+        if cached is not None and cached.shape == (len(paths), *shape) and cached.dtype == np.uint8:
             with suppress(OSError):  # a read-only cache still serves; it only cannot record the use
                 os.utime(target)
             return cached

@@ -416,3 +416,51 @@ def test_linked_folders_are_read_and_a_loop_of_links_ends(tmp_path: Path) -> Non
     assert len(index) == len(rows) and all(str(p).startswith(str(root / "images")) for p in index.values())
     assert data.find_metadata_csv(root) == root / "metadata.csv"
     assert len(data.load_dataset(root).meta) == len(rows)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty", "another dtype"])
+def test_a_damaged_cache_file_is_decoded_again_not_fatal(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = list(data.load_dataset(make_folder(tmp_path, ham_rows(1, 2))).meta["path"])
+    expected = np.array(data.load_pixels(paths, 16))  # a copy: the file under the memmap is damaged below
+    (cache_file,) = Path(os.environ["DERMAI_CACHE"]).glob("pixels-*.npy")
+    whole = cache_file.read_bytes()
+    damaged = {
+        "truncated": whole[: len(whole) // 2],
+        "random bytes": np.random.default_rng(0).bytes(len(whole)),
+        "empty": b"",
+        "another dtype": None,
+    }[damage]
+    if damaged is None:
+        np.save(cache_file, expected.astype(np.float32))  # the right shape, but not what the cache holds
+    else:
+        cache_file.write_bytes(damaged)
+    again = data.load_pixels(paths, 16)
+    assert np.array_equal(again, expected) and again.dtype == np.uint8
+    assert np.array_equal(np.load(cache_file), expected)  # the file is whole again
+    err = capsys.readouterr().err
+    if damage != "another dtype":  # a readable array of the wrong kind is simply replaced, as a wrong shape is
+        assert f"note: cache file {cache_file} is unreadable" in err and len(err.strip().splitlines()) == 1
+        assert "allow_pickle" not in err
+    assert data.load_pixels(paths, 16) is not None and capsys.readouterr().err == ""  # a hit again, quietly
+
+
+def test_atomic_write_syncs_the_data_before_renaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
+        real_fsync(fd)
+
+    def replace(src: str, dst: object) -> None:
+        events.append(f"replace {src}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = data.atomic_write_bytes(tmp_path / "out.bin", b"payload")
+    assert target.read_bytes() == b"payload"
+    (tmp,) = {e.split(" ", 1)[1] for e in events if e.startswith("replace")}
+    assert events[:2] == [f"fsync {tmp}", f"replace {tmp}"]  # the temporary's data reach the disk first
