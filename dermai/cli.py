@@ -807,13 +807,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             },
         )
         check_writable(Path(args.csv))  # before scoring every image, not after
-    predictor = Predictor.from_weights(args.weights)
-    context = predictor.parse_context(args.age, args.sex, args.site)
-    per_image = read_context_csv(args.metadata) if args.metadata else None
+    per_image = read_context_csv(args.metadata) if args.metadata else None  # its errors before loading a model
     if per_image is not None:
         missing = [image for image in images if Path(image).stem not in per_image]
         if missing:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
+    predictor = Predictor.from_weights(args.weights)
+    context = predictor.parse_context(args.age, args.sex, args.site)
     entries: list[WorklistEntry] = []
     for image, (shown, stem) in zip(images, distinct_names(images), strict=True):
         try:

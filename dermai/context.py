@@ -142,7 +142,8 @@ SITE_COLUMNS = ("site", "localization", "anatom_site_general_challenge", "anatom
 
 def read_context_csv(path: str | os.PathLike[str]) -> dict[str, PatientContext]:
     """Per-image context from a metadata CSV (HAM10000's or ISIC's columns; labels not needed), by image id.
-    A bad age or sex raises ContextError naming the file, row and field; sites are kept as written."""
+    A bad age or sex raises ContextError naming the file, row and field; sites are kept as written. An image
+    on two rows is refused, naming both: which row holds the patient's real age and sex cannot be guessed."""
     csv_path = Path(path)
     try:
         raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -153,10 +154,17 @@ def read_context_csv(path: str | os.PathLike[str]) -> dict[str, PatientContext]:
     if id_col is None:
         raise ContextError(f"{csv_path}: no image id column (need one of {', '.join(ID_COLUMNS)})")
     age_col, site_col = first_column(raw, AGE_COLUMNS), first_column(raw, SITE_COLUMNS)
-    contexts = {}
+    contexts: dict[str, PatientContext] = {}
+    rows: dict[str, int] = {}  # image id → its row (1-based, after the header)
     for i, rec in enumerate(raw.to_dict("records")):
+        image_id = str(rec[id_col]).strip()
+        if image_id and image_id in rows:
+            raise ContextError(
+                f"{csv_path}, rows {rows[image_id]} and {i + 2}: image {image_id!r} is on both; keep one row per image"
+            )
+        rows[image_id] = i + 2
         try:
-            contexts[str(rec[id_col]).strip()] = parse_context(
+            contexts[image_id] = parse_context(
                 rec.get(age_col) if age_col else None, rec.get("sex"), rec.get(site_col) if site_col else None
             )
         except ContextError as exc:

@@ -119,3 +119,15 @@ def test_predict_csv_may_not_replace_an_input_or_another_output(
     err = refused([*predict, "--report-out", str(report.parent), "--csv", str(report)], capsys)
     assert f"--report-out and --csv both name {report}" in err
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.usefixtures("no_scoring")
+def test_predict_metadata_with_an_image_on_two_rows_is_refused_before_loading_a_model(
+    weights_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 30), (200, 120, 100)).save(image)
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("image_id,age,sex\na,40,female\nb,50,male\na,70,male\n")
+    err = refused(["predict", str(image), "--weights", str(weights_path), "--metadata", str(metadata)], capsys)
+    assert err == f"error: {metadata}, rows 2 and 4: image 'a' is on both; keep one row per image"

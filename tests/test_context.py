@@ -145,6 +145,16 @@ def test_read_context_csv_takes_ham_and_isic_columns_and_names_bad_rows(tmp_path
         ctx.read_context_csv(no_id)
 
 
+def test_read_context_csv_refuses_an_image_on_two_rows_naming_both(tmp_path) -> None:
+    twice = tmp_path / "twice.csv"
+    twice.write_text("image_id,age,sex\nI1,40,female\nI2,50,male\n I1 ,70,male\n")  # the last row used to win
+    with pytest.raises(ctx.ContextError, match=r"twice.csv, rows 2 and 4: image 'I1' is on both"):
+        ctx.read_context_csv(twice)
+    blank_ids = tmp_path / "blank_ids.csv"  # rows without an id match no image: not a clash
+    blank_ids.write_text("image_id,age\nI1,40\n,50\n,60\n")
+    assert ctx.read_context_csv(blank_ids)["I1"] == ctx.PatientContext(40.0)
+
+
 def test_unknown_fields_are_the_ones_no_table_can_score() -> None:
     meta = served_meta()
     context = ctx.PatientContext(age=50.0, sex="male", site="torso")
