@@ -468,7 +468,7 @@ def attach_splits(
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """A split manifest (image_id,split[,labelled]) indexed by image id, checked."""
     try:
-        table = pd.read_csv(path, dtype={"image_id": str, "split": str})
+        table = pd.read_csv(path, dtype={"image_id": str, "split": str, "labelled": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read manifest ({exc})") from exc
     for column in ("image_id", "split"):
@@ -480,8 +480,27 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     if table["image_id"].duplicated().any():
         raise DataError(f"{path}: image {table['image_id'][table['image_id'].duplicated()].iloc[0]!r} twice")
     if "labelled" in table.columns:
-        table["labelled"] = table["labelled"].astype(str).str.lower().isin({"true", "1"})
+        table["labelled"] = [
+            _manifest_labelled(value, split, path, row)
+            for row, (value, split) in enumerate(zip(table["labelled"], table["split"], strict=True), start=2)
+        ]
     return table.set_index("image_id")
+
+
+LABELLED_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _manifest_labelled(value: object, split: str, path: str | os.PathLike[str], row: int) -> bool:
+    """One manifest row's `labelled` cell: true/false/1/0 in any case, or blank on a val/test row (those are
+    always labelled); anything else is a DataError naming the file, row and value, since guessing False
+    would silently train on fewer labels than asked."""
+    text = "" if pd.isna(value) else str(value).strip()
+    if not text and split != "train":
+        return True
+    if text.lower() in LABELLED_VALUES:
+        return LABELLED_VALUES[text.lower()]
+    shown = "blank" if not text else repr(value)
+    raise DataError(f"{path}, row {row}: labelled is {shown} (expected true/false or 1/0)")
 
 
 def manifest_frame(dataset: Dataset) -> pd.DataFrame:

@@ -355,6 +355,28 @@ def test_non_utf8_manifest_names_file(tmp_path: Path) -> None:
         data.read_manifest(path)
 
 
+def test_manifest_labelled_reads_true_false_one_zero_and_blank_off_train(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    rows = "a,train,TRUE\nb,train,false\nc,train,1\nd,train,0\ne,val,\nf,test,\ng,test,True\n"
+    path.write_text("image_id,split,labelled\n" + rows)  # 1 beside blanks once read as 1.0, hence False
+    labelled = data.read_manifest(path)["labelled"]
+    assert labelled.to_dict() == {"a": True, "b": False, "c": True, "d": False, "e": True, "f": True, "g": True}
+
+
+@pytest.mark.parametrize(("cell", "shown"), [("maybe", "'maybe'"), ("yes", "'yes'"), ("2", "'2'"), ("", "blank")])
+def test_manifest_labelled_values_that_mean_nothing_are_named(
+    tmp_path: Path, cell: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anything but true/false/1/0 (or a blank off the train split) silently became False: fewer labels."""
+    path = tmp_path / "m.csv"
+    path.write_text(f"image_id,split,labelled\na,val,\nb,train,{cell}\n")
+    with pytest.raises(data.DataError, match=f"m.csv, row 3: labelled is {shown} \\(expected true/false or 1/0\\)"):
+        data.read_manifest(path)
+    root = make_folder(tmp_path / "d", ham_rows(1, 1))
+    assert main(["data", "summary", "--data", str(root), "--manifest", str(path)]) == 2
+    assert capsys.readouterr().err == f"error: {path}, row 3: labelled is {shown} (expected true/false or 1/0)\n"
+
+
 def test_label_fraction_above_one_is_refused_with_a_manifest(ham_root: Path, tmp_path: Path) -> None:
     """A manifest's labelled column skipped the range check: --label-fraction 2 trained as 1.0."""
     dataset = data.attach_splits(data.load_dataset(ham_root), limit=100)
