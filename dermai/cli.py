@@ -427,9 +427,19 @@ def _same_path(saved: str | None, given: str | None) -> bool:
     return saved == given or os.path.realpath(saved) == os.path.realpath(given)
 
 
+def _check_split_source(args: argparse.Namespace) -> None:
+    """Refuse --manifest with --limit: the manifest names the images and their sides itself, so a limit could
+    only drop some of them (once "image 'X' is not in the data folder", which blamed the folder)."""
+    if args.manifest and args.limit:
+        raise ValueError(
+            f"give --manifest or --limit, not both: the manifest {args.manifest} names the images to use itself"
+        )
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from dermai.data import attach_splits, load_dataset, summary_table, write_manifest
 
+    _check_split_source(args)
     dataset = attach_splits(
         load_dataset(args.data),
         seed=args.seed,
@@ -457,6 +467,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dermai.train import train
 
+    _check_split_source(args)
     stage = "both" if args.command == "train" else args.command
     cfg = _run_config(args, stage)
     if args.resume:

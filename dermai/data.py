@@ -440,9 +440,11 @@ def attach_splits(
     manifest: str | os.PathLike[str] | None = None,
     limit: int | None = None,
 ) -> Dataset:
-    """The dataset with `split` and `labelled` columns, from a manifest file or computed from the seed."""
+    """The dataset with `split` and `labelled` columns, from a manifest file or computed from the seed. A
+    manifest names its images itself: `limit` applies to a computed split only (as `evaluate` rebuilds one),
+    rather than dropping manifest images and then blaming the folder for lacking them."""
     meta = dataset.meta
-    if limit:
+    if limit and not manifest:
         meta = subsample(meta, limit, seed)
     meta = meta.copy()
     meta.attrs = dict(dataset.meta.attrs)

@@ -486,3 +486,28 @@ def test_atomic_write_syncs_the_data_before_renaming(tmp_path: Path, monkeypatch
     assert target.read_bytes() == b"payload"
     (tmp,) = {e.split(" ", 1)[1] for e in events if e.startswith("replace")}
     assert events[:2] == [f"fsync {tmp}", f"replace {tmp}"]  # the temporary's data reach the disk first
+
+
+def test_manifest_with_limit_is_refused_on_the_command_line_and_the_manifest_wins_in_the_core(
+    ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--limit dropped some of the manifest's images, then blamed the data folder for lacking them."""
+    import dermai.train
+
+    manifest = data.write_manifest(data.attach_splits(data.load_dataset(ham_root), limit=300), tmp_path / "m.csv")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(dermai.train, "train", never)
+    expected = f"error: give --manifest or --limit, not both: the manifest {manifest} names the images to use itself\n"
+    for argv in (
+        ["data", "summary"],
+        ["data", "split", "--out", str(tmp_path / "n.csv")],
+        ["finetune", "--out", str(tmp_path / "r")],
+    ):
+        assert main([*argv, "--data", str(ham_root), "--manifest", str(manifest), "--limit", "50"]) == 2
+        assert capsys.readouterr().err == expected
+    assert not (tmp_path / "n.csv").exists()
+    both = data.attach_splits(data.load_dataset(ham_root), manifest=manifest, limit=50)  # as evaluate rebuilds it
+    assert sorted(both.meta["image_id"]) == sorted(data.read_manifest(manifest).index)
