@@ -196,7 +196,7 @@ def check_serving_fields(meta: dict[str, Any], meta_path: Path) -> None:
     if temperature is not None and not (is_number(temperature) and temperature > 0):
         raise WeightsError(f"{meta_path}: field 'temperature' must be a number above 0, got {temperature!r}")
     prior = meta.get("log_prior")
-    if prior and not (isinstance(prior, list) and len(prior) == n and all(is_number(v) for v in prior)):
+    if prior is not None and not (isinstance(prior, list) and len(prior) == n and all(is_number(v) for v in prior)):
         raise WeightsError(
             f"{meta_path}: field 'log_prior' must list one number per class ({n}), got {str(prior)[:120]}"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -146,3 +147,17 @@ def test_a_file_that_is_not_safetensors_is_named_as_such(tmp_path: Path) -> None
     table.write_text("image_id,dx\n")
     with pytest.raises(WeightsError, match=r"metadata\.csv: not a weights file \(name a \.safetensors file"):
         load_weights(table)
+
+
+@pytest.mark.parametrize("prior", [0, "", False, []])
+def test_an_empty_or_false_log_prior_is_refused_not_taken_as_absent(saved: Path, tmp_path: Path, prior: object) -> None:
+    """`if prior and …` let 0, "", false and [] through as "no prior": served without the balanced correction."""
+    target = copy_pair(saved, tmp_path / "w")
+    meta = json_of(target)
+    target.with_suffix(".json").write_text(json.dumps({**meta, "log_prior": prior}))
+    message = f"field 'log_prior' must list one number per class (7), got {prior}"
+    with pytest.raises(WeightsError, match=re.escape(message)):
+        load_weights(target)
+    for accepted in (None, [0.0] * 7):  # null (no prior) and a real one still load
+        target.with_suffix(".json").write_text(json.dumps({**meta, "log_prior": accepted}))
+        assert load_weights(target).meta["log_prior"] == accepted
