@@ -106,6 +106,14 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
     return choices
 
 
+def feature_gate_flagged(prediction: Any) -> bool:
+    """Whether a prediction's features lay beyond the OOD cut-off. An image flagged from its pixels alone
+    (blank, noise, greyscale) is out of distribution too, but its distance may sit inside the cut-off: saying
+    "score 27.46 > threshold 56.08" for it would be false; its note says why instead."""
+    score, threshold = prediction.ood_score, prediction.ood_threshold
+    return bool(prediction.ood) and score is not None and threshold is not None and score > threshold
+
+
 def typed_weights(text: str) -> str:
     """The weights file a typed path names (a .safetensors file, or a folder holding one) if its JSON can be
     read, else a WeightsError naming the file: checked when typed, so a mistyped path never joins the sidebar's

@@ -35,8 +35,8 @@ TIER_MEANINGS: dict[str, str] = {
         "A research and triage aid, not a diagnosis."
     ),
     "ungradable": (
-        "The image cannot be graded: it is blank, noise, too small, or unlike the dermoscopy images the model "
-        "was validated on, so no tier is given and its score is unreliable. Retake a dermoscopic photo, or have "
+        "The image cannot be graded: it is blank, noise, greyscale, too small, or unlike the dermoscopy images the "
+        "model was validated on, so no tier is given and its score is unreliable. Retake a dermoscopic photo, or have "
         "the lesion looked at in person. A research and triage aid, not a diagnosis."
     ),
     "routine": (

@@ -84,7 +84,15 @@ def prediction_html(
     if p.ood is None:
         facts.append(_row("Out-of-distribution check", "not available for these weights"))
     else:
-        verdict = "FAILED: unlike the training images" if p.ood else "passed"
+        from_features = p.ood_score is not None and p.ood_threshold is not None and p.ood_score > p.ood_threshold
+        # flagged from the pixels alone (blank, noise, greyscale): the distance may sit inside the cut-off
+        verdict = (
+            "passed"
+            if not p.ood
+            else "FAILED: unlike the training images"
+            if from_features or p.ood_score is None
+            else "FAILED: flagged from its pixels (see the warnings)"
+        )
         score = f" (score {p.ood_score:.2f}, threshold {p.ood_threshold:.2f})" if p.ood_score is not None else ""
         facts.append(_row("Out-of-distribution check", verdict + score))
     probabilities = "".join(

@@ -178,10 +178,10 @@ def show(result: dict[str, Any]) -> None:
             )
         else:
             st.metric("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")
-        if p.ood:
+        if app_support.feature_gate_flagged(p):
             st.warning(
                 "**Out of distribution:** this image does not look like the dermoscopy images the model was "
-                f"trained on (score {p.ood_score or 0:.2f} > threshold {p.ood_threshold or 0:.2f}); its "
+                f"trained on (score {p.ood_score:.2f} > threshold {p.ood_threshold:.2f}); its "
                 "probabilities are unreliable, so it gets no tier."
             )
         elif p.ood is None:

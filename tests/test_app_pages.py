@@ -124,6 +124,22 @@ def test_missing_weights_are_a_plain_message(app_env: Path, monkeypatch: pytest.
     assert "weights file not found" in predict.error[0].value
 
 
+def test_a_greyscale_upload_is_ungradable_and_says_why(app_env: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    from PIL import Image
+
+    Image.open(HAM / "images" / "ISIC_0024306.jpg").convert("L").save(buffer, "JPEG")
+    at = page("predict").run()
+    at.file_uploader[0].upload("grey.jpg", buffer.getvalue(), "image/jpeg")
+    at.run()
+    assert_clean(at)
+    texts = alerts(at)
+    assert any("Triage tier: UNGRADABLE" in text for text in texts), texts
+    assert any("no colour (greyscale)" in text for text in texts), texts
+
+
 def test_predict_real_image_shows_tier_and_saliency(app_env: Path) -> None:
     at = page("predict").run()
     image = HAM / "images" / "ISIC_0024306.jpg"

@@ -584,3 +584,16 @@ def test_the_failure_gallery_says_when_it_shows_only_some_and_which() -> None:
     from dermai.review import REVIEW_KINDS
 
     assert set(app_support.GALLERY_ORDER) == set(REVIEW_KINDS)  # an order said for every kind the page shows
+
+
+def test_the_feature_gate_is_named_only_when_the_distance_passed_its_cut_off() -> None:
+    from types import SimpleNamespace
+
+    def prediction(ood: bool | None, score: float | None, threshold: float | None) -> SimpleNamespace:
+        return SimpleNamespace(ood=ood, ood_score=score, ood_threshold=threshold)
+
+    assert app_support.feature_gate_flagged(prediction(True, 60.0, 56.1))
+    # flagged from its pixels (greyscale, blank, noise) at a distance inside the cut-off: not "60 > 56"
+    assert not app_support.feature_gate_flagged(prediction(True, 27.5, 56.1))
+    assert not app_support.feature_gate_flagged(prediction(False, 20.0, 56.1))
+    assert not app_support.feature_gate_flagged(prediction(None, None, None))  # weights without a gate

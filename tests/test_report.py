@@ -64,5 +64,8 @@ def test_report_without_overlay_ood_or_tier_figures_and_with_context() -> None:
     assert page.count("data:image/png;base64,") == 1 and "overlay" not in page
     assert "not available for these weights" in page and "Cut-off validated at" not in page
     assert "age 80" in page and "0.200" in page and "age +0.400" in page and "<ul>" not in page
-    flagged = prediction_html(prediction(ood=True), "c.png", "w", image)
+    flagged = prediction_html(prediction(ood=True, ood_score=4.0), "c.png", "w", image)  # beyond the cut-off
     assert "FAILED: unlike the training images" in flagged
+    # greyscale, blank or noise: flagged from the pixels at a distance inside the cut-off
+    pixels = prediction_html(prediction(ood=True, ood_score=27.5, ood_threshold=56.1), "d.png", "w", image)
+    assert "FAILED: flagged from its pixels (see the warnings) (score 27.50, threshold 56.10)" in pixels
