@@ -333,17 +333,19 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# How long each CPU recipe took on this project's 2-core CPU under bf16, in seconds (docs/training_runs: 94 s per
-# pretraining epoch at 64 px, 67 s per fine-tuning epoch at 96 px; the quick check took 22 s from
-# `python -m dermai train` with its settings).
-PRESET_BF16_SECONDS: dict[str, float] = {
-    "CPU 1 · SimCLR pretraining: 64 px, 40 epochs": 65 * 60,
-    "CPU 2 · fine-tuning from step 1: 96 px, 30 epochs": 35 * 60,
-    "Quick check: 300 images, 64 px, 2 + 2 epochs": 22,
+# How long each CPU recipe took on this project's 2-core CPU, in seconds: under bf16 (docs/training_runs: 94 s per
+# pretraining epoch at 64 px, 67 s per fine-tuning epoch at 96 px), and in fp32 where measured. The quick check
+# took 22 s under bf16 and 29 s in fp32 on a CPU without bf16 (`python -m dermai train` with its settings, an
+# idle machine, 2026-12-07): at 64 px on 300 images, start-up, data and calibration outweigh the arithmetic
+# that bf16 speeds up.
+PRESET_SECONDS: dict[str, tuple[float, float | None]] = {
+    "CPU 1 · SimCLR pretraining: 64 px, 40 epochs": (65 * 60, None),
+    "CPU 2 · fine-tuning from step 1: 96 px, 30 epochs": (35 * 60, None),
+    "Quick check: 300 images, 64 px, 2 + 2 epochs": (22, 29),
 }
 
 # Fine-tuning at 96 px ran at 40 images/s in fp32 against 108 under bf16 on that CPU (the two runs named in
-# `training_speed_note`); bench/run_throughput.py reads both.
+# `training_speed_note`); bench/run_throughput.py reads both. A recipe without an fp32 time takes this factor.
 FP32_SLOWDOWN = 2.7
 
 
@@ -357,14 +359,16 @@ def _about(seconds: float) -> str:
 
 
 def preset_label(preset: str, gpu_name: str | None, cpu_bf16: bool) -> str:
-    """A recipe's name with how long it takes on this machine: the bf16 time measured on a CPU that has it,
-    about 2.7 times that on a CPU without it (fp32), none on a GPU (far faster, not measured per recipe)."""
-    seconds = PRESET_BF16_SECONDS.get(preset)
-    if seconds is None or gpu_name:
+    """A recipe's name with how long it takes on this machine: its time measured under bf16 on a CPU that has
+    it; on a CPU without, its measured fp32 time, else about 2.7 times the bf16 one; none on a GPU (far faster,
+    not measured per recipe)."""
+    times = PRESET_SECONDS.get(preset)
+    if times is None or gpu_name:
         return preset
+    bf16, fp32 = times
     if cpu_bf16:
-        return f"{preset} ({_about(seconds)})"
-    return f"{preset} ({_about(seconds * FP32_SLOWDOWN)} here, in fp32)"
+        return f"{preset} ({_about(bf16)})"
+    return f"{preset} ({_about(fp32 if fp32 is not None else bf16 * FP32_SLOWDOWN)} here, in fp32)"
 
 
 def training_speed_note(gpu_name: str | None, cpu_bf16: bool) -> str:
@@ -376,7 +380,7 @@ def training_speed_note(gpu_name: str | None, cpu_bf16: bool) -> str:
     if cpu_bf16:
         return "This machine's CPU has native bf16: training runs under bf16, as the recipes' times were measured."
     return (
-        "This machine's CPU has no native bf16 (AVX512-BF16 or AMX), so training runs in fp32: the recipes take "
+        "This machine's CPU has no native bf16 (AVX512-BF16 or AMX), so training runs in fp32: the CPU recipes take "
         f"about {FP32_SLOWDOWN}× their bf16 times (fine-tuning at 96 px ran at 40 images/s in fp32 against 108 "
         "under bf16; docs/training_runs/cpu-ensemble-2026-11-27, cpu-lambda-tau-2026-11-29)."
     )

@@ -78,5 +78,7 @@ def test_the_training_pages_fp32_slowdown_comes_from_the_committed_runs() -> Non
     assert preset_label(step2, None, cpu_bf16=True) == f"{step2} (about 35 min)"
     assert preset_label(step2, None, cpu_bf16=False) == f"{step2} (about 1.6 h here, in fp32)"
     assert preset_label(step2, "NVIDIA H100", cpu_bf16=False) == step2  # no CPU time on a GPU
+    quick = "Quick check: 300 images, 64 px, 2 + 2 epochs"  # measured in both: overheads dominate, not 2.7×
+    assert preset_label(quick, None, cpu_bf16=False) == f"{quick} (about 29 s here, in fp32)"
     assert "fp32" not in training_speed_note(None, cpu_bf16=True)
     assert "GPU (NVIDIA H100)" in training_speed_note("NVIDIA H100", cpu_bf16=False)
