@@ -427,6 +427,11 @@ def _same_path(saved: str | None, given: str | None) -> bool:
     return saved == given or os.path.realpath(saved) == os.path.realpath(given)
 
 
+# The files `predict --cam-out DIR` / `--report-out DIR` write per image: DIR/<stem><suffix>.
+CAM_SUFFIX = "_cam.png"
+REPORT_SUFFIX = "_report.html"
+
+
 def _check_split_source(args: argparse.Namespace) -> None:
     """Refuse --manifest with --limit: the manifest names the images and their sides itself, so a limit could
     only drop some of them (once "image 'X' is not in the data folder", which blamed the folder)."""
@@ -747,12 +752,12 @@ def _predict_outputs(
     if args.cam_out:
         buffer = io.BytesIO()
         Image.fromarray(explained.overlay).save(buffer, format="PNG")
-        written["cam"] = str(atomic_write_bytes(Path(args.cam_out) / f"{stem}_cam.png", buffer.getvalue()))
+        written["cam"] = str(atomic_write_bytes(Path(args.cam_out) / f"{stem}{CAM_SUFFIX}", buffer.getvalue()))
     if args.report_out:
         page = prediction_html(
             result, Path(image).name, str(predictor.path), intake.image, explained.overlay, explained.method
         )
-        written["report"] = str(atomic_write_bytes(Path(args.report_out) / f"{stem}_report.html", page.encode()))
+        written["report"] = str(atomic_write_bytes(Path(args.report_out) / f"{stem}{REPORT_SUFFIX}", page.encode()))
     return written
 
 
@@ -797,20 +802,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.metadata and (args.age or args.sex or args.site):
         raise ValueError("give either --metadata or --age/--sex/--site, not both")
     images = image_files(args.images)
+    names = distinct_names(images)  # (shown, stem) per image: its row and its output files' names
     if args.csv:
+        per_image_files = [
+            (flag, str(Path(folder) / f"{stem}{suffix}"))
+            for flag, folder, suffix in (
+                ("--cam-out", args.cam_out, CAM_SUFFIX),
+                ("--report-out", args.report_out, REPORT_SUFFIX),
+            )
+            if folder
+            for _, stem in names
+        ]
         _refuse_clashing_outputs(
-            [
-                *(
-                    (flag, str(Path(folder) / f"{stem}{suffix}"))
-                    for flag, folder, suffix in (
-                        ("--cam-out", args.cam_out, "_cam.png"),
-                        ("--report-out", args.report_out, "_report.html"),
-                    )
-                    if folder
-                    for _, stem in distinct_names(images)
-                ),
-                ("--csv", args.csv),
-            ],
+            [*per_image_files, ("--csv", args.csv)],
             {
                 "a file of the weights": _weights_files(args.weights),
                 "the --metadata file": [args.metadata] if args.metadata else [],
@@ -826,7 +830,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_weights(args.weights)
     context = predictor.parse_context(args.age, args.sex, args.site)
     entries: list[WorklistEntry] = []
-    for image, (shown, stem) in zip(images, distinct_names(images), strict=True):
+    for image, (shown, stem) in zip(images, names, strict=True):
         try:
             intake = predictor.read(image)
         except IntakeError as exc:

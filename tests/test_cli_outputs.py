@@ -47,6 +47,15 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def image_and_metadata(folder: Path, csv_text: str) -> tuple[Path, Path]:
+    """An image `a.png` to predict and a --metadata CSV holding `csv_text`, in `folder`."""
+    image = folder / "a.png"
+    Image.new("RGB", (40, 30), (200, 120, 100)).save(image)
+    metadata = folder / "meta.csv"
+    metadata.write_text(csv_text)
+    return image, metadata
+
+
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """The one error line of a refused command (exit 2)."""
     code = cli.main(argv)
@@ -104,10 +113,7 @@ def test_compare_out_may_not_replace_either_models_files(
 def test_predict_csv_may_not_replace_an_input_or_another_output(
     weights_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    image = tmp_path / "a.png"
-    Image.new("RGB", (40, 30), (200, 120, 100)).save(image)
-    metadata = tmp_path / "meta.csv"
-    metadata.write_text("image_id,age\na,40\n")
+    image, metadata = image_and_metadata(tmp_path, "image_id,age\na,40\n")
     before = snapshot(tmp_path)
     predict = ["predict", str(image), "--weights", str(weights_path)]
     json_file = weights_path.with_suffix(".json")
@@ -125,9 +131,6 @@ def test_predict_csv_may_not_replace_an_input_or_another_output(
 def test_predict_metadata_with_an_image_on_two_rows_is_refused_before_loading_a_model(
     weights_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    image = tmp_path / "a.png"
-    Image.new("RGB", (40, 30), (200, 120, 100)).save(image)
-    metadata = tmp_path / "meta.csv"
-    metadata.write_text("image_id,age,sex\na,40,female\nb,50,male\na,70,male\n")
+    image, metadata = image_and_metadata(tmp_path, "image_id,age,sex\na,40,female\nb,50,male\na,70,male\n")
     err = refused(["predict", str(image), "--weights", str(weights_path), "--metadata", str(metadata)], capsys)
     assert err == f"error: {metadata}, rows 2 and 4: image 'a' is on both; keep one row per image"
