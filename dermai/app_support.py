@@ -31,6 +31,7 @@ from dermai.data import (
 from dermai.ensemble import input_sizes_text
 from dermai.jobs import runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
+from dermai.ood import beyond_cut_off
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
 MISSING = "—"  # a table's missing figure (st.dataframe's placeholder): Streamlit's own is the word "None"
@@ -110,8 +111,7 @@ def feature_gate_flagged(prediction: Any) -> bool:
     """Whether a prediction's features lay beyond the OOD cut-off. An image flagged from its pixels alone
     (blank, noise, greyscale) is out of distribution too, but its distance may sit inside the cut-off: saying
     "score 27.46 > threshold 56.08" for it would be false; its note says why instead."""
-    score, threshold = prediction.ood_score, prediction.ood_threshold
-    return bool(prediction.ood) and score is not None and threshold is not None and score > threshold
+    return bool(prediction.ood) and beyond_cut_off(prediction.ood_score, prediction.ood_threshold)
 
 
 def typed_weights(text: str) -> str:

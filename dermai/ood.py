@@ -130,6 +130,13 @@ def ood_scores(features: np.ndarray, stats: OODStats) -> np.ndarray:
     return _distances(_prepare(features, stats.method), stats.mean, stats.precision)
 
 
+def beyond_cut_off(score: float | None, threshold: float | None) -> bool:
+    """Whether an image's feature distance passed the cut-off. An image flagged from its pixels alone (blank,
+    noise, greyscale) is out of distribution too, but its distance may sit inside the cut-off, so what is said
+    about it must not read "score > threshold"."""
+    return score is not None and threshold is not None and score > threshold
+
+
 def is_blank(pixels: np.ndarray) -> bool:
     """True for a (H, W, 3) uint8 image of (nearly) one colour: nothing a model could assess."""
     return float(np.asarray(pixels, dtype=np.float32).reshape(-1, 3).std(axis=0).max()) < BLANK_STD

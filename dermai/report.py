@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dermai.context import describe
+from dermai.ood import beyond_cut_off
 
 DISCLAIMER = (
     "A research and triage aid, not a diagnosis. The tier comes from cut-offs validated on held-out "
@@ -84,13 +85,12 @@ def prediction_html(
     if p.ood is None:
         facts.append(_row("Out-of-distribution check", "not available for these weights"))
     else:
-        from_features = p.ood_score is not None and p.ood_threshold is not None and p.ood_score > p.ood_threshold
         # flagged from the pixels alone (blank, noise, greyscale): the distance may sit inside the cut-off
         verdict = (
             "passed"
             if not p.ood
             else "FAILED: unlike the training images"
-            if from_features or p.ood_score is None
+            if beyond_cut_off(p.ood_score, p.ood_threshold) or p.ood_score is None
             else "FAILED: flagged from its pixels (see the warnings)"
         )
         score = f" (score {p.ood_score:.2f}, threshold {p.ood_threshold:.2f})" if p.ood_score is not None else ""
