@@ -86,7 +86,8 @@ def clustered_wilson_interval(hits: np.ndarray, group: np.ndarray | None, z: flo
     cluster-robust variance is  v = m / (m − 1) · Σ (k_g − p·n_g)² / (Σn_g)²,  the design effect is
     deff = v / (p(1 − p) / n) (at least 1), and the Wilson interval is taken at the effective sample size
     n / deff (Korn & Graubard 1998 do the same with Clopper-Pearson). Without groups this is the plain Wilson
-    interval (one image per group: deff = n / (n − 1), nearly so); a single group counts as one case."""
+    interval (one image per group: deff = n / (n − 1), nearly so); a single group counts as one case, and
+    when every image (or none) is a hit, the m groups count as m cases (deff = n / m)."""
     hits = np.asarray(hits, dtype=float).ravel()
     n, k = hits.size, float(hits.sum())
     if group is None or n == 0:
@@ -103,7 +104,9 @@ def clustered_wilson_interval(hits: np.ndarray, group: np.ndarray | None, z: flo
     n_g = np.bincount(unit_of, minlength=m)
     v_cluster = m / (m - 1) * float(((k_g - p * n_g) ** 2).sum()) / n**2
     v_simple = p * (1 - p) / n
-    deff = max(1.0, v_cluster / v_simple) if v_simple > 0 else 1.0
+    # every image a hit (or none): the variances are 0 and say nothing of clustering, so count the m groups
+    # as the cases (deff = n / m); 1 would count 50 photos of 2 lesions as 50 independent catches
+    deff = max(1.0, v_cluster / v_simple) if v_simple > 0 else n / m
     return wilson_interval(k / deff, n / deff, z)
 
 

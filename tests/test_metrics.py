@@ -151,7 +151,12 @@ def test_clustered_wilson_counts_repeat_photos_of_a_lesion_once():
     naive = wilson_interval(5 * hits.sum(), 300)
     assert naive[1] - naive[0] < 0.5 * (repeated[1] - repeated[0])
     assert clustered_wilson_interval(hits, None) == wilson_interval(hits.sum(), 60)
-    assert clustered_wilson_interval(np.ones(8), np.arange(8) % 2) == wilson_interval(8, 8)  # no spread: deff 1
+    # every photo caught (or none): no spread to measure, so the lesions, not the photos, are the cases
+    assert clustered_wilson_interval(np.ones(8), np.arange(8) % 2) == pytest.approx(wilson_interval(2, 2))
+    assert clustered_wilson_interval(np.zeros(8), np.arange(8) % 2) == pytest.approx(wilson_interval(0, 2))
+    all_caught = clustered_wilson_interval(np.ones(50), np.arange(50) % 2)  # 50 photos of 2 lesions
+    assert all_caught[0] < 0.5 and all_caught[1] == 1.0  # not 0.929, as if 50 lesions had all been caught
+    assert clustered_wilson_interval(np.ones(8), np.arange(8)) == pytest.approx(wilson_interval(8, 8))  # 8 lesions
     assert clustered_wilson_interval(np.array([1, 1, 0]), np.zeros(3)) == wilson_interval(2 / 3, 1)  # one lesion
     with pytest.raises(ValueError, match="one entry per image"):
         clustered_wilson_interval(hits, cases[:-1])
