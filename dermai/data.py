@@ -453,7 +453,9 @@ def attach_splits(
         meta = meta[meta["image_id"].isin(table.index)].reset_index(drop=True)
         missing = set(table.index) - set(meta["image_id"])
         if missing:
-            raise DataError(f"{manifest}: image {sorted(missing)[0]!r} is not in the data folder")
+            first = sorted(missing, key=str)[0]
+            row = table.index.get_loc(first) + 2  # the header is row 1
+            raise DataError(f"{manifest}, row {row}: image {first!r} is not in the data folder {dataset.root}")
         meta["split"] = meta["image_id"].map(table["split"])
         if "labelled" in table.columns and label_fraction == 1:  # else assign_labelled (which checks the fraction)
             meta["labelled"] = meta["image_id"].map(table["labelled"]).astype(bool)
@@ -476,6 +478,9 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     for column in ("image_id", "split"):
         if column not in table.columns:
             raise DataError(f"{path}: manifest has no {column!r} column")
+    blank = table["image_id"].isna() | (table["image_id"].str.strip() == "")
+    if blank.any():  # else NaN ids: a TypeError from sorting them, or "image nan is not in the data folder"
+        raise DataError(f"{path}, row {blank.to_numpy().argmax() + 2}: image_id is blank")
     bad = table[~table["split"].isin(SPLITS)]
     if len(bad):
         raise DataError(f"{path}, row {bad.index[0] + 2}: split {bad['split'].iloc[0]!r} is not train/val/test")

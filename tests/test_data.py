@@ -355,6 +355,29 @@ def test_non_utf8_manifest_names_file(tmp_path: Path) -> None:
         data.read_manifest(path)
 
 
+@pytest.mark.parametrize("cell", ["", "  "])
+def test_a_blank_image_id_in_a_manifest_is_named_by_row(
+    tmp_path: Path, cell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A blank id was read as NaN: a TypeError from sorting it beside the ids, or "image nan is not in the
+    data folder" with no row to look at."""
+    path = tmp_path / "m.csv"
+    path.write_text(f"image_id,split\nI_nv_0_0,train\n{cell},val\n")
+    with pytest.raises(data.DataError, match="m.csv, row 3: image_id is blank"):
+        data.read_manifest(path)
+    root = make_folder(tmp_path / "d", ham_rows(1, 1))
+    assert main(["data", "summary", "--data", str(root), "--manifest", str(path)]) == 2
+    assert capsys.readouterr().err == f"error: {path}, row 3: image_id is blank\n"
+
+
+def test_a_manifest_image_missing_from_the_folder_is_named_by_row(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", ham_rows(1, 1))
+    path = tmp_path / "m.csv"
+    path.write_text("image_id,split\nI_nv_0_0,train\nI_gone,val\nI_bcc_0_0,test\n")
+    with pytest.raises(data.DataError, match=f"m.csv, row 3: image 'I_gone' is not in the data folder {root}"):
+        data.attach_splits(data.load_dataset(root), manifest=path)
+
+
 def test_manifest_labelled_reads_true_false_one_zero_and_blank_off_train(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     rows = "a,train,TRUE\nb,train,false\nc,train,1\nd,train,0\ne,val,\nf,test,\ng,test,True\n"
