@@ -289,6 +289,9 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"label_smoothing must be in [0, 1) (0 = off), got {t.label_smoothing!r}")
     check_count("early_stopping_patience (--patience)", t.early_stopping_patience, 0, " (0 = off)")
     check_count("num_workers", t.num_workers, 0)
+    # numpy's generators take no negative seed and would say only "expected non-negative integer"
+    check_count("data.seed (--seed)", cfg.data.seed, 0, " (it seeds the split)")
+    check_count("train.seed (--train-seed, else --seed)", t.seed, 0)
     if t.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     pretrains, finetunes = cfg.stage in ("pretrain", "both"), cfg.stage in ("finetune", "both")

@@ -443,6 +443,7 @@ def attach_splits(
     """The dataset with `split` and `labelled` columns, from a manifest file or computed from the seed. A
     manifest names its images itself: `limit` applies to a computed split only (as `evaluate` rebuilds one),
     rather than dropping manifest images and then blaming the folder for lacking them."""
+    check_seed(seed)
     meta = dataset.meta
     if limit and not manifest:
         meta = subsample(meta, limit, seed)
@@ -467,6 +468,14 @@ def attach_splits(
     result = Dataset(dataset.root, meta, dataset.classes, dataset.mode, dataset.csv_path)
     check_splits(result)
     return result
+
+
+def check_seed(seed: int) -> int:
+    """A split seed as numpy's generators take it, a whole number ≥ 0; else a DataError naming the seed, where
+    numpy would say only "expected non-negative integer" (`data split --seed -1`)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DataError(f"split seed (--seed, data.seed in a config) must be a whole number ≥ 0, got {seed!r}")
+    return int(seed)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:

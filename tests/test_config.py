@@ -98,6 +98,7 @@ def _train_config(stage: str = "both", **train: object) -> RunConfig:
         ("both", {"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
         ("both", {"early_stopping_patience": -1}, r"early_stopping_patience \(--patience\) must be a whole number ≥ 0"),
         ("both", {"num_workers": -2}, "num_workers must be a whole number ≥ 0"),
+        ("both", {"seed": -1}, r"train.seed \(--train-seed, else --seed\) must be a whole number ≥ 0, got -1"),
         ("both", {"batch_size": 1}, "batch_size must be a whole number ≥ 2"),
         ("both", {"image_size": 0}, "image_size must be a whole number ≥ 1"),
         ("both", {"precision": "fp16"}, "precision must be one of auto, bf16, fp32"),
@@ -120,6 +121,17 @@ def _train_config(stage: str = "both", **train: object) -> RunConfig:
 def test_bad_training_settings_are_refused_by_name(stage: str, train: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_run_config(_train_config(stage, **train))
+
+
+def test_a_negative_split_seed_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = RunConfig()
+    cfg.data.seed = -1
+    with pytest.raises(ValueError, match=r"^data.seed \(--seed\) must be a whole number ≥ 0 \(it seeds the split\)"):
+        check_run_config(cfg)
+    # the command line says so before reading any data (the folder need not exist), and so does a saved config
+    assert cli.main(["finetune", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"), "--seed", "-1"]) == 2
+    assert "error: data.seed (--seed) must be a whole number ≥ 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

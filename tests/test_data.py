@@ -348,6 +348,18 @@ def test_cli_split_out_folder_and_bad_limit_are_one_line_errors(
     )
 
 
+def test_a_negative_split_seed_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """numpy said only "expected non-negative integer", naming no option."""
+    root = make_folder(tmp_path / "d", ham_rows(3, 1))
+    assert main(["data", "split", "--data", str(root), "--out", str(tmp_path / "m.csv"), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "error: split seed (--seed, data.seed in a config) must be a whole number ≥ 0, got -1\n"
+    )
+    assert not (tmp_path / "m.csv").exists()
+    with pytest.raises(data.DataError, match="split seed .* got True"):  # not 1
+        data.attach_splits(data.load_dataset(root), seed=True)
+
+
 def test_non_utf8_manifest_names_file(tmp_path: Path) -> None:
     path = tmp_path / "manifest.csv"
     path.write_bytes(b"image_id,split\nISIC_\xd0\xff,train\n")
