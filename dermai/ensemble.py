@@ -124,6 +124,8 @@ class EnsembleModel(nn.Module):
 def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence[str]) -> None:
     """Raise EnsembleError unless the models can be scored together: fine-tuned single models (not
     ensembles) with one split, class list and normalisation, each with a valid input size."""
+    from dermai.weights import untrained_classifier  # weights.py imports this module, so import here
+
     first = member_metas[0]
     for field in SHARED_FIELDS:
         if field not in first:
@@ -143,6 +145,9 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
             raise EnsembleError(
                 f"{path}: not a fine-tuned model (stages {meta.get('stages')}); it has no trained classifier"
             )
+        untrained = untrained_classifier(meta)
+        if untrained:  # e.g. a run stopped while pretraining: its planned stages name finetune, yet its head is random
+            raise EnsembleError(f"{path}: {untrained}; fine-tune it before combining")
     for meta, path in zip(member_metas, member_paths, strict=True):
         if not is_image_size(meta.get("image_size")):
             raise EnsembleError(f"{path}: its JSON has no valid 'image_size' ({_short(meta.get('image_size'))})")
@@ -187,6 +192,9 @@ def ensemble_meta(
         meta["model"]["member_color_constancy"] = constancy
     meta["command"] = command
     meta["stages"] = ["finetune"]
+    # a complete served model whatever its first member's run ended as: a "stopped" status copied from a member
+    # (its val_metrics are refitted, so left out) would read as "stopped before fine-tuning" and be refused
+    meta["status"] = "finished"
     meta["ensemble"] = [
         {
             "weights": str(path),
@@ -283,7 +291,8 @@ def unpack_members(item: Any) -> list[Any]:
     fields = item.meta.get("model") or {}
     sizes = fields.get("member_image_sizes") or [json_size(meta_input_size(item.meta))] * len(item.model.members)
     records = item.meta.get("ensemble") or [{}] * len(item.model.members)
-    shared = {k: v for k, v in item.meta.items() if k not in PER_MODEL_FIELDS and k != "image_width"}
+    # the ensemble's status is its own, not a member's (each was checked to be fine-tuned when it was built)
+    shared = {k: v for k, v in item.meta.items() if k not in PER_MODEL_FIELDS and k not in ("image_width", "status")}
     base_fields = {
         k: v for k, v in fields.items() if k not in ("members", "member_image_sizes", "member_color_constancy")
     }

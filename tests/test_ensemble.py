@@ -37,7 +37,7 @@ from dermai.model import SimCLRResNet18
 from dermai.predict import Predictor
 from dermai.saliency import SaliencyExplainer
 from dermai.train import TrainingError, train
-from dermai.weights import WeightsError, load_weights, save_weights
+from dermai.weights import WeightsError, load_weights, save_weights, untrained_classifier
 from tests.test_jobs import wait_for
 from tests.test_predict import lesion_like
 
@@ -104,12 +104,26 @@ def test_logits_are_the_members_mean_and_survive_a_save_and_load(tmp_path: Path)
         ({"image_size": "64"}, "b.safetensors: its JSON has no valid 'image_size'"),
         ({"image_size": 0}, "b.safetensors: its JSON has no valid 'image_size'"),
         ({"stages": ["pretrain"]}, "b.safetensors: not a fine-tuned model"),
+        (  # stopped while pretraining: finetune was planned, but its classifier never learned
+            {"stages": ["pretrain", "finetune"], "status": "stopped", "val_metrics": {"stage": "pretrain"}},
+            "b.safetensors: stopped before fine-tuning finished an epoch",
+        ),
         ({"ensemble": [{"weights": "x"}, {"weights": "y"}]}, "b.safetensors: is an ensemble already"),
     ],
 )
 def test_members_that_do_not_fit_together_are_refused_by_name(changes: dict, message: str) -> None:
     with pytest.raises(EnsembleError, match=message):
         ensemble_meta([_meta(), _meta(**changes)], ["a.safetensors", "b.safetensors"], "cmd")
+
+
+def test_an_ensemble_of_a_stopped_but_fine_tuned_first_member_is_a_finished_model(tmp_path: Path) -> None:
+    stopped = _meta(status="stopped", val_metrics={"stage": "finetune", "val_auroc": 0.8})
+    meta = ensemble_meta([stopped, _meta()], ["a.safetensors", "b.safetensors"], "cmd")
+    assert meta["status"] == "finished" and untrained_classifier(meta) is None  # not "stopped", nor refused
+    # an ensemble saved as "stopped" by older versions still unpacks: its status is not its members'
+    path = save_weights(EnsembleModel(_members()), tmp_path / "model.safetensors", {**meta, "status": "stopped"})
+    _, members = load_members([path], unpack=True)
+    assert len(members) == 2 and all("status" not in m.meta for m in members)
 
 
 def test_members_of_different_input_sizes_each_read_the_input_at_their_own_size(tmp_path: Path) -> None:
