@@ -26,6 +26,7 @@ would leak them into every figure measured on the ensemble.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -363,6 +364,31 @@ def combine(
     return EnsembleModel([item.model for item in loaded], meta["model"].get("member_image_sizes")), meta
 
 
+# What `write_ensemble` and `build_ensemble` write into their folder.
+ENSEMBLE_FILES = ("model.safetensors", "model.json", "config.json", "metrics.jsonl")
+# A training run's entries beside those (its checkpoints, its trainer's lock): an --out holding one is a run's.
+RUN_ENTRIES = ("checkpoints", ".owner")
+
+
+def check_new_out(out: Path) -> None:
+    """Refuse an output folder that holds an ensemble or a training run, even one still in progress (its
+    config, metrics, checkpoints or trainer's lock), naming what is there: writing would overwrite that run's
+    files, and the clean-up after a failed fit would delete them. Other files (the app's job log) may stay."""
+    for name in (*ENSEMBLE_FILES, *RUN_ENTRIES):
+        if (out / name).exists():
+            raise EnsembleError(f"{out / name}: exists already; choose another output folder (a new or empty one)")
+
+
+def remove_outputs(out: Path, made_folder: bool) -> None:
+    """Undo a failed or cancelled write: the ensemble's files (`check_new_out` made sure none was there
+    before, so all are this call's) and the folder, when this call made it and nothing else is in it."""
+    for name in ENSEMBLE_FILES:
+        (out / name).unlink(missing_ok=True)
+    if made_folder:
+        with contextlib.suppress(OSError):  # not empty: something else lives there now, keep it
+            out.rmdir()
+
+
 def write_ensemble(
     member_paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -370,25 +396,26 @@ def write_ensemble(
     image_sizes: Sequence[InputSize] | None = None,
 ) -> Path:
     """Combine members into `out_dir/model.safetensors` + `model.json`, with a `config.json` naming the
-    command and members (what `scripts/ship_default.py` reads to record the recipe). Refuses to overwrite."""
+    command and members (what `scripts/ship_default.py` reads to record the recipe). Refuses a folder that
+    holds an ensemble or a run (`check_new_out`); a write that fails removes what it wrote."""
     from dermai.data import make_folder, write_json_atomic
     from dermai.weights import save_weights
 
-    model, meta = combine(member_paths, command, image_sizes)
     out = Path(out_dir)
-    target = out / "model.safetensors"
-    if target.exists():
-        raise EnsembleError(f"{target}: exists already; choose another output folder")
+    check_new_out(out)
+    model, meta = combine(member_paths, command, image_sizes)
+    made_folder = not out.exists()
     make_folder(out)
-    save_weights(model, target, meta)
-    write_json_atomic(
-        out / "config.json",
-        {"command": command, "members": [str(p) for p in member_paths], "init_weights": None},
-    )
+    try:
+        target = save_weights(model, out / "model.safetensors", meta)
+        write_json_atomic(
+            out / "config.json",
+            {"command": command, "members": [str(p) for p in member_paths], "init_weights": None},
+        )
+    except BaseException:
+        remove_outputs(out, made_folder)
+        raise
     return target
-
-
-ENSEMBLE_FILES = ("model.safetensors", "model.json", "config.json", "metrics.jsonl")
 
 
 def build_ensemble(
@@ -401,18 +428,19 @@ def build_ensemble(
     image_sizes: Sequence[InputSize] | None = None,
 ) -> dict[str, Any]:
     """Write the ensemble and fit its serving (temperature, tiers, OOD gate) on validation, as one step: a
-    fit that fails removes the files written here, so no uncalibrated ensemble is left behind. The folder
+    fit that fails removes the files written here (and the folder, if made here and left empty), so no
+    uncalibrated ensemble is left behind, and nothing that was there before is touched. The folder
     then reads like a finished run: metrics.jsonl holds a "serving" and a "status" record. Returns what
     `fit_serving` stored."""
     from dermai.serving import fit_context_if_possible, fit_serving  # serving → weights → ensemble: import here
 
+    made_folder = not Path(out_dir).exists()
     target = write_ensemble(member_paths, out_dir, command, image_sizes)
     try:
         fitted = fit_serving(target, data_dir, manifest=manifest, tta=tta)
         fitted["context"] = fit_context_if_possible(target, data_dir, manifest)
     except BaseException:
-        for name in ENSEMBLE_FILES:
-            (target.parent / name).unlink(missing_ok=True)
+        remove_outputs(target.parent, made_folder)
         raise
     val_auroc = fitted["val_metrics"]["val_auroc"]
     records = [

@@ -634,3 +634,32 @@ def test_a_non_square_member_joins_a_square_one_at_the_largest_frame_and_unpacks
     for width in ("wide", [24, 32]):  # a width is one number of pixels
         with pytest.raises(EnsembleError, match="wide.safetensors: its JSON has no valid 'image_width'"):
             ensemble_meta([_meta(), _meta(image_width=width)], ["sq.safetensors", "wide.safetensors"], "cmd")
+
+
+def _saved_members(root: Path) -> list[Path]:
+    """Two small members of one split, saved as weights files under `root`."""
+    return [save_weights(m, root / f"m{k}" / "model.safetensors", _meta()) for k, m in enumerate(_members())]
+
+
+@pytest.mark.parametrize("entry", ["config.json", "metrics.jsonl", "model.json", "checkpoints", ".owner"])
+def test_an_out_folder_holding_a_run_is_refused_and_left_as_it_was(tmp_path: Path, entry: str) -> None:
+    members = _saved_members(tmp_path)
+    out = tmp_path / "run-in-progress"
+    out.mkdir()
+    (out / "job.log").write_text("kept")
+    if entry == "checkpoints":
+        (out / entry).mkdir()
+    else:
+        (out / entry).write_text("the run's own")
+    with pytest.raises(EnsembleError, match=f"{re.escape(str(out / entry))}: exists already"):
+        build_ensemble(members, out, "cmd")
+    assert sorted(os.listdir(out)) == sorted([entry, "job.log"])  # nothing written, nothing deleted
+    assert entry == "checkpoints" or (out / entry).read_text() == "the run's own"
+
+
+def test_a_failed_fit_removes_only_what_it_wrote(tmp_path: Path) -> None:
+    members = _saved_members(tmp_path)
+    out = tmp_path / "ens"
+    with pytest.raises(ValueError, match="cannot rebuild their split"):  # the members record no data folder
+        build_ensemble(members, out, "cmd")
+    assert not out.exists()  # the folder it made, emptied, is gone too
