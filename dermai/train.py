@@ -42,6 +42,7 @@ from dermai import distributed as dist_utils
 from dermai.augment import BatchAugmenter
 from dermai.config import (
     AugmentConfig,
+    DataConfig,
     RunConfig,
     check_run_config,
     run_config_from_dict,
@@ -172,6 +173,23 @@ def split_mismatch(init_meta: dict[str, Any], data_config: dict[str, Any]) -> st
         f"trained on another split ({field} {theirs.get(field)!r}, this run {data_config.get(field)!r}), so it "
         "has seen this run's validation or test images; keep the split (--seed, --manifest) and vary "
         "--train-seed instead"
+    )
+
+
+def restore_advice(data: DataConfig) -> str:
+    """How to resume a run whose split no longer rebuilds: a resume keeps the run's saved data settings (the
+    command line refuses another --data or --manifest), so the folder they name must be restored as it was."""
+    manifest = f" and the manifest {data.manifest}" if data.manifest else ""
+    if data.data_dir is None:
+        return (
+            "The run recorded no --data, so its data folder is looked up again ($DERMAI_DATA, else ./data/ham10000 or "
+            "../shared/data/ham10000 from the current folder): set $DERMAI_DATA to the folder it started on, or "
+            f"resume from the folder it was started in, with that data folder{manifest} as it was when it started"
+        )
+    where = "" if Path(data.data_dir).is_absolute() else " (relative to the folder the run started in: resume there)"
+    return (
+        f"A resume keeps the run's data folder (another --data is refused): restore {data.data_dir}{where}{manifest} "
+        "as it was when the run started"
     )
 
 
@@ -474,8 +492,8 @@ class Trainer:
         if rebuilt != saved:
             raise TrainingError(
                 f"{self.run_dir}: the split rebuilt from {dataset.root} (sha256 {rebuilt[:12]}…) is not the one this "
-                f"run started on ({saved[:12]}…, its manifest.csv): the data folder or its metadata changed; resume "
-                "with the data folder the run was started on (--data)"
+                f"run started on ({saved[:12]}…, its manifest.csv): the data folder or its metadata changed. "
+                f"{restore_advice(self.cfg.data)}, or start a new run"
             )
 
     def _run(self) -> TrainResult:

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from dermai.config import RunConfig, to_dict
+from dermai.config import DataConfig, RunConfig, to_dict
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
 from dermai.train import (
     STOP_FILE,
@@ -23,6 +23,7 @@ from dermai.train import (
     cosine_factor,
     prepare_data,
     read_metrics,
+    restore_advice,
     run_lock,
     run_lock_holder,
     train,
@@ -161,9 +162,21 @@ def test_resuming_on_a_changed_data_folder_is_refused_not_trained_on_another_spl
     stopped = train(cfg, run, callback=lambda record: record["kind"] != "step")  # stops after its first step
     assert stopped.status == "stopped"
     metadata.drop(metadata.index[::10]).to_csv(data / "HAM10000_metadata.csv", index=False)  # a tenth dropped
-    with pytest.raises(TrainingError, match=r"the split rebuilt from .* is not the one this run started on"):
+    with pytest.raises(TrainingError, match=r"the split rebuilt from .* is not the one this run started on") as info:
         train(RunConfig(), run, resume=True)
     assert read_metrics(run)[-1]["status"] == "stopped"  # nothing trained on the other split
+    # the advice is one that works: a resume keeps the saved data folder (another --data is refused)
+    assert f"another --data is refused): restore {data} as it was when the run started" in str(info.value)
+
+
+def test_resume_advice_names_the_recorded_data_folder_or_how_it_is_found() -> None:
+    assert restore_advice(DataConfig(data_dir="/data/ham")).endswith("restore /data/ham as it was when the run started")
+    relative = restore_advice(DataConfig(data_dir="../shared/ham", manifest="m.csv"))
+    assert "restore ../shared/ham (relative to the folder the run started in: resume there) and the manifest m.csv" in (
+        relative
+    )
+    default = restore_advice(DataConfig())
+    assert "recorded no --data" in default and "set $DERMAI_DATA to the folder it started on" in default
 
 
 def test_resuming_a_run_whose_config_json_is_damaged_names_the_file_and_field(ham_root: Path, tmp_path: Path) -> None:
