@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from dermai import calibration, metrics
-from dermai.data import write_json_atomic
+from dermai.data import recorded_folder, write_json_atomic
 from dermai.evaluate import score, weights_dataset
 from dermai.inference import calibrated_probs, class_log_prior, malignant_probability, softmax_np
 from dermai.ood import check_percentile, fit_ood
@@ -33,6 +33,18 @@ def _stored_half(path: Path) -> bool:
         return any(handle.get_slice(key).get_dtype() == "F16" for key in handle.keys())
 
 
+def pixel_cache(meta: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The pixel cache folder to score with: `cache_dir` if given, else the one the weights' run trained with
+    (its --cache-dir, recorded in the config), so calibration reuses the pixels training decoded rather than
+    decoding them again into the default cache, which the run's owner chose not to fill. None: the default."""
+    if cache_dir is not None:
+        return str(cache_dir)
+    config = meta.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    recorded = data.get("cache_dir") if isinstance(data, dict) else None
+    return str(recorded_folder(recorded)) if isinstance(recorded, str) and recorded else None
+
+
 def fit_serving(
     weights_path: str | os.PathLike[str],
     data_dir: str | os.PathLike[str] | None = None,
@@ -41,9 +53,11 @@ def fit_serving(
     urgent_specificity: float = 0.90,
     ood_percentile: float = 99.0,
     tta: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Fit temperature, operating points and OOD statistics on the weights' validation split (OOD reference
-    from ≤ 3000 seeded training images) and re-save the weights in place; returns what was stored.
+    from ≤ 3000 seeded training images) and re-save the weights in place; returns what was stored. Pixels
+    are decoded through `cache_dir` (default: the run's own, `pixel_cache`).
 
     A patient-context model stored before is refitted too: its cut-offs and logits (TTA or not) follow the
     image model's, so keeping the old block would tier context predictions by the old settings."""
@@ -55,6 +69,7 @@ def fit_serving(
     if untrained:  # its cut-offs would be validated figures of a classifier that never learned
         raise WeightsError(f"{weights_path}: {untrained}; fine-tune it before calibrating")
     dataset = weights_dataset(loaded.meta, data_dir, manifest)
+    cache = pixel_cache(loaded.meta, cache_dir)
     rows = dataset.meta
     classes = list(loaded.meta["classes"])
     val = rows[rows["split"] == "val"]
@@ -63,7 +78,7 @@ def fit_serving(
     if len(train) > MAX_OOD_TRAIN_IMAGES:
         train = train.sample(n=MAX_OOD_TRAIN_IMAGES, random_state=0)
 
-    val_logits, val_features = score(loaded, val["path"], tta=tta, with_features=True)
+    val_logits, val_features = score(loaded, val["path"], tta=tta, with_features=True, cache_dir=cache)
     labels, y_mal = val["label"].to_numpy(), val["malignant"].to_numpy().astype(int)
     temperature = calibration.fit_temperature(val_logits, labels, log_prior)
     raw_p = malignant_probability(softmax_np(val_logits), classes)
@@ -90,7 +105,7 @@ def fit_serving(
         serving={"fitted_on": "val", "tta": tta, "manifest_sha256": meta["manifest_sha256"], "n_val": len(val)},
     )
     extra: dict[str, torch.Tensor] = dict(loaded.extra)
-    _, train_features = score(loaded, train["path"], tta=tta, with_features=True)
+    _, train_features = score(loaded, train["path"], tta=tta, with_features=True, cache_dir=cache)
     stats = fit_ood(train_features, val_features, percentile=ood_percentile)
     meta["ood"] = stats.to_meta()
     meta["serving"]["n_train_ood"] = len(train)
@@ -105,7 +120,7 @@ def fit_serving(
         "serving": meta["serving"],
     }
     if had_context:
-        fitted["context"] = fit_context_if_possible(loaded.path, data_dir, manifest)
+        fitted["context"] = fit_context_if_possible(loaded.path, data_dir, manifest, cache_dir)
     return fitted
 
 
@@ -122,29 +137,43 @@ def training_log_prior(meta: dict[str, Any], train: Any, n_classes: int) -> list
     return class_log_prior(labelled["label"].to_numpy(), n_classes)
 
 
+# What a calibration can fail with short of a bug: a bad split or weights (ValueError: DataError, WeightsError,
+# EvaluationError), a disk that is full or read-only (OSError), a device out of memory (RuntimeError).
+CALIBRATION_FAILURES = (ValueError, OSError, RuntimeError)
+
+
 def calibrate_run(weights: Path | None, status: str, stages: Sequence[str]) -> dict[str, Any]:
     """The trainer's last step: fit serving fields on a run's final weights when its fine-tuning finished,
-    using the run folder's manifest. Returns a metrics.jsonl record; a failure is reported there instead of
-    failing a finished run (the weights stay usable and `python -m dermai calibrate` can be rerun)."""
+    using the run folder's manifest and pixel cache. Returns a metrics.jsonl record; a failure, a bad split
+    or a full disk alike, is reported there instead of failing a finished run (the weights stay usable and
+    `python -m dermai calibrate` can be rerun), so the run still ends with its status record."""
     record: dict[str, Any] = {"kind": "serving"}
     if weights is None or status != "finished" or "finetune" not in stages:
         return {**record, "status": "skipped"}
     manifest = weights.parent / "manifest.csv"
+    found = manifest if manifest.exists() else None
     try:
-        fitted = fit_serving(weights, manifest=manifest if manifest.exists() else None)
-    except ValueError as exc:
+        fitted = fit_serving(weights, manifest=found)
+    except CALIBRATION_FAILURES as exc:
         return {**record, "status": "failed", "error": str(exc)}
     record.update(status="fitted", temperature=fitted["temperature"], **fitted["val_metrics"])
-    return {**record, "context": fit_context_if_possible(weights, manifest=manifest if manifest.exists() else None)}
+    try:
+        context = fit_context_if_possible(weights, manifest=found)
+    except CALIBRATION_FAILURES as exc:  # the image model is calibrated and complete without it
+        context = {"status": "failed", "reason": str(exc)}
+    return {**record, "context": context}
 
 
 def fit_context_if_possible(
-    weights: Path, data_dir: str | os.PathLike[str] | None = None, manifest: Path | None = None
+    weights: Path,
+    data_dir: str | os.PathLike[str] | None = None,
+    manifest: Path | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Fit the patient-context model after serving when the data record context; a folder without age, sex
     or site (or too few images) is reported, not raised: the image-only model is complete without it."""
     try:
-        fitted = fit_context(weights, data_dir, manifest=manifest)
+        fitted = fit_context(weights, data_dir, manifest=manifest, cache_dir=cache_dir)
     except ValueError as exc:
         return {"status": "skipped", "reason": str(exc)}
     return {"status": "fitted", "val_auroc": fitted["val_metrics"]["val_auroc"]}
@@ -155,10 +184,12 @@ def fit_context(
     data_dir: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
     precision: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Fit the patient-context model (`dermai.context`) beside calibrated weights and store it in their JSON:
     field tables from the training split's metadata, field weights, temperature and operating points from the
-    validation split. The tensors are not touched. Returns what was stored."""
+    validation split. The tensors are not touched. Returns what was stored. Pixels are decoded through
+    `cache_dir` (default: the run's own, `pixel_cache`)."""
     from dermai import context as ctx
 
     loaded = load_weights(weights_path)
@@ -176,7 +207,7 @@ def fit_context(
         raise ValueError(f"the training images of {loaded.path}'s split record no age, sex or site")
 
     tta = bool((meta.get("serving") or {}).get("tta", False))
-    val_logits, _ = score(loaded, val["path"], tta=tta, precision=precision)
+    val_logits, _ = score(loaded, val["path"], tta=tta, precision=precision, cache_dir=pixel_cache(meta, cache_dir))
     val_contexts = ctx.contexts_from_rows(val)
     labels, y_mal = val["label"].to_numpy(), val["malignant"].to_numpy().astype(int)
     terms = ctx.field_terms(val_contexts, tables, len(classes))

@@ -113,6 +113,54 @@ def test_calibrate_run_only_fits_finished_finetunes(tmp_path: Path) -> None:
     assert failed["status"] == "failed" and "not found" in failed["error"]
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("CUDA out of memory")])
+def test_calibrate_run_reports_a_disk_or_device_failure_instead_of_raising(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The trainer logs this record and then its status record: an error escaping here left a finished
+    run without its final status, and the command exited 2."""
+    weights = tmp_path / "model.safetensors"
+
+    def failing(*args: object, **kwargs: object) -> dict:
+        raise error
+
+    monkeypatch.setattr("dermai.serving.fit_serving", failing)
+    failed = calibrate_run(weights, "finished", ("finetune",))
+    assert failed == {"kind": "serving", "status": "failed", "error": str(error)}
+    fitted = {"temperature": 1.2, "val_metrics": {"val_auroc": 0.8}}
+    monkeypatch.setattr("dermai.serving.fit_serving", lambda *args, **kwargs: fitted)
+    monkeypatch.setattr("dermai.serving.fit_context", failing)
+    record = calibrate_run(weights, "finished", ("finetune",))  # serving fitted; the context fit failing is noted
+    assert record["status"] == "fitted" and record["val_auroc"] == 0.8
+    assert record["context"] == {"status": "failed", "reason": str(error)}
+
+
+def test_calibration_decodes_through_the_runs_own_pixel_cache(
+    fitted: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run trained with --cache-dir (say a large disk) is calibrated from that cache, not from the default
+    one ($DERMAI_CACHE, here another temporary folder), where its images would be decoded a second time."""
+    source = fitted[0]
+    for name in ("model.safetensors", "model.json", "manifest.csv"):
+        shutil.copy(source.parent / name, tmp_path / name)
+    weights = tmp_path / "model.safetensors"
+    recorded = load_weights(weights).meta["config"]["data"]["cache_dir"]
+    caches: list[object] = []
+    real_load_pixels = dermai.evaluate.load_pixels
+
+    def recording_load_pixels(paths: list[str], size: int, cache_dir: object = None, *rest: object) -> object:
+        caches.append(cache_dir)
+        return real_load_pixels(paths, size, cache_dir, *rest)
+
+    monkeypatch.setattr(dermai.evaluate, "load_pixels", recording_load_pixels)
+    answer = fit_serving(weights, manifest=tmp_path / "manifest.csv")
+    assert answer["context"]["status"] == "fitted"
+    assert caches == [recorded] * 3  # validation and OOD training images, then the context fit's validation
+    elsewhere = tmp_path / "other-cache"
+    fit_context(weights, manifest=tmp_path / "manifest.csv", cache_dir=elsewhere)  # a cache given wins
+    assert caches[-1] == str(elsewhere)
+
+
 def test_fit_context_uses_train_and_val_only_and_evaluate_reports_it(
     fitted: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
