@@ -402,7 +402,9 @@ class Trainer:
     def _build_model(self, num_classes: int) -> SimCLRResNet18:
         torch.manual_seed(self.cfg.train.seed)
         model = SimCLRResNet18(num_classes, self.cfg.model, self.cfg.augment.mean, self.cfg.augment.std)
-        if self.init_weights:
+        # A resume's checkpoint holds every trained tensor, so the start-from weights (checked when the run
+        # started) are not read again: the run resumes even if they were moved or deleted since.
+        if self.init_weights and not self.resume:
             loaded = self._init_network(self.init_weights)
             self._check_same_split(loaded.meta)
             state = loaded.model.state_dict()
@@ -447,13 +449,30 @@ class Trainer:
         if mismatch:
             raise TrainingError(f"{source or self.init_weights}: {mismatch}")
 
+    def _distill_targets(self, ckpt: dict[str, Any] | None) -> np.ndarray:
+        """The teacher's probabilities for this run: when resuming, those the checkpoint stored (saved with it,
+        so a resume needs neither the teacher's file nor a second scoring, which another device could round
+        differently); else scored now by the teacher (`_teacher_probs`)."""
+        stored = (ckpt or {}).get("teacher_probs")
+        expected = (len(self.dataset.meta), len(self.dataset.classes))
+        if stored is not None and tuple(stored.shape) == expected:
+            return stored.cpu().numpy()
+        assert self.cfg.train.distill_from is not None  # check_run_config
+        return self._teacher_probs(self.cfg.train.distill_from)
+
     def _teacher_probs(self, path: str) -> np.ndarray:
         """(N, K) float32 in the dataset's row order: the teacher's softmax of its raw logits (balanced classes,
         as the student's) for each training image, un-augmented, at the teacher's input size; NaN elsewhere."""
         try:
             teacher = load_weights(path)
         except WeightsError as exc:
-            raise TrainingError(f"distill_from: {exc}") from None
+            why = (
+                f"; resuming {self.run_dir}, whose checkpoint was saved without the teacher's probabilities,"
+                " needs the teacher to score its training images again: restore it at that path, or start a new run"
+                if self.resume
+                else ""
+            )
+            raise TrainingError(f"distill_from: {exc}{why}") from None
         if list(teacher.meta["classes"]) != list(self.dataset.classes):
             raise TrainingError(
                 f"{path}: the teacher predicts {list(teacher.meta['classes'])}, this run {list(self.dataset.classes)}"
@@ -535,11 +554,12 @@ class Trainer:
         )
         # Built first: unusable --init-weights then fail before config.json and manifest.csv are written.
         model = self._build_model(len(dataset.classes))
-        # Distillation (fine-tuning only): the teacher scores every training image once, before any step.
+        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True) if self.resume else None
+        # Distillation (fine-tuning only): the teacher scores every training image once, before any step; the
+        # checkpoints keep its probabilities for a resume.
         self.teacher_probs: np.ndarray | None = None
         if cfg.train.distill_weight > 0 and "finetune" in self.stages:
-            assert cfg.train.distill_from is not None  # check_run_config
-            self.teacher_probs = self._teacher_probs(cfg.train.distill_from)
+            self.teacher_probs = self._distill_targets(ckpt)
         if self.dist.is_main and not self.resume:
             write_manifest(dataset, self.run_dir / "manifest.csv")
             write_json_atomic(
@@ -558,8 +578,7 @@ class Trainer:
         start_stage, start_epoch, start_batch = 0, 0, 0
         self.best_score: float | None = None
         self.bad_epochs = 0
-        if self.resume:
-            ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             if self.mask_head is not None and "mask_head" in ckpt:
                 self.mask_head.load_state_dict(ckpt["mask_head"])
@@ -883,6 +902,7 @@ class Trainer:
                 "bad_epochs": self.bad_epochs,
                 **({"swa_model": self.swa.state_dict()} if self.swa is not None else {}),
                 **({"mask_head": self.mask_head.state_dict()} if self.mask_head is not None else {}),
+                **({"teacher_probs": torch.from_numpy(self.teacher_probs)} if self.teacher_probs is not None else {}),
             },
             self.checkpoint_path,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +179,32 @@ def test_resume_advice_names_the_recorded_data_folder_or_how_it_is_found() -> No
     )
     default = restore_advice(DataConfig())
     assert "recorded no --data" in default and "set $DERMAI_DATA to the folder it started on" in default
+
+
+def test_a_resume_needs_neither_its_start_weights_nor_its_teacher(ham_root: Path, tmp_path: Path) -> None:
+    """The checkpoint holds the trained weights and the teacher's probabilities: a start-from run (and teacher)
+    deleted since the run started used to make its resume fail, reloading both from their recorded paths."""
+    source = tiny_config(ham_root)
+    source.stage = "finetune"
+    weights = train(source, tmp_path / "source").weights
+    assert weights is not None
+    cfg = tiny_config(ham_root, finetune_epochs=2, distill_from=str(weights), distill_weight=0.5)
+    cfg.stage = "finetune"
+    run = tmp_path / "student"
+    stopped = train(cfg, run, init_weights=str(weights), callback=lambda record: record["kind"] != "step")
+    assert stopped.status == "stopped"
+    last = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    stored = ckpt["teacher_probs"]  # training images: the teacher's probabilities; the others NaN
+    assert stored.shape[1] == 7 and torch.isfinite(stored).any() and torch.isnan(stored).any()
+    shutil.rmtree(tmp_path / "source")
+    # a checkpoint saved without them (an earlier version) needs the teacher: the error names it and the run
+    torch.save({k: v for k, v in ckpt.items() if k != "teacher_probs"}, last)
+    named = rf"distill_from: {re.escape(str(weights))}: .*; resuming {re.escape(str(run))}, whose checkpoint"
+    with pytest.raises(TrainingError, match=named):
+        train(RunConfig(), run, resume=True)
+    torch.save(ckpt, last)
+    assert train(RunConfig(), run, resume=True).status == "finished"
 
 
 def test_resuming_a_run_whose_config_json_is_damaged_names_the_file_and_field(ham_root: Path, tmp_path: Path) -> None:
