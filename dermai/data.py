@@ -536,6 +536,14 @@ def manifest_checksum(dataset: Dataset) -> str:
     return hashlib.sha256(manifest_frame(dataset).to_csv(index=False).encode()).hexdigest()
 
 
+def split_checksum(dataset: Dataset) -> str:
+    """sha256 of each image's side alone (image_id, split; in id order): equal for two runs that hold out the
+    same images, whatever share of their training images kept labels, which `manifest_checksum` also covers.
+    Weights trained on a split whose checksum differs may have seen this one's validation or test images."""
+    frame = dataset.meta[["image_id", "split"]].sort_values("image_id", kind="stable")
+    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+
+
 def summary_table(dataset: Dataset) -> pd.DataFrame:
     """Image counts per class (rows) and split (columns), with totals."""
     names = dataset.meta["label"].map(dict(enumerate(dataset.classes)))

@@ -60,6 +60,7 @@ from dermai.data import (
     load_pixels,
     make_folder,
     manifest_checksum,
+    split_checksum,
     write_json_atomic,
     write_manifest,
 )
@@ -160,12 +161,30 @@ def recompute_batchnorm(
 SPLIT_FIELDS = ("seed", "val_fraction", "test_fraction", "limit", "manifest")
 
 
-def split_mismatch(init_meta: dict[str, Any], data_config: dict[str, Any]) -> str | None:
+def split_mismatch(
+    init_meta: dict[str, Any], data_config: dict[str, Any], split_sha256: str | None = None
+) -> str | None:
     """Why weights with metadata `init_meta` may not start a run on the split `data_config` describes (a
-    DataConfig as a dict), or None when the split settings agree. Weights without a recorded data config
-    (another tool's) pass: only a recorded difference is proof of another split."""
+    DataConfig as a dict), or None when they were trained on the same one.
+
+    With this run's `split_sha256` (the data read) and the weights' own (`split_checksum`, recorded since it
+    was added), the images' sides decide: the same settings on another data folder, or on a metadata CSV with
+    images added, put images on other sides. A different label fraction of the same split passes. Otherwise
+    (no data read yet, or older weights) the split settings are compared; weights without a recorded data
+    config (another tool's) pass: only a recorded difference is proof of another split."""
     theirs = (init_meta.get("config") or {}).get("data") or {}
     differ = [k for k in SPLIT_FIELDS if theirs and theirs.get(k) != data_config.get(k)]
+    recorded = init_meta.get("split_sha256")
+    if split_sha256 is not None and isinstance(recorded, str):
+        if recorded == split_sha256:
+            return None
+        if not differ:
+            return (
+                f"trained on another split (the same split settings, but its images are not on the same sides: split"
+                f" sha256 {recorded[:12]}…, this run {split_sha256[:12]}…; another data folder, or images added to"
+                " or removed from its metadata), so it may have seen this run's validation or test images; train"
+                " from weights of this run's data folder and split"
+            )
     if not differ:
         return None
     field = differ[0]
@@ -445,7 +464,7 @@ class Trainer:
         label fraction of the same split is fine: the label-efficiency experiment starts each fraction that way.)"""
         if init_meta.get("manifest_sha256") == manifest_checksum(self.dataset):
             return
-        mismatch = split_mismatch(init_meta, to_dict(self.cfg.data))
+        mismatch = split_mismatch(init_meta, to_dict(self.cfg.data), split_checksum(self.dataset))
         if mismatch:
             raise TrainingError(f"{source or self.init_weights}: {mismatch}")
 
@@ -921,6 +940,7 @@ class Trainer:
             "temperature": 1.0,
             "stages": list(self.stages),
             "manifest_sha256": manifest_checksum(self.dataset),
+            "split_sha256": split_checksum(self.dataset),  # the sides alone: what `split_mismatch` compares
             "command": self.command,
             "config": to_dict(cfg),
             "val_metrics": metrics or {},

@@ -28,6 +28,7 @@ from dermai.train import (
     restore_advice,
     run_lock,
     run_lock_holder,
+    split_mismatch,
     train,
     validation_scores,
 )
@@ -205,6 +206,41 @@ def test_a_resume_needs_neither_its_start_weights_nor_its_teacher(ham_root: Path
         train(RunConfig(), run, resume=True)
     torch.save(ckpt, last)
     assert train(RunConfig(), run, resume=True).status == "finished"
+
+
+def test_start_weights_of_the_same_settings_on_other_data_are_refused(ham_root: Path, tmp_path: Path) -> None:
+    """Seed, fractions and limit agree, but the metadata CSV lost a tenth of its rows: the images land on other
+    sides, so the start weights may have trained on this run's validation or test images."""
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(ham_root / "images", target_is_directory=True)
+    metadata = pd.read_csv(ham_root / "HAM10000_metadata.csv")
+    metadata.drop(metadata.index[::10]).to_csv(data / "HAM10000_metadata.csv", index=False)
+    source = tiny_config(data)
+    source.stage = "finetune"
+    weights = train(source, tmp_path / "source").weights
+    assert weights is not None and len(load_weights(weights).meta["split_sha256"]) == 64
+    cfg = tiny_config(ham_root)
+    cfg.stage = "finetune"
+    with pytest.raises(TrainingError, match=r"source/model.safetensors: trained on another split \(the same split"):
+        train(cfg, tmp_path / "run", init_weights=str(weights))
+    assert not (tmp_path / "run").exists()
+
+
+def test_split_mismatch_compares_the_images_sides_when_both_are_known() -> None:
+    data = to_dict(DataConfig())
+    meta = {"config": {"data": data}, "split_sha256": "a" * 64}
+    assert split_mismatch(meta, data, "a" * 64) is None
+    assert split_mismatch(meta, {**data, "label_fraction": 0.1}, "a" * 64) is None  # same sides, fewer labels
+    assert split_mismatch(meta, {**data, "manifest": "m.csv"}, "a" * 64) is None  # that manifest holds this split
+    assert "the same split settings, but its images are not" in str(split_mismatch(meta, data, "b" * 64))
+    assert "(seed 0, this run 1)" in str(split_mismatch(meta, {**data, "seed": 1}, "b" * 64))
+    older = {"config": {"data": data}}  # weights from before split_sha256 (the shipped ones): the settings decide
+    assert split_mismatch(older, data, "b" * 64) is None
+    assert "(seed 0, this run 1)" in str(split_mismatch(older, {**data, "seed": 1}, "b" * 64))
+    assert split_mismatch(meta, {**data, "seed": 1}) is not None  # no data read yet (the app): the settings
 
 
 def test_resuming_a_run_whose_config_json_is_damaged_names_the_file_and_field(ham_root: Path, tmp_path: Path) -> None:
