@@ -38,7 +38,14 @@ from dermai.data import (
     manifest_checksum,
     recorded_folder,
 )
-from dermai.inference import calibrated_probs, default_device, forward_pixels, malignant_probability, softmax_np
+from dermai.inference import (
+    calibrated_probs,
+    default_device,
+    forward_pixels,
+    malignant_probability,
+    normalisation,
+    softmax_np,
+)
 from dermai.preprocess import landscape, meta_input_size
 from dermai.weights import LoadedWeights, load_weights
 
@@ -141,11 +148,12 @@ def score(
     meta = loaded.meta
     pixels = load_pixels(list(paths), meta_input_size(meta), cache_dir, workers)
     device = device if device is not None else default_device()
+    mean, std = normalisation(meta)
     logits, features = forward_pixels(
         loaded.model if device.type == "cpu" else copy.deepcopy(loaded.model).to(device),
         pixels,
-        mean=meta["mean"],
-        std=meta["std"],
+        mean=mean,
+        std=std,
         with_features=with_features,
         tta=tta,
         precision=precision,
@@ -173,13 +181,14 @@ def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path,
     if rows.empty:
         return {"skipped": f"no lesion masks found under {root / 'masks'}"}
     meta = loaded.meta
+    mean, std = normalisation(meta)
     explainer = SaliencyExplainer(
         loaded.model,
         classes=meta["classes"],
         temperature=float(meta.get("temperature") or 1.0),
         log_prior=meta.get("log_prior"),  # so "the predicted class" is the one a user would be shown
-        mean=meta["mean"],
-        std=meta["std"],
+        mean=mean,
+        std=std,
     )
     pixels = load_pixels(list(rows["path"]), meta_input_size(meta))
     mass, area, hits, blank = [], [], [], 0

@@ -7,7 +7,7 @@ same preprocessing (`dermai.preprocess.eval_batch`) and precision.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -65,6 +65,13 @@ def autocast_for(
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def normalisation(meta: Mapping) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a model's input is normalised with: the weights' own, else ImageNet's, as `load_weights`
+    builds the network with. One rule for predict, evaluate and saliency, so none of them fails (or scores
+    differently) on weights whose JSON leaves them out."""
+    return tuple(meta.get("mean") or IMAGENET_MEAN), tuple(meta.get("std") or IMAGENET_STD)
 
 
 @torch.no_grad()

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from dermai.config import IMAGENET_MEAN, IMAGENET_STD
 from dermai.context import (
     PatientContext,
     age_band,
@@ -28,7 +27,7 @@ from dermai.context import (
     usable_context,
     weighted_fields,
 )
-from dermai.inference import calibrated_probs, forward_pixels, malignant_probability
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation
 from dermai.intake import MIN_SIDE, IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, ood_scores, pixel_verdict
@@ -129,8 +128,7 @@ class Predictor:
         self.path = loaded.path
         self.classes = list(meta["classes"])
         self.input_size = meta_input_size(meta)  # a square size, or (height, width)
-        self.mean = tuple(meta.get("mean") or IMAGENET_MEAN)
-        self.std = tuple(meta.get("std") or IMAGENET_STD)
+        self.mean, self.std = normalisation(meta)
         self.temperature = float(meta.get("temperature") or 1.0)
         self.log_prior = meta.get("log_prior")  # training prior, for models trained on balanced batches
         self.operating_points = meta.get("operating_points") or None

@@ -383,3 +383,22 @@ def test_a_null_temperature_scores_as_uncalibrated(weights: Path, tmp_path: Path
     (report, predictions), (_, expected) = scored["null"], scored["one"]
     assert report["calibration"]["temperature"] == 1.0
     np.testing.assert_allclose(predictions["p_malignant"], expected["p_malignant"], rtol=1e-12)
+
+
+def test_weights_without_mean_and_std_score_with_imagenets_as_predict_does(weights: Path, tmp_path: Path) -> None:
+    """A JSON without "mean"/"std" loads (the network is built with ImageNet's) and predicts; evaluate and its
+    saliency check used to stop there with a KeyError traceback."""
+    from dermai.config import IMAGENET_MEAN, IMAGENET_STD
+
+    meta = read_meta(weights)
+    assert tuple(meta["mean"]) == IMAGENET_MEAN and tuple(meta["std"]) == IMAGENET_STD  # else nothing to compare
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(weights, bare / "model.safetensors")
+    (bare / "model.json").write_text(json.dumps({k: v for k, v in meta.items() if k not in ("mean", "std")}))
+    report, predictions = evaluate(
+        bare / "model.safetensors", split="val", n_boot=0, precision="fp32", saliency=True, saliency_limit=2
+    )
+    _, expected = evaluate(weights, split="val", n_boot=0, precision="fp32")
+    np.testing.assert_allclose(predictions["p_malignant"], expected["p_malignant"], rtol=1e-12)
+    assert report["saliency"]["n_images"] == 2
