@@ -32,6 +32,7 @@ from dermai.ensemble import input_sizes_text
 from dermai.jobs import runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
+from dermai.predict import on_off
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
 MISSING = "—"  # a table's missing figure (st.dataframe's placeholder): Streamlit's own is the word "None"
@@ -789,6 +790,30 @@ def _rounded(value: Any, key: str = "") -> Any:
     if isinstance(value, float) and np.isfinite(value):
         return round(value, MS_DIGITS if key.endswith("_ms") else REPORT_DIGITS)
     return value
+
+
+TTA_STARTED_FOR = "pred_tta_for"  # (weights, validated setting) the Predict page's TTA checkbox last started from
+
+
+def default_tta(state: MutableMapping[str, Any], key: str, weights: str, validated: bool) -> None:
+    """Start the TTA checkbox `key` at the setting the weights' tier cut-offs were validated with, on first use
+    and whenever other (or recalibrated) weights are chosen, so a tier means what its validated figures say; a
+    choice made for these weights stays, across pages too."""
+    if state.get(TTA_STARTED_FOR) != (weights, validated):
+        state[key] = validated
+        state[TTA_STARTED_FOR] = (weights, validated)
+
+
+def tta_help(validated: bool, has_tiers: bool) -> str:
+    """The TTA checkbox's help: what it does and, truthfully, which setting these weights' tiers hold for."""
+    text = "Average the model's scores over the 8 flips/rotations of the image (8× slower)."
+    if not has_tiers:
+        return text + " These weights have no validated tier cut-offs."
+    return (
+        f"{text} These weights' tier cut-offs were validated with it {on_off(validated)}, so it starts "
+        f"{on_off(validated)}: with the other setting a tier and its sensitivity and specificity describe another "
+        "score."
+    )
 
 
 def prediction_report(prediction: Any, filename: str, weights: str, method: str | None = None) -> bytes:

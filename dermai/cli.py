@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dermai.config import PRECISIONS, RunConfig, override_augment
 
@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# predict and evaluate: by default as the weights' tier cut-offs were validated (dermai.predict.validated_tta)
+TTA_OPTION: dict[str, Any] = {
+    "action": argparse.BooleanOptionalAction,
+    "default": None,
+    "help": "average over the 8 flips/rotations (default: as the weights' tier cut-offs were validated, their "
+    "JSON's serving.tta; a warning says when the choice differs)",
+}
 CAM_CHOICES = ("gradcam", "gradcam++", "eigencam", "scorecam", "layercam", "hirescam")  # dermai.saliency.CAM_METHODS
 
 
@@ -185,7 +192,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
-    predict.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
+    predict.add_argument("--tta", **TTA_OPTION)
     predict.add_argument("--cam", choices=CAM_CHOICES, help="saliency method for --cam-out (default gradcam)")
     predict.add_argument("--cam-out", help="folder for <stem>_cam.png saliency overlays")
     predict.add_argument(
@@ -214,7 +221,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         help="all: every image of an external --data folder, less any the weights were trained or tuned on",
     )
     evaluate.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
-    evaluate.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
+    evaluate.add_argument("--tta", **TTA_OPTION)
     evaluate.add_argument("--saliency", action="store_true", help="CAM plausibility against lesion masks (slow)")
     evaluate.add_argument("--saliency-limit", type=_count, default=200, help="images sampled for --saliency (0 = all)")
     evaluate.add_argument("--n-boot", type=_count, default=1000, help="bootstrap resamples for the AUROC interval")
@@ -515,6 +522,20 @@ def _warn_if_untrained(*paths: str | None) -> None:
             print(f"warning: {path or 'the weights'}: {untrained}; its figures measure chance", file=sys.stderr)
 
 
+def _warn_if_tta_differs(path: str | None, tta: bool | None) -> None:
+    """Say on stderr, before any scoring, when --tta/--no-tta differs from the setting the weights' tier cut-offs
+    were validated with: the tiers and their sensitivity and specificity then describe another score."""
+    from dermai.predict import tta_mismatch
+    from dermai.weights import WeightsError, read_meta
+
+    try:
+        mismatch = tta_mismatch(read_meta(path), tta)
+    except WeightsError:
+        return  # the command itself says what is wrong with the file
+    if mismatch:
+        print(f"warning: {path or 'the weights'}: {mismatch}", file=sys.stderr)
+
+
 def _weights_files(path: str | None) -> list[str]:
     """The files a weights argument stands for, which no output may replace: its .safetensors and .json and,
     for an ensemble, its recorded members' pairs where they are found. Unresolvable weights give none here:
@@ -587,6 +608,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for target in (args.out, args.predictions):  # before minutes of scoring, not after
         check_writable(Path(target))
     _warn_if_untrained(args.weights)
+    _warn_if_tta_differs(args.weights, args.tta)
 
     report, predictions = evaluate(
         args.weights,
@@ -828,6 +850,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     predictor = Predictor.from_weights(args.weights)
+    _warn_if_tta_differs(args.weights, args.tta)
     context = predictor.parse_context(args.age, args.sex, args.site)
     entries: list[WorklistEntry] = []
     for image, (shown, stem) in zip(images, names, strict=True):

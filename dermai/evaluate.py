@@ -46,6 +46,7 @@ from dermai.inference import (
     normalisation,
     softmax_np,
 )
+from dermai.predict import tta_mismatch, validated_tta
 from dermai.preprocess import landscape, meta_input_size
 from dermai.weights import LoadedWeights, load_weights
 
@@ -344,18 +345,23 @@ def evaluate(
     data_dir: str | os.PathLike[str] | None = None,
     split: str = "test",
     manifest: str | os.PathLike[str] | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     n_boot: int = 1000,
     saliency: bool = False,
     saliency_limit: int = 200,
     precision: str = "auto",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score one split of the weights' own data (or, with split="all", an external folder less its seen images);
-    returns the JSON-ready report and one prediction row per image. `precision` "fp32" gives figures that
-    repeat to float rounding on any CPU; "auto" computes in bf16 where the CPU has it (faster, not equal)."""
+    returns the JSON-ready report and one prediction row per image. `tta` None scores as the weights' cut-offs
+    were validated (`dermai.predict.validated_tta`), so the re-checked operating points describe the score
+    they were fitted on. `precision` "fp32" gives figures that repeat to float rounding on any CPU; "auto"
+    computes in bf16 where the CPU has it (faster, not equal)."""
     if split not in SCORED_SPLITS:
         raise EvaluationError(f"unknown split {split!r} (one of {', '.join(SCORED_SPLITS)})")
     loaded = load_weights(weights_path)
+    validated = validated_tta(loaded.meta)
+    mismatch = tta_mismatch(loaded.meta, tta)
+    tta = validated if tta is None else bool(tta)
     external: dict[str, Any] | None = None
     if split == "all":
         if data_dir is None:
@@ -376,7 +382,10 @@ def evaluate(
         "split": split,
         "manifest_sha256": checksum,
         **scored,
+        "tta_validated": validated,
     }
+    if mismatch:
+        report["notes"] = [*scored["notes"], mismatch]
     if external is not None:
         report["external"] = external
     if saliency:

@@ -64,6 +64,8 @@ class Prediction:
     p_malignant_image_only: float | None = None  # the image's own score, shown beside one with context
     # per field given: p_malignant with every field minus p_malignant without this one (what it added)
     context_effects: dict[str, float] | None = None
+    tta: bool = False  # averaged over the 8 flips/rotations
+    tta_validated: bool | None = None  # the TTA setting the tier's cut-offs were validated with (None: no cut-offs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +85,34 @@ class SaliencyResult:
     overlay: np.ndarray  # (H, W, 3) uint8
     method: str
     target: int | str | None  # None: the predicted class
+
+
+def validated_tta(meta: Mapping[str, Any]) -> bool:
+    """Whether the weights' cut-offs (tiers) were fitted on test-time-augmented scores: `serving.tta` as
+    `dermai.serving` records it (`calibrate --tta`, ensembles), else `tta_recommended` (scripts/ship_default.py),
+    else False. A tier's validated sensitivity and specificity hold only for scores made the same way, so this
+    is the TTA setting predict and evaluate use unless told otherwise."""
+    serving = meta.get("serving")
+    if isinstance(serving, Mapping) and isinstance(serving.get("tta"), bool):
+        return serving["tta"]
+    recommended = meta.get("tta_recommended")
+    return recommended if isinstance(recommended, bool) else False
+
+
+def on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def tta_mismatch(meta: Mapping[str, Any], used: bool | None) -> str | None:
+    """The caution for scores made with another TTA setting than the weights' cut-offs were validated with;
+    None when they match, when no setting was chosen (`used` None: the validated one) or there are no cut-offs."""
+    validated = validated_tta(meta)
+    if used is None or bool(used) == validated or not meta.get("operating_points"):
+        return None
+    return (
+        f"test-time augmentation is {on_off(bool(used))}, but these weights' tier cut-offs were validated with it "
+        f"{on_off(validated)}: the tiers and their validated sensitivity and specificity describe the other setting"
+    )
 
 
 def _optional_float(value: Any) -> float | None:
@@ -134,6 +164,7 @@ class Predictor:
         self.operating_points = meta.get("operating_points") or None
         self.meta = meta
         self.context_model = meta.get("context") or None
+        self.tta_validated = validated_tta(meta)  # the TTA setting `predict` uses unless told otherwise
         self.ood_stats = OODStats.from_weights(loaded.extra, meta)
         self._explainers: dict[str, SaliencyExplainer] = {}
         self._lock = threading.Lock()
@@ -171,11 +202,13 @@ class Predictor:
         context = parse_context(age, sex, site, sites=self.context_sites if self.context_model else None)
         return None if context.is_empty() else context
 
-    def predict(self, image: ImageInput, tta: bool = False, context: PatientContext | None = None) -> Prediction:
+    def predict(self, image: ImageInput, tta: bool | None = None, context: PatientContext | None = None) -> Prediction:
         """Calibrated probabilities, p_malignant, tier and OOD verdict; `tta` averages logits over the 8
-        flips/rotations; `context` (age, sex, site) adds its evidence when the weights carry a context model
-        (`dermai.context`), with the tiers validated for it. Raises IntakeError for unusable images."""
+        flips/rotations (None: as the tiers were validated, `validated_tta`); `context` (age, sex, site) adds its
+        evidence when the weights carry a context model (`dermai.context`), with the tiers validated for it.
+        Raises IntakeError for unusable images."""
         start = time.perf_counter()
+        tta = self.tta_validated if tta is None else bool(tta)
         intake = self.read(image)
         pixels = resize_input(intake.image, self.input_size)
         with self._lock:
@@ -238,6 +271,8 @@ class Predictor:
             context=used,
             p_malignant_image_only=image_only,
             context_effects=effects,
+            tta=tta,
+            tta_validated=self.tta_validated if points else None,
         )
 
     def _tier(

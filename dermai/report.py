@@ -18,6 +18,7 @@ from PIL import Image
 
 from dermai.context import describe
 from dermai.ood import beyond_cut_off
+from dermai.predict import on_off
 
 DISCLAIMER = (
     "A research and triage aid, not a diagnosis. The tier comes from cut-offs validated on held-out "
@@ -58,6 +59,19 @@ def _row(label: str, value: str) -> str:
     return f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>"
 
 
+def tta_text(prediction: Any) -> str:
+    """Whether the score was averaged over the 8 flips/rotations, and, when the tier's cut-offs were validated
+    with the other setting, that its validated figures describe another score (a filed report must say so)."""
+    used, validated = bool(prediction.tta), prediction.tta_validated
+    text = "on (averaged over the 8 flips/rotations)" if used else "off"
+    if validated is not None and bool(validated) != used:
+        text += (
+            f"; the tier's cut-offs were validated with it {on_off(bool(validated))}, so its sensitivity and "
+            "specificity describe the other setting"
+        )
+    return text
+
+
 def prediction_html(
     prediction: Any,
     filename: str,
@@ -82,6 +96,7 @@ def prediction_html(
     if p.tier_sensitivity is not None and p.tier_specificity is not None:
         validated = f"sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} (validation split)"
         facts.append(_row("Cut-off validated at", validated))
+    facts.append(_row("Test-time augmentation", tta_text(p)))
     if p.ood is None:
         facts.append(_row("Out-of-distribution check", "not available for these weights"))
     else:

@@ -34,6 +34,7 @@ COLUMNS = [
     "ood",
     "p_malignant_image_only",
     "context",
+    "tta",
     "notes",
 ]
 
@@ -102,6 +103,7 @@ def _row(entry: WorklistEntry) -> dict[str, Any]:
         "ood": p.ood,
         "p_malignant_image_only": p.p_malignant_image_only,
         "context": context,
+        "tta": bool(p.tta),  # how the score was made: with or without the 8 flips/rotations
         "notes": "; ".join(p.warnings) or None,
     }
 

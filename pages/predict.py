@@ -16,6 +16,7 @@ import streamlit as st
 from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.intake import READ_FORMATS, read_image
+from dermai.predict import tta_mismatch
 from dermai.report import prediction_html
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.weights import untrained_classifier
@@ -77,14 +78,16 @@ method = c1.selectbox(
 )
 target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
 opacity = c3.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="pred_opacity")
-tta_validated = bool(model.meta.get("tta_recommended"))
+app_support.default_tta(state, "pred_tta", weights, model.tta_validated)  # as the tiers were validated
 tta = c4.checkbox(
     "Test-time augmentation",
-    help="average over the 8 flips/rotations"
-    + ("" if tta_validated else "; these weights' tier cut-offs were validated without it, so the tier may shift"),
+    help=app_support.tta_help(model.tta_validated, bool(model.operating_points)),
     key="pred_tta",
 )
 app_support.keep_widgets(state, list(SALIENCY))
+tta_differs = tta_mismatch(model.meta, tta)
+if tta_differs:
+    st.caption(f":warning: {tta_differs[0].upper()}{tta_differs[1:]}.")
 NOT_GIVEN = "not given"
 age, sex, site = None, NOT_GIVEN, NOT_GIVEN
 if model.context_model:
@@ -293,7 +296,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
     for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
         column.metric(tier.capitalize(), n)
     st.dataframe(
-        app_support.worklist_shown(table),
+        app_support.worklist_shown(table.drop(columns="tta")),  # the checkbox above says it; the CSV keeps it
         hide_index=True,
         width="stretch",
         placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"

@@ -1101,3 +1101,45 @@ def test_home_shows_the_tiers_test_figures_beside_the_validation_ones(json_only_
         "specificity (test)",
     ]
     assert table.loc["refer"].tolist() == [0.1, 0.952, 0.688, 0.922, 0.653]
+
+
+# ------------------------------------------------------------------------------------- Predict page (fixB)
+def tta_fitted_weights(weights: Path, folder: Path) -> Path:
+    """A copy of the tiny weights whose JSON says their cut-offs were fitted on TTA scores (`calibrate --tta`)."""
+    import shutil
+
+    copy = folder / "tta" / "model.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(weights, copy)
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**meta, "serving": {**meta["serving"], "tta": True}}))
+    return copy
+
+
+TTA_DIFFERS = ":warning: Test-time augmentation is {}, but these weights' tier cut-offs were validated with it {}"
+
+
+def tta_caption(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith(":warning: Test-time augmentation")]
+
+
+def test_predict_starts_tta_as_the_tiers_were_validated_and_says_when_it_differs(app_env: Path, tmp_path: Path) -> None:
+    at = page("predict").run()
+    box = at.checkbox(key="pred_tta")
+    assert box.value is False and "validated with it off, so it starts off" in box.proto.help
+    assert tta_caption(at) == []
+    box.check().run()
+    assert_clean(at)
+    assert [c.startswith(TTA_DIFFERS.format("on", "off") + ":") for c in tta_caption(at)] == [True]
+    at.session_state["weights_path"] = str(tta_fitted_weights(app_env, tmp_path))  # as the sidebar sets it
+    at.run()
+    assert_clean(at)
+    box = at.checkbox(key="pred_tta")
+    assert box.value is True and "validated with it on, so it starts on" in box.proto.help  # other weights' own
+    assert tta_caption(at) == []
+    box.uncheck().run()
+    assert [c.startswith(TTA_DIFFERS.format("off", "on") + ":") for c in tta_caption(at)] == [True]
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    assert at.session_state["pred_last"]["prediction"].tta is False  # the choice made, not the default, is used

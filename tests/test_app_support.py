@@ -532,14 +532,15 @@ def test_the_worklist_shows_its_notes_beside_the_tier_and_drops_empty_optional_c
     from dermai.worklist import COLUMNS
 
     table = pd.DataFrame(
-        [[1, "a.jpg", "refer", 0.4, "mel", 0.5, False, None, None, None]]
-        + [[2, "b.jpg", "unreadable", None, None, None, None, None, None, "b.jpg: HEIC is not supported"]],
+        [[1, "a.jpg", "refer", 0.4, "mel", 0.5, False, None, None, False, None]]
+        + [[2, "b.jpg", "unreadable", None, None, None, None, None, None, None, "b.jpg: HEIC is not supported"]],
         columns=COLUMNS,
     )
     shown = app_support.worklist_shown(table)
     assert list(shown.columns) == ["rank", "image", "tier", "notes", "p_malignant", "top_diagnosis"] + [
         "p_top_diagnosis",
         "ood",
+        "tta",
     ]
     assert shown.loc[1, "notes"] == "b.jpg: HEIC is not supported"
     assert "notes" not in app_support.worklist_shown(table.iloc[:1]).columns  # no image has a note

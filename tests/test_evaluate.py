@@ -402,3 +402,29 @@ def test_weights_without_mean_and_std_score_with_imagenets_as_predict_does(weigh
     _, expected = evaluate(weights, split="val", n_boot=0, precision="fp32")
     np.testing.assert_allclose(predictions["p_malignant"], expected["p_malignant"], rtol=1e-12)
     assert report["saliency"]["n_images"] == 2
+
+
+def test_cli_evaluate_scores_as_the_cut_offs_were_validated_and_warns_when_told_otherwise(
+    weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tiers fitted with `calibrate --tta` are re-checked on TTA scores by default; --no-tta is said, twice."""
+    meta = read_meta(weights)
+    assert meta["serving"]["tta"] is False  # the fixture's own calibration: else the copy below proves nothing
+    folder = tmp_path / "tta"
+    folder.mkdir()
+    shutil.copy(weights, folder / "model.safetensors")
+    (folder / "model.json").write_text(json.dumps({**meta, "serving": {**meta["serving"], "tta": True}}))
+    copy = str(folder / "model.safetensors")
+    common = ["--split", "val", "--n-boot", "0", "--precision", "fp32", "--predictions", str(tmp_path / "p.csv")]
+    assert main(["evaluate", "--weights", copy, *common, "--out", str(tmp_path / "default.json")]) == 0
+    assert capsys.readouterr().err == ""
+    default = json.loads((tmp_path / "default.json").read_text())
+    assert default["tta"] is True and default["tta_validated"] is True
+    _, expected = evaluate(weights, split="val", tta=True, n_boot=0, precision="fp32")
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv")["p_malignant"], expected["p_malignant"], rtol=1e-9)
+    assert main(["evaluate", "--weights", copy, *common, "--no-tta", "--out", str(tmp_path / "plain.json")]) == 0
+    captured = capsys.readouterr()
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    warning = "test-time augmentation is off, but these weights' tier cut-offs were validated with it on"
+    assert plain["tta"] is False and any(note.startswith(warning) for note in plain["notes"])
+    assert captured.err.startswith(f"warning: {copy}: {warning}") and f"note: {warning}" in captured.out

@@ -695,3 +695,62 @@ def test_cli_predict_into_a_closed_pipe_stops_quietly(weights_path: Path, tmp_pa
     process.stdout.close()  # as `| head` does once it has its lines: the next write finds no reader
     _, err = process.communicate(timeout=120)
     assert process.returncode == 141 and err == b""  # not "error: [Errno 32] Broken pipe"
+
+
+def test_validated_tta_is_the_serving_record_then_the_shipping_choice() -> None:
+    from dermai.predict import tta_mismatch, validated_tta
+
+    points = {"operating_points": {"refer": {"threshold": 0.3}, "urgent": {"threshold": 0.6}}}
+    assert validated_tta({}) is False
+    assert validated_tta({"serving": {"tta": True}}) is True
+    assert validated_tta({"tta_recommended": True}) is True  # shipped before serving recorded it
+    assert validated_tta({"serving": {"tta": False}, "tta_recommended": True}) is False  # the cut-offs' own record
+    meta = {**points, "serving": {"tta": True}}
+    assert tta_mismatch(meta, None) is None and tta_mismatch(meta, True) is None
+    assert "with it on: the tiers" in tta_mismatch(meta, False)
+    assert tta_mismatch({"serving": {"tta": True}}, False) is None  # no cut-offs: nothing validated to differ from
+
+
+@pytest.fixture(scope="module")
+def tta_weights(weights_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model, its JSON saying its cut-offs were fitted on test-time-augmented scores (`calibrate --tta`)."""
+    folder = tmp_path_factory.mktemp("tta")
+    shutil.copy(weights_path, folder / "model.safetensors")
+    meta = json.loads(weights_path.with_suffix(".json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "serving": {"fitted_on": "val", "tta": True}}))
+    return folder / "model.safetensors"
+
+
+def test_predict_scores_as_the_cut_offs_were_validated_unless_told(tta_weights: Path, weights_path: Path) -> None:
+    predictor = Predictor.from_weights(tta_weights)
+    image = lesion_like(150)
+    default, plain, tta = (
+        predictor.predict(image),
+        predictor.predict(image, tta=False),
+        predictor.predict(image, tta=True),
+    )
+    assert default.tta is True and default.tta_validated is True
+    assert default.p_malignant == pytest.approx(tta.p_malignant, abs=1e-9)
+    assert plain.tta is False and plain.tta_validated is True and plain.p_malignant != pytest.approx(tta.p_malignant)
+    assert Predictor.from_weights(weights_path).tta_validated is False  # no serving record: fitted without
+
+
+def test_cli_predict_defaults_to_the_validated_tta_and_warns_when_told_otherwise(
+    tta_weights: Path, tmp_path: Path, capsys
+) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(lesion_like(151)))
+    assert cli.main(["predict", str(image), "--weights", str(tta_weights), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["tta"] is True and captured.err == ""
+    assert cli.main(["predict", str(image), "--weights", str(tta_weights), "--json", "--no-tta"]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["tta"] is False and record["tta_validated"] is True
+    assert captured.err == (
+        f"warning: {tta_weights}: test-time augmentation is off, but these weights' tier cut-offs were validated "
+        "with it on: the tiers and their validated sensitivity and specificity describe the other setting\n"
+    )
+    out = tmp_path / "list.csv"
+    assert cli.main(["predict", str(image), "--weights", str(tta_weights), "--csv", str(out)]) == 0
+    assert pd.read_csv(out)["tta"].tolist() == [True]  # the worklist records how each score was made

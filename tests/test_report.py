@@ -69,3 +69,22 @@ def test_report_without_overlay_ood_or_tier_figures_and_with_context() -> None:
     # greyscale, blank or noise: flagged from the pixels at a distance inside the cut-off
     pixels = prediction_html(prediction(ood=True, ood_score=27.5, ood_threshold=56.1), "d.png", "w", image)
     assert "FAILED: flagged from its pixels (see the warnings) (score 27.50, threshold 56.10)" in pixels
+
+
+def test_reports_say_whether_the_score_used_tta_and_when_the_tier_was_validated_otherwise() -> None:
+    import json
+
+    from dermai import app_support
+
+    image = Image.new("RGB", (20, 20))
+    plain = prediction_html(prediction(tta=False, tta_validated=False), "a.png", "w", image)
+    assert "<th>Test-time augmentation</th><td>off</td>" in plain
+    differs = prediction_html(prediction(tta=True, tta_validated=False), "a.png", "w", image)
+    assert (
+        "<th>Test-time augmentation</th><td>on (averaged over the 8 flips/rotations); the tier&#x27;s cut-offs were "
+        "validated with it off, so its sensitivity and specificity describe the other setting</td>"
+    ) in differs
+    untiered = prediction_html(prediction(tta=True, tta_validated=None), "a.png", "w", image)  # nothing validated
+    assert "<td>on (averaged over the 8 flips/rotations)</td>" in untiered
+    record = json.loads(app_support.prediction_report(prediction(tta=True, tta_validated=False), "a.png", "w"))
+    assert record["prediction"]["tta"] is True and record["prediction"]["tta_validated"] is False

@@ -72,6 +72,7 @@ def test_empty_batch_and_csv_round_trip() -> None:
     back = pd.read_csv(io.BytesIO(worklist_csv(table)))
     assert list(back.columns) == COLUMNS and list(back["image"]) == ["a.jpg", "z.jpg"]
     assert back.loc[0, "p_malignant"] == pytest.approx(0.1235) and back.loc[1, "tier"] == "unreadable"
+    assert back.loc[0, "tta"] == False and pd.isna(back.loc[1, "tta"])  # noqa: E712 (how it was scored; unread)
 
 
 def test_image_files_expands_folders_and_names_bad_paths(tmp_path: Path) -> None:
