@@ -810,14 +810,22 @@ def _print_prediction(shown: str, result: Prediction, written: dict[str, str | N
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Stops at the first unusable image (exit 2, one `error:` line naming it); with --csv it lists the file
-    as unreadable, goes on, and exits 1 when any file could not be read."""
+    as unreadable, goes on, and exits 1 when any file could not be read (`worklist.score_images`: any other
+    error stops the batch with one `error:` line)."""
     from pathlib import Path
 
     from dermai.context import read_context_csv
     from dermai.data import atomic_write_bytes, check_writable
-    from dermai.intake import IntakeError
     from dermai.predict import Predictor
-    from dermai.worklist import WorklistEntry, distinct_names, image_files, tier_counts, worklist, worklist_csv
+    from dermai.worklist import (
+        WorklistEntry,
+        distinct_names,
+        image_files,
+        score_images,
+        tier_counts,
+        worklist,
+        worklist_csv,
+    )
 
     if args.cam and not (args.cam_out or args.report_out):
         raise ValueError("--cam needs --cam-out DIR (or --report-out DIR) to write the overlays to")
@@ -851,26 +859,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     predictor = Predictor.from_weights(args.weights)
     _warn_if_tta_differs(args.weights, args.tta)
-    context = predictor.parse_context(args.age, args.sex, args.site)
+    shared = predictor.parse_context(args.age, args.sex, args.site)
+    context = (lambda image: per_image[Path(image).stem]) if per_image is not None else (lambda image: shared)
     entries: list[WorklistEntry] = []
-    for image, (shown, stem) in zip(images, names, strict=True):
-        try:
-            intake = predictor.read(image)
-        except IntakeError as exc:
-            if not args.csv:
-                raise
-            print(f"warning: {exc} (listed as unreadable)", file=sys.stderr)
-            entries.append(WorklistEntry(image, error=str(exc)))
+    scored = score_images(predictor, ((image, image) for image in images), args.tta, context, keep_going=bool(args.csv))
+    for (entry, intake), (shown, stem) in zip(scored, names, strict=True):
+        image, result = entry.image, entry.prediction
+        if result is None or intake is None:
+            print(f"warning: {entry.error} (listed as unreadable)", file=sys.stderr)
+            entries.append(entry)
             continue
-        if per_image is not None:
-            context = per_image[Path(image).stem]
-        result = predictor.predict(intake, tta=args.tta, context=context)
         written = _predict_outputs(predictor, intake, result, image, stem, args)
         if args.json:
             print(json.dumps({"image": image, **result.to_dict(), **written}), flush=True)
         else:
             _print_prediction(shown, result, written, header=not any(e.prediction for e in entries))
-        entries.append(WorklistEntry(image, result))
+        entries.append(entry)
     if not args.json:
         print("Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis.")
     if not args.csv:

@@ -179,11 +179,13 @@ class Predictor:
             raise WeightsError(f"{loaded.path}: {untrained}; predict with a fine-tuned model")
         return cls(loaded)
 
-    def read(self, image: ImageInput) -> IntakeResult:
-        """Intake once, to pass the result to both `predict` and `explain`."""
+    def read(self, image: ImageInput, name: str | None = None) -> IntakeResult:
+        """Intake once, to pass the result to both `predict` and `explain`; errors name the file as `name`
+        (default: a path as given, else "image")."""
         if isinstance(image, IntakeResult):
             return image
-        name = str(image) if isinstance(image, str | os.PathLike) else "image"
+        if name is None:
+            name = str(image) if isinstance(image, str | os.PathLike) else "image"
         return read_image(image, name)
 
     @property

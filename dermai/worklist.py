@@ -10,17 +10,23 @@ A file that cannot be read gets a row with its error instead of stopping the bat
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dermai.context import describe
+from dermai.context import PatientContext, describe
 from dermai.data import files_below
+from dermai.intake import IntakeError
+
+if TYPE_CHECKING:  # the model's module loads torch: not needed to sort or write a worklist
+    from dermai.intake import IntakeResult
+    from dermai.predict import Predictor
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})  # what intake reads
 TIER_ORDER = ("urgent", "refer", "ungradable", "routine", "unavailable", "unreadable")
@@ -86,6 +92,38 @@ class WorklistEntry:
     image: str
     prediction: Any | None = None
     error: str | None = None
+
+
+def _no_context(name: str) -> PatientContext | None:
+    return None
+
+
+def score_images(
+    predictor: Predictor,
+    images: Iterable[tuple[str, str | os.PathLike[str] | bytes]],
+    tta: bool | None = None,
+    context: Callable[[str], PatientContext | None] = _no_context,
+    keep_going: bool = True,
+    lock: contextlib.AbstractContextManager[Any] | None = None,
+) -> Iterator[tuple[WorklistEntry, IntakeResult | None]]:
+    """Each (name, path or bytes) image's worklist entry, with its intake for a saliency map or report (None
+    when unreadable), scored in turn under `lock`; `context(name)` gives its patient context. The one rule of
+    the CLI and the Predict page: only a file that cannot be read as an image (IntakeError) is the file's fault,
+    so with `keep_going` it becomes an "unreadable" row and the batch goes on (else the error is raised). Any
+    other error (a bad context, the model or its weights) is raised: listing it as every file's fault would hide
+    it behind a column of "unreadable" rows."""
+    for name, source in images:
+        try:
+            intake = predictor.read(source, name)
+        except IntakeError as exc:
+            if not keep_going:
+                raise
+            yield WorklistEntry(name, error=str(exc)), None
+            continue
+        given = context(name)
+        with lock or contextlib.nullcontext():
+            prediction = predictor.predict(intake, tta=tta, context=given)
+        yield WorklistEntry(name, prediction), intake  # outside the lock: the caller may explain the image
 
 
 def _row(entry: WorklistEntry) -> dict[str, Any]:

@@ -15,12 +15,12 @@ import streamlit as st
 
 from dermai import app_support
 from dermai.context import describe as describe_context
-from dermai.intake import READ_FORMATS, read_image
+from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.predict import tta_mismatch
 from dermai.report import prediction_html
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.weights import untrained_classifier
-from dermai.worklist import WorklistEntry, tier_counts, worklist, worklist_csv
+from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
 
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "routine": st.success}
@@ -30,6 +30,7 @@ st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only."
 weights = weights_path()
 mtime = app_support.weights_mtime(weights)
 CANNOT_LOAD = "Cannot load the model (choose other weights in the sidebar)"
+SCORING_FAILED = "Cannot score the images (not a fault of the files)"
 untrained = untrained_classifier(or_stop(CANNOT_LOAD, current_meta))
 if untrained:
     st.error(app_support.untrained_advice(untrained))
@@ -153,6 +154,18 @@ def analyse(data: bytes, name: str, image_site: str | None = None) -> dict[str, 
     return result
 
 
+def analysed(data: bytes, name: str, image_site: str | None = None) -> dict[str, Any] | None:
+    """`analyse`, or None after one plain st.error: the file's fault (it cannot be read as an image) said as
+    such, any other (the model, the context) not blamed on the file."""
+    try:
+        return analyse(data, name, image_site)
+    except IntakeError as exc:
+        st.error(f"Cannot analyse this file: {exc}")
+    except PLAIN_ERRORS as exc:
+        st.error(f"Cannot score this image (not a fault of the file): {exc}")
+    return None
+
+
 def show(result: dict[str, Any]) -> None:
     """Tier, score, warnings, probabilities, original beside overlay, downloads."""
     p = result["prediction"]
@@ -267,21 +280,16 @@ def sites_per_image(names: list[str]) -> dict[str, str]:
 
 
 def score_batch(files: dict[str, bytes], sites: dict[str, str]) -> list[WorklistEntry]:
-    """Each upload's prediction (no saliency), or why it could not be read; kept for this session so that
+    """Each upload's prediction (no saliency), or why it could not be read (`score_images`: the CLI's rule, so
+    only an unreadable image is a row; a model or context error is raised); kept for this session so that
     changing the selection or the overlay does not score the batch again."""
     settings = (weights, app_support.weights_mtime(weights), tta, age, sex)
+    keys = {name: (name, hashlib.sha256(data).hexdigest(), *settings, sites[name]) for name, data in files.items()}
     cached = st.session_state.get("pred_batch", {})
-    fresh: dict[tuple, WorklistEntry] = {}
-    for name, data in files.items():
-        key = (name, hashlib.sha256(data).hexdigest(), *settings, sites[name])
-        if key not in cached:
-            try:
-                context = patient_context(sites[name])
-                with lock:
-                    cached[key] = WorklistEntry(name, model.predict(read_image(data, name), tta=tta, context=context))
-            except PLAIN_ERRORS as exc:
-                cached[key] = WorklistEntry(name, error=str(exc))
-        fresh[key] = cached[key]
+    todo = [(name, data) for name, data in files.items() if keys[name] not in cached]
+    for entry, _ in score_images(model, todo, tta, lambda name: patient_context(sites[name]), lock=lock):
+        cached[keys[entry.image]] = entry
+    fresh = {keys[name]: cached[keys[name]] for name in files}
     st.session_state["pred_batch"] = fresh  # only this batch's results are kept
     return list(fresh.values())
 
@@ -290,7 +298,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
     """The batch as a worklist (tier counts, table, CSV), then one chosen image in full."""
     sites = sites_per_image(list(files))
     with st.spinner(f"Scoring {len(files)} images…"):
-        table = worklist(score_batch(files, sites))
+        table = worklist(or_stop(SCORING_FAILED, score_batch, files, sites))
     st.subheader(f"Worklist: {len(table)} images, most urgent first")
     counts = tier_counts(table)
     for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
@@ -319,7 +327,9 @@ def show_worklist(files: dict[str, bytes]) -> None:
     if row["tier"] == "unreadable":
         st.error(f"Cannot analyse this file: {row['notes']}")
         return
-    show(analyse(files[chosen], chosen, sites[chosen]))
+    outcome = analysed(files[chosen], chosen, sites[chosen])
+    if outcome:
+        show(outcome)
 
 
 if not uploads:
@@ -330,9 +340,6 @@ if len(uploads) > 1:
         dict(zip(app_support.unique_names([name for name, _ in uploads]), (data for _, data in uploads), strict=True))
     )
     st.stop()
-try:
-    outcome = analyse(uploads[0][1], uploads[0][0])
-except PLAIN_ERRORS as exc:
-    st.error(f"Cannot analyse this file: {exc}")
-    st.stop()
-show(outcome)
+outcome = analysed(uploads[0][1], uploads[0][0])
+if outcome:
+    show(outcome)

@@ -1143,3 +1143,26 @@ def test_predict_starts_tta_as_the_tiers_were_validated_and_says_when_it_differs
     at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg").run()
     assert_clean(at)
     assert at.session_state["pred_last"]["prediction"].tta is False  # the choice made, not the default, is used
+
+
+def test_predict_says_a_model_error_is_not_an_unreadable_file(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dermai.predict import Predictor
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(Predictor, "predict", broken)
+    at = page("predict").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
+    at.run()
+    assert_clean(at)
+    assert [e.value for e in at.error] == [
+        "Cannot score the images (not a fault of the files): mat1 and mat2 shapes cannot be multiplied"
+    ]
+    assert not at.subheader and not at.dataframe  # no worklist of "unreadable" files
+    at.file_uploader[0].set_value([(names[0], (HAM / "images" / names[0]).read_bytes(), "image/jpeg")]).run()
+    assert_clean(at)
+    assert [e.value for e in at.error] == [
+        "Cannot score this image (not a fault of the file): mat1 and mat2 shapes cannot be multiplied"
+    ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dermai.intake import IntakeError
 from dermai.predict import Prediction
 from dermai.worklist import (
     COLUMNS,
@@ -122,3 +123,40 @@ def test_distinct_names_tell_images_sharing_a_name_apart() -> None:
         "x_a_jpg-2",
     ]
     assert distinct_names(["one.png"]) == [("one.png", "one")] and distinct_names([]) == []
+
+
+class FakePredictor:
+    """Reads b"bad" as a damaged file and scores everything else; `broken` makes the model itself fail."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.broken, self.calls = broken, []
+
+    def read(self, source: bytes, name: str) -> str:
+        if source == b"bad":
+            raise IntakeError(f"{name}: damaged or incomplete image")
+        return name
+
+    def predict(self, intake: str, tta: bool | None = None, context: object = None) -> Prediction:
+        if self.broken:
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        self.calls.append((intake, tta, context))
+        return prediction("refer", 0.5)
+
+
+def test_score_images_lists_only_unreadable_files_as_rows_and_raises_anything_else() -> None:
+    from dermai.worklist import score_images
+
+    images = [("a.jpg", b"ok"), ("b.jpg", b"bad"), ("c.jpg", b"ok")]
+    fake = FakePredictor()
+    scored = list(score_images(fake, images, tta=True, context=lambda name: name.upper()))
+    assert [(e.image, e.error) for e, _ in scored] == [
+        ("a.jpg", None),
+        ("b.jpg", "b.jpg: damaged or incomplete image"),
+        ("c.jpg", None),
+    ]
+    assert [intake for _, intake in scored] == ["a.jpg", None, "c.jpg"]
+    assert fake.calls == [("a.jpg", True, "A.JPG"), ("c.jpg", True, "C.JPG")]
+    with pytest.raises(IntakeError, match="b.jpg: damaged"):  # the CLI without --csv: stop at the bad file
+        list(score_images(FakePredictor(), images, keep_going=False))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # not the files' fault: not a row
+        list(score_images(FakePredictor(broken=True), images))
