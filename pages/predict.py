@@ -28,7 +28,7 @@ TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "rou
 st.title("Predict")
 st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only.")
 weights = weights_path()
-mtime = app_support.weights_mtime(weights)
+mtime = app_support.weights_mtime(weights)  # read once: the model and every result cached below go by it
 CANNOT_LOAD = "Cannot load the model (choose other weights in the sidebar)"
 SCORING_FAILED = "Cannot score the images (not a fault of the files)"
 untrained = untrained_classifier(or_stop(CANNOT_LOAD, current_meta))
@@ -134,7 +134,7 @@ def analyse(data: bytes, name: str, image_site: str | None = None) -> dict[str, 
     session only (the last upload)."""
     image_site = site if image_site is None else image_site
     digest = hashlib.sha256(data).hexdigest()
-    cache_key = (digest, weights, app_support.weights_mtime(weights), method, target, tta, age, sex, image_site)
+    cache_key = (digest, weights, mtime, method, target, tta, age, sex, image_site)  # the loaded model's mtime
     cached = st.session_state.get("pred_last")
     if cached and cached["key"] == cache_key:
         return cached
@@ -283,7 +283,7 @@ def score_batch(files: dict[str, bytes], sites: dict[str, str]) -> list[Worklist
     """Each upload's prediction (no saliency), or why it could not be read (`score_images`: the CLI's rule, so
     only an unreadable image is a row; a model or context error is raised); kept for this session so that
     changing the selection or the overlay does not score the batch again."""
-    settings = (weights, app_support.weights_mtime(weights), tta, age, sex)
+    settings = (weights, mtime, tta, age, sex)  # the time `model` was loaded at, not a fresh reading
     keys = {name: (name, hashlib.sha256(data).hexdigest(), *settings, sites[name]) for name, data in files.items()}
     cached = st.session_state.get("pred_batch", {})
     todo = [(name, data) for name, data in files.items() if keys[name] not in cached]

@@ -1166,3 +1166,31 @@ def test_predict_says_a_model_error_is_not_an_unreadable_file(app_env: Path, mon
     assert [e.value for e in at.error] == [
         "Cannot score this image (not a fault of the file): mat1 and mat2 shapes cannot be multiplied"
     ]
+
+
+def test_predict_caches_results_under_the_weights_time_its_model_was_loaded_at(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights re-saved while the page runs: the result of the model loaded at the top must not be cached as
+    the new file's (it would be shown again, as the new model's, on the next run)."""
+    readings: list[tuple[int, int]] = []
+
+    def ticking(path: str) -> tuple[int, int]:  # every reading finds the file re-saved since the one before
+        readings.append((len(readings), 0))
+        return readings[-1]
+
+    monkeypatch.setattr(app_support, "weights_mtime", ticking)
+    at = page("predict").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")
+    first = len(readings)  # the page's first reading of this run: the one its model is loaded by
+    at.run()
+    assert_clean(at)
+    assert at.session_state["pred_last"]["key"][2] == (first, 0)
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
+    first = len(readings)
+    at.run()
+    assert_clean(at)
+    assert {key[3] for key in at.session_state["pred_batch"]} == {(first, 0)}
+    assert at.session_state["pred_last"]["key"][2] == (first, 0)  # the detail of #1, shown in full
