@@ -319,9 +319,13 @@ def show_worklist(files: dict[str, bytes]) -> None:
         key="pred_worklist",
     )
     st.download_button("Download worklist (CSV)", worklist_csv(table), file_name="dermai_worklist.csv", mime="text/csv")
-    labels = {f"#{row.rank} {row.image} ({row.tier})": row.image for row in table.itertuples()}
+    # Options are the images themselves, their rank and tier only a label: a setting that re-ranks the batch
+    # (TTA, an age) keeps the image looked at instead of jumping to #1.
+    labels = {row.image: f"#{row.rank} {row.image} ({row.tier})" for row in table.itertuples()}
     app_support.restore_widgets(state, {"pred_detail": list(labels)})  # the image looked at before, if still listed
-    chosen = labels[st.selectbox("Details for", list(labels), key="pred_detail")]
+    chosen = st.selectbox(
+        "Details for", list(labels), key="pred_detail", format_func=lambda image: labels.get(image, str(image))
+    )
     app_support.keep_widgets(state, ["pred_detail"])
     row = table.set_index("image").loc[chosen]
     if row["tier"] == "unreadable":

@@ -226,9 +226,9 @@ def test_predict_several_uploads_make_a_worklist(app_env: Path) -> None:
     assert sum(counts.values()) == 4 and counts["Unreadable"] == 1
     assert "Download worklist (CSV)" in [b.label for b in at.download_button]
     detail = at.selectbox(key="pred_detail")
-    assert detail.value.startswith("#1 ")
+    assert detail.value == table["image"].iloc[0] and detail.options[0] == f"#1 {detail.value} ({table['tier'][0]})"
     assert any("Triage tier:" in text for text in alerts(at)) and len(at.image) >= 2  # the first one in full
-    detail.set_value(next(o for o in detail.options if "broken.jpg" in o)).run()
+    detail.set_value("broken.jpg").run()
     assert_clean(at)
     assert any(e.value.startswith("Cannot analyse this file: broken.jpg") for e in at.error)
 
@@ -1194,3 +1194,26 @@ def test_predict_caches_results_under_the_weights_time_its_model_was_loaded_at(
     assert_clean(at)
     assert {key[3] for key in at.session_state["pred_batch"]} == {(first, 0)}
     assert at.session_state["pred_last"]["key"][2] == (first, 0)  # the detail of #1, shown in full
+
+
+def test_worklist_details_stay_on_the_chosen_image_when_the_ranking_changes(app_env: Path) -> None:
+    at = page("predict").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    files = [(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names]
+    broken = ("broken.jpg", b"\xff\xd8\xff\xe0 not a jpeg", "image/jpeg")
+    at.file_uploader[0].set_value([*files, broken]).run()
+    detail = at.selectbox(key="pred_detail")
+    detail.set_value("broken.jpg").run()  # an image key, shown with its rank and tier
+    assert_clean(at)
+    assert at.selectbox(key="pred_detail").value == "broken.jpg"
+    assert "#3 broken.jpg (unreadable)" in at.selectbox(key="pred_detail").options
+    more = ("ISIC_0024307.jpg", (HAM / "images" / "ISIC_0024307.jpg").read_bytes(), "image/jpeg")
+    at.file_uploader[0].set_value([*files, more, broken]).run()  # broken.jpg is #4 now
+    assert_clean(at)
+    assert at.selectbox(key="pred_detail").value == "broken.jpg"
+    assert any(e.value.startswith("Cannot analyse this file: broken.jpg") for e in at.error)
+    at.selectbox(key="pred_detail").set_value("ISIC_0025964.jpg").run()
+    at.checkbox(key="pred_tta").check().run()  # re-scored, perhaps re-ranked: still the image chosen
+    assert_clean(at)
+    assert at.selectbox(key="pred_detail").value == "ISIC_0025964.jpg"
+    assert at.session_state["pred_last"]["name"] == "ISIC_0025964.jpg"
