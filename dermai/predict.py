@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam pulls in OpenCV and
     from dermai.saliency import SaliencyExplainer
 
 ImageInput = Image.Image | bytes | str | os.PathLike[str] | BinaryIO | IntakeResult
+# the note of an image whose features lie beyond the OOD cut-off (the Predict page shows its own box instead)
+OOD_NOTE = "the image does not look like the dermoscopy images this model was trained on; its scores are unreliable"
 UNAVAILABLE_MEANING = (
     "No validated operating points are stored with these weights (run `python -m dermai calibrate`), so no "
     "triage tier can be given. The probabilities are shown for research use only."
@@ -251,10 +253,7 @@ class Predictor:
                 "dermoscopy only, so it cannot grade this image; use the original colour photo"
             )
         elif ood:
-            notes.append(
-                "the image does not look like the dermoscopy images this model was trained on; "
-                "its scores are unreliable"
-            )
+            notes.append(OOD_NOTE)
         # An image the model cannot read must not come out "routine", which reads as reassurance.
         ungradable = bool(ood) or min(intake.image.size) < MIN_SIDE
         tier, meaning, sens, spec = self._tier(p_mal, points, ungradable)

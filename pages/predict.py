@@ -16,7 +16,7 @@ import streamlit as st
 from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.intake import READ_FORMATS, IntakeError, read_image
-from dermai.predict import tta_mismatch
+from dermai.predict import OOD_NOTE, tta_mismatch
 from dermai.report import prediction_html
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.weights import untrained_classifier
@@ -194,7 +194,8 @@ def show(result: dict[str, Any]) -> None:
             )
         else:
             st.metric("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")
-        if app_support.feature_gate_flagged(p):
+        flagged = app_support.feature_gate_flagged(p)
+        if flagged:
             st.warning(
                 "**Out of distribution:** this image does not look like the dermoscopy images the model was "
                 f"trained on (score {p.ood_score:.2f} > threshold {p.ood_threshold:.2f}); its "
@@ -203,7 +204,8 @@ def show(result: dict[str, Any]) -> None:
         elif p.ood is None:
             st.caption("No out-of-distribution check is stored with these weights.")
         for note in p.warnings:
-            st.warning(note)
+            if not (flagged and note == OOD_NOTE):  # the box above says it, with the score
+                st.warning(note)
     with right:
         probs = sorted(p.probabilities.items(), key=lambda item: item[1])
         fig = go.Figure(
@@ -294,6 +296,14 @@ def score_batch(files: dict[str, bytes], sites: dict[str, str]) -> list[Worklist
     return list(fresh.values())
 
 
+def worklist_on_screen(table: pd.DataFrame) -> pd.DataFrame:
+    """The worklist as shown: without the TTA column (the checkbox above says it; the CSV keeps it) and the OOD
+    verdict in words. A checkbox column draws a missing verdict (weights with no OOD check, an unreadable file)
+    as an empty box, which reads as "passed"; as text it is the table's dash."""
+    shown = app_support.worklist_shown(table.drop(columns="tta"))
+    return shown.assign(ood=shown["ood"].map({True: "yes", False: "no"}))
+
+
 def show_worklist(files: dict[str, bytes]) -> None:
     """The batch as a worklist (tier counts, table, CSV), then one chosen image in full."""
     sites = sites_per_image(list(files))
@@ -304,7 +314,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
     for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
         column.metric(tier.capitalize(), n)
     st.dataframe(
-        app_support.worklist_shown(table.drop(columns="tta")),  # the checkbox above says it; the CSV keeps it
+        worklist_on_screen(table),
         hide_index=True,
         width="stretch",
         placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"
@@ -312,7 +322,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
             "p_malignant": st.column_config.NumberColumn("p(malignant)", format="%.3f"),
             "p_top_diagnosis": st.column_config.NumberColumn("p(top)", format="%.2f"),
             "p_malignant_image_only": st.column_config.NumberColumn("p(malignant), image only", format="%.3f"),
-            "ood": st.column_config.CheckboxColumn("out of distribution"),
+            "ood": st.column_config.TextColumn("out of distribution"),  # yes, no, or a dash: not checked
             # beside the tier, but narrow enough that the scores stay on screen (the CSV download has the full text)
             "notes": st.column_config.TextColumn("notes", width="medium"),
         },

@@ -1217,3 +1217,48 @@ def test_worklist_details_stay_on_the_chosen_image_when_the_ranking_changes(app_
     assert_clean(at)
     assert at.selectbox(key="pred_detail").value == "ISIC_0025964.jpg"
     assert at.session_state["pred_last"]["name"] == "ISIC_0025964.jpg"
+
+
+def ood_weights(weights: Path, folder: Path, ood: dict | None) -> Path:
+    """A copy of the tiny weights with their JSON's OOD block replaced (None: no OOD check stored)."""
+    import shutil
+
+    copy = folder / "ood" / "model.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(weights, copy)
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    meta = {k: v for k, v in meta.items() if k != "ood"} | ({"ood": ood} if ood else {})
+    copy.with_suffix(".json").write_text(json.dumps(meta))
+    return copy
+
+
+def test_worklist_shows_an_unchecked_ood_verdict_as_a_dash_not_as_passed(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    files = [(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names]
+    at = page("predict").run()
+    at.file_uploader[0].set_value(files).run()
+    checked = next(d for d in at.dataframe if "rank" in d.value.columns)
+    assert set(checked.value["ood"]) <= {"yes", "no"} and checked.value["ood"].notna().all()
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(ood_weights(app_env, tmp_path, None)))
+    at = page("predict").run()
+    at.file_uploader[0].set_value(files).run()
+    assert_clean(at)
+    table = next(d for d in at.dataframe if "rank" in d.value.columns)
+    assert table.value["ood"].isna().all() and table.proto.placeholder == "—"  # unknown, not an empty box
+    assert json.loads(table.proto.columns)["ood"]["type_config"]["type"] == "text"
+
+
+def test_a_flagged_image_gets_one_out_of_distribution_warning(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = json.loads(app_env.with_suffix(".json").read_text())
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(ood_weights(app_env, tmp_path, {**meta["ood"], "threshold": 0.0})))
+    at = page("predict").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    assert any("Triage tier: UNGRADABLE" in text for text in alerts(at))
+    said = [w.value for w in at.warning if "does not look like the dermoscopy images" in w.value]
+    assert len(said) == 1 and said[0].startswith("**Out of distribution:**"), said
