@@ -81,6 +81,12 @@ DELETING_PREFIX = ".deleting-"  # a run folder being deleted: hidden, so a delet
 STARTING = "(starting)"  # run_dir of a job whose lock is taken but not yet filled
 ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
+# The app's own lines in a run's job.log: when each job it launched started, and when the user cancelled one.
+# `run_status` reads them: a job launched after the run's last status record that wrote none of its own failed
+# or was killed (a resume that died), and a cancelled job was stopped by the user, not a failure.
+STARTED, CANCELLED = "started", "cancelled by the user"
+JOB_EVENT = re.compile(r"^--- dermai app: job (started|cancelled by the user) .* \(t=(\d+(?:\.\d+)?)\) ---$")
+LEGACY_LOG_GRACE_S = 60  # a log without those lines (an older version's) this much newer than the end: a later job
 
 
 class JobError(RuntimeError):
@@ -115,6 +121,7 @@ class RunStatus:
     best_val_auroc: float | None
     weights: Path | None
     started: float | None
+    note: str | None = None  # what the status alone does not say: cancelled by the user, a resume that died
 
 
 def runs_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -270,6 +277,8 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
         # honoured (the trainer no longer clears it when it starts).
         (run_dir / STOP_FILE).unlink(missing_ok=True)
         with open(run_dir / LOG_NAME, "ab") as log:
+            log.write(_event_line(STARTED))
+            log.flush()  # before the process's own output
             process = subprocess.Popen(
                 command,
                 stdout=log,
@@ -434,13 +443,20 @@ def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     run = Path(run_dir)
     _refuse_if_owned(run)
     config_path = run / "config.json"
-    if not (run / "checkpoints" / "last.pt").exists() or not config_path.exists():
+    if not resumable(run):
         raise JobError(f"{run}: nothing to resume (no checkpoint)")
     config = _read_run_config(config_path).get("config", {})
     stage = config.get("stage", "both") if isinstance(config, dict) else None
     if stage not in STAGE_COMMANDS:
         raise JobError(f"{config_path}: config.stage is {stage!r}, not pretrain, finetune or both")
     return _launch(stage, run, build_command(stage, run, {}, resume=True), runs_dir(runs))
+
+
+def resumable(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether a run folder holds what Resume continues from: its config.json and last checkpoint (a job
+    cancelled before it trained holds neither)."""
+    run = Path(run_dir)
+    return (run / "checkpoints" / "last.pt").exists() and (run / "config.json").exists()
 
 
 def stop_job(run_dir: str | os.PathLike[str]) -> Path:
@@ -460,34 +476,102 @@ def cancel_job(runs: str | os.PathLike[str] | None = None, run_dir: str | os.Pat
         return None
     if run_dir is not None and Path(job.run_dir).resolve() != Path(run_dir).resolve():
         return None
+    with contextlib.suppress(OSError), open(Path(job.run_dir) / LOG_NAME, "ab") as log:
+        log.write(_event_line(CANCELLED))  # the run then reads "stopped" (by the user), not "failed"
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(job.pid, signal.SIGTERM)
     return job
 
 
+def _event_line(event: str) -> bytes:
+    """One of the app's own job.log lines (JOB_EVENT), stamped now."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    return f"--- dermai app: job {event} {stamp} (t={now:.3f}) ---\n".encode()
+
+
+def _job_events(run: Path) -> list[tuple[str, float]]:
+    """The app's own lines in a run's job.log, as (event, time), oldest first; none without a log."""
+    try:
+        text = (run / LOG_NAME).read_text(errors="replace")
+    except OSError:
+        return []
+    return [(m[1], float(m[2])) for line in text.splitlines() if (m := JOB_EVENT.match(line))]
+
+
+def is_running(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> bool:
+    """Whether a process works in the run folder now: the app's job, or a trainer holding the folder's lock
+    (also one started from the command line), however long since it last wrote. Its weights may be written
+    but not yet calibrated (the trainer calibrates after saving them, an ensemble after packing them)."""
+    run = Path(run_dir)
+    job = current_job(runs)
+    if job is not None and job.run_dir and Path(job.run_dir).resolve() == run.resolve():
+        return True  # also while a resumed run has only its earlier "stopped" record
+    return run_lock_holder(run) is not None
+
+
+def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) -> str | None:
+    """What happened after the run's last status record: "cancelled" (the user cancelled the last job before
+    it wrote a status of its own), "continued" (a later job trained on or was launched, and wrote none: it
+    died), or None (the record stands). The app's job.log lines say when each job started and was cancelled;
+    a log without them (an older version's) counts as a later job when written well after the record."""
+    events = _job_events(run)
+    cancelled = bool(events) and events[-1][0] == CANCELLED
+    if end_index is None:
+        return "cancelled" if cancelled else None
+    end_time = records[end_index].get("time")
+    end_time = end_time if isinstance(end_time, int | float) else None
+    launches = [t for event, t in events if event == STARTED]
+    if launches and end_time is not None and end_time < launches[-1]:
+        return "cancelled" if cancelled else "continued"
+    if any(r.get("kind") in ("step", "epoch") for r in records[end_index + 1 :]):
+        return "cancelled" if cancelled else "continued"
+    log = run / LOG_NAME
+    if not launches and end_time is not None and log.exists():
+        return "continued" if log.stat().st_mtime > end_time + LEGACY_LOG_GRACE_S else None
+    return None
+
+
+def _note(run: Path, since_end: str | None) -> str | None:
+    """The `RunStatus.note` for what happened after the last status record."""
+    if since_end == "cancelled":
+        if resumable(run):
+            return "Cancelled by the user; Resume continues from its last checkpoint."
+        return "Cancelled by the user before it saved a checkpoint: there is nothing to resume."
+    if since_end == "continued":
+        return (
+            "Its last job ended without finishing (the log below says why); the run's checkpoint is as that job "
+            "left it. Resume tries again."
+        )
+    return None
+
+
 def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
     """What a run folder says about itself: running while its job is alive or a trainer holds the folder's
-    lock (also one started from the command line), else what its last status record says."""
+    lock (also one started from the command line); "stopped" when the user cancelled its job; else what its
+    last status record says, unless a later job trained on or was launched and wrote no status of its own (a
+    resume that failed at its start or part-way): that run is "interrupted", as is one that never wrote one."""
     run = Path(run_dir)
     records = read_metrics(run)
     steps = [r for r in records if r.get("kind") in ("step", "epoch")]
     last = steps[-1] if steps else {}
-    end = next((r for r in reversed(records) if r.get("kind") == "status"), None)
+    end_index = next((i for i in reversed(range(len(records))) if records[i].get("kind") == "status"), None)
+    end = records[end_index] if end_index is not None else None
     best = [r["best_val_auroc"] for r in records if r.get("best_val_auroc") is not None]
-    job = current_job(runs)
     metrics_path = run / "metrics.jsonl"
-    if job is not None and job.run_dir and Path(job.run_dir).resolve() == run.resolve():
-        status = "running"  # also while a resumed run has only its earlier "stopped" record
-    elif run_lock_holder(run) is not None:
-        status = "running"  # a trainer owns the folder (e.g. the CLI's), however long since it last wrote
-    elif end is not None:
+    since_end = _since_end(run, records, end_index)
+    if is_running(run, runs):
+        status, since_end = "running", None
+    elif since_end == "cancelled":
+        status = "stopped"  # by the user
+    elif end is not None and since_end is None:
         status = str(end.get("status"))
     elif (
         not (run / OWNER_FILE).exists()  # a trainer that locks its folder is running only while it holds the lock
         and metrics_path.exists()
         and time.time() - metrics_path.stat().st_mtime < EXTERNAL_QUIET_S
     ):
-        status = "running"  # still writing, from a trainer that takes no lock (an older version)
+        status, since_end = "running", None  # still writing, from a trainer that takes no lock (an older version)
     elif records:
         status = "interrupted"  # killed or crashed: resumable from its checkpoint
     else:
@@ -505,6 +589,7 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
         best_val_auroc=max(best) if best else (end or {}).get("best_score"),
         weights=weights if weights.exists() else None,
         started=records[0].get("time") if records else None,
+        note=_note(run, since_end),
     )
 
 

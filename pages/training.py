@@ -399,11 +399,14 @@ if row["status"] == jobs.UNREADABLE:
 size = f" · input {row['input']}" if row["input"] else ""
 disk = f" · {row['disk_gb']:.2f} GB on disk"
 st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size}{disk}")
+if note := jobs.run_status(row["path"], runs).note:
+    st.info(note)
 buttons = st.columns(4)
 if row["weights"] and buttons[0].button("Use these weights for prediction"):
     set_weights(row["weights"])
     st.rerun()
-if row["status"] in ("stopped", "interrupted") and buttons[1].button("Resume"):
+resumable = row["status"] in ("stopped", "interrupted") and jobs.resumable(row["path"])
+if resumable and buttons[1].button("Resume"):
     with plain_errors("Cannot resume"):
         job = jobs.resume_job(row["path"], runs)
         state["train_resumed"] = f"Resumed {job.name} (pid {job.pid})."  # said after the rerun, as Start does

@@ -1081,6 +1081,51 @@ def test_training_page_deletes_runs_and_forgets_their_weights(app_env: Path) -> 
     assert "1 run takes 0.0 GB" in " ".join(c.value for c in at.caption)
 
 
+def test_training_page_shows_why_a_resume_failed_and_offers_it_again(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume that dies before its first step writes no status: the run no longer reads "stopped" as if
+    nothing happened, but interrupted, with the job's log saying why, and Resume offered again."""
+    from tests.test_jobs import status_record, stopped_run, wait_for
+
+    runs = Path(jobs.runs_dir())
+    run = stopped_run(runs, "halfway")
+    status_record(run, "stopped", time.time() - 3000)
+    error = "error: the split rebuilt from /data is not the one this run started on"
+    failing = [sys.executable, "-c", f"import sys; sys.exit({error!r})"]
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: failing)
+    jobs.resume_job(run, runs)
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the failing resume to end")
+    at = page("training").run()
+    assert_clean(at)
+    assert at.dataframe[0].value.set_index("name").loc["halfway", "status"] == "interrupted"
+    assert any(i.value.startswith("Its last job ended without finishing (the log below says why)") for i in at.info)
+    assert at.code and at.code[-1].value.splitlines()[-1] == error
+    assert "Resume" in [b.label for b in at.button]
+
+
+def test_training_page_cancel_while_preparing_data_reads_stopped_by_the_user(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_jobs import harmless, wait_for
+
+    runs = Path(jobs.runs_dir())
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(60))  # a job preparing its data
+    jobs.start_job("both", {}, runs, name="early")
+    try:
+        at = page("training").run()
+        next(b for b in at.button if b.label == "Cancel").click().run()
+        assert_clean(at)
+        wait_for(lambda: jobs.current_job(runs) is None, 30, "the cancelled job to end")
+    finally:
+        jobs.cancel_job(runs)
+    at.run()
+    assert_clean(at)
+    assert at.dataframe[0].value.set_index("name").loc["early", "status"] == "stopped"
+    assert "Cancelled by the user before it saved a checkpoint: there is nothing to resume." in alerts(at)
+    assert not at.code and "Resume" not in [b.label for b in at.button]  # no "error: interrupted", no checkpoint
+
+
 def test_home_shows_the_tiers_test_figures_beside_the_validation_ones(json_only_env: Path) -> None:
     record = {
         "classes": ["mel", "nv"],

@@ -469,3 +469,104 @@ def test_cli_lists_and_deletes_runs(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "file").write_text("x")
     assert main(["runs", "--runs", str(tmp_path / "file")]) == 2
     assert f"runs folder {tmp_path / 'file'}: not a folder" in capsys.readouterr().err
+
+
+def status_record(run: Path, status: str, at: float) -> None:
+    """Append the trainer's end record (what `Trainer._run` writes last) to a run's metrics, stamped `at`."""
+    append_record(run, {"time": at, "kind": "status", "status": status, "weights": None, "best_score": None})
+
+
+def append_record(run: Path, record: dict) -> None:
+    """Append a metrics record stamped `record["time"]`, the file last written then (quiet since: no trainer of
+    a version without the folder lock is still writing it)."""
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    os.utime(run / "metrics.jsonl", (record["time"], record["time"]))
+
+
+def test_a_resume_that_dies_part_way_reads_interrupted_not_stopped(tmp_path: Path) -> None:
+    """A status record followed by step records: a later job trained on and wrote no end of its own (killed,
+    crashed). No process runs it now, so it is interrupted, not still "stopped"."""
+    runs = tmp_path / "runs"
+    run = stopped_run(runs, "resumed")
+    status_record(run, "stopped", time.time() - 3000)
+    assert jobs.run_status(run, runs).status == "stopped" and jobs.run_status(run, runs).note is None
+    append_record(
+        run, {"time": time.time() - 2000, "kind": "step", "stage": "finetune", "global_step": 5, "total_steps": 9}
+    )
+    status = jobs.run_status(run, runs)
+    assert status.status == "interrupted" and status.stage == "finetune"
+    assert status.note.startswith("Its last job ended without finishing")
+    assert jobs.list_runs(runs).loc[0, "status"] == "interrupted"
+    status_record(run, "stopped", time.time() - 1000)  # resumed again, and stopped cleanly this time
+    assert jobs.run_status(run, runs).status == "stopped" and jobs.run_status(run, runs).note is None
+
+
+def test_a_resume_that_fails_at_its_start_reads_interrupted_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume whose trainer dies before its first step (data folder changed, a teacher gone) writes no record
+    at all: its launch, after the run's "stopped" record, says a later job ran and failed."""
+    runs = tmp_path / "runs"
+    run = stopped_run(runs, "halfway")
+    status_record(run, "stopped", time.time() - 3000)
+    (run / jobs.LOG_NAME).write_text('{"status": "stopped"}\n')  # the first job's last line
+    os.utime(run / jobs.LOG_NAME, (time.time() - 2999, time.time() - 2999))
+    error = "error: the split rebuilt from /data is not the one this run started on"
+    failing = [sys.executable, "-c", f"import sys; sys.exit({error!r})"]
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: failing)
+    jobs.resume_job(run, runs)
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the failing resume to end")
+    status = jobs.run_status(run, runs)
+    assert status.status == "interrupted", jobs.log_tail(run)
+    assert "the log below says why" in status.note
+    assert jobs.log_tail(run).splitlines()[-1] == error
+    assert "--- dermai app: job started " in jobs.log_tail(run)
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(0))  # the same run resumes again
+    jobs.resume_job(run, runs)
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in resume to end")
+    status_record(run, "stopped", time.time())  # …and this job writes its own end
+    assert jobs.run_status(run, runs).status == "stopped"
+
+
+def test_a_log_of_an_older_version_newer_than_the_end_record_reads_interrupted(tmp_path: Path) -> None:
+    """A job.log without the app's start lines (written by an older version): written well after the last
+    status record, it is a later job's, which wrote no end of its own; just after it, the first job's last line."""
+    runs = tmp_path / "runs"
+    run = stopped_run(runs)
+    status_record(run, "stopped", time.time() - 3000)
+    (run / jobs.LOG_NAME).write_text("error: no metadata CSV\n")
+    os.utime(run / jobs.LOG_NAME, (time.time() - 2999, time.time() - 2999))
+    assert jobs.run_status(run, runs).status == "stopped"
+    os.utime(run / jobs.LOG_NAME)
+    assert jobs.run_status(run, runs).status == "interrupted"
+
+
+def test_a_job_cancelled_while_preparing_its_data_reads_stopped_by_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel ends a job that has trained nothing yet: the run reads "stopped" (the user's doing), with no
+    problem, not "failed" with the trainer's "error: interrupted"; a resume cancelled so is stopped too."""
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(60))
+    job = jobs.start_job("both", {}, runs, name="early")
+    try:
+        assert jobs.cancel_job(runs, runs / "early").pid == job.pid
+        wait_for(lambda: jobs.current_job(runs) is None, 30, "the cancelled job to end")
+    finally:
+        jobs.cancel_job(runs)
+    row = jobs.list_runs(runs).set_index("name").loc["early"]
+    assert row["status"] == "stopped" and pd.isna(row["problem"])
+    assert jobs.run_status(runs / "early", runs).note == (
+        "Cancelled by the user before it saved a checkpoint: there is nothing to resume."
+    )
+    assert not jobs.resumable(runs / "early")
+
+    run = stopped_run(runs, "resumed")
+    status_record(run, "stopped", time.time() - 3000)
+    jobs.resume_job(run, runs)
+    jobs.cancel_job(runs, run)
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the cancelled resume to end")
+    status = jobs.run_status(run, runs)
+    assert status.status == "stopped" and status.note.startswith("Cancelled by the user; Resume continues")
+    assert jobs.resumable(run)
