@@ -35,7 +35,7 @@ from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize, meta_input_size, size_label
 from dermai.train import OWNER_FILE, STOP_FILE, read_metrics, run_lock_holder, split_mismatch
-from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta
+from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path
 
 LOCK_NAME = ".job.json"
 LOG_NAME = "job.log"
@@ -449,6 +449,9 @@ def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     stage = config.get("stage", "both") if isinstance(config, dict) else None
     if stage not in STAGE_COMMANDS:
         raise JobError(f"{config_path}: config.stage is {stage!r}, not pretrain, finetune or both")
+    teacher = _teacher_needed(config)
+    if teacher is not None:
+        _refuse_missing_teacher(teacher, config_path)
     return _launch(stage, run, build_command(stage, run, {}, resume=True), runs_dir(runs))
 
 
@@ -457,6 +460,43 @@ def resumable(run_dir: str | os.PathLike[str]) -> bool:
     cancelled before it trained holds neither)."""
     run = Path(run_dir)
     return (run / "checkpoints" / "last.pt").exists() and (run / "config.json").exists()
+
+
+def _teacher_needed(config: Mapping[str, Any]) -> str | None:
+    """The teacher a run's saved config learns from (train.distill_from with a share > 0, in a run that
+    fine-tunes): the trainer scores the training images with it again whenever the run starts or resumes."""
+    train = config.get("train")
+    if config.get("stage") == "pretrain" or not isinstance(train, dict):
+        return None
+    teacher, share = train.get("distill_from"), train.get("distill_weight")
+    if not isinstance(teacher, str) or not teacher or not isinstance(share, int | float) or share <= 0:
+        return None
+    return teacher
+
+
+def recorded_weights(text: str) -> Path:
+    """A weights path as a run's config records it (`FILE#K` names member K of FILE), as the trainer saw it:
+    jobs run from the repository folder, so a relative path is from there."""
+    whole = _from_repo(text)
+    match = re.fullmatch(r"(?P<path>.+)#\d+", text)
+    return _from_repo(match["path"]) if match and not whole.exists() else whole
+
+
+def _from_repo(text: str) -> Path:
+    """A recorded path, relative ones taken from the repository folder (where the app's jobs run)."""
+    path = Path(text)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _refuse_missing_teacher(teacher: str, config_path: Path) -> None:
+    """A JobError naming the teacher's file when it is gone: the resumed trainer would fail on it at once."""
+    try:
+        resolve_weights_path(recorded_weights(teacher))
+    except WeightsError as exc:
+        raise JobError(
+            f"{config_path}: this run learns from the teacher {teacher} (train.distill_from), which cannot be read "
+            f"({exc}); it cannot resume without it: restore that file, or start a new run"
+        ) from None
 
 
 def stop_job(run_dir: str | os.PathLike[str]) -> Path:
@@ -767,12 +807,95 @@ def check_free_space(runs: Path, need: int = MIN_FREE_BYTES) -> None:
         )
 
 
+@dataclass
+class Dependent:
+    """A run of the runs folder whose settings name weights inside another run's folder: it started from them
+    (`--init-weights`, role "start") or learns from them as its teacher (`--distill-from`, role "teacher")."""
+
+    name: str
+    role: str
+    status: str
+    pending: bool = False  # its job has not written its config yet: it has not read those weights
+
+    def consequence(self) -> str:
+        """What deleting the other run does to this one (Markdown)."""
+        who = f"`{self.name}` ({self.status})"
+        if self.pending:
+            use = "its teacher" if self.role == "teacher" else "the weights it starts from"
+            return f"{who} is starting and has not read {use} yet: it fails if this run is deleted now."
+        if self.role == "start":
+            return (
+                f"{who} started from its weights: it trains its own copy, so its weights and checkpoints stay valid "
+                "without them."
+            )
+        if self.status == "finished":
+            return f"{who} learned from it as its teacher: its own weights keep working."
+        return (
+            f"{who} learns from it as its teacher: it re-reads the teacher whenever it starts, so once this run is "
+            "deleted it can no longer resume."
+        )
+
+
+def dependent_runs(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> list[Dependent]:
+    """The runs of the runs folder that started from, or learn from, weights in `run_dir` (their config.json's
+    `init_weights` and `train.distill_from`; for the job now starting, its command line), by name: what deleting
+    `run_dir` would affect. A folder whose config cannot be read is skipped (it trains nothing)."""
+    root = runs_dir(runs)
+    target = Path(run_dir).resolve()
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    found = []
+    for folder in folders:
+        if folder.resolve() == target:
+            continue
+        try:
+            roles = _roles_towards(folder, target)
+        except JobError:
+            continue
+        pending = False
+        if not (folder / "config.json").exists():
+            roles = _starting_roles_towards(folder, root, target)
+            pending = bool(roles)
+        if roles:
+            status = run_status(folder, root).status
+            found += [Dependent(folder.name, role, status, pending) for role in roles]
+    return found
+
+
+def _inside(recorded: Any, folder: Path) -> bool:
+    """Whether a weights path recorded in a run's settings lies in `folder` (links followed)."""
+    return isinstance(recorded, str) and bool(recorded) and recorded_weights(recorded).resolve().is_relative_to(folder)
+
+
+def _roles_towards(run: Path, target: Path) -> list[str]:
+    """How `run`'s saved settings use weights in the folder `target`: "start", "teacher", both or neither."""
+    if not (run / "config.json").exists():
+        return []
+    saved = _read_run_config(run / "config.json")
+    config = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+    roles = ["start"] if _inside(saved.get("init_weights"), target) else []
+    return roles + (["teacher"] if _inside(_teacher_needed(config), target) else [])
+
+
+def _starting_roles_towards(run: Path, root: Path, target: Path) -> list[str]:
+    """`_roles_towards` for the app's job now starting in `run`, from its command line: its trainer has not
+    written config.json yet (nor read the weights)."""
+    job = current_job(root)
+    if job is None or job.pid <= 0 or Path(job.run_dir).resolve() != run.resolve():
+        return []
+    given = dict(zip(job.command, job.command[1:], strict=False))
+    roles = ["start"] if _inside(given.get(OPTION_FLAGS["init_weights"]), target) else []
+    return roles + (["teacher"] if _inside(given.get(OPTION_FLAGS["distill_from"]), target) else [])
+
+
 def delete_run(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> int:
     """Delete a run folder that no job or trainer is using, and return the bytes it freed. Only a folder
     directly in the runs folder is deleted (never a link, nor anything it points to). The folder is renamed to
     a hidden name first, so a deletion cut short leaves no half-run in the Runs table; leftovers of such a
     deletion are removed on the next one. An ensemble packs its members' weights, so deleting a member never
-    breaks an ensemble built from it."""
+    breaks an ensemble built from it; `dependent_runs` lists the runs that started from or learn from it."""
     root = runs_dir(runs)
     run = Path(run_dir)
     if run.is_symlink() or not run.is_dir() or run.resolve().parent != root.resolve() or run.name.startswith("."):

@@ -371,12 +371,18 @@ with st.expander("Combine runs into an ensemble"):
 
 
 def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
-    """A "Delete run" popover in `where` that asks once more before deleting the folder for good."""
+    """A "Delete run" popover in `where` that asks once more before deleting the folder for good, saying which
+    runs started from or learn from it and what deleting it does to them."""
     with where.popover("Delete run"):
         st.markdown(
             f"Deletes `{path}` ({disk_gb:.2f} GB): its weights, checkpoints, metrics and log. "
             "It cannot be undone. Ensembles built from it keep working (they hold their own copy of its weights)."
         )
+        dependents = jobs.dependent_runs(path, runs)
+        if dependents:
+            st.warning(
+                "Other runs use its weights:\n\n" + "\n".join(f"- {d.consequence()}" for d in dependents),
+            )
         if st.button(f"Delete {name}", type="primary", key="delete_run_confirm"):
             with plain_errors("Not deleted"):
                 freed = jobs.delete_run(path, runs)

@@ -1104,6 +1104,32 @@ def test_training_page_shows_why_a_resume_failed_and_offers_it_again(
     assert "Resume" in [b.label for b in at.button]
 
 
+def test_training_page_says_which_runs_deleting_a_run_affects(app_env: Path) -> None:
+    from tests.test_jobs import status_record, stopped_run
+
+    runs = Path(jobs.runs_dir())
+    base = stopped_run(runs, "base", quiet_s=600)  # the newest run: the one shown
+    for name, train, init in (
+        ("student", {"distill_from": str(base / "model.safetensors"), "distill_weight": 0.5}, None),
+        ("child", {}, str(base / "model.safetensors")),
+    ):
+        run = stopped_run(runs, name)
+        (run / "config.json").write_text(
+            json.dumps({"config": {"stage": "finetune", "train": train}, "init_weights": init})
+        )
+        status_record(run, "stopped", time.time() - 3000)
+    at = page("training").run()
+    assert_clean(at)
+    assert at.selectbox(key="train_run").value == "base"
+    warned = [w.value for w in at.warning if w.value.startswith("Other runs use its weights")]
+    assert len(warned) == 1, alerts(at)
+    assert "`child` (stopped) started from its weights" in warned[0] and "stay valid" in warned[0]
+    assert "`student` (stopped) learns from it as its teacher" in warned[0]
+    assert "can no longer resume" in warned[0]
+    at.selectbox(key="train_run").set_value("child").run()
+    assert not any(w.value.startswith("Other runs use its weights") for w in at.warning)
+
+
 def test_training_page_cancel_while_preparing_data_reads_stopped_by_the_user(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

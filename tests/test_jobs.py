@@ -570,3 +570,38 @@ def test_a_job_cancelled_while_preparing_its_data_reads_stopped_by_the_user(
     status = jobs.run_status(run, runs)
     assert status.status == "stopped" and status.note.startswith("Cancelled by the user; Resume continues")
     assert jobs.resumable(run)
+
+
+def test_dependent_runs_and_a_resume_whose_teacher_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs that start from or learn from a run's weights are found by their config; deleting the teacher of a
+    stopped run is then refused at Resume, naming the missing file, before any process starts."""
+    runs = tmp_path / "runs"
+    base = stopped_run(runs, "base")
+    weights = base / "model.safetensors"
+
+    def follower(name: str, train: dict, init: str | None = None) -> Path:
+        run = stopped_run(runs, name)
+        config = {"config": {"stage": "finetune", "train": train}, "init_weights": init}
+        (run / "config.json").write_text(json.dumps(config))
+        status_record(run, "stopped", time.time() - 3000)
+        return run
+
+    student = follower("student", {"distill_from": str(weights), "distill_weight": 0.5})
+    follower("child", {}, init=str(base))  # a folder names its one weights file
+    follower("unused", {"distill_from": str(weights), "distill_weight": 0.0})  # never reads the teacher
+    follower("other", {"distill_from": str(tmp_path / "elsewhere.safetensors"), "distill_weight": 0.5})
+    found = jobs.dependent_runs(base, runs)
+    assert [(d.name, d.role, d.status) for d in found] == [
+        ("child", "start", "stopped"),
+        ("student", "teacher", "stopped"),
+    ]
+    assert "stay valid" in found[0].consequence() and "can no longer resume" in found[1].consequence()
+    assert jobs.dependent_runs(student, runs) == []
+
+    jobs.delete_run(base, runs)
+    launched = []
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: launched.append(args) or harmless(0))
+    missing = re.escape(f"teacher {weights} (train.distill_from), which cannot be read ({weights}: weights file not")
+    with pytest.raises(jobs.JobError, match=f"^{re.escape(str(student / 'config.json'))}: .*{missing}"):
+        jobs.resume_job(student, runs)
+    assert not launched and not (student / jobs.LOG_NAME).exists()
