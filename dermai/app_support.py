@@ -29,7 +29,7 @@ from dermai.data import (
     resolve_data_root,
 )
 from dermai.ensemble import input_sizes_text
-from dermai.jobs import runs_dir
+from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off
@@ -89,7 +89,9 @@ SHIPPED_LABEL = "shipped model"  # weights/model.safetensors in the sidebar's We
 def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | None = None) -> dict[str, str]:
     """Weights file → label: the shipped weights, every run's model.safetensors below the runs folder, and the
     session's current choice, in that order. A run whose JSON cannot be read is listed as such (choosing it
-    then shows why), and weights whose classifier never trained say so, so nobody predicts with them."""
+    then shows why), and weights whose classifier never trained say so, so nobody predicts with them. A run
+    still running is left out (unless it is the current choice, labelled "(running)"): its trainer saves the
+    weights minutes before calibrating them, and an ensemble job its weights before fitting them."""
     choices: dict[str, str] = {}
     shipped = DEFAULT_WEIGHTS
     # Short: the sidebar cut "shipped weights/model.safetensors" off; its help names the file.
@@ -98,8 +100,12 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
     if root.is_dir():
         for path in sorted(root.rglob("model.safetensors")):
             where = path.parent.relative_to(root)
-            if not any(part.startswith(".") for part in where.parts):  # hidden: e.g. a run being deleted
+            if any(part.startswith(".") for part in where.parts):  # hidden: e.g. a run being deleted
+                continue
+            if not is_running(path.parent, root):
                 choices[str(path)] = _run_label(str(where), path)
+            elif str(path) == current:
+                choices[str(path)] = f"{where} (running)"
     if current and current not in choices:
         choices[current] = f"{Path(current).parent.name}/{Path(current).name}"
         with contextlib.suppress(WeightsError):  # unreadable: the pages say why when it is used

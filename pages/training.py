@@ -408,7 +408,15 @@ st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['e
 if note := jobs.run_status(row["path"], runs).note:
     st.info(note)
 buttons = st.columns(4)
-if row["weights"] and buttons[0].button("Use these weights for prediction"):
+if row["weights"] and row["status"] == "running":
+    # The trainer saves the weights before its calibration (an ensemble before it is fitted): not yet served.
+    st.caption("Its weights are offered for prediction once it has finished or stopped: they are calibrated last.")
+elif row["weights"] and row["status"] not in ("finished", "stopped"):
+    st.caption(
+        "Its weights are not offered for prediction: its last job ended before finishing (perhaps before "
+        "calibrating them). Resume it to a stop or the end."
+    )
+elif row["weights"] and buttons[0].button("Use these weights for prediction"):
     set_weights(row["weights"])
     st.rerun()
 resumable = row["status"] in ("stopped", "interrupted") and jobs.resumable(row["path"])

@@ -1130,6 +1130,28 @@ def test_training_page_says_which_runs_deleting_a_run_affects(app_env: Path) -> 
     assert not any(w.value.startswith("Other runs use its weights") for w in at.warning)
 
 
+def test_training_page_offers_a_runs_weights_only_once_it_has_finished(app_env: Path) -> None:
+    """The trainer saves model.safetensors ("finished" in its JSON) minutes before calibrating them: while it
+    runs, they are not offered for prediction."""
+    from dermai.train import run_lock
+    from tests.test_jobs import status_record, stopped_run
+
+    runs = Path(jobs.runs_dir())
+    run = stopped_run(runs, "calibrating")
+    (run / "model.safetensors").write_bytes(b"x")
+    (run / "model.json").write_text(json.dumps({"status": "finished"}))
+    with run_lock(run):
+        at = page("training").run()
+        assert_clean(at)
+        assert at.dataframe[0].value.loc[0, "status"] == "running"
+        assert "Use these weights for prediction" not in [b.label for b in at.button]
+        said = "Its weights are offered for prediction once it has finished or stopped: they are calibrated last."
+        assert said in [c.value for c in at.caption]
+    status_record(run, "finished", time.time())
+    at.run()
+    assert "Use these weights for prediction" in [b.label for b in at.button]
+
+
 def test_training_page_cancel_while_preparing_data_reads_stopped_by_the_user(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,6 +150,27 @@ def test_weight_choices_lists_runs_and_current(tmp_path: Path, monkeypatch: pyte
     assert len(shipped) <= 24  # fits the sidebar's box, which cut "shipped weights/model.safetensors" off
 
 
+def test_weight_choices_leave_out_a_run_still_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trainer saves model.safetensors ("finished" in its JSON) minutes before it calibrates them, and an
+    ensemble job before it fits them: while the run is running its weights are not offered for prediction,
+    and when they are the session's choice already they say "(running)"."""
+    from dermai.train import run_lock
+
+    monkeypatch.delenv("DERMAI_WEIGHTS", raising=False)
+    runs = tmp_path / "runs"
+    for name in ("done", "calibrating"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "model.safetensors").write_bytes(b"x")
+        (runs / name / "model.json").write_text(json.dumps({"status": "finished"}))
+    calibrating = str(runs / "calibrating" / "model.safetensors")
+    with run_lock(runs / "calibrating"):  # its trainer still holds the folder
+        choices = app_support.weight_choices(runs)
+        assert choices[str(runs / "done" / "model.safetensors")] == "done (finished)"
+        assert calibrating not in choices
+        assert app_support.weight_choices(runs, calibrating)[calibrating] == "calibrating (running)"
+    assert app_support.weight_choices(runs)[calibrating] == "calibrating (finished)"  # its trainer has ended
+
+
 def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
     report = json.loads(app_support.prediction_report({"p_malignant": np.float32(0.5)}, "x.jpg", "w"))
     assert report["prediction"]["p_malignant"] == 0.5 and "not a diagnosis" in report["disclaimer"]
