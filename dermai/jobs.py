@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from dermai.config import DataConfig, RunConfig, check_run_config, to_dict, train_config_from_dict
-from dermai.data import DataError, find_metadata_csv, resolve_data_root, write_json_atomic
+from dermai.data import DataError, find_metadata_csv, read_metadata, resolve_data_root, write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize, meta_input_size, size_label
@@ -312,16 +312,26 @@ def start_job(
         )
     except ValueError as exc:
         raise JobError(str(exc)) from None
-    if options.get("data"):  # a folder that is missing or has no metadata CSV: say so now, not in a failed run
-        try:
-            find_metadata_csv(resolve_data_root(str(options["data"])))
-        except DataError as exc:
-            raise JobError(f"data folder: {exc}") from None
+    options = {**options, "data": str(_checked_data_root(options.get("data")))}
     if options.get("init_weights"):
         _check_start_weights(str(options["init_weights"]), options)
     if options.get("distill_from"):
         _check_teacher_weights(str(options["distill_from"]), options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
+
+
+def _checked_data_root(data: Any) -> Path:
+    """The data folder a new run will read (the given one, else the default the trainer would find), its
+    metadata CSV read row by row: a folder that is missing or has no readable metadata is refused now, naming
+    the file and row, not in a run that fails a minute later. The trainer is given this folder explicitly."""
+    try:
+        root = resolve_data_root(str(data) if data else None)
+        read_metadata(find_metadata_csv(root))
+    except DataError as exc:
+        raise JobError(f"data folder: {exc}") from None
+    except OSError as exc:  # a folder that cannot be listed or a CSV that cannot be opened
+        raise JobError(f"data folder: {exc.filename or data}: cannot be read ({exc.strerror or exc})") from None
+    return root
 
 
 def form_config(stage: str, options: Mapping[str, Any]) -> RunConfig:

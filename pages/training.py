@@ -33,6 +33,11 @@ def _preset() -> None:
     app_support.apply_train_preset(state, state["train_preset"])
 
 
+def _form_words(message: str) -> str:
+    """A refusal in the page's words: the form's labels for fields, the sidebar for the data folder."""
+    return app_support.in_form_words(app_support.sidebar_words(message))
+
+
 @st.fragment
 def train_form() -> None:
     """The run's settings. A fragment, so editing a field reruns only this part (not the runs table below);
@@ -223,7 +228,7 @@ def _fields() -> None:
         augment=state.get(TRAIN_AUGMENT_KEYS["paper"]) or None,
         simclr_augment=state.get(TRAIN_AUGMENT_KEYS["simclr"]) or None,
     )
-    with plain_errors("Not started", app_support.in_form_words):
+    with plain_errors("Not started", _form_words):
         job = jobs.start_job(stage, options, runs, name=name.strip() or None)
         state["train_started"] = f"Started run {job.name} (pid {job.pid})."
         st.rerun()  # the whole page: the runs table lists the new run

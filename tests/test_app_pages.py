@@ -1152,6 +1152,32 @@ def test_training_page_offers_a_runs_weights_only_once_it_has_finished(app_env: 
     assert "Use these weights for prediction" in [b.label for b in at.button]
 
 
+def test_training_page_refuses_to_start_without_readable_data_in_the_apps_words(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With no data folder the trainer would fail a minute in, telling the researcher to "pass --data DIR":
+    Start refuses at once, in the sidebar's words; a metadata row it cannot read is named."""
+    from tests.conftest import ham_rows, make_folder
+    from tests.test_jobs import harmless
+
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(0))  # launch nothing real
+    monkeypatch.delenv("DERMAI_DATA")
+    monkeypatch.setattr("dermai.data.candidate_roots", lambda explicit=None: [Path(explicit or tmp_path / "nowhere")])
+    runs = Path(jobs.runs_dir())
+    at = page("training").run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert_clean(at)
+    refused = [e.value for e in at.error if e.value.startswith("Not started: data folder: no data folder found")]
+    assert refused and refused[0].endswith(f"{tmp_path / 'nowhere'} (enter another data folder in the sidebar)")
+    rows = ham_rows(n_lesions_per_dx=1, images_per_lesion=1)
+    rows[2]["dx"] = "melanomaa"
+    data = make_folder(tmp_path / "data", rows)
+    at.session_state["data_dir"] = str(data)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert any(e.value.startswith(f"Not started: data folder: {data / 'metadata.csv'}, row 4: ") for e in at.error)
+    assert jobs.current_job(runs) is None and not (runs.exists() and list(runs.iterdir()))
+
+
 def test_training_page_cancel_while_preparing_data_reads_stopped_by_the_user(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

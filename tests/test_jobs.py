@@ -572,6 +572,33 @@ def test_a_job_cancelled_while_preparing_its_data_reads_stopped_by_the_user(
     assert jobs.resumable(run)
 
 
+def test_start_reads_the_default_data_folder_and_its_metadata_before_launching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No data folder given (the app found none, or uses the default): the folder the trainer would use is
+    found and its metadata read first, so a job bound to fail is not launched; a good one is passed on."""
+    from tests.conftest import ham_rows, make_folder
+
+    launched = []
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: launched.append(args) or harmless(0))
+    runs = tmp_path / "runs"
+    monkeypatch.setattr("dermai.data.candidate_roots", lambda explicit=None: [tmp_path / "nowhere"])
+    with pytest.raises(jobs.JobError, match=r"^data folder: no data folder found; tried: .*nowhere"):
+        jobs.start_job("finetune", {"finetune_epochs": 1}, runs, name="x")
+    rows = ham_rows(n_lesions_per_dx=1, images_per_lesion=1)
+    rows[2]["dx"] = "melanomaa"
+    data = make_folder(tmp_path / "data", rows)
+    monkeypatch.setattr("dermai.data.candidate_roots", lambda explicit=None: [Path(explicit or data)])
+    with pytest.raises(jobs.JobError, match=re.escape(f"data folder: {data / 'metadata.csv'}, row 4: ")):
+        jobs.start_job("finetune", {"finetune_epochs": 1}, runs, name="x")
+    assert not launched and jobs.current_job(runs) is None and not (runs / "x").exists()
+    rows[2]["dx"] = "mel"
+    make_folder(data, rows)
+    jobs.start_job("finetune", {"finetune_epochs": 1}, runs, name="x")
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in job to end")
+    assert launched[0][2]["data"] == str(data.resolve())  # the folder checked is the one the trainer reads
+
+
 def test_dependent_runs_and_a_resume_whose_teacher_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs that start from or learn from a run's weights are found by their config; deleting the teacher of a
     stopped run is then refused at Resume, naming the missing file, before any process starts."""
