@@ -777,6 +777,14 @@ def finished_weights(
     return choices
 
 
+def comparable_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """The `list_runs` rows whose training can be compared (`dermai.compare` reads each one's config.json and
+    metrics): not ensembles, not damaged folders, not jobs that failed or were cancelled before their trainer
+    wrote a config (choosing one could only say that its config.json cannot be read)."""
+    written = pd.Series([Path(path, "config.json").is_file() for path in table["path"]], index=table.index, dtype=bool)
+    return table[(table["stage"] != ENSEMBLE_STAGE) & (table["status"] != UNREADABLE) & written]
+
+
 def teacher_choices(runs: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """Models that can teach a fine-tuning run (`--distill-from`), as {label: weights path}: the shipped model,
     then finished or stopped runs with a trained classifier, ensembles included, newest first."""

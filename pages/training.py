@@ -320,7 +320,7 @@ st.dataframe(
 
 with st.expander("Compare runs"):
     st.caption("Validation curves side by side, each run's best epoch, and only the settings that differ.")
-    trained = history[(history["stage"] != jobs.ENSEMBLE_STAGE) & (history["status"] != jobs.UNREADABLE)]
+    trained = jobs.comparable_runs(history)
     compared = st.multiselect("Runs", list(trained["name"]), key="compare_runs")
     if compared:
         folders = dict(zip(trained["name"], trained["path"], strict=True))
@@ -396,6 +396,34 @@ def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
                 st.rerun()
 
 
+def _figure(value: Any, digits: int) -> str:
+    """A served figure, or a dash where the calibration record has none (an older version's, a None AUROC)."""
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else app_support.MISSING
+
+
+def show_serving(serving: dict[str, Any]) -> None:
+    """The figures a run's weights are served with, each one the record lacks as a dash, and said so."""
+    st.markdown("**As served** (calibrated on the validation split)")
+    figures = st.columns(4)
+    figures[0].metric("val AUROC", _figure(serving["val_auroc"], 3), help="malignant vs benign, calibrated")
+    figures[1].metric("val balanced accuracy", _figure(serving["val_bacc"], 3), help="seven classes")
+    figures[2].metric("temperature", _figure(serving["temperature"], 2))
+    ece, before = serving["val_ece_malignant"], serving["val_ece_malignant_uncalibrated"]
+    change = ece - before if isinstance(ece, int | float) and isinstance(before, int | float) else None
+    figures[3].metric(
+        "ECE, malignant",
+        _figure(ece, 3),
+        f"{change:+.3f} by calibration" if change is not None else None,
+        delta_color="inverse",
+        help="expected calibration error of p(malignant), after temperature scaling (change from before it)",
+    )
+    if not serving["complete"]:
+        st.caption(
+            "The calibration was fitted, but its record lacks some figures (shown as —): written by an older "
+            "version, or a figure validation could not compute (e.g. an AUROC with one class only)."
+        )
+
+
 if state.get("train_run") not in set(history["name"]):  # none yet, or a run just deleted: the newest
     state["train_run"] = history["name"].iloc[0]
 chosen = st.selectbox("Run", history["name"], key="train_run")
@@ -442,19 +470,8 @@ if row["status"] != "running":
     delete_popover(buttons[3], row["name"], row["path"], row["disk_gb"])
 records = read_metrics(row["path"])
 serving = serving_summary(records)
-if serving and serving["status"] == "fitted" and serving["complete"]:
-    st.markdown("**As served** (calibrated on the validation split)")
-    figures = st.columns(4)
-    figures[0].metric("val AUROC", f"{serving['val_auroc']:.3f}", help="malignant vs benign, calibrated")
-    figures[1].metric("val balanced accuracy", f"{serving['val_bacc']:.3f}", help="seven classes")
-    figures[2].metric("temperature", f"{serving['temperature']:.2f}")
-    figures[3].metric(
-        "ECE, malignant",
-        f"{serving['val_ece_malignant']:.3f}",
-        f"{serving['val_ece_malignant'] - serving['val_ece_malignant_uncalibrated']:+.3f} by calibration",
-        delta_color="inverse",
-        help="expected calibration error of p(malignant), after temperature scaling (change from before it)",
-    )
+if serving and serving["status"] == "fitted":
+    show_serving(serving)
 elif serving:
     st.warning(
         f"Calibration on validation failed: {serving['error']}. The weights are usable; fit it again with "

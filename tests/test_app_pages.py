@@ -1200,6 +1200,50 @@ def test_training_page_cancel_while_preparing_data_reads_stopped_by_the_user(
     assert not at.code and "Resume" not in [b.label for b in at.button]  # no "error: interrupted", no checkpoint
 
 
+def test_training_page_shows_a_calibration_fitted_without_some_figures(app_env: Path) -> None:
+    """An older version's calibration record (no ECE before calibration), or one whose AUROC validation could
+    not compute: fitted all the same, shown with dashes, never as "Calibration on validation failed: None"."""
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    run = make_run(runs, "older", 1e-3, [0.80, 0.86])
+    serving = {"kind": "serving", "status": "fitted", "temperature": 1.2, "val_auroc": None, "val_bacc": 0.655}
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({**serving, "val_ece_malignant": 0.026, "n_val": 1501}) + "\n")
+    at = page("training").run()
+    assert_clean(at)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["val AUROC"] == "—" and shown["temperature"] == "1.20" and shown["ECE, malignant"] == "0.026"
+    assert not any("failed" in w.value for w in at.warning), alerts(at)
+    assert any(c.value.startswith("The calibration was fitted, but its record lacks some figures") for c in at.caption)
+
+
+def test_training_page_compares_only_runs_that_wrote_their_settings(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "fine", 1e-3, [0.80, 0.86])
+    (runs / "early").mkdir()  # a job that failed before its trainer wrote config.json
+    (runs / "early" / jobs.LOG_NAME).write_text("error: cannot read the data folder\n")
+    at = page("training").run()
+    assert_clean(at)
+    assert set(at.dataframe[0].value["name"]) == {"fine", "early"}
+    assert at.multiselect(key="compare_runs").options == ["fine"]
+
+
+def test_evaluation_says_the_cut_offs_were_chosen_on_the_validation_split(app_env: Path) -> None:
+    at = page("evaluation").run()
+    at.radio(key="eval_split").set_value("val").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("The cut-offs as chosen on this split (val): these figures are the ones") for c in captions)
+    assert "Validated cut-offs re-checked (not re-tuned) on this split" not in captions
+
+
 def test_home_shows_the_tiers_test_figures_beside_the_validation_ones(json_only_env: Path) -> None:
     record = {
         "classes": ["mel", "nv"],

@@ -632,3 +632,20 @@ def test_dependent_runs_and_a_resume_whose_teacher_is_gone(tmp_path: Path, monke
     with pytest.raises(jobs.JobError, match=f"^{re.escape(str(student / 'config.json'))}: .*{missing}"):
         jobs.resume_job(student, runs)
     assert not launched and not (student / jobs.LOG_NAME).exists()
+
+
+def test_is_running_and_the_runs_that_can_be_compared(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = stopped_run(runs, "trained")
+    assert not jobs.is_running(run, runs)
+    with run_lock(run):  # a trainer calibrating its saved weights, say
+        assert jobs.is_running(run, runs)
+    (runs / "early").mkdir()
+    (runs / "early" / jobs.LOG_NAME).write_text("error: no metadata CSV\n")  # failed before writing a config
+    (runs / "ens").mkdir()
+    (runs / "ens" / "config.json").write_text(json.dumps({"members": ["a", "b"]}))
+    (runs / "bad").mkdir()
+    (runs / "bad" / "config.json").write_text("{not json")
+    table = jobs.list_runs(runs)
+    assert set(table["name"]) == {"trained", "early", "ens", "bad"}
+    assert jobs.comparable_runs(table)["name"].tolist() == ["trained"]
