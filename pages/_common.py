@@ -64,9 +64,14 @@ def weights_path() -> str:
     return app_support.weights_path(st.session_state)
 
 
+OTHER_WEIGHTS_ERROR = "_other_weights_error"  # why the path typed under "Other weights file" was not used
+
+
 def set_weights(path: str) -> None:
-    """Make `path` the session's weights (the sidebar follows on the next run)."""
+    """Make `path` the session's weights (the sidebar follows on the next run); an error about a typed path
+    refers to weights no longer in question, so it goes."""
     st.session_state[app_support.WEIGHTS_KEY] = path
+    st.session_state.pop(OTHER_WEIGHTS_ERROR, None)
 
 
 def require_data() -> str:
@@ -151,15 +156,18 @@ def sidebar() -> None:
             state[widget] = state[key]
 
     def copy(widget: str, key: str) -> None:
-        state[key] = state[widget]
+        if key == app_support.WEIGHTS_KEY:
+            set_weights(state[widget])  # weights picked from the list: a typed path's error no longer applies
+        else:
+            state[key] = state[widget]
 
     def use_other() -> None:
-        state.pop("_other_weights_error", None)
+        state.pop(OTHER_WEIGHTS_ERROR, None)
         if state["_other_weights"].strip():
             try:
                 state[app_support.WEIGHTS_KEY] = app_support.typed_weights(state["_other_weights"])
             except PLAIN_ERRORS as exc:  # WeightsError, or an OSError from a folder it cannot list
-                state["_other_weights_error"] = f"Not used: {exc}"
+                state[OTHER_WEIGHTS_ERROR] = f"Not used: {exc}"
 
     with st.sidebar:
         st.text_input(
@@ -193,7 +201,7 @@ def sidebar() -> None:
             placeholder="/path/to/model.safetensors",
             on_change=use_other,
         )
-        if state.get("_other_weights_error"):
-            st.error(state["_other_weights_error"])
+        if state.get(OTHER_WEIGHTS_ERROR):
+            st.error(state[OTHER_WEIGHTS_ERROR])
         st.caption(f"Runs folder: `{jobs.runs_dir()}`")
         st.caption("A research and triage aid, not a diagnosis.")

@@ -7,7 +7,15 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from dermai.app_support import TRAIN_AUGMENT_KEYS, keep_widgets, mask_path, outline_mask, restore_widgets
+from dermai.app_support import (
+    TRAIN_AUGMENT_KEYS,
+    forget_uploads,
+    keep_widgets,
+    mask_path,
+    outline_mask,
+    restore_widgets,
+    uploads_to_show,
+)
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
 from dermai.data import decode_image, decode_mask
@@ -37,12 +45,27 @@ def key(name: str) -> str:
     return widget
 
 
+# Steps of 0.05 from 0.25 to 4, and the default's 3/4 and 4/3 (torchvision's), which a 0.05 step misses: a slider
+# on that grid could never return to the default once touched, and sent 1.35 for it.
+CROP_RATIOS = sorted({round(0.25 + 0.05 * i, 2) for i in range(76)} | set(AugmentConfig().crop_ratio))
+UPLOAD = ("aug_kept_upload", "aug_showing_kept")  # the uploaded image's (name, bytes), kept as Predict keeps its own
+# The preview's choices, kept across pages as the sliders are; the diagnosis once the folder's are known.
+restore_widgets(state, dict.fromkeys(["aug_source", "aug_size", "aug_shape", "aug_count", "aug_ids", "aug_masks"]))
+for widget, default in (("aug_size", 128), ("aug_count", 4)):
+    state.setdefault(widget, default)  # the defaults here, not in the widgets, which may be given kept ones
+
 controls, view = st.columns([1, 2], gap="large")
 with controls.container(height=760):
     st.caption("Parameters")
     values = {
         "crop_scale": st.slider("Crop area (fraction)", 0.05, 1.0, step=0.05, key=key("crop_scale")),
-        "crop_ratio": st.slider("Crop aspect ratio", 0.25, 4.0, step=0.05, key=key("crop_ratio")),
+        "crop_ratio": st.select_slider(
+            "Crop aspect ratio",
+            CROP_RATIOS,
+            value=base.crop_ratio,  # makes it a range; the value shown is the one key() set (Streamlit logs so)
+            format_func=lambda r: f"{r:.2f}",
+            key=key("crop_ratio"),
+        ),
         "rotation_degrees": st.slider("Rotation ± degrees", 0.0, 180.0, step=5.0, key=key("rotation_degrees")),
         "hflip_p": st.slider("Horizontal flip p", 0.0, 1.0, step=0.05, key=key("hflip_p")),
         "vflip_p": st.slider("Vertical flip p", 0.0, 1.0, step=0.05, key=key("vflip_p")),
@@ -84,7 +107,7 @@ def preview() -> None:
     """Image choice and the before/after and two-view grids."""
     left, middle, right = st.columns([2, 1, 1])
     source = left.radio("Images", ["From the data folder", "Upload one"], horizontal=True, key="aug_source")
-    width = middle.select_slider("Output width (px)", [64, 96, 128, 160, 224], value=128, key="aug_size")
+    width = middle.select_slider("Output width (px)", [64, 96, 128, 160, 224], key="aug_size")
     shape = right.radio(
         "Shape",
         ["square", "4:3"],
@@ -93,14 +116,23 @@ def preview() -> None:
         help="square: every image squashed to a square, as the paper trains (and the Training page's image width "
         "0); 4:3: HAM10000's own shape, as a run with an image width trains",
     )
+    keep_widgets(state, ["aug_source", "aug_size", "aug_shape"])  # before any st.stop below
     size: InputSize = width if shape == "square" else (width * 3 // 4, width)
     pixels: np.ndarray | None = None
     masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
     if source == "Upload one":
+        reopened = "aug_upload" not in state  # Streamlit dropped the uploader's file while another page was shown
         upload = st.file_uploader("Image", key="aug_upload", help=READ_FORMATS)  # any type: intake says why not
-        if upload is not None:
+        chosen_upload = [(upload.name, upload.getvalue())] if upload is not None else []
+        kept_upload = uploads_to_show(state, chosen_upload, reopened, UPLOAD)
+        if state.get(UPLOAD[1]):  # the kept image stands in for an empty uploader
+            i1, i2 = st.columns([5, 1])
+            i1.info(f"Showing {kept_upload[0][0]}, uploaded earlier in this session.")
+            i2.button("Clear", key="aug_clear_kept", on_click=forget_uploads, args=(state, UPLOAD))
+        if kept_upload:
+            name, data = kept_upload[0]
             with plain_errors("Cannot use this file"):
-                pixels = resize_input(read_image(upload.getvalue(), upload.name).image, size)[None]
+                pixels = resize_input(read_image(data, name).image, size)[None]
     else:
         root = data_dir()
         if not root:
@@ -108,12 +140,15 @@ def preview() -> None:
             st.stop()
         meta = or_stop("Cannot read the data folder", dataset, root).meta
         a, b = st.columns(2)
-        dx = a.selectbox("Diagnosis", ["any", *sorted(meta["dx"].dropna().unique())], key="aug_dx")
-        count = b.slider("How many", 1, 8, 4, key="aug_count")
+        diagnoses = ["any", *sorted(meta["dx"].dropna().unique())]
+        restore_widgets(state, {"aug_dx": diagnoses})  # a diagnosis this folder still has
+        dx = a.selectbox("Diagnosis", diagnoses, key="aug_dx")
+        count = b.slider("How many", 1, 8, key="aug_count")
         state.setdefault("aug_pick", 0)
         if st.button("Other images", help="Sample other images from the data folder"):
             state["aug_pick"] += 1
         typed = st.text_input("Or image ids (comma-separated)", key="aug_ids", placeholder="ISIC_0024306, …")
+        keep_widgets(state, ["aug_dx", "aug_count", "aug_ids"])  # before the st.stop for ids not in the folder
         ids = [i.strip() for i in typed.split(",") if i.strip()]
         pool = meta if dx == "any" else meta[meta["dx"] == dx]
         chosen = pool.sample(n=min(count, len(pool)), random_state=state["aug_pick"])
@@ -133,6 +168,7 @@ def preview() -> None:
         ):
             with plain_errors("Cannot read the lesion masks"):
                 masks = np.stack([decode_mask(str(f), size) for f in mask_files])
+        keep_widgets(state, ["aug_masks"])
 
     if st.button("Reseed", help="Draw new random augmentations"):
         state["aug_seed"] += 1

@@ -1244,6 +1244,66 @@ def test_evaluation_says_the_cut_offs_were_chosen_on_the_validation_split(app_en
     assert "Validated cut-offs re-checked (not re-tuned) on this split" not in captions
 
 
+def test_augmentation_lab_keeps_its_preview_choices_and_upload_across_pages(app_env: Path) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/augmentation.py").run()
+    at.radio(key="aug_shape").set_value("4:3").run()
+    at.select_slider(key="aug_size").set_value(96).run()
+    at.selectbox(key="aug_dx").set_value("mel").run()
+    at.slider(key="aug_count").set_value(2).run()
+    at.text_input(key="aug_ids").set_value("ISIC_0024306").run()
+    at.select_slider(key="aug_paper_crop_ratio").set_value((0.5, 1.5)).run()
+    at.switch_page("pages/training.py").run()  # Streamlit drops the lab's widget state here
+    at.switch_page("pages/augmentation.py").run()
+    assert_clean(at)
+    assert at.radio(key="aug_shape").value == "4:3" and at.select_slider(key="aug_size").value == 96
+    assert at.selectbox(key="aug_dx").value == "mel" and at.slider(key="aug_count").value == 2
+    assert at.text_input(key="aug_ids").value == "ISIC_0024306"
+    assert at.select_slider(key="aug_paper_crop_ratio").value == (0.5, 1.5)
+
+    at.radio(key="aug_source").set_value("Upload one").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader(key="aug_upload").upload(image.name, image.read_bytes(), "image/jpeg")
+    at.run()
+    assert len(at.image) == 4  # before, after, and the two views
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/augmentation.py").run()
+    assert_clean(at)
+    assert at.radio(key="aug_source").value == "Upload one"
+    assert "Showing ISIC_0024306.jpg, uploaded earlier in this session." in [i.value for i in at.info]
+    assert len(at.image) == 4
+    next(b for b in at.button if b.label == "Clear").click().run()
+    assert not at.image and "Upload an image to preview." in [i.value for i in at.info]
+
+
+def test_augmentation_crop_ratio_returns_to_its_default(app_env: Path) -> None:
+    """The default 3/4-4/3 is on the control's grid: moved and moved back, it sends no change (a slider in
+    steps of 0.05 from 0.25 could only offer 1.30 or 1.35)."""
+    at = page("augmentation").run()
+    ratio = at.select_slider(key="aug_paper_crop_ratio")
+    assert ratio.value == (0.75, 4 / 3)
+    ratio.set_value((0.75, 1.35)).run()
+    next(b for b in at.button if b.label == "Use for fine-tuning").click().run()
+    assert at.session_state["train_augment"] == ["crop_ratio=0.75,1.35"]
+    at.select_slider(key="aug_paper_crop_ratio").set_value((0.75, 4 / 3)).run()
+    next(b for b in at.button if b.label == "Use for fine-tuning").click().run()
+    assert_clean(at)
+    assert at.session_state["train_augment"] == []
+
+
+def test_the_other_weights_error_goes_once_other_weights_are_chosen(app_env: Path) -> None:
+    from dermai.weights import DEFAULT_WEIGHTS
+
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.session_state["_other_weights_error"] = "Not used: /typo.safetensors: weights file not found"
+    at.run()
+    assert "Not used: /typo.safetensors: weights file not found" in [e.value for e in at.sidebar.error]
+    at.sidebar.selectbox(key="_weights_widget").set_value(str(DEFAULT_WEIGHTS)).run()
+    assert_clean(at)
+    assert at.session_state["weights_path"] == str(DEFAULT_WEIGHTS)
+    assert "_other_weights_error" not in at.session_state
+
+
 def test_home_shows_the_tiers_test_figures_beside_the_validation_ones(json_only_env: Path) -> None:
     record = {
         "classes": ["mel", "nv"],
