@@ -877,14 +877,26 @@ def dependent_runs(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str]
             roles = _starting_roles_towards(folder, root, target)
             pending = bool(roles)
         if roles:
-            status = run_status(folder, root).status
-            found += [Dependent(folder.name, role, status, pending) for role in roles]
+            found += [Dependent(folder.name, role, _status_or_unreadable(folder, root), pending) for role in roles]
     return found
+
+
+def _status_or_unreadable(run: Path, root: Path) -> str:
+    """A run's status, or "unreadable" when its metrics are damaged (the Runs table's row says why)."""
+    try:
+        return run_status(run, root).status
+    except (OSError, ValueError, TypeError, KeyError, OverflowError):
+        return UNREADABLE
 
 
 def _inside(recorded: Any, folder: Path) -> bool:
     """Whether a weights path recorded in a run's settings lies in `folder` (links followed)."""
-    return isinstance(recorded, str) and bool(recorded) and recorded_weights(recorded).resolve().is_relative_to(folder)
+    if not isinstance(recorded, str) or not recorded:
+        return False
+    try:
+        return recorded_weights(recorded).resolve().is_relative_to(folder)
+    except (OSError, RuntimeError):  # a path that cannot be resolved (a link loop) is no folder's
+        return False
 
 
 def _roles_towards(run: Path, target: Path) -> list[str]:

@@ -617,10 +617,13 @@ def test_dependent_runs_and_a_resume_whose_teacher_is_gone(tmp_path: Path, monke
     follower("child", {}, init=str(base))  # a folder names its one weights file
     follower("unused", {"distill_from": str(weights), "distill_weight": 0.0})  # never reads the teacher
     follower("other", {"distill_from": str(tmp_path / "elsewhere.safetensors"), "distill_weight": 0.5})
+    damaged = follower("typed", {"distill_from": str(weights), "distill_weight": 0.5})
+    (damaged / "metrics.jsonl").write_text('{"kind": "step", "global_step": 1, "total_steps": "x"}\n')
     found = jobs.dependent_runs(base, runs)
     assert [(d.name, d.role, d.status) for d in found] == [
         ("child", "start", "stopped"),
         ("student", "teacher", "stopped"),
+        ("typed", "teacher", jobs.UNREADABLE),  # listed all the same: no traceback in the delete dialog
     ]
     assert "stay valid" in found[0].consequence() and "can no longer resume" in found[1].consequence()
     assert jobs.dependent_runs(student, runs) == []
