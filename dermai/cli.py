@@ -281,6 +281,9 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     runs = sub.add_parser("runs", help="list the runs folder's runs (status, best val AUROC, disk use) or delete one")
     runs.add_argument("--runs", help="runs folder (default $DERMAI_RUNS, else runs/ in the project folder)")
     runs.add_argument("--delete", metavar="NAME", help="delete this run's folder (refused while it runs)")
+    runs.add_argument(
+        "--force", action="store_true", help="with --delete: delete even if a run that learns from it could not resume"
+    )
 
     experiment = sub.add_parser("experiment", help="research experiments")
     experiment_sub = experiment.add_subparsers(dest="experiment", metavar="NAME", required=True)
@@ -660,6 +663,11 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         run = root / jobs.check_run_name(args.delete)
         if not run.is_dir():
             raise jobs.JobError(f"no run named {args.delete!r} in the runs folder {root}")
+        dependents = jobs.dependent_runs(run, root)
+        for dependent in dependents:
+            print(f"note: {dependent.consequence().replace('`', '')}", file=sys.stderr)
+        if any(d.breaks for d in dependents) and not args.force:
+            raise jobs.JobError(f"{run}: not deleted, another run still needs it (above); add --force to delete it")
         freed = jobs.delete_run(run, root)
         print(f"deleted {run} ({freed / 1e9:.2f} GB freed)")
         return 0

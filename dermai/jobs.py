@@ -460,7 +460,7 @@ def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     if stage not in STAGE_COMMANDS:
         raise JobError(f"{config_path}: config.stage is {stage!r}, not pretrain, finetune or both")
     teacher = _teacher_needed(config)
-    if teacher is not None:
+    if teacher is not None and not _keeps_teacher(run):
         _refuse_missing_teacher(teacher, config_path)
     return _launch(stage, run, build_command(stage, run, {}, resume=True), runs_dir(runs))
 
@@ -472,9 +472,18 @@ def resumable(run_dir: str | os.PathLike[str]) -> bool:
     return (run / "checkpoints" / "last.pt").exists() and (run / "config.json").exists()
 
 
+def _keeps_teacher(run: Path) -> bool:
+    """Whether the run's checkpoint stores its teacher's probabilities, so that its resume needs no teacher file
+    (`train.checkpoint_keeps_teacher`; imported here as it loads torch)."""
+    from dermai.train import checkpoint_keeps_teacher
+
+    return checkpoint_keeps_teacher(run)
+
+
 def _teacher_needed(config: Mapping[str, Any]) -> str | None:
     """The teacher a run's saved config learns from (train.distill_from with a share > 0, in a run that
-    fine-tunes): the trainer scores the training images with it again whenever the run starts or resumes."""
+    fine-tunes): the trainer scores the training images with it when the run starts, and again on a resume
+    whose checkpoint predates stored teacher probabilities (`_keeps_teacher`)."""
     train = config.get("train")
     if config.get("stage") == "pretrain" or not isinstance(train, dict):
         return None
@@ -834,6 +843,15 @@ class Dependent:
     role: str
     status: str
     pending: bool = False  # its job has not written its config yet: it has not read those weights
+    keeps_teacher: bool = False  # its checkpoint stores the teacher's probabilities: it resumes without them
+
+    @property
+    def breaks(self) -> bool:
+        """Whether deleting the other run leaves this one unable to go on: a job still starting, or a student that
+        has not finished and would need its teacher's file to resume."""
+        if self.pending:
+            return True
+        return self.role == "teacher" and self.status != "finished" and not self.keeps_teacher
 
     def consequence(self) -> str:
         """What deleting the other run does to this one (Markdown)."""
@@ -848,9 +866,11 @@ class Dependent:
             )
         if self.status == "finished":
             return f"{who} learned from it as its teacher: its own weights keep working."
+        if self.keeps_teacher:
+            return f"{who} learns from it as its teacher: its checkpoint keeps the teacher's scores, so it can resume."
         return (
-            f"{who} learns from it as its teacher: it re-reads the teacher whenever it starts, so once this run is "
-            "deleted it can no longer resume."
+            f"{who} learns from it as its teacher: its checkpoint predates stored teacher scores, so it re-reads the "
+            "teacher when it resumes; once this run is deleted it can no longer resume."
         )
 
 
@@ -877,7 +897,9 @@ def dependent_runs(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str]
             roles = _starting_roles_towards(folder, root, target)
             pending = bool(roles)
         if roles:
-            found += [Dependent(folder.name, role, _status_or_unreadable(folder, root), pending) for role in roles]
+            status = _status_or_unreadable(folder, root)
+            keeps = "teacher" in roles and status != "finished" and _keeps_teacher(folder)
+            found += [Dependent(folder.name, role, status, pending, keeps) for role in roles]
     return found
 
 

@@ -23,6 +23,7 @@ import fcntl
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -210,6 +211,18 @@ def restore_advice(data: DataConfig) -> str:
         f"A resume keeps the run's data folder (another --data is refused): restore {data.data_dir}{where}{manifest} "
         "as it was when the run started"
     )
+
+
+def checkpoint_keeps_teacher(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether a run's last checkpoint stores its distillation teacher's probabilities (checkpoints do since the
+    teacher was made optional for a resume): its resume then needs no teacher file. Read memory-mapped, so
+    a large checkpoint costs no more than its index; an unreadable one keeps none."""
+    path = Path(run_dir) / "checkpoints" / "last.pt"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        return False
+    return isinstance(ckpt, dict) and "teacher_probs" in ckpt
 
 
 def run_lock_holder(run_dir: str | os.PathLike[str]) -> str | None:

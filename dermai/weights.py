@@ -166,8 +166,8 @@ def untrained_classifier(meta: dict[str, Any]) -> str | None:
     stopped before its first fine-tuning epoch finished, has a randomly drawn classifier whose probabilities
     mean nothing. JSON without `stages` (hand-made, older tools) is given the benefit of the doubt."""
     stages = meta.get("stages")
-    if not isinstance(stages, list):
-        return None
+    if not isinstance(stages, list) or meta.get("ensemble"):
+        return None  # an ensemble's members were each checked when it was built (`ensemble.check_members`)
     if "finetune" not in stages:
         return "pretrain only — no trained classifier"
     val = meta.get("val_metrics")

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from dermai import jobs
+from dermai.cli import main
 from dermai.train import OWNER_FILE, STOP_FILE, read_metrics, run_lock, run_lock_holder
 from tests.conftest import HAM
 
@@ -450,8 +451,6 @@ def test_a_cancel_while_the_pixel_cache_decodes_leaves_no_half_written_cache(tmp
 
 
 def test_cli_lists_and_deletes_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dermai.cli import main
-
     runs = tmp_path / "runs"
     stopped_run(runs, "old")
     stopped_run(runs, "newer", quiet_s=1800)
@@ -628,13 +627,42 @@ def test_dependent_runs_and_a_resume_whose_teacher_is_gone(tmp_path: Path, monke
     assert "stay valid" in found[0].consequence() and "can no longer resume" in found[1].consequence()
     assert jobs.dependent_runs(student, runs) == []
 
-    jobs.delete_run(base, runs)
+    assert main(["runs", "--runs", str(runs), "--delete", "base"]) == 2  # the student could not resume
+    assert base.is_dir()
+    assert main(["runs", "--runs", str(runs), "--delete", "base", "--force"]) == 0
+    assert not base.exists()
     launched = []
     monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: launched.append(args) or harmless(0))
     missing = re.escape(f"teacher {weights} (train.distill_from), which cannot be read ({weights}: weights file not")
     with pytest.raises(jobs.JobError, match=f"^{re.escape(str(student / 'config.json'))}: .*{missing}"):
         jobs.resume_job(student, runs)
     assert not launched and not (student / jobs.LOG_NAME).exists()
+
+
+def test_a_student_whose_checkpoint_keeps_the_teachers_scores_resumes_without_the_teacher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints store the teacher's probabilities (`teacher_probs`): deleting the teacher's run then leaves a
+    stopped student resumable, and both the delete dialog's words and Resume say so."""
+    import torch
+
+    runs = tmp_path / "runs"
+    base = stopped_run(runs, "base")
+    weights = base / "model.safetensors"
+    student = stopped_run(runs, "student")
+    config = {"config": {"stage": "finetune", "train": {"distill_from": str(weights), "distill_weight": 0.5}}}
+    (student / "config.json").write_text(json.dumps(config))
+    status_record(student, "stopped", time.time() - 3000)
+    torch.save({"teacher_probs": torch.zeros(4, 2)}, student / "checkpoints" / "last.pt")
+    (found,) = jobs.dependent_runs(base, runs)
+    assert found.keeps_teacher and not found.breaks and "so it can resume" in found.consequence()
+
+    assert main(["runs", "--runs", str(runs), "--delete", "base"]) == 0  # nothing needs it: no --force
+    launched = []
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: launched.append(args) or harmless(0))
+    jobs.resume_job(student, runs)
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in resume to end")
+    assert launched and launched[0][1] == student
 
 
 def test_is_running_and_the_runs_that_can_be_compared(tmp_path: Path) -> None:

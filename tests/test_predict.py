@@ -313,6 +313,8 @@ def test_untrained_classifier_reads_the_trainers_record() -> None:
     assert "stopped before fine-tuning" in str(weights.untrained_classifier(both))
     assert weights.untrained_classifier({**both, "val_metrics": {"stage": "finetune", "val_auroc": 0.8}}) is None
     assert weights.untrained_classifier({**both, "status": "finished"}) is None
+    # an ensemble saved "stopped" by an older version, whose first member had stopped: its members were checked
+    assert weights.untrained_classifier({"stages": ["finetune"], "status": "stopped", "ensemble": [{}, {}]}) is None
 
 
 def test_cli_predict_json_on_a_real_image(ham_root: Path, weights_path: Path, tmp_path: Path, capsys) -> None:
