@@ -798,16 +798,17 @@ def _rounded(value: Any, key: str = "") -> Any:
     return value
 
 
-TTA_STARTED_FOR = "pred_tta_for"  # (weights, validated setting) the Predict page's TTA checkbox last started from
+TTA_STARTED_FOR = "{key}_for"  # per checkbox: the (weights, validated setting) it last started from
 
 
 def default_tta(state: MutableMapping[str, Any], key: str, weights: str, validated: bool) -> None:
     """Start the TTA checkbox `key` at the setting the weights' tier cut-offs were validated with, on first use
     and whenever other (or recalibrated) weights are chosen, so a tier means what its validated figures say; a
     choice made for these weights stays, across pages too."""
-    if state.get(TTA_STARTED_FOR) != (weights, validated):
+    marker = TTA_STARTED_FOR.format(key=key)
+    if state.get(marker) != (weights, validated):
         state[key] = validated
-        state[TTA_STARTED_FOR] = (weights, validated)
+        state[marker] = (weights, validated)
 
 
 def tta_help(validated: bool, has_tiers: bool) -> str:

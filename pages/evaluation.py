@@ -14,6 +14,7 @@ from dermai import app_support, review
 from dermai.evaluate import compare_weights, comparison_verdict, evaluate
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
+from dermai.predict import tta_mismatch, validated_tta
 from dermai.weights import untrained_classifier
 from pages._common import current_meta, data_dir, plain_errors, weights_path
 
@@ -186,8 +187,10 @@ st.title("Evaluation")
 weights, data = weights_path(), data_dir()
 mtime = app_support.weights_mtime(weights)
 st.caption(f"Weights `{weights}` · data `{data or '(from the weights config)'}`")
+meta: dict[str, Any] = {}  # stays empty when the weights' JSON cannot be read (the error says why)
 with plain_errors("Cannot read the weights"):
-    untrained = untrained_classifier(current_meta())
+    meta = current_meta()
+    untrained = untrained_classifier(meta)
     if untrained:
         st.warning(f"{untrained[0].upper()}{untrained[1:]}: these scores measure a classifier that never learned.")
 
@@ -203,7 +206,12 @@ state.setdefault("eval_limit", 500)
 st.header("Scores on the weights' own split")
 c1, c2, c3 = st.columns([1, 1, 2])
 split = c1.radio("Split", ["test", "val"], horizontal=True, key="eval_split")
-tta = c2.checkbox("TTA", key="eval_tta", help="average over the 8 flips/rotations (8× slower)")
+validated = validated_tta(meta)
+app_support.default_tta(state, "eval_tta", weights, validated)  # as the tiers' cut-offs were validated
+tta = c2.checkbox("TTA", key="eval_tta", help=app_support.tta_help(validated, bool(meta.get("operating_points"))))
+tta_differs = tta_mismatch(meta, tta)
+if tta_differs:
+    st.caption(f":warning: {tta_differs[0].upper()}{tta_differs[1:]}.")
 request = (weights, mtime, data, split, tta)
 if c3.button("Evaluate", type="primary"):
     st.session_state["eval_request"] = request

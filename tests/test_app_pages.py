@@ -1368,6 +1368,21 @@ def test_predict_starts_tta_as_the_tiers_were_validated_and_says_when_it_differs
     assert at.session_state["pred_last"]["prediction"].tta is False  # the choice made, not the default, is used
 
 
+def test_evaluation_starts_tta_as_the_tiers_were_validated(app_env: Path, tmp_path: Path) -> None:
+    """The Evaluation page's TTA box, like Predict's, starts at the setting the weights' cut-offs were validated
+    with (their own, not Predict's box), and a caption says when it differs."""
+    at = page("evaluation").run()
+    assert_clean(at)
+    assert at.checkbox(key="eval_tta").value is False and tta_caption(at) == []
+    at.session_state["weights_path"] = str(tta_fitted_weights(app_env, tmp_path))
+    at.run()
+    box = at.checkbox(key="eval_tta")
+    assert box.value is True and "validated with it on, so it starts on" in box.proto.help
+    box.uncheck().run()
+    assert_clean(at)
+    assert [c.startswith(TTA_DIFFERS.format("off", "on") + ":") for c in tta_caption(at)] == [True]
+
+
 def test_predict_says_a_model_error_is_not_an_unreadable_file(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dermai.predict import Predictor
 
