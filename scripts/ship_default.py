@@ -664,7 +664,7 @@ def history_lines(meta: dict[str, Any]) -> list[str]:
         f"{BALANCED_ACCURACY_TOLERANCE} lower; its test split is scored after that decision.",
         "Earlier weights stay in git history.",
         "",
-        "| recipe | input | training | val AUROC | val bal. acc. | test AUROC | test bal. acc. "
+        "| recipe | input | training | val AUROC (best of plain / TTA) | val bal. acc. | test AUROC | test bal. acc. "
         "| test refer sens / spec |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -711,6 +711,11 @@ def ensemble_lines(meta: dict[str, Any]) -> list[str]:
                 else ""
             )
             + (f", val AUROC {auroc:.3f}" if auroc is not None else "")
+            + (
+                f" at its {size_label(member['trained_image_size'])} px training size"
+                if auroc is not None and member.get("trained_image_size")
+                else ""
+            )
             + (f": `{member['command']}`" if member.get("command") else "")
         )
     return [*lines, ""]
@@ -853,15 +858,28 @@ def subgroup_lines(report: dict[str, Any]) -> list[str]:
 
 
 def weakest_groups_lines(report: dict[str, Any], k: int = 2) -> list[str]:
-    """The card's known-limits line naming the `k` large subgroups the model ranks worst, when measured."""
-    rows = [r for r in report.get("subgroups") or [] if r["n"] >= SUBGROUP_CARD_LARGE and r["auroc"] is not None]
+    """The card's known-limits line naming the `k` large subgroups the model ranks worst, when measured, and
+    the smaller groups of the card's table that rank lower than the better of those."""
+    scored = [r for r in report.get("subgroups") or [] if r["n"] >= SUBGROUP_CARD_MIN and r["auroc"] is not None]
+    rows = [r for r in scored if r["n"] >= SUBGROUP_CARD_LARGE]
     if not rows:
         return []
     worst = sorted(rows, key=lambda r: r["auroc"])[:k]
     named = " and ".join(f"{r['field']} {r['group']} (AUROC {r['auroc']:.3f})" for r in worst)
+    ceiling = max(r["auroc"] for r in worst)
+    small = sorted(
+        (r for r in scored if r["n"] < SUBGROUP_CARD_LARGE and r["auroc"] < ceiling), key=lambda r: r["auroc"]
+    )
+    smaller = "; ".join(
+        f"{r['field']} {r['group']} (AUROC {r['auroc']:.3f}"
+        + (f", 95% CI {r['auroc_ci'][0]:.3f}–{r['auroc_ci'][1]:.3f}" if r.get("auroc_ci") else "")
+        + f"; {r['n']} images)"
+        for r in small
+    )
     return [
-        f'- Performance differs by subgroup ("Subgroups" above): lowest for {named}, against {report["auroc"]:.3f}'
-        " overall."
+        f'- Performance differs by subgroup ("Subgroups" above): among groups of {SUBGROUP_CARD_LARGE} or more test'
+        f" images, lowest for {named}, against {report['auroc']:.3f} overall."
+        + (f" Smaller groups also below {ceiling:.3f}: {smaller}." if small else "")
     ]
 
 

@@ -318,6 +318,11 @@ def test_card_describes_an_ensembles_members_and_nothing_for_one_model(ship: Mod
     assert ship.ensemble_lines({"ensemble": served_larger})[2] == (
         "2. `runs/m/model.safetensors`, 120 px (trained at 96 px; the size chosen on validation): `finetune B`"
     )
+    scored_larger = [members[0], {**served_larger[1], "val_auroc": 0.9019}]
+    assert ship.ensemble_lines({"ensemble": scored_larger})[2] == (  # its own figure is at its training size
+        "2. `runs/m/model.safetensors`, 120 px (trained at 96 px; the size chosen on validation), val AUROC 0.902"
+        " at its 96 px training size: `finetune B`"
+    )
     # a mixed-size ensemble's history row names both sizes; rows from older JSON hold a plain number
     mixed = {**shipped_meta(0.9, 0.91), "image_size": 128, "model": {"member_image_sizes": [96, 128]}}
     assert ship.history_entry(mixed)["image_size"] == "96 and 128 px"
@@ -451,6 +456,22 @@ def test_refresh_subgroups_adds_the_subgroup_figures_only_when_the_headline_repe
     assert "| site | ear |" not in card  # under 20 test images: in the JSON only
     assert "ranks worst for site face (AUROC 0.758 against" in card
     assert "lowest for site face (AUROC 0.758) and age 70 and over (AUROC 0.825)" in card
+
+
+def test_weakest_groups_line_names_large_groups_then_smaller_ones_below_them(ship: ModuleType) -> None:
+    def group(name: str, n: int, auroc: float | None) -> dict:
+        return {"field": "site", "group": name, "n": n, "auroc": auroc, "auroc_ci": auroc and [auroc - 0.1, 1.0]}
+
+    rows = [group("face", 121, 0.758), group("back", 290, 0.857), group("trunk", 220, 0.97)]
+    rows += [group("scalp", 20, 0.773), group("neck", 26, 0.792), group("foot", 43, 0.922), group("ear", 11, 0.5)]
+    (line,) = ship.weakest_groups_lines({"auroc": 0.894, "subgroups": rows})
+    assert "among groups of 100 or more test images, lowest for site face (AUROC 0.758) and site back" in line
+    assert line.endswith(
+        "Smaller groups also below 0.857: site scalp (AUROC 0.773, 95% CI 0.673–1.000; 20 images); site neck"
+        " (AUROC 0.792, 95% CI 0.692–1.000; 26 images)."
+    )  # foot scores above the large groups named, ear is under the card's 20 images
+    (line,) = ship.weakest_groups_lines({"auroc": 0.894, "subgroups": rows[:3]})
+    assert "Smaller groups" not in line
 
 
 def test_refresh_intervals_replaces_only_the_intervals_when_every_point_figure_repeats(
