@@ -813,7 +813,10 @@ def default_tta(state: MutableMapping[str, Any], key: str, weights: str, validat
 
 def tta_help(validated: bool, has_tiers: bool) -> str:
     """The TTA checkbox's help: what it does and, truthfully, which setting these weights' tiers hold for."""
-    text = "Average the model's scores over the 8 flips/rotations of the image (8× slower)."
+    text = (
+        "Average the model's scores over the 8 flips/rotations of the image (8 passes: about 4× the time of a "
+        "plain prediction on a CPU, docs/benchmarks.md)."
+    )
     if not has_tiers:
         return text + " These weights have no validated tier cut-offs."
     return (

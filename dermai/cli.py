@@ -193,7 +193,11 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     predict.add_argument("--tta", **TTA_OPTION)
-    predict.add_argument("--cam", choices=CAM_CHOICES, help="saliency method for --cam-out (default gradcam)")
+    predict.add_argument(
+        "--cam",
+        choices=CAM_CHOICES,
+        help="saliency method for the --cam-out and --report-out overlays (default gradcam)",
+    )
     predict.add_argument("--cam-out", help="folder for <stem>_cam.png saliency overlays")
     predict.add_argument(
         "--report-out", help="folder for <stem>_report.html: a printable report with the image and its overlay"

@@ -64,7 +64,11 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     c1.metric("AUROC malignant", _f(report.get("auroc")), help="95% CI, lesion-grouped bootstrap")
     if ci:
         c1.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
-    c2.metric("Balanced accuracy (7-class)", _f(report.get("balanced_accuracy")), help="all-benign baseline: 0.500")
+    c2.metric(
+        "Balanced accuracy (7-class)",
+        _f(report.get("balanced_accuracy")),
+        help="one diagnosis for every image: 1/7 = 0.143 (malignant vs benign, all-benign: 0.500)",
+    )
     c3.metric("ECE (malignant)", _f(calib.get("ece_malignant")))
     c4.metric("Images", report.get("n_images"))
     tiers = ((report.get("binary") or {}).get("thresholds")) or {}

@@ -73,9 +73,10 @@ method = c1.selectbox(
     "Saliency method",
     list(CAM_METHODS),
     key="pred_method",
-    format_func=lambda name: f"{name} (slow: about a minute)" if name == "scorecam" else name,
-    help="Score-CAM runs the model once per channel of the last block (512 passes): about a minute on a 2-core "
-    "CPU, against a few seconds for the others.",
+    format_func=lambda name: f"{name} (slow)" if name == "scorecam" else name,
+    help="Score-CAM runs the model once per channel of the last block (512 passes, per member for an ensemble): "
+    "far slower than the others (with Grad-CAM a prediction of the shipped model takes about 0.1 s on a CPU: "
+    "docs/benchmarks.md).",
 )
 target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
 opacity = c3.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="pred_opacity")
@@ -95,7 +96,8 @@ if model.context_model:
     with st.expander("Patient context (optional): age, sex, body site"):
         st.caption(
             "Each field given adds its evidence to the image's, with weights and tiers validated on held-out "
-            "patients. Leave a field blank when unknown: it then adds nothing."
+            "lesions (split by lesion, and by patient where recorded). Leave a field blank when unknown: it then "
+            "adds nothing."
         )
         used = model.context_fields
         column = dict(zip(used, st.columns(3), strict=False))  # the fields asked for, side by side

@@ -52,8 +52,9 @@ def train_form() -> None:
         key="train_preset",
         on_change=_preset,
         help="Sets every field below to the paper's defaults changed by that recipe; edit any field after. The "
-        "CPU steps are the shipped model's recipe (weights/MODEL_CARD.md); their times are for this machine, "
-        "from runs on a 2-core CPU with bf16. For step 2, choose step 1's run under “Start from a finished run”.",
+        "CPU steps make the shipped model's first member (its second member and the ensemble: "
+        "scripts/train_default.sh, weights/MODEL_CARD.md); their times are for this machine, from runs on a 2-core "
+        "CPU with bf16. For step 2, choose step 1's run under “Start from a finished run”.",
     )
     st.caption(app_support.training_speed_note(*compute))
     with st.container(border=True):
