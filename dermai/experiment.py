@@ -26,7 +26,6 @@ from dermai.data import (
     load_dataset,
     read_manifest,
     summary_table,
-    write_manifest,
 )
 from dermai.evaluate import score_rows
 from dermai.plots import label_efficiency_figure
@@ -87,11 +86,28 @@ def _train_once(cfg: RunConfig, run_dir: Path, init_weights: Path | None, comman
     return run_dir / "model.safetensors"
 
 
+def _check_all_labelled(path: Path) -> None:
+    """Refuse a shared manifest whose `labelled` column leaves training images out. Each run reads it, and
+    `attach_splits` keeps that column at fraction 1, so its "1.0" runs trained on the base manifest's fraction
+    (folders made before the shared manifest kept image_id,split only could hold one)."""
+    table = read_manifest(path)
+    if "labelled" in table.columns and not table["labelled"].all():
+        n, total = int(table["labelled"][table["split"] == "train"].sum()), int((table["split"] == "train").sum())
+        raise ValueError(
+            f"{path}: labelled column keeps {n} of {total} training images, so this folder's fraction-1 runs "
+            "trained on fewer labels than they say; use another --out folder"
+        )
+
+
 def _shared_split(base: RunConfig, out: Path) -> tuple[Path, Dataset]:
-    """The one manifest every run uses (written once, reused on resume) and the dataset it splits."""
+    """The one manifest every run uses (written once, reused on resume) and the dataset it splits. It holds
+    image_id,split only: each run picks its own labelled subset, so a `labelled` column from a base manifest
+    (written at some label fraction) must not travel into it."""
     path = out / "manifest.csv"
     folder = load_dataset(base.data.data_dir)
-    if not path.exists():
+    if path.exists():
+        _check_all_labelled(path)
+    else:
         dataset = attach_splits(
             folder,
             seed=base.data.seed,
@@ -100,7 +116,8 @@ def _shared_split(base: RunConfig, out: Path) -> tuple[Path, Dataset]:
             manifest=base.data.manifest,
             limit=None if base.data.manifest else base.data.limit,
         )
-        write_manifest(dataset, path)
+        split = dataset.meta[["image_id", "split"]].to_csv(index=False)
+        atomic_write_bytes(path, split.encode())
     return path, attach_splits(folder, manifest=path)
 
 

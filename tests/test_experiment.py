@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from dermai.config import RunConfig, to_dict
-from dermai.experiment import _train_once, label_efficiency, recipe_changes, run_config
+from dermai.data import attach_splits, load_dataset, write_manifest
+from dermai.experiment import _shared_split, _train_once, label_efficiency, recipe_changes, run_config
+from tests.conftest import ham_rows, make_folder
 
 
 def test_label_efficiency_writes_results_summary_and_report_for_both_inits(ham_root: Path, tmp_path: Path) -> None:
@@ -92,3 +94,29 @@ def test_a_bad_fraction_or_seed_count_is_refused_before_the_split_is_written(
     with pytest.raises(ValueError, match=message):
         label_efficiency(RunConfig(), tmp_path / "exp", fractions=fractions, seeds=seeds)
     assert not (tmp_path / "exp").exists()
+
+
+def _labelled_train(root: Path, manifest: Path, fraction: float) -> int:
+    """Labelled training images of a grid run at `fraction` (as `run_config` points it at the shared split)."""
+    meta = attach_splits(load_dataset(root), seed=0, label_fraction=fraction, manifest=manifest).meta
+    return int((meta["labelled"] & (meta["split"] == "train")).sum())
+
+
+def test_the_shared_split_drops_a_base_manifests_labelled_column(tmp_path: Path) -> None:
+    """A base manifest written at label fraction 0.3 made every "1.0" run train on 30% of the labels."""
+    root = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=10), size=(8, 8))
+    user = tmp_path / "user.csv"
+    write_manifest(attach_splits(load_dataset(root), seed=0, label_fraction=0.3), user)
+    base = RunConfig()
+    base.data.data_dir, base.data.manifest = str(root), str(user)
+    shared, dataset = _shared_split(base, tmp_path / "exp")
+
+    assert list(pd.read_csv(shared).columns) == ["image_id", "split"]
+    n_train = int((dataset.meta["split"] == "train").sum())
+    assert _labelled_train(root, shared, 1.0) == n_train > _labelled_train(root, shared, 0.3)
+    assert _shared_split(base, tmp_path / "exp")[0] == shared  # reused on resume
+
+    # A folder made before: its shared manifest kept the base's column, so its "1.0" runs are wrong.
+    write_manifest(attach_splits(load_dataset(root), seed=0, label_fraction=0.3), shared)
+    with pytest.raises(ValueError, match=rf"exp/manifest\.csv: labelled column keeps \d+ of {n_train} training"):
+        _shared_split(base, tmp_path / "exp")
