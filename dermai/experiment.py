@@ -29,8 +29,9 @@ from dermai.data import (
 )
 from dermai.evaluate import score_rows
 from dermai.plots import label_efficiency_figure
+from dermai.train import _finished as run_finished
 from dermai.train import train
-from dermai.weights import load_weights, read_meta
+from dermai.weights import load_weights
 
 INITS: tuple[str, ...] = ("simclr", "random")
 
@@ -42,8 +43,9 @@ def run_config(base: RunConfig, manifest: Path, seed: int, fraction: float, stag
 
 
 def _finished(run_dir: Path) -> bool:
-    weights = run_dir / "model.safetensors"
-    return weights.exists() and read_meta(weights).get("status") == "finished"
+    """Whether the run's final weights and their model.json say it finished. A crash inside `save_weights`
+    (tensors first, JSON second) leaves the tensors alone: not finished, so the run is resumed, not an error."""
+    return (run_dir / "model.safetensors").exists() and run_finished(run_dir)
 
 
 def recipe_changes(cfg: RunConfig, run_dir: Path) -> list[str]:

@@ -57,6 +57,15 @@ def test_label_efficiency_writes_results_summary_and_report_for_both_inits(ham_r
     label_efficiency(base, out, fractions=(0.3, 1.0), seeds=1, command=command)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == stamps
 
+    # A crash between a run's final tensors and its model.json: that run is resumed, not an error.
+    torn = out / "seed0" / "frac1" / "random"
+    (torn / "model.json").unlink()
+    label_efficiency(base, out, fractions=(0.3, 1.0), seeds=1, command=command)
+    assert json.loads((torn / "model.json").read_text())["status"] == "finished"
+    assert {p: t for p, t in stamps.items() if p.parent != torn} == {
+        p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors") if p.parent != torn
+    }
+
 
 def test_a_grid_run_made_with_other_settings_is_refused_not_reused(tmp_path: Path) -> None:
     """Rerunning the experiment with another budget must not silently reuse or resume the old runs."""
