@@ -3,12 +3,14 @@
 The paper claims it and never shows it. Here, per seed, one SimCLR pretraining run on every training image
 (labels unused) is shared by all label fractions of that seed; each fraction is then fine-tuned from those
 weights and from random initialisation with the same budget, split and seed. One manifest fixes the split for
-every run; the seed picks the labelled subset and the training randomness. Model selection uses validation
-only; validation and test scores are both reported. Finished runs are skipped, interrupted ones resumed.
+every run (its settings kept in split.json: a rerun with other ones is refused); the seed picks the labelled
+subset and the training randomness. Model selection uses validation only; validation and test scores are both
+reported. Finished runs are skipped, interrupted ones resumed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -23,9 +25,11 @@ from dermai.data import (
     Dataset,
     atomic_write_bytes,
     attach_splits,
+    check_seed,
     load_dataset,
     read_manifest,
     summary_table,
+    write_json_atomic,
 )
 from dermai.evaluate import score_rows
 from dermai.plots import label_efficiency_figure
@@ -101,15 +105,91 @@ def _check_all_labelled(path: Path) -> None:
         )
 
 
+SPLIT_SETTINGS = "split.json"
+SETTING_NAMES = {
+    "manifest": "data.manifest",
+    "seed": "data.seed (--split-seed)",
+    "val_fraction": "data.val_fraction",
+    "test_fraction": "data.test_fraction",
+    "limit": "data.limit (--limit)",
+}
+
+
+def split_settings(base: RunConfig) -> dict[str, Any]:
+    """The settings that make the shared split: a base manifest (its path and the sha256 of its text), else
+    the split seed, the validation and test fractions and the image limit (a manifest ignores those)."""
+    d = base.data
+    if d.manifest:
+        try:
+            digest = hashlib.sha256(Path(d.manifest).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ValueError(f"{d.manifest}: cannot read the base manifest (data.manifest) ({exc})") from None
+        return {"manifest": str(Path(d.manifest).resolve()), "manifest_sha256": digest}
+    return {
+        "seed": check_seed(d.seed),
+        "val_fraction": float(d.val_fraction),
+        "test_fraction": float(d.test_fraction),
+        "limit": int(d.limit) if d.limit else None,
+    }
+
+
+def _shown(settings: dict[str, Any], key: str) -> str:
+    """One split setting as an error message shows it; a base manifest with the start of its checksum."""
+    if settings.get(key) is None:
+        return "none"
+    if key == "manifest":
+        return f"{settings['manifest']} (sha256 {str(settings.get('manifest_sha256'))[:12]})"
+    return str(settings[key])
+
+
+def split_changes(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """How `given` split settings differ from `saved` ones, as "setting: saved X, given Y"; a base manifest
+    counts as the same when its text is (wherever it now lies)."""
+    if "manifest" in saved or "manifest" in given:
+        same = saved.get("manifest_sha256") == given.get("manifest_sha256")
+        return [] if same else [f"data.manifest: saved {_shown(saved, 'manifest')}, given {_shown(given, 'manifest')}"]
+    keys = [k for k in SETTING_NAMES if k != "manifest" and saved.get(k) != given.get(k)]
+    return [f"{SETTING_NAMES[k]}: saved {_shown(saved, k)}, given {_shown(given, k)}" for k in keys]
+
+
+def _read_split_settings(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not readable split settings ({exc})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not readable split settings (expected a JSON object)")
+    return saved
+
+
+def _check_split_settings(out: Path, given: dict[str, Any]) -> None:
+    """Refuse to reuse the shared split for other split settings: the runs would use the old split while the
+    report's command shows the new flags. A folder from before `split.json` is accepted and given one."""
+    path = out / SPLIT_SETTINGS
+    if not path.exists():
+        write_json_atomic(path, given)
+        return
+    changes = split_changes(_read_split_settings(path), given)
+    if changes:
+        raise ValueError(
+            f"{path}: the shared split was made with other settings ({'; '.join(changes)}); rerun with the "
+            "original settings or use another --out folder"
+        )
+
+
 def _shared_split(base: RunConfig, out: Path) -> tuple[Path, Dataset]:
     """The one manifest every run uses (written once, reused on resume) and the dataset it splits. It holds
     image_id,split only: each run picks its own labelled subset, so a `labelled` column from a base manifest
-    (written at some label fraction) must not travel into it."""
+    (written at some label fraction) must not travel into it. The settings that made it are kept beside it
+    (split.json, written first) and a rerun with other ones is refused."""
     path = out / "manifest.csv"
+    given = split_settings(base)
     folder = load_dataset(base.data.data_dir)
     if path.exists():
         _check_all_labelled(path)
+        _check_split_settings(out, given)
     else:
+        write_json_atomic(out / SPLIT_SETTINGS, given)
         dataset = attach_splits(
             folder,
             seed=base.data.seed,
@@ -188,8 +268,9 @@ def label_efficiency(
     progress: bool = False,
     log: Callable[[str], Any] = lambda _line: None,
 ) -> pd.DataFrame:
-    """Run (or resume) the grid seeds × fractions × {simclr, random} into `out`; writes results.csv,
-    summary.csv, label_efficiency.html and label_efficiency.md there and returns the summary."""
+    """Run (or resume) the grid seeds × fractions × {simclr, random} into `out`; writes manifest.csv and
+    split.json (the shared split and its settings), results.csv, summary.csv, label_efficiency.html and
+    label_efficiency.md there and returns the summary."""
     check_run_config(replace(base, stage="both"))  # every seed pretrains and fine-tunes: refuse 0 epochs now
     if seeds < 1:  # checked before any run: nothing trains, then the empty table fails to summarise
         raise ValueError(f"seeds: need at least 1, got {seeds}")

@@ -129,3 +129,49 @@ def test_the_shared_split_drops_a_base_manifests_labelled_column(tmp_path: Path)
     write_manifest(attach_splits(load_dataset(root), seed=0, label_fraction=0.3), shared)
     with pytest.raises(ValueError, match=rf"exp/manifest\.csv: labelled column keeps \d+ of {n_train} training"):
         _shared_split(base, tmp_path / "exp")
+
+
+def test_a_rerun_with_other_split_settings_is_refused_not_run_on_the_old_split(tmp_path: Path) -> None:
+    """out/manifest.csv used to be reused whatever --split-seed, --limit or manifest a rerun gave, while the
+    report's command showed the new flags."""
+    root = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=10), size=(8, 8))
+    base = RunConfig()
+    base.data.data_dir = str(root)
+    out = tmp_path / "exp"
+    shared, _ = _shared_split(base, out)
+    saved = json.loads((out / "split.json").read_text())
+    assert saved == {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.15, "limit": None}
+    assert _shared_split(base, out)[0] == shared  # the same settings: reused
+
+    other_seed = replace(base, data=replace(base.data, seed=7))
+    with pytest.raises(ValueError, match=r"exp/split\.json: .*data\.seed \(--split-seed\): saved 0, given 7"):
+        label_efficiency(other_seed, out, fractions=(1.0,), seeds=1)
+    limited = replace(base, data=replace(base.data, limit=60, test_fraction=0.2))
+    message = r"test_fraction: saved 0\.15, given 0\.2; data\.limit \(--limit\): saved none, given 60"
+    with pytest.raises(ValueError, match=message):
+        _shared_split(limited, out)
+    user = tmp_path / "user.csv"
+    pd.read_csv(shared).to_csv(user, index=False)
+    with pytest.raises(ValueError, match=r"data\.manifest: saved none, given .*user\.csv \(sha256 [0-9a-f]{12}\)"):
+        _shared_split(replace(base, data=replace(base.data, manifest=str(user))), out)
+    assert not (out / "seed0").exists() and json.loads((out / "split.json").read_text()) == saved
+
+    # A folder from before split.json: accepted, and its settings written from then on.
+    (out / "split.json").unlink()
+    _shared_split(other_seed, out)
+    assert json.loads((out / "split.json").read_text())["seed"] == 7
+
+
+def test_a_base_manifest_counts_as_the_same_split_by_its_text(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=10), size=(8, 8))
+    first, moved = tmp_path / "a.csv", tmp_path / "b.csv"
+    write_manifest(attach_splits(load_dataset(root), seed=0), first)
+    moved.write_bytes(first.read_bytes())
+    base = RunConfig()
+    base.data.data_dir, base.data.manifest = str(root), str(first)
+    _shared_split(base, tmp_path / "exp")
+    _shared_split(replace(base, data=replace(base.data, manifest=str(moved))), tmp_path / "exp")  # same text
+
+    write_manifest(attach_splits(load_dataset(root), seed=3), first)
+    with pytest.raises(ValueError, match=r"data\.manifest: saved .*a\.csv \(sha256 \w{12}\), given .*a\.csv"):
+        _shared_split(base, tmp_path / "exp")
