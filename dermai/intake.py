@@ -87,11 +87,19 @@ def _unreadable(data: bytes | None, name: str) -> IntakeError:
 
 
 def _scale_to_uint8(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit grayscale ('I;16*', 'I', 'F') → 8-bit 'L', scaled rather than clipped as
-    Pillow's convert would. Values that fit 16 bits are treated as 16-bit data unless they fit 8 bits."""
+    """Grayscale wider than 8 bits ('I;16*', 'I', 'F') → 8-bit 'L', scaled rather than clipped as Pillow's
+    convert would. One rule whatever the container, from the values alone:
+
+    - integer data (every 'I' mode) within 0-255 is kept (8-bit data stored wide); within 0-65535 it is
+      16-bit data, divided by 257;
+    - float data ('F') within 0-1 is multiplied by 255 (the usual float convention); within 0-255 kept;
+    - anything else (negative values, beyond 16 bits) is stretched from its own minimum and maximum.
+    """
     pixels = np.asarray(image, dtype=np.float64)
     lo, hi = float(pixels.min()), float(pixels.max())
-    if image.mode.startswith("I;16") or (lo >= 0 and 255 < hi <= 65535 and image.mode == "I"):
+    if image.mode == "F" and lo >= 0 and hi <= 1:
+        pixels = pixels * 255.0
+    elif image.mode != "F" and lo >= 0 and 255 < hi <= 65535:
         pixels = pixels / 257.0
     elif not (lo >= 0 and hi <= 255):
         pixels = (pixels - lo) / (hi - lo or 1.0) * 255.0

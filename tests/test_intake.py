@@ -233,3 +233,32 @@ def test_fuzzed_bytes_give_an_rgb_image_or_intake_error(payload: bytes) -> None:
         assert result.image.mode == "RGB"
         assert result.image.size == result.original_size
         np.asarray(result.image)  # pixels really are there
+
+
+def test_a_float_tiff_in_0_1_is_scaled_by_255_not_rounded_to_black(tmp_path: Path) -> None:
+    """Float images in [0, 1] came out as {0, 1}: a black picture."""
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32)[None, :].repeat(40, 0)
+    path = tmp_path / "ramp.tif"
+    Image.fromarray(ramp, mode="F").save(path)
+    assert Image.open(path).mode == "F"
+    out = np.asarray(read_image(path, "ramp.tif").image)
+    assert out[0, :, 0].tolist() == np.rint(ramp[0] * 255).astype(int).tolist()
+    assert out.max() == 255 and len(np.unique(out)) == 64
+
+
+def test_16_bit_png_ramps_follow_one_rule_whatever_the_mode(tmp_path: Path) -> None:
+    """A 16-bit PNG (mode I;16) was always divided by 257, even when every value fit 8 bits, while the same
+    values in mode I were kept."""
+    wide = np.linspace(0, 65535, 64).astype(np.uint16)[None, :].repeat(40, 0)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode == "I;16"
+    out = np.asarray(read_image(tmp_path / "wide.png").image)[0, :, 0]
+    assert out.tolist() == np.rint(wide[0] / 257).astype(int).tolist()
+
+    narrow = np.arange(0, 256, 4, dtype=np.uint16)[None, :].repeat(40, 0)  # 16-bit file, 8-bit values
+    Image.fromarray(narrow).save(tmp_path / "narrow.png")
+    assert Image.open(tmp_path / "narrow.png").mode == "I;16"
+    out16 = np.asarray(read_image(tmp_path / "narrow.png").image)
+    assert out16[0, :, 0].tolist() == narrow[0].tolist()
+    as_i = np.asarray(read_image(Image.fromarray(narrow.astype(np.int32), mode="I")).image)
+    assert np.array_equal(out16, as_i)
