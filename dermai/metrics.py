@@ -222,8 +222,9 @@ def paired_bootstrap(
     """Is model B better than model A on the same images? `metric(y, scores)` of each, and the difference
     B − A with a percentile 95% interval from resampling the images (or groups) *together* for both models,
     so that what the two share (the same hard images) cancels. `p_value` is the two-sided bootstrap
-    probability of a difference of the other sign (0 when every resample agrees). Resamples where the metric
-    is undefined (one class only) are skipped."""
+    probability of a difference of the other sign, counted as (k + 1) / (B + 1) over the B resamples used:
+    B resamples cannot show a p below about 2 / (B + 1), so it is never 0, even when every resample agrees.
+    Resamples where the metric is undefined (one class only) are skipped."""
     y, a, b = np.asarray(y), np.asarray(a), np.asarray(b)
     if not (len(y) == len(a) == len(b)):
         raise ValueError(f"scores for {len(a)} and {len(b)} images, labels for {len(y)}")
@@ -238,7 +239,8 @@ def paired_bootstrap(
         d = np.asarray(diffs)
         lo, hi = np.percentile(d, [2.5, 97.5])
         out["difference_ci"] = [float(lo), float(hi)]
-        out["p_value"] = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
+        other_sign = min(int((d <= 0).sum()), int((d >= 0).sum()))
+        out["p_value"] = float(min(1.0, 2 * (other_sign + 1) / (d.size + 1)))
     else:
         out["difference_ci"], out["p_value"] = None, None
     return out

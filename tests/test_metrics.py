@@ -301,7 +301,8 @@ def test_paired_bootstrap_difference_interval_and_p_value() -> None:
     assert out["a"] == pytest.approx(roc_auc_score(y, a)) and out["b"] == pytest.approx(roc_auc_score(y, b))
     assert out["difference"] == pytest.approx(out["b"] - out["a"]) and out["difference"] > 0.05
     lo, hi = out["difference_ci"]
-    assert 0 < lo < out["difference"] < hi and out["p_value"] == 0.0 and out["resamples"] == 300
+    assert 0 < lo < out["difference"] < hi and out["resamples"] == 300
+    assert out["p_value"] == pytest.approx(2 / 301)  # every resample agrees: the least 300 resamples can show
     reverse = paired_bootstrap(y, b, a, roc_auc_score, n_boot=300)
     assert reverse["difference_ci"] == pytest.approx([-hi, -lo])
     twin = y + rng.normal(0, 1.0, 400)  # as good as `a`, its own noise: a difference of chance only
@@ -352,3 +353,13 @@ def test_subgroup_metrics_score_each_group_and_leave_small_ones_without_auroc() 
     json.dumps(rows)
     with pytest.raises(ValueError, match="subgroup field 'sex': 2 labels for 93 images"):
         subgroup_metrics(y, p, {"sex": ["a", "b"]})
+
+
+def test_paired_bootstrap_p_value_is_never_zero_and_counts_like_a_permutation_test() -> None:
+    """B resamples cannot support p below about 2 / (B + 1); the p used to be exactly 0 when all agreed."""
+    y = np.array([0, 1] * 50)
+    a, b = np.zeros(100), y.astype(float)  # B is perfect, A is chance: every resample favours B
+    out = paired_bootstrap(y, a, b, roc_auc_score, n_boot=99)
+    assert out["resamples"] == 99 and out["p_value"] == pytest.approx(2 / 100)
+    same = paired_bootstrap(y, a, a.copy(), roc_auc_score, n_boot=99)
+    assert same["p_value"] == 1.0  # every difference is 0: both signs, capped at 1
