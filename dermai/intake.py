@@ -1,6 +1,6 @@
-"""Robust image intake: whatever a user uploads becomes an RGB PIL image, or one `IntakeError` with a plain
-message. Pillow raises many exception types on damaged or hostile input, so decoding is wrapped broadly here
-and nowhere else has to.
+"""Robust image intake: whatever a user uploads becomes an RGB PIL image (in sRGB, when it carries a colour
+profile), or one `IntakeError` with a plain message. Pillow raises many exception types on damaged or hostile
+input, so decoding is wrapped broadly here and nowhere else has to.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 MAX_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
 MAX_PIXELS = 50_000_000  # decompression-bomb guard, checked from the header before any pixel is decoded
 MIN_SIDE = 32  # smaller images are read, but graded as ungradable (`dermai.predict`): upscaling leaves no detail
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))  # what uploads are converted to (`to_srgb`)
 READ_FORMATS = "JPEG, PNG, BMP, TIFF or WEBP"  # what this app reads, as said to a user (Pillow reads a few more)
 # ISO-BMFF brands (bytes 8-12 after "ftyp") of HEIF photos: an iPhone's default format, which Pillow cannot decode.
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
@@ -106,6 +107,29 @@ def _scale_to_uint8(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
 
 
+def to_srgb(image: Image.Image, name: str = "image") -> tuple[Image.Image, str | None]:
+    """An RGB image tagged with an embedded ICC profile (a phone's Display P3, a camera's Adobe RGB) converted
+    to sRGB, and a note when its profile cannot be applied. The model learned on untagged images read as sRGB
+    (none of HAM10000's 10015 carries a profile; training decodes through `read_image` too), so a tagged photo
+    read as raw numbers would show the model other colours than the user sees. Untagged images, and profiles
+    of other colour spaces (gray, CMYK), are left untouched; RGBA keeps its alpha, a palette image becomes RGB
+    or RGBA first."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "P"):
+        return image, None
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if source.profile.xcolor_space.strip() != "RGB":
+            return image, None
+        if image.mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=image.mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        return image, f"{name}: its embedded colour profile cannot be used ({detail}); its colours were read as sRGB"
+    return converted, None
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode → RGB; transparency is composited on white (how an uploaded cut-out is seen)."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
@@ -155,6 +179,7 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         if min(image.size) < 1:
             raise IntakeError(f"{name}: image has no pixels")
         see_through = _transparent_share(image)
+        image, profile_note = to_srgb(image, name)
         rgb = to_rgb(image)
     except IntakeError:
         raise
@@ -167,7 +192,7 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, …
         detail = " ".join(str(exc).split())  # one line, whatever the decoder said
         raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc
-    notes = []
+    notes = [profile_note] if profile_note else []
     if see_through > 0:
         notes.append(
             f"{name}: {see_through:.0%} of the image is transparent or see-through and was put on white, which "

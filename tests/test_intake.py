@@ -262,3 +262,53 @@ def test_16_bit_png_ramps_follow_one_rule_whatever_the_mode(tmp_path: Path) -> N
     assert out16[0, :, 0].tolist() == narrow[0].tolist()
     as_i = np.asarray(read_image(Image.fromarray(narrow.astype(np.int32), mode="I")).image)
     assert np.array_equal(out16, as_i)
+
+
+def _xyz_tag(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in (x, y, z))
+
+
+def linear_rgb_profile() -> bytes:
+    """An ICC v2 RGB profile other than sRGB: sRGB's primaries with a linear tone curve (gamma 1), so that
+    mid-gray 128 in it is sRGB's 188. Pillow can only create sRGB, LAB and XYZ profiles itself."""
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 0x0100) + b"\0\0"  # one u8Fixed8 entry: gamma 1.0
+    d50 = (0.9642, 1.0, 0.8249)
+    tags = [
+        (b"wtpt", _xyz_tag(*d50)),
+        (b"rXYZ", _xyz_tag(0.4361, 0.2225, 0.0139)),
+        (b"gXYZ", _xyz_tag(0.3851, 0.7169, 0.0971)),
+        (b"bXYZ", _xyz_tag(0.1431, 0.0606, 0.7141)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    start = 128 + 4 + 12 * len(tags)  # header, tag count, tag table
+    table, data = b"", b""
+    for signature, body in tags:
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body + b"\0" * (-len(body) % 4)
+    header = struct.pack(">I4sI4s4s4s", start + len(data), b"none", 0x02100000, b"mntr", b"RGB ", b"XYZ ")
+    header += b"\0" * 12 + b"acsp" + b"\0" * 28 + _xyz_tag(*d50)[8:] + b"\0" * 48
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_an_image_with_a_non_srgb_profile_is_converted_to_srgb(tmp_path: Path) -> None:
+    """Embedded ICC profiles were ignored: a wide-gamut or linear upload was read as if it were sRGB."""
+    pixels = np.full((40, 40, 4), [128, 128, 128, 255], np.uint8)
+    pixels[:, 20:, 3] = 0  # right half transparent
+    Image.fromarray(pixels[..., :3]).save(tmp_path / "tagged.png", icc_profile=linear_rgb_profile())
+    Image.fromarray(pixels).save(tmp_path / "tagged_alpha.png", icc_profile=linear_rgb_profile())
+    Image.fromarray(pixels[..., :3]).save(tmp_path / "plain.png")
+
+    tagged = read_image(tmp_path / "tagged.png")
+    assert np.abs(np.asarray(tagged.image, int) - 188).max() <= 1 and tagged.warnings == []
+    with_alpha = np.asarray(read_image(tmp_path / "tagged_alpha.png").image, int)
+    assert np.abs(with_alpha[:, :20] - 188).max() <= 1 and (with_alpha[:, 20:] == 255).all()
+    assert (np.asarray(read_image(tmp_path / "plain.png").image) == 128).all()  # untagged: untouched
+
+
+def test_a_damaged_colour_profile_is_ignored_with_a_note(tmp_path: Path) -> None:
+    Image.new("RGB", (40, 40), (128, 64, 32)).save(tmp_path / "odd.png", icc_profile=b"not a profile")
+    result = read_image(tmp_path / "odd.png", "odd.png")
+    assert (np.asarray(result.image)[0, 0] == [128, 64, 32]).all()
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("odd.png: its embedded colour profile")
