@@ -631,7 +631,8 @@ def _size_tag(size: InputSize) -> str:
 
 def cache_key(paths: Iterable[str], size: InputSize) -> str:
     """Changes whenever an image is added, removed, reordered or modified, or the size changes."""
-    digest = hashlib.sha256(f"v3:{_size_tag(size)}".encode())  # v2: decoded by intake.read_image; v3: portrait turned
+    # v2: decoded by intake.read_image; v3: portrait turned; v4: 16-bit/float rescaled by value, ICC to sRGB
+    digest = hashlib.sha256(f"v4:{_size_tag(size)}".encode())
     for path in paths:
         stat = os.stat(path)
         digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
