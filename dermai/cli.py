@@ -526,7 +526,7 @@ def _warn_if_untrained(*paths: str | None) -> None:
         except WeightsError:
             continue  # the command itself says what is wrong with the file
         if untrained:
-            print(f"warning: {path or 'the weights'}: {untrained}; its figures measure chance", file=sys.stderr)
+            print(f"warning: {_weights_label(path)}: {untrained}; its figures measure chance", file=sys.stderr)
 
 
 def _warn_if_tta_differs(path: str | None, tta: bool | None) -> None:
@@ -540,7 +540,14 @@ def _warn_if_tta_differs(path: str | None, tta: bool | None) -> None:
     except WeightsError:
         return  # the command itself says what is wrong with the file
     if mismatch:
-        print(f"warning: {path or 'the weights'}: {mismatch}", file=sys.stderr)
+        print(f"warning: {_weights_label(path)}: {mismatch}", file=sys.stderr)
+
+
+def _weights_label(path: str | None) -> str:
+    """The weights a warning is about: as given, else the shipped default's file (not a bare "the weights")."""
+    from dermai.weights import DEFAULT_WEIGHTS
+
+    return path or f"the default weights ({DEFAULT_WEIGHTS})"
 
 
 def _weights_files(path: str | None) -> list[str]:

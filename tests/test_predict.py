@@ -699,6 +699,14 @@ def test_cli_predict_into_a_closed_pipe_stops_quietly(weights_path: Path, tmp_pa
     assert process.returncode == 141 and err == b""  # not "error: [Errno 32] Broken pipe"
 
 
+def test_cli_warnings_name_the_default_weights_file_not_the_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    from dermai.weights import DEFAULT_WEIGHTS
+
+    cli._warn_if_tta_differs(None, True)  # the shipped weights' cut-offs were validated without TTA
+    assert capsys.readouterr().err.startswith(f"warning: the default weights ({DEFAULT_WEIGHTS}): test-time")
+    assert cli._weights_label("w.safetensors") == "w.safetensors"
+
+
 def test_validated_tta_is_the_serving_record_then_the_shipping_choice() -> None:
     from dermai.predict import tta_mismatch, validated_tta
 
