@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -133,8 +133,10 @@ def runs_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return REPO_ROOT / "runs"
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process runs under pid (a zombie counts as dead; our own children are reaped)."""
+def _pid_alive(pid: int, command: Sequence[str] | None = None) -> bool:
+    """Whether a process runs under pid (a zombie counts as dead; our own children are reaped). With the job's
+    recorded `command`, the process must be running exactly it: a pid reused by another process, even another
+    `dermai` command, is not our job (Cancel would otherwise signal that process's group)."""
     child = _CHILDREN.get(pid)
     if child is not None:
         if child.poll() is None:
@@ -152,7 +154,11 @@ def _pid_alive(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, IndexError):
         return True  # no /proc: trust os.kill
-    return state not in ("Z", "X") and b"dermai" in cmdline  # a reused pid is not our job
+    if state in ("Z", "X"):
+        return False
+    if command:
+        return cmdline.split(b"\0")[:-1] == [os.fsencode(part) for part in command]
+    return b"dermai" in cmdline  # a reused pid is not our job
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:
@@ -182,7 +188,7 @@ def current_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
         )
     except (KeyError, TypeError, ValueError):
         job = None
-    if job is not None and _pid_alive(job.pid):
+    if job is not None and _pid_alive(job.pid, job.command):
         return job
     try:
         if record == {} and time.time() - path.stat().st_mtime < 10:  # a job is starting: lock not yet filled

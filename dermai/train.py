@@ -984,10 +984,12 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The run's metrics.jsonl records. Only JSON objects are kept: a torn last line (a run still writing),
     a damaged byte or a stray non-object line is skipped, so every reader can call .get on each record."""
     path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:  # none yet, or the folder deleted while the app polls it
         return []
     records = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

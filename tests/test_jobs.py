@@ -65,6 +65,23 @@ def test_stale_lock_is_cleared(tmp_path: Path) -> None:
     assert jobs.current_job(tmp_path) is not None  # a lock being written counts as a starting job for 10 s
 
 
+def test_a_pid_reused_by_another_dermai_process_is_not_the_job(tmp_path: Path) -> None:
+    """The lock names its job's pid and command: after a restart, a pid reused by another process (here one whose
+    command line also says dermai) is not the job, so the lock is stale and Cancel cannot signal that process."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # python -m dermai predict"])
+    try:
+        command = [sys.executable, "-m", "dermai", "train", "--out", str(tmp_path / "old"), "--quiet"]
+        record = {"pid": other.pid, "run_dir": str(tmp_path / "old"), "stage": "both", "started": time.time()}
+        lock = tmp_path / jobs.LOCK_NAME
+        lock.write_text(json.dumps({**record, "command": command}))
+        assert jobs.current_job(tmp_path) is None and not lock.exists()
+        lock.write_text(json.dumps({**record, "command": other.args}))  # its own command: the job
+        assert jobs.current_job(tmp_path).pid == other.pid
+    finally:
+        other.kill()
+        other.wait()
+
+
 @pytest.mark.slow
 def test_job_lifecycle_start_refuse_stop_resume(tmp_path: Path) -> None:
     if not (HAM / "HAM10000_metadata.csv").exists():
