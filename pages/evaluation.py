@@ -16,7 +16,7 @@ from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
 from dermai.predict import tta_mismatch, validated_tta
 from dermai.weights import untrained_classifier
-from pages._common import current_meta, data_dir, plain_errors, weights_path
+from pages._common import current_meta, data_dir, plain_errors, show_images, weights_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -184,7 +184,7 @@ def show_failures(predictions: pd.DataFrame) -> None:
     if note:
         st.caption(note)
     rows = rows.head(GALLERY)
-    st.image(list(rows["path"]), caption=[review.caption(r) for _, r in rows.iterrows()], width=150)
+    show_images(st, list(rows["path"]), [review.caption(r) for _, r in rows.iterrows()], width=150)
 
 
 st.title("Evaluation")
@@ -323,8 +323,7 @@ if st.session_state.get("map_request") == map_request:
         chosen = [pt["customdata"][0] for pt in event.selection.points if pt.get("customdata")][:8]
         if chosen:
             rows = points.set_index("image_id").loc[chosen]
-            st.image(
-                list(rows["path"]), caption=[f"{i} · {d}" for i, d in zip(chosen, rows["dx"], strict=True)], width=150
-            )
+            captions = [f"{i} · {d}" for i, d in zip(chosen, rows["dx"], strict=True)]
+            show_images(st, list(rows["path"]), captions, width=150)
         else:
             st.caption("Click or lasso points to show their images here.")
