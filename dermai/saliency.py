@@ -219,6 +219,10 @@ def cam_mass_in_mask(heatmap: np.ndarray, mask: np.ndarray | Image.Image) -> flo
 
 
 def pointing_game_hit(heatmap: np.ndarray, mask: np.ndarray | Image.Image) -> bool:
-    """True when the heatmap's peak falls inside the lesion mask (Zhang et al. 2018's pointing game)."""
+    """True when the heatmap's peak falls inside the lesion mask (Zhang et al. 2018's pointing game). A flat
+    heatmap (all zero: the CAM found nothing) has no peak and points nowhere, so it is a miss, not whatever
+    pixel (0, 0) happens to be."""
     cam = np.asarray(heatmap)
+    if cam.size == 0 or np.ptp(cam) == 0:
+        return False
     return bool(_mask_like(cam, mask).flat[int(np.argmax(cam))])

@@ -198,3 +198,5 @@ def test_mass_in_mask_and_pointing_game() -> None:
     assert pointing_game_hit(inside, Image.fromarray(mask))
     assert cam_mass_in_mask(uniform, np.full((150, 200), 127, np.uint8)) == 0.0
     assert cam_mass_in_mask(np.zeros((32, 32)), mask) == 0.0
+    # a flat map points nowhere: a miss, though pixel (0, 0), where argmax lands, lies inside the lesion
+    assert not pointing_game_hit(np.zeros((32, 32)), mask) and not pointing_game_hit(uniform, mask)
