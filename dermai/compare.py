@@ -8,6 +8,7 @@ equal values) and `metrics.jsonl` for the validation figures per epoch.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -67,13 +68,17 @@ def epoch_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any
     return [r for r in records if r.get("kind") == "epoch"]
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def run_summary(name: str, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """What a run reached: per stage, the best validation AUROC, its epoch and the balanced accuracy there,
     the epochs run, and the median training speed. Stages without validation figures are left out."""
     rows = []
     for stage in dict.fromkeys(r.get("stage", "train") for r in records):
         mine = [r for r in epoch_records(records) if r.get("stage", "train") == stage]
-        epochs = [r for r in mine if r.get("val_auroc") is not None]
+        epochs = [r for r in mine if _finite(r.get("val_auroc"))]  # NaN (one class in validation) ranks nothing
         if not epochs:
             continue
         best = max(epochs, key=lambda r: r["val_auroc"])

@@ -59,6 +59,14 @@ def test_summary_takes_each_runs_best_epoch(tmp_path: Path) -> None:
     assert list(differences.index) == ["train.lr"]
 
 
+def test_an_epoch_without_a_validation_auroc_is_not_the_best(tmp_path: Path) -> None:
+    """An epoch whose validation held one class records NaN (json writes it): max() would keep whichever came
+    first, so it is left out, as a missing figure is."""
+    runs = {"a": make_run(tmp_path, "a", 1e-3, [float("nan"), 0.8, 0.85, 0.7])}
+    row = compare_runs(runs)[0].set_index("run").loc["a"]
+    assert row["best_val_auroc"] == 0.85 and row["best_epoch"] == 2 and row["epochs_run"] == 3
+
+
 def test_unreadable_settings_name_the_file(tmp_path: Path) -> None:
     run = tmp_path / "broken"
     run.mkdir()
