@@ -244,6 +244,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("weights_a", metavar="A", help="weights file or folder (the reference)")
     compare.add_argument("weights_b", metavar="B", help="weights file or folder (the challenger)")
     compare.add_argument("--data", help="data folder (default: the one in A's config)")
+    compare.add_argument("--manifest", help="the runs' split manifest (default: rebuilt from A's config)")
     compare.add_argument(
         "--split", choices=["val", "test"], default="val", help="val (default) for choices; test only to report"
     )
@@ -655,7 +656,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         check_writable(Path(args.out))
     _warn_if_untrained(args.weights_a, args.weights_b)
     result = compare_weights(
-        args.weights_a, args.weights_b, args.data, split=args.split, tta=args.tta, n_boot=args.n_boot
+        args.weights_a,
+        args.weights_b,
+        args.data,
+        split=args.split,
+        tta=args.tta,
+        n_boot=args.n_boot,
+        manifest=args.manifest,
     )
     print(comparison_text(result))
     if args.out:

@@ -477,11 +477,13 @@ def compare_weights(
     split: str = "val",
     tta: bool = False,
     n_boot: int = 1000,
+    manifest: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Two models of one split scored on the same images: each one's malignant-vs-benign AUROC and 7-class
     balanced accuracy, and the paired differences B − A with lesion-grouped 95% intervals
     (`metrics.paired_bootstrap`). A difference whose interval spans 0 is within noise. Models trained on
-    different splits are refused: one of them would have trained on some of the other's held-out images."""
+    different splits are refused: one of them would have trained on some of the other's held-out images.
+    `manifest` is the runs' split manifest, for a split that cannot be rebuilt from A's config (as `evaluate`)."""
     if split not in ("val", "test"):
         raise EvaluationError(f"compare models on their val or test split, not {split!r}")
     a, b = load_weights(weights_a), load_weights(weights_b)
@@ -491,7 +493,7 @@ def compare_weights(
             f"{str(b.meta.get('manifest_sha256'))[:12]}… vs {str(a.meta.get('manifest_sha256'))[:12]}…): "
             "their held-out images differ, so they cannot be compared on them"
         )
-    dataset = weights_dataset(a.meta, data_dir)
+    dataset = weights_dataset(a.meta, data_dir, manifest)
     rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
     if rows.empty:
         raise EvaluationError(f"the {split} split of {dataset.root} is empty")

@@ -185,6 +185,20 @@ def test_manifest_that_is_not_the_weights_split_is_refused(weights: Path, tmp_pa
         evaluate(weights, split="test", manifest=tmp_path / "other.csv")
 
 
+def test_compare_reads_the_runs_manifest_when_given(weights: Path, tmp_path: Path) -> None:
+    """`compare --manifest` scores the manifest's split, as `evaluate --manifest` does (the advice a split that
+    cannot be rebuilt gives): the run's own manifest compares, another split's is refused."""
+    manifest = pd.read_csv(weights.parent / "manifest.csv")
+    naevus_lesion = manifest.loc[(manifest["split"] == "val") & (manifest["dx"] == "nv"), "group"].iloc[0]
+    manifest.loc[manifest["group"] == naevus_lesion, "split"] = "train"
+    manifest.to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(EvaluationError, match="split mismatch"):
+        compare_weights(weights, weights, n_boot=20, manifest=tmp_path / "other.csv")
+    args = ["compare", str(weights), str(weights), "--manifest", str(weights.parent / "manifest.csv")]
+    assert main([*args, "--n-boot", "20", "--out", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["auroc"]["difference"] == 0
+
+
 def test_cli_evaluate_writes_report_and_predictions(
     weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
