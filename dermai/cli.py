@@ -460,8 +460,17 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from dermai.data import attach_splits, load_dataset, summary_table, write_manifest
 
     _check_split_source(args)
+    loaded = load_dataset(args.data)
+    if args.data_command == "split":  # the manifest written must not replace what the split is read from
+        _refuse_clashing_outputs(
+            [("--out", args.out)],
+            {
+                "the data folder's metadata CSV": [str(loaded.csv_path)],
+                "the --manifest read": [args.manifest] if args.manifest else [],
+            },
+        )
     dataset = attach_splits(
-        load_dataset(args.data),
+        loaded,
         seed=args.seed,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,

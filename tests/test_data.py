@@ -60,6 +60,19 @@ def test_cli_split_and_summary(ham_root: Path, tmp_path: Path, capsys: pytest.Ca
     assert "nv" in printed and "total" in printed and "10015" in printed
 
 
+def test_cli_split_never_writes_over_its_own_manifest_or_metadata(
+    ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "manifest.csv"
+    assert main(["data", "split", "--data", str(ham_root), "--out", str(out), "--limit", "300"]) == 0
+    before = out.read_bytes()
+    assert main(["data", "split", "--data", str(ham_root), "--manifest", str(out), "--out", str(out)]) == 2
+    assert f"--out {out} is the --manifest read" in capsys.readouterr().err and out.read_bytes() == before
+    metadata = str(ham_root / "HAM10000_metadata.csv")
+    assert main(["data", "split", "--data", str(ham_root), "--out", metadata]) == 2
+    assert "is the data folder's metadata CSV" in capsys.readouterr().err
+
+
 def test_manifest_round_trip(ham_root: Path, tmp_path: Path) -> None:
     ds = data.attach_splits(data.load_dataset(ham_root), seed=2, limit=300)
     path = data.write_manifest(ds, tmp_path / "m.csv")
