@@ -91,9 +91,11 @@ tta_differs = tta_mismatch(model.meta, tta)
 if tta_differs:
     st.caption(f":warning: {tta_differs[0].upper()}{tta_differs[1:]}.")
 NOT_GIVEN = "not given"
+CONTEXT_LABELS = {"age": "age", "sex": "sex", "site": "body site"}  # the fields as the expander names them
 age, sex, site = None, NOT_GIVEN, NOT_GIVEN
 if model.context_model:
-    with st.expander("Patient context (optional): age, sex, body site"):
+    asked = [CONTEXT_LABELS[name] for name in ("age", "sex", "site") if name in model.context_fields]
+    with st.expander(f"Patient context (optional): {', '.join(asked) or 'none used'}"):
         st.caption(
             "Each field given adds its evidence to the image's, with weights and tiers validated on held-out "
             "lesions (split by lesion, and by patient where recorded). Leave a field blank when unknown: it then "

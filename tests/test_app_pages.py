@@ -178,6 +178,8 @@ def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
     unused = [n for n in ("age", "sex", "site") if n not in used]
     if unused:
         assert any(c.value.startswith(f"Not asked: {', '.join(unused)}") for c in at.caption)
+    asked = [{"site": "body site"}.get(n, n) for n in ("age", "sex", "site") if n in used]
+    assert [e.label for e in at.expander][0] == f"Patient context (optional): {', '.join(asked)}"  # only those asked
 
 
 def test_predict_corrupt_upload_is_a_plain_message(app_env: Path) -> None:
