@@ -539,14 +539,15 @@ def _warn_if_untrained(*paths: str | None) -> None:
             print(f"warning: {_weights_label(path)}: {untrained}; its figures measure chance", file=sys.stderr)
 
 
-def _warn_if_tta_differs(path: str | None, tta: bool | None) -> None:
+def _warn_if_tta_differs(path: str | None, tta: bool | None, meta: dict[str, Any] | None = None) -> None:
     """Say on stderr, before any scoring, when --tta/--no-tta differs from the setting the weights' tier cut-offs
-    were validated with: the tiers and their sensitivity and specificity then describe another score."""
+    were validated with: the tiers and their sensitivity and specificity then describe another score. `meta`:
+    the weights' JSON when already loaded, else it is read here."""
     from dermai.predict import tta_mismatch
     from dermai.weights import WeightsError, read_meta
 
     try:
-        mismatch = tta_mismatch(read_meta(path), tta)
+        mismatch = tta_mismatch(meta if meta is not None else read_meta(path), tta)
     except WeightsError:
         return  # the command itself says what is wrong with the file
     if mismatch:
@@ -893,7 +894,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     predictor = Predictor.from_weights(args.weights)
-    _warn_if_tta_differs(args.weights, args.tta)
+    _warn_if_tta_differs(args.weights, args.tta, predictor.meta)
     shared = predictor.parse_context(args.age, args.sex, args.site)
     context = (lambda image: per_image[Path(image).stem]) if per_image is not None else (lambda image: shared)
     entries: list[WorklistEntry] = []

@@ -33,8 +33,7 @@ from dermai.data import (
 )
 from dermai.evaluate import score_rows
 from dermai.plots import label_efficiency_figure
-from dermai.train import _finished as run_finished
-from dermai.train import train
+from dermai.train import run_finished, train
 from dermai.weights import load_weights
 
 INITS: tuple[str, ...] = ("simclr", "random")

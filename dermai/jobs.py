@@ -31,7 +31,7 @@ import pandas as pd
 
 from dermai.config import DataConfig, RunConfig, check_run_config, to_dict, train_config_from_dict
 from dermai.data import DataError, find_metadata_csv, read_metadata, resolve_data_root, write_json_atomic
-from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg
+from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg, member_reference
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize, meta_input_size, size_label
 from dermai.train import OWNER_FILE, STOP_FILE, read_metrics, run_lock_holder, split_mismatch
@@ -502,9 +502,7 @@ def _teacher_needed(config: Mapping[str, Any]) -> str | None:
 def recorded_weights(text: str) -> Path:
     """A weights path as a run's config records it (`FILE#K` names member K of FILE), as the trainer saw it:
     jobs run from the repository folder, so a relative path is from there."""
-    whole = _from_repo(text)
-    match = re.fullmatch(r"(?P<path>.+)#\d+", text)
-    return _from_repo(match["path"]) if match and not whole.exists() else whole
+    return member_reference(_from_repo(text))[0]
 
 
 def _from_repo(text: str) -> Path:
@@ -669,6 +667,7 @@ def log_tail(run_dir: str | os.PathLike[str], lines: int = 20) -> str:
 RUN_COLUMNS = [
     *("name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb", "weights", "path"),
     "problem",
+    "note",  # RunStatus.note: what the status alone does not say (the Training page shows it)
 ]
 # What the Runs table and `python -m dermai runs` show of `list_runs` (plus "problem" when a folder is damaged).
 RUN_TABLE_COLUMNS = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
@@ -715,6 +714,7 @@ def _run_row(run: Path, root: Path) -> dict[str, Any]:
         "weights": str(status.weights) if status.weights else None,
         "path": str(run),
         "problem": None,
+        "note": status.note,
     }
 
 
@@ -724,7 +724,7 @@ def _unstarted_row(run: Path, root: Path) -> dict[str, Any]:
     status = run_status(run, root)
     log = run / LOG_NAME
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
-    row.update(name=run.name, status=status.status, epochs="", input="", path=str(run))
+    row.update(name=run.name, status=status.status, epochs="", input="", path=str(run), note=status.note)
     row["started"] = datetime.fromtimestamp(log.stat().st_mtime if log.exists() else run.stat().st_mtime).replace(
         microsecond=0
     )

@@ -340,7 +340,7 @@ def validation_scores(
     }
 
 
-def _finished(run_dir: Path) -> bool:
+def run_finished(run_dir: Path) -> bool:
     """Whether a run's final weights say it finished (not stopped): resuming it would re-run its SWA step,
     refit its serving settings and, after an early stop, train past the stop."""
     try:
@@ -382,7 +382,7 @@ class Trainer:
             config_path = self.run_dir / "config.json"
             if not config_path.exists() or not self.checkpoint_path.exists():
                 raise TrainingError(f"{self.run_dir}: nothing to resume (no config.json or checkpoints/last.pt)")
-            if _finished(self.run_dir):
+            if run_finished(self.run_dir):
                 raise TrainingError(
                     f"{self.run_dir}: finished already (model.json says so): nothing to resume; to train longer, "
                     "start a new run (--init-weights from this one's model.safetensors)"

@@ -439,7 +439,7 @@ if row["status"] == jobs.UNREADABLE:
 size = f" · input {row['input']}" if row["input"] else ""
 disk = f" · {row['disk_gb']:.2f} GB on disk"
 st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size}{disk}")
-if note := jobs.run_status(row["path"], runs).note:
+if isinstance(note := row["note"], str):  # list_runs read it with the status
     st.info(note)
 buttons = st.columns(4)
 if row["weights"] and row["status"] == "running":
