@@ -421,7 +421,8 @@ def test_weights_without_mean_and_std_score_with_imagenets_as_predict_does(weigh
 def test_cli_evaluate_scores_as_the_cut_offs_were_validated_and_warns_when_told_otherwise(
     weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Tiers fitted with `calibrate --tta` are re-checked on TTA scores by default; --no-tta is said, twice."""
+    """Tiers fitted with `calibrate --tta` are re-checked on TTA scores by default; --no-tta is said once on stderr
+    before scoring (time to stop it) and once as a note in the stdout summary beside the figures it qualifies."""
     meta = read_meta(weights)
     assert meta["serving"]["tta"] is False  # the fixture's own calibration: else the copy below proves nothing
     folder = tmp_path / "tta"
@@ -442,3 +443,4 @@ def test_cli_evaluate_scores_as_the_cut_offs_were_validated_and_warns_when_told_
     warning = "test-time augmentation is off, but these weights' tier cut-offs were validated with it on"
     assert plain["tta"] is False and any(note.startswith(warning) for note in plain["notes"])
     assert captured.err.startswith(f"warning: {copy}: {warning}") and f"note: {warning}" in captured.out
+    assert captured.err.count(warning) == 1 and captured.out.count(warning) == 1
