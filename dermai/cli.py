@@ -436,10 +436,10 @@ def _check_resume(args: argparse.Namespace, cfg: RunConfig) -> None:
 
 
 def _same_path(saved: str | None, given: str | None) -> bool:
-    """Whether two recorded paths name the same file (as typed, or once resolved)."""
+    """Whether two recorded paths name the same file (`_same_file`), where None (no file) matches only None."""
     if saved is None or given is None:
         return saved == given
-    return saved == given or os.path.realpath(saved) == os.path.realpath(given)
+    return _same_file(saved, given)
 
 
 # The files `predict --cam-out DIR` / `--report-out DIR` write per image: DIR/<stem><suffix>.

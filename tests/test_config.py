@@ -4,6 +4,7 @@ each field's type, checked as a whole, and refused with a message naming the fla
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -235,6 +236,28 @@ def test_resume_compares_the_teacher_as_a_file_not_as_text(tmp_path: Path, monke
         ValueError, match=r"train\.distill_from: saved '.*teacher\.safetensors', given 'other\.safetensors'"
     ):
         _resume_check([*base, "--distill-from", "other.safetensors"])
+
+
+def test_resume_compares_the_init_weights_as_a_file_not_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The starting weights typed another way (relative, through a link, a hard link to the file) are the same
+    weights; another file is not."""
+    run = tmp_path / "run"
+    _saved_run(run, "finetune")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    record = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**record, "init_weights": str(weights)}))
+    (tmp_path / "linked.safetensors").symlink_to(weights)
+    os.link(weights, tmp_path / "hard.safetensors")
+    (tmp_path / "other.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    base = ["finetune", "--resume", "--out", str(run)]
+    for spelling in ("w.safetensors", "./sub/../w.safetensors", "linked.safetensors", "hard.safetensors"):
+        _resume_check([*base, "--init-weights", spelling])
+    with pytest.raises(ValueError, match=r"init_weights: saved '.*w\.safetensors', given 'other\.safetensors'"):
+        _resume_check([*base, "--init-weights", "other.safetensors"])
 
 
 def test_resume_as_the_app_builds_it_passes_whatever_the_saved_settings(tmp_path: Path) -> None:
