@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dermai.data import DataError  # noqa: E402
 from dermai.evaluate import EvaluationError, weights_dataset  # noqa: E402
-from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation  # noqa: E402
 from dermai.preprocess import meta_input_size, resize_input  # noqa: E402
 from dermai.weights import WeightsError, load_weights  # noqa: E402
 
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     images = [Image.open(path).convert("RGB") for path in val["path"]]
     y_mal, labels = val["malignant"].to_numpy().astype(int), val["label"].to_numpy()
     size = meta_input_size(meta)
+    mean, std = normalisation(meta)
     print(f"validation split: {len(val)} images, {int(y_mal.sum())} malignant; {args.weights or 'shipped weights'}")
     print("| framing | size | malignant AUROC | 7-class balanced accuracy |")
     print("| --- | --- | --- | --- |")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         framed = [frame(image) for image in images]
         pixels = np.stack([resize_input(image, size) for image in framed])
         stored = pixels if stored is None else stored
-        logits, _ = forward_pixels(loaded.model, pixels, mean=meta["mean"], std=meta["std"])
+        logits, _ = forward_pixels(loaded.model, pixels, mean=mean, std=std)
         print(f"| {name} | {framed[0].width}×{framed[0].height} | {scores(logits.astype(np.float64))} |", flush=True)
     if args.views:
         print("\n| test-time augmentation view of the stored images | malignant AUROC | 7-class balanced accuracy |")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             for mirrored in (False, True):
                 view = np.rot90(stored, turns, axes=(1, 2))
                 view = np.ascontiguousarray(view[:, :, ::-1] if mirrored else view)
-                logits, _ = forward_pixels(loaded.model, view, mean=meta["mean"], std=meta["std"])
+                logits, _ = forward_pixels(loaded.model, view, mean=mean, std=std)
                 views[turns, mirrored] = logits.astype(np.float64)
                 label = f"{90 * turns}° turn{', mirrored' if mirrored else ''}"
                 print(f"| {label} | {scores(views[turns, mirrored])} |", flush=True)

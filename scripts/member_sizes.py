@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dermai.data import load_pixels  # noqa: E402
 from dermai.ensemble import EnsembleError, image_sizes_arg, load_members, parse_image_sizes  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
-from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation  # noqa: E402
 from dermai.preprocess import InputSize, meta_input_size, size_label  # noqa: E402
 from dermai.serving import training_log_prior  # noqa: E402
 from dermai.weights import WeightsError  # noqa: E402
@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, item, logits_by_size in zip(names, loaded, member_logits, strict=True):
         cells = []
         for size, pixels in pixels_by_size.items():
-            logits, _ = forward_pixels(item.model, pixels, mean=item.meta["mean"], std=item.meta["std"])
+            mean, std = normalisation(item.meta)
+            logits, _ = forward_pixels(item.model, pixels, mean=mean, std=std)
             logits_by_size[size] = logits.astype(np.float64)
             cells.append(f"{malignant_auroc(logits_by_size[size], y, scoring_meta(item.meta)):.4f}")
         print(f"{path} (trained at {size_label(meta_input_size(item.meta))} px) | " + " | ".join(cells))

@@ -27,7 +27,7 @@ from dermai.config import AugmentConfig  # noqa: E402
 from dermai.data import class_balanced_weights, load_pixels  # noqa: E402
 from dermai.ensemble import EnsembleError, load_members  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
-from dermai.inference import calibrated_probs, forward_pixels, malignant_probability  # noqa: E402
+from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation  # noqa: E402
 from dermai.train import recompute_batchnorm  # noqa: E402
 from dermai.weights import WeightsError  # noqa: E402
 
@@ -69,11 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = class_balanced_weights(labels[train])
     balanced = np.random.default_rng(0).choice(train, size=len(train), replace=True, p=weights / weights.sum())
     pixels = load_pixels(list(rows["path"]), size)
-    normalisation = AugmentConfig(mean=tuple(meta["mean"]), std=tuple(meta["std"]))  # all batch-norm needs
+    mean, std = normalisation(meta)
+    input_norm = AugmentConfig(mean=mean, std=std)  # all batch-norm needs
 
     def scores(model: torch.nn.Module, prior_meta: dict) -> tuple[float, float]:
         """Validation AUROC (with `prior_meta`'s training prior) and balanced accuracy of one model."""
-        logits, _ = forward_pixels(model, pixels[val], mean=meta["mean"], std=meta["std"])
+        logits, _ = forward_pixels(model, pixels[val], mean=mean, std=std)
         p_mal = malignant_probability(calibrated_probs(logits, {**prior_meta, "temperature": 1.0}), meta["classes"])
         return float(roc_auc_score(y[val], p_mal)), float(balanced_accuracy_score(labels[val], logits.argmax(1)))
 
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingredients, best = [order[0]], singles[order[0]][0]
     for i in order[1:]:
         soup = average_weights([loaded[j].model for j in [*ingredients, i]])
-        recompute_batchnorm(soup, pixels, balanced, normalisation)
+        recompute_batchnorm(soup, pixels, balanced, input_norm)
         auroc, bacc = scores(soup, loaded[ingredients[0]].meta)  # the best ingredient's prior
         kept = auroc > best
         print(

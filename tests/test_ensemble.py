@@ -663,3 +663,22 @@ def test_a_failed_fit_removes_only_what_it_wrote(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot rebuild their split"):  # the members record no data folder
         build_ensemble(members, out, "cmd")
     assert not out.exists()  # the folder it made, emptied, is gone too
+
+
+def test_aspect_probe_scores_weights_whose_json_leaves_out_mean_and_std(
+    two_runs: tuple[Path, Path, RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Weights without `mean`/`std` in their JSON are normalised as `load_weights` builds them (ImageNet's, which
+    these runs trained with): the probe prints what it prints for the full JSON, instead of a KeyError."""
+    first, _, _ = two_runs
+    bare = tmp_path / "bare" / "model.safetensors"
+    bare.parent.mkdir()
+    shutil.copy(first, bare)
+    meta = json.loads(first.with_suffix(".json").read_text())
+    assert meta["mean"] and meta["std"]  # else the copy below proves nothing
+    bare.with_suffix(".json").write_text(json.dumps({k: v for k, v in meta.items() if k not in ("mean", "std")}))
+    script = _script("aspect_probe")
+    assert script.main(["--weights", str(first)]) == 0
+    expected = capsys.readouterr().out
+    assert script.main(["--weights", str(bare)]) == 0
+    assert capsys.readouterr().out == expected.replace(str(first), str(bare))
