@@ -96,7 +96,7 @@ def fit_serving(
     }
 
     meta = {k: v for k, v in loaded.meta.items() if k not in ("format", "context")}
-    had_context = "context" in loaded.meta
+    had_context = bool(loaded.meta.get("context"))  # an empty block is none (weights.check_serving_fields)
     meta.update(
         temperature=temperature,
         log_prior=log_prior,

@@ -190,7 +190,10 @@ def _check_operating_points(points: Any, field: str, meta_path: Path) -> None:
 
 def check_serving_fields(meta: dict[str, Any], meta_path: Path) -> None:
     """Refuse, naming the field, a JSON whose serving settings (written by calibration, or by hand) would
-    otherwise fail deep inside a prediction: temperature, log prior, operating points, OOD and context blocks."""
+    otherwise fail deep inside a prediction: temperature, log prior, operating points, OOD and context blocks.
+    An empty `ood` or `context` block ({} or null) is no block, not an error: every reader (prediction, OOD
+    checks, the context model, evaluate, the app's model card, recalibration) serves such weights without one,
+    and calibration never writes one empty (it writes a full block or none)."""
     n = len(meta["classes"])
     temperature = meta.get("temperature")
     if temperature is not None and not (is_number(temperature) and temperature > 0):

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from dermai import cli, weights
+from dermai.app_support import model_card
 from dermai.context import PatientContext
 from dermai.data import DIAGNOSES
 from dermai.inference import dihedral_views, forward_pixels, softmax_np
@@ -514,6 +515,25 @@ def test_context_for_weights_without_a_context_model_is_reported_not_used(weight
     result = predictor.predict(image, context=predictor.parse_context(age=70))
     assert result.probabilities == predictor.predict(image).probabilities and result.context is None
     assert any("no patient-context model" in w for w in result.warnings)
+
+
+def test_empty_ood_and_context_blocks_are_served_as_none(weights_path: Path, tmp_path: Path) -> None:
+    """A hand-written `"ood": {}` or `"context": {}` loads (`weights.check_serving_fields` lets it through) and
+    is served as no block at all: no OOD verdict, context reported unused, and the model card says so."""
+    copy = tmp_path / "model.safetensors"
+    copy.write_bytes(weights_path.read_bytes())
+    meta = json.loads(weights_path.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**meta, "ood": {}, "context": {}}))
+    predictor = Predictor.from_weights(copy)
+    assert predictor.ood_stats is None and predictor.context_model is None
+    assert predictor.context_fields == [] and predictor.context_sites == []
+    image = lesion_like(104)
+    result = predictor.predict(image, context=predictor.parse_context(age=70))
+    assert result.ood is None and result.context is None
+    assert result.probabilities == Predictor.from_weights(weights_path).predict(image).probabilities
+    assert any("no patient-context model" in w for w in result.warnings)
+    card = model_card(predictor.meta)
+    assert card["ood"] is False and card["context"] is None
 
 
 def test_cli_predict_with_context(context_weights: Path, tmp_path: Path, capsys) -> None:

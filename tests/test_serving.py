@@ -232,6 +232,18 @@ def test_recalibrating_refits_the_context_model_with_the_new_targets(fitted: tup
     assert block["operating_points"]["refer"]["sensitivity"] >= 0.98
 
 
+def test_recalibrating_weights_with_an_empty_context_block_fits_none(fitted: tuple, tmp_path: Path) -> None:
+    """`"context": {}` is no context model (`weights.check_serving_fields`): recalibration fits none that was
+    never there, as for weights without the key, and drops the empty block."""
+    source = fitted[0]
+    for name in ("model.safetensors", "manifest.csv"):
+        shutil.copy(source.parent / name, tmp_path / name)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "context": {}}))
+    answer = fit_serving(tmp_path / "model.safetensors", manifest=tmp_path / "manifest.csv")
+    assert "context" not in answer and "context" not in load_weights(tmp_path / "model.safetensors").meta
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
