@@ -29,12 +29,20 @@ from typing import Any
 
 import pandas as pd
 
-from dermai.config import DataConfig, RunConfig, check_run_config, to_dict, train_config_from_dict
-from dermai.data import DataError, find_metadata_csv, read_metadata, resolve_data_root, write_json_atomic
+from dermai.config import DataConfig, RunConfig, check_run_config, run_config_from_dict, to_dict, train_config_from_dict
+from dermai.data import DataError, Dataset, find_metadata_csv, read_metadata, resolve_data_root, write_json_atomic
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg, member_reference
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize, meta_input_size, size_label
-from dermai.train import OWNER_FILE, STOP_FILE, read_metrics, run_lock_holder, split_mismatch
+from dermai.train import (
+    OWNER_FILE,
+    STOP_FILE,
+    read_metrics,
+    run_lock_holder,
+    split_dataset,
+    split_mismatch,
+    weights_split_problem,
+)
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path
 
 LOCK_NAME = ".job.json"
@@ -319,10 +327,7 @@ def start_job(
     except ValueError as exc:
         raise JobError(str(exc)) from None
     options = {**options, "data": str(_checked_data_root(options.get("data")))}
-    if options.get("init_weights"):
-        _check_start_weights(str(options["init_weights"]), options)
-    if options.get("distill_from"):
-        _check_teacher_weights(str(options["distill_from"]), options)
+    _check_weights_read(options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
 
 
@@ -430,27 +435,70 @@ def _weights_meta(path: str, role: str = "") -> dict[str, Any]:
         raise JobError(f"{role.strip()}: {exc}" if role else str(exc)) from None
 
 
-def _refuse_other_split(meta: dict[str, Any], path: str, options: Mapping[str, Any], role: str = "") -> None:
-    """A JobError when the weights were trained on another split than the one the form's seed and limit draw:
-    they have seen this run's validation or test images, and the trainer would refuse them."""
-    split = DataConfig(seed=int(options.get("seed") or 0), limit=options.get("limit"))
-    mismatch = split_mismatch(meta, to_dict(split))
-    if mismatch:
-        raise JobError(f"{role}{path}: {mismatch}")
+# Form option → DataConfig field: what decides the split a new run draws (the CLI's defaults elsewhere).
+DATA_OPTIONS: dict[str, str] = {
+    "data": "data_dir",
+    "seed": "seed",
+    "limit": "limit",
+    "label_fraction": "label_fraction",
+}
 
 
-def _check_start_weights(path: str, options: Mapping[str, Any]) -> None:
-    """Refuse, before launching, initial weights the trainer would refuse: an ensemble, or weights trained on
-    another split than the one the form's seed and limit draw."""
-    meta = _weights_meta(path)
-    if meta.get("ensemble"):
-        raise JobError(f"{path}: an ensemble cannot start a run; start from one of its members")
-    _refuse_other_split(meta, path, options)
+def form_data_config(options: Mapping[str, Any]) -> DataConfig:
+    """The data settings a form's options give the trainer (`--data`, `--seed`, `--limit`, `--label-fraction`;
+    no manifest and the default validation and test shares, as the CLI sets them), each value of its field's
+    type: the split the new run will draw, so weights can be checked against it before a process starts."""
+    given = {DATA_OPTIONS[k]: v for k, v in options.items() if k in DATA_OPTIONS and v is not None and v != ""}
+    try:
+        return run_config_from_dict({"data": given}).data
+    except ValueError as exc:
+        raise JobError(str(exc).removeprefix("config field ")) from None
 
 
-def _check_teacher_weights(path: str, options: Mapping[str, Any]) -> None:
-    """Refuse, before launching, a teacher the trainer would refuse: unreadable, or trained on another split."""
-    _refuse_other_split(_weights_meta(path, "teacher "), path, options, "teacher ")
+def _check_weights_read(options: Mapping[str, Any]) -> None:
+    """Refuse, before launching, start-from (`init_weights`) or teacher (`distill_from`) weights the trainer
+    would refuse: unreadable, an ensemble to start from, or trained on another split than this run's."""
+    read: list[tuple[str, dict[str, Any], str]] = []  # (path, weights JSON, role for the message)
+    if options.get("init_weights"):
+        path = str(options["init_weights"])
+        meta = _weights_meta(path)
+        if meta.get("ensemble"):
+            raise JobError(f"{path}: an ensemble cannot start a run; start from one of its members")
+        read.append((path, meta, ""))
+    if options.get("distill_from"):
+        path = str(options["distill_from"])
+        read.append((path, _weights_meta(path, "teacher "), "teacher "))
+    if read:
+        _refuse_other_split(read, form_data_config(options))
+
+
+def _refuse_other_split(read: Sequence[tuple[str, dict[str, Any], str]], data: DataConfig) -> None:
+    """A JobError when weights the run will read were trained on another split than the one `data` draws:
+    they have seen this run's validation or test images, and the trainer would refuse them a minute later.
+    Weights that record checksums of their data (`manifest_sha256`, `split_sha256`) are judged as the trainer
+    judges them (`weights_split_problem`), on the split drawn here as the trainer draws it (`split_dataset`:
+    the metadata and file names, no image decoded); others by their recorded split settings alone."""
+    recorded = any(isinstance(meta.get(k), str) for _, meta, _ in read for k in ("manifest_sha256", "split_sha256"))
+    dataset = _run_split(data) if recorded else None
+    for path, meta, role in read:
+        if dataset is None:
+            mismatch = split_mismatch(meta, to_dict(data))
+        else:
+            mismatch = weights_split_problem(meta, data, dataset)
+        if mismatch:
+            raise JobError(f"{role}{path}: {mismatch}")
+
+
+def _run_split(data: DataConfig) -> Dataset:
+    """The split a new run will draw (`train.split_dataset`), or a JobError naming the data folder when it
+    cannot be drawn: the trainer would fail on it the same way, after a minute of starting."""
+    try:
+        return split_dataset(data)
+    except DataError as exc:
+        raise JobError(f"data folder: {exc}") from None
+    except OSError as exc:  # a folder that cannot be listed, a CSV that cannot be opened
+        where = exc.filename or data.data_dir
+        raise JobError(f"data folder: {where}: cannot be read ({exc.strerror or exc})") from None
 
 
 def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> Job:

@@ -291,21 +291,37 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def split_dataset(data: DataConfig) -> Dataset:
+    """The images a run reads, each with its side and whether it keeps its label, from the metadata CSV and
+    the file names alone (no image is decoded): what `prepare_data` trains on, and what the app checks
+    start-from and teacher weights against before it launches a run (`weights_split_problem`)."""
+    return attach_splits(
+        load_dataset(data.data_dir),
+        seed=data.seed,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        label_fraction=data.label_fraction,
+        manifest=data.manifest,
+        limit=data.limit,
+    )
+
+
 def prepare_data(cfg: RunConfig, workers: int | None = None) -> tuple[Dataset, np.ndarray]:
     """The split dataset and its cached pixels at the training size, decoded (when not cached yet) by
     `workers` threads: by default the run's `num_workers`, at least one."""
     workers = max(1, cfg.train.num_workers if workers is None else workers)
-    dataset = attach_splits(
-        load_dataset(cfg.data.data_dir),
-        seed=cfg.data.seed,
-        val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction,
-        label_fraction=cfg.data.label_fraction,
-        manifest=cfg.data.manifest,
-        limit=cfg.data.limit,
-    )
+    dataset = split_dataset(cfg.data)
     pixels = load_pixels(list(dataset.meta["path"]), train_input_size(cfg.train), cfg.data.cache_dir, workers)
     return dataset, pixels
+
+
+def weights_split_problem(meta: dict[str, Any], data: DataConfig, dataset: Dataset) -> str | None:
+    """Why weights with metadata `meta` may not start or teach a run on `dataset` (split as `data` says), or
+    None: the same manifest passes at once, else `split_mismatch` compares the images' sides. One function for
+    the trainer and the app's check before launching, so both refuse the same weights with the same words."""
+    if meta.get("manifest_sha256") == manifest_checksum(dataset):
+        return None
+    return split_mismatch(meta, to_dict(data), split_checksum(dataset))
 
 
 def stage_color_constancy(cfg: RunConfig, stage: str) -> bool:
@@ -475,9 +491,7 @@ class Trainer:
         """Refuse initial (or teacher) weights trained on another split of the same data: they have seen this
         run's validation or test images, and every figure measured on them would be inflated. (A different
         label fraction of the same split is fine: the label-efficiency experiment starts each fraction that way.)"""
-        if init_meta.get("manifest_sha256") == manifest_checksum(self.dataset):
-            return
-        mismatch = split_mismatch(init_meta, to_dict(self.cfg.data), split_checksum(self.dataset))
+        mismatch = weights_split_problem(init_meta, self.cfg.data, self.dataset)
         if mismatch:
             raise TrainingError(f"{source or self.init_weights}: {mismatch}")
 

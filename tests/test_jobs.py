@@ -16,7 +16,18 @@ import pytest
 
 from dermai import jobs
 from dermai.cli import main
-from dermai.train import OWNER_FILE, STOP_FILE, read_metrics, run_lock, run_lock_holder
+from dermai.config import DataConfig, RunConfig, to_dict
+from dermai.data import manifest_checksum, split_checksum
+from dermai.train import (
+    OWNER_FILE,
+    STOP_FILE,
+    Trainer,
+    TrainingError,
+    read_metrics,
+    run_lock,
+    run_lock_holder,
+    split_dataset,
+)
 from tests.conftest import HAM
 
 TINY = {"data": str(HAM), "limit": 64, "image_size": 32, "pretrain_epochs": 1, "finetune_epochs": 1, "batch_size": 16}
@@ -697,3 +708,67 @@ def test_is_running_and_the_runs_that_can_be_compared(tmp_path: Path) -> None:
     table = jobs.list_runs(runs)
     assert set(table["name"]) == {"trained", "early", "ens", "bad"}
     assert jobs.comparable_runs(table)["name"].tolist() == ["trained"]
+
+
+def recorded_weights(folder: Path, data: DataConfig) -> Path:
+    """Weights as a fine-tuning run on `data` saves them, as far as the app reads them before launching: the JSON
+    (its config and its split's checksums) beside a placeholder tensor file."""
+    dataset = split_dataset(data)
+    meta = {
+        "classes": list(dataset.classes),
+        "stages": ["finetune"],
+        "config": to_dict(RunConfig(stage="finetune", data=data)),
+        "manifest_sha256": manifest_checksum(dataset),
+        "split_sha256": split_checksum(dataset),
+    }
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps(meta))
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder / "model.safetensors"
+
+
+def test_start_refuses_weights_whose_recorded_split_sides_differ_before_launching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-from or teacher weights of the same split settings but another data folder (one image fewer) put
+    images on other sides (`split_sha256`): the trainer refuses them once it has read the data, so the app draws
+    the run's split as the trainer will (metadata only) and refuses them first, in the trainer's words. Weights
+    of this folder's split pass, at another label fraction too; weights recording no checksum are judged by
+    their split settings, as the trainer judges them."""
+    from tests.conftest import ham_rows, make_folder
+
+    rows = ham_rows()
+    data = make_folder(tmp_path / "data", rows)
+    foreign = recorded_weights(
+        tmp_path / "foreign", DataConfig(data_dir=str(make_folder(tmp_path / "other", rows[1:])))
+    )
+    same = recorded_weights(tmp_path / "same", DataConfig(data_dir=str(data)))
+    launched = []
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: launched.append(args) or harmless(0))
+    runs = tmp_path / "runs"
+    options = {"data": str(data), "finetune_epochs": 1}
+
+    with pytest.raises(jobs.JobError) as refused:
+        jobs.start_job("finetune", {**options, "init_weights": str(foreign)}, runs, name="x")
+    trainer = Trainer(
+        RunConfig(stage="finetune", data=DataConfig(data_dir=str(data))), tmp_path / "t", init_weights=str(foreign)
+    )
+    trainer.dataset = split_dataset(trainer.cfg.data)
+    with pytest.raises(TrainingError) as trained:
+        trainer._check_same_split(json.loads(foreign.with_suffix(".json").read_text()))
+    assert str(refused.value) == str(trained.value)
+    assert "the same split settings, but its images are not on the same sides" in str(refused.value)
+    teacher = {**options, "distill_from": str(foreign), "distill_weight": 0.5}
+    with pytest.raises(jobs.JobError, match=f"^teacher {re.escape(str(foreign))}: trained on another split"):
+        jobs.start_job("finetune", teacher, runs, name="x")
+    assert not launched and jobs.current_job(runs) is None and not (runs / "x").exists()
+
+    jobs.start_job("finetune", {**options, "init_weights": str(same), "label_fraction": 0.5}, runs, name="x")
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in job to end")
+    meta = json.loads(foreign.with_suffix(".json").read_text())
+    for key in ("manifest_sha256", "split_sha256"):  # weights from before the checksums: their settings agree
+        del meta[key]
+    foreign.with_suffix(".json").write_text(json.dumps(meta))
+    jobs.start_job("finetune", {**options, "distill_from": str(foreign), "distill_weight": 0.5}, runs, name="y")
+    wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in job to end")
+    assert [args[1].name for args in launched] == ["x", "y"]
