@@ -621,13 +621,26 @@ def is_running(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     return run_lock_holder(run) is not None
 
 
+def _lock_taken(run: Path) -> float | None:
+    """When a trainer last took the run folder's lock (`train.run_lock` writes its pid into OWNER_FILE as it
+    does), or None: the only trace a trainer started from the command line leaves before its first record."""
+    try:
+        return (run / OWNER_FILE).stat().st_mtime
+    except OSError:
+        return None
+
+
 def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) -> str | None:
     """What happened after the run's last status record: "cancelled" (the user cancelled the last job before
     it wrote a status of its own), "continued" (a later job trained on or was launched, and wrote none: it
-    died), or None (the record stands). The app's job.log lines say when each job started and was cancelled;
-    a log without them (an older version's) counts as a later job when written well after the record."""
+    died), "continued outside" (a trainer the app did not launch, a command-line resume, took the folder's lock
+    after it and wrote none), or None (the record stands). The app's job.log lines say when each job started
+    and was cancelled; a log without them (an older version's) counts as a later job when written well after
+    the record. A cancel stands only if no trainer took the folder after it (its job's own trainer took it
+    before)."""
     events = _job_events(run)
-    cancelled = bool(events) and events[-1][0] == CANCELLED
+    taken = _lock_taken(run)
+    cancelled = bool(events) and events[-1][0] == CANCELLED and (taken is None or taken <= events[-1][1])
     if end_index is None:
         return "cancelled" if cancelled else None
     end_time = records[end_index].get("time")
@@ -635,6 +648,8 @@ def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) 
     launches = [t for event, t in events if event == STARTED]
     if launches and end_time is not None and end_time < launches[-1]:
         return "cancelled" if cancelled else "continued"
+    if taken is not None and end_time is not None and end_time < taken:
+        return "cancelled" if cancelled else "continued outside"
     if any(r.get("kind") in ("step", "epoch") for r in records[end_index + 1 :]):
         return "cancelled" if cancelled else "continued"
     log = run / LOG_NAME
@@ -654,14 +669,20 @@ def _note(run: Path, since_end: str | None) -> str | None:
             "Its last job ended without finishing (the log below says why); the run's checkpoint is as that job "
             "left it. Resume tries again."
         )
+    if since_end == "continued outside":
+        return (
+            "A trainer started outside the app (from a terminal, say) ended without finishing; its own output "
+            "says why. The run's checkpoint is as that trainer left it. Resume tries again."
+        )
     return None
 
 
 def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
     """What a run folder says about itself: running while its job is alive or a trainer holds the folder's
     lock (also one started from the command line); "stopped" when the user cancelled its job; else what its
-    last status record says, unless a later job trained on or was launched and wrote no status of its own (a
-    resume that failed at its start or part-way): that run is "interrupted", as is one that never wrote one."""
+    last status record says, unless a later job trained on or was launched, or a trainer from the command line
+    took the folder's lock, and wrote no status of its own (a resume that failed at its start or part-way): that
+    run is "interrupted", as is one that never wrote one."""
     run = Path(run_dir)
     records = read_metrics(run)
     steps = [r for r in records if r.get("kind") in ("step", "epoch")]

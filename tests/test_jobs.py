@@ -556,6 +556,37 @@ def test_a_resume_that_fails_at_its_start_reads_interrupted_with_its_log(
     assert jobs.run_status(run, runs).status == "stopped"
 
 
+def test_a_command_line_resume_that_dies_before_its_first_step_reads_interrupted(tmp_path: Path) -> None:
+    """`python -m dermai … --resume` from a terminal writes no job.log line; until its first record its only trace
+    is the folder lock it took (`run_lock` rewrites OWNER_FILE with its pid). Killed or failing before a record,
+    it leaves the run's "stopped" record last: the run is interrupted (resumable), not stopped. A cancel from the
+    app stands for the job it ended, not for a trainer that took the folder after it."""
+    runs = tmp_path / "runs"
+    run = stopped_run(runs, "cli")
+    status_record(run, "stopped", time.time() - 3000)
+    with run_lock(run):  # the trainer that wrote that record
+        pass
+    os.utime(run / OWNER_FILE, (time.time() - 3600, time.time() - 3600))
+    assert (jobs.run_status(run, runs).status, jobs.run_status(run, runs).note) == ("stopped", None)
+    with run_lock(run):  # the command-line resume takes the folder…
+        assert jobs.run_status(run, runs).status == "running"
+    status = jobs.run_status(run, runs)  # …and dies before its first step record
+    assert status.status == "interrupted" and status.note.startswith("A trainer started outside the app")
+    assert jobs.list_runs(runs).loc[0, "status"] == "interrupted"
+    status_record(run, "stopped", time.time())  # resumed again, and stopped cleanly this time
+    assert (jobs.run_status(run, runs).status, jobs.run_status(run, runs).note) == ("stopped", None)
+
+    now = time.time()  # the app resumes it; its trainer takes the folder; the user cancels that job
+    events = [(jobs.STARTED, now + 1), (jobs.CANCELLED, now + 5)]
+    log = "".join(f"--- dermai app: job {event} 2026-01-01 00:00:00 (t={t:.3f}) ---\n" for event, t in events)
+    (run / jobs.LOG_NAME).write_text(log)
+    os.utime(run / OWNER_FILE, (now + 2, now + 2))
+    status = jobs.run_status(run, runs)
+    assert status.status == "stopped" and status.note.startswith("Cancelled by the user")
+    os.utime(run / OWNER_FILE, (now + 9, now + 9))  # then a command-line resume took it, and died
+    assert jobs.run_status(run, runs).status == "interrupted"
+
+
 def test_a_log_of_an_older_version_newer_than_the_end_record_reads_interrupted(tmp_path: Path) -> None:
     """A job.log without the app's start lines (written by an older version): written well after the last
     status record, it is a later job's, which wrote no end of its own; just after it, the first job's last line."""
