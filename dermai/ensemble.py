@@ -398,11 +398,19 @@ def write_ensemble(
     """Combine members into `out_dir/model.safetensors` + `model.json`, with a `config.json` naming the
     command and members (what `scripts/ship_default.py` reads to record the recipe). Refuses a folder that
     holds an ensemble or a run (`check_new_out`); a write that fails removes what it wrote."""
+    out = Path(out_dir)
+    check_new_out(out)
+    return _write_files(member_paths, out, command, image_sizes)
+
+
+def _write_files(
+    member_paths: Sequence[str | os.PathLike[str]], out: Path, command: str, image_sizes: Sequence[InputSize] | None
+) -> Path:
+    """`write_ensemble` once `out` is checked: a folder `build_ensemble` owns holds its own lock file, which
+    `check_new_out` would take for a training run's."""
     from dermai.data import make_folder, write_json_atomic
     from dermai.weights import save_weights
 
-    out = Path(out_dir)
-    check_new_out(out)
     model, meta = combine(member_paths, command, image_sizes)
     made_folder = not out.exists()
     make_folder(out)
@@ -431,30 +439,40 @@ def build_ensemble(
     fit that fails removes the files written here (and the folder, if made here and left empty), so no
     uncalibrated ensemble is left behind, and nothing that was there before is touched. The folder
     then reads like a finished run: metrics.jsonl holds a "serving" and a "status" record. Returns what
-    `fit_serving` stored."""
-    from dermai.serving import fit_context_if_possible, fit_serving  # serving → weights → ensemble: import here
+    `fit_serving` stored.
 
-    made_folder = not Path(out_dir).exists()
-    target = write_ensemble(member_paths, out_dir, command, image_sizes)
-    try:
-        fitted = fit_serving(target, data_dir, manifest=manifest, tta=tta)
-        fitted["context"] = fit_context_if_possible(target, data_dir, manifest)
-    except BaseException:
-        remove_outputs(target.parent, made_folder)
-        raise
-    val_auroc = fitted["val_metrics"]["val_auroc"]
-    records = [
-        {
-            "kind": "serving",
-            "status": "fitted",
-            "temperature": fitted["temperature"],
-            **fitted["val_metrics"],
-            "context": fitted["context"],
-        },
-        {"kind": "status", "status": "finished", "weights": str(target), "best_score": val_auroc},
-    ]
-    with open(target.parent / "metrics.jsonl", "a") as handle:
-        handle.writelines(json.dumps({"time": time.time(), **r}) + "\n" for r in records)
+    The folder's owner lock (`train.run_lock`, a trainer's) is held throughout, wherever the command was
+    started: while it scores images (minutes) the run reads as running, its half-made weights are not offered,
+    and the app starts no job beside it nor deletes it."""
+    from dermai.serving import fit_context_if_possible, fit_serving  # serving → weights → ensemble: import here
+    from dermai.train import OWNER_FILE, run_lock  # train → ensemble: import here
+
+    out = Path(out_dir)
+    check_new_out(out)  # before taking the lock: a lock file found here is a training run's
+    made_folder = not out.exists()
+    with run_lock(out):
+        try:
+            target = _write_files(member_paths, out, command, image_sizes)
+            fitted = fit_serving(target, data_dir, manifest=manifest, tta=tta)
+            fitted["context"] = fit_context_if_possible(target, data_dir, manifest)
+        except BaseException:
+            # The lock file is this call's too (`check_new_out` found none): left, it would refuse a retry here.
+            (out / OWNER_FILE).unlink(missing_ok=True)
+            remove_outputs(out, made_folder)
+            raise
+        val_auroc = fitted["val_metrics"]["val_auroc"]
+        records = [
+            {
+                "kind": "serving",
+                "status": "fitted",
+                "temperature": fitted["temperature"],
+                **fitted["val_metrics"],
+                "context": fitted["context"],
+            },
+            {"kind": "status", "status": "finished", "weights": str(target), "best_score": val_auroc},
+        ]
+        with open(out / "metrics.jsonl", "a") as handle:
+            handle.writelines(json.dumps({"time": time.time(), **r}) + "\n" for r in records)
     return fitted
 
 

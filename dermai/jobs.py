@@ -6,7 +6,8 @@ file and the run folder (metrics.jsonl, job.log), never from a browser session, 
 sees the job. A lock whose process has gone is stale and is cleared on the next read. Stop writes the run's
 STOP file: the trainer ends cleanly after the current step with a checkpoint, and Resume continues from it.
 Each trainer also holds its run folder's own OS lock (`train.run_lock`) while it lives, wherever it was started
-(here or the command line): while it is held the run reads as running and is neither started nor resumed again.
+(here or the command line), and so does an ensemble build (`ensemble.build_ensemble`): while it is held the run
+reads as running and is neither started nor resumed again.
 """
 
 from __future__ import annotations

@@ -682,3 +682,39 @@ def test_aspect_probe_scores_weights_whose_json_leaves_out_mean_and_std(
     expected = capsys.readouterr().out
     assert script.main(["--weights", str(bare)]) == 0
     assert capsys.readouterr().out == expected.replace(str(first), str(bare))
+
+
+def test_a_command_line_ensemble_holds_its_folder_as_a_trainer_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m dermai ensemble … --out runs/NAME` from a terminal scores images for minutes after writing its
+    weights: it holds the folder's owner lock meanwhile, so the run reads "running" (not "not started"), its
+    weights are not offered, and the app neither starts a job beside it nor deletes it. A failed build leaves
+    no lock file behind in a folder it did not make (an app job's), so the folder can be used again."""
+    members = [str(m) for m in _saved_members(tmp_path)]
+    runs = tmp_path / "runs"
+    out = runs / "ens"
+    seen: dict[str, Any] = {}
+
+    def fit(target: Path, *args: object, **kwargs: object) -> dict[str, Any]:  # while it scores validation
+        seen["status"] = jobs.run_status(out, runs).status
+        seen["holders"] = jobs.command_line_runs(runs)
+        seen["offered"] = jobs.finished_weights(runs, ensembles=True)
+        with pytest.raises(jobs.JobError, match="run 'ens' is still running"):
+            jobs.delete_run(out, runs)
+        return {"weights": str(target), "temperature": 1.0, "val_metrics": {"val_auroc": 0.75}}
+
+    monkeypatch.setattr("dermai.serving.fit_serving", fit)
+    monkeypatch.setattr("dermai.serving.fit_context_if_possible", lambda *args, **kwargs: None)
+    assert cli.main(["ensemble", *members, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert seen == {"status": "running", "holders": [(out, f"pid {os.getpid()}")], "offered": {}}
+    assert jobs.run_status(out, runs).status == "finished" and jobs.command_line_runs(runs) == []
+    assert list(jobs.finished_weights(runs, ensembles=True).values()) == [str(out / "model.safetensors")]
+
+    app_job = runs / "failed"
+    app_job.mkdir()
+    (app_job / "job.log").write_text("kept")
+    monkeypatch.setattr("dermai.serving.fit_serving", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        build_ensemble(members, app_job, "cmd")
+    assert os.listdir(app_job) == ["job.log"]  # no ensemble files, and no lock file to refuse a retry
