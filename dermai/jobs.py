@@ -328,7 +328,7 @@ def start_job(
     except ValueError as exc:
         raise JobError(str(exc)) from None
     options = {**options, "data": str(_checked_data_root(options.get("data")))}
-    _check_weights_read(options)
+    _check_read_weights(options)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
 
 
@@ -456,7 +456,7 @@ def form_data_config(options: Mapping[str, Any]) -> DataConfig:
         raise JobError(str(exc).removeprefix("config field ")) from None
 
 
-def _check_weights_read(options: Mapping[str, Any]) -> None:
+def _check_read_weights(options: Mapping[str, Any]) -> None:
     """Refuse, before launching, start-from (`init_weights`) or teacher (`distill_from`) weights the trainer
     would refuse: unreadable, an ensemble to start from, or trained on another split than this run's."""
     read: list[tuple[str, dict[str, Any], str]] = []  # (path, weights JSON, role for the message)

@@ -229,7 +229,7 @@ def _fields() -> None:
         augment=state.get(TRAIN_AUGMENT_KEYS["paper"]) or None,
         simclr_augment=state.get(TRAIN_AUGMENT_KEYS["simclr"]) or None,
     )
-    with plain_errors("Not started", _form_words):
+    with plain_errors("Not started", _form_words), st.spinner("Checking the data folder and the chosen weights…"):
         job = jobs.start_job(stage, options, runs, name=name.strip() or None)
         state["train_started"] = f"Started run {job.name} (pid {job.pid})."
         st.rerun()  # the whole page: the runs table lists the new run
