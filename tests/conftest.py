@@ -15,6 +15,31 @@ REPO = Path(__file__).resolve().parent.parent
 HAM = (REPO / ".." / "shared" / "data" / "ham10000").resolve()
 
 
+# The longest test files (minutes each, mostly subprocesses and a watchdog's wait), collected first: `make test`
+# runs the suite on two workers (pytest-xdist, one file per worker at a time), and a long file started last
+# would leave one worker busy alone at the end.
+LONG_FIRST = (
+    "test_gpu_members_script.py",
+    "test_ship_script.py",
+    "test_gpu_recipe_script.py",
+    "test_experiment.py",
+    "test_train.py",
+    "test_swa.py",
+    "test_distill.py",
+    "test_ensemble.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the suite's files longest first (`LONG_FIRST`), the rest as collected."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test writes pixel caches to its own temp dir, never to ~/.cache."""
