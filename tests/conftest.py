@@ -16,8 +16,8 @@ HAM = (REPO / ".." / "shared" / "data" / "ham10000").resolve()
 
 
 # The longest test files (minutes each, mostly subprocesses and a watchdog's wait), collected first: `make test`
-# runs the suite on two workers (pytest-xdist, one file per worker at a time), and a long file started last
-# would leave one worker busy alone at the end.
+# runs the suite on two workers (pytest-xdist, one file per worker at a time, in this order: its
+# --no-loadscope-reorder), and a long file started last would leave one worker busy alone at the end.
 LONG_FIRST = (
     "test_gpu_members_script.py",
     "test_ship_script.py",
