@@ -176,6 +176,30 @@ def untrained_classifier(meta: dict[str, Any]) -> str | None:
     return None
 
 
+# Below this many validation images, tier cut-offs and their sensitivity/specificity are too rough to quote
+# without saying so: at 200 images with HAM10000's 20% malignant, a sensitivity's 95% interval is about ±0.07.
+FEW_VALIDATION_IMAGES = 200
+
+
+def weak_validation(meta: dict[str, Any]) -> str | None:
+    """Why these weights' validated figures (tier cut-offs, their sensitivity and specificity, calibration)
+    should not be trusted, or None: a validation AUROC no better than chance, or too few validation images
+    (`FEW_VALIDATION_IMAGES`; a quick training run validates on a handful). Read from `val_metrics`; JSON that
+    does not record them (hand-made, older tools) gives None, as `untrained_classifier` does."""
+    val = meta.get("val_metrics")
+    if not isinstance(val, dict):
+        return None
+    auroc, n_val = val.get("val_auroc"), val.get("n_val")
+    reasons = []
+    if is_number(auroc) and auroc <= 0.5:
+        reasons.append(f"its validation AUROC is {auroc:.3f}, no better than chance")
+    if is_number(n_val) and n_val < FEW_VALIDATION_IMAGES:
+        reasons.append(f"its cut-offs were set on only {int(n_val)} validation images")
+    if not reasons:
+        return None
+    return "; ".join(reasons) + ": its tiers and their sensitivity and specificity are not reliable"
+
+
 def _check_operating_points(points: Any, field: str, meta_path: Path) -> None:
     if points is None:
         return

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dermai import app_support
 from dermai.metrics import TIER_MEANINGS
-from dermai.weights import WeightsError
+from dermai.weights import WeightsError, weak_validation
 from pages._common import current_meta, weights_path
 
 st.title("dermai — dermoscopy triage workbench")
@@ -55,6 +55,8 @@ else:
     st.caption(f"Weights: `{path}`")
     if card["untrained"]:
         st.warning(app_support.untrained_advice(card["untrained"]))
+    elif weak := weak_validation(meta):
+        st.warning(f"**These weights are not validated well enough for triage:** {weak}.")
     cols = st.columns(3)
     if card["auroc"] is not None:
         ci = card["auroc_ci"]

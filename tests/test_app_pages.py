@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -1502,3 +1503,22 @@ def test_a_flagged_image_gets_one_out_of_distribution_warning(
     assert any("Triage tier: UNGRADABLE" in text for text in alerts(at))
     said = [w.value for w in at.warning if "does not look like the dermoscopy images" in w.value]
     assert len(said) == 1 and said[0].startswith("**Out of distribution:**"), said
+
+
+def test_home_warns_when_the_weights_cut_offs_rest_on_few_validation_images(app_env: Path, tmp_path: Path) -> None:
+    """A quick training run's weights validate on a handful of images: Home says its tiers are not reliable,
+    and says nothing of the kind for the same weights validated on enough images."""
+    meta = json.loads(app_env.with_suffix(".json").read_text())
+    for n_val, warned in ((16, True), (1500, False)):
+        folder = tmp_path / f"n{n_val}"
+        folder.mkdir()
+        shutil.copy(app_env, folder / "model.safetensors")
+        val = {**meta.get("val_metrics", {}), "val_auroc": 0.8, "n_val": n_val}
+        (folder / "model.json").write_text(json.dumps({**meta, "val_metrics": val}))
+        at = page("home")
+        at.session_state["weights_path"] = str(folder / "model.safetensors")
+        at.run()
+        assert_clean(at)
+        said = [w for w in alerts(at) if "not validated well enough for triage" in w]
+        assert bool(said) == warned, alerts(at)
+        assert not warned or "only 16 validation images" in said[0]

@@ -161,3 +161,18 @@ def test_an_empty_or_false_log_prior_is_refused_not_taken_as_absent(saved: Path,
     for accepted in (None, [0.0] * 7):  # null (no prior) and a real one still load
         target.with_suffix(".json").write_text(json.dumps({**meta, "log_prior": accepted}))
         assert load_weights(target).meta["log_prior"] == accepted
+
+
+def test_weak_validation_names_chance_level_and_too_few_validation_images() -> None:
+    """Weights whose cut-offs rest on a handful of validation images, or which rank no better than chance there,
+    are named; well-validated weights and JSON that records neither figure are not."""
+    weak = weights_module.weak_validation
+    assert weak({"val_metrics": {"val_auroc": 0.913, "n_val": 1503}}) is None
+    assert weak({}) is None and weak({"val_metrics": "garbled"}) is None
+    few = weak({"val_metrics": {"val_auroc": 0.8, "n_val": 16}})
+    assert few is not None and "only 16 validation images" in few and "chance" not in few
+    chance = weak({"val_metrics": {"val_auroc": 0.491, "n_val": 1503}})
+    assert chance is not None and "0.491, no better than chance" in chance and "only" not in chance
+    both = weak({"val_metrics": {"val_auroc": 0.5, "n_val": weights_module.FEW_VALIDATION_IMAGES - 1}})
+    assert both is not None and "chance" in both and "only 199" in both
+    assert weak({"val_metrics": {"val_auroc": 0.51, "n_val": weights_module.FEW_VALIDATION_IMAGES}}) is None
