@@ -14,6 +14,17 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 _STEP_KEYS = ("loss", "ce", "ntxent", "mask_loss")
 _EPOCH_KEYS = ("val_auroc", "val_bacc", "val_acc", "train_acc")
 
+# Fixed split order and colours: filtering the dataset page must not repaint or reorder the splits, or the
+# reader compares the wrong bars across views. Splits not named here follow, sorted, in plotly's defaults.
+SPLIT_COLOURS: dict[str, str] = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
+
+
+def _split_order(splits: Sequence[Any]) -> list[str]:
+    """The splits present, train/val/test first in that order, any others after them sorted."""
+    present = {str(s) for s in splits}
+    known = [s for s in SPLIT_COLOURS if s in present]
+    return known + sorted(present - set(SPLIT_COLOURS))
+
 
 def roc_figure(
     y_true: np.ndarray, p: np.ndarray, operating_points: Mapping[str, Mapping[str, Any]] | None = None
@@ -148,12 +159,13 @@ def label_efficiency_figure(table: pd.DataFrame) -> go.Figure:
 def class_distribution_figure(df: pd.DataFrame) -> go.Figure:
     """Images per diagnosis in each split (grouped bars with counts): shows the imbalance every metric
     has to be read against."""
-    counts = df.groupby(["split", "dx"], sort=False).size()
+    counts = df.assign(split=df["split"].astype(str)).groupby(["split", "dx"], sort=False).size()
     dx_order = sorted(df["dx"].unique())
     fig = go.Figure()
-    for split in pd.unique(df["split"]):
+    for split in _split_order(df["split"].unique()):
         n = [int(counts.get((split, dx), 0)) for dx in dx_order]
-        fig.add_trace(go.Bar(x=dx_order, y=n, name=str(split), text=n, textposition="outside"))
+        colour = {"color": SPLIT_COLOURS[split]} if split in SPLIT_COLOURS else None
+        fig.add_trace(go.Bar(x=dx_order, y=n, name=split, text=n, textposition="outside", marker=colour))
     fig.update_layout(title="Class distribution", barmode="group", xaxis_title="diagnosis", yaxis_title="images")
     return fig
 

@@ -93,6 +93,26 @@ def test_class_distribution_figure():
     assert list(fig.data[1].y) == [1, 0, 0, 1]
 
 
+def test_class_distribution_keeps_split_order_and_colours_across_filters():
+    """Filtering to one diagnosis (test appearing first) must not reorder or repaint the splits."""
+    df = pd.DataFrame({"dx": ["nv", "mel", "mel", "nv", "mel"], "split": ["train", "test", "val", "val", "train"]})
+    whole = class_distribution_figure(df)
+    only_mel = class_distribution_figure(df[df["dx"] == "mel"])
+    for fig in (whole, only_mel):
+        assert [t.name for t in fig.data] == ["train", "val", "test"]
+    colours = [{t.name: t.marker.color for t in fig.data} for fig in (whole, only_mel)]
+    assert colours[0] == colours[1]
+    assert len(set(colours[0].values())) == 3
+
+
+def test_class_distribution_without_val_keeps_the_other_colours():
+    df = pd.DataFrame({"dx": ["nv", "mel"], "split": ["test", "train"]})
+    fig = class_distribution_figure(df)
+    full = class_distribution_figure(pd.DataFrame({"dx": ["nv"] * 3, "split": ["train", "val", "test"]}))
+    assert [t.name for t in fig.data] == ["train", "test"]
+    assert fig.data[1].marker.color == full.data[2].marker.color
+
+
 def test_training_curves_figure_tolerates_missing_keys():
     records = [
         {"stage": "pretrain", "kind": "step", "step": 0, "loss": 5.0, "ntxent": 5.0},
