@@ -132,21 +132,38 @@ def confusion_figure(cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence
     return fig
 
 
+# One colour per initialisation in both panels: plotly's colour cycle runs on across subplots, so without
+# this the balanced-accuracy lines came out in other colours than the legend (drawn from the AUROC panel).
+INIT_COLOURS: dict[str, str] = {"random": "#1f77b4", "simclr": "#d62728"}
+_OTHER_INIT_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _init_colours(inits: Sequence[Any]) -> dict[str, str]:
+    """A colour per initialisation: the fixed ones for random/simclr, the rest from a spare palette in
+    sorted order, so the same table always gets the same colours."""
+    others = sorted({str(i) for i in inits} - set(INIT_COLOURS))
+    spare = {init: _OTHER_INIT_COLOURS[k % len(_OTHER_INIT_COLOURS)] for k, init in enumerate(others)}
+    return {**INIT_COLOURS, **spare}
+
+
 def label_efficiency_figure(table: pd.DataFrame) -> go.Figure:
     """AUROC and balanced accuracy (mean ± SD over seeds) against the labelled fraction on a log axis, one
     line per initialisation (SimCLR vs random): where does pre-training pay off?"""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("AUROC (malignant)", "balanced accuracy"))
+    colours = _init_colours(table["init"].unique())
     for col, metric in enumerate(("auroc", "bacc"), start=1):
         for init, rows in table.sort_values("fraction").groupby("init", sort=True):
             fig.add_trace(
                 go.Scatter(
                     x=rows["fraction"],
                     y=rows[f"{metric}_mean"],
-                    error_y={"type": "data", "array": rows[f"{metric}_sd"]},
+                    error_y={"type": "data", "array": rows[f"{metric}_sd"], "color": colours[str(init)]},
                     mode="lines+markers",
                     name=str(init),
                     legendgroup=str(init),
                     showlegend=col == 1,
+                    line={"color": colours[str(init)]},
+                    marker={"color": colours[str(init)]},
                 ),
                 row=1,
                 col=col,

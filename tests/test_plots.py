@@ -82,6 +82,23 @@ def test_label_efficiency_figure():
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis2.type == "log"
 
 
+def test_label_efficiency_colours_match_across_panels():
+    """The legend is drawn from the AUROC panel; the balanced-accuracy lines must share its colours."""
+    rows = [
+        {"fraction": f, "init": init, "auroc_mean": 0.8, "auroc_sd": 0.02, "bacc_mean": 0.6, "bacc_sd": 0.03}
+        for init in ("simclr", "random", "imagenet")
+        for f in (0.1, 1.0)
+    ]
+    fig = label_efficiency_figure(pd.DataFrame(rows))
+    by_init: dict[str, set] = {}
+    for t in fig.data:
+        by_init.setdefault(t.name, set()).update({t.line.color, t.marker.color, t.error_y.color})
+        assert t.legendgroup == t.name
+    assert all(len(c) == 1 for c in by_init.values())
+    assert len({next(iter(c)) for c in by_init.values()}) == 3
+    assert sum(t.showlegend for t in fig.data) == 3
+
+
 def test_class_distribution_figure():
     df = pd.DataFrame(
         {"dx": ["nv", "nv", "mel", "bcc", "nv", "df"], "split": ["train", "train", "train", "val", "val", "test"]}
