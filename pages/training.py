@@ -425,6 +425,25 @@ def show_serving(serving: dict[str, Any]) -> None:
         )
 
 
+def _known(value: Any) -> bool:
+    """Whether a run-table field says something: a run still starting (or from another layout) has no stage,
+    epochs or input size yet, and "stage None · epochs ·" read as a broken page."""
+    return value is not None and not (isinstance(value, float) and value != value) and str(value).strip() != ""
+
+
+def status_line(row: Any) -> str:
+    """The chosen run's one-line summary: its status, then only the stage, epochs and input size it knows,
+    and its size on disk."""
+    parts = [f"Status: **{row['status']}**"]
+    parts += [
+        f"{label} {row[key]}"
+        for label, key in (("stage", "stage"), ("epochs", "epochs"), ("input", "input"))
+        if _known(row[key])
+    ]
+    parts.append(f"{row['disk_gb']:.2f} GB on disk")
+    return " · ".join(parts)
+
+
 if state.get("train_run") not in set(history["name"]):  # none yet, or a run just deleted: the newest
     state["train_run"] = history["name"].iloc[0]
 chosen = st.selectbox("Run", history["name"], key="train_run")
@@ -436,9 +455,7 @@ if row["status"] == jobs.UNREADABLE:
     st.error(f"Cannot show run {row['name']}: {row['problem']}")
     delete_popover(st, row["name"], row["path"], row["disk_gb"])
     st.stop()
-size = f" · input {row['input']}" if row["input"] else ""
-disk = f" · {row['disk_gb']:.2f} GB on disk"
-st.write(f"Status: **{row['status']}** · stage {row['stage']} · epochs {row['epochs']}{size}{disk}")
+st.write(status_line(row))
 if isinstance(note := row["note"], str):  # list_runs read it with the status
     st.info(note)
 buttons = st.columns(4)

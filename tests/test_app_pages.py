@@ -804,6 +804,28 @@ def test_training_page_lists_a_damaged_run_without_a_traceback(app_env: Path) ->
     assert any(e.value.startswith("Cannot show run broken: ") and "config.json" in e.value for e in at.error)
 
 
+def test_training_page_leaves_unknown_run_details_out_of_its_status_line(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "known", 1e-3, [0.80])
+    starting = runs / "starting"  # a config of another layout and a first record without a stage: running
+    starting.mkdir()
+    (starting / "config.json").write_text("{}")
+    (starting / "metrics.jsonl").write_text(json.dumps({"kind": "step", "global_step": 0, "total_steps": 10}) + "\n")
+    at = page("training").run()
+    assert_clean(at)
+    at.selectbox(key="train_run").set_value("starting").run()
+    assert_clean(at)
+    line = next(m.value for m in at.markdown if m.value.startswith("Status:"))
+    assert line.startswith("Status: **running** · ") and line.endswith(" GB on disk")
+    assert "None" not in line and "stage" not in line and "epochs" not in line and "input" not in line
+    at.selectbox(key="train_run").set_value("known").run()
+    line = next(m.value for m in at.markdown if m.value.startswith("Status:"))
+    assert " · stage finetune · epochs 50 · input " in line
+
+
 def test_training_page_with_a_runs_folder_that_is_a_file(app_env: Path) -> None:
     """A runs folder setting that names a file: the page (its live job panel included) renders, and Start
     says which folder cannot be used."""
