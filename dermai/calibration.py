@@ -88,16 +88,21 @@ def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0, bias: np.nd
     return float(-logp[np.arange(logp.shape[0]), np.asarray(y).ravel()].mean())
 
 
+# The range `fit_temperature` searches: a fit that ends on either bound found no minimum inside it (on a tiny
+# or one-class validation set, say), and the app warns rather than serving it as a calibration.
+TEMPERATURE_BOUNDS = (0.01, 100.0)
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None) -> float:
     """The temperature T > 0 minimising validation NLL (Guo et al. 2017). One scalar keeps the argmax, hence
     accuracy and AUROC, unchanged while fixing over- or under-confidence. Binary models: pass (N, 2) logits.
-    Searched over log T in [log 0.01, log 100]."""
+    Searched over log T in [log 0.01, log 100] (TEMPERATURE_BOUNDS)."""
     logits = np.asarray(logits, dtype=float)
     if logits.ndim != 2 or logits.shape[0] != np.asarray(y).size:
         raise ValueError(f"logits must be shaped (N, K) with N = len(y), got {logits.shape}")
     result = minimize_scalar(
         lambda log_t: nll(logits, y, float(np.exp(log_t)), bias),
-        bounds=(np.log(0.01), np.log(100.0)),
+        bounds=(np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])),
         method="bounded",
         options={"xatol": 1e-6},
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import streamlit as st
 
 from dermai import app_support, jobs
 from dermai.app_support import TRAIN_AUGMENT_KEYS, serving_summary
+from dermai.calibration import TEMPERATURE_BOUNDS
 from dermai.compare import compare_runs
 from dermai.ensemble import parse_image_sizes
 from dermai.inference import machine_compute
@@ -402,9 +404,31 @@ def _figure(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else app_support.MISSING
 
 
+def temperature_at_bound(temperature: Any) -> bool:
+    """Whether a fitted temperature sits on an end of the range calibration searches: it found no minimum
+    (a tiny validation set, say), so the temperature and the ECE change it made mean nothing."""
+    return isinstance(temperature, int | float) and any(
+        math.isclose(temperature, bound, rel_tol=1e-3) for bound in TEMPERATURE_BOUNDS
+    )
+
+
+def _bound_warning(serving: dict[str, Any]) -> str:
+    """Why the served figures are not a calibration, with the validation images it had when the record says."""
+    n_val = serving.get("n_val")
+    images = f" ({n_val} images)" if isinstance(n_val, int) else ""
+    return (
+        f"Calibration could not fit a temperature: it ended on the bound of its search "
+        f"({TEMPERATURE_BOUNDS[0]:g} to {TEMPERATURE_BOUNDS[1]:g}). The validation set{images} may be too small; "
+        "the temperature and the ECE change below are not a calibration."
+    )
+
+
 def show_serving(serving: dict[str, Any]) -> None:
     """The figures a run's weights are served with, each one the record lacks as a dash, and said so."""
     st.markdown("**As served** (calibrated on the validation split)")
+    failed = temperature_at_bound(serving["temperature"])
+    if failed:
+        st.warning(_bound_warning(serving))
     figures = st.columns(4)
     figures[0].metric("val AUROC", _figure(serving["val_auroc"], 3), help="malignant vs benign, calibrated")
     figures[1].metric("val balanced accuracy", _figure(serving["val_bacc"], 3), help="seven classes")
@@ -415,7 +439,7 @@ def show_serving(serving: dict[str, Any]) -> None:
         "ECE, malignant",
         _figure(ece, 3),
         f"{change:+.3f} by calibration" if change is not None else None,
-        delta_color="inverse",
+        delta_color="off" if failed else "inverse",  # a failed fit's change is no gain (nor loss): grey
         help="expected calibration error of p(malignant), after temperature scaling (change from before it)",
     )
     if not serving["complete"]:

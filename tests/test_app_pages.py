@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Metric
 
 from dermai import app_support, jobs
 from dermai.context import weighted_fields
@@ -1016,6 +1018,49 @@ def test_training_page_shows_a_runs_served_figures_and_no_empty_curves(app_env: 
     assert {m.label: m.value for m in at.metric}["val AUROC"] == "0.913"
     assert not at.get("plotly_chart")  # no empty axes for a run that trained nothing
     assert "An ensemble trains nothing: its members' runs have the training curves." in [c.value for c in at.caption]
+
+
+def metric_colour(metric: Metric) -> str:
+    """The colour name st.metric gave a metric's delta (GREEN, RED, GRAY)."""
+    colours = metric.proto.DESCRIPTOR.fields_by_name["color"].enum_type
+    return colours.values_by_number[metric.proto.color].name
+
+
+def test_training_page_warns_when_calibration_ends_on_its_temperature_bound(app_env: Path) -> None:
+    from dermai.calibration import TEMPERATURE_BOUNDS, fit_temperature
+    from tests.test_compare import make_run
+
+    rng = np.random.default_rng(0)  # a tiny validation set with confident, wrong logits drives T to the bound
+    temperature = fit_temperature(rng.normal(size=(12, 7)) * 5, rng.integers(0, 7, 12))
+    assert temperature == pytest.approx(TEMPERATURE_BOUNDS[1], rel=1e-3)
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    serving = {
+        "kind": "serving",
+        "status": "fitted",
+        "temperature": temperature,
+        "val_auroc": 0.5,
+        "val_bacc": 0.2,
+        "val_ece_malignant_uncalibrated": 0.176,
+        "val_ece_malignant": 0.100,
+        "n_val": 12,
+    }
+    tiny = make_run(runs, "tiny", 1e-3, [0.5])
+    with open(tiny / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(serving) + "\n")
+    at = page("training").run()
+    assert_clean(at)
+    warning = next(w.value for w in at.warning if "could not fit a temperature" in w.value)
+    assert "(12 images)" in warning and "too small" in warning
+    ece = next(m for m in at.metric if m.label == "ECE, malignant")
+    assert ece.proto.delta == "-0.076 by calibration" and metric_colour(ece) == "GRAY"
+
+    with open(tiny / "metrics.jsonl", "a") as handle:  # a later calibration that found a minimum: no warning
+        handle.write(json.dumps({**serving, "temperature": 1.3}) + "\n")
+    at.run()
+    assert not any("could not fit a temperature" in w.value for w in at.warning)
+    ece = next(m for m in at.metric if m.label == "ECE, malignant")
+    assert metric_colour(ece) == "GREEN"  # a fitted calibration's drop in ECE is a gain
 
 
 def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app_env: Path) -> None:
