@@ -852,9 +852,39 @@ def unique_names(names: Sequence[str]) -> list[str]:
 WORKLIST_OPTIONAL = ("p_malignant_image_only", "context", "notes")  # shown only when some image has one
 
 
+UNGRADABLE = "ungradable"  # the tier `dermai.predict` gives an image the model cannot read
+UNRELIABLE_SCORES = ("p_malignant", "top_diagnosis", "p_top_diagnosis", "p_malignant_image_only")
+NO_SCORE_HELP = (
+    "No score: the image is ungradable (out of distribution, blank, noise, greyscale or too small), so the "
+    "model's output says nothing about the lesion. A person needs to look at it."
+)
+
+
+def is_ungradable(prediction: Any) -> bool:
+    """Whether the prediction's tier says its score is unreliable: shown as no score, not as a low one
+    (0.000 reads as reassurance)."""
+    return getattr(prediction, "tier", None) == UNGRADABLE
+
+
+def blank_ungradable(table: pd.DataFrame) -> pd.DataFrame:
+    """The worklist with an ungradable row's scores and top diagnosis blank (the table's dash): its numbers are
+    the model's output on an image it cannot read. The order is kept; the CSV (`worklist_csv`, the CLI's too)
+    keeps the numbers, with the tier beside them."""
+    rows = table["tier"] == UNGRADABLE
+    columns = [c for c in UNRELIABLE_SCORES if c in table]
+    if not rows.any() or not columns:
+        return table
+    shown = table.copy()
+    for column in columns:  # a number column keeps its type (NaN), a text one gets None
+        shown.loc[rows, column] = None
+    return shown
+
+
 def worklist_shown(table: pd.DataFrame) -> pd.DataFrame:
-    """The worklist as Predict shows it: the optional columns no image has a value in left out, and the notes
-    (why a file is unreadable or ungradable) beside the tier they explain, not last where the table cuts them off."""
+    """The worklist as Predict shows it: an ungradable row's scores blank (`blank_ungradable`), the optional
+    columns no image has a value in left out, and the notes (why a file is unreadable or ungradable) beside the
+    tier they explain, not last where the table cuts them off."""
+    table = blank_ungradable(table)
     shown = table.drop(columns=[c for c in WORKLIST_OPTIONAL if c in table and table[c].isna().all()])
     columns = list(shown.columns)
     if "notes" in columns and "tier" in columns:

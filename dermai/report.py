@@ -24,6 +24,10 @@ DISCLAIMER = (
     "A research and triage aid, not a diagnosis. The tier comes from cut-offs validated on held-out "
     "HAM10000 lesions; a clinician decides."
 )
+# An ungradable image's score and probabilities are the model's output on an image it cannot read: shown as
+# unreliable, never as a result (a low score reads as reassurance).
+UNRELIABLE_SCORE = "none: the image is ungradable (the model's output, {p:.3f}, is unreliable)"
+UNRELIABLE_HEADING = "Model output for an ungradable image (unreliable, not a result)"
 TIER_COLOURS = {"urgent": "#b71c1c", "refer": "#e65100", "ungradable": "#6a1b9a", "routine": "#1b5e20"}
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 900px; margin: 2em auto; color: #222; }
@@ -87,8 +91,10 @@ def prediction_html(
     p = prediction
     when = (created or datetime.now()).strftime("%Y-%m-%d %H:%M")
     colour = TIER_COLOURS.get(p.tier, "#455a64")
-    facts = [_row("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")]
-    if p.context:
+    ungradable = p.tier == "ungradable"  # the model cannot read the image: its figures are no result
+    score = UNRELIABLE_SCORE.format(p=p.p_malignant) if ungradable else f"{p.p_malignant:.3f}"
+    facts = [_row("Malignancy score p(malignant)", score)]
+    if p.context and not ungradable:
         facts.append(_row("Patient context used", describe(p.context)))
         facts.append(_row("Score from the image alone", f"{p.p_malignant_image_only:.3f}"))
         effects = p.context_effects or {}
@@ -117,7 +123,8 @@ def prediction_html(
     warnings = "".join(f"<li class='warning'>{escape(w)}</li>" for w in p.warnings)
     figures = _figure(image, "original")
     if overlay is not None:
-        figures += _figure(overlay, f"{method or 'saliency'} overlay: where the model looked")
+        looked = "unreliable, the image is ungradable" if ungradable else "where the model looked"
+        figures += _figure(overlay, f"{method or 'saliency'} overlay: {looked}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dermai report: {escape(filename)}</title>
 <style>{STYLE}</style></head><body>
@@ -127,7 +134,7 @@ def prediction_html(
 <p>{escape(p.tier_meaning)}</p></div>
 <table>{"".join(facts)}</table>
 {f"<ul>{warnings}</ul>" if warnings else ""}
-<h2>Diagnosis probabilities</h2>
+<h2>{UNRELIABLE_HEADING if ungradable else "Diagnosis probabilities"}</h2>
 <table><tr><th>diagnosis</th><th>probability</th></tr>{probabilities}</table>
 <div class="images">{figures}</div>
 <p class="disclaimer">{escape(DISCLAIMER)}</p>

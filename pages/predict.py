@@ -23,6 +23,7 @@ from dermai.weights import untrained_classifier
 from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
 
+UNRELIABLE_OUTPUT = "Model output for an ungradable image (unreliable)"
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "routine": st.success}
 
 st.title("Predict")
@@ -182,7 +183,9 @@ def show(result: dict[str, Any]) -> None:
                 f"Cut-off validated at sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} "
                 "on the validation split."
             )
-        if p.context:
+        if app_support.is_ungradable(p):  # a number here (0.000) would read as reassurance
+            st.metric("Malignancy score p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
+        elif p.context:
             given = describe_context(p.context)
             st.metric(
                 "Malignancy score p(malignant), with patient context",
@@ -210,29 +213,49 @@ def show(result: dict[str, Any]) -> None:
         for note in p.warnings:
             if not (flagged and note == OOD_NOTE):  # the box above says it, with the score
                 st.warning(note)
-    with right:
-        probs = sorted(p.probabilities.items(), key=lambda item: item[1])
-        fig = go.Figure(
-            go.Bar(
-                x=[v for _, v in probs],
-                y=[k for k, _ in probs],
-                orientation="h",
-                text=[f"{v:.1%}" for _, v in probs],
-                textposition="outside",
-            )
-        )
-        fig.update_layout(
-            title="Diagnosis probabilities",
-            height=300,
-            xaxis={"range": [0, 1.1]},
-            margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        )
-        st.plotly_chart(fig, width="stretch", key="pred_probs")
-        st.caption(f"{p.elapsed_ms:.0f} ms · weights `{weights}`")
+    ungradable = app_support.is_ungradable(p)
     blended = overlay(result["image"], result["heatmap"], alpha=opacity)
+    with right:
+        if ungradable:  # the model's output on an image it cannot read: out of the main view, said unreliable
+            with st.expander(UNRELIABLE_OUTPUT, expanded=False):
+                st.caption("Not a result: the image is ungradable, so these figures say nothing about the lesion.")
+                model_output(p, blended)
+        else:
+            model_output(p, None)
+        st.caption(f"{p.elapsed_ms:.0f} ms · weights `{weights}`")
     a, b = st.columns(2)
     a.image(result["image"], caption="original", width="stretch")
-    b.image(blended, caption=f"{method} overlay", width="stretch")
+    if not ungradable:
+        b.image(blended, caption=f"{method} overlay", width="stretch")
+    downloads(result, p, blended)
+
+
+def model_output(p: Any, blended: Any | None) -> None:
+    """The diagnosis probabilities as a bar chart, and the saliency overlay when given (ungradable: both inside
+    the expander that says they are unreliable)."""
+    probs = sorted(p.probabilities.items(), key=lambda item: item[1])
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in probs],
+            y=[k for k, _ in probs],
+            orientation="h",
+            text=[f"{v:.1%}" for _, v in probs],
+            textposition="outside",
+        )
+    )
+    fig.update_layout(
+        title="Diagnosis probabilities",
+        height=300,
+        xaxis={"range": [0, 1.1]},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    st.plotly_chart(fig, width="stretch", key="pred_probs")
+    if blended is not None:
+        st.image(blended, caption=f"{method} overlay (unreliable)", width="stretch")
+
+
+def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
+    """The HTML and JSON reports and the overlay, named after the upload."""
     stem = app_support.download_stem(result["name"])  # "a.jpg (2)" → a_2: not the first a.jpg's file names
     d0, d1, d2 = st.columns(3)
     # Short labels with a download icon: three columns at an 800 px window leave about 150 px each.

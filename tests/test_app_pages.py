@@ -143,6 +143,49 @@ def test_a_greyscale_upload_is_ungradable_and_says_why(app_env: Path) -> None:
     assert any("no colour (greyscale)" in text for text in texts), texts
 
 
+@pytest.mark.parametrize("size", [(224, 224), (10, 10)])
+def test_an_ungradable_upload_shows_no_score_and_hides_its_chart_and_overlay(app_env: Path, size: tuple) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (128, 128, 128)).save(buffer, "PNG")  # flat grey, or too small to grade
+    at = page("predict").run()
+    at.file_uploader[0].upload("grey.png", buffer.getvalue(), "image/png")
+    at.run()
+    assert_clean(at)
+    assert any("Triage tier: UNGRADABLE" in text for text in alerts(at)), alerts(at)
+    score = next(m for m in at.metric if m.label.startswith("Malignancy score"))
+    assert score.value == "—" and score.proto.help == app_support.NO_SCORE_HELP
+    (hidden,) = [e for e in at.expander if e.label == "Model output for an ungradable image (unreliable)"]
+    assert not hidden.proto.expanded
+    assert [i.proto.imgs[0].caption for i in hidden.image] == ["gradcam overlay (unreliable)"]
+    assert [i.proto.imgs[0].caption for i in at.image] == ["gradcam overlay (unreliable)", "original"]
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) == 1 and len(hidden.get("plotly_chart")) == 1  # the one chart is inside the expander
+
+
+def test_an_ungradable_image_in_a_worklist_shows_no_score_on_screen(app_env: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (224, 224), (128, 128, 128)).save(buffer, "PNG")
+    real = HAM / "images" / "ISIC_0024306.jpg"
+    at = page("predict").run()
+    at.file_uploader[0].set_value(
+        [(real.name, real.read_bytes(), "image/jpeg"), ("grey.png", buffer.getvalue(), "image/png")]
+    )
+    at.run()
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("image")
+    assert table.loc["grey.png", "tier"] == "ungradable"
+    assert table.loc["grey.png", ["p_malignant", "top_diagnosis", "p_top_diagnosis"]].isna().all()
+    assert not table.loc[real.name, ["p_malignant", "top_diagnosis"]].isna().any()
+
+
 def test_predict_real_image_shows_tier_and_saliency(app_env: Path) -> None:
     at = page("predict").run()
     image = HAM / "images" / "ISIC_0024306.jpg"

@@ -567,6 +567,22 @@ def test_the_worklist_shows_its_notes_beside_the_tier_and_drops_empty_optional_c
     assert "notes" not in app_support.worklist_shown(table.iloc[:1]).columns  # no image has a note
 
 
+def test_the_worklist_on_screen_shows_no_score_for_an_ungradable_image_and_the_csv_keeps_it() -> None:
+    from dermai.worklist import COLUMNS, worklist_csv
+
+    table = pd.DataFrame(
+        [[1, "a.jpg", "refer", 0.4, "mel", 0.5, False, 0.3, "age 50", False, None]]
+        + [[2, "grey.jpg", "ungradable", 0.001, "nv", 0.94, True, 0.002, "age 50", False, "no colour"]],
+        columns=COLUMNS,
+    )
+    shown = app_support.worklist_shown(table)
+    assert shown.loc[1, ["p_malignant", "top_diagnosis", "p_top_diagnosis", "p_malignant_image_only"]].isna().all()
+    assert shown.loc[0, "p_malignant"] == 0.4 and shown.loc[0, "top_diagnosis"] == "mel"  # a graded row as it was
+    assert list(shown["image"]) == ["a.jpg", "grey.jpg"] and shown["p_malignant"].dtype == float
+    assert table.loc[1, "p_malignant"] == 0.001  # the table itself is not changed
+    assert "grey.jpg,ungradable,0.0010,nv,0.9400" in worklist_csv(table).decode()  # the CLI's CSV keeps them
+
+
 def test_dataset_detail_shows_an_unrecorded_age_as_a_dash() -> None:
     row = pd.Series({"image_id": "ISIC_1", "age": np.nan, "sex": "unknown", "malignant": 0, "dx": None})
     assert app_support.detail_values(row, ["image_id", "age", "sex", "malignant", "dx"]).to_dict() == {

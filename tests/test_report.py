@@ -88,3 +88,16 @@ def test_reports_say_whether_the_score_used_tta_and_when_the_tier_was_validated_
     assert "<td>on (averaged over the 8 flips/rotations)</td>" in untiered
     record = json.loads(app_support.prediction_report(prediction(tta=True, tta_validated=False), "a.png", "w"))
     assert record["prediction"]["tta"] is True and record["prediction"]["tta_validated"] is False
+
+
+def test_an_ungradable_image_has_no_score_in_the_report_only_unreliable_model_output() -> None:
+    image = Image.new("RGB", (20, 20))
+    p = prediction(tier="ungradable", p_malignant=0.0004, tier_sensitivity=None, tier_specificity=None, ood=True)
+    p.context, p.p_malignant_image_only, p.context_effects = {"age": 80}, 0.0002, {"age": 0.0002}
+    page = prediction_html(p, "grey.png", "w", image, image, "gradcam")
+    score = re.search(r"<th>Malignancy score p\(malignant\)</th><td>([^<]*)</td>", page)
+    assert score and score.group(1).startswith("none: the image is ungradable") and "unreliable" in score.group(1)
+    assert "Score from the image alone" not in page and "Each field&#x27;s effect" not in page
+    assert "Diagnosis probabilities" not in page
+    assert "Model output for an ungradable image (unreliable, not a result)" in page
+    assert "gradcam overlay: unreliable, the image is ungradable" in page and "where the model looked" not in page
