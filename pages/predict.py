@@ -161,9 +161,11 @@ def analyse(data: bytes, name: str, image_site: str | None = None) -> dict[str, 
 
 def analysed(data: bytes, name: str, image_site: str | None = None) -> dict[str, Any] | None:
     """`analyse`, or None after one plain st.error: the file's fault (it cannot be read as an image) said as
-    such, any other (the model, the context) not blamed on the file."""
+    such, any other (the model, the context) not blamed on the file. Under a spinner: a large photo takes
+    seconds, and without one the page shows the last run's content greyed out, as if nothing were happening."""
     try:
-        return analyse(data, name, image_site)
+        with st.spinner(f"Analysing {name}…"):
+            return analyse(data, name, image_site)
     except IntakeError as exc:
         st.error(f"Cannot analyse this file: {exc}")
     except PLAIN_ERRORS as exc:

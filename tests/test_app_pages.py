@@ -203,6 +203,29 @@ def test_predict_real_image_shows_tier_and_saliency(app_env: Path) -> None:
     assert "eigencam overlay" in at.image[1].proto.imgs[0].caption
 
 
+def test_predict_analyses_one_image_under_a_spinner_naming_it(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import streamlit
+
+    shown: list[str] = []
+    spinner = streamlit.spinner
+
+    @contextlib.contextmanager
+    def recording(text: str = "", **kwargs: object):  # the spinner is gone once the run ends: record its text
+        shown.append(text)
+        with spinner(text, **kwargs):
+            yield
+
+    monkeypatch.setattr(streamlit, "spinner", recording)
+    at = page("predict").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")
+    at.run()
+    assert_clean(at)
+    assert shown == ["Analysing ISIC_0024306.jpg…"]
+
+
 def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
     at = page("predict").run()
     image = HAM / "images" / "ISIC_0024306.jpg"
