@@ -17,7 +17,7 @@ from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.predict import OOD_NOTE, tta_mismatch
-from dermai.report import prediction_html
+from dermai.report import cut_off_text, prediction_html
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.weights import untrained_classifier
 from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
@@ -180,6 +180,9 @@ def show(result: dict[str, Any]) -> None:
     left, right = st.columns([1, 1])
     with left:
         box(f"**Triage tier: {p.tier.upper()}**\n\n{p.tier_meaning}")
+        cut_offs = cut_off_text(model.meta, p)
+        if cut_offs:  # the score means something only beside the cut-offs that tiered it
+            st.caption(f"Tier cut-offs: {cut_offs}.")
         if p.tier_sensitivity is not None:
             st.caption(
                 f"Cut-off validated at sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} "
@@ -263,7 +266,7 @@ def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
     # Short labels with a download icon: three columns at an 800 px window leave about 150 px each.
     d0.download_button(
         "Report (HTML)",
-        prediction_html(p, result["name"], weights, result["image"], blended, method).encode(),
+        prediction_html(p, result["name"], weights, result["image"], blended, method, meta=model.meta).encode(),
         file_name=f"{stem}_dermai.html",
         mime="text/html",
         icon=":material/download:",

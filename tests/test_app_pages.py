@@ -233,13 +233,25 @@ def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
     at.run()
     plain = at.metric[0]
     assert plain.label == "Malignancy score p(malignant)"
-    used = weighted_fields(json.loads(app_env.with_suffix(".json").read_text()))
+    meta = json.loads(app_env.with_suffix(".json").read_text())
+    image_cuts, context_cuts = meta["operating_points"], meta["context"]["operating_points"]
+    cut_offs = [c.value for c in at.caption if c.value.startswith("Tier cut-offs: ")]
+    assert cut_offs == [
+        f"Tier cut-offs: refer at p ≥ {image_cuts['refer']['threshold']:.3f}, "
+        f"urgent at p ≥ {image_cuts['urgent']['threshold']:.3f}."
+    ]  # the image model's, beside its score
+    used = weighted_fields(meta)
     assert "age" in used  # the tiny model's fitted weights; fields with weight 0 are not asked for
     at.number_input(key="pred_age").set_value(75)
     at.run()
     assert_clean(at)
     metric = at.metric[0]
     assert metric.label == "Malignancy score p(malignant), with patient context"
+    cut_offs = [c.value for c in at.caption if c.value.startswith("Tier cut-offs: ")]
+    assert cut_offs == [
+        f"Tier cut-offs: refer at p ≥ {context_cuts['refer']['threshold']:.3f}, "
+        f"urgent at p ≥ {context_cuts['urgent']['threshold']:.3f} (validated with patient context)."
+    ]  # the context model's: those that decided the tier
     assert any(f"Image alone: {plain.value} · context used: age 75" in c.value for c in at.caption)
     assert any(
         c.value.startswith("Each field's effect on p(malignant) (with it minus without it): age ") for c in at.caption
