@@ -68,6 +68,10 @@ class Prediction:
     context_effects: dict[str, float] | None = None
     tta: bool = False  # averaged over the 8 flips/rotations
     tta_validated: bool | None = None  # the TTA setting the tier's cut-offs were validated with (None: no cut-offs)
+    # the refer/urgent thresholds on p_malignant that decided the tier (None: no cut-offs), and whether they are
+    # the patient-context model's (context entered the score) rather than the image model's
+    cut_offs: dict[str, float] | None = None
+    cut_offs_with_context: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -274,6 +278,8 @@ class Predictor:
             context_effects=effects,
             tta=tta,
             tta_validated=self.tta_validated if points else None,
+            cut_offs={t: float(points[t]["threshold"]) for t in ("refer", "urgent") if t in points} if points else None,
+            cut_offs_with_context=points is not self.operating_points,
         )
 
     def _tier(

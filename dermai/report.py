@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -64,31 +63,13 @@ def _row(label: str, value: str) -> str:
     return f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>"
 
 
-def _points_used(meta: Mapping[str, Any], prediction: Any) -> tuple[Mapping[str, Any] | None, bool]:
-    """The operating points that decided the tier and whether they are the context model's: its points when
-    patient context entered the score, as `dermai.predict.Predictor.predict` chooses them, else the image's."""
-    points = meta.get("operating_points") or None
-    context_points = (meta.get("context") or {}).get("operating_points") if prediction.context else None
-    return (context_points, True) if context_points else (points, False)
-
-
-def tier_cut_offs(meta: Mapping[str, Any], prediction: Any) -> dict[str, float] | None:
-    """The refer and urgent cut-offs on p(malignant) behind this prediction's tier (`_points_used`), None when
-    the weights have none: without them a score (0.044) cannot be compared to anything."""
-    points, _ = _points_used(meta, prediction)
-    if not points:
-        return None
-    return {tier: float(points[tier]["threshold"]) for tier in ("refer", "urgent") if tier in points}
-
-
-def cut_off_text(meta: Mapping[str, Any] | None, prediction: Any) -> str | None:
+def cut_off_text(prediction: Any) -> str | None:
     """The tier's cut-offs in words ("refer at p ≥ 0.103, urgent at p ≥ 0.342"), saying when they are the
-    context model's; None without cut-offs, or for an ungradable image (no score to compare)."""
-    cut_offs = tier_cut_offs(meta, prediction) if meta is not None else None
-    if not cut_offs or prediction.tier == "ungradable":
+    context model's; None without cut-offs, or for an ungradable image (no score to compare them with)."""
+    if not prediction.cut_offs or prediction.tier == "ungradable":
         return None
-    text = ", ".join(f"{tier} at p ≥ {value:.3f}" for tier, value in cut_offs.items())
-    return text + (" (validated with patient context)" if _points_used(meta, prediction)[1] else "")
+    text = ", ".join(f"{tier} at p ≥ {value:.3f}" for tier, value in prediction.cut_offs.items())
+    return text + (" (validated with patient context)" if prediction.cut_offs_with_context else "")
 
 
 def tta_text(prediction: Any) -> str:
@@ -112,11 +93,10 @@ def prediction_html(
     overlay: np.ndarray | Image.Image | None = None,
     method: str | None = None,
     created: datetime | None = None,
-    meta: Mapping[str, Any] | None = None,
 ) -> str:
     """The HTML page for one `dermai.predict.Prediction` of `filename`: tier, score, validated cut-off,
-    context, warnings, probabilities, the image and (when given) its saliency overlay, and with the weights'
-    `meta` the tier's cut-offs (`cut_off_text`). Every text from outside (file name, warnings) is escaped."""
+    context, warnings, probabilities, the image and (when given) its saliency overlay, and the tier's cut-offs
+    (`cut_off_text`). Every text from outside (file name, warnings) is escaped."""
     p = prediction
     when = (created or datetime.now()).strftime("%Y-%m-%d %H:%M")
     colour = TIER_COLOURS.get(p.tier, "#455a64")
@@ -131,7 +111,7 @@ def prediction_html(
     if p.tier_sensitivity is not None and p.tier_specificity is not None:
         validated = f"sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} (validation split)"
         facts.append(_row("Cut-off validated at", validated))
-    cut_off = cut_off_text(meta, p)
+    cut_off = cut_off_text(p)
     if cut_off:
         facts.append(_row("Tier cut-offs on p(malignant)", cut_off))
     facts.append(_row("Test-time augmentation", tta_text(p)))

@@ -180,7 +180,7 @@ def show(result: dict[str, Any]) -> None:
     left, right = st.columns([1, 1])
     with left:
         box(f"**Triage tier: {p.tier.upper()}**\n\n{p.tier_meaning}")
-        cut_offs = cut_off_text(model.meta, p)
+        cut_offs = cut_off_text(p)
         if cut_offs:  # the score means something only beside the cut-offs that tiered it
             st.caption(f"Tier cut-offs: {cut_offs}.")
         if p.tier_sensitivity is not None:
@@ -266,7 +266,7 @@ def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
     # Short labels with a download icon: three columns at an 800 px window leave about 150 px each.
     d0.download_button(
         "Report (HTML)",
-        prediction_html(p, result["name"], weights, result["image"], blended, method, meta=model.meta).encode(),
+        prediction_html(p, result["name"], weights, result["image"], blended, method).encode(),
         file_name=f"{stem}_dermai.html",
         mime="text/html",
         icon=":material/download:",

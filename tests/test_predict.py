@@ -129,9 +129,11 @@ def test_tier_follows_thresholds(weights_path: Path) -> None:
         points["refer"]["threshold"], points["urgent"]["threshold"] = refer, urgent
         result = predictor.predict(image)
         assert (result.tier, result.tier_sensitivity, result.tier_specificity) == (tier, sensitivity, specificity)
+        assert result.cut_offs == {"refer": refer, "urgent": urgent} and not result.cut_offs_with_context
     predictor.operating_points = None
     result = predictor.predict(image)
     assert result.tier == "unavailable" and result.tier_sensitivity is None and "calibrate" in result.tier_meaning
+    assert result.cut_offs is None
 
 
 def test_ood_verdicts(weights_path: Path) -> None:

@@ -105,19 +105,18 @@ def test_an_ungradable_image_has_no_score_in_the_report_only_unreliable_model_ou
 
 def test_the_report_gives_the_cut_offs_that_decided_the_tier() -> None:
     image = Image.new("RGB", (20, 20))
-    points = {"refer": {"threshold": 0.10292}, "urgent": {"threshold": 0.34223}}
-    context_points = {"refer": {"threshold": 0.08596}, "urgent": {"threshold": 0.34752}}
-    meta = {"operating_points": points, "context": {"operating_points": context_points}}
     row = "<th>Tier cut-offs on p(malignant)</th><td>{}</td>"
-    page = prediction_html(prediction(), "a.png", "w", image, meta=meta)
+    page = prediction_html(prediction(cut_offs={"refer": 0.10292, "urgent": 0.34223}), "a.png", "w", image)
     assert row.format("refer at p ≥ 0.103, urgent at p ≥ 0.342") in page
-    with_context = prediction(context={"age": 80}, p_malignant_image_only=0.5, context_effects={"age": 0.1})
-    page = prediction_html(with_context, "a.png", "w", image, meta=meta)
+    with_context = prediction(
+        context={"age": 80},
+        p_malignant_image_only=0.5,
+        context_effects={"age": 0.1},
+        cut_offs={"refer": 0.08596, "urgent": 0.34752},
+        cut_offs_with_context=True,
+    )
+    page = prediction_html(with_context, "a.png", "w", image)
     assert row.format("refer at p ≥ 0.086, urgent at p ≥ 0.348 (validated with patient context)") in page
-    no_context_points = {"operating_points": points, "context": {"weights": {}}}  # the image's cut-offs apply
-    page = prediction_html(with_context, "a.png", "w", image, meta=no_context_points)
-    assert row.format("refer at p ≥ 0.103, urgent at p ≥ 0.342") in page
-    assert "Tier cut-offs" not in prediction_html(prediction(), "a.png", "w", image)  # no weights' record given
-    assert "Tier cut-offs" not in prediction_html(prediction(), "a.png", "w", image, meta={})  # none stored
-    ungradable = prediction(tier="ungradable", tier_sensitivity=None, tier_specificity=None)
-    assert "Tier cut-offs" not in prediction_html(ungradable, "a.png", "w", image, meta=meta)  # no score to compare
+    assert "Tier cut-offs" not in prediction_html(prediction(), "a.png", "w", image)  # the weights have none
+    ungradable = prediction(tier="ungradable", tier_sensitivity=None, tier_specificity=None, cut_offs={"refer": 0.1})
+    assert "Tier cut-offs" not in prediction_html(ungradable, "a.png", "w", image)  # no score to compare
