@@ -19,7 +19,7 @@ from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.predict import OOD_NOTE, tta_mismatch
 from dermai.report import cut_off_text, prediction_html
 from dermai.saliency import CAM_METHODS, overlay
-from dermai.weights import untrained_classifier
+from dermai.weights import untrained_classifier, weak_validation
 from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
 
@@ -32,10 +32,15 @@ weights = weights_path()
 mtime = app_support.weights_mtime(weights)  # read once: the model and every result cached below go by it
 CANNOT_LOAD = "Cannot load the model (choose other weights in the sidebar)"
 SCORING_FAILED = "Cannot score the images (not a fault of the files)"
-untrained = untrained_classifier(or_stop(CANNOT_LOAD, current_meta))
+meta = or_stop(CANNOT_LOAD, current_meta)
+untrained = untrained_classifier(meta)
 if untrained:
     st.error(app_support.untrained_advice(untrained))
     st.stop()
+if weak := weak_validation(meta):
+    st.warning(
+        f"**These weights are not validated well enough for triage:** {weak}. Choose other weights in the sidebar."
+    )
 model, lock = or_stop(CANNOT_LOAD, predictor, weights, mtime)
 state = st.session_state
 

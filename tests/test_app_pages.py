@@ -1650,9 +1650,11 @@ def test_a_flagged_image_gets_one_out_of_distribution_warning(
     assert len(said) == 1 and said[0].startswith("**Out of distribution:**"), said
 
 
-def test_home_warns_when_the_weights_cut_offs_rest_on_few_validation_images(app_env: Path, tmp_path: Path) -> None:
-    """A quick training run's weights validate on a handful of images: Home says its tiers are not reliable,
-    and says nothing of the kind for the same weights validated on enough images."""
+def test_home_and_predict_warn_when_the_weights_cut_offs_rest_on_few_validation_images(
+    app_env: Path, tmp_path: Path
+) -> None:
+    """A quick training run's weights validate on a handful of images: Home and Predict say its tiers are not
+    reliable, and say nothing of the kind for the same weights validated on enough images."""
     meta = json.loads(app_env.with_suffix(".json").read_text())
     for n_val, warned in ((16, True), (1500, False)):
         folder = tmp_path / f"n{n_val}"
@@ -1660,10 +1662,11 @@ def test_home_warns_when_the_weights_cut_offs_rest_on_few_validation_images(app_
         shutil.copy(app_env, folder / "model.safetensors")
         val = {**meta.get("val_metrics", {}), "val_auroc": 0.8, "n_val": n_val}
         (folder / "model.json").write_text(json.dumps({**meta, "val_metrics": val}))
-        at = page("home")
-        at.session_state["weights_path"] = str(folder / "model.safetensors")
-        at.run()
-        assert_clean(at)
-        said = [w for w in alerts(at) if "not validated well enough for triage" in w]
-        assert bool(said) == warned, alerts(at)
-        assert not warned or "only 16 validation images" in said[0]
+        for name in ("home", "predict"):  # the model card, and where a clinician reads the tiers
+            at = page(name)
+            at.session_state["weights_path"] = str(folder / "model.safetensors")
+            at.run()
+            assert_clean(at)
+            said = [w for w in alerts(at) if "not validated well enough for triage" in w]
+            assert bool(said) == warned, (name, alerts(at))
+            assert not warned or "only 16 validation images" in said[0]
