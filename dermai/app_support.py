@@ -20,6 +20,8 @@ from PIL import Image
 
 from dermai.config import TrainConfig
 from dermai.data import (
+    DIAGNOSIS_NAMES,
+    MALIGNANT,
     DataError,
     Dataset,
     attach_splits,
@@ -847,6 +849,17 @@ def unique_names(names: Sequence[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
     return out
+
+
+def diagnosis_legend(classes: Sequence[str]) -> str | None:
+    """The diagnosis codes the chart and worklist show, spelled out, and which of them p(malignant) adds up: a
+    "URGENT" tier whose top diagnosis is nv looks contradictory until one knows the score is mel + bcc + akiec.
+    None for classes without known names (a binary model's)."""
+    named = [f"{c}: {DIAGNOSIS_NAMES[c]}" for c in classes if c in DIAGNOSIS_NAMES]
+    if not named:
+        return None
+    malignant = " + ".join(c for c in classes if c in MALIGNANT)
+    return "; ".join(named) + (f". p(malignant) = {malignant}." if malignant else ".")
 
 
 WORKLIST_OPTIONAL = ("p_malignant_image_only", "context", "notes")  # shown only when some image has one

@@ -28,6 +28,16 @@ from dermai.preprocess import InputSize, input_frame, landscape, resize_input
 
 DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 MALIGNANT: frozenset[str] = frozenset({"mel", "bcc", "akiec"})
+# What HAM10000's codes stand for (Tschandl et al. 2018), for the pages a clinician reads.
+DIAGNOSIS_NAMES: dict[str, str] = {
+    "akiec": "actinic keratosis / Bowen's disease",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic naevus",
+    "vasc": "vascular lesion",
+}
 BINARY_CLASSES: tuple[str, ...] = ("benign", "malignant")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})

@@ -260,6 +260,8 @@ def model_output(p: Any, blended: Any | None) -> None:
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     st.plotly_chart(fig, width="stretch", key="pred_probs")
+    if legend := app_support.diagnosis_legend(list(p.probabilities)):
+        st.caption(legend)
     if blended is not None:
         st.image(blended, caption=f"{method} overlay (unreliable)", width="stretch")
 
@@ -357,6 +359,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
         placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"
         column_config={
             "p_malignant": st.column_config.NumberColumn("p(malignant)", format="%.3f"),
+            "top_diagnosis": st.column_config.TextColumn("top diagnosis"),
             "p_top_diagnosis": st.column_config.NumberColumn("p(top)", format="%.2f"),
             "p_malignant_image_only": st.column_config.NumberColumn("p(malignant), image only", format="%.3f"),
             "ood": st.column_config.TextColumn("out of distribution"),  # yes, no, or a dash: not checked
@@ -365,6 +368,8 @@ def show_worklist(files: dict[str, bytes]) -> None:
         },
         key="pred_worklist",
     )
+    if legend := app_support.diagnosis_legend(model.classes):
+        st.caption(legend)
     st.download_button("Download worklist (CSV)", worklist_csv(table), file_name="dermai_worklist.csv", mime="text/csv")
     # Options are the images themselves, their rank and tier only a label: a setting that re-ranks the batch
     # (TTA, an age) keeps the image looked at instead of jumping to #1.

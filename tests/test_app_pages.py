@@ -194,6 +194,8 @@ def test_predict_real_image_shows_tier_and_saliency(app_env: Path) -> None:
     assert_clean(at)
     assert any("Triage tier:" in text for text in alerts(at)), alerts(at)
     assert len(at.image) >= 2  # original and overlay
+    legend = [c.value for c in at.caption if c.value.startswith("akiec: ")]  # the chart's codes spelled out
+    assert legend and "nv: melanocytic naevus" in legend[0] and legend[0].endswith("p(malignant) = akiec + bcc + mel.")
     labels = ["Report (HTML)", "Report (JSON)", "Overlay (PNG)"]
     assert [b.label for b in at.download_button] == labels
     at.selectbox(key="pred_method").set_value("eigencam")

@@ -635,3 +635,11 @@ def test_the_feature_gate_is_named_only_when_the_distance_passed_its_cut_off() -
     assert not app_support.feature_gate_flagged(prediction(True, 27.5, 56.1))
     assert not app_support.feature_gate_flagged(prediction(False, 20.0, 56.1))
     assert not app_support.feature_gate_flagged(prediction(None, None, None))  # weights without a gate
+
+
+def test_diagnosis_legend_spells_out_the_codes_and_what_the_malignancy_score_adds() -> None:
+    legend = app_support.diagnosis_legend(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])
+    assert legend is not None and legend.startswith("akiec: actinic keratosis / Bowen's disease; bcc: basal cell")
+    assert "nv: melanocytic naevus; vasc: vascular lesion. p(malignant) = akiec + bcc + mel." in legend
+    assert app_support.diagnosis_legend(["nv", "mel"]) == "nv: melanocytic naevus; mel: melanoma. p(malignant) = mel."
+    assert app_support.diagnosis_legend(["benign", "malignant"]) is None  # a binary model's classes say it already
