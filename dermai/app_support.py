@@ -873,12 +873,6 @@ NO_SCORE_HELP = (
 )
 
 
-def is_ungradable(prediction: Any) -> bool:
-    """Whether the prediction's tier says its score is unreliable: shown as no score, not as a low one
-    (0.000 reads as reassurance)."""
-    return getattr(prediction, "tier", None) == UNGRADABLE
-
-
 def blank_ungradable(table: pd.DataFrame) -> pd.DataFrame:
     """The worklist with an ungradable row's scores and top diagnosis blank (the table's dash): its numbers are
     the model's output on an image it cannot read. The order is kept; the CSV (`worklist_csv`, the CLI's too)

@@ -77,6 +77,12 @@ class Prediction:
         return asdict(self)
 
     @property
+    def ungradable(self) -> bool:
+        """Whether the model cannot read the image: its score and probabilities are then no result, and the
+        page and report show them as unreliable, never as a low score (0.000 reads as reassurance)."""
+        return self.tier == "ungradable"
+
+    @property
     def top_diagnosis(self) -> str:
         """The diagnosis shown first (highest probability; the first of a tie), as the CLI and worklist do."""
         return max(self.probabilities, key=self.probabilities.__getitem__)

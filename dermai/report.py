@@ -66,7 +66,7 @@ def _row(label: str, value: str) -> str:
 def cut_off_text(prediction: Any) -> str | None:
     """The tier's cut-offs in words ("refer at p ≥ 0.103, urgent at p ≥ 0.342"), saying when they are the
     context model's; None without cut-offs, or for an ungradable image (no score to compare them with)."""
-    if not prediction.cut_offs or prediction.tier == "ungradable":
+    if not prediction.cut_offs or prediction.ungradable:
         return None
     text = ", ".join(f"{tier} at p ≥ {value:.3f}" for tier, value in prediction.cut_offs.items())
     return text + (" (validated with patient context)" if prediction.cut_offs_with_context else "")
@@ -100,7 +100,7 @@ def prediction_html(
     p = prediction
     when = (created or datetime.now()).strftime("%Y-%m-%d %H:%M")
     colour = TIER_COLOURS.get(p.tier, "#455a64")
-    ungradable = p.tier == "ungradable"  # the model cannot read the image: its figures are no result
+    ungradable = p.ungradable  # the model cannot read the image: its figures are no result
     score = UNRELIABLE_SCORE.format(p=p.p_malignant) if ungradable else f"{p.p_malignant:.3f}"
     facts = [_row("Malignancy score p(malignant)", score)]
     if p.context and not ungradable:

@@ -181,6 +181,7 @@ def analysed(data: bytes, name: str, image_site: str | None = None) -> dict[str,
 def show(result: dict[str, Any]) -> None:
     """Tier, score, warnings, probabilities, original beside overlay, downloads."""
     p = result["prediction"]
+    ungradable = p.ungradable
     box = TIER_BOX.get(p.tier, st.info)
     left, right = st.columns([1, 1])
     with left:
@@ -193,7 +194,7 @@ def show(result: dict[str, Any]) -> None:
                 f"Cut-off validated at sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} "
                 "on the validation split."
             )
-        if app_support.is_ungradable(p):  # a number here (0.000) would read as reassurance
+        if ungradable:  # a number here (0.000) would read as reassurance
             st.metric("Malignancy score p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
         elif p.context:
             given = describe_context(p.context)
@@ -223,7 +224,6 @@ def show(result: dict[str, Any]) -> None:
         for note in p.warnings:
             if not (flagged and note == OOD_NOTE):  # the box above says it, with the score
                 st.warning(note)
-    ungradable = app_support.is_ungradable(p)
     blended = overlay(result["image"], result["heatmap"], alpha=opacity)
     with right:
         if ungradable:  # the model's output on an image it cannot read: out of the main view, said unreliable
