@@ -293,11 +293,17 @@ def fit_weights(
     terms: Mapping[str, np.ndarray],
     log_prior: Sequence[float] | None,
 ) -> tuple[float, dict[str, float]]:
-    """Temperature and one weight ≥ 0 per field minimising validation log-loss (L-BFGS-B)."""
-    z = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels, dtype=int)
-    bias = np.asarray(log_prior) if log_prior else np.zeros(z.shape[1])
+    """Temperature and one weight ≥ 0 per field minimising validation log-loss (L-BFGS-B), on the rows some
+    field has evidence for: a row without context is served image-only, with the weights' own temperature
+    (`context_logits`), so it must not pull the context temperature toward that one."""
     names = list(terms)
+    with_evidence = np.any([np.any(terms[n] != 0, axis=1) for n in names], axis=0) if names else []
+    if not np.any(with_evidence):
+        raise ValueError("no validation image has context the tables can score: nothing to fit")
+    z = np.asarray(logits, dtype=np.float64)[with_evidence]
+    labels = np.asarray(labels, dtype=int)[with_evidence]
+    terms = {n: np.asarray(terms[n])[with_evidence] for n in names}
+    bias = np.asarray(log_prior) if log_prior else np.zeros(z.shape[1])
 
     def loss(params: np.ndarray) -> float:
         evidence = sum((w * terms[n] for w, n in zip(params[1:], names, strict=True)), np.zeros_like(z))

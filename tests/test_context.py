@@ -117,6 +117,25 @@ def test_fit_weights_trusts_an_informative_field_and_drops_a_noise_field() -> No
     assert all(w >= 0 for w in weights.values())
 
 
+def test_fit_weights_fits_the_temperature_on_the_rows_served_with_context() -> None:
+    # Rows without context are served image-only (the weights' own temperature), so they must not move the
+    # context temperature: here they are overconfident by 4×, the rows with context well calibrated.
+    rng = np.random.default_rng(2)
+    n = 3000
+    labels = rng.integers(0, K, n)
+    logits = 2.0 * np.eye(K)[labels] + rng.normal(0, 1.5, (n, K))
+    evidence = 1.5 * np.eye(K)[labels] + rng.normal(0, 1.0, (n, K))
+    without = np.arange(n) < n // 2
+    logits[without] *= 4.0
+    evidence[without] = 0.0
+    temperature, _ = ctx.fit_weights(logits, labels, {"age": evidence}, None)
+    alone, _ = ctx.fit_weights(logits[~without], labels[~without], {"age": evidence[~without]}, None)
+    assert temperature == pytest.approx(alone, rel=1e-6)
+    assert 0.7 < temperature < 1.4
+    with pytest.raises(ValueError, match="no validation image has context"):
+        ctx.fit_weights(logits, labels, {"age": np.zeros((n, K))}, None)
+
+
 def test_fit_tables_covers_the_fields_training_data_records() -> None:
     contexts = [ctx.PatientContext(age=float(20 + i % 50), site="back" if i % 2 else None) for i in range(40)]
     labels = np.arange(40) % K
