@@ -145,7 +145,10 @@ def lesion_mask_loss(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Te
 
     `mask_logits` (B, 1, h, w) come from `LesionMaskHead` on the trunk's last feature map; `masks`
     (B, 1, H, W) in [0, 1] are the augmented lesion masks at the input's size. The target of cell c is
-    :math:`m_c`, the mean of the mask over the input pixels c covers (area pooling), so
+    :math:`m_c`, the mean of the mask over the input pixels c covers (adaptive area pooling: the input split
+    evenly into h × w windows, which are the trunk's 32-pixel cells at sizes that are multiples of 32, such as
+    96; at other sizes, e.g. 144 px → 5 × 5 cells, a window is off its cell by up to half a cell; kept so
+    recorded runs repeat), so
 
     .. math::  \ell = -\frac{1}{B h w} \sum_c m_c \log \sigma(s_c) + (1 - m_c) \log (1 - \sigma(s_c))
 
