@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -447,9 +448,36 @@ def train_field_key(field: str) -> str:
 def apply_train_preset(state: MutableMapping[str, Any], preset: str) -> None:
     """Set the Training form's widget state to the paper's defaults changed by `preset`, each value of its
     default's type (a number field refuses an int where it holds floats)."""
+    for field, value in preset_values(preset).items():
+        state[train_field_key(field)] = value
+
+
+def preset_values(preset: str) -> dict[str, Any]:
+    """Every Training form field's value as `preset` sets it: the paper's defaults changed by the recipe, each of
+    its default's type (a number field refuses an int where it holds floats)."""
     changes = TRAIN_PRESETS[preset]
-    for field, default in train_form_defaults().items():
-        state[train_field_key(field)] = type(default)(changes.get(field, default))
+    return {field: type(default)(changes.get(field, default)) for field, default in train_form_defaults().items()}
+
+
+def preset_edits(state: Mapping[str, Any], preset: str) -> list[str]:
+    """The form's labels of the fields whose value is no longer the one `preset` set (in the form's order): the
+    selector keeps showing the recipe's name after an edit, and the form then no longer is that recipe."""
+    edited = []
+    for field, value in preset_values(preset).items():
+        current = state.get(train_field_key(field), value)
+        same = current == value or (isinstance(value, float) and math.isclose(float(current), value, rel_tol=1e-9))
+        if not same:
+            edited.append(TRAIN_FORM_LABELS[field])
+    return edited
+
+
+def preset_edit_note(state: Mapping[str, Any], preset: str | None) -> str | None:
+    """What the page says under the recipe selector when the form was edited after the recipe filled it (None
+    when no recipe is chosen or the form is still the recipe): which fields now differ from it."""
+    edited = preset_edits(state, preset) if preset in TRAIN_PRESETS else []
+    if not edited:
+        return None
+    return f"Edited after the recipe filled the form, so it no longer is that recipe: {', '.join(edited)}."
 
 
 def init_train_form(state: MutableMapping[str, Any]) -> None:

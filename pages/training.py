@@ -58,6 +58,8 @@ def train_form() -> None:
         "scripts/train_default.sh, weights/MODEL_CARD.md); their times are for this machine, from runs on a 2-core "
         "CPU with bf16. For step 2, choose step 1's run under “Start from a finished run”.",
     )
+    if edited := app_support.preset_edit_note(state, state.get("train_preset")):
+        st.caption(edited)
     st.caption(app_support.training_speed_note(*compute))
     with st.container(border=True):
         _fields()
