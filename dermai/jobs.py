@@ -571,6 +571,12 @@ def _refuse_missing_teacher(teacher: str, config_path: Path) -> None:
         ) from None
 
 
+def same_run(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | None) -> bool:
+    """Whether two run folders are one (however each path was written): the Training page shows one stop
+    control per run, so its runs list must know when the chosen run is the job its live view already stops."""
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
 def stop_job(run_dir: str | os.PathLike[str]) -> Path:
     """Ask a run to stop: it checkpoints after the current step and ends with status "stopped"."""
     path = Path(run_dir) / STOP_FILE

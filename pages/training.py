@@ -273,7 +273,13 @@ def live() -> None:
     where = f"{status.stage or 'starting'}, epoch {status.epoch if status.epoch is not None else '-'}"
     st.progress(status.progress, text=f"{job.name}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
-    if records:
+    # The one stop control of the running job (the Runs list below points here rather than repeat it).
+    if job.stage == jobs.ENSEMBLE_STAGE:  # it reads no STOP file, metrics or not: end its process instead
+        st.caption("Combining the runs and fitting the ensemble's calibration on the validation split…")
+        if st.button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
+            cancelled = jobs.cancel_job(runs, job.run_dir)
+            st.toast("Job cancelled." if cancelled else "That job is no longer running.")
+    elif records:
         if st.button("Stop", help="Ends after the current step with a checkpoint; resume it later"):
             jobs.stop_job(job.run_dir)
             st.toast("Stop requested: the run will checkpoint and end.")
@@ -281,13 +287,8 @@ def live() -> None:
     elif outside:
         st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
     else:
-        if job.stage == jobs.ENSEMBLE_STAGE:
-            st.caption("Combining the runs and fitting the ensemble's calibration on the validation split…")
-            why = "End the job now; the ensemble's half-made files are removed"
-        else:
-            st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
-            why = "Nothing is trained yet: end the job now"
-        if st.button("Cancel", help=why):
+        st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
+        if st.button("Cancel", help="Nothing is trained yet: end the job now"):
             jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled.")
 
@@ -502,7 +503,9 @@ if resumable and buttons[1].button("Resume"):
         job = jobs.resume_job(row["path"], runs)
         state["train_resumed"] = f"Resumed {job.name} (pid {job.pid})."  # said after the rerun, as Start does
         st.rerun()
-if row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
+if row["status"] == "running" and jobs.same_run(row["path"], state.get("train_watching")):
+    buttons[2].caption("It is the current job: stop it under “Current job” above.")  # one control per run
+elif row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
     # An ensemble job has no step to stop after (it reads no STOP file): end its process instead.
     if buttons[2].button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
         cancelled = jobs.cancel_job(runs, row["path"])

@@ -3,13 +3,17 @@ hands to Predict, the curves and Compare runs (pages/training.py, dermai/plots.p
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support
+from dermai import app_support, jobs
 from tests import test_app_pages
-from tests.test_app_pages import REPO, TIMEOUT, assert_clean
+from tests.test_app_pages import REPO, TIMEOUT, assert_clean, page
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
@@ -44,3 +48,64 @@ def test_training_page_says_when_the_form_no_longer_is_the_chosen_recipe(app_env
     assert notes[0].endswith(": Pretrain epochs, Image size.")
     at.selectbox(key="train_preset").set_value(next(iter(app_support.TRAIN_PRESETS))).run()  # another recipe
     assert not any("no longer is that recipe" in c.value for c in at.caption)
+
+
+STOPS = ("Stop", "Stop this run", "Cancel", "Cancel this job")  # every control that ends a running job
+
+
+def test_a_running_run_has_one_stop_control_whichever_view_shows_it(app_env: Path) -> None:
+    """The live view's Stop and the runs list's "Stop this run" both showed for the running run (the newest,
+    so the one chosen): the list now points to the live view, whose Stop reaches the trainer."""
+    from dermai.train import STOP_FILE, run_lock
+    from tests.test_jobs import stopped_run
+
+    runs = Path(jobs.runs_dir())
+    run = stopped_run(runs, "training")
+    with run_lock(run):
+        at = page("training").run()
+        assert_clean(at)
+        assert at.selectbox(key="train_run").value == "training"
+        assert [b.label for b in at.button if b.label in STOPS] == ["Stop"]
+        assert "It is the current job: stop it under “Current job” above." in [c.value for c in at.caption]
+        next(b for b in at.button if b.label == "Stop").click().run()
+        assert_clean(at)
+        assert (run / STOP_FILE).exists()
+
+
+def test_a_running_run_the_live_view_does_not_show_keeps_its_own_stop(app_env: Path) -> None:
+    """Two runs training from terminals: the live view shows the first; the second, chosen in the runs list,
+    is stopped from there."""
+    from dermai.train import STOP_FILE, run_lock
+    from tests.test_jobs import stopped_run
+
+    runs = Path(jobs.runs_dir())
+    first, second = stopped_run(runs, "a-first"), stopped_run(runs, "b-second")
+    with run_lock(first), run_lock(second):
+        at = page("training").run()
+        at.selectbox(key="train_run").set_value("b-second").run()
+        assert_clean(at)
+        assert sorted(b.label for b in at.button if b.label in STOPS) == ["Stop", "Stop this run"]
+        next(b for b in at.button if b.label == "Stop this run").click().run()
+        assert (second / STOP_FILE).exists() and not (first / STOP_FILE).exists()
+
+
+def test_a_running_ensemble_is_cancelled_not_stopped_even_once_it_wrote_its_metrics(app_env: Path) -> None:
+    """An ensemble job reads no STOP file: its live view offers Cancel this job (ending its process) however
+    far it got, and the runs list points there."""
+    runs = Path(jobs.runs_dir())
+    (runs / "ens").mkdir(parents=True)
+    (runs / "ens" / "config.json").write_text(json.dumps({"members": ["a", "b"]}))
+    (runs / "ens" / "metrics.jsonl").write_text(json.dumps({"kind": "serving", "status": "fitted"}) + "\n")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "dermai"], start_new_session=True)
+    record = {"pid": process.pid, "run_dir": str(runs / "ens"), "stage": "ensemble", "command": [], "started": 0.0}
+    (runs / jobs.LOCK_NAME).write_text(json.dumps(record))
+    try:
+        at = page("training").run()
+        assert_clean(at)
+        assert [b.label for b in at.button if b.label in STOPS] == ["Cancel this job"]
+        next(b for b in at.button if b.label == "Cancel this job").click().run()
+        assert_clean(at)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+        assert not (runs / "ens" / "STOP").exists()
+    finally:
+        process.kill()
