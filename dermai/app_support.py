@@ -505,6 +505,36 @@ def keep_train_form(state: MutableMapping[str, Any]) -> None:
     keep_widgets(state, [train_field_key(field) for field in train_form_defaults()])
 
 
+def default_model_label() -> str:
+    """The default model in words, as the Training page names where "Back to the default model" goes: the
+    shipped model, or the file $DERMAI_WEIGHTS names (which the sidebar's list no longer offers once another
+    is chosen)."""
+    default = default_weights()
+    if Path(default).absolute() == DEFAULT_WEIGHTS.absolute():
+        return f"the {SHIPPED_LABEL} (weights/model.safetensors)"
+    return f"the default model ({default}, from DERMAI_WEIGHTS)"
+
+
+def uses_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> bool:
+    """Whether the session's weights (what Predict uses) are the file `path`, however either path is written."""
+    return Path(weights_path(state)).absolute() == Path(path).absolute()
+
+
+def weights_used_note(run: str, path: str | os.PathLike[str]) -> str:
+    """The confirmation after "Use these weights for prediction": which weights the pages now use, and how to go
+    back, since the change outlives the Training page (every page and the sidebar follow it)."""
+    return (
+        f"Predict, Evaluation and Home now use run {run}'s weights ({path}); the sidebar's Weights list shows "
+        f"them. To go back to {default_model_label()}, press “Back to the default model” below, or choose it in "
+        "the sidebar."
+    )
+
+
+def default_weights_note() -> str:
+    """The confirmation after "Back to the default model"."""
+    return f"Predict, Evaluation and Home use {default_model_label()} again."
+
+
 # ----------------------------------------------------------------------------------------- model card
 def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The figures the home page shows: AUROC (with interval and where it was measured), tier cut-offs with

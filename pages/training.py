@@ -494,9 +494,16 @@ elif row["weights"] and row["status"] not in ("finished", "stopped"):
         "Its weights are not offered for prediction: its last job ended before finishing (perhaps before "
         "calibrating them). Resume it to a stop or the end."
     )
+elif row["weights"] and app_support.uses_weights(state, row["weights"]):
+    buttons[0].caption("Predict uses these weights.")
+    if buttons[0].button("Back to the default model", help=f"Predict with {app_support.default_model_label()}"):
+        set_weights(app_support.default_weights())
+        state["train_weights_used"] = app_support.default_weights_note()
+        st.rerun()
 elif row["weights"] and buttons[0].button("Use these weights for prediction"):
     set_weights(row["weights"])
-    st.rerun()
+    state["train_weights_used"] = app_support.weights_used_note(row["name"], row["weights"])
+    st.rerun()  # the whole page: the sidebar's Weights list follows
 resumable = row["status"] in ("stopped", "interrupted") and jobs.resumable(row["path"])
 if resumable and buttons[1].button("Resume"):
     with plain_errors("Cannot resume"):
@@ -515,6 +522,8 @@ elif row["status"] == "running" and buttons[2].button("Stop this run"):
     st.toast("Stop requested.")
 if row["status"] != "running":
     delete_popover(buttons[3], row["name"], row["path"], row["disk_gb"])
+if used := state.pop("train_weights_used", None):  # said after the rerun that follows the choice
+    st.success(used)
 records = read_metrics(row["path"])
 serving = serving_summary(records)
 if serving and serving["status"] == "fitted":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from dermai import app_support, jobs
@@ -109,3 +110,39 @@ def test_a_running_ensemble_is_cancelled_not_stopped_even_once_it_wrote_its_metr
         assert not (runs / "ens" / "STOP").exists()
     finally:
         process.kill()
+
+
+def test_the_default_model_is_named_as_the_session_falls_back_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DERMAI_WEIGHTS", raising=False)
+    assert app_support.default_model_label() == "the shipped model (weights/model.safetensors)"
+    monkeypatch.setenv("DERMAI_WEIGHTS", "/models/site.safetensors")
+    assert app_support.default_model_label() == "the default model (/models/site.safetensors, from DERMAI_WEIGHTS)"
+    assert app_support.uses_weights({}, "/models/site.safetensors")  # no choice yet: the default
+    chosen = {app_support.WEIGHTS_KEY: "runs/a/model.safetensors"}
+    assert app_support.uses_weights(chosen, Path.cwd() / "runs/a/model.safetensors")
+    assert not app_support.uses_weights(chosen, "/models/site.safetensors")
+
+
+def test_using_a_runs_weights_says_what_changed_and_offers_the_way_back(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    (runs / "tiny").symlink_to(app_env.parent, target_is_directory=True)  # a finished fine-tuning run
+    at = page("training").run()
+    assert at.selectbox(key="train_run").value == "tiny"
+    assert "Back to the default model" not in [b.label for b in at.button]  # the default is in use
+    next(b for b in at.button if b.label == "Use these weights for prediction").click().run()
+    assert_clean(at)
+    chosen = at.session_state[app_support.WEIGHTS_KEY]
+    assert Path(chosen).parent == runs / "tiny"
+    said = [s.value for s in at.success]
+    assert said == [app_support.weights_used_note("tiny", chosen)]
+    assert f"run tiny's weights ({chosen})" in said[0] and f"the default model ({app_env}" in said[0]
+    assert "Predict uses these weights." in [c.value for c in at.caption]
+    assert "Use these weights for prediction" not in [b.label for b in at.button]
+    next(b for b in at.button if b.label == "Back to the default model").click().run()
+    assert_clean(at)
+    assert at.session_state[app_support.WEIGHTS_KEY] == str(app_env)
+    assert [s.value for s in at.success] == [app_support.default_weights_note()]
+    assert "Use these weights for prediction" in [b.label for b in at.button]
+    at.run()
+    assert not at.success  # said once
