@@ -203,11 +203,25 @@ def has_training_curves(records: Sequence[Mapping[str, Any]]) -> bool:
     return any(r.get("kind", "step") in ("step", "epoch") for r in records)
 
 
+def _parts_equal_to_loss(steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The loss parts (ce, ntxent, mask_loss) whose line would be the loss's line, point for point: SimCLR
+    pretraining's loss is its NT-Xent loss (fine-tuning's is its cross-entropy when λ is 0), and two lines on
+    top of each other read as one line with a legend entry that shows nothing."""
+    xs, ys = _series(steps, "step", "loss")
+    parts = []
+    for key in _STEP_KEYS[1:]:
+        part_xs, part_ys = _series(steps, "step", key)
+        if ys and part_xs == xs and np.allclose(part_ys, ys, rtol=1e-6, atol=1e-9):
+            parts.append(key)
+    return parts
+
+
 def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
     """Training curves from metrics.jsonl lines: loss parts (loss, ce, ntxent, mask_loss) per step on the
-    left, validation AUROC / balanced accuracy / accuracy and train accuracy per epoch on the right, one line
-    per stage, and a star for a stochastic weight average's validation AUROC. Missing keys are skipped; a
-    record without "kind" counts as a step record."""
+    left (a part that is the whole loss, as NT-Xent is in pretraining, drawn once, as "pretrain loss (= ntxent)"),
+    validation AUROC / balanced accuracy / accuracy and train accuracy per epoch on the right, one line per stage,
+    and a star for a stochastic weight average's validation AUROC. Missing keys are skipped; a record without
+    "kind" counts as a step record."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per step", "per epoch"))
     stages = list(dict.fromkeys(r.get("stage", "train") for r in records))
     for stage in stages:
@@ -217,10 +231,12 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
             (2, "epoch", _EPOCH_KEYS, "lines+markers", [r for r in mine if r.get("kind") == "epoch"]),
         )
         for col, x_key, keys, mode, rows in panels:
-            for key in keys:
+            same = _parts_equal_to_loss(rows) if col == 1 else []
+            for key in (k for k in keys if k not in same):
                 xs, ys = _series(rows, x_key, key)
+                name = f"{stage} {key}" + (f" (= {', '.join(same)})" if key == "loss" and same else "")
                 if ys:
-                    fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=f"{stage} {key}"), row=1, col=col)
+                    fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=name), row=1, col=col)
     for swa in (r for r in records if r.get("kind") == "swa" and r.get("val_auroc") is not None):
         # The weight average belongs to no single epoch: a star after the last one it averaged.
         epochs = [r["epoch"] for r in records if r.get("kind") == "epoch" and r.get("stage") == swa.get("stage")]

@@ -146,3 +146,25 @@ def test_using_a_runs_weights_says_what_changed_and_offers_the_way_back(app_env:
     assert "Use these weights for prediction" in [b.label for b in at.button]
     at.run()
     assert not at.success  # said once
+
+
+def test_pretrainings_loss_is_drawn_once_as_the_nt_xent_loss_it_is() -> None:
+    """The trainer logs pretraining's loss and its NT-Xent loss, the same number: two lines drawn on top of
+    each other. Fine-tuning's loss (cross-entropy + λ·NT-Xent) keeps its parts."""
+    from dermai.plots import training_curves_figure
+
+    pretrain = [{"kind": "step", "stage": "pretrain", "step": s, "loss": 5.0 - s, "ntxent": 5.0 - s} for s in range(3)]
+    finetune = [
+        {"kind": "step", "stage": "finetune", "step": s, "loss": 2.0 - s / 2, "ce": 1.5 - s / 2, "ntxent": 1.0}
+        for s in range(3)
+    ]
+    fig = training_curves_figure([*pretrain, *finetune])
+    names = [t.name for t in fig.data]
+    assert names == ["pretrain loss (= ntxent)", "finetune loss", "finetune ce", "finetune ntxent"]
+    assert list(fig.data[0].y) == [5.0, 4.0, 3.0]
+    # A loss that matches its part at some steps only is two lines: they part somewhere.
+    pretrain[1]["loss"] = 4.5
+    assert [t.name for t in training_curves_figure(pretrain).data] == ["pretrain loss", "pretrain ntxent"]
+    # With λ = 0 fine-tuning's loss is its cross-entropy: one line again.
+    ce_only = [{**r, "loss": r["ce"], "ntxent": 0.9} for r in finetune]
+    assert [t.name for t in training_curves_figure(ce_only).data] == ["finetune loss (= ce)", "finetune ntxent"]

@@ -143,8 +143,7 @@ def test_training_curves_figure_tolerates_missing_keys():
     fig = training_curves_figure(records)
     names = [t.name for t in fig.data]
     assert names == [
-        "pretrain loss",
-        "pretrain ntxent",
+        "pretrain loss (= ntxent)",  # pretraining's loss is its NT-Xent loss: one line
         "finetune loss",
         "finetune ce",
         "finetune ntxent",
