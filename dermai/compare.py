@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from dermai.plots import swa_label
 from dermai.train import read_metrics
 
 MISSING = "—"  # a setting one run has and another lacks (e.g. from an older version)
@@ -74,7 +75,8 @@ def _finite(value: Any) -> bool:
 
 def run_summary(name: str, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """What a run reached: per stage, the best validation AUROC, its epoch and the balanced accuracy there,
-    the epochs run, and the median training speed. Stages without validation figures are left out."""
+    the epochs run, and the median training speed, then the stage's weight average if it made one (`swa_row`).
+    Stages without validation figures are left out."""
     rows = []
     for stage in dict.fromkeys(r.get("stage", "train") for r in records):
         mine = [r for r in epoch_records(records) if r.get("stage", "train") == stage]
@@ -98,19 +100,39 @@ def run_summary(name: str, records: Sequence[Mapping[str, Any]]) -> list[dict[st
                 "images_per_s": speeds[len(speeds) // 2] if speeds else None,
             }
         )
+        rows += [swa_row(name, r) for r in records if r.get("kind") == "swa" and r.get("stage", "train") == stage]
     return rows
+
+
+def swa_row(name: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary row for a stochastic weight average (a "swa" record, written after the stage's last epoch):
+    it belongs to no epoch, and when kept it is the run's weights, so comparing runs by their best epoch alone
+    would hide the figure the run is served with."""
+    auroc = record.get("val_auroc")
+    return {
+        "run": name,
+        "stage": swa_label(str(record.get("stage", "train")), record),
+        "best_val_auroc": float(auroc) if _finite(auroc) else None,
+        "best_epoch": None,
+        "val_bacc_at_best": record.get("val_bacc"),
+        "epochs_run": None,
+        "images_per_s": None,
+    }
 
 
 def compare_runs(
     run_dirs: Mapping[str, str | os.PathLike[str]], records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, differences) for runs given as {name: folder}: one summary row per run and stage with
-    validation figures, and the settings that differ between the runs. `records` are the runs' metrics
-    streams when the caller has read them already (to draw them too); otherwise they are read here."""
+    validation figures (and one per stochastic weight average, after its stage's), and the settings that differ
+    between the runs. `records` are the runs' metrics streams when the caller has read them already (to draw
+    them too); otherwise they are read here."""
     if records is None:
         records = {name: read_metrics(path) for name, path in run_dirs.items()}
     summaries = [row for name in run_dirs for row in run_summary(name, records[name])]
     columns = ["run", "stage", "best_val_auroc", "best_epoch", "val_bacc_at_best", "epochs_run", "images_per_s"]
     summary = pd.DataFrame(summaries, columns=columns)
+    for column in ("best_epoch", "epochs_run"):  # a weight average's row has none: a gap, not 4.0 beside it
+        summary[column] = summary[column].astype("Int64")
     differences = setting_differences({name: run_settings(path) for name, path in run_dirs.items()})
     return summary, differences

@@ -258,8 +258,16 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
     return fig
 
 
+def swa_label(stage: str, record: Mapping[str, Any]) -> str:
+    """How a stochastic weight average is named beside its stage: which epochs it averaged and whether the run
+    kept it as its weights (the trainer keeps it only when it beats the best epoch on validation)."""
+    kept = "kept as the run's weights" if record.get("kept") else "not kept"
+    return f"{stage}: weight average of {record.get('epochs_averaged', '?')} epochs ({kept})"
+
+
 def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "val_auroc") -> go.Figure:
-    """One per-epoch line of `key` (e.g. val_auroc, val_bacc) for each run and stage, to compare runs."""
+    """One per-epoch line of `key` (e.g. val_auroc, val_bacc) for each run and stage, to compare runs, and a
+    star for each stochastic weight average, which belongs to no epoch (`swa_label` names it)."""
     fig = go.Figure()
     for name, records in records_by_run.items():
         epochs = [r for r in records if r.get("kind") == "epoch"]
@@ -269,5 +277,18 @@ def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]
             if ys:
                 label = name if len(stages) == 1 else f"{name} ({stage})"
                 fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label))
+        for swa in (r for r in records if r.get("kind") == "swa" and r.get(key) is not None):
+            # As in training_curves_figure: a star after the last epoch the average took in.
+            stage = swa.get("stage", "train")
+            last = max((r["epoch"] for r in epochs if r.get("stage", "train") == stage and "epoch" in r), default=0)
+            fig.add_trace(
+                go.Scatter(
+                    x=[last + 0.5],
+                    y=[swa[key]],
+                    mode="markers",
+                    marker={"symbol": "star", "size": 14},
+                    name=f"{name}: {swa_label(stage, swa)}",
+                )
+            )
     fig.update_layout(title=f"{key} per epoch", xaxis_title="epoch", yaxis_title=key)
     return fig

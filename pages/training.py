@@ -325,7 +325,10 @@ st.dataframe(
 )
 
 with st.expander("Compare runs"):
-    st.caption("Validation curves side by side, each run's best epoch, and only the settings that differ.")
+    st.caption(
+        "Validation curves side by side, each run's best epoch, and only the settings that differ. A stochastic "
+        "weight average (SWA) belongs to no epoch: it has its own row and a star after the epochs it averaged."
+    )
     trained = jobs.comparable_runs(history)
     compared = st.multiselect("Runs", list(trained["name"]), key="compare_runs")
     if compared:
@@ -341,7 +344,9 @@ with st.expander("Compare runs"):
                 width="stretch",
                 placeholder=app_support.MISSING,
                 column_config={
-                    "best_val_auroc": st.column_config.NumberColumn("best val AUROC", format="%.4f"),
+                    "best_val_auroc": st.column_config.NumberColumn(
+                        "best val AUROC", format="%.4f", help="a weight average's row: the average's val AUROC"
+                    ),
                     "val_bacc_at_best": st.column_config.NumberColumn("val bal. acc. there", format="%.3f"),
                     "images_per_s": st.column_config.NumberColumn("images/s", format="%.0f"),
                 },

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -168,3 +169,61 @@ def test_pretrainings_loss_is_drawn_once_as_the_nt_xent_loss_it_is() -> None:
     # With λ = 0 fine-tuning's loss is its cross-entropy: one line again.
     ce_only = [{**r, "loss": r["ce"], "ntxent": 0.9} for r in finetune]
     assert [t.name for t in training_curves_figure(ce_only).data] == ["finetune loss (= ce)", "finetune ntxent"]
+
+
+def swa_run(root: Path, name: str, aurocs: list[float], average: float, kept: bool) -> Path:
+    """A fine-tuning run that averaged its last two epochs, as the trainer writes it: the epochs, then a "swa"
+    record (train.Trainer._finish_swa) with the average's validation figures and whether it was kept."""
+    from tests.test_compare import make_run
+
+    run = make_run(root, name, 1e-3, aurocs)
+    record = {"kind": "swa", "stage": "finetune", "epochs_averaged": 2, "val_auroc": average, "val_bacc": 0.7}
+    record.update(val_acc=0.75, best_val_auroc=max(average, *aurocs), kept=kept)
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    return run
+
+
+def test_compare_runs_shows_a_weight_averages_result_beside_the_best_epoch(tmp_path: Path) -> None:
+    """Compare runs read epoch records only: an SWA run's average (its weights, when kept) was missing."""
+    from dermai.compare import compare_runs
+    from dermai.plots import compare_runs_figure
+    from dermai.train import read_metrics
+    from tests.test_compare import make_run
+
+    runs = {
+        "plain": make_run(tmp_path, "plain", 1e-3, [0.80, 0.84]),
+        "swa": swa_run(tmp_path, "swa", [0.80, 0.83, 0.82], average=0.86, kept=True),
+    }
+    summary, _ = compare_runs(runs)
+    assert list(summary["stage"]) == [
+        "finetune",
+        "finetune",
+        "finetune: weight average of 2 epochs (kept as the run's weights)",
+    ]
+    assert list(summary["run"]) == ["plain", "swa", "swa"]
+    average = summary.iloc[2]
+    assert average["best_val_auroc"] == 0.86 and average["val_bacc_at_best"] == 0.7
+    assert pd.isna(average["best_epoch"]) and pd.isna(average["epochs_run"])  # it belongs to no epoch
+    assert list(summary["best_epoch"].iloc[:2]) == [1, 1] and str(summary["best_epoch"].dtype) == "Int64"
+    fig = compare_runs_figure({name: read_metrics(path) for name, path in runs.items()}, "val_bacc")
+    star = fig.data[-1]
+    assert star.name == "swa: finetune: weight average of 2 epochs (kept as the run's weights)"
+    assert list(star.x) == [2.5] and list(star.y) == [0.7]
+    assert [t.name for t in fig.data[:2]] == ["plain", "swa"]
+
+
+def test_training_page_compares_an_swa_run_with_others(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "plain", 1e-3, [0.80, 0.84])
+    swa_run(runs, "swa", [0.80, 0.83], average=0.81, kept=False)
+    at = page("training").run()
+    at.multiselect(key="compare_runs").set_value(["plain", "swa"]).run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    summary = at.dataframe[1].value  # after the runs table
+    assert list(summary["stage"])[-1] == "finetune: weight average of 2 epochs (not kept)"
+    assert list(summary["best_val_auroc"]) == [0.84, 0.83, 0.81]
