@@ -21,8 +21,6 @@ from PIL import Image
 
 from dermai.config import TrainConfig
 from dermai.data import (
-    DIAGNOSIS_NAMES,
-    MALIGNANT,
     DataError,
     Dataset,
     attach_splits,
@@ -36,6 +34,7 @@ from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off
+from dermai.report import diagnosis_legend as diagnosis_legend  # the page's legend is the HTML report's
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
 MISSING = "—"  # a table's missing figure (st.dataframe's placeholder): Streamlit's own is the word "None"
@@ -907,17 +906,6 @@ def unique_names(names: Sequence[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
     return out
-
-
-def diagnosis_legend(classes: Sequence[str]) -> str | None:
-    """The diagnosis codes the chart and worklist show, spelled out, and which of them p(malignant) adds up: a
-    "URGENT" tier whose top diagnosis is nv looks contradictory until one knows the score is mel + bcc + akiec.
-    None for classes without known names (a binary model's)."""
-    named = [f"{c}: {DIAGNOSIS_NAMES[c]}" for c in classes if c in DIAGNOSIS_NAMES]
-    if not named:
-        return None
-    malignant = " + ".join(c for c in classes if c in MALIGNANT)
-    return "; ".join(named) + (f". p(malignant) = {malignant}." if malignant else ".")
 
 
 WORKLIST_OPTIONAL = ("p_malignant_image_only", "context", "notes")  # shown only when some image has one

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dermai.context import describe
+from dermai.data import DIAGNOSIS_NAMES, MALIGNANT
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off
 
@@ -42,6 +44,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .images figure { margin: 0; flex: 1; }
 .images img { width: 100%; }
 .warning { color: #b71c1c; }
+.legend { color: #555; font-size: 0.9em; }
 .disclaimer { border-top: 1px solid #ccc; margin-top: 2em; padding-top: 0.5em; font-size: 0.9em; }
 @media print { body { margin: 0; } }
 """
@@ -61,6 +64,17 @@ def _figure(pixels: np.ndarray | Image.Image, caption: str) -> str:
 
 def _row(label: str, value: str) -> str:
     return f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>"
+
+
+def diagnosis_legend(classes: Sequence[str]) -> str | None:
+    """The diagnosis codes the chart and worklist show, spelled out, and which of them p(malignant) adds up: a
+    "URGENT" tier whose top diagnosis is nv looks contradictory until one knows the score is mel + bcc + akiec.
+    None for classes without known names (a binary model's)."""
+    named = [f"{c}: {DIAGNOSIS_NAMES[c]}" for c in classes if c in DIAGNOSIS_NAMES]
+    if not named:
+        return None
+    malignant = " + ".join(c for c in classes if c in MALIGNANT)
+    return "; ".join(named) + (f". p(malignant) = {malignant}." if malignant else ".")
 
 
 def cut_off_text(prediction: Any) -> str | None:
@@ -95,8 +109,9 @@ def prediction_html(
     created: datetime | None = None,
 ) -> str:
     """The HTML page for one `dermai.predict.Prediction` of `filename`: tier, score, validated cut-off,
-    context, warnings, probabilities, the image and (when given) its saliency overlay, and the tier's cut-offs
-    (`cut_off_text`). Every text from outside (file name, warnings) is escaped."""
+    context, warnings, probabilities (their codes spelled out, `diagnosis_legend`), the image and (when given)
+    its saliency overlay, and the tier's cut-offs (`cut_off_text`). Every text from outside (file name,
+    warnings) is escaped."""
     p = prediction
     when = (created or datetime.now()).strftime("%Y-%m-%d %H:%M")
     colour = TIER_COLOURS.get(p.tier, "#455a64")
@@ -132,6 +147,7 @@ def prediction_html(
         f"<tr><td>{escape(name)}</td><td class='num'>{value:.1%}</td></tr>"
         for name, value in sorted(p.probabilities.items(), key=lambda item: -item[1])
     )
+    legend = diagnosis_legend(list(p.probabilities))  # the codes spelled out, as the Predict page does
     warnings = "".join(f"<li class='warning'>{escape(w)}</li>" for w in p.warnings)
     figures = _figure(image, "original")
     if overlay is not None:
@@ -148,6 +164,7 @@ def prediction_html(
 {f"<ul>{warnings}</ul>" if warnings else ""}
 <h2>{UNRELIABLE_HEADING if ungradable else "Diagnosis probabilities"}</h2>
 <table><tr><th>diagnosis</th><th>probability</th></tr>{probabilities}</table>
+{f'<p class="legend">{escape(legend)}</p>' if legend else ""}
 <div class="images">{figures}</div>
 <p class="disclaimer">{escape(DISCLAIMER)}</p>
 </body></html>
