@@ -40,6 +40,12 @@ if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam pulls in OpenCV and
 ImageInput = Image.Image | bytes | str | os.PathLike[str] | BinaryIO | IntakeResult
 # the note of an image whose features lie beyond the OOD cut-off (the Predict page shows its own box instead)
 OOD_NOTE = "the image does not look like the dermoscopy images this model was trained on; its scores are unreliable"
+# beside the numbers of an ungradable image in every JSON record of a prediction (predict --json, the Predict
+# page's JSON report): kept for the record, as the worklist CSV keeps them, but never to be read as a result
+UNRELIABLE_NOTE = (
+    "the image is ungradable: p_malignant and the probabilities are the model's output on an image it cannot "
+    "read, unreliable and not a result"
+)
 UNAVAILABLE_MEANING = (
     "No validated operating points are stored with these weights (run `python -m dermai calibrate`), so no "
     "triage tier can be given. The probabilities are shown for research use only."
@@ -74,7 +80,10 @@ class Prediction:
     cut_offs_with_context: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a JSON record, plus `unreliable`: why its scores are no result (`UNRELIABLE_NOTE`) for
+        an ungradable image, else None, so that a program or a filed record does not take its numbers at face
+        value."""
+        return {**asdict(self), "unreliable": UNRELIABLE_NOTE if self.ungradable else None}
 
     @property
     def ungradable(self) -> bool:

@@ -230,6 +230,7 @@ def show(result: dict[str, Any]) -> None:
             with st.expander(UNRELIABLE_OUTPUT, expanded=False):
                 st.caption("Not a result: the image is ungradable, so these figures say nothing about the lesion.")
                 model_output(p, blended)
+                overlay_download(st, result, blended, "Overlay (PNG, unreliable)")
         else:
             model_output(p, None)
         st.caption(f"{p.elapsed_ms:.0f} ms · weights `{weights}`")
@@ -267,7 +268,8 @@ def model_output(p: Any, blended: Any | None) -> None:
 
 
 def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
-    """The HTML and JSON reports and the overlay, named after the upload."""
+    """The HTML and JSON reports and, for a gradable image, the overlay, named after the upload (an ungradable
+    image's overlay is offered only inside the expander that says it is unreliable)."""
     stem = app_support.download_stem(result["name"])  # "a.jpg (2)" → a_2: not the first a.jpg's file names
     d0, d1, d2 = st.columns(3)
     # Short labels with a download icon: three columns at an 800 px window leave about 150 px each.
@@ -286,10 +288,18 @@ def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
         file_name=f"{stem}_dermai.json",
         mime="application/json",
         icon=":material/download:",
-        help="The same report as data, for records or scripts",
+        help="The same report as data, for records or scripts"
+        + (" (its `unreliable` field says why this image's scores are no result)" if p.ungradable else ""),
     )
-    d2.download_button(
-        "Overlay (PNG)",
+    if not p.ungradable:
+        overlay_download(d2, result, blended, "Overlay (PNG)")
+
+
+def overlay_download(where: Any, result: dict[str, Any], blended: Any, label: str) -> None:
+    """The saliency overlay as shown, as a PNG named after the upload and the method, at `where`."""
+    stem = app_support.download_stem(result["name"])
+    where.download_button(
+        label,
         app_support.png_bytes(blended),
         file_name=f"{stem}_{method}.png",
         mime="image/png",
