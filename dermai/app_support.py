@@ -75,14 +75,46 @@ def weights_path(state: Mapping[str, Any]) -> str:
     return str(state.get(WEIGHTS_KEY) or default_weights())
 
 
+GONE_WEIGHTS_KEY = "weights_gone"  # the chosen weights last dropped because their run was deleted or removed
+
+
 def forget_weights_in(state: MutableMapping[str, Any], folder: str | os.PathLike[str]) -> bool:
     """Drop the session's weights choice when it lies in `folder` (a run just deleted), so every page falls back
-    to the shipped weights instead of failing on a missing file; whether it did."""
+    to the default weights instead of failing on a missing file, and remember it (`gone_weights_notice`): a
+    clinician must see that another model scores now. Whether it did."""
     chosen = state.get(WEIGHTS_KEY)
     if chosen and Path(chosen).absolute().is_relative_to(Path(folder).absolute()):
-        del state[WEIGHTS_KEY]
+        state[GONE_WEIGHTS_KEY] = state.pop(WEIGHTS_KEY)
         return True
     return False
+
+
+def forget_missing_weights(state: MutableMapping[str, Any]) -> bool:
+    """Drop the session's weights choice when its file has gone (its run folder removed on disk), as
+    `forget_weights_in` does for a run deleted from the Training page; the default weights, when they are
+    the ones missing, stay chosen (the pages then say they cannot be loaded). Whether it did."""
+    chosen = state.get(WEIGHTS_KEY)
+    if chosen and chosen != default_weights() and not Path(chosen).exists():
+        state[GONE_WEIGHTS_KEY] = state.pop(WEIGHTS_KEY)
+        return True
+    return False
+
+
+def gone_weights_notice(state: Mapping[str, Any], runs: str | os.PathLike[str] | None = None) -> str | None:
+    """What a page says while the default weights stand in for chosen ones that have gone: which run (or file)
+    is missing and which model scores now; None when nothing has gone or other weights were chosen since."""
+    gone = state.get(GONE_WEIGHTS_KEY)
+    default = default_weights()
+    if not gone or weights_path(state) != default:
+        return None
+    path, root = Path(gone), runs_dir(runs)
+    inside = path.absolute().is_relative_to(root.absolute())
+    where = path.absolute().parent.relative_to(root.absolute()) if inside else None
+    what = f"run `{where}` (`{gone}`)" if where else f"`{gone}`"
+    return (
+        f"**The weights chosen earlier are gone:** {what} was deleted or its folder removed. The default model, "
+        f"`{default}`, is in use now; choose other weights in the sidebar."
+    )
 
 
 SHIPPED_LABEL = "shipped model"  # weights/model.safetensors in the sidebar's Weights list

@@ -60,8 +60,17 @@ def data_dir() -> str:
 
 
 def weights_path() -> str:
-    """The session's weights file."""
+    """The session's weights file; chosen weights whose file has gone are dropped first, so the page uses the
+    default ones (`warn_if_weights_gone` says so) rather than failing on a missing file."""
+    app_support.forget_missing_weights(st.session_state)
     return app_support.weights_path(st.session_state)
+
+
+def warn_if_weights_gone() -> None:
+    """A warning naming the chosen weights that were deleted or removed, while the default ones stand in: a
+    clinician must not read another model's tier as that run's."""
+    if notice := app_support.gone_weights_notice(st.session_state, jobs.runs_dir()):
+        st.warning(notice)
 
 
 OTHER_WEIGHTS_ERROR = "_other_weights_error"  # why the path typed under "Other weights file" was not used
@@ -72,6 +81,7 @@ def set_weights(path: str) -> None:
     refers to weights no longer in question, so it goes."""
     st.session_state[app_support.WEIGHTS_KEY] = path
     st.session_state.pop(OTHER_WEIGHTS_ERROR, None)
+    st.session_state.pop(app_support.GONE_WEIGHTS_KEY, None)  # a choice made since: nothing to warn about
 
 
 def require_data() -> str:
@@ -148,6 +158,7 @@ def show_images(where: Any, paths: list[str], captions: list[str], width: int | 
 def sidebar() -> None:
     """Data folder and weights pickers; the values live in st.session_state for every page."""
     state = st.session_state
+    app_support.forget_missing_weights(state)  # before the Weights list offers them: the pages say they went
     state.setdefault(app_support.DATA_KEY, app_support.default_data_dir())
     state.setdefault(app_support.WEIGHTS_KEY, app_support.default_weights())
     # Widgets have their own keys; callbacks copy them into the settings, which pages may also change.
@@ -165,7 +176,7 @@ def sidebar() -> None:
         state.pop(OTHER_WEIGHTS_ERROR, None)
         if state["_other_weights"].strip():
             try:
-                state[app_support.WEIGHTS_KEY] = app_support.typed_weights(state["_other_weights"])
+                set_weights(app_support.typed_weights(state["_other_weights"]))
             except PLAIN_ERRORS as exc:  # WeightsError, or an OSError from a folder it cannot list
                 state[OTHER_WEIGHTS_ERROR] = f"Not used: {exc}"
 

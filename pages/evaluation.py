@@ -16,7 +16,7 @@ from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
 from dermai.predict import tta_mismatch, validated_tta
 from dermai.weights import untrained_classifier
-from pages._common import current_meta, data_dir, plain_errors, show_images, weights_path
+from pages._common import current_meta, data_dir, plain_errors, show_images, warn_if_weights_gone, weights_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -189,6 +189,7 @@ def show_failures(predictions: pd.DataFrame) -> None:
 
 st.title("Evaluation")
 weights, data = weights_path(), data_dir()
+warn_if_weights_gone()
 mtime = app_support.weights_mtime(weights)
 st.caption(f"Weights `{weights}` · data `{data or '(from the weights config)'}`")
 meta: dict[str, Any] = {}  # stays empty when the weights' JSON cannot be read (the error says why)

@@ -8,7 +8,7 @@ import streamlit as st
 from dermai import app_support
 from dermai.metrics import TIER_MEANINGS
 from dermai.weights import WeightsError, weak_validation
-from pages._common import current_meta, weights_path
+from pages._common import current_meta, warn_if_weights_gone, weights_path
 
 st.title("dermai — dermoscopy triage workbench")
 st.warning(
@@ -46,6 +46,7 @@ TESTED_TIER_COLUMNS = {
 }
 st.header("Model card")
 path = weights_path()
+warn_if_weights_gone()
 try:
     meta = current_meta()
 except WeightsError as exc:

@@ -21,7 +21,7 @@ from dermai.report import cut_off_text, prediction_html
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.weights import untrained_classifier, weak_validation
 from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
-from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, weights_path
+from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, warn_if_weights_gone, weights_path
 
 UNRELIABLE_OUTPUT = "Model output for an ungradable image (unreliable)"
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "routine": st.success}
@@ -29,6 +29,7 @@ TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "rou
 st.title("Predict")
 st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only.")
 weights = weights_path()
+warn_if_weights_gone()  # the chosen run's weights were deleted: the tier below is the default model's
 mtime = app_support.weights_mtime(weights)  # read once: the model and every result cached below go by it
 CANNOT_LOAD = "Cannot load the model (choose other weights in the sidebar)"
 SCORING_FAILED = "Cannot score the images (not a fault of the files)"

@@ -6,23 +6,27 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import time
 from html import unescape
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
+from dermai import app_support, jobs
 from dermai.report import prediction_html
 from tests import test_app_pages
 from tests.conftest import HAM
-from tests.test_app_pages import assert_clean, page
+from tests.test_app_pages import REPO, TIMEOUT, assert_clean, page
 from tests.test_report import prediction
 
 app_env = test_app_pages.app_env  # the pages' fixture: data, tiny weights and an empty runs folder
 
 
 def test_html_report_spells_out_the_diagnosis_codes_as_the_page_does() -> None:
-    from dermai import app_support
 
     p = prediction(probabilities={"akiec": 0.1, "bcc": 0.1, "bkl": 0.1, "df": 0.1, "mel": 0.4, "nv": 0.1, "vasc": 0.1})
     page = unescape(prediction_html(p, "a.jpg", "w", Image.new("RGB", (20, 20))))
@@ -55,7 +59,7 @@ def test_an_ungradable_images_overlay_is_offered_only_inside_the_unreliable_expa
 def test_the_json_report_and_predict_json_say_an_ungradable_images_scores_are_unreliable(
     app_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dermai import app_support, cli
+    from dermai import cli
     from dermai.predict import UNRELIABLE_NOTE, Predictor
 
     image = tmp_path / "grey.png"
@@ -69,3 +73,76 @@ def test_the_json_report_and_predict_json_say_an_ungradable_images_scores_are_un
     assert report["unreliable"] == line["unreliable"] and report["p_malignant"] == round(line["p_malignant"], 4)
     real = Predictor.from_weights(app_env).predict(str(HAM / "images" / "ISIC_0024306.jpg"))
     assert real.tier != "ungradable" and real.to_dict()["unreliable"] is None
+
+
+def run_with_weights(runs: Path, name: str, weights: Path) -> Path:
+    """A finished run `name` holding a copy of `weights`, quiet for an hour (so the Training page may delete it)."""
+    from tests.test_compare import make_run
+
+    run = make_run(runs, name, 1e-3, [0.80, 0.86])
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights.with_suffix(suffix), run / f"model{suffix}")
+    then = time.time() - 3600
+    for file in run.iterdir():
+        os.utime(file, (then, then))
+    return run
+
+
+def gone_warnings(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if w.value.startswith("**The weights chosen earlier are gone:**")]
+
+
+def test_predict_and_home_say_when_the_chosen_runs_weights_were_deleted_on_the_training_page(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    chosen = run_with_weights(runs, "chosen", app_env) / "model.safetensors"
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.session_state[app_support.WEIGHTS_KEY] = str(chosen)
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    assert_clean(at)
+    assert not gone_warnings(at) and not at.error
+    at.switch_page("pages/training.py").run()
+    next(b for b in at.button if b.label == "Delete chosen").click().run()
+    assert_clean(at)
+    assert not chosen.exists()
+    for name in ("pages/predict.py", "pages/home.py"):
+        at.switch_page(name).run()
+        assert_clean(at)
+        assert gone_warnings(at) == [
+            f"**The weights chosen earlier are gone:** run `chosen` (`{chosen}`) was deleted or its folder "
+            f"removed. The default model, `{app_env}`, is in use now; choose other weights in the sidebar."
+        ]
+        assert not at.error
+
+
+def test_predict_falls_back_to_the_default_weights_and_says_so_when_the_runs_folder_is_removed(
+    app_env: Path,
+) -> None:
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    run = run_with_weights(runs, "moved", app_env)
+    at = page("predict")
+    at.session_state[app_support.WEIGHTS_KEY] = str(run / "model.safetensors")
+    at.run()
+    assert not gone_warnings(at)
+    shutil.rmtree(run)  # removed on disk, not from the Training page
+    at.run()
+    assert_clean(at)
+    (warned,) = gone_warnings(at)
+    assert "run `moved`" in warned and f"`{app_env}`, is in use now" in warned
+    assert not at.error  # the default model scores, rather than "weights file not found"
+    assert at.file_uploader  # the page goes on
+    at.session_state[app_support.WEIGHTS_KEY] = str(app_env)  # the same file chosen again: still the default
+    at.run()
+    assert gone_warnings(at)
+
+
+def test_a_choice_made_since_ends_the_gone_weights_notice(tmp_path: Path) -> None:
+
+    state = {app_support.WEIGHTS_KEY: str(tmp_path / "runs" / "a" / "model.safetensors")}
+    assert app_support.forget_missing_weights(state) and app_support.WEIGHTS_KEY not in state
+    assert app_support.gone_weights_notice(state, tmp_path / "runs").startswith("**The weights chosen earlier")
+    state[app_support.WEIGHTS_KEY] = str(tmp_path / "other.safetensors")  # other weights chosen since
+    assert app_support.gone_weights_notice(state, tmp_path / "runs") is None
+    assert not app_support.forget_missing_weights({app_support.WEIGHTS_KEY: app_support.default_weights()})
