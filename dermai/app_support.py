@@ -966,16 +966,12 @@ def blank_ungradable(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def worklist_shown(table: pd.DataFrame) -> pd.DataFrame:
-    """The worklist as Predict shows it: an ungradable row's scores blank (`blank_ungradable`), the optional
-    columns no image has a value in left out, and the notes (why a file is unreadable or ungradable) beside the
-    tier they explain, not last where the table cuts them off."""
+    """The worklist as Predict shows it: an ungradable row's scores blank (`blank_ungradable`) and the optional
+    columns no image has a value in left out, in the CSV's order (`worklist.COLUMNS`): image, tier and
+    p(malignant) first and the wide notes last, so that in a narrow window the notes, not the score, are cut off
+    (before, the notes sat beside the tier and pushed p(malignant) off an 800 px screen)."""
     table = blank_ungradable(table)
-    shown = table.drop(columns=[c for c in WORKLIST_OPTIONAL if c in table and table[c].isna().all()])
-    columns = list(shown.columns)
-    if "notes" in columns and "tier" in columns:
-        columns.remove("notes")
-        columns.insert(columns.index("tier") + 1, "notes")
-    return shown[columns]
+    return table.drop(columns=[c for c in WORKLIST_OPTIONAL if c in table and table[c].isna().all()])
 
 
 def download_stem(name: str) -> str:

@@ -374,7 +374,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
             "p_top_diagnosis": st.column_config.NumberColumn("p(top)", format="%.2f"),
             "p_malignant_image_only": st.column_config.NumberColumn("p(malignant), image only", format="%.3f"),
             "ood": st.column_config.TextColumn("out of distribution"),  # yes, no, or a dash: not checked
-            # beside the tier, but narrow enough that the scores stay on screen (the CSV download has the full text)
+            # last, after the scores (`worklist_shown`); the CSV download has the full text
             "notes": st.column_config.TextColumn("notes", width="medium"),
         },
         key="pred_worklist",

@@ -298,7 +298,7 @@ def test_predict_several_uploads_make_a_worklist(app_env: Path) -> None:
     assert at.subheader[0].value == "Worklist: 4 images, most urgent first"
     table = at.dataframe[0].value
     assert list(table["rank"]) == [1, 2, 3, 4] and table["tier"].iloc[-1] == "unreadable"
-    assert list(table.columns[:4]) == ["rank", "image", "tier", "notes"]  # why a file is unreadable, beside it
+    assert list(table.columns[:4]) == ["rank", "image", "tier", "p_malignant"] and table.columns[-1] == "notes"
     assert table["notes"].iloc[-1].startswith("broken.jpg: ")
     assert table["p_malignant"].isna().iloc[-1] and at.dataframe[0].proto.placeholder == "—"  # not "None"
     assert set(table["image"]) == {"ISIC_0024306.jpg", "ISIC_0024306.jpg (2)", "ISIC_0025964.jpg", "broken.jpg"}

@@ -549,7 +549,7 @@ def test_two_uploads_of_one_name_download_under_distinct_file_names() -> None:
     assert app_support.download_stem(".hidden") == ".hidden"  # a dot file's name is all stem
 
 
-def test_the_worklist_shows_its_notes_beside_the_tier_and_drops_empty_optional_columns() -> None:
+def test_the_worklist_shows_its_notes_last_and_drops_empty_optional_columns() -> None:
     from dermai.worklist import COLUMNS
 
     table = pd.DataFrame(
@@ -558,10 +558,10 @@ def test_the_worklist_shows_its_notes_beside_the_tier_and_drops_empty_optional_c
         columns=COLUMNS,
     )
     shown = app_support.worklist_shown(table)
-    assert list(shown.columns) == ["rank", "image", "tier", "notes", "p_malignant", "top_diagnosis"] + [
-        "p_top_diagnosis",
+    assert list(shown.columns) == ["rank", "image", "tier", "p_malignant", "top_diagnosis", "p_top_diagnosis"] + [
         "ood",
         "tta",
+        "notes",
     ]
     assert shown.loc[1, "notes"] == "b.jpg: HEIC is not supported"
     assert "notes" not in app_support.worklist_shown(table.iloc[:1]).columns  # no image has a note

@@ -146,3 +146,24 @@ def test_a_choice_made_since_ends_the_gone_weights_notice(tmp_path: Path) -> Non
     state[app_support.WEIGHTS_KEY] = str(tmp_path / "other.safetensors")  # other weights chosen since
     assert app_support.gone_weights_notice(state, tmp_path / "runs") is None
     assert not app_support.forget_missing_weights({app_support.WEIGHTS_KEY: app_support.default_weights()})
+
+
+def test_the_worklist_shows_image_tier_and_score_first_and_its_notes_last_on_screen_only(app_env: Path) -> None:
+    from dermai.worklist import COLUMNS, worklist, worklist_csv
+
+    real = HAM / "images" / "ISIC_0024306.jpg"
+    at = page("predict").run()
+    at.file_uploader[0].set_value(
+        [
+            (real.name, real.read_bytes(), "image/jpeg"),
+            ("grey.png", grey_png(), "image/png"),  # ungradable: a note
+            ("broken.jpg", b"\xff\xd8\xff\xe0 not a jpeg", "image/jpeg"),  # unreadable: a long note
+        ]
+    )
+    at.run()
+    assert_clean(at)
+    shown = list(at.dataframe[0].value.columns)
+    assert shown[:4] == ["rank", "image", "tier", "p_malignant"] and shown[-1] == "notes"
+    assert shown.index("p_malignant") < shown.index("notes")
+    header = worklist_csv(worklist([])).decode().splitlines()[0]
+    assert header == ",".join(COLUMNS)  # the CSV download keeps its own columns, the tta one included
