@@ -12,6 +12,7 @@ import time
 from html import unescape
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -167,3 +168,45 @@ def test_the_worklist_shows_image_tier_and_score_first_and_its_notes_last_on_scr
     assert shown.index("p_malignant") < shown.index("notes")
     header = worklist_csv(worklist([])).decode().splitlines()[0]
     assert header == ",".join(COLUMNS)  # the CSV download keeps its own columns, the tta one included
+
+
+@pytest.mark.parametrize("data", [b"\xff\xd8\xff\xe0 not really a jpeg", b"", b"hello"])
+def test_a_corrupt_upload_shows_only_its_error_and_the_uploader(app_env: Path, data: bytes) -> None:
+    at = page("predict").run()
+    assert [i.value for i in at.info if i.value.startswith("Upload a dermoscopy image")]  # the prompt, before
+    at.file_uploader[0].upload("broken.jpg", data, "image/jpeg")
+    at.run()
+    assert_clean(at)
+    assert [e.value for e in at.error if e.value.startswith("Cannot analyse this file: broken.jpg: ")]
+    assert not [i.value for i in at.info if i.value.startswith("Upload a dermoscopy image")]  # not as if none
+    assert at.file_uploader  # another file can be uploaded in its place
+
+
+def portrait_jpeg_with_orientation_tag() -> bytes:
+    """A JPEG stored 60 wide × 40 high, red on its stored left half, whose EXIF orientation 6 says: show it
+    turned a quarter clockwise, 40 wide × 60 high, red on top (as a phone writes a portrait photo)."""
+    stored = Image.new("RGB", (60, 40), (40, 40, 200))
+    stored.paste((220, 30, 30), (0, 0, 30, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif, quality=95)
+    return buffer.getvalue()
+
+
+def test_a_portrait_photos_exif_orientation_is_applied_where_it_is_read_and_shown(app_env: Path) -> None:
+    from dermai.intake import read_image
+
+    data = portrait_jpeg_with_orientation_tag()
+    oriented = read_image(data, "portrait.jpg").image  # the one place an upload is opened for prediction
+    assert oriented.size == (40, 60)
+    top, bottom = np.asarray(oriented)[5, 20], np.asarray(oriented)[55, 20]
+    assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # red on top, as the tag says
+    at = page("predict").run()
+    at.file_uploader[0].upload("portrait.jpg", data, "image/jpeg")
+    at.run()
+    assert_clean(at)
+    assert "original" in [i.proto.imgs[0].caption for i in at.image]
+    shown = at.session_state["pred_last"]["image"]  # the pixels drawn under "original"
+    assert shown.shape == (60, 40, 3)  # upright, as the model was given it: not the stored landscape
+    assert shown[5, 20, 0] > 150 > shown[5, 20, 2] and shown[55, 20, 2] > 150 > shown[55, 20, 0]
