@@ -814,6 +814,27 @@ def caption(row: Mapping[str, Any]) -> str:
     return f"{row['image_id']} · {label} · {age}/{row['sex']}"
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # a file name pasted for its image id ("ISIC_0024306.jpg")
+
+
+def images_by_id(meta: pd.DataFrame, text: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of the image ids in `text` (typed or pasted: commas, semicolons, spaces or line breaks between
+    them; a file name stands for its id) in the order given, each once, and the ids the folder does not have,
+    so the Augmentation lab can name them rather than drop them unsaid."""
+    known = set(meta["image_id"])
+    found: list[str] = []
+    missing: list[str] = []
+    for given in re.split(r"[,;\s]+", text.strip()):
+        stem = given[: -len(Path(given).suffix)] if given.lower().endswith(IMAGE_SUFFIXES) else given
+        image_id = given if given in known else stem
+        if image_id in known and image_id not in found:
+            found.append(image_id)
+        elif image_id not in known and given and given not in missing:
+            missing.append(given)
+    rows = meta.set_index("image_id", drop=False).loc[found].reset_index(drop=True)
+    return rows, missing
+
+
 def mask_path(root: str | os.PathLike[str], image_id: str) -> Path | None:
     """`<data>/masks/<id>_segmentation.png` when it exists."""
     path = lesion_mask_file(root, image_id)

@@ -10,6 +10,7 @@ import streamlit as st
 from dermai.app_support import (
     TRAIN_AUGMENT_KEYS,
     forget_uploads,
+    images_by_id,
     keep_widgets,
     mask_path,
     outline_mask,
@@ -147,16 +148,23 @@ def preview() -> None:
         state.setdefault("aug_pick", 0)
         if st.button("Other images", help="Sample other images from the data folder"):
             state["aug_pick"] += 1
-        typed = st.text_input("Or image ids (comma-separated)", key="aug_ids", placeholder="ISIC_0024306, …")
+        typed = st.text_input(
+            "Or image ids (comma-separated)",
+            key="aug_ids",
+            placeholder="ISIC_0024306, …",
+            help="These images, whatever the diagnosis and count above",
+        )
         keep_widgets(state, ["aug_dx", "aug_count", "aug_ids"])  # before the st.stop for ids not in the folder
-        ids = [i.strip() for i in typed.split(",") if i.strip()]
         pool = meta if dx == "any" else meta[meta["dx"] == dx]
         chosen = pool.sample(n=min(count, len(pool)), random_state=state["aug_pick"])
-        if ids:
-            chosen = meta[meta["image_id"].isin(ids)]
-            if chosen.empty:
-                st.error(f"None of these ids is in the data folder: {', '.join(ids)}")
-                st.stop()
+        by_id, missing = images_by_id(meta, typed)
+        if missing and by_id.empty:
+            st.error(f"None of these ids is in the data folder: {', '.join(missing)}")
+            st.stop()
+        if missing:
+            st.warning(f"Not in the data folder, so not shown: {', '.join(missing)}")
+        if not by_id.empty:
+            chosen = by_id
         with plain_errors("Cannot read the images"):
             pixels = np.stack([decode_image(p, size) for p in chosen["path"]])
         mask_files = [mask_path(root, i) for i in chosen["image_id"]]

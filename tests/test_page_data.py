@@ -1,0 +1,45 @@
+"""The data pages (Dataset browser, Augmentation lab, Evaluation) and their helpers in app_support: image ids
+that are not in the folder are named, age bands read in age order, and no widget is given a value both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dermai import app_support
+from tests import test_app_pages
+from tests.test_app_pages import assert_clean, page
+
+app_env = test_app_pages.app_env  # the pages' fixture: HAM10000, tiny weights and an empty runs folder
+
+
+def _meta(*ids: str) -> pd.DataFrame:
+    return pd.DataFrame({"image_id": list(ids), "path": [f"/data/{i}.jpg" for i in ids]})
+
+
+def test_images_by_id_keeps_the_order_given_and_names_the_ids_not_found() -> None:
+    meta = _meta("ISIC_1", "ISIC_2", "ISIC_3")
+    rows, missing = app_support.images_by_id(meta, " ISIC_3, ISIC_9;ISIC_1\nISIC_3  nope , ,")
+    assert list(rows["image_id"]) == ["ISIC_3", "ISIC_1"]
+    assert list(rows["path"]) == ["/data/ISIC_3.jpg", "/data/ISIC_1.jpg"]
+    assert missing == ["ISIC_9", "nope"]
+
+
+def test_images_by_id_takes_a_file_name_for_its_id_and_nothing_for_blank_text() -> None:
+    meta = _meta("ISIC_1", "ISIC_2")
+    rows, missing = app_support.images_by_id(meta, "ISIC_2.JPG, ISIC_7.jpg")
+    assert list(rows["image_id"]) == ["ISIC_2"] and missing == ["ISIC_7.jpg"]
+    rows, missing = app_support.images_by_id(meta, " , ")
+    assert rows.empty and missing == []
+
+
+def test_augmentation_lab_names_the_ids_it_did_not_find_and_previews_the_rest(app_env: Path) -> None:
+    at = page("augmentation").run()
+    at.text_input(key="aug_ids").set_value("ISIC_0024306, ISIC_9999999,typo").run()
+    assert_clean(at)
+    assert [w.value for w in at.warning] == ["Not in the data folder, so not shown: ISIC_9999999, typo"]
+    assert at.image[0].captions == ["original"]  # ISIC_0024306 is still previewed
+    at.text_input(key="aug_ids").set_value("typo").run()
+    assert [e.value for e in at.error] == ["None of these ids is in the data folder: typo"]
+    assert not at.image
