@@ -43,3 +43,28 @@ def test_augmentation_lab_names_the_ids_it_did_not_find_and_previews_the_rest(ap
     at.text_input(key="aug_ids").set_value("typo").run()
     assert [e.value for e in at.error] == ["None of these ids is in the data folder: typo"]
     assert not at.image
+
+
+def _group(field: str, group: str, n: int) -> dict:
+    return {"field": field, "group": group, "n": n, "n_malignant": 1, "auroc": None, "auroc_ci": None}
+
+
+def test_subgroup_table_lists_age_bands_in_age_order_and_other_fields_largest_first() -> None:
+    # evaluate lists each field's groups largest first, as HAM10000's test split has them
+    ages = [("50-69", 700), ("30-49", 500), ("70 and over", 300), ("under 30", 120), ("unknown", 10)]
+    subgroups = [_group("sex", "male", 900), _group("sex", "female", 700)] + [_group("age", g, n) for g, n in ages]
+    table = app_support.subgroup_table(subgroups, "age")
+    assert list(table["group"]) == ["under 30", "30-49", "50-69", "70 and over", "unknown"]
+    assert list(table["images"]) == [120, 500, 700, 300, 10]
+    assert list(app_support.subgroup_table(subgroups, "sex")["group"]) == ["male", "female"]
+
+
+def test_evaluation_page_shows_age_bands_in_age_order(app_env: Path) -> None:
+    at = page("evaluation").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    assert at.radio(key="eval_subgroup").value == "age"
+    bands = list(at.dataframe[0].value["group"])
+    order = ["under 30", "30-49", "50-69", "70 and over", "unknown"]
+    assert len(bands) >= 3 and bands == [b for b in order if b in bands]
