@@ -276,6 +276,13 @@ def restore_widgets(state: MutableMapping[str, Any], options: Mapping[str, Seque
             state[key] = kept[key]
 
 
+def widget_value(state: Mapping[str, Any], key: str, default: Any) -> Any:
+    """The value to give a widget that must be given one (a select_slider's value makes it a range): its own,
+    else the one kept before another page was shown, else `default`. Unlike `restore_widgets` this sets no
+    Session State: Streamlit warns, with a stack trace in the app's log, about a widget given a value both ways."""
+    return state.get(key, (state.get(KEPT_WIDGETS) or {}).get(key, default))
+
+
 def restore_choices(state: MutableMapping[str, Any], options: Mapping[str, Sequence[Any]]) -> None:
     """`restore_widgets` for multiselects: the current choices, else those kept from before another page was
     shown, less any no longer offered (another data folder may lack some diagnoses or sites)."""

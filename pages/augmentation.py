@@ -16,6 +16,7 @@ from dermai.app_support import (
     outline_mask,
     restore_widgets,
     uploads_to_show,
+    widget_value,
 )
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
@@ -46,6 +47,14 @@ def key(name: str) -> str:
     return widget
 
 
+def range_key(name: str) -> tuple[str, tuple[float, float]]:
+    """key() for a select_slider, which is a range only when given a range as its value: the key with the value
+    to give it (the kept one, else the preset's default), with nothing set in Session State besides."""
+    widget = f"aug_{preset}_{name}"
+    kept.append(widget)
+    return widget, widget_value(state, widget, getattr(base, name))
+
+
 # Steps of 0.05 from 0.25 to 4, and the default's 3/4 and 4/3 (torchvision's), which a 0.05 step misses: a slider
 # on that grid could never return to the default once touched, and sent 1.35 for it.
 CROP_RATIOS = sorted({round(0.25 + 0.05 * i, 2) for i in range(76)} | set(AugmentConfig().crop_ratio))
@@ -55,17 +64,14 @@ restore_widgets(state, dict.fromkeys(["aug_source", "aug_size", "aug_shape", "au
 for widget, default in (("aug_size", 128), ("aug_count", 4)):
     state.setdefault(widget, default)  # the defaults here, not in the widgets, which may be given kept ones
 
+ratio_key, ratio = range_key("crop_ratio")
 controls, view = st.columns([1, 2], gap="large")
 with controls.container(height=760):
     st.caption("Parameters")
     values = {
         "crop_scale": st.slider("Crop area (fraction)", 0.05, 1.0, step=0.05, key=key("crop_scale")),
         "crop_ratio": st.select_slider(
-            "Crop aspect ratio",
-            CROP_RATIOS,
-            value=base.crop_ratio,  # makes it a range; the value shown is the one key() set (Streamlit logs so)
-            format_func=lambda r: f"{r:.2f}",
-            key=key("crop_ratio"),
+            "Crop aspect ratio", CROP_RATIOS, value=ratio, format_func=lambda r: f"{r:.2f}", key=ratio_key
         ),
         "rotation_degrees": st.slider("Rotation ± degrees", 0.0, 180.0, step=5.0, key=key("rotation_degrees")),
         "hflip_p": st.slider("Horizontal flip p", 0.0, 1.0, step=0.05, key=key("hflip_p")),

@@ -4,12 +4,16 @@ that are not in the folder are named, age bands read in age order, and no widget
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
 
 from dermai import app_support
 from tests import test_app_pages
-from tests.test_app_pages import assert_clean, page
+from tests.test_app_pages import REPO, TIMEOUT, assert_clean, page
 
 app_env = test_app_pages.app_env  # the pages' fixture: HAM10000, tiny weights and an empty runs folder
 
@@ -68,3 +72,43 @@ def test_evaluation_page_shows_age_bands_in_age_order(app_env: Path) -> None:
     bands = list(at.dataframe[0].value["group"])
     order = ["under 30", "30-49", "50-69", "70 and over", "unknown"]
     assert len(bands) >= 3 and bands == [b for b in order if b in bands]
+
+
+@pytest.fixture
+def values_set_both_ways(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of widgets created with a default value while Session State also set their value: what
+    `streamlit run` logs as a warning with a stack trace (once per server). Streamlit checks only under its
+    runtime, which AppTest lacks, so the check is switched on here and records every such key."""
+    from streamlit.elements.lib import policies
+
+    keys: list[str] = []
+    check = policies.check_session_state_rules
+
+    def every_time(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # Streamlit says it once per server
+        check(*args, **kwargs)
+
+    monkeypatch.setattr(policies, "runtime", SimpleNamespace(exists=lambda: True))
+    monkeypatch.setattr(policies, "_LOGGER", SimpleNamespace(warning=lambda message, key, **_: keys.append(key)))
+    monkeypatch.setattr(policies, "check_session_state_rules", every_time)
+    return keys
+
+
+def test_the_data_pages_never_give_a_widget_its_value_both_ways(app_env: Path, values_set_both_ways: list) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/augmentation.py").run()
+    at.select_slider(key="aug_paper_crop_ratio").set_value((0.5, 1.5)).run()
+    at.toggle(key="aug_simclr").set_value(True).run()
+    at.switch_page("pages/dataset.py").run()
+    at.slider(key="ds_age").set_value((30, 60)).run()
+    at.number_input(key="ds_page").set_value(2).run()
+    at.switch_page("pages/evaluation.py").run()
+    at.checkbox(key="eval_tta").set_value(True).run()
+    at.number_input(key="eval_limit").set_value(100).run()
+    for name in ("augmentation", "dataset", "evaluation", "augmentation"):  # each page's kept values come back
+        at.switch_page(f"pages/{name}.py").run()
+        assert_clean(at)
+    at.toggle(key="aug_simclr").set_value(False).run()
+    assert_clean(at)
+    assert at.select_slider(key="aug_paper_crop_ratio").value == (0.5, 1.5)  # kept, and still a range
+    assert values_set_both_ways == []
