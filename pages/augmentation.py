@@ -127,6 +127,7 @@ def preview() -> None:
     size: InputSize = width if shape == "square" else (width * 3 // 4, width)
     pixels: np.ndarray | None = None
     masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
+    kept_upload: list[tuple[str, bytes]] = []
     if source == "Upload one":
         reopened = "aug_upload" not in state  # Streamlit dropped the uploader's file while another page was shown
         upload = st.file_uploader("Image", key="aug_upload", help=READ_FORMATS)  # any type: intake says why not
@@ -184,14 +185,14 @@ def preview() -> None:
                 masks = np.stack([decode_mask(str(f), size) for f in mask_files])
         keep_widgets(state, ["aug_masks"])
 
+    if pixels is None:  # nothing uploaded yet, or the error above says why the images could not be used
+        if source == "Upload one" and not kept_upload:
+            st.info("Upload an image to preview.")
+        st.stop()
     if st.button("Reseed", help="Draw new random augmentations"):
         state["aug_seed"] += 1
     st.caption(f"Seed {state['aug_seed']}")
     seed = state["aug_seed"]
-
-    if pixels is None:
-        st.info("Upload an image to preview.")
-        st.stop()
     with plain_errors("Invalid augmentation settings"):
         pairs = preview_pairs(pixels, cfg, size, seed)
         after, caption = [p[1] for p in pairs], "augmented"

@@ -112,3 +112,15 @@ def test_the_data_pages_never_give_a_widget_its_value_both_ways(app_env: Path, v
     assert_clean(at)
     assert at.select_slider(key="aug_paper_crop_ratio").value == (0.5, 1.5)  # kept, and still a range
     assert values_set_both_ways == []
+
+
+def test_augmentation_lab_says_why_an_upload_is_unusable_and_not_to_upload_one(app_env: Path) -> None:
+    at = page("augmentation").run()
+    at.radio(key="aug_source").set_value("Upload one").run()
+    assert [i.value for i in at.info] == ["Upload an image to preview."]
+    at.file_uploader(key="aug_upload").upload("lesion.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "image/jpeg")
+    at.run()
+    assert_clean(at)
+    assert [e.value.split(":")[:2] for e in at.error] == [["Cannot use this file", " lesion.jpg"]]
+    assert not at.info and not at.image  # the file was uploaded: no "Upload an image", no seed for no preview
+    assert "Reseed" not in [b.label for b in at.button]
