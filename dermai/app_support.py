@@ -25,6 +25,7 @@ from dermai.data import (
     DataError,
     Dataset,
     attach_splits,
+    decode_image,
     find_metadata_csv,
     lesion_mask_file,
     load_dataset,
@@ -35,6 +36,7 @@ from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off
+from dermai.preprocess import InputSize
 from dermai.report import diagnosis_legend as diagnosis_legend  # the page's legend is the HTML report's
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
@@ -841,6 +843,22 @@ def images_by_id(meta: pd.DataFrame, text: str) -> tuple[pd.DataFrame, list[str]
             missing.append(given)
     rows = meta.set_index("image_id", drop=False).loc[found].reset_index(drop=True)
     return rows, missing
+
+
+def read_images(paths: Sequence[str], size: InputSize) -> tuple[list[int], list[np.ndarray], list[str]]:
+    """The image files decoded in the input frame `size`, each on its own: the positions of those read, their
+    pixels, and a message naming each file that could not be (damaged, gone since the folder was read). One bad
+    file among the Augmentation lab's choice then costs only its own preview."""
+    read: list[int] = []
+    pixels: list[np.ndarray] = []
+    problems: list[str] = []
+    for i, path in enumerate(paths):
+        try:
+            pixels.append(decode_image(path, size))
+            read.append(i)
+        except (DataError, OSError) as exc:
+            problems.append(str(exc))
+    return read, pixels, problems
 
 
 def mask_path(root: str | os.PathLike[str], image_id: str) -> Path | None:

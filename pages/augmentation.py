@@ -14,13 +14,14 @@ from dermai.app_support import (
     keep_widgets,
     mask_path,
     outline_mask,
+    read_images,
     restore_widgets,
     uploads_to_show,
     widget_value,
 )
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
-from dermai.data import decode_image, decode_mask
+from dermai.data import decode_mask
 from dermai.intake import READ_FORMATS, read_image
 from dermai.preprocess import InputSize, resize_input
 from pages._common import data_dir, dataset, or_stop, plain_errors
@@ -172,8 +173,13 @@ def preview() -> None:
             st.warning(f"Not in the data folder, so not shown: {', '.join(missing)}")
         if not by_id.empty:
             chosen = by_id
-        with plain_errors("Cannot read the images"):
-            pixels = np.stack([decode_image(p, size) for p in chosen["path"]])
+        read, images, problems = read_images(list(chosen["path"]), size)
+        for problem in problems:
+            st.error(f"Not previewed: {problem}")
+        if not images:
+            st.stop()
+        chosen = chosen.iloc[read]
+        pixels = np.stack(images)
         mask_files = [mask_path(root, i) for i in chosen["image_id"]]
         if all(f is not None for f in mask_files) and st.checkbox(
             "Outline the lesion masks",

@@ -15,7 +15,8 @@ from dermai import app_support
 from tests import test_app_pages
 from tests.test_app_pages import REPO, TIMEOUT, assert_clean, page
 
-app_env = test_app_pages.app_env  # the pages' fixture: HAM10000, tiny weights and an empty runs folder
+app_env = test_app_pages.app_env  # the pages' fixtures: HAM10000, tiny weights and an empty runs folder
+json_only_env = test_app_pages.json_only_env  # a synthetic data folder and weights that are never read
 
 
 def _meta(*ids: str) -> pd.DataFrame:
@@ -124,3 +125,36 @@ def test_augmentation_lab_says_why_an_upload_is_unusable_and_not_to_upload_one(a
     assert [e.value.split(":")[:2] for e in at.error] == [["Cannot use this file", " lesion.jpg"]]
     assert not at.info and not at.image  # the file was uploaded: no "Upload an image", no seed for no preview
     assert "Reseed" not in [b.label for b in at.button]
+
+
+def test_read_images_names_a_damaged_file_and_reads_the_others(tmp_path: Path) -> None:
+    from tests.conftest import ham_rows, make_folder
+
+    data = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=1, images_per_lesion=2)[:3])
+    paths = sorted(str(p) for p in (data / "imgs" / "nested").glob("*.jpg"))
+    Path(paths[1]).write_bytes(b"not a jpeg")
+    read, pixels, problems = app_support.read_images([*paths, str(tmp_path / "gone.jpg")], 32)
+    assert read == [0, 2] and [p.shape for p in pixels] == [(32, 32, 3)] * 2
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{paths[1]}: unreadable image")
+    assert problems[1].startswith(f"{tmp_path / 'gone.jpg'}: unreadable image")
+
+
+def test_augmentation_lab_names_a_damaged_image_of_the_folder_and_previews_the_others(
+    json_only_env: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import ham_rows, make_folder
+
+    data = make_folder(tmp_path / "corrupt", ham_rows(n_lesions_per_dx=1, images_per_lesion=2))
+    bad = data / "imgs" / "nested" / "I_akiec_0_0.jpg"
+    bad.write_bytes(b"not a jpeg")
+    at = page("augmentation")
+    at.session_state["data_dir"] = str(data)
+    at.run()
+    at.text_input(key="aug_ids").set_value("I_akiec_0_0, I_akiec_0_1").run()
+    assert_clean(at)
+    assert len(at.error) == 1 and at.error[0].value.startswith(f"Not previewed: {bad}: unreadable image")
+    assert at.image[0].captions == ["original"]  # I_akiec_0_1 is still previewed
+    at.text_input(key="aug_ids").set_value("I_akiec_0_0").run()
+    assert_clean(at)
+    assert len(at.error) == 1 and not at.image and "Reseed" not in [b.label for b in at.button]
