@@ -827,19 +827,27 @@ def caption(row: Mapping[str, Any]) -> str:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # a file name pasted for its image id ("ISIC_0024306.jpg")
 
 
+def _image_id(given: str, known: set[str], folded: Mapping[str, str]) -> str | None:
+    """The folder's image id that `given` names: itself, its file name's stem, or either in another case
+    ("isic_0024306"); None when none is in the folder."""
+    stem = given[: -len(Path(given).suffix)] if given.lower().endswith(IMAGE_SUFFIXES) else given
+    exact = next((name for name in (given, stem) if name in known), None)
+    return exact or folded.get(given.casefold()) or folded.get(stem.casefold())
+
+
 def images_by_id(meta: pd.DataFrame, text: str) -> tuple[pd.DataFrame, list[str]]:
     """The rows of the image ids in `text` (typed or pasted: commas, semicolons, spaces or line breaks between
-    them; a file name stands for its id) in the order given, each once, and the ids the folder does not have,
-    so the Augmentation lab can name them rather than drop them unsaid."""
+    them; a file name stands for its id, case aside) in the order given, each once, and the ids the folder does
+    not have, so the Augmentation lab can name them rather than drop them unsaid."""
     known = set(meta["image_id"])
+    folded = {name.casefold(): name for name in known}
     found: list[str] = []
     missing: list[str] = []
     for given in re.split(r"[,;\s]+", text.strip()):
-        stem = given[: -len(Path(given).suffix)] if given.lower().endswith(IMAGE_SUFFIXES) else given
-        image_id = given if given in known else stem
-        if image_id in known and image_id not in found:
+        image_id = _image_id(given, known, folded) if given else None
+        if image_id is not None and image_id not in found:
             found.append(image_id)
-        elif image_id not in known and given and given not in missing:
+        elif image_id is None and given and given not in missing:
             missing.append(given)
     rows = meta.set_index("image_id", drop=False).loc[found].reset_index(drop=True)
     return rows, missing

@@ -39,6 +39,12 @@ def test_images_by_id_takes_a_file_name_for_its_id_and_nothing_for_blank_text() 
     assert rows.empty and missing == []
 
 
+def test_images_by_id_takes_an_id_in_another_case() -> None:
+    meta = _meta("ISIC_1", "ISIC_2")
+    rows, missing = app_support.images_by_id(meta, "isic_2, Isic_1.jpg, isic_3")
+    assert list(rows["image_id"]) == ["ISIC_2", "ISIC_1"] and missing == ["isic_3"]
+
+
 def test_augmentation_lab_names_the_ids_it_did_not_find_and_previews_the_rest(app_env: Path) -> None:
     at = page("augmentation").run()
     at.text_input(key="aug_ids").set_value("ISIC_0024306, ISIC_9999999,typo").run()
