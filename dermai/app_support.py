@@ -1105,10 +1105,16 @@ def gallery_note(kind: str, total: int, shown: int) -> str | None:
 
 
 def read_label_efficiency(folder: str | os.PathLike[str]) -> pd.DataFrame | None:
-    """An experiment folder's summary.csv (fraction, init, auroc_mean, …), or None when absent."""
-    path = Path(folder) / "summary.csv"
-    if not path.exists():
-        return None
+    """An experiment folder's summary.csv (fraction, init, auroc_mean, …), or None when the folder has none. The
+    path of the summary.csv itself is taken too (else "No summary.csv in …/summary.csv"); a folder that does not
+    exist raises, naming it, rather than reading as an experiment not run yet."""
+    path = Path(folder)
+    if not path.is_file():
+        if not path.is_dir():
+            raise DataError(f"{path}: no such folder")
+        path = path / "summary.csv"
+        if not path.exists():
+            return None
     try:
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

@@ -273,10 +273,12 @@ elif st.session_state.get("cmp_request") == cmp_request:
         st.caption(f"{result['split']} split, {result['n_images']} images · B = `{result['b']}`")
 
 st.header("Label efficiency")
-folder = st.text_input("Experiment folder", key="eval_le")
+folder = st.text_input("Experiment folder", key="eval_le").strip()
 with plain_errors("Cannot read the experiment"):
-    table = app_support.read_label_efficiency(folder)
-    if table is None:
+    table = app_support.read_label_efficiency(folder) if folder else None
+    if not folder:  # else the folder the app was started in
+        st.info("Enter the folder of a label-efficiency experiment (its summary.csv is read).")
+    elif table is None:
         st.info(f"No summary.csv in `{folder}` (run `python -m dermai experiment label-efficiency --out DIR`).")
     else:
         number = st.column_config.NumberColumn

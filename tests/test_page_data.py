@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from dermai import app_support
 from tests import test_app_pages
-from tests.test_app_pages import REPO, TIMEOUT, assert_clean, page
+from tests.test_app_pages import REPO, TIMEOUT, alerts, assert_clean, page
 
 app_env = test_app_pages.app_env  # the pages' fixtures: HAM10000, tiny weights and an empty runs folder
 json_only_env = test_app_pages.json_only_env  # a synthetic data folder and weights that are never read
@@ -164,3 +164,21 @@ def test_augmentation_lab_names_a_damaged_image_of_the_folder_and_previews_the_o
     at.text_input(key="aug_ids").set_value("I_akiec_0_0").run()
     assert_clean(at)
     assert len(at.error) == 1 and not at.image and "Reseed" not in [b.label for b in at.button]
+
+
+def test_read_label_efficiency_takes_the_summary_itself_and_names_a_missing_folder(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.csv"
+    summary.write_text("fraction,init,auroc_mean,auroc_sd,bacc_mean,bacc_sd\n0.1,random,0.8,,0.5,\n")
+    assert app_support.read_label_efficiency(summary)["auroc_mean"].tolist() == [0.8]
+    assert app_support.read_label_efficiency(tmp_path)["auroc_mean"].tolist() == [0.8]
+    with pytest.raises(app_support.DataError, match=f"^{tmp_path / 'nope'}: no such folder$"):
+        app_support.read_label_efficiency(tmp_path / "nope")
+
+
+def test_evaluation_label_efficiency_box_says_what_it_needs(app_env: Path, tmp_path: Path) -> None:
+    at = page("evaluation").run()
+    at.text_input(key="eval_le").set_value("  ").run()
+    assert_clean(at)
+    assert "Enter the folder of a label-efficiency experiment (its summary.csv is read)." in alerts(at)
+    at.text_input(key="eval_le").set_value(str(tmp_path / "typo")).run()
+    assert f"Cannot read the experiment: {tmp_path / 'typo'}: no such folder" in [e.value for e in at.error]
