@@ -803,6 +803,13 @@ def filter_meta(
     return meta[keep]
 
 
+def with_class_names(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a diagnosis for every image: a folder that records only benign or malignant (binary mode,
+    no dx) gets those words, so the Dataset browser's class distribution is drawn for it too, not left out."""
+    names = rows["malignant"].map({0: "benign", 1: "malignant"})
+    return rows.assign(dx=rows["dx"].astype(object).where(rows["dx"].notna(), names))
+
+
 def detail_values(row: Mapping[str, Any], fields: Sequence[str]) -> pd.Series:
     """One image's metadata as the Dataset browser's detail table shows it, as text: a missing value (an age the
     CSV does not record) is MISSING rather than "nan" or "None", and a whole number has no ".0" (age 45)."""

@@ -37,7 +37,13 @@ high = max(high, low + 1)
 app_support.restore_range(state, "ds_age", low, high)
 with st.expander("Filters", expanded=True):
     c1, c2, c3 = st.columns(3)
-    dx = c1.multiselect("Diagnosis", options["ds_dx"], key="ds_dx")
+    dx = c1.multiselect(
+        "Diagnosis",
+        options["ds_dx"],
+        key="ds_dx",
+        disabled=not options["ds_dx"],
+        placeholder="Choose options" if options["ds_dx"] else "This folder records only benign or malignant",
+    )
     kind = c1.radio("Benign / malignant", ["all", "benign", "malignant"], horizontal=True, key="ds_kind")
     splits = c2.multiselect("Split", options["ds_split"], key="ds_split")
     unknown = int(meta["age"].isna().sum())
@@ -71,8 +77,7 @@ for start in range(0, len(shown), COLUMNS):
 
 st.subheader("Distributions")
 left, right = st.columns([3, 2])
-if rows["dx"].notna().all():
-    left.plotly_chart(class_distribution_figure(rows), width="stretch")
+left.plotly_chart(class_distribution_figure(app_support.with_class_names(rows)), width="stretch")
 full = summary_table(data)
 right.caption("Whole folder: images per class and split")
 right.table(full)

@@ -182,3 +182,29 @@ def test_evaluation_label_efficiency_box_says_what_it_needs(app_env: Path, tmp_p
     assert "Enter the folder of a label-efficiency experiment (its summary.csv is read)." in alerts(at)
     at.text_input(key="eval_le").set_value(str(tmp_path / "typo")).run()
     assert f"Cannot read the experiment: {tmp_path / 'typo'}: no such folder" in [e.value for e in at.error]
+
+
+def _binary_folder(root: Path) -> Path:
+    """A data folder that records benign or malignant but no diagnosis (binary mode)."""
+    from tests.conftest import ham_rows, make_folder
+
+    rows = ham_rows(n_lesions_per_dx=2, images_per_lesion=1)
+    for row in rows:
+        row["benign_malignant"] = "malignant" if row.pop("dx") in ("mel", "bcc") else "benign"
+    return make_folder(root, rows)
+
+
+def test_with_class_names_fills_benign_or_malignant_only_where_there_is_no_diagnosis() -> None:
+    rows = pd.DataFrame({"dx": ["mel", None, None], "malignant": [1, 1, 0]})
+    assert app_support.with_class_names(rows)["dx"].tolist() == ["mel", "malignant", "benign"]
+    assert rows["dx"].isna().tolist() == [False, True, True]  # the caller's rows are left as they were
+
+
+def test_dataset_draws_a_binary_folders_class_distribution(json_only_env: Path, tmp_path: Path) -> None:
+    at = page("dataset")
+    at.session_state["data_dir"] = str(_binary_folder(tmp_path / "binary"))
+    at.run()
+    assert_clean(at)
+    assert at.multiselect(key="ds_dx").disabled and at.multiselect(key="ds_dx").options == []
+    (chart,) = at.get("plotly_chart")
+    assert '"x":["benign","malignant"]' in chart.proto.spec.replace(" ", "")
