@@ -752,6 +752,15 @@ def sidebar_words(message: str) -> str:
     return message.replace(CLI_ADVICE, f"({SIDEBAR_ADVICE})")
 
 
+MANIFEST_ADVICE = "pass the run's manifest.csv with --manifest and the data folder it was trained on"  # evaluate's
+
+
+def evaluation_words(message: str) -> str:
+    """`sidebar_words` for the Evaluation page, whose user has no --manifest to pass either: a split that does
+    not match the weights' asks for the folder they were trained on, entered in the sidebar."""
+    return sidebar_words(message).replace(MANIFEST_ADVICE, "enter the data folder they were trained on in the sidebar")
+
+
 def browse_dataset(root: str | os.PathLike[str] | None) -> Dataset:
     """A folder's dataset with the default split (seed 0) attached; a folder too small to split gets
     split "all" so it can still be browsed. A folder that cannot be read raises a DataError in the app's words

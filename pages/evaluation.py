@@ -222,7 +222,7 @@ if c3.button("Evaluate", type="primary"):
     st.session_state["eval_request"] = request
 if st.session_state.get("eval_request") == request:
     with (
-        plain_errors("Cannot evaluate", app_support.sidebar_words),
+        plain_errors("Cannot evaluate", app_support.evaluation_words),
         st.spinner("Scoring the split (bootstrap intervals included)…"),
     ):
         show_report(*scored(*request))
@@ -245,7 +245,7 @@ if other and m3.button("Compare"):
 if not others:
     st.info("No other weights of this split to compare with (train a run, or choose other weights in the sidebar).")
 elif st.session_state.get("cmp_request") == cmp_request:
-    with plain_errors("Cannot compare", app_support.sidebar_words), st.spinner("Scoring both models on the split…"):
+    with plain_errors("Cannot compare", app_support.evaluation_words), st.spinner("Scoring both models on the split…"):
         result = compared(*cmp_request)
         rows = []
         for name, label in (("auroc", "AUROC malignant"), ("balanced_accuracy", "Balanced accuracy (7-class)")):
@@ -311,7 +311,7 @@ map_request = (weights, mtime, data, split, int(limit), method)
 if e3.button("Compute map"):
     st.session_state["map_request"] = map_request
 if st.session_state.get("map_request") == map_request:
-    with plain_errors("Cannot compute the map", app_support.sidebar_words), st.spinner("Extracting features…"):
+    with plain_errors("Cannot compute the map", app_support.evaluation_words), st.spinner("Extracting features…"):
         points = projected(*map_request)
         fig = px.scatter(
             points,

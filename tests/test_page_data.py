@@ -208,3 +208,16 @@ def test_dataset_draws_a_binary_folders_class_distribution(json_only_env: Path, 
     assert at.multiselect(key="ds_dx").disabled and at.multiselect(key="ds_dx").options == []
     (chart,) = at.get("plotly_chart")
     assert '"x":["benign","malignant"]' in chart.proto.spec.replace(" ", "")
+
+
+def test_evaluation_asks_for_the_training_folder_in_the_apps_words(app_env: Path, tmp_path: Path) -> None:
+    at = page("evaluation")
+    at.session_state["data_dir"] = str(_binary_folder(tmp_path / "other"))  # not what the tiny model trained on
+    at.run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    (error,) = at.error
+    assert error.value.startswith("Cannot evaluate: split mismatch: ")
+    assert error.value.endswith("; enter the data folder they were trained on in the sidebar")
+    assert "--manifest" not in error.value
