@@ -59,6 +59,7 @@ def range_key(name: str) -> tuple[str, tuple[float, float]]:
 # Steps of 0.05 from 0.25 to 4, and the default's 3/4 and 4/3 (torchvision's), which a 0.05 step misses: a slider
 # on that grid could never return to the default once touched, and sent 1.35 for it.
 CROP_RATIOS = sorted({round(0.25 + 0.05 * i, 2) for i in range(76)} | set(AugmentConfig().crop_ratio))
+MAX_IDS = 16  # typed or pasted ids previewed at most: a pasted column of hundreds would take minutes
 UPLOAD = ("aug_kept_upload", "aug_showing_kept")  # the uploaded image's (name, bytes), kept as Predict keeps its own
 # The preview's choices, kept across pages as the sliders are; the diagnosis once the folder's are known.
 restore_widgets(state, dict.fromkeys(["aug_source", "aug_size", "aug_shape", "aug_count", "aug_ids", "aug_masks"]))
@@ -171,8 +172,10 @@ def preview() -> None:
             st.stop()
         if missing:
             st.warning(f"Not in the data folder, so not shown: {', '.join(missing)}")
+        if len(by_id) > MAX_IDS:
+            st.caption(f"Showing the first {MAX_IDS} of the {len(by_id)} images found: each is augmented four times.")
         if not by_id.empty:
-            chosen = by_id
+            chosen = by_id.head(MAX_IDS)
         read, images, problems = read_images(list(chosen["path"]), size)
         for problem in problems:
             st.error(f"Not previewed: {problem}")

@@ -221,3 +221,14 @@ def test_evaluation_asks_for_the_training_folder_in_the_apps_words(app_env: Path
     assert error.value.startswith("Cannot evaluate: split mismatch: ")
     assert error.value.endswith("; enter the data folder they were trained on in the sidebar")
     assert "--manifest" not in error.value
+
+
+def test_augmentation_lab_previews_at_most_sixteen_pasted_ids_and_says_so(app_env: Path) -> None:
+    from tests.conftest import HAM
+
+    ids = pd.read_csv(HAM / "HAM10000_metadata.csv")["image_id"].head(20).tolist()
+    at = page("augmentation").run()
+    at.text_input(key="aug_ids").set_value(" ".join(ids)).run()  # a pasted column
+    assert_clean(at)
+    assert "Showing the first 16 of the 20 images found: each is augmented four times." in [c.value for c in at.caption]
+    assert at.image[0].captions == ["original"] * 16
