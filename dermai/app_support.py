@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from dermai.config import TrainConfig
-from dermai.context import AGE_BANDS
+from dermai.context import age_band_order
 from dermai.data import (
     DataError,
     Dataset,
@@ -1066,21 +1066,11 @@ def _json_default(value: Any) -> Any:
 TOO_FEW = f"too few to score (< {SUBGROUP_MIN_PER_CLASS} malignant or benign)"
 
 
-AGE_ORDER = [name for _, name in AGE_BANDS] + ["unknown"]  # the youngest band first, an unrecorded age last
-
-
-def age_band_order(band: str) -> int:
-    """An age band's place in age order (`context.AGE_BANDS`, then "unknown"); a band that is not one of them
-    comes after all, so a renamed band shows up rather than being dropped."""
-    return AGE_ORDER.index(band) if band in AGE_ORDER else len(AGE_ORDER)
-
-
 def subgroup_table(subgroups: Sequence[Mapping[str, Any]], field: str) -> pd.DataFrame:
     """One field's rows of an evaluation's `subgroups` as the Evaluation page shows them: a group per row, its
     counts, AUROC with its interval as text and the refer cut-off's rates. A group too small to score says so
     in the interval's cell, since an empty AUROC cell alone reads as a missing figure. Age bands come in age
-    order (`age_band_order`), not largest first as evaluate lists them: "70 and over" above "under 30" read
-    as a ranking."""
+    order (`context.age_band_order`), as `evaluate` lists them now, also for a report written before it did."""
     chosen = [row for row in subgroups if row["field"] == field]
     if field == "age":
         chosen.sort(key=lambda row: age_band_order(row["group"]))

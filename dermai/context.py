@@ -53,6 +53,13 @@ SITE_SYNONYMS = {"torso": "trunk", "palms/soles": "acral", "oral/genital": "geni
 AGE_BANDS: tuple[tuple[float, str], ...] = ((30, "under 30"), (50, "30-49"), (70, "50-69"), (math.inf, "70 and over"))
 
 
+def age_band_order(band: str) -> int:
+    """An age band's place in age order (`AGE_BANDS`, then "unknown"), for tables that list bands: largest first
+    reads as a ranking. A band that is none of them comes last, shown rather than dropped."""
+    order = [name for _, name in AGE_BANDS] + ["unknown"]
+    return order.index(band) if band in order else len(order)
+
+
 def age_band(age: float | None) -> str:
     """An age in years as its band (`AGE_BANDS`, the subgroups evaluation reports), or "unknown"."""
     if age is None or not np.isfinite(age):

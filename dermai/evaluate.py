@@ -27,7 +27,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
-from dermai.context import age_band
+from dermai.context import age_band, age_band_order
 from dermai.data import (
     DataError,
     Dataset,
@@ -276,7 +276,9 @@ def score_rows(
     fields = subgroup_fields(rows)
     if binary is not None and fields:
         refer = ((points or {}).get("refer") or {}).get("threshold")
-        subgroups = metrics.subgroup_metrics(y_mal, p_mal, fields, refer, n_boot=n_boot, group=rows["group"].to_numpy())
+        subgroups = metrics.subgroup_metrics(
+            y_mal, p_mal, fields, refer, n_boot=n_boot, group=rows["group"].to_numpy(), order={"age": age_band_order}
+        )
     context_report = None
     if meta.get("context") and binary is not None and {"age", "sex", "localization"} <= set(rows.columns):
         context_report = _score_with_context(logits, meta, rows, labels if multiclass else None, n_boot)

@@ -307,13 +307,15 @@ def subgroup_metrics(
     n_boot: int = 1000,
     seed: int = 0,
     group: np.ndarray | None = None,
+    order: Mapping[str, Callable[[str], Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Malignant-vs-benign figures within each subgroup, so a model that ranks well overall cannot hide a group
     it fails. `fields` maps a field name (e.g. "sex") to each image's group label. Per group: its size, its
     malignant count, AUROC with a bootstrap 95% interval (over `group`, e.g. lesions) where both classes have
     at least SUBGROUP_MIN_PER_CLASS images, and sensitivity / specificity (Wilson intervals, widened for
     `group`'s clustering) at `threshold`
-    (the refer cut-off). Rows come field by field, largest group first."""
+    (the refer cut-off). Rows come field by field, largest group first, or sorted by the field's key in
+    `order` (age bands in age order)."""
     y, s = _binary_inputs(y_true, p)
     units = None if group is None else np.asarray(group)
     out = []
@@ -322,7 +324,10 @@ def subgroup_metrics(
         if labels.shape != y.shape:
             raise ValueError(f"subgroup field {field!r}: {labels.size} labels for {y.size} images")
         values, counts = np.unique(labels, return_counts=True)
-        for value in values[np.argsort(-counts, kind="stable")]:
+        ranked = values[np.argsort(-counts, kind="stable")]
+        if order and field in order:
+            ranked = sorted(ranked, key=order[field])
+        for value in ranked:
             inside = labels == value
             yg, sg = y[inside], s[inside]
             n_pos = int(yg.sum())

@@ -15,6 +15,7 @@ import torch
 from dermai import calibration
 from dermai.cli import main
 from dermai.config import RunConfig
+from dermai.context import age_band_order
 from dermai.data import DIAGNOSES, read_manifest
 from dermai.evaluate import EvaluationError, age_band, compare_weights, evaluate, subgroup_fields, summary_text
 from dermai.inference import malignant_probability
@@ -96,6 +97,8 @@ def test_report_scores_each_sex_age_band_and_site(test_scored: tuple[dict, pd.Da
         assert sum(r["n"] for r in rows if r["field"] == field) == len(predictions)  # every image in one group
         assert sum(r["n_malignant"] for r in rows if r["field"] == field) == predictions["malignant"].sum()
     assert all("sensitivity" in r for r in rows)  # at the weights' refer cut-off
+    bands = [r["group"] for r in rows if r["field"] == "age"]
+    assert bands == sorted(bands, key=age_band_order) and len(bands) > 1  # age order, not largest first
     assert "by subgroup (n, malignant" in summary_text(report)
 
 

@@ -353,6 +353,9 @@ def test_subgroup_metrics_score_each_group_and_leave_small_ones_without_auroc() 
     json.dumps(rows)
     with pytest.raises(ValueError, match="subgroup field 'sex': 2 labels for 93 images"):
         subgroup_metrics(y, p, {"sex": ["a", "b"]})
+    ordered = subgroup_metrics(y, p, fields, n_boot=10, order={"age": ["unknown", "under 30", "70 and over"].index})
+    assert [r["group"] for r in ordered if r["field"] == "age"] == ["unknown", "under 30", "70 and over"]
+    assert [r["group"] for r in ordered if r["field"] == "sex"] == ["female", "male"]  # no order: largest first
 
 
 def test_paired_bootstrap_p_value_is_never_zero_and_counts_like_a_permutation_test() -> None:
