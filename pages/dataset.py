@@ -90,7 +90,8 @@ show_images(a, [row["path"]], [image_id])
 mask = app_support.mask_path(data.root, image_id)
 if mask is not None:
     with plain_errors("Cannot overlay the lesion mask"):
-        b.image(app_support.mask_overlay(row["path"], mask), caption="lesion mask (green)", width="stretch")
+        overlaid = app_support.mask_overlay(row["path"], mask)
+        b.image(overlaid, caption="lesion mask (green)", width="stretch", alt=f"Lesion mask of {image_id} in green")
 else:
     b.info("No lesion mask for this image.")
 fields = ["image_id", "lesion_id", "dx", "malignant", "age", "sex", "localization", "split", "path"]

@@ -236,9 +236,9 @@ def show(result: dict[str, Any]) -> None:
             model_output(p, None)
         st.caption(f"{p.elapsed_ms:.0f} ms · weights `{weights}`")
     a, b = st.columns(2)
-    a.image(result["image"], caption="original", width="stretch")
+    a.image(result["image"], caption="original", width="stretch", alt=f"The uploaded image {result['name']}")
     if not ungradable:
-        b.image(blended, caption=f"{method} overlay", width="stretch")
+        b.image(blended, caption=f"{method} overlay", width="stretch", alt=overlay_alt(result["name"], p))
     downloads(result, p, blended)
 
 
@@ -265,7 +265,14 @@ def model_output(p: Any, blended: Any | None) -> None:
     if legend := app_support.diagnosis_legend(list(p.probabilities)):
         st.caption(legend)
     if blended is not None:
-        st.image(blended, caption=f"{method} overlay (unreliable)", width="stretch")
+        st.image(blended, caption=f"{method} overlay (unreliable)", width="stretch", alt=overlay_alt("the image", p))
+
+
+def overlay_alt(name: str, p: Any) -> str:
+    """The overlay's text for a screen reader (a caption never becomes an image's alt text): what the map
+    shows and for which output."""
+    explained = target or p.top_diagnosis
+    return f"{method} saliency map over {name}: warm colours mark the regions that most raised the score of {explained}"
 
 
 def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:

@@ -232,3 +232,13 @@ def test_augmentation_lab_previews_at_most_sixteen_pasted_ids_and_says_so(app_en
     assert_clean(at)
     assert "Showing the first 16 of the 20 images found: each is augmented four times." in [c.value for c in at.caption]
     assert at.image[0].captions == ["original"] * 16
+
+
+def test_dataset_images_carry_alt_text_naming_them(app_env: Path) -> None:
+    at = page("dataset").run()
+    assert_clean(at)
+    shown = [img for element in at.image for img in element.proto.imgs]
+    alts = {img.caption: img.alt for img in shown}  # a caption is never the alt text
+    detail = at.selectbox(key="ds_detail").value
+    assert alts.pop("lesion mask (green)") == f"Lesion mask of {detail} in green"
+    assert alts and all(alt == f"Dermoscopy image {caption}" for caption, alt in alts.items())
