@@ -22,6 +22,7 @@ from PIL import Image
 from dermai.config import TrainConfig
 from dermai.context import age_band_order
 from dermai.data import (
+    MALIGNANT,
     DataError,
     Dataset,
     attach_splits,
@@ -810,6 +811,23 @@ def filter_meta(
     if sites:
         keep &= meta["localization"].isin(sites)
     return meta[keep]
+
+
+def no_match_words(meta: pd.DataFrame, dx: Sequence[str], malignant: str) -> str:
+    """What the Dataset browser says where its filtered views would be when no image matches. Diagnoses that
+    cannot be of the chosen kind (df with "malignant" only: df is benign) are named as the reason, read from
+    the folder's own labels, so the user sees which filter to change rather than an empty page."""
+    words = "No image matches these filters"
+    if not dx or malignant not in ("benign", "malignant"):
+        return words + "."
+    wanted = int(malignant == "malignant")
+    labels = meta.groupby(meta["dx"].astype(object))["malignant"].agg(set)  # the labels each diagnosis has here
+    other = [d for d in dx if wanted not in labels.get(d, {int(d in MALIGNANT)})]  # MALIGNANT: none in the folder
+    if len(other) != len(dx):  # one of them can be of that kind: the other filters rule it out
+        return words + "."
+    kind = "malignant" if wanted == 0 else "benign"
+    names = ", ".join(other[:-1]) + f" and {other[-1]}" if len(other) > 1 else other[0]
+    return f"{words}: {names} {'are' if len(other) > 1 else 'is'} {kind}."
 
 
 def with_class_names(rows: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import streamlit as st
 
 from dermai import app_support
@@ -62,45 +63,65 @@ app_support.keep_widgets(state, FILTERS)
 
 rows = app_support.filter_meta(meta, dx, kind, splits, age, sexes, sites)
 st.subheader(f"{len(rows)} images match")
-if rows.empty:
-    st.info("No image matches these filters.")
-    st.stop()
 
-pages = max(1, math.ceil(len(rows) / PER_PAGE))
-app_support.restore_widgets(state, {"ds_page": range(1, pages + 1)})  # the page left, back with its filters
-page = st.number_input(f"Page (of {pages})", 1, pages, key="ds_page")
-app_support.keep_widgets(state, ["ds_page"])
-shown = rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE]
-for start in range(0, len(shown), COLUMNS):
-    for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].iterrows(), strict=False):
-        show_images(col, [row["path"]], [app_support.caption(row)])
+
+def grid() -> pd.DataFrame:
+    """One page of the matching images; returns the rows it shows (the detail view picks among them)."""
+    pages = max(1, math.ceil(len(rows) / PER_PAGE))
+    app_support.restore_widgets(state, {"ds_page": range(1, pages + 1)})  # the page left, back with its filters
+    page = st.number_input(f"Page (of {pages})", 1, pages, key="ds_page")
+    app_support.keep_widgets(state, ["ds_page"])
+    shown = rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE]
+    for start in range(0, len(shown), COLUMNS):
+        for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].iterrows(), strict=False):
+            show_images(col, [row["path"]], [app_support.caption(row)])
+    return shown
+
+
+def detail(shown: pd.DataFrame) -> None:
+    """One image of the grid's page, its lesion mask, metadata and the other images of its lesion."""
+    image_id = st.selectbox("Image", list(shown["image_id"]), key="ds_detail")
+    row = rows[rows["image_id"] == image_id].iloc[0]
+    a, b = st.columns(2)
+    show_images(a, [row["path"]], [image_id])
+    mask = app_support.mask_path(data.root, image_id)
+    if mask is not None:
+        with plain_errors("Cannot overlay the lesion mask"):
+            overlaid = app_support.mask_overlay(row["path"], mask)
+            b.image(overlaid, caption="lesion mask (green)", width="stretch", alt=f"Lesion mask of {image_id} in green")
+    else:
+        b.info("No lesion mask for this image.")
+    fields = ["image_id", "lesion_id", "dx", "malignant", "age", "sex", "localization", "split", "path"]
+    st.dataframe(app_support.detail_values(row, fields), width="stretch")  # an unrecorded age: "—", not "nan"
+    siblings = meta[(meta["group"] == row["group"]) & (meta["image_id"] != image_id)]
+    if len(siblings):
+        # Grouped splits keep these on one side: no model trains on one view of a lesion and is tested on another.
+        where = ", ".join(sorted({*siblings["split"], row["split"]}))
+        key = data.group_key
+        unit = "patient" if key == "patient_id" else "lesion" if key.startswith("lesion_id") else "patient or lesion"
+        st.caption(f"{len(siblings)} other image(s) of this {unit} (split: {where})")
+        show_images(st, list(siblings["path"]), list(siblings["image_id"]), width=150)
+
+
+# No match: said where each filtered view would be; the whole folder's table still shows.
+no_match = app_support.no_match_words(meta, dx, kind) if rows.empty else ""
+if no_match:
+    st.info(no_match)
+else:
+    shown = grid()
 
 st.subheader("Distributions")
 left, right = st.columns([3, 2])
-left.plotly_chart(class_distribution_figure(app_support.with_class_names(rows)), width="stretch")
+if no_match:
+    left.info(no_match)
+else:
+    left.plotly_chart(class_distribution_figure(app_support.with_class_names(rows)), width="stretch")
 full = summary_table(data)
 right.caption("Whole folder: images per class and split")
 right.table(full)
 
 st.subheader("One image in detail")
-image_id = st.selectbox("Image", list(shown["image_id"]), key="ds_detail")
-row = rows[rows["image_id"] == image_id].iloc[0]
-a, b = st.columns(2)
-show_images(a, [row["path"]], [image_id])
-mask = app_support.mask_path(data.root, image_id)
-if mask is not None:
-    with plain_errors("Cannot overlay the lesion mask"):
-        overlaid = app_support.mask_overlay(row["path"], mask)
-        b.image(overlaid, caption="lesion mask (green)", width="stretch", alt=f"Lesion mask of {image_id} in green")
+if no_match:
+    st.info(no_match)
 else:
-    b.info("No lesion mask for this image.")
-fields = ["image_id", "lesion_id", "dx", "malignant", "age", "sex", "localization", "split", "path"]
-st.dataframe(app_support.detail_values(row, fields), width="stretch")  # an unrecorded age: "—", not "nan"
-siblings = meta[(meta["group"] == row["group"]) & (meta["image_id"] != image_id)]
-if len(siblings):
-    # Grouped splits keep these on one side: no model trains on one view of a lesion and is tested on another.
-    where = ", ".join(sorted({*siblings["split"], row["split"]}))
-    key = data.group_key
-    unit = "patient" if key == "patient_id" else "lesion" if key.startswith("lesion_id") else "patient or lesion"
-    st.caption(f"{len(siblings)} other image(s) of this {unit} (split: {where})")
-    show_images(st, list(siblings["path"]), list(siblings["image_id"]), width=150)
+    detail(shown)

@@ -1,0 +1,49 @@
+"""Small defects left from earlier walk-throughs of the pages: what the Dataset browser says when no image
+matches, what the Augmentation lab says of odd uploads and mask-less images, and the Training page's live view of
+a run started from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dermai import app_support
+from tests.test_app_pages import alerts, app_env, assert_clean, page
+
+__all__ = ["app_env"]  # the fixture, imported for the page tests here
+
+
+def test_no_match_words_name_a_diagnosis_that_cannot_be_of_the_chosen_kind() -> None:
+    meta = pd.DataFrame({"dx": ["df", "nv", "mel", "bcc"], "malignant": [0, 0, 1, 1]})
+    assert app_support.no_match_words(meta, ["df"], "malignant") == "No image matches these filters: df is benign."
+    assert (
+        app_support.no_match_words(meta, ["df", "nv"], "malignant")
+        == "No image matches these filters: df and nv are benign."
+    )
+    assert (
+        app_support.no_match_words(meta, ["mel", "bcc"], "benign")
+        == "No image matches these filters: mel and bcc are malignant."
+    )
+    # One diagnosis can be of that kind, or no kind is chosen: other filters ruled the images out.
+    assert app_support.no_match_words(meta, ["df", "mel"], "malignant") == "No image matches these filters."
+    assert app_support.no_match_words(meta, ["df"], "all") == "No image matches these filters."
+    assert app_support.no_match_words(meta, [], "malignant") == "No image matches these filters."
+
+
+def test_dataset_page_keeps_the_whole_folder_table_when_no_image_matches(app_env: Path) -> None:
+    at = page("dataset").run()
+    at.multiselect(key="ds_dx").set_value(["df"])
+    at.radio(key="ds_kind").set_value("malignant")
+    at.run()
+    assert_clean(at)
+    assert at.subheader[0].value == "0 images match"
+    words = "No image matches these filters: df is benign."
+    assert [i.value for i in at.info] == [words] * 3  # the grid, the distribution chart and the detail view
+    assert [s.value for s in at.subheader] == ["0 images match", "Distributions", "One image in detail"]
+    assert "Whole folder: images per class and split" in [c.value for c in at.caption]
+    assert len(at.table) == 1 and not at.image
+    at.radio(key="ds_kind").set_value("benign").run()  # the filters that match: grid and detail back
+    assert_clean(at)
+    assert not at.info or "No image matches" not in " ".join(alerts(at))
+    assert at.image and at.selectbox(key="ds_detail").value
