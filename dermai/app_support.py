@@ -37,7 +37,7 @@ from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off
-from dermai.preprocess import InputSize
+from dermai.preprocess import InputSize, input_frame
 from dermai.report import diagnosis_legend as diagnosis_legend  # the page's legend is the HTML report's
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
 
@@ -901,6 +901,30 @@ def read_images(paths: Sequence[str], size: InputSize) -> tuple[list[int], list[
         except (DataError, OSError) as exc:
             problems.append(str(exc))
     return read, pixels, problems
+
+
+SQUASH_NOTED = 1.5  # an upload whose long:short ratio is this far from the input's is said to be squashed
+UPSAMPLE_NOTED = 0.25  # an upload with under this share of the input's pixels is said to be upsampled
+
+
+def resize_note(image_size: tuple[int, int], size: InputSize) -> str | None:
+    """What the Augmentation lab says under the preview of an upload (width, height) that `resize_input`
+    squashes far out of shape (1000×20 into a square) or blows up from a few pixels (1×1): the preview is then
+    of a distorted or empty image, and nothing else shows why. None for an ordinary photo (HAM10000's 4:3 into
+    a square is how the paper trains)."""
+    width, height = image_size
+    frame_h, frame_w = input_frame(size)  # landscape, as resize_input turns a portrait upload
+    ratio, frame_ratio = max(width, height) / min(width, height), frame_w / frame_h
+    squashed = max(ratio / frame_ratio, frame_ratio / ratio) > SQUASH_NOTED
+    upsampled = width * height < UPSAMPLE_NOTED * frame_w * frame_h
+    if not (squashed or upsampled):
+        return None
+    if upsampled:
+        text = f"The uploaded image is upsampled from {width}×{height} px" + (" and squashed" if squashed else "")
+    else:
+        text = f"The uploaded image ({width}×{height} px) is squashed"
+    shape = f" (its shape {ratio:.3g}:1, the input's {frame_ratio:.3g}:1)" if squashed else ""
+    return f"{text} to the {frame_w}×{frame_h} px input size{shape}."
 
 
 def mask_path(root: str | os.PathLike[str], image_id: str) -> Path | None:

@@ -15,6 +15,7 @@ from dermai.app_support import (
     mask_path,
     outline_mask,
     read_images,
+    resize_note,
     restore_widgets,
     uploads_to_show,
     widget_value,
@@ -130,6 +131,7 @@ def preview() -> None:
     pixels: np.ndarray | None = None
     masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
     kept_upload: list[tuple[str, bytes]] = []
+    shape_note: str | None = None  # an upload far from the input's shape, or tiny: said under the preview
     if source == "Upload one":
         reopened = "aug_upload" not in state  # Streamlit dropped the uploader's file while another page was shown
         upload = st.file_uploader("Image", key="aug_upload", help=READ_FORMATS)  # any type: intake says why not
@@ -142,7 +144,9 @@ def preview() -> None:
         if kept_upload:
             name, data = kept_upload[0]
             with plain_errors("Cannot use this file"):
-                pixels = resize_input(read_image(data, name).image, size)[None]
+                image = read_image(data, name).image
+                pixels = resize_input(image, size)[None]
+                shape_note = resize_note(image.size, size)
     else:
         root = data_dir()
         if not root:
@@ -211,6 +215,8 @@ def preview() -> None:
         st.subheader("Before / after")
         st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=width)
         st.image(after, caption=[caption] * len(pairs), width=width)
+        if shape_note:
+            st.warning(shape_note)
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above

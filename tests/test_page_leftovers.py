@@ -47,3 +47,43 @@ def test_dataset_page_keeps_the_whole_folder_table_when_no_image_matches(app_env
     assert_clean(at)
     assert not at.info or "No image matches" not in " ".join(alerts(at))
     assert at.image and at.selectbox(key="ds_detail").value
+
+
+def test_resize_note_says_when_an_upload_is_squashed_or_upsampled() -> None:
+    assert app_support.resize_note((1000, 20), 128) == (
+        "The uploaded image (1000×20 px) is squashed to the 128×128 px input size (its shape 50:1, the input's 1:1)."
+    )
+    assert app_support.resize_note((20, 1000), (96, 128)).startswith("The uploaded image (20×1000 px) is squashed")
+    assert (
+        app_support.resize_note((1, 1), 128)
+        == "The uploaded image is upsampled from 1×1 px to the 128×128 px input size."
+    )
+    assert app_support.resize_note((40, 2), 128).startswith("The uploaded image is upsampled from 40×2 px and squashed")
+    # An ordinary photo: HAM10000's 4:3 squashed into a square is how the paper trains, nothing to say.
+    assert app_support.resize_note((600, 450), 128) is None
+    assert app_support.resize_note((600, 450), (96, 128)) is None
+
+
+def png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (180, 120, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_augmentation_lab_says_an_odd_upload_is_squashed_or_upsampled(app_env: Path) -> None:
+    at = page("augmentation").run()
+    at.radio(key="aug_source").set_value("Upload one").run()
+    at.file_uploader(key="aug_upload").upload("strip.png", png(1000, 20), "image/png").run()
+    assert_clean(at)
+    assert len(at.image) == 4  # still previewed
+    assert [w.value for w in at.warning] == [app_support.resize_note((1000, 20), 128)]
+    at.file_uploader(key="aug_upload").upload("dot.png", png(1, 1), "image/png").run()
+    assert_clean(at)
+    assert [w.value for w in at.warning] == [app_support.resize_note((1, 1), 128)]
+    at.file_uploader(key="aug_upload").upload("photo.png", png(600, 450), "image/png").run()
+    assert_clean(at)
+    assert not at.warning and len(at.image) == 4
