@@ -23,6 +23,7 @@ from dermai.config import TrainConfig
 from dermai.context import age_band_order
 from dermai.data import (
     MALIGNANT,
+    MASK_FOLDER,
     DataError,
     Dataset,
     attach_splits,
@@ -931,6 +932,24 @@ def mask_path(root: str | os.PathLike[str], image_id: str) -> Path | None:
     """`<data>/masks/<id>_segmentation.png` when it exists."""
     path = lesion_mask_file(root, image_id)
     return path if path.exists() else None
+
+
+def missing_masks_note(image_ids: Sequence[str], mask_files: Sequence[Path | None], named: int = 5) -> str | None:
+    """What the Augmentation lab says in place of its "Outline the lesion masks" box when some chosen images have
+    no mask file (`mask_path` None): which ones (the first `named`), so the missing box is not a silent mystery.
+    None when every image has its mask."""
+    missing = [i for i, f in zip(image_ids, mask_files, strict=True) if f is None]
+    if not missing:
+        return None
+    if len(missing) == len(image_ids):
+        whom = "this image has" if len(missing) == 1 else f"these {len(missing)} images have"
+        return f"No lesion masks to outline: {whom} no lesion mask in the data folder's {MASK_FOLDER}/ folder."
+    names = ", ".join(missing[:named]) + (f" and {len(missing) - named} more" if len(missing) > named else "")
+    return (
+        f"No lesion masks to outline: {len(missing)} of these {len(image_ids)} images "
+        f"{'has' if len(missing) == 1 else 'have'} no lesion mask "
+        f"({names}). Choose images that all have one to outline them."
+    )
 
 
 def mask_overlay(image_path: str | os.PathLike[str], mask: str | os.PathLike[str], alpha: float = 0.4) -> np.ndarray:

@@ -13,6 +13,7 @@ from dermai.app_support import (
     images_by_id,
     keep_widgets,
     mask_path,
+    missing_masks_note,
     outline_mask,
     read_images,
     resize_note,
@@ -188,7 +189,9 @@ def preview() -> None:
         chosen = chosen.iloc[read]
         pixels = np.stack(images)
         mask_files = [mask_path(root, i) for i in chosen["image_id"]]
-        if all(f is not None for f in mask_files) and st.checkbox(
+        if no_masks := missing_masks_note(list(chosen["image_id"]), mask_files):
+            st.caption(no_masks)  # in place of the box, which needs every image's mask
+        elif st.checkbox(
             "Outline the lesion masks",
             key="aug_masks",
             help="Each augmented image with its lesion mask, given the same crop, flips and rotation: what the "

@@ -87,3 +87,39 @@ def test_augmentation_lab_says_an_odd_upload_is_squashed_or_upsampled(app_env: P
     at.file_uploader(key="aug_upload").upload("photo.png", png(600, 450), "image/png").run()
     assert_clean(at)
     assert not at.warning and len(at.image) == 4
+
+
+def test_missing_masks_note_names_the_images_without_a_mask() -> None:
+    files = [Path("m/a_segmentation.png"), None, None]
+    assert app_support.missing_masks_note(["a", "b", "c"], files) == (
+        "No lesion masks to outline: 2 of these 3 images have no lesion mask (b, c). Choose images that all "
+        "have one to outline them."
+    )
+    assert app_support.missing_masks_note(["b"], [None]) == (
+        "No lesion masks to outline: this image has no lesion mask in the data folder's masks/ folder."
+    )
+    assert app_support.missing_masks_note(["a"], files[:1]) is None
+    many = app_support.missing_masks_note([f"i{k}" for k in range(8)], [None] * 8)
+    assert many.startswith("No lesion masks to outline: these 8 images have no lesion mask")
+
+
+def test_augmentation_lab_says_which_images_have_no_lesion_mask(app_env: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.conftest import ham_rows, make_folder
+
+    data = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
+    (data / "masks").mkdir()
+    Image.new("L", (40, 30), 255).save(data / "masks" / "I_mel_0_0_segmentation.png")
+    at = page("augmentation")
+    at.session_state["data_dir"] = str(data)
+    at.run()
+    at.text_input(key="aug_ids").set_value("I_mel_0_0, I_nv_0_0, I_df_0_0").run()
+    assert_clean(at)
+    note = "No lesion masks to outline: 2 of these 3 images have no lesion mask (I_nv_0_0, I_df_0_0)."
+    assert any(c.value.startswith(note) for c in at.caption), [c.value for c in at.caption]
+    assert "aug_masks" not in [c.key for c in at.checkbox]
+    at.text_input(key="aug_ids").set_value("I_mel_0_0").run()  # its mask is there: the box, no note
+    assert_clean(at)
+    assert "aug_masks" in [c.key for c in at.checkbox]
+    assert not any(c.value.startswith("No lesion masks") for c in at.caption)
