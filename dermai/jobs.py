@@ -428,6 +428,21 @@ def _read_run_config(path: Path) -> dict[str, Any]:
     return saved
 
 
+def recorded_stage(run_dir: str | os.PathLike[str]) -> str | None:
+    """The stage a run folder's config.json records (ENSEMBLE_STAGE for an ensemble's), or None while there is
+    none to read (a trainer not yet that far, a damaged file): the Training page's live view of a run started
+    from the command line has no lock record to name its stage, and must know an ensemble, which reads no STOP."""
+    try:
+        saved = _read_run_config(Path(run_dir) / "config.json")
+    except JobError:
+        return None
+    if "members" in saved:  # as _run_row tells an ensemble run
+        return ENSEMBLE_STAGE
+    config = saved.get("config")
+    stage = config.get("stage") if isinstance(config, dict) else None
+    return stage if isinstance(stage, str) and stage else None
+
+
 def _weights_meta(path: str, role: str = "") -> dict[str, Any]:
     """The JSON of weights a run will read, or a JobError naming them (`role`, e.g. "teacher ", says which)."""
     try:

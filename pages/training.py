@@ -259,10 +259,11 @@ def live() -> None:
     st.subheader("Current job")
     job = jobs.current_job(runs)
     outside = jobs.command_line_runs(runs) if job is None else []
+    holder = ""
     if outside:
         folder, holder = outside[0]
         st.caption(f"Started from the command line ({holder}): a job started here is refused until it ends.")
-        job = jobs.Job(-1, str(folder), "", [], 0.0)
+        job = jobs.Job(-1, str(folder), jobs.recorded_stage(folder) or "", [], 0.0)  # no lock record: its config
     if job is None or not job.run_dir or job.run_dir == jobs.STARTING:
         st.info("No training job is running." if job is None else "A job is starting…")
         if st.session_state.pop("train_watching", None):
@@ -270,13 +271,20 @@ def live() -> None:
         return
     st.session_state["train_watching"] = job.run_dir
     status = jobs.run_status(job.run_dir, runs)
-    where = f"{status.stage or 'starting'}, epoch {status.epoch if status.epoch is not None else '-'}"
+    stage = status.stage or job.stage or "stage not yet recorded"  # its metrics, else its lock or config
+    where = f"{stage}, epoch {status.epoch if status.epoch is not None else '-'}"
     st.progress(status.progress, text=f"{job.name}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
     # The one stop control of the running job (the Runs list below points here rather than repeat it).
     if job.stage == jobs.ENSEMBLE_STAGE:  # it reads no STOP file, metrics or not: end its process instead
         st.caption("Combining the runs and fitting the ensemble's calibration on the validation split…")
-        if st.button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
+        if outside:  # cancel_job ends only a process this app started (the lock's): say how to end this one
+            kill = f" or run `kill {holder.removeprefix('pid ')}`" if holder.startswith("pid ") else ""
+            st.caption(
+                "An ensemble reads no STOP file and this one was not started here, so the app cannot end it: press "
+                f"Ctrl+C in its terminal{kill}; its half-made files are removed."
+            )
+        elif st.button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
             cancelled = jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled." if cancelled else "That job is no longer running.")
     elif records:

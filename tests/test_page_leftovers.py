@@ -4,14 +4,24 @@ a run started from the command line."""
 
 from __future__ import annotations
 
+import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
+from streamlit.testing.v1 import AppTest
 
-from dermai import app_support
-from tests.test_app_pages import alerts, app_env, assert_clean, page
+from dermai import app_support, jobs
+from dermai.train import OWNER_FILE
+from tests import test_app_pages
+from tests.conftest import ham_rows, make_folder
+from tests.test_app_pages import alerts, assert_clean, page
+from tests.test_jobs import HOLD_LOCK
 
-__all__ = ["app_env"]  # the fixture, imported for the page tests here
+app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
 
 def test_no_match_words_name_a_diagnosis_that_cannot_be_of_the_chosen_kind() -> None:
@@ -65,10 +75,6 @@ def test_resize_note_says_when_an_upload_is_squashed_or_upsampled() -> None:
 
 
 def png(width: int, height: int) -> bytes:
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (180, 120, 90)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -104,10 +110,6 @@ def test_missing_masks_note_names_the_images_without_a_mask() -> None:
 
 
 def test_augmentation_lab_says_which_images_have_no_lesion_mask(app_env: Path, tmp_path: Path) -> None:
-    from PIL import Image
-
-    from tests.conftest import ham_rows, make_folder
-
     data = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
     (data / "masks").mkdir()
     Image.new("L", (40, 30), 255).save(data / "masks" / "I_mel_0_0_segmentation.png")
@@ -123,3 +125,69 @@ def test_augmentation_lab_says_which_images_have_no_lesion_mask(app_env: Path, t
     assert_clean(at)
     assert "aug_masks" in [c.key for c in at.checkbox]
     assert not any(c.value.startswith("No lesion masks") for c in at.caption)
+
+
+def test_recorded_stage_reads_a_runs_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    assert jobs.recorded_stage(run) is None  # no config yet
+    (run / "config.json").write_text("{not json")
+    assert jobs.recorded_stage(run) is None
+    (run / "config.json").write_text(json.dumps({"config": {"stage": "finetune", "train": {}}}))
+    assert jobs.recorded_stage(run) == "finetune"
+    (run / "config.json").write_text(json.dumps({"members": ["a", "b"], "command": "x"}))
+    assert jobs.recorded_stage(run) == jobs.ENSEMBLE_STAGE
+    (run / "config.json").write_text(json.dumps({"config": {"train": {}}}))  # another layout: no stage
+    assert jobs.recorded_stage(run) is None
+
+
+def held(run: Path) -> subprocess.Popen[bytes]:
+    """A process holding the run folder's owner lock, as a trainer started from a terminal does."""
+    run.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout.readline().strip() == b"held"
+    return holder
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def test_live_view_names_the_stage_of_a_command_line_run_before_its_first_step(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    holder = held(runs / "cli-early")
+    try:
+        at = page("training").run()
+        assert_clean(at)
+        assert any(t.startswith("cli-early: stage not yet recorded, epoch -") for t in progress_texts(at))
+        (runs / "cli-early" / "config.json").write_text(json.dumps({"config": {"stage": "finetune", "train": {}}}))
+        at.run()
+        assert_clean(at)
+        assert any(t.startswith("cli-early: finetune, epoch -") for t in progress_texts(at)), progress_texts(at)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_live_view_of_a_command_line_ensemble_offers_no_stop_and_says_how_to_end_it(app_env: Path) -> None:
+    runs = Path(jobs.runs_dir())
+    holder = held(runs / "cli-ens")
+    (runs / "cli-ens" / "config.json").write_text(json.dumps({"members": ["a", "b"], "command": "ensemble"}))
+    try:
+        at = page("training").run()
+        assert_clean(at)
+        assert any(t.startswith("cli-ens: ensemble, epoch -") for t in progress_texts(at)), progress_texts(at)
+        labels = [b.label for b in at.button]
+        assert "Stop" not in labels and "Cancel this job" not in labels and "Cancel" not in labels
+        captions = [c.value for c in at.caption]
+        assert any(
+            c.startswith("An ensemble reads no STOP file and this one was not started here")
+            and c.endswith(f"press Ctrl+C in its terminal or run `kill {holder.pid}`; its half-made files are removed.")
+            for c in captions
+        ), captions
+        assert not any(c.startswith("Preparing data") for c in captions)
+    finally:
+        holder.kill()
+        holder.wait()
