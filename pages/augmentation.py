@@ -133,6 +133,7 @@ def preview() -> None:
     masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
     kept_upload: list[tuple[str, bytes]] = []
     shape_note: str | None = None  # an upload far from the input's shape, or tiny: said under the preview
+    names: list[str] = []  # each previewed image's name, for its alt text
     if source == "Upload one":
         reopened = "aug_upload" not in state  # Streamlit dropped the uploader's file while another page was shown
         upload = st.file_uploader("Image", key="aug_upload", help=READ_FORMATS)  # any type: intake says why not
@@ -148,6 +149,7 @@ def preview() -> None:
                 image = read_image(data, name).image
                 pixels = resize_input(image, size)[None]
                 shape_note = resize_note(image.size, size)
+                names = [name]
     else:
         root = data_dir()
         if not root:
@@ -188,6 +190,7 @@ def preview() -> None:
             st.stop()
         chosen = chosen.iloc[read]
         pixels = np.stack(images)
+        names = list(chosen["image_id"])
         mask_files = [mask_path(root, i) for i in chosen["image_id"]]
         if no_masks := missing_masks_note(list(chosen["image_id"]), mask_files):
             st.caption(no_masks)  # in place of the box, which needs every image's mask
@@ -216,15 +219,20 @@ def preview() -> None:
             warped = preview_masks(pixels, masks, cfg, size, seed)
             after, caption = [outline_mask(a, m) for a, m in zip(after, warped, strict=True)], "augmented + mask"
         st.subheader("Before / after")
-        st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=width)
-        st.image(after, caption=[caption] * len(pairs), width=width)
+        st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=width, alt=alts(names, "original"))
+        st.image(after, caption=[caption] * len(pairs), width=width, alt=alts(names, caption))
         if shape_note:
             st.warning(shape_note)
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above
-        st.image([v[0] for v in views], caption=["view a"] * len(views), width=width)
-        st.image([v[1] for v in views], caption=["view b"] * len(views), width=width)
+        st.image([v[0] for v in views], caption=["view a"] * len(views), width=width, alt=alts(names, "SimCLR view a"))
+        st.image([v[1] for v in views], caption=["view b"] * len(views), width=width, alt=alts(names, "SimCLR view b"))
+
+
+def alts(names: list[str], what: str) -> list[str]:
+    """Each preview image's alt text (a caption never becomes it): which image, and which view of it."""
+    return [f"{name}, {what}" for name in names]
 
 
 with view:

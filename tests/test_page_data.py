@@ -51,6 +51,9 @@ def test_augmentation_lab_names_the_ids_it_did_not_find_and_previews_the_rest(ap
     assert_clean(at)
     assert [w.value for w in at.warning] == ["Not in the data folder, so not shown: ISIC_9999999, typo"]
     assert at.image[0].captions == ["original"]  # ISIC_0024306 is still previewed
+    assert [img.alt for e in at.image for img in e.proto.imgs] == [
+        f"ISIC_0024306, {view}" for view in ("original", "augmented", "SimCLR view a", "SimCLR view b")
+    ]  # alt text: a caption never becomes it
     at.text_input(key="aug_ids").set_value("typo").run()
     assert [e.value for e in at.error] == ["None of these ids is in the data folder: typo"]
     assert not at.image
