@@ -529,6 +529,7 @@ def resume_job(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     stage = config.get("stage", "both") if isinstance(config, dict) else None
     if stage not in STAGE_COMMANDS:
         raise JobError(f"{config_path}: config.stage is {stage!r}, not pretrain, finetune or both")
+    _refuse_damaged_checkpoint(run)
     teacher = _teacher_needed(config)
     if teacher is not None and not _keeps_teacher(run):
         _refuse_missing_teacher(teacher, config_path)
@@ -540,6 +541,18 @@ def resumable(run_dir: str | os.PathLike[str]) -> bool:
     cancelled before it trained holds neither)."""
     run = Path(run_dir)
     return (run / "checkpoints" / "last.pt").exists() and (run / "config.json").exists()
+
+
+def _refuse_damaged_checkpoint(run: Path) -> None:
+    """A JobError, in the trainer's words, when the run's checkpoint cannot be read: the resumed trainer would
+    fail on it at once (`train.read_checkpoint`, memory-mapped: only its index is read; imported here as it
+    loads torch)."""
+    from dermai.train import TrainingError, read_checkpoint
+
+    try:
+        read_checkpoint(run / "checkpoints" / "last.pt", mmap=True)
+    except (TrainingError, OSError) as exc:
+        raise JobError(str(exc)) from None
 
 
 def _keeps_teacher(run: Path) -> bool:

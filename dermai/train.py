@@ -213,16 +213,49 @@ def restore_advice(data: DataConfig) -> str:
     )
 
 
+CHECKPOINT_KEYS = ("model", "stage", "epoch", "batch")  # what a resume reads from every checkpoint
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """A run's checkpoint, or a TrainingError naming the file when it is damaged (a copy cut short, a disk that
+    filled mid-save, another file in its place): torch's own errors (UnpicklingError, EOFError, a zip reader's
+    RuntimeError) named no file, and some ended in a traceback. The one reader of checkpoints: the trainer's
+    resume, its check before any data is read, and the app's Resume (`jobs.resume_job`) give the same words."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise TrainingError(damaged_checkpoint(path, lines[0][:160])) from None
+    except OSError as exc:  # torch's zip reader fails on some files cut short with "[Errno 22] Invalid argument"
+        if exc.filename is not None:  # the file itself could not be opened (missing, no permission): says which
+            raise
+        raise TrainingError(damaged_checkpoint(path, str(exc))) from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise TrainingError(damaged_checkpoint(path, f"no {', '.join(missing)} in it"))
+    return ckpt
+
+
+def damaged_checkpoint(path: Path, why: str) -> str:
+    """The message for a checkpoint that cannot be resumed from, and the two ways on."""
+    return (
+        f"{path}: damaged checkpoint ({why}); delete it to start over (delete the run folder {path.parent.parent}, "
+        "or train into another --out folder), or put back an intact copy of it to resume"
+    )
+
+
 def checkpoint_keeps_teacher(run_dir: str | os.PathLike[str]) -> bool:
     """Whether a run's last checkpoint stores its distillation teacher's probabilities (checkpoints do since the
     teacher was made optional for a resume): its resume then needs no teacher file. Read memory-mapped, so
     a large checkpoint costs no more than its index; an unreadable one keeps none."""
-    path = Path(run_dir) / "checkpoints" / "last.pt"
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        ckpt = read_checkpoint(Path(run_dir) / "checkpoints" / "last.pt", mmap=True)
+    except (OSError, TrainingError):
         return False
-    return isinstance(ckpt, dict) and "teacher_probs" in ckpt
+    return "teacher_probs" in ckpt
 
 
 def run_lock_holder(run_dir: str | os.PathLike[str]) -> str | None:
@@ -408,6 +441,7 @@ class Trainer:
                 cfg = run_config_from_dict(saved["config"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise TrainingError(f"{config_path}: not a readable run configuration ({exc})") from None
+            read_checkpoint(self.checkpoint_path, mmap=True)  # damaged: refused before any data is read
             command = saved.get("command", command)
             self.resume_checksum = saved.get("manifest_sha256")
             init_weights = saved.get("init_weights", init_weights)
@@ -600,7 +634,7 @@ class Trainer:
         )
         # Built first: unusable --init-weights then fail before config.json and manifest.csv are written.
         model = self._build_model(len(dataset.classes))
-        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True) if self.resume else None
+        ckpt = read_checkpoint(self.checkpoint_path, self.device) if self.resume else None
         # Distillation (fine-tuning only): the teacher scores every training image once, before any step; the
         # checkpoints keep its probabilities for a resume.
         self.teacher_probs: np.ndarray | None = None

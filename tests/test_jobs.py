@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from dermai import jobs
 from dermai.cli import main
@@ -146,7 +147,7 @@ def stopped_run(runs: Path, name: str = "cli-run", quiet_s: float = 3600) -> Pat
     """A run folder as a trainer leaves it mid-way: config, checkpoint, step records last written `quiet_s` ago."""
     run = runs / name
     (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    torch.save({"model": {}, "stage": "pretrain", "epoch": 0, "batch": 3}, run / "checkpoints" / "last.pt")
     (run / "config.json").write_text(json.dumps({"config": {"stage": "both", "train": {}}}))
     step = {"time": time.time() - quiet_s, "kind": "step", "stage": "pretrain", "global_step": 3, "total_steps": 9}
     (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")
@@ -703,7 +704,6 @@ def test_a_student_whose_checkpoint_keeps_the_teachers_scores_resumes_without_th
 ) -> None:
     """Checkpoints store the teacher's probabilities (`teacher_probs`): deleting the teacher's run then leaves a
     stopped student resumable, and both the delete dialog's words and Resume say so."""
-    import torch
 
     runs = tmp_path / "runs"
     base = stopped_run(runs, "base")
@@ -712,7 +712,8 @@ def test_a_student_whose_checkpoint_keeps_the_teachers_scores_resumes_without_th
     config = {"config": {"stage": "finetune", "train": {"distill_from": str(weights), "distill_weight": 0.5}}}
     (student / "config.json").write_text(json.dumps(config))
     status_record(student, "stopped", time.time() - 3000)
-    torch.save({"teacher_probs": torch.zeros(4, 2)}, student / "checkpoints" / "last.pt")
+    checkpoint = {"model": {}, "stage": "finetune", "epoch": 0, "batch": 3, "teacher_probs": torch.zeros(4, 2)}
+    torch.save(checkpoint, student / "checkpoints" / "last.pt")
     (found,) = jobs.dependent_runs(base, runs)
     assert found.keeps_teacher and not found.breaks and "so it can resume" in found.consequence()
 
