@@ -240,6 +240,8 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
     bm_col = first_column(raw, ["benign_malignant", "target"])
     if dx_col is None and bm_col is None:
         raise DataError(f"{csv_path}: no label column (need dx, benign_malignant or target)")
+    if raw.empty:
+        raise DataError(f"{csv_path}: no rows (only a header): the metadata CSV lists no image")
 
     rows = []
     for i, rec in enumerate(raw.to_dict("records")):
@@ -428,8 +430,9 @@ def assign_labelled(meta: pd.DataFrame, fraction: float, seed: int = 0) -> pd.Se
     return (labelled | meta["group"].isin(keep)).rename("labelled")
 
 
-def check_splits(dataset: Dataset) -> None:
-    """Every class on every side; no group on two sides."""
+def check_splits(dataset: Dataset, manifest: str | os.PathLike[str] | None = None) -> None:
+    """Every class on every side; no group on two sides. A split read from a `manifest` file that lacks a class
+    on a side names the file: the usual cause is rows missing from it (cut short, edited), not too few images."""
     meta = dataset.meta
     sides = meta.groupby("group")["split"].nunique()
     if (sides > 1).any():
@@ -438,6 +441,11 @@ def check_splits(dataset: Dataset) -> None:
         present = set(meta.loc[meta["split"] == split, "label"])
         for index, name in enumerate(dataset.classes):
             if index not in present and index in set(meta["label"]):
+                if manifest:
+                    raise DataError(
+                        f"{manifest}: class {name!r} is absent from the {split} split in this manifest (rows may be "
+                        f"missing from it: a manifest cut short or edited); write a whole one with `data split`"
+                    )
                 raise DataError(f"class {name!r} is absent from the {split} split (too few images or groups)")
 
 
@@ -476,7 +484,7 @@ def attach_splits(
         meta["split"] = assign_splits(meta, seed, val_fraction, test_fraction)
         meta["labelled"] = assign_labelled(meta, label_fraction, seed)
     result = Dataset(dataset.root, meta, dataset.classes, dataset.mode, dataset.csv_path)
-    check_splits(result)
+    check_splits(result, manifest)
     return result
 
 
@@ -497,6 +505,8 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     for column in ("image_id", "split"):
         if column not in table.columns:
             raise DataError(f"{path}: manifest has no {column!r} column")
+    if table.empty:  # else an empty split: "Empty DataFrame", a 0-image manifest, a run failing on 0 images
+        raise DataError(f"{path}: no rows (only a header): a manifest lists each image and its split")
     blank = table["image_id"].isna() | (table["image_id"].str.strip() == "")
     if blank.any():  # else NaN ids: a TypeError from sorting them, or "image nan is not in the data folder"
         raise DataError(f"{path}, row {blank.to_numpy().argmax() + 2}: image_id is blank")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-from dermai import jobs
+from dermai import cli, jobs
 from dermai.config import RunConfig, to_dict
+from tests.conftest import ham_rows, make_folder
 from tests.test_cli_outputs import refused
 from tests.test_jobs import stopped_run
 
@@ -54,3 +56,46 @@ def test_the_apps_resume_refuses_a_damaged_checkpoint_in_the_trainers_words(tmp_
     with pytest.raises(jobs.JobError, match=rf"^{last}: damaged checkpoint \("):
         jobs.resume_job(run, runs)
     assert jobs.current_job(runs) is None  # nothing launched
+
+
+@pytest.fixture
+def data_folder(tmp_path: Path) -> Path:
+    """A synthetic folder of 7 diagnoses × 4 lesions × 2 images, and its split manifest (`data split`)."""
+    folder = make_folder(tmp_path / "data", ham_rows())
+    assert cli.main(["data", "split", "--data", str(folder), "--out", str(tmp_path / "split.csv")]) == 0
+    return folder
+
+
+def test_a_header_only_manifest_is_refused_naming_it_before_any_run_folder(
+    data_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed "Empty DataFrame", wrote a 0-image manifest, and left finetune's half-made run folder."""
+    header = tmp_path / "hdr.csv"
+    header.write_text((tmp_path / "split.csv").read_text().splitlines()[0] + "\n")
+    no_rows = f"error: {header}: no rows (only a header)"
+    base = ["--data", str(data_folder), "--manifest", str(header)]
+    assert refused(["data", "summary", *base], capsys).startswith(no_rows)
+    assert refused(["data", "split", *base, "--out", str(tmp_path / "copy.csv")], capsys).startswith(no_rows)
+    assert not (tmp_path / "copy.csv").exists()
+    train = ["finetune", *base, "--image-size", "16", "--finetune-epochs", "1", "--quiet"]
+    assert refused([*train, "--out", str(tmp_path / "run")], capsys).startswith(no_rows)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_header_only_metadata_csv_is_refused_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = make_folder(tmp_path / "data", ham_rows())
+    csv = folder / "metadata.csv"
+    csv.write_text(csv.read_text().splitlines()[0] + "\n")
+    err = refused(["data", "summary", "--data", str(folder)], capsys)
+    assert err.startswith(f"error: {csv}: no rows (only a header)")
+
+
+def test_a_manifest_missing_a_class_on_a_side_names_itself_and_the_missing_rows(
+    data_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    split = pd.read_csv(tmp_path / "split.csv", dtype=str)
+    short = tmp_path / "short.csv"
+    split[~((split["split"] == "val") & split["image_id"].str.startswith("I_akiec"))].to_csv(short, index=False)
+    err = refused(["data", "summary", "--data", str(data_folder), "--manifest", str(short)], capsys)
+    assert err.startswith(f"error: {short}: class 'akiec' is absent from the val split in this manifest")
+    assert "rows may be missing" in err
