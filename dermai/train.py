@@ -53,6 +53,7 @@ from dermai.config import (
 from dermai.data import (
     DataError,
     Dataset,
+    assign_labelled,
     atomic_target,
     attach_splits,
     class_balanced_weights,
@@ -352,9 +353,36 @@ def weights_split_problem(meta: dict[str, Any], data: DataConfig, dataset: Datas
     """Why weights with metadata `meta` may not start or teach a run on `dataset` (split as `data` says), or
     None: the same manifest passes at once, else `split_mismatch` compares the images' sides. One function for
     the trainer and the app's check before launching, so both refuse the same weights with the same words."""
-    if meta.get("manifest_sha256") == manifest_checksum(dataset):
+    recorded = meta.get("manifest_sha256")
+    if recorded == manifest_checksum(dataset):
         return None
+    if isinstance(recorded, str) and not isinstance(meta.get("split_sha256"), str):
+        return _unprovable_split(meta, recorded, data, dataset)
     return split_mismatch(meta, to_dict(data), split_checksum(dataset))
+
+
+def _unprovable_split(meta: dict[str, Any], recorded: str, data: DataConfig, dataset: Dataset) -> str | None:
+    """For weights that record their manifest's checksum but not their split's sides (`split_sha256`; the
+    shipped weights are such): None when this run's split, labelled at their label fraction, is their manifest;
+    else why they cannot be shown to share it. Their split settings alone proved nothing: the same seed and
+    fractions on another data folder put other images on each side, and the shipped weights, trained on the
+    whole HAM10000, passed as the teacher of a run on a few of its images, which they had seen."""
+    their_data = (meta.get("config") or {}).get("data") or {}
+    theirs = their_data.get("label_fraction")
+    if isinstance(theirs, int | float) and 0 < theirs <= 1 and theirs != data.label_fraction:
+        meta_frame = dataset.meta.copy()
+        meta_frame["labelled"] = assign_labelled(meta_frame, float(theirs), data.seed)
+        if manifest_checksum(replace(dataset, meta=meta_frame)) == recorded:
+            return None  # the same split at another label fraction
+    where = f" (--data {their_data['data_dir']})" if their_data.get("data_dir") else ""
+    return (
+        f"cannot be shown to share this run's split: it records the manifest it was trained on (manifest_sha256 "
+        f"{recorded[:12]}…) but not its images' sides (split_sha256), and this run's manifest differs "
+        f"({manifest_checksum(dataset)[:12]}…; another data folder, --limit or manifest, or images added or removed), "
+        f"so it may have seen this run's validation or test images; train on the data folder and split it records"
+        f"{where}, or from weights of this "
+        "run's split"
+    )
 
 
 def stage_color_constancy(cfg: RunConfig, stage: str) -> bool:

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from dermai import cli, jobs
-from dermai.config import RunConfig, to_dict
-from tests.conftest import ham_rows, make_folder
+from dermai.config import DataConfig, RunConfig, to_dict
+from dermai.train import Trainer, TrainingError, split_dataset, weights_split_problem
+from dermai.weights import read_meta
+from tests.conftest import REPO, ham_rows, make_folder
 from tests.test_cli_outputs import refused
 from tests.test_jobs import stopped_run
 
@@ -99,3 +101,54 @@ def test_a_manifest_missing_a_class_on_a_side_names_itself_and_the_missing_rows(
     err = refused(["data", "summary", "--data", str(data_folder), "--manifest", str(short)], capsys)
     assert err.startswith(f"error: {short}: class 'akiec' is absent from the val split in this manifest")
     assert "rows may be missing" in err
+
+
+SHIPPED = REPO / "weights" / "model.safetensors"
+
+
+def test_a_teacher_of_another_data_folder_is_refused_when_its_split_cannot_be_shown(
+    data_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped weights record their manifest's checksum but no split_sha256; their split settings (seed 0,
+    default fractions) match any default run, so a teacher trained on all of HAM10000 taught a run on other
+    images without a word, though the help says the teacher must be of the same split."""
+    argv = ["finetune", "--data", str(data_folder), "--image-size", "16", "--finetune-epochs", "1", "--quiet"]
+    err = refused(
+        [*argv, "--distill-from", str(SHIPPED), "--distill-weight", "0.5", "--out", str(tmp_path / "r")], capsys
+    )
+    assert err.startswith(f"error: {SHIPPED}: cannot be shown to share this run's split")
+    assert "not its images' sides (split_sha256)" in err and "--data ../shared/data/ham10000" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_start_weights_and_teachers_without_split_sha256_are_judged_by_their_manifest(
+    ham_root: Path, data_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rule for --init-weights and --distill-from, in the trainer and the app: weights recording only
+    manifest_sha256 pass on the split that manifest is (also at another label fraction), and are refused
+    elsewhere; weights recording no checksum at all are still judged by their split settings."""
+    shipped = read_meta(SHIPPED)
+    assert "split_sha256" not in shipped and shipped["manifest_sha256"]
+    whole = DataConfig(data_dir=str(ham_root))
+    assert weights_split_problem(shipped, whole, split_dataset(whole)) is None
+    fewer_labels = DataConfig(data_dir=str(ham_root), label_fraction=0.5)
+    assert weights_split_problem(shipped, fewer_labels, split_dataset(fewer_labels)) is None
+    other = DataConfig(data_dir=str(data_folder))
+    assert "cannot be shown to share" in str(weights_split_problem(shipped, other, split_dataset(other)))
+    settings_only = {k: v for k, v in shipped.items() if k != "manifest_sha256"}
+    assert weights_split_problem(settings_only, other, split_dataset(other)) is None
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({**shipped, "ensemble": None, "stages": ["finetune"]}))
+    (folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: pytest.fail("launched"))
+    options = {"data": str(data_folder), "finetune_epochs": 1}
+    path = str(folder / "model.safetensors")
+    for extra, role in (({"init_weights": path}, ""), ({"distill_from": path, "distill_weight": 0.5}, "teacher ")):
+        with pytest.raises(jobs.JobError, match=f"^{role}{path}: cannot be shown to share"):
+            jobs.start_job("finetune", {**options, **extra}, tmp_path / "runs", name="x")
+    trainer = Trainer(RunConfig(stage="finetune", data=other), tmp_path / "t", init_weights=str(folder))
+    trainer.dataset = split_dataset(other)
+    with pytest.raises(TrainingError, match=f"^{folder}: cannot be shown to share this run's split"):
+        trainer._check_same_split(shipped)
