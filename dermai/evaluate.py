@@ -71,16 +71,23 @@ class EvaluationError(ValueError):
 
 
 def weights_dataset(
-    meta: dict[str, Any], data_dir: str | os.PathLike[str] | None = None, manifest: str | os.PathLike[str] | None = None
+    meta: dict[str, Any],
+    data_dir: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
 ) -> Dataset:
     """The dataset split exactly as when the weights were trained: from `manifest`, else rebuilt from the
-    weights' config (seed, fractions, limit, label fraction), checked against meta["manifest_sha256"]."""
+    weights' config (seed, fractions, limit, label fraction), checked against meta["manifest_sha256"].
+    `json_path`, the weights' JSON file, is named when it cannot describe the split."""
+    where = f"{json_path}: " if json_path else ""
     if "config" not in meta or not meta.get("manifest_sha256"):
-        raise EvaluationError("the weights' JSON has no training config or manifest_sha256; cannot rebuild their split")
+        raise EvaluationError(
+            f"{where}the weights' JSON has no training config or manifest_sha256; cannot rebuild their split"
+        )
     try:
         data = run_config_from_dict(meta["config"]).data
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise EvaluationError(f"the weights' JSON field 'config' describes no usable split ({exc})") from None
+        raise EvaluationError(f"{where}the weights' JSON field 'config' describes no usable split ({exc})") from None
     if data_dir is None and data.data_dir and recorded_folder(data.data_dir).is_dir():
         data_dir = recorded_folder(data.data_dir)
     source = manifest or data.manifest
@@ -372,7 +379,7 @@ def evaluate(
         rows, external = unseen_rows(loaded.meta, dataset)
         checksum = None
     else:
-        dataset = weights_dataset(loaded.meta, data_dir, manifest)
+        dataset = weights_dataset(loaded.meta, data_dir, manifest, loaded.path.with_suffix(".json"))
         rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
         checksum = loaded.meta["manifest_sha256"]
     if rows.empty:
@@ -495,7 +502,7 @@ def compare_weights(
             f"{str(b.meta.get('manifest_sha256'))[:12]}… vs {str(a.meta.get('manifest_sha256'))[:12]}…): "
             "their held-out images differ, so they cannot be compared on them"
         )
-    dataset = weights_dataset(a.meta, data_dir, manifest)
+    dataset = weights_dataset(a.meta, data_dir, manifest, a.path.with_suffix(".json"))
     rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
     if rows.empty:
         raise EvaluationError(f"the {split} split of {dataset.root} is empty")

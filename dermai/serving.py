@@ -68,7 +68,7 @@ def fit_serving(
     untrained = untrained_classifier(loaded.meta)
     if untrained:  # its cut-offs would be validated figures of a classifier that never learned
         raise WeightsError(f"{weights_path}: {untrained}; fine-tune it before calibrating")
-    dataset = weights_dataset(loaded.meta, data_dir, manifest)
+    dataset = weights_dataset(loaded.meta, data_dir, manifest, loaded.path.with_suffix(".json"))
     cache = pixel_cache(loaded.meta, cache_dir)
     rows = dataset.meta
     classes = list(loaded.meta["classes"])
@@ -197,7 +197,7 @@ def fit_context(
     points = meta.get("operating_points")
     if not points:
         raise ValueError(f"{loaded.path}: calibrate these weights first (`python -m dermai calibrate`)")
-    rows = weights_dataset(meta, data_dir, manifest).meta
+    rows = weights_dataset(meta, data_dir, manifest, loaded.path.with_suffix(".json")).meta
     classes = list(meta["classes"])
     train, val = rows[rows["split"] == "train"], rows[rows["split"] == "val"]
     if "labelled" in train.columns:

@@ -152,3 +152,19 @@ def test_start_weights_and_teachers_without_split_sha256_are_judged_by_their_man
     trainer.dataset = split_dataset(other)
     with pytest.raises(TrainingError, match=f"^{folder}: cannot be shown to share this run's split"):
         trainer._check_same_split(shipped)
+
+
+def test_weights_whose_json_cannot_rebuild_their_split_name_that_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'the weights' JSON has no training config or manifest_sha256' named no file."""
+    from dermai.data import DIAGNOSES
+    from dermai.model import SimCLRResNet18
+    from dermai.weights import save_weights
+
+    meta = {"classes": list(DIAGNOSES), "image_size": 32, "stages": ["finetune"]}
+    weights = save_weights(SimCLRResNet18(len(DIAGNOSES)), tmp_path / "w" / "model.safetensors", meta)
+    named = f"error: {tmp_path / 'w' / 'model.json'}: the weights' JSON has no training config"
+    out = ["--out", str(tmp_path / "e.json"), "--predictions", str(tmp_path / "e.csv")]
+    assert refused(["evaluate", "--weights", str(tmp_path / "w"), *out], capsys).startswith(named)
+    assert refused(["calibrate", "--weights", str(weights)], capsys).startswith(named)
