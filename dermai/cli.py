@@ -525,6 +525,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "finished" else 3
 
 
+def _predict_footer(calibrated: bool) -> str:
+    """The line under predict's table: the tiers' cut-offs are validated only for calibrated weights."""
+    if calibrated:
+        return "Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis."
+    return "No tiers: these weights store no validated cut-offs (run `python -m dermai calibrate`); research use only."
+
+
 def _warn_if_untrained(*paths: str | None) -> None:
     """Say on stderr when weights to be scored have a classifier that never learned (a pretraining run): their
     figures are a baseline at best, not a model's."""
@@ -852,7 +859,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from dermai.context import read_context_csv
     from dermai.data import atomic_write_bytes, check_writable
-    from dermai.predict import Predictor
+    from dermai.predict import UNAVAILABLE_MEANING, Predictor
     from dermai.worklist import (
         WorklistEntry,
         distinct_names,
@@ -895,6 +902,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     predictor = Predictor.from_weights(args.weights)
     _warn_if_tta_differs(args.weights, args.tta, predictor.meta)
+    if not predictor.operating_points:  # else every tier reads "unavailable" with no reason given
+        print(f"warning: {_weights_label(args.weights)}: {UNAVAILABLE_MEANING}", file=sys.stderr)
     shared = predictor.parse_context(args.age, args.sex, args.site)
     context = (lambda image: per_image[Path(image).stem]) if per_image is not None else (lambda image: shared)
     entries: list[WorklistEntry] = []
@@ -912,7 +921,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             _print_prediction(shown, result, written, header=not any(e.prediction for e in entries))
         entries.append(entry)
     if not args.json:
-        print("Tiers use cut-offs validated on held-out data: a research and triage aid, not a diagnosis.")
+        print(_predict_footer(bool(predictor.operating_points)))
     if not args.csv:
         return 0
     table = worklist(entries)

@@ -104,9 +104,14 @@ def check_percentile(percentile: float) -> None:
     """Refuse an OOD cut-off percentile outside [50, 100], naming it: 0.99 (a fraction) would flag ~99% of
     real lesions."""
     if not MIN_PERCENTILE <= percentile <= 100:
+        why = (
+            "no percentile lies above 100 (the largest validation distance is the 100th)"
+            if percentile > 100
+            else "a lower cut-off would flag most in-distribution images"
+        )
         raise ValueError(
             f"OOD percentile must lie in [{MIN_PERCENTILE:g}, 100] (a percentile such as 99, not a fraction), "
-            f"got {percentile}: a lower cut-off would flag most in-distribution images"
+            f"got {percentile}: {why}"
         )
 
 

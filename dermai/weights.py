@@ -56,7 +56,13 @@ def resolve_weights_path(path: str | os.PathLike[str] | None = None) -> Path:
         files = sorted(candidate.glob("*.safetensors"))
         if not files:
             raise WeightsError(f"{candidate}: no .safetensors file in this folder")
-        candidate = files[0] if len(files) == 1 else candidate / "model.safetensors"
+        named = candidate / "model.safetensors"
+        if len(files) > 1 and not named.is_file():  # else "FOLDER/model.safetensors: weights file not found"
+            listed = ", ".join(f.name for f in files)
+            raise WeightsError(
+                f"{candidate}: holds several weights files ({listed}) and no model.safetensors; name the one to use"
+            )
+        candidate = files[0] if len(files) == 1 else named
     if not candidate.is_file():
         raise WeightsError(f"{candidate}: weights file not found")
     if candidate.suffix != ".safetensors":  # else "metadata JSON not found beside the weights" for a CSV

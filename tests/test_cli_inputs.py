@@ -12,6 +12,7 @@ import torch
 
 from dermai import cli, jobs
 from dermai.config import DataConfig, RunConfig, to_dict
+from dermai.ood import check_percentile
 from dermai.train import Trainer, TrainingError, split_dataset, weights_split_problem
 from dermai.weights import read_meta
 from tests.conftest import REPO, ham_rows, make_folder
@@ -168,3 +169,45 @@ def test_weights_whose_json_cannot_rebuild_their_split_name_that_json(
     out = ["--out", str(tmp_path / "e.json"), "--predictions", str(tmp_path / "e.csv")]
     assert refused(["evaluate", "--weights", str(tmp_path / "w"), *out], capsys).startswith(named)
     assert refused(["calibrate", "--weights", str(weights)], capsys).startswith(named)
+
+
+def test_an_ood_percentile_above_100_says_no_percentile_lies_there() -> None:
+    """It ended "…a lower cut-off would flag most in-distribution images", which is about 0.99, not 200."""
+    with pytest.raises(ValueError, match=r"got 200: no percentile lies above 100") as above:
+        check_percentile(200)
+    assert "lower cut-off" not in str(above.value)
+    with pytest.raises(ValueError, match=r"got 0.99: a lower cut-off would flag most"):
+        check_percentile(0.99)
+
+
+def test_a_weights_folder_of_several_files_and_no_model_safetensors_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "FOLDER/model.safetensors: weights file not found", a file nobody named."""
+    for name in ("b", "a"):
+        (tmp_path / f"{name}.safetensors").write_bytes(b"")
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    err = refused(["predict", "--weights", str(tmp_path), str(image)], capsys)
+    assert err == (
+        f"error: {tmp_path}: holds several weights files (a.safetensors, b.safetensors) and no model.safetensors; "
+        "name the one to use"
+    )
+
+
+def test_predict_with_uncalibrated_weights_says_why_there_is_no_tier(
+    ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tier read "unavailable" with no reason, and the footer still claimed validated cut-offs."""
+    from dermai.data import DIAGNOSES
+    from dermai.model import SimCLRResNet18
+    from dermai.weights import save_weights
+
+    torch.manual_seed(0)
+    meta = {"classes": list(DIAGNOSES), "image_size": 32, "stages": ["finetune"]}
+    weights = save_weights(SimCLRResNet18(len(DIAGNOSES)), tmp_path / "w" / "model.safetensors", meta)
+    assert cli.main(["predict", "--weights", str(weights), str(ham_root / "images" / "ISIC_0024306.jpg")]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {weights}: No validated operating points are stored with these weights" in err
+    assert "unavailable" in out and "validated on held-out" not in out
+    assert "No tiers: these weights store no validated cut-offs" in out
