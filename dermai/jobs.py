@@ -683,12 +683,15 @@ def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) 
     launches = [t for event, t in events if event == STARTED]
     if launches and end_time is not None and end_time < launches[-1]:
         return "cancelled" if cancelled else "continued"
-    if taken is not None and end_time is not None and end_time < taken:
+    # A finished run is never resumed (the trainer refuses it before taking the lock), so file times after its
+    # record prove nothing: a plain `cp -r` of the run stamps its lock and log with the time of the copy.
+    finished = records[end_index].get("status") == "finished"
+    if taken is not None and end_time is not None and end_time < taken and not finished:
         return "cancelled" if cancelled else "continued outside"
     if any(r.get("kind") in ("step", "epoch") for r in records[end_index + 1 :]):
         return "cancelled" if cancelled else "continued"
     log = run / LOG_NAME
-    if not launches and end_time is not None and log.exists():
+    if not launches and end_time is not None and log.exists() and not finished:
         return "continued" if log.stat().st_mtime > end_time + LEGACY_LOG_GRACE_S else None
     return None
 

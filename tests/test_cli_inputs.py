@@ -4,6 +4,7 @@ malformed --metadata row) end in one `error:` line naming the file, exit 2, befo
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from dermai.train import Trainer, TrainingError, split_dataset, weights_split_pr
 from dermai.weights import read_meta
 from tests.conftest import REPO, ham_rows, make_folder
 from tests.test_cli_outputs import refused
-from tests.test_jobs import stopped_run
+from tests.test_jobs import status_record, stopped_run
 
 
 def damaged_run(run: Path, kind: str) -> Path:
@@ -211,3 +212,20 @@ def test_predict_with_uncalibrated_weights_says_why_there_is_no_tier(
     assert f"warning: {weights}: No validated operating points are stored with these weights" in err
     assert "unavailable" in out and "validated on held-out" not in out
     assert "No tiers: these weights store no validated cut-offs" in out
+
+
+def test_a_finished_run_copied_with_plain_cp_reads_finished(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cp -r` stamps every file with the copy's time: the lock file then looked taken after the run's end record,
+    and `runs` listed the finished run as "interrupted"; a stopped run so copied still reads as continued."""
+    runs = tmp_path / "runs"
+    for name, status in (("done", "finished"), ("halted", "stopped")):
+        run = stopped_run(runs, name)
+        status_record(run, status, time.time() - 3000)
+        (run / ".owner").write_text("123")  # the trainer's lock file, as `cp -r` dates it: now
+        (run / "job.log").write_text("python -m dermai finetune …\n")
+    assert jobs.OWNER_FILE == ".owner" and jobs.LOG_NAME == "job.log"
+    assert jobs.run_status(runs / "done", runs).status == "finished"
+    assert jobs.run_status(runs / "halted", runs).status == "interrupted"
+    assert cli.main(["runs", "--runs", str(runs)]) == 0
+    listed = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert listed["done"] == "finished"
