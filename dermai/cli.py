@@ -857,7 +857,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     error stops the batch with one `error:` line)."""
     from pathlib import Path
 
-    from dermai.context import read_context_csv
+    from dermai.context import read_context_csv, unknown_site_warnings
     from dermai.data import atomic_write_bytes, check_writable
     from dermai.predict import UNAVAILABLE_MEANING, Predictor
     from dermai.worklist import (
@@ -902,6 +902,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.metadata}: no row for image {Path(missing[0]).stem!r} ({missing[0]})")
     predictor = Predictor.from_weights(args.weights)
     _warn_if_tta_differs(args.weights, args.tta, predictor.meta)
+    if per_image is not None and predictor.context_model:  # each row's unknown site, named once
+        for line in unknown_site_warnings(args.metadata, predictor.context_sites):
+            print(f"warning: {line}", file=sys.stderr)
     if not predictor.operating_points:  # else every tier reads "unavailable" with no reason given
         print(f"warning: {_weights_label(args.weights)}: {UNAVAILABLE_MEANING}", file=sys.stderr)
     shared = predictor.parse_context(args.age, args.sex, args.site)

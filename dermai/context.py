@@ -26,6 +26,7 @@ validation with context, as `dermai.serving` does without it. Everything lives i
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -112,6 +113,8 @@ def parse_context(
     """Checked context from user input (CLI flags, form fields): blanks and "unknown" mean not given; a bad
     value raises ContextError naming the field. `sites` (the model's known body sites) checks the site."""
     parsed_age = None
+    if isinstance(age, str) and age.strip().lower() == "nan":  # typed "nan": no age, and not a blank either
+        raise ContextError(f"age: {age!r} is not a number of years")
     if not _blank(age):
         try:
             parsed_age = float(age)
@@ -151,17 +154,36 @@ def read_context_csv(path: str | os.PathLike[str]) -> dict[str, PatientContext]:
     """Per-image context from a metadata CSV (HAM10000's or ISIC's columns; labels not needed), by image id.
     A bad age or sex raises ContextError naming the file, row and field; sites are kept as written. An image
     on two rows is refused, naming both: which row holds the patient's real age and sex cannot be guessed."""
+    return {image_id: context for image_id, (_, context) in read_context_rows(path).items()}
+
+
+def unknown_site_warnings(path: str | os.PathLike[str], sites: Sequence[str]) -> list[str]:
+    """One line per row of a context CSV whose site is not in `sites` (the model's): sites are kept as written,
+    as datasets name them their own way (ISIC's "head/neck"), and such a site is left out of that image's
+    prediction; a malformed age or sex is refused instead (`read_context_rows`). Each line names the file and
+    row, where the prediction's own note names neither."""
+    return [
+        f"{path}, row {row}: site {context.site!r} is not a body site this model knows ({', '.join(sites)}); "
+        f"image {image_id!r} is scored without its site"
+        for image_id, (row, context) in read_context_rows(path).items()
+        if context.site is not None and context.site not in sites
+    ]
+
+
+def read_context_rows(path: str | os.PathLike[str]) -> dict[str, tuple[int, PatientContext]]:
+    """`read_context_csv` with each image's row (1-based, the header is row 1), for messages naming it."""
     csv_path = Path(path)
     try:
         raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ContextError(f"{csv_path}: not a readable CSV ({exc})") from exc
+    _refuse_long_rows(csv_path, list(raw.columns))
     raw.columns = [c.strip().lower() for c in raw.columns]
     id_col = first_column(raw, ID_COLUMNS)
     if id_col is None:
         raise ContextError(f"{csv_path}: no image id column (need one of {', '.join(ID_COLUMNS)})")
     age_col, site_col = first_column(raw, AGE_COLUMNS), first_column(raw, SITE_COLUMNS)
-    contexts: dict[str, PatientContext] = {}
+    contexts: dict[str, tuple[int, PatientContext]] = {}
     rows: dict[str, int] = {}  # image id → its row (1-based, after the header)
     for i, rec in enumerate(raw.to_dict("records")):
         image_id = str(rec[id_col]).strip()
@@ -171,12 +193,29 @@ def read_context_csv(path: str | os.PathLike[str]) -> dict[str, PatientContext]:
             )
         rows[image_id] = i + 2
         try:
-            contexts[image_id] = parse_context(
-                rec.get(age_col) if age_col else None, rec.get("sex"), rec.get(site_col) if site_col else None
+            contexts[image_id] = (
+                i + 2,
+                parse_context(
+                    rec.get(age_col) if age_col else None, rec.get("sex"), rec.get(site_col) if site_col else None
+                ),
             )
         except ContextError as exc:
             raise ContextError(f"{csv_path}, row {i + 2}: {exc}") from None
     return contexts
+
+
+def _refuse_long_rows(csv_path: Path, header: list[str]) -> None:
+    """A ContextError naming the first row with more fields than the header has columns: pandas takes the extra
+    leading fields as the row's index, shifting every value one column over (an age read from the site)."""
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for line, fields in enumerate(csv.reader(handle), start=1):
+            if line > 1 and len(fields) > len(header):
+                extra = fields[len(header)]
+                raise ContextError(
+                    f"{csv_path}, row {line}: {len(fields)} fields but the header names {len(header)} columns "
+                    f"({', '.join(header)}); column {len(header) + 1} ({extra!r}) has no name: remove the extra "
+                    "fields or name them in the header"
+                )
 
 
 # ----------------------------------------------------------------------------------------- fitting tables

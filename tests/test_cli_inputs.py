@@ -13,6 +13,7 @@ import torch
 
 from dermai import cli, jobs
 from dermai.config import DataConfig, RunConfig, to_dict
+from dermai.context import ContextError, PatientContext, parse_context
 from dermai.ood import check_percentile
 from dermai.train import Trainer, TrainingError, split_dataset, weights_split_problem
 from dermai.weights import read_meta
@@ -229,3 +230,45 @@ def test_a_finished_run_copied_with_plain_cp_reads_finished(tmp_path: Path, caps
     assert cli.main(["runs", "--runs", str(runs)]) == 0
     listed = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
     assert listed["done"] == "finished"
+
+
+def test_age_nan_is_refused_like_any_other_non_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--age nan` was taken as no age ("context": null) while `abc` and `inf` were refused."""
+    for typed in ("nan", " NaN "):
+        with pytest.raises(ContextError, match=r"^age: .* is not a number of years"):
+            parse_context(typed)
+    assert parse_context(float("nan")) == PatientContext()  # a missing cell (a DataFrame's NaN) is no age
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    assert refused(["predict", "--age", "nan", str(image)], capsys) == "error: age: 'nan' is not a number of years"
+
+
+def test_a_metadata_row_with_extra_fields_names_its_row_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pandas took the extra leading fields as the row's index: "row 2: age: 'back' is not a number of years"."""
+    image = tmp_path / "good.png"
+    image.write_bytes(b"")
+    metadata = tmp_path / "m.csv"
+    metadata.write_text("image_id,age,sex,localization\ngood,50,male,back,extra,cols\n")
+    err = refused(["predict", "--metadata", str(metadata), str(image)], capsys)
+    assert err.startswith(f"error: {metadata}, row 2: 6 fields but the header names 4 columns")
+    assert "column 5 ('extra') has no name" in err and "not a number" not in err
+
+
+def test_an_unknown_site_in_a_metadata_csv_is_a_warning_naming_the_file_and_row(
+    ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sites are kept as written in a CSV (datasets name them their own way, ISIC's "head/neck"): the image is
+    scored without it, and the warning now says which file and row, as a bad age or sex in it is refused."""
+    image = tmp_path / "good.jpg"
+    image.write_bytes((ham_root / "images" / "ISIC_0024306.jpg").read_bytes())
+    metadata = tmp_path / "m.csv"
+    metadata.write_text("image_id,age,sex,localization\ngood,50,male,moon\n")
+    assert cli.main(["predict", "--metadata", str(metadata), str(image)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {metadata}, row 2: site 'moon' is not a body site this model knows (" in err
+    metadata.write_text("image_id,age,sex,localization\ngood,50,mal,back\n")
+    assert refused(["predict", "--metadata", str(metadata), str(image)], capsys).startswith(
+        f"error: {metadata}, row 2: sex: 'mal' is not one of"
+    )
