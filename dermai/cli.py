@@ -691,6 +691,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_runs(args: argparse.Namespace) -> int:
     from dermai import jobs
 
+    _check_runs_options(args.delete, args.force)
     root = jobs.runs_dir(args.runs)
     if root.exists() and not root.is_dir():
         raise jobs.JobError(f"runs folder {root}: not a folder")
@@ -716,6 +717,15 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     used, free = table["disk_gb"].sum(), jobs.free_bytes(root) / 1e9
     print(f"{len(table)} runs in {root} take {used:.2f} GB; {free:.1f} GB free on its disk")
     return 0
+
+
+def _check_runs_options(delete: str | None, force: bool) -> None:
+    """Refuse `runs` options that would otherwise be ignored without a word: `--delete ""` listed the runs
+    instead, and `--force` alone listed them too, as if something had been forced."""
+    if delete is not None and not delete.strip():
+        raise ValueError("--delete needs a run's name (as `runs` lists them), got an empty one")
+    if force and delete is None:
+        raise ValueError("--force goes with --delete NAME (delete a run another still needs); nothing was named")
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

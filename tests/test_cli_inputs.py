@@ -272,3 +272,17 @@ def test_an_unknown_site_in_a_metadata_csv_is_a_warning_naming_the_file_and_row(
     assert refused(["predict", "--metadata", str(metadata), str(image)], capsys).startswith(
         f"error: {metadata}, row 2: sex: 'mal' is not one of"
     )
+
+
+def test_runs_refuses_an_empty_delete_and_a_force_with_nothing_to_delete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both were ignored without a word: the runs were listed, and nothing said the option did nothing."""
+    stopped_run(tmp_path / "runs", "kept")
+    runs = ["runs", "--runs", str(tmp_path / "runs")]
+    assert refused([*runs, "--delete", ""], capsys) == (
+        "error: --delete needs a run's name (as `runs` lists them), got an empty one"
+    )
+    assert refused([*runs, "--delete", "  "], capsys).startswith("error: --delete needs a run's name")
+    assert refused([*runs, "--force"], capsys).startswith("error: --force goes with --delete NAME")
+    assert (tmp_path / "runs" / "kept" / "config.json").exists()
