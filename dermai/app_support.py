@@ -468,10 +468,22 @@ TRAIN_FORM_LABELS: dict[str, str] = {
 }
 
 
+# The trainer's advice when the weights a run starts from were trained on another split (`train.split_mismatch`),
+# and the same advice in the Training form's words: the form has no --manifest, and its training seed is the
+# "Training seed" field under “Start from a finished run”.
+SPLIT_ADVICE = "keep the split (--seed, --manifest) and vary --train-seed instead"
+FORM_SPLIT_ADVICE = (
+    "keep the split (the same “Seed” and “Limit images”) and vary “Training seed (blank = Seed)” under “Start from "
+    "a finished run” instead"
+)
+
+
 def in_form_words(message: str) -> str:
     """A trainer check's message in the Training form's words: each field name with an underscore
     (`warmup_epochs`; plain words such as "stage" stay words) and each CLI flag (`--distill-weight`) becomes the
-    form's label in quotes, and a flag in brackets after a field is dropped. Names inside paths are left."""
+    form's label in quotes, and a flag in brackets after a field is dropped. Names inside paths are left. Advice
+    that names flags the form lacks (`SPLIT_ADVICE`) becomes the form's own (`FORM_SPLIT_ADVICE`)."""
+    message = message.replace(SPLIT_ADVICE, FORM_SPLIT_ADVICE)
     flags = {"--" + field.replace("_", "-"): field for field in TRAIN_FORM_LABELS} | {"--lambda": "lambda_ntxent"}
     names = [field for field in TRAIN_FORM_LABELS if "_" in field] + list(flags)
     text = re.sub(r"(\b[a-z_]+) \(--[a-z-]+\)", r"\1", message)
