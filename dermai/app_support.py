@@ -560,8 +560,14 @@ def keep_train_form(state: MutableMapping[str, Any]) -> None:
     keep_widgets(state, [train_field_key(field) for field in train_form_defaults()])
 
 
+# The Training page's two buttons that hand weights to Predict: short, so they show whole in a narrow window
+# ("Use these weights for prediction" was cut even at 1280 px); their help says the rest.
+USE_RUN_WEIGHTS = "Use for Predict"
+USE_DEFAULT_WEIGHTS = "Use default model"
+
+
 def default_model_label() -> str:
-    """The default model in words, as the Training page names where "Back to the default model" goes: the
+    """The default model in words, as the Training page names where “Use default model” goes: the
     shipped model, or the file $DERMAI_WEIGHTS names (which the sidebar's list no longer offers once another
     is chosen)."""
     default = default_weights()
@@ -576,17 +582,18 @@ def uses_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> bool
 
 
 def weights_used_note(run: str, path: str | os.PathLike[str]) -> str:
-    """The confirmation after "Use these weights for prediction": which weights the pages now use, and how to go
-    back, since the change outlives the Training page (every page and the sidebar follow it)."""
+    """The confirmation after `USE_RUN_WEIGHTS`: which weights the pages now use, and how to go back, since the
+    change outlives the Training page (every page and the sidebar follow it). The page shows it above the
+    buttons, so the way back is "below"."""
     return (
         f"Predict, Evaluation and Home now use run {run}'s weights ({path}); the sidebar's Weights list shows "
-        f"them. To go back to {default_model_label()}, press “Back to the default model” below, or choose it in "
+        f"them. To go back to {default_model_label()}, press “{USE_DEFAULT_WEIGHTS}” below, or choose it in "
         "the sidebar."
     )
 
 
 def default_weights_note() -> str:
-    """The confirmation after "Back to the default model"."""
+    """The confirmation after `USE_DEFAULT_WEIGHTS`."""
     return f"Predict, Evaluation and Home use {default_model_label()} again."
 
 

@@ -498,7 +498,10 @@ if row["status"] == jobs.UNREADABLE:
 st.write(status_line(row))
 if isinstance(note := row["note"], str):  # list_runs read it with the status
     st.info(note)
-buttons = st.columns(4)
+if used := state.pop("train_weights_used", None):  # said after the rerun that follows the choice, above the button
+    st.success(used)
+# The weights' button has a row of its own (the run's other buttons share one below): in a quarter of the page
+# its label was cut at 800 px.
 if row["weights"] and row["status"] == "running":
     # The trainer saves the weights before its calibration (an ensemble before it is fitted): not yet served.
     st.caption("Its weights are offered for prediction once it has finished or stopped: they are calibrated last.")
@@ -508,35 +511,37 @@ elif row["weights"] and row["status"] not in ("finished", "stopped"):
         "calibrating them). Resume it to a stop or the end."
     )
 elif row["weights"] and app_support.uses_weights(state, row["weights"]):
-    buttons[0].caption("Predict uses these weights.")
-    if buttons[0].button("Back to the default model", help=f"Predict with {app_support.default_model_label()}"):
+    st.caption("Predict uses these weights.")
+    if st.button(app_support.USE_DEFAULT_WEIGHTS, help=f"Predict with {app_support.default_model_label()}"):
         set_weights(app_support.default_weights())
         state["train_weights_used"] = app_support.default_weights_note()
         st.rerun()
-elif row["weights"] and buttons[0].button("Use these weights for prediction"):
+elif row["weights"] and st.button(
+    app_support.USE_RUN_WEIGHTS,
+    help=f"Predict, Evaluation and Home use run {row['name']}'s weights; the sidebar's Weights list follows",
+):
     set_weights(row["weights"])
     state["train_weights_used"] = app_support.weights_used_note(row["name"], row["weights"])
     st.rerun()  # the whole page: the sidebar's Weights list follows
+buttons = st.columns(3)
 resumable = row["status"] in ("stopped", "interrupted") and jobs.resumable(row["path"])
-if resumable and buttons[1].button("Resume"):
+if resumable and buttons[0].button("Resume"):
     with plain_errors("Cannot resume"):
         job = jobs.resume_job(row["path"], runs)
         state["train_resumed"] = f"Resumed {job.name} (pid {job.pid})."  # said after the rerun, as Start does
         st.rerun()
 if row["status"] == "running" and jobs.same_run(row["path"], state.get("train_watching")):
-    buttons[2].caption("It is the current job: stop it under “Current job” above.")  # one control per run
+    buttons[1].caption("It is the current job: stop it under “Current job” above.")  # one control per run
 elif row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
     # An ensemble job has no step to stop after (it reads no STOP file): end its process instead.
-    if buttons[2].button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
+    if buttons[1].button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
         cancelled = jobs.cancel_job(runs, row["path"])
         st.toast("Job cancelled." if cancelled else "That job is no longer running.")
-elif row["status"] == "running" and buttons[2].button("Stop this run"):
+elif row["status"] == "running" and buttons[1].button("Stop this run"):
     jobs.stop_job(row["path"])
     st.toast("Stop requested.")
 if row["status"] != "running":
-    delete_popover(buttons[3], row["name"], row["path"], row["disk_gb"])
-if used := state.pop("train_weights_used", None):  # said after the rerun that follows the choice
-    st.success(used)
+    delete_popover(buttons[2], row["name"], row["path"], row["disk_gb"])
 records = read_metrics(row["path"])
 serving = serving_summary(records)
 if serving and serving["status"] == "fitted":

@@ -728,7 +728,7 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         assert jobs.run_status(run, runs).status in ("stopped", "finished")
         at.run()
         assert at.selectbox(key="train_run").value == "apptest"
-        next(b for b in at.button if b.label == "Use these weights for prediction").click()
+        next(b for b in at.button if b.label == app_support.USE_RUN_WEIGHTS).click()
         at.run()
         assert_clean(at)
         assert at.session_state["weights_path"] == str(run / "model.safetensors")
@@ -1294,12 +1294,12 @@ def test_training_page_offers_a_runs_weights_only_once_it_has_finished(app_env: 
         at = page("training").run()
         assert_clean(at)
         assert at.dataframe[0].value.loc[0, "status"] == "running"
-        assert "Use these weights for prediction" not in [b.label for b in at.button]
+        assert app_support.USE_RUN_WEIGHTS not in [b.label for b in at.button]
         said = "Its weights are offered for prediction once it has finished or stopped: they are calibrated last."
         assert said in [c.value for c in at.caption]
     status_record(run, "finished", time.time())
     at.run()
-    assert "Use these weights for prediction" in [b.label for b in at.button]
+    assert app_support.USE_RUN_WEIGHTS in [b.label for b in at.button]
 
 
 def test_training_page_refuses_to_start_without_readable_data_in_the_apps_words(

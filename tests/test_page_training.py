@@ -130,8 +130,8 @@ def test_using_a_runs_weights_says_what_changed_and_offers_the_way_back(app_env:
     (runs / "tiny").symlink_to(app_env.parent, target_is_directory=True)  # a finished fine-tuning run
     at = page("training").run()
     assert at.selectbox(key="train_run").value == "tiny"
-    assert "Back to the default model" not in [b.label for b in at.button]  # the default is in use
-    next(b for b in at.button if b.label == "Use these weights for prediction").click().run()
+    assert app_support.USE_DEFAULT_WEIGHTS not in [b.label for b in at.button]  # the default is in use
+    next(b for b in at.button if b.label == app_support.USE_RUN_WEIGHTS).click().run()
     assert_clean(at)
     chosen = at.session_state[app_support.WEIGHTS_KEY]
     assert Path(chosen).parent == runs / "tiny"
@@ -139,12 +139,12 @@ def test_using_a_runs_weights_says_what_changed_and_offers_the_way_back(app_env:
     assert said == [app_support.weights_used_note("tiny", chosen)]
     assert f"run tiny's weights ({chosen})" in said[0] and f"the default model ({app_env}" in said[0]
     assert "Predict uses these weights." in [c.value for c in at.caption]
-    assert "Use these weights for prediction" not in [b.label for b in at.button]
-    next(b for b in at.button if b.label == "Back to the default model").click().run()
+    assert app_support.USE_RUN_WEIGHTS not in [b.label for b in at.button]
+    next(b for b in at.button if b.label == app_support.USE_DEFAULT_WEIGHTS).click().run()
     assert_clean(at)
     assert at.session_state[app_support.WEIGHTS_KEY] == str(app_env)
     assert [s.value for s in at.success] == [app_support.default_weights_note()]
-    assert "Use these weights for prediction" in [b.label for b in at.button]
+    assert app_support.USE_RUN_WEIGHTS in [b.label for b in at.button]
     at.run()
     assert not at.success  # said once
 

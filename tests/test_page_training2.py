@@ -46,3 +46,35 @@ def test_the_training_page_refuses_weights_of_another_split_in_the_forms_words(a
     assert "“Training seed (blank = Seed)”" in errors[0]
     assert "--" not in errors[0] and "manifest" not in errors[0]
     assert jobs.current_job(runs) is None  # nothing was launched
+
+
+def _top_level(at: AppTest) -> list[tuple[str, str]]:
+    """The page's top-level elements in the order shown, as (type, text): a success message's value, a
+    button's label."""
+    shown = []
+    for node in at.main.children.values():
+        text = getattr(node, "label", None) or getattr(node, "value", None)
+        shown.append((node.type, text if isinstance(text, str) else ""))
+    return shown
+
+
+def test_the_way_back_to_the_default_model_is_where_the_message_says(app_env: Path) -> None:
+    """The message after choosing a run's weights said "“Back to the default model” below" with the button
+    above it; the buttons' labels were cut ("Use these weights for pre…")."""
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    (runs / "tiny").symlink_to(app_env.parent, target_is_directory=True)
+    at = AppTest.from_file(str(REPO / "pages" / "training.py"), default_timeout=TIMEOUT).run()
+    use = next(b for b in at.button if b.label == app_support.USE_RUN_WEIGHTS)
+    assert "Predict, Evaluation and Home use run tiny's weights" in use.help
+    use.click().run()
+    assert_clean(at)
+    note = app_support.weights_used_note("tiny", at.session_state[app_support.WEIGHTS_KEY])
+    assert f"press “{app_support.USE_DEFAULT_WEIGHTS}” below" in note
+    shown = _top_level(at)
+    said = shown.index(("success", note))
+    back = next(
+        i for i, (kind, text) in enumerate(shown) if kind == "button" and text == app_support.USE_DEFAULT_WEIGHTS
+    )
+    assert said < back  # "below", as the message says
+    assert max(len(app_support.USE_RUN_WEIGHTS), len(app_support.USE_DEFAULT_WEIGHTS)) <= 17  # short labels
