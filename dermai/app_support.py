@@ -592,6 +592,25 @@ def weights_used_note(run: str, path: str | os.PathLike[str]) -> str:
     )
 
 
+def _known(value: Any) -> bool:
+    """Whether a run-table field says something: a run still starting (or from another layout) has no stage,
+    epochs or input size yet, and "stage None · epochs ·" read as a broken page."""
+    return value is not None and not (isinstance(value, float) and value != value) and str(value).strip() != ""
+
+
+def status_line(row: Mapping[str, Any]) -> str:
+    """A `jobs.list_runs` row as the Training page's one-line summary of the chosen run: its status, then only
+    the stage, epochs (completed/planned, `jobs.stage_epochs`) and input size it knows, and its size on disk."""
+    parts = [f"Status: **{row['status']}**"]
+    parts += [
+        f"{label} {row[key]}"
+        for label, key in (("stage", "stage"), ("epochs", "epochs"), ("input", "input"))
+        if _known(row[key])
+    ]
+    parts.append(f"{row['disk_gb']:.2f} GB on disk")
+    return " · ".join(parts)
+
+
 def default_weights_note() -> str:
     """The confirmation after `USE_DEFAULT_WEIGHTS`."""
     return f"Predict, Evaluation and Home use {default_model_label()} again."

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,7 @@ class RunStatus:
     weights: Path | None
     started: float | None
     note: str | None = None  # what the status alone does not say: cancelled by the user, a resume that died
+    epochs_done: dict[str, int] = field(default_factory=dict)  # per stage, the epochs it completed
 
 
 def runs_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -715,6 +716,29 @@ def _note(run: Path, since_end: str | None) -> str | None:
     return None
 
 
+def completed_epochs(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The epochs each stage completed: its distinct epoch records (the trainer writes one as each epoch ends,
+    none for an epoch a stop cut short), so a stopped run is not read as having trained its planned epochs."""
+    done: dict[str, set[Any]] = {}
+    for record in records:
+        if record.get("kind") == "epoch" and isinstance(record.get("stage"), str):
+            done.setdefault(record["stage"], set()).add(record.get("epoch"))
+    return {stage: len(epochs) for stage, epochs in done.items()}
+
+
+def running_eta(records: Sequence[Mapping[str, Any]]) -> float | None:
+    """The running job's estimated seconds left: the last step record's, since the last status record. Only
+    step records carry one: read from the last record alone it was lost at every epoch record (the live view
+    flipped to "ETA unknown" and back), and a step before the last status record is an earlier job's."""
+    for record in reversed(records):
+        if record.get("kind") == "status":
+            return None
+        eta = record.get("eta_s")
+        if record.get("kind") == "step" and isinstance(eta, int | float) and not isinstance(eta, bool):
+            return float(eta)
+    return None
+
+
 def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
     """What a run folder says about itself: running while its job is alive or a trainer holds the folder's
     lock (also one started from the command line); "stopped" when the user cancelled its job; else what its
@@ -755,11 +779,12 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
         stage=last.get("stage"),
         epoch=last.get("epoch"),
         progress=progress,
-        eta_s=last.get("eta_s") if status == "running" else None,
+        eta_s=running_eta(records) if status == "running" else None,
         best_val_auroc=max(best) if best else (end or {}).get("best_score"),
         weights=weights if weights.exists() else None,
         started=records[0].get("time") if records else None,
         note=_note(run, since_end),
+        epochs_done=completed_epochs(records),
     )
 
 
@@ -781,14 +806,18 @@ RUN_TABLE_COLUMNS = ["name", "status", "stage", "epochs", "input", "best_val_aur
 UNREADABLE = "unreadable"  # the status of a run folder whose files cannot be read; `problem` says which and why
 
 
-def stage_epochs(stage: str, train: Mapping[str, Any]) -> str:
-    """The epochs a run of `stage` trains, as the Runs table shows them: a fine-tuning run's config still
-    holds the (unused) pretraining default, so only "both" shows two numbers."""
-    if stage == "pretrain":
-        return str(train["pretrain_epochs"])
-    if stage == "finetune":
-        return str(train["finetune_epochs"])
-    return f"{train['pretrain_epochs']} + {train['finetune_epochs']}"
+def stage_epochs(stage: str, train: Mapping[str, Any], done: Mapping[str, int] | None = None) -> str:
+    """The epochs a run of `stage` trains, as the Runs table shows them: with `done` (`completed_epochs`),
+    completed/planned ("3/6"; "pretrain 2/2, finetune 0/6" for both stages), since planned epochs alone ("2 + 6")
+    read as trained ones on a stopped run; else the planned ones. A fine-tuning run's config still holds the
+    (unused) pretraining default, so only "both" shows two stages."""
+    stages = ["pretrain", "finetune"] if stage == "both" else [stage]
+    planned = {name: train[f"{name}_epochs"] for name in stages}
+    if done is None:
+        return " + ".join(str(planned[name]) for name in stages)
+    if len(stages) == 1:
+        return f"{done.get(stage, 0)}/{planned[stage]}"
+    return ", ".join(f"{name} {done.get(name, 0)}/{planned[name]}" for name in stages)
 
 
 def _run_row(run: Path, root: Path) -> dict[str, Any]:
@@ -805,7 +834,7 @@ def _run_row(run: Path, root: Path) -> dict[str, Any]:
         else:
             config = saved["config"]
             stage = config["stage"]
-            epochs = stage_epochs(stage, config["train"])
+            epochs = stage_epochs(stage, config["train"], status.epochs_done)
             size = f"{size_label(meta_input_size(config['train']))} px"
     except (KeyError, TypeError, ValueError):  # another layout (an older version's): what the metrics say
         stage, epochs, size = status.stage, "", ""
@@ -832,6 +861,9 @@ def _unstarted_row(run: Path, root: Path) -> dict[str, Any]:
     log = run / LOG_NAME
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
     row.update(name=run.name, status=status.status, epochs="", input="", path=str(run), note=status.note)
+    job = current_job(root)
+    if job is not None and same_run(job.run_dir, run):  # its stage, from the lock, until its config is written
+        row["stage"] = job.stage or None
     row["started"] = datetime.fromtimestamp(log.stat().st_mtime if log.exists() else run.stat().st_mtime).replace(
         microsecond=0
     )
@@ -861,18 +893,24 @@ def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     hides the others; a job that failed before its trainer wrote config.json is a "failed" row whose `problem`
     is its log's last line. Hidden folders (a run being deleted) are not runs."""
     root = runs_dir(runs)
-    rows = []
-    for run in sorted(p for p in root.glob("[!.]*") if p.is_dir()):
-        try:
-            if (run / "config.json").exists():
-                rows.append(_run_row(run, root))
-            elif (run / LOG_NAME).exists():
-                rows.append(_unstarted_row(run, root))
-        except JobError as exc:
-            rows.append(_unreadable_row(run, str(exc)))
-        except OSError as exc:  # the folder went away (deleted) while being listed
-            rows.append(_unreadable_row(run, f"{run}: cannot be read ({exc})"))
+    rows = [row for run in sorted(p for p in root.glob("[!.]*") if p.is_dir()) if (row := run_row(run, root))]
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("started", ascending=False, ignore_index=True)
+
+
+def run_row(run: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """One folder's `list_runs` row, read afresh (the Training page re-reads a running run's: its stage, epochs and
+    size change as it trains), or None when the folder is no run (no config.json, no job log)."""
+    run, root = Path(run), runs_dir(runs)
+    try:
+        if (run / "config.json").exists():
+            return _run_row(run, root)
+        if (run / LOG_NAME).exists():
+            return _unstarted_row(run, root)
+    except JobError as exc:
+        return _unreadable_row(run, str(exc))
+    except OSError as exc:  # the folder went away (deleted) while being listed
+        return _unreadable_row(run, f"{run}: cannot be read ({exc})")
+    return None
 
 
 def shown_run_columns(table: pd.DataFrame) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from dermai import app_support, jobs
@@ -252,7 +253,10 @@ def _eta(seconds: float | None) -> str:
     return f"ETA {hours}h {minutes:02d}m" if hours else f"ETA {minutes}m {secs:02d}s"
 
 
-@st.fragment(run_every=2)
+REFRESH_S = 2  # seconds between reads of a running job's files
+
+
+@st.fragment(run_every=REFRESH_S)
 def live() -> None:
     """The running job, refreshed every 2 s from the lock file and its metrics (not from this session); else a
     run training from the command line in the runs folder, which holds this machine as a job does."""
@@ -311,26 +315,41 @@ history = jobs.list_runs(runs)
 if history.empty:
     st.info("No runs yet.")
     st.stop()
-st.caption(
-    f"{len(history)} {'run takes' if len(history) == 1 else 'runs take'} {history['disk_gb'].sum():.1f} GB; "
-    f"{jobs.free_bytes(runs) / 1e9:.1f} GB free on their disk. A job is refused below 1 GB free: delete runs you "
-    "no longer need (choose one below)."
-)
-st.dataframe(
-    history[jobs.shown_run_columns(history)],
-    hide_index=True,
-    width="stretch",
-    placeholder=app_support.MISSING,  # a stopped run has no best AUROC: a dash, not the word "None"
-    column_config={
-        "best_val_auroc": st.column_config.NumberColumn(
-            "best val AUROC",
-            format="%.3f",
-            help="the best epoch's validation AUROC as training measured it; the run's 'As served' figure, after "
-            "calibration on the same split, can differ a little",
-        ),
-        "disk_gb": st.column_config.NumberColumn("GB on disk", format="%.2f"),
-    },
-)
+
+
+def runs_table() -> None:
+    """The runs' disk use and table; while a run trains they are read afresh each refresh (listed once as it
+    started, it read "running · — · 0.00 GB" until the page was reloaded)."""
+    table = jobs.list_runs(runs) if running else history
+    if table.empty:
+        return
+    st.caption(
+        f"{len(table)} {'run takes' if len(table) == 1 else 'runs take'} {table['disk_gb'].sum():.1f} GB; "
+        f"{jobs.free_bytes(runs) / 1e9:.1f} GB free on their disk. A job is refused below 1 GB free: delete runs you "
+        "no longer need (choose one below)."
+    )
+    st.dataframe(
+        table[jobs.shown_run_columns(table)],
+        hide_index=True,
+        width="stretch",
+        placeholder=app_support.MISSING,  # a stopped run has no best AUROC: a dash, not the word "None"
+        column_config={
+            "epochs": st.column_config.TextColumn(
+                "epochs", help="completed / planned, per stage: a stopped run shows how far it got"
+            ),
+            "best_val_auroc": st.column_config.NumberColumn(
+                "best val AUROC",
+                format="%.3f",
+                help="the best epoch's validation AUROC as training measured it; the run's 'As served' figure, "
+                "after calibration on the same split, can differ a little",
+            ),
+            "disk_gb": st.column_config.NumberColumn("GB on disk", format="%.2f"),
+        },
+    )
+
+
+running = bool((history["status"] == "running").any())
+st.fragment(runs_table, run_every=REFRESH_S if running else None)()
 
 with st.expander("Compare runs"):
     st.caption(
@@ -465,25 +484,6 @@ def show_serving(serving: dict[str, Any]) -> None:
         )
 
 
-def _known(value: Any) -> bool:
-    """Whether a run-table field says something: a run still starting (or from another layout) has no stage,
-    epochs or input size yet, and "stage None · epochs ·" read as a broken page."""
-    return value is not None and not (isinstance(value, float) and value != value) and str(value).strip() != ""
-
-
-def status_line(row: Any) -> str:
-    """The chosen run's one-line summary: its status, then only the stage, epochs and input size it knows,
-    and its size on disk."""
-    parts = [f"Status: **{row['status']}**"]
-    parts += [
-        f"{label} {row[key]}"
-        for label, key in (("stage", "stage"), ("epochs", "epochs"), ("input", "input"))
-        if _known(row[key])
-    ]
-    parts.append(f"{row['disk_gb']:.2f} GB on disk")
-    return " · ".join(parts)
-
-
 if state.get("train_run") not in set(history["name"]):  # none yet, or a run just deleted: the newest
     state["train_run"] = history["name"].iloc[0]
 chosen = st.selectbox("Run", history["name"], key="train_run")
@@ -495,7 +495,15 @@ if row["status"] == jobs.UNREADABLE:
     st.error(f"Cannot show run {row['name']}: {row['problem']}")
     delete_popover(st, row["name"], row["path"], row["disk_gb"])
     st.stop()
-st.write(status_line(row))
+
+
+def chosen_status(row: pd.Series) -> None:
+    """The chosen run's status line; a running run's is read afresh each refresh (its epochs and size grow)."""
+    fresh = jobs.run_row(row["path"], runs) if row["status"] == "running" else None
+    st.write(app_support.status_line(fresh or row))
+
+
+st.fragment(chosen_status, run_every=REFRESH_S if row["status"] == "running" else None)(row)
 if isinstance(note := row["note"], str):  # list_runs read it with the status
     st.info(note)
 if used := state.pop("train_weights_used", None):  # said after the rerun that follows the choice, above the button

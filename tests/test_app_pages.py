@@ -905,7 +905,7 @@ def test_training_page_leaves_unknown_run_details_out_of_its_status_line(app_env
     assert "None" not in line and "stage" not in line and "epochs" not in line and "input" not in line
     at.selectbox(key="train_run").set_value("known").run()
     line = next(m.value for m in at.markdown if m.value.startswith("Status:"))
-    assert " · stage finetune · epochs 50 · input " in line
+    assert " · stage finetune · epochs 1/50 · input " in line
 
 
 def test_training_page_with_a_runs_folder_that_is_a_file(app_env: Path) -> None:
@@ -1087,7 +1087,7 @@ def test_training_page_shows_a_runs_served_figures_and_no_empty_curves(app_env: 
     os.utime(ensemble / "config.json", (time.time() - 60, time.time() - 60))  # the member is the newest run
     at = page("training").run()
     assert_clean(at)
-    assert at.dataframe[0].value.set_index("name").loc["member", "epochs"] == "50"  # its config's fine-tuning epochs
+    assert at.dataframe[0].value.set_index("name").loc["member", "epochs"] == "2/50"  # of its config's fine-tuning
     assert at.selectbox(key="train_run").value == "member"
     shown = {m.label: m.value for m in at.metric}
     assert shown["val AUROC"] == "0.902" and shown["temperature"] == "1.20" and shown["ECE, malignant"] == "0.026"

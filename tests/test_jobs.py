@@ -377,8 +377,8 @@ def test_runs_table_shows_the_epochs_and_input_size_of_the_stages_a_run_trains(t
         saved = {"config": {"stage": stage, "train": {**train, "image_size": 64 if stage == "pretrain" else 96}}}
         (tmp_path / name / "config.json").write_text(json.dumps(saved))
     table = jobs.list_runs(tmp_path).set_index("name")
-    assert table.loc["ft", ["epochs", "input"]].tolist() == ["15", "96 px"]
-    assert table.loc["pre", ["epochs", "input"]].tolist() == ["100", "64 px"]
+    assert table.loc["ft", ["epochs", "input"]].tolist() == ["0/15", "96 px"]  # completed/planned: none yet
+    assert table.loc["pre", ["epochs", "input"]].tolist() == ["0/100", "64 px"]
 
 
 def test_delete_run_removes_only_an_idle_run_folder_of_the_runs_folder(tmp_path: Path) -> None:

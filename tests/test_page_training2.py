@@ -4,11 +4,16 @@ dermai/jobs.py)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 from dermai import app_support, jobs
+from dermai.train import read_metrics
 from tests import test_app_pages
 from tests.test_app_pages import REPO, TIMEOUT, assert_clean
 
@@ -78,3 +83,95 @@ def test_the_way_back_to_the_default_model_is_where_the_message_says(app_env: Pa
     )
     assert said < back  # "below", as the message says
     assert max(len(app_support.USE_RUN_WEIGHTS), len(app_support.USE_DEFAULT_WEIGHTS)) <= 17  # short labels
+
+
+def _write_records(run: Path, records: list[dict]) -> None:
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _stopped_in_finetune(runs: Path) -> Path:
+    """A "both" run of 2 + 6 planned epochs that the user stopped in fine-tuning's first epoch, as the trainer
+    leaves it: both pretraining epochs recorded, fine-tuning steps but no fine-tuning epoch record."""
+    run = runs / "qa1"
+    run.mkdir(parents=True)
+    train = {"pretrain_epochs": 2, "finetune_epochs": 6, "image_size": 64}
+    (run / "config.json").write_text(json.dumps({"config": {"stage": "both", "train": train}}))
+    step = {"kind": "step", "total_steps": 40, "time": time.time() - 60}
+    records = [
+        *({**step, "stage": "pretrain", "epoch": e, "global_step": 5 * e + 5, "eta_s": 70.0} for e in range(2)),
+        *({"kind": "epoch", "stage": "pretrain", "epoch": e, "global_step": 5 * e + 5} for e in range(2)),
+        {**step, "stage": "finetune", "epoch": 0, "global_step": 12, "eta_s": 50.0},
+        {"kind": "status", "status": "stopped", "weights": None, "best_score": None, "time": time.time() - 50},
+    ]
+    _write_records(run, records)
+    return run
+
+
+def test_a_stopped_runs_status_says_the_epochs_it_completed_of_those_planned(tmp_path: Path) -> None:
+    """qa1 stopped in fine-tuning's first epoch read "stopped · stage both · epochs 2 + 6" (the plan)."""
+    runs = tmp_path / "runs"
+    run = _stopped_in_finetune(runs)
+    assert jobs.completed_epochs(read_metrics(run)) == {"pretrain": 2}
+    row = jobs.list_runs(runs).iloc[0]
+    assert row["epochs"] == "pretrain 2/2, finetune 0/6"
+    assert app_support.status_line(row) == (
+        "Status: **stopped** · stage both · epochs pretrain 2/2, finetune 0/6 · input 64 px · "
+        f"{row['disk_gb']:.2f} GB on disk"
+    )
+    train = {"pretrain_epochs": 100, "finetune_epochs": 15}
+    assert jobs.stage_epochs("finetune", train, {"finetune": 9}) == "9/15"  # an early stop: 9 of 15
+    assert jobs.stage_epochs("pretrain", train, {}) == "0/100"
+    assert jobs.stage_epochs("both", train) == "100 + 15"  # without records: the plan alone
+
+
+def test_the_eta_is_the_last_steps_whichever_record_came_last() -> None:
+    """Epoch records carry no ETA: read from the last record alone, the live view flipped to "ETA unknown" at
+    each one."""
+    step = {"kind": "step", "stage": "finetune", "eta_s": 80.0}
+    epoch = {"kind": "epoch", "stage": "finetune", "val_auroc": 0.7}
+    assert jobs.running_eta([step]) == 80.0
+    assert jobs.running_eta([step, epoch]) == 80.0
+    assert jobs.running_eta([step, epoch, {**step, "eta_s": 60}]) == 60.0
+    assert jobs.running_eta([epoch]) is None  # no step yet: unknown
+    stopped = {"kind": "status", "status": "stopped"}
+    assert jobs.running_eta([step, stopped]) is None  # an earlier job's estimate is not the resumed job's
+    assert jobs.running_eta([step, stopped, epoch, {**step, "eta_s": 12}, epoch]) == 12.0
+
+
+def test_a_running_run_ending_an_epoch_keeps_its_eta_and_shows_its_progress(tmp_path: Path) -> None:
+    from dermai.train import run_lock
+
+    runs = tmp_path / "runs"
+    run = _stopped_in_finetune(runs)
+    records = read_metrics(run)[:-1]  # resumed: no stop record, and a fine-tuning epoch just ended
+    _write_records(run, [*records, {"kind": "epoch", "stage": "finetune", "epoch": 0, "global_step": 15}])
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"\0" * 3_000_000)
+    with run_lock(run):
+        status = jobs.run_status(run, runs)
+        assert status.status == "running" and status.eta_s == 50.0
+        row = jobs.run_row(run, runs)
+    assert row is not None and row["epochs"] == "pretrain 2/2, finetune 1/6"
+    assert row["disk_gb"] >= 0.003  # the folder as it is now, checkpoint included
+
+
+def test_a_job_started_here_shows_its_stage_before_its_trainer_writes_a_config(app_env: Path) -> None:
+    """A job just started here listed as "running · — · (blank)": its stage is in the lock record."""
+    runs = Path(jobs.runs_dir())
+    run = runs / "fresh"
+    run.mkdir(parents=True)
+    (run / jobs.LOG_NAME).write_text("")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "dermai"], start_new_session=True)
+    record = {"pid": process.pid, "run_dir": str(run), "stage": "finetune", "command": [], "started": time.time()}
+    (runs / jobs.LOCK_NAME).write_text(json.dumps(record))
+    try:
+        row = jobs.run_row(run, runs)
+        assert row is not None and (row["status"], row["stage"]) == ("running", "finetune")
+        at = AppTest.from_file(str(REPO / "pages" / "training.py"), default_timeout=TIMEOUT).run()
+        assert_clean(at)
+        assert at.dataframe[0].value.set_index("name").loc["fresh", "stage"] == "finetune"
+        line = next(m.value for m in at.markdown if m.value.startswith("Status:"))
+        assert line.startswith("Status: **running** · stage finetune · ")
+    finally:
+        process.kill()
+        process.wait()
