@@ -468,6 +468,35 @@ TRAIN_FORM_LABELS: dict[str, str] = {
 }
 
 
+# Compare runs' settings (`compare.run_settings`: config.json's dotted keys) that the Training form sets, by the
+# form's labels; other settings (augmentation, a config file's) keep their key.
+SETTING_LABELS: dict[str, str] = {
+    "stage": TRAIN_FORM_LABELS["stage"],
+    "data.seed": TRAIN_FORM_LABELS["seed"],
+    "data.limit": TRAIN_FORM_LABELS["limit"],
+    "data.label_fraction": TRAIN_FORM_LABELS["label_fraction"],
+    **{
+        f"train.{field}": label
+        for field, label in TRAIN_FORM_LABELS.items()
+        if field not in ("stage", "seed", "limit", "label_fraction")
+    },
+    "train.seed": "Training seed (blank = Seed)",
+    "start.init_weights": "Start from",
+    "start.reset_classifier": "Fresh classifier",
+}
+SETTING_KEY_COLUMN = "config key"
+
+
+def labelled_differences(differences: pd.DataFrame) -> pd.DataFrame:
+    """`compare.setting_differences` as Compare runs shows it: each setting by the Training form's label where
+    the form has it (“Learning rate”, not train.lr), else by its key; the key stays in a last column, as
+    config.json names it."""
+    table = differences.copy()
+    table[SETTING_KEY_COLUMN] = list(differences.index)
+    table.index = pd.Index([SETTING_LABELS.get(key, key) for key in differences.index], name="setting")
+    return table
+
+
 # The trainer's advice when the weights a run starts from were trained on another split (`train.split_mismatch`),
 # and the same advice in the Training form's words: the form has no --manifest, and its training seed is the
 # "Training seed" field under “Start from a finished run”.

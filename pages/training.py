@@ -374,6 +374,12 @@ with st.expander("Compare runs"):
                     "best_val_auroc": st.column_config.NumberColumn(
                         "best val AUROC", format="%.4f", help="a weight average's row: the average's val AUROC"
                     ),
+                    "best_epoch": st.column_config.NumberColumn(
+                        "best epoch", help="the epoch of the best val AUROC, counted from 0 as the curves are"
+                    ),
+                    "epochs_run": st.column_config.NumberColumn(
+                        "epochs validated", help="the stage's epochs with a validation AUROC"
+                    ),
                     "val_bacc_at_best": st.column_config.NumberColumn("val bal. acc. there", format="%.3f"),
                     "images_per_s": st.column_config.NumberColumn("images/s", format="%.0f"),
                 },
@@ -383,7 +389,16 @@ with st.expander("Compare runs"):
             elif len(compared) > 1:
                 n = len(differences)
                 st.caption(f"{n} setting{'s differ' if n > 1 else ' differs'}:")
-                st.dataframe(differences, width="stretch", placeholder=app_support.MISSING)
+                st.dataframe(
+                    app_support.labelled_differences(differences),
+                    width="stretch",
+                    placeholder=app_support.MISSING,
+                    column_config={
+                        app_support.SETTING_KEY_COLUMN: st.column_config.TextColumn(
+                            help="the setting's name in the run's config.json"
+                        )
+                    },
+                )
 
 with st.expander("Combine runs into an ensemble"):
     st.caption(

@@ -859,7 +859,7 @@ def test_training_page_compares_runs(app_env: Path) -> None:
     summary = at.dataframe[1].value  # after the runs table
     assert list(summary["run"]) == ["lr-high", "lr-low"] and list(summary["best_val_auroc"]) == [0.86, 0.84]
     assert "1 setting differs:" in [c.value for c in at.caption]
-    assert list(at.dataframe[2].value.index) == ["train.lr"]
+    assert list(at.dataframe[2].value.index) == ["Learning rate"]  # the form's label (config key: train.lr)
     at.radio(key="compare_key").set_value("val_bacc").run()
     assert_clean(at)
 

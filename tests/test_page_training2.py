@@ -175,3 +175,43 @@ def test_a_job_started_here_shows_its_stage_before_its_trainer_writes_a_config(a
     finally:
         process.kill()
         process.wait()
+
+
+def test_setting_differences_are_named_by_the_forms_labels_and_keep_their_keys(tmp_path: Path) -> None:
+    from dermai.compare import flatten, run_settings, setting_differences
+    from dermai.config import RunConfig, to_dict
+    from tests.test_compare import make_run
+
+    known = {*flatten(to_dict(RunConfig())), "start.init_weights", "start.reset_classifier"}
+    assert set(app_support.SETTING_LABELS) <= known  # every labelled key is one a run's settings have
+    a = make_run(tmp_path, "a", 1e-3, [0.8])
+    b = make_run(tmp_path, "b", 3e-4, [0.8], init="runs/x/model.safetensors")
+    settings = {"a": run_settings(a), "b": {**run_settings(b), "train.finetune_epochs": 6, "augment.hue": 0.1}}
+    table = app_support.labelled_differences(setting_differences(settings))
+    assert table.index.name == "setting"
+    assert dict(zip(table[app_support.SETTING_KEY_COLUMN], table.index, strict=True)) == {
+        "train.finetune_epochs": "Finetune epochs",
+        "train.lr": "Learning rate",
+        "augment.hue": "augment.hue",  # no form field: its key, in both places
+        "start.init_weights": "Start from",
+    }
+    assert table.loc["Learning rate", ["a", "b"]].tolist() == ["0.001", "0.0003"]
+    seeds = app_support.labelled_differences(setting_differences({"a": {"data.seed": 0}, "b": {"data.seed": 1}}))
+    assert list(seeds.index) == ["Seed"]  # the split's seed, not "Training seed"
+
+
+def test_compare_runs_shows_the_forms_labels_and_readable_columns(app_env: Path) -> None:
+    from tests.test_compare import make_run
+
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "a", 1e-3, [0.80, 0.84])
+    make_run(runs, "b", 3e-4, [0.82, 0.83])
+    at = AppTest.from_file(str(REPO / "pages" / "training.py"), default_timeout=TIMEOUT).run()
+    at.multiselect(key="compare_runs").set_value(["a", "b"]).run()
+    assert_clean(at)
+    summary, differences = at.dataframe[1], at.dataframe[2]  # after the runs table
+    shown = json.loads(summary.proto.columns)
+    assert shown["best_epoch"]["label"] == "best epoch" and shown["epochs_run"]["label"] == "epochs validated"
+    assert list(differences.value.index) == ["Learning rate"]
+    assert list(differences.value[app_support.SETTING_KEY_COLUMN]) == ["train.lr"]
