@@ -56,21 +56,39 @@ CUT_OFFS_CAPTION = {
 }
 
 
+def metric_row() -> Any:
+    """A row of figures that wraps in a narrow window instead of cutting their labels ("AUROC mal…")."""
+    return st.container(horizontal=True, gap="large")
+
+
 def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     """Headline figures, tier table and the four plots."""
     ci = report.get("auroc_ci")
     calib = report.get("calibration") or {}
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("AUROC malignant", _f(report.get("auroc")), help="95% CI, lesion-grouped bootstrap")
-    if ci:
-        c1.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
-    c2.metric(
-        "Balanced accuracy (7-class)",
+    where = report.get("split") or "this split"
+    row = metric_row()
+    with row.container(width="content"):
+        st.metric(
+            f"AUROC ({where})",
+            _f(report.get("auroc")),
+            help=f"Malignant vs benign on the {where} split; 95% CI, lesion-grouped bootstrap",
+        )
+        if ci:
+            st.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
+    row.metric(
+        f"Bal. accuracy ({where})",
         _f(report.get("balanced_accuracy")),
-        help="one diagnosis for every image: 1/7 = 0.143 (malignant vs benign, all-benign: 0.500)",
+        help=f"Balanced accuracy over the 7 diagnoses on the {where} split. One diagnosis for every image: "
+        "1/7 = 0.143 (malignant vs benign, all-benign: 0.500)",
+        width="content",
     )
-    c3.metric("ECE (malignant)", _f(calib.get("ece_malignant")))
-    c4.metric("Images", report.get("n_images"))
+    row.metric(
+        f"ECE ({where})",
+        _f(calib.get("ece_malignant")),
+        help=f"Expected calibration error of p(malignant) on the {where} split",
+        width="content",
+    )
+    row.metric("Images", report.get("n_images"), help=f"Images scored: the whole {where} split", width="content")
     tiers = ((report.get("binary") or {}).get("thresholds")) or {}
     if tiers:
         table = pd.DataFrame(
@@ -92,13 +110,35 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     if ctx:
         st.subheader("With patient context")
         ci = ctx.get("auroc_ci")
-        k1, k2, k3, k4 = st.columns(4)
-        k1.metric("AUROC malignant", _f(ctx["auroc"]), delta=f"{ctx['auroc'] - report['auroc']:+.3f}")
-        if ci:
-            k1.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
-        k2.metric("Balanced accuracy (7-class)", _f(ctx["balanced_accuracy"]))
-        k3.metric("ECE (malignant)", _f(ctx["ece_malignant"]))
-        k4.metric("Images with some context", ctx["n_with_context"])
+        row = metric_row()
+        with row.container(width="content"):
+            st.metric(
+                f"AUROC ({where})",
+                _f(ctx["auroc"]),
+                delta=f"{ctx['auroc'] - report['auroc']:+.3f}",
+                help=f"Malignant vs benign on the {where} split, with patient context; the change is from the "
+                "image alone",
+            )
+            if ci:
+                st.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
+        row.metric(
+            f"Bal. accuracy ({where})",
+            _f(ctx["balanced_accuracy"]),
+            help=f"Balanced accuracy over the 7 diagnoses on the {where} split, with patient context",
+            width="content",
+        )
+        row.metric(
+            f"ECE ({where})",
+            _f(ctx["ece_malignant"]),
+            help=f"Expected calibration error of p(malignant) on the {where} split, with patient context",
+            width="content",
+        )
+        row.metric(
+            "With context",
+            ctx["n_with_context"],
+            help=f"Images of the {where} split with some context (age, sex or site) recorded",
+            width="content",
+        )
         rows = [
             {"tier": n, "sensitivity": r["sensitivity"], "specificity": r["specificity"]}
             for n, r in ctx["thresholds"].items()

@@ -58,20 +58,30 @@ else:
         st.warning(app_support.untrained_advice(card["untrained"]))
     elif weak := weak_validation(meta):
         st.warning(f"**These weights are not validated well enough for triage:** {weak}.")
-    cols = st.columns(3)
+    # Side by side where they fit, wrapping onto a second row in a narrow window: a short label (the split
+    # kept in it, the rest in its help) and a value shown whole, never cut to "96 and …".
+    row = st.container(horizontal=True, gap="large")
     if card["auroc"] is not None:
         ci = card["auroc_ci"]
-        cols[0].metric(
-            f"AUROC malignant ({card['auroc_split']})",
-            f"{card['auroc']:.3f}",
-            help=f"95% CI {ci[0]:.3f}–{ci[1]:.3f}" if ci else "no interval stored",
-        )
-        if ci:
-            cols[0].caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
+        with row.container(width="content"):
+            st.metric(
+                f"AUROC ({card['auroc_split']})",
+                f"{card['auroc']:.3f}",
+                help=f"Malignant vs benign on the {card['auroc_split']} split; "
+                + (f"95% CI {ci[0]:.3f}–{ci[1]:.3f}" if ci else "no interval stored"),
+            )
+            if ci:
+                st.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
     else:
-        cols[0].metric("AUROC malignant", "n/a")
-    cols[1].metric("Input size", card["input_sizes"])
-    cols[2].metric("Training status", str(card["status"] or "?"))
+        row.metric("AUROC", "n/a", help="Malignant vs benign: no figure stored with these weights", width="content")
+    row.metric(
+        "Input size",
+        card["input_sizes"],
+        help="The images' size as the network reads them (height × width when not square; an ensemble's "
+        "members may differ)",
+        width="content",
+    )
+    row.metric("Training status", str(card["status"] or "?"), width="content")
     if card["tiers"]:
         table = pd.DataFrame(card["tiers"]).set_index("tier")
         if "test_sensitivity" in table:

@@ -71,7 +71,7 @@ if state.get(slot[1]):  # the kept images stand in for an empty widget
     i1.info(f"Showing {kept} earlier in this session.")
     i2.button("Clear", key="pred_clear_kept", on_click=app_support.forget_uploads, args=(state, slot))
 app_support.keep_widgets(state, ["pred_source"])
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4 = st.columns([1, 1.25, 0.95, 0.8])  # room for "malignant (summed)"; TTA is short
 targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c for c in model.classes}}
 SALIENCY = {"pred_method": list(CAM_METHODS), "pred_target": list(targets), "pred_opacity": None, "pred_tta": None}
 app_support.restore_widgets(state, SALIENCY)
@@ -89,8 +89,8 @@ target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
 opacity = c3.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="pred_opacity")
 app_support.default_tta(state, "pred_tta", weights, model.tta_validated)  # as the tiers were validated
 tta = c4.checkbox(
-    "Test-time augmentation",
-    help=app_support.tta_help(model.tta_validated, bool(model.operating_points)),
+    "TTA",
+    help="Test-time augmentation. " + app_support.tta_help(model.tta_validated, bool(model.operating_points)),
     key="pred_tta",
 )
 app_support.keep_widgets(state, list(SALIENCY))
@@ -179,6 +179,9 @@ def analysed(data: bytes, name: str, image_site: str | None = None) -> dict[str,
     return None
 
 
+SCORE_HELP = "Malignancy score: the probability of a malignant diagnosis (akiec + bcc + mel)"
+
+
 def show(result: dict[str, Any]) -> None:
     """Tier, score, warnings, probabilities, original beside overlay, downloads."""
     p = result["prediction"]
@@ -196,12 +199,13 @@ def show(result: dict[str, Any]) -> None:
                 "on the validation split."
             )
         if ungradable:  # a number here (0.000) would read as reassurance
-            st.metric("Malignancy score p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
+            st.metric("p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
         elif p.context:
             given = describe_context(p.context)
             st.metric(
-                "Malignancy score p(malignant), with patient context",
+                "p(malignant), with context",
                 f"{p.p_malignant:.3f}",
+                help=f"{SCORE_HELP}, with the patient context given: {given}",
                 delta=f"{p.p_malignant - (p.p_malignant_image_only or 0.0):+.3f} from the context",
                 delta_color="off",
             )
@@ -212,7 +216,7 @@ def show(result: dict[str, Any]) -> None:
                 + ", ".join(f"{k} {effects[k]:+.3f}" for k in p.context)
             )
         else:
-            st.metric("Malignancy score p(malignant)", f"{p.p_malignant:.3f}")
+            st.metric("p(malignant)", f"{p.p_malignant:.3f}", help=SCORE_HELP)
         flagged = app_support.feature_gate_flagged(p)
         if flagged:
             st.warning(
@@ -253,13 +257,14 @@ def model_output(p: Any, blended: Any | None) -> None:
             orientation="h",
             text=[f"{v:.1%}" for _, v in probs],
             textposition="outside",
+            cliponaxis=False,  # "99.8%" beside a full bar, not cut to "99"
         )
     )
     fig.update_layout(
         title="Diagnosis probabilities",
         height=300,
         xaxis={"range": [0, 1.1]},
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        margin={"l": 10, "r": 50, "t": 40, "b": 10},
     )
     st.plotly_chart(fig, width="stretch", key="pred_probs")
     if legend := app_support.diagnosis_legend(list(p.probabilities)):

@@ -156,7 +156,7 @@ def test_an_ungradable_upload_shows_no_score_and_hides_its_chart_and_overlay(app
     at.run()
     assert_clean(at)
     assert any("Triage tier: UNGRADABLE" in text for text in alerts(at)), alerts(at)
-    score = next(m for m in at.metric if m.label.startswith("Malignancy score"))
+    score = next(m for m in at.metric if m.label == "p(malignant)")
     assert score.value == "—" and score.proto.help == app_support.NO_SCORE_HELP
     (hidden,) = [e for e in at.expander if e.label == "Model output for an ungradable image (unreliable)"]
     assert not hidden.proto.expanded
@@ -234,7 +234,7 @@ def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
     at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")
     at.run()
     plain = at.metric[0]
-    assert plain.label == "Malignancy score p(malignant)"
+    assert plain.label == "p(malignant)"
     meta = json.loads(app_env.with_suffix(".json").read_text())
     image_cuts, context_cuts = meta["operating_points"], meta["context"]["operating_points"]
     cut_offs = [c.value for c in at.caption if c.value.startswith("Tier cut-offs: ")]
@@ -248,7 +248,7 @@ def test_predict_with_patient_context_shows_both_scores(app_env: Path) -> None:
     at.run()
     assert_clean(at)
     metric = at.metric[0]
-    assert metric.label == "Malignancy score p(malignant), with patient context"
+    assert metric.label == "p(malignant), with context"
     cut_offs = [c.value for c in at.caption if c.value.startswith("Tier cut-offs: ")]
     assert cut_offs == [
         f"Tier cut-offs: refer at p ≥ {context_cuts['refer']['threshold']:.3f}, "
@@ -498,7 +498,7 @@ def test_predict_keeps_uploads_and_context_across_pages(app_env: Path) -> None:
     assert_clean(at)
     assert "Showing the 1 image uploaded earlier in this session." in [i.value for i in at.info]
     assert at.number_input(key="pred_age").value == 75
-    assert at.metric[0].label.endswith("with patient context") and at.metric[0].value == score
+    assert at.metric[0].label.endswith("with context") and at.metric[0].value == score
     assert any("Triage tier:" in text for text in alerts(at))
     at.selectbox(key="pred_method").set_value("eigencam").run()  # a rerun on the page keeps showing them
     assert "eigencam overlay" in at.image[1].proto.imgs[0].caption
@@ -619,10 +619,10 @@ def test_evaluation_scores_the_tiny_model(app_env: Path) -> None:
     at.run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
-    assert [m.label for m in at.metric][:3] == ["AUROC malignant", "Balanced accuracy (7-class)", "ECE (malignant)"]
+    assert [m.label for m in at.metric][:3] == ["AUROC (test)", "Bal. accuracy (test)", "ECE (test)"]
     assert len(at.get("plotly_chart")) >= 3
     assert "With patient context" in [h.value for h in at.subheader]  # the tiny model has a context model
-    assert [m.label for m in at.metric][7] == "Images with some context"
+    assert [m.label for m in at.metric][7] == "With context"
     assert "Where it fails" in [h.value for h in at.subheader]
     assert "Download per-image predictions (CSV)" in [b.label for b in at.download_button]
     assert "By subgroup" in [h.value for h in at.subheader]
@@ -643,13 +643,13 @@ def test_evaluation_keeps_its_settings_and_report_across_pages(app_env: Path) ->
     at.radio(key="eval_proj").set_value("tsne").run()
     next(b for b in at.button if b.label == "Evaluate").click()
     at.run()
-    assert [m.label for m in at.metric][:1] == ["AUROC malignant"]
+    assert [m.label for m in at.metric][:1] == ["AUROC (val)"]
     at.switch_page("pages/home.py").run()
     at.switch_page("pages/evaluation.py").run()  # Streamlit dropped the page's widget state on the way
     assert_clean(at)
     assert at.radio(key="eval_split").value == "val" and at.number_input(key="eval_limit").value == 100
     assert at.radio(key="eval_proj").value == "tsne"
-    assert [m.label for m in at.metric][:1] == ["AUROC malignant"]  # the report asked for is still shown
+    assert [m.label for m in at.metric][:1] == ["AUROC (val)"]  # the report asked for is still shown
     assert not any(i.value.startswith("Press Evaluate") for i in at.info)
     assert not at.warning or all("Session State" not in w.value for w in at.warning)
 
