@@ -330,15 +330,22 @@ def sites_per_image(names: list[str]) -> dict[str, str]:
     with st.expander("Body site per image (optional)", expanded=False):
         key = "pred_sites_" + hashlib.sha256("\n".join([*names, str(shared)]).encode()).hexdigest()[:16]
         start = app_support.editor_rows(state, key, [shared] * len(names))  # the kept sites on return
-        start = [value if value in model.context_sites else None for value in start]  # other weights: not known
+        # No site of its own: the shared field's words, not the editor's "None" (a site other weights knew, too)
+        start = [value if value in model.context_sites else NOT_GIVEN for value in start]
         edited = st.data_editor(
             pd.DataFrame({"image": names, "site": start}),
             hide_index=True,
             disabled=["image"],
-            column_config={"site": st.column_config.SelectboxColumn("body site", options=model.context_sites)},
+            column_config={
+                "site": st.column_config.SelectboxColumn(
+                    "body site",
+                    options=[NOT_GIVEN, *model.context_sites],
+                    help="This image's body site; not given: none (the context then adds nothing for the site)",
+                )
+            },
             key=key,
         )
-    given = [value if isinstance(value, str) and value else None for value in edited["site"]]
+    given = [value if value in model.context_sites else None for value in edited["site"]]  # "not given": no site
     app_support.keep_rows(state, key, given)
     return {name: value or NOT_GIVEN for name, value in zip(edited["image"], given, strict=True)}
 
@@ -366,6 +373,31 @@ def worklist_on_screen(table: pd.DataFrame) -> pd.DataFrame:
     return shown.assign(ood=shown["ood"].map({True: "yes", False: "no"}))
 
 
+# Rank and image pinned at the left, then tier and p(malignant): in a narrow window the table scrolls sideways
+# to p(top), the OOD verdict, the context and the notes (wide enough to read; the CSV download has them whole).
+WORKLIST_COLUMNS = {
+    "rank": st.column_config.NumberColumn("rank", width=50, pinned=True),
+    "image": st.column_config.TextColumn("image", width=130, pinned=True),
+    "tier": st.column_config.TextColumn("tier", width=80),
+    "p_malignant": st.column_config.NumberColumn(
+        "p(malignant)", format="%.3f", width=95, help=f"{SCORE_HELP}, with the patient context when given"
+    ),
+    "top_diagnosis": st.column_config.TextColumn("top diagnosis", width=100),
+    "p_top_diagnosis": st.column_config.NumberColumn(
+        "p(top)", format="%.2f", width=65, help="The top diagnosis's probability"
+    ),
+    "ood": st.column_config.TextColumn(  # yes, no, or a dash: not checked
+        "OOD", width=55, help="Out of distribution: yes, no, or — when not checked (no OOD statistics, unreadable)"
+    ),
+    "p_malignant_image_only": st.column_config.NumberColumn(
+        "p(mal.), image only", format="%.3f", width=130, help="p(malignant) from the image alone, without the context"
+    ),
+    "context": st.column_config.TextColumn("context", width=260, help="The patient context used for this image"),
+    # last, after the scores (`worklist_shown`)
+    "notes": st.column_config.TextColumn("notes", width=640, help="Why a file could not be read, or other notes"),
+}
+
+
 def show_worklist(files: dict[str, bytes]) -> None:
     """The batch as a worklist (tier counts, table, CSV), then one chosen image in full."""
     sites = sites_per_image(list(files))
@@ -380,15 +412,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
         hide_index=True,
         width="stretch",
         placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"
-        column_config={
-            "p_malignant": st.column_config.NumberColumn("p(malignant)", format="%.3f"),
-            "top_diagnosis": st.column_config.TextColumn("top diagnosis"),
-            "p_top_diagnosis": st.column_config.NumberColumn("p(top)", format="%.2f"),
-            "p_malignant_image_only": st.column_config.NumberColumn("p(malignant), image only", format="%.3f"),
-            "ood": st.column_config.TextColumn("out of distribution"),  # yes, no, or a dash: not checked
-            # last, after the scores (`worklist_shown`); the CSV download has the full text
-            "notes": st.column_config.TextColumn("notes", width="medium"),
-        },
+        column_config=WORKLIST_COLUMNS,
         key="pred_worklist",
     )
     if legend := app_support.diagnosis_legend(model.classes):

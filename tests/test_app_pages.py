@@ -1018,7 +1018,7 @@ def test_worklist_asks_each_images_site_when_the_model_uses_sites(
     assert_clean(at)
     assert "Body site per image (optional)" in [e.label for e in at.expander]
     sites = next(d.value for d in at.dataframe if list(d.value.columns) == ["image", "site"])
-    assert list(sites["image"]) == names and sites["site"].isna().all()  # nothing given yet
+    assert list(sites["image"]) == names and (sites["site"] == "not given").all()  # nothing given yet
     site = at.selectbox(key="pred_site")
     face = next(o for o in site.options if o == "face")
     site.set_value(face).run()
@@ -1051,7 +1051,7 @@ def test_worklist_keeps_each_images_site_across_pages(
     assert_clean(at)
     assert at.selectbox(key="pred_detail").value == detail != at.selectbox(key="pred_detail").options[0]
     sites = next(d.value for d in at.dataframe if list(d.value.columns) == ["image", "site"])
-    assert list(sites["site"].fillna("none")) == ["none", "face"]  # the table starts from the kept sites
+    assert list(sites["site"]) == ["not given", "face"]  # the table starts from the kept sites
     contexts = next(d.value for d in at.dataframe if "rank" in d.value.columns).set_index("image")["context"]
     assert contexts.fillna("none").to_dict() == {"ISIC_0024306.jpg": "none", "ISIC_0025964.jpg": "site face"}
     editor = next(d for d in at.dataframe if list(d.value.columns) == ["image", "site"])

@@ -4,12 +4,14 @@ that keep each original with its augmented version."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import HAM
-from tests.test_app_pages import app_env, assert_clean, page
+from tests.test_app_pages import REPO, TIMEOUT, app_env, assert_clean, page, sited_weights
 
 __all__ = ["app_env"]  # the fixture, imported for pytest
 
@@ -60,3 +62,53 @@ def test_predict_score_label_is_short_and_its_help_says_what_it_is(app_env: Path
     score = at.metric[0]
     assert score.label == "p(malignant), with context"
     assert score.proto.help.startswith("Malignancy score: ") and score.proto.help.endswith("age 75")
+
+
+def worklist_columns(at: AppTest) -> tuple[list[str], dict[str, dict]]:
+    """The worklist's columns in order, and the column config Streamlit draws them with."""
+    table = next(d for d in at.dataframe if "rank" in d.value.columns)
+    return list(table.value.columns), json.loads(table.proto.columns)
+
+
+def test_worklist_keeps_the_key_columns_first_and_the_long_text_readable(app_env: Path) -> None:
+    at = page("predict").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    files = [(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names]
+    at.file_uploader[0].set_value([*files, ("notes.jpg", b"not an image", "image/jpeg")])
+    at.number_input(key="pred_age").set_value(55)
+    at.run()
+    assert_clean(at)
+    order, config = worklist_columns(at)
+    assert order[:4] == ["rank", "image", "tier", "p_malignant"]
+    assert order[-2:] == ["context", "notes"]
+    assert config["rank"]["pinned"] and config["image"]["pinned"]  # in view while the table scrolls sideways
+    assert config["context"]["width"] >= 240 and config["notes"]["width"] >= 600  # "age 5…" before
+    assert config["ood"]["label"] == "OOD" and config["ood"]["help"].startswith("Out of distribution")
+    assert config["p_top_diagnosis"]["width"] <= 70  # p(top) and OOD narrow, near the front
+    assert config["p_malignant"]["help"].startswith("Malignancy score")
+
+
+def test_site_editor_says_not_given_and_that_means_no_site(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(sited_weights(app_env, tmp_path)))
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/predict.py").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
+    at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
+    at.run()
+    editor = next(d for d in at.dataframe if list(d.value.columns) == ["image", "site"])
+    assert list(editor.value["site"]) == ["not given", "not given"]  # the shared field's words, not "None"
+    site = json.loads(editor.proto.columns)["site"]
+    assert site["type_config"]["options"][0] == "not given"
+    at.session_state[editor.key] = {"edited_rows": {1: {"site": "face"}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if "rank" in d.value.columns).set_index("image")
+    assert table["context"].isna()["ISIC_0024306.jpg"] and table.loc["ISIC_0025964.jpg", "context"] == "site face"
+    editor = next(d for d in at.dataframe if list(d.value.columns) == ["image", "site"])
+    at.session_state[editor.key] = {"edited_rows": {1: {"site": "not given"}}, "added_rows": [], "deleted_rows": []}
+    at.run()  # picked back: no site, not a site called "not given"
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if "rank" in d.value.columns)
+    assert "context" not in table and not at.error  # no image has any context: the column is left out
