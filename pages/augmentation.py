@@ -61,6 +61,7 @@ def range_key(name: str) -> tuple[str, tuple[float, float]]:
 # Steps of 0.05 from 0.25 to 4, and the default's 3/4 and 4/3 (torchvision's), which a 0.05 step misses: a slider
 # on that grid could never return to the default once touched, and sent 1.35 for it.
 CROP_RATIOS = sorted({round(0.25 + 0.05 * i, 2) for i in range(76)} | set(AugmentConfig().crop_ratio))
+CARD_PADDING_PX, IMAGE_GAP_PX = 34, 10  # a bordered card's padding and border; the space between its images
 MAX_IDS = 16  # typed or pasted ids previewed at most: a pasted column of hundreds would take minutes
 UPLOAD = ("aug_kept_upload", "aug_showing_kept")  # the uploaded image's (name, bytes), kept as Predict keeps its own
 # The preview's choices, kept across pages as the sliders are; the diagnosis once the folder's are known.
@@ -101,7 +102,7 @@ keep_widgets(state, kept)
 cfg = dataclasses.replace(base, **values)
 pipeline = "SimCLR pretraining" if simclr else "fine-tuning"
 if controls.button(
-    f"Use for {pipeline}",
+    "Use in training",  # short: the parameters' column is narrow in an 800 px window ("Use for fine-tu…")
     help=f"The Training page's next run uses these settings for its {pipeline} augmentation",
 ):
     with plain_errors("Not used"):
@@ -116,7 +117,9 @@ if controls.button(
 
 def preview() -> None:
     """Image choice and the before/after and two-view grids."""
-    left, middle, right = st.columns([2, 1, 1])
+    # Side by side where they fit, else wrapped onto the next line: narrow columns split "square" in two.
+    row = st.container(horizontal=True, gap="medium")
+    left, middle, right = row.container(width=300), row.container(width=170), row.container(width=140)
     source = left.radio("Images", ["From the data folder", "Upload one"], horizontal=True, key="aug_source")
     width = middle.select_slider("Output width (px)", [64, 96, 128, 160, 224], key="aug_size")
     shape = right.radio(
@@ -219,20 +222,26 @@ def preview() -> None:
             warped = preview_masks(pixels, masks, cfg, size, seed)
             after, caption = [outline_mask(a, m) for a, m in zip(after, warped, strict=True)], "augmented + mask"
         st.subheader("Before / after")
-        st.image([p[0] for p in pairs], caption=["original"] * len(pairs), width=width, alt=alts(names, "original"))
-        st.image(after, caption=[caption] * len(pairs), width=width, alt=alts(names, caption))
+        cards([[p[0] for p in pairs], after], ["original", caption], ["original", caption], names, width)
         if shape_note:
             st.warning(shape_note)
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above
-        st.image([v[0] for v in views], caption=["view a"] * len(views), width=width, alt=alts(names, "SimCLR view a"))
-        st.image([v[1] for v in views], caption=["view b"] * len(views), width=width, alt=alts(names, "SimCLR view b"))
+        views_ab = [[v[0] for v in views], [v[1] for v in views]]
+        cards(views_ab, ["view a", "view b"], ["SimCLR view a", "SimCLR view b"], names, width)
 
 
-def alts(names: list[str], what: str) -> list[str]:
-    """Each preview image's alt text (a caption never becomes it): which image, and which view of it."""
-    return [f"{name}, {what}" for name in names]
+def cards(shown: list[list[np.ndarray]], captions: list[str], views: list[str], names: list[str], width: int) -> None:
+    """Each image's versions (`shown[k][i]`: version k of image i) side by side in a bordered card (one above
+    the other when the window is too narrow), the cards as many to a row as fit: before, in a narrow window two
+    rows of originals above two rows of augmented images lost which was which. `views` name the versions in
+    the alt text (a caption never becomes it)."""
+    row = st.container(horizontal=True, gap="medium")
+    for i, name in enumerate(names):
+        alt = [f"{name}, {view}" for view in views]
+        card = row.container(border=True, width=CARD_PADDING_PX + len(shown) * (width + IMAGE_GAP_PX))
+        card.image([versions[i] for versions in shown], caption=captions, width=width, alt=alt)
 
 
 with view:

@@ -548,24 +548,24 @@ def test_augmentation_preset_and_reseed(app_env: Path) -> None:
     at.run()
     assert_clean(at)
     assert at.caption and any("Seed 1" == c.value for c in at.caption)
-    assert len(at.image) == 4 and [img.proto.imgs[0].url for img in at.image] != first
+    assert len(at.image) == 8 and [img.proto.imgs[0].url for img in at.image] != first  # 4 images, 2 cards each
 
 
 def test_augmentation_lab_outlines_the_lesion_masks(app_env: Path) -> None:
     at = page("augmentation").run()
-    assert at.image[1].captions == ["augmented"] * 4
-    before = [img.url for img in at.image[1].proto.imgs]
+    assert [e.captions for e in at.image[:4]] == [["original", "augmented"]] * 4  # each above its original
+    before = [e.proto.imgs[1].url for e in at.image[:4]]
     at.checkbox(key="aug_masks").set_value(True)
     at.run()
     assert_clean(at)
-    assert at.image[1].captions == ["augmented + mask"] * 4
-    assert [img.url for img in at.image[1].proto.imgs] != before
-    squashed = [img.url for img in at.image[1].proto.imgs]
+    assert [e.captions for e in at.image[:4]] == [["original", "augmented + mask"]] * 4
+    assert [e.proto.imgs[1].url for e in at.image[:4]] != before
+    squashed = [e.proto.imgs[1].url for e in at.image[:4]]
     at.radio(key="aug_shape").set_value("4:3")  # HAM10000's own shape, as a run with an image width trains
     at.run()
     assert_clean(at)
-    assert at.image[1].captions == ["augmented + mask"] * 4
-    assert [img.url for img in at.image[1].proto.imgs] != squashed
+    assert [e.captions for e in at.image[:4]] == [["original", "augmented + mask"]] * 4
+    assert [e.proto.imgs[1].url for e in at.image[:4]] != squashed
 
 
 def test_augmentation_lab_keeps_its_settings_across_pages(app_env: Path) -> None:
@@ -575,7 +575,7 @@ def test_augmentation_lab_keeps_its_settings_across_pages(app_env: Path) -> None
     at.switch_page("pages/augmentation.py").run()
     at.slider(key="aug_paper_hair_p").set_value(0.3)
     at.slider(key="aug_paper_crop_scale").set_value((0.5, 0.9))
-    next(b for b in at.button if b.label == "Use for fine-tuning").click()
+    next(b for b in at.button if b.label == "Use in training").click()
     at.run()
     at.toggle(key="aug_simclr").set_value(True).run()
     at.switch_page("pages/training.py").run()
@@ -585,7 +585,7 @@ def test_augmentation_lab_keeps_its_settings_across_pages(app_env: Path) -> None
     at.toggle(key="aug_simclr").set_value(False).run()
     assert at.slider(key="aug_paper_hair_p").value == 0.3
     assert at.slider(key="aug_paper_crop_scale").value == (0.5, 0.9)
-    next(b for b in at.button if b.label == "Use for fine-tuning").click()
+    next(b for b in at.button if b.label == "Use in training").click()
     at.run()
     assert at.session_state["train_augment"] == ["crop_scale=0.5,0.9", "hair_p=0.3"]
 
@@ -594,14 +594,14 @@ def test_augmentation_settings_are_sent_to_training(app_env: Path) -> None:
     at = page("augmentation").run()
     at.slider(key="aug_paper_hair_p").set_value(0.3)
     at.checkbox(key="aug_paper_color_constancy").set_value(True)
-    next(b for b in at.button if b.label == "Use for fine-tuning").click()
+    next(b for b in at.button if b.label == "Use in training").click()
     at.run()
     assert_clean(at)
     assert at.session_state["train_augment"] == ["hair_p=0.3", "color_constancy=true"]
     assert any("hair_p=0.3, color_constancy=true" in s.value for s in at.success)
     at.toggle(key="aug_simclr").set_value(True)
     at.run()
-    next(b for b in at.button if b.label == "Use for SimCLR pretraining").click()
+    next(b for b in at.button if b.label == "Use in training").click()
     at.run()
     assert at.session_state["train_simclr_augment"] == []  # the SimCLR preset untouched: its defaults
 
@@ -1415,13 +1415,13 @@ def test_augmentation_lab_keeps_its_preview_choices_and_upload_across_pages(app_
     image = HAM / "images" / "ISIC_0024306.jpg"
     at.file_uploader(key="aug_upload").upload(image.name, image.read_bytes(), "image/jpeg")
     at.run()
-    assert len(at.image) == 4  # before, after, and the two views
+    assert sum(len(e.proto.imgs) for e in at.image) == 4  # before, after, and the two views
     at.switch_page("pages/home.py").run()
     at.switch_page("pages/augmentation.py").run()
     assert_clean(at)
     assert at.radio(key="aug_source").value == "Upload one"
     assert "Showing ISIC_0024306.jpg, uploaded earlier in this session." in [i.value for i in at.info]
-    assert len(at.image) == 4
+    assert sum(len(e.proto.imgs) for e in at.image) == 4
     next(b for b in at.button if b.label == "Clear").click().run()
     assert not at.image and "Upload an image to preview." in [i.value for i in at.info]
 
@@ -1433,10 +1433,10 @@ def test_augmentation_crop_ratio_returns_to_its_default(app_env: Path) -> None:
     ratio = at.select_slider(key="aug_paper_crop_ratio")
     assert ratio.value == (0.75, 4 / 3)
     ratio.set_value((0.75, 1.35)).run()
-    next(b for b in at.button if b.label == "Use for fine-tuning").click().run()
+    next(b for b in at.button if b.label == "Use in training").click().run()
     assert at.session_state["train_augment"] == ["crop_ratio=0.75,1.35"]
     at.select_slider(key="aug_paper_crop_ratio").set_value((0.75, 4 / 3)).run()
-    next(b for b in at.button if b.label == "Use for fine-tuning").click().run()
+    next(b for b in at.button if b.label == "Use in training").click().run()
     assert_clean(at)
     assert at.session_state["train_augment"] == []
 

@@ -50,7 +50,7 @@ def test_augmentation_lab_names_the_ids_it_did_not_find_and_previews_the_rest(ap
     at.text_input(key="aug_ids").set_value("ISIC_0024306, ISIC_9999999,typo").run()
     assert_clean(at)
     assert [w.value for w in at.warning] == ["Not in the data folder, so not shown: ISIC_9999999, typo"]
-    assert at.image[0].captions == ["original"]  # ISIC_0024306 is still previewed
+    assert at.image[0].captions == ["original", "augmented"]  # ISIC_0024306 is still previewed
     assert [img.alt for e in at.image for img in e.proto.imgs] == [
         f"ISIC_0024306, {view}" for view in ("original", "augmented", "SimCLR view a", "SimCLR view b")
     ]  # alt text: a caption never becomes it
@@ -163,7 +163,7 @@ def test_augmentation_lab_names_a_damaged_image_of_the_folder_and_previews_the_o
     at.text_input(key="aug_ids").set_value("I_akiec_0_0, I_akiec_0_1").run()
     assert_clean(at)
     assert len(at.error) == 1 and at.error[0].value.startswith(f"Not previewed: {bad}: unreadable image")
-    assert at.image[0].captions == ["original"]  # I_akiec_0_1 is still previewed
+    assert at.image[0].captions == ["original", "augmented"] and len(at.image) == 2  # I_akiec_0_1 is still previewed
     at.text_input(key="aug_ids").set_value("I_akiec_0_0").run()
     assert_clean(at)
     assert len(at.error) == 1 and not at.image and "Reseed" not in [b.label for b in at.button]
@@ -234,7 +234,7 @@ def test_augmentation_lab_previews_at_most_sixteen_pasted_ids_and_says_so(app_en
     at.text_input(key="aug_ids").set_value(" ".join(ids)).run()  # a pasted column
     assert_clean(at)
     assert "Showing the first 16 of the 20 images found: each is augmented four times." in [c.value for c in at.caption]
-    assert at.image[0].captions == ["original"] * 16
+    assert [e.captions for e in at.image] == [["original", "augmented"]] * 16 + [["view a", "view b"]] * 16
 
 
 def test_dataset_images_carry_alt_text_naming_them(app_env: Path) -> None:

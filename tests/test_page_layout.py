@@ -112,3 +112,19 @@ def test_site_editor_says_not_given_and_that_means_no_site(
     assert_clean(at)
     table = next(d.value for d in at.dataframe if "rank" in d.value.columns)
     assert "context" not in table and not at.error  # no image has any context: the column is left out
+
+
+def test_augmentation_lab_keeps_each_original_with_its_augmented_version(app_env: Path) -> None:
+    at = page("augmentation").run()
+    assert_clean(at)
+    before, views = at.image[:4], at.image[4:]
+    assert [e.captions for e in before] == [["original", "augmented"]] * 4  # one card per image
+    assert [e.captions for e in views] == [["view a", "view b"]] * 4
+    for card in at.image:  # both versions in a card are of one image
+        names = {img.alt.split(", ")[0] for img in card.proto.imgs}
+        assert len(names) == 1, [img.alt for img in card.proto.imgs]
+    button = next(b for b in at.button if b.label == "Use in training")
+    assert "fine-tuning augmentation" in button.proto.help
+    at.toggle(key="aug_simclr").set_value(True).run()
+    button = next(b for b in at.button if b.label == "Use in training")
+    assert "SimCLR pretraining augmentation" in button.proto.help
