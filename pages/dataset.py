@@ -13,7 +13,7 @@ from dermai.plots import class_distribution_figure
 from pages._common import dataset, or_stop, plain_errors, require_data, show_images
 
 PER_PAGE = 24
-COLUMNS = 6
+TILE_PX = 140  # a grid tile: wide enough for an image id ("ISIC_0027419") on one line of its caption
 
 st.title("Dataset browser")
 root = require_data()
@@ -72,9 +72,11 @@ def grid() -> pd.DataFrame:
     page = st.number_input(f"Page (of {pages})", 1, pages, key="ds_page")
     app_support.keep_widgets(state, ["ds_page"])
     shown = rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE]
-    for start in range(0, len(shown), COLUMNS):
-        for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].iterrows(), strict=False):
-            show_images(col, [row["path"]], [app_support.caption(row)])
+    # Tiles of a fixed width, as many to a row as the window holds: six columns in a narrow window were too
+    # thin for an id, which broke mid-word ("ISIC_0027 419").
+    tiles = st.container(horizontal=True, gap="small")
+    for _, row in shown.iterrows():
+        show_images(tiles.container(width=TILE_PX), [row["path"]], [app_support.caption(row)])
     return shown
 
 
@@ -111,7 +113,9 @@ else:
     shown = grid()
 
 st.subheader("Distributions")
-left, right = st.columns([3, 2])
+# Chart and table side by side where both fit, else the table below the chart: a narrow column cut its "total".
+charts = st.container(horizontal=True, gap="large")
+left, right = charts.container(width=480), charts.container(width="content")
 if no_match:
     left.info(no_match)
 else:
