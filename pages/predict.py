@@ -71,7 +71,7 @@ if state.get(slot[1]):  # the kept images stand in for an empty widget
     i1.info(f"Showing {kept} earlier in this session.")
     i2.button("Clear", key="pred_clear_kept", on_click=app_support.forget_uploads, args=(state, slot))
 app_support.keep_widgets(state, ["pred_source"])
-c1, c2, c3, c4 = st.columns([1, 1.25, 0.95, 0.8])  # room for "malignant (summed)"; TTA is short
+c1, c2, c3, c4 = st.columns([1, 1.35, 0.85, 0.8])  # room for "malignant (summed)"; TTA is short
 targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c for c in model.classes}}
 SALIENCY = {"pred_method": list(CAM_METHODS), "pred_target": list(targets), "pred_opacity": None, "pred_tta": None}
 app_support.restore_widgets(state, SALIENCY)
