@@ -1164,12 +1164,24 @@ def blank_ungradable(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def worklist_shown(table: pd.DataFrame) -> pd.DataFrame:
+def without_note(notes: Any, note: str) -> Any:
+    """A worklist row's notes ("; "-joined warnings) without one warning the page already shows once above the
+    table (the weak-weights caveat, `predict.weak_weights_note`); None when nothing else is left."""
+    if not isinstance(notes, str):
+        return notes
+    kept = notes.replace(f"{note}; ", "").replace(f"; {note}", "")
+    return None if kept == note else kept
+
+
+def worklist_shown(table: pd.DataFrame, shown_above: str | None = None) -> pd.DataFrame:
     """The worklist as Predict shows it: an ungradable row's scores blank (`blank_ungradable`) and the optional
     columns no image has a value in left out, in the CSV's order (`worklist.COLUMNS`): image, tier and
     p(malignant) first and the wide notes last, so that in a narrow window the notes, not the score, are cut off
-    (before, the notes sat beside the tier and pushed p(malignant) off an 800 px screen)."""
+    (before, the notes sat beside the tier and pushed p(malignant) off an 800 px screen). `shown_above`: a
+    warning the page shows once in a banner, left out of each row's notes (the CSV keeps it)."""
     table = blank_ungradable(table)
+    if shown_above and "notes" in table:
+        table = table.assign(notes=table["notes"].map(lambda notes: without_note(notes, shown_above)))
     return table.drop(columns=[c for c in WORKLIST_OPTIONAL if c in table and table[c].isna().all()])
 
 

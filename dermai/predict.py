@@ -32,7 +32,7 @@ from dermai.intake import MIN_SIDE, IntakeResult, read_image
 from dermai.metrics import TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, ood_scores, pixel_verdict
 from dermai.preprocess import meta_input_size, resize_input, to_image_orientation
-from dermai.weights import LoadedWeights, WeightsError, load_weights, untrained_classifier
+from dermai.weights import LoadedWeights, WeightsError, load_weights, untrained_classifier, weak_validation
 
 if TYPE_CHECKING:  # imported on first use: pytorch-grad-cam pulls in OpenCV and matplotlib
     from dermai.saliency import SaliencyExplainer
@@ -136,6 +136,14 @@ def tta_mismatch(meta: Mapping[str, Any], used: bool | None) -> str | None:
     )
 
 
+def weak_weights_note(meta: Mapping[str, Any]) -> str | None:
+    """The caveat every prediction of weakly validated weights carries (`weights.weak_validation`), or None:
+    the report, JSON and worklist CSV are what gets filed, so the caveat must travel with the result, not
+    only sit in a banner on the page."""
+    weak = weak_validation(dict(meta))
+    return None if weak is None else f"these weights are not validated well enough for triage: {weak}"
+
+
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -186,6 +194,7 @@ class Predictor:
         self.meta = meta
         self.context_model = meta.get("context") or None
         self.tta_validated = validated_tta(meta)  # the TTA setting `predict` uses unless told otherwise
+        self.weak_note = weak_weights_note(meta)  # first among every prediction's warnings, when any
         self.ood_stats = OODStats.from_weights(loaded.extra, meta)
         self._explainers: dict[str, SaliencyExplainer] = {}
         self._lock = threading.Lock()
@@ -240,7 +249,8 @@ class Predictor:
             )
         probs = calibrated_probs(logits, {"temperature": self.temperature, "log_prior": self.log_prior})
         p_mal = float(malignant_probability(probs, self.classes)[0])
-        notes = list(intake.warnings) + subgroup_notes(self.meta, context)
+        notes = [self.weak_note] if self.weak_note else []
+        notes += list(intake.warnings) + subgroup_notes(self.meta, context)
         points, used, image_only, effects = self.operating_points, None, None, None
         if context is not None and not self.context_model and not context.is_empty():
             notes.append("these weights carry no patient-context model: the age, sex and site were not used")

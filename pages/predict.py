@@ -227,7 +227,7 @@ def show(result: dict[str, Any]) -> None:
         elif p.ood is None:
             st.caption("No out-of-distribution check is stored with these weights.")
         for note in p.warnings:
-            if not (flagged and note == OOD_NOTE):  # the box above says it, with the score
+            if not (note == model.weak_note or (flagged and note == OOD_NOTE)):  # a box above says it already
                 st.warning(note)
     blended = overlay(result["image"], result["heatmap"], alpha=opacity)
     with right:
@@ -369,7 +369,7 @@ def worklist_on_screen(table: pd.DataFrame) -> pd.DataFrame:
     """The worklist as shown: without the TTA column (the checkbox above says it; the CSV keeps it) and the OOD
     verdict in words. A checkbox column draws a missing verdict (weights with no OOD check, an unreadable file)
     as an empty box, which reads as "passed"; as text it is the table's dash."""
-    shown = app_support.worklist_shown(table.drop(columns="tta"))
+    shown = app_support.worklist_shown(table.drop(columns="tta"), model.weak_note)  # the banner above says it
     return shown.assign(ood=shown["ood"].map({True: "yes", False: "no"}))
 
 

@@ -1,0 +1,74 @@
+"""What a clinician must be told wherever a result is read: the weak-weights caveat in every filed record, a
+patient group nobody validated, a calibration that failed, an in-sample context figure, and why a context
+field is not asked."""
+
+from __future__ import annotations
+
+import json
+from html import unescape
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dermai import app_support
+from dermai.context import PatientContext
+from dermai.predict import Predictor, subgroup_notes
+from dermai.report import prediction_html
+from dermai.worklist import score_images, worklist, worklist_csv
+from tests import test_app_pages
+from tests.conftest import HAM
+from tests.test_app_pages import alerts, assert_clean, page
+
+app_env = test_app_pages.app_env  # the pages' fixture: data, tiny weights and an empty runs folder
+IMAGE = HAM / "images" / "ISIC_0024306.jpg"
+WEAK = "these weights are not validated well enough for triage: "
+
+
+def test_every_record_of_a_weakly_validated_models_prediction_carries_the_caveat(
+    app_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tiny model validates on a handful of images: the HTML and JSON reports, predict --json and the
+    worklist CSV (what gets filed) all say its tiers are not reliable, not only the page's banner."""
+    from dermai import cli
+
+    model = Predictor.from_weights(app_env)
+    assert model.weak_note and model.weak_note.startswith(WEAK) and "validation images" in model.weak_note
+    p = model.predict(str(IMAGE))
+    assert p.warnings[0] == model.weak_note and p.to_dict()["warnings"][0] == model.weak_note
+    html = unescape(prediction_html(p, IMAGE.name, str(app_env), Image.open(IMAGE)))
+    assert model.weak_note in html
+    report = json.loads(app_support.prediction_report(p, IMAGE.name, str(app_env)))
+    assert report["prediction"]["warnings"][0] == model.weak_note
+    assert cli.main(["predict", str(IMAGE), "--weights", str(app_env), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert line["warnings"][0] == model.weak_note
+    table = worklist([entry for entry, _ in score_images(model, [(IMAGE.name, IMAGE.read_bytes())], None)])
+    assert model.weak_note in worklist_csv(table).decode()
+    on_screen = app_support.worklist_shown(table, model.weak_note)  # the page's banner says it once
+    assert "notes" not in on_screen or not on_screen["notes"].astype(str).str.contains(WEAK).any()
+
+
+def test_weights_validated_on_enough_images_add_no_caveat(app_env: Path, tmp_path: Path) -> None:
+    meta = json.loads(app_env.with_suffix(".json").read_text())
+    (tmp_path / "model.safetensors").write_bytes(app_env.read_bytes())
+    val = {**meta["val_metrics"], "val_auroc": 0.9, "n_val": 1500}
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "val_metrics": val}))
+    model = Predictor.from_weights(tmp_path / "model.safetensors")
+    assert model.weak_note is None
+    assert not any(note.startswith(WEAK) for note in model.predict(str(IMAGE)).warnings)
+
+
+def test_the_predict_page_says_the_weak_weights_caveat_once(app_env: Path) -> None:
+    at = page("predict").run()
+    at.file_uploader[0].upload(IMAGE.name, IMAGE.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    said = [text for text in alerts(at) if "not validated well enough for triage" in text]
+    assert len(said) == 1 and said[0].startswith("**These weights"), said
+
+
+def test_a_worklists_notes_keep_other_warnings_without_the_caveat() -> None:
+    note = "weak; few images"  # the caveat itself may hold "; "
+    assert app_support.without_note(f"{note}; image is small", note) == "image is small"
+    assert app_support.without_note(f"image is small; {note}", note) == "image is small"
+    assert app_support.without_note(note, note) is None and app_support.without_note(None, note) is None
