@@ -29,7 +29,7 @@ from dermai.context import (
 )
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation
 from dermai.intake import MIN_SIDE, IntakeResult, read_image
-from dermai.metrics import TIER_MEANINGS, assign_tier
+from dermai.metrics import SUBGROUP_MIN_PER_CLASS, TIER_MEANINGS, assign_tier
 from dermai.ood import OODStats, ood_scores, pixel_verdict
 from dermai.preprocess import meta_input_size, resize_input, to_image_orientation
 from dermai.weights import LoadedWeights, WeightsError, load_weights, untrained_classifier, weak_validation
@@ -153,25 +153,49 @@ SUBGROUP_FIELD_NAMES = {"sex": "sex", "age": "age", "site": "body site"}
 
 def subgroup_notes(meta: Mapping[str, Any], context: PatientContext | None) -> list[str]:
     """A caution for each given age, sex or body site whose group the model ranked clearly worse on its test
-    split (AUROC below the lower end of the overall 95% interval), from the subgroup figures the weights record;
-    none when they record none. The score stays the model's: the note says how far to trust it."""
+    split (AUROC below the lower end of the overall 95% interval), and for each whose group it could not be
+    scored on there (too few malignant or benign images, or none at all: `unvalidated_note`), from the
+    subgroup figures the weights record; none when they record none. The score stays the model's: the note
+    says how far to trust it."""
     test = meta.get("test_metrics") if isinstance(meta.get("test_metrics"), Mapping) else {}
     rows, interval, overall = test.get("subgroups"), test.get("auroc_ci"), test.get("auroc")
     if context is None or not isinstance(rows, list) or not isinstance(interval, list) or overall is None:
         return []
     given = {"sex": context.sex, "site": context.site, "age": None if context.age is None else age_band(context.age)}
+    rows = [row for row in rows if isinstance(row, Mapping)]
     notes = []
-    for row in rows:
-        name = row.get("field") if isinstance(row, Mapping) else None
-        if name in given and given[name] is not None and row.get("group") == given[name]:
-            auroc = row.get("auroc")
-            if isinstance(auroc, float | int) and auroc < interval[0]:
-                notes.append(
-                    f"{SUBGROUP_FIELD_NAMES[name]} {given[name]}: on its test split this model ranked such lesions "
-                    f"worse (AUROC {auroc:.3f} over {row.get('n', '?')} images) than overall ({overall:.3f}); "
-                    "weigh its score and tier with that in mind"
-                )
+    for name in ("sex", "site", "age"):  # the order evaluation records them in
+        if given[name] is None or not any(row.get("field") == name for row in rows):
+            continue  # not given, or the report scored no group of this field
+        row = next((r for r in rows if r.get("field") == name and r.get("group") == given[name]), None)
+        label = f"{SUBGROUP_FIELD_NAMES[name]} {given[name]}"
+        auroc = None if row is None else row.get("auroc")
+        if not isinstance(auroc, float | int):
+            notes.append(unvalidated_note(label, row))
+        elif auroc < interval[0]:
+            notes.append(
+                f"{label}: on its test split this model ranked such lesions worse (AUROC {auroc:.3f} over "
+                f"{row.get('n', '?')} images) than overall ({overall:.3f}); weigh its score and tier with that in mind"
+            )
     return notes
+
+
+def unvalidated_note(label: str, row: Mapping[str, Any] | None) -> str:
+    """Why a given group's performance was never checked: its test split had no such images (`row` None), or
+    too few malignant or benign ones to score (`metrics.SUBGROUP_MIN_PER_CLASS`). Said as loudly as a group
+    scored worse: a context that moves the score into a group nobody validated is no safer than a known-bad one."""
+    if row is None:
+        why = "its test split had no such images"
+    else:
+        n, malignant = row.get("n", "?"), row.get("n_malignant", "?")
+        why = (
+            f"its test split had only {n} such images, {malignant} of them malignant: too few to score "
+            f"(fewer than {SUBGROUP_MIN_PER_CLASS} malignant or benign)"
+        )
+    return (
+        f"{label}: this model's performance for this group was not validated ({why}); weigh its score and tier "
+        "with that in mind"
+    )
 
 
 class Predictor:

@@ -72,3 +72,31 @@ def test_a_worklists_notes_keep_other_warnings_without_the_caveat() -> None:
     assert app_support.without_note(f"{note}; image is small", note) == "image is small"
     assert app_support.without_note(f"image is small; {note}", note) == "image is small"
     assert app_support.without_note(note, note) is None and app_support.without_note(None, note) is None
+
+
+SUBGROUPS = [
+    {"field": "age", "group": "50-69", "n": 561, "n_malignant": 121, "auroc": 0.90},
+    {"field": "age", "group": "under 30", "n": 94, "n_malignant": 4, "auroc": None},
+    {"field": "age", "group": "70 and over", "n": 322, "n_malignant": 130, "auroc": 0.82},
+    {"field": "site", "group": "face", "n": 121, "n_malignant": 48, "auroc": 0.88},
+]
+TEST_METRICS = {"test_metrics": {"auroc": 0.89, "auroc_ci": [0.87, 0.91], "subgroups": SUBGROUPS}}
+
+
+def test_a_context_in_a_group_too_small_to_score_is_said_to_be_unvalidated() -> None:
+    """Age 0 puts the image in the under-30 band, which the test split could not score (4 malignant): said,
+    as a group scored worse is, with the group and why."""
+    (note,) = subgroup_notes(TEST_METRICS, PatientContext(age=0))
+    assert note.startswith("age under 30: this model's performance for this group was not validated")
+    assert "only 94 such images, 4 of them malignant" in note and "fewer than 5 malignant or benign" in note
+    (absent,) = subgroup_notes(TEST_METRICS, PatientContext(site="acral"))  # no such image on the test split
+    assert absent.startswith("body site acral: ") and "its test split had no such images" in absent
+    assert subgroup_notes(TEST_METRICS, PatientContext(age=55, site="face")) == []  # scored, and not worse
+    assert subgroup_notes(TEST_METRICS, PatientContext(sex="male")) == []  # no sex group scored at all: no claim
+
+
+def test_the_shipped_model_says_an_under_30_age_was_not_validated() -> None:
+    from dermai.weights import DEFAULT_WEIGHTS, read_meta
+
+    (note,) = subgroup_notes(read_meta(DEFAULT_WEIGHTS), PatientContext(age=0))
+    assert note.startswith("age under 30: this model's performance for this group was not validated")

@@ -585,7 +585,7 @@ def test_subgroup_notes_caution_only_for_given_groups_ranked_clearly_worse() -> 
     rows = [
         {"field": "site", "group": "face", "n": 121, "auroc": 0.758},
         {"field": "site", "group": "trunk", "n": 220, "auroc": 0.97},
-        {"field": "site", "group": "ear", "n": 11, "auroc": None},  # too few to say: no caution
+        {"field": "site", "group": "ear", "n": 11, "auroc": None},  # too few to say: not validated
         {"field": "age", "group": "70 and over", "n": 322, "auroc": 0.825},
         {"field": "sex", "group": "female", "n": 660, "auroc": 0.884},  # inside the overall interval
     ]
@@ -597,8 +597,9 @@ def test_subgroup_notes_caution_only_for_given_groups_ranked_clearly_worse() -> 
         "age 70 and over: on its test split this model ranked such lesions worse (AUROC 0.825 over 322 images) than "
         "overall (0.894); weigh its score and tier with that in mind",
     ]
-    assert subgroup_notes(meta, PatientContext(age=69.5, site="trunk")) == []
-    assert subgroup_notes(meta, PatientContext(site="ear")) == []
+    assert subgroup_notes(meta, PatientContext(site="trunk")) == []
+    assert not any("ranked" in note for note in subgroup_notes(meta, PatientContext(age=69.5)))  # 50-69, not 70+
+    assert subgroup_notes(meta, PatientContext(site="ear"))[0].startswith("body site ear: this model's performance")
     assert subgroup_notes(meta, None) == [] and subgroup_notes(meta, PatientContext()) == []
     assert subgroup_notes({"test_metrics": {"auroc": 0.9}}, PatientContext(site="face")) == []  # none recorded
     assert subgroup_notes({"test_metrics": [1]}, PatientContext(site="face")) == []  # an odd JSON: no caution
