@@ -40,7 +40,15 @@ from dermai.ood import beyond_cut_off
 from dermai.predict import on_off
 from dermai.preprocess import InputSize, input_frame
 from dermai.report import diagnosis_legend as diagnosis_legend  # the page's legend is the HTML report's
-from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path, untrained_classifier
+from dermai.weights import (
+    DEFAULT_WEIGHTS,
+    WeightsError,
+    failed_calibration,
+    read_meta,
+    resolve_weights_path,
+    untrained_classifier,
+    weak_validation,
+)
 
 MISSING = "—"  # a table's missing figure (st.dataframe's placeholder): Streamlit's own is the word "None"
 DATA_KEY = "data_dir"  # session-state keys shared by the sidebar and the pages
@@ -208,6 +216,21 @@ def untrained_advice(reason: str) -> str:
         " Fine-tune them first: resume the run, or on the Training page start a run with stage finetune from"
         " them (“Start from a finished run”); or choose fine-tuned weights in the sidebar."
     )
+
+
+def weights_cautions(meta: Mapping[str, Any]) -> list[str]:
+    """The banners Home, Predict and Evaluation show above anything read from these weights: validated on too
+    few images or no better than chance (`weights.weak_validation`), and a calibration that found no
+    temperature (`weights.failed_calibration`); [] for weights validated and calibrated as they should be.
+    One function, so that no page says less than another about the same weights."""
+    cautions = []
+    if weak := weak_validation(dict(meta)):
+        cautions.append(
+            f"**These weights are not validated well enough for triage:** {weak}. Choose other weights in the sidebar."
+        )
+    if failed := failed_calibration(dict(meta)):
+        cautions.append(f"**Calibration failed:** {failed}.")
+    return cautions
 
 
 def weights_mtime(path: str) -> tuple[int, int]:

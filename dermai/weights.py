@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import uuid
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from dermai.calibration import TEMPERATURE_BOUNDS
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, is_number
 from dermai.data import atomic_target, write_json_atomic
 from dermai.ensemble import EnsembleModel, is_image_size, is_input_size
@@ -204,6 +206,36 @@ def weak_validation(meta: dict[str, Any]) -> str | None:
     if not reasons:
         return None
     return "; ".join(reasons) + ": its tiers and their sensitivity and specificity are not reliable"
+
+
+def temperature_at_bound(temperature: Any) -> bool:
+    """Whether a fitted temperature sits on an end of the range calibration searches
+    (`calibration.TEMPERATURE_BOUNDS`): it found no minimum (a tiny validation set, say), so the temperature
+    and the ECE change it made mean nothing."""
+    return is_number(temperature) and any(math.isclose(temperature, b, rel_tol=1e-3) for b in TEMPERATURE_BOUNDS)
+
+
+def calibration_failure(temperature: Any, n_val: Any = None) -> str | None:
+    """Why a calibration is none (its temperature on a search bound, with the validation images it had when
+    known), or None when the temperature is inside the range; the one wording of Training, Home, Predict and
+    Evaluation."""
+    if not temperature_at_bound(temperature):
+        return None
+    images = f" ({n_val} images)" if isinstance(n_val, int) and not isinstance(n_val, bool) else ""
+    return (
+        "Calibration could not fit a temperature: it ended on the bound of its search "
+        f"({TEMPERATURE_BOUNDS[0]:g} to {TEMPERATURE_BOUNDS[1]:g}). The validation set{images} may be too small"
+    )
+
+
+def failed_calibration(meta: dict[str, Any]) -> str | None:
+    """`calibration_failure` of the weights' served temperature, with what it means for a reader of their
+    scores; None when it was fitted (or the JSON records no temperature)."""
+    val = meta.get("val_metrics") if isinstance(meta.get("val_metrics"), dict) else {}
+    failure = calibration_failure(meta.get("temperature"), val.get("n_val"))
+    if failure is None:
+        return None
+    return f"{failure}; p(malignant) and the probabilities are not calibrated: read them as a ranking, not as chances"
 
 
 def _check_operating_points(points: Any, field: str, meta_path: Path) -> None:

@@ -238,6 +238,8 @@ with plain_errors("Cannot read the weights"):
     untrained = untrained_classifier(meta)
     if untrained:
         st.warning(f"{untrained[0].upper()}{untrained[1:]}: these scores measure a classifier that never learned.")
+    for caution in app_support.weights_cautions(meta):  # as Home and Predict say it
+        st.warning(caution)
 
 # Streamlit drops a page's widget state when another page is shown: these come back as they were left, so the
 # report, comparison or map asked for is still there on return.

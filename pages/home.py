@@ -7,7 +7,7 @@ import streamlit as st
 
 from dermai import app_support
 from dermai.metrics import TIER_MEANINGS
-from dermai.weights import WeightsError, weak_validation
+from dermai.weights import WeightsError
 from pages._common import current_meta, warn_if_weights_gone, weights_path
 
 st.title("dermai — dermoscopy triage workbench")
@@ -56,8 +56,9 @@ else:
     st.caption(f"Weights: `{path}`")
     if card["untrained"]:
         st.warning(app_support.untrained_advice(card["untrained"]))
-    elif weak := weak_validation(meta):
-        st.warning(f"**These weights are not validated well enough for triage:** {weak}.")
+    else:
+        for caution in app_support.weights_cautions(meta):
+            st.warning(caution)
     # Side by side where they fit, wrapping onto a second row in a narrow window: a short label (the split
     # kept in it, the rest in its help) and a value shown whole, never cut to "96 and …".
     row = st.container(horizontal=True, gap="large")

@@ -19,7 +19,7 @@ from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.predict import OOD_NOTE, tta_mismatch
 from dermai.report import cut_off_text, prediction_html
 from dermai.saliency import CAM_METHODS, overlay
-from dermai.weights import untrained_classifier, weak_validation
+from dermai.weights import untrained_classifier
 from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, warn_if_weights_gone, weights_path
 
@@ -38,10 +38,8 @@ untrained = untrained_classifier(meta)
 if untrained:
     st.error(app_support.untrained_advice(untrained))
     st.stop()
-if weak := weak_validation(meta):
-    st.warning(
-        f"**These weights are not validated well enough for triage:** {weak}. Choose other weights in the sidebar."
-    )
+for caution in app_support.weights_cautions(meta):  # the page's one weak-weights caveat: `show` skips its note
+    st.warning(caution)
 model, lock = or_stop(CANNOT_LOAD, predictor, weights, mtime)
 state = st.session_state
 

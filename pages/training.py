@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -10,12 +9,12 @@ import streamlit as st
 
 from dermai import app_support, jobs
 from dermai.app_support import TRAIN_AUGMENT_KEYS, serving_summary
-from dermai.calibration import TEMPERATURE_BOUNDS
 from dermai.compare import compare_runs
 from dermai.ensemble import parse_image_sizes
 from dermai.inference import machine_compute
 from dermai.plots import compare_runs_figure, has_training_curves, training_curves_figure
 from dermai.train import read_metrics
+from dermai.weights import calibration_failure, temperature_at_bound
 from pages._common import data_dir, plain_errors, set_weights
 
 st.title("Training")
@@ -454,23 +453,10 @@ def _figure(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else app_support.MISSING
 
 
-def temperature_at_bound(temperature: Any) -> bool:
-    """Whether a fitted temperature sits on an end of the range calibration searches: it found no minimum
-    (a tiny validation set, say), so the temperature and the ECE change it made mean nothing."""
-    return isinstance(temperature, int | float) and any(
-        math.isclose(temperature, bound, rel_tol=1e-3) for bound in TEMPERATURE_BOUNDS
-    )
-
-
 def _bound_warning(serving: dict[str, Any]) -> str:
     """Why the served figures are not a calibration, with the validation images it had when the record says."""
-    n_val = serving.get("n_val")
-    images = f" ({n_val} images)" if isinstance(n_val, int) else ""
-    return (
-        f"Calibration could not fit a temperature: it ended on the bound of its search "
-        f"({TEMPERATURE_BOUNDS[0]:g} to {TEMPERATURE_BOUNDS[1]:g}). The validation set{images} may be too small; "
-        "the temperature and the ECE change below are not a calibration."
-    )
+    failure = calibration_failure(serving["temperature"], serving.get("n_val"))
+    return f"{failure}; the temperature and the ECE change below are not a calibration."
 
 
 def show_serving(serving: dict[str, Any]) -> None:

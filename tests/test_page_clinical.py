@@ -100,3 +100,49 @@ def test_the_shipped_model_says_an_under_30_age_was_not_validated() -> None:
 
     (note,) = subgroup_notes(read_meta(DEFAULT_WEIGHTS), PatientContext(age=0))
     assert note.startswith("age under 30: this model's performance for this group was not validated")
+
+
+def copy_weights(weights: Path, folder: Path, **changes: object) -> Path:
+    """A copy of `weights` in `folder` whose JSON has `changes` applied (top-level fields)."""
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(weights.read_bytes())
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, **changes}))
+    return folder / "model.safetensors"
+
+
+def test_a_temperature_on_its_search_bound_is_a_failed_calibration() -> None:
+    from dermai.calibration import TEMPERATURE_BOUNDS
+    from dermai.weights import calibration_failure, failed_calibration
+
+    low, high = TEMPERATURE_BOUNDS
+    said = failed_calibration({"temperature": high, "val_metrics": {"n_val": 46}})
+    assert said and said.startswith("Calibration could not fit a temperature") and "(46 images)" in said
+    assert "not calibrated" in said
+    assert calibration_failure(low * 1.0005) and calibration_failure(1.3) is None and calibration_failure(None) is None
+    assert failed_calibration({"temperature": 1.3}) is None and failed_calibration({}) is None
+
+
+def test_home_predict_and_evaluation_show_the_same_weights_cautions(app_env: Path, tmp_path: Path) -> None:
+    """Weak validation and a failed calibration were said on Training (and weak on Home and Predict) only:
+    now all three pages that read the weights show both, in one wording."""
+    from dermai.calibration import TEMPERATURE_BOUNDS
+
+    weights = copy_weights(app_env, tmp_path / "qa2", temperature=TEMPERATURE_BOUNDS[1])
+    cautions = app_support.weights_cautions(json.loads(weights.with_suffix(".json").read_text()))
+    assert [c.split(":**")[0] for c in cautions] == [
+        "**These weights are not validated well enough for triage",
+        "**Calibration failed",
+    ]
+    for name in ("home", "predict", "evaluation"):
+        at = page(name)
+        at.session_state["weights_path"] = str(weights)
+        at.run()
+        assert_clean(at)
+        shown = alerts(at)
+        assert all(shown.count(c) == 1 for c in cautions), (name, shown)
+    fitted = copy_weights(app_env, tmp_path / "fitted", temperature=1.2)
+    assert not any(
+        "Calibration failed" in c
+        for c in app_support.weights_cautions(json.loads(fitted.with_suffix(".json").read_text()))
+    )
