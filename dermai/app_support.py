@@ -780,15 +780,41 @@ def context_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     test = test_block.get("context") if isinstance(test_block.get("context"), dict) else {}
     val = block.get("val_metrics") if isinstance(block.get("val_metrics"), dict) else {}
     if _is_number(test.get("auroc")) and _is_number(test_block.get("auroc")):
-        auroc, image_only, split = test["auroc"], test_block["auroc"], "test"
+        auroc, image_only, split, n = test["auroc"], test_block["auroc"], "test", test.get("n_with_context")
     else:
         auroc, image_only, split = val.get("val_auroc"), val.get("val_auroc_image_only"), "val"
+        n = val.get("n_val_with_context", val.get("n_val"))
     return {
         "weights": weights,
         "auroc": auroc if _is_number(auroc) else None,
         "auroc_image_only": image_only if _is_number(image_only) else None,
         "split": split,
+        "n": n if _is_number(n) else None,
     }
+
+
+def context_caption(summary: Mapping[str, Any]) -> str:
+    """Home's line on a patient-context model (`context_summary`): the fields it uses and its AUROC beside the
+    image-only one. On validation those figures are in-sample (the field weights, temperature and cut-offs
+    were fitted on the same images), so they are said to be optimistic rather than read as a result; on
+    test they are the check."""
+
+    def figure(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    used = ", ".join(f"{k} (weight {w:.2f})" for k, w in summary["weights"].items() if w > 0)
+    text = (
+        f"Optional patient context on the Predict page: {used or 'no field helped'}. AUROC on the "
+        f"{summary['split']} split {figure(summary['auroc_image_only'])} from the image alone, "
+        f"{figure(summary['auroc'])} with the recorded context"
+    )
+    if summary["split"] != "val":
+        return f"{text}."
+    images = f"the same {summary['n']} validation images" if summary.get("n") else "the same validation images"
+    return (
+        f"{text}: fitted and measured on {images}, so optimistic (in-sample), not a check; `python -m dermai "
+        "evaluate` scores it on the test split."
+    )
 
 
 def _is_number(value: Any) -> bool:

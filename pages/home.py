@@ -33,11 +33,6 @@ validated on, and a *routine* tier is never an all-clear.
 )
 
 
-def figure(value: float | None) -> str:
-    """A figure to three decimals, or n/a when the JSON did not record it."""
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 TESTED_TIER_COLUMNS = {
     "sensitivity": "sensitivity (val)",
     "specificity": "specificity (val)",
@@ -96,13 +91,7 @@ else:
     else:
         st.info("These weights carry no validated operating points (run `python -m dermai calibrate`): no tiers.")
     if card["context"]:
-        ctx = card["context"]
-        used = ", ".join(f"{k} (weight {w:.2f})" for k, w in ctx["weights"].items() if w > 0)
-        st.caption(
-            f"Optional patient context on the Predict page: {used or 'no field helped'}. AUROC on the "
-            f"{ctx['split']} split {figure(ctx['auroc_image_only'])} from the image alone, "
-            f"{figure(ctx['auroc'])} with the recorded context."
-        )
+        st.caption(app_support.context_caption(card["context"]))
     for problem in card["problems"]:
         st.warning(f"The weights' JSON is not as expected: {problem}.")
     if not card["ood"]:

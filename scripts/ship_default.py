@@ -785,7 +785,8 @@ def context_lines(meta: dict[str, Any], report: dict[str, Any]) -> list[str]:
             if ages
             else []
         ),
-        f"Validation AUROC {val['val_auroc_image_only']:.3f} image only → {val['val_auroc']:.3f} with context.",
+        f"Validation AUROC {val['val_auroc_image_only']:.3f} image only → {val['val_auroc']:.3f} with context, on the",
+        "validation images the weights were fitted on (in-sample, so optimistic): the test split below is the check.",
         "",
         f"Test split, each image with its recorded context ({ctx['n_with_context']} of {report['n_images']} images",
         "record some; the others are scored image-only):",

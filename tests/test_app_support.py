@@ -70,6 +70,7 @@ def test_context_summary_prefers_test_figures() -> None:
         "auroc": 0.92,
         "auroc_image_only": 0.91,
         "split": "val",
+        "n": None,
     }
     meta = {"context": block, "test_metrics": {"auroc": 0.89, "context": {"auroc": 0.9}}}
     assert app_support.context_summary(meta)["auroc"] == 0.9
@@ -335,7 +336,7 @@ def test_context_summary_rejects_odd_blocks_and_misses_figures() -> None:
     block = {"fields": {"age": {"weight": 0.5}}}
     # A test block without the image-only AUROC falls back to validation, which recorded nothing here.
     summary = app_support.context_summary({"context": block, "test_metrics": {"context": {"auroc": 0.9}}})
-    assert summary == {"weights": {"age": 0.5}, "auroc": None, "auroc_image_only": None, "split": "val"}
+    assert summary == {"weights": {"age": 0.5}, "auroc": None, "auroc_image_only": None, "split": "val", "n": None}
 
 
 def test_kept_uploads_return_after_another_page_until_cleared() -> None:

@@ -146,3 +146,22 @@ def test_home_predict_and_evaluation_show_the_same_weights_cautions(app_env: Pat
         "Calibration failed" in c
         for c in app_support.weights_cautions(json.loads(fitted.with_suffix(".json").read_text()))
     )
+
+
+def test_homes_context_figure_on_validation_says_it_is_in_sample() -> None:
+    summary = {"weights": {"age": 0.9, "sex": 3.82}, "auroc": 0.943, "auroc_image_only": 0.742, "split": "val", "n": 46}
+    text = app_support.context_caption(summary)
+    assert "0.742 from the image alone, 0.943 with the recorded context" in text
+    assert "fitted and measured on the same 46 validation images, so optimistic (in-sample)" in text
+    tested = app_support.context_caption({**summary, "split": "test", "n": 1495})
+    assert tested.endswith("with the recorded context.") and "optimistic" not in tested
+    meta = {
+        "context": {"fields": {"age": {"weight": 0.9}}, "val_metrics": {"val_auroc": 0.9, "n_val_with_context": 40}}
+    }
+    assert app_support.context_summary(meta)["n"] == 40
+
+
+def test_home_says_the_tiny_models_context_figure_is_in_sample(app_env: Path) -> None:
+    at = page("home").run()
+    assert_clean(at)
+    assert any("fitted and measured on the same" in c.value and "optimistic" in c.value for c in at.caption)
