@@ -390,6 +390,26 @@ def usable_context(meta: Mapping[str, Any], context: PatientContext) -> tuple[Pa
     return context.without(unknown + unweighted), notes
 
 
+NOT_RECORDED = "not recorded in the training data"
+WEIGHT_ZERO = "its weight, fitted on validation, is 0: no help beyond the image and the other fields"
+
+
+def unused_fields(meta: Mapping[str, Any]) -> dict[str, str]:
+    """Each context field the model does not use, with the reason that holds for it: no table (`fit_tables`
+    leaves out a field no training image records) or a fitted weight of 0 (`fit_weights`); {} without a
+    context model. A form that does not ask for a field says which reason, not both as maybes."""
+    if not meta.get("context"):
+        return {}
+    fields = meta["context"].get("fields", {})
+    used = weighted_fields(meta)
+    return {name: WEIGHT_ZERO if name in fields else NOT_RECORDED for name in FIELDS if name not in used}
+
+
+def fields_text(names: Sequence[str]) -> str:
+    """Field names as a phrase for people: "age", "age and site", "age, sex and site"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}" if names else "no field"
+
+
 def known_values(meta: Mapping[str, Any], name: str) -> list[str]:
     """The values a categorical field's table knows (for forms and error messages); [] if absent."""
     field = (meta.get("context") or {}).get("fields", {}).get(name)

@@ -11,6 +11,7 @@ import plotly.express as px
 import streamlit as st
 
 from dermai import app_support, review
+from dermai.context import fields_text, weighted_fields
 from dermai.evaluate import compare_weights, comparison_verdict, evaluate
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
@@ -144,7 +145,8 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
             for n, r in ctx["thresholds"].items()
         ]
         if rows:
-            st.caption("Each image with the age, sex and site its metadata records, as `predict` would score it")
+            used = fields_text(weighted_fields(meta))  # a field of weight 0 is left out, as `predict` leaves it
+            st.caption(f"Each image with the {used} its metadata records, as `predict` would score it")
             st.table(pd.DataFrame(rows).set_index("tier").style.format("{:.3f}", na_rep="n/a"))
     for note in report.get("notes", []):
         st.caption(f"Note: {note}")

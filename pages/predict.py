@@ -15,6 +15,7 @@ import streamlit as st
 
 from dermai import app_support
 from dermai.context import describe as describe_context
+from dermai.context import unused_fields
 from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.predict import OOD_NOTE, tta_mismatch
 from dermai.report import cut_off_text, prediction_html
@@ -124,12 +125,9 @@ if model.context_model:
                 if "site" in used
                 else "With several images the context applies to every one of them (one patient's lesions)."
             )
-        unused = [name for name in ("age", "sex", "site") if name not in used]
-        if unused:
-            st.caption(
-                f"Not asked: {', '.join(unused)} (not recorded in the training data, or no help on validation "
-                "beyond the image and the other fields: weight 0)."
-            )
+        if unused := unused_fields(model.meta):  # each with its own reason
+            why = "; ".join(f"{name}: {reason}" for name, reason in unused.items())
+            st.caption(f"Not asked: {', '.join(unused)} ({why}).")
 
 
 def patient_context(image_site: str) -> Any:

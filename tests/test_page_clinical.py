@@ -165,3 +165,26 @@ def test_home_says_the_tiny_models_context_figure_is_in_sample(app_env: Path) ->
     at = page("home").run()
     assert_clean(at)
     assert any("fitted and measured on the same" in c.value and "optimistic" in c.value for c in at.caption)
+
+
+def test_each_field_not_asked_for_says_its_own_reason() -> None:
+    from dermai.context import NOT_RECORDED, WEIGHT_ZERO, fields_text, unused_fields
+
+    meta = {"context": {"fields": {"age": {"weight": 0.98, "table": {}}, "sex": {"weight": 0.0, "table": {}}}}}
+    assert unused_fields(meta) == {"sex": WEIGHT_ZERO, "site": NOT_RECORDED}
+    assert unused_fields({}) == {}
+    assert "fitted on validation, is 0" in WEIGHT_ZERO and NOT_RECORDED == "not recorded in the training data"
+    assert fields_text(["age"]) == "age" and fields_text(["age", "site"]) == "age and site"
+    assert fields_text(["age", "sex", "site"]) == "age, sex and site"
+
+
+def test_predict_says_why_the_shipped_model_does_not_ask_for_sex(app_env: Path) -> None:
+    from dermai.context import WEIGHT_ZERO
+    from dermai.weights import DEFAULT_WEIGHTS
+
+    at = page("predict")
+    at.session_state["weights_path"] = str(DEFAULT_WEIGHTS)
+    at.run()
+    assert_clean(at)
+    assert f"Not asked: sex (sex: {WEIGHT_ZERO})." in [c.value for c in at.caption]
+    assert not any("not recorded in the training data" in c.value for c in at.caption)
