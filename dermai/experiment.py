@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from dermai.data import (
 )
 from dermai.evaluate import score_rows
 from dermai.plots import label_efficiency_figure
-from dermai.train import run_finished, train
+from dermai.train import foreign_entry, run_finished, train
 from dermai.weights import load_weights
 
 INITS: tuple[str, ...] = ("simclr", "random")
@@ -78,6 +79,11 @@ def _train_once(cfg: RunConfig, run_dir: Path, init_weights: Path | None, comman
         )
     if not _finished(run_dir):
         resume = (run_dir / "checkpoints" / "last.pt").exists()
+        if not resume and foreign_entry(run_dir) is not None:
+            raise RuntimeError(  # the trainer refuses to start over files it did not just write
+                f"{run_dir}: this run stopped before its first checkpoint, so it cannot be resumed; delete that "
+                "folder and rerun the experiment to train it again"
+            )
         result = train(
             cfg,
             run_dir,
@@ -112,6 +118,32 @@ SETTING_NAMES = {
     "test_fraction": "data.test_fraction",
     "limit": "data.limit (--limit)",
 }
+
+
+# What `label_efficiency` writes into its --out folder, beside its seedN run folders.
+EXPERIMENT_FILES = (
+    "manifest.csv",
+    SPLIT_SETTINGS,
+    "results.csv",
+    "summary.csv",
+    "label_efficiency.html",
+    "label_efficiency.md",
+)
+
+
+def check_experiment_out(out: Path) -> None:
+    """Refuse an --out folder holding anything but an experiment's own files (`EXPERIMENT_FILES`, seedN run
+    folders, a temporary an atomic write left), naming the first such entry: the experiment writes results.csv,
+    manifest.csv… over whatever bears those names. A new or empty folder, or an experiment's to resume, is fine."""
+    if not out.is_dir():
+        return
+    for name in sorted(os.listdir(out)):
+        own = name in EXPERIMENT_FILES or re.fullmatch(r"seed\d+", name)
+        if not (own or (name.startswith(".") and name.endswith(".tmp"))):
+            raise ValueError(
+                f"{out / name}: exists already, and is not a file of this experiment; choose another --out folder "
+                "(a new or empty one, or an experiment's to resume)"
+            )
 
 
 def split_settings(base: RunConfig) -> dict[str, Any]:
@@ -276,6 +308,7 @@ def label_efficiency(
     if not fractions or any(not 0 < f <= 1 for f in fractions):  # a bad one would fail only after others trained
         raise ValueError(f"fractions: each must be in (0, 1], got {' '.join(f'{f:g}' for f in fractions) or 'none'}")
     out = Path(out)
+    check_experiment_out(out)
     manifest, dataset = _shared_split(base, out)
     rows: list[dict[str, Any]] = []
     for seed in range(seeds):

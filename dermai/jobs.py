@@ -36,8 +36,10 @@ from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg, membe
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize, meta_input_size, size_label
 from dermai.train import (
+    JOB_LOG,
     OWNER_FILE,
     STOP_FILE,
+    foreign_entry,
     read_metrics,
     run_lock_holder,
     split_dataset,
@@ -47,7 +49,7 @@ from dermai.train import (
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path
 
 LOCK_NAME = ".job.json"
-LOG_NAME = "job.log"
+LOG_NAME = JOB_LOG
 EXTERNAL_QUIET_S = 300  # no end record, no lock held, written this recently: a trainer without the lock (older)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one plain folder name: no "..", no "/", not hidden
 RUN_NAME_MAX = 100
@@ -400,14 +402,18 @@ def check_run_name(name: str, field: str = "run name") -> str:
 
 
 def _new_run_dir(root: Path, name: str, field: str = "run name") -> Path:
-    """A folder for a new run directly under `root`, refused when a run (or an ensemble) lives there already or
-    a trainer still owns it (one from the command line may not have written its config yet)."""
+    """A folder for a new run directly under `root`, refused when a run (or an ensemble) lives there already, a
+    trainer still owns it (one from the command line may not have written its config yet) or it holds any other
+    file (`train.foreign_entry`: the trainer would refuse it)."""
     run_dir = root / check_run_name(name, field)
     if run_dir.resolve().parent != root.resolve():  # e.g. a link to a folder elsewhere
         raise JobError(f"{field} {name!r}: {run_dir} is not a folder of the runs folder {root}")
     if any((run_dir / f).exists() for f in ("config.json", "metrics.jsonl", "model.safetensors")):
         raise JobError(f"{run_dir} holds a run already; pick another name or resume it")
     _refuse_if_owned(run_dir)
+    entry = foreign_entry(run_dir)  # what the trainer would refuse: files a new run would write over
+    if entry is not None:
+        raise JobError(f"{entry}: exists already; {run_dir} is not a new run folder, so pick another name")
     return run_dir
 
 

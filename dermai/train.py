@@ -95,6 +95,9 @@ from dermai.weights import LoadedWeights, WeightsError, load_weights, save_weigh
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 STOP_FILE = "STOP"
 OWNER_FILE = ".owner"  # flock-ed by the trainer writing the folder, for its whole life (the OS drops it on exit)
+JOB_LOG = "job.log"  # the app's log of a job (dermai.jobs), written into the run folder before its trainer starts
+# What a launcher leaves in a new run folder before the trainer writes anything: a folder holding only these is new.
+LAUNCH_ENTRIES = (OWNER_FILE, STOP_FILE, JOB_LOG)
 Callback = Callable[[dict[str, Any]], bool | None]
 
 
@@ -310,6 +313,17 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def foreign_entry(run_dir: Path) -> Path | None:
+    """The first entry of `run_dir` (by name) that a new run there would not have made, or None when the folder
+    is missing, empty or holds only a launcher's files (`LAUNCH_ENTRIES`). A new run writes config.json,
+    manifest.csv, model.safetensors… over whatever bears those names, so it starts only in such a folder; the
+    app's Training page (`jobs._new_run_dir`) and the trainer both refuse any other."""
+    if not run_dir.is_dir():
+        return None
+    others = sorted(name for name in os.listdir(run_dir) if name not in LAUNCH_ENTRIES)
+    return run_dir / others[0] if others else None
+
+
 def _rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng([abs(int(p)) for p in parts])
 
@@ -476,6 +490,11 @@ class Trainer:
             reset_classifier = saved.get("reset_classifier", reset_classifier)
         elif self.checkpoint_path.exists():
             raise TrainingError(f"{self.run_dir}: holds a run already; use --resume or another --out folder")
+        elif (entry := foreign_entry(self.run_dir)) is not None:
+            raise TrainingError(
+                f"{entry}: exists already; a new run writes its files into {self.run_dir}, so choose another "
+                "--out folder (a new or empty one)"
+            )
         tc = cfg.train
         try:  # every setting checked here, before any data is read
             check_run_config(cfg)

@@ -1,0 +1,92 @@
+"""The command line never destroys what the user made: a training --out folder holding other files, a data folder's
+metadata CSV, images and masks, a folder in the runs folder that is not a run, a read-only file, an experiment's
+--out holding other files, and an ensemble's --out or members given wrongly are all refused before anything is
+written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dermai import jobs
+from dermai.config import RunConfig, to_dict
+from dermai.experiment import _train_once, label_efficiency, run_config
+from dermai.train import JOB_LOG, OWNER_FILE, STOP_FILE, foreign_entry
+from tests.conftest import ham_rows, make_folder
+from tests.test_cli_outputs import refused, snapshot
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A small synthetic data folder (images in imgs/nested, a metadata CSV) with a masks folder."""
+    root = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=3, images_per_lesion=1))
+    (root / "masks").mkdir()
+    (root / "masks" / "I_mel_0_0_segmentation.png").write_bytes(b"mask")
+    return root
+
+
+def test_a_training_out_folder_holding_other_files_is_refused_before_anything_is_written(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "model.safetensors").write_bytes(b"the user's weights")
+    (shipped / "model.json").write_text('{"mine": 1}')
+    before = snapshot(shipped)
+    argv = ["finetune", "--data", str(data), "--image-size", "16", "--finetune-epochs", "1", "--quiet"]
+    err = refused([*argv, "--out", str(shipped)], capsys)
+    assert f"{shipped / 'model.json'}: exists already" in err and "choose another --out folder" in err
+    assert snapshot(shipped) == before  # nothing replaced, nothing added (no lock file, no config.json)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "config.json").write_text('{"mine": 1}')
+    assert f"{own / 'config.json'}: exists already" in refused([*argv, "--out", str(own)], capsys)
+    assert (own / "config.json").read_text() == '{"mine": 1}' and not (own / OWNER_FILE).exists()
+
+
+def test_a_new_run_folder_may_hold_only_a_launchers_files(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    assert foreign_entry(folder) is None  # not made yet
+    folder.mkdir()
+    for name in (JOB_LOG, STOP_FILE, OWNER_FILE):  # the app's log and STOP, a trainer's lock: a new run's own
+        (folder / name).write_text("")
+    assert foreign_entry(folder) is None
+    (folder / "notes.md").write_text("mine")
+    assert foreign_entry(folder) == folder / "notes.md"
+
+
+def test_the_training_page_refuses_a_run_name_whose_folder_holds_other_files(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    (runs / "mine").mkdir(parents=True)
+    (runs / "mine" / "notes.md").write_text("mine")
+    with pytest.raises(jobs.JobError, match=r"mine/notes\.md: exists already; .* pick another name"):
+        jobs.start_job("finetune", {}, runs, name="mine")
+    assert sorted(p.name for p in (runs / "mine").iterdir()) == ["notes.md"]
+
+
+def nowhere(tmp_path: Path) -> RunConfig:
+    """A config whose data folder is missing: whatever is not refused first fails at once, never trains."""
+    base = RunConfig()
+    base.data.data_dir = str(tmp_path / "no-data")
+    return base
+
+
+def test_an_experiment_out_folder_holding_other_files_is_refused_before_the_split_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "results.csv").write_text("mine\n")  # an experiment's name, but no experiment is here…
+    (out / "notes.md").write_text("mine")  # …as this file shows
+    with pytest.raises(ValueError, match=r"exp/notes\.md: exists already, and is not a file of this experiment"):
+        label_efficiency(nowhere(tmp_path), out, fractions=(1.0,), seeds=1)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md", "results.csv"]
+
+
+def test_an_experiment_run_stopped_before_its_first_checkpoint_is_named_not_trained_over(tmp_path: Path) -> None:
+    cfg = run_config(nowhere(tmp_path), tmp_path / "manifest.csv", 0, 1.0, "finetune")
+    run_dir = tmp_path / "seed0" / "frac1" / "random"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": to_dict(cfg)}))
+    with pytest.raises(RuntimeError, match=r"frac1/random: this run stopped before its first checkpoint"):
+        _train_once(cfg, run_dir, None, "", False)
