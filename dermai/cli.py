@@ -462,12 +462,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
     _check_split_source(args)
     loaded = load_dataset(args.data)
     if args.data_command == "split":  # the manifest written must not replace what the split is read from
+        data_files, data_folders = _data_folder_files(str(loaded.root))
         _refuse_clashing_outputs(
             [("--out", args.out)],
-            {
-                "the data folder's metadata CSV": [str(loaded.csv_path)],
-                "the --manifest read": [args.manifest] if args.manifest else [],
-            },
+            {**data_files, "the --manifest read": [args.manifest] if args.manifest else []},
+            data_folders,
         )
     dataset = attach_splits(
         loaded,
@@ -608,10 +607,24 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _refuse_clashing_outputs(outputs: Sequence[tuple[str, str | None]], inputs: dict[str, Sequence[str]]) -> None:
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` names a file in `folder` or below it, as written or once the links of its folders (not of
+    the file itself: an atomic write replaces a link, not what it points to) are followed."""
+    absolute = os.path.abspath(path)
+    followed = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+    pairs = ((absolute, os.path.abspath(folder)), (followed, os.path.realpath(folder)))
+    return any(os.path.commonpath([file, base]) == base for file, base in pairs)
+
+
+def _refuse_clashing_outputs(
+    outputs: Sequence[tuple[str, str | None]],
+    inputs: dict[str, Sequence[str]],
+    folders: dict[str, Sequence[str]] | None = None,
+) -> None:
     """Refuse, before any work, an output that is the same file as another output (the second write would
-    replace the first while the command reports both) or as one of the command's inputs (the weights' own
-    JSON or tensors, a manifest, a metadata CSV, an image): a ValueError naming both options and the file.
+    replace the first while the command reports both), as one of the command's inputs (the weights' own
+    JSON or tensors, a manifest, a metadata CSV, an image) or that lies in one of `folders` (a data folder's
+    images or masks, where any file may be read): a ValueError naming both options and the file.
     `outputs` pairs each file to be written with the option that names it (or its folder)."""
     given = [(flag, path) for flag, path in outputs if path]
     for i, (flag, path) in enumerate(given):
@@ -622,6 +635,43 @@ def _refuse_clashing_outputs(outputs: Sequence[tuple[str, str | None]], inputs: 
             for existing in files:
                 if _same_file(path, existing):
                     raise ValueError(f"{flag} {path} is {what} ({existing}): writing there would destroy it")
+        for what, places in (folders or {}).items():
+            for folder in places:
+                if _inside(path, folder):
+                    raise ValueError(
+                        f"{flag} {path} is in {what} ({folder}): writing there would destroy its files; "
+                        "write outside it"
+                    )
+
+
+def _data_folder_files(
+    data: str | None, weights: str | None = None
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """What of a data folder no output may replace, as `_refuse_clashing_outputs`'s inputs and folders: its
+    metadata CSV, and the folders of its images and of its lesion masks. The folder is `data`, else the one the
+    weights' config records (as `evaluate.weights_dataset` picks it), else the default; one that cannot be found
+    gives none here: the command itself then names what is wrong."""
+    from dermai.data import (
+        MASK_FOLDER,
+        DataError,
+        find_metadata_csv,
+        index_images,
+        recorded_folder,
+        resolve_data_root,
+    )
+    from dermai.weights import WeightsError, read_meta
+
+    try:
+        if data is None:
+            recorded = ((read_meta(weights).get("config") or {}).get("data") or {}).get("data_dir")
+            if isinstance(recorded, str) and recorded and recorded_folder(recorded).is_dir():
+                data = str(recorded_folder(recorded))
+        root = resolve_data_root(data)
+        csv_path = find_metadata_csv(root)
+    except (DataError, WeightsError, OSError, AttributeError):
+        return {}, {}
+    folders = {str(image.parent) for image in index_images(root).values()} | {str(root / MASK_FOLDER)}
+    return {"the data folder's metadata CSV": [str(csv_path)]}, {"the data folder's images or masks": sorted(folders)}
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -630,12 +680,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dermai.data import check_writable
     from dermai.evaluate import evaluate, summary_text, write_outputs
 
+    data_files, data_folders = _data_folder_files(args.data, args.weights)
     _refuse_clashing_outputs(
         [("--out", args.out), ("--predictions", args.predictions)],
         {
             "a file of the weights": _weights_files(args.weights),
             "the manifest": [args.manifest] if args.manifest else [],
+            **data_files,
         },
+        data_folders,
     )
     for target in (args.out, args.predictions):  # before minutes of scoring, not after
         check_writable(Path(target))
@@ -666,9 +719,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from dermai.evaluate import compare_weights, comparison_text
 
     if args.out:
+        data_files, data_folders = _data_folder_files(args.data, args.weights_a)
         _refuse_clashing_outputs(
             [("--out", args.out)],
-            {"a file of the weights": _weights_files(args.weights_a) + _weights_files(args.weights_b)},
+            {
+                "a file of the weights": _weights_files(args.weights_a) + _weights_files(args.weights_b),
+                "the manifest": [args.manifest] if args.manifest else [],
+                **data_files,
+            },
+            data_folders,
         )
         check_writable(Path(args.out))
     _warn_if_untrained(args.weights_a, args.weights_b)

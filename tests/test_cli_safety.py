@@ -9,13 +9,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dermai import jobs
 from dermai.config import RunConfig, to_dict
+from dermai.data import DIAGNOSES
 from dermai.experiment import _train_once, label_efficiency, run_config
+from dermai.model import SimCLRResNet18
 from dermai.train import JOB_LOG, OWNER_FILE, STOP_FILE, foreign_entry
+from dermai.weights import save_weights
 from tests.conftest import ham_rows, make_folder
-from tests.test_cli_outputs import refused, snapshot
+from tests.test_cli_outputs import no_scoring, refused, snapshot, weights_path
+
+__all__ = ["no_scoring", "weights_path"]  # fixtures used by name below
 
 
 @pytest.fixture
@@ -64,6 +70,57 @@ def test_the_training_page_refuses_a_run_name_whose_folder_holds_other_files(tmp
     with pytest.raises(jobs.JobError, match=r"mine/notes\.md: exists already; .* pick another name"):
         jobs.start_job("finetune", {}, runs, name="mine")
     assert sorted(p.name for p in (runs / "mine").iterdir()) == ["notes.md"]
+
+
+@pytest.mark.usefixtures("no_scoring")
+def test_evaluate_and_compare_outputs_may_not_replace_the_data_folders_files(
+    weights_path: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(data)
+    csv, image, mask = data / "metadata.csv", data / "imgs" / "nested" / "I_bcc_0_0.jpg", data / "masks" / "new.png"
+    evaluate = ["evaluate", "--weights", str(weights_path), "--data", str(data)]
+    p, r = str(tmp_path / "p.csv"), str(tmp_path / "r.json")
+    err = refused([*evaluate, "--out", r, "--predictions", str(csv)], capsys)
+    assert f"--predictions {csv} is the data folder's metadata CSV" in err and "would destroy it" in err
+    assert f"--out {csv} is the data folder's metadata CSV" in refused(
+        [*evaluate, "--out", str(csv), "--predictions", p], capsys
+    )
+    err = refused([*evaluate, "--out", r, "--predictions", str(image)], capsys)
+    assert f"--predictions {image} is in the data folder's images or masks ({image.parent})" in err
+    assert f"--out {mask} is in the data folder's images or masks" in refused(
+        [*evaluate, "--out", str(mask), "--predictions", p], capsys
+    )
+    other = save_weights(SimCLRResNet18(len(DIAGNOSES)), tmp_path / "b" / "model.safetensors", {"classes": ["a"]})
+    compare = ["compare", str(weights_path), str(other), "--data", str(data)]
+    assert f"--out {csv} is the data folder's metadata CSV" in refused([*compare, "--out", str(csv)], capsys)
+    assert f"--out {image} is in the data folder's images" in refused([*compare, "--out", str(image)], capsys)
+    assert snapshot(data) == before
+
+
+@pytest.mark.usefixtures("no_scoring")
+def test_evaluate_without_data_protects_the_folder_the_weights_were_trained_on(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    meta = {"classes": list(DIAGNOSES), "image_size": 32, "config": {"data": {"data_dir": str(data)}}}
+    weights = save_weights(SimCLRResNet18(len(DIAGNOSES)), tmp_path / "w" / "model.safetensors", meta)
+    csv = data / "metadata.csv"
+    argv = ["evaluate", "--weights", str(weights), "--out", str(tmp_path / "r.json"), "--predictions", str(csv)]
+    assert f"--predictions {csv} is the data folder's metadata CSV" in refused(argv, capsys)
+
+
+def test_data_split_may_not_write_into_the_data_folders_images_or_masks(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(data)
+    image = data / "imgs" / "nested" / "I_df_1_0.jpg"
+    err = refused(["data", "split", "--data", str(data), "--out", str(image)], capsys)
+    assert f"--out {image} is in the data folder's images or masks" in err
+    mask = data / "masks" / "I_mel_0_0_segmentation.png"
+    assert "is in the data folder's images or masks" in refused(
+        ["data", "split", "--data", str(data), "--out", str(mask)], capsys
+    )
+    assert snapshot(data) == before
 
 
 def nowhere(tmp_path: Path) -> RunConfig:
