@@ -756,7 +756,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         raise jobs.JobError(f"runs folder {root}: not a folder")
     if args.delete:
         run = root / jobs.check_run_name(args.delete)
-        if not run.is_dir():
+        if not jobs.is_listed_run(run):  # only what `runs` lists: another folder there is someone's own
             raise jobs.JobError(f"no run named {args.delete!r} in the runs folder {root}")
         dependents = jobs.dependent_runs(run, root)
         for dependent in dependents:

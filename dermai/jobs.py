@@ -893,6 +893,14 @@ def _unreadable_row(run: Path, problem: str) -> dict[str, Any]:
     return row
 
 
+def is_listed_run(run: Path) -> bool:
+    """Whether `list_runs` lists the folder as a run: a visible folder with a run's config.json, or with a job's
+    log (a job that failed before its trainer wrote one). Only such a folder may be deleted as a run: any other
+    in the runs folder is someone's own."""
+    visible = run.is_dir() and not run.name.startswith(".")
+    return visible and ((run / "config.json").exists() or (run / LOG_NAME).exists())
+
+
 def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started, the space it
     takes on disk. A damaged folder is one "unreadable" row whose `problem` names the file and why, so it never
@@ -1101,13 +1109,14 @@ def _starting_roles_towards(run: Path, root: Path, target: Path) -> list[str]:
 
 def delete_run(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> int:
     """Delete a run folder that no job or trainer is using, and return the bytes it freed. Only a folder
-    directly in the runs folder is deleted (never a link, nor anything it points to). The folder is renamed to
+    directly in the runs folder that `list_runs` lists (`is_listed_run`) is deleted (never a link, nor anything
+    it points to). The folder is renamed to
     a hidden name first, so a deletion cut short leaves no half-run in the Runs table; leftovers of such a
     deletion are removed on the next one. An ensemble packs its members' weights, so deleting a member never
     breaks an ensemble built from it; `dependent_runs` lists the runs that started from or learn from it."""
     root = runs_dir(runs)
     run = Path(run_dir)
-    if run.is_symlink() or not run.is_dir() or run.resolve().parent != root.resolve() or run.name.startswith("."):
+    if run.is_symlink() or not is_listed_run(run) or run.resolve().parent != root.resolve():
         raise JobError(f"{run}: not a run folder of the runs folder {root}")
     job = current_job(root)
     if job is not None and job.pid <= 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dermai import jobs
+from dermai import cli, jobs
 from dermai.config import RunConfig, to_dict
 from dermai.data import DIAGNOSES
 from dermai.experiment import _train_once, label_efficiency, run_config
@@ -121,6 +121,21 @@ def test_data_split_may_not_write_into_the_data_folders_images_or_masks(
         ["data", "split", "--data", str(data), "--out", str(mask)], capsys
     )
     assert snapshot(data) == before
+
+
+def test_runs_delete_removes_only_a_folder_that_runs_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    (runs / "mystuff").mkdir(parents=True)
+    (runs / "mystuff" / "notes.md").write_text("mine")
+    err = refused(["runs", "--runs", str(runs), "--delete", "mystuff"], capsys)
+    assert err == f"error: no run named 'mystuff' in the runs folder {runs}"
+    with pytest.raises(jobs.JobError, match="not a run folder of the runs folder"):
+        jobs.delete_run(runs / "mystuff", runs)
+    assert (runs / "mystuff" / "notes.md").read_text() == "mine"
+    (runs / "failed").mkdir()
+    (runs / "failed" / JOB_LOG).write_text("error: …\n")  # a job that failed before its config: listed, deletable
+    assert cli.main(["runs", "--runs", str(runs), "--delete", "failed"]) == 0
+    assert sorted(p.name for p in runs.iterdir()) == ["mystuff"]
 
 
 def nowhere(tmp_path: Path) -> RunConfig:
