@@ -127,6 +127,7 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
     ensembles) with one split, class list and normalisation, each with a valid input size."""
     from dermai.weights import untrained_classifier  # weights.py imports this module, so import here
 
+    check_distinct_members(member_paths)
     first = member_metas[0]
     for field in SHARED_FIELDS:
         if field not in first:
@@ -152,6 +153,19 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
     for meta, path in zip(member_metas, member_paths, strict=True):
         if not is_image_size(meta.get("image_size")):
             raise EnsembleError(f"{path}: its JSON has no valid 'image_size' ({_short(meta.get('image_size'))})")
+
+
+def check_distinct_members(member_paths: Sequence[str]) -> None:
+    """Raise EnsembleError naming a member given twice (as written, or another path to the same file): the
+    ensemble would weigh that model double, or be one model presented as an ensemble."""
+    seen: dict[tuple[str, int | None], str] = {}
+    for spec in member_paths:
+        path, k = member_reference(spec)
+        key = (os.path.realpath(path), k)
+        if key in seen:
+            also = "" if seen[key] == str(spec) else f" (also as {seen[key]})"
+            raise EnsembleError(f"{spec}: given twice{also}; list each member once")
+        seen[key] = str(spec)
 
 
 def ensemble_meta(
@@ -334,6 +348,7 @@ def load_members(member_paths: Sequence[str | os.PathLike[str]], unpack: bool = 
     EnsembleError naming the file."""
     from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
 
+    check_distinct_members([str(spec) for spec in member_paths])  # before minutes of loading, not after
     labels: list[str] = []
     loaded: list[Any] = []
     for spec in member_paths:
@@ -371,9 +386,15 @@ RUN_ENTRIES = ("checkpoints", ".owner")
 
 
 def check_new_out(out: Path) -> None:
-    """Refuse an output folder that holds an ensemble or a training run, even one still in progress (its
-    config, metrics, checkpoints or trainer's lock), naming what is there: writing would overwrite that run's
-    files, and the clean-up after a failed fit would delete them. Other files (the app's job log) may stay."""
+    """Refuse an output folder named like a weights file (X/model.safetensors), or one that holds an ensemble or
+    a training run, even one still in progress (its config, metrics, checkpoints or trainer's lock), naming what
+    is there: writing would overwrite that run's files, and the clean-up after a failed fit would delete them.
+    Other files (the app's job log) may stay."""
+    if out.suffix in (".safetensors", ".json"):  # it would become a folder of that name, holding model.safetensors
+        raise EnsembleError(
+            f"{out}: names a file, but the output is a folder (the ensemble's model.safetensors, model.json and "
+            f"config.json are written into it); give the folder, such as {out.parent}"
+        )
     for name in (*ENSEMBLE_FILES, *RUN_ENTRIES):
         if (out / name).exists():
             raise EnsembleError(f"{out / name}: exists already; choose another output folder (a new or empty one)")

@@ -138,6 +138,23 @@ def test_runs_delete_removes_only_a_folder_that_runs_lists(tmp_path: Path, capsy
     assert sorted(p.name for p in runs.iterdir()) == ["mystuff"]
 
 
+def test_ensemble_refuses_a_file_name_as_out_and_a_member_given_twice(
+    weights_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    member = str(tmp_path / "member" / "model.safetensors")
+    other = str(save_weights(SimCLRResNet18(len(DIAGNOSES)), tmp_path / "b" / "model.safetensors", {"classes": ["a"]}))
+    out = tmp_path / "e" / "model.safetensors"
+    err = refused(["ensemble", member, other, "--out", str(out)], capsys)
+    assert f"{out}: names a file, but the output is a folder" in err and f"such as {out.parent}" in err
+    assert not out.parent.exists()
+    err = refused(["ensemble", member, member, "--out", str(tmp_path / "e2")], capsys)
+    assert err == f"error: {member}: given twice; list each member once"
+    spelt_apart = f"{tmp_path}/./member/model.safetensors"
+    err = refused(["ensemble", member, spelt_apart, "--out", str(tmp_path / "e2")], capsys)
+    assert err == f"error: {spelt_apart}: given twice (also as {member}); list each member once"
+    assert not (tmp_path / "e2").exists()
+
+
 def nowhere(tmp_path: Path) -> RunConfig:
     """A config whose data folder is missing: whatever is not refused first fails at once, never trains."""
     base = RunConfig()
