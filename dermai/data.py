@@ -594,14 +594,24 @@ def make_folder(path: Path) -> Path:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse a place a file cannot be written (a folder there, a file in the way of its folder, a folder
-    that cannot be made or written), naming `path`; its folder is made. Called before long work whose result
-    goes there, so the error comes first, not after minutes of scoring."""
+    """Refuse a place a file cannot be written (a folder there, a read-only file there, a file in the way of its
+    folder, a folder that cannot be made or written), naming `path`; its folder is made. Called before long
+    work whose result goes there, so the error comes first, not after minutes of scoring. The folder is tried
+    with a real temporary file: permission bits do not bind root, nor tell a read-only or special file system.
+    A file made read-only is refused though root could replace it: someone made it so to keep it."""
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a folder; name a file")
+    if path.is_file() and not path.stat().st_mode & 0o222:
+        raise PermissionError(f"cannot write {path}: the file is read-only; make it writable or name another file")
     make_folder(path.parent)
     if not os.access(path.parent, os.W_OK):
         raise PermissionError(f"cannot write {path}: its folder is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(f"cannot write {path} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _fsync(path: str | os.PathLike[str]) -> None:

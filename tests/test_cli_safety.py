@@ -19,7 +19,7 @@ from dermai.model import SimCLRResNet18
 from dermai.train import JOB_LOG, OWNER_FILE, STOP_FILE, foreign_entry
 from dermai.weights import save_weights
 from tests.conftest import ham_rows, make_folder
-from tests.test_cli_outputs import no_scoring, refused, snapshot, weights_path
+from tests.test_cli_outputs import image_and_metadata, no_scoring, refused, snapshot, weights_path
 
 __all__ = ["no_scoring", "weights_path"]  # fixtures used by name below
 
@@ -136,6 +136,29 @@ def test_runs_delete_removes_only_a_folder_that_runs_lists(tmp_path: Path, capsy
     (runs / "failed" / JOB_LOG).write_text("error: …\n")  # a job that failed before its config: listed, deletable
     assert cli.main(["runs", "--runs", str(runs), "--delete", "failed"]) == 0
     assert sorted(p.name for p in runs.iterdir()) == ["mystuff"]
+
+
+@pytest.mark.usefixtures("no_scoring")
+def test_an_unwritable_compare_out_is_refused_before_scoring(
+    weights_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, a folder no file can be created in")
+    argv = ["compare", str(weights_path), str(weights_path), "--out", "/proc/dermai-compare.json"]
+    assert refused(argv, capsys).startswith("error: cannot write /proc/dermai-compare.json")
+
+
+@pytest.mark.usefixtures("no_scoring")
+def test_predict_csv_may_not_replace_a_read_only_file(
+    weights_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, _ = image_and_metadata(tmp_path, "")
+    kept = tmp_path / "kept.csv"
+    kept.write_text("signed off\n")
+    kept.chmod(0o444)
+    err = refused(["predict", str(image), "--weights", str(weights_path), "--csv", str(kept)], capsys)
+    assert err == f"error: cannot write {kept}: the file is read-only; make it writable or name another file"
+    assert kept.read_text() == "signed off\n"
 
 
 def test_ensemble_refuses_a_file_name_as_out_and_a_member_given_twice(
