@@ -127,7 +127,6 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
     ensembles) with one split, class list and normalisation, each with a valid input size."""
     from dermai.weights import untrained_classifier  # weights.py imports this module, so import here
 
-    check_distinct_members(member_paths)
     first = member_metas[0]
     for field in SHARED_FIELDS:
         if field not in first:
@@ -157,7 +156,8 @@ def check_members(member_metas: Sequence[dict[str, Any]], member_paths: Sequence
 
 def check_distinct_members(member_paths: Sequence[str]) -> None:
     """Raise EnsembleError naming a member given twice (as written, or another path to the same file): the
-    ensemble would weigh that model double, or be one model presented as an ensemble."""
+    ensemble would weigh that model double, or be one model presented as an ensemble. Checked where an ensemble
+    is made (`combine`, `ensemble_meta`), not in `load_members`: scripts may score one member twice."""
     seen: dict[tuple[str, int | None], str] = {}
     for spec in member_paths:
         path, k = member_reference(spec)
@@ -181,6 +181,7 @@ def ensemble_meta(
     trained on random crops has seen lesions larger than a whole image shows them, and may score better a
     little above its training size (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
     Choose them on validation. A size is a square's side or [height, width]."""
+    check_distinct_members(member_paths)
     check_members(member_metas, member_paths)
     first = member_metas[0]
     trained_sizes = [as_input_size(meta_input_size(member)) for member in member_metas]
@@ -348,7 +349,6 @@ def load_members(member_paths: Sequence[str | os.PathLike[str]], unpack: bool = 
     EnsembleError naming the file."""
     from dermai.weights import load_weights  # weights.py builds ensembles on load, so import here
 
-    check_distinct_members([str(spec) for spec in member_paths])  # before minutes of loading, not after
     labels: list[str] = []
     loaded: list[Any] = []
     for spec in member_paths:
@@ -374,6 +374,7 @@ def combine(
 ) -> tuple[EnsembleModel, dict[str, Any]]:
     """Load members (weights files, or `FILE#K` for member K of an ensemble) and return the ensemble model
     and its metadata (nothing is written)."""
+    check_distinct_members([str(spec) for spec in member_paths])  # before loading them, not after
     labels, loaded = load_members(member_paths)
     meta = ensemble_meta([item.meta for item in loaded], labels, command, image_sizes)
     return EnsembleModel([item.model for item in loaded], meta["model"].get("member_image_sizes")), meta
