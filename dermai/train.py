@@ -483,7 +483,8 @@ class Trainer:
                 cfg = run_config_from_dict(saved["config"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise TrainingError(f"{config_path}: not a readable run configuration ({exc})") from None
-            read_checkpoint(self.checkpoint_path, mmap=True)  # damaged: refused before any data is read
+            if run_lock_holder(self.run_dir) is None:  # else a trainer may be writing it: run() refuses that one
+                read_checkpoint(self.checkpoint_path, mmap=True)  # damaged: refused before any data is read
             command = saved.get("command", command)
             self.resume_checksum = saved.get("manifest_sha256")
             init_weights = saved.get("init_weights", init_weights)
