@@ -423,14 +423,21 @@ def test_dataset_age_range_holds_fractional_ages_and_follows_csv_edits(json_only
     assert at.subheader[0].value == "6 images match"  # the edited CSV, not the cached folder
 
 
-def test_dataset_names_a_corrupt_image_file_and_shows_the_rest(json_only_env: Path, tmp_path: Path) -> None:
-    """One file of the folder that is not an image: an error naming it in the grid, the detail view and the
-    lesion's other images, never a traceback; the readable images still show."""
+def folder_with_a_corrupt_image(tmp_path: Path) -> tuple[Path, Path]:
+    """A small synthetic data folder (two images per lesion) whose first akiec image is not a JPEG: the folder
+    and that file."""
     from tests.conftest import ham_rows, make_folder
 
     data = make_folder(tmp_path / "corrupt", ham_rows(n_lesions_per_dx=1, images_per_lesion=2))
     bad = data / "imgs" / "nested" / "I_akiec_0_0.jpg"
     bad.write_bytes(b"not a jpeg")
+    return data, bad
+
+
+def test_dataset_names_a_corrupt_image_file_and_shows_the_rest(json_only_env: Path, tmp_path: Path) -> None:
+    """One file of the folder that is not an image: an error naming it in the grid, the detail view and the
+    lesion's other images, never a traceback; the readable images still show."""
+    data, bad = folder_with_a_corrupt_image(tmp_path)
     at = page("dataset")
     at.session_state["data_dir"] = str(data)
     at.run()
@@ -942,14 +949,23 @@ def test_training_page_refuses_a_name_outside_the_runs_folder(app_env: Path, fie
     assert not (runs.parent / "escape").exists() and jobs.current_job(runs) is None
 
 
-def test_training_page_cancels_a_running_ensemble_rather_than_stopping_it(app_env: Path) -> None:
+def running_ensemble_job(metrics: str | None = None) -> subprocess.Popen:
+    """An ensemble job "ens" the app launched, in the runs folder: its config.json (and `metrics`, as
+    metrics.jsonl, when given), the job lock, and a stand-in for `python -m dermai ensemble` (its command line
+    names dermai, as the job check expects). The caller ends the process."""
     runs = Path(jobs.runs_dir())
     (runs / "ens").mkdir(parents=True)
     (runs / "ens" / "config.json").write_text(json.dumps({"members": ["a", "b"]}))
-    # A stand-in for `python -m dermai ensemble` (its command line names dermai, as the job check expects).
+    if metrics is not None:
+        (runs / "ens" / "metrics.jsonl").write_text(metrics)
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "dermai"], start_new_session=True)
     record = {"pid": process.pid, "run_dir": str(runs / "ens"), "stage": "ensemble", "command": [], "started": 0.0}
     (runs / jobs.LOCK_NAME).write_text(json.dumps(record))
+    return process
+
+
+def test_training_page_cancels_a_running_ensemble_rather_than_stopping_it(app_env: Path) -> None:
+    process = running_ensemble_job()
     try:
         at = page("training").run()
         assert_clean(at)
@@ -960,7 +976,7 @@ def test_training_page_cancels_a_running_ensemble_rather_than_stopping_it(app_en
         at.run()
         assert_clean(at)
         assert process.wait(timeout=30) == -signal.SIGTERM
-        assert not (runs / "ens" / "STOP").exists()
+        assert not (Path(jobs.runs_dir()) / "ens" / "STOP").exists()
     finally:
         process.kill()
         process.wait()
@@ -1029,15 +1045,21 @@ def test_worklist_asks_each_images_site_when_the_model_uses_sites(
     assert list(table["context"]) == ["site face", "site face"]
 
 
-def test_worklist_keeps_each_images_site_across_pages(
-    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def sited_worklist(app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The whole app on its Predict page with a model that uses body sites and two uploads: a worklist with
+    its per-image site editor."""
     monkeypatch.setenv("DERMAI_WEIGHTS", str(sited_weights(app_env, tmp_path)))
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/predict.py").run()
     names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
     at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
-    at.run()
+    return at.run()
+
+
+def test_worklist_keeps_each_images_site_across_pages(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = sited_worklist(app_env, tmp_path, monkeypatch)
     editor = next(d for d in at.dataframe if list(d.value.columns) == ["image", "site"])
     at.session_state[editor.key] = {"edited_rows": {1: {"site": "face"}}, "added_rows": [], "deleted_rows": []}
     at.run()  # as if the clinician had picked "face" for the second image in the table

@@ -152,11 +152,7 @@ def test_read_images_names_a_damaged_file_and_reads_the_others(tmp_path: Path) -
 def test_augmentation_lab_names_a_damaged_image_of_the_folder_and_previews_the_others(
     json_only_env: Path, tmp_path: Path
 ) -> None:
-    from tests.conftest import ham_rows, make_folder
-
-    data = make_folder(tmp_path / "corrupt", ham_rows(n_lesions_per_dx=1, images_per_lesion=2))
-    bad = data / "imgs" / "nested" / "I_akiec_0_0.jpg"
-    bad.write_bytes(b"not a jpeg")
+    data, bad = test_app_pages.folder_with_a_corrupt_image(tmp_path)
     at = page("augmentation")
     at.session_state["data_dir"] = str(data)
     at.run()

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import HAM
-from tests.test_app_pages import REPO, TIMEOUT, app_env, assert_clean, page, sited_weights
+from tests.test_app_pages import app_env, assert_clean, page, sited_worklist
 
 __all__ = ["app_env"]  # the fixture, imported for pytest
 
@@ -91,12 +91,7 @@ def test_worklist_keeps_the_key_columns_first_and_the_long_text_readable(app_env
 def test_site_editor_says_not_given_and_that_means_no_site(
     app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DERMAI_WEIGHTS", str(sited_weights(app_env, tmp_path)))
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
-    at.switch_page("pages/predict.py").run()
-    names = ["ISIC_0024306.jpg", "ISIC_0025964.jpg"]
-    at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names])
-    at.run()
+    at = sited_worklist(app_env, tmp_path, monkeypatch)
     editor = next(d for d in at.dataframe if list(d.value.columns) == ["image", "site"])
     assert list(editor.value["site"]) == ["not given", "not given"]  # the shared field's words, not "None"
     site = json.loads(editor.proto.columns)["site"]

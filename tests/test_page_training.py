@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -94,13 +92,7 @@ def test_a_running_run_the_live_view_does_not_show_keeps_its_own_stop(app_env: P
 def test_a_running_ensemble_is_cancelled_not_stopped_even_once_it_wrote_its_metrics(app_env: Path) -> None:
     """An ensemble job reads no STOP file: its live view offers Cancel this job (ending its process) however
     far it got, and the runs list points there."""
-    runs = Path(jobs.runs_dir())
-    (runs / "ens").mkdir(parents=True)
-    (runs / "ens" / "config.json").write_text(json.dumps({"members": ["a", "b"]}))
-    (runs / "ens" / "metrics.jsonl").write_text(json.dumps({"kind": "serving", "status": "fitted"}) + "\n")
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "dermai"], start_new_session=True)
-    record = {"pid": process.pid, "run_dir": str(runs / "ens"), "stage": "ensemble", "command": [], "started": 0.0}
-    (runs / jobs.LOCK_NAME).write_text(json.dumps(record))
+    process = test_app_pages.running_ensemble_job(json.dumps({"kind": "serving", "status": "fitted"}) + "\n")
     try:
         at = page("training").run()
         assert_clean(at)
@@ -108,7 +100,7 @@ def test_a_running_ensemble_is_cancelled_not_stopped_even_once_it_wrote_its_metr
         next(b for b in at.button if b.label == "Cancel this job").click().run()
         assert_clean(at)
         assert process.wait(timeout=30) == -signal.SIGTERM
-        assert not (runs / "ens" / "STOP").exists()
+        assert not (Path(jobs.runs_dir()) / "ens" / "STOP").exists()
     finally:
         process.kill()
 
