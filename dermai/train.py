@@ -367,15 +367,17 @@ def weights_split_problem(meta: dict[str, Any], data: DataConfig, dataset: Datas
     """Why weights with metadata `meta` may not start or teach a run on `dataset` (split as `data` says), or
     None: the same manifest passes at once, else `split_mismatch` compares the images' sides. One function for
     the trainer and the app's check before launching, so both refuse the same weights with the same words."""
-    recorded = meta.get("manifest_sha256")
-    if recorded == manifest_checksum(dataset):
+    recorded, this_run = meta.get("manifest_sha256"), manifest_checksum(dataset)
+    if recorded == this_run:
         return None
     if isinstance(recorded, str) and not isinstance(meta.get("split_sha256"), str):
-        return _unprovable_split(meta, recorded, data, dataset)
+        return _unprovable_split(meta, recorded, this_run, data, dataset)
     return split_mismatch(meta, to_dict(data), split_checksum(dataset))
 
 
-def _unprovable_split(meta: dict[str, Any], recorded: str, data: DataConfig, dataset: Dataset) -> str | None:
+def _unprovable_split(
+    meta: dict[str, Any], recorded: str, this_run: str, data: DataConfig, dataset: Dataset
+) -> str | None:
     """For weights that record their manifest's checksum but not their split's sides (`split_sha256`; the
     shipped weights are such): None when this run's split, labelled at their label fraction, is their manifest;
     else why they cannot be shown to share it. Their split settings alone proved nothing: the same seed and
@@ -392,7 +394,7 @@ def _unprovable_split(meta: dict[str, Any], recorded: str, data: DataConfig, dat
     return (
         f"cannot be shown to share this run's split: it records the manifest it was trained on (manifest_sha256 "
         f"{recorded[:12]}…) but not its images' sides (split_sha256), and this run's manifest differs "
-        f"({manifest_checksum(dataset)[:12]}…; another data folder, --limit or manifest, or images added or removed), "
+        f"({this_run[:12]}…; another data folder, --limit or manifest, or images added or removed), "
         f"so it may have seen this run's validation or test images; train on the data folder and split it records"
         f"{where}, or from weights of this "
         "run's split"
