@@ -39,7 +39,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
-from dermai.data import ID_COLUMNS, first_column
+from dermai.data import ID_COLUMNS, first_column, long_row_problem
 from dermai.inference import class_log_prior, softmax_np
 
 FIELDS = ("age", "sex", "site")
@@ -174,10 +174,11 @@ def read_context_rows(path: str | os.PathLike[str]) -> dict[str, tuple[int, Pati
     """`read_context_csv` with each image's row (1-based, the header is row 1), for messages naming it."""
     csv_path = Path(path)
     try:
+        if problem := long_row_problem(csv_path):
+            raise ContextError(problem)
         raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise ContextError(f"{csv_path}: not a readable CSV ({exc})") from exc
-    _refuse_long_rows(csv_path, list(raw.columns))
     raw.columns = [c.strip().lower() for c in raw.columns]
     id_col = first_column(raw, ID_COLUMNS)
     if id_col is None:
@@ -202,20 +203,6 @@ def read_context_rows(path: str | os.PathLike[str]) -> dict[str, tuple[int, Pati
         except ContextError as exc:
             raise ContextError(f"{csv_path}, row {i + 2}: {exc}") from None
     return contexts
-
-
-def _refuse_long_rows(csv_path: Path, header: list[str]) -> None:
-    """A ContextError naming the first row with more fields than the header has columns: pandas takes the extra
-    leading fields as the row's index, shifting every value one column over (an age read from the site)."""
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        for line, fields in enumerate(csv.reader(handle), start=1):
-            if line > 1 and len(fields) > len(header):
-                extra = fields[len(header)]
-                raise ContextError(
-                    f"{csv_path}, row {line}: {len(fields)} fields but the header names {len(header)} columns "
-                    f"({', '.join(header)}); column {len(header) + 1} ({extra!r}) has no name: remove the extra "
-                    "fields or name them in the header"
-                )
 
 
 # ----------------------------------------------------------------------------------------- fitting tables

@@ -8,6 +8,7 @@ only; images are decoded once into a uint8 cache that training reads instead of 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -226,11 +227,30 @@ def _normalise_malignant(value: object, csv_path: Path, row: int, column: str) -
     raise DataError(f"{csv_path}, row {row}: unknown {column} value {value!r} (expected benign/malignant or 0/1)")
 
 
+def long_row_problem(csv_path: Path) -> str | None:
+    """What is wrong with the first row holding more fields than the header names, or None. pandas reads such a
+    CSV by making the extra leading fields the row's index, shifting every value one column over (an age read as
+    the diagnosis) instead of failing, so each CSV reader asks this first and raises it in its own error."""
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        for fields in reader:
+            if len(fields) > len(header):
+                return (
+                    f"{csv_path}, row {reader.line_num}: {len(fields)} fields but the header names {len(header)} "
+                    f"columns ({', '.join(header)}); column {len(header) + 1} ({fields[len(header)]!r}) has no "
+                    "name: remove the extra fields or name them in the header"
+                )
+    return None
+
+
 def read_metadata(csv_path: Path) -> pd.DataFrame:
     """A metadata CSV in any supported dialect → the normalised columns (paths not yet attached)."""
     try:
+        if problem := long_row_problem(csv_path):
+            raise DataError(problem)
         raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
     raw.columns = [c.strip().lower() for c in raw.columns]
     id_col = first_column(raw, ID_COLUMNS)

@@ -227,6 +227,24 @@ def test_unknown_dx_names_row(tmp_path: Path) -> None:
         data.load_dataset(root)
 
 
+@pytest.mark.parametrize("long_row", [0, 3])
+def test_a_row_longer_than_the_header_is_named_not_read_into_shifted_columns(tmp_path: Path, long_row: int) -> None:
+    # With every row one field long (a trailing comma), pandas made the first column the index and read each
+    # age as the diagnosis; with one long row further down it failed as "not a readable CSV" without the row.
+    root = make_folder(tmp_path, ham_rows(1, 1))
+    csv_path = root / "metadata.csv"
+    lines = csv_path.read_text().splitlines()
+    rows = range(1, len(lines)) if long_row == 0 else [long_row + 1]
+    for i in rows:
+        lines[i] += ",extra"
+    csv_path.write_text("\n".join(lines) + "\n")
+    n = len(lines[0].split(","))
+    row = max(2, long_row + 2)
+    expected = rf"metadata.csv, row {row}: {n + 1} fields but the header names {n} columns"
+    with pytest.raises(data.DataError, match=expected):
+        data.load_dataset(root)
+
+
 def test_class_absent_from_a_split(tmp_path: Path) -> None:
     rows = ham_rows(4, 1)
     rows = [r for r in rows if r["dx"] != "df"] + [r for r in rows if r["dx"] == "df"][:2]
