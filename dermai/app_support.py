@@ -1347,7 +1347,7 @@ def embedding_map(
     from dermai.weights import load_weights
 
     loaded = load_weights(weights)
-    dataset = weights_dataset(loaded.meta, data or None)
+    dataset = weights_dataset(loaded.meta, data or None, json_path=loaded.path.with_suffix(".json"))
     rows = dataset.meta[dataset.meta["split"] == split]
     if len(rows) > limit:
         rows = rows.sample(n=limit, random_state=seed)

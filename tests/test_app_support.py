@@ -244,6 +244,21 @@ def test_embedding_map_on_tiny_weights(tmp_path_factory: pytest.TempPathFactory)
     assert np.isfinite(points[["x", "y"]].to_numpy()).all()
 
 
+def test_embedding_map_of_weights_without_a_split_names_their_json(tmp_path_factory: pytest.TempPathFactory) -> None:
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    copy = tmp_path_factory.mktemp("no_split")
+    for file in tiny_weights(tmp_path_factory.getbasetemp()).parent.glob("model.*"):
+        (copy / file.name).write_bytes(file.read_bytes())
+    meta = json.loads((copy / "model.json").read_text())
+    del meta["manifest_sha256"]
+    (copy / "model.json").write_text(json.dumps(meta))
+    from dermai.evaluate import EvaluationError
+
+    with pytest.raises(EvaluationError, match=rf"^{copy / 'model.json'}: the weights' JSON has no training config"):
+        app_support.embedding_map(copy / "model.safetensors", None, "test", limit=10)
+
+
 def test_weight_choices_label_unreadable_and_untrained_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DERMAI_WEIGHTS", raising=False)
     runs = tmp_path / "runs"
