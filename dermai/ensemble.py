@@ -390,7 +390,10 @@ def check_new_out(out: Path) -> None:
     """Refuse an output folder named like a weights file (X/model.safetensors), or one that holds an ensemble or
     a training run, even one still in progress (its config, metrics, checkpoints or trainer's lock), naming what
     is there: writing would overwrite that run's files, and the clean-up after a failed fit would delete them.
-    Other files (the app's job log) may stay."""
+    Any other file but a launcher's (the app's job log: `train.foreign_entry`) is refused too, as a training
+    run's --out refuses it: the folder becomes a run, and deleting that run would take the file with it."""
+    from dermai.train import foreign_entry  # train → ensemble: import here
+
     if out.suffix in (".safetensors", ".json"):  # it would become a folder of that name, holding model.safetensors
         raise EnsembleError(
             f"{out}: names a file, but the output is a folder (the ensemble's model.safetensors, model.json and "
@@ -399,6 +402,11 @@ def check_new_out(out: Path) -> None:
     for name in (*ENSEMBLE_FILES, *RUN_ENTRIES):
         if (out / name).exists():
             raise EnsembleError(f"{out / name}: exists already; choose another output folder (a new or empty one)")
+    if (entry := foreign_entry(out)) is not None:
+        raise EnsembleError(
+            f"{entry}: exists already, and is not an ensemble's file; choose another output folder (a new or empty "
+            "one): the ensemble becomes a run there, and deleting the run would delete it too"
+        )
 
 
 def remove_outputs(out: Path, made_folder: bool) -> None:

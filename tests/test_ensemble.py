@@ -27,6 +27,7 @@ from dermai.ensemble import (
     EnsembleError,
     EnsembleModel,
     build_ensemble,
+    check_new_out,
     combine,
     ensemble_meta,
     load_members,
@@ -655,6 +656,19 @@ def test_an_out_folder_holding_a_run_is_refused_and_left_as_it_was(tmp_path: Pat
         build_ensemble(members, out, "cmd")
     assert sorted(os.listdir(out)) == sorted([entry, "job.log"])  # nothing written, nothing deleted
     assert entry == "checkpoints" or (out / entry).read_text() == "the run's own"
+
+
+def test_an_out_folder_holding_someone_elses_file_is_refused_and_a_launchers_log_is_not(tmp_path: Path) -> None:
+    members = _saved_members(tmp_path)
+    out = tmp_path / "notes-folder"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(EnsembleError, match=f"{re.escape(str(out / 'notes.md'))}: exists already, and is not an"):
+        build_ensemble(members, out, "cmd")
+    assert os.listdir(out) == ["notes.md"] and (out / "notes.md").read_text() == "mine"
+    (out / "notes.md").unlink()
+    (out / "job.log").write_text("the app's log")  # what the Training page writes before the job starts
+    check_new_out(out)
 
 
 def test_a_failed_fit_removes_only_what_it_wrote(tmp_path: Path) -> None:
