@@ -32,6 +32,7 @@ from dermai.data import (
     lesion_mask_file,
     load_dataset,
     resolve_data_root,
+    same_file,
 )
 from dermai.ensemble import input_sizes_text
 from dermai.jobs import is_running, runs_dir
@@ -623,14 +624,14 @@ def default_model_label() -> str:
     shipped model, or the file $DERMAI_WEIGHTS names (which the sidebar's list no longer offers once another
     is chosen)."""
     default = default_weights()
-    if Path(default).absolute() == DEFAULT_WEIGHTS.absolute():
+    if same_file(default, DEFAULT_WEIGHTS):
         return f"the {SHIPPED_LABEL} (weights/model.safetensors)"
     return f"the default model ({default}, from DERMAI_WEIGHTS)"
 
 
 def uses_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> bool:
     """Whether the session's weights (what Predict uses) are the file `path`, however either path is written."""
-    return Path(weights_path(state)).absolute() == Path(path).absolute()
+    return same_file(weights_path(state), path)
 
 
 def weights_used_note(run: str, path: str | os.PathLike[str]) -> str:

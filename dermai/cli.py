@@ -436,10 +436,12 @@ def _check_resume(args: argparse.Namespace, cfg: RunConfig) -> None:
 
 
 def _same_path(saved: str | None, given: str | None) -> bool:
-    """Whether two recorded paths name the same file (`_same_file`), where None (no file) matches only None."""
+    """Whether two recorded paths name the same file (`data.same_file`), where None (no file) matches only None."""
+    from dermai.data import same_file
+
     if saved is None or given is None:
         return saved == given
-    return _same_file(saved, given)
+    return same_file(saved, given)
 
 
 # The files `predict --cam-out DIR` / `--report-out DIR` write per image: DIR/<stem><suffix>.
@@ -597,16 +599,6 @@ def _weights_files(path: str | None) -> list[str]:
     return [str(f) for f in files]
 
 
-def _same_file(a: str, b: str) -> bool:
-    """Whether two paths name one file: equal once resolved (links followed), or the same inode when both exist."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _inside(path: str, folder: str) -> bool:
     """Whether `path` names a file in `folder` or below it, as written or once the links of its folders (not of
     the file itself: an atomic write replaces a link, not what it points to) are followed."""
@@ -626,14 +618,16 @@ def _refuse_clashing_outputs(
     JSON or tensors, a manifest, a metadata CSV, an image) or that lies in one of `folders` (a data folder's
     images or masks, where any file may be read): a ValueError naming both options and the file.
     `outputs` pairs each file to be written with the option that names it (or its folder)."""
+    from dermai.data import same_file
+
     given = [(flag, path) for flag, path in outputs if path]
     for i, (flag, path) in enumerate(given):
         for other_flag, other in given[:i]:
-            if _same_file(path, other):
+            if same_file(path, other):
                 raise ValueError(f"{other_flag} and {flag} both name {path}: give each output its own file")
         for what, files in inputs.items():
             for existing in files:
-                if _same_file(path, existing):
+                if same_file(path, existing):
                     raise ValueError(f"{flag} {path} is {what} ({existing}): writing there would destroy it")
         for what, places in (folders or {}).items():
             for folder in places:

@@ -86,6 +86,20 @@ def candidate_roots(explicit: str | os.PathLike[str] | None = None) -> list[Path
     return roots + defaults + [PROJECT_ROOT / p for p in defaults]
 
 
+def same_file(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | None) -> bool:
+    """Whether two paths name one file or folder however each is written (relative, with "..", through a link,
+    or a hard link to it); None, no path, is no file. The one comparison every "is this the run / the weights /
+    the data in use" question asks, so none of them disagrees with another."""
+    if a is None or b is None:
+        return False
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def recorded_folder(path: str | os.PathLike[str]) -> Path:
     """A folder path recorded in a run's config (as typed, e.g. ../shared/data/ham10000): from the current
     folder where it is there, else from the project's, where the recorded commands ran."""

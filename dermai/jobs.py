@@ -31,7 +31,15 @@ from typing import Any
 import pandas as pd
 
 from dermai.config import DataConfig, RunConfig, check_run_config, run_config_from_dict, to_dict, train_config_from_dict
-from dermai.data import DataError, Dataset, find_metadata_csv, read_metadata, resolve_data_root, write_json_atomic
+from dermai.data import (
+    DataError,
+    Dataset,
+    find_metadata_csv,
+    read_metadata,
+    resolve_data_root,
+    same_file,
+    write_json_atomic,
+)
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg, member_reference
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize, meta_input_size, size_label
@@ -606,12 +614,6 @@ def _refuse_missing_teacher(teacher: str, config_path: Path) -> None:
         ) from None
 
 
-def same_run(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | None) -> bool:
-    """Whether two run folders are one (however each path was written): the Training page shows one stop
-    control per run, so its runs list must know when the chosen run is the job its live view already stops."""
-    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
-
-
 def stop_job(run_dir: str | os.PathLike[str]) -> Path:
     """Ask a run to stop: it checkpoints after the current step and ends with status "stopped"."""
     path = Path(run_dir) / STOP_FILE
@@ -658,7 +660,7 @@ def is_running(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     but not yet calibrated (the trainer calibrates after saving them, an ensemble after packing them)."""
     run = Path(run_dir)
     job = current_job(runs)
-    if job is not None and job.run_dir and Path(job.run_dir).resolve() == run.resolve():
+    if job is not None and same_file(job.run_dir, run):
         return True  # also while a resumed run has only its earlier "stopped" record
     return run_lock_holder(run) is not None
 
@@ -868,7 +870,7 @@ def _unstarted_row(run: Path, root: Path) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
     row.update(name=run.name, status=status.status, epochs="", input="", path=str(run), note=status.note)
     job = current_job(root)
-    if job is not None and same_run(job.run_dir, run):  # its stage, from the lock, until its config is written
+    if job is not None and same_file(job.run_dir, run):  # its stage, from the lock, until its config is written
         row["stage"] = job.stage or None
     row["started"] = datetime.fromtimestamp(log.stat().st_mtime if log.exists() else run.stat().st_mtime).replace(
         microsecond=0
@@ -1121,7 +1123,7 @@ def delete_run(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     job = current_job(root)
     if job is not None and job.pid <= 0:
         raise JobError("a job is starting; delete the run once it has started")
-    if job is not None and Path(job.run_dir).resolve() == run.resolve():
+    if job is not None and same_file(job.run_dir, run):
         raise JobError(f"run {run.name!r} is running ({_describe(job)}); stop it first")
     _refuse_if_owned(run)
     size = folder_bytes(run)

@@ -10,6 +10,7 @@ import streamlit as st
 from dermai import app_support, jobs
 from dermai.app_support import TRAIN_AUGMENT_KEYS, serving_summary
 from dermai.compare import compare_runs
+from dermai.data import same_file
 from dermai.ensemble import parse_image_sizes
 from dermai.inference import machine_compute
 from dermai.plots import compare_runs_figure, has_training_curves, training_curves_figure
@@ -539,7 +540,7 @@ if resumable and buttons[0].button("Resume"):
         job = jobs.resume_job(row["path"], runs)
         state["train_resumed"] = f"Resumed {job.name} (pid {job.pid})."  # said after the rerun, as Start does
         st.rerun()
-if row["status"] == "running" and jobs.same_run(row["path"], state.get("train_watching")):
+if row["status"] == "running" and same_file(row["path"], state.get("train_watching")):
     buttons[1].caption("It is the current job: stop it under “Current job” above.")  # one control per run
 elif row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
     # An ensemble job has no step to stop after (it reads no STOP file): end its process instead.

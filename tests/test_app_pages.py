@@ -51,6 +51,13 @@ def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def copy_tiny_run(app_env: Path, run: Path) -> Path:
+    """A finished fine-tuning run at `run`: a copy of the tiny weights' run (without its checkpoints), not a link
+    to it, since a link's weights are the very file the app uses by default ("Predict uses these weights")."""
+    shutil.copytree(app_env.parent, run, ignore=shutil.ignore_patterns("checkpoints"))
+    return run
+
+
 def alerts(at: AppTest) -> list[str]:
     return [e.value for e in (*at.error, *at.warning, *at.success, *at.info)]
 

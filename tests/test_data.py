@@ -198,6 +198,22 @@ def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert data.recorded_folder("nowhere") == Path("nowhere")  # left as recorded: the error will name it
 
 
+def test_same_file_sees_one_file_however_its_path_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    weights = tmp_path / "run" / "model.safetensors"
+    weights.write_bytes(b"w")
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    os.link(weights, tmp_path / "hard.safetensors")
+    written = ("run/model.safetensors", "run/../run/model.safetensors", "link/model.safetensors", "hard.safetensors")
+    for other in written:
+        assert data.same_file(weights, other), other
+    assert data.same_file("gone/x", tmp_path / "gone" / "x")  # not there (a deleted run's weights) and still one
+    (tmp_path / "other.safetensors").write_bytes(b"w")
+    assert not data.same_file(weights, "other.safetensors")
+    assert not data.same_file(None, None) and not data.same_file(weights, None)
+
+
 # -------------------------------------------------------------------------------------------- errors
 def test_missing_image_names_row_and_id(tmp_path: Path) -> None:
     root = make_folder(tmp_path, ham_rows(1, 1))

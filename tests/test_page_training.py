@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from dermai import app_support, jobs
 from tests import test_app_pages
-from tests.test_app_pages import REPO, TIMEOUT, assert_clean, page
+from tests.test_app_pages import REPO, TIMEOUT, assert_clean, copy_tiny_run, page
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
@@ -113,13 +113,14 @@ def test_the_default_model_is_named_as_the_session_falls_back_to_it(monkeypatch:
     assert app_support.uses_weights({}, "/models/site.safetensors")  # no choice yet: the default
     chosen = {app_support.WEIGHTS_KEY: "runs/a/model.safetensors"}
     assert app_support.uses_weights(chosen, Path.cwd() / "runs/a/model.safetensors")
+    assert app_support.uses_weights(chosen, "runs/b/../a/model.safetensors")  # the "Predict uses these" caption
     assert not app_support.uses_weights(chosen, "/models/site.safetensors")
 
 
 def test_using_a_runs_weights_says_what_changed_and_offers_the_way_back(app_env: Path) -> None:
     runs = Path(jobs.runs_dir())
     runs.mkdir(parents=True)
-    (runs / "tiny").symlink_to(app_env.parent, target_is_directory=True)  # a finished fine-tuning run
+    copy_tiny_run(app_env, runs / "tiny")
     at = page("training").run()
     assert at.selectbox(key="train_run").value == "tiny"
     assert app_support.USE_DEFAULT_WEIGHTS not in [b.label for b in at.button]  # the default is in use

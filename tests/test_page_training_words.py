@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from dermai import app_support, jobs
 from dermai.train import read_metrics
 from tests import test_app_pages
-from tests.test_app_pages import REPO, TIMEOUT, assert_clean
+from tests.test_app_pages import REPO, TIMEOUT, assert_clean, copy_tiny_run
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
@@ -68,7 +68,7 @@ def test_the_way_back_to_the_default_model_is_where_the_message_says(app_env: Pa
     above it; the buttons' labels were cut ("Use these weights for pre…")."""
     runs = Path(jobs.runs_dir())
     runs.mkdir(parents=True)
-    (runs / "tiny").symlink_to(app_env.parent, target_is_directory=True)
+    copy_tiny_run(app_env, runs / "tiny")
     at = AppTest.from_file(str(REPO / "pages" / "training.py"), default_timeout=TIMEOUT).run()
     use = next(b for b in at.button if b.label == app_support.USE_RUN_WEIGHTS)
     assert "Predict, Evaluation and Home use run tiny's weights" in use.help
