@@ -20,14 +20,46 @@ if TYPE_CHECKING:  # imported lazily at run time: torch and friends are slow to 
     from dermai.predict import Prediction, Predictor
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="data folder (default: $DERMAI_DATA, ./data/ham10000, ../shared/data/ham10000)")
-    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help, written one way, "(default: X)", unless the help already says
+    what happens without the option: so no flag's default has to be looked up in the code."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        if not action.option_strings or "default" in text or default is None or default is False:
+            return action.help
+        if default == argparse.SUPPRESS or default == []:
+            return action.help
+        shown = (" ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)).replace("%", "%%")
+        if text.endswith(")"):  # "… (0 = off)" → "… (0 = off; default: 0.0)"
+            return f"{text[:-1]}; default: {shown})"
+        return f"{text} (default: {shown})".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help (and its subcommands', which argparse makes of the same class) shows
+    defaults by `HelpFormatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+DATA_HELP = "data folder (default: $DERMAI_DATA, else ./data/ham10000, else ../shared/data/ham10000)"
+
+
+def _add_data_args(p: argparse.ArgumentParser, seed_help: str = "seed of the split") -> None:
+    p.add_argument("--data", help=DATA_HELP)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.add_argument("--manifest", help="use this split manifest instead of computing one")
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument(
+        "--val-fraction", type=float, default=0.15, help="share of the images held out for validation (whole lesions)"
+    )
+    p.add_argument(
+        "--test-fraction", type=float, default=0.15, help="share of the images held out for testing (whole lesions)"
+    )
     p.add_argument("--limit", type=_positive_int, help="use about this many images (stratified, whole lesions)")
-    p.add_argument("--cache-dir", help="pixel cache folder (default $DERMAI_CACHE or ~/.cache/dermai)")
+    p.add_argument("--cache-dir", help="pixel cache folder (default: $DERMAI_CACHE, else ~/.cache/dermai)")
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -47,10 +79,13 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
 
 _count = _whole_number(0)  # resample counts: 0 = no interval; a negative one is a typo
 _positive_int = _whole_number(1)  # sizes and --limit: 0 would fail later, or mean "all" unsaid
+LABEL_FRACTION_HELP = "share of the training images whose labels fine-tuning uses (label-efficiency runs)"
+PRECISION_HELP = "auto: bf16 where the GPU or CPU has it natively, else fp32"
+FIT_TTA_HELP = "fit calibration on test-time-augmented logits (the mean over the 8 flips/rotations)"
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    _add_data_args(p)
+    _add_data_args(p, seed_help="seed of the split, and of training unless --train-seed")
     d = RunConfig().train
     p.add_argument("--out", required=True, help="run folder (config, metrics.jsonl, checkpoints, weights)")
     p.add_argument("--image-size", type=_positive_int, default=d.image_size, help="input height (and width) in px")
@@ -61,16 +96,23 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="input width in px (default: --image-size, a square); HAM10000's 4:3 images keep their shape at "
         "e.g. --image-size 120 --image-width 160",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
-    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-fraction", type=float, default=1.0)
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="images per training step")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (cosine schedule per stage)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help="SimCLR pretraining epochs")
+    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs, help="fine-tuning epochs")
+    p.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d.warmup_epochs,
+        help="epochs of linear learning-rate warm-up at the start of each stage (0 = none)",
+    )
+    p.add_argument("--label-fraction", type=float, default=1.0, help=LABEL_FRACTION_HELP)
     p.add_argument("--lambda", dest="lambda_ntxent", type=float, default=d.lambda_ntxent, help="NT-Xent weight λ")
     p.add_argument("--temperature", type=float, default=d.temperature, help="NT-Xent temperature τ")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument(
+        "--label-smoothing", type=float, default=d.label_smoothing, help="cross-entropy label smoothing (0 = off)"
+    )
     p.add_argument(
         "--focal-gamma", type=float, default=d.focal_gamma, help="focal loss γ when fine-tuning (0 = plain CE)"
     )
@@ -97,21 +139,35 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cutmix-alpha", type=float, default=d.cutmix_alpha, help="CutMix Beta(α, α) when fine-tuning (0 = off)"
     )
-    p.add_argument("--patience", type=int, default=d.early_stopping_patience, help="early stopping (0 = off)")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d.early_stopping_patience,
+        help="stop fine-tuning after this many epochs without a better validation AUROC (0 = off)",
+    )
     p.add_argument(
         "--swa-epochs",
         type=int,
         default=d.swa_epochs,
         help="average the weights of the last N fine-tuning epochs (stochastic weight averaging; 0 = off)",
     )
-    p.add_argument("--swa-lr", type=float, default=d.swa_lr, help="constant lr of the SWA epochs (default: cosine)")
-    p.add_argument("--no-balanced-sampling", action="store_true", help="use class weights instead")
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    p.add_argument(
+        "--swa-lr",
+        type=float,
+        default=d.swa_lr,
+        help="constant learning rate of the SWA epochs (default: the cosine schedule's)",
+    )
+    p.add_argument(
+        "--no-balanced-sampling",
+        action="store_true",
+        help="weight the loss by class instead of drawing class-balanced batches",
+    )
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=PRECISION_HELP)
     p.add_argument(
         "--num-workers",
         type=int,
         default=d.num_workers,
-        help=f"threads decoding images into the pixel cache on a first run at a size (default {d.num_workers})",
+        help="threads decoding images into the pixel cache on a first run at a size",
     )
     p.add_argument(
         "--init-weights",
@@ -152,7 +208,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dermai", description="dermai: dermoscopy triage workbench")
+    parser = _Parser(prog="python -m dermai", description="dermai: dermoscopy triage workbench")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = sub.add_parser("data", help="split manifests and dataset summaries")
@@ -160,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     split = data_sub.add_parser("split", help="write a lesion/patient-grouped, stratified split manifest")
     _add_data_args(split)
     split.add_argument("--out", required=True, help="manifest CSV to write")
-    split.add_argument("--label-fraction", type=float, default=1.0)
+    split.add_argument("--label-fraction", type=float, default=1.0, help=LABEL_FRACTION_HELP)
     summary = data_sub.add_parser("summary", help="print image counts per split and class")
     _add_data_args(summary)
 
@@ -196,15 +252,15 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--cam",
         choices=CAM_CHOICES,
-        help="saliency method for the --cam-out and --report-out overlays (default gradcam)",
+        help="saliency method for the --cam-out and --report-out overlays (default: gradcam)",
     )
     predict.add_argument("--cam-out", help="folder for <stem>_cam.png saliency overlays")
     predict.add_argument(
         "--report-out", help="folder for <stem>_report.html: a printable report with the image and its overlay"
     )
     predict.add_argument("--age", help="patient's age in years (patient context: used when the weights have it)")
-    predict.add_argument("--sex", help="female or male")
-    predict.add_argument("--site", help="body site of the lesion, e.g. back, face, lower extremity")
+    predict.add_argument("--sex", help="patient's sex: female or male (patient context)")
+    predict.add_argument("--site", help="body site of the lesion, e.g. back, face, lower extremity (patient context)")
     predict.add_argument(
         "--metadata", help="CSV of per-image context (image_id or isic_id; age, sex, localization), by file stem"
     )
@@ -217,7 +273,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
 def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("evaluate", help="score weights on their own test split (or an external folder)")
     evaluate.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
-    evaluate.add_argument("--data", help="data folder (default: the one in the weights' config; needed for all)")
+    evaluate.add_argument("--data", help="data folder (default: the one in the weights' config; --split all needs it)")
     evaluate.add_argument(
         "--split",
         choices=["test", "val", "all"],
@@ -245,10 +301,8 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("weights_b", metavar="B", help="weights file or folder (the challenger)")
     compare.add_argument("--data", help="data folder (default: the one in A's config)")
     compare.add_argument("--manifest", help="the runs' split manifest (default: rebuilt from A's config)")
-    compare.add_argument(
-        "--split", choices=["val", "test"], default="val", help="val (default) for choices; test only to report"
-    )
-    compare.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations")
+    compare.add_argument("--split", choices=["val", "test"], default="val", help="val for choices; test only to report")
+    compare.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations (default: off)")
     compare.add_argument("--n-boot", type=_count, default=1000, help="paired bootstrap resamples")
     compare.add_argument("--out", help="JSON to write the comparison to")
 
@@ -256,10 +310,25 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--weights", required=True, help="weights to update in place")
     calibrate.add_argument("--data", help="data folder (default: the one in the weights' config)")
     calibrate.add_argument("--manifest", help="the run's split manifest (default: rebuilt from the weights' config)")
-    calibrate.add_argument("--refer-sensitivity", type=float, default=0.95)
-    calibrate.add_argument("--urgent-specificity", type=float, default=0.90)
-    calibrate.add_argument("--ood-percentile", type=float, default=99.0)
-    calibrate.add_argument("--tta", action="store_true")
+    calibrate.add_argument(
+        "--refer-sensitivity",
+        type=float,
+        default=0.95,
+        help="validation sensitivity the refer cut-off on p(malignant) must reach",
+    )
+    calibrate.add_argument(
+        "--urgent-specificity",
+        type=float,
+        default=0.90,
+        help="validation specificity the urgent cut-off on p(malignant) must reach",
+    )
+    calibrate.add_argument(
+        "--ood-percentile",
+        type=float,
+        default=99.0,
+        help="percentile of the validation images' OOD scores taken as the gate's threshold",
+    )
+    calibrate.add_argument("--tta", action="store_true", help=FIT_TTA_HELP)
 
     context = sub.add_parser(
         "context", help="fit the patient-context model (age, sex, body site) beside calibrated weights"
@@ -275,7 +344,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--out", required=True, help="folder for the ensemble's model.safetensors (new)")
     ensemble.add_argument("--data", help="data folder (default: the one in the members' config)")
     ensemble.add_argument("--manifest", help="the members' split manifest (default: rebuilt from their config)")
-    ensemble.add_argument("--tta", action="store_true", help="fit calibration on test-time-augmented logits")
+    ensemble.add_argument("--tta", action="store_true", help=FIT_TTA_HELP)
     ensemble.add_argument(
         "--image-sizes",
         type=_size_list,
@@ -284,7 +353,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     )
 
     runs = sub.add_parser("runs", help="list the runs folder's runs (status, best val AUROC, disk use) or delete one")
-    runs.add_argument("--runs", help="runs folder (default $DERMAI_RUNS, else runs/ in the project folder)")
+    runs.add_argument("--runs", help="runs folder (default: $DERMAI_RUNS, else runs/ in the project folder)")
     runs.add_argument("--delete", metavar="NAME", help="delete this run's folder (refused while it runs)")
     runs.add_argument(
         "--force", action="store_true", help="with --delete: delete even if a run that learns from it could not resume"
@@ -294,14 +363,20 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     experiment_sub = experiment.add_subparsers(dest="experiment", metavar="NAME", required=True)
     label = experiment_sub.add_parser("label-efficiency", help="SimCLR pretraining vs random init per label fraction")
     d = RunConfig()
-    label.add_argument("--data", help="data folder")
+    label.add_argument("--data", help=DATA_HELP)
     label.add_argument("--out", required=True, help="experiment folder (resumable)")
-    label.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
-    label.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    label.add_argument(
+        "--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="shares of the training labels to use"
+    )
+    label.add_argument("--seeds", type=int, default=3, help="N: run seeds 0..N-1")
     label.add_argument("--split-seed", type=int, default=d.data.seed, help="seed of the one shared split")
-    label.add_argument("--image-size", type=int, default=d.train.image_size)
-    label.add_argument("--pretrain-epochs", type=int, default=d.train.pretrain_epochs)
-    label.add_argument("--finetune-epochs", type=int, default=d.train.finetune_epochs)
+    label.add_argument("--image-size", type=int, default=d.train.image_size, help="input height and width in px")
+    label.add_argument(
+        "--pretrain-epochs", type=int, default=d.train.pretrain_epochs, help="SimCLR pretraining epochs per seed"
+    )
+    label.add_argument(
+        "--finetune-epochs", type=int, default=d.train.finetune_epochs, help="fine-tuning epochs per run"
+    )
     label.add_argument("--limit", type=_positive_int, help="use about this many images (stratified, whole lesions)")
 
 
