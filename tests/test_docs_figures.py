@@ -5,7 +5,9 @@ weights/test_report.json; and `python -m dermai … --help` explains every optio
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -78,3 +80,91 @@ def test_every_option_of_every_subcommand_has_help_that_shows_its_default() -> N
                 assert "default" in shown, f"{where}: its default {action.default!r} is not shown"
             if "default" in shown:
                 assert "default:" in shown, f"{where}: write '(default: X)', as the other options do"
+
+
+def _commands(text: str) -> list[str]:
+    """Each `python -m dermai …` command in a markdown text's code blocks, its continuation lines joined and
+    its comments dropped."""
+    commands: list[str] = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            code = line.split(" #")[0].rstrip().removesuffix("\\").rstrip()
+            if not code.strip() or line.lstrip().startswith("#"):
+                continue
+            if "-m dermai" in code:
+                commands.append(code)
+            elif line.startswith(" ") and commands:
+                commands[-1] += " " + code.strip()
+    return commands
+
+
+def test_the_commands_the_documents_show_use_options_their_subcommand_has() -> None:
+    """A renamed or removed flag leaves README and docs showing a command that fails."""
+    subcommands = _subcommands(build_parser())
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), WEIGHTS / "MODEL_CARD.md"]
+    checked = 0
+    for path in texts:
+        for command in _commands(path.read_text()):
+            rest = command.split("-m dermai", 1)[1]
+            words = rest.split()
+            chosen = max((w for w in subcommands if tuple(words[: len(w)]) == w), key=len, default=None)
+            assert chosen, f"{path.name}: {command!r} names no subcommand"
+            known = {o for action in subcommands[chosen]._actions for o in action.option_strings}
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest):
+                assert flag in known, f"{path.name}: {' '.join(chosen)} has no {flag} ({command!r})"
+            checked += 1
+    assert checked >= 20  # README, label_efficiency.md and the card's recipe
+
+
+def _flat(path: Path) -> str:
+    """A markdown file's text with its line breaks as spaces, so a figure quoted across two lines is found."""
+    return " ".join(path.read_text().split())
+
+
+def test_the_readmes_patient_context_figures_are_the_shipped_models() -> None:
+    meta = _json(WEIGHTS / "model.json")
+    context, test = meta["context"], meta["test_metrics"]
+    weights = {name: field["weight"] for name, field in context["fields"].items()}
+    readme = _flat(ROOT / "README.md")
+    val = context["val_metrics"]
+    assert f"validation AUROC {val['val_auroc_image_only']:.3f} → {val['val_auroc']:.3f}" in readme
+    assert f"test {test['auroc']:.3f} → {test['context']['auroc']:.3f}" in readme
+    words = f"age got weight {weights['age']:.2f}, site {weights['site']:.2f}, sex {weights['sex']:.2f}"
+    assert words.replace("sex 0.00", "sex 0") in readme
+
+
+def test_the_readmes_weak_subgroups_are_every_group_below_the_test_interval() -> None:
+    """The README names, with its AUROC, each group the model ranks below the lower end of its overall test
+    interval (the groups `predict` cautions about), and no other."""
+    test = _json(WEIGHTS / "model.json")["test_metrics"]
+    low, high = test["auroc_ci"]
+    readme = _flat(ROOT / "README.md")
+    interval = f"test AUROC {test['auroc']:.3f} with interval {low:.3f}–{high:.3f}"
+    opening = f"{interval}, every recorded group below {low:.3f}:"
+    assert opening in readme
+    listed = readme.split(opening, 1)[1].split("`test_metrics.subgroups`", 1)[0]
+    below = [g for g in test["subgroups"] if g["auroc"] is not None and g["auroc"] < low]
+    assert sorted(re.findall(r"\d\.\d{3}", listed)) == sorted(f"{g['auroc']:.3f}" for g in below)
+    for group in below:
+        assert group["group"] in listed, group
+
+
+def test_the_benchmarks_tta_figures_are_the_shipped_models() -> None:
+    effect = _json(WEIGHTS / "model.json")["tta_effect"]
+    text = _flat(ROOT / "docs" / "benchmarks.md")
+    assert f"validation {effect['val_auroc_plain']:.4f} plain → {effect['val_auroc_tta']:.4f} with TTA" in text
+    assert f"test {effect['test_auroc_plain']:.4f} plain vs {effect['test_auroc_tta']:.4f} with TTA" in text
+
+
+def test_the_label_efficiency_table_is_its_summary_csv() -> None:
+    text = (ROOT / "docs" / "label_efficiency.md").read_text()
+    with (ROOT / "docs" / "label_efficiency" / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    for r in rows:
+        n = {k: float(v) for k, v in r.items() if k != "init"}
+        line = (
+            f"| {n['fraction']:g} | {n['n_labelled']:.0f} | {r['init']} | {n['auroc_mean']:.3f} ± {n['auroc_sd']:.3f}"
+            f" | {n['bacc_mean']:.3f} ± {n['bacc_sd']:.3f} | {n['val_auroc_mean']:.3f} | {n['n_seeds']:.0f} |"
+        )
+        assert line in text, line
