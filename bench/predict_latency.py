@@ -42,8 +42,12 @@ def median_ms(run: Callable[[Path], object], images: list[Path], warmup: int = 2
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", help="weights file or folder (default: the shipped weights/model.safetensors)")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ham10000"))
-    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "data" / "ham10000"),
+        help="HAM10000 copy whose images/ are timed (default: ../shared/data/ham10000 beside the project)",
+    )
+    parser.add_argument("--images", type=int, default=20, help="images timed, the first by name (default: 20)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     args = parser.parse_args()
     if args.threads:

@@ -51,6 +51,9 @@ def summarise(run: Path) -> dict[str, object]:
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
+    if argv[0] in ("-h", "--help"):  # not a run folder named "--help"
+        print(__doc__)
+        return
     if argv[0] == "--epoch-seconds":  # one number for scripts: median seconds per epoch of one run
         try:
             print(summarise(Path(argv[1]))["epoch_s"])

@@ -112,10 +112,15 @@ def compute_limit(size: int, batch: int, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/ham10000")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--data", default="../shared/data/ham10000", help="data folder (default: %(default)s)")
+    parser.add_argument("--image-size", type=int, default=64, help="input size in px (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=16,
+        help="steps timed in (a) and (c) after 2 warm-up steps; (b) trains one epoch per 8 (default: %(default)s)",
+    )
     args = parser.parse_args()
     limit = args.batch_size * 12  # ~8 labelled training batches per epoch after the 70/15/15 split
     try:

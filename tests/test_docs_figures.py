@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import pytest
 
 from dermai.cli import build_parser
 from tests.test_ship_script import ship  # noqa: F401  (a fixture)
@@ -168,3 +171,15 @@ def test_the_label_efficiency_table_is_its_summary_csv() -> None:
             f" | {n['bacc_mean']:.3f} ± {n['bacc_sd']:.3f} | {n['val_auroc_mean']:.3f} | {n['n_seeds']:.0f} |"
         )
         assert line in text, line
+
+
+def test_run_throughputs_help_is_its_usage_not_a_run_folder_named_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/benchmarks.md shows `python bench/run_throughput.py DIR…`; its --help printed an empty table and
+    "--help: not a training run"."""
+    spec = importlib.util.spec_from_file_location("run_throughput", ROOT / "bench" / "run_throughput.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--help"])
+    out, err = capsys.readouterr()
+    assert "Usage: python bench/run_throughput.py RUN_DIR" in out and "| run |" not in out and err == ""
