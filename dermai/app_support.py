@@ -664,6 +664,21 @@ def status_line(row: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def epoch_words(stage: str, epoch: int | None, planned: int | None = None) -> str:
+    """Where a running job is, for people: "finetune, epoch 1 of 6" while its first epoch trains. `epoch` is
+    the trainer's 0-based index (metrics.jsonl, status.json keep it), so it is shown plus one, as the curves'
+    x-axis and the Runs table's completed/planned ("finetune 0/6") count; a dash while no step has been logged."""
+    if epoch is None:
+        return f"{stage}, epoch -"
+    return f"{stage}, epoch {epoch + 1}" + (f" of {planned}" if planned else "")
+
+
+def shown_run_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """`compare.compare_runs`' summary as Compare runs shows it: the best epoch numbered from 1, as the curves
+    beside it are (`plots.one_based_epochs`); the summary itself keeps metrics.jsonl's 0-based index."""
+    return summary.assign(best_epoch=summary["best_epoch"] + 1)
+
+
 def default_weights_note() -> str:
     """The confirmation after `USE_DEFAULT_WEIGHTS`."""
     return f"Predict, Evaluation and Home use {default_model_label()} again."

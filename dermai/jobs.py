@@ -458,6 +458,19 @@ def recorded_stage(run_dir: str | os.PathLike[str]) -> str | None:
     return stage if isinstance(stage, str) and stage else None
 
 
+def planned_epochs(run_dir: str | os.PathLike[str], stage: str) -> int | None:
+    """The epochs a run folder's config.json plans for `stage` ("pretrain" or "finetune"), or None where it says
+    none (not yet written, an ensemble, another layout): the live view's "epoch 2 of 6" needs the 6."""
+    try:
+        saved = _read_run_config(Path(run_dir) / "config.json")
+    except JobError:
+        return None
+    config = saved.get("config")
+    train = config.get("train") if isinstance(config, dict) else None
+    planned = train.get(f"{stage}_epochs") if isinstance(train, dict) else None
+    return planned if isinstance(planned, int) and not isinstance(planned, bool) else None
+
+
 def _weights_meta(path: str, role: str = "") -> dict[str, Any]:
     """The JSON of weights a run will read, or a JobError naming them (`role`, e.g. "teacher ", says which)."""
     try:

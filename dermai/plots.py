@@ -197,6 +197,19 @@ def _series(records: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tup
     return xs, ys
 
 
+def one_based_epochs(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records with each epoch numbered from 1, as people count them and the Training page says them ("epoch 1
+    of 6"); metrics.jsonl keeps the trainer's 0-based index, so a chart drawn from it read 0 for the first epoch."""
+    return [{**r, "epoch": r["epoch"] + 1} if isinstance(r.get("epoch"), int) else r for r in records]
+
+
+def _whole_epoch_ticks(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """An epoch axis's tick settings: one tick per epoch while they are few, else Plotly's own (10, 20, …), whose
+    steps are whole then too; a two-epoch run's axis read "1, 1.2, 1.4 … 2", numbers no epoch has."""
+    last = max((r["epoch"] for r in records if r.get("kind") == "epoch" and isinstance(r.get("epoch"), int)), default=0)
+    return {"tick0": 1, "dtick": 1} if last <= 12 else {}
+
+
 def has_training_curves(records: Sequence[Mapping[str, Any]]) -> bool:
     """Whether `training_curves_figure` would draw a line: a step or epoch record (an ensemble run, or a run
     stopped before its first logged step, has none, and empty axes read as a broken chart)."""
@@ -223,6 +236,7 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
     and a star for a stochastic weight average's validation AUROC. Missing keys are skipped; a record without
     "kind" counts as a step record."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per step", "per epoch"))
+    records = one_based_epochs(records)
     stages = list(dict.fromkeys(r.get("stage", "train") for r in records))
     for stage in stages:
         mine = [r for r in records if r.get("stage", "train") == stage]
@@ -253,7 +267,7 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
             col=2,
         )
     fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_xaxes(title_text="epoch", row=1, col=2, **_whole_epoch_ticks(records))
     fig.update_layout(title="Training curves")
     return fig
 
@@ -270,7 +284,7 @@ def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]
     star for each stochastic weight average, which belongs to no epoch (`swa_label` names it)."""
     fig = go.Figure()
     for name, records in records_by_run.items():
-        epochs = [r for r in records if r.get("kind") == "epoch"]
+        epochs = [r for r in one_based_epochs(records) if r.get("kind") == "epoch"]
         stages = list(dict.fromkeys(r.get("stage", "train") for r in epochs))
         for stage in stages:
             xs, ys = _series([r for r in epochs if r.get("stage", "train") == stage], "epoch", key)
@@ -291,4 +305,5 @@ def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]
                 )
             )
     fig.update_layout(title=f"{key} per epoch", xaxis_title="epoch", yaxis_title=key)
+    fig.update_xaxes(**_whole_epoch_ticks(one_based_epochs([r for rs in records_by_run.values() for r in rs])))
     return fig

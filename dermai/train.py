@@ -802,6 +802,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         for epoch in range(start_epoch, epochs):
+            bar.set_description(f"{stage}, epoch {epoch + 1} of {epochs}")  # as the Training page counts them
             order = self._epoch_order(stage, pool, epoch)
             correct = seen = 0
             loss_sum = 0.0

@@ -276,7 +276,7 @@ def live() -> None:
     st.session_state["train_watching"] = job.run_dir
     status = jobs.run_status(job.run_dir, runs)
     stage = status.stage or job.stage or "stage not yet recorded"  # its metrics, else its lock or config
-    where = f"{stage}, epoch {status.epoch if status.epoch is not None else '-'}"
+    where = app_support.epoch_words(stage, status.epoch, jobs.planned_epochs(job.run_dir, stage))
     st.progress(status.progress, text=f"{job.name}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
     # The one stop control of the running job (the Runs list below points here rather than repeat it).
@@ -366,7 +366,7 @@ with st.expander("Compare runs"):
             key = st.radio("Curve", ["val_auroc", "val_bacc", "val_acc"], horizontal=True, key="compare_key")
             st.plotly_chart(compare_runs_figure(records, key), width="stretch", key="compare_curves")
             st.dataframe(
-                summary,
+                app_support.shown_run_summary(summary),
                 hide_index=True,
                 width="stretch",
                 placeholder=app_support.MISSING,
@@ -375,7 +375,7 @@ with st.expander("Compare runs"):
                         "best val AUROC", format="%.4f", help="a weight average's row: the average's val AUROC"
                     ),
                     "best_epoch": st.column_config.NumberColumn(
-                        "best epoch", help="the epoch of the best val AUROC, counted from 0 as the curves are"
+                        "best epoch", help="the epoch of the best val AUROC, counted from 1 as the curves are"
                     ),
                     "epochs_run": st.column_config.NumberColumn(
                         "epochs validated", help="the stage's epochs with a validation AUROC"

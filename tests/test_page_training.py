@@ -202,7 +202,7 @@ def test_compare_runs_shows_a_weight_averages_result_beside_the_best_epoch(tmp_p
     fig = compare_runs_figure({name: read_metrics(path) for name, path in runs.items()}, "val_bacc")
     star = fig.data[-1]
     assert star.name == "swa: finetune: weight average of 2 epochs (kept as the run's weights)"
-    assert list(star.x) == [2.5] and list(star.y) == [0.7]
+    assert list(star.x) == [3.5] and list(star.y) == [0.7]
     assert [t.name for t in fig.data[:2]] == ["plain", "swa"]
 
 

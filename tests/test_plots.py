@@ -154,7 +154,7 @@ def test_training_curves_figure_tolerates_missing_keys():
     ]
     by_name = {t.name: t for t in fig.data}
     assert list(by_name["finetune ntxent"].x) == [0] and list(by_name["finetune ce"].y) == [1.5, 0.5]
-    assert list(by_name["finetune val_auroc"].x) == [0, 1]
+    assert list(by_name["finetune val_auroc"].x) == [1, 2]  # epochs counted from 1
     assert by_name["finetune val_auroc"].xaxis == "x2"
     assert list(by_name["finetune mask_loss"].x) == [20] and list(by_name["finetune val_bacc"].y) == [0.5]
     assert len(training_curves_figure([]).data) == 0
@@ -177,6 +177,6 @@ def test_training_curves_mark_the_weight_average_after_its_last_epoch():
     ]
     star = training_curves_figure(records).data[-1]
     assert star.name == "weight average of 2 epochs: val_auroc (kept)"
-    assert list(star.x) == [1.5] and list(star.y) == [0.85] and star.xaxis == "x2"
+    assert list(star.x) == [2.5] and list(star.y) == [0.85] and star.xaxis == "x2"
     records[-1]["kept"] = False
     assert training_curves_figure(records).data[-1].name.endswith("(not kept)")

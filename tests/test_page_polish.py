@@ -1,0 +1,71 @@
+"""Small things people read on the pages: epochs counted from 1 wherever the Training page shows one (the files
+on disk keep the trainer's 0-based index)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dermai import app_support, jobs
+from dermai.config import RunConfig, to_dict
+from dermai.plots import compare_runs_figure, training_curves_figure
+from dermai.train import read_metrics
+from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
+from tests.test_compare import make_run
+from tests.test_page_leftovers import held, progress_texts
+
+
+def test_epoch_words_count_from_one_as_completed_over_planned_does() -> None:
+    assert app_support.epoch_words("finetune", 0, 6) == "finetune, epoch 1 of 6"  # Runs table: "0/6"
+    assert app_support.epoch_words("finetune", 5, 6) == "finetune, epoch 6 of 6"
+    assert app_support.epoch_words("pretrain", 2) == "pretrain, epoch 3"  # no plan to read
+    assert app_support.epoch_words("finetune", None, 6) == "finetune, epoch -"  # no step logged yet
+
+
+def test_planned_epochs_are_read_from_the_runs_config(tmp_path: Path) -> None:
+    config = RunConfig()
+    config.train.pretrain_epochs, config.train.finetune_epochs = 2, 6
+    (tmp_path / "config.json").write_text(json.dumps({"config": to_dict(config)}))
+    assert jobs.planned_epochs(tmp_path, "finetune") == 6 and jobs.planned_epochs(tmp_path, "pretrain") == 2
+    assert jobs.planned_epochs(tmp_path, "ensemble") is None
+    assert jobs.planned_epochs(tmp_path / "none", "finetune") is None  # no config.json yet
+    (tmp_path / "config.json").write_text("[1")  # damaged: no plan, no exception
+    assert jobs.planned_epochs(tmp_path, "finetune") is None
+
+
+def test_the_live_view_says_epoch_1_of_6_while_the_first_epoch_trains(app_env: Path) -> None:  # noqa: F811
+    runs = Path(jobs.runs_dir())
+    run = runs / "cli-first"
+    holder = held(run)  # a trainer from the command line holds the folder
+    try:
+        config = RunConfig()
+        config.stage, config.train.finetune_epochs = "finetune", 6
+        (run / "config.json").write_text(json.dumps({"config": to_dict(config)}))
+        step = {"kind": "step", "stage": "finetune", "epoch": 0, "global_step": 3, "total_steps": 60}
+        (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")  # as the trainer writes it: 0-based
+        at = page("training").run()
+        assert_clean(at)
+        assert any(t.startswith("cli-first: finetune, epoch 1 of 6 ·") for t in progress_texts(at)), progress_texts(at)
+        assert "0/6" in " ".join(str(v) for v in at.dataframe[0].value["epochs"])  # the Runs table agrees
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_compare_runs_counts_the_best_epoch_from_one_as_its_curves_do(app_env: Path) -> None:  # noqa: F811
+    runs = Path(jobs.runs_dir())
+    runs.mkdir(parents=True)
+    make_run(runs, "a", 1e-3, [0.80, 0.84, 0.82])  # best: the second epoch (index 1 in metrics.jsonl)
+    at = page("training").run()
+    at.multiselect(key="compare_runs").set_value(["a"]).run()
+    assert_clean(at)
+    summary = at.dataframe[1]  # after the runs table
+    assert list(summary.value["best_epoch"]) == [2]
+    assert "counted from 1" in json.loads(summary.proto.columns)["best_epoch"]["help"]
+    compared = compare_runs_figure({"a": read_metrics(runs / "a")})
+    assert list(compared.data[0].x) == [1, 2, 3] and list(compared.data[0].y) == [0.80, 0.84, 0.82]
+    assert (compared.layout.xaxis.tick0, compared.layout.xaxis.dtick) == (1, 1)  # no "1.5": no epoch has it
+    curves = training_curves_figure(read_metrics(runs / "a"))
+    assert {t.name: list(t.x) for t in curves.data}["finetune val_auroc"] == [1, 2, 3]
+    assert (curves.layout.xaxis2.tick0, curves.layout.xaxis2.dtick) == (1, 1)
+    assert read_metrics(runs / "a")[3]["epoch"] == 0  # the file keeps the trainer's index
