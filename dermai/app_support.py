@@ -1238,6 +1238,26 @@ def without_note(notes: Any, note: str) -> Any:
     return None if kept == note else kept
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$])")
+
+
+def markdown_plain(text: str) -> str:
+    """`text` shown as itself in Streamlit markdown: a file name such as "__scan__.jpg" or a note with "$" read
+    as bold or as a formula; each character markdown (and Streamlit's "$…$" formulas) would act on is escaped."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def worklist_notes(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(image, note) for each worklist row with notes, each note whole and without the image's name it repeats
+    ("notes.jpg: not an image …"): the table's notes column is cut at its width, so Predict lists them below it,
+    where why a file could not be scored can be read."""
+    if "notes" not in table:
+        return []
+    noted = table[table["notes"].map(lambda notes: isinstance(notes, str) and bool(notes.strip()))]
+    pairs = zip(noted["image"], noted["notes"], strict=True)
+    return [(str(image), str(note).removeprefix(f"{image}: ")) for image, note in pairs]
+
+
 def worklist_shown(table: pd.DataFrame, shown_above: str | None = None) -> pd.DataFrame:
     """The worklist as Predict shows it: an ungradable row's scores blank (`blank_ungradable`) and the optional
     columns no image has a value in left out, in the CSV's order (`worklist.COLUMNS`): image, tier and

@@ -389,9 +389,21 @@ WORKLIST_COLUMNS = {
         "p(mal.), image only", format="%.3f", width=130, help="p(malignant) from the image alone, without the context"
     ),
     "context": st.column_config.TextColumn("context", width=260, help="The patient context used for this image"),
-    # last, after the scores (`worklist_shown`)
-    "notes": st.column_config.TextColumn("notes", width=640, help="Why a file could not be read, or other notes"),
+    # last, after the scores (`worklist_shown`); a long note is cut at the column's width: listed in full below
+    "notes": st.column_config.TextColumn(
+        "notes", width=640, help="Why a file could not be read, or other notes; each in full below the table"
+    ),
 }
+
+
+def show_notes(table: pd.DataFrame) -> None:
+    """Each image's notes in full under the worklist: in the table a long one (why a file could not be scored)
+    was cut at the column's width, even at 1280 px."""
+    noted = app_support.worklist_notes(table)
+    if noted:
+        plain = app_support.markdown_plain
+        lines = [f"- **{plain(image)}**: {plain(note)}" for image, note in noted]
+        st.markdown("Notes in full:\n" + "\n".join(lines))
 
 
 def show_worklist(files: dict[str, bytes]) -> None:
@@ -403,14 +415,16 @@ def show_worklist(files: dict[str, bytes]) -> None:
     counts = tier_counts(table)
     for column, (tier, n) in zip(st.columns(len(counts)), counts.items(), strict=True):
         column.metric(tier.capitalize(), n)
+    shown = worklist_on_screen(table)
     st.dataframe(
-        worklist_on_screen(table),
+        shown,
         hide_index=True,
         width="stretch",
         placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"
         column_config=WORKLIST_COLUMNS,
         key="pred_worklist",
     )
+    show_notes(shown)
     if legend := app_support.diagnosis_legend(model.classes):
         st.caption(legend)
     st.download_button("Download worklist (CSV)", worklist_csv(table), file_name="dermai_worklist.csv", mime="text/csv")

@@ -1,15 +1,18 @@
 """Small things people read on the pages: epochs counted from 1 wherever the Training page shows one (the files
-on disk keep the trainer's 0-based index)."""
+on disk keep the trainer's 0-based index); the worklist's notes in full below its table."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from dermai import app_support, jobs
 from dermai.config import RunConfig, to_dict
 from dermai.plots import compare_runs_figure, training_curves_figure
 from dermai.train import read_metrics
+from tests.conftest import HAM
 from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
 from tests.test_compare import make_run
 from tests.test_page_leftovers import held, progress_texts
@@ -69,3 +72,36 @@ def test_compare_runs_counts_the_best_epoch_from_one_as_its_curves_do(app_env: P
     assert {t.name: list(t.x) for t in curves.data}["finetune val_auroc"] == [1, 2, 3]
     assert (curves.layout.xaxis2.tick0, curves.layout.xaxis2.dtick) == (1, 1)
     assert read_metrics(runs / "a")[3]["epoch"] == 0  # the file keeps the trainer's index
+
+
+def test_worklist_notes_are_listed_whole_without_the_name_they_repeat() -> None:
+    table = pd.DataFrame(
+        {
+            "image": ["a.jpg", "b.jpg", "c.jpg", "a.jpg (2)"],
+            "notes": [None, "b.jpg: not an image file this app can read", "  ", "a.jpg: cannot be read"],
+        }
+    )
+    assert app_support.worklist_notes(table) == [
+        ("b.jpg", "not an image file this app can read"),
+        ("a.jpg (2)", "a.jpg: cannot be read"),  # another name: the note as it is
+    ]
+    assert app_support.worklist_notes(table.drop(columns="notes")) == []
+    assert app_support.markdown_plain("__scan__ (1).jpg: $5") == r"\_\_scan\_\_ \(1\)\.jpg: \$5"
+
+
+def test_the_worklist_lists_each_note_in_full_below_its_table(app_env: Path) -> None:  # noqa: F811
+    at = page("predict").run()
+    long_name = "scan_from_the_clinic_camera_2026_12_07_left_shoulder.png"
+    image = ("ISIC_0024306.jpg", (HAM / "images" / "ISIC_0024306.jpg").read_bytes(), "image/jpeg")
+    at.file_uploader[0].set_value([image, (long_name, b"not an image at all", "image/png")])
+    at.run()
+    assert_clean(at)
+    table = next(d for d in at.dataframe if "rank" in d.value.columns)
+    note = table.value.set_index("image").loc[long_name, "notes"]
+    assert note.startswith(f"{long_name}: ") and len(note) > 80  # longer than the column shows
+    listed = [m.value for m in at.markdown if m.value.startswith("Notes in full:")]
+    assert len(listed) == 1 and app_support.markdown_plain(note.removeprefix(f"{long_name}: ")) in listed[0]
+    assert f"**{app_support.markdown_plain(long_name)}**" in listed[0]
+    assert "ISIC" not in listed[0]  # an image without notes is not listed
+    config = json.loads(table.proto.columns)
+    assert config["notes"]["help"].endswith("each in full below the table")
