@@ -666,7 +666,7 @@ def status_line(row: Mapping[str, Any]) -> str:
 
 def epoch_words(stage: str, epoch: int | None, planned: int | None = None) -> str:
     """Where a running job is, for people: "finetune, epoch 1 of 6" while its first epoch trains. `epoch` is
-    the trainer's 0-based index (metrics.jsonl, status.json keep it), so it is shown plus one, as the curves'
+    the trainer's 0-based index (metrics.jsonl keeps it), so it is shown plus one, as the curves'
     x-axis and the Runs table's completed/planned ("finetune 0/6") count; a dash while no step has been logged."""
     if epoch is None:
         return f"{stage}, epoch -"
