@@ -664,6 +664,36 @@ def status_line(row: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+# The compared figures as Evaluation's compare table names them: short, so that its columns fit an 800 px window
+# ("Balanced accuracy (7-class)" took a quarter of it and pushed the interval and the verdict off); the column's
+# help says what each is.
+COMPARED_METRICS = {"auroc": "AUROC", "balanced_accuracy": "Bal. acc."}
+
+
+def comparison_table(result: Mapping[str, Any]) -> pd.DataFrame:
+    """`evaluate.compare_weights`' result as Evaluation's table: per figure A, B, B − A, its 95% interval, p and
+    the verdict in words; a figure the result lacks (too few images of a class) is left out."""
+    from dermai.evaluate import comparison_verdict  # as score is: torch's import only where scoring is shown
+
+    rows = []
+    for name, label in COMPARED_METRICS.items():
+        if paired := result.get(name):
+            low, high = paired.get("difference_ci") or [None, None]
+            rows.append(
+                {
+                    "metric": label,
+                    "A": paired["a"],
+                    "B": paired["b"],
+                    "B − A": paired["difference"],
+                    "95% CI low": low,
+                    "95% CI high": high,
+                    "p": paired.get("p_value"),
+                    "verdict": comparison_verdict(dict(paired)),
+                }
+            )
+    return pd.DataFrame(rows, columns=["metric", "A", "B", "B − A", "95% CI low", "95% CI high", "p", "verdict"])
+
+
 def epoch_words(stage: str, epoch: int | None, planned: int | None = None) -> str:
     """Where a running job is, for people: "finetune, epoch 1 of 6" while its first epoch trains. `epoch` is
     the trainer's 0-based index (metrics.jsonl keeps it), so it is shown plus one, as the curves'

@@ -12,7 +12,7 @@ import streamlit as st
 
 from dermai import app_support, review
 from dermai.context import fields_text, weighted_fields
-from dermai.evaluate import compare_weights, comparison_verdict, evaluate
+from dermai.evaluate import compare_weights, evaluate
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
 from dermai.predict import tta_mismatch, validated_tta
@@ -273,6 +273,29 @@ if st.session_state.get("eval_request") == request:
 else:
     st.info("Press Evaluate to score these weights (takes a while on a CPU; results are cached).")
 
+# Short labels, so that the table fits an 800 px window ("95% CI high" and the verdict were off it); each
+# column's help says the rest.
+_number = st.column_config.NumberColumn
+COMPARE_COLUMNS = {
+    "metric": st.column_config.TextColumn(
+        "metric",
+        pinned=True,
+        help="AUROC: malignant vs benign. Bal. acc.: balanced accuracy over the seven diagnoses (mean recall)",
+    ),
+    "A": _number("A", format="%.3f", help="These weights (the sidebar's)"),
+    "B": _number("B", format="%.3f", help="The weights chosen above"),
+    "B − A": _number("B − A", format="%+.3f", help="B's figure minus A's on the same images"),
+    "95% CI low": _number(
+        "CI low", format="%+.3f", help="Low end of the 95% interval of B − A (lesions resampled for both together)"
+    ),
+    "95% CI high": _number("CI high", format="%+.3f", help="High end of the 95% interval of B − A"),
+    "p": _number(
+        "p", format="%.3f", help="Two-sided bootstrap probability of a difference of the other sign than B − A's"
+    ),
+    "verdict": st.column_config.TextColumn(
+        "verdict", help="Which is higher when the interval leaves out 0; an interval spanning 0 is noise"
+    ),
+}
 st.header("Compare with other weights")
 st.caption(
     "These weights (A) and another model of the same split (B) on the same images: the paired difference "
@@ -291,28 +314,12 @@ if not others:
 elif st.session_state.get("cmp_request") == cmp_request:
     with plain_errors("Cannot compare", app_support.evaluation_words), st.spinner("Scoring both models on the split…"):
         result = compared(*cmp_request)
-        rows = []
-        for name, label in (("auroc", "AUROC malignant"), ("balanced_accuracy", "Balanced accuracy (7-class)")):
-            r = result.get(name)
-            if r:
-                ci = r["difference_ci"] or [None, None]
-                rows.append(
-                    {
-                        "metric": label,
-                        "A": r["a"],
-                        "B": r["b"],
-                        "B − A": r["difference"],
-                        "95% CI low": ci[0],
-                        "95% CI high": ci[1],
-                        "p": r["p_value"],
-                        "verdict": comparison_verdict(r),
-                    }
-                )
-        number = st.column_config.NumberColumn(format="%.4f")
-        columns = {c: number for c in ("A", "B", "B − A", "95% CI low", "95% CI high")}
-        columns["p"] = st.column_config.NumberColumn(format="%.3f")
         st.dataframe(
-            pd.DataFrame(rows), hide_index=True, width="stretch", column_config=columns, placeholder=app_support.MISSING
+            app_support.comparison_table(result),
+            hide_index=True,
+            width="stretch",
+            column_config=COMPARE_COLUMNS,
+            placeholder=app_support.MISSING,
         )
         st.caption(f"{result['split']} split, {result['n_images']} images · B = `{result['b']}`")
 

@@ -1011,7 +1011,7 @@ def test_evaluation_compares_two_models_of_one_split(app_env: Path) -> None:
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
     table = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
-    assert list(table["metric"]) == ["AUROC malignant", "Balanced accuracy (7-class)"]
+    assert list(table["metric"]) == ["AUROC", "Bal. acc."]
     assert (table["B − A"] - (table["B"] - table["A"])).abs().max() < 1e-9
     verdicts = {"B is higher", "A is higher", "no clear difference (the interval spans 0)"}
     assert set(table["verdict"]) <= verdicts

@@ -1,12 +1,15 @@
 """Small things people read on the pages: epochs counted from 1 wherever the Training page shows one (the files
-on disk keep the trainer's 0-based index); the worklist's notes in full below its table."""
+on disk keep the trainer's 0-based index); the worklist's notes in full below its table; Evaluation's compare table
+with short labels."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from dermai import app_support, jobs
 from dermai.config import RunConfig, to_dict
@@ -105,3 +108,54 @@ def test_the_worklist_lists_each_note_in_full_below_its_table(app_env: Path) -> 
     assert "ISIC" not in listed[0]  # an image without notes is not listed
     config = json.loads(table.proto.columns)
     assert config["notes"]["help"].endswith("each in full below the table")
+
+
+def paired(a: float, b: float, ci: list[float] | None) -> dict:
+    """One figure of `evaluate.compare_weights`' result."""
+    return {"a": a, "b": b, "difference": b - a, "difference_ci": ci, "p_value": 0.4 if ci else None}
+
+
+COMPARED = {  # compare_weights' result: AUROC within noise, balanced accuracy without an interval
+    "a": "a.safetensors",
+    "b": "b.safetensors",
+    "split": "val",
+    "n_images": 40,
+    "auroc": paired(0.81234, 0.83456, [-0.01, 0.05]),
+    "balanced_accuracy": paired(0.5, 0.4, None),
+}
+
+
+def test_the_comparison_table_names_its_figures_briefly() -> None:
+    table = app_support.comparison_table(COMPARED)
+    assert list(table["metric"]) == ["AUROC", "Bal. acc."]
+    assert list(table.columns) == ["metric", "A", "B", "B − A", "95% CI low", "95% CI high", "p", "verdict"]
+    assert table.loc[0, "B − A"] == pytest.approx(0.02222) and table.loc[0, "95% CI high"] == 0.05
+    assert list(table["verdict"]) == ["no clear difference (the interval spans 0)", "no interval (too few resamples)"]
+    assert table.loc[1, ["95% CI low", "95% CI high", "p"]].isna().all()
+    assert list(app_support.comparison_table({**COMPARED, "balanced_accuracy": None})["metric"]) == ["AUROC"]
+
+
+def test_the_compare_table_fits_with_short_labels_and_says_the_rest_in_help(
+    app_env: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dermai.evaluate
+
+    challenger = Path(jobs.runs_dir()) / "challenger"
+    challenger.mkdir(parents=True)
+    for suffix in (".safetensors", ".json"):  # a copy: weights of the same split
+        shutil.copy(app_env.with_suffix(suffix), challenger / f"model{suffix}")
+    monkeypatch.setattr(dermai.evaluate, "compare_weights", lambda *args, **kwargs: COMPARED)  # no scoring
+    at = page("evaluation").run()
+    at.selectbox(key="cmp_other").set_value(str(challenger / "model.safetensors"))
+    next(b for b in at.button if b.label == "Compare").click()
+    at.run()
+    assert_clean(at)
+    table = next(d for d in at.dataframe if "verdict" in d.value.columns)
+    assert list(table.value["metric"]) == ["AUROC", "Bal. acc."]
+    config = json.loads(table.proto.columns)
+    labels = {key: column["label"] for key, column in config.items() if key != "_index"}
+    assert labels["95% CI low"] == "CI low" and labels["95% CI high"] == "CI high"
+    assert max(len(label) for label in labels.values()) <= 7  # "95% CI high" and the metric names were cut
+    assert "seven diagnoses" in config["metric"]["help"] and config["metric"]["pinned"]
+    assert "95% interval of B − A" in config["95% CI low"]["help"] and config["p"]["help"]
