@@ -81,4 +81,4 @@ def test_figure_has_one_line_per_run(tmp_path: Path) -> None:
     runs = {"a": make_run(tmp_path, "a", 1e-3, [0.8, 0.85]), "b": make_run(tmp_path, "b", 3e-4, [0.82, 0.84, 0.83])}
     fig = compare_runs_figure({name: read_metrics(path) for name, path in runs.items()}, "val_bacc")
     assert [t.name for t in fig.data] == ["a", "b"]
-    assert list(fig.data[1].y) == pytest.approx([0.62, 0.64, 0.63]) and list(fig.data[1].x) == [0, 1, 2]
+    assert list(fig.data[1].y) == pytest.approx([0.62, 0.64, 0.63]) and list(fig.data[1].x) == [1, 2, 3]
