@@ -87,6 +87,16 @@ def _unreadable(data: bytes | None, name: str) -> IntakeError:
     return IntakeError(f"{name}: {fmt} is not supported; export it as JPEG or PNG")
 
 
+def _finite(pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The pixels with NaN and -inf set to the smallest finite value and +inf to the largest, and those two
+    values. Left in, one NaN makes the minimum and maximum NaN and the whole image black."""
+    finite = np.isfinite(pixels)
+    if not finite.any():
+        return np.zeros_like(pixels), 0.0, 0.0
+    lo, hi = float(pixels[finite].min()), float(pixels[finite].max())
+    return np.where(finite, pixels, np.where(pixels > 0, hi, lo)), lo, hi
+
+
 def _scale_to_uint8(image: Image.Image) -> Image.Image:
     """Grayscale wider than 8 bits ('I;16*', 'I', 'F') → 8-bit 'L', scaled rather than clipped as Pillow's
     convert would. One rule whatever the container, from the values alone:
@@ -95,9 +105,10 @@ def _scale_to_uint8(image: Image.Image) -> Image.Image:
       16-bit data, divided by 257;
     - float data ('F') within 0-1 is multiplied by 255 (the usual float convention); within 0-255 kept;
     - anything else (negative values, beyond 16 bits) is stretched from its own minimum and maximum.
+
+    Float data may hold NaN (a masked-out pixel) or ±inf (`_finite`): the rule reads the finite values only.
     """
-    pixels = np.asarray(image, dtype=np.float64)
-    lo, hi = float(pixels.min()), float(pixels.max())
+    pixels, lo, hi = _finite(np.asarray(image, dtype=np.float64))
     if image.mode == "F" and lo >= 0 and hi <= 1:
         pixels = pixels * 255.0
     elif image.mode != "F" and lo >= 0 and 255 < hi <= 65535:
