@@ -160,8 +160,9 @@ def _transparent_share(image: Image.Image) -> float:
     return float((alpha < 255).mean())
 
 
-def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[Image.Image, str | None]:
-    """Open (header only), check the pixel count, then force a full decode and orient."""
+def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[Image.Image, str | None, int]:
+    """Open (header only), check the pixel count, then force a full decode (of the first frame) and orient;
+    returns the image, its format and how many frames the file holds."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         if image is None:
@@ -173,10 +174,10 @@ def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[I
                 f"{MAX_PIXELS // 10**6} MP this app reads (a guard against decompression bombs): save a smaller "
                 "copy; the model looks at about 120 px anyway"
             )
-        fmt = image.format
+        fmt, frames = image.format, int(getattr(image, "n_frames", 1))
         image.load()
         image = ImageOps.exif_transpose(image)
-    return image, fmt
+    return image, fmt, frames
 
 
 def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, name: str = "image") -> IntakeResult:
@@ -186,7 +187,7 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
     """
     data = None if isinstance(source, Image.Image) else _read_bytes(source, name)
     try:
-        image, fmt = _decode(data, source if isinstance(source, Image.Image) else None, name)
+        image, fmt, frames = _decode(data, source if isinstance(source, Image.Image) else None, name)
         if min(image.size) < 1:
             raise IntakeError(f"{name}: image has no pixels")
         see_through = _transparent_share(image)
@@ -204,6 +205,11 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         detail = " ".join(str(exc).split())  # one line, whatever the decoder said
         raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc
     notes = [profile_note] if profile_note else []
+    if frames > 1 and fmt != "MPO":  # an animation, a multi-page scan: the others would go unseen without a word
+        notes.append(
+            f"{name}: holds {frames} frames or pages and only the first was read: upload each image as a file "
+            "of its own"
+        )
     if see_through > 0:
         notes.append(
             f"{name}: {see_through:.0%} of the image is transparent or see-through and was put on white, which "

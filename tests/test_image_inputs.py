@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dermai.intake import read_image
@@ -25,3 +26,30 @@ def test_a_float_tiff_with_nan_or_infinite_pixels_keeps_its_picture() -> None:
     expected = np.rint(np.linspace(0.0, 1.0, 1600).reshape(40, 40) * 255)
     assert np.array_equal(out[1:, :, 0], expected[1:])  # read as the 0-1 data it is, not blacked out
     assert out[0, :3, 0].tolist() == [0, 255, 0]  # no number: the darkest; +inf the brightest, -inf the darkest
+
+
+def two_frames() -> list[Image.Image]:
+    """Two different frames: the first red on the left, the second red on the right."""
+    first = np.zeros((40, 48, 3), np.uint8)
+    first[:, :24, 0] = 255
+    return [Image.fromarray(first), Image.fromarray(first[:, ::-1].copy())]
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "PNG", "WEBP"])  # an animation, a multi-page scan, an APNG
+def test_a_file_of_several_frames_says_only_the_first_was_read(fmt: str) -> None:
+    first, second = two_frames()
+    result = read_image(encode(first, fmt, save_all=True, append_images=[second], lossless=True), "stack")
+    assert np.asarray(result.image)[20, 5, 0] > 200 and np.asarray(result.image)[20, 40, 0] < 50  # the first
+    assert result.warnings == [
+        "stack: holds 2 frames or pages and only the first was read: upload each image as a file of its own"
+    ]
+    assert read_image(encode(first, fmt, lossless=True), "one").warnings == []  # one frame: nothing to say
+
+
+def test_a_phone_jpeg_with_a_second_picture_inside_reads_without_a_note() -> None:
+    # A multi-picture JPEG (MPO: an HDR photo's gain map, a depth map, a stereo view): its first picture is the
+    # photo by the format's own definition, and phones write them routinely, so a note would only alarm.
+    first, second = two_frames()
+    result = read_image(encode(first, "MPO", save_all=True, append_images=[second]), "IMG_1.jpg")
+    assert result.format == "MPO" and result.warnings == []
+    assert np.asarray(result.image)[20, 5, 0] > 200
