@@ -35,6 +35,7 @@ from dermai.data import (
     same_file,
 )
 from dermai.ensemble import input_sizes_text
+from dermai.intake import READ_EXTENSIONS
 from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
@@ -1021,7 +1022,7 @@ def caption(row: Mapping[str, Any]) -> str:
     return f"{row['image_id']} · {label} · {age}/{row['sex']}"
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # a file name pasted for its image id ("ISIC_0024306.jpg")
+IMAGE_SUFFIXES = tuple(sorted(READ_EXTENSIONS))  # a file name pasted for its image id ("ISIC_0024306.jpg")
 
 
 def _image_id(given: str, known: set[str], folded: Mapping[str, str]) -> str | None:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from dermai.intake import IntakeError, read_image
+from dermai.intake import READ_EXTENSIONS, IntakeError, read_image
 from dermai.preprocess import InputSize, input_frame, landscape, resize_input
 
 DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -41,7 +41,7 @@ DIAGNOSIS_NAMES: dict[str, str] = {
 }
 BINARY_CLASSES: tuple[str, ...] = ("benign", "malignant")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+IMAGE_EXTENSIONS: frozenset[str] = READ_EXTENSIONS  # every format intake reads (TIFF and WebP too)
 DX_SYNONYMS: dict[str, str] = {"ak": "akiec", "melanoma": "mel", "nevus": "nv", "bowen": "akiec"}
 
 

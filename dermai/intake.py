@@ -20,6 +20,9 @@ MIN_SIDE = 32  # smaller images are read, but graded as ungradable (`dermai.pred
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))  # what uploads are converted to (`to_srgb`)
 READ_FORMATS = "JPEG, PNG, BMP, TIFF or WEBP"  # what this app reads, as said to a user (Pillow reads a few more)
+# The file names of those formats (compared lower-cased): what a data folder is indexed by and a worklist folder
+# lists, one list so that neither skips a file the other, or an upload, would read.
+READ_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 # ISO-BMFF brands (bytes 8-12 after "ftyp") of HEIF photos: an iPhone's default format, which Pillow cannot decode.
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 # Formats people upload by mistake, known by their extension when their bytes say nothing (see `_known_format`).

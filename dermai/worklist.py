@@ -22,13 +22,13 @@ import pandas as pd
 
 from dermai.context import PatientContext, describe
 from dermai.data import files_below
-from dermai.intake import IntakeError
+from dermai.intake import READ_EXTENSIONS, IntakeError
 
 if TYPE_CHECKING:  # the model's module loads torch: not needed to sort or write a worklist
     from dermai.intake import IntakeResult
     from dermai.predict import Predictor
 
-PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})  # what intake reads
+PHOTO_EXTENSIONS = READ_EXTENSIONS  # what intake reads
 TIER_ORDER = ("urgent", "refer", "ungradable", "routine", "unavailable", "unreadable")
 COLUMNS = [
     "rank",

@@ -5,12 +5,17 @@ image a viewer shows, or one plain message naming the file."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from dermai import data
+from dermai.app_support import images_by_id
 from dermai.intake import read_image
+from dermai.worklist import image_files
+from tests.conftest import ham_rows, make_folder
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -53,3 +58,17 @@ def test_a_phone_jpeg_with_a_second_picture_inside_reads_without_a_note() -> Non
     result = read_image(encode(first, "MPO", save_all=True, append_images=[second]), "IMG_1.jpg")
     assert result.format == "MPO" and result.warnings == []
     assert np.asarray(result.image)[20, 5, 0] > 200
+
+
+@pytest.mark.parametrize("ext", [".tif", ".TIFF", ".webp", ".JPG", ".PNG"])
+def test_a_data_folder_of_any_format_intake_reads_is_loaded(tmp_path: Path, ext: str) -> None:
+    # A data set exported as TIFF or WebP was "image 'I_akiec_0_0' not found" though the file was there: the
+    # loader looked for fewer extensions than intake reads and than a worklist folder lists.
+    root = make_folder(tmp_path, ham_rows(1, 1), ext=ext)
+    dataset = data.load_dataset(root)
+    assert [Path(p).suffix for p in dataset.meta["path"]] == [ext] * len(dataset.meta)
+    assert data.decode_image(dataset.meta["path"][0], 16).shape == (16, 16, 3)
+    assert image_files([root]) == sorted(dataset.meta["path"])  # a worklist of the folder lists the same files
+    first = dataset.meta["image_id"][0]
+    rows, missing = images_by_id(dataset.meta, f"{first}{ext}")  # the Augmentation lab's pasted file name
+    assert list(rows["image_id"]) == [first] and missing == []
