@@ -82,8 +82,27 @@ def _known_format(data: bytes, name: str) -> str | None:
     return _EXTENSIONS.get(os.path.splitext(name)[1].lower())
 
 
+# The first bytes of formats this app reads (`READ_FORMATS`) whose variants Pillow may not decode.
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The format of `READ_FORMATS` the bytes start as, or None. A file that starts as one and still cannot
+    be opened is a damaged copy or a variant Pillow does not decode (a TIFF of floating-point colour), and
+    "not an image file this app can read (it reads … TIFF …)" would contradict itself."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for signature, fmt in _SIGNATURES.items() if data.startswith(signature)), None)
+
+
 def _unreadable(data: bytes | None, name: str) -> IntakeError:
     """The error for bytes Pillow cannot identify: the format named when known, and what to do instead."""
+    claimed = _claimed_format(data or b"")
+    if claimed is not None:
+        return IntakeError(
+            f"{name}: damaged or incomplete {claimed} file, or a kind of {claimed} this app cannot decode (such as "
+            "floating-point colour): save it again as an 8-bit JPEG or PNG"
+        )
     fmt = _known_format(data or b"", name)
     if fmt is None:
         return IntakeError(f"{name}: not an image file this app can read (it reads {READ_FORMATS})")

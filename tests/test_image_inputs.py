@@ -5,6 +5,7 @@ image a viewer shows, or one plain message naming the file."""
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from dermai import data
 from dermai.app_support import images_by_id
-from dermai.intake import read_image
+from dermai.intake import IntakeError, read_image
 from dermai.worklist import image_files
 from tests.conftest import ham_rows, make_folder
 
@@ -72,3 +73,44 @@ def test_a_data_folder_of_any_format_intake_reads_is_loaded(tmp_path: Path, ext:
     first = dataset.meta["image_id"][0]
     rows, missing = images_by_id(dataset.meta, f"{first}{ext}")  # the Augmentation lab's pasted file name
     assert list(rows["image_id"]) == [first] and missing == []
+
+
+def float_colour_tiff() -> bytes:
+    """A minimal valid TIFF of 32-bit floating-point RGB (as scientific and microscopy software write), which
+    Pillow cannot decode: 2×2 pixels in one strip, little-endian. Laid out as header, directory, the two
+    three-SHORT arrays it points to (bits per sample, sample format), then the pixels."""
+    pixels = np.full((2, 2, 3), 0.5, np.float32).tobytes()
+    arrays = 8 + 2 + 11 * 12 + 4  # header, entry count, 11 entries, next-directory offset
+    entries = [  # (tag, type: 3 SHORT or 4 LONG, count, value or offset)
+        (256, 3, 1, 2),  # width
+        (257, 3, 1, 2),  # height
+        (258, 3, 3, arrays),  # bits per sample: 32, 32, 32
+        (259, 3, 1, 1),  # no compression
+        (262, 3, 1, 2),  # RGB
+        (273, 4, 1, arrays + 12),  # strip offset: the pixels
+        (277, 3, 1, 3),  # samples per pixel
+        (278, 3, 1, 2),  # rows per strip
+        (279, 4, 1, len(pixels)),  # strip byte count
+        (284, 3, 1, 1),  # chunky
+        (339, 3, 3, arrays + 6),  # sample format: 3 (IEEE float) each
+    ]
+    packed = [
+        struct.pack("<HHIHH", tag, kind, count, value, 0)
+        if kind == 3 and count == 1
+        else struct.pack("<HHII", tag, kind, count, value)
+        for tag, kind, count, value in entries
+    ]
+    header = b"II*\x00" + struct.pack("<IH", 8, len(entries))
+    return header + b"".join(packed) + struct.pack("<I3H3H", 0, 32, 32, 32, 3, 3, 3) + pixels
+
+
+def test_a_tiff_of_a_kind_pillow_cannot_decode_is_not_called_not_an_image() -> None:
+    # It was "not an image file this app can read (it reads JPEG, PNG, BMP, TIFF or WEBP)": of a TIFF.
+    with pytest.raises(IntakeError) as info:
+        read_image(float_colour_tiff(), "stain.tif")
+    assert str(info.value) == (
+        "stain.tif: damaged or incomplete TIFF file, or a kind of TIFF this app cannot decode (such as "
+        "floating-point colour): save it again as an 8-bit JPEG or PNG"
+    )
+    with pytest.raises(IntakeError, match=r"^notes\.txt: not an image file this app can read"):
+        read_image(b"just some text", "notes.txt")  # a file that claims no format: as before
