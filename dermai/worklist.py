@@ -28,7 +28,9 @@ if TYPE_CHECKING:  # the model's module loads torch: not needed to sort or write
     from dermai.intake import IntakeResult
     from dermai.predict import Predictor
 
-PHOTO_EXTENSIONS = READ_EXTENSIONS  # what intake reads
+# What a folder's worklist lists: what intake reads, a GIF (which it reads too), and an iPhone's HEIC photos, which it
+# refuses saying what to do. Each is then scored or is a row saying why; skipped, it would go unsaid.
+PHOTO_EXTENSIONS = READ_EXTENSIONS | {".gif", ".heic", ".heif"}
 TIER_ORDER = ("urgent", "refer", "ungradable", "routine", "unavailable", "unreadable")
 COLUMNS = [
     "rank",

@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -17,6 +18,7 @@ from dermai.app_support import images_by_id
 from dermai.intake import IntakeError, read_image
 from dermai.worklist import image_files
 from tests.conftest import ham_rows, make_folder
+from tests.test_predict import lesion_like
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -114,3 +116,25 @@ def test_a_tiff_of_a_kind_pillow_cannot_decode_is_not_called_not_an_image() -> N
     )
     with pytest.raises(IntakeError, match=r"^notes\.txt: not an image file this app can read"):
         read_image(b"just some text", "notes.txt")  # a file that claims no format: as before
+
+
+def test_a_worklist_folder_lists_every_photo_a_user_would_expect_scored_or_named(tmp_path: Path, capsys) -> None:
+    # A folder's GIF and an iPhone's HEIC photos were skipped without a word (a GIF named on its own is
+    # scored; a HEIC named on its own is refused with what to do): now each is scored or is a row saying why.
+    from dermai import cli
+
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    lesion = lesion_like(0)
+    lesion.save(folder / "a.jpg")
+    lesion.save(folder / "b.gif")
+    (folder / "IMG_0042.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    (folder / "notes.txt").write_text("not a photo")
+    assert [Path(p).name for p in image_files([folder])] == ["IMG_0042.HEIC", "a.jpg", "b.gif"]
+    out = tmp_path / "worklist.csv"
+    assert cli.main(["predict", str(folder), "--csv", str(out)]) == 1  # one file could not be read
+    table = pd.read_csv(out).set_index("image")
+    heic = table.loc[str(folder / "IMG_0042.HEIC")]
+    assert heic["tier"] == "unreadable" and heic["notes"].endswith("HEIC is not supported; export it as JPEG or PNG")
+    assert table.loc[str(folder / "b.gif"), "tier"] != "unreadable"
+    assert "IMG_0042.HEIC: HEIC is not supported" in capsys.readouterr().err
