@@ -182,6 +182,11 @@ def _transparent_share(image: Image.Image) -> float:
     return float((alpha < 255).mean())
 
 
+def _share(fraction: float) -> str:
+    """A share as a user reads it: "under 1%" for a few pixels, which "0%" would deny."""
+    return "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
+
+
 def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[Image.Image, str | None, int]:
     """Open (header only), check the pixel count, then force a full decode (of the first frame) and orient;
     returns the image, its format and how many frames the file holds."""
@@ -234,7 +239,7 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         )
     if see_through > 0:
         notes.append(
-            f"{name}: {see_through:.0%} of the image is transparent or see-through and was put on white, which "
+            f"{name}: {_share(see_through)} of the image is transparent or see-through and was put on white, which "
             "changes its colours and the score: upload the photo without transparency if there is one"
         )
     if min(rgb.size) < MIN_SIDE:

@@ -138,3 +138,14 @@ def test_a_worklist_folder_lists_every_photo_a_user_would_expect_scored_or_named
     assert heic["tier"] == "unreadable" and heic["notes"].endswith("HEIC is not supported; export it as JPEG or PNG")
     assert table.loc[str(folder / "b.gif"), "tier"] != "unreadable"
     assert "IMG_0042.HEIC: HEIC is not supported" in capsys.readouterr().err
+
+
+def test_a_few_see_through_pixels_are_not_called_0_percent() -> None:
+    rgba = np.full((100, 100, 4), 200, np.uint8)
+    rgba[..., 3] = 255
+    rgba[0, :3, 3] = 0  # three pixels of 10 000: a cut-out's stray edge
+    (note,) = read_image(encode(Image.fromarray(rgba), "PNG"), "edge.png").warnings
+    assert note.startswith("edge.png: under 1% of the image is transparent or see-through and was put on white")
+    rgba[:50, :, 3] = 0  # half: said as a share, as before
+    (note,) = read_image(encode(Image.fromarray(rgba), "PNG"), "half.png").warnings
+    assert note.startswith("half.png: 50% of the image is transparent")
