@@ -6,6 +6,7 @@ input, so decoding is wrapped broadly here and nowhere else has to.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
 MAX_BYTES = 25 * 1024 * 1024  # larger uploads are refused before decoding
-MAX_PIXELS = 50_000_000  # decompression-bomb guard, checked from the header before any pixel is decoded
+MAX_PIXELS = 50_000_000  # decompression-bomb guard, checked from the header before decoding (a JPEG: `_reduce`)
 MIN_SIDE = 32  # smaller images are read, but graded as ungradable (`dermai.predict`): upscaling leaves no detail
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))  # what uploads are converted to (`to_srgb`)
@@ -187,15 +188,28 @@ def _share(fraction: float) -> str:
     return "under 1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
 
 
+def _reduce(image: Image.Image) -> None:
+    """Have a JPEG over MAX_PIXELS (a 108 MP phone photo) decode at the first of 1/2, 1/4 or 1/8 of its size
+    that is within it: libjpeg scales while decoding, so the full-size pixels are never in memory, and the
+    model looks at about 120 px anyway. Other formats, and an already decoded image, are left as they are."""
+    width, height = image.size
+    if width * height <= MAX_PIXELS or image.format not in ("JPEG", "MPO"):
+        return
+    scale = next((k for k in (2, 4, 8) if math.ceil(width / k) * math.ceil(height / k) <= MAX_PIXELS), 8)
+    image.draft(image.mode, (math.ceil(width / scale), math.ceil(height / scale)))
+
+
 def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[Image.Image, str | None, int]:
     """Open (header only), check the pixel count, then force a full decode (of the first frame) and orient;
     returns the image, its format and how many frames the file holds."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow's warning (above ~89 MP) comes before the size is known; MAX_PIXELS, lower, refuses naming it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         if image is None:
             image = Image.open(io.BytesIO(data))
         width, height = image.size
-        if width * height > MAX_PIXELS:
+        _reduce(image)
+        if image.size[0] * image.size[1] > MAX_PIXELS:
             raise IntakeError(
                 f"{name}: {width}×{height} pixels ({width * height / 1e6:.0f} MP) is more than the "
                 f"{MAX_PIXELS // 10**6} MP this app reads (a guard against decompression bombs): save a smaller "

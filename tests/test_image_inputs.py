@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,31 @@ def test_a_few_see_through_pixels_are_not_called_0_percent() -> None:
     rgba[:50, :, 3] = 0  # half: said as a share, as before
     (note,) = read_image(encode(Image.fromarray(rgba), "PNG"), "half.png").warnings
     assert note.startswith("half.png: 50% of the image is transparent")
+
+
+def test_a_jpeg_over_the_pixel_limit_is_read_at_a_fraction_of_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 108 MP phone photo (12000×9000) was refused as a decompression bomb; a JPEG decodes at 1/2, 1/4 or 1/8
+    # of its size without the full-size pixels ever being in memory, and the model looks at ~120 px anyway.
+    from dermai import intake
+
+    monkeypatch.setattr(intake, "MAX_PIXELS", 80 * 60)  # a 320×240 JPEG stands for one over 50 MP
+    photo = lesion_like(1, (320, 240))
+    result = read_image(encode(photo, "JPEG", quality=95), "phone.jpg")
+    assert result.image.size == (80, 60) and result.warnings == []  # the first scale under the limit: 1/4
+    shrunk = np.asarray(photo.resize((80, 60), Image.Resampling.BOX), dtype=int)
+    assert np.abs(np.asarray(result.image, dtype=int) - shrunk).mean() < 10  # the same picture
+    with pytest.raises(IntakeError, match=r"^photo\.png: 320×240 pixels \(0 MP\) is more than"):
+        read_image(encode(photo, "PNG"), "photo.png")  # no smaller decode exists: refused, as before
+    monkeypatch.setattr(intake, "MAX_PIXELS", 10)  # 1/8 is 40×30: still over, refused naming its size
+    with pytest.raises(IntakeError, match=r"^phone\.jpg: 320×240 pixels .* save a smaller copy"):
+        read_image(encode(photo, "JPEG"), "phone.jpg")
+
+
+def test_an_image_over_pillows_bomb_warning_is_refused_naming_its_size() -> None:
+    # A 95 MP PNG tripped Pillow's warning first: "too many pixels to decode safely", without the size.
+    data = bytearray(encode(Image.new("L", (1, 1)), "PNG"))
+    data[16:24] = struct.pack(">II", 10000, 9500)  # the header claims 10000×9500 (CRC fixed below)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    with pytest.raises(IntakeError) as info:
+        read_image(bytes(data), "scan.png")
+    assert str(info.value).startswith("scan.png: 10000×9500 pixels (95 MP) is more than the 50 MP this app reads")
