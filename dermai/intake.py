@@ -175,6 +175,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def _unused_alpha(image: Image.Image) -> Image.Image | None:
+    """The image without its alpha channel when that is 0 everywhere, else None. Such an alpha hides every pixel,
+    so it carries no cut-out: it is a channel the writing software left unused (a 32-bit BMP's fourth byte), and
+    browsers read such a BMP as opaque. Composited on white it would turn the lesion into a blank image."""
+    if image.mode not in ("RGBA", "LA") or image.getchannel("A").getextrema() != (0, 0):
+        return None
+    return image.convert(image.mode[:-1])
+
+
 def _transparent_share(image: Image.Image) -> float:
     """The share of pixels that are not fully opaque (0 for an image without transparency)."""
     if not (image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)):
@@ -231,6 +240,8 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         image, fmt, frames = _decode(data, source if isinstance(source, Image.Image) else None, name)
         if min(image.size) < 1:
             raise IntakeError(f"{name}: image has no pixels")
+        opaque = _unused_alpha(image)
+        image = image if opaque is None else opaque
         see_through = _transparent_share(image)
         image, profile_note = to_srgb(image, name)
         rgb = to_rgb(image)
@@ -246,6 +257,11 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         detail = " ".join(str(exc).split())  # one line, whatever the decoder said
         raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc
     notes = [profile_note] if profile_note else []
+    if opaque is not None:
+        notes.append(
+            f"{name}: its alpha (transparency) channel is 0 everywhere, which would hide the whole picture: read as "
+            "opaque, as a channel its software left unused"
+        )
     if frames > 1 and fmt != "MPO":  # an animation, a multi-page scan: the others would go unseen without a word
         notes.append(
             f"{name}: holds {frames} frames or pages and only the first was read: upload each image as a file "

@@ -178,3 +178,35 @@ def test_an_image_over_pillows_bomb_warning_is_refused_naming_its_size() -> None
     with pytest.raises(IntakeError) as info:
         read_image(bytes(data), "scan.png")
     assert str(info.value).startswith("scan.png: 10000×9500 pixels (95 MP) is more than the 50 MP this app reads")
+
+
+def bmp_with_zero_alpha(width: int = 40, height: int = 36) -> bytes:
+    """A 32-bit BMP (V4 header, bit fields with an alpha mask) whose alpha bytes are all 0, as Windows software
+    writes when the fourth byte is unused: every pixel (B, G, R) = (50, 100, 200)."""
+    pixels = np.zeros((height, width, 4), np.uint8)
+    pixels[..., :3] = (50, 100, 200)
+    body = pixels.tobytes()
+    header = struct.pack("<IiiHHIIiiII", 108, width, height, 1, 32, 3, len(body), 2835, 2835, 0, 0)
+    masks = struct.pack("<4I", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000)
+    dib = header + masks + b"BGRs" + b"\x00" * 48  # sRGB; no end points or gamma
+    return b"BM" + struct.pack("<IHHI", 14 + len(dib) + len(body), 0, 0, 14 + len(dib)) + dib + body
+
+
+def test_an_alpha_channel_that_is_zero_everywhere_is_read_as_unused(tmp_path: Path) -> None:
+    # It hid the whole picture: composited on white, the lesion became a blank white image, "a single flat
+    # colour". Browsers read such a BMP as opaque; an alpha that hides every pixel carries no cut-out.
+    result = read_image(bmp_with_zero_alpha(), "scope.bmp")
+    assert (np.asarray(result.image) == (200, 100, 50)).all()
+    assert result.warnings == [
+        "scope.bmp: its alpha (transparency) channel is 0 everywhere, which would hide the whole picture: read as "
+        "opaque, as a channel its software left unused"
+    ]
+    (tmp_path / "scope.bmp").write_bytes(bmp_with_zero_alpha())  # in a data folder: trained on as predicted
+    assert (data.decode_image(str(tmp_path / "scope.bmp"), 16) == (200, 100, 50)).all()
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 1] = 180
+    grey_alpha = read_image(encode(Image.fromarray(rgba[..., 1:3].copy(), mode="LA"), "PNG"), "la.png")
+    assert (np.asarray(grey_alpha.image) == 180).all() and len(grey_alpha.warnings) == 1
+    rgba[0, 0, 3] = 255  # one visible pixel: a real cut-out, composited on white as before
+    out = read_image(encode(Image.fromarray(rgba), "PNG"), "cut.png")
+    assert np.asarray(out.image)[5, 5].tolist() == [255, 255, 255] and "put on white" in out.warnings[0]
