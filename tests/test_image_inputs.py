@@ -18,8 +18,12 @@ from dermai import data
 from dermai.app_support import images_by_id
 from dermai.intake import IntakeError, read_image
 from dermai.worklist import image_files
+from tests import test_app_pages
 from tests.conftest import ham_rows, make_folder
+from tests.test_app_pages import assert_clean, page
 from tests.test_predict import lesion_like
+
+app_env = test_app_pages.app_env  # the pages' fixture: data, tiny weights and an empty runs folder
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -210,3 +214,23 @@ def test_an_alpha_channel_that_is_zero_everywhere_is_read_as_unused(tmp_path: Pa
     rgba[0, 0, 3] = 255  # one visible pixel: a real cut-out, composited on white as before
     out = read_image(encode(Image.fromarray(rgba), "PNG"), "cut.png")
     assert np.asarray(out.image)[5, 5].tolist() == [255, 255, 255] and "put on white" in out.warnings[0]
+
+
+def test_the_predict_page_scores_odd_files_and_names_the_unreadable_one(app_env: Path) -> None:
+    # The Predict page decodes through intake as the CLI does: an animation scored on its first frame and said
+    # so, a BMP with an unused alpha scored as its picture, a TIFF it cannot decode one row saying why.
+    _, second = two_frames()
+    photo = lesion_like(2)
+    files = [
+        ("clip.gif", encode(photo, "GIF", save_all=True, append_images=[second.resize(photo.size)]), "image/gif"),
+        ("scope.bmp", bmp_with_zero_alpha(), "image/bmp"),
+        ("stain.tif", float_colour_tiff(), "image/tiff"),
+    ]
+    at = page("predict").run()
+    at.file_uploader[0].set_value(files).run()
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("image")
+    assert table.loc["stain.tif", "tier"] == "unreadable"
+    assert table.loc["stain.tif", "notes"].startswith("stain.tif: damaged or incomplete TIFF file, or a kind of TIFF")
+    assert table.loc["clip.gif", "notes"].startswith("clip.gif: holds 2 frames or pages and only the first was read")
+    assert "alpha (transparency) channel is 0 everywhere" in table.loc["scope.bmp", "notes"]
