@@ -35,7 +35,7 @@ from dermai.data import (
     same_file,
 )
 from dermai.ensemble import input_sizes_text
-from dermai.intake import READ_EXTENSIONS
+from dermai.intake import READ_EXTENSIONS, IntakeError, read_image
 from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
@@ -1116,14 +1116,15 @@ def missing_masks_note(image_ids: Sequence[str], mask_files: Sequence[Path | Non
 
 
 def mask_overlay(image_path: str | os.PathLike[str], mask: str | os.PathLike[str], alpha: float = 0.4) -> np.ndarray:
-    """The image with its lesion mask (≥ 128) tinted green and outlined, uint8 (H, W, 3)."""
+    """The image (decoded as training reads it: `intake.read_image`) with its lesion mask (≥ 128) tinted green
+    and outlined, uint8 (H, W, 3)."""
     try:
-        with Image.open(image_path) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+        rgb = np.asarray(read_image(image_path, str(image_path)).image, dtype=np.float32)
         with Image.open(mask) as m:
             binary = np.asarray(m.convert("L").resize(rgb.shape[1::-1], Image.Resampling.NEAREST)) >= 128
-    except OSError as exc:
-        raise DataError(f"{image_path}: cannot overlay mask {mask} ({exc})") from exc
+    except (OSError, IntakeError) as exc:  # an IntakeError's message starts with the path, said once here
+        reason = str(exc).removeprefix(f"{image_path}: ")
+        raise DataError(f"{image_path}: cannot overlay mask {mask} ({reason})") from exc
     tint = np.array([0.0, 255.0, 0.0], dtype=np.float32)
     out = rgb.copy()
     out[binary] = (1 - alpha) * rgb[binary] + alpha * tint
@@ -1156,6 +1157,20 @@ def display_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> np.nd
     scale = max_side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return np.asarray(image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+
+
+GALLERY_MAX_SIDE = 800  # px: a data folder's image in a tile or the detail view (HAM10000's are 600×450)
+
+
+def gallery_image(path: str) -> np.ndarray:
+    """A data folder's image as the Dataset and Evaluation pages show it: decoded as training reads it
+    (`intake.read_image`: EXIF orientation, 16-bit and float data scaled, transparency on white, CMYK and
+    colour profiles converted), which a browser handed the file could not always do (a TIFF, 16-bit data), and
+    shrunk for the page. Raises DataError naming the file and what is wrong."""
+    try:
+        return display_image(read_image(path, name=path).image, GALLERY_MAX_SIDE)
+    except IntakeError as exc:  # its message starts with the name given, here the path
+        raise DataError(f"{path}: not a readable image ({str(exc).removeprefix(f'{path}: ')})") from exc
 
 
 def png_bytes(pixels: np.ndarray | Image.Image) -> bytes:

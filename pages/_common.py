@@ -142,18 +142,19 @@ def predictor(path: str, mtime: tuple[int, int]) -> tuple[Any, threading.Lock]:
 
 
 def show_images(where: Any, paths: list[str], captions: list[str], width: int | str = "stretch") -> None:
-    """Image files of the data folder at `where` (st or a column). Streamlit refuses the whole call when one
-    file is not an image; then each readable one is shown and each other one is an st.error naming it, so a
-    corrupt file in the folder never ends the page. Each image's alt text (a caption never becomes it) names it."""
-    alts = [f"Dermoscopy image {text}" for text in captions]
-    try:
-        where.image(paths, caption=captions, width=width, alt=alts)
-    except OSError:  # PIL's UnidentifiedImageError, or a file gone since the folder was read
-        for path, text, alt in zip(paths, captions, alts, strict=True):
-            try:
-                where.image(path, caption=text, width=width, alt=alt)
-            except OSError as exc:
-                where.error(f"{path}: not a readable image ({type(exc).__name__})")
+    """Image files of the data folder at `where` (st or a column), decoded as training reads them
+    (`app_support.gallery_image`); each file that cannot be read is an st.error naming it, so a corrupt file in
+    the folder never ends the page. Each image's alt text (a caption never becomes it) names it."""
+    shown: list[Any] = []
+    texts: list[str] = []
+    for path, text in zip(paths, captions, strict=True):
+        try:
+            shown.append(app_support.gallery_image(path))
+            texts.append(text)
+        except PLAIN_ERRORS as exc:
+            where.error(str(exc))
+    if shown:
+        where.image(shown, caption=texts, width=width, alt=[f"Dermoscopy image {text}" for text in texts])
 
 
 def sidebar() -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermai import data
+from dermai import app_support, data
 from dermai.app_support import images_by_id
 from dermai.intake import IntakeError, read_image
 from dermai.worklist import image_files
@@ -234,3 +234,26 @@ def test_the_predict_page_scores_odd_files_and_names_the_unreadable_one(app_env:
     assert table.loc["stain.tif", "notes"].startswith("stain.tif: damaged or incomplete TIFF file, or a kind of TIFF")
     assert table.loc["clip.gif", "notes"].startswith("clip.gif: holds 2 frames or pages and only the first was read")
     assert "alpha (transparency) channel is 0 everywhere" in table.loc["scope.bmp", "notes"]
+
+
+def test_the_dataset_page_shows_a_folder_of_16_bit_and_float_tiffs(app_env: Path, tmp_path: Path) -> None:
+    # The loader trains on them, but the gallery handed the files to the browser: "not a readable image
+    # (OSError)" for every 16-bit or float TIFF, and a lesion mask overlaid on a clipped, all-white picture.
+    root = make_folder(tmp_path / "tiffs", ham_rows(1, 1), size=(64, 48), ext=".tif")
+    folder = root / "imgs" / "nested"
+    ramp = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(folder / "I_akiec_0_0.tif")  # 16-bit grey
+    Image.fromarray(ramp, mode="F").save(folder / "I_bcc_0_0.tif")  # float 0-1
+    (root / "masks").mkdir()
+    Image.new("L", (64, 48), 255).save(root / "masks" / "I_akiec_0_0_segmentation.png")
+    at = page("dataset")
+    at.session_state["data_dir"] = str(root)
+    at.run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    at.selectbox(key="ds_detail").set_value("I_akiec_0_0").run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    overlay = app_support.mask_overlay(folder / "I_akiec_0_0.tif", root / "masks" / "I_akiec_0_0_segmentation.png")
+    column = overlay[1:47, 32, 0].astype(int)  # inside the outline: the tinted ramp, dark at the top
+    assert column.max() - column.min() > 100
