@@ -46,6 +46,8 @@ UNRELIABLE_NOTE = (
     "the image is ungradable: p_malignant and the probabilities are the model's output on an image it cannot "
     "read, unreliable and not a result"
 )
+TRAINED_ASPECT = 4 / 3  # HAM10000's 600×450 photos: the shape the model learned lesions in
+ASPECT_NOTED = 2.0  # an image this many times longer (long side : short side) than that is said to be distorted
 UNAVAILABLE_MEANING = (
     "No validated operating points are stored with these weights (run `python -m dermai calibrate`), so no "
     "triage tier can be given. The probabilities are shown for research use only."
@@ -198,6 +200,21 @@ def unvalidated_note(label: str, row: Mapping[str, Any] | None) -> str:
     )
 
 
+def aspect_note(size: tuple[int, int]) -> str | None:
+    """The caution for an image (width, height) whose long side is more than ASPECT_NOTED times longer, relative
+    to its short side, than the training photos' 4:3: squashed into the model's input, its lesion has a shape
+    the model never saw (a 5:1 strip of a real lesion scored 0.75 where its whole photo scored 0.49), and nothing
+    else says so. None for an ordinary photo (a phone's 16:9, a 2:1 crop) and for one too small to grade."""
+    ratio = max(size) / max(1, min(size))
+    if ratio <= TRAINED_ASPECT * ASPECT_NOTED or min(size) < MIN_SIDE:
+        return None
+    return (
+        f"the image is {ratio:.1f}:1, far from the 4:3 of the dermoscopy photos the model learned from: squashed "
+        "into its input, the lesion's shape is distorted and the score is less reliable; crop around the lesion "
+        "nearer 4:3"
+    )
+
+
 class Predictor:
     """A loaded model with its serving metadata; reuse one instance (CAM objects are cached per method).
 
@@ -274,7 +291,8 @@ class Predictor:
         probs = calibrated_probs(logits, {"temperature": self.temperature, "log_prior": self.log_prior})
         p_mal = float(malignant_probability(probs, self.classes)[0])
         notes = [self.weak_note] if self.weak_note else []
-        notes += list(intake.warnings) + subgroup_notes(self.meta, context)
+        distorted = aspect_note(intake.image.size)
+        notes += list(intake.warnings) + ([distorted] if distorted else []) + subgroup_notes(self.meta, context)
         points, used, image_only, effects = self.operating_points, None, None, None
         if context is not None and not self.context_model and not context.is_empty():
             notes.append("these weights carry no patient-context model: the age, sex and site were not used")

@@ -17,6 +17,7 @@ from PIL import Image
 from dermai import app_support, data
 from dermai.app_support import images_by_id
 from dermai.intake import IntakeError, read_image
+from dermai.predict import Predictor
 from dermai.worklist import image_files
 from tests import test_app_pages
 from tests.conftest import ham_rows, make_folder
@@ -257,3 +258,21 @@ def test_the_dataset_page_shows_a_folder_of_16_bit_and_float_tiffs(app_env: Path
     overlay = app_support.mask_overlay(folder / "I_akiec_0_0.tif", root / "masks" / "I_akiec_0_0_segmentation.png")
     column = overlay[1:47, 32, 0].astype(int)  # inside the outline: the tinted ramp, dark at the top
     assert column.max() - column.min() > 100
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Predictor:
+    return Predictor.from_weights()
+
+
+def test_an_image_far_from_the_trained_shape_is_said_to_be_distorted(shipped: Predictor) -> None:
+    # A 5:1 strip cropped around a long lesion was squashed into the model's input without a word: a strip of
+    # a real lesion scored 0.75 where its whole 4:3 photo scored 0.49.
+    note = (
+        "the image is 5.0:1, far from the 4:3 of the dermoscopy photos the model learned from: squashed into its "
+        "input, the lesion's shape is distorted and the score is less reliable; crop around the lesion nearer 4:3"
+    )
+    assert note in shipped.predict(lesion_like(0, (600, 120))).warnings
+    assert note in shipped.predict(lesion_like(0, (120, 600))).warnings  # portrait: the same, turned
+    for ordinary in [(200, 150), (320, 180), (300, 150)]:  # 4:3, a phone's 16:9, 2:1
+        assert not [w for w in shipped.predict(lesion_like(0, ordinary)).warnings if "far from the 4:3" in w]
