@@ -10,7 +10,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
@@ -208,10 +208,18 @@ def _reduce(image: Image.Image) -> None:
     image.draft(image.mode, (math.ceil(width / scale), math.ceil(height / scale)))
 
 
-def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[Image.Image, str | None, int]:
-    """Open (header only), check the pixel count, then force a full decode (of the first frame) and orient;
-    returns the image, its format and how many frames the file holds."""
-    with warnings.catch_warnings():
+class _Decoded(NamedTuple):
+    image: Image.Image
+    format: str | None
+    frames: int  # how many frames or pages the file holds (the first is read)
+    damaged: str | None  # what Pillow warned of while decoding (damaged EXIF, skipped tags), in one line
+
+
+def _decode(data: bytes | None, image: Image.Image | None, name: str) -> _Decoded:
+    """Open (header only), check the pixel count, then force a full decode (of the first frame) and orient.
+    Pillow's warnings are recorded rather than printed: on a terminal they read as a traceback's lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         # Pillow's warning (above ~89 MP) comes before the size is known; MAX_PIXELS, lower, refuses naming it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         if image is None:
@@ -227,7 +235,8 @@ def _decode(data: bytes | None, image: Image.Image | None, name: str) -> tuple[I
         fmt, frames = image.format, int(getattr(image, "n_frames", 1))
         image.load()
         image = ImageOps.exif_transpose(image)
-    return image, fmt, frames
+    damaged = next((" ".join(str(w.message).split()) for w in caught if issubclass(w.category, UserWarning)), None)
+    return _Decoded(image, fmt, frames, damaged)
 
 
 def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, name: str = "image") -> IntakeResult:
@@ -237,7 +246,7 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
     """
     data = None if isinstance(source, Image.Image) else _read_bytes(source, name)
     try:
-        image, fmt, frames = _decode(data, source if isinstance(source, Image.Image) else None, name)
+        image, fmt, frames, damaged = _decode(data, source if isinstance(source, Image.Image) else None, name)
         if min(image.size) < 1:
             raise IntakeError(f"{name}: image has no pixels")
         opaque = _unused_alpha(image)
@@ -257,6 +266,11 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
         detail = " ".join(str(exc).split())  # one line, whatever the decoder said
         raise IntakeError(f"{name}: damaged or incomplete image ({type(exc).__name__}: {detail})") from exc
     notes = [profile_note] if profile_note else []
+    if damaged:
+        notes.append(
+            f"{name}: part of its metadata is damaged and was skipped ({damaged}); the picture was read, but if it "
+            "looks rotated, save it again from a photo viewer"
+        )
     if opaque is not None:
         notes.append(
             f"{name}: its alpha (transparency) channel is 0 everywhere, which would hide the whole picture: read as "

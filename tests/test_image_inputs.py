@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -276,3 +277,22 @@ def test_an_image_far_from_the_trained_shape_is_said_to_be_distorted(shipped: Pr
     assert note in shipped.predict(lesion_like(0, (120, 600))).warnings  # portrait: the same, turned
     for ordinary in [(200, 150), (320, 180), (300, 150)]:  # 4:3, a phone's 16:9, 2:1
         assert not [w for w in shipped.predict(lesion_like(0, ordinary)).warnings if "far from the 4:3" in w]
+
+
+def jpeg_with_damaged_exif() -> bytes:
+    """A JPEG whose EXIF block claims five entries and holds half of one, as a crashed phone app leaves it."""
+    payload = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x12\x01"
+    plain = encode(lesion_like(3), "JPEG")
+    return plain[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + plain[2:]
+
+
+def test_damaged_metadata_is_a_note_not_a_python_warning_on_the_terminal() -> None:
+    # Pillow's "UserWarning: Corrupt EXIF data…" went to stderr with its source line, in the CLI's output.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that escapes intake fails the test
+        result = read_image(jpeg_with_damaged_exif(), "IMG_7.jpg")
+    assert result.image.size == (200, 150)
+    assert result.warnings == [
+        "IMG_7.jpg: part of its metadata is damaged and was skipped (Corrupt EXIF data. Expecting to read 12 "
+        "bytes but only got 2.); the picture was read, but if it looks rotated, save it again from a photo viewer"
+    ]
