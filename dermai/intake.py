@@ -5,10 +5,13 @@ input, so decoding is wrapped broadly here and nowhere else has to.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
@@ -215,13 +218,36 @@ class _Decoded(NamedTuple):
     damaged: str | None  # what Pillow warned of while decoding (damaged EXIF, skipped tags), in one line
 
 
-def _decode(data: bytes | None, image: Image.Image | None, name: str) -> _Decoded:
-    """Open (header only), check the pixel count, then force a full decode (of the first frame) and orient.
-    Pillow's warnings are recorded rather than printed: on a terminal they read as a traceback's lines."""
-    with warnings.catch_warnings(record=True) as caught:
+def _from_pillow(caught: warnings.WarningMessage) -> bool:
+    """Whether a warning recorded while decoding is Pillow's own, about the file (another thread's, caught by
+    the same process-wide recorder, is not this image's)."""
+    return issubclass(caught.category, UserWarning) and f"{os.sep}PIL{os.sep}" in caught.filename
+
+
+_WARNINGS_LOCK = threading.Lock()  # warnings.catch_warnings swaps process-wide state: one thread at a time
+
+
+@contextlib.contextmanager
+def _pillow_warnings(found: list[str]) -> Iterator[None]:
+    """Pillow's warnings inside the block added to `found`, one line each, rather than printed: on a terminal
+    they read as a traceback's lines. catch_warnings swaps process-wide state, and the pixel cache decodes in
+    several threads (overlapping blocks left the filters changed and lost the notes), so one block at a time:
+    `_decode` keeps them to header parsing and orientation, and decodes the pixels outside."""
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # Pillow's warning (above ~89 MP) comes before the size is known; MAX_PIXELS, lower, refuses naming it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        finally:
+            found += [" ".join(str(w.message).split()) for w in caught if _from_pillow(w)]
+
+
+def _decode(data: bytes | None, image: Image.Image | None, name: str) -> _Decoded:
+    """Open (header only), check the pixel count, then force a full decode (of the first frame) and orient,
+    with Pillow's warnings (damaged EXIF, skipped tags) kept for a note (`_pillow_warnings`)."""
+    found: list[str] = []
+    with _pillow_warnings(found):
         if image is None:
             image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -233,10 +259,10 @@ def _decode(data: bytes | None, image: Image.Image | None, name: str) -> _Decode
                 "copy; the model looks at about 120 px anyway"
             )
         fmt, frames = image.format, int(getattr(image, "n_frames", 1))
-        image.load()
+    image.load()  # the slow part, in parallel where the caller decodes in threads
+    with _pillow_warnings(found):
         image = ImageOps.exif_transpose(image)
-    damaged = next((" ".join(str(w.message).split()) for w in caught if issubclass(w.category, UserWarning)), None)
-    return _Decoded(image, fmt, frames, damaged)
+    return _Decoded(image, fmt, frames, found[0] if found else None)
 
 
 def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, name: str = "image") -> IntakeResult:

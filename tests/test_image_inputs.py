@@ -8,6 +8,7 @@ import io
 import struct
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,14 @@ def test_damaged_metadata_is_a_note_not_a_python_warning_on_the_terminal() -> No
         "IMG_7.jpg: part of its metadata is damaged and was skipped (Corrupt EXIF data. Expecting to read 12 "
         "bytes but only got 2.); the picture was read, but if it looks rotated, save it again from a photo viewer"
     ]
+
+
+def test_decoding_in_threads_leaves_the_warning_filters_as_they_were_and_notes_every_image() -> None:
+    # The pixel cache decodes in several threads: overlapping catch_warnings blocks left the process's filters
+    # changed (Pillow's warnings on "always" for the rest of a run) and lost some images' notes.
+    before = list(warnings.filters)
+    damaged = jpeg_with_damaged_exif()
+    with ThreadPoolExecutor(8) as pool:
+        notes = list(pool.map(lambda i: read_image(damaged, f"IMG_{i}.jpg").warnings, range(400)))
+    assert warnings.filters == before
+    assert all(len(n) == 1 and "metadata is damaged" in n[0] for n in notes)
