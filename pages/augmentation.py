@@ -136,6 +136,7 @@ def preview() -> None:
     masks: np.ndarray | None = None  # the chosen images' lesion masks, when the data folder has them all
     kept_upload: list[tuple[str, bytes]] = []
     shape_note: str | None = None  # an upload far from the input's shape, or tiny: said under the preview
+    upload_notes: list[str] = []  # what reading the upload found (intake's notes), said under the preview
     names: list[str] = []  # each previewed image's name, for its alt text
     if source == "Upload one":
         reopened = "aug_upload" not in state  # Streamlit dropped the uploader's file while another page was shown
@@ -149,9 +150,10 @@ def preview() -> None:
         if kept_upload:
             name, data = kept_upload[0]
             with plain_errors("Cannot use this file"):
-                image = read_image(data, name).image
-                pixels = resize_input(image, size)[None]
-                shape_note = resize_note(image.size, size)
+                intake = read_image(data, name)  # its notes (transparency, frames, damaged metadata) said too
+                pixels = resize_input(intake.image, size)[None]
+                shape_note = resize_note(intake.image.size, size)
+                upload_notes = list(intake.warnings)
                 names = [name]
     else:
         root = data_dir()
@@ -223,8 +225,8 @@ def preview() -> None:
             after, caption = [outline_mask(a, m) for a, m in zip(after, warped, strict=True)], "augmented + mask"
         st.subheader("Before / after")
         cards([[p[0] for p in pairs], after], ["original", caption], ["original", caption], names, width)
-        if shape_note:
-            st.warning(shape_note)
+        for note in [*upload_notes, *([shape_note] if shape_note else [])]:
+            st.warning(note)
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above

@@ -81,18 +81,39 @@ def png(width: int, height: int) -> bytes:
 
 
 def test_augmentation_lab_says_an_odd_upload_is_squashed_or_upsampled(app_env: Path) -> None:
+    from dermai.intake import read_image
+
     at = page("augmentation").run()
     at.radio(key="aug_source").set_value("Upload one").run()
     at.file_uploader(key="aug_upload").upload("strip.png", png(1000, 20), "image/png").run()
     assert_clean(at)
     assert sum(len(e.proto.imgs) for e in at.image) == 4  # still previewed
-    assert [w.value for w in at.warning] == [app_support.resize_note((1000, 20), 128)]
+    too_small = list(read_image(png(1000, 20), "strip.png").warnings)  # intake's "too small to grade", as Predict
+    assert [w.value for w in at.warning] == [*too_small, app_support.resize_note((1000, 20), 128)]
     at.file_uploader(key="aug_upload").upload("dot.png", png(1, 1), "image/png").run()
     assert_clean(at)
-    assert [w.value for w in at.warning] == [app_support.resize_note((1, 1), 128)]
+    assert [w.value for w in at.warning][-1] == app_support.resize_note((1, 1), 128)
     at.file_uploader(key="aug_upload").upload("photo.png", png(600, 450), "image/png").run()
     assert_clean(at)
     assert not at.warning and sum(len(e.proto.imgs) for e in at.image) == 4
+
+
+def test_augmentation_lab_says_what_reading_an_upload_found(app_env: Path) -> None:
+    """Predict says a cut-out's transparency was put on white (intake's notes); the lab showed the same upload
+    without a word, its preview on white as if that were the photo."""
+    from dermai.intake import read_image
+
+    cut_out = Image.new("RGBA", (600, 450), (180, 120, 90, 255))
+    cut_out.paste((0, 0, 0, 0), (0, 0, 300, 450))
+    buffer = io.BytesIO()
+    cut_out.save(buffer, format="PNG")
+    at = page("augmentation").run()
+    at.radio(key="aug_source").set_value("Upload one").run()
+    at.file_uploader(key="aug_upload").upload("cut.png", buffer.getvalue(), "image/png").run()
+    assert_clean(at)
+    said = read_image(buffer.getvalue(), "cut.png").warnings
+    assert said and "transparent" in said[0]
+    assert [w.value for w in at.warning] == list(said)
 
 
 def test_missing_masks_note_names_the_images_without_a_mask() -> None:
