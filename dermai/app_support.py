@@ -31,6 +31,7 @@ from dermai.data import (
     find_metadata_csv,
     lesion_mask_file,
     load_dataset,
+    recorded_folder,
     resolve_data_root,
     same_file,
 )
@@ -926,6 +927,37 @@ def evaluation_words(message: str) -> str:
     return sidebar_words(message).replace(MANIFEST_ADVICE, "enter the data folder they were trained on in the sidebar")
 
 
+def training_folder(meta: Mapping[str, Any]) -> Path | None:
+    """The data folder the weights' config says they were trained on, or None when it records none."""
+    recorded = ((meta.get("config") or {}).get("data") or {}).get("data_dir")
+    return recorded_folder(recorded) if recorded else None
+
+
+def evaluation_splits(meta: Mapping[str, Any], data: str | os.PathLike[str] | None) -> list[str]:
+    """The splits the Evaluation page offers: test and val of the weights' own folder, or "all" for another
+    (external) folder, which has no split of these weights: asking it for one failed with a split mismatch or
+    "class absent from the train split". "all" scores it less the images the weights were trained or tuned on."""
+    own = training_folder(meta)
+    if data and (own is None or not same_file(data, own)):
+        return ["all"]
+    return ["test", "val"]
+
+
+def external_note(report: Mapping[str, Any]) -> tuple[str, str] | None:
+    """("info" or "warning", words) saying what an external folder's score left out as seen in training, or
+    that the overlap could not be checked; None for the weights' own split."""
+    external = report.get("external")
+    if not external:
+        return None
+    if not external.get("overlap_checked"):
+        return "warning", f"Overlap with the training images NOT checked: {external.get('reason')}"
+    n = int(external.get("n_excluded") or 0)
+    return "info", (
+        f"External folder: {report.get('n_images')} images scored; {n} left out because these weights were "
+        f"trained or tuned on them (same image ids as in {external.get('training_data')})."
+    )
+
+
 def browse_dataset(root: str | os.PathLike[str] | None) -> Dataset:
     """A folder's dataset with the default split (seed 0) attached; a folder too small to split gets
     split "all" so it can still be browsed. A folder that cannot be read raises a DataError in the app's words
@@ -1420,17 +1452,21 @@ def embedding_map(
     method: str = "pca",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """2-D projection (PCA or t-SNE) of the trunk features of ≤ `limit` images of the weights' own split:
-    one row per image with image_id, path, dx, malignant, x, y."""
+    """2-D projection (PCA or t-SNE) of the trunk features of ≤ `limit` images of the weights' own split (or,
+    for split "all", of an external folder less its seen images): one row per image with image_id, path, dx,
+    malignant, x, y."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from dermai.evaluate import score, weights_dataset
+    from dermai.evaluate import score, unseen_rows, weights_dataset
     from dermai.weights import load_weights
 
     loaded = load_weights(weights)
-    dataset = weights_dataset(loaded.meta, data or None, json_path=loaded.path.with_suffix(".json"))
-    rows = dataset.meta[dataset.meta["split"] == split]
+    if split == "all":  # an external folder, less the images the weights were trained or tuned on
+        rows, _ = unseen_rows(loaded.meta, load_dataset(data or None))
+    else:
+        dataset = weights_dataset(loaded.meta, data or None, json_path=loaded.path.with_suffix(".json"))
+        rows = dataset.meta[dataset.meta["split"] == split]
     if len(rows) > limit:
         rows = rows.sample(n=limit, random_state=seed)
     if len(rows) < 3:

@@ -57,6 +57,12 @@ CUT_OFFS_CAPTION = {
 }
 
 
+SPLIT_HELP = (
+    "test / val: the weights' own held-out images. all: every image of another (external) folder, less those "
+    "the weights were trained or tuned on"
+)
+
+
 def metric_row() -> Any:
     """A row of figures that wraps in a narrow window instead of cutting their labels ("AUROC mal…")."""
     return st.container(horizontal=True, gap="large")
@@ -67,6 +73,9 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     ci = report.get("auroc_ci")
     calib = report.get("calibration") or {}
     where = report.get("split") or "this split"
+    external = app_support.external_note(report)
+    if external:
+        getattr(st, external[0])(external[1])
     row = metric_row()
     with row.container(width="content"):
         st.metric(
@@ -246,15 +255,16 @@ with plain_errors("Cannot read the weights"):
 # Streamlit drops a page's widget state when another page is shown: these come back as they were left, so the
 # report, comparison or map asked for is still there on return.
 state = st.session_state
-KEPT = {"eval_split": ["test", "val"], "eval_tta": None, "cmp_split": ["val", "test"], "eval_le": None}
+splits = app_support.evaluation_splits(meta, data)  # "all" for a folder other than the weights' own
+KEPT = {"eval_split": splits, "eval_tta": None, "cmp_split": ["val", "test"], "eval_le": None}
 KEPT |= {"eval_proj": ["pca", "tsne"], "eval_limit": None}
 app_support.restore_widgets(state, KEPT)
 state.setdefault("eval_le", str(REPO / "docs" / "label_efficiency"))  # defaults here, not in widgets given kept ones
 state.setdefault("eval_limit", 500)
 
-st.header("Scores on the weights' own split")
+st.header("Scores on the weights' own split" if "all" not in splits else "Scores on an external folder")
 c1, c2, c3 = st.columns([1, 1, 2])
-split = c1.radio("Split", ["test", "val"], horizontal=True, key="eval_split")
+split = c1.radio("Split", splits, horizontal=True, key="eval_split", help=SPLIT_HELP)
 validated = validated_tta(meta)
 app_support.default_tta(state, "eval_tta", weights, validated)  # as the tiers' cut-offs were validated
 tta = c2.checkbox("TTA", key="eval_tta", help=app_support.tta_help(validated, bool(meta.get("operating_points"))))
