@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from dermai import app_support
-from tests.conftest import make_folder
+from dermai.evaluate import evaluate, summary_text
+from tests.conftest import HAM, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
+from tests.test_app_support import tiny_weights
 
 
 def isic2020_rows(n: int, n_malignant: int, prefix: str = "EXT") -> list[dict]:
@@ -58,3 +60,25 @@ def test_evaluation_page_scores_an_external_folder_and_says_what_it_left_out(
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
     assert any("14 images scored; 2 left out" in text for text in alerts(at)), alerts(at)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny 32 px HAM10000 weights of tests/test_app_support.py (trained once per session)."""
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    return tiny_weights(tmp_path_factory.getbasetemp())
+
+
+def external(tmp_path: Path, rows: list[dict], name: str = "ext") -> Path:
+    """An ISIC-2020-style external folder of synthetic images."""
+    return make_folder(tmp_path / name, rows, id_column="image_name", csv_name="train.csv")
+
+
+def test_one_malignant_image_gets_no_auroc_interval_and_says_why(tiny: Path, tmp_path: Path) -> None:
+    report, _ = evaluate(tiny, external(tmp_path, isic2020_rows(12, 1)), split="all", n_boot=50)
+    assert report["auroc"] is not None and report["auroc_ci"] is None and report["binary"]["auroc_ci"] is None
+    assert any(note.startswith("only 1 malignant case") for note in report["notes"]), report["notes"]
+    text = summary_text(report)
+    auroc_line = next(line for line in text.splitlines() if line.startswith("AUROC malignant"))
+    assert "95% CI" not in auroc_line and "note: only 1 malignant case" in text
