@@ -43,6 +43,7 @@ BINARY_CLASSES: tuple[str, ...] = ("benign", "malignant")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_EXTENSIONS: frozenset[str] = READ_EXTENSIONS  # every format intake reads (TIFF and WebP too)
 DX_SYNONYMS: dict[str, str] = {"ak": "akiec", "melanoma": "mel", "nevus": "nv", "bowen": "akiec"}
+SEX_SYNONYMS: dict[str, str] = {"m": "male", "f": "female", "": "unknown"}  # ISIC exports and clinic CSVs write M/F
 
 
 class DataError(ValueError):
@@ -241,6 +242,14 @@ def _normalise_malignant(value: object, csv_path: Path, row: int, column: str) -
     raise DataError(f"{csv_path}, row {row}: unknown {column} value {value!r} (expected benign/malignant or 0/1)")
 
 
+def normalise_sex(value: object) -> str:
+    """A recorded sex in HAM10000's words (male, female, unknown), whatever its case or abbreviation (M/F), so
+    that "M" and "male" are one subgroup and the patient-context model reads both; other values kept as written
+    (lower case)."""
+    text = str(value).strip().lower()
+    return SEX_SYNONYMS.get(text, text)
+
+
 def long_row_problem(csv_path: Path) -> str | None:
     """What is wrong with the first row holding more fields than the header names, or None. pandas reads such a
     CSV by making the extra leading fields the row's index, shifting every value one column over (an age read as
@@ -301,7 +310,7 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
                 "lesion_id": str(rec.get("lesion_id", "")).strip() or None,
                 "patient_id": str(rec.get("patient_id", "")).strip() or None,
                 "age": pd.to_numeric(age, errors="coerce"),
-                "sex": str(rec.get("sex", "")).strip() or "unknown",
+                "sex": normalise_sex(rec.get("sex", "")),
                 "localization": str(rec.get("localization", rec.get("anatom_site_general_challenge", ""))).strip()
                 or "unknown",
             }

@@ -27,7 +27,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
-from dermai.context import age_band, age_band_order
+from dermai.context import MAX_AGE, age_band, age_band_order
 from dermai.data import (
     DataError,
     Dataset,
@@ -54,15 +54,17 @@ SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
 
 
 def subgroup_fields(rows: pd.DataFrame) -> dict[str, list[str]]:
-    """Each image's sex, age band and body site, from the columns a data folder has ("unknown" where blank):
-    the groups the model card's limits are about."""
+    """Each image's sex, age band and body site, from the columns a data folder has ("unknown" where blank, or
+    an age outside 0–MAX_AGE years): the groups the model card's limits are about."""
     fields: dict[str, list[str]] = {}
     for field, column in (("sex", "sex"), ("site", "localization")):
         if column in rows:
             text = rows[column].astype("string").str.strip().fillna("").replace("", "unknown")
             fields[field] = text.tolist()
     if "age" in rows:
-        fields["age"] = [age_band(a) for a in pd.to_numeric(rows["age"], errors="coerce").astype(float)]
+        ages = pd.to_numeric(rows["age"], errors="coerce").astype(float)
+        ages = ages.where(ages.between(0, MAX_AGE))  # -5 or 200 is a typing error, as the context model reads it
+        fields["age"] = [age_band(a) for a in ages]
     return fields
 
 

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from dermai import app_support
-from dermai.evaluate import evaluate, summary_text
+from dermai.context import contexts_from_rows
+from dermai.data import load_dataset
+from dermai.evaluate import evaluate, subgroup_fields, summary_text
 from tests.conftest import HAM, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
 from tests.test_app_support import tiny_weights
@@ -82,3 +84,16 @@ def test_one_malignant_image_gets_no_auroc_interval_and_says_why(tiny: Path, tmp
     text = summary_text(report)
     auroc_line = next(line for line in text.splitlines() if line.startswith("AUROC malignant"))
     assert "95% CI" not in auroc_line and "note: only 1 malignant case" in text
+
+
+def test_unusual_sex_and_age_values_fall_in_the_groups_they_mean(tmp_path: Path) -> None:
+    rows = isic2020_rows(6, 3)
+    sexes, ages = ["M", "F", "Male", "female", "", "unknown"], ["45.0", "-5", "200", "", "70", "x"]
+    for row, sex, age in zip(rows, sexes, ages, strict=True):
+        row["sex"], row["age_approx"] = sex, age
+    dataset = load_dataset(external(tmp_path, rows))
+    assert dataset.meta["sex"].tolist() == ["male", "female", "male", "female", "unknown", "unknown"]
+    fields = subgroup_fields(dataset.meta)
+    assert fields["sex"] == dataset.meta["sex"].tolist()
+    assert fields["age"] == ["30-49", "unknown", "unknown", "unknown", "70 and over", "unknown"]
+    assert [c.sex for c in contexts_from_rows(dataset.meta)] == ["male", "female", "male", "female", None, None]
