@@ -324,19 +324,27 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
     return meta
 
 
+def missing_images_message(csv_path: Path, root: Path, missing: Sequence[tuple[int, str]], n_rows: int) -> str:
+    """The error for CSV rows whose image is not in the folder: the first row, and how many more (with a few
+    ids), so a folder missing many images is fixed in one go, not one rerun per image."""
+    row, image_id = missing[0]
+    message = f"{csv_path}, row {row}: image {image_id!r} not found under {root}"
+    if len(missing) > 1:
+        more = ", ".join(repr(i) for _, i in missing[1:4]) + (", …" if len(missing) > 4 else "")
+        message += f" (nor are {len(missing) - 1} more: {more}; {len(missing)} of {n_rows} rows)"
+    return f"{message}: add the images, or remove their rows from the CSV"
+
+
 def load_dataset(root: str | os.PathLike[str] | None = None) -> Dataset:
     """Read a dermoscopy folder: metadata, labels, groups and image paths (nothing is decoded)."""
     data_root = resolve_data_root(root)
     csv_path = find_metadata_csv(data_root)
     meta = read_metadata(csv_path)
     images = index_images(data_root)
-    paths = []
-    for i, image_id in enumerate(meta["image_id"]):
-        path = images.get(image_id)
-        if path is None:
-            raise DataError(f"{csv_path}, row {i + 2}: image {image_id!r} not found under {data_root}")
-        paths.append(str(path))
-    meta["path"] = paths
+    missing = [(i + 2, image_id) for i, image_id in enumerate(meta["image_id"]) if image_id not in images]
+    if missing:
+        raise DataError(missing_images_message(csv_path, data_root, missing, len(meta)))
+    meta["path"] = [str(images[image_id]) for image_id in meta["image_id"]]
 
     multiclass = meta["dx"].notna().all()
     classes = DIAGNOSES if multiclass else BINARY_CLASSES

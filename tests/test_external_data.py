@@ -11,7 +11,7 @@ import pytest
 
 from dermai import app_support
 from dermai.context import contexts_from_rows
-from dermai.data import load_dataset
+from dermai.data import DataError, load_dataset
 from dermai.evaluate import evaluate, subgroup_fields, summary_text
 from tests.conftest import HAM, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
@@ -97,3 +97,15 @@ def test_unusual_sex_and_age_values_fall_in_the_groups_they_mean(tmp_path: Path)
     assert fields["sex"] == dataset.meta["sex"].tolist()
     assert fields["age"] == ["30-49", "unknown", "unknown", "unknown", "70 and over", "unknown"]
     assert [c.sex for c in contexts_from_rows(dataset.meta)] == ["male", "female", "male", "female", None, None]
+
+
+def test_a_csv_listing_missing_images_names_how_many_are_missing(tmp_path: Path) -> None:
+    folder = external(tmp_path, isic2020_rows(10, 3))
+    for image_id in ("EXT_0002", "EXT_0005", "EXT_0006"):
+        (folder / "imgs" / "nested" / f"{image_id}.jpg").unlink()
+    with pytest.raises(DataError) as caught:
+        load_dataset(folder)
+    assert str(caught.value) == (
+        f"{folder / 'train.csv'}, row 4: image 'EXT_0002' not found under {folder.resolve()} (nor are 2 more: "
+        "'EXT_0005', 'EXT_0006'; 3 of 10 rows): add the images, or remove their rows from the CSV"
+    )
