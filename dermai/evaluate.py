@@ -271,6 +271,7 @@ def score_rows(
         multiclass["balanced_accuracy_calibrated_argmax"] = metrics.multiclass_metrics(labels, probs, classes)[
             "balanced_accuracy"
         ]
+        notes += single_diagnosis_check(multiclass)
     else:
         notes.append(f"the folder's labels ({', '.join(data_classes)}) are not the model's: binary metrics only")
     calib: dict[str, Any] = {
@@ -310,6 +311,22 @@ def score_rows(
         "notes": notes,
     }
     return report, predictions
+
+
+def single_diagnosis_check(multiclass: dict[str, Any]) -> list[str]:
+    """A note, and no headline balanced accuracy, when the folder holds a single diagnosis: the mean recall over
+    the diagnoses present is then that one's recall (a folder of melanomas showed "balanced accuracy 0.750"
+    beside the 1/7 = 0.143 of guessing one diagnosis), which is no balanced accuracy. Its recall stays in
+    `per_class_recall`."""
+    present = [name for name, n in multiclass["support"].items() if n]
+    if len(present) != 1:
+        return []
+    recall = multiclass["balanced_accuracy"]
+    multiclass["balanced_accuracy"] = multiclass["balanced_accuracy_calibrated_argmax"] = None
+    return [
+        f"only one diagnosis ({present[0]}) in these images: no balanced accuracy, which needs two or more; "
+        f"{present[0]} recall {recall:.3f}"
+    ]
 
 
 def few_cases_check(binary: dict[str, Any], y_mal: np.ndarray, group: np.ndarray) -> list[str]:

@@ -109,3 +109,15 @@ def test_a_csv_listing_missing_images_names_how_many_are_missing(tmp_path: Path)
         f"{folder / 'train.csv'}, row 4: image 'EXT_0002' not found under {folder.resolve()} (nor are 2 more: "
         "'EXT_0005', 'EXT_0006'; 3 of 10 rows): add the images, or remove their rows from the CSV"
     )
+
+
+def test_a_folder_of_one_diagnosis_gets_no_balanced_accuracy_but_its_recall(tiny: Path, tmp_path: Path) -> None:
+    rows = [{"image_id": f"M{i}", "dx": "mel"} for i in range(8)]
+    report, _ = evaluate(tiny, make_folder(tmp_path / "mel", rows, csv_name="labels.csv"), split="all", n_boot=20)
+    recall = report["multiclass"]["per_class_recall"]["mel"]
+    assert report["balanced_accuracy"] is report["multiclass"]["balanced_accuracy_calibrated_argmax"] is None
+    assert (
+        f"only one diagnosis (mel) in these images: no balanced accuracy, which needs two or more; mel recall "
+        f"{recall:.3f}" in report["notes"]
+    )
+    assert "balanced accuracy (diagnosis) n/a" in summary_text(report)
