@@ -293,8 +293,12 @@ def score_rows(
     context_report = None
     if meta.get("context") and binary is not None and {"age", "sex", "localization"} <= set(rows.columns):
         context_report = _score_with_context(logits, meta, rows, labels if multiclass else None, n_boot)
-        predictions["p_malignant_context"] = context_report.pop("p_malignant")
-        predictions["tier_context"] = context_report.pop("tiers")
+        if context_report["n_with_context"]:
+            predictions["p_malignant_context"] = context_report.pop("p_malignant")
+            predictions["tier_context"] = context_report.pop("tiers")
+        else:  # its figures would repeat the image-only ones under a "with patient context" heading
+            context_report = None
+            notes.append("no image records an age, sex or body site: no figures with patient context")
     report: dict[str, Any] = {
         "n_images": len(rows),
         "tta": tta,

@@ -121,3 +121,11 @@ def test_a_folder_of_one_diagnosis_gets_no_balanced_accuracy_but_its_recall(tiny
         f"{recall:.3f}" in report["notes"]
     )
     assert "balanced accuracy (diagnosis) n/a" in summary_text(report)
+
+
+def test_a_folder_recording_no_patient_context_gets_no_context_figures(tiny: Path, tmp_path: Path) -> None:
+    rows = [{"image_id": f"P{i}", "dx": dx} for i, dx in enumerate(["mel", "bcc", "nv", "bkl"] * 3)]
+    report, predictions = evaluate(tiny, make_folder(tmp_path / "plain", rows), split="all", n_boot=20)
+    assert report["context"] is None and "p_malignant_context" not in predictions
+    assert "no image records an age, sex or body site: no figures with patient context" in report["notes"]
+    assert "with patient context (" not in summary_text(report)
