@@ -119,8 +119,9 @@ def unseen_rows(meta: dict[str, Any], dataset: Dataset) -> tuple[pd.DataFrame, d
     External sets often share images with the training data (ISIC 2019 holds all of HAM10000 under the same
     ids); scoring those would report memory as generalisation. The weights' own split is rebuilt to find them:
     the training folder itself is refused (its held-out images are the test split), train and validation ids
-    are dropped and counted. When the weights' split cannot be rebuilt (no config, folder gone), the report
-    says the overlap was not checked."""
+    are dropped and counted, and its test images kept but counted (`n_own_test`): unseen, yet from the training
+    folder, so not evidence of generalisation to other clinics. When the weights' split cannot be rebuilt (no
+    config, folder gone), the report says the overlap was not checked."""
     rows = dataset.meta.assign(split="all")
     try:
         own = weights_dataset(meta)
@@ -135,7 +136,13 @@ def unseen_rows(meta: dict[str, Any], dataset: Dataset) -> tuple[pd.DataFrame, d
     kept = rows[~rows["image_id"].isin(seen)].reset_index(drop=True)
     if kept.empty:
         raise EvaluationError(f"every image of {dataset.root} was used to train or tune these weights")
-    report = {"overlap_checked": True, "training_data": str(own.root), "n_excluded": len(rows) - len(kept)}
+    held_out = set(own.meta.loc[own.meta["split"] == "test", "image_id"])
+    report = {
+        "overlap_checked": True,
+        "training_data": str(own.root),
+        "n_excluded": len(rows) - len(kept),
+        "n_own_test": int(kept["image_id"].isin(held_out).sum()),  # scored, but from the training folder
+    }
     return kept, report
 
 
@@ -466,6 +473,18 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def external_text(external: dict[str, Any]) -> str:
+    """What an external folder's score left out as seen in training, and how many of the images it kept are
+    the training folder's own held-out ones (same ids: an ISIC 2019 copy holds HAM10000's test split)."""
+    text = f"left out {external['n_excluded']} images the weights were trained or tuned on"
+    if external.get("n_own_test"):
+        text += (
+            f"; {external['n_own_test']} of the images scored are the weights' own test images (same ids as in "
+            f"{external['training_data']}), not external ones"
+        )
+    return text
+
+
 def summary_text(report: dict[str, Any]) -> str:
     """A few lines for the terminal: the headline figures next to what they must beat."""
     ci = report["auroc_ci"]
@@ -479,7 +498,7 @@ def summary_text(report: dict[str, Any]) -> str:
     ]
     external = report.get("external")
     if external and external["overlap_checked"]:
-        lines.insert(1, f"left out {external['n_excluded']} images the weights were trained or tuned on")
+        lines.insert(1, external_text(external))
     elif external:
         lines.insert(1, f"overlap with the training images NOT checked: {external['reason']}")
     for name, rates in ((report["binary"] or {}).get("thresholds") or {}).items():

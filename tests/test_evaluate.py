@@ -171,7 +171,12 @@ def test_split_all_leaves_out_images_the_weights_were_trained_or_tuned_on(
     pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
     report, predictions = evaluate(weights, folder, split="all", n_boot=0)
     assert set(predictions["image_id"]) == {r["isic_id"] for r in rows} - set(seen)
-    assert report["external"] == {"overlap_checked": True, "training_data": str(ham_root.resolve()), "n_excluded": 4}
+    assert report["external"] == {
+        "overlap_checked": True,
+        "training_data": str(ham_root.resolve()),
+        "n_excluded": 4,
+        "n_own_test": 1,  # `unseen`: scored, and said to be the weights' own test image
+    }
     assert "left out 4 images the weights were trained or tuned on" in summary_text(report)
     with pytest.raises(EvaluationError, match="is the folder these weights were trained on"):
         evaluate(weights, ham_root, split="all", n_boot=0)

@@ -129,3 +129,25 @@ def test_a_folder_recording_no_patient_context_gets_no_context_figures(tiny: Pat
     assert report["context"] is None and "p_malignant_context" not in predictions
     assert "no image records an age, sex or body site: no figures with patient context" in report["notes"]
     assert "with patient context (" not in summary_text(report)
+
+
+def test_the_training_folders_own_test_images_in_an_external_folder_are_counted_and_said(
+    tiny: Path, tmp_path: Path
+) -> None:
+    manifest = pd.read_csv(tiny.parent / "manifest.csv")
+    rows = isic2020_rows(12, 5)
+    own = [
+        *manifest.loc[manifest["split"] == "train", "image_id"][:2],
+        *manifest.loc[manifest["split"] == "test", "image_id"][:3],
+    ]
+    for row, image_id in zip(rows[-5:], own, strict=True):
+        row["image_name"] = image_id
+    report, _ = evaluate(tiny, external(tmp_path, rows), split="all", n_boot=20)
+    assert (report["n_images"], report["external"]["n_excluded"], report["external"]["n_own_test"]) == (10, 2, 3)
+    assert "; 3 of the images scored are the weights' own test images (same ids as in " in summary_text(report)
+    assert app_support.external_note(report) == (
+        "warning",
+        f"External folder: 10 images scored; 2 left out because these weights were trained or tuned on them (same "
+        f"image ids as in {report['external']['training_data']}). 3 of those scored are the weights' own test "
+        "images, not external ones.",
+    )
