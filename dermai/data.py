@@ -318,9 +318,16 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
     meta = pd.DataFrame(rows)
     if meta.empty:
         raise DataError(f"{csv_path}: no rows")
-    dupes = meta["image_id"][meta["image_id"].duplicated()]
+    dupes = meta["image_id"][meta["image_id"].duplicated(keep=False)]
     if len(dupes):
-        raise DataError(f"{csv_path}: image id {dupes.iloc[0]!r} appears more than once")
+        first = dupes.iloc[0]
+        rows = [str(i + 2) for i in dupes.index[dupes == first]]  # 1-based, after the header
+        others = dupes.nunique() - 1
+        more = f"; {others} more image id{'s' if others > 1 else ''} repeated" if others else ""
+        raise DataError(
+            f"{csv_path}: image id {first!r} appears more than once (rows {', '.join(rows)}){more}: which row's "
+            "label holds cannot be guessed; keep one row per image"
+        )
     return meta
 
 

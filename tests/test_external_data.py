@@ -151,3 +151,15 @@ def test_the_training_folders_own_test_images_in_an_external_folder_are_counted_
         f"image ids as in {report['external']['training_data']}). 3 of those scored are the weights' own test "
         "images, not external ones.",
     )
+
+
+def test_a_csv_listing_an_image_twice_names_the_rows(tmp_path: Path) -> None:
+    rows = isic2020_rows(6, 2)
+    folder = external(tmp_path, rows)
+    pd.DataFrame([*rows, rows[1], rows[4], rows[1]]).to_csv(folder / "train.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        load_dataset(folder)
+    assert str(caught.value) == (
+        f"{folder / 'train.csv'}: image id 'EXT_0001' appears more than once (rows 3, 8, 10); 1 more image id "
+        "repeated: which row's label holds cannot be guessed; keep one row per image"
+    )
