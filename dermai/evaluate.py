@@ -520,10 +520,10 @@ def summary_text(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {name}: sensitivity {_fmt(rates['sensitivity'])}, specificity {_fmt(rates['specificity'])}"
             )
-    lines.append(
-        f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500 (malignant vs benign); "
-        "one diagnosis for every image: balanced accuracy (diagnosis) 1/7 = 0.143"
-    )
+    baseline = f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500 (malignant vs benign)"
+    if report.get("balanced_accuracy") is not None:  # no diagnosis figure (binary labels): no baseline for one
+        baseline += "; one diagnosis for every image: balanced accuracy (diagnosis) 1/7 = 0.143"
+    lines.append(baseline)
     if report.get("subgroups"):
         lines.append(
             f"by subgroup (n, malignant, AUROC where both classes have {metrics.SUBGROUP_MIN_PER_CLASS}+, refer "

@@ -86,6 +86,15 @@ def test_one_malignant_image_gets_no_auroc_interval_and_says_why(tiny: Path, tmp
     assert "95% CI" not in auroc_line and "note: only 1 malignant case" in text
 
 
+def test_binary_labels_skip_the_diagnosis_figures_and_their_baseline(tiny: Path, tmp_path: Path) -> None:
+    report, predictions = evaluate(tiny, external(tmp_path, isic2020_rows(12, 5)), split="all", n_boot=20)
+    assert report["multiclass"] is None and report["balanced_accuracy"] is None
+    assert predictions["predicted"].isna().all() and predictions["dx"].isna().all()
+    text = summary_text(report)
+    assert "balanced accuracy (diagnosis) n/a" in text and "1/7" not in text
+    assert "note: the folder's labels (benign, malignant) are not the model's: binary metrics only" in text
+
+
 def test_unusual_sex_and_age_values_fall_in_the_groups_they_mean(tmp_path: Path) -> None:
     rows = isic2020_rows(6, 3)
     sexes, ages = ["M", "F", "Male", "female", "", "unknown"], ["45.0", "-5", "200", "", "70", "x"]
