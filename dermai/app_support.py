@@ -934,13 +934,16 @@ def training_folder(meta: Mapping[str, Any]) -> Path | None:
 
 
 def evaluation_splits(meta: Mapping[str, Any], data: str | os.PathLike[str] | None) -> list[str]:
-    """The splits the Evaluation page offers: test and val of the weights' own folder, or "all" for another
-    (external) folder, which has no split of these weights: asking it for one failed with a split mismatch or
-    "class absent from the train split". "all" scores it less the images the weights were trained or tuned on."""
+    """The splits the Evaluation page offers: test and val of the weights' own folder; for another folder "all"
+    first (an external set has no split of these weights: asking it for one failed with a split mismatch or
+    "class absent from the train split"), which scores it less the images the weights were trained or tuned on.
+    Test and val stay offered there while the weights record a split, since the folder may be a copy of the
+    training data at another path (./data/ham10000 here, ../shared/… where they were trained): its split is
+    rebuilt and checked against their checksum."""
     own = training_folder(meta)
-    if data and (own is None or not same_file(data, own)):
-        return ["all"]
-    return ["test", "val"]
+    if not data or (own is not None and same_file(data, own)):
+        return ["test", "val"]
+    return ["all", "test", "val"] if meta.get("manifest_sha256") else ["all"]
 
 
 def external_note(report: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -58,8 +58,9 @@ CUT_OFFS_CAPTION = {
 
 
 SPLIT_HELP = (
-    "test / val: the weights' own held-out images. all: every image of another (external) folder, less those "
-    "the weights were trained or tuned on"
+    "test / val: the weights' own held-out images (a copy of their training folder elsewhere works too: its split "
+    "is rebuilt and checked). all: every image of another (external) folder, less those the weights were "
+    "trained or tuned on"
 )
 
 

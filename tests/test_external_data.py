@@ -40,8 +40,11 @@ def test_evaluation_splits_offer_all_for_a_folder_other_than_the_weights_own(tmp
     meta = {"config": {"data": {"data_dir": str(own)}}}
     assert app_support.evaluation_splits(meta, str(own)) == ["test", "val"]
     assert app_support.evaluation_splits(meta, "") == ["test", "val"]  # the weights' config folder
-    assert app_support.evaluation_splits(meta, str(tmp_path)) == ["all"]
-    assert app_support.evaluation_splits({}, str(own)) == ["all"]  # no recorded folder: no split to rebuild
+    assert app_support.evaluation_splits(meta, str(tmp_path)) == ["all"]  # no split recorded: none to rebuild
+    assert app_support.evaluation_splits({}, str(own)) == ["all"]
+    meta["manifest_sha256"] = "a7794d5c"  # a copy of the training folder elsewhere may rebuild the split
+    assert app_support.evaluation_splits(meta, str(tmp_path)) == ["all", "test", "val"]
+    assert app_support.evaluation_splits(meta, str(own)) == ["test", "val"]
 
 
 def test_evaluation_page_scores_an_external_folder_and_says_what_it_left_out(
@@ -57,7 +60,7 @@ def test_evaluation_page_scores_an_external_folder_and_says_what_it_left_out(
     monkeypatch.setenv("DERMAI_DATA", str(make_folder(tmp_path / "ext", rows, id_column="image_name")))
     at = page("evaluation").run()
     assert_clean(at)
-    assert at.radio(key="eval_split").options == ["all"]
+    assert at.radio(key="eval_split").options == ["all", "test", "val"]  # "all" chosen
     at.button[0].click().run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]

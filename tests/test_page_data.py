@@ -215,14 +215,19 @@ def test_evaluation_scores_another_folder_as_external_and_words_a_mismatch_for_t
     at = page("evaluation")
     at.session_state["data_dir"] = str(_binary_folder(tmp_path / "other"))  # not what the tiny model trained on
     at.run()
-    assert at.radio(key="eval_split").options == ["all"]  # its own split cannot be rebuilt there (1c21d24)
+    assert at.radio(key="eval_split").options == ["all", "test", "val"]  # "all" first: scored as external
     next(b for b in at.button if b.label == "Evaluate").click()
     at.run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
-    mismatch = "split mismatch: …; pass the run's manifest.csv with --manifest and the data folder it was trained on"
-    words = app_support.evaluation_words(mismatch)
-    assert words.endswith("; enter the data folder they were trained on in the sidebar") and "--manifest" not in words
+    at.radio(key="eval_split").set_value("test").run()  # its own split asked of another folder
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    (error,) = at.error
+    assert error.value.startswith("Cannot evaluate: split mismatch: ")
+    assert error.value.endswith("; enter the data folder they were trained on in the sidebar")
+    assert "--manifest" not in error.value
 
 
 def test_augmentation_lab_previews_at_most_sixteen_pasted_ids_and_says_so(app_env: Path) -> None:
