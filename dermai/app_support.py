@@ -954,14 +954,10 @@ def external_note(report: Mapping[str, Any]) -> tuple[str, str] | None:
         return None
     if not external.get("overlap_checked"):
         return "warning", f"Overlap with the training images NOT checked: {external.get('reason')}"
-    n, own_test = int(external.get("n_excluded") or 0), int(external.get("n_own_test") or 0)
-    words = (
-        f"External folder: {report.get('n_images')} images scored; {n} left out because these weights were "
-        f"trained or tuned on them (same image ids as in {external.get('training_data')})."
-    )
-    if own_test:
-        words += f" {own_test} of those scored are the weights' own test images, not external ones."
-    return ("warning" if own_test else "info"), words
+    from dermai.evaluate import external_text
+
+    words = f"External folder: {report.get('n_images')} images scored; {external_text(external)}."
+    return ("warning" if external.get("n_own_test") else "info"), words
 
 
 def browse_dataset(root: str | os.PathLike[str] | None) -> Dataset:

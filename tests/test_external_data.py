@@ -64,7 +64,8 @@ def test_evaluation_page_scores_an_external_folder_and_says_what_it_left_out(
     at.button[0].click().run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
-    assert any("14 images scored; 2 left out" in text for text in alerts(at)), alerts(at)
+    said = "External folder: 14 images scored; left out 2 images the weights were trained or tuned on."
+    assert said in alerts(at), alerts(at)
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +160,9 @@ def test_the_training_folders_own_test_images_in_an_external_folder_are_counted_
     assert "; 3 of the images scored are the weights' own test images (same ids as in " in summary_text(report)
     assert app_support.external_note(report) == (
         "warning",
-        f"External folder: 10 images scored; 2 left out because these weights were trained or tuned on them (same "
-        f"image ids as in {report['external']['training_data']}). 3 of those scored are the weights' own test "
-        "images, not external ones.",
+        "External folder: 10 images scored; left out 2 images the weights were trained or tuned on; 3 of the "
+        f"images scored are the weights' own test images (same ids as in {report['external']['training_data']}), "
+        "not external ones.",
     )
 
 
