@@ -135,15 +135,19 @@ def check_experiment_out(out: Path) -> None:
     """Refuse an --out folder holding anything but an experiment's own files (`EXPERIMENT_FILES`, seedN run
     folders, a temporary an atomic write left), naming the first such entry: the experiment writes results.csv,
     manifest.csv… over whatever bears those names. A new or empty folder, or an experiment's to resume, is fine."""
-    if not out.is_dir():
-        return
-    for name in sorted(os.listdir(out)):
-        own = name in EXPERIMENT_FILES or re.fullmatch(r"seed\d+", name)
-        if not (own or (name.startswith(".") and name.endswith(".tmp"))):
-            raise ValueError(
-                f"{out / name}: exists already, and is not a file of this experiment; choose another --out folder "
-                "(a new or empty one, or an experiment's to resume)"
-            )
+    entry = foreign_entry(out, _experiment_entry)
+    if entry is not None:
+        raise ValueError(
+            f"{entry}: exists already, and is not a file of this experiment; choose another --out folder "
+            "(a new or empty one, or an experiment's to resume)"
+        )
+
+
+def _experiment_entry(name: str) -> bool:
+    """Whether an entry of an experiment's --out folder is its own: `EXPERIMENT_FILES`, a seedN run folder, or
+    a temporary an atomic write left."""
+    own = name in EXPERIMENT_FILES or re.fullmatch(r"seed\d+", name) is not None
+    return own or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def split_settings(base: RunConfig) -> dict[str, Any]:

@@ -313,14 +313,15 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def foreign_entry(run_dir: Path) -> Path | None:
+def foreign_entry(run_dir: Path, own: Callable[[str], bool] = LAUNCH_ENTRIES.__contains__) -> Path | None:
     """The first entry of `run_dir` (by name) that a new run there would not have made, or None when the folder
-    is missing, empty or holds only a launcher's files (`LAUNCH_ENTRIES`). A new run writes config.json,
-    manifest.csv, model.safetensors… over whatever bears those names, so it starts only in such a folder; the
-    app's Training page (`jobs._new_run_dir`) and the trainer both refuse any other."""
+    is missing, empty or holds only a launcher's files (`LAUNCH_ENTRIES`; `own` says which names another writer,
+    an experiment, may find there). A new run writes config.json, manifest.csv, model.safetensors… over whatever
+    bears those names, so it starts only in such a folder; the app's Training page (`jobs._new_run_dir`), the
+    trainer, an ensemble and an experiment all refuse any other."""
     if not run_dir.is_dir():
         return None
-    others = sorted(name for name in os.listdir(run_dir) if name not in LAUNCH_ENTRIES)
+    others = sorted(name for name in os.listdir(run_dir) if not own(name))
     return run_dir / others[0] if others else None
 
 
