@@ -31,9 +31,9 @@ from dermai.data import (
     find_metadata_csv,
     lesion_mask_file,
     load_dataset,
-    recorded_folder,
     resolve_data_root,
     same_file,
+    weights_data_folder,
 )
 from dermai.ensemble import input_sizes_text
 from dermai.intake import READ_EXTENSIONS, IntakeError, read_image
@@ -927,12 +927,6 @@ def evaluation_words(message: str) -> str:
     return sidebar_words(message).replace(MANIFEST_ADVICE, "enter the data folder they were trained on in the sidebar")
 
 
-def training_folder(meta: Mapping[str, Any]) -> Path | None:
-    """The data folder the weights' config says they were trained on, or None when it records none."""
-    recorded = ((meta.get("config") or {}).get("data") or {}).get("data_dir")
-    return recorded_folder(recorded) if recorded else None
-
-
 def evaluation_splits(meta: Mapping[str, Any], data: str | os.PathLike[str] | None) -> list[str]:
     """The splits the Evaluation page offers: test and val of the weights' own folder; for another folder "all"
     first (an external set has no split of these weights: asking it for one failed with a split mismatch or
@@ -940,7 +934,7 @@ def evaluation_splits(meta: Mapping[str, Any], data: str | os.PathLike[str] | No
     Test and val stay offered there while the weights record a split, since the folder may be a copy of the
     training data at another path (./data/ham10000 here, ../shared/… where they were trained): its split is
     rebuilt and checked against their checksum."""
-    own = training_folder(meta)
+    own = weights_data_folder(meta)
     if not data or (own is not None and same_file(data, own)):
         return ["test", "val"]
     return ["all", "test", "val"] if meta.get("manifest_sha256") else ["all"]

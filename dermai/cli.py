@@ -725,19 +725,19 @@ def _data_folder_files(
         DataError,
         find_metadata_csv,
         index_images,
-        recorded_folder,
         resolve_data_root,
+        weights_data_folder,
     )
     from dermai.weights import WeightsError, read_meta
 
     try:
         if data is None:
-            recorded = ((read_meta(weights).get("config") or {}).get("data") or {}).get("data_dir")
-            if isinstance(recorded, str) and recorded and recorded_folder(recorded).is_dir():
-                data = str(recorded_folder(recorded))
+            recorded = weights_data_folder(read_meta(weights))
+            if recorded is not None and recorded.is_dir():
+                data = str(recorded)
         root = resolve_data_root(data)
         csv_path = find_metadata_csv(root)
-    except (DataError, WeightsError, OSError, AttributeError):
+    except (DataError, WeightsError, OSError):
         return {}, {}
     folders = {str(image.parent) for image in index_images(root).values()} | {str(root / MASK_FOLDER)}
     return {"the data folder's metadata CSV": [str(csv_path)]}, {"the data folder's images or masks": sorted(folders)}

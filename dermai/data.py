@@ -14,11 +14,12 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -109,6 +110,16 @@ def recorded_folder(path: str | os.PathLike[str]) -> Path:
         return given
     from_project = PROJECT_ROOT / given
     return from_project if from_project.is_dir() else given
+
+
+def weights_data_folder(meta: Mapping[str, Any]) -> Path | None:
+    """The data folder a weights JSON's config records they were trained on (`recorded_folder`), or None when it
+    records none: where Evaluation tells the weights' own folder from an external one, and where the CLI finds
+    the data folder whose files no output may replace."""
+    config = meta.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    recorded = data.get("data_dir") if isinstance(data, dict) else None
+    return recorded_folder(recorded) if isinstance(recorded, str) and recorded else None
 
 
 def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:

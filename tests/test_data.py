@@ -214,6 +214,12 @@ def test_same_file_sees_one_file_however_its_path_is_written(tmp_path: Path, mon
     assert not data.same_file(None, None) and not data.same_file(weights, None)
 
 
+def test_weights_data_folder_reads_only_a_recorded_folder(tmp_path: Path) -> None:
+    assert data.weights_data_folder({"config": {"data": {"data_dir": str(tmp_path)}}}) == tmp_path
+    for meta in ({}, {"config": "damaged"}, {"config": {"data": None}}, {"config": {"data": {"data_dir": ""}}}):
+        assert data.weights_data_folder(meta) is None, meta
+
+
 # -------------------------------------------------------------------------------------------- errors
 def test_missing_image_names_row_and_id(tmp_path: Path) -> None:
     root = make_folder(tmp_path, ham_rows(1, 1))
