@@ -69,6 +69,47 @@ def metric_row() -> Any:
     return st.container(horizontal=True, gap="large")
 
 
+def headline_row(
+    where: str,
+    auroc: float | None,
+    ci: list[float] | None,
+    balanced_accuracy: float | None,
+    ece: float | None,
+    count: tuple[str, Any, str],
+    delta: str | None = None,
+) -> None:
+    """The headline figures of one scoring: AUROC (with its interval), balanced accuracy, ECE and an image count
+    (`count`: label, value, help). With `delta`, the change from the image alone, they are the figures with
+    patient context, and their help says so."""
+    context = ", with patient context" if delta is not None else ""
+    row = metric_row()
+    with row.container(width="content"):
+        st.metric(
+            f"AUROC ({where})",
+            _f(auroc),
+            delta=delta,
+            help=f"Malignant vs benign on the {where} split"
+            + (f"{context}; the change is from the image alone" if context else "; 95% CI, lesion-grouped bootstrap"),
+        )
+        if ci:
+            st.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
+    row.metric(
+        f"Bal. accuracy ({where})",
+        _f(balanced_accuracy),
+        help=f"Balanced accuracy over the 7 diagnoses on the {where} split"
+        + (context or ". One diagnosis for every image: 1/7 = 0.143 (malignant vs benign, all-benign: 0.500)"),
+        width="content",
+    )
+    row.metric(
+        f"ECE ({where})",
+        _f(ece),
+        help=f"Expected calibration error of p(malignant) on the {where} split{context}",
+        width="content",
+    )
+    label, value, help_text = count
+    row.metric(label, value, help=help_text, width="content")
+
+
 def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     """Headline figures, tier table and the four plots."""
     ci = report.get("auroc_ci")
@@ -77,29 +118,14 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     external = app_support.external_note(report)
     if external:
         getattr(st, external[0])(external[1])
-    row = metric_row()
-    with row.container(width="content"):
-        st.metric(
-            f"AUROC ({where})",
-            _f(report.get("auroc")),
-            help=f"Malignant vs benign on the {where} split; 95% CI, lesion-grouped bootstrap",
-        )
-        if ci:
-            st.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
-    row.metric(
-        f"Bal. accuracy ({where})",
-        _f(report.get("balanced_accuracy")),
-        help=f"Balanced accuracy over the 7 diagnoses on the {where} split. One diagnosis for every image: "
-        "1/7 = 0.143 (malignant vs benign, all-benign: 0.500)",
-        width="content",
+    headline_row(
+        where,
+        report.get("auroc"),
+        ci,
+        report.get("balanced_accuracy"),
+        calib.get("ece_malignant"),
+        ("Images", report.get("n_images"), f"Images scored: the whole {where} split"),
     )
-    row.metric(
-        f"ECE ({where})",
-        _f(calib.get("ece_malignant")),
-        help=f"Expected calibration error of p(malignant) on the {where} split",
-        width="content",
-    )
-    row.metric("Images", report.get("n_images"), help=f"Images scored: the whole {where} split", width="content")
     tiers = ((report.get("binary") or {}).get("thresholds")) or {}
     if tiers:
         table = pd.DataFrame(
@@ -120,35 +146,18 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     ctx = report.get("context")
     if ctx:
         st.subheader("With patient context")
-        ci = ctx.get("auroc_ci")
-        row = metric_row()
-        with row.container(width="content"):
-            st.metric(
-                f"AUROC ({where})",
-                _f(ctx["auroc"]),
-                delta=f"{ctx['auroc'] - report['auroc']:+.3f}",
-                help=f"Malignant vs benign on the {where} split, with patient context; the change is from the "
-                "image alone",
-            )
-            if ci:
-                st.caption(f"95% CI {ci[0]:.3f}–{ci[1]:.3f}")
-        row.metric(
-            f"Bal. accuracy ({where})",
-            _f(ctx["balanced_accuracy"]),
-            help=f"Balanced accuracy over the 7 diagnoses on the {where} split, with patient context",
-            width="content",
-        )
-        row.metric(
-            f"ECE ({where})",
-            _f(ctx["ece_malignant"]),
-            help=f"Expected calibration error of p(malignant) on the {where} split, with patient context",
-            width="content",
-        )
-        row.metric(
-            "With context",
-            ctx["n_with_context"],
-            help=f"Images of the {where} split with some context (age, sex or site) recorded",
-            width="content",
+        headline_row(
+            where,
+            ctx["auroc"],
+            ctx.get("auroc_ci"),
+            ctx["balanced_accuracy"],
+            ctx["ece_malignant"],
+            (
+                "With context",
+                ctx["n_with_context"],
+                f"Images of the {where} split with some context (age, sex or site) recorded",
+            ),
+            delta=f"{ctx['auroc'] - report['auroc']:+.3f}",
         )
         rows = [
             {"tier": n, "sensitivity": r["sensitivity"], "specificity": r["specificity"]}
