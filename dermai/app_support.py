@@ -954,6 +954,20 @@ def external_note(report: Mapping[str, Any]) -> tuple[str, str] | None:
     return ("warning" if external.get("n_own_test") else "info"), words
 
 
+TIER_FIGURES = ("threshold", "sensitivity", "specificity", "ppv", "npv")
+
+
+def tier_table(report: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Each tier's cut-off and figures on the scored images, as the Evaluation page tables them (a row per tier);
+    None without validated cut-offs. A folder of one class still has its rows: the rate it cannot give (an
+    all-benign folder's sensitivity) is None, and the report's notes say why."""
+    tiers = report.get("thresholds") or {}
+    if not tiers:
+        return None
+    rows = [{"tier": name, **{figure: rates[figure] for figure in TIER_FIGURES}} for name, rates in tiers.items()]
+    return pd.DataFrame(rows).set_index("tier")
+
+
 def browse_dataset(root: str | os.PathLike[str] | None) -> Dataset:
     """A folder's dataset with the default split (seed 0) attached; a folder too small to split gets
     split "all" so it can still be browsed. A folder that cannot be read raises a DataError in the app's words

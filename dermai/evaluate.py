@@ -261,12 +261,16 @@ def score_rows(
     predictions["path"] = rows["path"].astype(str).to_numpy()
 
     binary = None
+    group = rows["group"].to_numpy()
+    # each tier's sensitivity and specificity wherever its denominator has images: an all-benign folder's
+    # specificity is well defined without the AUROC, which needs both classes
+    tier_rates = metrics.tier_rates(y_mal, p_mal, {name: op["threshold"] for name, op in (points or {}).items()}, group)
     if 0 < y_mal.sum() < len(y_mal):
-        thresholds = {name: op["threshold"] for name, op in (points or {}).items()}
-        binary = metrics.binary_metrics(y_mal, p_mal, thresholds, n_boot=n_boot, group=rows["group"].to_numpy())
-        notes += few_cases_check(binary, y_mal, rows["group"].to_numpy())
+        binary = metrics.binary_metrics(y_mal, p_mal, n_boot=n_boot, group=group)
+        binary["thresholds"] = tier_rates
+        notes += few_cases_check(binary, y_mal, group)
     else:
-        notes.append("only one of benign/malignant is present: no AUROC or sensitivity/specificity")
+        notes.append(one_class_note(y_mal, bool(points)))
     multiclass = None
     labels = rows["label"].to_numpy()
     if list(data_classes) == classes:
@@ -314,6 +318,7 @@ def score_rows(
         "balanced_accuracy": multiclass["balanced_accuracy"] if multiclass else None,
         "baseline_all_benign": {"accuracy": float((y_mal == 0).mean()), "balanced_accuracy": 0.5},
         "operating_points": points,
+        "thresholds": tier_rates,
         "binary": binary,
         "multiclass": multiclass,
         "calibration": calib,
@@ -322,6 +327,20 @@ def score_rows(
         "notes": notes,
     }
     return report, predictions
+
+
+def one_class_note(y_mal: np.ndarray, has_tiers: bool) -> str:
+    """Why a folder of one class (all benign or all malignant) has no AUROC, and which of each tier's figures it
+    still has: specificity counts benign images, sensitivity malignant ones."""
+    present, absent, kept, missing = (
+        ("malignant", "benign", "sensitivity", "specificity")
+        if y_mal.min() == 1
+        else ("benign", "malignant", "specificity", "sensitivity")
+    )
+    note = f"only {present} images, no {absent} one: no AUROC, which needs both"
+    if has_tiers:
+        note += f"; at the cut-offs {kept} is given, but no {missing}, which counts {absent} images"
+    return note
 
 
 def single_diagnosis_check(multiclass: dict[str, Any]) -> list[str]:
@@ -473,6 +492,18 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+RATE_COUNTS = {"sensitivity": "malignant", "specificity": "benign"}  # the images each rate is a share of
+
+
+def _rate_text(rates: dict[str, Any], rate: str) -> str:
+    """A tier's sensitivity or specificity with its 95% interval, or why there is none (no images of the class
+    it counts)."""
+    value, ci = rates[rate], rates.get(f"{rate}_ci")
+    if value is None:
+        return f"n/a (no {RATE_COUNTS[rate]} images)"
+    return f"{value:.3f}" + (f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+
 def external_text(external: dict[str, Any]) -> str:
     """What an external folder's score left out as seen in training, and how many of the images it kept are
     the training folder's own held-out ones (same ids: an ISIC 2019 copy holds HAM10000's test split)."""
@@ -501,10 +532,10 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.insert(1, external_text(external))
     elif external:
         lines.insert(1, f"overlap with the training images NOT checked: {external['reason']}")
-    for name, rates in ((report["binary"] or {}).get("thresholds") or {}).items():
+    for name, rates in (report.get("thresholds") or {}).items():
         lines.append(
-            f"{name}: threshold {rates['threshold']:.3f}, sensitivity {_fmt(rates['sensitivity'])}, "
-            f"specificity {_fmt(rates['specificity'])}"
+            f"{name}: threshold {rates['threshold']:.3f}, sensitivity {_rate_text(rates, 'sensitivity')}, "
+            f"specificity {_rate_text(rates, 'specificity')}"
         )
     lines.append(f"ECE malignant {calib['ece_malignant']:.3f}, temperature {calib['temperature']:.3f}")
     ctx = report.get("context")

@@ -149,9 +149,16 @@ def threshold_for_specificity(y_true: np.ndarray, p: np.ndarray, target: float) 
     return float(thr[spec >= target].min())
 
 
+def _rate_interval(hits: np.ndarray, group: np.ndarray | None) -> list[float] | None:
+    """`clustered_wilson_interval` of a rate as a list, None for a rate over no images (its figure is None)."""
+    return list(clustered_wilson_interval(hits, group)) if hits.size else None
+
+
 def _rates_at(y: np.ndarray, s: np.ndarray, threshold: float, group: np.ndarray | None = None) -> dict[str, Any]:
     """Sensitivity and specificity with 95% intervals (Wilson, widened for `group`'s clustering:
-    `clustered_wilson_interval`), PPV and NPV (None when undefined) at a cut-off."""
+    `clustered_wilson_interval`), PPV and NPV at a cut-off. A figure whose denominator is empty (sensitivity
+    without malignant images, specificity without benign ones) is None, and so is its interval: a (0, 1)
+    interval beside no figure would read as a measurement."""
     pred = (s >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
     g = None if group is None else np.asarray(group).ravel()
@@ -161,9 +168,9 @@ def _rates_at(y: np.ndarray, s: np.ndarray, threshold: float, group: np.ndarray 
     return {
         "threshold": float(threshold),
         "sensitivity": tp / (tp + fn) if tp + fn else None,
-        "sensitivity_ci": list(clustered_wilson_interval(pred[pos], None if g is None else g[pos])),
+        "sensitivity_ci": _rate_interval(pred[pos], None if g is None else g[pos]),
         "specificity": tn / (tn + fp) if tn + fp else None,
-        "specificity_ci": list(clustered_wilson_interval(1 - pred[neg], None if g is None else g[neg])),
+        "specificity_ci": _rate_interval(1 - pred[neg], None if g is None else g[neg]),
         "ci_method": "Wilson" if g is None else "Wilson at the lesion-clustered effective sample size",
         "ppv": tp / (tp + fp) if tp + fp else None,
         "npv": tn / (tn + fn) if tn + fn else None,
@@ -180,6 +187,16 @@ def decision_rates(y_true: np.ndarray, flagged: np.ndarray, group: np.ndarray | 
     `threshold` is None."""
     y, s = _binary_inputs(y_true, np.asarray(flagged, dtype=float))
     return {**_rates_at(y, s, 0.5, group), "threshold": None}
+
+
+def tier_rates(
+    y_true: np.ndarray, p: np.ndarray, thresholds: Mapping[str, float], group: np.ndarray | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each named cut-off's figures (`_rates_at`) on these images, with one class or both: an all-benign
+    folder has no sensitivity at a cut-off but a well-defined specificity, and an all-malignant one the
+    reverse, which `binary_metrics` (it needs both classes for its AUROC) would not give."""
+    y, s = _binary_inputs(y_true, p)
+    return {name: _rates_at(y, s, thr, group) for name, thr in thresholds.items()}
 
 
 def _resamples(n: int, n_boot: int, seed: int, group: np.ndarray | None) -> Iterator[np.ndarray]:
@@ -292,7 +309,7 @@ def binary_metrics(
             "specificity": at_spec["specificity"],
             "threshold": thr_spec,
         },
-        "thresholds": {name: _rates_at(y, s, thr, group) for name, thr in (thresholds or {}).items()},
+        "thresholds": tier_rates(y, s, thresholds or {}, group),
     }
 
 

@@ -126,21 +126,8 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
         calib.get("ece_malignant"),
         ("Images", report.get("n_images"), f"Images scored: the whole {where} split"),
     )
-    tiers = ((report.get("binary") or {}).get("thresholds")) or {}
-    if tiers:
-        table = pd.DataFrame(
-            [
-                {
-                    "tier": name,
-                    "threshold": r["threshold"],
-                    "sensitivity": r["sensitivity"],
-                    "specificity": r["specificity"],
-                    "ppv": r["ppv"],
-                    "npv": r["npv"],
-                }
-                for name, r in tiers.items()
-            ]
-        ).set_index("tier")
+    table = app_support.tier_table(report)
+    if table is not None:
         st.caption(CUT_OFFS_CAPTION.get(report.get("split"), CUT_OFFS_CAPTION["test"]))
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
     ctx = report.get("context")

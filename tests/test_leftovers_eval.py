@@ -1,0 +1,88 @@
+"""Gaps in scoring and prediction found in audits: a folder of one class keeps each tier's figure it can have,
+`predict` goes on past an unreadable file, and `compare` scores an external folder as `evaluate` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dermai import app_support, metrics
+from dermai.evaluate import evaluate, summary_text
+from tests.conftest import HAM, make_folder
+from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
+from tests.test_app_support import tiny_weights
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny 32 px HAM10000 weights of tests/test_app_support.py (trained once per session), calibrated."""
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    return tiny_weights(tmp_path_factory.getbasetemp())
+
+
+def one_class_folder(root: Path, dx: list[str]) -> Path:
+    """A synthetic external folder whose images all have the diagnoses `dx` (cycled over 10 images)."""
+    rows = [{"image_id": f"X{i:02d}", "dx": dx[i % len(dx)]} for i in range(10)]
+    return make_folder(root, rows, csv_name="labels.csv")
+
+
+def test_tier_rates_give_the_rate_a_single_class_defines_and_no_interval_for_the_other() -> None:
+    p = np.array([0.1, 0.2, 0.6, 0.9])
+    benign = metrics.tier_rates(np.zeros(4, dtype=int), p, {"refer": 0.5})["refer"]
+    assert benign["specificity"] == 0.5 and benign["specificity_ci"] == pytest.approx(
+        list(metrics.wilson_interval(2, 4))
+    )
+    assert benign["sensitivity"] is None and benign["sensitivity_ci"] is None
+    malignant = metrics.tier_rates(np.ones(4, dtype=int), p, {"refer": 0.5})["refer"]
+    assert malignant["sensitivity"] == 0.5 and malignant["sensitivity_ci"] is not None
+    assert malignant["specificity"] is None and malignant["specificity_ci"] is None
+
+
+@pytest.mark.parametrize(
+    ("dx", "kept", "missing", "absent"),
+    [(["nv", "bkl"], "specificity", "sensitivity", "malignant"), (["mel"], "sensitivity", "specificity", "benign")],
+)
+def test_a_folder_of_one_class_reports_the_tier_rate_it_has_and_says_why_the_other_is_missing(
+    tiny: Path, tmp_path: Path, dx: list[str], kept: str, missing: str, absent: str
+) -> None:
+    report, predictions = evaluate(tiny, one_class_folder(tmp_path / "one", dx), split="all", n_boot=20)
+    assert report["auroc"] is None and report["binary"] is None
+    assert set(report["thresholds"]) == {"refer", "urgent"}
+    for name, rates in report["thresholds"].items():
+        flagged = predictions["tier"].isin(["refer", "urgent"] if name == "refer" else ["urgent"]).to_numpy()
+        share = flagged.mean() if kept == "sensitivity" else 1 - flagged.mean()
+        assert rates[kept] == pytest.approx(share) and len(rates[f"{kept}_ci"]) == 2
+        assert rates[missing] is None and rates[f"{missing}_ci"] is None
+    present = "benign" if absent == "malignant" else "malignant"
+    note = (
+        f"only {present} images, no {absent} one: no AUROC, which needs both; at the cut-offs {kept} is given, but "
+        f"no {missing}, which counts {absent} images"
+    )
+    assert note in report["notes"], report["notes"]
+    text = summary_text(report)
+    refer = report["thresholds"]["refer"]
+    low, high = refer[f"{kept}_ci"]
+    assert f"{kept} {refer[kept]:.3f} (95% CI {low:.3f}–{high:.3f})" in text, text
+    assert f"{missing} n/a (no {absent} images)" in text, text
+    table = app_support.tier_table(report)
+    assert list(table.index) == ["refer", "urgent"] and table[kept].notna().all() and table[missing].isna().all()
+
+
+def test_the_evaluation_page_tables_an_all_benign_folders_specificity(
+    app_env: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DERMAI_DATA", str(one_class_folder(tmp_path / "benign", ["nv", "bkl"])))
+    at = page("evaluation").run()
+    at.button[0].click().run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    table = at.table[0].value
+    assert list(table.index) == ["refer", "urgent"]
+    assert table["specificity"].notna().all() and table["sensitivity"].isna().all()
+    captions = [c.value for c in at.caption]
+    assert any("no sensitivity, which counts malignant images" in c for c in captions), captions
