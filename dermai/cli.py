@@ -266,7 +266,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     predict.add_argument(
         "--csv",
-        help="write a worklist CSV, most urgent first; unreadable files become rows instead of stopping the batch",
+        help="write a worklist CSV, most urgent first; each unreadable file is a row saying why",
     )
 
 
@@ -990,9 +990,10 @@ def _print_prediction(shown: str, result: Prediction, written: dict[str, str | N
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    """Stops at the first unusable image (exit 2, one `error:` line naming it); with --csv it lists the file
-    as unreadable, goes on, and exits 1 when any file could not be read (`worklist.score_images`: any other
-    error stops the batch with one `error:` line)."""
+    """Goes on past a file it cannot read as an image: one `warning:` line names it (and with --csv it is a
+    worklist row), the other images are scored, and the exit is 1 when any file could not be read. A single
+    file given alone that cannot be read is bad input: one `error:` line, exit 2, as any other error
+    (`worklist.score_images`), which stops the batch."""
     from pathlib import Path
 
     from dermai.context import read_context_csv, unknown_site_warnings
@@ -1048,11 +1049,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     shared = predictor.parse_context(args.age, args.sex, args.site)
     context = (lambda image: per_image[Path(image).stem]) if per_image is not None else (lambda image: shared)
     entries: list[WorklistEntry] = []
-    scored = score_images(predictor, ((image, image) for image in images), args.tta, context, keep_going=bool(args.csv))
+    keep_going = bool(args.csv) or len(images) > 1  # one file alone: its `error:` line, as for any bad input
+    scored = score_images(predictor, ((image, image) for image in images), args.tta, context, keep_going)
+    skipped = "listed as unreadable" if args.csv else "not scored"
     for (entry, intake), (shown, stem) in zip(scored, names, strict=True):
         image, result = entry.image, entry.prediction
         if result is None or intake is None:
-            print(f"warning: {entry.error} (listed as unreadable)", file=sys.stderr)
+            print(f"warning: {entry.error} ({skipped})", file=sys.stderr)
             entries.append(entry)
             continue
         written = _predict_outputs(predictor, intake, result, image, stem, args)
@@ -1063,13 +1066,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         entries.append(entry)
     if not args.json:
         print(_predict_footer(bool(predictor.operating_points)))
+    unreadable = sum(entry.prediction is None for entry in entries)
     if not args.csv:
-        return 0
+        if unreadable:
+            print(f"{unreadable} of {len(entries)} files could not be read (named above)", file=sys.stderr)
+        return 1 if unreadable else 0
     table = worklist(entries)
     atomic_write_bytes(Path(args.csv), worklist_csv(table))
     counts = ", ".join(f"{tier} {n}" for tier, n in tier_counts(table).items())
     print(f"wrote {args.csv}: {len(table)} images, most urgent first ({counts})", file=sys.stderr)
-    return 1 if any(entry.prediction is None for entry in entries) else 0
+    return 1 if unreadable else 0
 
 
 COMMANDS = {

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dermai import app_support, metrics
+from dermai import app_support, cli, metrics
 from dermai.evaluate import evaluate, summary_text
 from tests.conftest import HAM, make_folder
 from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
 from tests.test_app_support import tiny_weights
+from tests.test_predict import lesion_like
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,27 @@ def test_the_evaluation_page_tables_an_all_benign_folders_specificity(
     assert table["specificity"].notna().all() and table["sensitivity"].isna().all()
     captions = [c.value for c in at.caption]
     assert any("no sensitivity, which counts malignant images" in c for c in captions), captions
+
+
+def test_predict_on_a_folder_goes_on_past_an_unreadable_file_and_exits_1(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for i, name in enumerate(["a.png", "c.png", "d.png"]):
+        lesion_like(140 + i).save(folder / name)
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # sorted among the readable ones
+    code = cli.main(["predict", str(folder), "--weights", str(tiny)])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    rows = [line.split()[0] for line in out.splitlines()[1:-1] if not line.startswith(" ")]  # less header, footer
+    assert rows == ["a.png", "c.png", "d.png"], out
+    lines = err.strip().splitlines()
+    assert [line for line in lines if str(folder / "b.jpg") in line] == [
+        next(line for line in lines if line.startswith(f"warning: {folder / 'b.jpg'}: "))
+    ]
+    assert lines[-1] == "1 of 4 files could not be read (named above)", err
+    assert lines[-2].startswith(f"warning: {folder / 'b.jpg'}: ") and lines[-2].endswith("(not scored)")
+    assert cli.main(["predict", str(folder), "--weights", str(tiny), "--json"]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # stdout stays JSON only
+    assert [Path(r["image"]).name for r in records] == ["a.png", "c.png", "d.png"]

@@ -350,19 +350,6 @@ def test_cli_predict_json_on_a_real_image(ham_root: Path, weights_path: Path, tm
     assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == [f"{i.stem}_cam.png" for i in images]
 
 
-def test_cli_table_and_stop_at_first_bad_image(weights_path: Path, tmp_path: Path, capsys) -> None:
-    good, bad, never = tmp_path / "good.png", tmp_path / "bad.jpg", tmp_path / "never.png"
-    good.write_bytes(png_bytes(lesion_like(107)))
-    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    never.write_bytes(png_bytes(lesion_like(108)))
-    code = cli.main(["predict", str(good), str(bad), str(never), "--weights", str(weights_path)])
-    captured = capsys.readouterr()
-    assert code == 2
-    assert "good.png" in captured.out and "never.png" not in captured.out
-    assert captured.err.strip().splitlines() == [captured.err.strip()]
-    assert captured.err.startswith(f"error: {bad}: ")
-
-
 def test_cli_worklist_csv_into_an_unusable_place_fails_before_any_scoring(
     weights_path: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
