@@ -299,9 +299,15 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("weights_a", metavar="A", help="weights file or folder (the reference)")
     compare.add_argument("weights_b", metavar="B", help="weights file or folder (the challenger)")
-    compare.add_argument("--data", help="data folder (default: the one in A's config)")
+    compare.add_argument("--data", help="data folder (default: the one in A's config; --split all needs it)")
     compare.add_argument("--manifest", help="the runs' split manifest (default: rebuilt from A's config)")
-    compare.add_argument("--split", choices=["val", "test"], default="val", help="val for choices; test only to report")
+    compare.add_argument(
+        "--split",
+        choices=["val", "test", "all"],
+        default="val",
+        help="val for choices; test only to report; all: every image of an external --data folder, less any the "
+        "models were trained or tuned on",
+    )
     compare.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations (default: off)")
     compare.add_argument("--n-boot", type=_count, default=1000, help="paired bootstrap resamples")
     compare.add_argument("--out", help="JSON to write the comparison to")

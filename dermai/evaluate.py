@@ -422,6 +422,29 @@ def _score_with_context(
     return out
 
 
+def split_rows(
+    loaded: LoadedWeights,
+    split: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+) -> tuple[Dataset, pd.DataFrame, dict[str, Any] | None]:
+    """The dataset and rows a split scores, and for split "all" the report's `external` block: "all" is the
+    external folder `data_dir` less the images these weights were trained or tuned on (`unseen_rows`), any other
+    split the weights' own (`weights_dataset`). One rule for `evaluate` and `compare_weights`."""
+    external = None
+    if split == "all":
+        if data_dir is None:
+            raise EvaluationError("--split all scores an external folder: name it with --data")
+        dataset = load_dataset(data_dir)
+        rows, external = unseen_rows(loaded.meta, dataset)
+    else:
+        dataset = weights_dataset(loaded.meta, data_dir, manifest, loaded.path.with_suffix(".json"))
+        rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise EvaluationError(f"the {split} split of {dataset.root} is empty")
+    return dataset, rows, external
+
+
 def evaluate(
     weights_path: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
@@ -444,19 +467,8 @@ def evaluate(
     validated = validated_tta(loaded.meta)
     mismatch = tta_mismatch(loaded.meta, tta)
     tta = validated if tta is None else bool(tta)
-    external: dict[str, Any] | None = None
-    if split == "all":
-        if data_dir is None:
-            raise EvaluationError("--split all scores an external folder: name it with --data")
-        dataset = load_dataset(data_dir)
-        rows, external = unseen_rows(loaded.meta, dataset)
-        checksum = None
-    else:
-        dataset = weights_dataset(loaded.meta, data_dir, manifest, loaded.path.with_suffix(".json"))
-        rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
-        checksum = loaded.meta["manifest_sha256"]
-    if rows.empty:
-        raise EvaluationError(f"the {split} split of {dataset.root} is empty")
+    dataset, rows, external = split_rows(loaded, split, data_dir, manifest)
+    checksum = None if split == "all" else loaded.meta["manifest_sha256"]
     scored, predictions = score_rows(loaded, rows, dataset.classes, tta=tta, n_boot=n_boot, precision=precision)
     report = {
         "weights": str(loaded.path),
@@ -516,6 +528,14 @@ def external_text(external: dict[str, Any]) -> str:
     return text
 
 
+def external_line(external: dict[str, Any]) -> str:
+    """An external folder's line in the terminal summary: what was left out (`external_text`), or that the
+    overlap with the training images could not be checked, and why."""
+    if external["overlap_checked"]:
+        return external_text(external)
+    return f"overlap with the training images NOT checked: {external['reason']}"
+
+
 def summary_text(report: dict[str, Any]) -> str:
     """A few lines for the terminal: the headline figures next to what they must beat."""
     ci = report["auroc_ci"]
@@ -527,11 +547,8 @@ def summary_text(report: dict[str, Any]) -> str:
         f"AUROC malignant {_fmt(report['auroc'])}{ci_text}",
         f"balanced accuracy (diagnosis) {_fmt(report['balanced_accuracy'])}",
     ]
-    external = report.get("external")
-    if external and external["overlap_checked"]:
-        lines.insert(1, external_text(external))
-    elif external:
-        lines.insert(1, f"overlap with the training images NOT checked: {external['reason']}")
+    if report.get("external"):
+        lines.insert(1, external_line(report["external"]))
     for name, rates in (report.get("thresholds") or {}).items():
         lines.append(
             f"{name}: threshold {rates['threshold']:.3f}, sensitivity {_rate_text(rates, 'sensitivity')}, "
@@ -589,9 +606,13 @@ def compare_weights(
     balanced accuracy, and the paired differences B − A with lesion-grouped 95% intervals
     (`metrics.paired_bootstrap`). A difference whose interval spans 0 is within noise. Models trained on
     different splits are refused: one of them would have trained on some of the other's held-out images.
-    `manifest` is the runs' split manifest, for a split that cannot be rebuilt from A's config (as `evaluate`)."""
-    if split not in ("val", "test"):
-        raise EvaluationError(f"compare models on their val or test split, not {split!r}")
+    `manifest` is the runs' split manifest, for a split that cannot be rebuilt from A's config (as `evaluate`).
+    split="all" scores the external folder `data_dir` less the images both were trained or tuned on (one split,
+    so the same ones), and the result's `external` block says so, as `evaluate`'s does (`split_rows`)."""
+    if split not in ("val", "test", "all"):
+        raise EvaluationError(
+            f"compare models on their val or test split, not {split!r} (or on all of an external folder: split all)"
+        )
     a, b = load_weights(weights_a), load_weights(weights_b)
     if a.meta.get("manifest_sha256") != b.meta.get("manifest_sha256"):
         raise EvaluationError(
@@ -599,10 +620,7 @@ def compare_weights(
             f"{str(b.meta.get('manifest_sha256'))[:12]}… vs {str(a.meta.get('manifest_sha256'))[:12]}…): "
             "their held-out images differ, so they cannot be compared on them"
         )
-    dataset = weights_dataset(a.meta, data_dir, manifest, a.path.with_suffix(".json"))
-    rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
-    if rows.empty:
-        raise EvaluationError(f"the {split} split of {dataset.root} is empty")
+    dataset, rows, external = split_rows(a, split, data_dir, manifest)
     y_mal, group = rows["malignant"].to_numpy().astype(int), rows["group"].to_numpy()
     p_mal, balanced = {}, {}
     for name, loaded in (("a", a), ("b", b)):
@@ -619,6 +637,8 @@ def compare_weights(
         "auroc": auroc,
         "balanced_accuracy": None,
     }
+    if external is not None:
+        result |= {"data": str(dataset.root), "external": external}
     if list(a.meta["classes"]) == list(b.meta["classes"]) == list(dataset.classes):
         labels = rows["label"].to_numpy()
         result["balanced_accuracy"] = metrics.paired_bootstrap(
@@ -642,6 +662,8 @@ def comparison_verdict(paired: dict[str, Any]) -> str:
 def comparison_text(result: dict[str, Any]) -> str:
     """The comparison for the terminal: one line per metric, with B − A and its interval."""
     lines = [f"{result['split']} split, {result['n_images']} images; A = {result['a']}, B = {result['b']}"]
+    if result.get("external"):
+        lines.append(external_line(result["external"]))
     for name, label in (("auroc", "AUROC malignant"), ("balanced_accuracy", "balanced accuracy (diagnosis)")):
         r = result.get(name)
         if not r:

@@ -253,7 +253,8 @@ with plain_errors("Cannot read the weights"):
 # report, comparison or map asked for is still there on return.
 state = st.session_state
 splits = app_support.evaluation_splits(meta, data)  # "all" for a folder other than the weights' own
-KEPT = {"eval_split": splits, "eval_tta": None, "cmp_split": ["val", "test"], "eval_le": None}
+cmp_splits = [s for s in ("all", "val", "test") if s in splits]  # as evaluation's, val before test
+KEPT = {"eval_split": splits, "eval_tta": None, "cmp_split": cmp_splits, "eval_le": None}
 KEPT |= {"eval_proj": ["pca", "tsne"], "eval_limit": None}
 app_support.restore_widgets(state, KEPT)
 state.setdefault("eval_le", str(REPO / "docs" / "label_efficiency"))  # defaults here, not in widgets given kept ones
@@ -312,7 +313,14 @@ others = app_support.same_split_choices(app_support.weight_choices(current=weigh
 app_support.restore_widgets(state, {"cmp_other": list(others)})
 m1, m2, m3 = st.columns([2, 1, 1])
 other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None
-cmp_split = m2.radio("Split", ["val", "test"], horizontal=True, key="cmp_split", help="choose on val; test reports")
+cmp_split = m2.radio(
+    "Split",
+    cmp_splits,
+    horizontal=True,
+    key="cmp_split",
+    help="choose on val; test reports; all: every image of this external folder, less those the models were trained "
+    "or tuned on",
+)
 cmp_request = (weights, mtime, other, app_support.weights_mtime(other or ""), data, cmp_split)
 if other and m3.button("Compare"):
     st.session_state["cmp_request"] = cmp_request
@@ -321,6 +329,9 @@ if not others:
 elif st.session_state.get("cmp_request") == cmp_request:
     with plain_errors("Cannot compare", app_support.evaluation_words), st.spinner("Scoring both models on the split…"):
         result = compared(*cmp_request)
+        external = app_support.external_note(result)  # the images left out, as the evaluation above says it
+        if external:
+            getattr(st, external[0])(external[1])
         st.dataframe(
             app_support.comparison_table(result),
             hide_index=True,

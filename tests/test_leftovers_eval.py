@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from dermai import app_support, cli, metrics
-from dermai.evaluate import evaluate, summary_text
+from dermai import app_support, cli, jobs, metrics
+from dermai.evaluate import compare_weights, evaluate, external_text, summary_text
 from tests.conftest import HAM, make_folder
-from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
+from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
 from tests.test_app_support import tiny_weights
 from tests.test_predict import lesion_like
 
@@ -112,3 +114,57 @@ def test_predict_on_a_folder_goes_on_past_an_unreadable_file_and_exits_1(
     assert cli.main(["predict", str(folder), "--weights", str(tiny), "--json"]) == 1
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # stdout stays JSON only
     assert [Path(r["image"]).name for r in records] == ["a.png", "c.png", "d.png"]
+
+
+def copy_weights(weights: Path, folder: Path) -> Path:
+    """A copy of `weights` (both files) in `folder`: other weights of the same split."""
+    folder.mkdir(parents=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights.with_suffix(suffix), folder / f"model{suffix}")
+    return folder / "model.safetensors"
+
+
+def external_with_seen_images(weights: Path, root: Path) -> Path:
+    """An external folder of 12 new images and 2 that `weights` were trained on."""
+    manifest = pd.read_csv(weights.parent / "manifest.csv")
+    seen = manifest.loc[manifest["split"] == "train", "image_id"].head(2).tolist()
+    rows = [{"image_id": f"E{i:02d}", "dx": dx} for i, dx in enumerate(["mel", "nv", "bcc", "bkl"] * 3)]
+    rows += [{"image_id": image_id, "dx": "nv"} for image_id in seen]
+    return make_folder(root, rows)
+
+
+def test_compare_scores_an_external_folder_less_the_images_the_models_saw(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    challenger = copy_weights(tiny, tmp_path / "b")
+    folder = external_with_seen_images(tiny, tmp_path / "ext")
+    result = compare_weights(tiny, challenger, folder, split="all", n_boot=20)
+    assert result["split"] == "all" and result["n_images"] == 12
+    assert result["external"]["n_excluded"] == 2 and result["data"] == str(folder.resolve())
+    assert result["auroc"]["difference"] == 0  # the same model twice: scored on the same images
+    argv = ["compare", str(tiny), str(challenger), "--split", "all", "--n-boot", "20"]
+    assert cli.main([*argv, "--data", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("all split, 12 images; ") and lines[1] == external_text(result["external"])
+    assert lines[1].startswith("left out 2 images the weights were trained or tuned on")
+    assert cli.main(argv) == 2  # no folder named
+    assert capsys.readouterr().err == "error: --split all scores an external folder: name it with --data\n"
+
+
+def test_the_evaluation_page_compares_on_an_external_folder_and_says_what_it_left_out(
+    app_env: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    challenger = copy_weights(app_env, Path(jobs.runs_dir()) / "challenger")
+    monkeypatch.setenv("DERMAI_DATA", str(external_with_seen_images(app_env, tmp_path / "ext")))
+    at = page("evaluation").run()
+    assert at.radio(key="cmp_split").options == ["all", "val", "test"]  # "all" chosen
+    at.selectbox(key="cmp_other").set_value(str(challenger))
+    next(b for b in at.button if b.label == "Compare").click()
+    at.run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    said = "External folder: 12 images scored; left out 2 images the weights were trained or tuned on."
+    assert said in alerts(at), alerts(at)
+    assert any("verdict" in d.value.columns for d in at.dataframe)
