@@ -31,6 +31,7 @@ from dermai.data import (
     find_metadata_csv,
     lesion_mask_file,
     load_dataset,
+    read_mask,
     resolve_data_root,
     same_file,
     weights_data_folder,
@@ -1158,15 +1159,15 @@ def missing_masks_note(image_ids: Sequence[str], mask_files: Sequence[Path | Non
 
 
 def mask_overlay(image_path: str | os.PathLike[str], mask: str | os.PathLike[str], alpha: float = 0.4) -> np.ndarray:
-    """The image (decoded as training reads it: `intake.read_image`) with its lesion mask (≥ 128) tinted green
-    and outlined, uint8 (H, W, 3)."""
+    """The image (decoded as training reads it: `intake.read_image`) with its lesion mask (≥ 128; oriented as
+    its image by `data.read_mask`) tinted green and outlined, uint8 (H, W, 3)."""
     try:
         rgb = np.asarray(read_image(image_path, str(image_path)).image, dtype=np.float32)
-        with Image.open(mask) as m:
-            binary = np.asarray(m.convert("L").resize(rgb.shape[1::-1], Image.Resampling.NEAREST)) >= 128
-    except (OSError, IntakeError) as exc:  # an IntakeError's message starts with the path, said once here
+    except IntakeError as exc:  # an IntakeError's message starts with the path, said once here
         reason = str(exc).removeprefix(f"{image_path}: ")
         raise DataError(f"{image_path}: cannot overlay mask {mask} ({reason})") from exc
+    grey = read_mask(mask, image_path)  # a DataError naming the mask when it is unreadable or cannot be oriented
+    binary = np.asarray(grey.resize(rgb.shape[1::-1], Image.Resampling.NEAREST)) >= 128
     tint = np.array([0.0, 255.0, 0.0], dtype=np.float32)
     out = rgb.copy()
     out[binary] = (1 - alpha) * rgb[binary] + alpha * tint

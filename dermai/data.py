@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from dermai.intake import READ_EXTENSIONS, IntakeError, read_image
+from dermai.intake import READ_EXTENSIONS, IntakeError, orientation_transpose, read_image
 from dermai.preprocess import InputSize, input_frame, landscape, resize_input
 
 DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -818,18 +818,56 @@ def lesion_mask_file(root: str | os.PathLike[str], image_id: str) -> Path:
     return Path(root) / MASK_FOLDER / f"{image_id}_segmentation.png"
 
 
-def decode_mask(path: str, size: InputSize) -> np.ndarray:
-    """One lesion-mask file → (H, W) uint8 (255 = lesion) in the input frame `size`, turned and resized as its
-    image is, or a DataError naming the file."""
-    height, width = input_frame(size)
+def read_mask(mask: str | os.PathLike[str], image: str | os.PathLike[str]) -> Image.Image:
+    """A lesion-mask file as a grey ('L') image in the frame its image is read in, or a DataError naming the file.
+    Every reader of masks (training's cache, the Dataset page's overlay, the Augmentation lab, saliency
+    plausibility) comes here, so a mask lines up with its image wherever it is used.
+
+    `intake.read_image` applies the image's EXIF orientation (a phone photo stored sideways with orientation 6);
+    a mask is a bare pixel map, read as stored. The rule, by size:
+
+    - the image has no EXIF orientation (or 1, as every HAM10000 image): the mask as stored, whatever its size
+      (callers resize it onto the image);
+    - the mask is the size of the image as stored: it was drawn on the stored pixels and gets the image's turn
+      or flip (so does a square image's, or a flipped one's, whose stored and displayed sizes are the same);
+    - the mask is the size of the image as displayed (turned a quarter): it is already upright, used as it is;
+    - any other size: which way it was drawn cannot be told, so it is refused, naming both files and sizes.
+    """
     try:
-        with Image.open(path) as mask:
-            grey = landscape(mask.convert("L"))
-            if grey.size != (width, height):
-                grey = grey.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
-            return np.asarray(grey, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable lesion mask ({exc})") from exc
+        with Image.open(mask) as opened:
+            grey = opened.convert("L")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{mask}: unreadable lesion mask ({exc})") from exc
+    try:
+        with Image.open(image) as opened:  # the header: its size and EXIF, as `read_image` reads them
+            stored = opened.size
+            orientation, transpose = orientation_transpose(opened)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{mask}: its image {image} is unreadable ({exc})") from exc
+    if transpose is None or grey.size == stored:
+        return grey if transpose is None else grey.transpose(transpose)
+    shown = stored[::-1] if orientation >= 5 else stored  # 5-8 turn a quarter, 2-4 flip in place
+    if grey.size == shown:
+        return grey
+    raise DataError(
+        f"{mask}: the lesion mask is {_px(grey.size)} but its image {image} is stored {_px(stored)} and shown "
+        f"{_px(shown)} (EXIF orientation {orientation}), so which way the mask lies cannot be told: save the mask "
+        "at the image's stored or shown size"
+    )
+
+
+def _px(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]} px"
+
+
+def decode_mask(path: str, image: str, size: InputSize) -> np.ndarray:
+    """One lesion-mask file → (H, W) uint8 (255 = lesion) in the input frame `size`, oriented (`read_mask`),
+    turned and resized as its image is, or a DataError naming the file."""
+    height, width = input_frame(size)
+    grey = landscape(read_mask(path, image))
+    if grey.size != (width, height):
+        grey = grey.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(grey, dtype=np.uint8).copy()
 
 
 def load_masks(
@@ -844,9 +882,11 @@ def load_masks(
             f"{missing[0]}: lesion mask not found ({len(missing)} of {len(paths)} images have none; masks are "
             f"read from <data>/{MASK_FOLDER}/<image_id>_segmentation.png)"
         )
+    images = dict(zip(paths, map(str, dataset.meta["path"]), strict=True))
     folder = default_cache_dir(cache_dir)
-    target = folder / f"masks-{cache_key(paths, size)}-{_size_tag(size)}px.npy"
-    return _cached_decode(paths, input_frame(size), lambda p: decode_mask(p, size), target, workers)
+    # keyed by the images too: their EXIF orientation turns the masks (`read_mask`)
+    target = folder / f"masks-{cache_key([*paths, *images.values()], size)}-{_size_tag(size)}px.npy"
+    return _cached_decode(paths, input_frame(size), lambda p: decode_mask(p, images[p], size), target, workers)
 
 
 def write_json_atomic(path: Path, payload: object) -> Path:

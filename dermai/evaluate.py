@@ -22,20 +22,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
 from dermai.context import MAX_AGE, age_band, age_band_order
 from dermai.data import (
+    MASK_FOLDER,
     DataError,
     Dataset,
     atomic_target,
     attach_splits,
+    lesion_mask_file,
     load_dataset,
     load_pixels,
     manifest_checksum,
+    read_mask,
     recorded_folder,
 )
 from dermai.inference import (
@@ -187,16 +189,26 @@ def probability_column(name: str) -> str:
 def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path, limit: int) -> dict[str, Any]:
     """Does the model look at the lesion? Mean Grad-CAM mass inside the lesion mask (beside the mask's area
     share, what a uniform heatmap would score) and pointing-game hit rate, over a seeded sample of the split.
-    Images without a mask are left out."""
+    Images without a mask are left out, and so are those whose mask cannot be read or oriented as its image
+    (`data.read_mask`), each named under `masks_left_out`."""
     try:
         from dermai.saliency import SaliencyExplainer, cam_mass_in_mask, pointing_game_hit
     except ImportError as exc:
         return {"skipped": f"dermai.saliency is not available ({exc})"}
     rows = rows.sample(n=min(limit, len(rows)), random_state=0) if limit else rows
-    masks = {i: root / "masks" / f"{i}_segmentation.png" for i in rows["image_id"]}
-    rows = rows[[masks[i].exists() for i in rows["image_id"]]]
+    files = {i: lesion_mask_file(root, i) for i in rows["image_id"]}
+    rows = rows[[files[i].exists() for i in rows["image_id"]]]
     if rows.empty:
-        return {"skipped": f"no lesion masks found under {root / 'masks'}"}
+        return {"skipped": f"no lesion masks found under {root / MASK_FOLDER}"}
+    masks, left_out = {}, []
+    for image_id, path in zip(rows["image_id"], rows["path"], strict=True):
+        try:  # the heatmap is in the model's frame, as the cached pixels are: turned to landscape
+            masks[image_id] = landscape(read_mask(files[image_id], path))
+        except DataError as exc:
+            left_out.append(str(exc))
+    rows = rows[[i in masks for i in rows["image_id"]]]
+    if rows.empty:
+        return {"skipped": f"no lesion mask could be read: {left_out[0]}", "masks_left_out": left_out}
     meta = loaded.meta
     mean, std = normalisation(meta)
     explainer = SaliencyExplainer(
@@ -212,11 +224,10 @@ def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path,
     for image_id, image in zip(rows["image_id"], pixels, strict=True):
         heatmap = explainer.heatmap(np.asarray(image))  # the served top class's Grad-CAM
         blank += int(heatmap.max() <= 0)  # e.g. a 1×1 last block at small image sizes: no localisation at all
-        with Image.open(masks[image_id]) as opened:
-            mask = landscape(opened)  # the heatmap is in the model's frame, as the cached pixels are
-            mass.append(cam_mass_in_mask(heatmap, mask))
-            area.append(cam_mass_in_mask(np.ones_like(heatmap), mask))
-            hits.append(pointing_game_hit(heatmap, mask))
+        mask = masks[image_id]
+        mass.append(cam_mass_in_mask(heatmap, mask))
+        area.append(cam_mass_in_mask(np.ones_like(heatmap), mask))
+        hits.append(pointing_game_hit(heatmap, mask))
     return {
         "method": explainer.method,
         "n_images": len(mass),
@@ -224,7 +235,7 @@ def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path,
         "mean_cam_mass_in_mask": float(np.mean(mass)),
         "mean_mask_area_share": float(np.mean(area)),
         "pointing_game_hit_rate": float(np.mean(hits)),
-    }
+    } | ({"masks_left_out": left_out} if left_out else {})
 
 
 def score_rows(

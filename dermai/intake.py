@@ -33,6 +33,27 @@ _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b
 _EXTENSIONS = {".heic": "HEIC", ".heif": "HEIC", ".pdf": "PDF", ".dcm": "DICOM", ".dicom": "DICOM"}
 
 
+# EXIF orientation (tag 0x0112) → the transpose that shows the stored pixels upright, as ImageOps.exif_transpose
+# applies it in `read_image`; lesion masks drawn on the stored pixels get the same one (`data.read_mask`).
+EXIF_ORIENTATION = 0x0112
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def orientation_transpose(image: Image.Image) -> tuple[int, Image.Transpose | None]:
+    """An opened image's EXIF orientation and the transpose `read_image` gives its pixels for it (None for 1,
+    a missing tag or a value outside 1-8, which `read_image` leaves as stored too)."""
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    return orientation, _ORIENTATION_TRANSPOSE.get(orientation)
+
+
 class IntakeError(ValueError):
     """An upload that cannot be used; the message names it and says why in plain words."""
 

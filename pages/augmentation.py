@@ -206,7 +206,9 @@ def preview() -> None:
             "lesion-mask loss (Training page) asks the model to find",
         ):
             with plain_errors("Cannot read the lesion masks"):
-                masks = np.stack([decode_mask(str(f), size) for f in mask_files])
+                masks = np.stack(
+                    [decode_mask(str(f), str(p), size) for f, p in zip(mask_files, chosen["path"], strict=True)]
+                )
         keep_widgets(state, ["aug_masks"])
 
     if pixels is None:  # nothing uploaded yet, or the error above says why the images could not be used

@@ -483,7 +483,7 @@ def test_a_portrait_image_and_its_mask_are_turned_together(tmp_path: Path) -> No
     image, mask = tmp_path / "portrait.png", tmp_path / "portrait_segmentation.png"
     Image.fromarray(pixels).save(image)
     Image.fromarray(pixels[..., 0]).save(mask)
-    decoded, decoded_mask = data.decode_image(str(image), 16), data.decode_mask(str(mask), 16)
+    decoded, decoded_mask = data.decode_image(str(image), 16), data.decode_mask(str(mask), str(image), 16)
     bright = decoded[..., 0] > 127
     assert bright.any() and np.array_equal(bright, decoded_mask > 127)
     assert bright[:8, 8:].sum() == bright.sum()  # turned clockwise: the top left went to the top right
@@ -509,7 +509,7 @@ def test_a_non_square_input_caches_images_and_masks_at_height_by_width(tmp_path:
     image, mask = tmp_path / "portrait.png", tmp_path / "portrait_segmentation.png"
     Image.fromarray(pixels).save(image)
     Image.fromarray(pixels[..., 0]).save(mask)
-    decoded, decoded_mask = data.decode_image(str(image), (15, 20)), data.decode_mask(str(mask), (15, 20))
+    decoded, decoded_mask = data.decode_image(str(image), (15, 20)), data.decode_mask(str(mask), str(image), (15, 20))
     assert decoded.shape == (15, 20, 3) and decoded_mask.shape == (15, 20)
     assert np.array_equal(decoded[..., 0] > 127, decoded_mask > 127) and decoded[:7, 10:, 0].max() > 127
 

@@ -1,0 +1,114 @@
+"""Leftovers in reading images and metadata: lesion masks oriented as their EXIF-rotated images, CMYK JPEGs
+through their embedded profile, each weights JSON and metadata CSV read once per Training-page render, and
+a decompression bomb's message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermai import app_support, data
+from tests.conftest import ham_rows, make_folder
+
+# A stored 60×40 (landscape) picture with a bright block near its top left: under EXIF orientation 6 it is shown
+# turned a quarter clockwise, 40×60 (portrait), with the block near its top right.
+STORED = (60, 40)
+
+
+def _lesion(size: tuple[int, int]) -> np.ndarray:
+    """(height, width) uint8: 255 on a block near the top left that is not symmetric under any flip or turn."""
+    width, height = size
+    pixels = np.zeros((height, width), np.uint8)
+    pixels[2:12, 4:24] = 255
+    return pixels
+
+
+def _exif_image(path: Path, orientation: int, size: tuple[int, int] = STORED) -> Path:
+    """A JPEG whose stored pixels are `_lesion` in all three channels, tagged with an EXIF orientation."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.repeat(_lesion(size)[..., None], 3, axis=2)).save(path, exif=exif, quality=95)
+    return path
+
+
+def _shown_lesion(image: Path) -> np.ndarray:
+    """Where the image's lesion is, as `intake.read_image` shows the image."""
+    return np.asarray(app_support.read_image(image).image)[..., 0] > 127
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 6, 8])
+def test_a_mask_drawn_on_the_stored_pixels_gets_its_images_exif_turn(tmp_path: Path, orientation: int) -> None:
+    image = _exif_image(tmp_path / "phone.jpg", orientation)
+    mask = tmp_path / "phone_segmentation.png"
+    Image.fromarray(_lesion(STORED)).save(mask)
+    shown = _shown_lesion(image)
+    read = np.asarray(data.read_mask(mask, image)) > 127
+    assert read.shape == shown.shape and np.array_equal(read, shown)
+    # Training's frame (turned to landscape, resized) and the Dataset page's overlay line up the same way.
+    decoded = data.decode_image(str(image), 16)[..., 0] > 127
+    assert np.array_equal(data.decode_mask(str(mask), str(image), 16) > 127, decoded)
+    overlay = app_support.mask_overlay(image, mask)
+    tinted = (overlay[..., 1] > overlay[..., 0] + 20) | (
+        (overlay[..., 1] == 255) & (overlay[..., 0] == 0)  # the green outline
+    )
+    assert np.array_equal(tinted, shown)
+
+
+def test_a_mask_already_upright_is_used_as_it_is(tmp_path: Path) -> None:
+    image = _exif_image(tmp_path / "phone.jpg", 6)
+    shown = _shown_lesion(image)
+    mask = tmp_path / "phone_segmentation.png"
+    Image.fromarray(shown.astype(np.uint8) * 255).save(mask)  # 40×60: drawn on the picture as shown
+    assert np.array_equal(np.asarray(data.read_mask(mask, image)) > 127, shown)
+
+
+def test_a_mask_whose_orientation_cannot_be_told_is_refused_naming_it(tmp_path: Path) -> None:
+    image = _exif_image(tmp_path / "phone.jpg", 6)
+    mask = tmp_path / "phone_segmentation.png"
+    Image.fromarray(_lesion((30, 20))).save(mask)  # half the size: stored or shown frame?
+    with pytest.raises(data.DataError, match=r"phone_segmentation\.png: the lesion mask is 30×20 px .* stored "):
+        data.read_mask(mask, image)
+    with pytest.raises(data.DataError, match=r"phone_segmentation\.png"):
+        app_support.mask_overlay(image, mask)
+    # Without an orientation, a mask of another size is resized onto its image as before.
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(np.repeat(_lesion(STORED)[..., None], 3, axis=2)).save(plain)
+    assert data.read_mask(mask, plain).size == (30, 20)
+    assert app_support.mask_overlay(plain, mask).shape == (40, 60, 3)
+
+
+def test_trainings_mask_cache_turns_the_masks_of_rotated_images(tmp_path: Path) -> None:
+    rows = ham_rows(n_lesions_per_dx=1, images_per_lesion=1)
+    root = make_folder(tmp_path / "data", rows)
+    (root / "masks").mkdir()
+    for row in rows:
+        _exif_image(root / "imgs" / "nested" / f"{row['image_id']}.jpg", 6)
+        Image.fromarray(_lesion(STORED)).save(root / "masks" / f"{row['image_id']}_segmentation.png")
+    dataset = data.load_dataset(root)
+    masks = data.load_masks(dataset, 16)
+    pixels = data.load_pixels(list(dataset.meta["path"]), 16)
+    assert np.array_equal(masks > 127, pixels[..., 0] > 127)
+
+
+def test_saliency_plausibility_leaves_out_a_mask_it_cannot_orient_and_names_it(tmp_path: Path) -> None:
+    from dermai.evaluate import saliency_plausibility
+    from dermai.model import SimCLRResNet18
+    from dermai.weights import LoadedWeights
+
+    root = tmp_path / "data"
+    (root / "masks").mkdir(parents=True)
+    rows = []
+    for image_id, mask_size in (("upright", STORED), ("halved", (30, 20))):
+        rows.append({"image_id": image_id, "path": str(_exif_image(root / f"{image_id}.jpg", 6))})
+        Image.fromarray(_lesion(mask_size)).save(root / "masks" / f"{image_id}_segmentation.png")
+    loaded = LoadedWeights(SimCLRResNet18(2).eval(), {"classes": ["benign", "malignant"], "image_size": 32})
+    result = saliency_plausibility(loaded, pd.DataFrame(rows), root, limit=0)
+    assert result["n_images"] == 1
+    assert (
+        len(result["masks_left_out"]) == 1
+        and "halved_segmentation.png: the lesion mask is 30×20" in (result["masks_left_out"][0])
+    )
