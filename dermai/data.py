@@ -731,8 +731,9 @@ def _size_tag(size: InputSize) -> str:
 def cache_key(paths: Iterable[str], size: InputSize) -> str:
     """Changes whenever an image is added, removed, reordered or modified, or the size changes."""
     # v2: decoded by intake.read_image; v3: portrait turned; v4: 16-bit/float rescaled by value, ICC to sRGB;
-    # v5: an alpha channel that is 0 everywhere read as unused, not as hiding the picture
-    digest = hashlib.sha256(f"v5:{_size_tag(size)}".encode())
+    # v5: an alpha channel that is 0 everywhere read as unused, not as hiding the picture; v6: CMYK through its
+    # embedded CMYK profile
+    digest = hashlib.sha256(f"v6:{_size_tag(size)}".encode())
     for path in paths:
         stat = os.stat(path)
         digest.update(f"|{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())

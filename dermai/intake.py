@@ -169,12 +169,15 @@ def to_srgb(image: Image.Image, name: str = "image") -> tuple[Image.Image, str |
     """An RGB image tagged with an embedded ICC profile (a phone's Display P3, a camera's Adobe RGB) converted
     to sRGB, and a note when its profile cannot be applied. The model learned on untagged images read as sRGB
     (none of HAM10000's 10015 carries a profile; training decodes through `read_image` too), so a tagged photo
-    read as raw numbers would show the model other colours than the user sees. Untagged images, and profiles
-    of other colour spaces (gray, CMYK), are left untouched; RGBA keeps its alpha, a palette image becomes RGB
-    or RGBA first."""
+    read as raw numbers would show the model other colours than the user sees. A CMYK image (a JPEG from a
+    print workflow) with its CMYK profile becomes RGB through that profile (`_cmyk_to_srgb`): Pillow's plain
+    CMYK→RGB ignores the inks' real colours. Untagged images, and profiles of other colour spaces (gray), are
+    left untouched; RGBA keeps its alpha, a palette image becomes RGB or RGBA first."""
     icc = image.info.get("icc_profile")
-    if not icc or image.mode not in ("RGB", "RGBA", "P"):
+    if not icc or image.mode not in ("RGB", "RGBA", "P", "CMYK"):
         return image, None
+    if image.mode == "CMYK":
+        return _cmyk_to_srgb(image, icc, name)
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if source.profile.xcolor_space.strip() != "RGB":
@@ -186,6 +189,23 @@ def to_srgb(image: Image.Image, name: str = "image") -> tuple[Image.Image, str |
         detail = " ".join(str(exc).split())
         return image, f"{name}: its embedded colour profile cannot be used ({detail}); its colours were read as sRGB"
     return converted, None
+
+
+def _cmyk_to_srgb(image: Image.Image, icc: bytes, name: str) -> tuple[Image.Image, str | None]:
+    """A CMYK image converted to sRGB through its embedded CMYK profile; when that profile cannot be used (damaged,
+    or of another colour space), Pillow's plain conversion, which takes the inks as ideal, and a note saying so."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = source.profile.xcolor_space.strip()
+        if space != "CMYK":
+            raise ValueError(f"it is a {space} profile on CMYK pixels")
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB"), None
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        return image.convert("RGB"), (
+            f"{name}: its embedded CMYK colour profile cannot be used ({detail}); its colours were converted from "
+            "CMYK without it and may be off: save it as an RGB JPEG or PNG"
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -4,14 +4,18 @@ a decompression bomb's message."""
 
 from __future__ import annotations
 
+import io
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from dermai import app_support, data
+from dermai.intake import read_image
 from tests.conftest import ham_rows, make_folder
 
 # A stored 60×40 (landscape) picture with a bright block near its top left: under EXIF orientation 6 it is shown
@@ -112,3 +116,77 @@ def test_saliency_plausibility_leaves_out_a_mask_it_cannot_orient_and_names_it(t
         len(result["masks_left_out"]) == 1
         and "halved_segmentation.png: the lesion mask is 30×20" in (result["masks_left_out"][0])
     )
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _cmyk_profile(lab: Callable[[tuple[int, int, int, int]], tuple[float, float, float]]) -> bytes:
+    """A minimal ICC v2 printer profile, CMYK → Lab by one 2⁴-node lut8 (A2B0): `lab` gives each corner (each
+    ink 0 or 1) its L*a*b*, interpolated between. No such profile ships with the system or Pillow."""
+    clut = b"".join(
+        bytes([round(L * 255 / 100), round(a + 128), round(b + 128)])
+        for L, a, b in (lab((c, m, y, k)) for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1))
+    )
+    identity = b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    ramp = bytes(range(256))
+    a2b0 = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + identity + ramp * 4 + clut + ramp * 3
+    text = b"synthetic CMYK\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 3 + 67)
+    d50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", b"XYZ " + bytes(4) + d50),
+        (b"cprt", b"text" + bytes(4) + b"none\0"),
+        (b"A2B0", a2b0),
+    ]
+    start = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, payload in tags:
+        body += bytes(-(start + len(body)) % 4)  # each tag on a 4-byte boundary
+        table += signature + struct.pack(">II", start + len(body), len(payload))
+        body += payload
+    header = struct.pack(">I", start + len(body)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"prtrCMYKLab "
+    header += bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def _inks(node: tuple[int, int, int, int]) -> tuple[float, float, float]:
+    """Rough printing inks: cyan L*55 a*-37 b*-50, not the (0, 255, 255) of an ideal ink."""
+    c, m, y, k = node
+    if k:
+        return 15.0, 0.0, 0.0
+    a, b = np.clip([-37 * c + 74 * m - 5 * y, -50 * c - 3 * m + 93 * y], -120, 120)
+    return max(5.0, 100 - 45 * c - 52 * m - 11 * y), float(a), float(b)
+
+
+def _lab_in_srgb(lab: tuple[float, float, float]) -> np.ndarray:
+    """One L*a*b* colour in sRGB, by Pillow's built-in Lab profile (not the profile under test)."""
+    L, a, b = lab
+    pixel = Image.new("LAB", (1, 1), (round(L * 255 / 100), round(a + 128), round(b + 128)))
+    srgb = ImageCms.createProfile("sRGB")
+    return np.asarray(ImageCms.profileToProfile(pixel, ImageCms.createProfile("LAB"), srgb, outputMode="RGB"))[0, 0]
+
+
+def test_a_cmyk_jpeg_is_read_through_its_embedded_cmyk_profile() -> None:
+    cyan = Image.new("CMYK", (40, 40), (255, 0, 0, 0))
+    buffer = io.BytesIO()
+    cyan.save(buffer, "JPEG", icc_profile=_cmyk_profile(_inks), quality=95)
+    read = read_image(buffer.getvalue(), "print.jpg")
+    assert read.warnings == []
+    pixel = np.asarray(read.image, dtype=int)[20, 20]
+    expected = _lab_in_srgb(_inks((1, 0, 0, 0))).astype(int)
+    assert np.abs(pixel - expected).max() <= 8, (pixel, expected)  # the plain conversion gives (0, 255, 255)
+
+
+@pytest.mark.parametrize("profile", [b"not a profile at all", "srgb"])
+def test_a_cmyk_jpeg_with_an_unusable_profile_is_converted_plainly_with_a_note(profile: bytes | str) -> None:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() if profile == "srgb" else profile
+    cyan = Image.new("CMYK", (40, 40), (255, 0, 0, 0))
+    buffer = io.BytesIO()
+    cyan.save(buffer, "JPEG", icc_profile=icc, quality=95)
+    read = read_image(buffer.getvalue(), "print.jpg")
+    pixel = np.asarray(read.image, dtype=int)[20, 20]
+    assert np.abs(pixel - np.asarray(cyan.convert("RGB"))[20, 20]).max() <= 8
+    assert len(read.warnings) == 1 and read.warnings[0].startswith("print.jpg: its embedded CMYK colour profile")
