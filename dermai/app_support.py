@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +137,19 @@ def gone_weights_notice(state: Mapping[str, Any], runs: str | os.PathLike[str] |
 SHIPPED_LABEL = "shipped model"  # weights/model.safetensors in the sidebar's Weights list
 
 
-def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | None = None) -> dict[str, str]:
+MetaReader = Callable[[str], dict[str, Any]]
+"""Reads a weights file's JSON or raises WeightsError: `weights.read_meta`, or the pages' cached copy of it."""
+
+
+def weight_choices(
+    runs: str | os.PathLike[str] | None = None, current: str | None = None, read: MetaReader = read_meta
+) -> dict[str, str]:
     """Weights file → label: the shipped weights, every run's model.safetensors below the runs folder, and the
     session's current choice, in that order. A run whose JSON cannot be read is listed as such (choosing it
     then shows why), and weights whose classifier never trained say so, so nobody predicts with them. A run
     still running is left out (unless it is the current choice, labelled "(running)"): its trainer saves the
-    weights minutes before calibrating them, and an ensemble job its weights before fitting them."""
+    weights minutes before calibrating them, and an ensemble job its weights before fitting them. `read` reads
+    each JSON: the pages pass their cache, so the sidebar and the Evaluation page's list read each run's once."""
     choices: dict[str, str] = {}
     shipped = DEFAULT_WEIGHTS
     # Short: the sidebar cut "shipped weights/model.safetensors" off; its help names the file.
@@ -154,13 +161,13 @@ def weight_choices(runs: str | os.PathLike[str] | None = None, current: str | No
             if any(part.startswith(".") for part in where.parts):  # hidden: e.g. a run being deleted
                 continue
             if not is_running(path.parent, root):
-                choices[str(path)] = _run_label(str(where), path)
+                choices[str(path)] = _run_label(str(where), path, read)
             elif str(path) == current:
                 choices[str(path)] = f"{where} (running)"
     if current and current not in choices:
         choices[current] = f"{Path(current).parent.name}/{Path(current).name}"
         with contextlib.suppress(WeightsError):  # unreadable: the pages say why when it is used
-            untrained = untrained_classifier(read_meta(current))
+            untrained = untrained_classifier(read(current))
             choices[current] += f" ({untrained})" if untrained else ""
     return choices
 
@@ -181,12 +188,12 @@ def typed_weights(text: str) -> str:
     return str(path)
 
 
-def same_split_choices(choices: Mapping[str, str], current: str) -> dict[str, str]:
+def same_split_choices(choices: Mapping[str, str], current: str, read: MetaReader = read_meta) -> dict[str, str]:
     """The `weight_choices` other than `current` that were trained on its split (the same manifest checksum),
     the only ones a paired comparison can score on the same images; weights whose split is unknown (an
-    unreadable JSON, or none recorded) stay, and comparing them says why."""
+    unreadable JSON, or none recorded) stay, and comparing them says why. `read` as for `weight_choices`."""
     try:
-        mine = read_meta(current).get("manifest_sha256")
+        mine = read(current).get("manifest_sha256")
     except WeightsError:
         mine = None
     out = {}
@@ -194,7 +201,7 @@ def same_split_choices(choices: Mapping[str, str], current: str) -> dict[str, st
         if path == current:
             continue
         try:
-            theirs = read_meta(path).get("manifest_sha256")
+            theirs = read(path).get("manifest_sha256")
         except WeightsError:
             theirs = None
         if mine is None or theirs is None or theirs == mine:
@@ -202,10 +209,10 @@ def same_split_choices(choices: Mapping[str, str], current: str) -> dict[str, st
     return out
 
 
-def _run_label(name: str, path: Path) -> str:
+def _run_label(name: str, path: Path, read: MetaReader = read_meta) -> str:
     """ "name (status)", "name (status, pretrain only — no trained classifier)" or "name (unreadable JSON)"."""
     try:
-        meta = read_meta(path)
+        meta = read(str(path))
     except WeightsError:
         return f"{name} (unreadable JSON)"
     status = str(meta.get("status", "?"))

@@ -353,11 +353,12 @@ def missing_images_message(csv_path: Path, root: Path, missing: Sequence[tuple[i
     return f"{message}: add the images, or remove their rows from the CSV"
 
 
-def load_dataset(root: str | os.PathLike[str] | None = None) -> Dataset:
-    """Read a dermoscopy folder: metadata, labels, groups and image paths (nothing is decoded)."""
+def load_dataset(root: str | os.PathLike[str] | None = None, metadata: pd.DataFrame | None = None) -> Dataset:
+    """Read a dermoscopy folder: metadata, labels, groups and image paths (nothing is decoded). `metadata`: its
+    CSV as `read_metadata` read it, when the caller already has (a new run's checks), so it is not read twice."""
     data_root = resolve_data_root(root)
     csv_path = find_metadata_csv(data_root)
-    meta = read_metadata(csv_path)
+    meta = read_metadata(csv_path) if metadata is None else metadata.copy()
     images = index_images(data_root)
     missing = [(i + 2, image_id) for i, image_id in enumerate(meta["image_id"]) if image_id not in images]
     if missing:

@@ -338,23 +338,25 @@ def start_job(
         )
     except ValueError as exc:
         raise JobError(str(exc)) from None
-    options = {**options, "data": str(_checked_data_root(options.get("data")))}
-    _check_read_weights(options)
+    data_root, metadata = _checked_data_root(options.get("data"))
+    options = {**options, "data": str(data_root)}
+    _check_read_weights(options, metadata)
     return _launch(stage, run_dir, build_command(stage, run_dir, options), root)
 
 
-def _checked_data_root(data: Any) -> Path:
-    """The data folder a new run will read (the given one, else the default the trainer would find), its
-    metadata CSV read row by row: a folder that is missing or has no readable metadata is refused now, naming
-    the file and row, not in a run that fails a minute later. The trainer is given this folder explicitly."""
+def _checked_data_root(data: Any) -> tuple[Path, pd.DataFrame]:
+    """The data folder a new run will read (the given one, else the default the trainer would find) and its
+    metadata CSV, read row by row: a folder that is missing or has no readable metadata is refused now, naming
+    the file and row, not in a run that fails a minute later. The trainer is given this folder explicitly; the
+    metadata goes on to the weights' split check (`_run_split`), which would otherwise read the CSV again."""
     try:
         root = resolve_data_root(str(data) if data else None)
-        read_metadata(find_metadata_csv(root))
+        metadata = read_metadata(find_metadata_csv(root))
     except DataError as exc:
         raise JobError(f"data folder: {exc}") from None
     except OSError as exc:  # a folder that cannot be listed or a CSV that cannot be opened
         raise JobError(f"data folder: {exc.filename or data}: cannot be read ({exc.strerror or exc})") from None
-    return root
+    return root, metadata
 
 
 def form_config(stage: str, options: Mapping[str, Any]) -> RunConfig:
@@ -499,9 +501,10 @@ def form_data_config(options: Mapping[str, Any]) -> DataConfig:
         raise JobError(str(exc).removeprefix("config field ")) from None
 
 
-def _check_read_weights(options: Mapping[str, Any]) -> None:
+def _check_read_weights(options: Mapping[str, Any], metadata: pd.DataFrame | None = None) -> None:
     """Refuse, before launching, start-from (`init_weights`) or teacher (`distill_from`) weights the trainer
-    would refuse: unreadable, an ensemble to start from, or trained on another split than this run's."""
+    would refuse: unreadable, an ensemble to start from, or trained on another split than this run's
+    (`metadata`: the data folder's CSV as `_checked_data_root` read it)."""
     read: list[tuple[str, dict[str, Any], str]] = []  # (path, weights JSON, role for the message)
     if options.get("init_weights"):
         path = str(options["init_weights"])
@@ -513,17 +516,19 @@ def _check_read_weights(options: Mapping[str, Any]) -> None:
         path = str(options["distill_from"])
         read.append((path, _weights_meta(path, "teacher "), "teacher "))
     if read:
-        _refuse_other_split(read, form_data_config(options))
+        _refuse_other_split(read, form_data_config(options), metadata)
 
 
-def _refuse_other_split(read: Sequence[tuple[str, dict[str, Any], str]], data: DataConfig) -> None:
+def _refuse_other_split(
+    read: Sequence[tuple[str, dict[str, Any], str]], data: DataConfig, metadata: pd.DataFrame | None = None
+) -> None:
     """A JobError when weights the run will read were trained on another split than the one `data` draws:
     they have seen this run's validation or test images, and the trainer would refuse them a minute later.
     Weights that record checksums of their data (`manifest_sha256`, `split_sha256`) are judged as the trainer
     judges them (`weights_split_problem`), on the split drawn here as the trainer draws it (`split_dataset`:
     the metadata and file names, no image decoded); others by their recorded split settings alone."""
     recorded = any(isinstance(meta.get(k), str) for _, meta, _ in read for k in ("manifest_sha256", "split_sha256"))
-    dataset = _run_split(data) if recorded else None
+    dataset = _run_split(data, metadata) if recorded else None
     for path, meta, role in read:
         if dataset is None:
             mismatch = split_mismatch(meta, to_dict(data))
@@ -533,11 +538,12 @@ def _refuse_other_split(read: Sequence[tuple[str, dict[str, Any], str]], data: D
             raise JobError(f"{role}{path}: {mismatch}")
 
 
-def _run_split(data: DataConfig) -> Dataset:
-    """The split a new run will draw (`train.split_dataset`), or a JobError naming the data folder when it
-    cannot be drawn: the trainer would fail on it the same way, after a minute of starting."""
+def _run_split(data: DataConfig, metadata: pd.DataFrame | None = None) -> Dataset:
+    """The split a new run will draw (`train.split_dataset`, from `metadata` when read already), or a JobError
+    naming the data folder when it cannot be drawn: the trainer would fail on it the same way, after a minute
+    of starting."""
     try:
-        return split_dataset(data)
+        return split_dataset(data, metadata)
     except DataError as exc:
         raise JobError(f"data folder: {exc}") from None
     except OSError as exc:  # a folder that cannot be listed, a CSV that cannot be opened
@@ -948,12 +954,16 @@ def shown_run_columns(table: pd.DataFrame) -> list[str]:
 
 
 def finished_weights(
-    runs: str | os.PathLike[str] | None = None, fine_tuned: bool = False, ensembles: bool = False
+    runs: str | os.PathLike[str] | None = None,
+    fine_tuned: bool = False,
+    ensembles: bool = False,
+    table: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """Runs whose weights can start a new run or join an ensemble, as {label: weights path}, newest first:
     finished or stopped, not ensembles (unless `ensembles`); with `fine_tuned`, only runs with a trained
-    classifier."""
-    table = list_runs(runs)
+    classifier. `table`: the `list_runs` table when the caller has read it (the Training page offers runs in
+    three lists, and listing reads every run's config and metrics)."""
+    table = list_runs(runs) if table is None else table
     usable = table["weights"].notna() & table["status"].isin(["finished", "stopped"])
     if not ensembles:
         usable &= table["stage"] != ENSEMBLE_STAGE
@@ -974,11 +984,12 @@ def comparable_runs(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["stage"] != ENSEMBLE_STAGE) & (table["status"] != UNREADABLE) & written]
 
 
-def teacher_choices(runs: str | os.PathLike[str] | None = None) -> dict[str, str]:
+def teacher_choices(runs: str | os.PathLike[str] | None = None, table: pd.DataFrame | None = None) -> dict[str, str]:
     """Models that can teach a fine-tuning run (`--distill-from`), as {label: weights path}: the shipped model,
-    then finished or stopped runs with a trained classifier, ensembles included, newest first."""
+    then finished or stopped runs with a trained classifier, ensembles included, newest first (`table`: as for
+    `finished_weights`)."""
     shipped = {"shipped default model (weights/model.safetensors)": str(DEFAULT_WEIGHTS)}
-    return {**shipped, **finished_weights(runs, fine_tuned=True, ensembles=True)}
+    return {**shipped, **finished_weights(runs, fine_tuned=True, ensembles=True, table=table)}
 
 
 # ------------------------------------------------------------------------------------------- disk space

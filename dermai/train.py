@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
@@ -340,12 +341,13 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def split_dataset(data: DataConfig) -> Dataset:
+def split_dataset(data: DataConfig, metadata: pd.DataFrame | None = None) -> Dataset:
     """The images a run reads, each with its side and whether it keeps its label, from the metadata CSV and
     the file names alone (no image is decoded): what `prepare_data` trains on, and what the app checks
-    start-from and teacher weights against before it launches a run (`weights_split_problem`)."""
+    start-from and teacher weights against before it launches a run (`weights_split_problem`; `metadata`: the
+    CSV as it read it, passed to `load_dataset`)."""
     return attach_splits(
-        load_dataset(data.data_dir),
+        load_dataset(data.data_dir, metadata),
         seed=data.seed,
         val_fraction=data.val_fraction,
         test_fraction=data.test_fraction,

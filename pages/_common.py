@@ -121,10 +121,17 @@ def data_folder_problem(root: str) -> str | None:
     return _folder_problem(root, stamp)
 
 
-@st.cache_data(max_entries=16)
+@st.cache_data(max_entries=64)
 def weights_meta(path: str, mtime: tuple[int, int]) -> dict[str, Any]:
-    """The JSON beside a weights file (mtime in the key: re-saved weights are re-read)."""
+    """The JSON beside a weights file (mtime in the key: re-saved weights are re-read); room for every run's of
+    a busy runs folder, which the Weights lists read (`cached_meta`)."""
     return read_meta(path)
+
+
+def cached_meta(path: str) -> dict[str, Any]:
+    """A weights file's JSON through `weights_meta`'s cache: what the Weights lists (`app_support.weight_choices`,
+    `same_split_choices`) read, so each run's JSON is read once, not once per list and per rerun."""
+    return weights_meta(path, app_support.weights_mtime(path))
 
 
 def current_meta() -> dict[str, Any]:
@@ -197,7 +204,7 @@ def sidebar() -> None:
             st.warning(f"{problem}: enter another folder above.")
         elif not state[app_support.DATA_KEY]:  # cleared: every page falls back to the default folder
             st.caption(f"Empty: the default folder is used, {folder}")
-        choices = app_support.weight_choices(jobs.runs_dir(), state[app_support.WEIGHTS_KEY])
+        choices = app_support.weight_choices(jobs.runs_dir(), state[app_support.WEIGHTS_KEY], cached_meta)
         st.selectbox(
             "Weights",
             list(choices),

@@ -17,7 +17,15 @@ from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
 from dermai.predict import tta_mismatch, validated_tta
 from dermai.weights import untrained_classifier
-from pages._common import current_meta, data_dir, plain_errors, show_images, warn_if_weights_gone, weights_path
+from pages._common import (
+    cached_meta,
+    current_meta,
+    data_dir,
+    plain_errors,
+    show_images,
+    warn_if_weights_gone,
+    weights_path,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -309,7 +317,8 @@ st.caption(
     "These weights (A) and another model of the same split (B) on the same images: the paired difference "
     "B − A with a 95% interval that resamples lesions for both together. An interval spanning 0 is noise."
 )
-others = app_support.same_split_choices(app_support.weight_choices(current=weights), weights)
+listed = app_support.weight_choices(current=weights, read=cached_meta)  # each JSON read once: the sidebar's cache
+others = app_support.same_split_choices(listed, weights, cached_meta)
 app_support.restore_widgets(state, {"cmp_other": list(others)})
 m1, m2, m3 = st.columns([2, 1, 1])
 other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None

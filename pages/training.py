@@ -23,9 +23,10 @@ runs = jobs.runs_dir()
 st.caption(f"Runs folder `{runs}` · one training job at a time on this machine · data `{data_dir() or '(none)'}`")
 STAGES = ["both", "pretrain", "finetune"]
 RANDOM_START = "random initialisation"
-start_choices = jobs.finished_weights(runs)  # {label: weights path}
+history = jobs.list_runs(runs)  # read once per render: the start, teacher and ensemble lists and the Runs table
+start_choices = jobs.finished_weights(table=history)  # {label: weights path}
 NO_TEACHER = "none"
-teacher_choices = jobs.teacher_choices(runs)  # {label: weights path}
+teacher_choices = jobs.teacher_choices(table=history)  # {label: weights path}
 START_WIDGETS = {"train_training_seed": None, "train_reset_classifier": None}  # beside "start_from"
 
 state = st.session_state
@@ -311,7 +312,6 @@ st.subheader("Runs")
 for said in ("train_deleted", "train_resumed"):  # said after the rerun that follows a deletion or a resume
     if said in state:
         st.success(state.pop(said))
-history = jobs.list_runs(runs)
 if history.empty:
     st.info("No runs yet.")
     st.stop()
@@ -407,7 +407,7 @@ with st.expander("Combine runs into an ensemble"):
         "(and a fresh classifier when they start from one fine-tuned run)."
     )
     with st.form("ensemble_form"):
-        candidates = jobs.finished_weights(runs, fine_tuned=True)
+        candidates = jobs.finished_weights(fine_tuned=True, table=history)
         members = st.multiselect("Members (two or more)", list(candidates), key="ensemble_members")
         ensemble_name = st.text_input("Ensemble name (optional)", help="default: date-time-ensemble")
         sizes_text = st.text_input(

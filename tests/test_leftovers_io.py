@@ -5,7 +5,9 @@ a decompression bomb's message."""
 from __future__ import annotations
 
 import io
+import os
 import struct
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageCms
+from streamlit.testing.v1 import AppTest
 
-from dermai import app_support, data
+from dermai import app_support, data, jobs
 from dermai.intake import read_image
-from tests.conftest import ham_rows, make_folder
+from tests import test_app_pages
+from tests.conftest import HAM, ham_rows, make_folder
+from tests.test_app_pages import REPO, TIMEOUT, assert_clean, copy_tiny_run, page
+from tests.test_app_support import tiny_weights
+
+app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
 # A stored 60×40 (landscape) picture with a bright block near its top left: under EXIF orientation 6 it is shown
 # turned a quarter clockwise, 40×60 (portrait), with the block near its top right.
@@ -190,3 +198,62 @@ def test_a_cmyk_jpeg_with_an_unusable_profile_is_converted_plainly_with_a_note(p
     pixel = np.asarray(read.image, dtype=int)[20, 20]
     assert np.abs(pixel - np.asarray(cyan.convert("RGB"))[20, 20]).max() <= 8
     assert len(read.warnings) == 1 and read.warnings[0].startswith("print.jpg: its embedded CMYK colour profile")
+
+
+# -------------------------------------------------------------------- each file read once per Training render
+def _count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, key: Callable[..., str]) -> Counter:
+    """Calls of `owner.name`, counted by `key` of their arguments (the file each one reads)."""
+    counts: Counter = Counter()
+    real = getattr(owner, name)
+
+    def counted(*args: object, **kwargs: object) -> object:
+        counts[key(*args, **kwargs)] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return counts
+
+
+def test_the_training_page_lists_the_runs_once(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start-from, teacher and ensemble lists and the Runs table each listed the runs folder afresh: every
+    run's config, metrics and log read four times per render."""
+    runs = Path(os.environ["DERMAI_RUNS"])
+    for name in ("a", "b"):
+        copy_tiny_run(app_env, runs / name)
+    rows = _count_calls(monkeypatch, jobs, "run_row", lambda run, *_: Path(run).name)
+    at = page("training").run()
+    assert_clean(at)
+    assert rows == {"a": 1, "b": 1}
+    assert {"a (finetune", "b (finetune"} <= {o.split(",")[0] for o in at.selectbox(key="start_from").options}
+
+
+def test_the_weights_lists_read_each_runs_json_once(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidebar's Weights list and the Evaluation page's comparison list (`weight_choices`, then
+    `same_split_choices`) each read every run's weights JSON: now once, through the pages' cache."""
+    runs = Path(os.environ["DERMAI_RUNS"])
+    for name in ("a", "b"):
+        copy_tiny_run(app_env, runs / name)
+    reads = _count_calls(monkeypatch, Path, "read_bytes", lambda path: str(path))
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/evaluation.py").run()
+    assert_clean(at)
+    assert {p: n for p, n in reads.items() if p.startswith(str(runs))} == {
+        str(runs / "a" / "model.json"): 1,
+        str(runs / "b" / "model.json"): 1,
+    }
+    assert set(at.selectbox(key="cmp_other").options) >= {"a (finished)", "b (finished)"}
+
+
+def test_starting_from_weights_reads_the_metadata_csv_once(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data folder's check and the start-from weights' split check each read the metadata CSV."""
+    if not (HAM / "HAM10000_metadata.csv").exists():
+        pytest.skip(f"HAM10000 copy not found at {HAM}")
+    weights = tiny_weights(tmp_path_factory.getbasetemp())  # fine-tuned on HAM's first 64 images, default seed
+    reads = _count_calls(monkeypatch, pd, "read_csv", lambda path, *_, **__: str(path))
+    monkeypatch.setattr(jobs, "_launch", lambda stage, run_dir, command, runs: (command, runs))  # checked only
+    options = {"data": str(HAM), "limit": 64, "init_weights": str(weights)}
+    command, runs = jobs.start_job("finetune", options, tmp_path / "runs")
+    assert str(weights) in command and runs == tmp_path / "runs"
+    assert reads == {str(HAM / "HAM10000_metadata.csv"): 1}
