@@ -252,6 +252,34 @@ def _reduce(image: Image.Image) -> None:
     image.draft(image.mode, (math.ceil(width / scale), math.ceil(height / scale)))
 
 
+def _too_many_pixels(name: str, width: int, height: int) -> IntakeError:
+    """The refusal of an image over MAX_PIXELS, naming its size in pixels and megapixels."""
+    return IntakeError(
+        f"{name}: {width}×{height} pixels ({width * height / 1e6:.0f} MP) is more than the "
+        f"{MAX_PIXELS // 10**6} MP this app reads (a guard against decompression bombs): save a smaller "
+        "copy; the model looks at about 120 px anyway"
+    )
+
+
+def _header_size(data: bytes | None) -> tuple[int, int] | None:
+    """The (width, height) a file's header claims, read by the format's own Pillow plugin, as Image.open does
+    but without its decompression-bomb check: over about 179 MP that check refuses the file before its size
+    is known, and the refusal should still say how big it is. None when no plugin reads the header."""
+    if not data:
+        return None
+    Image.init()
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            with factory(io.BytesIO(data)) as image:  # the header only: no pixel is decoded
+                return image.size
+        except Exception:  # not this format (each plugin raises its own kind): try the next
+            continue
+    return None
+
+
 class _Decoded(NamedTuple):
     image: Image.Image
     format: str | None
@@ -294,11 +322,7 @@ def _decode(data: bytes | None, image: Image.Image | None, name: str) -> _Decode
         width, height = image.size
         _reduce(image)
         if image.size[0] * image.size[1] > MAX_PIXELS:
-            raise IntakeError(
-                f"{name}: {width}×{height} pixels ({width * height / 1e6:.0f} MP) is more than the "
-                f"{MAX_PIXELS // 10**6} MP this app reads (a guard against decompression bombs): save a smaller "
-                "copy; the model looks at about 120 px anyway"
-            )
+            raise _too_many_pixels(name, width, height)
         fmt, frames = image.format, int(getattr(image, "n_frames", 1))
     image.load()  # the slow part, in parallel where the caller decodes in threads
     with _pillow_warnings(found):
@@ -324,6 +348,8 @@ def read_image(source: bytes | str | os.PathLike[str] | BinaryIO | Image.Image, 
     except IntakeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if size := _header_size(data):
+            raise _too_many_pixels(name, *size) from exc
         raise IntakeError(
             f"{name}: too many pixels to decode safely (a guard against decompression bombs): save a smaller copy"
         ) from exc

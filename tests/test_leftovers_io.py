@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -257,3 +258,40 @@ def test_starting_from_weights_reads_the_metadata_csv_once(
     command, runs = jobs.start_job("finetune", options, tmp_path / "runs")
     assert str(weights) in command and runs == tmp_path / "runs"
     assert reads == {str(HAM / "HAM10000_metadata.csv"): 1}
+
+
+# ------------------------------------------------------------------------------------ a decompression bomb
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A tiny valid JPEG whose frame header (SOF0) claims another size: over Pillow's own bomb limit (about
+    179 MP), Image.open refuses it before anything else reads its size."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (120, 80, 60)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # marker, length, precision, then height and width
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+SAID = "huge.jpg: 20000×10000 pixels (200 MP) is more than the 50 MP this app reads"
+
+
+def test_a_jpeg_over_pillows_bomb_limit_is_refused_naming_its_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dermai.cli import main
+    from dermai.intake import IntakeError
+
+    with pytest.raises(IntakeError, match=f"^{re.escape(SAID)}"):
+        read_image(_jpeg_claiming(20000, 10000), "huge.jpg")
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(_jpeg_claiming(20000, 10000))
+    assert main(["predict", str(huge)]) != 0
+    assert f"error: {tmp_path}/{SAID}" in capsys.readouterr().err
+
+
+def test_the_predict_page_names_a_bombs_size(app_env: Path) -> None:
+    at = page("predict").run()
+    at.file_uploader[0].upload("huge.jpg", _jpeg_claiming(20000, 10000), "image/jpeg")
+    at.run()
+    assert_clean(at)
+    assert [e.value for e in at.error][0].startswith(f"Cannot analyse this file: {SAID}")
