@@ -9,6 +9,7 @@ only; images are decoded once into a uint8 cache that training reads instead of 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -711,8 +712,33 @@ def atomic_target(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
         with suppress(OSError):  # the rename itself durable too, where the file system lets a folder be synced
             _fsync(path.parent)
+    except WriteFailure:  # a nested atomic write's, naming its own file
+        raise
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        raise write_failure(path, exc) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+# A full disk, a quota, a file too large, a read-only disk: errnos that say why the file itself could not be
+# written, whatever else the block did (an image it failed to read has another errno, and its own message).
+WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+class WriteFailure(OSError):
+    """A file that could not be written, named with the cause (`write_failure`)."""
+
+
+def write_failure(path: Path, exc: OSError) -> WriteFailure:
+    """An OSError naming the file that could not be written and why ("cannot write x.json (No space left on
+    device)"), errno kept: Python's says only "[Errno 28] No space left on device", or names the temporary. It
+    is raised once the temporary is gone, so an older file at `path` is the one the user had."""
+    kept = "; the file there before is kept as it was" if path.exists() else ""
+    error = WriteFailure(f"cannot write {path} ({exc.strerror or exc}){kept}")
+    error.errno = exc.errno  # not strerror: with both set, str() would be errno text again
+    return error
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> Path:

@@ -504,11 +504,13 @@ def write_outputs(
     report_path: str | os.PathLike[str],
     predictions_path: str | os.PathLike[str],
 ) -> None:
-    """Report JSON and predictions CSV, written together: both temporaries are made (and both places
-    checked) before either is renamed into place, so an unwritable one leaves neither file behind."""
-    with atomic_target(Path(report_path)) as report_tmp, atomic_target(Path(predictions_path)) as predictions_tmp:
+    """Report JSON and predictions CSV, written together: both are written (and both places checked) before
+    either is renamed into place, so an unwritable one leaves neither file behind. Each is written inside its
+    own atomic write only, so a full disk is reported against the file whose write failed."""
+    with atomic_target(Path(report_path)) as report_tmp:
         report_tmp.write_text(json.dumps(report, indent=2, default=str))
-        predictions_tmp.write_bytes(predictions.to_csv(index=False).encode())
+        with atomic_target(Path(predictions_path)) as predictions_tmp:
+            predictions_tmp.write_bytes(predictions.to_csv(index=False).encode())
 
 
 def _fmt(value: float | None) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import math
 import os
@@ -55,7 +56,7 @@ from dermai.data import (
     DataError,
     Dataset,
     assign_labelled,
-    atomic_target,
+    atomic_write_bytes,
     attach_splits,
     class_balanced_weights,
     load_dataset,
@@ -337,8 +338,11 @@ def _torch_gen(*parts: int, device: torch.device | str = "cpu") -> torch.Generat
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_target(path) as tmp:
-        torch.save(obj, tmp)
+    """Serialised in memory, then written by Python: torch's own writer (given a path or a file) reports a full
+    disk as a RuntimeError ("unexpected pos …") that names neither the file nor the cause."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def split_dataset(data: DataConfig, metadata: pd.DataFrame | None = None) -> Dataset:

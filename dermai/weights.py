@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from dermai.calibration import TEMPERATURE_BOUNDS
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, is_number
-from dermai.data import atomic_target, write_json_atomic
+from dermai.data import atomic_write_bytes, write_json_atomic
 from dermai.ensemble import EnsembleModel, is_image_size, is_input_size
 from dermai.model import SimCLRResNet18
 
@@ -90,8 +90,9 @@ def save_weights(
     for key, value in (extra or {}).items():
         tensors[EXTRA_PREFIX + key] = value.detach().cpu().float().contiguous()
     pair_id = uuid.uuid4().hex
-    with atomic_target(target) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, PAIR_ID: pair_id})
+    # Serialised here and written by Python: safetensors' own writer reports a full disk as a SafetensorError,
+    # which is no OSError, so the command printed a traceback instead of naming the file.
+    atomic_write_bytes(target, save(tensors, metadata={"format": FORMAT, PAIR_ID: pair_id}))
     rest = {k: v for k, v in meta.items() if k != PAIR_ID}
     write_json_atomic(target.with_suffix(".json"), {"format": FORMAT, PAIR_ID: pair_id, **rest})
     return target

@@ -1,0 +1,112 @@
+"""What the commands leave when a write fails (a full disk, a file-size limit) or the user interrupts them:
+the old file or the new one, never half of one, no temporary left, and one line naming the file."""
+
+from __future__ import annotations
+
+import errno
+import resource
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from dermai import data
+from dermai.evaluate import write_outputs
+from dermai.model import SimCLRResNet18
+from dermai.train import _atomic_torch_save
+from dermai.weights import load_weights, save_weights
+
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Python file write raises ENOSPC, as on a full disk (after the temporary was made)."""
+
+    def full(self: Path, payload: object) -> int:
+        raise DISK_FULL
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    monkeypatch.setattr(Path, "write_text", full)
+
+
+@contextmanager
+def one_megabyte_files() -> Iterator[None]:
+    """A real OS limit on file size (RLIMIT_FSIZE): writes past 1 MB fail with EFBIG in any writer, Python's,
+    torch's or safetensors' (Rust), as a full disk fails them. SIGXFSZ ignored, so the write returns the error."""
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, previous_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path, full_disk: None) -> None:
+    """Python's error said "[Errno 28] No space left on device", naming no file."""
+    target = tmp_path / "report.json"
+    with open(target, "w") as handle:  # not Path.write_text: the fixture made it fail
+        handle.write("old")
+    with pytest.raises(OSError) as caught:
+        data.write_json_atomic(target, {"new": 1})
+    assert str(caught.value) == (
+        f"cannot write {target} (No space left on device); the file there before is kept as it was"
+    )
+    assert caught.value.errno == errno.ENOSPC
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_evaluate_outputs_on_a_full_disk_name_the_file_once(tmp_path: Path, full_disk: None) -> None:
+    """The report and predictions are written in two nested atomic writes: the report's failed write was
+    named as the predictions' (the inner one's), then wrapped again by the outer one."""
+    report, predictions = tmp_path / "r.json", tmp_path / "p.csv"
+    with pytest.raises(OSError) as caught:
+        write_outputs({"auroc": 0.5}, pd.DataFrame({"image_id": ["a"]}), report, predictions)
+    assert str(caught.value) == f"cannot write {report} (No space left on device)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_predictions_on_a_full_disk_are_named_and_the_report_is_not_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report, predictions = tmp_path / "r.json", tmp_path / "p.csv"
+    real_write = Path.write_bytes
+
+    def full_for_csv(self: Path, payload: bytes) -> int:
+        if self.name.startswith(".p.csv."):
+            raise DISK_FULL
+        return real_write(self, payload)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_csv)
+    with pytest.raises(OSError) as caught:
+        write_outputs({"auroc": 0.5}, pd.DataFrame({"image_id": ["a"]}), report, predictions)
+    assert str(caught.value) == f"cannot write {predictions} (No space left on device)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_past_a_size_limit_name_the_file_and_keep_the_old_pair(tmp_path: Path) -> None:
+    """safetensors' writer raised a SafetensorError (no OSError): the command printed a traceback."""
+    target = tmp_path / "model.safetensors"
+    torch.manual_seed(0)
+    model = SimCLRResNet18(len(CLASSES))
+    save_weights(model, target, {"classes": CLASSES, "image_size": 32, "temperature": 1.0})
+    with one_megabyte_files(), pytest.raises(OSError) as caught:
+        save_weights(model, target, {"classes": CLASSES, "image_size": 32, "temperature": 2.0})
+    assert str(caught.value) == (f"cannot write {target} (File too large); the file there before is kept as it was")
+    assert load_weights(target).meta["temperature"] == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_a_checkpoint_past_a_size_limit_names_the_file(tmp_path: Path) -> None:
+    """torch.save's writer said only "[enforce fail at inline_container.cc] unexpected pos …"."""
+    target = tmp_path / "checkpoints" / "last.pt"
+    with one_megabyte_files(), pytest.raises(OSError, match=rf"^cannot write {target} \(File too large\)$"):
+        _atomic_torch_save({"model": torch.zeros(1 << 19)}, target)
+    assert list(target.parent.iterdir()) == []
