@@ -792,6 +792,33 @@ def _open_cache(target: Path) -> np.ndarray | None:
         return None
 
 
+def _allocate(path: Path) -> None:
+    """Give the (sparse) cache file its disk blocks before it is written through a memory map: a map written
+    past the free space kills the process with SIGBUS (no message, its temporary left behind), where this
+    fails with ENOSPC. A file system that cannot allocate ahead (EOPNOTSUPP, EINVAL) is written as before."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in WRITE_FAILURES:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _cache_write(target: Path) -> Iterator[Path]:
+    """`atomic_target` for a cache file, whose write failure also says where the cache is chosen: the user
+    did not name this file, and may not know where it goes."""
+    try:
+        with atomic_target(target) as tmp:
+            yield tmp
+    except WriteFailure as exc:
+        failure = WriteFailure(f"{exc}; it is the pixel cache, whose folder $DERMAI_CACHE (or --cache-dir) sets")
+        failure.errno = exc.errno
+        raise failure from None
+
+
 def _cached_decode(
     paths: Sequence[str],
     shape: tuple[int, ...],
@@ -812,8 +839,9 @@ def _cached_decode(
             return cached
     if target.parent.is_dir():
         prune_cache(target.parent, target, max(0, limit - len(paths) * int(np.prod(shape))))
-    with atomic_target(target) as tmp:
+    with _cache_write(target) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *shape))
+        _allocate(tmp)
         pool = ThreadPoolExecutor(max_workers=max(1, workers))
         try:
             for i, pixels in enumerate(pool.map(decode, paths)):

@@ -19,6 +19,7 @@ from dermai.evaluate import write_outputs
 from dermai.model import SimCLRResNet18
 from dermai.train import _atomic_torch_save
 from dermai.weights import load_weights, save_weights
+from tests.conftest import ham_rows, make_folder
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
@@ -110,3 +111,23 @@ def test_a_checkpoint_past_a_size_limit_names_the_file(tmp_path: Path) -> None:
     with one_megabyte_files(), pytest.raises(OSError, match=rf"^cannot write {target} \(File too large\)$"):
         _atomic_torch_save({"model": torch.zeros(1 << 19)}, target)
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_pixel_cache_on_a_full_disk_is_named_not_a_bus_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache was written through a memory map of a sparse file: on a full disk the process died of SIGBUS
+    (no message) and left its temporary in the cache folder. Its blocks are now allocated first (here the
+    allocation meets the full disk)."""
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise DISK_FULL
+
+    monkeypatch.setattr("os.posix_fallocate", full)
+    root = make_folder(tmp_path / "d", ham_rows(1, 1))
+    paths = list(data.load_dataset(root).meta["path"])
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError) as caught:
+        data.load_pixels(paths, 32, cache)
+    message = str(caught.value)
+    assert message.startswith(f"cannot write {cache}/pixels-") and "(No space left on device)" in message
+    assert message.endswith("it is the pixel cache, whose folder $DERMAI_CACHE (or --cache-dir) sets")
+    assert caught.value.errno == errno.ENOSPC and list(cache.iterdir()) == []
