@@ -327,6 +327,39 @@ def foreign_entry(run_dir: Path, own: Callable[[str], bool] = LAUNCH_ENTRIES.__c
     return run_dir / others[0] if others else None
 
 
+# What a new run has written before its first checkpoint (beside a launcher's files): a run interrupted then
+# leaves only these, which neither a new run (files it did not write) nor --resume (no checkpoint) accepts.
+UNSTARTED_ENTRIES = frozenset({*LAUNCH_ENTRIES, "config.json", "manifest.csv", "metrics.jsonl", "checkpoints"})
+
+
+def stopped_unsaved(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a trainer's run that stopped (or is still in its first epoch) before its first
+    checkpoint: only `UNSTARTED_ENTRIES`, a manifest.csv and a config.json written by a trainer (its settings
+    and split checksum), no checkpoints/last.pt. A folder of the user's own is never taken for one."""
+    if (run_dir / "checkpoints" / "last.pt").exists() or not (run_dir / "manifest.csv").is_file():
+        return False
+    if set(os.listdir(run_dir)) - UNSTARTED_ENTRIES:
+        return False
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and isinstance(saved.get("config"), dict) and "manifest_sha256" in saved
+
+
+def stopped_before_checkpoint(run_dir: Path) -> str:
+    """Why a run folder holding no checkpoint yet can be neither resumed nor reused, and what to do: the same
+    words for a rerun and for --resume (they said "exists already" and "no config.json or checkpoints/last.pt",
+    though config.json was there). A trainer still working there is named instead: its folder is not to go."""
+    holder = run_lock_holder(run_dir)
+    if holder is not None:
+        return f"{run_dir}: another trainer ({holder}) is running in this folder; stop it or wait for it to end"
+    return (
+        f"{run_dir}: this run stopped before its first checkpoint (one is saved at the end of each epoch), so there "
+        "is nothing to resume; delete the folder to train it again, or choose another --out folder"
+    )
+
+
 def _rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng([abs(int(p)) for p in parts])
 
@@ -480,6 +513,8 @@ class Trainer:
         self.swa: AveragedModel | None = None  # the running weight average during SWA epochs
         if resume:
             config_path = self.run_dir / "config.json"
+            if stopped_unsaved(self.run_dir):
+                raise TrainingError(stopped_before_checkpoint(self.run_dir))
             if not config_path.exists() or not self.checkpoint_path.exists():
                 raise TrainingError(f"{self.run_dir}: nothing to resume (no config.json or checkpoints/last.pt)")
             if run_finished(self.run_dir):
@@ -501,6 +536,8 @@ class Trainer:
         elif self.checkpoint_path.exists():
             raise TrainingError(f"{self.run_dir}: holds a run already; use --resume or another --out folder")
         elif (entry := foreign_entry(self.run_dir)) is not None:
+            if stopped_unsaved(self.run_dir):
+                raise TrainingError(stopped_before_checkpoint(self.run_dir))
             raise TrainingError(
                 f"{entry}: exists already; a new run writes its files into {self.run_dir}, so choose another "
                 "--out folder (a new or empty one)"

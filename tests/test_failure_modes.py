@@ -4,6 +4,7 @@ the old file or the new one, never half of one, no temporary left, and one line 
 from __future__ import annotations
 
 import errno
+import json
 import resource
 import signal
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ import pytest
 import torch
 
 from dermai import data
+from dermai.cli import main
+from dermai.config import RunConfig
 from dermai.evaluate import write_outputs
 from dermai.model import SimCLRResNet18
-from dermai.train import _atomic_torch_save
+from dermai.train import Trainer, TrainingError, _atomic_torch_save, run_lock
 from dermai.weights import load_weights, save_weights
 from tests.conftest import ham_rows, make_folder
 
@@ -131,3 +134,64 @@ def test_a_pixel_cache_on_a_full_disk_is_named_not_a_bus_error(tmp_path: Path, m
     assert message.startswith(f"cannot write {cache}/pixels-") and "(No space left on device)" in message
     assert message.endswith("it is the pixel cache, whose folder $DERMAI_CACHE (or --cache-dir) sets")
     assert caught.value.errno == errno.ENOSPC and list(cache.iterdir()) == []
+
+
+def train_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    """A tiny CLI training run (16 px, one epoch per stage)."""
+    sizes = ["--image-size", "16", "--batch-size", "8", "--pretrain-epochs", "1", "--finetune-epochs", "1"]
+    return ["train", "--data", str(root), "--out", str(out), *sizes, "--quiet", *extra]
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_says_how_to_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_torch_thread: None
+) -> None:
+    """Ctrl-C in the first epoch left config.json and manifest.csv but no checkpoint: the same command said
+    "config.json: exists already … choose another --out folder" and --resume "nothing to resume (no
+    config.json or checkpoints/last.pt)", though config.json was there; neither said what to do."""
+    root, out = make_folder(tmp_path / "d", ham_rows(4, 2)), tmp_path / "run"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_step", interrupted)
+        assert main(train_argv(root, out)) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+    assert {"config.json", "manifest.csv"} <= {p.name for p in out.iterdir()}
+    assert not (out / "checkpoints" / "last.pt").exists()
+    expected = (
+        f"error: {out}: this run stopped before its first checkpoint (one is saved at the end of each epoch), so "
+        "there is nothing to resume; delete the folder to train it again, or choose another --out folder\n"
+    )
+    for extra in ((), ("--resume",)):
+        assert main(train_argv(root, out, *extra)) == 2
+        assert capsys.readouterr().err == expected
+
+
+def test_a_folder_with_other_files_is_still_refused_as_not_a_run(tmp_path: Path) -> None:
+    """Only a folder holding nothing but what a new run writes first gets the "stopped before" advice."""
+    run_config = json.dumps({"config": {}, "manifest_sha256": "0" * 64})
+    for name, files in (
+        ("notes", {"config.json": run_config, "manifest.csv": "", "notes.txt": "mine"}),
+        ("own-config", {"config.json": '{"mine": 1}', "manifest.csv": ""}),
+    ):
+        out = tmp_path / name
+        out.mkdir()
+        for file, text in files.items():
+            (out / file).write_text(text)
+        with pytest.raises(TrainingError, match=rf"^{out / 'config.json'}: exists already"):
+            Trainer(RunConfig(), out)
+        with pytest.raises(TrainingError, match=rf"^{out}: nothing to resume \(no config.json"):
+            Trainer(RunConfig(), out, resume=True)
+
+
+def test_a_run_still_training_before_its_first_checkpoint_is_not_called_stopped(tmp_path: Path) -> None:
+    """Advice to delete the folder of a trainer still working there would destroy its run."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"config": {}, "manifest_sha256": "0" * 64}))
+    (out / "manifest.csv").write_text("")
+    with run_lock(out):
+        for resume in (False, True):
+            with pytest.raises(TrainingError, match=rf"^{out}: another trainer \(pid \d+\) is running in this folder"):
+                Trainer(RunConfig(), out, resume=resume)
