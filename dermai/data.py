@@ -731,11 +731,12 @@ class WriteFailure(OSError):
     """A file that could not be written, named with the cause (`write_failure`)."""
 
 
-def write_failure(path: Path, exc: OSError) -> WriteFailure:
+def write_failure(path: Path, exc: OSError, replaced: bool = True) -> WriteFailure:
     """An OSError naming the file that could not be written and why ("cannot write x.json (No space left on
     device)"), errno kept: Python's says only "[Errno 28] No space left on device", or names the temporary. It
-    is raised once the temporary is gone, so an older file at `path` is the one the user had."""
-    kept = "; the file there before is kept as it was" if path.exists() else ""
+    is raised once the temporary is gone, so an older file at `path` is the one the user had (`replaced`: an
+    atomic write's; an append's file is not kept as it was)."""
+    kept = "; the file there before is kept as it was" if replaced and path.exists() else ""
     error = WriteFailure(f"cannot write {path} ({exc.strerror or exc}){kept}")
     error.errno = exc.errno  # not strerror: with both set, str() would be errno text again
     return error
@@ -943,6 +944,25 @@ def load_masks(
     # keyed by the images too: their EXIF orientation turns the masks (`read_mask`)
     target = folder / f"masks-{cache_key([*paths, *images.values()], size)}-{_size_tag(size)}px.npy"
     return _cached_decode(paths, input_frame(size), lambda p: decode_mask(p, images[p], size), target, workers)
+
+
+def append_json_lines(path: Path, records: Sequence[object]) -> None:
+    """Append one JSON line per record to a log (a run's metrics.jsonl). A last line left torn by a full disk
+    or a kill is ended first, so the first record appended after it is not glued onto it and lost to readers
+    (which skip a line that is not JSON); a failed write names the log (`write_failure`)."""
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    try:
+        with open(path, "ab+") as handle:  # appends go to the end whatever the position read from
+            size = handle.seek(0, os.SEEK_END)
+            if size:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    text = "\n" + text
+            handle.write(text.encode())
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        raise write_failure(path, exc, replaced=False) from None
 
 
 def write_json_atomic(path: Path, payload: object) -> Path:

@@ -55,6 +55,7 @@ from dermai.config import (
 from dermai.data import (
     DataError,
     Dataset,
+    append_json_lines,
     assign_labelled,
     atomic_write_bytes,
     attach_splits,
@@ -566,8 +567,7 @@ class Trainer:
         record = {"time": time.time(), **record}
         keep_going = True
         if self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_json_lines(self.run_dir / "metrics.jsonl", [record])
             if self.callback is not None and self.callback(record) is False:
                 keep_going = False
         return keep_going

@@ -4,6 +4,7 @@ the old file or the new one, never half of one, no temporary left, and one line 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import resource
 import signal
@@ -20,7 +21,7 @@ from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.evaluate import write_outputs
 from dermai.model import SimCLRResNet18
-from dermai.train import Trainer, TrainingError, _atomic_torch_save, run_lock
+from dermai.train import Trainer, TrainingError, _atomic_torch_save, read_metrics, run_lock
 from dermai.weights import load_weights, save_weights
 from tests.conftest import ham_rows, make_folder
 
@@ -195,3 +196,30 @@ def test_a_run_still_training_before_its_first_checkpoint_is_not_called_stopped(
         for resume in (False, True):
             with pytest.raises(TrainingError, match=rf"^{out}: another trainer \(pid \d+\) is running in this folder"):
                 Trainer(RunConfig(), out, resume=resume)
+
+
+def test_a_record_logged_after_a_torn_line_is_kept(tmp_path: Path) -> None:
+    """A full disk or a kill mid-write leaves metrics.jsonl's last line torn; the next record (a resumed
+    run's first) was glued onto it, and readers, which skip a line that is not JSON, lost both."""
+    out = tmp_path / "run"
+    out.mkdir()
+    trainer = Trainer(RunConfig(), out)
+    (out / "metrics.jsonl").write_text('{"kind": "step", "step": 1}\n{"kind": "st')
+    trainer._log({"kind": "resume", "step": 2})
+    assert [(r["kind"], r["step"]) for r in read_metrics(out)] == [("step", 1), ("resume", 2)]
+
+
+def test_a_full_disk_while_logging_names_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The append bypassed the atomic writes: its error was "[Errno 28] No space left on device", no file."""
+    out = tmp_path / "run"
+    out.mkdir()
+
+    class FullFile(io.BytesIO):
+        def write(self, payload: object) -> int:
+            raise DISK_FULL
+
+    monkeypatch.setattr("builtins.open", lambda *args, **kwargs: FullFile())
+    with pytest.raises(OSError) as caught:
+        Trainer(RunConfig(), out)._log({"kind": "step"})
+    assert str(caught.value) == f"cannot write {out / 'metrics.jsonl'} (No space left on device)"
+
