@@ -27,7 +27,6 @@ would leak them into every figure measured on the ensemble.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import time
@@ -485,25 +484,28 @@ def build_ensemble(
             target = _write_files(member_paths, out, command, image_sizes)
             fitted = fit_serving(target, data_dir, manifest=manifest, tta=tta)
             fitted["context"] = fit_context_if_possible(target, data_dir, manifest)
+            _log_finished(out, target, fitted)
         except BaseException:
             # The lock file is this call's too (`check_new_out` found none): left, it would refuse a retry here.
             (out / OWNER_FILE).unlink(missing_ok=True)
             remove_outputs(out, made_folder)
             raise
-        val_auroc = fitted["val_metrics"]["val_auroc"]
-        records = [
-            {
-                "kind": "serving",
-                "status": "fitted",
-                "temperature": fitted["temperature"],
-                **fitted["val_metrics"],
-                "context": fitted["context"],
-            },
-            {"kind": "status", "status": "finished", "weights": str(target), "best_score": val_auroc},
-        ]
-        with open(out / "metrics.jsonl", "a") as handle:
-            handle.writelines(json.dumps({"time": time.time(), **r}) + "\n" for r in records)
     return fitted
+
+
+def _log_finished(out: Path, target: Path, fitted: dict[str, Any]) -> None:
+    """The "serving" and "status" records that make the folder read as a finished run; written inside
+    `build_ensemble`'s cleanup, so a full disk or an interrupt here leaves no ensemble without them (which
+    its --out would then refuse to a retry)."""
+    from dermai.data import append_json_lines
+
+    serving = {"kind": "serving", "status": "fitted", "temperature": fitted["temperature"], **fitted["val_metrics"]}
+    status = {"kind": "status", "status": "finished", "weights": str(target)}
+    records = [
+        {**serving, "context": fitted["context"]},
+        {**status, "best_score": fitted["val_metrics"]["val_auroc"]},
+    ]
+    append_json_lines(out / "metrics.jsonl", [{"time": time.time(), **r} for r in records])
 
 
 def _short(value: Any) -> str:

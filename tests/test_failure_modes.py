@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dermai import data
+from dermai import data, ensemble
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.evaluate import write_outputs
@@ -223,3 +223,29 @@ def test_a_full_disk_while_logging_names_the_log(tmp_path: Path, monkeypatch: py
         Trainer(RunConfig(), out)._log({"kind": "step"})
     assert str(caught.value) == f"cannot write {out / 'metrics.jsonl'} (No space left on device)"
 
+
+def test_an_ensemble_interrupted_while_logging_its_status_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its last write, the "serving" and "status" records, came after the cleanup: an interrupt (or a full
+    disk) there left a folder reading as an unfinished run, which the same command then refused as its --out."""
+    out = tmp_path / "ens"
+
+    def written(members: object, folder: Path, command: str, sizes: object) -> Path:
+        for name in ("model.safetensors", "model.json", "config.json"):
+            (folder / name).write_text("x")
+        return folder / "model.safetensors"
+
+    class InterruptedClock:  # Ctrl-C as the records are stamped, just before they are written
+        @staticmethod
+        def time() -> float:
+            raise KeyboardInterrupt
+
+    fitted = {"temperature": 1.0, "val_metrics": {"val_auroc": 0.7}}
+    monkeypatch.setattr(ensemble, "_write_files", written)
+    monkeypatch.setattr("dermai.serving.fit_serving", lambda *args, **kwargs: fitted)
+    monkeypatch.setattr("dermai.serving.fit_context_if_possible", lambda *args, **kwargs: {"status": "skipped"})
+    monkeypatch.setattr(ensemble, "time", InterruptedClock)
+    with pytest.raises(KeyboardInterrupt):
+        ensemble.build_ensemble(["a.safetensors", "b.safetensors"], out, "cmd")
+    assert not out.exists()
