@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from dermai.data import (
 )
 from dermai.evaluate import score_rows
 from dermai.plots import label_efficiency_figure
-from dermai.train import foreign_entry, run_finished, train
+from dermai.train import clear_unsaved_run, foreign_entry, run_finished, train
 from dermai.weights import load_weights
 
 INITS: tuple[str, ...] = ("simclr", "random")
@@ -79,6 +80,8 @@ def _train_once(cfg: RunConfig, run_dir: Path, init_weights: Path | None, comman
         )
     if not _finished(run_dir):
         resume = (run_dir / "checkpoints" / "last.pt").exists()
+        if not resume and clear_unsaved_run(run_dir):  # interrupted in its first epoch: nothing saved to keep
+            print(f"note: {run_dir}: stopped before its first checkpoint; training it again", file=sys.stderr)
         if not resume and foreign_entry(run_dir) is not None:
             raise RuntimeError(  # the trainer refuses to start over files it did not just write
                 f"{run_dir}: this run stopped before its first checkpoint, so it cannot be resumed; delete that "

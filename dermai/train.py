@@ -25,6 +25,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -346,6 +347,18 @@ def stopped_unsaved(run_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(saved, dict) and isinstance(saved.get("config"), dict) and "manifest_sha256" in saved
+
+
+def clear_unsaved_run(run_dir: Path) -> bool:
+    """Remove what a run that stopped before its first checkpoint wrote (`stopped_unsaved`; no trainer holding
+    the folder), so a caller that owns the folder (an experiment's grid) can train it again from the start:
+    nothing trained is lost, there was no checkpoint. Whether it did."""
+    if not stopped_unsaved(run_dir) or run_lock_holder(run_dir) is not None:
+        return False
+    for name in ("config.json", "manifest.csv", "metrics.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return True
 
 
 def stopped_before_checkpoint(run_dir: Path) -> str:

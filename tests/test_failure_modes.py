@@ -20,6 +20,7 @@ from dermai import data, ensemble
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.evaluate import write_outputs
+from dermai.experiment import label_efficiency
 from dermai.model import SimCLRResNet18
 from dermai.train import Trainer, TrainingError, _atomic_torch_save, read_metrics, run_lock
 from dermai.weights import load_weights, save_weights
@@ -249,3 +250,29 @@ def test_an_ensemble_interrupted_while_logging_its_status_leaves_nothing(
     with pytest.raises(KeyboardInterrupt):
         ensemble.build_ensemble(["a.safetensors", "b.safetensors"], out, "cmd")
     assert not out.exists()
+
+
+def test_an_experiment_interrupted_in_a_runs_first_epoch_trains_it_again_on_a_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_torch_thread: None
+) -> None:
+    """The rerun stopped at "this run stopped before its first checkpoint …; delete that folder and rerun the
+    experiment": a folder deep in its --out, which the experiment wrote itself and which held nothing trained."""
+    base = RunConfig()
+    base.data.data_dir = str(make_folder(tmp_path / "d", ham_rows(4, 2)))
+    base.train.image_size, base.train.batch_size = 16, 8
+    base.train.pretrain_epochs = base.train.finetune_epochs = 1
+    out = tmp_path / "exp"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(Trainer, "_step", interrupted)
+        label_efficiency(base, out, fractions=(1.0,), seeds=1)
+    pretrain = out / "seed0" / "pretrain"
+    assert (pretrain / "config.json").exists() and not (pretrain / "checkpoints" / "last.pt").exists()
+    capsys.readouterr()
+    summary = label_efficiency(base, out, fractions=(1.0,), seeds=1)
+    assert sorted(summary["init"]) == ["random", "simclr"]
+    assert capsys.readouterr().err == f"note: {pretrain}: stopped before its first checkpoint; training it again\n"
+    assert (pretrain / "model.safetensors").exists()
