@@ -4,10 +4,13 @@ the old file or the new one, never half of one, no temporary left, and one line 
 from __future__ import annotations
 
 import errno
+import importlib.abc
 import io
 import json
 import resource
+import runpy
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -276,3 +279,20 @@ def test_an_experiment_interrupted_in_a_runs_first_epoch_trains_it_again_on_a_re
     assert sorted(summary["init"]) == ["random", "simclr"]
     assert capsys.readouterr().err == f"note: {pretrain}: stopped before its first checkpoint; training it again\n"
     assert (pretrain / "model.safetensors").exists()
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C in the first fraction of a second (numpy and pandas loading) printed an 18-line traceback."""
+
+    class InterruptedImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "dermai.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "dermai.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("dermai", run_name="__main__")
+    assert exited.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
