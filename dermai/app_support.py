@@ -639,6 +639,14 @@ def default_model_label() -> str:
     return f"the default model ({default}, from DERMAI_WEIGHTS)"
 
 
+def run_weights(row: pd.Series) -> str | None:
+    """A `jobs.list_runs` row's weights file, or None for a run that saved none (cancelled before its first
+    checkpoint, failed at its start). pandas stores that missing path as NaN, a float that is truthy, once another
+    row has weights: read as a path it crashed the Training page below the run's status, its Delete button too."""
+    weights = row.get("weights")
+    return weights if isinstance(weights, str) and weights else None
+
+
 def uses_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> bool:
     """Whether the session's weights (what Predict uses) are the file `path`, however either path is written."""
     return same_file(weights_path(state), path)

@@ -510,28 +510,29 @@ if isinstance(note := row["note"], str):  # list_runs read it with the status
     st.info(note)
 if used := state.pop("train_weights_used", None):  # said after the rerun that follows the choice, above the button
     st.success(used)
+weights = app_support.run_weights(row)  # None, never NaN, for a run that saved none
 # The weights' button has a row of its own (the run's other buttons share one below): in a quarter of the page
 # its label was cut at 800 px.
-if row["weights"] and row["status"] == "running":
+if weights and row["status"] == "running":
     # The trainer saves the weights before its calibration (an ensemble before it is fitted): not yet served.
     st.caption("Its weights are offered for prediction once it has finished or stopped: they are calibrated last.")
-elif row["weights"] and row["status"] not in ("finished", "stopped"):
+elif weights and row["status"] not in ("finished", "stopped"):
     st.caption(
         "Its weights are not offered for prediction: its last job ended before finishing (perhaps before "
         "calibrating them). Resume it to a stop or the end."
     )
-elif row["weights"] and app_support.uses_weights(state, row["weights"]):
+elif weights and app_support.uses_weights(state, weights):
     st.caption("Predict uses these weights.")
     if st.button(app_support.USE_DEFAULT_WEIGHTS, help=f"Predict with {app_support.default_model_label()}"):
         set_weights(app_support.default_weights())
         state["train_weights_used"] = app_support.default_weights_note()
         st.rerun()
-elif row["weights"] and st.button(
+elif weights and st.button(
     app_support.USE_RUN_WEIGHTS,
     help=f"Predict, Evaluation and Home use run {row['name']}'s weights; the sidebar's Weights list follows",
 ):
-    set_weights(row["weights"])
-    state["train_weights_used"] = app_support.weights_used_note(row["name"], row["weights"])
+    set_weights(weights)
+    state["train_weights_used"] = app_support.weights_used_note(row["name"], weights)
     st.rerun()  # the whole page: the sidebar's Weights list follows
 buttons = st.columns(3)
 resumable = row["status"] in ("stopped", "interrupted") and jobs.resumable(row["path"])
@@ -559,7 +560,7 @@ if serving and serving["status"] == "fitted":
 elif serving:
     st.warning(
         f"Calibration on validation failed: {serving['error']}. The weights are usable; fit it again with "
-        f"`python -m dermai calibrate --weights {row['weights']} --manifest {row['path']}/manifest.csv`."
+        f"`python -m dermai calibrate --weights {weights} --manifest {row['path']}/manifest.csv`."
     )
 if has_training_curves(records):
     st.plotly_chart(training_curves_figure(records), width="stretch", key="run_curves")
