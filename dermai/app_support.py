@@ -244,6 +244,19 @@ def weights_cautions(meta: Mapping[str, Any]) -> list[str]:
     return cautions
 
 
+def cut_off_validation(sensitivity: float, specificity: float, weak: bool) -> str:
+    """The line under a tier saying how its cut-off did on validation. For weakly validated weights (a quick
+    run's: `weights_cautions`) it must not say "validated": the banner at the top says those figures are not
+    reliable, and a clinician reading the tier would take the line beside it over a banner scrolled away."""
+    figures = f"sensitivity {sensitivity:.2f}, specificity {specificity:.2f}"
+    if weak:
+        return (
+            f"Cut-off set at {figures} on the validation split; not reliable for these weights "
+            "(see the warning at the top)."
+        )
+    return f"Cut-off validated at {figures} on the validation split."
+
+
 def weights_mtime(path: str) -> tuple[int, int]:
     """A cache key part that changes when weights are re-saved (e.g. calibrated): the modification times of
     the .safetensors file a path (file or folder) resolves to and of its JSON; (0, 0) when missing."""

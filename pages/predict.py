@@ -190,10 +190,7 @@ def show(result: dict[str, Any]) -> None:
         if cut_offs:  # the score means something only beside the cut-offs that tiered it
             st.caption(f"Tier cut-offs: {cut_offs}.")
         if p.tier_sensitivity is not None:
-            st.caption(
-                f"Cut-off validated at sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} "
-                "on the validation split."
-            )
+            st.caption(app_support.cut_off_validation(p.tier_sensitivity, p.tier_specificity, bool(model.weak_note)))
         if ungradable:  # a number here (0.000) would read as reassurance
             st.metric("p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
         elif p.context:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+from streamlit.testing.v1 import AppTest
+
 from dermai import jobs
+from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, copy_tiny_run, page  # noqa: F401 (fixture)
 
 
@@ -39,3 +43,41 @@ def test_a_run_cancelled_before_its_weights_can_be_viewed_and_deleted(app_env: P
     assert_clean(at)
     assert not run.exists()
     assert any(s.startswith("Deleted run cut") for s in alerts(at)), alerts(at)
+
+
+IMAGE = HAM / "images" / "ISIC_0029417.jpg"  # an akiec: the tiny model tiers it
+
+
+def validated_copy(app_env: Path, folder: Path) -> Path:  # noqa: F811 (the fixture's value)
+    """The tiny weights, recorded as validated on enough images (the shipped model's case)."""
+    meta = json.loads(app_env.with_suffix(".json").read_text())
+    (folder / "model.safetensors").write_bytes(app_env.read_bytes())
+    val = {**meta["val_metrics"], "val_auroc": 0.9, "n_val": 1500}
+    (folder / "model.json").write_text(json.dumps({**meta, "val_metrics": val}))
+    return folder / "model.safetensors"
+
+
+def cut_off_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith("Cut-off ")]
+
+
+def test_predict_does_not_call_weakly_validated_cut_offs_validated(app_env: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Under the tier the page said "Cut-off validated at sensitivity …" even for weights whose banner at the top
+    says their tiers and sensitivity are not reliable (a quick training run's): the two contradicted each other."""
+    at = page("predict").run()
+    at.file_uploader[0].upload(IMAGE.name, IMAGE.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    assert any("not validated well enough for triage" in a for a in alerts(at))
+    said = cut_off_captions(at)
+    assert len(said) == 1 and said[0].startswith("Cut-off set at sensitivity "), said
+    assert "not reliable" in said[0] and "validated" not in said[0], said
+
+    good = page("predict")
+    good.session_state["weights_path"] = str(validated_copy(app_env, tmp_path))
+    good.run()
+    good.file_uploader[0].upload(IMAGE.name, IMAGE.read_bytes(), "image/jpeg").run()
+    assert_clean(good)
+    assert not any("not validated well enough" in a for a in alerts(good))
+    said = cut_off_captions(good)
+    assert len(said) == 1 and said[0].startswith("Cut-off validated at sensitivity "), said
+    assert said[0].endswith("on the validation split."), said
