@@ -257,6 +257,15 @@ def cut_off_validation(sensitivity: float, specificity: float, weak: bool) -> st
     return f"Cut-off validated at {figures} on the validation split."
 
 
+def unused_fields_text(unused: Mapping[str, str]) -> str:
+    """The context fields a model does not ask for, each with its reason (`context.unused_fields`): "sex (its
+    weight … is 0 …)" for one, not "sex (sex: …)", which named it twice; "sex, site (sex: …; site: …)" for more."""
+    if len(unused) == 1:
+        ((name, reason),) = unused.items()
+        return f"{name} ({reason})"
+    return f"{', '.join(unused)} ({'; '.join(f'{name}: {reason}' for name, reason in unused.items())})"
+
+
 def weights_mtime(path: str) -> tuple[int, int]:
     """A cache key part that changes when weights are re-saved (e.g. calibrated): the modification times of
     the .safetensors file a path (file or folder) resolves to and of its JSON; (0, 0) when missing."""

@@ -126,8 +126,7 @@ if model.context_model:
                 else "With several images the context applies to every one of them (one patient's lesions)."
             )
         if unused := unused_fields(model.meta):  # each with its own reason
-            why = "; ".join(f"{name}: {reason}" for name, reason in unused.items())
-            st.caption(f"Not asked: {', '.join(unused)} ({why}).")
+            st.caption(f"Not asked: {app_support.unused_fields_text(unused)}.")
 
 
 def patient_context(image_site: str) -> Any:

@@ -186,5 +186,5 @@ def test_predict_says_why_the_shipped_model_does_not_ask_for_sex(app_env: Path) 
     at.session_state["weights_path"] = str(DEFAULT_WEIGHTS)
     at.run()
     assert_clean(at)
-    assert f"Not asked: sex (sex: {WEIGHT_ZERO})." in [c.value for c in at.caption]
+    assert f"Not asked: sex ({WEIGHT_ZERO})." in [c.value for c in at.caption]
     assert not any("not recorded in the training data" in c.value for c in at.caption)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from dermai import jobs
+from dermai import app_support, jobs
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, copy_tiny_run, page  # noqa: F401 (fixture)
 
@@ -81,3 +81,18 @@ def test_predict_does_not_call_weakly_validated_cut_offs_validated(app_env: Path
     said = cut_off_captions(good)
     assert len(said) == 1 and said[0].startswith("Cut-off validated at sensitivity "), said
     assert said[0].endswith("on the validation split."), said
+
+
+def test_predict_names_a_field_it_does_not_ask_for_once(app_env: Path) -> None:  # noqa: F811
+    """The shipped model's context form said "Not asked: sex (sex: its weight, …)": the field's name twice."""
+    from dermai.context import NOT_RECORDED, WEIGHT_ZERO
+    from dermai.weights import DEFAULT_WEIGHTS
+
+    at = page("predict")
+    at.session_state["weights_path"] = str(DEFAULT_WEIGHTS)
+    at.run()
+    assert_clean(at)
+    said = [c.value for c in at.caption if c.value.startswith("Not asked: ")]
+    assert said == [f"Not asked: sex ({WEIGHT_ZERO})."], said
+    two = app_support.unused_fields_text({"sex": WEIGHT_ZERO, "site": NOT_RECORDED})
+    assert two == f"sex, site (sex: {WEIGHT_ZERO}; site: {NOT_RECORDED})"
