@@ -124,10 +124,12 @@ def confusion_figure(cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence
             hovertemplate="true %{y}, predicted %{x}<br>n = %{text} (%{z:.1%} of row)<extra></extra>",
         )
     )
+    # Every class named on both axes: on a narrow page (800 px) plotly thinned the ticks to every other class.
+    ticks = {"tickmode": "array", "tickvals": list(classes), "ticktext": list(classes)}
     fig.update_layout(
         title="Confusion matrix",
-        xaxis_title="predicted",
-        yaxis={"title": "true", "autorange": "reversed"},
+        xaxis={"title": "predicted", **ticks},
+        yaxis={"title": "true", "autorange": "reversed", **ticks},
     )
     return fig
 

@@ -96,3 +96,14 @@ def test_predict_names_a_field_it_does_not_ask_for_once(app_env: Path) -> None: 
     assert said == [f"Not asked: sex ({WEIGHT_ZERO})."], said
     two = app_support.unused_fields_text({"sex": WEIGHT_ZERO, "site": NOT_RECORDED})
     assert two == f"sex, site (sex: {WEIGHT_ZERO}; site: {NOT_RECORDED})"
+
+
+def test_the_confusion_matrix_labels_every_class_at_800_px() -> None:
+    """At 800 px the Evaluation page's confusion matrix is narrow, and plotly thinned its category ticks to
+    every other class (akiec, bkl, mel, vasc): which predicted column is which could not be read."""
+    from dermai.plots import confusion_figure
+
+    classes = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    fig = confusion_figure([[1] * 7 for _ in classes], classes)
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        assert (axis.tickmode, list(axis.tickvals), list(axis.ticktext)) == ("array", classes, classes)
