@@ -244,6 +244,16 @@ def weights_cautions(meta: Mapping[str, Any]) -> list[str]:
     return cautions
 
 
+def tier_table_title(meta: Mapping[str, Any], tested: bool) -> str:
+    """The heading of Home's tier table. Weakly validated weights' (`weights.weak_validation`: a quick run's) must
+    not call their cut-offs validated: the banner just above says they are not reliable."""
+    if weak_validation(dict(meta)):
+        return "Triage tiers (cut-offs set on validation; not reliable for these weights)"
+    if tested:
+        return "Triage tiers (cut-offs set on validation, re-checked once on test)"
+    return "Triage tiers (validated on the validation split)"
+
+
 def cut_off_validation(sensitivity: float, specificity: float, weak: bool) -> str:
     """The line under a tier saying how its cut-off did on validation. For weakly validated weights (a quick
     run's: `weights_cautions`) it must not say "validated": the banner at the top says those figures are not

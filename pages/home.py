@@ -80,11 +80,9 @@ else:
     row.metric("Training status", str(card["status"] or "?"), width="content")
     if card["tiers"]:
         table = pd.DataFrame(card["tiers"]).set_index("tier")
+        st.subheader(app_support.tier_table_title(meta, tested="test_sensitivity" in table))
         if "test_sensitivity" in table:
-            st.subheader("Triage tiers (cut-offs set on validation, re-checked once on test)")
             table = table.rename(columns=TESTED_TIER_COLUMNS)
-        else:
-            st.subheader("Triage tiers (validated on the validation split)")
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
         for tier in ("urgent", "refer", "routine", "ungradable"):
             st.markdown(f"**{tier}** — {TIER_MEANINGS[tier]}")

@@ -107,3 +107,24 @@ def test_the_confusion_matrix_labels_every_class_at_800_px() -> None:
     fig = confusion_figure([[1] * 7 for _ in classes], classes)
     for axis in (fig.layout.xaxis, fig.layout.yaxis):
         assert (axis.tickmode, list(axis.tickvals), list(axis.ticktext)) == ("array", classes, classes)
+
+
+def tier_titles(at: AppTest) -> list[str]:
+    return [s.value for s in at.subheader if s.value.startswith("Triage tiers")]
+
+
+def test_home_does_not_call_weakly_validated_tiers_validated(app_env: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Home's model card headed a quick run's tiers "Triage tiers (validated on the validation split)" right under
+    its banner saying those tiers are not reliable."""
+    at = page("home").run()
+    assert_clean(at)
+    assert any("not validated well enough for triage" in a for a in alerts(at))
+    (title,) = tier_titles(at)
+    assert "not reliable" in title and "validated" not in title, title
+
+    good = page("home")
+    good.session_state["weights_path"] = str(validated_copy(app_env, tmp_path))
+    good.run()
+    assert_clean(good)
+    (title,) = tier_titles(good)
+    assert "not reliable" not in title and ("validated" in title or "re-checked" in title), title
