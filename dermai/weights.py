@@ -201,12 +201,12 @@ def weak_validation(meta: dict[str, Any]) -> str | None:
     auroc, n_val = val.get("val_auroc"), val.get("n_val")
     reasons = []
     if is_number(auroc) and auroc <= 0.5:
-        reasons.append(f"its validation AUROC is {auroc:.3f}, no better than chance")
+        reasons.append(f"their validation AUROC is {auroc:.3f}, no better than chance")
     if is_number(n_val) and n_val < FEW_VALIDATION_IMAGES:
-        reasons.append(f"its cut-offs were set on only {int(n_val)} validation images")
+        reasons.append(f"their cut-offs were set on only {int(n_val)} validation images")
     if not reasons:
         return None
-    return "; ".join(reasons) + ": its tiers and their sensitivity and specificity are not reliable"
+    return "; ".join(reasons) + ", so their tiers and the sensitivity and specificity quoted for them are not reliable"
 
 
 def temperature_at_bound(temperature: Any) -> bool:

@@ -128,3 +128,15 @@ def test_home_does_not_call_weakly_validated_tiers_validated(app_env: Path, tmp_
     assert_clean(good)
     (title,) = tier_titles(good)
     assert "not reliable" not in title and ("validated" in title or "re-checked" in title), title
+
+
+def test_the_weak_weights_banner_reads_as_one_sentence(app_env: Path) -> None:  # noqa: F811
+    """The banner read "These weights are not validated well enough for triage: its cut-offs were set on only 46
+    validation images: its tiers and their sensitivity and specificity are not reliable.": "these weights … its",
+    and a second colon where a reason meets its consequence."""
+    at = page("home").run()
+    assert_clean(at)
+    (banner,) = [a for a in alerts(at) if "not validated well enough for triage" in a]
+    assert " its " not in banner, banner
+    assert "their cut-offs were set on only " in banner and ", so their tiers " in banner, banner
+    assert banner.count(":") == 1, banner  # the bold lead's, only
