@@ -238,6 +238,7 @@ def _fields() -> None:
     with plain_errors("Not started", _form_words), st.spinner("Checking the data folder and the chosen weights…"):
         job = jobs.start_job(stage, options, runs, name=name.strip() or None)
         state["train_started"] = f"Started run {job.name} (pid {job.pid})."
+        state["train_run"] = job.name  # the run shown under Runs: the new one, not the one chosen before
         st.rerun()  # the whole page: the runs table lists the new run
 
 

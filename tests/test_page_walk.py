@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from dermai import app_support, jobs
@@ -140,3 +141,30 @@ def test_the_weak_weights_banner_reads_as_one_sentence(app_env: Path) -> None:  
     assert " its " not in banner, banner
     assert "their cut-offs were set on only " in banner and ", so their tiers " in banner, banner
     assert banner.count(":") == 1, banner  # the bold lead's, only
+
+
+def test_starting_a_run_shows_that_run_below(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """After "Start training" the page said "Started run second" while the run shown under Runs stayed the one
+    chosen before, so its status, buttons and curves read as the new run's."""
+    runs = Path(jobs.runs_dir())
+    copy_tiny_run(app_env, runs / "done")
+    started = []
+
+    def start(stage: str, options: dict, folder: Path, name: str | None = None) -> jobs.Job:
+        """No trainer: a run folder the user has just launched, as the Runs table lists it."""
+        started.append(name)
+        run = cancelled_before_a_checkpoint(app_env, name or "unnamed")
+        return jobs.Job(4242, str(run), stage, [], time.time())
+
+    monkeypatch.setattr(jobs, "start_job", start)
+    at = page("training").run()
+    assert at.selectbox(key="train_run").value == "done"
+    at.text_input[0].set_value("second")
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    assert_clean(at)
+    assert started == ["second"]
+    assert [s.value for s in at.success] == ["Started run second (pid 4242)."]
+    assert at.selectbox(key="train_run").value == "second"
+    at.selectbox(key="train_run").set_value("done").run()  # the user may still look at another run
+    assert at.selectbox(key="train_run").value == "done"
