@@ -22,6 +22,13 @@ from dermai.data import DIAGNOSIS_NAMES, MALIGNANT
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off
 
+
+def score_text(p: float) -> str:
+    """p(malignant) as page and report print it: three decimals, but "< 0.001" for a score that would print as
+    0.000, which reads as no chance at all (a routine tier is never an all-clear)."""
+    return "< 0.001" if p < 0.0005 else f"{p:.3f}"
+
+
 DISCLAIMER = (
     "A research and triage aid, not a diagnosis. The tier comes from cut-offs validated on held-out "
     "HAM10000 lesions; a clinician decides."
@@ -116,11 +123,11 @@ def prediction_html(
     when = (created or datetime.now()).strftime("%Y-%m-%d %H:%M")
     colour = TIER_COLOURS.get(p.tier, "#455a64")
     ungradable = p.ungradable  # the model cannot read the image: its figures are no result
-    score = UNRELIABLE_SCORE.format(p=p.p_malignant) if ungradable else f"{p.p_malignant:.3f}"
+    score = UNRELIABLE_SCORE.format(p=p.p_malignant) if ungradable else score_text(p.p_malignant)
     facts = [_row("Malignancy score p(malignant)", score)]
     if p.context and not ungradable:
         facts.append(_row("Patient context used", describe(p.context)))
-        facts.append(_row("Score from the image alone", f"{p.p_malignant_image_only:.3f}"))
+        facts.append(_row("Score from the image alone", score_text(p.p_malignant_image_only)))
         effects = p.context_effects or {}
         facts.append(_row("Each field's effect", ", ".join(f"{k} {effects.get(k, 0.0):+.3f}" for k in p.context)))
     if p.tier_sensitivity is not None and p.tier_specificity is not None:

@@ -18,7 +18,7 @@ from dermai.context import describe as describe_context
 from dermai.context import unused_fields
 from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.predict import OOD_NOTE, tta_mismatch
-from dermai.report import cut_off_text, prediction_html
+from dermai.report import cut_off_text, prediction_html, score_text
 from dermai.saliency import CAM_METHODS, overlay
 from dermai.weights import untrained_classifier
 from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
@@ -196,19 +196,19 @@ def show(result: dict[str, Any]) -> None:
             given = describe_context(p.context)
             st.metric(
                 "p(malignant), with context",
-                f"{p.p_malignant:.3f}",
+                score_text(p.p_malignant),
                 help=f"{SCORE_HELP}, with the patient context given: {given}",
                 delta=f"{p.p_malignant - (p.p_malignant_image_only or 0.0):+.3f} from the context",
                 delta_color="off",
             )
-            st.caption(f"Image alone: {p.p_malignant_image_only:.3f} · context used: {given}")
+            st.caption(f"Image alone: {score_text(p.p_malignant_image_only)} · context used: {given}")
             effects = p.context_effects or {}
             st.caption(
                 "Each field's effect on p(malignant) (with it minus without it): "
                 + ", ".join(f"{k} {effects[k]:+.3f}" for k in p.context)
             )
         else:
-            st.metric("p(malignant)", f"{p.p_malignant:.3f}", help=SCORE_HELP)
+            st.metric("p(malignant)", score_text(p.p_malignant), help=SCORE_HELP)
         flagged = app_support.feature_gate_flagged(p)
         if flagged:
             st.warning(

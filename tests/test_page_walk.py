@@ -168,3 +168,35 @@ def test_starting_a_run_shows_that_run_below(app_env: Path, monkeypatch: pytest.
     assert at.selectbox(key="train_run").value == "second"
     at.selectbox(key="train_run").set_value("done").run()  # the user may still look at another run
     assert at.selectbox(key="train_run").value == "done"
+
+
+NAEVUS = HAM / "images" / "ISIC_0024306.jpg"  # an nv the shipped model scores p(malignant) 0.0004
+
+
+def test_a_tiny_score_is_not_shown_as_zero(app_env: Path) -> None:  # noqa: F811
+    """The shipped model scores this naevus 0.0004: page and report said "p(malignant) 0.000", which reads as no
+    chance at all, beside a routine tier whose text says it is never an all-clear."""
+    from html import unescape
+
+    from PIL import Image
+
+    from dermai.predict import Predictor
+    from dermai.report import prediction_html, score_text
+    from dermai.weights import DEFAULT_WEIGHTS
+
+    assert (score_text(0.0004), score_text(0.0), score_text(0.0005), score_text(0.4761)) == (
+        "< 0.001",
+        "< 0.001",
+        "0.001",
+        "0.476",
+    )
+    at = page("predict")
+    at.session_state["weights_path"] = str(DEFAULT_WEIGHTS)
+    at.run()
+    at.file_uploader[0].upload(NAEVUS.name, NAEVUS.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    assert [(m.label, m.value) for m in at.metric] == [("p(malignant)", "< 0.001")]
+    p = Predictor.from_weights(DEFAULT_WEIGHTS).predict(str(NAEVUS))
+    assert p.p_malignant < 0.0005
+    html = unescape(prediction_html(p, NAEVUS.name, str(DEFAULT_WEIGHTS), Image.open(NAEVUS)))
+    assert "<th>Malignancy score p(malignant)</th><td>< 0.001</td>" in html
