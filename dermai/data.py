@@ -742,6 +742,12 @@ def write_failure(path: Path, exc: OSError, replaced: bool = True) -> WriteFailu
     return error
 
 
+def atomic_leftover(name: str) -> bool:
+    """Whether a file name is a temporary `atomic_target` makes (".NAME.XXXX.tmp"): one is left behind only when
+    its process was killed mid-write (SIGKILL, out of memory), and is the writer's own, not a file of the user's."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> Path:
     """Write a file so readers never see it half-written."""
     with atomic_target(path) as tmp:

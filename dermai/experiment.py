@@ -25,6 +25,7 @@ import pandas as pd
 from dermai.config import RunConfig, check_run_config, config_differences, run_config_from_dict, to_dict
 from dermai.data import (
     Dataset,
+    atomic_leftover,
     atomic_write_bytes,
     attach_splits,
     check_seed,
@@ -150,7 +151,7 @@ def _experiment_entry(name: str) -> bool:
     """Whether an entry of an experiment's --out folder is its own: `EXPERIMENT_FILES`, a seedN run folder, or
     a temporary an atomic write left."""
     own = name in EXPERIMENT_FILES or re.fullmatch(r"seed\d+", name) is not None
-    return own or (name.startswith(".") and name.endswith(".tmp"))
+    return own or atomic_leftover(name)
 
 
 def split_settings(base: RunConfig) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from dermai.data import (
     Dataset,
     append_json_lines,
     assign_labelled,
+    atomic_leftover,
     atomic_write_bytes,
     attach_splits,
     class_balanced_weights,
@@ -317,9 +318,16 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def foreign_entry(run_dir: Path, own: Callable[[str], bool] = LAUNCH_ENTRIES.__contains__) -> Path | None:
+def launcher_entry(name: str) -> bool:
+    """Whether a run folder's entry is a launcher's (`LAUNCH_ENTRIES`) or a temporary that a killed writer left
+    (`data.atomic_leftover`): a run killed while writing its config.json left one, and its folder then read as
+    holding a file of the user's, which no rerun would start over."""
+    return name in LAUNCH_ENTRIES or atomic_leftover(name)
+
+
+def foreign_entry(run_dir: Path, own: Callable[[str], bool] = launcher_entry) -> Path | None:
     """The first entry of `run_dir` (by name) that a new run there would not have made, or None when the folder
-    is missing, empty or holds only a launcher's files (`LAUNCH_ENTRIES`; `own` says which names another writer,
+    is missing, empty or holds only a launcher's files (`launcher_entry`; `own` says which names another writer,
     an experiment, may find there). A new run writes config.json, manifest.csv, model.safetensors… over whatever
     bears those names, so it starts only in such a folder; the app's Training page (`jobs._new_run_dir`), the
     trainer, an ensemble and an experiment all refuse any other."""
@@ -340,7 +348,7 @@ def stopped_unsaved(run_dir: Path) -> bool:
     and split checksum), no checkpoints/last.pt. A folder of the user's own is never taken for one."""
     if (run_dir / "checkpoints" / "last.pt").exists() or not (run_dir / "manifest.csv").is_file():
         return False
-    if set(os.listdir(run_dir)) - UNSTARTED_ENTRIES:
+    if {name for name in os.listdir(run_dir) if not atomic_leftover(name)} - UNSTARTED_ENTRIES:
         return False
     try:
         saved = json.loads((run_dir / "config.json").read_text())
@@ -355,7 +363,7 @@ def clear_unsaved_run(run_dir: Path) -> bool:
     nothing trained is lost, there was no checkpoint. Whether it did."""
     if not stopped_unsaved(run_dir) or run_lock_holder(run_dir) is not None:
         return False
-    for name in ("config.json", "manifest.csv", "metrics.jsonl"):
+    for name in ("config.json", "manifest.csv", "metrics.jsonl", *filter(atomic_leftover, os.listdir(run_dir))):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return True
