@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dermai.config import PRECISIONS, RunConfig, override_augment
@@ -18,6 +19,7 @@ from dermai.config import PRECISIONS, RunConfig, override_augment
 if TYPE_CHECKING:  # imported lazily at run time: torch and friends are slow to load for `--help`
     from dermai.intake import IntakeResult
     from dermai.predict import Prediction, Predictor
+    from dermai.worklist import WorklistEntry
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -995,6 +997,27 @@ def _print_prediction(shown: str, result: Prediction, written: dict[str, str | N
             print(f"  {label}: {written[key]}")
 
 
+def _write_partial_worklist(path: Path, entries: Sequence[WorklistEntry], total: int) -> None:
+    """Keep what an interrupted or failed `predict --csv` batch scored: an hour of scores must not go with the
+    Ctrl-C (or the error) that stops it. The rows so far are written atomically to `path`, with a line saying
+    the file is partial; a failure to write them is reported without hiding the reason the batch stopped."""
+    from dermai.data import atomic_write_bytes
+    from dermai.worklist import worklist, worklist_csv
+
+    if not entries:
+        return
+    try:
+        atomic_write_bytes(path, worklist_csv(worklist(entries)))
+    except OSError as exc:
+        print(f"warning: the {len(entries)} images scored so far could not be kept: {exc}", file=sys.stderr)
+        return
+    print(
+        f"wrote {path}: PARTIAL worklist, {len(entries)} of {total} images (the batch stopped before the rest); "
+        "rerun the command to score them all",
+        file=sys.stderr,
+    )
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Goes on past a file it cannot read as an image: one `warning:` line names it (and with --csv it is a
     worklist row), the other images are scored, and the exit is 1 when any file could not be read. A single
@@ -1006,7 +1029,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermai.data import atomic_write_bytes, check_writable
     from dermai.predict import UNAVAILABLE_MEANING, Predictor
     from dermai.worklist import (
-        WorklistEntry,
         distinct_names,
         image_files,
         score_images,
@@ -1058,18 +1080,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     keep_going = bool(args.csv) or len(images) > 1  # one file alone: its `error:` line, as for any bad input
     scored = score_images(predictor, ((image, image) for image in images), args.tta, context, keep_going)
     skipped = "listed as unreadable" if args.csv else "not scored"
-    for (entry, intake), (shown, stem) in zip(scored, names, strict=True):
-        image, result = entry.image, entry.prediction
-        if result is None or intake is None:
-            print(f"warning: {entry.error} ({skipped})", file=sys.stderr)
+    try:
+        for (entry, intake), (shown, stem) in zip(scored, names, strict=True):
+            image, result = entry.image, entry.prediction
+            if result is None or intake is None:
+                print(f"warning: {entry.error} ({skipped})", file=sys.stderr)
+                entries.append(entry)
+                continue
+            written = _predict_outputs(predictor, intake, result, image, stem, args)
+            if args.json:
+                print(json.dumps({"image": image, **result.to_dict(), **written}), flush=True)
+            else:
+                _print_prediction(shown, result, written, header=not any(e.prediction for e in entries))
             entries.append(entry)
-            continue
-        written = _predict_outputs(predictor, intake, result, image, stem, args)
-        if args.json:
-            print(json.dumps({"image": image, **result.to_dict(), **written}), flush=True)
-        else:
-            _print_prediction(shown, result, written, header=not any(e.prediction for e in entries))
-        entries.append(entry)
+    except (KeyboardInterrupt, Exception):
+        if args.csv:
+            _write_partial_worklist(Path(args.csv), entries, len(images))
+        raise
     if not args.json:
         print(_predict_footer(bool(predictor.operating_points)))
     unreadable = sum(entry.prediction is None for entry in entries)
