@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -136,6 +137,9 @@ def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 CACHE_LIMIT_GB = 8.0  # default bound on the pixel cache ($DERMAI_CACHE_GB): a few image sizes of HAM10000
 CACHE_FILE_PREFIXES = ("pixels-", "masks-")
+# A cache temporary untouched this long was left by a writer killed outright (SIGKILL, out of memory): a live
+# decode writes to its file every few seconds and ends within the hour, so a younger one may be in use.
+ABANDONED_TEMPORARY_SECONDS = 24 * 3600
 
 
 def cache_limit_bytes() -> int:
@@ -154,7 +158,13 @@ def cache_limit_bytes() -> int:
 def prune_cache(folder: Path, keep: Path, limit: int) -> list[Path]:
     """Delete the least recently used cache files in `folder` (never `keep`, the one just used) until the rest
     take at most `limit` bytes, so caches at many image sizes or subsets cannot fill the disk; the deleted
-    files. A process still reading a deleted file keeps its memory map (the data goes when it closes it)."""
+    files. A process still reading a deleted file keeps its memory map (the data goes when it closes it).
+    Temporaries abandoned by a killed writer go first, whatever the bound (`abandoned_cache_temporaries`)."""
+    removed = []
+    for path in abandoned_cache_temporaries(folder):
+        with suppress(OSError):  # removed meanwhile, or a read-only cache
+            path.unlink()
+            removed.append(path)
     files = []
     for path in folder.glob("*.npy"):
         if path.name.startswith(CACHE_FILE_PREFIXES) and path != keep:
@@ -164,7 +174,6 @@ def prune_cache(folder: Path, keep: Path, limit: int) -> list[Path]:
                 continue
             files.append((stat.st_mtime, stat.st_size, path))
     total = sum(size for _, size, _ in files) + (keep.stat().st_size if keep.exists() else 0)
-    removed = []
     for _, size, path in sorted(files):  # oldest use first
         if total <= limit:
             break
@@ -175,6 +184,21 @@ def prune_cache(folder: Path, keep: Path, limit: int) -> list[Path]:
         total -= size
         removed.append(path)
     return removed
+
+
+def abandoned_cache_temporaries(folder: Path, now: float | None = None) -> list[Path]:
+    """The cache's write temporaries (".pixels-….npy.XXXX.tmp", hundreds of MB each) that a process killed
+    outright left behind: no clean-up ran, so only their age (`ABANDONED_TEMPORARY_SECONDS` since the last
+    write) tells them from one another process is writing right now, which must never be deleted."""
+    cutoff = (time.time() if now is None else now) - ABANDONED_TEMPORARY_SECONDS
+    found = []
+    for path in folder.glob(".*.tmp"):
+        if not (atomic_leftover(path.name) and path.name[1:].startswith(CACHE_FILE_PREFIXES)):
+            continue
+        with suppress(OSError):  # removed meanwhile: its writer finished
+            if path.stat().st_mtime < cutoff:
+                found.append(path)
+    return found
 
 
 def default_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:

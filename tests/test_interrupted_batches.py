@@ -4,12 +4,15 @@ not be written. Interruption is simulated by raising KeyboardInterrupt from a pa
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from dermai import cli
+from dermai.data import load_pixels, prune_cache
 from dermai.predict import Predictor
 from tests.test_predict import lesion_like, png_bytes, weights_path  # noqa: F401 (weights_path is a fixture)
 
@@ -72,3 +75,37 @@ def test_a_batch_stopped_before_any_score_writes_no_worklist(
     assert cli.main(["predict", str(tmp_path / "clinic"), "--weights", str(weights_path), "--csv", str(out)]) == 130
     assert out.read_text() == "the user's earlier worklist\n"  # an empty table would replace it with nothing
     assert "PARTIAL" not in capsys.readouterr().err
+
+
+def _aged(path: Path, size: int, age_s: float) -> Path:
+    """A file of `size` bytes last written `age_s` seconds ago."""
+    path.write_bytes(b"\0" * size)
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_cache_temporaries_of_a_killed_decode_are_pruned_once_abandoned_never_while_fresh(tmp_path: Path) -> None:
+    """A decode killed outright (SIGKILL, out of memory) left its `.pixels-….npy.XXXX.tmp`, which `prune_cache`
+    (globbing `*.npy`) kept forever; one written a minute ago may be another process's decode in progress."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    day = 24 * 3600
+    abandoned = _aged(cache / ".pixels-abc123-96px.npy.k3j2x9.tmp", 1000, 2 * day)
+    abandoned_masks = _aged(cache / ".masks-abc123-96px.npy.q8w7e6.tmp", 1000, 2 * day)
+    in_progress = _aged(cache / ".pixels-def456-96px.npy.a1b2c3.tmp", 1000, 60)
+    not_ours = [_aged(cache / name, 10, 2 * day) for name in (".notes.tmp", "pixels-x.tmp", ".config.json.z9.tmp")]
+    kept = _aged(cache / "pixels-abc123-64px.npy", 10, 2 * day)
+    removed = prune_cache(cache, cache / "pixels-new-96px.npy", limit=10**9)
+    assert sorted(removed) == sorted([abandoned, abandoned_masks])
+    assert not abandoned.exists() and not abandoned_masks.exists()
+    assert in_progress.exists() and kept.exists() and all(p.exists() for p in not_ours)
+
+
+def test_a_new_pixel_cache_clears_a_killed_decodes_abandoned_temporary(tmp_path: Path) -> None:
+    cache, images = tmp_path / "cache", _clinic(tmp_path / "clinic", 2)
+    cache.mkdir()
+    abandoned = _aged(cache / ".pixels-abc123-32px.npy.k3j2x9.tmp", 1000, 3 * 24 * 3600)
+    pixels = load_pixels([str(p) for p in images], 32, cache_dir=cache)
+    assert pixels.shape == (2, 32, 32, 3) and not abandoned.exists()
+    assert [p.name.startswith("pixels-") for p in cache.iterdir()] == [True]
