@@ -318,8 +318,33 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
         raise
     _CHILDREN[process.pid] = process
     job = Job(process.pid, str(run_dir), stage, command, time.time())
-    write_json_atomic(lock, asdict(job))
+    try:
+        write_json_atomic(lock, asdict(job))
+    except BaseException as exc:  # a full disk, a Ctrl-C: a trainer the lock does not name cannot be tracked
+        _stop_unrecorded(process, run_dir)
+        lock.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or exc
+            raise JobError(f"{lock}: cannot record the job ({reason}); its trainer was stopped at its start") from None
+        raise
     return job
+
+
+def _stop_unrecorded(process: subprocess.Popen, run_dir: Path) -> None:
+    """End a trainer just started whose job could not be recorded in the lock: left running, it would train
+    with no page able to show, stop or cancel it, and hold the machine. SIGTERM to its group (the trainer's
+    clean-up runs), SIGKILL if it has not ended within seconds; the run's log says why it ended."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    _CHILDREN.pop(process.pid, None)
+    with contextlib.suppress(OSError), open(run_dir / LOG_NAME, "ab") as log:
+        log.write(b"error: the app could not record this job in its lock file; the run was stopped at its start\n")
 
 
 def start_job(

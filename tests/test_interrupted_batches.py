@@ -4,16 +4,19 @@ not be written. Interruption is simulated by raising KeyboardInterrupt from a pa
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from dermai import cli
+from dermai import cli, jobs
 from dermai.data import load_pixels, prune_cache
 from dermai.predict import Predictor
+from tests.test_jobs import harmless
 from tests.test_predict import lesion_like, png_bytes, weights_path  # noqa: F401 (weights_path is a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -109,3 +112,34 @@ def test_a_new_pixel_cache_clears_a_killed_decodes_abandoned_temporary(tmp_path:
     pixels = load_pixels([str(p) for p in images], 32, cache_dir=cache)
     assert pixels.shape == (2, 32, 32, 3) and not abandoned.exists()
     assert [p.name.startswith("pixels-") for p in cache.iterdir()] == [True]
+
+
+def test_a_job_lock_that_cannot_be_written_stops_the_trainer_it_would_have_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock was written after the trainer started: when that write failed, the trainer trained on behind an
+    empty lock that no page could show, stop or cancel."""
+    runs, started = tmp_path / "runs", []
+    real_popen = subprocess.Popen
+
+    def popen(*args: object, **kwargs: object) -> subprocess.Popen:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def full_disk(path: Path, payload: object) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(60))
+    monkeypatch.setattr(jobs, "write_json_atomic", full_disk)
+    try:
+        refused = r"cannot record the job \(No space left on device\); its trainer was stopped at its start"
+        with pytest.raises(jobs.JobError, match=refused):
+            jobs.start_job("both", {"image_size": 64}, runs, name="unrecorded")
+        assert len(started) == 1 and started[0].poll() is not None  # ended, not training untracked
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+    assert not (runs / jobs.LOCK_NAME).exists() and jobs.current_job(runs) is None
+    assert "could not record this job" in (runs / "unrecorded" / jobs.LOG_NAME).read_text()
