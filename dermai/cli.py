@@ -997,23 +997,26 @@ def _print_prediction(shown: str, result: Prediction, written: dict[str, str | N
             print(f"  {label}: {written[key]}")
 
 
-def _write_partial_worklist(path: Path, entries: Sequence[WorklistEntry], total: int) -> None:
+def _write_partial_worklist(path: Path, entries: Sequence[WorklistEntry], images: Sequence[str]) -> None:
     """Keep what an interrupted or failed `predict --csv` batch scored: an hour of scores must not go with the
-    Ctrl-C (or the error) that stops it. The rows so far are written atomically to `path`, with a line saying
-    the file is partial; a failure to write them is reported without hiding the reason the batch stopped."""
+    Ctrl-C (or the error) that stops it. The rows so far are written atomically to `path`, and a "not scored"
+    row for each image the batch never reached (`worklist.unscored`), so the file says it is partial; a failure
+    to write them is reported without hiding the reason the batch stopped."""
     from dermai.data import atomic_write_bytes
-    from dermai.worklist import worklist, worklist_csv
+    from dermai.worklist import unscored, worklist, worklist_csv
 
     if not entries:
         return
+    done = {entry.image for entry in entries}
+    rest = [unscored(image) for image in images if image not in done]
     try:
-        atomic_write_bytes(path, worklist_csv(worklist(entries)))
+        atomic_write_bytes(path, worklist_csv(worklist([*entries, *rest])))
     except OSError as exc:
         print(f"warning: the {len(entries)} images scored so far could not be kept: {exc}", file=sys.stderr)
         return
     print(
-        f"wrote {path}: PARTIAL worklist, {len(entries)} of {total} images (the batch stopped before the rest); "
-        "rerun the command to score them all",
+        f"wrote {path}: PARTIAL worklist, {len(entries)} of {len(images)} images (the batch stopped before the "
+        f"rest, listed as not scored); rerun the command to score them all",
         file=sys.stderr,
     )
 
@@ -1095,7 +1098,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             entries.append(entry)
     except (KeyboardInterrupt, Exception):
         if args.csv:
-            _write_partial_worklist(Path(args.csv), entries, len(images))
+            _write_partial_worklist(Path(args.csv), entries, [str(image) for image in images])
         raise
     if not args.json:
         print(_predict_footer(bool(predictor.operating_points)))

@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # the model's module loads torch: not needed to sort or write
 # What a folder's worklist lists: what intake reads, a GIF (which it reads too), and an iPhone's HEIC photos, which it
 # refuses saying what to do. Each is then scored or is a row saying why; skipped, it would go unsaid.
 PHOTO_EXTENSIONS = READ_EXTENSIONS | {".gif", ".heic", ".heif"}
-TIER_ORDER = ("urgent", "refer", "ungradable", "routine", "unavailable", "unreadable")
+NOT_SCORED = "not scored"  # a stopped batch's images it never reached (`unscored`)
+TIER_ORDER = ("urgent", "refer", "ungradable", "routine", "unavailable", "unreadable", NOT_SCORED)
 COLUMNS = [
     "rank",
     "image",
@@ -94,6 +95,13 @@ class WorklistEntry:
     image: str
     prediction: Any | None = None
     error: str | None = None
+    reached: bool = True  # False: the batch stopped before this file (`unscored`)
+
+
+def unscored(image: str) -> WorklistEntry:
+    """A row for a file a stopped batch never reached, so a partial worklist shows which are missing rather
+    than reading as the whole batch."""
+    return WorklistEntry(image, error="the batch stopped before this image: rerun to score it", reached=False)
 
 
 def _no_context(name: str) -> PatientContext | None:
@@ -131,7 +139,8 @@ def score_images(
 def _row(entry: WorklistEntry) -> dict[str, Any]:
     p = entry.prediction
     if p is None:
-        return {"image": entry.image, "tier": "unreadable", "notes": entry.error or "could not be read"}
+        tier = "unreadable" if entry.reached else NOT_SCORED
+        return {"image": entry.image, "tier": tier, "notes": entry.error or "could not be read"}
     top = max(p.probabilities, key=p.probabilities.__getitem__)
     context = describe(p.context) if p.context else None
     return {
