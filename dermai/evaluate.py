@@ -318,6 +318,8 @@ def score_rows(
         if context_report["n_with_context"]:
             predictions["p_malignant_context"] = context_report.pop("p_malignant")
             predictions["tier_context"] = context_report.pop("tiers")
+            if context_report["unreliable"]:
+                notes.append(f"{context_report['unreliable']}; no balanced accuracy with context is given")
         else:  # its figures would repeat the image-only ones under a "with patient context" heading
             context_report = None
             notes.append("no image records an age, sex or body site: no figures with patient context")
@@ -397,7 +399,8 @@ def _score_with_context(
 ) -> dict[str, Any]:
     """The same images scored with each one's recorded patient context (`dermai.context`), as `predict` would
     with those fields given: images with no recorded context are scored image-only, with the image-only
-    tiers. Figures beside the image-only ones in the report, never instead of them."""
+    tiers. Figures beside the image-only ones in the report, never instead of them. A context model fitted on
+    too few validation images (`context.weak_fit`) is marked "unreliable", with no balanced accuracy."""
     contexts = context.contexts_from_rows(rows)
     z, used = context.context_logits(logits, meta, contexts)
     probs = softmax_np(z)
@@ -418,6 +421,7 @@ def _score_with_context(
         "thresholds": {},
         "ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
         "balanced_accuracy": None,
+        "unreliable": context.weak_fit(meta),
         "p_malignant": p_mal,
         "tiers": tiers,
     }
@@ -425,7 +429,7 @@ def _score_with_context(
         flagged = {"refer": [t in ("refer", "urgent") for t in tiers], "urgent": [t == "urgent" for t in tiers]}
         groups = rows["group"].to_numpy()
         out["thresholds"] = {name: metrics.decision_rates(y_mal, np.array(f), groups) for name, f in flagged.items()}
-    if labels is not None:
+    if labels is not None and not out["unreliable"]:  # a weak fit's argmax over rare diagnoses is noise
         log_prior = np.asarray(meta["log_prior"]) if meta.get("log_prior") else 0.0
         out["balanced_accuracy"] = metrics.multiclass_metrics(labels, softmax_np(z - log_prior), classes)[
             "balanced_accuracy"
@@ -575,7 +579,7 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(
             f"with patient context ({ctx['n_with_context']} of {report['n_images']} images have some): AUROC "
             f"{_fmt(ctx['auroc'])}{ci_text}, balanced accuracy {_fmt(ctx['balanced_accuracy'])}, "
-            f"ECE {ctx['ece_malignant']:.3f}"
+            f"ECE {ctx['ece_malignant']:.3f}" + (" (not reliable: see note)" if ctx.get("unreliable") else "")
         )
         for name, rates in ctx["thresholds"].items():
             lines.append(

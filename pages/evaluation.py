@@ -141,6 +141,8 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     ctx = report.get("context")
     if ctx:
         st.subheader("With patient context")
+        if ctx.get("unreliable"):  # a fit on a handful of images: its figures are not measurements to read
+            st.warning(f"{ctx['unreliable'][0].upper()}{ctx['unreliable'][1:]}.")
         headline_row(
             where,
             ctx["auroc"],

@@ -1,0 +1,91 @@
+"""Evaluation's patient-context and subgroup figures say how much they rest on: a context model fitted on a
+handful of validation images is flagged rather than quoted, and each subgroup rate carries its interval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dermai.context import weak_fit
+from dermai.data import DIAGNOSES
+from dermai.evaluate import _score_with_context, summary_text
+from dermai.weights import FEW_VALIDATION_IMAGES
+from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
+
+CLASSES = list(DIAGNOSES)
+
+
+def context_meta(n_val: int) -> dict:
+    """Weights with a sex-only context model fitted on `n_val` validation images."""
+    male = [0.5, 0.1, -0.2, 0.5, -0.2, 0.0, -1.9]
+    return {
+        "classes": CLASSES,
+        "log_prior": np.log([0.03, 0.05, 0.12, 0.01, 0.11, 0.67, 0.01]).tolist(),
+        "context": {
+            "fields": {"sex": {"weight": 3.7, "table": {"male": male, "female": [-v for v in male]}}},
+            "temperature": 1.5,
+            "val_metrics": {"val_auroc": 0.92, "n_val": n_val, "n_val_with_context": n_val},
+        },
+    }
+
+
+def scored_rows(n: int = 40) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % len(CLASSES)
+    rows = pd.DataFrame(
+        {
+            "age": 50.0,
+            "sex": np.where(np.arange(n) % 2, "male", "female"),
+            "localization": "back",
+            "malignant": np.isin(labels, [0, 1, 4]).astype(int),
+            "group": [f"lesion{i}" for i in range(n)],
+        }
+    )
+    return rng.normal(size=(n, len(CLASSES))), rows, labels
+
+
+def test_a_context_model_fitted_on_few_validation_images_is_said_to_be_unreliable() -> None:
+    assert "fitted on only 46 validation images" in weak_fit(context_meta(46))
+    assert weak_fit(context_meta(FEW_VALIDATION_IMAGES)) is None
+    assert weak_fit({"classes": CLASSES}) is None  # no context model: nothing to flag
+    assert weak_fit({"context": {"fields": {}}}) is None  # a fit whose size is not recorded
+
+
+def test_evaluation_gives_no_context_balanced_accuracy_for_a_weak_fit() -> None:
+    logits, rows, labels = scored_rows()
+    weak = _score_with_context(logits, context_meta(46), rows, labels, n_boot=0)
+    assert weak["balanced_accuracy"] is None
+    assert "fitted on only 46 validation images" in weak["unreliable"]
+    sound = _score_with_context(logits, context_meta(1500), rows, labels, n_boot=0)
+    assert sound["unreliable"] is None and 0 <= sound["balanced_accuracy"] <= 1
+
+
+def test_the_terminal_summary_says_a_weak_context_fit_is_not_reliable() -> None:
+    ctx = {"n_with_context": 46, "auroc": 0.8, "auroc_ci": None, "balanced_accuracy": None, "ece_malignant": 0.1}
+    report = {
+        "split": "test",
+        "n_images": 46,
+        "weights": "w",
+        "auroc": 0.5,
+        "auroc_ci": None,
+        "balanced_accuracy": 0.16,
+        "baseline_all_benign": {"accuracy": 0.8},
+        "calibration": {"ece_malignant": 0.02, "temperature": 2.0},
+        "context": {**ctx, "thresholds": {}, "unreliable": "the patient-context model was fitted on only 46 …"},
+        "notes": [],
+    }
+    line = next(x for x in summary_text(report).splitlines() if x.startswith("with patient context"))
+    assert "balanced accuracy n/a" in line and line.endswith("(not reliable: see note)")
+
+
+def test_the_evaluation_page_warns_that_the_tiny_models_context_figures_are_unreliable(app_env: Path) -> None:  # noqa: F811
+    at = page("evaluation").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    assert "With patient context" in [h.value for h in at.subheader]
+    assert any("patient-context model was fitted on only" in a and "not reliable" in a for a in alerts(at))
+    context_bacc = [m for m in at.metric if m.label.startswith("Bal. accuracy")][1]
+    assert context_bacc.value == "n/a"
