@@ -37,6 +37,7 @@ from dermai.data import (
     weights_data_folder,
 )
 from dermai.ensemble import input_sizes_text
+from dermai.evaluate import interval_text
 from dermai.intake import READ_EXTENSIONS, IntakeError, read_image
 from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
@@ -1424,29 +1425,42 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-TOO_FEW = f"too few to score (< {SUBGROUP_MIN_PER_CLASS} malignant or benign)"
+TOO_FEW = f"too few (< {SUBGROUP_MIN_PER_CLASS} per class)"  # short: the AUROC column's help says which
+
+
+SUBGROUP_HELP = {  # the Evaluation page's column help: the labels stay short for an 800 px table
+    "images": "Images of this group in the split",
+    "malignant": "Malignant images among them: the count the sensitivity rests on",
+    "AUROC": f"Malignant vs benign within the group, with its 95% interval (lesion-grouped bootstrap); only where "
+    f"the group has at least {SUBGROUP_MIN_PER_CLASS} malignant and {SUBGROUP_MIN_PER_CLASS} benign images",
+    "refer sens.": "Sensitivity at the validated refer cut-off: the share of the group's malignant images referred, "
+    "with its 95% interval (Wilson, widened where a lesion has several images); a dash without malignant images",
+    "refer spec.": "Specificity at the validated refer cut-off: the share of the group's benign images (images − "
+    "malignant) not referred, with its 95% interval (Wilson, widened where a lesion has several images); a dash "
+    "without benign images",
+}
 
 
 def subgroup_table(subgroups: Sequence[Mapping[str, Any]], field: str) -> pd.DataFrame:
     """One field's rows of an evaluation's `subgroups` as the Evaluation page shows them: a group per row, its
-    counts, AUROC with its interval as text and the refer cut-off's rates. A group too small to score says so
-    in the interval's cell, since an empty AUROC cell alone reads as a missing figure. Age bands come in age
-    order (`context.age_band_order`), as `evaluate` lists them now, also for a report written before it did."""
+    counts, and its AUROC and the refer cut-off's rates each with its 95% interval as text, since "refer
+    sensitivity 1.000" on 4 malignant images read as a certainty (`evaluate.interval_text`). A group too small
+    to score says so in the AUROC's cell, since an empty cell alone reads as a missing figure. Age bands come in
+    age order (`context.age_band_order`), as `evaluate` lists them now, also for a report written before it did."""
     chosen = [row for row in subgroups if row["field"] == field]
     if field == "age":
         chosen.sort(key=lambda row: age_band_order(row["group"]))
     rows = []
     for row in chosen:
-        ci = row.get("auroc_ci")
+        auroc = interval_text(row["auroc"], row.get("auroc_ci"))
         rows.append(
             {
                 "group": row["group"],
                 "images": row["n"],
                 "malignant": row["n_malignant"],
-                "AUROC": row["auroc"],
-                "95% CI": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ("" if row["auroc"] is not None else TOO_FEW),
-                "refer sensitivity": row.get("sensitivity"),
-                "refer specificity": row.get("specificity"),
+                "AUROC": TOO_FEW if auroc is None else auroc,
+                "refer sens.": interval_text(row.get("sensitivity"), row.get("sensitivity_ci")),
+                "refer spec.": interval_text(row.get("specificity"), row.get("specificity_ci")),
             }
         )
     return pd.DataFrame(rows)

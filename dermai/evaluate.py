@@ -524,6 +524,14 @@ def _fmt(value: float | None) -> str:
 RATE_COUNTS = {"sensitivity": "malignant", "specificity": "benign"}  # the images each rate is a share of
 
 
+def interval_text(value: float | None, ci: Sequence[float] | None) -> str | None:
+    """A figure with its 95% interval for a table cell, "1.000 (0.51–1.00)", or None without a figure: a
+    subgroup's sensitivity of 1.000 from 4 malignant images read as a certainty until its interval showed."""
+    if value is None:
+        return None
+    return f"{value:.3f}" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+
+
 def _rate_text(rates: dict[str, Any], rate: str) -> str:
     """A tier's sensitivity or specificity with its 95% interval, or why there is none (no images of the class
     it counts)."""
@@ -592,10 +600,14 @@ def summary_text(report: dict[str, Any]) -> str:
     if report.get("subgroups"):
         lines.append(
             f"by subgroup (n, malignant, AUROC where both classes have {metrics.SUBGROUP_MIN_PER_CLASS}+, refer "
-            "sensitivity / specificity):"
+            "sensitivity / specificity with 95% CI):"
         )
         for row in report["subgroups"]:
-            rates = f", {_fmt(row['sensitivity'])} / {_fmt(row['specificity'])}" if "sensitivity" in row else ""
+            rates = ""
+            if "sensitivity" in row:
+                sens = interval_text(row["sensitivity"], row.get("sensitivity_ci")) or "n/a"
+                spec = interval_text(row["specificity"], row.get("specificity_ci")) or "n/a"
+                rates = f", {sens} / {spec}"
             lines.append(
                 f"  {row['field']} {row['group']}: {row['n']}, {row['n_malignant']}, {_fmt(row['auroc'])}{rates}"
             )

@@ -198,15 +198,15 @@ def show_subgroups(subgroups: list[dict[str, Any]]) -> None:
     least = SUBGROUP_MIN_PER_CLASS
     st.caption(
         f"AUROC only where a group has at least {least} malignant and {least} benign images; sensitivity and "
-        "specificity at the validated refer cut-off. Small groups have wide intervals."
+        "specificity at the validated refer cut-off. Each figure with its 95% interval in brackets: small groups "
+        "have wide ones."
     )
-    number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(
         app_support.subgroup_table(subgroups, field),
         hide_index=True,
         width="stretch",
-        placeholder=app_support.MISSING,  # a group too small to score: a dash, not the word "None"
-        column_config={"AUROC": number, "refer sensitivity": number, "refer specificity": number},
+        placeholder=app_support.MISSING,  # a rate without images to count: a dash, not the word "None"
+        column_config={name: st.column_config.Column(help=text) for name, text in app_support.SUBGROUP_HELP.items()},
     )
 
 

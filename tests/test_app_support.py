@@ -507,15 +507,14 @@ def test_subgroup_table_shows_one_field_with_its_interval_as_text() -> None:
             "group": "male",
             "images": 50,
             "malignant": 9,
-            "AUROC": 0.9,
-            "95% CI": "0.800–0.970",
-            "refer sensitivity": 0.95,
-            "refer specificity": 0.6,
+            "AUROC": "0.900 (0.80–0.97)",
+            "refer sens.": "0.950",
+            "refer spec.": "0.600",
         }
     ]
     young = app_support.subgroup_table(subgroups, "age").iloc[0]
-    assert young["95% CI"] == "too few to score (< 5 malignant or benign)"
-    assert pd.isna(young["AUROC"]) and pd.isna(young["refer sensitivity"])
+    assert young["AUROC"] == "too few (< 5 per class)"
+    assert pd.isna(young["refer sens."])
 
 
 def test_the_training_form_width_zero_trains_a_square_and_a_width_reaches_the_trainer(tmp_path: Path) -> None:

@@ -89,3 +89,46 @@ def test_the_evaluation_page_warns_that_the_tiny_models_context_figures_are_unre
     assert any("patient-context model was fitted on only" in a and "not reliable" in a for a in alerts(at))
     context_bacc = [m for m in at.metric if m.label.startswith("Bal. accuracy")][1]
     assert context_bacc.value == "n/a"
+
+
+def test_subgroup_rates_carry_their_interval_in_the_table_and_the_terminal() -> None:
+    from dermai.app_support import SUBGROUP_HELP, subgroup_table
+
+    young = {"field": "age", "group": "under 30", "n": 30, "n_malignant": 4, "auroc": None, "auroc_ci": None}
+    young |= {"sensitivity": 1.0, "sensitivity_ci": [0.51, 1.0], "specificity": 0.5, "specificity_ci": [0.31, 0.69]}
+    benign = {"field": "age", "group": "30-49", "n": 9, "n_malignant": 0, "auroc": None, "auroc_ci": None}
+    benign |= {"sensitivity": None, "sensitivity_ci": None, "specificity": 0.8, "specificity_ci": [0.49, 0.94]}
+    table = subgroup_table([young, benign], "age")
+    assert list(table.columns) == ["group", "images", "malignant", "AUROC", "refer sens.", "refer spec."]
+    assert set(SUBGROUP_HELP) <= set(table.columns)  # every column the help names is in the table
+    first, second = table.to_dict("records")
+    assert first["malignant"] == 4 and first["refer sens."] == "1.000 (0.51–1.00)"
+    assert first["refer spec."] == "0.500 (0.31–0.69)" and first["AUROC"] == "too few (< 5 per class)"
+    assert pd.isna(second["refer sens."]) and second["refer spec."] == "0.800 (0.49–0.94)"  # no malignant: no rate
+
+    report = {
+        "split": "test",
+        "n_images": 39,
+        "weights": "w",
+        "auroc": 0.5,
+        "auroc_ci": None,
+        "balanced_accuracy": None,
+        "baseline_all_benign": {"accuracy": 0.9},
+        "calibration": {"ece_malignant": 0.02, "temperature": 2.0},
+        "subgroups": [young, benign],
+        "notes": [],
+    }
+    lines = summary_text(report).splitlines()
+    assert "  age under 30: 30, 4, n/a, 1.000 (0.51–1.00) / 0.500 (0.31–0.69)" in lines
+    assert "  age 30-49: 9, 0, n/a, n/a / 0.800 (0.49–0.94)" in lines
+
+
+def test_the_evaluation_pages_subgroup_table_shows_intervals(app_env: Path) -> None:  # noqa: F811
+    at = page("evaluation").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    groups = at.dataframe[0].value
+    assert list(groups.columns) == ["group", "images", "malignant", "AUROC", "refer sens.", "refer spec."]
+    rates = [cell for cell in groups["refer spec."] if pd.notna(cell)]
+    assert rates and all(cell.endswith(")") and "–" in cell for cell in rates)  # "0.650 (0.52–0.76)"
