@@ -42,7 +42,7 @@ from dermai.intake import READ_EXTENSIONS, IntakeError, read_image
 from dermai.jobs import is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
-from dermai.predict import on_off
+from dermai.predict import on_off, point_counts, validation_figures
 from dermai.preprocess import InputSize, input_frame
 from dermai.report import diagnosis_legend as diagnosis_legend  # the page's legend is the HTML report's
 from dermai.weights import (
@@ -255,11 +255,15 @@ def tier_table_title(meta: Mapping[str, Any], tested: bool) -> str:
     return "Triage tiers (validated on the validation split)"
 
 
-def cut_off_validation(sensitivity: float, specificity: float, weak: bool) -> str:
-    """The line under a tier saying how its cut-off did on validation. For weakly validated weights (a quick
-    run's: `weights_cautions`) it must not say "validated": the banner at the top says those figures are not
-    reliable, and a clinician reading the tier would take the line beside it over a banner scrolled away."""
-    figures = f"sensitivity {sensitivity:.2f}, specificity {specificity:.2f}"
+def cut_off_validation(
+    sensitivity: float, specificity: float, weak: bool, counts: Mapping[str, int] | None = None
+) -> str:
+    """The line under a tier saying how its cut-off did on validation, with its 95% intervals and the counts
+    they rest on where the weights record them (`predict.validation_figures`, the HTML report's words). For
+    weakly validated weights (a quick run's: `weights_cautions`) it must not say "validated": the banner at
+    the top says those figures are not reliable, and a clinician reading the tier would take the line beside
+    it over a banner scrolled away."""
+    figures = validation_figures(sensitivity, specificity, counts)
     if weak:
         return (
             f"Cut-off set at {figures} on the validation split; not reliable for these weights "
@@ -769,8 +773,9 @@ def default_weights_note() -> str:
 def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The figures the home page shows: AUROC (with interval and where it was measured), tier cut-offs with
     their validated sensitivity/specificity (and the test split's, `test_*`, where the weights record them, so
-    the validation figures are not read as a promise), training status, image size, and why the classifier is untrained
-    (None when it is trained). A JSON block that is missing
+    the validation figures are not read as a promise), each tier's validation figures in Predict's words
+    (`tier_validation`: with intervals and counts where recorded), training status, image size, and why the
+    classifier is untrained (None when it is trained). A JSON block that is missing
     is left out; one of the wrong shape (hand-edited, another tool's) is left out too and named in
     `problems`, so the page says so in words instead of failing."""
     problems: list[str] = []
@@ -787,7 +792,7 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
             elif interval is not None:
                 problems.append(f"field '{key}.{name}_ci' is not a pair of numbers: ignored")
             break
-    tiers = []
+    tiers, validation = [], {}
     rechecked = _block(meta, "test_operating_points", problems)  # the same cut-offs, scored once on test
     for tier, point in _block(meta, "operating_points", problems).items():
         if not isinstance(point, dict):
@@ -796,6 +801,8 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
         figures = ("threshold", "sensitivity", "specificity")
         where = f"operating_points.{tier}"
         row = {"tier": tier, **{f: _number(point, f, f"{where}.{f}", problems) for f in figures}}
+        if row["sensitivity"] is not None and row["specificity"] is not None:
+            validation[tier] = validation_figures(row["sensitivity"], row["specificity"], point_counts(point))
         test = rechecked.get(tier)
         if isinstance(test, dict):
             for f in ("sensitivity", "specificity"):
@@ -820,6 +827,7 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
         "auroc_ci": ci,
         "auroc_split": source,
         "tiers": tiers,
+        "tier_validation": validation,
         "classes": [str(c) for c in classes],
         "image_size": meta.get("image_size"),
         "input_sizes": input_sizes_text(shape if isinstance(sizes, list | None) else {}),

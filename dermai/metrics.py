@@ -411,7 +411,8 @@ def choose_operating_points(
 ) -> dict[str, dict[str, float]]:
     """Triage cut-offs from the validation split: "refer" catches >= refer_sensitivity of malignant lesions,
     "urgent" keeps specificity >= urgent_specificity. Returns each with its achieved figures on these data
-    (to be re-checked on the test split, never re-tuned there)."""
+    (to be re-checked on the test split, never re-tuned there) and the malignant and benign counts they rest on,
+    so that a page can say how sure they are (`predict.validation_figures`)."""
     check_fraction("refer sensitivity", refer_sensitivity)
     check_fraction("urgent specificity", urgent_specificity)
     y, s = _binary_inputs(y_true, p)
@@ -427,6 +428,8 @@ def choose_operating_points(
             "sensitivity": rates["sensitivity"],
             "specificity": rates["specificity"],
             "target": float(target),
+            "n_malignant": int(y.sum()),
+            "n_benign": int(y.size - y.sum()),
         }
     return out
 

@@ -29,7 +29,7 @@ from dermai.context import (
 )
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation
 from dermai.intake import MIN_SIDE, IntakeResult, read_image
-from dermai.metrics import SUBGROUP_MIN_PER_CLASS, TIER_MEANINGS, assign_tier
+from dermai.metrics import SUBGROUP_MIN_PER_CLASS, TIER_MEANINGS, assign_tier, wilson_interval
 from dermai.ood import OODStats, ood_scores, pixel_verdict
 from dermai.preprocess import meta_input_size, resize_input, to_image_orientation
 from dermai.weights import LoadedWeights, WeightsError, load_weights, untrained_classifier, weak_validation
@@ -80,6 +80,9 @@ class Prediction:
     # the patient-context model's (context entered the score) rather than the image model's
     cut_offs: dict[str, float] | None = None
     cut_offs_with_context: bool = False
+    # the validation split's malignant and benign counts behind tier_sensitivity/specificity (None: weights
+    # calibrated before the counts were recorded)
+    tier_counts: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON record, plus `unreliable`: why its scores are no result (`UNRELIABLE_NOTE`) for
@@ -148,6 +151,38 @@ def weak_weights_note(meta: Mapping[str, Any]) -> str | None:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def point_counts(point: Mapping[str, Any]) -> dict[str, int] | None:
+    """The malignant and benign validation counts an operating point's figures rest on
+    (`metrics.choose_operating_points`), or None for weights calibrated before they were recorded (or a
+    hand-edited JSON whose counts are not positive whole numbers)."""
+    counts = {"malignant": point.get("n_malignant"), "benign": point.get("n_benign")}
+    if all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts.values()):
+        return {name: int(n) for name, n in counts.items()}
+    return None
+
+
+def _rate_with_interval(name: str, rate: float, n: int, of: str) -> str:
+    k = round(rate * n)
+    low, high = wilson_interval(k, n)
+    return f"{name} {rate:.2f} (95% CI {low:.2f}–{high:.2f}; {k} of {n} {of})"
+
+
+def validation_figures(sensitivity: float, specificity: float, counts: Mapping[str, int] | None) -> str:
+    """A cut-off's validation sensitivity and specificity as the Predict page, Home and the HTML report all
+    print them: with their Wilson 95% intervals and the counts they rest on, since 0.95 of 21 malignant
+    lesions is far less sure than 0.95 of 300; without counts (older weights), the bare figures and why no
+    interval is given."""
+    if not counts:
+        return (
+            f"sensitivity {sensitivity:.2f}, specificity {specificity:.2f} (no interval: these weights do not "
+            "record how many validation images the figures rest on)"
+        )
+    return (
+        f"{_rate_with_interval('sensitivity', sensitivity, counts['malignant'], 'malignant')}, "
+        f"{_rate_with_interval('specificity', specificity, counts['benign'], 'benign')}"
+    )
 
 
 SUBGROUP_FIELD_NAMES = {"sex": "sex", "age": "age", "site": "body site"}
@@ -327,7 +362,7 @@ class Predictor:
             notes.append(OOD_NOTE)
         # An image the model cannot read must not come out "routine", which reads as reassurance.
         ungradable = bool(ood) or min(intake.image.size) < MIN_SIDE
-        tier, meaning, sens, spec = self._tier(p_mal, points, ungradable)
+        tier, meaning, sens, spec, counts = self._tier(p_mal, points, ungradable)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(self.classes, probs[0], strict=True)},
             p_malignant=p_mal,
@@ -347,20 +382,23 @@ class Predictor:
             tta_validated=self.tta_validated if points else None,
             cut_offs={t: float(points[t]["threshold"]) for t in ("refer", "urgent") if t in points} if points else None,
             cut_offs_with_context=points is not self.operating_points,
+            tier_counts=counts,
         )
 
     def _tier(
         self, p_malignant: float, points: dict[str, Any] | None, ungradable: bool = False
-    ) -> tuple[str, str, float | None, float | None]:
-        """(tier, its meaning, the validation sensitivity and specificity of the cut-off behind it)."""
+    ) -> tuple[str, str, float | None, float | None, dict[str, int] | None]:
+        """(tier, its meaning, the validation sensitivity and specificity of the cut-off behind it, and the
+        counts they rest on)."""
         if not points:
-            return "unavailable", UNAVAILABLE_MEANING, None, None
+            return "unavailable", UNAVAILABLE_MEANING, None, None, None
         if ungradable:
-            return "ungradable", TIER_MEANINGS["ungradable"], None, None
+            return "ungradable", TIER_MEANINGS["ungradable"], None, None, None
         tier = assign_tier(p_malignant, points)
         point = points["urgent" if tier == "urgent" else "refer"]
         sensitivity, specificity = point.get("sensitivity"), point.get("specificity")
-        return tier, TIER_MEANINGS[tier], _optional_float(sensitivity), _optional_float(specificity)
+        figures = _optional_float(sensitivity), _optional_float(specificity)
+        return tier, TIER_MEANINGS[tier], *figures, point_counts(point)
 
     def explainer(self, method: str = "gradcam") -> SaliencyExplainer:
         """The cached CAM explainer for a method (built on first use)."""

@@ -20,7 +20,7 @@ from PIL import Image
 from dermai.context import describe
 from dermai.data import DIAGNOSIS_NAMES, MALIGNANT
 from dermai.ood import beyond_cut_off
-from dermai.predict import on_off
+from dermai.predict import on_off, validation_figures
 
 
 def score_text(p: float) -> str:
@@ -131,8 +131,8 @@ def prediction_html(
         effects = p.context_effects or {}
         facts.append(_row("Each field's effect", ", ".join(f"{k} {effects.get(k, 0.0):+.3f}" for k in p.context)))
     if p.tier_sensitivity is not None and p.tier_specificity is not None:
-        validated = f"sensitivity {p.tier_sensitivity:.2f}, specificity {p.tier_specificity:.2f} (validation split)"
-        facts.append(_row("Cut-off validated at", validated))
+        figures = validation_figures(p.tier_sensitivity, p.tier_specificity, p.tier_counts)
+        facts.append(_row("Cut-off validated at", f"{figures} (validation split)"))
     cut_off = cut_off_text(p)
     if cut_off:
         facts.append(_row("Tier cut-offs on p(malignant)", cut_off))

@@ -84,6 +84,8 @@ else:
         if "test_sensitivity" in table:
             table = table.rename(columns=TESTED_TIER_COLUMNS)
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
+        for tier, figures in card["tier_validation"].items():  # how sure: Predict's and the report's words
+            st.caption(f"{tier.capitalize()} cut-off on the validation split: {figures}.")
         for tier in ("urgent", "refer", "routine", "ungradable"):
             st.markdown(f"**{tier}** — {TIER_MEANINGS[tier]}")
     else:

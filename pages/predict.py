@@ -189,7 +189,8 @@ def show(result: dict[str, Any]) -> None:
         if cut_offs:  # the score means something only beside the cut-offs that tiered it
             st.caption(f"Tier cut-offs: {cut_offs}.")
         if p.tier_sensitivity is not None:
-            st.caption(app_support.cut_off_validation(p.tier_sensitivity, p.tier_specificity, bool(model.weak_note)))
+            weak = bool(model.weak_note)
+            st.caption(app_support.cut_off_validation(p.tier_sensitivity, p.tier_specificity, weak, p.tier_counts))
         if ungradable:  # a number here (0.000) would read as reassurance
             st.metric("p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
         elif p.context:

@@ -1,0 +1,86 @@
+"""Words on the clinician and researcher pages that a browser walk-through found wanting (AppTest and the
+functions behind the pages)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dermai import app_support
+from dermai.metrics import choose_operating_points
+from dermai.predict import validation_figures
+from dermai.report import prediction_html
+from tests.conftest import HAM
+from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401 (fixture)
+from tests.test_report import prediction
+
+IMAGE = HAM / "images" / "ISIC_0029417.jpg"  # an akiec: the tiny model tiers it
+
+
+def without_counts(weights: Path, folder: Path) -> Path:
+    """A copy of `weights` whose operating points lack the counts, as weights calibrated before they were kept."""
+    folder.mkdir()
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    for points in (meta["operating_points"], meta["context"]["operating_points"]):
+        for point in points.values():
+            point.pop("n_malignant"), point.pop("n_benign")
+    (folder / "model.safetensors").write_bytes(weights.read_bytes())
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder / "model.safetensors"
+
+
+def test_operating_points_keep_the_counts_their_figures_rest_on() -> None:
+    y = np.array([1] * 20 + [0] * 80)
+    p = np.linspace(0, 1, 100)[::-1]
+    points = choose_operating_points(y, p)
+    assert {(v["n_malignant"], v["n_benign"]) for v in points.values()} == {(20, 80)}
+
+
+def test_tier_figures_carry_their_interval_and_counts_on_page_and_report() -> None:
+    """Predict and the report said "sensitivity 0.92, specificity 0.65" with no hint of how sure that is."""
+    counts = {"malignant": 294, "benign": 1207}
+    text = validation_figures(280 / 294, 830 / 1207, counts)
+    assert text == (
+        "sensitivity 0.95 (95% CI 0.92–0.97; 280 of 294 malignant), "
+        "specificity 0.69 (95% CI 0.66–0.71; 830 of 1207 benign)"
+    )
+    assert app_support.cut_off_validation(280 / 294, 830 / 1207, False, counts) == (
+        f"Cut-off validated at {text} on the validation split."
+    )
+    report = prediction_html(
+        prediction(tier_sensitivity=280 / 294, tier_specificity=830 / 1207, tier_counts=counts),
+        "a.jpg",
+        "w",
+        np.zeros((8, 8, 3), np.uint8),
+    )
+    assert text in report
+    bare = validation_figures(0.7, 0.9, None)  # older weights: the figures, and why no interval
+    assert bare.startswith("sensitivity 0.70, specificity 0.90 (no interval: ")
+    assert bare in prediction_html(prediction(), "a.jpg", "w", np.zeros((8, 8, 3), np.uint8))
+
+
+def tier_captions(at: object) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith("Cut-off ")]
+
+
+def test_predict_and_home_quote_each_cut_off_with_its_interval(app_env: Path, tmp_path: Path) -> None:  # noqa: F811
+    at = page("predict").run()
+    at.file_uploader[0].upload(IMAGE.name, IMAGE.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    said = tier_captions(at)
+    assert len(said) == 1 and "(95% CI " in said[0] and " malignant), specificity " in said[0], said
+    home = page("home").run()
+    assert_clean(home)
+    lines = [c.value for c in home.caption if "cut-off on the validation split" in c.value]
+    assert [line.split(" ")[0] for line in lines] == ["Refer", "Urgent"] and all("95% CI" in x for x in lines)
+
+    older = page("predict")
+    older.session_state["weights_path"] = str(without_counts(app_env, tmp_path / "older"))
+    older.run()
+    older.file_uploader[0].upload(IMAGE.name, IMAGE.read_bytes(), "image/jpeg").run()
+    assert_clean(older)
+    said = tier_captions(older)
+    assert len(said) == 1 and "(no interval: these weights do not record" in said[0], said
+    assert not any("not as expected" in a for a in alerts(older))
