@@ -45,6 +45,7 @@ from dermai.ood import beyond_cut_off
 from dermai.predict import on_off, point_counts, validation_figures
 from dermai.preprocess import InputSize, input_frame
 from dermai.report import diagnosis_legend as diagnosis_legend  # the page's legend is the HTML report's
+from dermai.report import score_text
 from dermai.weights import (
     DEFAULT_WEIGHTS,
     WeightsError,
@@ -1413,6 +1414,18 @@ def worklist_shown(table: pd.DataFrame, shown_above: str | None = None) -> pd.Da
     if shown_above and "notes" in table:
         table = table.assign(notes=table["notes"].map(lambda notes: without_note(notes, shown_above)))
     return table.drop(columns=[c for c in WORKLIST_OPTIONAL if c in table and table[c].isna().all()])
+
+
+WORKLIST_FORMATS = {"p_malignant": score_text, "p_malignant_image_only": score_text, "p_top_diagnosis": "{:.2f}"}
+
+
+def worklist_styled(shown: pd.DataFrame) -> Any:
+    """The shown worklist (`worklist_shown`) as a pandas Styler whose scores read as the single-image view and
+    the report print them (`report.score_text`: "< 0.001", not "0.000", which reads as no chance at all),
+    while the cells stay numbers, so the table still sorts by score (the CSV download keeps exact numbers).
+    A missing score reads as the table's dash."""
+    formats = {column: f for column, f in WORKLIST_FORMATS.items() if column in shown}
+    return shown.style.format(formats, na_rep=MISSING)
 
 
 def download_stem(name: str) -> str:

@@ -372,18 +372,17 @@ WORKLIST_COLUMNS = {
     "rank": st.column_config.NumberColumn("rank", width=50, pinned=True),
     "image": st.column_config.TextColumn("image", width=130, pinned=True),
     "tier": st.column_config.TextColumn("tier", width=80),
+    # the scores' display is `app_support.worklist_styled`'s ("< 0.001" as on the single-image view): no format here
     "p_malignant": st.column_config.NumberColumn(
-        "p(malignant)", format="%.3f", width=95, help=f"{SCORE_HELP}, with the patient context when given"
+        "p(malignant)", width=95, help=f"{SCORE_HELP}, with the patient context when given"
     ),
     "top_diagnosis": st.column_config.TextColumn("top diagnosis", width=100),
-    "p_top_diagnosis": st.column_config.NumberColumn(
-        "p(top)", format="%.2f", width=65, help="The top diagnosis's probability"
-    ),
+    "p_top_diagnosis": st.column_config.NumberColumn("p(top)", width=65, help="The top diagnosis's probability"),
     "ood": st.column_config.TextColumn(  # yes, no, or a dash: not checked
         "OOD", width=55, help="Out of distribution: yes, no, or — when not checked (no OOD statistics, unreadable)"
     ),
     "p_malignant_image_only": st.column_config.NumberColumn(
-        "p(mal.), image only", format="%.3f", width=130, help="p(malignant) from the image alone, without the context"
+        "p(mal.), image only", width=130, help="p(malignant) from the image alone, without the context"
     ),
     "context": st.column_config.TextColumn("context", width=260, help="The patient context used for this image"),
     # last, after the scores (`worklist_shown`); a long note is cut at the column's width: listed in full below
@@ -414,7 +413,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
         column.metric(tier.capitalize(), n)
     shown = worklist_on_screen(table)
     st.dataframe(
-        shown,
+        app_support.worklist_styled(shown),
         hide_index=True,
         width="stretch",
         placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"

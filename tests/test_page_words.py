@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from dermai import app_support
 from dermai.metrics import choose_operating_points
 from dermai.predict import validation_figures
-from dermai.report import prediction_html
+from dermai.report import prediction_html, score_text
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401 (fixture)
 from tests.test_report import prediction
@@ -84,3 +86,35 @@ def test_predict_and_home_quote_each_cut_off_with_its_interval(app_env: Path, tm
     said = tier_captions(older)
     assert len(said) == 1 and "(no interval: these weights do not record" in said[0], said
     assert not any("not as expected" in a for a in alerts(older))
+
+
+def test_the_worklist_prints_a_tiny_score_as_the_single_image_view_does() -> None:
+    """The worklist printed p(malignant) 0.0004 as "0.000" while the single-image view and report print "< 0.001"."""
+    table = pd.DataFrame(
+        {
+            "rank": [1, 2, 3],
+            "image": ["a", "b", "c"],
+            "p_malignant": [0.5, 0.0004, np.nan],
+            "p_top_diagnosis": [0.9, 0.5, np.nan],
+        }
+    )
+    styled = app_support.worklist_styled(table)
+    assert styled.data["p_malignant"].dtype == float  # still numbers: the table sorts by score
+    lines = styled.to_string().splitlines()
+    assert lines[2].split()[-3:] == ["<", "0.001", "0.50"] and lines[3].split()[-2:] == ["—", "—"], lines
+
+
+def shown_cells(at: object) -> pd.DataFrame:
+    """The worklist's cells as the browser draws them: the Styler's display values Streamlit sends."""
+    styler = at.dataframe[0].proto.arrow_data.styler
+    return pa.ipc.open_stream(styler.display_values).read_pandas()
+
+
+def test_predicts_worklist_shows_scores_in_the_reports_words(app_env: Path) -> None:  # noqa: F811
+    at = page("predict").run()
+    names = ["ISIC_0024306.jpg", "ISIC_0029417.jpg"]
+    at.file_uploader[0].set_value([(n, (HAM / "images" / n).read_bytes(), "image/jpeg") for n in names]).run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert table["p_malignant"].dtype == float
+    assert list(shown_cells(at)["p_malignant"]) == [score_text(p) for p in table["p_malignant"]]
