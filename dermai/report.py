@@ -21,6 +21,7 @@ from dermai.context import describe
 from dermai.data import DIAGNOSIS_NAMES, MALIGNANT
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off, validation_figures
+from dermai.saliency import OVERLAY_LEGEND, overlay_caption
 
 
 def score_text(p: float) -> str:
@@ -158,8 +159,9 @@ def prediction_html(
     warnings = "".join(f"<li class='warning'>{escape(w)}</li>" for w in p.warnings)
     figures = _figure(image, "original")
     if overlay is not None:
-        looked = "unreliable, the image is ungradable" if ungradable else "where the model looked"
-        figures += _figure(overlay, f"{method or 'saliency'} overlay: {looked}")
+        unreliable = f"{method or 'saliency'} overlay: unreliable, the image is ungradable"
+        figures += _figure(overlay, unreliable if ungradable else overlay_caption(method))
+    legend_line = overlay is not None and not ungradable  # the colours explained, as on the Predict page
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dermai report: {escape(filename)}</title>
 <style>{STYLE}</style></head><body>
@@ -173,6 +175,7 @@ def prediction_html(
 <table><tr><th>diagnosis</th><th>probability</th></tr>{probabilities}</table>
 {f'<p class="legend">{escape(legend)}</p>' if legend else ""}
 <div class="images">{figures}</div>
+{f'<p class="legend">{escape(OVERLAY_LEGEND)}</p>' if legend_line else ""}
 <p class="disclaimer">{escape(DISCLAIMER)}</p>
 </body></html>
 """

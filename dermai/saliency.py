@@ -40,6 +40,19 @@ CAM_METHODS: dict[str, type[BaseCAM]] = {
     "hirescam": HiResCAM,
 }
 
+# The overlay's legend, one line under it on Predict and in the HTML report (cv2's JET colour map: blue low, red
+# high). Without it a red patch reads as "the malignant part" of the lesion, which the map never says.
+OVERLAY_LEGEND = (
+    "Warm colours (red, yellow) mark the regions that most raised the explained score, cool ones (blue) those "
+    "that mattered least: the map shows where the model looked, not where the lesion is malignant."
+)
+
+
+def overlay_caption(method: str | None) -> str:
+    """The overlay's caption, the same on Predict and in the HTML report (which said "…: where the model
+    looked" where the page said nothing); what the map shows is `OVERLAY_LEGEND`'s, under it on both."""
+    return f"{method or 'saliency'} overlay"
+
 
 def served_logits(logits: torch.Tensor, temperature: float, log_prior: Sequence[float] | None) -> torch.Tensor:
     """logits / T + log prior: the scores whose softmax is what `dermai.inference.calibrated_probs` serves."""

@@ -19,7 +19,7 @@ from dermai.context import unused_fields
 from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.predict import OOD_NOTE, tta_mismatch
 from dermai.report import cut_off_text, prediction_html, score_text
-from dermai.saliency import CAM_METHODS, overlay
+from dermai.saliency import CAM_METHODS, OVERLAY_LEGEND, overlay, overlay_caption
 from dermai.weights import untrained_classifier
 from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, warn_if_weights_gone, weights_path
@@ -235,7 +235,8 @@ def show(result: dict[str, Any]) -> None:
     a, b = st.columns(2)
     a.image(result["image"], caption="original", width="stretch", alt=f"The uploaded image {result['name']}")
     if not ungradable:
-        b.image(blended, caption=f"{method} overlay", width="stretch", alt=overlay_alt(result["name"], p))
+        b.image(blended, caption=overlay_caption(method), width="stretch", alt=overlay_alt(result["name"], p))
+        b.caption(OVERLAY_LEGEND)  # the report's legend: what the colours mean, and what they do not
     downloads(result, p, blended)
 
 

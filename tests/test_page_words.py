@@ -118,3 +118,20 @@ def test_predicts_worklist_shows_scores_in_the_reports_words(app_env: Path) -> N
     table = at.dataframe[0].value
     assert table["p_malignant"].dtype == float
     assert list(shown_cells(at)["p_malignant"]) == [score_text(p) for p in table["p_malignant"]]
+
+
+def test_predict_and_report_explain_the_overlay_colours_in_the_same_words(app_env: Path) -> None:  # noqa: F811
+    """Predict never said what the Grad-CAM colours mean, and captioned the overlay unlike the report."""
+    from dermai.saliency import OVERLAY_LEGEND
+
+    at = page("predict").run()
+    at.file_uploader[0].upload(IMAGE.name, IMAGE.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    caption = at.image[1].proto.imgs[0].caption
+    assert caption == "gradcam overlay"
+    assert OVERLAY_LEGEND in [c.value for c in at.caption]
+    assert "not where the lesion is malignant" in OVERLAY_LEGEND and "Warm colours" in OVERLAY_LEGEND
+    image = np.zeros((8, 8, 3), np.uint8)
+    report = prediction_html(prediction(), "a.jpg", "w", image, image, "gradcam")
+    assert f"<figcaption>{caption}</figcaption>" in report and OVERLAY_LEGEND in report
+    assert OVERLAY_LEGEND not in prediction_html(prediction(), "a.jpg", "w", image)  # no overlay: no legend
