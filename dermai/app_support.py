@@ -246,6 +246,27 @@ def weights_cautions(meta: Mapping[str, Any]) -> list[str]:
     return cautions
 
 
+def current_job_control(ensemble: bool, trained: bool, outside: bool) -> str | None:
+    """The label of the one button that ends the job under Training's "Current job": "Cancel this job" for an
+    ensemble, "Stop" once training has begun (its STOP file reaches a command-line run too), "Cancel" while its
+    data is still being prepared; None where the app cannot end it (a command-line job it did not start)."""
+    if ensemble:
+        return None if outside else "Cancel this job"
+    if trained:
+        return "Stop"
+    return None if outside else "Cancel"
+
+
+def current_job_hint(control: str | None) -> str:
+    """What the Runs list says of the run that is the current job, naming the button that `current_job_control`
+    put under "Current job" (it said "stop it" beside a button labelled "Cancel" while data was prepared)."""
+    if control == "Stop":
+        return "It is the current job: stop it under “Current job” above."
+    if control is None:
+        return "It is the current job, started from the command line: “Current job” above says how to end it."
+    return f"It is the current job: cancel it with “{control}” under “Current job” above."
+
+
 def tier_table_title(meta: Mapping[str, Any], tested: bool) -> str:
     """The heading of Home's tier table. Weakly validated weights' (`weights.weak_validation`: a quick run's) must
     not call their cut-offs validated: the banner just above says they are not reliable."""

@@ -281,16 +281,21 @@ def live() -> None:
     where = app_support.epoch_words(stage, status.epoch, jobs.planned_epochs(job.run_dir, stage))
     st.progress(status.progress, text=f"{job.name}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
-    # The one stop control of the running job (the Runs list below points here rather than repeat it).
+    # The one stop control of the running job (the Runs list below points here rather than repeat it, by name).
+    control = app_support.current_job_control(job.stage == jobs.ENSEMBLE_STAGE, bool(records), bool(outside))
+    if st.session_state.get("train_live_control", control) != control:  # e.g. data prepared: Cancel became Stop
+        st.session_state["train_live_control"] = control
+        st.rerun()  # the whole page: the Runs list's hint names the new button
+    st.session_state["train_live_control"] = control
     if job.stage == jobs.ENSEMBLE_STAGE:  # it reads no STOP file, metrics or not: end its process instead
         st.caption("Combining the runs and fitting the ensemble's calibration on the validation split…")
-        if outside:  # cancel_job ends only a process this app started (the lock's): say how to end this one
+        if control is None:  # cancel_job ends only a process this app started (the lock's): say how to end this one
             kill = f" or run `kill {holder.removeprefix('pid ')}`" if holder.startswith("pid ") else ""
             st.caption(
                 "An ensemble reads no STOP file and this one was not started here, so the app cannot end it: press "
                 f"Ctrl+C in its terminal{kill}; its half-made files are removed."
             )
-        elif st.button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):
+        elif st.button(control, help="End the job now; the ensemble's half-made files are removed"):
             cancelled = jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled." if cancelled else "That job is no longer running.")
     elif records:
@@ -298,11 +303,9 @@ def live() -> None:
             jobs.stop_job(job.run_dir)
             st.toast("Stop requested: the run will checkpoint and end.")
         st.plotly_chart(training_curves_figure(records), width="stretch", key="live_curves")
-    elif outside:
-        st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
     else:
         st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
-        if st.button("Cancel", help="Nothing is trained yet: end the job now"):
+        if control and st.button(control, help="Nothing is trained yet: end the job now"):
             jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled.")
 
@@ -543,7 +546,8 @@ if resumable and buttons[0].button("Resume"):
         state["train_resumed"] = f"Resumed {job.name} (pid {job.pid})."  # said after the rerun, as Start does
         st.rerun()
 if row["status"] == "running" and same_file(row["path"], state.get("train_watching")):
-    buttons[1].caption("It is the current job: stop it under “Current job” above.")  # one control per run
+    # one control per run: the Runs list names the button "Current job" shows (`live` keeps its label)
+    buttons[1].caption(app_support.current_job_hint(state.get("train_live_control")))
 elif row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
     # An ensemble job has no step to stop after (it reads no STOP file): end its process instead.
     if buttons[1].button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):

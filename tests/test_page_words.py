@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from dermai import app_support
 from dermai.metrics import choose_operating_points
@@ -135,3 +136,30 @@ def test_predict_and_report_explain_the_overlay_colours_in_the_same_words(app_en
     report = prediction_html(prediction(), "a.jpg", "w", image, image, "gradcam")
     assert f"<figcaption>{caption}</figcaption>" in report and OVERLAY_LEGEND in report
     assert OVERLAY_LEGEND not in prediction_html(prediction(), "a.jpg", "w", image)  # no overlay: no legend
+
+
+def test_the_runs_list_names_the_button_that_ends_a_job_preparing_its_data(
+    app_env: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a job prepared its data the runs list said "stop it under Current job" beside a button labelled
+    "Cancel"."""
+    from dermai import jobs
+    from tests.test_jobs import harmless
+
+    runs = Path(jobs.runs_dir())
+    monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(60))  # a job preparing its data
+    jobs.start_job("both", {}, runs, name="early")
+    try:
+        at = page("training").run()
+        assert_clean(at)
+        assert "Cancel" in [b.label for b in at.button]
+        assert "It is the current job: cancel it with “Cancel” under “Current job” above." in [
+            c.value for c in at.caption
+        ]
+    finally:
+        jobs.cancel_job(runs)
+    assert app_support.current_job_control(ensemble=False, trained=True, outside=True) == "Stop"
+    assert app_support.current_job_control(ensemble=True, trained=False, outside=False) == "Cancel this job"
+    assert app_support.current_job_control(ensemble=False, trained=False, outside=True) is None
+
