@@ -211,6 +211,25 @@ def same_split_choices(choices: Mapping[str, str], current: str, read: MetaReade
     return out
 
 
+def no_comparison_hint(meta: Mapping[str, Any]) -> str:
+    """What Evaluation says when no other weights share these weights' split: which run can be compared (the same
+    data folder, Seed and Limit images, so the same manifest: `same_split_choices`), since "train a run" sent
+    users to a Quick check, whose 300-image split never matches the shipped model's."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    seed, limit = data.get("seed"), data.get("limit")
+    if isinstance(seed, int) and (limit is None or isinstance(limit, int)):
+        limited = f"Limit images {limit}" if limit else "Limit images 0 (every image)"
+        needed = f"{TRAIN_FORM_LABELS['seed']} {seed} and {limited}"
+    else:
+        needed = f"the same {TRAIN_FORM_LABELS['seed']} and {TRAIN_FORM_LABELS['limit']} as these weights"
+    return (
+        "No other weights of this split to compare with. Only a run on the same split can be compared: one "
+        f"trained on this data folder with {needed} (a Quick check, limited to 300 images, never is). Or choose "
+        "other weights in the sidebar."
+    )
+
+
 def _run_label(name: str, path: Path, read: MetaReader = read_meta) -> str:
     """ "name (status)", "name (status, pretrain only — no trained classifier)" or "name (unreadable JSON)"."""
     try:

@@ -163,3 +163,16 @@ def test_the_runs_list_names_the_button_that_ends_a_job_preparing_its_data(
     assert app_support.current_job_control(ensemble=True, trained=False, outside=False) == "Cancel this job"
     assert app_support.current_job_control(ensemble=False, trained=False, outside=True) is None
 
+
+def test_evaluation_says_which_run_can_be_compared(app_env: Path) -> None:  # noqa: F811
+    """With nothing of its split to compare with, Evaluation said "train a run": a Quick check run never shares
+    the shipped model's split, so following that hint never made a comparison possible."""
+    at = page("evaluation").run()
+    assert_clean(at)
+    seed = json.loads(app_env.with_suffix(".json").read_text())["config"]["data"]["seed"]
+    hint = [i.value for i in at.info if i.value.startswith("No other weights of this split")]
+    assert hint == [app_support.no_comparison_hint({"config": {"data": {"seed": seed, "limit": 64}}})]
+    assert f"Seed {seed} and Limit images 64" in hint[0] and "Quick check" in hint[0] and "train a run" not in hint[0]
+    shipped = app_support.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}})
+    assert "with Seed 0 and Limit images 0 (every image)" in shipped
+    assert "the same Seed and Limit images as these weights" in app_support.no_comparison_hint({})
