@@ -26,6 +26,11 @@ def _split_order(splits: Sequence[Any]) -> list[str]:
     return known + sorted(present - set(SPLIT_COLOURS))
 
 
+# A legend under the plot, in one row: plotly's default, at the right, covered the ROC and PR curves or squeezed
+# the plot in a half-width column at 800 px (Evaluation puts ROC beside PR, the reliability diagram under ROC).
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}
+
+
 def roc_figure(
     y_true: np.ndarray, p: np.ndarray, operating_points: Mapping[str, Mapping[str, Any]] | None = None
 ) -> go.Figure:
@@ -57,6 +62,7 @@ def roc_figure(
         title=f"ROC (AUROC {roc_auc_score(y, s):.3f})",
         xaxis_title="1 − specificity (false-positive rate)",
         yaxis_title="sensitivity",
+        legend=LEGEND_BELOW,
     )
     return fig
 
@@ -76,6 +82,7 @@ def pr_figure(y_true: np.ndarray, p: np.ndarray) -> go.Figure:
         title=f"Precision–recall (AUPRC {average_precision_score(y, p):.3f})",
         xaxis_title="recall (sensitivity)",
         yaxis_title="precision (PPV)",
+        legend=LEGEND_BELOW,
     )
     return fig
 
@@ -100,6 +107,7 @@ def reliability_figure(bins: Sequence[Mapping[str, Any]]) -> go.Figure:
         title="Reliability",
         xaxis={"title": "mean predicted probability", "range": [0, 1]},
         yaxis={"title": "observed fraction positive", "range": [0, 1]},
+        legend=LEGEND_BELOW,  # beside ROC on Evaluation: at the right it squeezed the plot to a sliver at 800 px
     )
     return fig
 

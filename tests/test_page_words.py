@@ -176,3 +176,14 @@ def test_evaluation_says_which_run_can_be_compared(app_env: Path) -> None:  # no
     shipped = app_support.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}})
     assert "with Seed 0 and Limit images 0 (every image)" in shipped
     assert "the same Seed and Limit images as these weights" in app_support.no_comparison_hint({})
+
+
+def test_roc_pr_and_reliability_legends_sit_below_their_plots() -> None:
+    """At 800 px the ROC and PR legends covered the curves in Evaluation's half-width columns."""
+    from dermai.plots import pr_figure, reliability_figure, roc_figure
+
+    y, p = np.array([0, 0, 1, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    bins = [{"count": 3, "mean_pred": 0.2, "frac_pos": 0.3}]
+    for fig in (roc_figure(y, p, {"refer": {"threshold": 0.3}}), pr_figure(y, p), reliability_figure(bins)):
+        legend = fig.layout.legend
+        assert legend.orientation == "h" and legend.yanchor == "top" and legend.y < 0, fig.layout.title.text
