@@ -296,23 +296,6 @@ def tier_table_title(meta: Mapping[str, Any], tested: bool) -> str:
     return "Triage tiers (validated on the validation split)"
 
 
-def cut_off_validation(
-    sensitivity: float, specificity: float, weak: bool, counts: Mapping[str, int] | None = None
-) -> str:
-    """The line under a tier saying how its cut-off did on validation, with its 95% intervals and the counts
-    they rest on where the weights record them (`predict.validation_figures`, the HTML report's words). For
-    weakly validated weights (a quick run's: `weights_cautions`) it must not say "validated": the banner at
-    the top says those figures are not reliable, and a clinician reading the tier would take the line beside
-    it over a banner scrolled away."""
-    figures = validation_figures(sensitivity, specificity, counts)
-    if weak:
-        return (
-            f"Cut-off set at {figures} on the validation split; not reliable for these weights "
-            "(see the warning at the top)."
-        )
-    return f"Cut-off validated at {figures} on the validation split."
-
-
 def unused_fields_text(unused: Mapping[str, str]) -> str:
     """The context fields a model does not ask for, each with its reason (`context.unused_fields`): "sex (its
     weight … is 0 …)" for one, not "sex (sex: …)", which named it twice; "sex, site (sex: …; site: …)" for more."""

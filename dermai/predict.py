@@ -83,6 +83,8 @@ class Prediction:
     # the validation split's malignant and benign counts behind tier_sensitivity/specificity (None: weights
     # calibrated before the counts were recorded)
     tier_counts: dict[str, int] | None = None
+    # False for weakly validated weights (`weak_weights_note`): their cut-offs' figures are no validation
+    tier_reliable: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON record, plus `unreliable`: why its scores are no result (`UNRELIABLE_NOTE`) for
@@ -183,6 +185,20 @@ def validation_figures(sensitivity: float, specificity: float, counts: Mapping[s
         f"{_rate_with_interval('sensitivity', sensitivity, counts['malignant'], 'malignant')}, "
         f"{_rate_with_interval('specificity', specificity, counts['benign'], 'benign')}"
     )
+
+
+def cut_off_validation(prediction: Prediction) -> str | None:
+    """The line under a tier, on the Predict page and in the report, saying how its cut-off did on validation,
+    with intervals and counts where the weights record them (`validation_figures`); None without figures. For
+    weakly validated weights (`Prediction.tier_reliable`: a quick run's) it must not say "validated": their
+    banner and caveat say those figures are not reliable, and a reader takes the line beside the tier first."""
+    p = prediction
+    if p.tier_sensitivity is None or p.tier_specificity is None:
+        return None
+    figures = validation_figures(p.tier_sensitivity, p.tier_specificity, p.tier_counts)
+    if not p.tier_reliable:
+        return f"Cut-off set at {figures} on the validation split; not reliable for these weights."
+    return f"Cut-off validated at {figures} on the validation split."
 
 
 SUBGROUP_FIELD_NAMES = {"sex": "sex", "age": "age", "site": "body site"}
@@ -383,6 +399,7 @@ class Predictor:
             cut_offs={t: float(points[t]["threshold"]) for t in ("refer", "urgent") if t in points} if points else None,
             cut_offs_with_context=points is not self.operating_points,
             tier_counts=counts,
+            tier_reliable=self.weak_note is None,
         )
 
     def _tier(

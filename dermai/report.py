@@ -20,7 +20,7 @@ from PIL import Image
 from dermai.context import describe
 from dermai.data import DIAGNOSIS_NAMES, MALIGNANT
 from dermai.ood import beyond_cut_off
-from dermai.predict import on_off, validation_figures
+from dermai.predict import cut_off_validation, on_off
 from dermai.saliency import OVERLAY_LEGEND, overlay_caption
 
 
@@ -131,9 +131,8 @@ def prediction_html(
         facts.append(_row("Score from the image alone", score_text(p.p_malignant_image_only)))
         effects = p.context_effects or {}
         facts.append(_row("Each field's effect", ", ".join(f"{k} {effects.get(k, 0.0):+.3f}" for k in p.context)))
-    if p.tier_sensitivity is not None and p.tier_specificity is not None:
-        figures = validation_figures(p.tier_sensitivity, p.tier_specificity, p.tier_counts)
-        facts.append(_row("Cut-off validated at", f"{figures} (validation split)"))
+    if validation := cut_off_validation(p):  # the page's words beside the tier
+        facts.append(_row("The tier's cut-off", validation))
     cut_off = cut_off_text(p)
     if cut_off:
         facts.append(_row("Tier cut-offs on p(malignant)", cut_off))

@@ -17,7 +17,7 @@ from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.context import unused_fields
 from dermai.intake import READ_FORMATS, IntakeError, read_image
-from dermai.predict import OOD_NOTE, tta_mismatch
+from dermai.predict import OOD_NOTE, cut_off_validation, tta_mismatch
 from dermai.report import cut_off_text, prediction_html, score_text
 from dermai.saliency import CAM_METHODS, OVERLAY_LEGEND, overlay, overlay_caption
 from dermai.weights import untrained_classifier
@@ -188,9 +188,8 @@ def show(result: dict[str, Any]) -> None:
         cut_offs = cut_off_text(p)
         if cut_offs:  # the score means something only beside the cut-offs that tiered it
             st.caption(f"Tier cut-offs: {cut_offs}.")
-        if p.tier_sensitivity is not None:
-            weak = bool(model.weak_note)
-            st.caption(app_support.cut_off_validation(p.tier_sensitivity, p.tier_specificity, weak, p.tier_counts))
+        if validation := cut_off_validation(p):
+            st.caption(validation)
         if ungradable:  # a number here (0.000) would read as reassurance
             st.metric("p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
         elif p.context:

@@ -13,7 +13,7 @@ import pytest
 
 from dermai import app_support
 from dermai.metrics import choose_operating_points
-from dermai.predict import validation_figures
+from dermai.predict import cut_off_validation, validation_figures
 from dermai.report import prediction_html, score_text
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401 (fixture)
@@ -49,16 +49,10 @@ def test_tier_figures_carry_their_interval_and_counts_on_page_and_report() -> No
         "sensitivity 0.95 (95% CI 0.92–0.97; 280 of 294 malignant), "
         "specificity 0.69 (95% CI 0.66–0.71; 830 of 1207 benign)"
     )
-    assert app_support.cut_off_validation(280 / 294, 830 / 1207, False, counts) == (
-        f"Cut-off validated at {text} on the validation split."
-    )
-    report = prediction_html(
-        prediction(tier_sensitivity=280 / 294, tier_specificity=830 / 1207, tier_counts=counts),
-        "a.jpg",
-        "w",
-        np.zeros((8, 8, 3), np.uint8),
-    )
-    assert text in report
+    shown = prediction(tier_sensitivity=280 / 294, tier_specificity=830 / 1207, tier_counts=counts)
+    assert cut_off_validation(shown) == f"Cut-off validated at {text} on the validation split."
+    report = prediction_html(shown, "a.jpg", "w", np.zeros((8, 8, 3), np.uint8))
+    assert cut_off_validation(shown) in report
     bare = validation_figures(0.7, 0.9, None)  # older weights: the figures, and why no interval
     assert bare.startswith("sensitivity 0.70, specificity 0.90 (no interval: ")
     assert bare in prediction_html(prediction(), "a.jpg", "w", np.zeros((8, 8, 3), np.uint8))

@@ -120,3 +120,13 @@ def test_the_report_gives_the_cut_offs_that_decided_the_tier() -> None:
     assert "Tier cut-offs" not in prediction_html(prediction(), "a.png", "w", image)  # the weights have none
     ungradable = prediction(tier="ungradable", tier_sensitivity=None, tier_specificity=None, cut_offs={"refer": 0.1})
     assert "Tier cut-offs" not in prediction_html(ungradable, "a.png", "w", image)  # no score to compare
+
+
+def test_the_report_does_not_call_a_weakly_validated_cut_off_validated() -> None:
+    """The Predict page said "Cut-off set at … not reliable for these weights" for a quick run's weights, but
+    their HTML report, the copy that gets filed, still said "Cut-off validated at"."""
+    image = Image.new("RGB", (20, 20))
+    weak = prediction_html(prediction(tier_reliable=False), "a.png", "w", image)
+    assert "Cut-off validated" not in weak
+    assert "Cut-off set at sensitivity 0.70, specificity 0.90" in weak and "not reliable for these weights" in weak
+    assert "Cut-off validated at sensitivity 0.70" in prediction_html(prediction(), "a.png", "w", image)
