@@ -318,7 +318,7 @@ def score_rows(
         if context_report["n_with_context"]:
             predictions["p_malignant_context"] = context_report.pop("p_malignant")
             predictions["tier_context"] = context_report.pop("tiers")
-            if context_report["unreliable"]:
+            if context_report.get("unreliable"):
                 notes.append(f"{context_report['unreliable']}; no balanced accuracy with context is given")
         else:  # its figures would repeat the image-only ones under a "with patient context" heading
             context_report = None
@@ -421,15 +421,16 @@ def _score_with_context(
         "thresholds": {},
         "ece_malignant": calibration.expected_calibration_error(y_mal, p_mal),
         "balanced_accuracy": None,
-        "unreliable": context.weak_fit(meta),
         "p_malignant": p_mal,
         "tiers": tiers,
     }
+    if unreliable := context.weak_fit(meta):  # only then: a sound fit's report reads as before
+        out["unreliable"] = unreliable
     if all(t is not None for t in tiers):
         flagged = {"refer": [t in ("refer", "urgent") for t in tiers], "urgent": [t == "urgent" for t in tiers]}
         groups = rows["group"].to_numpy()
         out["thresholds"] = {name: metrics.decision_rates(y_mal, np.array(f), groups) for name, f in flagged.items()}
-    if labels is not None and not out["unreliable"]:  # a weak fit's argmax over rare diagnoses is noise
+    if labels is not None and not unreliable:  # a weak fit's argmax over rare diagnoses is noise
         log_prior = np.asarray(meta["log_prior"]) if meta.get("log_prior") else 0.0
         out["balanced_accuracy"] = metrics.multiclass_metrics(labels, softmax_np(z - log_prior), classes)[
             "balanced_accuracy"
