@@ -1,13 +1,20 @@
-"""`python -m dermai …`"""
+"""`python -m dermai …`, and the installed `dermai` command (`run`)."""
 
 import sys
 
-if __name__ == "__main__":
-    try:  # Ctrl-C while numpy, pandas… load, or while the arguments are parsed: before main() handles it
+
+def run() -> int:
+    """The command line, with Ctrl-C while numpy, pandas… load or while the arguments are parsed (before
+    `cli.main` handles it) one line and exit 130, not a traceback: the installed command's wrapper would
+    otherwise import `dermai.cli` outside any handler."""
+    try:
         from dermai.cli import main
 
-        code = main()
+        return main()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        code = 130
-    raise SystemExit(code)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

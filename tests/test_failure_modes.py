@@ -296,3 +296,25 @@ def test_ctrl_c_while_the_command_loads_is_one_line(
     with pytest.raises(SystemExit) as exited:
         runpy.run_module("dermai", run_name="__main__")
     assert exited.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_the_installed_command_says_one_line_for_ctrl_c_while_it_loads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m dermai` handled it, but the installed `dermai` command's wrapper imported dermai.cli outside
+    any handler, so Ctrl-C while it loaded still printed a traceback: its entry point is now `__main__.run`."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["dermai"].partition(":")
+
+    class InterruptedImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "dermai.cli":
+                raise KeyboardInterrupt
+
+    entry = getattr(importlib.import_module(module), function)
+    monkeypatch.delitem(sys.modules, "dermai.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    assert entry() == 130 and capsys.readouterr().err == "error: interrupted\n"
