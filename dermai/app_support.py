@@ -1035,6 +1035,14 @@ def external_note(report: Mapping[str, Any]) -> tuple[str, str] | None:
     return ("warning" if external.get("n_own_test") else "info"), words
 
 
+def notes_below(report: Mapping[str, Any]) -> list[str]:
+    """An evaluation's notes as the Evaluation page lists them below its figures: all but the weak context fit's,
+    which the page already shows as a warning above the context figures (`context.weak_fit`), so it is not
+    said twice."""
+    unreliable = (report.get("context") or {}).get("unreliable")
+    return [note for note in report.get("notes", []) if not (unreliable and note.startswith(unreliable))]
+
+
 TIER_FIGURES = ("threshold", "sensitivity", "specificity", "ppv", "npv")
 
 

@@ -164,7 +164,7 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
             used = fields_text(weighted_fields(meta))  # a field of weight 0 is left out, as `predict` leaves it
             st.caption(f"Each image with the {used} its metadata records, as `predict` would score it")
             st.table(pd.DataFrame(rows).set_index("tier").style.format("{:.3f}", na_rep="n/a"))
-    for note in report.get("notes", []):
+    for note in app_support.notes_below(report):
         st.caption(f"Note: {note}")
     a, b = st.columns(2)
     if report.get("binary"):

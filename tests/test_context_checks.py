@@ -89,6 +89,8 @@ def test_the_evaluation_page_warns_that_the_tiny_models_context_figures_are_unre
     assert any("patient-context model was fitted on only" in a and "not reliable" in a for a in alerts(at))
     context_bacc = [m for m in at.metric if m.label.startswith("Bal. accuracy")][1]
     assert context_bacc.value == "n/a"
+    said = [c.value for c in at.caption if "patient-context model was fitted on only" in c.value]
+    assert said == [], said  # the warning says it once; the notes below did again
 
 
 def test_subgroup_rates_carry_their_interval_in_the_table_and_the_terminal() -> None:
