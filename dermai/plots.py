@@ -60,7 +60,7 @@ def roc_figure(
         )
     fig.update_layout(
         title=f"ROC (AUROC {roc_auc_score(y, s):.3f})",
-        xaxis_title="1 − specificity (false-positive rate)",
+        xaxis_title="1 − specificity",  # short: "(false-positive rate)" was cut in a half-width column at 800 px
         yaxis_title="sensitivity",
         legend=LEGEND_BELOW,
     )

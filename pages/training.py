@@ -345,7 +345,8 @@ def runs_table() -> None:
                 "best val AUROC",
                 format="%.3f",
                 help="the best epoch's validation AUROC as training measured it; the run's 'As served' figure, "
-                "after calibration on the same split, can differ a little",
+                "after calibration on the same split, can differ: a little on a large validation split, by much "
+                "on a small one (a Quick check's few dozen images)",
             ),
             "disk_gb": st.column_config.NumberColumn("GB on disk", format="%.2f"),
         },

@@ -180,3 +180,10 @@ def test_training_curves_mark_the_weight_average_after_its_last_epoch():
     assert list(star.x) == [2.5] and list(star.y) == [0.85] and star.xaxis == "x2"
     records[-1]["kept"] = False
     assert training_curves_figure(records).data[-1].name.endswith("(not kept)")
+
+
+def test_roc_and_pr_axis_titles_fit_a_half_width_column_at_800_px(binary):
+    """Evaluation draws ROC and PR side by side; at 800 px "1 − specificity (false-positive rate)" was cut."""
+    y, p = binary
+    for fig in (roc_figure(y, p), pr_figure(y, p)):
+        assert len(fig.layout.xaxis.title.text) <= 20, fig.layout.xaxis.title.text
