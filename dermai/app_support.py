@@ -1027,11 +1027,12 @@ def external_note(report: Mapping[str, Any]) -> tuple[str, str] | None:
     external = report.get("external")
     if not external:
         return None
-    if not external.get("overlap_checked"):
-        return "warning", f"Overlap with the training images NOT checked: {external.get('reason')}"
-    from dermai.evaluate import external_text
+    from dermai.evaluate import external_line
 
-    words = f"External folder: {report.get('n_images')} images scored; {external_text(external)}."
+    line = external_line(external)  # the CLI's words: what was left out, or that the overlap was not checked
+    if not external.get("overlap_checked"):
+        return "warning", line[0].upper() + line[1:]
+    words = f"External folder: {report.get('n_images')} images scored; {line}."
     return ("warning" if external.get("n_own_test") else "info"), words
 
 
@@ -1582,15 +1583,11 @@ def embedding_map(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from dermai.evaluate import score, unseen_rows, weights_dataset
+    from dermai.evaluate import score, split_rows
     from dermai.weights import load_weights
 
     loaded = load_weights(weights)
-    if split == "all":  # an external folder, less the images the weights were trained or tuned on
-        rows, _ = unseen_rows(loaded.meta, load_dataset(data or None))
-    else:
-        dataset = weights_dataset(loaded.meta, data or None, json_path=loaded.path.with_suffix(".json"))
-        rows = dataset.meta[dataset.meta["split"] == split]
+    _, rows, _ = split_rows(loaded, split, data or None)  # the rows `evaluate` scores for this split
     if len(rows) > limit:
         rows = rows.sample(n=limit, random_state=seed)
     if len(rows) < 3:

@@ -176,3 +176,21 @@ def test_a_csv_listing_an_image_twice_names_the_rows(tmp_path: Path) -> None:
         f"{folder / 'train.csv'}: image id 'EXT_0001' appears more than once (rows 3, 8, 10); 1 more image id "
         "repeated: which row's label holds cannot be guessed; keep one row per image"
     )
+
+
+def test_the_embedding_map_of_an_external_folder_leaves_out_the_images_the_weights_saw(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """Split "all" maps the same rows `evaluate` scores: the folder less its train/validation images."""
+    manifest = pd.read_csv(tiny.parent / "manifest.csv")
+    rows = isic2020_rows(12, 5)
+    seen = list(manifest.loc[manifest["split"] == "train", "image_id"][:2])
+    for row, image_id in zip(rows[-2:], seen, strict=True):
+        row["image_name"] = image_id
+    points = app_support.embedding_map(tiny, external(tmp_path, rows), "all", limit=50)
+    assert len(points) == 10 and not set(seen) & set(points["image_id"])
+
+
+def test_an_unchecked_overlap_is_said_in_the_commands_words() -> None:
+    report = {"n_images": 4, "external": {"overlap_checked": False, "reason": "no config", "n_excluded": 0}}
+    assert app_support.external_note(report) == ("warning", "Overlap with the training images NOT checked: no config")
