@@ -297,7 +297,9 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--predictions", required=True, help="per-image predictions CSV to write")
 
     compare = sub.add_parser(
-        "compare", help="two models of one split on the same images: paired differences with 95%% intervals"
+        "compare",
+        help="two models on the same images (their split, or an external folder): paired differences with 95%% "
+        "intervals",
     )
     compare.add_argument("weights_a", metavar="A", help="weights file or folder (the reference)")
     compare.add_argument("weights_b", metavar="B", help="weights file or folder (the challenger)")
@@ -307,8 +309,8 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         "--split",
         choices=["val", "test", "all"],
         default="val",
-        help="val for choices; test only to report; all: every image of an external --data folder, less any the "
-        "models were trained or tuned on",
+        help="val for choices; test only to report; all: every image of an external --data folder, less any "
+        "either model was trained or tuned on (the only split for models trained on different splits)",
     )
     compare.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations (default: off)")
     compare.add_argument("--n-boot", type=_count, default=1000, help="paired bootstrap resamples")

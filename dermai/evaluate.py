@@ -115,7 +115,35 @@ def weights_dataset(
     return dataset
 
 
-def unseen_rows(meta: dict[str, Any], dataset: Dataset) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _own_split(meta: dict[str, Any], dataset: Dataset, model: str = "") -> Dataset | str:
+    """The split these weights were trained on, rebuilt (`weights_dataset`), or why it cannot be. Their training
+    folder itself is refused as an external folder: its held-out images are their test split. `model` ("A",
+    "B") names one of two compared models of different splits, which share no held-out images there."""
+    try:
+        own = weights_dataset(meta)
+    except (EvaluationError, DataError) as exc:
+        return str(exc)
+    if own.root.resolve() == dataset.root.resolve():
+        if not model:
+            raise EvaluationError(
+                f"{dataset.root} is the folder these weights were trained on: score its held-out images with "
+                "--split test (or val), not --split all"
+            )
+        raise EvaluationError(
+            f"{dataset.root} is the folder model {model} was trained on: models of different splits share no "
+            "held-out images there; compare them on another (external) folder with --split all"
+        )
+    return own
+
+
+def _ids(own: Dataset, splits: Sequence[str]) -> set[str]:
+    """The image ids of some splits of a rebuilt split."""
+    return set(own.meta.loc[own.meta["split"].isin(splits), "image_id"])
+
+
+def unseen_rows(
+    meta: dict[str, Any], dataset: Dataset, other: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """An external folder's rows (split "all") without the images these weights were trained or tuned on.
 
     External sets often share images with the training data (ISIC 2019 holds all of HAM10000 under the same
@@ -123,28 +151,39 @@ def unseen_rows(meta: dict[str, Any], dataset: Dataset) -> tuple[pd.DataFrame, d
     the training folder itself is refused (its held-out images are the test split), train and validation ids
     are dropped and counted, and its test images kept but counted (`n_own_test`): unseen, yet from the training
     folder, so not evidence of generalisation to other clinics. When the weights' split cannot be rebuilt (no
-    config, folder gone), the report says the overlap was not checked."""
+    config, folder gone), the report says the overlap was not checked.
+
+    `other` is a second model's meta (`compare_weights`' B, trained on another split than A, `meta`): the rows
+    kept are those neither saw, so that both are scored on images new to each; `n_excluded` counts that union
+    and `n_excluded_each` each model's share of it ({"A": …, "B": …}). Where either split cannot be rebuilt
+    the comparison is refused, since its fairness rests on leaving out both."""
     rows = dataset.meta.assign(split="all")
-    try:
-        own = weights_dataset(meta)
-    except (EvaluationError, DataError) as exc:
-        return rows, {"overlap_checked": False, "reason": str(exc), "n_excluded": 0}
-    if own.root.resolve() == dataset.root.resolve():
-        raise EvaluationError(
-            f"{dataset.root} is the folder these weights were trained on: score its held-out images with "
-            "--split test (or val), not --split all"
-        )
-    seen = set(own.meta.loc[own.meta["split"].isin(["train", "val"]), "image_id"])
-    kept = rows[~rows["image_id"].isin(seen)].reset_index(drop=True)
+    metas = {"": meta} if other is None else {"A": meta, "B": other}
+    owns: dict[str, Dataset] = {}
+    for model, model_meta in metas.items():
+        own = _own_split(model_meta, dataset, model)
+        if isinstance(own, str) and not model:
+            return rows, {"overlap_checked": False, "reason": own, "n_excluded": 0}
+        if isinstance(own, str):  # a model of another split may have trained on any of the other's images
+            raise EvaluationError(
+                f"model {model}'s training images cannot be found ({own}), so models of different splits cannot "
+                "be compared fairly on this folder: compare models of one split"
+            )
+        owns[model] = own
+    seen = {model: _ids(own, ["train", "val"]) for model, own in owns.items()}
+    kept = rows[~rows["image_id"].isin(set().union(*seen.values()))].reset_index(drop=True)
     if kept.empty:
-        raise EvaluationError(f"every image of {dataset.root} was used to train or tune these weights")
-    held_out = set(own.meta.loc[own.meta["split"] == "test", "image_id"])
+        who = "these weights" if other is None else "one of these models"
+        raise EvaluationError(f"every image of {dataset.root} was used to train or tune {who}")
+    held_out = set().union(*(_ids(own, ["test"]) for own in owns.values()))
     report = {
         "overlap_checked": True,
-        "training_data": str(own.root),
+        "training_data": " and ".join(dict.fromkeys(str(own.root) for own in owns.values())),  # each folder once
         "n_excluded": len(rows) - len(kept),
         "n_own_test": int(kept["image_id"].isin(held_out).sum()),  # scored, but from the training folder
     }
+    if other is not None:
+        report["n_excluded_each"] = {model: int(rows["image_id"].isin(ids).sum()) for model, ids in seen.items()}
     return kept, report
 
 
@@ -443,16 +482,18 @@ def split_rows(
     split: str,
     data_dir: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
+    other: dict[str, Any] | None = None,
 ) -> tuple[Dataset, pd.DataFrame, dict[str, Any] | None]:
     """The dataset and rows a split scores, and for split "all" the report's `external` block: "all" is the
-    external folder `data_dir` less the images these weights were trained or tuned on (`unseen_rows`), any other
-    split the weights' own (`weights_dataset`). One rule for `evaluate` and `compare_weights`."""
+    external folder `data_dir` less the images these weights were trained or tuned on (`unseen_rows`; also
+    those `other`, a compared model of another split, was), any other split the weights' own
+    (`weights_dataset`). One rule for `evaluate`, `compare_weights` and the Evaluation page."""
     external = None
     if split == "all":
         if data_dir is None:
             raise EvaluationError("--split all scores an external folder: name it with --data")
         dataset = load_dataset(data_dir)
-        rows, external = unseen_rows(loaded.meta, dataset)
+        rows, external = unseen_rows(loaded.meta, dataset, other)
     else:
         dataset = weights_dataset(loaded.meta, data_dir, manifest, loaded.path.with_suffix(".json"))
         rows = dataset.meta[dataset.meta["split"] == split].reset_index(drop=True)
@@ -545,10 +586,18 @@ def _rate_text(rates: dict[str, Any], rate: str) -> str:
 def external_text(external: dict[str, Any]) -> str:
     """What an external folder's score left out as seen in training, and how many of the images it kept are
     the training folder's own held-out ones (same ids: an ISIC 2019 copy holds HAM10000's test split)."""
-    text = f"left out {external['n_excluded']} images the weights were trained or tuned on"
+    each = external.get("n_excluded_each")  # two models of different splits (`unseen_rows`)
+    if each:
+        text = (
+            f"left out {external['n_excluded']} images either model was trained or tuned on "
+            f"({each['A']} of A's, {each['B']} of B's)"
+        )
+    else:
+        text = f"left out {external['n_excluded']} images the weights were trained or tuned on"
     if external.get("n_own_test"):
+        whose = "the models'" if each else "the weights'"
         text += (
-            f"; {external['n_own_test']} of the images scored are the weights' own test images (same ids as in "
+            f"; {external['n_own_test']} of the images scored are {whose} own test images (same ids as in "
             f"{external['training_data']}), not external ones"
         )
     return text
@@ -632,25 +681,27 @@ def compare_weights(
     n_boot: int = 1000,
     manifest: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Two models of one split scored on the same images: each one's malignant-vs-benign AUROC and 7-class
-    balanced accuracy, and the paired differences B − A with lesion-grouped 95% intervals
-    (`metrics.paired_bootstrap`). A difference whose interval spans 0 is within noise. Models trained on
-    different splits are refused: one of them would have trained on some of the other's held-out images.
-    `manifest` is the runs' split manifest, for a split that cannot be rebuilt from A's config (as `evaluate`).
-    split="all" scores the external folder `data_dir` less the images both were trained or tuned on (one split,
-    so the same ones), and the result's `external` block says so, as `evaluate`'s does (`split_rows`)."""
+    """Two models scored on the same images: each one's malignant-vs-benign AUROC and 7-class balanced
+    accuracy, and the paired differences B − A with lesion-grouped 95% intervals (`metrics.paired_bootstrap`).
+    A difference whose interval spans 0 is within noise. `manifest` is the runs' split manifest, for a split
+    that cannot be rebuilt from A's config (as `evaluate`). split="all" scores the external folder `data_dir`
+    less the images either model was trained or tuned on (`split_rows`), and the result's `external` block says
+    how many, as `evaluate`'s does: so models of different splits are compared there. On their val or test
+    split they are refused: one of them would have trained on some of the other's held-out images."""
     if split not in ("val", "test", "all"):
         raise EvaluationError(
             f"compare models on their val or test split, not {split!r} (or on all of an external folder: split all)"
         )
     a, b = load_weights(weights_a), load_weights(weights_b)
-    if a.meta.get("manifest_sha256") != b.meta.get("manifest_sha256"):
+    same_split = a.meta.get("manifest_sha256") == b.meta.get("manifest_sha256")
+    if not same_split and split != "all":
         raise EvaluationError(
             f"{b.path} was trained on another split than {a.path} (manifest sha256 "
             f"{str(b.meta.get('manifest_sha256'))[:12]}… vs {str(a.meta.get('manifest_sha256'))[:12]}…): "
-            "their held-out images differ, so they cannot be compared on them"
+            f"their {split} images differ, so they cannot be compared on them. Compare them on an external folder "
+            "instead (--split all --data FOLDER): it is scored less the images either model was trained or tuned on"
         )
-    dataset, rows, external = split_rows(a, split, data_dir, manifest)
+    dataset, rows, external = split_rows(a, split, data_dir, manifest, None if same_split else b.meta)
     y_mal, group = rows["malignant"].to_numpy().astype(int), rows["group"].to_numpy()
     p_mal, balanced = {}, {}
     for name, loaded in (("a", a), ("b", b)):
