@@ -211,6 +211,17 @@ def same_split_choices(choices: Mapping[str, str], current: str, read: MetaReade
     return out
 
 
+def compare_choices(
+    choices: Mapping[str, str], current: str, split: str, read: MetaReader = read_meta
+) -> dict[str, str]:
+    """The weights Evaluation offers as B for Compare's `split`: on "all" (an external folder, scored less the
+    images either model saw: `evaluate.unseen_rows`) every `weight_choices` but `current`, whatever its split;
+    on val or test only those of `current`'s split (`same_split_choices`), whose held-out images are A's."""
+    if split == "all":
+        return {path: label for path, label in choices.items() if path != current}
+    return same_split_choices(choices, current, read)
+
+
 def no_comparison_hint(meta: Mapping[str, Any]) -> str:
     """What Evaluation says when no other weights share these weights' split: which run can be compared (the same
     data folder, Seed and Limit images, so the same manifest: `same_split_choices`), since "train a run" sent

@@ -316,22 +316,23 @@ COMPARE_COLUMNS = {
 }
 st.header("Compare with other weights")
 st.caption(
-    "These weights (A) and another model of the same split (B) on the same images: the paired difference "
-    "B − A with a 95% interval that resamples lesions for both together. An interval spanning 0 is noise."
+    "These weights (A) and another model (B) on the same images: the paired difference B − A with a 95% interval "
+    "that resamples lesions for both together. An interval spanning 0 is noise. On val or test B must share A's "
+    "split; on all (an external folder) any B, scored less the images either model was trained or tuned on."
 )
-listed = app_support.weight_choices(current=weights, read=cached_meta)  # each JSON read once: the sidebar's cache
-others = app_support.same_split_choices(listed, weights, cached_meta)
-app_support.restore_widgets(state, {"cmp_other": list(others)})
 m1, m2, m3 = st.columns([2, 1, 1])
-other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None
-cmp_split = m2.radio(
+cmp_split = m2.radio(  # read before B's list, which depends on it
     "Split",
     cmp_splits,
     horizontal=True,
     key="cmp_split",
-    help="choose on val; test reports; all: every image of this external folder, less those the models were trained "
-    "or tuned on",
+    help="choose on val; test reports; all: every image of this external folder, less those either model was "
+    "trained or tuned on (models of different splits: only all)",
 )
+listed = app_support.weight_choices(current=weights, read=cached_meta)  # each JSON read once: the sidebar's cache
+others = app_support.compare_choices(listed, weights, cmp_split, cached_meta)
+app_support.restore_widgets(state, {"cmp_other": list(others)})
+other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None
 cmp_request = (weights, mtime, other, app_support.weights_mtime(other or ""), data, cmp_split)
 if other and m3.button("Compare"):
     st.session_state["cmp_request"] = cmp_request

@@ -1,6 +1,6 @@
 """`compare --split all` of two models trained on different splits: the external folder is scored less the
 images either model was trained or tuned on, and the output says how many of each; their val or test splits
-are still refused, with what to do instead."""
+are still refused, with what to do instead. The Evaluation page offers the same."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermai import cli
+from dermai import app_support, cli, jobs
 from dermai.data import attach_splits, load_dataset, manifest_checksum, manifest_frame
 from dermai.evaluate import EvaluationError, compare_weights, external_text
 from tests.conftest import make_folder
+from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
 from tests.test_leftovers_eval import copy_weights, tiny  # noqa: F401  (tiny is a fixture)
 
 
@@ -109,6 +110,43 @@ def test_compare_all_on_the_folder_one_model_was_trained_on_is_refused(pair: tup
         EvaluationError, match=r"is the folder model A was trained on: .*another \(external\) folder with --split all"
     ):
         compare_weights(a, b, training, split="all", n_boot=20)
+
+
+def test_compare_choices_offer_other_splits_only_for_all(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = pair
+    same = copy_weights(a, tmp_path / "same")
+    listed = {str(a): "A", str(b): "other split", str(same): "same split"}
+    assert app_support.compare_choices(listed, str(a), "all") == {str(b): "other split", str(same): "same split"}
+    for split in ("val", "test"):
+        assert app_support.compare_choices(listed, str(a), split) == {str(same): "same split"}
+
+
+def test_the_evaluation_page_compares_a_model_of_another_split_on_an_external_folder(
+    app_env: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    b = other_split_weights(app_env, Path(jobs.runs_dir()) / "other")
+    folder, counts = external_seen_by_each(app_env, b, tmp_path / "ext")
+    monkeypatch.setenv("DERMAI_DATA", str(folder))
+    at = page("evaluation").run()
+    assert at.radio(key="cmp_split").value == "all"
+    assert "other (finished)" in at.selectbox(key="cmp_other").options  # B's split differs: offered for "all"
+    at.selectbox(key="cmp_other").set_value(str(b))
+    next(x for x in at.button if x.label == "Compare").click()
+    at.run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    said = (
+        f"External folder: 12 images scored; left out {counts['all']} images either model was trained or tuned on "
+        f"({counts['A']} of A's, {counts['B']} of B's)."
+    )
+    assert said in alerts(at), alerts(at)
+    assert any("verdict" in d.value.columns for d in at.dataframe)
+    at.radio(key="cmp_split").set_value("val").run()  # A's own split: B is no longer offered
+    assert_clean(at)
+    offered = [option for box in at.selectbox if box.key == "cmp_other" for option in box.options]
+    assert "other (finished)" not in offered
 
 
 def test_compare_all_is_refused_when_the_other_splits_training_images_cannot_be_found(
