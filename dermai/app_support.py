@@ -222,10 +222,16 @@ def compare_choices(
     return same_split_choices(choices, current, read)
 
 
-def no_comparison_hint(meta: Mapping[str, Any]) -> str:
-    """What Evaluation says when no other weights share these weights' split: which run can be compared (the same
-    data folder, Seed and Limit images, so the same manifest: `same_split_choices`), since "train a run" sent
-    users to a Quick check, whose 300-image split never matches the shipped model's."""
+def no_comparison_hint(meta: Mapping[str, Any], split: str = "val") -> str:
+    """What Evaluation says when `compare_choices` offers no B: on val or test, which run can be compared (the
+    same data folder, Seed and Limit images, so the same manifest: `same_split_choices`), since "train a run"
+    sent users to a Quick check, whose 300-image split never matches the shipped model's; on all (an external
+    folder), where any split is offered, only that there are no other weights."""
+    if split == "all":
+        return (
+            "No other weights to compare with: train a run on the Training page, or choose other weights in the "
+            "sidebar."
+        )
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     seed, limit = data.get("seed"), data.get("limit")

@@ -337,7 +337,7 @@ cmp_request = (weights, mtime, other, app_support.weights_mtime(other or ""), da
 if other and m3.button("Compare"):
     st.session_state["cmp_request"] = cmp_request
 if not others:
-    st.info(app_support.no_comparison_hint(meta))
+    st.info(app_support.no_comparison_hint(meta, cmp_split))
 elif st.session_state.get("cmp_request") == cmp_request:
     with plain_errors("Cannot compare", app_support.evaluation_words), st.spinner("Scoring both models on the split…"):
         result = compared(*cmp_request)

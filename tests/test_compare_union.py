@@ -160,3 +160,11 @@ def test_compare_all_is_refused_when_the_other_splits_training_images_cannot_be_
     folder, _ = external_seen_by_each(a, a, tmp_path / "ext")
     with pytest.raises(EvaluationError, match=r"model B's training images cannot be found \(.*no training config"):
         compare_weights(a, b, folder, split="all", n_boot=20)
+
+
+def test_no_comparison_hint_for_all_does_not_ask_for_the_same_split() -> None:
+    """With 'all' chosen, any split is offered as B: the val/test hint ("Only a run on the same split can be
+    compared") was wrong there."""
+    hint = app_support.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}}, "all")
+    assert hint.startswith("No other weights to compare with") and "split" not in hint
+    assert "same split" in app_support.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}}, "val")
