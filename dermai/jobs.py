@@ -3,7 +3,9 @@
 The registry is one lock file, `<runs>/.job.json` (pid, run folder, stage, command, start time), created
 exclusively so two sessions cannot both start a job. Everything the app shows about a run comes from that
 file and the run folder (metrics.jsonl, job.log), never from a browser session, so a reloaded page still
-sees the job. A lock whose process has gone is stale and is cleared on the next read. Stop writes the run's
+sees the job. A lock whose process has gone is stale and is cleared on the next read. The lock names the run
+and command before the process starts (pid 0) and its pid once started: an app killed in between leaves a
+trainer that the lock still finds, by the run folder it owns (`current_job`). Stop writes the run's
 STOP file: the trainer ends cleanly after the current step with a checkpoint, and Resume continues from it.
 Each trainer also holds its run folder's own OS lock (`train.run_lock`) while it lives, wherever it was started
 (here or the command line), and so does an ensemble build (`ensemble.build_ensemble`): while it is held the run
@@ -97,7 +99,8 @@ LIST_FLAGS: dict[str, str] = {"augment": "--augment", "simclr_augment": "--simcl
 # pixel cache (0.1-1.5 GB). Below this much free space a job is refused rather than left to die mid-way.
 MIN_FREE_BYTES = 1 << 30
 DELETING_PREFIX = ".deleting-"  # a run folder being deleted: hidden, so a deletion cut short lists no half-run
-STARTING = "(starting)"  # run_dir of a job whose lock is taken but not yet filled
+STARTING = "(starting)"  # run_dir of a job whose lock is taken but whose process is not yet known
+START_GRACE_S = 10  # a lock naming no live process reads as a starting job this long after it was written
 ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
 # The app's own lines in a run's job.log: when each job it launched started, and when the user cancelled one.
@@ -193,7 +196,10 @@ def _read_lock(path: Path) -> dict[str, Any] | None:
 
 
 def current_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
-    """The job holding the lock, or None; a stale lock (its process gone) is removed."""
+    """The job holding the lock, or None; a stale lock (its process gone) is removed. A lock that names its run
+    but no pid yet is the job of the trainer owning that run folder (`_started_trainer`), else a starting job
+    for START_GRACE_S, then stale: its starter died before starting a trainer, or before recording one that
+    has ended since."""
     path = runs_dir(runs) / LOCK_NAME
     record = _read_lock(path)
     if record is None:
@@ -208,16 +214,33 @@ def current_job(runs: str | os.PathLike[str] | None = None) -> Job | None:
         )
     except (KeyError, TypeError, ValueError):
         job = None
-    if job is not None and _pid_alive(job.pid, job.command):
+    if job is not None and job.pid > 0 and _pid_alive(job.pid, job.command):
         return job
+    if job is not None and job.pid <= 0 and (started := _started_trainer(path, record, job)) is not None:
+        return started
     try:
-        if record == {} and time.time() - path.stat().st_mtime < 10:  # a job is starting: lock not yet filled
-            return Job(-1, STARTING, "", [], path.stat().st_mtime)
+        if (record == {} or (job is not None and job.pid <= 0)) and time.time() - path.stat().st_mtime < START_GRACE_S:
+            return Job(-1, STARTING, "", [], path.stat().st_mtime)  # its process is not started (or known) yet
     except FileNotFoundError:
         return None
     if _read_lock(path) == record:  # still the stale record, not a lock another caller just took
         path.unlink(missing_ok=True)
     return None
+
+
+def _started_trainer(path: Path, record: dict[str, Any], job: Job) -> Job | None:
+    """The job of a lock written before its process started (pid 0), when the process holding its run folder's
+    lock (`run_lock_holder`, a trainer's pid) runs the lock's command: its starter (the app) was killed before
+    recording the pid. The pid is recorded now, so that the page shows, stops and cancels it as any job."""
+    holder = run_lock_holder(job.run_dir) or ""
+    pid = int(holder.removeprefix("pid ")) if holder.removeprefix("pid ").isdigit() else 0
+    if pid <= 0 or not _pid_alive(pid, job.command):
+        return None
+    started = dataclasses.replace(job, pid=pid)
+    if _read_lock(path) == record:  # still that record, not a lock another caller just took
+        with contextlib.suppress(OSError):  # unrecorded (a read-only runs folder), it is found again next read
+            write_json_atomic(path, asdict(started))
+    return started
 
 
 def build_command(stage: str, run_dir: Path, options: Mapping[str, Any], resume: bool = False) -> list[str]:
@@ -296,8 +319,8 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
             _refuse_if_running(runs)
     else:
         raise JobError(f"{lock}: cannot take the job lock")
-    os.close(fd)
     try:
+        _write_starting(fd, lock, Job(0, str(run_dir), stage, command, time.time()))
         run_dir.mkdir(parents=True, exist_ok=True)
         # A STOP left from an earlier run would end this one at its first step; one written from now on is
         # honoured (the trainer no longer clears it when it starts).
@@ -328,6 +351,17 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
             raise JobError(f"{lock}: cannot record the job ({reason}); its trainer was stopped at its start") from None
         raise
     return job
+
+
+def _write_starting(fd: int, lock: Path, job: Job) -> None:
+    """Fill the lock just taken (`fd`, closed here) with the job before its process starts (pid 0): an app
+    killed before recording the pid leaves a lock that names the run, whose trainer `current_job` then finds.
+    A write cut short reads as unfilled, a starting job for START_GRACE_S."""
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(job), handle, indent=2)
+    except OSError as exc:
+        raise JobError(f"{lock}: cannot record the job ({exc.strerror or exc})") from None
 
 
 def _stop_unrecorded(process: subprocess.Popen, run_dir: Path) -> None:
