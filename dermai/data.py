@@ -13,6 +13,8 @@ import errno
 import hashlib
 import json
 import os
+import re
+import socket
 import sys
 import tempfile
 import time
@@ -138,7 +140,8 @@ def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
 CACHE_LIMIT_GB = 8.0  # default bound on the pixel cache ($DERMAI_CACHE_GB): a few image sizes of HAM10000
 CACHE_FILE_PREFIXES = ("pixels-", "masks-")
 # A cache temporary untouched this long was left by a writer killed outright (SIGKILL, out of memory): a live
-# decode writes to its file every few seconds and ends within the hour, so a younger one may be in use.
+# decode writes to its file every few seconds and ends within the hour, so a younger one may be in use (unless
+# its name says its writer is gone: `dead_writer`).
 ABANDONED_TEMPORARY_SECONDS = 24 * 3600
 
 
@@ -187,16 +190,18 @@ def prune_cache(folder: Path, keep: Path, limit: int) -> list[Path]:
 
 
 def abandoned_cache_temporaries(folder: Path, now: float | None = None) -> list[Path]:
-    """The cache's write temporaries (".pixels-….npy.XXXX.tmp", hundreds of MB each) that a process killed
-    outright left behind: no clean-up ran, so only their age (`ABANDONED_TEMPORARY_SECONDS` since the last
-    write) tells them from one another process is writing right now, which must never be deleted."""
+    """The cache's write temporaries (".pixels-….npy.PID@HOST.XXXX.tmp", hundreds of MB each) that a process
+    killed outright left behind: no clean-up ran. One another process is writing right now must never be
+    deleted: a temporary whose writer is gone from this host (`dead_writer`) is abandoned at once, so a decode
+    killed and rerun does not leave it for a day; any other (another host's, an older version's name) only once
+    untouched for `ABANDONED_TEMPORARY_SECONDS`."""
     cutoff = (time.time() if now is None else now) - ABANDONED_TEMPORARY_SECONDS
     found = []
     for path in folder.glob(".*.tmp"):
         if not (atomic_leftover(path.name) and path.name[1:].startswith(CACHE_FILE_PREFIXES)):
             continue
         with suppress(OSError):  # removed meanwhile: its writer finished
-            if path.stat().st_mtime < cutoff:
+            if dead_writer(path.name) or path.stat().st_mtime < cutoff:
                 found.append(path)
     return found
 
@@ -702,7 +707,7 @@ def check_writable(path: Path) -> None:
     if not os.access(path.parent, os.W_OK):
         raise PermissionError(f"cannot write {path}: its folder is not writable")
     try:
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, probe = _temporary_beside(path)
     except OSError as exc:
         raise OSError(f"cannot write {path} ({exc.strerror or exc})") from None
     os.close(fd)
@@ -725,7 +730,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
     unwritable place is refused before the block runs, with an error naming `path`, not the temporary."""
     check_writable(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _temporary_beside(path)
     except OSError as exc:
         raise OSError(f"cannot write {path} ({exc.strerror or exc})") from None
     os.close(fd)
@@ -767,9 +772,47 @@ def write_failure(path: Path, exc: OSError, replaced: bool = True) -> WriteFailu
 
 
 def atomic_leftover(name: str) -> bool:
-    """Whether a file name is a temporary `atomic_target` makes (".NAME.XXXX.tmp"): one is left behind only when
-    its process was killed mid-write (SIGKILL, out of memory), and is the writer's own, not a file of the user's."""
+    """Whether a file name is a temporary `atomic_target` makes (".NAME.PID@HOST.XXXX.tmp"; ".NAME.XXXX.tmp"
+    from older versions): one is left behind only when its process was killed mid-write (SIGKILL, out of
+    memory), and is the writer's own, not a file of the user's."""
     return name.startswith(".") and name.endswith(".tmp")
+
+
+WRITER_TAG = re.compile(r"\.(\d+)@([A-Za-z0-9-]+)\.[^.]+\.tmp$")  # the writer a temporary's name records
+
+
+def _host() -> str:
+    """Where this process's pid means this process, as a temporary's name records it: the machine's name and,
+    where /proc tells it, its pid namespace (two containers of one host can share a name and a cache folder, and
+    neither sees the other's pids). Letters, digits and '-' only: '.' separates the name's parts."""
+    try:
+        space = "-" + str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        space = ""
+    return (re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host") + space
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path` (mkstemp: its descriptor and name), named ".NAME.PID@HOST.XXXX.tmp"
+    (`atomic_leftover`): the writer's pid and host let a later process tell a killed writer's leftover from
+    a write in progress (`dead_writer`). The one naming scheme of every atomic write and writability probe."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}@{_host()}.", suffix=".tmp")
+
+
+def dead_writer(name: str) -> bool:
+    """Whether an atomic temporary's writer is known to be gone: its name records this host and a pid that no
+    process has now. A temporary of another host (a shared cache) or without a recorded writer (an older
+    version's) is not known to be abandoned, nor one whose pid runs again (reused: left to the age rule)."""
+    match = WRITER_TAG.search(name)
+    if match is None or match[2] != _host():
+        return False
+    try:
+        os.kill(int(match[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # another user's process (EPERM), or no pid at all
+        return False
+    return False
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> Path:

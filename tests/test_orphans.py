@@ -1,11 +1,12 @@
 """What a process killed outright (SIGKILL, out of memory) leaves behind, and how the app recovers: a trainer
-whose starter died before recording it in the job lock. Each is simulated with a real child process killed by
-SIGKILL."""
+whose starter died before recording it in the job lock, and the pixel-cache temporary of a killed decode. Each
+is simulated with a real child process killed by SIGKILL."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from dermai import jobs
+from dermai.data import load_pixels, prune_cache
 from dermai.train import OWNER_FILE, run_lock_holder
 from tests.test_app_pages import REPO, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
+from tests.test_interrupted_batches import _clinic
 from tests.test_jobs import harmless, wait_for
 
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # the children import this checkout's dermai
@@ -27,6 +30,7 @@ STARTER = """
 import os, signal, sys
 from pathlib import Path
 from dermai import jobs
+from dermai.data import load_pixels, prune_cache
 
 runs, at, trainer = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 def killed(*args, **kwargs):
@@ -125,3 +129,41 @@ def test_a_dead_starters_lock_blocks_new_jobs_only_for_the_starting_grace(
     job = jobs.start_job("both", {"image_size": 64}, runs, name="next")
     assert job.pid > 0 and job.name == "next"
     wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in job to end")
+
+
+# A decode of `sys.argv[2:]` into the pixel cache at `sys.argv[1]` that stalls on its second image, to be killed.
+DECODER = """
+import sys, time
+from dermai import data
+
+real = data.decode_image
+def stalled(path, size):
+    if path.endswith("1.png"):
+        time.sleep(300)
+    return real(path, size)
+data.decode_image = stalled
+data.load_pixels(sys.argv[2:], 32, cache_dir=sys.argv[1], workers=1)
+"""
+
+
+def test_a_killed_decodes_cache_temporary_goes_at_its_rerun_not_a_day_later(tmp_path: Path) -> None:
+    """A decode killed outright (SIGKILL, out of memory) and rerun at once left its `.pixels-….tmp` (hundreds of
+    MB) for a day: only its age told it from a decode in progress. Its name now records its writer (pid and
+    host): a writer gone from this host is dead, and its temporary goes at once; another host's waits the day."""
+    cache, images = tmp_path / "cache", [str(p) for p in _clinic(tmp_path / "clinic", 3)]
+    decoder = subprocess.Popen([sys.executable, "-c", DECODER, str(cache), *images], env=CHILD_ENV)
+    try:
+        wait_for(lambda: any(cache.glob(".pixels-*.tmp")), 120, "the decode to start writing")
+        [leftover] = cache.glob(".pixels-*.tmp")
+        assert f".{decoder.pid}@" in leftover.name
+        assert prune_cache(cache, cache / "pixels-other-32px.npy", limit=10**12) == []  # its writer is alive
+        assert leftover.exists()
+    finally:
+        decoder.send_signal(signal.SIGKILL)
+        decoder.wait()
+    elsewhere = cache / re.sub(r"@[^.]+\.", "@elsewhere.", leftover.name)  # a writer on another host sharing the cache
+    elsewhere.write_bytes(b"\0" * 10)
+    pixels = load_pixels(images, 32, cache_dir=cache)  # the rerun
+    assert pixels.shape == (3, 32, 32, 3) and not leftover.exists()
+    assert elsewhere.exists()  # its pid means nothing here: it is kept until it is a day old
+    assert sorted(p.name.startswith("pixels-") for p in cache.iterdir()) == [False, True]
