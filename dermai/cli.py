@@ -978,9 +978,10 @@ def _print_prediction(shown: str, result: Prediction, written: dict[str, str | N
     """One image's table row (`shown`: its name, distinct within the batch), then its warnings, context and
     written files, indented."""
     from dermai.context import describe as describe_context
+    from dermai.worklist import UNLIKE_TRAINING
 
     if header:
-        print(f"{'IMAGE':<32} {'TIER':<11} {'P(MALIGNANT)':>12}  {'TOP DIAGNOSIS':<14} OOD")
+        print(f"{'IMAGE':<32} {'TIER':<11} {'P(MALIGNANT)':>12}  {'TOP DIAGNOSIS':<14} {UNLIKE_TRAINING.upper()}")
     top = max(result.probabilities, key=result.probabilities.__getitem__)
     ood = "n/a" if result.ood is None else "YES" if result.ood else "no"
     top_text = f"{top} {result.probabilities[top]:.2f}"

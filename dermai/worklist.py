@@ -46,6 +46,11 @@ COLUMNS = [
     "tta",
     "notes",
 ]
+# The words a person reads for two columns whose CSV names (`COLUMNS`) are for scripts: "p(top)" and "OOD" were
+# explained only in a hover help, so a clinician scanning the table could not tell what they meant. The Predict
+# page's table and `predict`'s terminal table use these; the CSV keeps its names, which README maps to them.
+TOP_PROBABILITY = "its probability"  # beside "top diagnosis": how sure the model is of that diagnosis
+UNLIKE_TRAINING = "unlike training images"  # the OOD verdict: yes, no, or a dash when not checked
 
 
 def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:

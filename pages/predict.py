@@ -21,7 +21,15 @@ from dermai.predict import OOD_NOTE, cut_off_validation, tta_mismatch
 from dermai.report import cut_off_text, prediction_html, score_text
 from dermai.saliency import CAM_METHODS, OVERLAY_LEGEND, overlay, overlay_caption
 from dermai.weights import untrained_classifier
-from dermai.worklist import WorklistEntry, score_images, tier_counts, worklist, worklist_csv
+from dermai.worklist import (
+    TOP_PROBABILITY,
+    UNLIKE_TRAINING,
+    WorklistEntry,
+    score_images,
+    tier_counts,
+    worklist,
+    worklist_csv,
+)
 from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, warn_if_weights_gone, weights_path
 
 UNRELIABLE_OUTPUT = "Model output for an ungradable image (unreliable)"
@@ -367,7 +375,8 @@ def worklist_on_screen(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # Rank and image pinned at the left, then tier and p(malignant): in a narrow window the table scrolls sideways
-# to p(top), the OOD verdict, the context and the notes (wide enough to read; the CSV download has them whole).
+# to the top diagnosis's probability, the OOD verdict, the context and the notes (wide enough to read; the CSV
+# download has them whole). Those two headers are plain words (`worklist.TOP_PROBABILITY`, `UNLIKE_TRAINING`).
 WORKLIST_COLUMNS = {
     "rank": st.column_config.NumberColumn("rank", width=50, pinned=True),
     "image": st.column_config.TextColumn("image", width=130, pinned=True),
@@ -377,9 +386,14 @@ WORKLIST_COLUMNS = {
         "p(malignant)", width=95, help=f"{SCORE_HELP}, with the patient context when given"
     ),
     "top_diagnosis": st.column_config.TextColumn("top diagnosis", width=100),
-    "p_top_diagnosis": st.column_config.NumberColumn("p(top)", width=65, help="The top diagnosis's probability"),
+    "p_top_diagnosis": st.column_config.NumberColumn(
+        TOP_PROBABILITY, width=105, help="The top diagnosis's probability (0 to 1); the CSV's p_top_diagnosis"
+    ),
     "ood": st.column_config.TextColumn(  # yes, no, or a dash: not checked
-        "OOD", width=55, help="Out of distribution: yes, no, or — when not checked (no OOD statistics, unreadable)"
+        UNLIKE_TRAINING,
+        width=155,
+        help="Out of distribution (OOD): yes, the image is unlike the dermoscopy images the model was trained on, "
+        "so its scores are unreliable; no; or — when not checked (no OOD statistics, unreadable). The CSV's ood",
     ),
     "p_malignant_image_only": st.column_config.NumberColumn(
         "p(mal.), image only", width=130, help="p(malignant) from the image alone, without the context"

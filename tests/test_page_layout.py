@@ -83,8 +83,8 @@ def test_worklist_keeps_the_key_columns_first_and_the_long_text_readable(app_env
     assert order[-2:] == ["context", "notes"]
     assert config["rank"]["pinned"] and config["image"]["pinned"]  # in view while the table scrolls sideways
     assert config["context"]["width"] >= 240 and config["notes"]["width"] >= 600  # "age 5…" before
-    assert config["ood"]["label"] == "OOD" and config["ood"]["help"].startswith("Out of distribution")
-    assert config["p_top_diagnosis"]["width"] <= 70  # p(top) and OOD narrow, near the front
+    assert config["ood"]["help"].startswith("Out of distribution")  # its plain header: test_plain_words.py
+    assert config["p_top_diagnosis"]["width"] <= 110  # the probability and OOD verdict near the front
     assert config["p_malignant"]["help"].startswith("Malignancy score")
 
 
