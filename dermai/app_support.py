@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from dermai.config import TrainConfig
-from dermai.context import age_band_order
+from dermai.context import age_band_order, weak_fit
 from dermai.data import (
     MALIGNANT,
     MASK_FOLDER,
@@ -908,8 +908,9 @@ def serving_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | No
 
 def context_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     """The patient-context model in brief: each field's fitted weight, and its AUROC (test if scored, else
-    validation; None when neither was recorded) beside the image-only one; None without one. Raises
-    ValueError naming the field when the block is of the wrong shape."""
+    validation; None when neither was recorded) beside the image-only one, and `unreliable` only for a fit on
+    too few validation images (`context.weak_fit`); None without one. Raises ValueError naming the field when
+    the block is of the wrong shape."""
     block = meta.get("context")
     if not block:
         return None
@@ -930,27 +931,33 @@ def context_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     else:
         auroc, image_only, split = val.get("val_auroc"), val.get("val_auroc_image_only"), "val"
         n = val.get("n_val_with_context", val.get("n_val"))
-    return {
+    summary = {
         "weights": weights,
         "auroc": auroc if _is_number(auroc) else None,
         "auroc_image_only": image_only if _is_number(image_only) else None,
         "split": split,
         "n": n if _is_number(n) else None,
     }
+    if unreliable := weak_fit(meta):  # too few validation images: its AUROC is no result (`context_caption`)
+        summary["unreliable"] = unreliable
+    return summary
 
 
 def context_caption(summary: Mapping[str, Any]) -> str:
     """Home's line on a patient-context model (`context_summary`): the fields it uses and its AUROC beside the
     image-only one. On validation those figures are in-sample (the field weights, temperature and cut-offs
     were fitted on the same images), so they are said to be optimistic rather than read as a result; on
-    test they are the check."""
+    test they are the check. A fit on too few validation images (`context.weak_fit`) gets no figure at all."""
 
     def figure(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
     used = ", ".join(f"{k} (weight {w:.2f})" for k, w in summary["weights"].items() if w > 0)
+    offered = f"Optional patient context on the Predict page: {used or 'no field helped'}."
+    if summary.get("unreliable"):  # a weak fit's AUROC would read as a result beside the image-only one
+        return f"{offered} No AUROC is quoted for it: {summary['unreliable']}."
     text = (
-        f"Optional patient context on the Predict page: {used or 'no field helped'}. AUROC on the "
+        f"{offered} AUROC on the "
         f"{summary['split']} split {figure(summary['auroc_image_only'])} from the image alone, "
         f"{figure(summary['auroc'])} with the recorded context"
     )
@@ -1059,6 +1066,24 @@ def notes_below(report: Mapping[str, Any]) -> list[str]:
     said twice."""
     unreliable = (report.get("context") or {}).get("unreliable")
     return [note for note in report.get("notes", []) if not (unreliable and note.startswith(unreliable))]
+
+
+def unreliable_context_figures(ctx: Mapping[str, Any]) -> pd.DataFrame:
+    """A weak patient-context fit's figures (`context.weak_fit`: its field weights and cut-offs rest on a few
+    dozen validation images) as a plain table, each figure's name saying "(unreliable)": the Evaluation page
+    shows them only in a collapsed expander, never as headline metrics beside the image-only ones, where they
+    read as results. Missing figures are a dash."""
+
+    def text(value: Any) -> str:
+        return f"{value:.3f}" if _is_number(value) else MISSING
+
+    rows = [("AUROC", text(ctx.get("auroc"))), ("ECE", text(ctx.get("ece_malignant")))]
+    for tier, rates in (ctx.get("thresholds") or {}).items():
+        rows += [(f"{tier} {name}", text(rates.get(name))) for name in ("sensitivity", "specificity")]
+    rows.append(("images with some context", str(ctx.get("n_with_context", MISSING))))
+    return pd.DataFrame(
+        {"figure": [f"{name} (unreliable)" for name, _ in rows[:-1]] + [rows[-1][0]], "value": [v for _, v in rows]}
+    )
 
 
 TIER_FIGURES = ("threshold", "sensitivity", "specificity", "ppv", "npv")

@@ -611,6 +611,32 @@ def external_line(external: dict[str, Any]) -> str:
     return f"overlap with the training images NOT checked: {external['reason']}"
 
 
+def context_lines(ctx: dict[str, Any], n_images: int) -> list[str]:
+    """The terminal's lines on the figures with patient context. A fit on too few validation images
+    (`context.weak_fit`) is no result: its line says so before any figure and each figure is marked
+    "(unreliable)", so that neither a reader nor a grep for "AUROC" takes it for a measurement."""
+    mark = " (unreliable)" if ctx.get("unreliable") else ""
+    ci = ctx["auroc_ci"]
+    ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+    head = f"with patient context ({ctx['n_with_context']} of {n_images} images have some)"
+    if mark:
+        figures = (
+            f"UNRELIABLE fit, these figures are not results (see note): AUROC {_fmt(ctx['auroc'])}{mark}, "
+            f"ECE {ctx['ece_malignant']:.3f}{mark}, balanced accuracy withheld"
+        )
+    else:
+        figures = (
+            f"AUROC {_fmt(ctx['auroc'])}{ci_text}, balanced accuracy {_fmt(ctx['balanced_accuracy'])}, "
+            f"ECE {ctx['ece_malignant']:.3f}"
+        )
+    lines = [f"{head}: {figures}"]
+    for name, rates in ctx["thresholds"].items():
+        lines.append(
+            f"  {name}{mark}: sensitivity {_fmt(rates['sensitivity'])}, specificity {_fmt(rates['specificity'])}"
+        )
+    return lines
+
+
 def summary_text(report: dict[str, Any]) -> str:
     """A few lines for the terminal: the headline figures next to what they must beat."""
     ci = report["auroc_ci"]
@@ -630,19 +656,8 @@ def summary_text(report: dict[str, Any]) -> str:
             f"specificity {_rate_text(rates, 'specificity')}"
         )
     lines.append(f"ECE malignant {calib['ece_malignant']:.3f}, temperature {calib['temperature']:.3f}")
-    ctx = report.get("context")
-    if ctx:
-        ci = ctx["auroc_ci"]
-        ci_text = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
-        lines.append(
-            f"with patient context ({ctx['n_with_context']} of {report['n_images']} images have some): AUROC "
-            f"{_fmt(ctx['auroc'])}{ci_text}, balanced accuracy {_fmt(ctx['balanced_accuracy'])}, "
-            f"ECE {ctx['ece_malignant']:.3f}" + (" (not reliable: see note)" if ctx.get("unreliable") else "")
-        )
-        for name, rates in ctx["thresholds"].items():
-            lines.append(
-                f"  {name}: sensitivity {_fmt(rates['sensitivity'])}, specificity {_fmt(rates['specificity'])}"
-            )
+    if report.get("context"):
+        lines += context_lines(report["context"], report["n_images"])
     baseline = f"all-benign baseline: accuracy {base['accuracy']:.3f}, balanced accuracy 0.500 (malignant vs benign)"
     if report.get("balanced_accuracy") is not None:  # no diagnosis figure (binary labels): no baseline for one
         baseline += "; one diagnosis for every image: balanced accuracy (diagnosis) 1/7 = 0.143"

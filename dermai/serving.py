@@ -176,7 +176,7 @@ def fit_context_if_possible(
         fitted = fit_context(weights, data_dir, manifest=manifest, cache_dir=cache_dir)
     except ValueError as exc:
         return {"status": "skipped", "reason": str(exc)}
-    return {"status": "fitted", "val_auroc": fitted["val_metrics"]["val_auroc"]}
+    return {"status": "fitted", "val_auroc": fitted["val_metrics"]["val_auroc"], "unreliable": fitted["unreliable"]}
 
 
 def fit_context(
@@ -188,7 +188,8 @@ def fit_context(
 ) -> dict[str, Any]:
     """Fit the patient-context model (`dermai.context`) beside calibrated weights and store it in their JSON:
     field tables from the training split's metadata, field weights, temperature and operating points from the
-    validation split. The tensors are not touched. Returns what was stored. Pixels are decoded through
+    validation split. The tensors are not touched. Returns what was stored, and `unreliable`: why its figures
+    are no result (`context.weak_fit`), else None. Pixels are decoded through
     `cache_dir` (default: the run's own, `pixel_cache`)."""
     from dermai import context as ctx
 
@@ -241,4 +242,5 @@ def fit_context(
         "weights": str(loaded.path),
         **{k: v for k, v in block.items() if k != "fields"},
         "weights_per_field": weights,
+        "unreliable": ctx.weak_fit(meta),  # why its figures are no result (too few validation images), else None
     }

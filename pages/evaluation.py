@@ -118,6 +118,42 @@ def headline_row(
     row.metric(label, value, help=help_text, width="content")
 
 
+def show_context(ctx: dict[str, Any], report: dict[str, Any], where: str) -> None:
+    """A sound patient-context fit's figures: headline metrics (with the change from the image alone) and its
+    tiers' sensitivity and specificity."""
+    headline_row(
+        where,
+        ctx["auroc"],
+        ctx.get("auroc_ci"),
+        ctx["balanced_accuracy"],
+        ctx["ece_malignant"],
+        (
+            "With context",
+            ctx["n_with_context"],
+            f"Images of the {where} split with some context (age, sex or site) recorded",
+        ),
+        delta=f"{ctx['auroc'] - report['auroc']:+.3f}",
+    )
+    rows = [
+        {"tier": n, "sensitivity": r["sensitivity"], "specificity": r["specificity"]}
+        for n, r in ctx["thresholds"].items()
+    ]
+    if rows:
+        used = fields_text(weighted_fields(meta))  # a field of weight 0 is left out, as `predict` leaves it
+        st.caption(f"Each image with the {used} its metadata records, as `predict` would score it")
+        st.table(pd.DataFrame(rows).set_index("tier").style.format("{:.3f}", na_rep="n/a"))
+
+
+def show_unreliable_context(ctx: dict[str, Any]) -> None:
+    """A weak patient-context fit (`context.weak_fit`): the reason, and its figures only in a collapsed expander
+    marked unreliable. As headline metrics beside the image-only ones (with a green or red change) they read
+    as results, whatever the warning above them said."""
+    reason = ctx["unreliable"]
+    st.warning(f"{reason[0].upper()}{reason[1:]}. They are kept out of the headline, in the box below.")
+    with st.expander("Unreliable figures from this fit (not results)", expanded=False):
+        st.table(app_support.unreliable_context_figures(ctx).set_index("figure"))
+
+
 def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     """Headline figures, tier table and the four plots."""
     ci = report.get("auroc_ci")
@@ -142,28 +178,9 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     if ctx:
         st.subheader("With patient context")
         if ctx.get("unreliable"):  # a fit on a handful of images: its figures are not measurements to read
-            st.warning(f"{ctx['unreliable'][0].upper()}{ctx['unreliable'][1:]}.")
-        headline_row(
-            where,
-            ctx["auroc"],
-            ctx.get("auroc_ci"),
-            ctx["balanced_accuracy"],
-            ctx["ece_malignant"],
-            (
-                "With context",
-                ctx["n_with_context"],
-                f"Images of the {where} split with some context (age, sex or site) recorded",
-            ),
-            delta=f"{ctx['auroc'] - report['auroc']:+.3f}",
-        )
-        rows = [
-            {"tier": n, "sensitivity": r["sensitivity"], "specificity": r["specificity"]}
-            for n, r in ctx["thresholds"].items()
-        ]
-        if rows:
-            used = fields_text(weighted_fields(meta))  # a field of weight 0 is left out, as `predict` leaves it
-            st.caption(f"Each image with the {used} its metadata records, as `predict` would score it")
-            st.table(pd.DataFrame(rows).set_index("tier").style.format("{:.3f}", na_rep="n/a"))
+            show_unreliable_context(ctx)
+        else:
+            show_context(ctx, report, where)
     for note in app_support.notes_below(report):
         st.caption(f"Note: {note}")
     a, b = st.columns(2)
