@@ -49,7 +49,7 @@ COLUMNS = [
 # The words a person reads for two columns whose CSV names (`COLUMNS`) are for scripts: "p(top)" and "OOD" were
 # explained only in a hover help, so a clinician scanning the table could not tell what they meant. The Predict
 # page's table and `predict`'s terminal table use these; the CSV keeps its names, which README maps to them.
-TOP_PROBABILITY = "its probability"  # beside "top diagnosis": how sure the model is of that diagnosis
+TOP_PROBABILITY = "diagnosis probability"  # the top diagnosis's: read alone, not only beside its column
 UNLIKE_TRAINING = "unlike training images"  # the OOD verdict: yes, no, or a dash when not checked
 
 

@@ -28,7 +28,7 @@ def test_the_worklist_headers_say_in_words_what_p_top_and_ood_were(app_env: Path
     assert_clean(at)
     table = next(d for d in at.dataframe if "rank" in d.value.columns)
     config = json.loads(table.proto.columns)
-    assert config["p_top_diagnosis"]["label"] == "its probability"  # beside "top diagnosis"; was "p(top)"
+    assert config["p_top_diagnosis"]["label"] == "diagnosis probability"  # was "p(top)"
     assert config["ood"]["label"] == "unlike training images"  # was "OOD"
     assert config["ood"]["help"].startswith("Out of distribution (OOD): yes, the image is unlike")
     assert "top diagnosis's probability" in config["p_top_diagnosis"]["help"]
