@@ -20,6 +20,7 @@ from PIL import Image
 from dermai.context import describe
 from dermai.data import DIAGNOSIS_NAMES, MALIGNANT
 from dermai.ood import beyond_cut_off
+from dermai.palette import OTHER_TIER_COLOUR, TIER_COLOURS
 from dermai.predict import cut_off_validation, on_off
 from dermai.saliency import OVERLAY_LEGEND, overlay_caption
 
@@ -38,7 +39,6 @@ DISCLAIMER = (
 # unreliable, never as a result (a low score reads as reassurance).
 UNRELIABLE_SCORE = "none: the image is ungradable (the model's output, {p:.3f}, is unreliable)"
 UNRELIABLE_HEADING = "Model output for an ungradable image (unreliable, not a result)"
-TIER_COLOURS = {"urgent": "#b71c1c", "refer": "#e65100", "ungradable": "#6a1b9a", "routine": "#1b5e20"}
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 900px; margin: 2em auto; color: #222; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }
@@ -122,7 +122,7 @@ def prediction_html(
     warnings) is escaped."""
     p = prediction
     when = (created or datetime.now()).strftime("%Y-%m-%d %H:%M")
-    colour = TIER_COLOURS.get(p.tier, "#455a64")
+    colour = TIER_COLOURS.get(p.tier, OTHER_TIER_COLOUR)
     ungradable = p.ungradable  # the model cannot read the image: its figures are no result
     score = UNRELIABLE_SCORE.format(p=p.p_malignant) if ungradable else score_text(p.p_malignant)
     facts = [_row("Malignancy score p(malignant)", score)]
