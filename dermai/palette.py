@@ -3,12 +3,26 @@
 About one man in twelve has a red–green colour-vision deficiency. The tier colours are checked (in
 tests/test_accessibility.py, with the functions below) to stay apart under a simulated deuteranopia and
 protanopia, and to be readable as text on white (WCAG AA contrast, at least 4.5:1). Colour is never the only
-cue: the tier's word says it too.
+cue: the tier's word says it too, and a plotted line's dash and marker shape (`dermai.plots.series_style`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# Okabe & Ito (2008), "Color Universal Design": eight colours that stay distinct under the common colour-vision
+# deficiencies. Black is last, and yellow next to it: yellow is faint on a white page, so it is reached only
+# by a plot of seven or more series (where the markers' shapes set them apart as well).
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#D55E00",  # vermilion
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
 
 # The triage tiers' colours (the HTML report's tier word and border). Urgent is a dark red and refer a
 # lighter amber-brown, so they differ in lightness, which a red–green deficiency leaves intact; routine is

@@ -11,6 +11,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from dermai.palette import OKABE_ITO
+
 _STEP_KEYS = ("loss", "ce", "ntxent", "mask_loss")
 _EPOCH_KEYS = ("val_auroc", "val_bacc", "val_acc", "train_acc")
 
@@ -24,6 +26,34 @@ def _split_order(splits: Sequence[Any]) -> list[str]:
     present = {str(s) for s in splits}
     known = [s for s in SPLIT_COLOURS if s in present]
     return known + sorted(present - set(SPLIT_COLOURS))
+
+
+# Colour is never a line's only cue (one man in twelve tells red from green poorly): the k-th line of a panel
+# also gets the k-th dash and marker shape. The periods differ (6, 10), so the pair is distinct for 30 lines.
+SERIES_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SERIES_SYMBOLS = (
+    "circle",
+    "square",
+    "diamond",
+    "triangle-up",
+    "x",
+    "cross",
+    "triangle-down",
+    "star-square",
+    "pentagon",
+    "hexagon",
+)
+# A step panel's line has hundreds of points: a marker on each would hide the line, so only this many show.
+STEP_MARKERS = 12
+
+
+def series_style(k: int) -> dict[str, Any]:
+    """The k-th line's dash and marker shape in a panel (0-based), as go.Scatter's `line` and `marker`, so
+    that two lines in one panel differ in more than colour."""
+    return {
+        "line": {"dash": SERIES_DASHES[k % len(SERIES_DASHES)]},
+        "marker": {"symbol": SERIES_SYMBOLS[k % len(SERIES_SYMBOLS)]},
+    }
 
 
 # A legend under the plot, in one row: plotly's default, at the right, covered the ROC and PR curves or squeezed
@@ -161,8 +191,10 @@ def label_efficiency_figure(table: pd.DataFrame) -> go.Figure:
     line per initialisation (SimCLR vs random): where does pre-training pay off?"""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("AUROC (malignant)", "balanced accuracy"))
     colours = _init_colours(table["init"].unique())
+    styles = {init: series_style(k) for k, init in enumerate(colours)}  # the same in both panels, as the colours
     for col, metric in enumerate(("auroc", "bacc"), start=1):
         for init, rows in table.sort_values("fraction").groupby("init", sort=True):
+            style = styles[str(init)]
             fig.add_trace(
                 go.Scatter(
                     x=rows["fraction"],
@@ -172,8 +204,8 @@ def label_efficiency_figure(table: pd.DataFrame) -> go.Figure:
                     name=str(init),
                     legendgroup=str(init),
                     showlegend=col == 1,
-                    line={"color": colours[str(init)]},
-                    marker={"color": colours[str(init)]},
+                    line={**style["line"], "color": colours[str(init)]},
+                    marker={**style["marker"], "color": colours[str(init)], "size": 8},
                 ),
                 row=1,
                 col=col,
@@ -248,19 +280,36 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per step", "per epoch"))
     records = one_based_epochs(records)
     stages = list(dict.fromkeys(r.get("stage", "train") for r in records))
+    lines = {1: 0, 2: 0}  # lines drawn so far per panel: each next one gets the next dash and marker shape
     for stage in stages:
         mine = [r for r in records if r.get("stage", "train") == stage]
         panels = (
-            (1, "step", _STEP_KEYS, "lines", [r for r in mine if r.get("kind", "step") == "step"]),
-            (2, "epoch", _EPOCH_KEYS, "lines+markers", [r for r in mine if r.get("kind") == "epoch"]),
+            (
+                1,
+                "step",
+                _STEP_KEYS,
+                {"maxdisplayed": STEP_MARKERS},
+                [r for r in mine if r.get("kind", "step") == "step"],
+            ),
+            (2, "epoch", _EPOCH_KEYS, {}, [r for r in mine if r.get("kind") == "epoch"]),
         )
-        for col, x_key, keys, mode, rows in panels:
+        for col, x_key, keys, markers, rows in panels:
             same = _parts_equal_to_loss(rows) if col == 1 else []
             for key in (k for k in keys if k not in same):
                 xs, ys = _series(rows, x_key, key)
                 name = f"{stage} {key}" + (f" (= {', '.join(same)})" if key == "loss" and same else "")
                 if ys:
-                    fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=name), row=1, col=col)
+                    style = series_style(lines[col])
+                    lines[col] += 1
+                    line = go.Scatter(
+                        x=xs,
+                        y=ys,
+                        mode="lines+markers",
+                        name=name,
+                        line=style["line"],
+                        marker={**style["marker"], **markers},
+                    )
+                    fig.add_trace(line, row=1, col=col)
     for swa in (r for r in records if r.get("kind") == "swa" and r.get("val_auroc") is not None):
         # The weight average belongs to no single epoch: a star after the last one it averaged.
         epochs = [r["epoch"] for r in records if r.get("kind") == "epoch" and r.get("stage") == swa.get("stage")]
@@ -278,7 +327,7 @@ def training_curves_figure(records: Sequence[Mapping[str, Any]]) -> go.Figure:
         )
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2, **_whole_epoch_ticks(records))
-    fig.update_layout(title="Training curves")
+    fig.update_layout(title="Training curves", colorway=list(OKABE_ITO))
     return fig
 
 
@@ -293,6 +342,7 @@ def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]
     """One per-epoch line of `key` (e.g. val_auroc, val_bacc) for each run and stage, to compare runs, and a
     star for each stochastic weight average, which belongs to no epoch (`swa_label` names it)."""
     fig = go.Figure()
+    lines = 0
     for name, records in records_by_run.items():
         epochs = [r for r in one_based_epochs(records) if r.get("kind") == "epoch"]
         stages = list(dict.fromkeys(r.get("stage", "train") for r in epochs))
@@ -300,7 +350,9 @@ def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]
             xs, ys = _series([r for r in epochs if r.get("stage", "train") == stage], "epoch", key)
             if ys:
                 label = name if len(stages) == 1 else f"{name} ({stage})"
-                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label))
+                style = series_style(lines)
+                lines += 1
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, **style))
         for swa in (r for r in records if r.get("kind") == "swa" and r.get(key) is not None):
             # As in training_curves_figure: a star after the last epoch the average took in.
             stage = swa.get("stage", "train")
@@ -314,6 +366,6 @@ def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]
                     name=f"{name}: {swa_label(stage, swa)}",
                 )
             )
-    fig.update_layout(title=f"{key} per epoch", xaxis_title="epoch", yaxis_title=key)
+    fig.update_layout(title=f"{key} per epoch", xaxis_title="epoch", yaxis_title=key, colorway=list(OKABE_ITO))
     fig.update_xaxes(**_whole_epoch_ticks(one_based_epochs([r for rs in records_by_run.values() for r in rs])))
     return fig

@@ -8,9 +8,19 @@ import itertools
 import re
 
 import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from dermai.palette import DEUTERANOPIA, PROTANOPIA, colour_distance, contrast_ratio
+from dermai.plots import (
+    compare_runs_figure,
+    label_efficiency_figure,
+    pr_figure,
+    reliability_figure,
+    roc_figure,
+    training_curves_figure,
+)
 from dermai.report import prediction_html
 from tests.test_report import prediction
 
@@ -68,3 +78,72 @@ def test_every_image_in_the_report_has_alt_text() -> None:
     alts = [re.search(r"\balt='([^']*)'", tag) for tag in tags]
     assert all(alt and alt.group(1).strip() for alt in alts), tags
     assert [alt.group(1) for alt in alts if alt][0] == "original"
+
+
+def line_styles(fig: go.Figure) -> dict[str, list[tuple[str, str | None]]]:
+    """Per panel (x axis), each line's non-colour look: its dash, and its marker shape when it shows markers
+    (plotly's defaults, solid and circle, when unset)."""
+    panels: dict[str, list[tuple[str, str | None]]] = {}
+    for trace in fig.data:
+        mode = trace.mode or "lines"
+        if "lines" not in mode:
+            continue  # a lone marker (an operating point, a weight average) is named beside it or in the legend
+        symbol = (trace.marker.symbol or "circle") if "markers" in mode else None
+        panels.setdefault(trace.xaxis or "x", []).append((trace.line.dash or "solid", symbol))
+    return panels
+
+
+def assert_lines_differ_beyond_colour(fig: go.Figure) -> None:
+    panels = line_styles(fig)
+    assert panels, "no lines drawn"
+    for axis, styles in panels.items():
+        assert len(set(styles)) == len(styles), f"lines in panel {axis} differ only by colour: {styles}"
+
+
+def test_training_curves_lines_differ_in_dash_and_marker_not_only_colour() -> None:
+    """The loss parts (loss, ce, ntxent, mask_loss) and the epoch metrics (val_auroc, val_bacc, …) were plain
+    lines, told apart only by plotly's colours, two of which (#00cc96, #ff6692) are 3.5 apart for a deuteranope."""
+    steps = [
+        {"stage": "pretrain", "kind": "step", "step": s, "loss": 5.0 - s / 10, "ntxent": 5.0 - s / 10} for s in (0, 10)
+    ]
+    steps += [
+        {"stage": "finetune", "kind": "step", "step": s, "loss": 2.0, "ce": 1.5, "ntxent": 0.3, "mask_loss": 0.2}
+        for s in (0, 10, 20)
+    ]
+    epochs = [
+        {"stage": "finetune", "kind": "epoch", "epoch": e, "val_auroc": 0.8, "val_bacc": 0.5, "val_acc": 0.6}
+        for e in (0, 1)
+    ]
+    fig = training_curves_figure(steps + epochs)
+    assert len(line_styles(fig)["x"]) == 5 and len(line_styles(fig)["x2"]) == 3
+    assert_lines_differ_beyond_colour(fig)
+
+
+def test_compared_runs_and_label_efficiency_lines_differ_beyond_colour() -> None:
+    """Training's run comparison draws a line per run, Evaluation's label-efficiency plot one per
+    initialisation in each of its two panels."""
+    runs = {
+        name: [{"stage": "finetune", "kind": "epoch", "epoch": e, "val_auroc": 0.7 + e / 10} for e in (0, 1)]
+        for name in ("a", "b", "c")
+    }
+    assert_lines_differ_beyond_colour(compare_runs_figure(runs, "val_auroc"))
+    rows = [
+        {"fraction": f, "init": init, "auroc_mean": 0.8, "auroc_sd": 0.02, "bacc_mean": 0.6, "bacc_sd": 0.03}
+        for init in ("simclr", "random", "imagenet")
+        for f in (0.1, 1.0)
+    ]
+    figure = label_efficiency_figure(pd.DataFrame(rows))
+    assert_lines_differ_beyond_colour(figure)
+    looks = {(t.name, t.line.dash, t.marker.symbol) for t in figure.data}
+    assert len(looks) == 3  # an initialisation looks the same in both panels, as its legend entry shows it
+
+
+def test_roc_pr_and_reliability_lines_differ_beyond_colour() -> None:
+    """Checked and fine before: each reference line (chance, prevalence, perfect calibration) is dashed."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.3).astype(int)
+    p = np.clip(rng.random(200) * 0.6 + y * 0.4, 0, 1)
+    for fig in (roc_figure(y, p, {"refer": {"threshold": 0.3}}), pr_figure(y, p)):
+        assert_lines_differ_beyond_colour(fig)
+    bins = [{"count": 5, "mean_pred": 0.2, "frac_pos": 0.1}, {"count": 5, "mean_pred": 0.7, "frac_pos": 0.8}]
+    assert_lines_differ_beyond_colour(reliability_figure(bins))
