@@ -18,7 +18,8 @@ _EPOCH_KEYS = ("val_auroc", "val_bacc", "val_acc", "train_acc")
 
 # Fixed split order and colours: filtering the dataset page must not repaint or reorder the splits, or the
 # reader compares the wrong bars across views. Splits not named here follow, sorted, in plotly's defaults.
-SPLIT_COLOURS: dict[str, str] = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
+# Okabe–Ito's blue, orange and bluish green: plotly's orange and green (val, test) were one hue to a protanope.
+SPLIT_COLOURS: dict[str, str] = {"train": OKABE_ITO[0], "val": OKABE_ITO[1], "test": OKABE_ITO[2]}
 
 
 def _split_order(splits: Sequence[Any]) -> list[str]:

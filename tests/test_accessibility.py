@@ -14,6 +14,7 @@ import pytest
 
 from dermai.palette import DEUTERANOPIA, PROTANOPIA, colour_distance, contrast_ratio
 from dermai.plots import (
+    class_distribution_figure,
     compare_runs_figure,
     label_efficiency_figure,
     pr_figure,
@@ -147,3 +148,15 @@ def test_roc_pr_and_reliability_lines_differ_beyond_colour() -> None:
         assert_lines_differ_beyond_colour(fig)
     bins = [{"count": 5, "mean_pred": 0.2, "frac_pos": 0.1}, {"count": 5, "mean_pred": 0.7, "frac_pos": 0.8}]
     assert_lines_differ_beyond_colour(reliability_figure(bins))
+
+
+@pytest.mark.parametrize("deficiency", DEFICIENCIES)
+def test_the_dataset_pages_split_bars_stay_apart_for_colour_blind_readers(deficiency: str) -> None:
+    """The class-distribution bars' val orange and test green (#ff7f0e, #2ca02c) were 4.6 apart for a
+    protanope: the legend could not say which bar was which split."""
+    df = pd.DataFrame({"dx": ["nv", "mel", "nv"], "split": ["train", "val", "test"]})
+    colours = {bar.name: bar.marker.color for bar in class_distribution_figure(df).data}
+    assert list(colours) == ["train", "val", "test"]
+    for (a, first), (b, second) in itertools.combinations(colours.items(), 2):
+        distance = colour_distance(first, second, DEFICIENCIES[deficiency])
+        assert distance >= APART, f"{a} {first} and {b} {second}: {distance:.1f} apart under {deficiency}"
