@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 # Okabe & Ito (2008), "Color Universal Design": eight colours that stay distinct under the common colour-vision
-# deficiencies. Black is last, and yellow next to it: yellow is faint on a white page, so it is reached only
-# by a plot of seven or more series (where the markers' shapes set them apart as well).
+# deficiencies. Yellow is last: it is faint on a white page, so only an eighth series (none of the seven
+# HAM10000 diagnoses on the embedding map) is drawn in it.
 OKABE_ITO: tuple[str, ...] = (
     "#0072B2",  # blue
     "#E69F00",  # orange
@@ -20,8 +20,8 @@ OKABE_ITO: tuple[str, ...] = (
     "#D55E00",  # vermilion
     "#CC79A7",  # reddish purple
     "#56B4E9",  # sky blue
-    "#F0E442",  # yellow
     "#000000",  # black
+    "#F0E442",  # yellow
 )
 
 # The triage tiers' colours (the HTML report's tier word and border). Urgent is a dark red and refer a

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from dermai.data import DIAGNOSIS_NAMES
 from dermai.palette import OKABE_ITO
 
 _STEP_KEYS = ("loss", "ce", "ntxent", "mask_loss")
@@ -228,6 +230,28 @@ def class_distribution_figure(df: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Bar(x=dx_order, y=n, name=split, text=n, textposition="outside", marker=colour))
     fig.update_layout(title="Class distribution", barmode="group", xaxis_title="diagnosis", yaxis_title="images")
     return fig
+
+
+def embedding_figure(points: pd.DataFrame, title: str) -> go.Figure:
+    """The embedding map: one point per image at its projected (x, y), with a colour and a marker shape per
+    diagnosis (no palette keeps seven colours apart for a colour-blind reader; seven shapes stay apart). The
+    HAM10000 diagnoses keep one look on every map, whichever of them it holds; other labels (an external
+    folder's benign/malignant) follow, sorted. Each point carries its image_id for the page's selection."""
+    present = {str(d) for d in points["dx"].unique()}
+    everyone = list(DIAGNOSIS_NAMES) + sorted(present - set(DIAGNOSIS_NAMES))
+    return px.scatter(
+        points.assign(dx=points["dx"].astype(str)),
+        x="x",
+        y="y",
+        color="dx",
+        symbol="dx",
+        category_orders={"dx": [d for d in everyone if d in present]},
+        color_discrete_map={d: OKABE_ITO[k % len(OKABE_ITO)] for k, d in enumerate(everyone)},
+        symbol_map={d: SERIES_SYMBOLS[k % len(SERIES_SYMBOLS)] for k, d in enumerate(everyone)},
+        custom_data=["image_id"],
+        hover_data=["image_id"],
+        title=title,
+    )
 
 
 def _series(records: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tuple[list, list]:

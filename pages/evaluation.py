@@ -7,14 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from dermai import app_support, review
 from dermai.context import fields_text, weighted_fields
 from dermai.evaluate import compare_weights, evaluate
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
-from dermai.plots import confusion_figure, label_efficiency_figure, pr_figure, reliability_figure, roc_figure
+from dermai.plots import (
+    confusion_figure,
+    embedding_figure,
+    label_efficiency_figure,
+    pr_figure,
+    reliability_figure,
+    roc_figure,
+)
 from dermai.predict import tta_mismatch, validated_tta
 from dermai.weights import untrained_classifier
 from pages._common import (
@@ -411,15 +417,7 @@ if e3.button("Compute map"):
 if st.session_state.get("map_request") == map_request:
     with plain_errors("Cannot compute the map", app_support.evaluation_words), st.spinner("Extracting features…"):
         points = projected(*map_request)
-        fig = px.scatter(
-            points,
-            x="x",
-            y="y",
-            color="dx",
-            custom_data=["image_id"],
-            hover_data=["image_id"],
-            title=f"{method.upper()} of trunk features ({split}, {len(points)} images)",
-        )
+        fig = embedding_figure(points, f"{method.upper()} of trunk features ({split}, {len(points)} images)")
         event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="eval_map")
         chosen = [pt["customdata"][0] for pt in event.selection.points if pt.get("customdata")][:8]
         if chosen:

@@ -16,6 +16,7 @@ from dermai.palette import DEUTERANOPIA, PROTANOPIA, colour_distance, contrast_r
 from dermai.plots import (
     class_distribution_figure,
     compare_runs_figure,
+    embedding_figure,
     label_efficiency_figure,
     pr_figure,
     reliability_figure,
@@ -160,3 +161,21 @@ def test_the_dataset_pages_split_bars_stay_apart_for_colour_blind_readers(defici
     for (a, first), (b, second) in itertools.combinations(colours.items(), 2):
         distance = colour_distance(first, second, DEFICIENCIES[deficiency])
         assert distance >= APART, f"{a} {first} and {b} {second}: {distance:.1f} apart under {deficiency}"
+
+
+def test_the_embedding_maps_diagnoses_differ_in_marker_shape_not_only_colour() -> None:
+    """Evaluation's map coloured seven diagnoses with plotly's defaults and nothing else; no palette keeps seven
+    colours apart for a colour-blind reader, so each diagnosis also has its own marker shape, the same one
+    whichever diagnoses a map holds."""
+    dx = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
+    points = pd.DataFrame({"x": range(14), "y": range(14), "dx": dx * 2, "image_id": [f"ISIC_{i}" for i in range(14)]})
+    fig = embedding_figure(points, "PCA")
+    assert sorted(t.name for t in fig.data) == sorted(dx)
+    assert all(t.mode == "markers" for t in fig.data)
+    assert len({t.marker.symbol for t in fig.data}) == 7 and len({t.marker.color for t in fig.data}) == 7
+    assert sorted(c[0] for t in fig.data for c in t.customdata) == sorted(points["image_id"])  # selection reads it
+    looks = {t.name: (t.marker.symbol, t.marker.color) for t in fig.data}
+    fewer = embedding_figure(points[points["dx"].isin(["mel", "nv"])], "PCA")
+    assert {t.name: (t.marker.symbol, t.marker.color) for t in fewer.data} == {d: looks[d] for d in ("mel", "nv")}
+    external = embedding_figure(points.assign(dx=["benign", "malignant"] * 7), "PCA")
+    assert len({t.marker.symbol for t in external.data}) == 2
