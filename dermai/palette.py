@@ -3,7 +3,8 @@
 About one man in twelve has a red–green colour-vision deficiency. The tier colours are checked (in
 tests/test_accessibility.py, with the functions below) to stay apart under a simulated deuteranopia and
 protanopia, and to be readable as text on white (WCAG AA contrast, at least 4.5:1). Colour is never the only
-cue: the tier's word says it too, and a plotted line's dash and marker shape (`dermai.plots.series_style`).
+cue: the tier's word says it too (and on the Predict page its icon, `TIER_ICONS`), and a plotted line's dash
+and marker shape (`dermai.plots.series_style`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ OKABE_ITO: tuple[str, ...] = (
 # blue, not green (red against green is the pair deuteranopes confuse); ungradable is grey: no result.
 TIER_COLOURS: dict[str, str] = {"urgent": "#780000", "refer": "#ad5300", "ungradable": "#5c5c5c", "routine": "#0066a3"}
 OTHER_TIER_COLOUR = "#455a64"  # a tier not named above (none today): dark slate
+# The Predict page's tier box takes Streamlit's alert colours (error, warning, info, success), whose urgent red
+# and routine green text are 4 ΔE apart for a protanope: each tier's box also has its own icon, a shape.
+# Routine's is a calendar (a routine appointment), not a tick: a routine tier is never an all-clear.
+TIER_ICONS: dict[str, str] = {
+    "urgent": ":material/priority_high:",
+    "refer": ":material/forward:",
+    "ungradable": ":material/visibility_off:",
+    "routine": ":material/event:",
+}
 
 # Machado, Oliveira & Fernandes (2009) simulation matrices at full severity, applied to linear RGB.
 DEUTERANOPIA = np.array(

@@ -17,6 +17,7 @@ from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.context import unused_fields
 from dermai.intake import READ_FORMATS, IntakeError, read_image
+from dermai.palette import TIER_ICONS
 from dermai.predict import OOD_NOTE, cut_off_validation, tta_mismatch
 from dermai.report import cut_off_text, prediction_html, score_text
 from dermai.saliency import CAM_METHODS, OVERLAY_LEGEND, overlay, overlay_caption
@@ -192,7 +193,7 @@ def show(result: dict[str, Any]) -> None:
     box = TIER_BOX.get(p.tier, st.info)
     left, right = st.columns([1, 1])
     with left:
-        box(f"**Triage tier: {p.tier.upper()}**\n\n{p.tier_meaning}")
+        box(f"**Triage tier: {p.tier.upper()}**\n\n{p.tier_meaning}", icon=TIER_ICONS.get(p.tier))
         cut_offs = cut_off_text(p)
         if cut_offs:  # the score means something only beside the cut-offs that tiered it
             st.caption(f"Tier cut-offs: {cut_offs}.")

@@ -4,15 +4,19 @@ protanopia, readable contrast, and text for every image."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
 
-from dermai.palette import DEUTERANOPIA, PROTANOPIA, colour_distance, contrast_ratio
+from dermai.palette import DEUTERANOPIA, PROTANOPIA, TIER_ICONS, colour_distance, contrast_ratio
 from dermai.plots import (
     class_distribution_figure,
     compare_runs_figure,
@@ -24,6 +28,8 @@ from dermai.plots import (
     training_curves_figure,
 )
 from dermai.report import prediction_html
+from tests.conftest import HAM
+from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
 from tests.test_report import prediction
 
 TIERS = ("urgent", "refer", "routine", "ungradable")
@@ -179,3 +185,30 @@ def test_the_embedding_maps_diagnoses_differ_in_marker_shape_not_only_colour() -
     assert {t.name: (t.marker.symbol, t.marker.color) for t in fewer.data} == {d: looks[d] for d in ("mel", "nv")}
     external = embedding_figure(points.assign(dx=["benign", "malignant"] * 7), "PCA")
     assert len({t.marker.symbol for t in external.data}) == 2
+
+
+def tier_box_icons(at: AppTest) -> dict[str, str]:
+    """{tier word: icon} of the Predict page's tier boxes."""
+    boxes = [e for e in (*at.error, *at.warning, *at.info, *at.success) if "Triage tier:" in e.value]
+    found = {re.search(r"Triage tier: (\w+)", e.value).group(1).lower(): e.icon for e in boxes}  # type: ignore[union-attr]
+    assert found, alerts(at)
+    return found
+
+
+def test_predicts_tier_box_has_an_icon_of_its_own_besides_its_colour(app_env: Path) -> None:  # noqa: F811
+    """The box took Streamlit's alert colours alone: urgent's red text (#9e303b) and routine's green (#0c5a44)
+    are 4.4 ΔE apart for a protanope. Each tier now also has its own icon shape."""
+    assert len(set(TIER_ICONS.values())) == len(TIERS) and set(TIER_ICONS) == set(TIERS)
+    at = page("predict").run()
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")
+    at.run()
+    assert_clean(at)
+    ((tier, icon),) = tier_box_icons(at).items()
+    assert icon == TIER_ICONS[tier]
+    grey = io.BytesIO()
+    Image.new("RGB", (224, 224), (128, 128, 128)).save(grey, "PNG")
+    at.file_uploader[0].upload("grey.png", grey.getvalue(), "image/png")
+    at.run()
+    assert_clean(at)
+    assert tier_box_icons(at) == {"ungradable": TIER_ICONS["ungradable"]}
