@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -212,3 +213,18 @@ def test_predicts_tier_box_has_an_icon_of_its_own_besides_its_colour(app_env: Pa
     at.run()
     assert_clean(at)
     assert tier_box_icons(at) == {"ungradable": TIER_ICONS["ungradable"]}
+
+
+def test_the_evaluation_pages_embedding_map_gives_each_diagnosis_a_marker_shape(app_env: Path) -> None:  # noqa: F811
+    """The page draws `embedding_figure`, not a figure of its own coloured by diagnosis alone."""
+    at = page("evaluation").run()
+    (images,) = [n for n in at.number_input if n.label == "Images"]
+    images.set_value(50)
+    (compute,) = [b for b in at.button if b.label == "Compute map"]
+    compute.click()
+    at.run()
+    assert_clean(at)
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    (traces,) = [spec["data"] for spec in specs if "trunk features" in spec["layout"]["title"]["text"]]
+    symbols = [trace["marker"].get("symbol") for trace in traces]
+    assert len(traces) >= 2 and None not in symbols and len(set(symbols)) == len(traces), symbols
