@@ -40,11 +40,15 @@ CAM_METHODS: dict[str, type[BaseCAM]] = {
     "hirescam": HiResCAM,
 }
 
-# The overlay's legend, one line under it on Predict and in the HTML report (cv2's JET colour map: blue low, red
-# high). Without it a red patch reads as "the malignant part" of the lesion, which the map never says.
+# The overlay's colour map: viridis (dark purple low, bright yellow high), whose lightness rises with the score for
+# every reader. JET's red peak, the usual Grad-CAM map, is about as dark as its low blue to a red-green
+# colour-blind reader (one man in twelve), who could not tell where the model looked most.
+OVERLAY_COLORMAP = cv2.COLORMAP_VIRIDIS
+# The overlay's legend, one line under it on Predict and in the HTML report. Without it a bright patch reads as
+# "the malignant part" of the lesion, which the map never says.
 OVERLAY_LEGEND = (
-    "Warm colours (red, yellow) mark the regions that most raised the explained score, cool ones (blue) those "
-    "that mattered least: the map shows where the model looked, not where the lesion is malignant."
+    "Bright colours (yellow, green) mark the regions that most raised the explained score, dark ones (purple, "
+    "blue) those that mattered least: the map shows where the model looked, not where the lesion is malignant."
 )
 
 
@@ -200,7 +204,7 @@ class SaliencyExplainer:
 
 
 def overlay(
-    image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET
+    image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: int = OVERLAY_COLORMAP
 ) -> np.ndarray:
     """The heatmap, resized to the original image and coloured, blended over it: uint8 (H, W, 3)."""
     image = np.asarray(image_rgb, dtype=np.uint8)

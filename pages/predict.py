@@ -279,7 +279,9 @@ def overlay_alt(name: str, p: Any) -> str:
     """The overlay's text for a screen reader (a caption never becomes an image's alt text): what the map
     shows and for which output."""
     explained = target or p.top_diagnosis
-    return f"{method} saliency map over {name}: warm colours mark the regions that most raised the score of {explained}"
+    return (
+        f"{method} saliency map over {name}: bright colours mark the regions that most raised the score of {explained}"
+    )
 
 
 def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:

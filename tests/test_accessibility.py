@@ -228,3 +228,18 @@ def test_the_evaluation_pages_embedding_map_gives_each_diagnosis_a_marker_shape(
     (traces,) = [spec["data"] for spec in specs if "trunk features" in spec["layout"]["title"]["text"]]
     symbols = [trace["marker"].get("symbol") for trace in traces]
     assert len(traces) >= 2 and None not in symbols and len(set(symbols)) == len(traces), symbols
+
+
+@pytest.mark.parametrize("deficiency", [None, *DEFICIENCIES])
+def test_the_saliency_overlay_grows_lighter_with_the_score_for_every_reader(deficiency: str | None) -> None:
+    """JET's red peak, the Grad-CAM overlay's old map, was about as dark as its low blue to a red-green colour-blind
+    reader: where the model looked most could not be read from brightness. Each step up the heatmap must now
+    lighten the overlay (luminance of the simulated colour, on a mid-grey photo)."""
+    from dermai.saliency import overlay
+
+    heat = np.linspace(0.0, 1.0, 16)[None, :].repeat(4, axis=0)
+    blended = overlay(np.full((4, 16, 3), 128, np.uint8), heat, alpha=1.0)[0]  # one row: the colour map itself
+    matrix = np.eye(3) if deficiency is None else DEFICIENCIES[deficiency]
+    linear = np.where(blended / 255 <= 0.04045, blended / 255 / 12.92, ((blended / 255 + 0.055) / 1.055) ** 2.4)
+    luminance = np.clip(linear @ matrix.T, 0, 1) @ np.array([0.2126, 0.7152, 0.0722])
+    assert np.all(np.diff(luminance) > 0), luminance.round(3)

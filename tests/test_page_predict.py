@@ -209,7 +209,7 @@ def test_a_portrait_photos_exif_orientation_is_applied_where_it_is_read_and_show
     assert "original" in [i.proto.imgs[0].caption for i in at.image]
     alts = {i.proto.imgs[0].caption: i.proto.imgs[0].alt for i in at.image}  # a caption is never the alt text
     assert alts["original"] == "The uploaded image portrait.jpg"
-    assert alts["gradcam overlay"].startswith("gradcam saliency map over portrait.jpg: warm colours mark")
+    assert alts["gradcam overlay"].startswith("gradcam saliency map over portrait.jpg: bright colours mark")
     shown = at.session_state["pred_last"]["image"]  # the pixels drawn under "original"
     assert shown.shape == (60, 40, 3)  # upright, as the model was given it: not the stored landscape
     assert shown[5, 20, 0] > 150 > shown[5, 20, 2] and shown[55, 20, 2] > 150 > shown[55, 20, 0]

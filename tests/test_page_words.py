@@ -125,7 +125,7 @@ def test_predict_and_report_explain_the_overlay_colours_in_the_same_words(app_en
     caption = at.image[1].proto.imgs[0].caption
     assert caption == "gradcam overlay"
     assert OVERLAY_LEGEND in [c.value for c in at.caption]
-    assert "not where the lesion is malignant" in OVERLAY_LEGEND and "Warm colours" in OVERLAY_LEGEND
+    assert "not where the lesion is malignant" in OVERLAY_LEGEND and "Bright colours" in OVERLAY_LEGEND
     image = np.zeros((8, 8, 3), np.uint8)
     report = prediction_html(prediction(), "a.jpg", "w", image, image, "gradcam")
     assert f"<figcaption>{caption}</figcaption>" in report and OVERLAY_LEGEND in report
