@@ -12,6 +12,7 @@ from dermai.app_support import (
     forget_uploads,
     images_by_id,
     keep_widgets,
+    markdown_plain,
     mask_path,
     missing_masks_note,
     outline_mask,
@@ -149,7 +150,7 @@ def preview() -> None:
             i2.button("Clear", key="aug_clear_kept", on_click=forget_uploads, args=(state, UPLOAD))
         if kept_upload:
             name, data = kept_upload[0]
-            with plain_errors("Cannot use this file"):
+            with plain_errors("Cannot use this file", markdown_plain):  # its message names the upload
                 intake = read_image(data, name)  # its notes (transparency, frames, damaged metadata) said too
                 pixels = resize_input(intake.image, size)[None]
                 shape_note = resize_note(intake.image.size, size)
@@ -180,10 +181,10 @@ def preview() -> None:
         chosen = pool.sample(n=min(count, len(pool)), random_state=state["aug_pick"])
         by_id, missing = images_by_id(meta, typed)
         if missing and by_id.empty:
-            st.error(f"None of these ids is in the data folder: {', '.join(missing)}")
+            st.error(f"None of these ids is in the data folder: {markdown_plain(', '.join(missing))}")
             st.stop()
         if missing:
-            st.warning(f"Not in the data folder, so not shown: {', '.join(missing)}")
+            st.warning(f"Not in the data folder, so not shown: {markdown_plain(', '.join(missing))}")
         if len(by_id) > MAX_IDS:
             st.caption(f"Showing the first {MAX_IDS} of the {len(by_id)} images found: each is augmented four times.")
         if not by_id.empty:

@@ -174,12 +174,12 @@ def analysed(data: bytes, name: str, image_site: str | None = None) -> dict[str,
     such, any other (the model, the context) not blamed on the file. Under a spinner: a large photo takes
     seconds, and without one the page shows the last run's content greyed out, as if nothing were happening."""
     try:
-        with st.spinner(f"Analysing {name}…"):
+        with st.spinner(f"Analysing {app_support.markdown_plain(name)}…"):
             return analyse(data, name, image_site)
-    except IntakeError as exc:
-        st.error(f"Cannot analyse this file: {exc}")
+    except IntakeError as exc:  # its message names the upload, which markdown must not act on
+        st.error(f"Cannot analyse this file: {app_support.markdown_plain(str(exc))}")
     except PLAIN_ERRORS as exc:
-        st.error(f"Cannot score this image (not a fault of the file): {exc}")
+        st.error(f"Cannot score this image (not a fault of the file): {app_support.markdown_plain(str(exc))}")
     return None
 
 
@@ -451,7 +451,7 @@ def show_worklist(files: dict[str, bytes]) -> None:
     app_support.keep_widgets(state, ["pred_detail"])
     row = table.set_index("image").loc[chosen]
     if row["tier"] == "unreadable":
-        st.error(f"Cannot analyse this file: {row['notes']}")
+        st.error(f"Cannot analyse this file: {app_support.markdown_plain(str(row['notes']))}")
         return
     outcome = analysed(files[chosen], chosen, sites[chosen])
     if outcome:

@@ -89,7 +89,7 @@ def test_worklist_notes_are_listed_whole_without_the_name_they_repeat() -> None:
         ("a.jpg (2)", "a.jpg: cannot be read"),  # another name: the note as it is
     ]
     assert app_support.worklist_notes(table.drop(columns="notes")) == []
-    assert app_support.markdown_plain("__scan__ (1).jpg: $5") == r"\_\_scan\_\_ \(1\)\.jpg: \$5"
+    assert app_support.markdown_plain("__scan__ (1).jpg: $5") == r"\_\_scan\_\_ (1).jpg: \$5"
 
 
 def test_the_worklist_lists_each_note_in_full_below_its_table(app_env: Path) -> None:  # noqa: F811

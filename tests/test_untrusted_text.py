@@ -1,0 +1,74 @@
+"""Text from outside (an upload's file name, typed ids, a run name) reaching markdown, HTML, CSV cells and file
+names: each shows or is written as itself, never as markup, a formula or a path elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dermai import app_support
+from tests import test_app_pages
+from tests.conftest import HAM
+from tests.test_app_pages import alerts, assert_clean, page
+
+app_env = test_app_pages.app_env  # the pages' fixtures: HAM10000, tiny weights and an empty runs folder
+
+HOSTILE = "$x$ **b** _i_ [l](javascript:alert(1)) <b>&lt;.png"  # a formula, bold, italics, a link, HTML
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("__scan__.jpg", r"\_\_scan\_\_.jpg"),
+        ("ISIC_0024306, a-b.c (1)", "ISIC_0024306, a-b.c (1)"),  # nothing markdown acts on: as typed
+        ("$5 lesion.png", r"\$5 lesion.png"),
+        ("[l](javascript:alert(1))", r"\[l\](javascript:alert(1))"),
+        ("<b>x</b> &lt; `c` ~~s~~ a*b*c", r"\<b\>x\</b\> \&lt; \`c\` \~\~s\~\~ a\*b\*c"),
+        ("a\n# heading\n- item", "a # heading - item"),  # one line: no heading or list
+        ("# h.jpg", r"\# h.jpg"),
+        ("1. x.jpg", r"1\. x.jpg"),
+        ("-2.jpg", r"\-2.jpg"),
+    ],
+)
+def test_markdown_plain_escapes_what_markdown_would_act_on(text: str, shown: str) -> None:
+    assert app_support.markdown_plain(text) == shown
+
+
+def test_an_unreadable_upload_with_a_markdown_name_is_named_literally(app_env: Path) -> None:
+    at = page("predict").run()
+    at.file_uploader[0].set_value([(HOSTILE, b"not an image", "image/png")]).run()
+    assert_clean(at)
+    said = [e.value for e in at.error if e.value.startswith("Cannot analyse this file: ")]
+    assert len(said) == 1 and said[0].startswith(f"Cannot analyse this file: {app_support.markdown_plain(HOSTILE)}: ")
+    assert "$x$" not in said[0] and "**b**" not in said[0] and "[l](" not in said[0]
+
+
+def test_the_worklist_detail_of_an_unreadable_upload_names_it_literally(app_env: Path) -> None:
+    at = page("predict").run()
+    image = ("ISIC_0024306.jpg", (HAM / "images" / "ISIC_0024306.jpg").read_bytes(), "image/jpeg")
+    at.file_uploader[0].set_value([image, (HOSTILE, b"not an image", "image/png")]).run()
+    at.selectbox(key="pred_detail").set_value(HOSTILE).run()
+    assert_clean(at)
+    said = [e.value for e in at.error if e.value.startswith("Cannot analyse this file: ")]
+    assert len(said) == 1 and said[0].startswith(f"Cannot analyse this file: {app_support.markdown_plain(HOSTILE)}: ")
+    assert "$x$" not in said[0]
+
+
+def test_augmentation_lab_names_typed_ids_literally(app_env: Path) -> None:
+    at = page("augmentation").run()
+    at.text_input(key="aug_ids").set_value("ISIC_0024306, $x$, **b**").run()
+    assert_clean(at)
+    assert [w.value for w in at.warning] == [r"Not in the data folder, so not shown: \$x\$, \*\*b\*\*"]
+    at.text_input(key="aug_ids").set_value("_i_").run()
+    assert [e.value for e in at.error] == [r"None of these ids is in the data folder: \_i\_"]
+
+
+def test_augmentation_lab_names_an_unusable_upload_literally(app_env: Path) -> None:
+    at = page("augmentation").run()
+    at.radio(key="aug_source").set_value("Upload one").run()
+    at.file_uploader(key="aug_upload").upload(HOSTILE, b"not an image", "image/png").run()
+    assert_clean(at)
+    said = [e.value for e in at.error]
+    assert len(said) == 1 and said[0].startswith(f"Cannot use this file: {app_support.markdown_plain(HOSTILE)}: ")
+    assert alerts(at) == said
