@@ -815,6 +815,25 @@ def dead_writer(name: str) -> bool:
     return False
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP's list)
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet will show rather than run: one starting like a formula (an uploaded file
+    named "=HYPERLINK(…).jpg") gets a leading single quote; anything else (a number too) is returned as it is."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def spreadsheet_csv(table: pd.DataFrame, **options: Any) -> bytes:
+    """`table` as UTF-8 CSV bytes for a person to open in Excel (a worklist, per-image predictions): its text
+    cells through `csv_safe`, its number columns as they are; `options` go to `DataFrame.to_csv`. Lines end in
+    CRLF (RFC 4180), so a carriage return inside a file name is quoted instead of splitting its row. Not for a
+    CSV the program reads back (a split manifest): its ids would come back with the quote."""
+    text = table.select_dtypes(include=["object", "string"]).columns
+    safe = table.assign(**{str(column): table[column].map(csv_safe) for column in text})
+    return safe.to_csv(index=False, lineterminator="\r\n", **options).encode()
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> Path:
     """Write a file so readers never see it half-written."""
     with atomic_target(path) as tmp:

@@ -39,6 +39,7 @@ from dermai.data import (
     manifest_checksum,
     read_mask,
     recorded_folder,
+    spreadsheet_csv,
 )
 from dermai.inference import (
     calibrated_probs,
@@ -556,7 +557,7 @@ def write_outputs(
     with atomic_target(Path(report_path)) as report_tmp:
         report_tmp.write_text(json.dumps(report, indent=2, default=str))
         with atomic_target(Path(predictions_path)) as predictions_tmp:
-            predictions_tmp.write_bytes(predictions.to_csv(index=False).encode())
+            predictions_tmp.write_bytes(spreadsheet_csv(predictions))  # an image named "=…" is no formula
 
 
 def _fmt(value: float | None) -> str:

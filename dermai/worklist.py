@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dermai.context import PatientContext, describe
-from dermai.data import files_below
+from dermai.data import files_below, spreadsheet_csv
 from dermai.intake import READ_EXTENSIONS, IntakeError
 
 if TYPE_CHECKING:  # the model's module loads torch: not needed to sort or write a worklist
@@ -182,19 +182,8 @@ def tier_counts(table: pd.DataFrame) -> dict[str, int]:
     return {tier: int(counts[tier]) for tier in TIER_ORDER if tier in counts}
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
-
-
-def csv_safe(value: Any) -> Any:
-    """A text cell a spreadsheet will show rather than run: one starting like a formula (an uploaded file
-    named "=HYPERLINK(…).jpg") gets a leading single quote; anything else is returned as it is."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-
-
 def worklist_csv(table: pd.DataFrame) -> bytes:
     """The worklist as UTF-8 CSV bytes, scores to 4 decimals (for a download button or `predict --csv`), text
-    cells escaped by `csv_safe` (the on-screen table keeps the real names). Lines end in CRLF (RFC 4180), so a
-    carriage return inside a file name is quoted instead of splitting its row."""
-    text = table.select_dtypes(include=["object", "string"]).columns
-    safe = table.assign(**{column: table[column].map(csv_safe) for column in text})
-    return safe.to_csv(index=False, float_format="%.4f", lineterminator="\r\n").encode()
+    cells escaped by `data.csv_safe` (the on-screen table keeps the real names), lines ending in CRLF
+    (`data.spreadsheet_csv`)."""
+    return spreadsheet_csv(table, float_format="%.4f")

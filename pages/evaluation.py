@@ -11,6 +11,7 @@ import streamlit as st
 
 from dermai import app_support, review
 from dermai.context import fields_text, weighted_fields
+from dermai.data import spreadsheet_csv
 from dermai.evaluate import compare_weights, evaluate
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import (
@@ -204,7 +205,7 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     show_failures(predictions)
     st.download_button(
         "Download per-image predictions (CSV)",
-        predictions.to_csv(index=False, float_format="%.4f").encode(),
+        spreadsheet_csv(predictions, float_format="%.4f"),  # opened in Excel: an image named "=…" is no formula
         file_name="dermai_predictions.csv",
         mime="text/csv",
     )

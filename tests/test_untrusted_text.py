@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dermai import app_support
+from dermai.data import spreadsheet_csv
 from tests import test_app_pages
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, assert_clean, page
@@ -72,3 +74,31 @@ def test_augmentation_lab_names_an_unusable_upload_literally(app_env: Path) -> N
     said = [e.value for e in at.error]
     assert len(said) == 1 and said[0].startswith(f"Cannot use this file: {app_support.markdown_plain(HOSTILE)}: ")
     assert alerts(at) == said
+
+
+FORMULAS = ['=HYPERLINK("http://x","a")', "+1", "-2", "@cmd", "\tt", "\rr"]
+
+
+def test_evaluate_predictions_csv_defuses_formula_cells_and_keeps_numbers(tmp_path: Path) -> None:
+    from dermai.evaluate import write_outputs
+
+    predictions = pd.DataFrame(
+        {
+            "image_id": [*FORMULAS, "ISIC_0024306"],
+            "dx": ["nv"] * 7,
+            "p_malignant": [-0.25, 0.5, 1.0, 0.0, 0.125, 0.75, 0.375],  # a negative number stays a number
+            "malignant": [0, 1, 0, 1, 0, 1, 0],
+        }
+    )
+    write_outputs({"split": "all"}, predictions, tmp_path / "report.json", tmp_path / "preds.csv")
+    back = pd.read_csv(tmp_path / "preds.csv", keep_default_na=False)
+    assert list(back["image_id"]) == [f"'{name}" for name in FORMULAS] + ["ISIC_0024306"]
+    assert back["p_malignant"].tolist() == predictions["p_malignant"].tolist()
+    assert back["malignant"].tolist() == predictions["malignant"].tolist()
+    assert list(back["dx"]) == ["nv"] * 7
+
+
+def test_spreadsheet_csv_quotes_only_text_cells_that_start_like_a_formula() -> None:
+    table = pd.DataFrame({"name": ["=1+1", "a=b", "-x", None], "score": [-1.5, 2.0, None, 3.0]})
+    lines = spreadsheet_csv(table, float_format="%.1f").decode().split("\r\n")
+    assert lines == ["name,score", "'=1+1,-1.5", "a=b,2.0", "'-x,", ",3.0", ""]
