@@ -1509,12 +1509,18 @@ def worklist_styled(shown: pd.DataFrame) -> Any:
     return shown.style.format(formats, na_rep=MISSING)
 
 
+UNSAFE_IN_FILE_NAMES = re.compile(r'[<>:"|?*\x00-\x1f\x7f]')  # refused by Windows, or control characters
+
+
 def download_stem(name: str) -> str:
     """The start of a result's download file names: the upload's name without its extension, with the number
     `unique_names` gave a second upload of the same name ("a.jpg (2)" → "a_2"), so that its report does not
-    take the first one's file name ("a_dermai.html") in the downloads folder."""
+    take the first one's file name ("a_dermai.html") in the downloads folder. Only the name's last part: an
+    upload named "../../x/a.jpg" or "C:\\scans\\a.jpg" (some browsers send the path) downloads as "a_…", and a
+    character a file name cannot hold is "_"; "image" when nothing is left."""
     match = re.fullmatch(r"(.*) \((\d+)\)", name)
     base, number = (match.group(1), match.group(2)) if match else (name, None)
+    base = UNSAFE_IN_FILE_NAMES.sub("_", re.split(r"[/\\]", base)[-1]).strip() or "image"
     stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
     return f"{stem}_{number}" if number else stem
 

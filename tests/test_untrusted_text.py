@@ -102,3 +102,19 @@ def test_spreadsheet_csv_quotes_only_text_cells_that_start_like_a_formula() -> N
     table = pd.DataFrame({"name": ["=1+1", "a=b", "-x", None], "score": [-1.5, 2.0, None, 3.0]})
     lines = spreadsheet_csv(table, float_format="%.1f").decode().split("\r\n")
     assert lines == ["name,score", "'=1+1,-1.5", "a=b,2.0", "'-x,", ",3.0", ""]
+
+
+@pytest.mark.parametrize(
+    ("upload", "stem"),
+    [
+        ("../../etc/passwd.jpg", "passwd"),  # a path in the name: its last part only
+        ("C:\\scans\\lesion.jpg (2)", "lesion_2"),  # a browser that sends the whole Windows path
+        ('a<b>:"c|?*.jpg', "a_b___c___"),  # characters a Windows file name cannot hold
+        ("new\nline.jpg", "new_line"),
+        ("", "image"),
+        ("folder/", "image"),
+        ("x.jpg", "x"),  # an ordinary name as before
+    ],
+)
+def test_an_uploads_download_names_stay_one_plain_file_name(upload: str, stem: str) -> None:
+    assert app_support.download_stem(upload) == stem
