@@ -39,7 +39,7 @@ from dermai.data import (
 from dermai.ensemble import input_sizes_text
 from dermai.evaluate import interval_text
 from dermai.intake import READ_EXTENSIONS, IntakeError, read_image
-from dermai.jobs import is_running, runs_dir
+from dermai.jobs import JobError, check_run_name, is_running, runs_dir
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.ood import beyond_cut_off
 from dermai.predict import on_off, point_counts, validation_figures
@@ -1472,6 +1472,17 @@ def markdown_plain(text: str) -> str:
     one_line = " ".join(text.splitlines())
     escaped = MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), one_line)
     return MARKDOWN_LINE_START.sub(lambda m: m.group(0) + "\\", escaped)  # "1. x" → "1\. x"
+
+
+def name_refusal(name: str, field: str) -> str | None:
+    """Why a typed run or ensemble name cannot name a new run (`jobs.check_run_name`), escaped for the page's
+    markdown (`markdown_plain`): the refusal repeats the name, and "$x$ **b**" would read as a formula and bold
+    type. None for a name it takes."""
+    try:
+        check_run_name(name, field)
+    except JobError as exc:
+        return markdown_plain(str(exc))
+    return None
 
 
 def worklist_notes(table: pd.DataFrame) -> list[tuple[str, str]]:

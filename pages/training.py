@@ -225,6 +225,10 @@ def _fields() -> None:
     app_support.keep_widgets(state, ["train_run_name", "start_from", "distill_teacher", *START_WIDGETS])
     if not st.button("Start training", type="primary"):
         return
+    refused = app_support.name_refusal(name.strip(), "run name") if name.strip() else None  # the name escaped
+    if refused:
+        st.error(f"Not started: {refused}")
+        return
     stage, options = app_support.train_form_options(state)
     options.update(
         data=data_dir() or None,
@@ -422,15 +426,20 @@ with st.expander("Combine runs into an ensemble"):
             "at. A member trained on random crops may score better a little above its training size.",
         )
         if st.form_submit_button("Build ensemble"):
-            with plain_errors("Not started"):
-                job = jobs.start_ensemble_job(
-                    [candidates[m] for m in members],
-                    runs,
-                    ensemble_name.strip() or None,
-                    data_dir() or None,
-                    image_sizes=parse_image_sizes(sizes_text) if sizes_text.strip() else None,
-                )
-                st.success(f"Building ensemble {job.name} (pid {job.pid}).")
+            typed = ensemble_name.strip()
+            refused = app_support.name_refusal(typed, "ensemble name") if typed else None  # the name escaped
+            if refused:
+                st.error(f"Not started: {refused}")
+            else:
+                with plain_errors("Not started"):
+                    job = jobs.start_ensemble_job(
+                        [candidates[m] for m in members],
+                        runs,
+                        typed or None,
+                        data_dir() or None,
+                        image_sizes=parse_image_sizes(sizes_text) if sizes_text.strip() else None,
+                    )
+                    st.success(f"Building ensemble {job.name} (pid {job.pid}).")
 
 
 def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
