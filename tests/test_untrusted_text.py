@@ -3,6 +3,7 @@ names: each shows or is written as itself, never as markup, a formula or a path 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -141,3 +142,30 @@ def test_training_refuses_a_markdown_run_name_naming_it_literally(app_env: Path,
         "first), at most 100 characters"
     ]
     assert sorted(p.name for p in runs.iterdir()) == ["fine"] and jobs.current_job(runs) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("CON", "a device name on Windows"),
+        ("nul.txt", "a device name on Windows"),
+        ("lpt1", "a device name on Windows"),
+        ("run1.", "ends in '.', which Windows drops (it would be 'run1' there)"),
+    ],
+)
+def test_a_run_name_windows_cannot_hold_is_refused_before_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, said: str
+) -> None:
+    from dermai import jobs
+
+    def no_launch(*args: object) -> None:
+        raise AssertionError("a job was launched")  # not a real training process when the check fails
+
+    monkeypatch.setattr(jobs, "_launch", no_launch)
+    runs = tmp_path / "runs"
+    with pytest.raises(jobs.JobError, match=f"^run name '{name}': {re.escape(said)}"):
+        jobs.start_job("both", {}, runs, name=name)
+    with pytest.raises(jobs.JobError, match=f"^ensemble name '{name}': "):
+        jobs.start_ensemble_job(["a", "b"], runs, name=name)
+    assert not runs.exists() or list(runs.iterdir()) == []
+    assert jobs.check_run_name("CONSOLE.v2") == "CONSOLE.v2" and jobs.check_run_name("com10") == "com10"
