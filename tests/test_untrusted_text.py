@@ -4,8 +4,10 @@ names: each shows or is written as itself, never as markup, a formula or a path 
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -169,3 +171,45 @@ def test_a_run_name_windows_cannot_hold_is_refused_before_any_folder(
         jobs.start_ensemble_job(["a", "b"], runs, name=name)
     assert not runs.exists() or list(runs.iterdir()) == []
     assert jobs.check_run_name("CONSOLE.v2") == "CONSOLE.v2" and jobs.check_run_name("com10") == "com10"
+
+
+class _Tags(HTMLParser):
+    """Each start tag of a page with its attributes, and its text, as a browser would read them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_the_html_report_shows_hostile_names_as_text_and_adds_no_tag_or_attribute() -> None:
+    from dermai.report import prediction_html
+    from tests.test_report import prediction
+
+    name = "\"'><script>alert(1)</script>&amp; <img src=x onerror=alert(1)>\nx.jpg"
+    weights = "runs/<b>w</b>\"'/model.safetensors"
+    method = "gradcam' onerror='alert(1)"
+    given = prediction(
+        context={"age": 70.0, "site": "<i>back</i>"},
+        context_effects={"age": 0.01, "site": -0.02},
+        p_malignant_image_only=0.5,
+        warnings=["note about <script>x</script> & 'quotes'"],
+    )
+    image = np.full((8, 8, 3), 100, np.uint8)
+    parser = _Tags()
+    parser.feed(prediction_html(given, name, weights, image, image, method))
+    tags = [tag for tag, _ in parser.tags]
+    assert "script" not in tags and "i" not in tags and tags.count("img") == 2  # the image and its overlay only
+    assert all(not key.startswith("on") for _, attrs in parser.tags for key in attrs)
+    images = [attrs for tag, attrs in parser.tags if tag == "img"]
+    assert all(set(attrs) == {"src", "alt"} and attrs["src"].startswith("data:image/png;base64,") for attrs in images)
+    text = "".join(parser.text)
+    assert f"dermai report: {name}" in text and name in text and weights in text  # shown as typed, "&amp;" too
+    assert "site <i>back</i>" in text and "note about <script>x</script> & 'quotes'" in text
+    assert images[1]["alt"].startswith("gradcam' onerror='alert(1)")
