@@ -229,7 +229,7 @@ def preview() -> None:
         st.subheader("Before / after")
         cards([[p[0] for p in pairs], after], ["original", caption], ["original", caption], names, width)
         for note in [*upload_notes, *([shape_note] if shape_note else [])]:
-            st.warning(note)
+            st.warning(markdown_plain(note))  # an upload's notes start with its name
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above

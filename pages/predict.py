@@ -229,7 +229,7 @@ def show(result: dict[str, Any]) -> None:
             st.caption("No out-of-distribution check is stored with these weights.")
         for note in p.warnings:
             if not (note == model.weak_note or (flagged and note == OOD_NOTE)):  # a box above says it already
-                st.warning(note)
+                st.warning(app_support.markdown_plain(note))  # an intake note starts with the file name
     blended = overlay(result["image"], result["heatmap"], alpha=opacity)
     with right:
         if ungradable:  # the model's output on an image it cannot read: out of the main view, said unreliable

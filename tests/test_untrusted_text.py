@@ -3,6 +3,7 @@ names: each shows or is written as itself, never as markup, a formula or a path 
 
 from __future__ import annotations
 
+import io
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from dermai import app_support
 from dermai.data import spreadsheet_csv
@@ -213,3 +215,29 @@ def test_the_html_report_shows_hostile_names_as_text_and_adds_no_tag_or_attribut
     assert f"dermai report: {name}" in text and name in text and weights in text  # shown as typed, "&amp;" too
     assert "site <i>back</i>" in text and "note about <script>x</script> & 'quotes'" in text
     assert images[1]["alt"].startswith("gradcam' onerror='alert(1)")
+
+
+def _cut_out_png() -> bytes:
+    """A PNG half see-through: read with a note (put on white) that starts with the file's name."""
+    cut_out = Image.new("RGBA", (600, 450), (180, 120, 90, 255))
+    cut_out.paste((0, 0, 0, 0), (0, 0, 300, 450))
+    buffer = io.BytesIO()
+    cut_out.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("where", ["predict", "augmentation"])
+def test_an_uploads_reading_notes_name_it_literally(app_env: Path, where: str) -> None:
+    from dermai.intake import read_image
+
+    name = "$x$ **cut**.png"
+    at = page(where).run()
+    if where == "augmentation":
+        at.radio(key="aug_source").set_value("Upload one").run()
+        at.file_uploader(key="aug_upload").upload(name, _cut_out_png(), "image/png").run()
+    else:
+        at.file_uploader[0].set_value([(name, _cut_out_png(), "image/png")]).run()
+    assert_clean(at)
+    note = next(w for w in read_image(_cut_out_png(), name).warnings if "transparent" in w)
+    shown = [w.value for w in at.warning if "transparent" in w.value]
+    assert shown == [app_support.markdown_plain(note)] and shown[0].startswith(r"\$x\$ \*\*cut\*\*.png: ")
