@@ -30,6 +30,8 @@ teacher_choices = jobs.teacher_choices(table=history)  # {label: weights path}
 START_WIDGETS = {"train_training_seed": None, "train_reset_classifier": None}  # beside "start_from"
 
 state = st.session_state
+# A run's name as markdown shows it literally: a folder made outside the app (train --out) may have any name.
+plain = app_support.markdown_plain
 app_support.init_train_form(state)  # what was set before another page was shown (e.g. the Augmentation lab)
 
 
@@ -283,7 +285,7 @@ def live() -> None:
     status = jobs.run_status(job.run_dir, runs)
     stage = status.stage or job.stage or "stage not yet recorded"  # its metrics, else its lock or config
     where = app_support.epoch_words(stage, status.epoch, jobs.planned_epochs(job.run_dir, stage))
-    st.progress(status.progress, text=f"{job.name}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
+    st.progress(status.progress, text=f"{plain(job.name)}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
     # The one stop control of the running job (the Runs list below points here rather than repeat it, by name).
     control = app_support.current_job_control(job.stage == jobs.ENSEMBLE_STAGE, bool(records), bool(outside))
@@ -455,11 +457,11 @@ def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
             st.warning(
                 "Other runs use its weights:\n\n" + "\n".join(f"- {d.consequence()}" for d in dependents),
             )
-        if st.button(f"Delete {name}", type="primary", key="delete_run_confirm"):
+        if st.button(f"Delete {plain(name)}", type="primary", key="delete_run_confirm"):
             with plain_errors("Not deleted"):
                 freed = jobs.delete_run(path, runs)
                 app_support.forget_weights_in(state, path)
-                state["train_deleted"] = f"Deleted run {name}: {freed / 1e9:.2f} GB freed."
+                state["train_deleted"] = f"Deleted run {plain(name)}: {freed / 1e9:.2f} GB freed."
                 st.rerun()
 
 
@@ -508,7 +510,7 @@ if matches.empty:
     st.stop()
 row = matches.iloc[0]
 if row["status"] == jobs.UNREADABLE:
-    st.error(f"Cannot show run {row['name']}: {row['problem']}")
+    st.error(f"Cannot show run {plain(row['name'])}: {plain(row['problem'])}")
     delete_popover(st, row["name"], row["path"], row["disk_gb"])
     st.stop()
 
@@ -543,17 +545,17 @@ elif weights and app_support.uses_weights(state, weights):
         st.rerun()
 elif weights and st.button(
     app_support.USE_RUN_WEIGHTS,
-    help=f"Predict, Evaluation and Home use run {row['name']}'s weights; the sidebar's Weights list follows",
+    help=f"Predict, Evaluation and Home use run {plain(row['name'])}'s weights; the sidebar's Weights list follows",
 ):
     set_weights(weights)
-    state["train_weights_used"] = app_support.weights_used_note(row["name"], weights)
+    state["train_weights_used"] = app_support.weights_used_note(plain(row["name"]), plain(weights))
     st.rerun()  # the whole page: the sidebar's Weights list follows
 buttons = st.columns(3)
 resumable = row["status"] in ("stopped", "interrupted") and jobs.resumable(row["path"])
 if resumable and buttons[0].button("Resume"):
     with plain_errors("Cannot resume"):
         job = jobs.resume_job(row["path"], runs)
-        state["train_resumed"] = f"Resumed {job.name} (pid {job.pid})."  # said after the rerun, as Start does
+        state["train_resumed"] = f"Resumed {plain(job.name)} (pid {job.pid})."  # said after the rerun, as Start does
         st.rerun()
 if row["status"] == "running" and same_file(row["path"], state.get("train_watching")):
     # one control per run: the Runs list names the button "Current job" shows (`live` keeps its label)

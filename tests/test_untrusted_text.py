@@ -241,3 +241,27 @@ def test_an_uploads_reading_notes_name_it_literally(app_env: Path, where: str) -
     note = next(w for w in read_image(_cut_out_png(), name).warnings if "transparent" in w)
     shown = [w.value for w in at.warning if "transparent" in w.value]
     assert shown == [app_support.markdown_plain(note)] and shown[0].startswith(r"\$x\$ \*\*cut\*\*.png: ")
+
+
+def test_a_run_folder_made_outside_the_app_is_named_literally(app_env: Path) -> None:
+    import os
+    import time
+
+    from dermai import jobs
+
+    runs = Path(jobs.runs_dir())
+    name = "$x$ **b**"  # train --out takes any folder name
+    (runs / name).mkdir(parents=True)
+    (runs / name / "config.json").write_bytes(b'{"config": \xff}')
+    then = time.time() - 3600  # quiet for an hour: not a trainer still writing, so deletable
+    os.utime(runs / name / "config.json", (then, then))
+    at = page("training").run()
+    at.selectbox(key="train_run").set_value(name).run()
+    assert_clean(at)
+    shown = app_support.markdown_plain(name)
+    said = [e.value for e in at.error if e.value.startswith("Cannot show run ")]
+    assert len(said) == 1 and said[0].startswith(r"Cannot show run \$x\$ \*\*b\*\*: ")
+    assert f"{app_support.markdown_plain(str(runs / name / 'config.json'))}: cannot be read" in said[0]
+    next(b for b in at.button if b.label == rf"Delete {shown}").click().run()
+    assert_clean(at)
+    assert rf"Deleted run {shown}: 0.00 GB freed." in alerts(at) and not (runs / name).exists()
