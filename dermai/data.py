@@ -792,11 +792,17 @@ def _host() -> str:
     return (re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host") + space
 
 
+TEMPORARY_NAME_CHARS = 150  # of the file's name in its temporary's: with the tag (~70), under 255
+
+
 def _temporary_beside(path: Path) -> tuple[int, str]:
     """A new temporary file beside `path` (mkstemp: its descriptor and name), named ".NAME.PID@HOST.XXXX.tmp"
     (`atomic_leftover`): the writer's pid and host let a later process tell a killed writer's leftover from
-    a write in progress (`dead_writer`). The one naming scheme of every atomic write and writability probe."""
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}@{_host()}.", suffix=".tmp")
+    a write in progress (`dead_writer`). The one naming scheme of every atomic write and writability probe.
+    NAME is cut to TEMPORARY_NAME_CHARS: with the writer's tag, a long file name (a report named after a long
+    upload) would pass the file system's 255-character limit and the write would fail "File name too long"."""
+    name = path.name[:TEMPORARY_NAME_CHARS]
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{name}.{os.getpid()}@{_host()}.", suffix=".tmp")
 
 
 def dead_writer(name: str) -> bool:

@@ -167,3 +167,16 @@ def test_a_killed_decodes_cache_temporary_goes_at_its_rerun_not_a_day_later(tmp_
     assert pixels.shape == (3, 32, 32, 3) and not leftover.exists()
     assert elsewhere.exists()  # its pid means nothing here: it is kept until it is a day old
     assert sorted(p.name.startswith("pixels-") for p in cache.iterdir()) == [False, True]
+
+
+def test_a_file_name_near_the_systems_limit_is_still_written_atomically(tmp_path: Path) -> None:
+    """The temporary's name carries the file's name, the writer's pid and host (`data._temporary_beside`): for a
+    report named after a long upload (240 characters, under the usual 255 limit) it grew past the limit and the
+    write failed with "File name too long". The file's name in the temporary is cut; the writer stays readable."""
+    from dermai.data import atomic_target, atomic_write_bytes, dead_writer
+
+    target = tmp_path / ("a" * 235 + ".html")
+    atomic_write_bytes(target, b"report")
+    assert target.read_bytes() == b"report" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    with atomic_target(target) as tmp:
+        assert len(tmp.name) <= 255 and tmp.name.startswith(".aaa") and not dead_writer(tmp.name)
