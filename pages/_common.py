@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from dermai import app_support, jobs
+from dermai import jobs
 from dermai.data import Dataset
+from dermai.ui import dataset_view, image_display, sidebar_state, weights_menu
 from dermai.weights import read_meta
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ PLAIN_ERRORS = (ValueError, OSError, RuntimeError)  # DataError, WeightsError, I
 @contextlib.contextmanager
 def plain_errors(what: str, wording: Callable[[str], str] = str) -> Iterator[None]:
     """Show an error raised inside the block as one st.error line, never a traceback; `wording` rewrites
-    its message for the page (e.g. `app_support.in_form_words`: field names as the form labels them)."""
+    its message for the page (e.g. `training_form.in_form_words`: field names as the form labels them)."""
     try:
         yield
     except PLAIN_ERRORS as exc:
@@ -56,20 +57,20 @@ def or_stop(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 def data_dir() -> str:
     """The session's data folder ("" when none was found)."""
-    return app_support.data_dir(st.session_state)
+    return sidebar_state.data_dir(st.session_state)
 
 
 def weights_path() -> str:
     """The session's weights file; chosen weights whose file has gone are dropped first, so the page uses the
     default ones (`warn_if_weights_gone` says so) rather than failing on a missing file."""
-    app_support.forget_missing_weights(st.session_state)
-    return app_support.weights_path(st.session_state)
+    sidebar_state.forget_missing_weights(st.session_state)
+    return sidebar_state.weights_path(st.session_state)
 
 
 def warn_if_weights_gone() -> None:
     """A warning naming the chosen weights that were deleted or removed, while the default ones stand in: a
     clinician must not read another model's tier as that run's."""
-    if notice := app_support.gone_weights_notice(st.session_state, jobs.runs_dir()):
+    if notice := sidebar_state.gone_weights_notice(st.session_state, jobs.runs_dir()):
         st.warning(notice)
 
 
@@ -79,9 +80,9 @@ OTHER_WEIGHTS_ERROR = "_other_weights_error"  # why the path typed under "Other 
 def set_weights(path: str) -> None:
     """Make `path` the session's weights (the sidebar follows on the next run); an error about a typed path
     refers to weights no longer in question, so it goes."""
-    st.session_state[app_support.WEIGHTS_KEY] = path
+    st.session_state[sidebar_state.WEIGHTS_KEY] = path
     st.session_state.pop(OTHER_WEIGHTS_ERROR, None)
-    st.session_state.pop(app_support.GONE_WEIGHTS_KEY, None)  # a choice made since: nothing to warn about
+    st.session_state.pop(sidebar_state.GONE_WEIGHTS_KEY, None)  # a choice made since: nothing to warn about
 
 
 def require_data() -> str:
@@ -95,21 +96,21 @@ def require_data() -> str:
 
 def dataset(root: str) -> Dataset:
     """The folder's dataset with the default split, read again only when its metadata CSV changes."""
-    return _dataset(root, app_support.metadata_stamp(root))
+    return _dataset(root, sidebar_state.metadata_stamp(root))
 
 
 @st.cache_data(show_spinner="Reading the data folder…", max_entries=4)
 def _dataset(root: str, stamp: tuple[str, int] | None) -> Dataset:
     """browse_dataset, cached per folder and CSV version (`stamp`: the CSV's path and mtime)."""
-    return app_support.browse_dataset(root)
+    return dataset_view.browse_dataset(root)
 
 
 @st.cache_data(show_spinner=False, max_entries=8, ttl=30)
 def _folder_problem(root: str, stamp: int) -> str | None:
-    """app_support.data_folder_problem, cached: finding the metadata CSV lists the whole folder (about 0.4 s for
+    """sidebar_state.data_folder_problem, cached: finding the metadata CSV lists the whole folder (about 0.4 s for
     HAM10000), too slow for the sidebar on every run. `stamp` (the folder's mtime) and a 30 s lifetime let a
     fixed folder be seen again."""
-    return app_support.data_folder_problem(root)
+    return sidebar_state.data_folder_problem(root)
 
 
 def data_folder_problem(root: str) -> str | None:
@@ -129,15 +130,15 @@ def weights_meta(path: str, mtime: tuple[int, int]) -> dict[str, Any]:
 
 
 def cached_meta(path: str) -> dict[str, Any]:
-    """A weights file's JSON through `weights_meta`'s cache: what the Weights lists (`app_support.weight_choices`,
+    """A weights file's JSON through `weights_meta`'s cache: what the Weights lists (`weights_menu.weight_choices`,
     `same_split_choices`) read, so each run's JSON is read once, not once per list and per rerun."""
-    return weights_meta(path, app_support.weights_mtime(path))
+    return weights_meta(path, sidebar_state.weights_mtime(path))
 
 
 def current_meta() -> dict[str, Any]:
     """The session's weights' JSON (raises WeightsError when missing)."""
     path = weights_path()
-    return weights_meta(path, app_support.weights_mtime(path))
+    return weights_meta(path, sidebar_state.weights_mtime(path))
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
@@ -150,13 +151,13 @@ def predictor(path: str, mtime: tuple[int, int]) -> tuple[Any, threading.Lock]:
 
 def show_images(where: Any, paths: list[str], captions: list[str], width: int | str = "stretch") -> None:
     """Image files of the data folder at `where` (st or a column), decoded as training reads them
-    (`app_support.gallery_image`); each file that cannot be read is an st.error naming it, so a corrupt file in
+    (`image_display.gallery_image`); each file that cannot be read is an st.error naming it, so a corrupt file in
     the folder never ends the page. Each image's alt text (a caption never becomes it) names it."""
     shown: list[Any] = []
     texts: list[str] = []
     for path, text in zip(paths, captions, strict=True):
         try:
-            shown.append(app_support.gallery_image(path))
+            shown.append(image_display.gallery_image(path))
             texts.append(text)
         except PLAIN_ERRORS as exc:
             where.error(str(exc))
@@ -167,16 +168,16 @@ def show_images(where: Any, paths: list[str], captions: list[str], width: int | 
 def sidebar() -> None:
     """Data folder and weights pickers; the values live in st.session_state for every page."""
     state = st.session_state
-    app_support.forget_missing_weights(state)  # before the Weights list offers them: the pages say they went
-    state.setdefault(app_support.DATA_KEY, app_support.default_data_dir())
-    state.setdefault(app_support.WEIGHTS_KEY, app_support.default_weights())
+    sidebar_state.forget_missing_weights(state)  # before the Weights list offers them: the pages say they went
+    state.setdefault(sidebar_state.DATA_KEY, sidebar_state.default_data_dir())
+    state.setdefault(sidebar_state.WEIGHTS_KEY, sidebar_state.default_weights())
     # Widgets have their own keys; callbacks copy them into the settings, which pages may also change.
-    for widget, key in (("_data_widget", app_support.DATA_KEY), ("_weights_widget", app_support.WEIGHTS_KEY)):
+    for widget, key in (("_data_widget", sidebar_state.DATA_KEY), ("_weights_widget", sidebar_state.WEIGHTS_KEY)):
         if state.get(widget) != state[key]:
             state[widget] = state[key]
 
     def copy(widget: str, key: str) -> None:
-        if key == app_support.WEIGHTS_KEY:
+        if key == sidebar_state.WEIGHTS_KEY:
             set_weights(state[widget])  # weights picked from the list: a typed path's error no longer applies
         else:
             state[key] = state[widget]
@@ -185,7 +186,7 @@ def sidebar() -> None:
         state.pop(OTHER_WEIGHTS_ERROR, None)
         if state["_other_weights"].strip():
             try:
-                set_weights(app_support.typed_weights(state["_other_weights"]))
+                set_weights(sidebar_state.typed_weights(state["_other_weights"]))
             except PLAIN_ERRORS as exc:  # WeightsError, or an OSError from a folder it cannot list
                 state[OTHER_WEIGHTS_ERROR] = f"Not used: {exc}"
 
@@ -194,24 +195,24 @@ def sidebar() -> None:
             "Data folder",
             key="_data_widget",
             on_change=copy,
-            args=("_data_widget", app_support.DATA_KEY),
+            args=("_data_widget", sidebar_state.DATA_KEY),
             help="A folder of dermoscopy images with one metadata CSV (HAM10000 layout).",
         )
-        folder = app_support.data_dir(state)
+        folder = sidebar_state.data_dir(state)
         if not folder:
             st.warning("No data folder found: enter one above.")
         elif problem := data_folder_problem(folder):  # a typo, said here rather than only on the data pages
             st.warning(f"{problem}: enter another folder above.")
-        elif not state[app_support.DATA_KEY]:  # cleared: every page falls back to the default folder
+        elif not state[sidebar_state.DATA_KEY]:  # cleared: every page falls back to the default folder
             st.caption(f"Empty: the default folder is used, {folder}")
-        choices = app_support.weight_choices(jobs.runs_dir(), state[app_support.WEIGHTS_KEY], cached_meta)
+        choices = weights_menu.weight_choices(jobs.runs_dir(), state[sidebar_state.WEIGHTS_KEY], cached_meta)
         st.selectbox(
             "Weights",
             list(choices),
             key="_weights_widget",
             format_func=lambda p: choices.get(p, p),
             on_change=copy,
-            args=("_weights_widget", app_support.WEIGHTS_KEY),
+            args=("_weights_widget", sidebar_state.WEIGHTS_KEY),
             help="The shipped model (weights/model.safetensors) or any training run's model.safetensors in the runs "
             "folder.",
         )

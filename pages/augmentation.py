@@ -7,26 +7,22 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from dermai.app_support import (
-    TRAIN_AUGMENT_KEYS,
-    forget_uploads,
-    images_by_id,
-    keep_widgets,
-    markdown_plain,
-    mask_path,
-    missing_masks_note,
-    outline_mask,
-    read_images,
-    resize_note,
-    restore_widgets,
-    uploads_to_show,
-    widget_value,
-)
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
 from dermai.data import decode_mask
 from dermai.intake import READ_FORMATS, read_image
 from dermai.preprocess import InputSize, resize_input
+from dermai.ui.dataset_view import images_by_id, mask_path, missing_masks_note
+from dermai.ui.formatting import markdown_plain
+from dermai.ui.image_display import outline_mask, read_images, resize_note
+from dermai.ui.widget_state import (
+    TRAIN_AUGMENT_KEYS,
+    forget_uploads,
+    keep_widgets,
+    restore_widgets,
+    uploads_to_show,
+    widget_value,
+)
 from pages._common import data_dir, dataset, or_stop, plain_errors
 
 st.title("Augmentation lab")

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dermai import app_support
 from dermai.data import summary_table
 from dermai.plots import class_distribution_figure
+from dermai.ui import dataset_view, image_display, widget_state
 from pages._common import dataset, or_stop, plain_errors, require_data, show_images
 
 PER_PAGE = 24
@@ -30,12 +30,12 @@ options = {
     "ds_site": sorted(meta["localization"].unique()),
 }
 # Streamlit drops the filters when another page is shown: the ones set before come back (those still offered).
-app_support.restore_choices(state, options)
-app_support.restore_widgets(state, {"ds_kind": ["all", "benign", "malignant"]})
+widget_state.restore_choices(state, options)
+widget_state.restore_widgets(state, {"ds_kind": ["all", "benign", "malignant"]})
 ages = meta["age"].dropna()
 low, high = (math.floor(ages.min()), math.ceil(ages.max())) if len(ages) else (0, 100)  # 89.5 → 90
 high = max(high, low + 1)
-app_support.restore_range(state, "ds_age", low, high)
+widget_state.restore_range(state, "ds_age", low, high)
 with st.expander("Filters", expanded=True):
     c1, c2, c3 = st.columns(3)
     dx = c1.multiselect(
@@ -59,24 +59,24 @@ with st.expander("Filters", expanded=True):
     )
     sexes = c3.multiselect("Sex", options["ds_sex"], key="ds_sex")
     sites = c3.multiselect("Localisation", options["ds_site"], key="ds_site")
-app_support.keep_widgets(state, FILTERS)
+widget_state.keep_widgets(state, FILTERS)
 
-rows = app_support.filter_meta(meta, dx, kind, splits, age, sexes, sites)
+rows = dataset_view.filter_meta(meta, dx, kind, splits, age, sexes, sites)
 st.subheader(f"{len(rows)} images match")
 
 
 def grid() -> pd.DataFrame:
     """One page of the matching images; returns the rows it shows (the detail view picks among them)."""
     pages = max(1, math.ceil(len(rows) / PER_PAGE))
-    app_support.restore_widgets(state, {"ds_page": range(1, pages + 1)})  # the page left, back with its filters
+    widget_state.restore_widgets(state, {"ds_page": range(1, pages + 1)})  # the page left, back with its filters
     page = st.number_input(f"Page (of {pages})", 1, pages, key="ds_page")
-    app_support.keep_widgets(state, ["ds_page"])
+    widget_state.keep_widgets(state, ["ds_page"])
     shown = rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE]
     # Tiles of a fixed width, as many to a row as the window holds: six columns in a narrow window were too
     # thin for an id, which broke mid-word ("ISIC_0027 419").
     tiles = st.container(horizontal=True, gap="small")
     for _, row in shown.iterrows():
-        show_images(tiles.container(width=TILE_PX), [row["path"]], [app_support.caption(row)])
+        show_images(tiles.container(width=TILE_PX), [row["path"]], [dataset_view.caption(row)])
     return shown
 
 
@@ -86,15 +86,15 @@ def detail(shown: pd.DataFrame) -> None:
     row = rows[rows["image_id"] == image_id].iloc[0]
     a, b = st.columns(2)
     show_images(a, [row["path"]], [image_id])
-    mask = app_support.mask_path(data.root, image_id)
+    mask = dataset_view.mask_path(data.root, image_id)
     if mask is not None:
         with plain_errors("Cannot overlay the lesion mask"):
-            overlaid = app_support.mask_overlay(row["path"], mask)
+            overlaid = image_display.mask_overlay(row["path"], mask)
             b.image(overlaid, caption="lesion mask (green)", width="stretch", alt=f"Lesion mask of {image_id} in green")
     else:
         b.info("No lesion mask for this image.")
     fields = ["image_id", "lesion_id", "dx", "malignant", "age", "sex", "localization", "split", "path"]
-    st.dataframe(app_support.detail_values(row, fields), width="stretch")  # an unrecorded age: "—", not "nan"
+    st.dataframe(dataset_view.detail_values(row, fields), width="stretch")  # an unrecorded age: "—", not "nan"
     siblings = meta[(meta["group"] == row["group"]) & (meta["image_id"] != image_id)]
     if len(siblings):
         # Grouped splits keep these on one side: no model trains on one view of a lesion and is tested on another.
@@ -106,7 +106,7 @@ def detail(shown: pd.DataFrame) -> None:
 
 
 # No match: said where each filtered view would be; the whole folder's table still shows.
-no_match = app_support.no_match_words(meta, dx, kind) if rows.empty else ""
+no_match = dataset_view.no_match_words(meta, dx, kind) if rows.empty else ""
 if no_match:
     st.info(no_match)
 else:
@@ -119,7 +119,7 @@ left, right = charts.container(width=480), charts.container(width="content")
 if no_match:
     left.info(no_match)
 else:
-    left.plotly_chart(class_distribution_figure(app_support.with_class_names(rows)), width="stretch")
+    left.plotly_chart(class_distribution_figure(dataset_view.with_class_names(rows)), width="stretch")
 full = summary_table(data)
 right.caption("Whole folder: images per class and split")
 right.table(full)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dermai import app_support, review
+from dermai import review
 from dermai.context import fields_text, weighted_fields
 from dermai.data import spreadsheet_csv
 from dermai.evaluate import compare_weights, evaluate
@@ -23,6 +23,7 @@ from dermai.plots import (
     roc_figure,
 )
 from dermai.predict import tta_mismatch, validated_tta
+from dermai.ui import evaluation_view, formatting, predict_view, runs_view, sidebar_state, weights_menu, widget_state
 from dermai.weights import untrained_classifier
 from pages._common import (
     cached_meta,
@@ -56,7 +57,7 @@ def compared(
 @st.cache_data(show_spinner=False, max_entries=8)
 def projected(weights: str, mtime: tuple[int, int], data: str, split: str, limit: int, method: str) -> pd.DataFrame:
     """The embedding map, once per setting."""
-    return app_support.embedding_map(weights, data or None, split, limit, method)
+    return evaluation_view.embedding_map(weights, data or None, split, limit, method)
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -158,7 +159,7 @@ def show_unreliable_context(ctx: dict[str, Any]) -> None:
     reason = ctx["unreliable"]
     st.warning(f"{reason[0].upper()}{reason[1:]}. They are kept out of the headline, in the box below.")
     with st.expander("Unreliable figures from this fit (not results)", expanded=False):
-        st.table(app_support.unreliable_context_figures(ctx).set_index("figure"))
+        st.table(evaluation_view.unreliable_context_figures(ctx).set_index("figure"))
 
 
 def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
@@ -166,7 +167,7 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     ci = report.get("auroc_ci")
     calib = report.get("calibration") or {}
     where = report.get("split") or "this split"
-    external = app_support.external_note(report)
+    external = evaluation_view.external_note(report)
     if external:
         getattr(st, external[0])(external[1])
     headline_row(
@@ -177,7 +178,7 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
         calib.get("ece_malignant"),
         ("Images", report.get("n_images"), f"Images scored: the whole {where} split"),
     )
-    table = app_support.tier_table(report)
+    table = evaluation_view.tier_table(report)
     if table is not None:
         st.caption(CUT_OFFS_CAPTION.get(report.get("split"), CUT_OFFS_CAPTION["test"]))
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
@@ -188,7 +189,7 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
             show_unreliable_context(ctx)
         else:
             show_context(ctx, report, where)
-    for note in app_support.notes_below(report):
+    for note in evaluation_view.notes_below(report):
         st.caption(f"Note: {note}")
     a, b = st.columns(2)
     if report.get("binary"):
@@ -226,11 +227,13 @@ def show_subgroups(subgroups: list[dict[str, Any]]) -> None:
         "have wide ones."
     )
     st.dataframe(
-        app_support.subgroup_table(subgroups, field),
+        evaluation_view.subgroup_table(subgroups, field),
         hide_index=True,
         width="stretch",
-        placeholder=app_support.MISSING,  # a rate without images to count: a dash, not the word "None"
-        column_config={name: st.column_config.Column(help=text) for name, text in app_support.SUBGROUP_HELP.items()},
+        placeholder=formatting.MISSING,  # a rate without images to count: a dash, not the word "None"
+        column_config={
+            name: st.column_config.Column(help=text) for name, text in evaluation_view.SUBGROUP_HELP.items()
+        },
     )
 
 
@@ -262,7 +265,7 @@ def show_failures(predictions: pd.DataFrame) -> None:
     if rows.empty:
         st.success("None in this split.")
         return
-    note = app_support.gallery_note(kind, len(rows), GALLERY)
+    note = evaluation_view.gallery_note(kind, len(rows), GALLERY)
     if note:
         st.caption(note)
     rows = rows.head(GALLERY)
@@ -272,7 +275,7 @@ def show_failures(predictions: pd.DataFrame) -> None:
 st.title("Evaluation")
 weights, data = weights_path(), data_dir()
 warn_if_weights_gone()
-mtime = app_support.weights_mtime(weights)
+mtime = sidebar_state.weights_mtime(weights)
 st.caption(f"Weights `{weights}` · data `{data or '(from the weights config)'}`")
 meta: dict[str, Any] = {}  # stays empty when the weights' JSON cannot be read (the error says why)
 with plain_errors("Cannot read the weights"):
@@ -280,17 +283,17 @@ with plain_errors("Cannot read the weights"):
     untrained = untrained_classifier(meta)
     if untrained:
         st.warning(f"{untrained[0].upper()}{untrained[1:]}: these scores measure a classifier that never learned.")
-    for caution in app_support.weights_cautions(meta):  # as Home and Predict say it
+    for caution in weights_menu.weights_cautions(meta):  # as Home and Predict say it
         st.warning(caution)
 
 # Streamlit drops a page's widget state when another page is shown: these come back as they were left, so the
 # report, comparison or map asked for is still there on return.
 state = st.session_state
-splits = app_support.evaluation_splits(meta, data)  # "all" for a folder other than the weights' own
+splits = evaluation_view.evaluation_splits(meta, data)  # "all" for a folder other than the weights' own
 cmp_splits = [s for s in ("all", "val", "test") if s in splits]  # as evaluation's, val before test
 KEPT = {"eval_split": splits, "eval_tta": None, "cmp_split": cmp_splits, "eval_le": None}
 KEPT |= {"eval_proj": ["pca", "tsne"], "eval_limit": None}
-app_support.restore_widgets(state, KEPT)
+widget_state.restore_widgets(state, KEPT)
 state.setdefault("eval_le", str(REPO / "docs" / "label_efficiency"))  # defaults here, not in widgets given kept ones
 state.setdefault("eval_limit", 500)
 
@@ -298,8 +301,8 @@ st.header("Scores on the weights' own split" if "all" not in splits else "Scores
 c1, c2, c3 = st.columns([1, 1, 2])
 split = c1.radio("Split", splits, horizontal=True, key="eval_split", help=SPLIT_HELP)
 validated = validated_tta(meta)
-app_support.default_tta(state, "eval_tta", weights, validated)  # as the tiers' cut-offs were validated
-tta = c2.checkbox("TTA", key="eval_tta", help=app_support.tta_help(validated, bool(meta.get("operating_points"))))
+predict_view.default_tta(state, "eval_tta", weights, validated)  # as the tiers' cut-offs were validated
+tta = c2.checkbox("TTA", key="eval_tta", help=predict_view.tta_help(validated, bool(meta.get("operating_points"))))
 tta_differs = tta_mismatch(meta, tta)
 if tta_differs:
     st.caption(f":warning: {tta_differs[0].upper()}{tta_differs[1:]}.")
@@ -308,7 +311,7 @@ if c3.button("Evaluate", type="primary"):
     st.session_state["eval_request"] = request
 if st.session_state.get("eval_request") == request:
     with (
-        plain_errors("Cannot evaluate", app_support.evaluation_words),
+        plain_errors("Cannot evaluate", evaluation_view.evaluation_words),
         st.spinner("Scoring the split (bootstrap intervals included)…"),
     ):
         show_report(*scored(*request))
@@ -353,34 +356,37 @@ cmp_split = m2.radio(  # read before B's list, which depends on it
     help="choose on val; test reports; all: every image of this external folder, less those either model was "
     "trained or tuned on (models of different splits: only all)",
 )
-listed = app_support.weight_choices(current=weights, read=cached_meta)  # each JSON read once: the sidebar's cache
-others = app_support.compare_choices(listed, weights, cmp_split, cached_meta)
-app_support.restore_widgets(state, {"cmp_other": list(others)})
+listed = weights_menu.weight_choices(current=weights, read=cached_meta)  # each JSON read once: the sidebar's cache
+others = weights_menu.compare_choices(listed, weights, cmp_split, cached_meta)
+widget_state.restore_widgets(state, {"cmp_other": list(others)})
 other = m1.selectbox("B", list(others), format_func=others.get, key="cmp_other") if others else None
-cmp_request = (weights, mtime, other, app_support.weights_mtime(other or ""), data, cmp_split)
+cmp_request = (weights, mtime, other, sidebar_state.weights_mtime(other or ""), data, cmp_split)
 if other and m3.button("Compare"):
     st.session_state["cmp_request"] = cmp_request
 if not others:
-    st.info(app_support.no_comparison_hint(meta, cmp_split))
+    st.info(weights_menu.no_comparison_hint(meta, cmp_split))
 elif st.session_state.get("cmp_request") == cmp_request:
-    with plain_errors("Cannot compare", app_support.evaluation_words), st.spinner("Scoring both models on the split…"):
+    with (
+        plain_errors("Cannot compare", evaluation_view.evaluation_words),
+        st.spinner("Scoring both models on the split…"),
+    ):
         result = compared(*cmp_request)
-        external = app_support.external_note(result)  # the images left out, as the evaluation above says it
+        external = evaluation_view.external_note(result)  # the images left out, as the evaluation above says it
         if external:
             getattr(st, external[0])(external[1])
         st.dataframe(
-            app_support.comparison_table(result),
+            runs_view.comparison_table(result),
             hide_index=True,
             width="stretch",
             column_config=COMPARE_COLUMNS,
-            placeholder=app_support.MISSING,
+            placeholder=formatting.MISSING,
         )
         st.caption(f"{result['split']} split, {result['n_images']} images · B = `{result['b']}`")
 
 st.header("Label efficiency")
 folder = st.text_input("Experiment folder", key="eval_le").strip()
 with plain_errors("Cannot read the experiment"):
-    table = app_support.read_label_efficiency(folder) if folder else None
+    table = evaluation_view.read_label_efficiency(folder) if folder else None
     if not folder:  # else the folder the app was started in
         st.info("Enter the folder of a label-efficiency experiment (its summary.csv is read).")
     elif table is None:
@@ -391,7 +397,7 @@ with plain_errors("Cannot read the experiment"):
             table,
             hide_index=True,
             width="stretch",
-            placeholder=app_support.MISSING,  # one seed: no SD
+            placeholder=formatting.MISSING,  # one seed: no SD
             column_config={
                 "fraction": number("labelled fraction", format="%g"),
                 "init": st.column_config.TextColumn("start", help="random weights or the SimCLR trunk"),
@@ -411,12 +417,12 @@ st.caption("Trunk features of up to 1000 images of the split, projected to 2-D. 
 e1, e2, e3 = st.columns([1, 1, 2])
 method = e1.radio("Projection", ["pca", "tsne"], horizontal=True, key="eval_proj")
 limit = e2.number_input("Images", 50, 1000, step=50, key="eval_limit")
-app_support.keep_widgets(state, [*KEPT, "cmp_other"])
+widget_state.keep_widgets(state, [*KEPT, "cmp_other"])
 map_request = (weights, mtime, data, split, int(limit), method)
 if e3.button("Compute map"):
     st.session_state["map_request"] = map_request
 if st.session_state.get("map_request") == map_request:
-    with plain_errors("Cannot compute the map", app_support.evaluation_words), st.spinner("Extracting features…"):
+    with plain_errors("Cannot compute the map", evaluation_view.evaluation_words), st.spinner("Extracting features…"):
         points = projected(*map_request)
         fig = embedding_figure(points, f"{method.upper()} of trunk features ({split}, {len(points)} images)")
         event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="eval_map")

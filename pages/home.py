@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dermai import app_support
 from dermai.metrics import TIER_MEANINGS
+from dermai.ui import dataset_view, weights_menu
 from dermai.weights import WeightsError
 from pages._common import current_meta, warn_if_weights_gone, weights_path
 
@@ -47,12 +47,12 @@ try:
 except WeightsError as exc:
     st.warning(f"No model to describe: {exc}. Choose other weights in the sidebar (e.g. a finished training run's).")
 else:
-    card = app_support.model_card(meta)
+    card = weights_menu.model_card(meta)
     st.caption(f"Weights: `{path}`")
     if card["untrained"]:
-        st.warning(app_support.untrained_advice(card["untrained"]))
+        st.warning(weights_menu.untrained_advice(card["untrained"]))
     else:
-        for caution in app_support.weights_cautions(meta):
+        for caution in weights_menu.weights_cautions(meta):
             st.warning(caution)
     # Side by side where they fit, wrapping onto a second row in a narrow window: a short label (the split
     # kept in it, the rest in its help) and a value shown whole, never cut to "96 and …".
@@ -80,7 +80,7 @@ else:
     row.metric("Training status", str(card["status"] or "?"), width="content")
     if card["tiers"]:
         table = pd.DataFrame(card["tiers"]).set_index("tier")
-        st.subheader(app_support.tier_table_title(meta, tested="test_sensitivity" in table))
+        st.subheader(weights_menu.tier_table_title(meta, tested="test_sensitivity" in table))
         if "test_sensitivity" in table:
             table = table.rename(columns=TESTED_TIER_COLUMNS)
         st.table(table.style.format("{:.3f}", na_rep="n/a"))
@@ -91,7 +91,7 @@ else:
     else:
         st.info("These weights carry no validated operating points (run `python -m dermai calibrate`): no tiers.")
     if card["context"]:
-        st.caption(app_support.context_caption(card["context"]))
+        st.caption(weights_menu.context_caption(card["context"]))
     for problem in card["problems"]:
         st.warning(f"The weights' JSON is not as expected: {problem}.")
     if not card["ood"]:
@@ -102,4 +102,4 @@ st.markdown(
     "Trained and evaluated on **HAM10000**: 10,015 dermoscopy images of pigmented lesions (7 diagnoses, "
     "1,954 malignant), split by lesion so no lesion is on both sides of a split."
 )
-st.info(app_support.LICENCE)
+st.info(dataset_view.LICENCE)

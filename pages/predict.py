@@ -13,14 +13,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dermai import app_support
 from dermai.context import describe as describe_context
 from dermai.context import unused_fields
 from dermai.intake import READ_FORMATS, IntakeError, read_image
 from dermai.palette import TIER_ICONS
 from dermai.predict import OOD_NOTE, cut_off_validation, tta_mismatch
-from dermai.report import cut_off_text, prediction_html, score_text
+from dermai.report import cut_off_text, diagnosis_legend, prediction_html, score_text
 from dermai.saliency import CAM_METHODS, OVERLAY_LEGEND, overlay, overlay_caption
+from dermai.ui import formatting, image_display, predict_view, sidebar_state, weights_menu, widget_state
 from dermai.weights import untrained_classifier
 from dermai.worklist import (
     TOP_PROBABILITY,
@@ -40,29 +40,29 @@ st.title("Predict")
 st.caption("A research and triage aid, not a diagnosis. Dermoscopy images only.")
 weights = weights_path()
 warn_if_weights_gone()  # the chosen run's weights were deleted: the tier below is the default model's
-mtime = app_support.weights_mtime(weights)  # read once: the model and every result cached below go by it
+mtime = sidebar_state.weights_mtime(weights)  # read once: the model and every result cached below go by it
 CANNOT_LOAD = "Cannot load the model (choose other weights in the sidebar)"
 SCORING_FAILED = "Cannot score the images (not a fault of the files)"
 meta = or_stop(CANNOT_LOAD, current_meta)
 untrained = untrained_classifier(meta)
 if untrained:
-    st.error(app_support.untrained_advice(untrained))
+    st.error(weights_menu.untrained_advice(untrained))
     st.stop()
-for caution in app_support.weights_cautions(meta):  # the page's one weak-weights caveat: `show` skips its note
+for caution in weights_menu.weights_cautions(meta):  # the page's one weak-weights caveat: `show` skips its note
     st.warning(caution)
 model, lock = or_stop(CANNOT_LOAD, predictor, weights, mtime)
 state = st.session_state
 
 SOURCES = ["Upload a file", "Camera"]
-app_support.restore_widgets(state, {"pred_source": SOURCES})
+widget_state.restore_widgets(state, {"pred_source": SOURCES})
 source = st.radio("Image source", SOURCES, horizontal=True, key="pred_source")
 if source == "Camera":
-    slot = app_support.CAMERA
+    slot = widget_state.CAMERA
     reopened = "pred_camera" not in state  # Streamlit dropped the shot while another page (or source) was shown
     shot = st.camera_input("Take a dermoscopy photo", key="pred_camera")
-    uploads = app_support.uploads_to_show(state, [(shot.name, shot.getvalue())] if shot else [], reopened, slot)
+    uploads = widget_state.uploads_to_show(state, [(shot.name, shot.getvalue())] if shot else [], reopened, slot)
 else:
-    slot = app_support.UPLOADS
+    slot = widget_state.UPLOADS
     reopened = "pred_upload" not in state  # Streamlit dropped the uploader's files while another page was shown
     # Any file type: the uploader's own refusal is a tooltip nobody sees; intake names the file and says why.
     chosen = st.file_uploader(
@@ -71,18 +71,18 @@ else:
         key="pred_upload",
         help=f"{READ_FORMATS}. An iPhone's HEIC photo must be exported as JPEG or PNG first.",
     )
-    uploads = app_support.uploads_to_show(state, [(u.name, u.getvalue()) for u in chosen or []], reopened, slot)
+    uploads = widget_state.uploads_to_show(state, [(u.name, u.getvalue()) for u in chosen or []], reopened, slot)
 if state.get(slot[1]):  # the kept images stand in for an empty widget
     i1, i2 = st.columns([5, 1])
     plural = "image" if len(uploads) == 1 else "images"
-    kept = "the photo taken" if slot == app_support.CAMERA else f"the {len(uploads)} {plural} uploaded"
+    kept = "the photo taken" if slot == widget_state.CAMERA else f"the {len(uploads)} {plural} uploaded"
     i1.info(f"Showing {kept} earlier in this session.")
-    i2.button("Clear", key="pred_clear_kept", on_click=app_support.forget_uploads, args=(state, slot))
-app_support.keep_widgets(state, ["pred_source"])
+    i2.button("Clear", key="pred_clear_kept", on_click=widget_state.forget_uploads, args=(state, slot))
+widget_state.keep_widgets(state, ["pred_source"])
 c1, c2, c3, c4 = st.columns([1, 1.35, 0.85, 0.8])  # room for "malignant (summed)"; TTA is short
 targets = {"predicted class": None, "malignant (summed)": "malignant", **{c: c for c in model.classes}}
 SALIENCY = {"pred_method": list(CAM_METHODS), "pred_target": list(targets), "pred_opacity": None, "pred_tta": None}
-app_support.restore_widgets(state, SALIENCY)
+widget_state.restore_widgets(state, SALIENCY)
 state.setdefault("pred_opacity", 0.4)  # the default here rather than in the slider, which may be given a kept one
 method = c1.selectbox(
     "Saliency method",
@@ -95,13 +95,13 @@ method = c1.selectbox(
 )
 target = targets[c2.selectbox("Explain", list(targets), key="pred_target")]
 opacity = c3.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="pred_opacity")
-app_support.default_tta(state, "pred_tta", weights, model.tta_validated)  # as the tiers were validated
+predict_view.default_tta(state, "pred_tta", weights, model.tta_validated)  # as the tiers were validated
 tta = c4.checkbox(
     "TTA",
-    help="Test-time augmentation. " + app_support.tta_help(model.tta_validated, bool(model.operating_points)),
+    help="Test-time augmentation. " + predict_view.tta_help(model.tta_validated, bool(model.operating_points)),
     key="pred_tta",
 )
-app_support.keep_widgets(state, list(SALIENCY))
+widget_state.keep_widgets(state, list(SALIENCY))
 tta_differs = tta_mismatch(model.meta, tta)
 if tta_differs:
     st.caption(f":warning: {tta_differs[0].upper()}{tta_differs[1:]}.")
@@ -119,14 +119,14 @@ if model.context_model:
         used = model.context_fields
         column = dict(zip(used, st.columns(3), strict=False))  # the fields asked for, side by side
         sexes, site_options = [NOT_GIVEN, "female", "male"], [NOT_GIVEN, *model.context_sites]
-        app_support.restore_widgets(state, {"pred_age": None, "pred_sex": sexes, "pred_site": site_options})
+        widget_state.restore_widgets(state, {"pred_age": None, "pred_sex": sexes, "pred_site": site_options})
         if "age" in used:
             age = column["age"].number_input("Age (years)", 0, 120, value=None, step=1, key="pred_age")
         if "sex" in used:
             sex = column["sex"].selectbox("Sex", sexes, key="pred_sex")
         if "site" in used:
             site = column["site"].selectbox("Body site", site_options, key="pred_site")
-        app_support.keep_widgets(state, ["pred_age", "pred_sex", "pred_site"])
+        widget_state.keep_widgets(state, ["pred_age", "pred_sex", "pred_site"])
         if len(uploads) > 1:
             st.caption(
                 "With several images the context applies to every one of them (one patient's lesions); each "
@@ -135,7 +135,7 @@ if model.context_model:
                 else "With several images the context applies to every one of them (one patient's lesions)."
             )
         if unused := unused_fields(model.meta):  # each with its own reason
-            st.caption(f"Not asked: {app_support.unused_fields_text(unused)}.")
+            st.caption(f"Not asked: {weights_menu.unused_fields_text(unused)}.")
 
 
 def patient_context(image_site: str) -> Any:
@@ -161,7 +161,7 @@ def analyse(data: bytes, name: str, image_site: str | None = None) -> dict[str, 
     result = {
         "key": cache_key,
         "name": name,
-        "image": app_support.display_image(intake.image),  # the model scored the full image
+        "image": image_display.display_image(intake.image),  # the model scored the full image
         "prediction": prediction,
         "heatmap": saliency.heatmap,
     }
@@ -174,12 +174,12 @@ def analysed(data: bytes, name: str, image_site: str | None = None) -> dict[str,
     such, any other (the model, the context) not blamed on the file. Under a spinner: a large photo takes
     seconds, and without one the page shows the last run's content greyed out, as if nothing were happening."""
     try:
-        with st.spinner(f"Analysing {app_support.markdown_plain(name)}…"):
+        with st.spinner(f"Analysing {formatting.markdown_plain(name)}…"):
             return analyse(data, name, image_site)
     except IntakeError as exc:  # its message names the upload, which markdown must not act on
-        st.error(f"Cannot analyse this file: {app_support.markdown_plain(str(exc))}")
+        st.error(f"Cannot analyse this file: {formatting.markdown_plain(str(exc))}")
     except PLAIN_ERRORS as exc:
-        st.error(f"Cannot score this image (not a fault of the file): {app_support.markdown_plain(str(exc))}")
+        st.error(f"Cannot score this image (not a fault of the file): {formatting.markdown_plain(str(exc))}")
     return None
 
 
@@ -200,7 +200,7 @@ def show(result: dict[str, Any]) -> None:
         if validation := cut_off_validation(p):
             st.caption(validation)
         if ungradable:  # a number here (0.000) would read as reassurance
-            st.metric("p(malignant)", app_support.MISSING, help=app_support.NO_SCORE_HELP)
+            st.metric("p(malignant)", formatting.MISSING, help=predict_view.NO_SCORE_HELP)
         elif p.context:
             given = describe_context(p.context)
             st.metric(
@@ -218,7 +218,7 @@ def show(result: dict[str, Any]) -> None:
             )
         else:
             st.metric("p(malignant)", score_text(p.p_malignant), help=SCORE_HELP)
-        flagged = app_support.feature_gate_flagged(p)
+        flagged = predict_view.feature_gate_flagged(p)
         if flagged:
             st.warning(
                 "**Out of distribution:** this image does not look like the dermoscopy images the model was "
@@ -229,7 +229,7 @@ def show(result: dict[str, Any]) -> None:
             st.caption("No out-of-distribution check is stored with these weights.")
         for note in p.warnings:
             if not (note == model.weak_note or (flagged and note == OOD_NOTE)):  # a box above says it already
-                st.warning(app_support.markdown_plain(note))  # an intake note starts with the file name
+                st.warning(formatting.markdown_plain(note))  # an intake note starts with the file name
     blended = overlay(result["image"], result["heatmap"], alpha=opacity)
     with right:
         if ungradable:  # the model's output on an image it cannot read: out of the main view, said unreliable
@@ -269,7 +269,7 @@ def model_output(p: Any, blended: Any | None) -> None:
         margin={"l": 10, "r": 50, "t": 40, "b": 10},
     )
     st.plotly_chart(fig, width="stretch", key="pred_probs")
-    if legend := app_support.diagnosis_legend(list(p.probabilities)):
+    if legend := diagnosis_legend(list(p.probabilities)):
         st.caption(legend)
     if blended is not None:
         st.image(blended, caption=f"{method} overlay (unreliable)", width="stretch", alt=overlay_alt("the image", p))
@@ -287,7 +287,7 @@ def overlay_alt(name: str, p: Any) -> str:
 def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
     """The HTML and JSON reports and, for a gradable image, the overlay, named after the upload (an ungradable
     image's overlay is offered only inside the expander that says it is unreliable)."""
-    stem = app_support.download_stem(result["name"])  # "a.jpg (2)" → a_2: not the first a.jpg's file names
+    stem = predict_view.download_stem(result["name"])  # "a.jpg (2)" → a_2: not the first a.jpg's file names
     d0, d1, d2 = st.columns(3)
     # Short labels with a download icon: three columns at an 800 px window leave about 150 px each.
     d0.download_button(
@@ -301,7 +301,7 @@ def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
     )
     d1.download_button(
         "Report (JSON)",
-        app_support.prediction_report(p, result["name"], weights, method),
+        predict_view.prediction_report(p, result["name"], weights, method),
         file_name=f"{stem}_dermai.json",
         mime="application/json",
         icon=":material/download:",
@@ -314,10 +314,10 @@ def downloads(result: dict[str, Any], p: Any, blended: Any) -> None:
 
 def overlay_download(where: Any, result: dict[str, Any], blended: Any, label: str) -> None:
     """The saliency overlay as shown, as a PNG named after the upload and the method, at `where`."""
-    stem = app_support.download_stem(result["name"])
+    stem = predict_view.download_stem(result["name"])
     where.download_button(
         label,
-        app_support.png_bytes(blended),
+        image_display.png_bytes(blended),
         file_name=f"{stem}_{method}.png",
         mime="image/png",
         icon=":material/download:",
@@ -333,7 +333,7 @@ def sites_per_image(names: list[str]) -> dict[str, str]:
     shared = None if site == NOT_GIVEN else site
     with st.expander("Body site per image (optional)", expanded=False):
         key = "pred_sites_" + hashlib.sha256("\n".join([*names, str(shared)]).encode()).hexdigest()[:16]
-        start = app_support.editor_rows(state, key, [shared] * len(names))  # the kept sites on return
+        start = widget_state.editor_rows(state, key, [shared] * len(names))  # the kept sites on return
         # No site of its own: the shared field's words, not the editor's "None" (a site other weights knew, too)
         start = [value if value in model.context_sites else NOT_GIVEN for value in start]
         edited = st.data_editor(
@@ -350,7 +350,7 @@ def sites_per_image(names: list[str]) -> dict[str, str]:
             key=key,
         )
     given = [value if value in model.context_sites else None for value in edited["site"]]  # "not given": no site
-    app_support.keep_rows(state, key, given)
+    widget_state.keep_rows(state, key, given)
     return {name: value or NOT_GIVEN for name, value in zip(edited["image"], given, strict=True)}
 
 
@@ -373,7 +373,7 @@ def worklist_on_screen(table: pd.DataFrame) -> pd.DataFrame:
     """The worklist as shown: without the TTA column (the checkbox above says it; the CSV keeps it) and the OOD
     verdict in words. A checkbox column draws a missing verdict (weights with no OOD check, an unreadable file)
     as an empty box, which reads as "passed"; as text it is the table's dash."""
-    shown = app_support.worklist_shown(table.drop(columns="tta"), model.weak_note)  # the banner above says it
+    shown = predict_view.worklist_shown(table.drop(columns="tta"), model.weak_note)  # the banner above says it
     return shown.assign(ood=shown["ood"].map({True: "yes", False: "no"}))
 
 
@@ -384,7 +384,7 @@ WORKLIST_COLUMNS = {
     "rank": st.column_config.NumberColumn("rank", width=50, pinned=True),
     "image": st.column_config.TextColumn("image", width=130, pinned=True),
     "tier": st.column_config.TextColumn("tier", width=80),
-    # the scores' display is `app_support.worklist_styled`'s ("< 0.001" as on the single-image view): no format here
+    # the scores' display is `predict_view.worklist_styled`'s ("< 0.001" as on the single-image view): no format here
     "p_malignant": st.column_config.NumberColumn(
         "p(malignant)", width=95, help=f"{SCORE_HELP}, with the patient context when given"
     ),
@@ -412,9 +412,9 @@ WORKLIST_COLUMNS = {
 def show_notes(table: pd.DataFrame) -> None:
     """Each image's notes in full under the worklist: in the table a long one (why a file could not be scored)
     was cut at the column's width, even at 1280 px."""
-    noted = app_support.worklist_notes(table)
+    noted = predict_view.worklist_notes(table)
     if noted:
-        plain = app_support.markdown_plain
+        plain = formatting.markdown_plain
         lines = [f"- **{plain(image)}**: {plain(note)}" for image, note in noted]
         st.markdown("Notes in full:\n" + "\n".join(lines))
 
@@ -430,28 +430,28 @@ def show_worklist(files: dict[str, bytes]) -> None:
         column.metric(tier.capitalize(), n)
     shown = worklist_on_screen(table)
     st.dataframe(
-        app_support.worklist_styled(shown),
+        predict_view.worklist_styled(shown),
         hide_index=True,
         width="stretch",
-        placeholder=app_support.MISSING,  # an unreadable file has no scores: a dash, not the word "None"
+        placeholder=formatting.MISSING,  # an unreadable file has no scores: a dash, not the word "None"
         column_config=WORKLIST_COLUMNS,
         key="pred_worklist",
     )
     show_notes(shown)
-    if legend := app_support.diagnosis_legend(model.classes):
+    if legend := diagnosis_legend(model.classes):
         st.caption(legend)
     st.download_button("Download worklist (CSV)", worklist_csv(table), file_name="dermai_worklist.csv", mime="text/csv")
     # Options are the images themselves, their rank and tier only a label: a setting that re-ranks the batch
     # (TTA, an age) keeps the image looked at instead of jumping to #1.
     labels = {row.image: f"#{row.rank} {row.image} ({row.tier})" for row in table.itertuples()}
-    app_support.restore_widgets(state, {"pred_detail": list(labels)})  # the image looked at before, if still listed
+    widget_state.restore_widgets(state, {"pred_detail": list(labels)})  # the image looked at before, if still listed
     chosen = st.selectbox(
         "Details for", list(labels), key="pred_detail", format_func=lambda image: labels.get(image, str(image))
     )
-    app_support.keep_widgets(state, ["pred_detail"])
+    widget_state.keep_widgets(state, ["pred_detail"])
     row = table.set_index("image").loc[chosen]
     if row["tier"] == "unreadable":
-        st.error(f"Cannot analyse this file: {app_support.markdown_plain(str(row['notes']))}")
+        st.error(f"Cannot analyse this file: {formatting.markdown_plain(str(row['notes']))}")
         return
     outcome = analysed(files[chosen], chosen, sites[chosen])
     if outcome:
@@ -463,7 +463,7 @@ if not uploads:
     st.stop()
 if len(uploads) > 1:
     show_worklist(
-        dict(zip(app_support.unique_names([name for name, _ in uploads]), (data for _, data in uploads), strict=True))
+        dict(zip(predict_view.unique_names([name for name, _ in uploads]), (data for _, data in uploads), strict=True))
     )
     st.stop()
 outcome = analysed(uploads[0][1], uploads[0][0])

@@ -7,14 +7,16 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dermai import app_support, jobs
-from dermai.app_support import TRAIN_AUGMENT_KEYS, serving_summary
+from dermai import jobs
 from dermai.compare import compare_runs
 from dermai.data import same_file
 from dermai.ensemble import parse_image_sizes
 from dermai.inference import machine_compute
 from dermai.plots import compare_runs_figure, has_training_curves, training_curves_figure
 from dermai.train import read_metrics
+from dermai.ui import formatting, runs_view, sidebar_state, training_form, weights_menu, widget_state
+from dermai.ui.weights_menu import serving_summary
+from dermai.ui.widget_state import TRAIN_AUGMENT_KEYS
 from dermai.weights import calibration_failure, temperature_at_bound
 from pages._common import data_dir, plain_errors, set_weights
 
@@ -31,17 +33,17 @@ START_WIDGETS = {"train_training_seed": None, "train_reset_classifier": None}  #
 
 state = st.session_state
 # A run's name as markdown shows it literally: a folder made outside the app (train --out) may have any name.
-plain = app_support.markdown_plain
-app_support.init_train_form(state)  # what was set before another page was shown (e.g. the Augmentation lab)
+plain = formatting.markdown_plain
+training_form.init_train_form(state)  # what was set before another page was shown (e.g. the Augmentation lab)
 
 
 def _preset() -> None:
-    app_support.apply_train_preset(state, state["train_preset"])
+    training_form.apply_train_preset(state, state["train_preset"])
 
 
 def _form_words(message: str) -> str:
     """A refusal in the page's words: the form's labels for fields, the sidebar for the data folder."""
-    return app_support.in_form_words(app_support.sidebar_words(message))
+    return training_form.in_form_words(sidebar_state.sidebar_words(message))
 
 
 @st.fragment
@@ -51,8 +53,8 @@ def train_form() -> None:
     compute = machine_compute()
     st.selectbox(
         "Fill the form from",
-        list(app_support.TRAIN_PRESETS),
-        format_func=lambda preset: app_support.preset_label(preset, *compute),
+        list(training_form.TRAIN_PRESETS),
+        format_func=lambda preset: training_form.preset_label(preset, *compute),
         index=None,
         placeholder="a recipe (optional): the paper's defaults, the CPU steps of the shipped model, a quick check",
         key="train_preset",
@@ -62,9 +64,9 @@ def train_form() -> None:
         "scripts/train_default.sh, weights/MODEL_CARD.md); their times are for this machine, from runs on a 2-core "
         "CPU with bf16. For step 2, choose step 1's run under “Start from a finished run”.",
     )
-    if edited := app_support.preset_edit_note(state, state.get("train_preset")):
+    if edited := training_form.preset_edit_note(state, state.get("train_preset")):
         st.caption(edited)
-    st.caption(app_support.training_speed_note(*compute))
+    st.caption(training_form.training_speed_note(*compute))
     with st.container(border=True):
         _fields()
 
@@ -73,17 +75,17 @@ def _fields() -> None:
     """The fields, the Start button, and the start itself (with the Augmentation lab's settings)."""
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox(
-        "Stage", STAGES, key=app_support.train_field_key("stage"), help="both = SimCLR pretraining, then fine-tuning"
+        "Stage", STAGES, key=training_form.train_field_key("stage"), help="both = SimCLR pretraining, then fine-tuning"
     )
-    c1.number_input("Pretrain epochs", 0, 1000, key=app_support.train_field_key("pretrain_epochs"))
-    c1.number_input("Finetune epochs", 0, 1000, key=app_support.train_field_key("finetune_epochs"))
-    c2.number_input("Batch size", 2, 1024, key=app_support.train_field_key("batch_size"))
+    c1.number_input("Pretrain epochs", 0, 1000, key=training_form.train_field_key("pretrain_epochs"))
+    c1.number_input("Finetune epochs", 0, 1000, key=training_form.train_field_key("finetune_epochs"))
+    c2.number_input("Batch size", 2, 1024, key=training_form.train_field_key("batch_size"))
     c2.number_input(
         "Image size (px)",
         32,
         512,
         step=32,
-        key=app_support.train_field_key("image_size"),
+        key=training_form.train_field_key("image_size"),
         help="the input's height, and its width unless one is given below",
     )
     c2.number_input(
@@ -91,39 +93,39 @@ def _fields() -> None:
         0,
         1024,
         step=32,
-        key=app_support.train_field_key("image_width"),
+        key=training_form.train_field_key("image_width"),
         help="0 squashes every image to a square of the image size, as the paper does; HAM10000's images are 4:3, "
         "so e.g. 120 × 160 keeps their shape",
     )
     c2.number_input(
-        "Label fraction", 0.001, 1.0, step=0.01, format="%.3f", key=app_support.train_field_key("label_fraction")
+        "Label fraction", 0.001, 1.0, step=0.01, format="%.3f", key=training_form.train_field_key("label_fraction")
     )
-    c3.number_input("λ (NT-Xent weight)", 0.0, 10.0, step=0.1, key=app_support.train_field_key("lambda_ntxent"))
-    c3.number_input("Temperature τ", 0.01, 5.0, step=0.05, key=app_support.train_field_key("temperature"))
-    c3.number_input("Learning rate", 1e-6, 1.0, step=1e-4, format="%.5f", key=app_support.train_field_key("lr"))
-    c4.number_input("Seed", 0, 2**31 - 1, key=app_support.train_field_key("seed"))
+    c3.number_input("λ (NT-Xent weight)", 0.0, 10.0, step=0.1, key=training_form.train_field_key("lambda_ntxent"))
+    c3.number_input("Temperature τ", 0.01, 5.0, step=0.05, key=training_form.train_field_key("temperature"))
+    c3.number_input("Learning rate", 1e-6, 1.0, step=1e-4, format="%.5f", key=training_form.train_field_key("lr"))
+    c4.number_input("Seed", 0, 2**31 - 1, key=training_form.train_field_key("seed"))
     c4.number_input(
         "Limit images (0 = all)",
         0,
         100_000,
-        key=app_support.train_field_key("limit"),
+        key=training_form.train_field_key("limit"),
         help="a stratified subset, for quick runs",
     )
-    app_support.restore_widgets(state, {"train_run_name": None})
+    widget_state.restore_widgets(state, {"train_run_name": None})
     name = c4.text_input("Run name (optional)", help="default: date-time-stage", key="train_run_name")
     with st.expander("Optimisation, regularisation and weight averaging"):
         e1, e2, e3 = st.columns(3)
         e1.number_input(
-            "Weight decay", 0.0, 1.0, step=1e-4, format="%.5f", key=app_support.train_field_key("weight_decay")
+            "Weight decay", 0.0, 1.0, step=1e-4, format="%.5f", key=training_form.train_field_key("weight_decay")
         )
-        e1.number_input("Warm-up epochs", 0.0, 100.0, step=0.5, key=app_support.train_field_key("warmup_epochs"))
-        e2.number_input("Label smoothing", 0.0, 0.5, step=0.05, key=app_support.train_field_key("label_smoothing"))
+        e1.number_input("Warm-up epochs", 0.0, 100.0, step=0.5, key=training_form.train_field_key("warmup_epochs"))
+        e2.number_input("Label smoothing", 0.0, 0.5, step=0.05, key=training_form.train_field_key("label_smoothing"))
         e2.number_input(
             "Focal loss γ (0 = off)",
             0.0,
             10.0,
             step=0.5,
-            key=app_support.train_field_key("focal_gamma"),
+            key=training_form.train_field_key("focal_gamma"),
             help="Fine-tuning scales each image's cross-entropy by (1 − p)^γ, p the probability of its label: "
             "images already learnt count less, the hard ones more",
         )
@@ -132,7 +134,7 @@ def _fields() -> None:
             0.0,
             10.0,
             step=0.1,
-            key=app_support.train_field_key("mask_weight"),
+            key=training_form.train_field_key("mask_weight"),
             help="Fine-tuning also learns where the lesion is, from the dataset's lesion masks "
             "(<data>/masks/<image_id>_segmentation.png, as HAM10000 has): a training-only head on the last "
             "feature map, not part of the saved model",
@@ -142,7 +144,7 @@ def _fields() -> None:
             0.0,
             10.0,
             step=0.1,
-            key=app_support.train_field_key("mixup_alpha"),
+            key=training_form.train_field_key("mixup_alpha"),
             help="Fine-tuning blends each image and its label with another's, by a weight drawn from Beta(α, α)",
         )
         e2.number_input(
@@ -150,7 +152,7 @@ def _fields() -> None:
             0.0,
             10.0,
             step=0.1,
-            key=app_support.train_field_key("cutmix_alpha"),
+            key=training_form.train_field_key("cutmix_alpha"),
             help="Fine-tuning pastes a box of another image, labels mixed by area; with MixUp on too, each batch "
             "uses one of the two",
         )
@@ -158,7 +160,7 @@ def _fields() -> None:
             "SWA epochs (0 = off)",
             0,
             1000,
-            key=app_support.train_field_key("swa_epochs"),
+            key=training_form.train_field_key("swa_epochs"),
             help="Average the weights of the last N fine-tuning epochs; the average is kept if it scores best "
             "on validation",
         )
@@ -168,12 +170,12 @@ def _fields() -> None:
             1.0,
             step=1e-4,
             format="%.5f",
-            key=app_support.train_field_key("swa_lr"),
+            key=training_form.train_field_key("swa_lr"),
             help="A constant learning rate for the averaged epochs; 0 lets the cosine schedule run on",
         )
     # Kept across pages like the fields above: a run deleted meanwhile is no longer offered, so not restored.
-    app_support.restore_widgets(state, {**START_WIDGETS, "start_from": [RANDOM_START, *start_choices]})
-    app_support.restore_widgets(state, {"distill_teacher": [NO_TEACHER, *teacher_choices]})
+    widget_state.restore_widgets(state, {**START_WIDGETS, "start_from": [RANDOM_START, *start_choices]})
+    widget_state.restore_widgets(state, {"distill_teacher": [NO_TEACHER, *teacher_choices]})
     with st.expander("Start from a finished run"):
         i1, i2 = st.columns([2, 1])
         start_from = i1.selectbox(
@@ -212,7 +214,7 @@ def _fields() -> None:
             0.0,
             1.0,
             step=0.1,
-            key=app_support.train_field_key("distill_weight"),
+            key=training_form.train_field_key("distill_weight"),
             help="Each fine-tuning target is (1 − w) × the label + w × the teacher's probabilities",
         )
     with st.expander("Augmentation"):
@@ -223,15 +225,15 @@ def _fields() -> None:
             "Set them in the Augmentation lab: preview, then “Use for …” (on the defaults, that restores them). "
             "They apply to runs started from here on."
         )
-    app_support.keep_train_form(state)
-    app_support.keep_widgets(state, ["train_run_name", "start_from", "distill_teacher", *START_WIDGETS])
+    training_form.keep_train_form(state)
+    widget_state.keep_widgets(state, ["train_run_name", "start_from", "distill_teacher", *START_WIDGETS])
     if not st.button("Start training", type="primary"):
         return
-    refused = app_support.name_refusal(name.strip(), "run name") if name.strip() else None  # the name escaped
+    refused = training_form.name_refusal(name.strip(), "run name") if name.strip() else None  # the name escaped
     if refused:
         st.error(f"Not started: {refused}")
         return
-    stage, options = app_support.train_form_options(state)
+    stage, options = training_form.train_form_options(state)
     options.update(
         data=data_dir() or None,
         init_weights=start_choices.get(start_from),
@@ -284,11 +286,11 @@ def live() -> None:
     st.session_state["train_watching"] = job.run_dir
     status = jobs.run_status(job.run_dir, runs)
     stage = status.stage or job.stage or "stage not yet recorded"  # its metrics, else its lock or config
-    where = app_support.epoch_words(stage, status.epoch, jobs.planned_epochs(job.run_dir, stage))
+    where = runs_view.epoch_words(stage, status.epoch, jobs.planned_epochs(job.run_dir, stage))
     st.progress(status.progress, text=f"{plain(job.name)}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
     # The one stop control of the running job (the Runs list below points here rather than repeat it, by name).
-    control = app_support.current_job_control(job.stage == jobs.ENSEMBLE_STAGE, bool(records), bool(outside))
+    control = runs_view.current_job_control(job.stage == jobs.ENSEMBLE_STAGE, bool(records), bool(outside))
     if st.session_state.get("train_live_control", control) != control:  # e.g. data prepared: Cancel became Stop
         st.session_state["train_live_control"] = control
         st.rerun()  # the whole page: the Runs list's hint names the new button
@@ -342,7 +344,7 @@ def runs_table() -> None:
         table[jobs.shown_run_columns(table)],
         hide_index=True,
         width="stretch",
-        placeholder=app_support.MISSING,  # a stopped run has no best AUROC: a dash, not the word "None"
+        placeholder=formatting.MISSING,  # a stopped run has no best AUROC: a dash, not the word "None"
         column_config={
             "epochs": st.column_config.TextColumn(
                 "epochs", help="completed / planned, per stage: a stopped run shows how far it got"
@@ -377,10 +379,10 @@ with st.expander("Compare runs"):
             key = st.radio("Curve", ["val_auroc", "val_bacc", "val_acc"], horizontal=True, key="compare_key")
             st.plotly_chart(compare_runs_figure(records, key), width="stretch", key="compare_curves")
             st.dataframe(
-                app_support.shown_run_summary(summary),
+                runs_view.shown_run_summary(summary),
                 hide_index=True,
                 width="stretch",
-                placeholder=app_support.MISSING,
+                placeholder=formatting.MISSING,
                 column_config={
                     "best_val_auroc": st.column_config.NumberColumn(
                         "best val AUROC", format="%.4f", help="a weight average's row: the average's val AUROC"
@@ -401,11 +403,11 @@ with st.expander("Compare runs"):
                 n = len(differences)
                 st.caption(f"{n} setting{'s differ' if n > 1 else ' differs'}:")
                 st.dataframe(
-                    app_support.labelled_differences(differences),
+                    runs_view.labelled_differences(differences),
                     width="stretch",
-                    placeholder=app_support.MISSING,
+                    placeholder=formatting.MISSING,
                     column_config={
-                        app_support.SETTING_KEY_COLUMN: st.column_config.TextColumn(
+                        runs_view.SETTING_KEY_COLUMN: st.column_config.TextColumn(
                             help="the setting's name in the run's config.json"
                         )
                     },
@@ -429,7 +431,7 @@ with st.expander("Combine runs into an ensemble"):
         )
         if st.form_submit_button("Build ensemble"):
             typed = ensemble_name.strip()
-            refused = app_support.name_refusal(typed, "ensemble name") if typed else None  # the name escaped
+            refused = training_form.name_refusal(typed, "ensemble name") if typed else None  # the name escaped
             if refused:
                 st.error(f"Not started: {refused}")
             else:
@@ -460,14 +462,14 @@ def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
         if st.button(f"Delete {plain(name)}", type="primary", key="delete_run_confirm"):
             with plain_errors("Not deleted"):
                 freed = jobs.delete_run(path, runs)
-                app_support.forget_weights_in(state, path)
+                sidebar_state.forget_weights_in(state, path)
                 state["train_deleted"] = f"Deleted run {plain(name)}: {freed / 1e9:.2f} GB freed."
                 st.rerun()
 
 
 def _figure(value: Any, digits: int) -> str:
     """A served figure, or a dash where the calibration record has none (an older version's, a None AUROC)."""
-    return f"{value:.{digits}f}" if isinstance(value, int | float) else app_support.MISSING
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else formatting.MISSING
 
 
 def _bound_warning(serving: dict[str, Any]) -> str:
@@ -518,7 +520,7 @@ if row["status"] == jobs.UNREADABLE:
 def chosen_status(row: pd.Series) -> None:
     """The chosen run's status line; a running run's is read afresh each refresh (its epochs and size grow)."""
     fresh = jobs.run_row(row["path"], runs) if row["status"] == "running" else None
-    st.write(app_support.status_line(fresh or row))
+    st.write(runs_view.status_line(fresh or row))
 
 
 st.fragment(chosen_status, run_every=REFRESH_S if row["status"] == "running" else None)(row)
@@ -526,7 +528,7 @@ if isinstance(note := row["note"], str):  # list_runs read it with the status
     st.info(note)
 if used := state.pop("train_weights_used", None):  # said after the rerun that follows the choice, above the button
     st.success(used)
-weights = app_support.run_weights(row)  # None, never NaN, for a run that saved none
+weights = runs_view.run_weights(row)  # None, never NaN, for a run that saved none
 # The weights' button has a row of its own (the run's other buttons share one below): in a quarter of the page
 # its label was cut at 800 px.
 if weights and row["status"] == "running":
@@ -537,18 +539,18 @@ elif weights and row["status"] not in ("finished", "stopped"):
         "Its weights are not offered for prediction: its last job ended before finishing (perhaps before "
         "calibrating them). Resume it to a stop or the end."
     )
-elif weights and app_support.uses_weights(state, weights):
+elif weights and runs_view.uses_weights(state, weights):
     st.caption("Predict uses these weights.")
-    if st.button(app_support.USE_DEFAULT_WEIGHTS, help=f"Predict with {app_support.default_model_label()}"):
-        set_weights(app_support.default_weights())
-        state["train_weights_used"] = app_support.default_weights_note()
+    if st.button(runs_view.USE_DEFAULT_WEIGHTS, help=f"Predict with {weights_menu.default_model_label()}"):
+        set_weights(sidebar_state.default_weights())
+        state["train_weights_used"] = weights_menu.default_weights_note()
         st.rerun()
 elif weights and st.button(
-    app_support.USE_RUN_WEIGHTS,
+    runs_view.USE_RUN_WEIGHTS,
     help=f"Predict, Evaluation and Home use run {plain(row['name'])}'s weights; the sidebar's Weights list follows",
 ):
     set_weights(weights)
-    state["train_weights_used"] = app_support.weights_used_note(plain(row["name"]), plain(weights))
+    state["train_weights_used"] = runs_view.weights_used_note(plain(row["name"]), plain(weights))
     st.rerun()  # the whole page: the sidebar's Weights list follows
 buttons = st.columns(3)
 resumable = row["status"] in ("stopped", "interrupted") and jobs.resumable(row["path"])
@@ -559,7 +561,7 @@ if resumable and buttons[0].button("Resume"):
         st.rerun()
 if row["status"] == "running" and same_file(row["path"], state.get("train_watching")):
     # one control per run: the Runs list names the button "Current job" shows (`live` keeps its label)
-    buttons[1].caption(app_support.current_job_hint(state.get("train_live_control")))
+    buttons[1].caption(runs_view.current_job_hint(state.get("train_live_control")))
 elif row["status"] == "running" and row["stage"] == jobs.ENSEMBLE_STAGE:
     # An ensemble job has no step to stop after (it reads no STOP file): end its process instead.
     if buttons[1].button("Cancel this job", help="End the job now; the ensemble's half-made files are removed"):

@@ -18,11 +18,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Metric
 
-from dermai import app_support, jobs
+from dermai import jobs
 from dermai.context import weighted_fields
 from dermai.train import read_metrics
+from dermai.ui import evaluation_view, predict_view, runs_view, sidebar_state, training_form, weights_menu
 from tests.conftest import HAM
-from tests.test_app_support import tiny_weights
+from tests.test_ui_helpers import tiny_weights
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["home", "dataset", "augmentation", "training", "predict", "evaluation"]
@@ -75,7 +76,7 @@ def test_training_page_says_how_fast_this_machine_trains(app_env: Path) -> None:
 
     at = page("training").run()
     assert_clean(at)
-    assert app_support.training_speed_note(*machine_compute()) in [c.value for c in at.caption]
+    assert training_form.training_speed_note(*machine_compute()) in [c.value for c in at.caption]
 
 
 def test_entrypoint_renders_home_and_sidebar(app_env: Path) -> None:
@@ -99,7 +100,7 @@ def test_a_typed_weights_path_is_checked_before_it_is_used(app_env: Path, tmp_pa
         at.session_state["_other_weights_error"] == f"Not used: {tmp_path / 'typo.safetensors'}: weights file not found"
     )
     assert at.session_state["weights_path"] == before  # the weights that worked stay chosen
-    choices = app_support.weight_choices(jobs.runs_dir(), at.session_state["weights_path"])
+    choices = weights_menu.weight_choices(jobs.runs_dir(), at.session_state["weights_path"])
     assert before in choices and not any("typo" in path for path in choices)  # the typo is not offered
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     at.sidebar.text_input(key="_other_weights").set_value(str(app_env.parent)).run()  # a folder: its one file
@@ -164,7 +165,7 @@ def test_an_ungradable_upload_shows_no_score_and_hides_its_chart_and_overlay(app
     assert_clean(at)
     assert any("Triage tier: UNGRADABLE" in text for text in alerts(at)), alerts(at)
     score = next(m for m in at.metric if m.label == "p(malignant)")
-    assert score.value == "—" and score.proto.help == app_support.NO_SCORE_HELP
+    assert score.value == "—" and score.proto.help == predict_view.NO_SCORE_HELP
     (hidden,) = [e for e in at.expander if e.label == "Model output for an ungradable image (unreliable)"]
     assert not hidden.proto.expanded
     assert [i.proto.imgs[0].caption for i in hidden.image] == ["gradcam overlay (unreliable)"]
@@ -683,7 +684,7 @@ def test_evaluation_shows_the_images_behind_the_errors(app_env: Path) -> None:
         captions = [i.caption for img in at.image for i in img.proto.imgs]
         assert len(captions) == min(shown, 12)
         noted = [c.value for c in at.caption if c.value.startswith("Showing 12 of ")]
-        assert noted == ([app_support.gallery_note(kind, shown, 12)] if shown > 12 else [])
+        assert noted == ([evaluation_view.gallery_note(kind, shown, 12)] if shown > 12 else [])
         assert shown > 0 or any(s.value == "None in this split." for s in at.success)
     choice.set_value("confusion").run()
     assert_clean(at)
@@ -742,7 +743,7 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         assert jobs.run_status(run, runs).status in ("stopped", "finished")
         at.run()
         assert at.selectbox(key="train_run").value == "apptest"
-        next(b for b in at.button if b.label == app_support.USE_RUN_WEIGHTS).click()
+        next(b for b in at.button if b.label == runs_view.USE_RUN_WEIGHTS).click()
         at.run()
         assert_clean(at)
         assert at.session_state["weights_path"] == str(run / "model.safetensors")
@@ -1176,17 +1177,17 @@ def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/training.py").run()
     assert at.number_input(key="train_image_size").value == 224  # the paper's default
-    # Error messages name fields by these labels (app_support.in_form_words): they are the ones shown.
-    for field, label in app_support.TRAIN_FORM_LABELS.items():
+    # Error messages name fields by these labels (training_form.in_form_words): they are the ones shown.
+    for field, label in training_form.TRAIN_FORM_LABELS.items():
         widget = {
             "stage": lambda: at.selectbox(key="train_stage"),
             "distill_from": lambda: at.selectbox(key="distill_teacher"),
-        }.get(field, lambda f=field: at.number_input(key=app_support.train_field_key(f)))()
+        }.get(field, lambda f=field: at.number_input(key=training_form.train_field_key(f)))()
         assert widget.label.startswith(label), (field, widget.label)
-    quick = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Quick check"))
+    quick = next(name for name in training_form.TRAIN_PRESETS if name.startswith("Quick check"))
     from dermai.inference import machine_compute
 
-    shown = app_support.preset_label(quick, *machine_compute())  # with this machine's time
+    shown = training_form.preset_label(quick, *machine_compute())  # with this machine's time
     assert shown in at.selectbox(key="train_preset").options and "about" in shown
     at.selectbox(key="train_preset").set_value(quick).run()
     assert_clean(at)
@@ -1200,7 +1201,7 @@ def test_training_form_fills_from_a_recipe_and_keeps_its_fields_across_pages(app
     assert_clean(at)
     assert at.number_input(key="train_seed").value == 7 and at.text_input(key="train_run_name").value == "qc1"
     assert at.number_input(key="train_image_size").value == 64 and at.selectbox(key="train_stage").value == "both"
-    paper = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Paper"))
+    paper = next(name for name in training_form.TRAIN_PRESETS if name.startswith("Paper"))
     at.selectbox(key="train_preset").set_value(paper).run()
     assert at.number_input(key="train_image_size").value == 224 and at.number_input(key="train_seed").value == 0
 
@@ -1242,20 +1243,20 @@ def test_training_page_deletes_runs_and_forgets_their_weights(app_env: Path) -> 
             if (runs / name / file).exists():
                 os.utime(runs / name / file, (then, then))
     at = page("training")
-    at.session_state[app_support.WEIGHTS_KEY] = str(chosen / "model.safetensors")
+    at.session_state[sidebar_state.WEIGHTS_KEY] = str(chosen / "model.safetensors")
     at.run()
     assert_clean(at)
     assert at.selectbox(key="train_run").value == "broken"
     next(b for b in at.button if b.label == "Delete broken").click().run()  # a damaged run can be deleted too
     assert_clean(at)
     assert "Deleted run broken: 0.00 GB freed." in alerts(at) and not (runs / "broken").exists()
-    assert at.session_state[app_support.WEIGHTS_KEY] == str(chosen / "model.safetensors")
+    assert at.session_state[sidebar_state.WEIGHTS_KEY] == str(chosen / "model.safetensors")
     assert at.selectbox(key="train_run").value == "chosen"  # the newest run left is shown
 
     next(b for b in at.button if b.label == "Delete chosen").click().run()
     assert_clean(at)
     assert not chosen.exists() and kept.exists()
-    assert app_support.WEIGHTS_KEY not in at.session_state  # every page falls back to the shipped weights
+    assert sidebar_state.WEIGHTS_KEY not in at.session_state  # every page falls back to the shipped weights
     assert at.dataframe[0].value["name"].tolist() == ["kept"] and at.selectbox(key="train_run").value == "kept"
     assert "1 run takes 0.0 GB" in " ".join(c.value for c in at.caption)
 
@@ -1323,12 +1324,12 @@ def test_training_page_offers_a_runs_weights_only_once_it_has_finished(app_env: 
         at = page("training").run()
         assert_clean(at)
         assert at.dataframe[0].value.loc[0, "status"] == "running"
-        assert app_support.USE_RUN_WEIGHTS not in [b.label for b in at.button]
+        assert runs_view.USE_RUN_WEIGHTS not in [b.label for b in at.button]
         said = "Its weights are offered for prediction once it has finished or stopped: they are calibrated last."
         assert said in [c.value for c in at.caption]
     status_record(run, "finished", time.time())
     at.run()
-    assert app_support.USE_RUN_WEIGHTS in [b.label for b in at.button]
+    assert runs_view.USE_RUN_WEIGHTS in [b.label for b in at.button]
 
 
 def test_training_page_refuses_to_start_without_readable_data_in_the_apps_words(
@@ -1596,7 +1597,7 @@ def test_predict_caches_results_under_the_weights_time_its_model_was_loaded_at(
         readings.append((len(readings), 0))
         return readings[-1]
 
-    monkeypatch.setattr(app_support, "weights_mtime", ticking)
+    monkeypatch.setattr(sidebar_state, "weights_mtime", ticking)
     at = page("predict").run()
     image = HAM / "images" / "ISIC_0024306.jpg"
     at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg")

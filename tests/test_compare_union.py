@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermai import app_support, cli, jobs
+from dermai import cli, jobs
 from dermai.data import attach_splits, load_dataset, manifest_checksum, manifest_frame
 from dermai.evaluate import EvaluationError, compare_weights, external_text
+from dermai.ui import weights_menu
 from tests.conftest import make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
 from tests.test_leftovers_eval import copy_weights, tiny  # noqa: F401  (tiny is a fixture)
@@ -116,9 +117,9 @@ def test_compare_choices_offer_other_splits_only_for_all(pair: tuple[Path, Path]
     a, b = pair
     same = copy_weights(a, tmp_path / "same")
     listed = {str(a): "A", str(b): "other split", str(same): "same split"}
-    assert app_support.compare_choices(listed, str(a), "all") == {str(b): "other split", str(same): "same split"}
+    assert weights_menu.compare_choices(listed, str(a), "all") == {str(b): "other split", str(same): "same split"}
     for split in ("val", "test"):
-        assert app_support.compare_choices(listed, str(a), split) == {str(same): "same split"}
+        assert weights_menu.compare_choices(listed, str(a), split) == {str(same): "same split"}
 
 
 def test_the_evaluation_page_compares_a_model_of_another_split_on_an_external_folder(
@@ -165,6 +166,6 @@ def test_compare_all_is_refused_when_the_other_splits_training_images_cannot_be_
 def test_no_comparison_hint_for_all_does_not_ask_for_the_same_split() -> None:
     """With 'all' chosen, any split is offered as B: the val/test hint ("Only a run on the same split can be
     compared") was wrong there."""
-    hint = app_support.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}}, "all")
+    hint = weights_menu.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}}, "all")
     assert hint.startswith("No other weights to compare with") and "split" not in hint
-    assert "same split" in app_support.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}}, "val")
+    assert "same split" in weights_menu.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}}, "val")

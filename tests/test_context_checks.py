@@ -93,7 +93,7 @@ def test_the_evaluation_page_warns_that_the_tiny_models_context_figures_are_unre
 
 
 def test_subgroup_rates_carry_their_interval_in_the_table_and_the_terminal() -> None:
-    from dermai.app_support import SUBGROUP_HELP, subgroup_table
+    from dermai.ui.evaluation_view import SUBGROUP_HELP, subgroup_table
 
     young = {"field": "age", "group": "under 30", "n": 30, "n_malignant": 4, "auroc": None, "auroc_ci": None}
     young |= {"sensitivity": 1.0, "sensitivity_ci": [0.51, 1.0], "specificity": 0.5, "specificity_ci": [0.31, 0.69]}

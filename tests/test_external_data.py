@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermai import app_support
 from dermai.context import contexts_from_rows
 from dermai.data import DataError, load_dataset
 from dermai.evaluate import evaluate, subgroup_fields, summary_text
+from dermai.ui import evaluation_view
 from tests.conftest import HAM, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
-from tests.test_app_support import tiny_weights
+from tests.test_ui_helpers import tiny_weights
 
 
 def isic2020_rows(n: int, n_malignant: int, prefix: str = "EXT") -> list[dict]:
@@ -38,13 +38,13 @@ def test_evaluation_splits_offer_all_for_a_folder_other_than_the_weights_own(tmp
     own = tmp_path / "ham"
     own.mkdir()
     meta = {"config": {"data": {"data_dir": str(own)}}}
-    assert app_support.evaluation_splits(meta, str(own)) == ["test", "val"]
-    assert app_support.evaluation_splits(meta, "") == ["test", "val"]  # the weights' config folder
-    assert app_support.evaluation_splits(meta, str(tmp_path)) == ["all"]  # no split recorded: none to rebuild
-    assert app_support.evaluation_splits({}, str(own)) == ["all"]
+    assert evaluation_view.evaluation_splits(meta, str(own)) == ["test", "val"]
+    assert evaluation_view.evaluation_splits(meta, "") == ["test", "val"]  # the weights' config folder
+    assert evaluation_view.evaluation_splits(meta, str(tmp_path)) == ["all"]  # no split recorded: none to rebuild
+    assert evaluation_view.evaluation_splits({}, str(own)) == ["all"]
     meta["manifest_sha256"] = "a7794d5c"  # a copy of the training folder elsewhere may rebuild the split
-    assert app_support.evaluation_splits(meta, str(tmp_path)) == ["all", "test", "val"]
-    assert app_support.evaluation_splits(meta, str(own)) == ["test", "val"]
+    assert evaluation_view.evaluation_splits(meta, str(tmp_path)) == ["all", "test", "val"]
+    assert evaluation_view.evaluation_splits(meta, str(own)) == ["test", "val"]
 
 
 def test_evaluation_page_scores_an_external_folder_and_says_what_it_left_out(
@@ -70,7 +70,7 @@ def test_evaluation_page_scores_an_external_folder_and_says_what_it_left_out(
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny 32 px HAM10000 weights of tests/test_app_support.py (trained once per session)."""
+    """The tiny 32 px HAM10000 weights of tests/test_ui_helpers.py (trained once per session)."""
     if not (HAM / "HAM10000_metadata.csv").exists():
         pytest.skip(f"HAM10000 copy not found at {HAM}")
     return tiny_weights(tmp_path_factory.getbasetemp())
@@ -158,7 +158,7 @@ def test_the_training_folders_own_test_images_in_an_external_folder_are_counted_
     report, _ = evaluate(tiny, external(tmp_path, rows), split="all", n_boot=20)
     assert (report["n_images"], report["external"]["n_excluded"], report["external"]["n_own_test"]) == (10, 2, 3)
     assert "; 3 of the images scored are the weights' own test images (same ids as in " in summary_text(report)
-    assert app_support.external_note(report) == (
+    assert evaluation_view.external_note(report) == (
         "warning",
         "External folder: 10 images scored; left out 2 images the weights were trained or tuned on; 3 of the "
         f"images scored are the weights' own test images (same ids as in {report['external']['training_data']}), "
@@ -187,10 +187,13 @@ def test_the_embedding_map_of_an_external_folder_leaves_out_the_images_the_weigh
     seen = list(manifest.loc[manifest["split"] == "train", "image_id"][:2])
     for row, image_id in zip(rows[-2:], seen, strict=True):
         row["image_name"] = image_id
-    points = app_support.embedding_map(tiny, external(tmp_path, rows), "all", limit=50)
+    points = evaluation_view.embedding_map(tiny, external(tmp_path, rows), "all", limit=50)
     assert len(points) == 10 and not set(seen) & set(points["image_id"])
 
 
 def test_an_unchecked_overlap_is_said_in_the_commands_words() -> None:
     report = {"n_images": 4, "external": {"overlap_checked": False, "reason": "no config", "n_excluded": 0}}
-    assert app_support.external_note(report) == ("warning", "Overlap with the training images NOT checked: no config")
+    assert evaluation_view.external_note(report) == (
+        "warning",
+        "Overlap with the training images NOT checked: no config",
+    )

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermai import app_support, data
-from dermai.app_support import images_by_id
+from dermai import data
 from dermai.intake import IntakeError, read_image
 from dermai.predict import Predictor
+from dermai.ui import image_display
+from dermai.ui.dataset_view import images_by_id
 from dermai.worklist import image_files
 from tests import test_app_pages
 from tests.conftest import ham_rows, make_folder
@@ -257,7 +258,7 @@ def test_the_dataset_page_shows_a_folder_of_16_bit_and_float_tiffs(app_env: Path
     at.selectbox(key="ds_detail").set_value("I_akiec_0_0").run()
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
-    overlay = app_support.mask_overlay(folder / "I_akiec_0_0.tif", root / "masks" / "I_akiec_0_0_segmentation.png")
+    overlay = image_display.mask_overlay(folder / "I_akiec_0_0.tif", root / "masks" / "I_akiec_0_0_segmentation.png")
     column = overlay[1:47, 32, 0].astype(int)  # inside the outline: the tinted ramp, dark at the top
     assert column.max() - column.min() > 100
 

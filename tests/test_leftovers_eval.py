@@ -11,17 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermai import app_support, cli, jobs, metrics
+from dermai import cli, jobs, metrics
 from dermai.evaluate import compare_weights, evaluate, external_text, summary_text
+from dermai.ui import evaluation_view
 from tests.conftest import HAM, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
-from tests.test_app_support import tiny_weights
 from tests.test_predict import lesion_like
+from tests.test_ui_helpers import tiny_weights
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny 32 px HAM10000 weights of tests/test_app_support.py (trained once per session), calibrated."""
+    """The tiny 32 px HAM10000 weights of tests/test_ui_helpers.py (trained once per session), calibrated."""
     if not (HAM / "HAM10000_metadata.csv").exists():
         pytest.skip(f"HAM10000 copy not found at {HAM}")
     return tiny_weights(tmp_path_factory.getbasetemp())
@@ -71,7 +72,7 @@ def test_a_folder_of_one_class_reports_the_tier_rate_it_has_and_says_why_the_oth
     low, high = refer[f"{kept}_ci"]
     assert f"{kept} {refer[kept]:.3f} (95% CI {low:.3f}–{high:.3f})" in text, text
     assert f"{missing} n/a (no {absent} images)" in text, text
-    table = app_support.tier_table(report)
+    table = evaluation_view.tier_table(report)
     assert list(table.index) == ["refer", "urgent"] and table[kept].notna().all() and table[missing].isna().all()
 
 

@@ -18,12 +18,13 @@ import pytest
 from PIL import Image, ImageCms
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support, data, jobs
+from dermai import data, jobs
 from dermai.intake import read_image
+from dermai.ui import image_display
 from tests import test_app_pages
 from tests.conftest import HAM, ham_rows, make_folder
 from tests.test_app_pages import REPO, TIMEOUT, assert_clean, copy_tiny_run, page
-from tests.test_app_support import tiny_weights
+from tests.test_ui_helpers import tiny_weights
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
@@ -50,7 +51,7 @@ def _exif_image(path: Path, orientation: int, size: tuple[int, int] = STORED) ->
 
 def _shown_lesion(image: Path) -> np.ndarray:
     """Where the image's lesion is, as `intake.read_image` shows the image."""
-    return np.asarray(app_support.read_image(image).image)[..., 0] > 127
+    return np.asarray(read_image(image).image)[..., 0] > 127
 
 
 @pytest.mark.parametrize("orientation", [2, 3, 6, 8])
@@ -64,7 +65,7 @@ def test_a_mask_drawn_on_the_stored_pixels_gets_its_images_exif_turn(tmp_path: P
     # Training's frame (turned to landscape, resized) and the Dataset page's overlay line up the same way.
     decoded = data.decode_image(str(image), 16)[..., 0] > 127
     assert np.array_equal(data.decode_mask(str(mask), str(image), 16) > 127, decoded)
-    overlay = app_support.mask_overlay(image, mask)
+    overlay = image_display.mask_overlay(image, mask)
     tinted = (overlay[..., 1] > overlay[..., 0] + 20) | (
         (overlay[..., 1] == 255) & (overlay[..., 0] == 0)  # the green outline
     )
@@ -86,12 +87,12 @@ def test_a_mask_whose_orientation_cannot_be_told_is_refused_naming_it(tmp_path: 
     with pytest.raises(data.DataError, match=r"phone_segmentation\.png: the lesion mask is 30×20 px .* stored "):
         data.read_mask(mask, image)
     with pytest.raises(data.DataError, match=r"phone_segmentation\.png"):
-        app_support.mask_overlay(image, mask)
+        image_display.mask_overlay(image, mask)
     # Without an orientation, a mask of another size is resized onto its image as before.
     plain = tmp_path / "plain.jpg"
     Image.fromarray(np.repeat(_lesion(STORED)[..., None], 3, axis=2)).save(plain)
     assert data.read_mask(mask, plain).size == (30, 20)
-    assert app_support.mask_overlay(plain, mask).shape == (40, 60, 3)
+    assert image_display.mask_overlay(plain, mask).shape == (40, 60, 3)
 
 
 def test_trainings_mask_cache_turns_the_masks_of_rotated_images(tmp_path: Path) -> None:

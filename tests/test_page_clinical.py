@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dermai import app_support
 from dermai.context import PatientContext
 from dermai.predict import Predictor, subgroup_notes
 from dermai.report import prediction_html
+from dermai.ui import predict_view, weights_menu
 from dermai.worklist import score_images, worklist, worklist_csv
 from tests import test_app_pages
 from tests.conftest import HAM
@@ -38,14 +38,14 @@ def test_every_record_of_a_weakly_validated_models_prediction_carries_the_caveat
     assert p.warnings[0] == model.weak_note and p.to_dict()["warnings"][0] == model.weak_note
     html = unescape(prediction_html(p, IMAGE.name, str(app_env), Image.open(IMAGE)))
     assert model.weak_note in html
-    report = json.loads(app_support.prediction_report(p, IMAGE.name, str(app_env)))
+    report = json.loads(predict_view.prediction_report(p, IMAGE.name, str(app_env)))
     assert report["prediction"]["warnings"][0] == model.weak_note
     assert cli.main(["predict", str(IMAGE), "--weights", str(app_env), "--json"]) == 0
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     assert line["warnings"][0] == model.weak_note
     table = worklist([entry for entry, _ in score_images(model, [(IMAGE.name, IMAGE.read_bytes())], None)])
     assert model.weak_note in worklist_csv(table).decode()
-    on_screen = app_support.worklist_shown(table, model.weak_note)  # the page's banner says it once
+    on_screen = predict_view.worklist_shown(table, model.weak_note)  # the page's banner says it once
     assert "notes" not in on_screen or not on_screen["notes"].astype(str).str.contains(WEAK).any()
 
 
@@ -69,9 +69,9 @@ def test_the_predict_page_says_the_weak_weights_caveat_once(app_env: Path) -> No
 
 def test_a_worklists_notes_keep_other_warnings_without_the_caveat() -> None:
     note = "weak; few images"  # the caveat itself may hold "; "
-    assert app_support.without_note(f"{note}; image is small", note) == "image is small"
-    assert app_support.without_note(f"image is small; {note}", note) == "image is small"
-    assert app_support.without_note(note, note) is None and app_support.without_note(None, note) is None
+    assert predict_view.without_note(f"{note}; image is small", note) == "image is small"
+    assert predict_view.without_note(f"image is small; {note}", note) == "image is small"
+    assert predict_view.without_note(note, note) is None and predict_view.without_note(None, note) is None
 
 
 SUBGROUPS = [
@@ -129,7 +129,7 @@ def test_home_predict_and_evaluation_show_the_same_weights_cautions(app_env: Pat
     from dermai.calibration import TEMPERATURE_BOUNDS
 
     weights = copy_weights(app_env, tmp_path / "qa2", temperature=TEMPERATURE_BOUNDS[1])
-    cautions = app_support.weights_cautions(json.loads(weights.with_suffix(".json").read_text()))
+    cautions = weights_menu.weights_cautions(json.loads(weights.with_suffix(".json").read_text()))
     assert [c.split(":**")[0] for c in cautions] == [
         "**These weights are not validated well enough for triage",
         "**Calibration failed",
@@ -144,21 +144,21 @@ def test_home_predict_and_evaluation_show_the_same_weights_cautions(app_env: Pat
     fitted = copy_weights(app_env, tmp_path / "fitted", temperature=1.2)
     assert not any(
         "Calibration failed" in c
-        for c in app_support.weights_cautions(json.loads(fitted.with_suffix(".json").read_text()))
+        for c in weights_menu.weights_cautions(json.loads(fitted.with_suffix(".json").read_text()))
     )
 
 
 def test_homes_context_figure_on_validation_says_it_is_in_sample() -> None:
     summary = {"weights": {"age": 0.9, "sex": 3.82}, "auroc": 0.943, "auroc_image_only": 0.742, "split": "val", "n": 46}
-    text = app_support.context_caption(summary)
+    text = weights_menu.context_caption(summary)
     assert "0.742 from the image alone, 0.943 with the recorded context" in text
     assert "fitted and measured on the same 46 validation images, so optimistic (in-sample)" in text
-    tested = app_support.context_caption({**summary, "split": "test", "n": 1495})
+    tested = weights_menu.context_caption({**summary, "split": "test", "n": 1495})
     assert tested.endswith("with the recorded context.") and "optimistic" not in tested
     meta = {
         "context": {"fields": {"age": {"weight": 0.9}}, "val_metrics": {"val_auroc": 0.9, "n_val_with_context": 40}}
     }
-    assert app_support.context_summary(meta)["n"] == 40
+    assert weights_menu.context_summary(meta)["n"] == 40
 
 
 def test_home_says_the_tiny_models_context_figure_is_in_sample(app_env: Path) -> None:

@@ -1,4 +1,4 @@
-"""The data pages (Dataset browser, Augmentation lab, Evaluation) and their helpers in app_support: image ids
+"""The data pages (Dataset browser, Augmentation lab, Evaluation) and their helpers in dermai.ui: image ids
 that are not in the folder are named, age bands read in age order, and no widget is given a value both ways."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support
+from dermai.data import DataError
+from dermai.ui import dataset_view, evaluation_view, image_display
 from tests import test_app_pages
 from tests.test_app_pages import REPO, TIMEOUT, alerts, assert_clean, page
 
@@ -25,7 +26,7 @@ def _meta(*ids: str) -> pd.DataFrame:
 
 def test_images_by_id_keeps_the_order_given_and_names_the_ids_not_found() -> None:
     meta = _meta("ISIC_1", "ISIC_2", "ISIC_3")
-    rows, missing = app_support.images_by_id(meta, " ISIC_3, ISIC_9;ISIC_1\nISIC_3  nope , ,")
+    rows, missing = dataset_view.images_by_id(meta, " ISIC_3, ISIC_9;ISIC_1\nISIC_3  nope , ,")
     assert list(rows["image_id"]) == ["ISIC_3", "ISIC_1"]
     assert list(rows["path"]) == ["/data/ISIC_3.jpg", "/data/ISIC_1.jpg"]
     assert missing == ["ISIC_9", "nope"]
@@ -33,15 +34,15 @@ def test_images_by_id_keeps_the_order_given_and_names_the_ids_not_found() -> Non
 
 def test_images_by_id_takes_a_file_name_for_its_id_and_nothing_for_blank_text() -> None:
     meta = _meta("ISIC_1", "ISIC_2")
-    rows, missing = app_support.images_by_id(meta, "ISIC_2.JPG, ISIC_7.jpg")
+    rows, missing = dataset_view.images_by_id(meta, "ISIC_2.JPG, ISIC_7.jpg")
     assert list(rows["image_id"]) == ["ISIC_2"] and missing == ["ISIC_7.jpg"]
-    rows, missing = app_support.images_by_id(meta, " , ")
+    rows, missing = dataset_view.images_by_id(meta, " , ")
     assert rows.empty and missing == []
 
 
 def test_images_by_id_takes_an_id_in_another_case() -> None:
     meta = _meta("ISIC_1", "ISIC_2")
-    rows, missing = app_support.images_by_id(meta, "isic_2, Isic_1.jpg, isic_3")
+    rows, missing = dataset_view.images_by_id(meta, "isic_2, Isic_1.jpg, isic_3")
     assert list(rows["image_id"]) == ["ISIC_2", "ISIC_1"] and missing == ["isic_3"]
 
 
@@ -67,10 +68,10 @@ def test_subgroup_table_lists_age_bands_in_age_order_and_other_fields_largest_fi
     # evaluate lists each field's groups largest first, as HAM10000's test split has them
     ages = [("50-69", 700), ("30-49", 500), ("70 and over", 300), ("under 30", 120), ("unknown", 10)]
     subgroups = [_group("sex", "male", 900), _group("sex", "female", 700)] + [_group("age", g, n) for g, n in ages]
-    table = app_support.subgroup_table(subgroups, "age")
+    table = evaluation_view.subgroup_table(subgroups, "age")
     assert list(table["group"]) == ["under 30", "30-49", "50-69", "70 and over", "unknown"]
     assert list(table["images"]) == [120, 500, 700, 300, 10]
-    assert list(app_support.subgroup_table(subgroups, "sex")["group"]) == ["male", "female"]
+    assert list(evaluation_view.subgroup_table(subgroups, "sex")["group"]) == ["male", "female"]
 
 
 def test_evaluation_page_shows_age_bands_in_age_order(app_env: Path) -> None:
@@ -142,7 +143,7 @@ def test_read_images_names_a_damaged_file_and_reads_the_others(tmp_path: Path) -
     data = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=1, images_per_lesion=2)[:3])
     paths = sorted(str(p) for p in (data / "imgs" / "nested").glob("*.jpg"))
     Path(paths[1]).write_bytes(b"not a jpeg")
-    read, pixels, problems = app_support.read_images([*paths, str(tmp_path / "gone.jpg")], 32)
+    read, pixels, problems = image_display.read_images([*paths, str(tmp_path / "gone.jpg")], 32)
     assert read == [0, 2] and [p.shape for p in pixels] == [(32, 32, 3)] * 2
     assert len(problems) == 2
     assert problems[0].startswith(f"{paths[1]}: unreadable image")
@@ -168,10 +169,10 @@ def test_augmentation_lab_names_a_damaged_image_of_the_folder_and_previews_the_o
 def test_read_label_efficiency_takes_the_summary_itself_and_names_a_missing_folder(tmp_path: Path) -> None:
     summary = tmp_path / "summary.csv"
     summary.write_text("fraction,init,auroc_mean,auroc_sd,bacc_mean,bacc_sd\n0.1,random,0.8,,0.5,\n")
-    assert app_support.read_label_efficiency(summary)["auroc_mean"].tolist() == [0.8]
-    assert app_support.read_label_efficiency(tmp_path)["auroc_mean"].tolist() == [0.8]
-    with pytest.raises(app_support.DataError, match=f"^{tmp_path / 'nope'}: no such folder$"):
-        app_support.read_label_efficiency(tmp_path / "nope")
+    assert evaluation_view.read_label_efficiency(summary)["auroc_mean"].tolist() == [0.8]
+    assert evaluation_view.read_label_efficiency(tmp_path)["auroc_mean"].tolist() == [0.8]
+    with pytest.raises(DataError, match=f"^{tmp_path / 'nope'}: no such folder$"):
+        evaluation_view.read_label_efficiency(tmp_path / "nope")
 
 
 def test_evaluation_label_efficiency_box_says_what_it_needs(app_env: Path, tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ def _binary_folder(root: Path) -> Path:
 
 def test_with_class_names_fills_benign_or_malignant_only_where_there_is_no_diagnosis() -> None:
     rows = pd.DataFrame({"dx": ["mel", None, None], "malignant": [1, 1, 0]})
-    assert app_support.with_class_names(rows)["dx"].tolist() == ["mel", "malignant", "benign"]
+    assert dataset_view.with_class_names(rows)["dx"].tolist() == ["mel", "malignant", "benign"]
     assert rows["dx"].isna().tolist() == [False, True, True]  # the caller's rows are left as they were
 
 

@@ -14,8 +14,9 @@ import pandas as pd
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support, jobs
+from dermai import jobs
 from dermai.train import OWNER_FILE
+from dermai.ui import dataset_view, image_display
 from tests import test_app_pages
 from tests.conftest import ham_rows, make_folder
 from tests.test_app_pages import alerts, assert_clean, page
@@ -26,19 +27,19 @@ app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty
 
 def test_no_match_words_name_a_diagnosis_that_cannot_be_of_the_chosen_kind() -> None:
     meta = pd.DataFrame({"dx": ["df", "nv", "mel", "bcc"], "malignant": [0, 0, 1, 1]})
-    assert app_support.no_match_words(meta, ["df"], "malignant") == "No image matches these filters: df is benign."
+    assert dataset_view.no_match_words(meta, ["df"], "malignant") == "No image matches these filters: df is benign."
     assert (
-        app_support.no_match_words(meta, ["df", "nv"], "malignant")
+        dataset_view.no_match_words(meta, ["df", "nv"], "malignant")
         == "No image matches these filters: df and nv are benign."
     )
     assert (
-        app_support.no_match_words(meta, ["mel", "bcc"], "benign")
+        dataset_view.no_match_words(meta, ["mel", "bcc"], "benign")
         == "No image matches these filters: mel and bcc are malignant."
     )
     # One diagnosis can be of that kind, or no kind is chosen: other filters ruled the images out.
-    assert app_support.no_match_words(meta, ["df", "mel"], "malignant") == "No image matches these filters."
-    assert app_support.no_match_words(meta, ["df"], "all") == "No image matches these filters."
-    assert app_support.no_match_words(meta, [], "malignant") == "No image matches these filters."
+    assert dataset_view.no_match_words(meta, ["df", "mel"], "malignant") == "No image matches these filters."
+    assert dataset_view.no_match_words(meta, ["df"], "all") == "No image matches these filters."
+    assert dataset_view.no_match_words(meta, [], "malignant") == "No image matches these filters."
 
 
 def test_dataset_page_keeps_the_whole_folder_table_when_no_image_matches(app_env: Path) -> None:
@@ -60,18 +61,20 @@ def test_dataset_page_keeps_the_whole_folder_table_when_no_image_matches(app_env
 
 
 def test_resize_note_says_when_an_upload_is_squashed_or_upsampled() -> None:
-    assert app_support.resize_note((1000, 20), 128) == (
+    assert image_display.resize_note((1000, 20), 128) == (
         "The uploaded image (1000×20 px) is squashed to the 128×128 px input size (its shape 50:1, the input's 1:1)."
     )
-    assert app_support.resize_note((20, 1000), (96, 128)).startswith("The uploaded image (20×1000 px) is squashed")
+    assert image_display.resize_note((20, 1000), (96, 128)).startswith("The uploaded image (20×1000 px) is squashed")
     assert (
-        app_support.resize_note((1, 1), 128)
+        image_display.resize_note((1, 1), 128)
         == "The uploaded image is upsampled from 1×1 px to the 128×128 px input size."
     )
-    assert app_support.resize_note((40, 2), 128).startswith("The uploaded image is upsampled from 40×2 px and squashed")
+    assert image_display.resize_note((40, 2), 128).startswith(
+        "The uploaded image is upsampled from 40×2 px and squashed"
+    )
     # An ordinary photo: HAM10000's 4:3 squashed into a square is how the paper trains, nothing to say.
-    assert app_support.resize_note((600, 450), 128) is None
-    assert app_support.resize_note((600, 450), (96, 128)) is None
+    assert image_display.resize_note((600, 450), 128) is None
+    assert image_display.resize_note((600, 450), (96, 128)) is None
 
 
 def png(width: int, height: int) -> bytes:
@@ -89,10 +92,10 @@ def test_augmentation_lab_says_an_odd_upload_is_squashed_or_upsampled(app_env: P
     assert_clean(at)
     assert sum(len(e.proto.imgs) for e in at.image) == 4  # still previewed
     too_small = list(read_image(png(1000, 20), "strip.png").warnings)  # intake's "too small to grade", as Predict
-    assert [w.value for w in at.warning] == [*too_small, app_support.resize_note((1000, 20), 128)]
+    assert [w.value for w in at.warning] == [*too_small, image_display.resize_note((1000, 20), 128)]
     at.file_uploader(key="aug_upload").upload("dot.png", png(1, 1), "image/png").run()
     assert_clean(at)
-    assert [w.value for w in at.warning][-1] == app_support.resize_note((1, 1), 128)
+    assert [w.value for w in at.warning][-1] == image_display.resize_note((1, 1), 128)
     at.file_uploader(key="aug_upload").upload("photo.png", png(600, 450), "image/png").run()
     assert_clean(at)
     assert not at.warning and sum(len(e.proto.imgs) for e in at.image) == 4
@@ -118,15 +121,15 @@ def test_augmentation_lab_says_what_reading_an_upload_found(app_env: Path) -> No
 
 def test_missing_masks_note_names_the_images_without_a_mask() -> None:
     files = [Path("m/a_segmentation.png"), None, None]
-    assert app_support.missing_masks_note(["a", "b", "c"], files) == (
+    assert dataset_view.missing_masks_note(["a", "b", "c"], files) == (
         "No lesion masks to outline: 2 of these 3 images have no lesion mask (b, c). Choose images that all "
         "have one to outline them."
     )
-    assert app_support.missing_masks_note(["b"], [None]) == (
+    assert dataset_view.missing_masks_note(["b"], [None]) == (
         "No lesion masks to outline: this image has no lesion mask in the data folder's masks/ folder."
     )
-    assert app_support.missing_masks_note(["a"], files[:1]) is None
-    many = app_support.missing_masks_note([f"i{k}" for k in range(8)], [None] * 8)
+    assert dataset_view.missing_masks_note(["a"], files[:1]) is None
+    many = dataset_view.missing_masks_note([f"i{k}" for k in range(8)], [None] * 8)
     assert many.startswith("No lesion masks to outline: these 8 images have no lesion mask")
 
 

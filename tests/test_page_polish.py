@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermai import app_support, jobs
+from dermai import jobs
 from dermai.config import RunConfig, to_dict
 from dermai.plots import compare_runs_figure, training_curves_figure
 from dermai.train import read_metrics
+from dermai.ui import formatting, predict_view, runs_view
 from tests.conftest import HAM
 from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
 from tests.test_compare import make_run
@@ -22,10 +23,10 @@ from tests.test_page_leftovers import held, progress_texts
 
 
 def test_epoch_words_count_from_one_as_completed_over_planned_does() -> None:
-    assert app_support.epoch_words("finetune", 0, 6) == "finetune, epoch 1 of 6"  # Runs table: "0/6"
-    assert app_support.epoch_words("finetune", 5, 6) == "finetune, epoch 6 of 6"
-    assert app_support.epoch_words("pretrain", 2) == "pretrain, epoch 3"  # no plan to read
-    assert app_support.epoch_words("finetune", None, 6) == "finetune, epoch -"  # no step logged yet
+    assert runs_view.epoch_words("finetune", 0, 6) == "finetune, epoch 1 of 6"  # Runs table: "0/6"
+    assert runs_view.epoch_words("finetune", 5, 6) == "finetune, epoch 6 of 6"
+    assert runs_view.epoch_words("pretrain", 2) == "pretrain, epoch 3"  # no plan to read
+    assert runs_view.epoch_words("finetune", None, 6) == "finetune, epoch -"  # no step logged yet
 
 
 def test_planned_epochs_are_read_from_the_runs_config(tmp_path: Path) -> None:
@@ -84,12 +85,12 @@ def test_worklist_notes_are_listed_whole_without_the_name_they_repeat() -> None:
             "notes": [None, "b.jpg: not an image file this app can read", "  ", "a.jpg: cannot be read"],
         }
     )
-    assert app_support.worklist_notes(table) == [
+    assert predict_view.worklist_notes(table) == [
         ("b.jpg", "not an image file this app can read"),
         ("a.jpg (2)", "a.jpg: cannot be read"),  # another name: the note as it is
     ]
-    assert app_support.worklist_notes(table.drop(columns="notes")) == []
-    assert app_support.markdown_plain("__scan__ (1).jpg: $5") == r"\_\_scan\_\_ (1).jpg: \$5"
+    assert predict_view.worklist_notes(table.drop(columns="notes")) == []
+    assert formatting.markdown_plain("__scan__ (1).jpg: $5") == r"\_\_scan\_\_ (1).jpg: \$5"
 
 
 def test_the_worklist_lists_each_note_in_full_below_its_table(app_env: Path) -> None:  # noqa: F811
@@ -103,8 +104,8 @@ def test_the_worklist_lists_each_note_in_full_below_its_table(app_env: Path) -> 
     note = table.value.set_index("image").loc[long_name, "notes"]
     assert note.startswith(f"{long_name}: ") and len(note) > 80  # longer than the column shows
     listed = [m.value for m in at.markdown if m.value.startswith("Notes in full:")]
-    assert len(listed) == 1 and app_support.markdown_plain(note.removeprefix(f"{long_name}: ")) in listed[0]
-    assert f"**{app_support.markdown_plain(long_name)}**" in listed[0]
+    assert len(listed) == 1 and formatting.markdown_plain(note.removeprefix(f"{long_name}: ")) in listed[0]
+    assert f"**{formatting.markdown_plain(long_name)}**" in listed[0]
     assert "ISIC" not in listed[0]  # an image without notes is not listed
     config = json.loads(table.proto.columns)
     assert config["notes"]["help"].endswith("each in full below the table")
@@ -126,13 +127,13 @@ COMPARED = {  # compare_weights' result: AUROC within noise, balanced accuracy w
 
 
 def test_the_comparison_table_names_its_figures_briefly() -> None:
-    table = app_support.comparison_table(COMPARED)
+    table = runs_view.comparison_table(COMPARED)
     assert list(table["metric"]) == ["AUROC", "Bal. acc."]
     assert list(table.columns) == ["metric", "A", "B", "B − A", "95% CI low", "95% CI high", "p", "verdict"]
     assert table.loc[0, "B − A"] == pytest.approx(0.02222) and table.loc[0, "95% CI high"] == 0.05
     assert list(table["verdict"]) == ["no clear difference (the interval spans 0)", "no interval (too few resamples)"]
     assert table.loc[1, ["95% CI low", "95% CI high", "p"]].isna().all()
-    assert list(app_support.comparison_table({**COMPARED, "balanced_accuracy": None})["metric"]) == ["AUROC"]
+    assert list(runs_view.comparison_table({**COMPARED, "balanced_accuracy": None})["metric"]) == ["AUROC"]
 
 
 def test_the_compare_table_fits_with_short_labels_and_says_the_rest_in_help(

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support, jobs
-from dermai.report import prediction_html
+from dermai import jobs
+from dermai.report import diagnosis_legend, prediction_html
+from dermai.ui import predict_view, sidebar_state
 from tests import test_app_pages
 from tests.conftest import HAM
 from tests.test_app_pages import REPO, TIMEOUT, assert_clean, page
@@ -31,7 +32,7 @@ def test_html_report_spells_out_the_diagnosis_codes_as_the_page_does() -> None:
 
     p = prediction(probabilities={"akiec": 0.1, "bcc": 0.1, "bkl": 0.1, "df": 0.1, "mel": 0.4, "nv": 0.1, "vasc": 0.1})
     page = unescape(prediction_html(p, "a.jpg", "w", Image.new("RGB", (20, 20))))
-    legend = app_support.diagnosis_legend(list(p.probabilities))
+    legend = diagnosis_legend(list(p.probabilities))
     assert legend and legend in page  # one wording: the page's legend is the report's
     assert "akiec: actinic keratosis / Bowen's disease" in page and "nv: melanocytic naevus" in page
     assert "p(malignant) = akiec + bcc + mel." in page
@@ -70,7 +71,7 @@ def test_the_json_report_and_predict_json_say_an_ungradable_images_scores_are_un
     assert line["tier"] == "ungradable" and line["unreliable"] == UNRELIABLE_NOTE
     assert isinstance(line["p_malignant"], float)  # the numbers are kept, as the worklist CSV keeps them
     prediction = Predictor.from_weights(app_env).predict(str(image))
-    report = json.loads(app_support.prediction_report(prediction, "grey.png", str(app_env)))["prediction"]
+    report = json.loads(predict_view.prediction_report(prediction, "grey.png", str(app_env)))["prediction"]
     assert report["unreliable"] == line["unreliable"] and report["p_malignant"] == round(line["p_malignant"], 4)
     real = Predictor.from_weights(app_env).predict(str(HAM / "images" / "ISIC_0024306.jpg"))
     assert real.tier != "ungradable" and real.to_dict()["unreliable"] is None
@@ -98,7 +99,7 @@ def test_predict_and_home_say_when_the_chosen_runs_weights_were_deleted_on_the_t
     runs.mkdir(parents=True)
     chosen = run_with_weights(runs, "chosen", app_env) / "model.safetensors"
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT)
-    at.session_state[app_support.WEIGHTS_KEY] = str(chosen)
+    at.session_state[sidebar_state.WEIGHTS_KEY] = str(chosen)
     at.run()
     at.switch_page("pages/predict.py").run()
     assert_clean(at)
@@ -124,7 +125,7 @@ def test_predict_falls_back_to_the_default_weights_and_says_so_when_the_runs_fol
     runs.mkdir(parents=True)
     run = run_with_weights(runs, "moved", app_env)
     at = page("predict")
-    at.session_state[app_support.WEIGHTS_KEY] = str(run / "model.safetensors")
+    at.session_state[sidebar_state.WEIGHTS_KEY] = str(run / "model.safetensors")
     at.run()
     assert not gone_warnings(at)
     shutil.rmtree(run)  # removed on disk, not from the Training page
@@ -134,19 +135,19 @@ def test_predict_falls_back_to_the_default_weights_and_says_so_when_the_runs_fol
     assert "run `moved`" in warned and f"`{app_env}`, is in use now" in warned
     assert not at.error  # the default model scores, rather than "weights file not found"
     assert at.file_uploader  # the page goes on
-    at.session_state[app_support.WEIGHTS_KEY] = str(app_env)  # the same file chosen again: still the default
+    at.session_state[sidebar_state.WEIGHTS_KEY] = str(app_env)  # the same file chosen again: still the default
     at.run()
     assert gone_warnings(at)
 
 
 def test_a_choice_made_since_ends_the_gone_weights_notice(tmp_path: Path) -> None:
 
-    state = {app_support.WEIGHTS_KEY: str(tmp_path / "runs" / "a" / "model.safetensors")}
-    assert app_support.forget_missing_weights(state) and app_support.WEIGHTS_KEY not in state
-    assert app_support.gone_weights_notice(state, tmp_path / "runs").startswith("**The weights chosen earlier")
-    state[app_support.WEIGHTS_KEY] = str(tmp_path / "other.safetensors")  # other weights chosen since
-    assert app_support.gone_weights_notice(state, tmp_path / "runs") is None
-    assert not app_support.forget_missing_weights({app_support.WEIGHTS_KEY: app_support.default_weights()})
+    state = {sidebar_state.WEIGHTS_KEY: str(tmp_path / "runs" / "a" / "model.safetensors")}
+    assert sidebar_state.forget_missing_weights(state) and sidebar_state.WEIGHTS_KEY not in state
+    assert sidebar_state.gone_weights_notice(state, tmp_path / "runs").startswith("**The weights chosen earlier")
+    state[sidebar_state.WEIGHTS_KEY] = str(tmp_path / "other.safetensors")  # other weights chosen since
+    assert sidebar_state.gone_weights_notice(state, tmp_path / "runs") is None
+    assert not sidebar_state.forget_missing_weights({sidebar_state.WEIGHTS_KEY: sidebar_state.default_weights()})
 
 
 def test_the_worklist_shows_image_tier_and_score_first_and_its_notes_last_on_screen_only(app_env: Path) -> None:

@@ -11,26 +11,27 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support, jobs
+from dermai import jobs
+from dermai.ui import runs_view, sidebar_state, training_form, weights_menu
 from tests import test_app_pages
 from tests.test_app_pages import REPO, TIMEOUT, assert_clean, copy_tiny_run, page
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
-QUICK = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Quick check"))
+QUICK = next(name for name in training_form.TRAIN_PRESETS if name.startswith("Quick check"))
 
 
 def test_preset_edits_name_the_fields_that_no_longer_match_the_recipe() -> None:
     state: dict = {}
-    app_support.apply_train_preset(state, QUICK)
-    assert app_support.preset_edits(state, QUICK) == []
-    assert app_support.preset_edit_note(state, QUICK) is None
-    assert app_support.preset_edit_note(state, None) is None  # no recipe chosen: nothing to differ from
+    training_form.apply_train_preset(state, QUICK)
+    assert training_form.preset_edits(state, QUICK) == []
+    assert training_form.preset_edit_note(state, QUICK) is None
+    assert training_form.preset_edit_note(state, None) is None  # no recipe chosen: nothing to differ from
     state["train_finetune_epochs"] = 5
     state["train_image_size"] = 96
     state["train_warmup_epochs"] = 0.5  # the recipe's own value, set again: not an edit
-    assert app_support.preset_edits(state, QUICK) == ["Finetune epochs", "Image size"]
-    note = app_support.preset_edit_note(state, QUICK)
+    assert training_form.preset_edits(state, QUICK) == ["Finetune epochs", "Image size"]
+    note = training_form.preset_edit_note(state, QUICK)
     assert note is not None and note.endswith("no longer is that recipe: Finetune epochs, Image size.")
 
 
@@ -44,9 +45,9 @@ def test_training_page_says_when_the_form_no_longer_is_the_chosen_recipe(app_env
     at.number_input(key="train_image_size").set_value(96).run()
     assert_clean(at)
     notes = [c.value for c in at.caption if "no longer is that recipe" in c.value]
-    assert notes == [app_support.preset_edit_note(at.session_state, QUICK)]
+    assert notes == [training_form.preset_edit_note(at.session_state, QUICK)]
     assert notes[0].endswith(": Pretrain epochs, Image size.")
-    at.selectbox(key="train_preset").set_value(next(iter(app_support.TRAIN_PRESETS))).run()  # another recipe
+    at.selectbox(key="train_preset").set_value(next(iter(training_form.TRAIN_PRESETS))).run()  # another recipe
     assert not any("no longer is that recipe" in c.value for c in at.caption)
 
 
@@ -107,14 +108,14 @@ def test_a_running_ensemble_is_cancelled_not_stopped_even_once_it_wrote_its_metr
 
 def test_the_default_model_is_named_as_the_session_falls_back_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DERMAI_WEIGHTS", raising=False)
-    assert app_support.default_model_label() == "the shipped model (weights/model.safetensors)"
+    assert weights_menu.default_model_label() == "the shipped model (weights/model.safetensors)"
     monkeypatch.setenv("DERMAI_WEIGHTS", "/models/site.safetensors")
-    assert app_support.default_model_label() == "the default model (/models/site.safetensors, from DERMAI_WEIGHTS)"
-    assert app_support.uses_weights({}, "/models/site.safetensors")  # no choice yet: the default
-    chosen = {app_support.WEIGHTS_KEY: "runs/a/model.safetensors"}
-    assert app_support.uses_weights(chosen, Path.cwd() / "runs/a/model.safetensors")
-    assert app_support.uses_weights(chosen, "runs/b/../a/model.safetensors")  # the "Predict uses these" caption
-    assert not app_support.uses_weights(chosen, "/models/site.safetensors")
+    assert weights_menu.default_model_label() == "the default model (/models/site.safetensors, from DERMAI_WEIGHTS)"
+    assert runs_view.uses_weights({}, "/models/site.safetensors")  # no choice yet: the default
+    chosen = {sidebar_state.WEIGHTS_KEY: "runs/a/model.safetensors"}
+    assert runs_view.uses_weights(chosen, Path.cwd() / "runs/a/model.safetensors")
+    assert runs_view.uses_weights(chosen, "runs/b/../a/model.safetensors")  # the "Predict uses these" caption
+    assert not runs_view.uses_weights(chosen, "/models/site.safetensors")
 
 
 def test_using_a_runs_weights_says_what_changed_and_offers_the_way_back(app_env: Path) -> None:
@@ -123,21 +124,21 @@ def test_using_a_runs_weights_says_what_changed_and_offers_the_way_back(app_env:
     copy_tiny_run(app_env, runs / "tiny")
     at = page("training").run()
     assert at.selectbox(key="train_run").value == "tiny"
-    assert app_support.USE_DEFAULT_WEIGHTS not in [b.label for b in at.button]  # the default is in use
-    next(b for b in at.button if b.label == app_support.USE_RUN_WEIGHTS).click().run()
+    assert runs_view.USE_DEFAULT_WEIGHTS not in [b.label for b in at.button]  # the default is in use
+    next(b for b in at.button if b.label == runs_view.USE_RUN_WEIGHTS).click().run()
     assert_clean(at)
-    chosen = at.session_state[app_support.WEIGHTS_KEY]
+    chosen = at.session_state[sidebar_state.WEIGHTS_KEY]
     assert Path(chosen).parent == runs / "tiny"
     said = [s.value for s in at.success]
-    assert said == [app_support.weights_used_note("tiny", chosen)]
+    assert said == [runs_view.weights_used_note("tiny", chosen)]
     assert f"run tiny's weights ({chosen})" in said[0] and f"the default model ({app_env}" in said[0]
     assert "Predict uses these weights." in [c.value for c in at.caption]
-    assert app_support.USE_RUN_WEIGHTS not in [b.label for b in at.button]
-    next(b for b in at.button if b.label == app_support.USE_DEFAULT_WEIGHTS).click().run()
+    assert runs_view.USE_RUN_WEIGHTS not in [b.label for b in at.button]
+    next(b for b in at.button if b.label == runs_view.USE_DEFAULT_WEIGHTS).click().run()
     assert_clean(at)
-    assert at.session_state[app_support.WEIGHTS_KEY] == str(app_env)
-    assert [s.value for s in at.success] == [app_support.default_weights_note()]
-    assert app_support.USE_RUN_WEIGHTS in [b.label for b in at.button]
+    assert at.session_state[sidebar_state.WEIGHTS_KEY] == str(app_env)
+    assert [s.value for s in at.success] == [weights_menu.default_weights_note()]
+    assert runs_view.USE_RUN_WEIGHTS in [b.label for b in at.button]
     at.run()
     assert not at.success  # said once
 

@@ -1,5 +1,5 @@
 """The Training page in its own words: refusals that name the form's fields, the buttons that hand a run's weights
-to Predict, a run's completed epochs and ETA, and Compare runs' labels (pages/training.py, dermai/app_support.py,
+to Predict, a run's completed epochs and ETA, and Compare runs' labels (pages/training.py, dermai/ui/,
 dermai/jobs.py)."""
 
 from __future__ import annotations
@@ -12,22 +12,23 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support, jobs
+from dermai import jobs
 from dermai.train import read_metrics
+from dermai.ui import runs_view, sidebar_state, training_form
 from tests import test_app_pages
 from tests.test_app_pages import REPO, TIMEOUT, assert_clean, copy_tiny_run
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
-QUICK = next(name for name in app_support.TRAIN_PRESETS if name.startswith("Quick check"))
+QUICK = next(name for name in training_form.TRAIN_PRESETS if name.startswith("Quick check"))
 
 
 def test_a_split_refusal_names_the_forms_training_seed_not_command_line_flags() -> None:
     from dermai.train import split_mismatch
 
     message = split_mismatch({"config": {"data": {"seed": 0}}}, {"seed": 1})
-    assert message is not None and app_support.SPLIT_ADVICE in message  # the trainer's advice, in CLI words
-    shown = app_support.in_form_words(message)
+    assert message is not None and training_form.SPLIT_ADVICE in message  # the trainer's advice, in CLI words
+    shown = training_form.in_form_words(message)
     assert "--" not in shown and "manifest" not in shown
     assert "vary “Training seed (blank = Seed)” under “Start from a finished run” instead" in shown
     assert shown.startswith("trained on another split (seed 0, this run 1)")
@@ -70,19 +71,17 @@ def test_the_way_back_to_the_default_model_is_where_the_message_says(app_env: Pa
     runs.mkdir(parents=True)
     copy_tiny_run(app_env, runs / "tiny")
     at = AppTest.from_file(str(REPO / "pages" / "training.py"), default_timeout=TIMEOUT).run()
-    use = next(b for b in at.button if b.label == app_support.USE_RUN_WEIGHTS)
+    use = next(b for b in at.button if b.label == runs_view.USE_RUN_WEIGHTS)
     assert "Predict, Evaluation and Home use run tiny's weights" in use.help
     use.click().run()
     assert_clean(at)
-    note = app_support.weights_used_note("tiny", at.session_state[app_support.WEIGHTS_KEY])
-    assert f"press “{app_support.USE_DEFAULT_WEIGHTS}” below" in note
+    note = runs_view.weights_used_note("tiny", at.session_state[sidebar_state.WEIGHTS_KEY])
+    assert f"press “{runs_view.USE_DEFAULT_WEIGHTS}” below" in note
     shown = _top_level(at)
     said = shown.index(("success", note))
-    back = next(
-        i for i, (kind, text) in enumerate(shown) if kind == "button" and text == app_support.USE_DEFAULT_WEIGHTS
-    )
+    back = next(i for i, (kind, text) in enumerate(shown) if kind == "button" and text == runs_view.USE_DEFAULT_WEIGHTS)
     assert said < back  # "below", as the message says
-    assert max(len(app_support.USE_RUN_WEIGHTS), len(app_support.USE_DEFAULT_WEIGHTS)) <= 17  # short labels
+    assert max(len(runs_view.USE_RUN_WEIGHTS), len(runs_view.USE_DEFAULT_WEIGHTS)) <= 17  # short labels
 
 
 def _write_records(run: Path, records: list[dict]) -> None:
@@ -114,7 +113,7 @@ def test_a_stopped_runs_status_says_the_epochs_it_completed_of_those_planned(tmp
     assert jobs.completed_epochs(read_metrics(run)) == {"pretrain": 2}
     row = jobs.list_runs(runs).iloc[0]
     assert row["epochs"] == "pretrain 2/2, finetune 0/6"
-    assert app_support.status_line(row) == (
+    assert runs_view.status_line(row) == (
         "Status: **stopped** · stage both · epochs pretrain 2/2, finetune 0/6 · input 64 px · "
         f"{row['disk_gb']:.2f} GB on disk"
     )
@@ -183,20 +182,20 @@ def test_setting_differences_are_named_by_the_forms_labels_and_keep_their_keys(t
     from tests.test_compare import make_run
 
     known = {*flatten(to_dict(RunConfig())), "start.init_weights", "start.reset_classifier"}
-    assert set(app_support.SETTING_LABELS) <= known  # every labelled key is one a run's settings have
+    assert set(runs_view.SETTING_LABELS) <= known  # every labelled key is one a run's settings have
     a = make_run(tmp_path, "a", 1e-3, [0.8])
     b = make_run(tmp_path, "b", 3e-4, [0.8], init="runs/x/model.safetensors")
     settings = {"a": run_settings(a), "b": {**run_settings(b), "train.finetune_epochs": 6, "augment.hue": 0.1}}
-    table = app_support.labelled_differences(setting_differences(settings))
+    table = runs_view.labelled_differences(setting_differences(settings))
     assert table.index.name == "setting"
-    assert dict(zip(table[app_support.SETTING_KEY_COLUMN], table.index, strict=True)) == {
+    assert dict(zip(table[runs_view.SETTING_KEY_COLUMN], table.index, strict=True)) == {
         "train.finetune_epochs": "Finetune epochs",
         "train.lr": "Learning rate",
         "augment.hue": "augment.hue",  # no form field: its key, in both places
         "start.init_weights": "Start from",
     }
     assert table.loc["Learning rate", ["a", "b"]].tolist() == ["0.001", "0.0003"]
-    seeds = app_support.labelled_differences(setting_differences({"a": {"data.seed": 0}, "b": {"data.seed": 1}}))
+    seeds = runs_view.labelled_differences(setting_differences({"a": {"data.seed": 0}, "b": {"data.seed": 1}}))
     assert list(seeds.index) == ["Seed"]  # the split's seed, not "Training seed"
 
 
@@ -214,4 +213,4 @@ def test_compare_runs_shows_the_forms_labels_and_readable_columns(app_env: Path)
     shown = json.loads(summary.proto.columns)
     assert shown["best_epoch"]["label"] == "best epoch" and shown["epochs_run"]["label"] == "epochs validated"
     assert list(differences.value.index) == ["Learning rate"]
-    assert list(differences.value[app_support.SETTING_KEY_COLUMN]) == ["train.lr"]
+    assert list(differences.value[runs_view.SETTING_KEY_COLUMN]) == ["train.lr"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dermai import app_support, jobs
+from dermai import jobs
+from dermai.ui import weights_menu
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, copy_tiny_run, page  # noqa: F401 (fixture)
 
@@ -95,7 +96,7 @@ def test_predict_names_a_field_it_does_not_ask_for_once(app_env: Path) -> None: 
     assert_clean(at)
     said = [c.value for c in at.caption if c.value.startswith("Not asked: ")]
     assert said == [f"Not asked: sex ({WEIGHT_ZERO})."], said
-    two = app_support.unused_fields_text({"sex": WEIGHT_ZERO, "site": NOT_RECORDED})
+    two = weights_menu.unused_fields_text({"sex": WEIGHT_ZERO, "site": NOT_RECORDED})
     assert two == f"sex, site (sex: {WEIGHT_ZERO}; site: {NOT_RECORDED})"
 
 

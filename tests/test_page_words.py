@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from dermai import app_support
 from dermai.metrics import choose_operating_points
 from dermai.predict import cut_off_validation, validation_figures
 from dermai.report import prediction_html, score_text
+from dermai.ui import predict_view, runs_view, weights_menu
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401 (fixture)
 from tests.test_report import prediction
@@ -93,7 +93,7 @@ def test_the_worklist_prints_a_tiny_score_as_the_single_image_view_does() -> Non
             "p_top_diagnosis": [0.9, 0.5, np.nan],
         }
     )
-    styled = app_support.worklist_styled(table)
+    styled = predict_view.worklist_styled(table)
     assert styled.data["p_malignant"].dtype == float  # still numbers: the table sorts by score
     lines = styled.to_string().splitlines()
     assert lines[2].split()[-3:] == ["<", "0.001", "0.50"] and lines[3].split()[-2:] == ["—", "—"], lines
@@ -153,9 +153,9 @@ def test_the_runs_list_names_the_button_that_ends_a_job_preparing_its_data(
         ]
     finally:
         jobs.cancel_job(runs)
-    assert app_support.current_job_control(ensemble=False, trained=True, outside=True) == "Stop"
-    assert app_support.current_job_control(ensemble=True, trained=False, outside=False) == "Cancel this job"
-    assert app_support.current_job_control(ensemble=False, trained=False, outside=True) is None
+    assert runs_view.current_job_control(ensemble=False, trained=True, outside=True) == "Stop"
+    assert runs_view.current_job_control(ensemble=True, trained=False, outside=False) == "Cancel this job"
+    assert runs_view.current_job_control(ensemble=False, trained=False, outside=True) is None
 
 
 def test_evaluation_says_which_run_can_be_compared(app_env: Path) -> None:  # noqa: F811
@@ -165,11 +165,11 @@ def test_evaluation_says_which_run_can_be_compared(app_env: Path) -> None:  # no
     assert_clean(at)
     seed = json.loads(app_env.with_suffix(".json").read_text())["config"]["data"]["seed"]
     hint = [i.value for i in at.info if i.value.startswith("No other weights of this split")]
-    assert hint == [app_support.no_comparison_hint({"config": {"data": {"seed": seed, "limit": 64}}})]
+    assert hint == [weights_menu.no_comparison_hint({"config": {"data": {"seed": seed, "limit": 64}}})]
     assert f"Seed {seed} and Limit images 64" in hint[0] and "Quick check" in hint[0] and "train a run" not in hint[0]
-    shipped = app_support.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}})
+    shipped = weights_menu.no_comparison_hint({"config": {"data": {"seed": 0, "limit": None}}})
     assert "with Seed 0 and Limit images 0 (every image)" in shipped
-    assert "the same Seed and Limit images as these weights" in app_support.no_comparison_hint({})
+    assert "the same Seed and Limit images as these weights" in weights_menu.no_comparison_hint({})
 
 
 def test_roc_pr_and_reliability_legends_sit_below_their_plots() -> None:

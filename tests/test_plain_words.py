@@ -84,7 +84,7 @@ def test_the_terminal_marks_every_figure_of_a_weak_context_fit_unreliable() -> N
 
 
 def test_home_quotes_no_auroc_for_a_weak_context_fit() -> None:
-    from dermai.app_support import context_caption, context_summary
+    from dermai.ui.weights_menu import context_caption, context_summary
     from tests.test_context_checks import context_meta
 
     weak = context_summary(context_meta(46))

@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 
 from dermai import cli, weights
-from dermai.app_support import model_card
 from dermai.context import PatientContext
 from dermai.data import DIAGNOSES
 from dermai.inference import dihedral_views, forward_pixels, softmax_np
@@ -29,6 +28,7 @@ from dermai.model import SimCLRResNet18
 from dermai.ood import fit_ood, ood_scores
 from dermai.predict import Predictor
 from dermai.preprocess import eval_batch, resize_input
+from dermai.ui.weights_menu import model_card
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = list(DIAGNOSES)

@@ -74,7 +74,7 @@ def test_report_without_overlay_ood_or_tier_figures_and_with_context() -> None:
 def test_reports_say_whether_the_score_used_tta_and_when_the_tier_was_validated_otherwise() -> None:
     import json
 
-    from dermai import app_support
+    from dermai.ui import predict_view
 
     image = Image.new("RGB", (20, 20))
     plain = prediction_html(prediction(tta=False, tta_validated=False), "a.png", "w", image)
@@ -86,7 +86,7 @@ def test_reports_say_whether_the_score_used_tta_and_when_the_tier_was_validated_
     ) in differs
     untiered = prediction_html(prediction(tta=True, tta_validated=None), "a.png", "w", image)  # nothing validated
     assert "<td>on (averaged over the 8 flips/rotations)</td>" in untiered
-    record = json.loads(app_support.prediction_report(prediction(tta=True, tta_validated=False), "a.png", "w"))
+    record = json.loads(predict_view.prediction_report(prediction(tta=True, tta_validated=False), "a.png", "w"))
     assert record["prediction"]["tta"] is True and record["prediction"]["tta_validated"] is False
 
 

@@ -64,7 +64,7 @@ def test_folders_that_are_not_training_runs_are_named_and_skipped(
 def test_the_training_pages_fp32_slowdown_comes_from_the_committed_runs() -> None:
     """The Training page tells a researcher on a CPU without bf16 how much longer the recipes take; its figures
     are the committed fp32 and bf16 fine-tunings at 96 px, as bench/run_throughput.py reads them."""
-    from dermai.app_support import FP32_SLOWDOWN, preset_label, training_speed_note
+    from dermai.ui.training_form import FP32_SLOWDOWN, preset_label, training_speed_note
 
     runs = ROOT / "docs" / "training_runs"
     fp32 = load_bench().summarise(runs / "cpu-ensemble-2026-11-27" / "member-seed1")

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermai import app_support
 from dermai.data import spreadsheet_csv
+from dermai.ui import formatting, predict_view
 from tests import test_app_pages
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, assert_clean, page
@@ -39,7 +39,7 @@ HOSTILE = "$x$ **b** _i_ [l](javascript:alert(1)) <b>&lt;.png"  # a formula, bol
     ],
 )
 def test_markdown_plain_escapes_what_markdown_would_act_on(text: str, shown: str) -> None:
-    assert app_support.markdown_plain(text) == shown
+    assert formatting.markdown_plain(text) == shown
 
 
 def test_an_unreadable_upload_with_a_markdown_name_is_named_literally(app_env: Path) -> None:
@@ -47,7 +47,7 @@ def test_an_unreadable_upload_with_a_markdown_name_is_named_literally(app_env: P
     at.file_uploader[0].set_value([(HOSTILE, b"not an image", "image/png")]).run()
     assert_clean(at)
     said = [e.value for e in at.error if e.value.startswith("Cannot analyse this file: ")]
-    assert len(said) == 1 and said[0].startswith(f"Cannot analyse this file: {app_support.markdown_plain(HOSTILE)}: ")
+    assert len(said) == 1 and said[0].startswith(f"Cannot analyse this file: {formatting.markdown_plain(HOSTILE)}: ")
     assert "$x$" not in said[0] and "**b**" not in said[0] and "[l](" not in said[0]
 
 
@@ -58,7 +58,7 @@ def test_the_worklist_detail_of_an_unreadable_upload_names_it_literally(app_env:
     at.selectbox(key="pred_detail").set_value(HOSTILE).run()
     assert_clean(at)
     said = [e.value for e in at.error if e.value.startswith("Cannot analyse this file: ")]
-    assert len(said) == 1 and said[0].startswith(f"Cannot analyse this file: {app_support.markdown_plain(HOSTILE)}: ")
+    assert len(said) == 1 and said[0].startswith(f"Cannot analyse this file: {formatting.markdown_plain(HOSTILE)}: ")
     assert "$x$" not in said[0]
 
 
@@ -77,7 +77,7 @@ def test_augmentation_lab_names_an_unusable_upload_literally(app_env: Path) -> N
     at.file_uploader(key="aug_upload").upload(HOSTILE, b"not an image", "image/png").run()
     assert_clean(at)
     said = [e.value for e in at.error]
-    assert len(said) == 1 and said[0].startswith(f"Cannot use this file: {app_support.markdown_plain(HOSTILE)}: ")
+    assert len(said) == 1 and said[0].startswith(f"Cannot use this file: {formatting.markdown_plain(HOSTILE)}: ")
     assert alerts(at) == said
 
 
@@ -122,7 +122,7 @@ def test_spreadsheet_csv_quotes_only_text_cells_that_start_like_a_formula() -> N
     ],
 )
 def test_an_uploads_download_names_stay_one_plain_file_name(upload: str, stem: str) -> None:
-    assert app_support.download_stem(upload) == stem
+    assert predict_view.download_stem(upload) == stem
 
 
 @pytest.mark.parametrize("field", ["Run name (optional)", "Ensemble name (optional)"])
@@ -240,7 +240,7 @@ def test_an_uploads_reading_notes_name_it_literally(app_env: Path, where: str) -
     assert_clean(at)
     note = next(w for w in read_image(_cut_out_png(), name).warnings if "transparent" in w)
     shown = [w.value for w in at.warning if "transparent" in w.value]
-    assert shown == [app_support.markdown_plain(note)] and shown[0].startswith(r"\$x\$ \*\*cut\*\*.png: ")
+    assert shown == [formatting.markdown_plain(note)] and shown[0].startswith(r"\$x\$ \*\*cut\*\*.png: ")
 
 
 def test_a_run_folder_made_outside_the_app_is_named_literally(app_env: Path) -> None:
@@ -258,10 +258,10 @@ def test_a_run_folder_made_outside_the_app_is_named_literally(app_env: Path) -> 
     at = page("training").run()
     at.selectbox(key="train_run").set_value(name).run()
     assert_clean(at)
-    shown = app_support.markdown_plain(name)
+    shown = formatting.markdown_plain(name)
     said = [e.value for e in at.error if e.value.startswith("Cannot show run ")]
     assert len(said) == 1 and said[0].startswith(r"Cannot show run \$x\$ \*\*b\*\*: ")
-    assert f"{app_support.markdown_plain(str(runs / name / 'config.json'))}: cannot be read" in said[0]
+    assert f"{formatting.markdown_plain(str(runs / name / 'config.json'))}: cannot be read" in said[0]
     next(b for b in at.button if b.label == rf"Delete {shown}").click().run()
     assert_clean(at)
     assert rf"Deleted run {shown}: 0.00 GB freed." in alerts(at) and not (runs / name).exists()

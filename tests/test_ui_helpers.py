@@ -1,4 +1,4 @@
-"""dermai.app_support (the app's UI-free helpers), and `tiny_weights`, the small calibrated model the app and
+"""dermai.ui (the app's UI-free helpers), and `tiny_weights`, the small calibrated model the app and
 browser tests share."""
 
 from __future__ import annotations
@@ -12,8 +12,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermai import app_support
 from dermai.data import DataError
+from dermai.report import diagnosis_legend
+from dermai.ui import (
+    dataset_view,
+    evaluation_view,
+    image_display,
+    predict_view,
+    sidebar_state,
+    training_form,
+    weights_menu,
+    widget_state,
+)
 from tests.conftest import HAM, ham_rows, make_folder
 
 
@@ -48,24 +58,24 @@ def test_filter_meta_combines_filters() -> None:
             "localization": ["back", "face", "back", "face"],
         }
     )
-    assert len(app_support.filter_meta(meta)) == 4
-    assert list(app_support.filter_meta(meta, malignant="malignant")["dx"]) == ["mel", "bcc"]
-    assert list(app_support.filter_meta(meta, dx=["nv"], age=(60, 80), include_unknown_age=False)["age"]) == [70.0]
-    assert list(app_support.filter_meta(meta, sexes=["female"], sites=["face"], splits=["train"])["dx"]) == ["bcc"]
+    assert len(dataset_view.filter_meta(meta)) == 4
+    assert list(dataset_view.filter_meta(meta, malignant="malignant")["dx"]) == ["mel", "bcc"]
+    assert list(dataset_view.filter_meta(meta, dx=["nv"], age=(60, 80), include_unknown_age=False)["age"]) == [70.0]
+    assert list(dataset_view.filter_meta(meta, sexes=["female"], sites=["face"], splits=["train"])["dx"]) == ["bcc"]
     # Unknown ages: kept while the range spans every recorded age (no age filter), left out once it is narrowed.
     assert (
-        len(app_support.filter_meta(meta, age=(40, 70))) == 4 and len(app_support.filter_meta(meta, age=(0, 90))) == 4
+        len(dataset_view.filter_meta(meta, age=(40, 70))) == 4 and len(dataset_view.filter_meta(meta, age=(0, 90))) == 4
     )
-    assert list(app_support.filter_meta(meta, age=(40, 69))["age"]) == [40.0, 55.0]
-    assert list(app_support.filter_meta(meta, age=(41, 70))["age"]) == [70.0, 55.0]
-    assert len(app_support.filter_meta(meta, age=(40, 69), include_unknown_age=True)) == 3  # asked for: kept
+    assert list(dataset_view.filter_meta(meta, age=(40, 69))["age"]) == [40.0, 55.0]
+    assert list(dataset_view.filter_meta(meta, age=(41, 70))["age"]) == [70.0, 55.0]
+    assert len(dataset_view.filter_meta(meta, age=(40, 69), include_unknown_age=True)) == 3  # asked for: kept
 
 
 def test_context_summary_prefers_test_figures() -> None:
     block = {"fields": {"age": {"weight": 0.9}, "sex": {"weight": 0.0}}, "val_metrics": {"val_auroc": 0.92}}
     block["val_metrics"]["val_auroc_image_only"] = 0.91
-    assert app_support.context_summary({}) is None
-    assert app_support.context_summary({"context": block}) == {
+    assert weights_menu.context_summary({}) is None
+    assert weights_menu.context_summary({"context": block}) == {
         "weights": {"age": 0.9, "sex": 0.0},
         "auroc": 0.92,
         "auroc_image_only": 0.91,
@@ -73,9 +83,9 @@ def test_context_summary_prefers_test_figures() -> None:
         "n": None,
     }
     meta = {"context": block, "test_metrics": {"auroc": 0.89, "context": {"auroc": 0.9}}}
-    assert app_support.context_summary(meta)["auroc"] == 0.9
-    assert app_support.context_summary(meta)["auroc_image_only"] == 0.89
-    assert app_support.context_summary(meta)["split"] == "test"
+    assert weights_menu.context_summary(meta)["auroc"] == 0.9
+    assert weights_menu.context_summary(meta)["auroc_image_only"] == 0.89
+    assert weights_menu.context_summary(meta)["split"] == "test"
 
 
 def test_model_card_prefers_test_metrics_and_lists_tiers() -> None:
@@ -85,22 +95,22 @@ def test_model_card_prefers_test_metrics_and_lists_tiers() -> None:
         "operating_points": {"refer": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.5}},
         "image_size": 224,
     }
-    card = app_support.model_card(meta)
+    card = weights_menu.model_card(meta)
     assert (card["auroc"], card["auroc_ci"], card["auroc_split"]) == (0.85, [0.8, 0.9], "test")
     assert card["tiers"][0]["tier"] == "refer" and card["tiers"][0]["sensitivity"] == 0.95
     assert "test_sensitivity" not in card["tiers"][0]  # no test figures recorded: none shown
     tested = {**meta, "test_operating_points": {"refer": {"sensitivity": 0.92, "specificity": 0.65}}}
-    assert app_support.model_card(tested)["tiers"][0] == {
+    assert weights_menu.model_card(tested)["tiers"][0] == {
         **card["tiers"][0],
         "test_sensitivity": 0.92,
         "test_specificity": 0.65,
     }
     assert card["input_sizes"] == "224 px"
     mixed = {**meta, "model": {"members": 2, "member_image_sizes": [128, 96]}}
-    assert app_support.model_card(mixed)["input_sizes"] == "96 and 128 px"
-    assert app_support.model_card({**meta, "image_width": 160})["input_sizes"] == "224×160 px"  # --image-width
-    assert app_support.model_card({"val_metrics": {"val_auroc": 0.7}})["auroc_split"] == "val"
-    assert app_support.model_card({})["auroc"] is None
+    assert weights_menu.model_card(mixed)["input_sizes"] == "96 and 128 px"
+    assert weights_menu.model_card({**meta, "image_width": 160})["input_sizes"] == "224×160 px"  # --image-width
+    assert weights_menu.model_card({"val_metrics": {"val_auroc": 0.7}})["auroc_split"] == "val"
+    assert weights_menu.model_card({})["auroc"] is None
 
 
 def test_mask_overlay_tints_the_lesion(tmp_path: Path) -> None:
@@ -108,30 +118,30 @@ def test_mask_overlay_tints_the_lesion(tmp_path: Path) -> None:
     mask = np.zeros((20, 30), np.uint8)
     mask[5:15, 10:20] = 255
     Image.fromarray(mask).save(tmp_path / "m.png")
-    out = app_support.mask_overlay(tmp_path / "a.jpg", tmp_path / "m.png")
+    out = image_display.mask_overlay(tmp_path / "a.jpg", tmp_path / "m.png")
     assert out.shape == (20, 30, 3) and out.dtype == np.uint8
     original = np.asarray(Image.open(tmp_path / "a.jpg"))
     assert out[10, 15, 1] > out[10, 15, 0] and tuple(out[0, 0]) == tuple(original[0, 0])
     with pytest.raises(DataError):
-        app_support.mask_overlay(tmp_path / "missing.jpg", tmp_path / "m.png")
+        image_display.mask_overlay(tmp_path / "missing.jpg", tmp_path / "m.png")
 
 
 def test_outline_mask_draws_only_the_boundary_in_green() -> None:
     pixels = np.full((10, 12, 3), 50, np.uint8)
     mask = np.zeros((10, 12), bool)
     mask[2:8, 3:9] = True
-    out = app_support.outline_mask(pixels, mask)
+    out = image_display.outline_mask(pixels, mask)
     green = (out == (0, 255, 0)).all(axis=-1)
     assert green[2, 3:9].all() and green[7, 3:9].all() and green[2:8, 3].all() and green[2:8, 8].all()
     assert not green[3:7, 4:8].any() and not green[~mask].any()  # inside and outside untouched
     assert (pixels == 50).all()  # a copy
     with pytest.raises(ValueError, match="does not match"):
-        app_support.outline_mask(pixels, mask[:5])
+        image_display.outline_mask(pixels, mask[:5])
 
 
 def test_browse_dataset_small_folder_gets_split_all(tmp_path: Path) -> None:
     make_folder(tmp_path, ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
-    data = app_support.browse_dataset(tmp_path)
+    data = dataset_view.browse_dataset(tmp_path)
     assert set(data.meta["split"]) == {"all"} and len(data.meta) == 7
 
 
@@ -141,7 +151,7 @@ def test_weight_choices_lists_runs_and_current(tmp_path: Path, monkeypatch: pyte
     run.mkdir(parents=True)
     (run / "model.safetensors").write_bytes(b"x")
     (run / "model.json").write_text(json.dumps({"status": "finished"}))
-    choices = app_support.weight_choices(tmp_path / "runs", "/elsewhere/m.safetensors")
+    choices = weights_menu.weight_choices(tmp_path / "runs", "/elsewhere/m.safetensors")
     assert list(choices)[1:] == [str(run / "model.safetensors"), "/elsewhere/m.safetensors"]
     assert choices[str(run / "model.safetensors")] == "r1 (finished)"
     from dermai.weights import DEFAULT_WEIGHTS
@@ -165,15 +175,15 @@ def test_weight_choices_leave_out_a_run_still_running(tmp_path: Path, monkeypatc
         (runs / name / "model.json").write_text(json.dumps({"status": "finished"}))
     calibrating = str(runs / "calibrating" / "model.safetensors")
     with run_lock(runs / "calibrating"):  # its trainer still holds the folder
-        choices = app_support.weight_choices(runs)
+        choices = weights_menu.weight_choices(runs)
         assert choices[str(runs / "done" / "model.safetensors")] == "done (finished)"
         assert calibrating not in choices
-        assert app_support.weight_choices(runs, calibrating)[calibrating] == "calibrating (running)"
-    assert app_support.weight_choices(runs)[calibrating] == "calibrating (finished)"  # its trainer has ended
+        assert weights_menu.weight_choices(runs, calibrating)[calibrating] == "calibrating (running)"
+    assert weights_menu.weight_choices(runs)[calibrating] == "calibrating (finished)"  # its trainer has ended
 
 
 def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
-    report = json.loads(app_support.prediction_report({"p_malignant": np.float32(0.5)}, "x.jpg", "w"))
+    report = json.loads(predict_view.prediction_report({"p_malignant": np.float32(0.5)}, "x.jpg", "w"))
     assert report["prediction"]["p_malignant"] == 0.5 and "not a diagnosis" in report["disclaimer"]
     raw = {
         "probabilities": {"akiec": 0.18430744400080962, "nv": np.float32(0.81569255)},
@@ -184,7 +194,7 @@ def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
         "context_effects": {"age": -0.012345678},
         "warnings": ["x.jpg: too small"],
     }
-    text = app_support.prediction_report(raw, "x.jpg", "w").decode()
+    text = predict_view.prediction_report(raw, "x.jpg", "w").decode()
     assert '"akiec": 0.1843,' in text and '"elapsed_ms": 627.5,' in text and "0.18430744" not in text
     assert json.loads(text)["prediction"] == {
         **raw,
@@ -193,20 +203,20 @@ def test_prediction_report_and_label_efficiency(tmp_path: Path) -> None:
         "elapsed_ms": 627.5,
         "context_effects": {"age": -0.0123},
     }
-    assert app_support.read_label_efficiency(tmp_path) is None
+    assert evaluation_view.read_label_efficiency(tmp_path) is None
     (tmp_path / "summary.csv").write_text("fraction,init\n0.1,simclr\n")
     with pytest.raises(DataError, match="missing columns"):
-        app_support.read_label_efficiency(tmp_path)
+        evaluation_view.read_label_efficiency(tmp_path)
     header = "fraction,init,auroc_mean,auroc_sd,bacc_mean,bacc_sd\n"
     (tmp_path / "summary.csv").write_text(header)
     with pytest.raises(DataError, match="summary.csv: no rows"):
-        app_support.read_label_efficiency(tmp_path)
+        evaluation_view.read_label_efficiency(tmp_path)
     (tmp_path / "summary.csv").write_text(header + "0.1,simclr,0.8,,0.5,0.01\n1,random,high,0.1,0.6,0.02\n")
     with pytest.raises(DataError, match=r"summary.csv, row 3: auroc_mean 'high' is not a number"):
-        app_support.read_label_efficiency(tmp_path)
+        evaluation_view.read_label_efficiency(tmp_path)
     (tmp_path / "summary.csv").write_text(header + "0.1,simclr,0.8,,0.5,0.01\n")  # one seed: no SD, fine
-    assert app_support.read_label_efficiency(tmp_path)["auroc_mean"].tolist() == [0.8]
-    assert app_support.png_bytes(np.zeros((4, 4, 3), np.uint8)).startswith(b"\x89PNG")
+    assert evaluation_view.read_label_efficiency(tmp_path)["auroc_mean"].tolist() == [0.8]
+    assert image_display.png_bytes(np.zeros((4, 4, 3), np.uint8)).startswith(b"\x89PNG")
 
 
 def test_comparison_offers_only_weights_of_the_same_split(tmp_path: Path) -> None:
@@ -221,25 +231,25 @@ def test_comparison_offers_only_weights_of_the_same_split(tmp_path: Path) -> Non
     other = weights("c", '{"manifest_sha256": "y"}')
     unknown, broken = weights("d", "{}"), weights("e", "{not json")
     choices = {p: p.split("/")[-2] for p in (a, same, other, unknown, broken)}
-    assert app_support.same_split_choices(choices, a) == {same: "b", unknown: "d", broken: "e"}
-    assert set(app_support.same_split_choices(choices, broken)) == {a, same, other, unknown}  # its split unknown
+    assert weights_menu.same_split_choices(choices, a) == {same: "b", unknown: "d", broken: "e"}
+    assert set(weights_menu.same_split_choices(choices, broken)) == {a, same, other, unknown}  # its split unknown
 
 
 def test_a_camera_size_photo_is_shown_shrunk_and_a_small_one_as_it_is() -> None:
     photo = Image.new("RGB", (4000, 3000), (180, 120, 100))
-    shown = app_support.display_image(photo)
+    shown = image_display.display_image(photo)
     assert shown.shape == (1200, 1600, 3) and shown.dtype == np.uint8  # the long side capped, 4:3 kept
-    portrait = app_support.display_image(Image.new("RGB", (900, 4500)))
+    portrait = image_display.display_image(Image.new("RGB", (900, 4500)))
     assert portrait.shape == (1600, 320, 3)
     small = Image.new("RGB", (200, 150), (10, 20, 30))
-    assert np.array_equal(app_support.display_image(small), np.asarray(small))
+    assert np.array_equal(image_display.display_image(small), np.asarray(small))
 
 
 def test_embedding_map_on_tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> None:
     if not (HAM / "HAM10000_metadata.csv").exists():
         pytest.skip(f"HAM10000 copy not found at {HAM}")
     weights = tiny_weights(tmp_path_factory.getbasetemp())
-    points = app_support.embedding_map(weights, None, "test", limit=10, method="pca")
+    points = evaluation_view.embedding_map(weights, None, "test", limit=10, method="pca")
     assert len(points) <= 10 and {"image_id", "path", "dx", "x", "y"} <= set(points.columns)
     assert np.isfinite(points[["x", "y"]].to_numpy()).all()
 
@@ -256,7 +266,7 @@ def test_embedding_map_of_weights_without_a_split_names_their_json(tmp_path_fact
     from dermai.evaluate import EvaluationError
 
     with pytest.raises(EvaluationError, match=rf"^{copy / 'model.json'}: the weights' JSON has no training config"):
-        app_support.embedding_map(copy / "model.safetensors", None, "test", limit=10)
+        evaluation_view.embedding_map(copy / "model.safetensors", None, "test", limit=10)
 
 
 def test_weight_choices_label_unreadable_and_untrained_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,7 +289,7 @@ def test_weight_choices_label_unreadable_and_untrained_runs(tmp_path: Path, monk
     outside.parent.mkdir()
     outside.write_bytes(b"x")
     outside.with_suffix(".json").write_bytes(metas["pretrain"])
-    labels = app_support.weight_choices(runs, str(outside))
+    labels = weights_menu.weight_choices(runs, str(outside))
     assert labels[str(runs / "garbled" / "model.safetensors")] == "garbled (unreadable JSON)"
     assert labels[str(runs / "list" / "model.safetensors")] == "list (unreadable JSON)"
     pretrain = labels[str(runs / "pretrain" / "model.safetensors")]
@@ -289,7 +299,7 @@ def test_weight_choices_label_unreadable_and_untrained_runs(tmp_path: Path, monk
     )
     assert labels[str(runs / "tuned" / "model.safetensors")] == "tuned (stopped)"
     assert labels[str(outside)] == "elsewhere/model.safetensors (pretrain only — no trained classifier)"
-    assert "Fine-tune them first" in app_support.untrained_advice("pretrain only — no trained classifier")
+    assert "Fine-tune them first" in weights_menu.untrained_advice("pretrain only — no trained classifier")
 
 
 def test_weights_mtime_resolves_a_folder_and_follows_both_files(tmp_path: Path) -> None:
@@ -298,20 +308,20 @@ def test_weights_mtime_resolves_a_folder_and_follows_both_files(tmp_path: Path) 
     weights.with_suffix(".json").write_text("{}")
     os.utime(weights, ns=(1_000, 1_000))
     os.utime(weights.with_suffix(".json"), ns=(2_000, 2_000))
-    assert app_support.weights_mtime(str(tmp_path)) == app_support.weights_mtime(str(weights)) == (1_000, 2_000)
+    assert sidebar_state.weights_mtime(str(tmp_path)) == sidebar_state.weights_mtime(str(weights)) == (1_000, 2_000)
     os.utime(weights.with_suffix(".json"), ns=(3_000, 3_000))  # recalibrated: only the JSON is rewritten
-    assert app_support.weights_mtime(str(tmp_path)) == (1_000, 3_000)
-    assert app_support.weights_mtime(str(tmp_path / "absent.safetensors")) == (0, 0)
+    assert sidebar_state.weights_mtime(str(tmp_path)) == (1_000, 3_000)
+    assert sidebar_state.weights_mtime(str(tmp_path / "absent.safetensors")) == (0, 0)
 
 
 def test_metadata_stamp_changes_with_the_csv(tmp_path: Path) -> None:
     make_folder(tmp_path, ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
     csv = tmp_path / "metadata.csv"
     os.utime(csv, ns=(5_000, 5_000))
-    assert app_support.metadata_stamp(tmp_path) == (str(csv), 5_000)
+    assert sidebar_state.metadata_stamp(tmp_path) == (str(csv), 5_000)
     os.utime(csv, ns=(6_000, 6_000))
-    assert app_support.metadata_stamp(str(tmp_path)) == (str(csv), 6_000)
-    assert app_support.metadata_stamp(tmp_path / "imgs") is None  # no CSV: loading the folder says why
+    assert sidebar_state.metadata_stamp(str(tmp_path)) == (str(csv), 6_000)
+    assert sidebar_state.metadata_stamp(tmp_path / "imgs") is None  # no CSV: loading the folder says why
 
 
 def test_model_card_names_odd_blocks_instead_of_failing() -> None:
@@ -326,7 +336,7 @@ def test_model_card_names_odd_blocks_instead_of_failing() -> None:
         "context": {"fields": {"age": {"weight": "heavy"}}},
         "stages": ["pretrain"],
     }
-    card = app_support.model_card(meta)
+    card = weights_menu.model_card(meta)
     assert card["auroc"] is None and card["classes"] == [] and card["context"] is None
     assert card["tiers"] == [{"tier": "urgent", "threshold": None, "sensitivity": 0.9, "specificity": None}]
     assert card["input_sizes"] == "? px"
@@ -340,91 +350,91 @@ def test_model_card_names_odd_blocks_instead_of_failing() -> None:
         "field 'classes' is not a list: ignored",
         "field 'context.fields.age.weight' is missing or not a number: the patient-context model is not described",
     ]
-    assert app_support.model_card({"val_metrics": {"val_auroc": 0.8}})["problems"] == []
+    assert weights_menu.model_card({"val_metrics": {"val_auroc": 0.8}})["problems"] == []
 
 
 def test_context_summary_rejects_odd_blocks_and_misses_figures() -> None:
     with pytest.raises(ValueError, match=r"'context\.fields' is missing"):
-        app_support.context_summary({"context": {"val_metrics": {}}})
+        weights_menu.context_summary({"context": {"val_metrics": {}}})
     with pytest.raises(ValueError, match=r"'context\.fields' is missing"):
-        app_support.context_summary({"context": "yes"})
+        weights_menu.context_summary({"context": "yes"})
     block = {"fields": {"age": {"weight": 0.5}}}
     # A test block without the image-only AUROC falls back to validation, which recorded nothing here.
-    summary = app_support.context_summary({"context": block, "test_metrics": {"context": {"auroc": 0.9}}})
+    summary = weights_menu.context_summary({"context": block, "test_metrics": {"context": {"auroc": 0.9}}})
     assert summary == {"weights": {"age": 0.5}, "auroc": None, "auroc_image_only": None, "split": "val", "n": None}
 
 
 def test_kept_uploads_return_after_another_page_until_cleared() -> None:
     state: dict = {}
     first = [("a.jpg", b"1"), ("b.jpg", b"2")]
-    assert app_support.uploads_to_show(state, [], reopened=True) == []  # first visit: nothing kept yet
-    assert app_support.uploads_to_show(state, first, reopened=False) == first
-    assert app_support.uploads_to_show(state, [], reopened=True) == first  # back from another page
-    assert state[app_support.SHOWING_KEPT] is True
-    assert app_support.uploads_to_show(state, [], reopened=False) == first  # later reruns keep showing them
-    app_support.forget_uploads(state)
-    assert app_support.uploads_to_show(state, [], reopened=False) == []
-    assert app_support.uploads_to_show(state, [], reopened=True) == []  # cleared for good
-    app_support.uploads_to_show(state, first, reopened=False)
-    assert app_support.uploads_to_show(state, [], reopened=False) == []  # emptied on the page: forgotten
-    assert app_support.uploads_to_show(state, [], reopened=True) == []
+    assert widget_state.uploads_to_show(state, [], reopened=True) == []  # first visit: nothing kept yet
+    assert widget_state.uploads_to_show(state, first, reopened=False) == first
+    assert widget_state.uploads_to_show(state, [], reopened=True) == first  # back from another page
+    assert state[widget_state.SHOWING_KEPT] is True
+    assert widget_state.uploads_to_show(state, [], reopened=False) == first  # later reruns keep showing them
+    widget_state.forget_uploads(state)
+    assert widget_state.uploads_to_show(state, [], reopened=False) == []
+    assert widget_state.uploads_to_show(state, [], reopened=True) == []  # cleared for good
+    widget_state.uploads_to_show(state, first, reopened=False)
+    assert widget_state.uploads_to_show(state, [], reopened=False) == []  # emptied on the page: forgotten
+    assert widget_state.uploads_to_show(state, [], reopened=True) == []
     second = [("c.jpg", b"3")]
-    app_support.uploads_to_show(state, first, reopened=False)
-    assert app_support.uploads_to_show(state, second, reopened=False) == second  # a new upload replaces them
-    assert app_support.uploads_to_show(state, [], reopened=True) == second
+    widget_state.uploads_to_show(state, first, reopened=False)
+    assert widget_state.uploads_to_show(state, second, reopened=False) == second  # a new upload replaces them
+    assert widget_state.uploads_to_show(state, [], reopened=True) == second
 
 
 def test_kept_camera_shot_returns_after_another_page_apart_from_the_uploads() -> None:
     state: dict = {}
     uploads, shot = [("a.jpg", b"1")], [("camera.jpg", b"2")]
-    app_support.uploads_to_show(state, uploads, reopened=False)
-    assert app_support.uploads_to_show(state, shot, reopened=False, slot=app_support.CAMERA) == shot
-    assert app_support.uploads_to_show(state, [], reopened=True, slot=app_support.CAMERA) == shot  # back again
-    assert state[app_support.CAMERA[1]] is True
-    assert app_support.uploads_to_show(state, [], reopened=True) == uploads  # each source keeps its own
-    app_support.forget_uploads(state, app_support.CAMERA)
-    assert app_support.uploads_to_show(state, [], reopened=True, slot=app_support.CAMERA) == []
-    assert app_support.uploads_to_show(state, [], reopened=True) == uploads  # clearing the photo keeps uploads
+    widget_state.uploads_to_show(state, uploads, reopened=False)
+    assert widget_state.uploads_to_show(state, shot, reopened=False, slot=widget_state.CAMERA) == shot
+    assert widget_state.uploads_to_show(state, [], reopened=True, slot=widget_state.CAMERA) == shot  # back again
+    assert state[widget_state.CAMERA[1]] is True
+    assert widget_state.uploads_to_show(state, [], reopened=True) == uploads  # each source keeps its own
+    widget_state.forget_uploads(state, widget_state.CAMERA)
+    assert widget_state.uploads_to_show(state, [], reopened=True, slot=widget_state.CAMERA) == []
+    assert widget_state.uploads_to_show(state, [], reopened=True) == uploads  # clearing the photo keeps uploads
 
 
 def test_widget_values_are_kept_and_restored_when_still_valid() -> None:
     state: dict = {"pred_age": 70, "pred_site": "face"}
-    app_support.keep_widgets(state, ["pred_age", "pred_sex", "pred_site"])
-    fresh: dict = {app_support.KEPT_WIDGETS: state[app_support.KEPT_WIDGETS]}  # the widgets' own keys are gone
-    app_support.restore_widgets(fresh, {"pred_age": None, "pred_sex": ["not given"], "pred_site": ["back"]})
+    widget_state.keep_widgets(state, ["pred_age", "pred_sex", "pred_site"])
+    fresh: dict = {widget_state.KEPT_WIDGETS: state[widget_state.KEPT_WIDGETS]}  # the widgets' own keys are gone
+    widget_state.restore_widgets(fresh, {"pred_age": None, "pred_sex": ["not given"], "pred_site": ["back"]})
     assert fresh["pred_age"] == 70 and "pred_sex" not in fresh and "pred_site" not in fresh  # face: not offered
     fresh["pred_age"] = 40
-    app_support.restore_widgets(fresh, {"pred_age": None})
+    widget_state.restore_widgets(fresh, {"pred_age": None})
     assert fresh["pred_age"] == 40  # a widget that has a value keeps it
 
 
 def test_data_editor_rows_come_back_after_another_page() -> None:
     state: dict = {}
-    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # first draw
+    assert widget_state.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # first draw
     state["sites_ab"] = {"edited_rows": {1: {"site": "face"}}}  # the editor's own (widget) state
-    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # edits apply to these
-    app_support.keep_rows(state, "sites_ab", [None, "face"])
-    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # still, while it has state
+    assert widget_state.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # edits apply to these
+    widget_state.keep_rows(state, "sites_ab", [None, "face"])
+    assert widget_state.editor_rows(state, "sites_ab", [None, None]) == [None, None]  # still, while it has state
     del state["sites_ab"]  # another page was shown
-    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, "face"]
+    assert widget_state.editor_rows(state, "sites_ab", [None, None]) == [None, "face"]
     state["sites_ab"] = {"edited_rows": {0: {"site": "back"}}}
-    assert app_support.editor_rows(state, "sites_ab", [None, None]) == [None, "face"]  # the edit's rows
-    app_support.keep_rows(state, "sites_ab", ["back", "face"])
-    assert app_support.editor_rows(state, "sites_abc", ["ear"] * 3) == ["ear"] * 3  # other images: fresh rows
-    assert list(state[app_support.KEPT_ROWS]) == ["sites_abc"]  # only the last editor's rows are kept
+    assert widget_state.editor_rows(state, "sites_ab", [None, None]) == [None, "face"]  # the edit's rows
+    widget_state.keep_rows(state, "sites_ab", ["back", "face"])
+    assert widget_state.editor_rows(state, "sites_abc", ["ear"] * 3) == ["ear"] * 3  # other images: fresh rows
+    assert list(state[widget_state.KEPT_ROWS]) == ["sites_abc"]  # only the last editor's rows are kept
 
 
 def test_dataset_filters_come_back_less_what_the_folder_no_longer_offers() -> None:
     state: dict = {}
     state["ds_dx"], state["ds_age"] = ["mel", "df"], (30, 60)
-    app_support.keep_widgets(state, ["ds_dx", "ds_age"])
+    widget_state.keep_widgets(state, ["ds_dx", "ds_age"])
     del state["ds_dx"], state["ds_age"]  # another page was shown: Streamlit dropped both
-    app_support.restore_choices(state, {"ds_dx": ["bcc", "mel", "nv"]})  # a folder without df
+    widget_state.restore_choices(state, {"ds_dx": ["bcc", "mel", "nv"]})  # a folder without df
     assert state["ds_dx"] == ["mel"]
-    assert app_support.restore_range(state, "ds_age", 40, 85) == (40, 60)  # clipped to this folder's ages
+    assert widget_state.restore_range(state, "ds_age", 40, 85) == (40, 60)  # clipped to this folder's ages
     state["ds_age"] = (90, 95)
-    assert app_support.restore_range(state, "ds_age", 0, 85) == (85, 85)
-    assert app_support.restore_range({}, "ds_age", 0, 85) == (0, 85)  # nothing kept: the whole span
+    assert widget_state.restore_range(state, "ds_age", 0, 85) == (85, 85)
+    assert widget_state.restore_range({}, "ds_age", 0, 85) == (0, 85)  # nothing kept: the whole span
 
 
 def test_serving_summary_is_the_last_calibration_a_run_fitted() -> None:
@@ -439,59 +449,59 @@ def test_serving_summary_is_the_last_calibration_a_run_fitted() -> None:
         "val_ece_malignant": 0.03,
         "n_val": 1501,
     }
-    assert app_support.serving_summary([step]) is None
-    assert app_support.serving_summary([step, {"kind": "serving", "status": "skipped"}]) is None  # pretraining
-    summary = app_support.serving_summary([step, {**fitted, "val_auroc": 0.5}, fitted])
+    assert weights_menu.serving_summary([step]) is None
+    assert weights_menu.serving_summary([step, {"kind": "serving", "status": "skipped"}]) is None  # pretraining
+    summary = weights_menu.serving_summary([step, {**fitted, "val_auroc": 0.5}, fitted])
     assert summary["status"] == "fitted" and summary["complete"] and summary["error"] is None
     assert (summary["val_auroc"], summary["temperature"], summary["n_val"]) == (0.90, 1.2, 1501)
     older = {k: v for k, v in fitted.items() if k != "val_bacc"}  # a record from before val_bacc was logged
-    assert not app_support.serving_summary([older])["complete"]
-    failed = app_support.serving_summary([{"kind": "serving", "status": "failed", "error": "no validation images"}])
+    assert not weights_menu.serving_summary([older])["complete"]
+    failed = weights_menu.serving_summary([{"kind": "serving", "status": "failed", "error": "no validation images"}])
     assert failed["status"] == "failed" and failed["error"] == "no validation images" and not failed["complete"]
 
 
-@pytest.mark.parametrize("preset", list(app_support.TRAIN_PRESETS))
+@pytest.mark.parametrize("preset", list(training_form.TRAIN_PRESETS))
 def test_each_training_recipe_fills_a_form_the_trainer_accepts(preset: str) -> None:
     from dermai import jobs
     from dermai.config import check_run_config
 
     state: dict = {"train_seed": 5, "other": "kept"}
-    app_support.apply_train_preset(state, preset)
-    defaults = app_support.train_form_defaults()
+    training_form.apply_train_preset(state, preset)
+    defaults = training_form.train_form_defaults()
     assert state["other"] == "kept" and set(state) == {"other", *(f"train_{k}" for k in defaults)}
     for field, default in defaults.items():
         assert type(state[f"train_{field}"]) is type(default), field  # a float field never gets an int
-    changes = app_support.TRAIN_PRESETS[preset]
+    changes = training_form.TRAIN_PRESETS[preset]
     assert all(state[f"train_{k}"] == v for k, v in changes.items())
     assert state["train_seed"] == defaults["seed"]  # a recipe starts from the defaults, not from the last run
-    stage, options = app_support.train_form_options(state)
+    stage, options = training_form.train_form_options(state)
     check_run_config(jobs.form_config(stage, options))  # raises on a setting the trainer would refuse
 
 
 def test_training_form_restores_kept_fields_else_defaults() -> None:
     state: dict = {}
-    app_support.init_train_form(state)
+    training_form.init_train_form(state)
     assert state["train_image_size"] == 224 and state["train_stage"] == "both"
     state["train_image_size"] = 96
-    app_support.keep_train_form(state)
-    fresh = {app_support.KEPT_WIDGETS: state[app_support.KEPT_WIDGETS]}  # the page was left: widget state dropped
-    app_support.init_train_form(fresh)
+    training_form.keep_train_form(state)
+    fresh = {widget_state.KEPT_WIDGETS: state[widget_state.KEPT_WIDGETS]}  # the page was left: widget state dropped
+    training_form.init_train_form(fresh)
     assert fresh["train_image_size"] == 96 and fresh["train_lr"] == 1e-3
 
 
 def test_forget_weights_in_a_deleted_folder_only(tmp_path: Path) -> None:
-    state = {app_support.WEIGHTS_KEY: str(tmp_path / "runs" / "a" / "model.safetensors")}
-    assert not app_support.forget_weights_in(state, tmp_path / "runs" / "ab")  # a sibling whose name starts alike
-    assert app_support.WEIGHTS_KEY in state
-    assert app_support.forget_weights_in(state, tmp_path / "runs" / "a")
-    assert app_support.WEIGHTS_KEY not in state and not app_support.forget_weights_in(state, tmp_path)
+    state = {sidebar_state.WEIGHTS_KEY: str(tmp_path / "runs" / "a" / "model.safetensors")}
+    assert not sidebar_state.forget_weights_in(state, tmp_path / "runs" / "ab")  # a sibling whose name starts alike
+    assert sidebar_state.WEIGHTS_KEY in state
+    assert sidebar_state.forget_weights_in(state, tmp_path / "runs" / "a")
+    assert sidebar_state.WEIGHTS_KEY not in state and not sidebar_state.forget_weights_in(state, tmp_path)
 
 
 def test_weight_choices_skip_hidden_folders(tmp_path: Path) -> None:
     for name in ("run", ".deleting-run-1"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"")
-    listed = [p for p in app_support.weight_choices(tmp_path) if p.startswith(str(tmp_path))]
+    listed = [p for p in weights_menu.weight_choices(tmp_path) if p.startswith(str(tmp_path))]
     assert listed == [str(tmp_path / "run" / "model.safetensors")]
 
 
@@ -501,7 +511,7 @@ def test_subgroup_table_shows_one_field_with_its_interval_as_text() -> None:
         {"field": "age", "group": "under 30", "n": 9, "n_malignant": 1, "auroc": None, "auroc_ci": None},
     ]
     subgroups[0] |= {"sensitivity": 0.95, "specificity": 0.6}
-    table = app_support.subgroup_table(subgroups, "sex")
+    table = evaluation_view.subgroup_table(subgroups, "sex")
     assert table.to_dict("records") == [
         {
             "group": "male",
@@ -512,7 +522,7 @@ def test_subgroup_table_shows_one_field_with_its_interval_as_text() -> None:
             "refer spec.": "0.600",
         }
     ]
-    young = app_support.subgroup_table(subgroups, "age").iloc[0]
+    young = evaluation_view.subgroup_table(subgroups, "age").iloc[0]
     assert young["AUROC"] == "too few (< 5 per class)"
     assert pd.isna(young["refer sens."])
 
@@ -522,15 +532,15 @@ def test_the_training_form_width_zero_trains_a_square_and_a_width_reaches_the_tr
     from dermai.config import train_input_size
 
     state: dict = {}
-    app_support.init_train_form(state)
+    training_form.init_train_form(state)
     assert state["train_image_width"] == 0  # the paper's square by default
     state["train_image_size"], state["train_image_width"] = 120, 160
-    stage, options = app_support.train_form_options(state)
+    stage, options = training_form.train_form_options(state)
     assert train_input_size(jobs.form_config(stage, options).train) == (120, 160)
     command = jobs.build_command(stage, tmp_path / "run", options)
     assert command[command.index("--image-size") + 1] == "120" and command[command.index("--image-width") + 1] == "160"
     state["train_image_width"] = 0
-    stage, options = app_support.train_form_options(state)
+    stage, options = training_form.train_form_options(state)
     assert options["image_width"] is None and train_input_size(jobs.form_config(stage, options).train) == 120
     assert "--image-width" not in jobs.build_command(stage, tmp_path / "run", options)
 
@@ -553,15 +563,15 @@ def test_the_training_form_width_zero_trains_a_square_and_a_width_reaches_the_tr
     ],
 )
 def test_training_form_errors_name_the_forms_fields_not_the_trainers(message: str, shown: str) -> None:
-    assert shown in app_support.in_form_words(message)
+    assert shown in training_form.in_form_words(message)
 
 
 def test_two_uploads_of_one_name_download_under_distinct_file_names() -> None:
-    names = app_support.unique_names(["x.jpg", "y.png", "x.jpg", "x.jpg", "scan", "a.b.tif"])
+    names = predict_view.unique_names(["x.jpg", "y.png", "x.jpg", "x.jpg", "scan", "a.b.tif"])
     assert names == ["x.jpg", "y.png", "x.jpg (2)", "x.jpg (3)", "scan", "a.b.tif"]
-    stems = [app_support.download_stem(name) for name in names]
+    stems = [predict_view.download_stem(name) for name in names]
     assert stems == ["x", "y", "x_2", "x_3", "scan", "a.b"]
-    assert app_support.download_stem(".hidden") == ".hidden"  # a dot file's name is all stem
+    assert predict_view.download_stem(".hidden") == ".hidden"  # a dot file's name is all stem
 
 
 def test_the_worklist_shows_its_notes_last_and_drops_empty_optional_columns() -> None:
@@ -572,14 +582,14 @@ def test_the_worklist_shows_its_notes_last_and_drops_empty_optional_columns() ->
         + [[2, "b.jpg", "unreadable", None, None, None, None, None, None, None, "b.jpg: HEIC is not supported"]],
         columns=COLUMNS,
     )
-    shown = app_support.worklist_shown(table)
+    shown = predict_view.worklist_shown(table)
     assert list(shown.columns) == ["rank", "image", "tier", "p_malignant", "top_diagnosis", "p_top_diagnosis"] + [
         "ood",
         "tta",
         "notes",
     ]
     assert shown.loc[1, "notes"] == "b.jpg: HEIC is not supported"
-    assert "notes" not in app_support.worklist_shown(table.iloc[:1]).columns  # no image has a note
+    assert "notes" not in predict_view.worklist_shown(table.iloc[:1]).columns  # no image has a note
 
 
 def test_the_worklist_on_screen_shows_no_score_for_an_ungradable_image_and_the_csv_keeps_it() -> None:
@@ -590,7 +600,7 @@ def test_the_worklist_on_screen_shows_no_score_for_an_ungradable_image_and_the_c
         + [[2, "grey.jpg", "ungradable", 0.001, "nv", 0.94, True, 0.002, "age 50", False, "no colour"]],
         columns=COLUMNS,
     )
-    shown = app_support.worklist_shown(table)
+    shown = predict_view.worklist_shown(table)
     assert shown.loc[1, ["p_malignant", "top_diagnosis", "p_top_diagnosis", "p_malignant_image_only"]].isna().all()
     assert shown.loc[0, "p_malignant"] == 0.4 and shown.loc[0, "top_diagnosis"] == "mel"  # a graded row as it was
     assert list(shown["image"]) == ["a.jpg", "grey.jpg"] and shown["p_malignant"].dtype == float
@@ -600,43 +610,46 @@ def test_the_worklist_on_screen_shows_no_score_for_an_ungradable_image_and_the_c
 
 def test_dataset_detail_shows_an_unrecorded_age_as_a_dash() -> None:
     row = pd.Series({"image_id": "ISIC_1", "age": np.nan, "sex": "unknown", "malignant": 0, "dx": None})
-    assert app_support.detail_values(row, ["image_id", "age", "sex", "malignant", "dx"]).to_dict() == {
+    assert dataset_view.detail_values(row, ["image_id", "age", "sex", "malignant", "dx"]).to_dict() == {
         "image_id": "ISIC_1",
         "age": "—",
         "sex": "unknown",
         "malignant": "0",
         "dx": "—",
     }
-    assert app_support.detail_values(pd.Series({"age": 45.0}), ["age"])["age"] == "45"
-    assert app_support.detail_values(pd.Series({"age": 89.5}), ["age"])["age"] == "89.5"
+    assert dataset_view.detail_values(pd.Series({"age": 45.0}), ["age"])["age"] == "45"
+    assert dataset_view.detail_values(pd.Series({"age": 89.5}), ["age"])["age"] == "89.5"
 
 
 def test_a_data_folder_that_cannot_be_read_is_named_in_the_apps_words(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "empty").mkdir()
-    assert app_support.data_folder_problem(tmp_path / "nope") == f"{tmp_path / 'nope'}: no such folder"
-    assert app_support.data_folder_problem(tmp_path / "file.txt") == f"{tmp_path / 'file.txt'}: not a folder"
-    assert app_support.data_folder_problem(tmp_path / "empty") == f"{tmp_path / 'empty'}: no metadata CSV found"
+    assert sidebar_state.data_folder_problem(tmp_path / "nope") == f"{tmp_path / 'nope'}: no such folder"
+    assert sidebar_state.data_folder_problem(tmp_path / "file.txt") == f"{tmp_path / 'file.txt'}: not a folder"
+    assert sidebar_state.data_folder_problem(tmp_path / "empty") == f"{tmp_path / 'empty'}: no metadata CSV found"
     make_folder(tmp_path / "ok", ham_rows(n_lesions_per_dx=1, images_per_lesion=1))
-    assert app_support.data_folder_problem(tmp_path / "ok") is None
+    assert sidebar_state.data_folder_problem(tmp_path / "ok") is None
     with pytest.raises(DataError) as info:
-        app_support.browse_dataset(str(tmp_path / "nope"))
+        dataset_view.browse_dataset(str(tmp_path / "nope"))
     assert str(info.value) == f"{tmp_path / 'nope'}: no such folder (enter another data folder in the sidebar)"
     cli = "no data folder found; tried: /x (pass --data DIR or set DERMAI_DATA)"
     assert (
-        app_support.sidebar_words(cli) == "no data folder found; tried: /x (enter another data folder in the sidebar)"
+        sidebar_state.sidebar_words(cli) == "no data folder found; tried: /x (enter another data folder in the sidebar)"
     )
 
 
 def test_the_failure_gallery_says_when_it_shows_only_some_and_which() -> None:
-    assert app_support.gallery_note("missed", 12, 12) is None and app_support.gallery_note("confusion", 3, 12) is None
-    assert app_support.gallery_note("missed", 23, 12) == (
+    assert (
+        evaluation_view.gallery_note("missed", 12, 12) is None
+        and evaluation_view.gallery_note("confusion", 3, 12) is None
+    )
+    assert evaluation_view.gallery_note("missed", 23, 12) == (
         "Showing 12 of 23 (the most confidently missed: lowest p(malignant) first). The per-image predictions CSV "
         "below lists every image with its tier and scores."
     )
     from dermai.review import REVIEW_KINDS
 
-    assert set(app_support.GALLERY_ORDER) == set(REVIEW_KINDS)  # an order said for every kind the page shows
+    assert set(evaluation_view.GALLERY_ORDER) == set(REVIEW_KINDS)  # an order said for every kind the page shows
 
 
 def test_the_feature_gate_is_named_only_when_the_distance_passed_its_cut_off() -> None:
@@ -645,16 +658,16 @@ def test_the_feature_gate_is_named_only_when_the_distance_passed_its_cut_off() -
     def prediction(ood: bool | None, score: float | None, threshold: float | None) -> SimpleNamespace:
         return SimpleNamespace(ood=ood, ood_score=score, ood_threshold=threshold)
 
-    assert app_support.feature_gate_flagged(prediction(True, 60.0, 56.1))
+    assert predict_view.feature_gate_flagged(prediction(True, 60.0, 56.1))
     # flagged from its pixels (greyscale, blank, noise) at a distance inside the cut-off: not "60 > 56"
-    assert not app_support.feature_gate_flagged(prediction(True, 27.5, 56.1))
-    assert not app_support.feature_gate_flagged(prediction(False, 20.0, 56.1))
-    assert not app_support.feature_gate_flagged(prediction(None, None, None))  # weights without a gate
+    assert not predict_view.feature_gate_flagged(prediction(True, 27.5, 56.1))
+    assert not predict_view.feature_gate_flagged(prediction(False, 20.0, 56.1))
+    assert not predict_view.feature_gate_flagged(prediction(None, None, None))  # weights without a gate
 
 
 def test_diagnosis_legend_spells_out_the_codes_and_what_the_malignancy_score_adds() -> None:
-    legend = app_support.diagnosis_legend(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])
+    legend = diagnosis_legend(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])
     assert legend is not None and legend.startswith("akiec: actinic keratosis / Bowen's disease; bcc: basal cell")
     assert "nv: melanocytic naevus; vasc: vascular lesion. p(malignant) = akiec + bcc + mel." in legend
-    assert app_support.diagnosis_legend(["nv", "mel"]) == "nv: melanocytic naevus; mel: melanoma. p(malignant) = mel."
-    assert app_support.diagnosis_legend(["benign", "malignant"]) is None  # a binary model's classes say it already
+    assert diagnosis_legend(["nv", "mel"]) == "nv: melanocytic naevus; mel: melanoma. p(malignant) = mel."
+    assert diagnosis_legend(["benign", "malignant"]) is None  # a binary model's classes say it already

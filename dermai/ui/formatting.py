@@ -1,0 +1,31 @@
+"""The page-facing text helpers several views share: the table's missing-figure mark, markdown escaping of
+untrusted names. Kept apart so every view can use them without importing another view.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MISSING = "—"  # a table's missing figure (st.dataframe's placeholder): Streamlit's own is the word "None"
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number (true/false are not figures)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What markdown (with Streamlit's "$…$" formulas and ":red[…]" colours) acts on anywhere in a line: escaped always.
+# "_" only where it can open or close emphasis (not between two letters or digits, as in ISIC_0024306), so ids and
+# paths read as typed in the page's words and its tests; "&" would turn "&lt;" into "<".
+MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>$~|&])|(?<![^\W_])_|_(?![^\W_])")
+MARKDOWN_LINE_START = re.compile(r"^(\d+(?=[.)])|(?=[#>+=-]))")  # a heading, quote, list or rule at a line's start
+
+
+def markdown_plain(text: str) -> str:
+    """`text` shown as itself in Streamlit markdown: a file name such as "__scan__.jpg", "$5 lesion.png" or
+    "[x](javascript:…)" read as bold, a formula or a link. Each character markdown would act on is escaped, and
+    line breaks become spaces (a name after them could start a heading or a list): one name, one line."""
+    one_line = " ".join(text.splitlines())
+    escaped = MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), one_line)
+    return MARKDOWN_LINE_START.sub(lambda m: m.group(0) + "\\", escaped)  # "1. x" → "1\. x"
