@@ -15,7 +15,7 @@ from dermai.context import age_band_order
 from dermai.data import DataError, same_file, weights_data_folder
 from dermai.evaluate import interval_text
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
-from dermai.ui.formatting import MISSING, _is_number
+from dermai.ui.formatting import MISSING, is_number
 from dermai.ui.sidebar_state import sidebar_words
 
 MANIFEST_ADVICE = "pass the run's manifest.csv with --manifest and the data folder it was trained on"  # evaluate's
@@ -70,7 +70,7 @@ def unreliable_context_figures(ctx: Mapping[str, Any]) -> pd.DataFrame:
     read as results. Missing figures are a dash."""
 
     def text(value: Any) -> str:
-        return f"{value:.3f}" if _is_number(value) else MISSING
+        return f"{value:.3f}" if is_number(value) else MISSING
 
     rows = [("AUROC", text(ctx.get("auroc"))), ("ECE", text(ctx.get("ece_malignant")))]
     for tier, rates in (ctx.get("thresholds") or {}).items():

@@ -10,7 +10,7 @@ from typing import Any
 MISSING = "—"  # a table's missing figure (st.dataframe's placeholder): Streamlit's own is the word "None"
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """A JSON number (true/false are not figures)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 

@@ -15,7 +15,7 @@ from dermai.data import same_file
 from dermai.ensemble import input_sizes_text
 from dermai.jobs import is_running, runs_dir
 from dermai.predict import point_counts, validation_figures
-from dermai.ui.formatting import _is_number
+from dermai.ui.formatting import is_number
 from dermai.ui.sidebar_state import default_weights
 from dermai.ui.training_form import TRAIN_FORM_LABELS
 from dermai.weights import (
@@ -208,7 +208,7 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
         if value is not None:
             auroc, source = value, key.split("_")[0]
             interval = block.get(f"{name}_ci")
-            if isinstance(interval, list) and len(interval) == 2 and all(_is_number(v) for v in interval):
+            if isinstance(interval, list) and len(interval) == 2 and all(is_number(v) for v in interval):
                 ci = interval
             elif interval is not None:
                 problems.append(f"field '{key}.{name}_ci' is not a pair of numbers: ignored")
@@ -253,7 +253,7 @@ def model_card(meta: Mapping[str, Any]) -> dict[str, Any]:
         "image_size": meta.get("image_size"),
         "input_sizes": input_sizes_text(shape if isinstance(sizes, list | None) else {}),
         "status": meta.get("status"),
-        "temperature": meta.get("temperature") if _is_number(meta.get("temperature")) else None,
+        "temperature": meta.get("temperature") if is_number(meta.get("temperature")) else None,
         "ood": bool(meta.get("ood")),
         "context": context,
         "untrained": untrained_classifier(dict(meta)),
@@ -282,7 +282,7 @@ def serving_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | No
         return None
     last = fitted[-1]
     figures = {k: last.get(k) for k in SERVING_FIGURES}
-    complete = all(_is_number(v) for v in figures.values())
+    complete = all(is_number(v) for v in figures.values())
     return {"status": last["status"], "error": last.get("error"), "complete": complete, **figures}
 
 
@@ -300,23 +300,23 @@ def context_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     weights = {}
     for name, entry in fields.items():
         weight = entry.get("weight") if isinstance(entry, dict) else None
-        if not _is_number(weight):
+        if not is_number(weight):
             raise ValueError(f"field 'context.fields.{name}.weight' is missing or not a number")
         weights[name] = weight
     test_block = meta.get("test_metrics") if isinstance(meta.get("test_metrics"), dict) else {}
     test = test_block.get("context") if isinstance(test_block.get("context"), dict) else {}
     val = block.get("val_metrics") if isinstance(block.get("val_metrics"), dict) else {}
-    if _is_number(test.get("auroc")) and _is_number(test_block.get("auroc")):
+    if is_number(test.get("auroc")) and is_number(test_block.get("auroc")):
         auroc, image_only, split, n = test["auroc"], test_block["auroc"], "test", test.get("n_with_context")
     else:
         auroc, image_only, split = val.get("val_auroc"), val.get("val_auroc_image_only"), "val"
         n = val.get("n_val_with_context", val.get("n_val"))
     summary = {
         "weights": weights,
-        "auroc": auroc if _is_number(auroc) else None,
-        "auroc_image_only": image_only if _is_number(image_only) else None,
+        "auroc": auroc if is_number(auroc) else None,
+        "auroc_image_only": image_only if is_number(image_only) else None,
         "split": split,
-        "n": n if _is_number(n) else None,
+        "n": n if is_number(n) else None,
     }
     if unreliable := weak_fit(meta):  # too few validation images: its AUROC is no result (`context_caption`)
         summary["unreliable"] = unreliable
@@ -364,7 +364,7 @@ def _block(meta: Mapping[str, Any], key: str, problems: list[str]) -> Mapping[st
 def _number(block: Mapping[str, Any], key: str, where: str, problems: list[str]) -> float | None:
     """block[key] when it is a number; None when absent, and also when not a number (noted in `problems`)."""
     value = block.get(key)
-    if value is None or _is_number(value):
+    if value is None or is_number(value):
         return value
     problems.append(f"field '{where}' is not a number: ignored")
     return None
