@@ -12,7 +12,7 @@ import streamlit as st
 
 from dermai import jobs
 from dermai.data import Dataset
-from dermai.ui import dataset_view, image_display, sidebar_state, weights_menu
+from dermai.ui import dataset_view, formatting, image_display, sidebar_state, weights_menu
 from dermai.weights import read_meta
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ def plain_errors(what: str, wording: Callable[[str], str] = str) -> Iterator[Non
     try:
         yield
     except PLAIN_ERRORS as exc:
-        st.error(f"{what}: {wording(str(exc))}")
+        st.error(f"{what}: {formatting.markdown_plain(wording(str(exc)))}")
 
 
 def or_stop(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -50,7 +50,7 @@ def or_stop(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except PLAIN_ERRORS as exc:
-        st.error(f"{what}: {exc}")
+        st.error(f"{what}: {formatting.markdown_plain(str(exc))}")
         st.stop()
         raise  # unreachable: st.stop() raises
 
@@ -202,9 +202,9 @@ def sidebar() -> None:
         if not folder:
             st.warning("No data folder found: enter one above.")
         elif problem := data_folder_problem(folder):  # a typo, said here rather than only on the data pages
-            st.warning(f"{problem}: enter another folder above.")
+            st.warning(f"{formatting.markdown_plain(problem)}: enter another folder above.")
         elif not state[sidebar_state.DATA_KEY]:  # cleared: every page falls back to the default folder
-            st.caption(f"Empty: the default folder is used, {folder}")
+            st.caption(f"Empty: the default folder is used, {formatting.markdown_plain(folder)}")
         choices = weights_menu.weight_choices(jobs.runs_dir(), state[sidebar_state.WEIGHTS_KEY], cached_meta)
         st.selectbox(
             "Weights",
@@ -223,6 +223,6 @@ def sidebar() -> None:
             on_change=use_other,
         )
         if state.get(OTHER_WEIGHTS_ERROR):
-            st.error(state[OTHER_WEIGHTS_ERROR])
-        st.caption(f"Runs folder: `{jobs.runs_dir()}`")
+            st.error(formatting.markdown_plain(state[OTHER_WEIGHTS_ERROR]))
+        st.caption(f"Runs folder: {formatting.code_span(str(jobs.runs_dir()))}")
         st.caption("A research and triage aid, not a diagnosis.")

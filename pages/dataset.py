@@ -9,7 +9,7 @@ import streamlit as st
 
 from dermai.data import summary_table
 from dermai.plots import class_distribution_figure
-from dermai.ui import dataset_view, image_display, widget_state
+from dermai.ui import dataset_view, formatting, image_display, widget_state
 from pages._common import dataset, or_stop, plain_errors, require_data, show_images
 
 PER_PAGE = 24
@@ -19,7 +19,10 @@ st.title("Dataset browser")
 root = require_data()
 data = or_stop("Cannot read the data folder", dataset, root)
 meta = data.meta
-st.caption(f"`{data.root}` · {len(meta)} images · {data.mode} · grouped by {data.group_key} · split seed 0")
+st.caption(
+    f"{formatting.code_span(str(data.root))} · {len(meta)} images · {data.mode} · grouped by {data.group_key} · "
+    "split seed 0"
+)
 
 FILTERS = ["ds_dx", "ds_kind", "ds_split", "ds_age", "ds_sex", "ds_site"]
 state = st.session_state

@@ -276,7 +276,9 @@ st.title("Evaluation")
 weights, data = weights_path(), data_dir()
 warn_if_weights_gone()
 mtime = sidebar_state.weights_mtime(weights)
-st.caption(f"Weights `{weights}` · data `{data or '(from the weights config)'}`")
+st.caption(
+    f"Weights {formatting.code_span(weights)} · data {formatting.code_span(data or '(from the weights config)')}"
+)
 meta: dict[str, Any] = {}  # stays empty when the weights' JSON cannot be read (the error says why)
 with plain_errors("Cannot read the weights"):
     meta = current_meta()
@@ -381,7 +383,8 @@ elif st.session_state.get("cmp_request") == cmp_request:
             column_config=COMPARE_COLUMNS,
             placeholder=formatting.MISSING,
         )
-        st.caption(f"{result['split']} split, {result['n_images']} images · B = `{result['b']}`")
+        b_path = formatting.code_span(str(result["b"]))
+        st.caption(f"{result['split']} split, {result['n_images']} images · B = {b_path}")
 
 st.header("Label efficiency")
 folder = st.text_input("Experiment folder", key="eval_le").strip()
@@ -390,7 +393,10 @@ with plain_errors("Cannot read the experiment"):
     if not folder:  # else the folder the app was started in
         st.info("Enter the folder of a label-efficiency experiment (its summary.csv is read).")
     elif table is None:
-        st.info(f"No summary.csv in `{folder}` (run `python -m dermai experiment label-efficiency --out DIR`).")
+        st.info(
+            f"No summary.csv in {formatting.code_span(str(folder))} (run `python -m dermai experiment "
+            "label-efficiency --out DIR`)."
+        )
     else:
         number = st.column_config.NumberColumn
         st.dataframe(

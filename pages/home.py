@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dermai.metrics import TIER_MEANINGS
-from dermai.ui import dataset_view, weights_menu
+from dermai.ui import dataset_view, formatting, weights_menu
 from dermai.weights import WeightsError
 from pages._common import current_meta, warn_if_weights_gone, weights_path
 
@@ -48,7 +48,7 @@ except WeightsError as exc:
     st.warning(f"No model to describe: {exc}. Choose other weights in the sidebar (e.g. a finished training run's).")
 else:
     card = weights_menu.model_card(meta)
-    st.caption(f"Weights: `{path}`")
+    st.caption(f"Weights: {formatting.code_span(str(path))}")
     if card["untrained"]:
         st.warning(weights_menu.untrained_advice(card["untrained"]))
     else:

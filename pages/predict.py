@@ -239,7 +239,7 @@ def show(result: dict[str, Any]) -> None:
                 overlay_download(st, result, blended, "Overlay (PNG, unreliable)")
         else:
             model_output(p, None)
-        st.caption(f"{p.elapsed_ms:.0f} ms · weights `{weights}`")
+        st.caption(f"{p.elapsed_ms:.0f} ms · weights {formatting.code_span(str(weights))}")
     a, b = st.columns(2)
     a.image(result["image"], caption="original", width="stretch", alt=f"The uploaded image {result['name']}")
     if not ungradable:

@@ -22,7 +22,10 @@ from pages._common import data_dir, plain_errors, set_weights
 
 st.title("Training")
 runs = jobs.runs_dir()
-st.caption(f"Runs folder `{runs}` · one training job at a time on this machine · data `{data_dir() or '(none)'}`")
+st.caption(
+    f"Runs folder {formatting.code_span(str(runs))} · one training job at a time on this machine · data "
+    f"{formatting.code_span(data_dir() or '(none)')}"
+)
 STAGES = ["both", "pretrain", "finetune"]
 RANDOM_START = "random initialisation"
 history = jobs.list_runs(runs)  # read once per render: the start, teacher and ensemble lists and the Runs table
@@ -451,7 +454,7 @@ def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
     runs started from or learn from it and what deleting it does to them."""
     with where.popover("Delete run"):
         st.markdown(
-            f"Deletes `{path}` ({disk_gb:.2f} GB): its weights, checkpoints, metrics and log. "
+            f"Deletes {formatting.code_span(str(path))} ({disk_gb:.2f} GB): its weights, checkpoints, metrics and log. "
             "It cannot be undone. Ensembles built from it keep working (they hold their own copy of its weights)."
         )
         dependents = jobs.dependent_runs(path, runs)

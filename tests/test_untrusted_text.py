@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from dermai.data import spreadsheet_csv
 from dermai.ui import formatting, predict_view
 from tests import test_app_pages
 from tests.conftest import HAM
-from tests.test_app_pages import alerts, assert_clean, page
+from tests.test_app_pages import REPO, TIMEOUT, alerts, assert_clean, page
 
 app_env = test_app_pages.app_env  # the pages' fixtures: HAM10000, tiny weights and an empty runs folder
 
@@ -265,3 +266,28 @@ def test_a_run_folder_made_outside_the_app_is_named_literally(app_env: Path) -> 
     next(b for b in at.button if b.label == rf"Delete {shown}").click().run()
     assert_clean(at)
     assert rf"Deleted run {shown}: 0.00 GB freed." in alerts(at) and not (runs / name).exists()
+
+
+def test_code_span_shows_a_path_with_backticks_whole() -> None:
+    """A folder named "scan`s" ended Evaluation's and the sidebar's code spans early and spilled the rest as
+    markdown; the fence is now longer than any run of backticks in the path (CommonMark)."""
+    assert formatting.code_span("/data/ham") == "`/data/ham`"
+    assert formatting.code_span("/data/scan`s") == "``/data/scan`s``"
+    assert formatting.code_span("`a``") == "``` `a`` ```"
+
+
+def test_a_data_folder_named_like_markdown_is_named_literally_in_errors(app_env: Path, tmp_path: Path) -> None:
+    """The sidebar's warning and the pages' "Cannot read the data folder" error (pages._common.plain_errors and
+    or_stop) showed an exception's text as markdown: a typed folder "$x$ **b**" read as a formula and bold."""
+    typo = str(tmp_path / "$x$ **b**")
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.session_state["data_dir"] = typo  # as the sidebar's box sets it
+    at.run()
+    assert_clean(at)
+    shown = formatting.markdown_plain(typo)
+    assert [w.value for w in at.sidebar.warning] == [f"{shown}: no such folder: enter another folder above."]
+    at.switch_page("pages/dataset.py").run()
+    assert [e.value for e in at.error] == [
+        f"Cannot read the data folder: {shown}: no such folder (enter another data folder in the sidebar)"
+    ]
+    assert r"\$x\$ \*\*b\*\*" in shown

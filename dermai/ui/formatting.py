@@ -29,3 +29,13 @@ def markdown_plain(text: str) -> str:
     one_line = " ".join(text.splitlines())
     escaped = MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), one_line)
     return MARKDOWN_LINE_START.sub(lambda m: m.group(0) + "\\", escaped)  # "1. x" → "1\. x"
+
+
+def code_span(text: str) -> str:
+    """`text` (a path the user typed or chose) as a markdown code span that shows it whole: a fence of one more
+    backtick than its longest run of them (CommonMark), padded with a space where it starts or ends with one, so
+    a folder named "scan`s" does not end the span early and spill the rest as markdown."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
