@@ -146,7 +146,7 @@ def preview() -> None:
             i2.button("Clear", key="aug_clear_kept", on_click=forget_uploads, args=(state, UPLOAD))
         if kept_upload:
             name, data = kept_upload[0]
-            with plain_errors("Cannot use this file", markdown_plain):  # its message names the upload
+            with plain_errors("Cannot use this file"):  # its message names the upload: escaped there
                 intake = read_image(data, name)  # its notes (transparency, frames, damaged metadata) said too
                 pixels = resize_input(intake.image, size)[None]
                 shape_note = resize_note(intake.image.size, size)
