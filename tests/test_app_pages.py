@@ -940,20 +940,26 @@ def test_training_page_with_a_runs_folder_that_is_a_file(app_env: Path) -> None:
     assert runs.read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("field", ["Run name (optional)", "Ensemble name (optional)"])
-def test_training_page_refuses_a_name_outside_the_runs_folder(app_env: Path, field: str) -> None:
+def start_named(field: str, name: str) -> tuple[AppTest, Path, str]:
+    """The Training page after typing `name` in a run's or an ensemble's name `field` and pressing its button
+    (a finished run "fine" lets the ensemble form show), with the runs folder and the field's word in errors."""
     from tests.test_compare import make_run
 
     runs = Path(jobs.runs_dir())
     runs.mkdir(parents=True)
     make_run(runs, "fine", 1e-3, [0.8])  # the ensemble form shows once there is a run
     at = page("training").run()
-    next(w for w in at.text_input if w.label == field).set_value("../escape")
+    next(w for w in at.text_input if w.label == field).set_value(name)
     button = "Start training" if field.startswith("Run") else "Build ensemble"
     next(b for b in at.button if b.label == button).click()
     at.run()
     assert_clean(at)
-    what = "run name" if field.startswith("Run") else "ensemble name"
+    return at, runs, "run name" if field.startswith("Run") else "ensemble name"
+
+
+@pytest.mark.parametrize("field", ["Run name (optional)", "Ensemble name (optional)"])
+def test_training_page_refuses_a_name_outside_the_runs_folder(app_env: Path, field: str) -> None:
+    at, runs, what = start_named(field, "../escape")
     assert any(e.value.startswith(f"Not started: {what} '../escape': use letters") for e in at.error), alerts(at)
     assert not (runs.parent / "escape").exists() and jobs.current_job(runs) is None
 

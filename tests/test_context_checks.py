@@ -13,6 +13,7 @@ from dermai.data import DIAGNOSES
 from dermai.evaluate import _score_with_context, summary_text
 from dermai.weights import FEW_VALIDATION_IMAGES
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
+from tests.test_plain_words import weak_report
 
 CLASSES = list(DIAGNOSES)
 
@@ -63,19 +64,7 @@ def test_evaluation_gives_no_context_balanced_accuracy_for_a_weak_fit() -> None:
 
 
 def test_the_terminal_summary_says_a_weak_context_fit_is_not_reliable() -> None:
-    ctx = {"n_with_context": 46, "auroc": 0.8, "auroc_ci": None, "balanced_accuracy": None, "ece_malignant": 0.1}
-    report = {
-        "split": "test",
-        "n_images": 46,
-        "weights": "w",
-        "auroc": 0.5,
-        "auroc_ci": None,
-        "balanced_accuracy": 0.16,
-        "baseline_all_benign": {"accuracy": 0.8},
-        "calibration": {"ece_malignant": 0.02, "temperature": 2.0},
-        "context": {**ctx, "thresholds": {}, "unreliable": "the patient-context model was fitted on only 46 …"},
-        "notes": [],
-    }
+    report = weak_report(unreliable=True)
     line = next(x for x in summary_text(report).splitlines() if x.startswith("with patient context"))
     assert "balanced accuracy withheld" in line and "AUROC 0.800 (unreliable)" in line  # more: test_plain_words.py
 

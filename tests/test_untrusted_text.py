@@ -129,18 +129,8 @@ def test_an_uploads_download_names_stay_one_plain_file_name(upload: str, stem: s
 @pytest.mark.parametrize("field", ["Run name (optional)", "Ensemble name (optional)"])
 def test_training_refuses_a_markdown_run_name_naming_it_literally(app_env: Path, field: str) -> None:
     from dermai import jobs
-    from tests.test_compare import make_run
 
-    runs = Path(jobs.runs_dir())
-    runs.mkdir(parents=True)
-    make_run(runs, "fine", 1e-3, [0.8])  # the ensemble form shows once there is a run
-    at = page("training").run()
-    next(w for w in at.text_input if w.label == field).set_value(" $x$ **b** ")
-    button = "Start training" if field.startswith("Run") else "Build ensemble"
-    next(b for b in at.button if b.label == button).click()
-    at.run()
-    assert_clean(at)
-    what = "run name" if field.startswith("Run") else "ensemble name"
+    at, runs, what = test_app_pages.start_named(field, " $x$ **b** ")
     refused = [e.value for e in at.error if e.value.startswith("Not started: ")]
     assert refused == [
         rf"Not started: {what} '\$x\$ \*\*b\*\*': use letters, digits, '.', '\_' and '-' only (not "
