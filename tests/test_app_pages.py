@@ -23,7 +23,7 @@ from dermai.context import weighted_fields
 from dermai.train import read_metrics
 from dermai.ui import evaluation_view, predict_view, runs_view, sidebar_state, training_form, weights_menu
 from tests.conftest import HAM
-from tests.test_ui_helpers import tiny_weights
+from tests.test_ui_evaluation_view import tiny_weights
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["home", "dataset", "augmentation", "training", "predict", "evaluation"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HAM
-from tests.test_ui_helpers import tiny_weights
+from tests.test_ui_evaluation_view import tiny_weights
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,7 +15,7 @@ from dermai.evaluate import evaluate, subgroup_fields, summary_text
 from dermai.ui import evaluation_view
 from tests.conftest import HAM, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
-from tests.test_ui_helpers import tiny_weights
+from tests.test_ui_evaluation_view import tiny_weights
 
 
 def isic2020_rows(n: int, n_malignant: int, prefix: str = "EXT") -> list[dict]:
@@ -70,7 +70,7 @@ def test_evaluation_page_scores_an_external_folder_and_says_what_it_left_out(
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny 32 px HAM10000 weights of tests/test_ui_helpers.py (trained once per session)."""
+    """The tiny 32 px HAM10000 weights of tests/test_ui_evaluation_view.py (trained once per session)."""
     if not (HAM / "HAM10000_metadata.csv").exists():
         pytest.skip(f"HAM10000 copy not found at {HAM}")
     return tiny_weights(tmp_path_factory.getbasetemp())

@@ -17,12 +17,12 @@ from dermai.ui import evaluation_view
 from tests.conftest import HAM, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)
 from tests.test_predict import lesion_like
-from tests.test_ui_helpers import tiny_weights
+from tests.test_ui_evaluation_view import tiny_weights
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny 32 px HAM10000 weights of tests/test_ui_helpers.py (trained once per session), calibrated."""
+    """The tiny 32 px HAM10000 weights of tests/test_ui_evaluation_view.py (trained once per session), calibrated."""
     if not (HAM / "HAM10000_metadata.csv").exists():
         pytest.skip(f"HAM10000 copy not found at {HAM}")
     return tiny_weights(tmp_path_factory.getbasetemp())

@@ -24,7 +24,7 @@ from dermai.ui import image_display
 from tests import test_app_pages
 from tests.conftest import HAM, ham_rows, make_folder
 from tests.test_app_pages import REPO, TIMEOUT, assert_clean, copy_tiny_run, page
-from tests.test_ui_helpers import tiny_weights
+from tests.test_ui_evaluation_view import tiny_weights
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from dermai.predict import Prediction
-from dermai.report import DISCLAIMER, prediction_html
+from dermai.report import DISCLAIMER, diagnosis_legend, prediction_html
 
 
 def prediction(**changes: object) -> Prediction:
@@ -130,3 +130,11 @@ def test_the_report_does_not_call_a_weakly_validated_cut_off_validated() -> None
     assert "Cut-off validated" not in weak
     assert "Cut-off set at sensitivity 0.70, specificity 0.90" in weak and "not reliable for these weights" in weak
     assert "Cut-off validated at sensitivity 0.70" in prediction_html(prediction(), "a.png", "w", image)
+
+
+def test_diagnosis_legend_spells_out_the_codes_and_what_the_malignancy_score_adds() -> None:
+    legend = diagnosis_legend(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])
+    assert legend is not None and legend.startswith("akiec: actinic keratosis / Bowen's disease; bcc: basal cell")
+    assert "nv: melanocytic naevus; vasc: vascular lesion. p(malignant) = akiec + bcc + mel." in legend
+    assert diagnosis_legend(["nv", "mel"]) == "nv: melanocytic naevus; mel: melanoma. p(malignant) = mel."
+    assert diagnosis_legend(["benign", "malignant"]) is None  # a binary model's classes say it already
