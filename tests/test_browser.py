@@ -170,3 +170,30 @@ def test_every_page_and_a_prediction(server: str) -> None:
             page.screenshot(path=str(SHOTS / "predict_worklist.png"), full_page=True)
         finally:
             browser.close()
+
+
+SHORTCODE_NAME = "a :red[b] :smile: :material/home: :streamlit: $x$.jpg"  # every Streamlit shortcode, a formula
+
+
+def test_an_upload_name_with_streamlit_shortcodes_reads_as_typed(server: str) -> None:
+    """Streamlit reads ":red[b]", ":smile:", ":material/home:" and ":streamlit:" after markdown's escapes, so only
+    the browser shows whether a name survives `ui.formatting.markdown_plain`: here, in Predict's error for a file
+    it cannot read, whole, with no emoji, icon or logo in its place."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{server}/predict")
+            _settle(page)
+            upload = {"name": SHORTCODE_NAME, "mimeType": "image/jpeg", "buffer": b"not an image"}
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files=[upload])
+            error = page.locator('[data-testid="stAlert"]').filter(has_text="Cannot analyse this file")
+            error.first.wait_for(timeout=120_000)
+            _settle(page)
+            _assert_no_exception(page, "predict with a shortcode name")
+            assert f"Cannot analyse this file: {SHORTCODE_NAME}" in error.first.inner_text()
+            assert error.first.locator("img, svg, [data-testid='stIconMaterial']").count() == 0
+        finally:
+            browser.close()

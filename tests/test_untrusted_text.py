@@ -31,12 +31,17 @@ HOSTILE = "$x$ **b** _i_ [l](javascript:alert(1)) <b>&lt;.png"  # a formula, bol
         ("__scan__.jpg", r"\_\_scan\_\_.jpg"),
         ("ISIC_0024306, a-b.c (1)", "ISIC_0024306, a-b.c (1)"),  # nothing markdown acts on: as typed
         ("$5 lesion.png", r"\$5 lesion.png"),
-        ("[l](javascript:alert(1))", r"\[l\](javascript:alert(1))"),
+        ("[l](javascript:alert(1))", r"\[l\](javascript&#58;alert(1))"),
         ("<b>x</b> &lt; `c` ~~s~~ a*b*c", r"\<b\>x\</b\> \&lt; \`c\` \~\~s\~\~ a\*b\*c"),
         ("a\n# heading\n- item", "a # heading - item"),  # one line: no heading or list
         ("# h.jpg", r"\# h.jpg"),
         ("1. x.jpg", r"1\. x.jpg"),
         ("-2.jpg", r"\-2.jpg"),
+        # Streamlit's shortcodes: a colour (":red[b]" showed "[b]" in red), emoji, an icon, its logo
+        ("a :red[b].jpg", r"a &#58;red\[b\].jpg"),
+        (":smile: :+1: :material/home:", "&#58;smile: &#58;+1: &#58;material/home:"),
+        ("x :streamlit: :Streamlit:y", "x :streamlit&#58; :Streamlit&#58;y"),  # its closing colon (the only one read)
+        (r"C:\scans 12 : 30", r"C:\\scans 12 : 30"),  # a colon opening nothing stays as typed
     ],
 )
 def test_markdown_plain_escapes_what_markdown_would_act_on(text: str, shown: str) -> None:

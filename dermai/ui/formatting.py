@@ -15,19 +15,27 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# What markdown (with Streamlit's "$…$" formulas and ":red[…]" colours) acts on anywhere in a line: escaped always.
+# What markdown (with Streamlit's "$…$" formulas) acts on anywhere in a line: escaped always.
 # "_" only where it can open or close emphasis (not between two letters or digits, as in ISIC_0024306), so ids and
 # paths read as typed in the page's words and its tests; "&" would turn "&lt;" into "<".
 MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>$~|&])|(?<![^\W_])_|_(?![^\W_])")
 MARKDOWN_LINE_START = re.compile(r"^(\d+(?=[.)])|(?=[#>+=-]))")  # a heading, quote, list or rule at a line's start
+# A colon that opens one of Streamlit's own shortcodes: ":red[x]" (the text coloured, its name gone), ":smile:",
+# ":+1:" (emoji) and ":material/home:" (an icon). A backslash does not stop them (they are matched after markdown's
+# escapes are read), a character reference does: "&#58;" shows as ":" and copies as ":". The Streamlit logo's
+# ":streamlit:" is the exception, matched whatever its opening colon is written as: its closing colon is encoded.
+SHORTCODE_COLON = re.compile(r":(?=[\w+\-/])(?!streamlit:)|(?<=:streamlit):", re.IGNORECASE)
+COLON_REFERENCE = "&#58;"
 
 
 def markdown_plain(text: str) -> str:
     """`text` shown as itself in Streamlit markdown: a file name such as "__scan__.jpg", "$5 lesion.png" or
-    "[x](javascript:…)" read as bold, a formula or a link. Each character markdown would act on is escaped, and
-    line breaks become spaces (a name after them could start a heading or a list): one name, one line."""
+    "[x](javascript:…)" read as bold, a formula or a link, and "a :red[b].jpg" lost its ":red". Each character
+    markdown would act on is escaped, each colon that opens a Streamlit shortcode written as a character reference,
+    and line breaks become spaces (a name after them could start a heading or a list): one name, one line."""
     one_line = " ".join(text.splitlines())
     escaped = MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), one_line)
+    escaped = SHORTCODE_COLON.sub(COLON_REFERENCE, escaped)  # after the escapes: its "&" is markup, not text
     return MARKDOWN_LINE_START.sub(lambda m: m.group(0) + "\\", escaped)  # "1. x" → "1\. x"
 
 
