@@ -394,3 +394,222 @@ def compare_runs_figure(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]
     fig.update_layout(title=f"{key} per epoch", xaxis_title="epoch", yaxis_title=key, colorway=list(OKABE_ITO))
     fig.update_xaxes(**_whole_epoch_ticks(one_based_epochs([r for rs in records_by_run.values() for r in rs])))
     return fig
+
+
+def _images(n: int) -> str:
+    """ "1 image", "1,204 images": a count said as a reader would."""
+    return f"{n:,} image{'' if n == 1 else 's'}"
+
+
+# Text alternatives (WCAG 1.1.1): each chart's one or two plain sentences, computed from the data its figure is
+# drawn from, shown under it, so a screen-reader user (or a reader skimming) gets what the lines and bars say.
+def _number(value: Any) -> float | None:
+    """A finite float, or None for a missing, non-numeric or NaN value: a summary says what it cannot read."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return None
+    number = float(value)
+    return number if np.isfinite(number) else None
+
+
+def _trend(first: float, last: float) -> str:
+    """ "rose", "fell" or "stayed" as the curve went, at the summary's 3 decimals."""
+    return "rose" if round(last - first, 3) > 0 else "fell" if round(last - first, 3) < 0 else "stayed"
+
+
+def _finite_series(records: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> list[tuple[Any, float]]:
+    """(x, y) of the records whose y is a finite number (a NaN AUROC of a one-class epoch is left out)."""
+    pairs = []
+    for i, r in enumerate(records):
+        y = _number(r.get(y_key))
+        if y is not None:
+            pairs.append((r.get(x_key, i), y))
+    return pairs
+
+
+def _epoch_metric_words(epochs: Sequence[Mapping[str, Any]], key: str, label: str) -> str:
+    """How one per-epoch metric went: first and last value with their epochs and the best one, or that it has
+    none (an epoch not validated yet)."""
+    pairs = _finite_series(epochs, "epoch", key)
+    if not pairs:
+        return f"no {label} recorded yet"
+    (x0, y0), (x1, y1) = pairs[0], pairs[-1]
+    best_x, best_y = max(pairs, key=lambda pair: pair[1])  # the first of equal bests, as the trainer keeps
+    if len(pairs) == 1:
+        return f"{label} {y0:.3f} at epoch {x0} (one epoch validated)"
+    best = ", best)" if best_x == x1 else f"); best {best_y:.3f} (epoch {best_x})"
+    return f"{label} {_trend(y0, y1)} from {y0:.3f} (epoch {x0}) to {y1:.3f} (epoch {x1}{best}"
+
+
+def _loss_words(steps: Sequence[Mapping[str, Any]]) -> str:
+    """How the loss per step went: its first and last value and over how many logged steps."""
+    pairs = _finite_series(steps, "step", "loss")
+    if not pairs:
+        return ""
+    if len(pairs) == 1:
+        return f"loss {pairs[0][1]:.3g} after one logged step"
+    first, last = pairs[0][1], pairs[-1][1]
+    return f"loss {_trend(first, last)} from {first:.3g} to {last:.3g} over {len(pairs)} logged steps"
+
+
+def training_curves_summary(records: Sequence[Mapping[str, Any]]) -> str:
+    """`training_curves_figure`'s text alternative: per stage, validation AUROC's first, last and best epoch (counted
+    from 1, as the chart) and the loss's first and last step, and each weight average's AUROC."""
+    records = one_based_epochs(records)
+    sentences = []
+    for stage in dict.fromkeys(r.get("stage", "train") for r in records):
+        mine = [r for r in records if r.get("stage", "train") == stage]
+        steps = [r for r in mine if r.get("kind", "step") == "step"]
+        epochs = [r for r in mine if r.get("kind") == "epoch"]
+        if not steps and not epochs:
+            continue
+        parts = [_epoch_metric_words(epochs, "val_auroc", "validation AUROC")] if epochs else []
+        parts += [words] if (words := _loss_words(steps)) else []
+        if not parts:
+            parts = ["no loss or validation figures logged yet"]
+        for swa in (r for r in mine if r.get("kind") == "swa" and _number(r.get("val_auroc")) is not None):
+            parts.append(f"{swa_label(stage, swa).removeprefix(f'{stage}: ')}: validation AUROC {swa['val_auroc']:.3f}")
+        sentences.append(f"{stage}: " + "; ".join(parts) + ".")
+    return " ".join(sentences) or "No training steps or epochs logged yet."
+
+
+def compare_runs_summary(records_by_run: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "val_auroc") -> str:
+    """`compare_runs_figure`'s text alternative: each run's (and stage's) best `key`, at which epoch, and its last
+    value, so runs compare without the lines."""
+    sentences = []
+    for name, records in records_by_run.items():
+        epochs = [r for r in one_based_epochs(records) if r.get("kind") == "epoch"]
+        stages = list(dict.fromkeys(r.get("stage", "train") for r in epochs)) or ["train"]
+        for stage in stages:
+            label = name if len(stages) == 1 else f"{name} ({stage})"
+            pairs = _finite_series([r for r in epochs if r.get("stage", "train") == stage], "epoch", key)
+            if not pairs:
+                sentences.append(f"{label}: no {key} recorded.")
+                continue
+            best_x, best_y = max(pairs, key=lambda pair: pair[1])
+            last_x, last_y = pairs[-1]
+            tail = "" if last_x == best_x else f"; {last_y:.3f} at its last, epoch {last_x}"
+            sentences.append(f"{label}: best {key} {best_y:.3f} at epoch {best_x} of {len(pairs)}{tail}.")
+        for swa in (r for r in records if r.get("kind") == "swa" and _number(r.get(key)) is not None):
+            sentences.append(f"{name}: {swa_label(swa.get('stage', 'train'), swa)}: {key} {swa[key]:.3f}.")
+    return " ".join(sentences) or "No runs to compare."
+
+
+def _fraction_value(value: Any) -> str:
+    """A figure of the label-efficiency table at 3 decimals, "n/a" where it is missing or NaN."""
+    number = _number(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def label_efficiency_summary(table: pd.DataFrame) -> str:
+    """`label_efficiency_figure`'s text alternative: each start's test AUROC and balanced accuracy (means over
+    seeds) at the smallest and the largest labelled fraction, whether pre-training pays off where labels are few."""
+    if table.empty:
+        return "No label-efficiency results to show."
+    sentences = []
+    for init, rows in table.sort_values("fraction").groupby("init", sort=True):
+        low, high = rows.iloc[0], rows.iloc[-1]
+        if len(rows) == 1:
+            sentences.append(
+                f"{init}: test AUROC {_fraction_value(low['auroc_mean'])} and balanced accuracy "
+                f"{_fraction_value(low['bacc_mean'])} at labelled fraction {low['fraction']:g} (one fraction only)."
+            )
+            continue
+        sentences.append(
+            f"{init}: test AUROC {_fraction_value(low['auroc_mean'])} at labelled fraction {low['fraction']:g} and "
+            f"{_fraction_value(high['auroc_mean'])} at {high['fraction']:g}; balanced accuracy "
+            f"{_fraction_value(low['bacc_mean'])} and {_fraction_value(high['bacc_mean'])}."
+        )
+    return " ".join(sentences)
+
+
+def class_distribution_summary(df: pd.DataFrame) -> str:
+    """`class_distribution_figure`'s text alternative: each split's image count and malignant share (in the
+    figure's split order) and the largest diagnosis, the imbalance every metric is read against."""
+    if df.empty:
+        return "No images to count."
+    splits = df["split"].astype(str)
+    parts = []
+    for split in _split_order(splits.unique()):
+        rows = df[splits == split]
+        malignant = pd.to_numeric(rows["malignant"], errors="coerce") if "malignant" in rows else pd.Series([])
+        share = f", {malignant.mean():.1%} malignant" if malignant.notna().any() else ""
+        parts.append(f"{split}: {_images(len(rows))}{share}")
+    counts = df["dx"].astype(str).value_counts()
+    largest = f" The largest class is {counts.index[0]} ({counts.iloc[0]:,} of {len(df):,} images)."
+    return f"Images per diagnosis in {len(parts)} split{'s' if len(parts) != 1 else ''}. {'; '.join(parts)}." + largest
+
+
+def embedding_summary(points: pd.DataFrame) -> str:
+    """`embedding_figure`'s text alternative: how many points per diagnosis, in the map's legend order, and what
+    the map is (distances on it are the projection's, not a measure this app checks)."""
+    if points.empty:
+        return "No images on the map."
+    counts = points["dx"].astype(str).value_counts()
+    order = [d for d in DIAGNOSIS_NAMES if d in counts] + sorted(set(counts.index) - set(DIAGNOSIS_NAMES))
+    per_dx = ", ".join(f"{d} {counts[d]:,}" for d in order)
+    n = len(points)
+    return (
+        f"A 2-D projection of the model's trunk features: {_images(n)}, one point each, "
+        f"coloured and shaped by diagnosis ({per_dx})."
+    )
+
+
+def roc_summary(
+    y_true: np.ndarray, p: np.ndarray, operating_points: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
+    """`roc_figure`'s text alternative: AUROC over how many images, and each operating point's sensitivity and
+    specificity on these data, as its marker shows them."""
+    y = np.asarray(y_true).ravel()
+    s = np.asarray(p, dtype=float).ravel()
+    n_pos = int((y == 1).sum())
+    if n_pos in (0, len(y)):
+        return f"No ROC curve: the {len(y)} images are all of one class."
+    said = [f"AUROC {roc_auc_score(y, s):.3f} over {_images(len(y))} ({n_pos:,} malignant)"]
+    for name, point in (operating_points or {}).items():
+        flagged = s >= point["threshold"]
+        sens, spec = flagged[y == 1].mean(), (~flagged[y == 0]).mean()
+        said.append(f"{name} cut-off: sensitivity {sens:.3f}, specificity {spec:.3f}")
+    return "; ".join(said) + "."
+
+
+def pr_summary(y_true: np.ndarray, p: np.ndarray) -> str:
+    """`pr_figure`'s text alternative: average precision against the prevalence line a useless classifier draws."""
+    y = np.asarray(y_true).ravel()
+    if not len(y) or not (y == 1).any():
+        return "No precision–recall curve: no malignant image among these."
+    return (
+        f"AUPRC {average_precision_score(y, p):.3f}, against a prevalence of {float(y.mean()):.3f} "
+        "(the precision of a classifier that guesses)."
+    )
+
+
+def reliability_summary(bins: Sequence[Mapping[str, Any]]) -> str:
+    """`reliability_figure`'s text alternative: how many bins hold images and the bin farthest from the diagonal
+    (predicted against observed), where the risk shown misleads most."""
+    filled = [b for b in bins if b["count"] and _number(b["mean_pred"]) is not None]
+    if not filled:
+        return "No reliability points: no image was scored."
+    worst = max(filled, key=lambda b: abs(b["frac_pos"] - b["mean_pred"]))
+    return (
+        f"{len(filled)} of {len(bins)} risk bins hold images. Farthest from perfect calibration: mean predicted "
+        f"{worst['mean_pred']:.3f} against {worst['frac_pos']:.3f} observed malignant ({_images(worst['count'])})."
+    )
+
+
+def confusion_summary(cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str]) -> str:
+    """`confusion_figure`'s text alternative: each true class's share predicted right (the colour of its diagonal
+    cell) with its counts, and the most frequent mistake."""
+    counts = np.asarray(cm, dtype=int)
+    rows = counts.sum(axis=1)
+    right = [
+        f"{c} {counts[i, i] / rows[i]:.1%} ({counts[i, i]:,} of {rows[i]:,})" for i, c in enumerate(classes) if rows[i]
+    ]
+    if not right:
+        return "No images in the confusion matrix."
+    off = counts.copy()
+    np.fill_diagonal(off, 0)
+    said = f"Share of each true class predicted correctly: {', '.join(right)}."
+    if off.max() > 0:
+        i, j = np.unravel_index(int(off.argmax()), off.shape)
+        said += f" Most frequent mistake: {classes[i]} predicted as {classes[j]} ({_images(int(off[i, j]))})."
+    return said

@@ -149,6 +149,12 @@ def predictor(path: str, mtime: tuple[int, int]) -> tuple[Any, threading.Lock]:
     return Predictor.from_weights(path), threading.Lock()
 
 
+def describe_chart(where: Any, text: str) -> None:
+    """A chart's text alternative (WCAG 1.1.1) as the caption under it, on every page alike: a screen reader gets
+    what the lines and bars show, not only the title. Literal text: run and class names in it are typed ones."""
+    where.caption(formatting.markdown_plain(text))
+
+
 def show_images(where: Any, paths: list[str], captions: list[str], width: int | str = "stretch") -> None:
     """Image files of the data folder at `where` (st or a column), decoded as training reads them
     (`image_display.gallery_image`); each file that cannot be read is an st.error naming it, so a corrupt file in

@@ -16,11 +16,17 @@ from dermai.evaluate import compare_weights, evaluate
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import (
     confusion_figure,
+    confusion_summary,
     embedding_figure,
+    embedding_summary,
     label_efficiency_figure,
+    label_efficiency_summary,
     pr_figure,
+    pr_summary,
     reliability_figure,
+    reliability_summary,
     roc_figure,
+    roc_summary,
 )
 from dermai.predict import tta_mismatch, validated_tta
 from dermai.ui import evaluation_view, formatting, predict_view, runs_view, sidebar_state, weights_menu, widget_state
@@ -29,6 +35,7 @@ from pages._common import (
     cached_meta,
     current_meta,
     data_dir,
+    describe_chart,
     plain_errors,
     show_images,
     warn_if_weights_gone,
@@ -195,12 +202,16 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     if report.get("binary"):
         y, p = predictions["malignant"].to_numpy(), predictions["p_malignant"].to_numpy()
         a.plotly_chart(roc_figure(y, p, report.get("operating_points")), width="stretch")
+        describe_chart(a, roc_summary(y, p, report.get("operating_points")))
         b.plotly_chart(pr_figure(y, p), width="stretch")
+        describe_chart(b, pr_summary(y, p))
     if calib.get("reliability_malignant"):
         a.plotly_chart(reliability_figure(calib["reliability_malignant"]), width="stretch")
+        describe_chart(a, reliability_summary(calib["reliability_malignant"]))
     if report.get("multiclass"):
         m = report["multiclass"]
         b.plotly_chart(confusion_figure(m["confusion_matrix"], m["classes"]), width="stretch")
+        describe_chart(b, confusion_summary(m["confusion_matrix"], m["classes"]))
     if report.get("subgroups"):
         show_subgroups(report["subgroups"])
     show_failures(predictions)
@@ -417,6 +428,7 @@ with plain_errors("Cannot read the experiment"):
             },
         )
         st.plotly_chart(label_efficiency_figure(table), width="stretch")
+        describe_chart(st, label_efficiency_summary(table))
 
 st.header("Embedding map")
 st.caption("Trunk features of up to 1000 images of the split, projected to 2-D. Select points to see the images.")
@@ -432,6 +444,7 @@ if st.session_state.get("map_request") == map_request:
         points = projected(*map_request)
         fig = embedding_figure(points, f"{method.upper()} of trunk features ({split}, {len(points)} images)")
         event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key="eval_map")
+        describe_chart(st, embedding_summary(points))
         chosen = [pt["customdata"][0] for pt in event.selection.points if pt.get("customdata")][:8]
         if chosen:
             rows = points.set_index("image_id").loc[chosen]

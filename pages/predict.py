@@ -31,7 +31,15 @@ from dermai.worklist import (
     worklist,
     worklist_csv,
 )
-from pages._common import PLAIN_ERRORS, current_meta, or_stop, predictor, warn_if_weights_gone, weights_path
+from pages._common import (
+    PLAIN_ERRORS,
+    current_meta,
+    describe_chart,
+    or_stop,
+    predictor,
+    warn_if_weights_gone,
+    weights_path,
+)
 
 UNRELIABLE_OUTPUT = "Model output for an ungradable image (unreliable)"
 TIER_BOX = {"urgent": st.error, "refer": st.warning, "ungradable": st.info, "routine": st.success}
@@ -269,6 +277,7 @@ def model_output(p: Any, blended: Any | None) -> None:
         margin={"l": 10, "r": 50, "t": 40, "b": 10},
     )
     st.plotly_chart(fig, width="stretch", key="pred_probs")
+    describe_chart(st, predict_view.probabilities_summary(p.probabilities))
     if legend := diagnosis_legend(list(p.probabilities)):
         st.caption(legend)
     if blended is not None:

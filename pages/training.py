@@ -12,13 +12,19 @@ from dermai.compare import compare_runs
 from dermai.data import same_file
 from dermai.ensemble import parse_image_sizes
 from dermai.inference import machine_compute
-from dermai.plots import compare_runs_figure, has_training_curves, training_curves_figure
+from dermai.plots import (
+    compare_runs_figure,
+    compare_runs_summary,
+    has_training_curves,
+    training_curves_figure,
+    training_curves_summary,
+)
 from dermai.train import read_metrics
 from dermai.ui import formatting, runs_view, sidebar_state, training_form, weights_menu, widget_state
 from dermai.ui.weights_menu import serving_summary
 from dermai.ui.widget_state import TRAIN_AUGMENT_KEYS
 from dermai.weights import calibration_failure, temperature_at_bound
-from pages._common import data_dir, plain_errors, set_weights
+from pages._common import data_dir, describe_chart, plain_errors, set_weights
 
 st.title("Training")
 runs = jobs.runs_dir()
@@ -314,6 +320,7 @@ def live() -> None:
             jobs.stop_job(job.run_dir)
             st.toast("Stop requested: the run will checkpoint and end.")
         st.plotly_chart(training_curves_figure(records), width="stretch", key="live_curves")
+        describe_chart(st, training_curves_summary(records))  # in the fragment: refreshed with the chart
     else:
         st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
         if control and st.button(control, help="Nothing is trained yet: end the job now"):
@@ -381,6 +388,7 @@ with st.expander("Compare runs"):
             summary, differences = compare_runs({name: folders[name] for name in compared}, records)
             key = st.radio("Curve", ["val_auroc", "val_bacc", "val_acc"], horizontal=True, key="compare_key")
             st.plotly_chart(compare_runs_figure(records, key), width="stretch", key="compare_curves")
+            describe_chart(st, compare_runs_summary(records, key))
             st.dataframe(
                 runs_view.shown_run_summary(summary),
                 hide_index=True,
@@ -586,6 +594,7 @@ elif serving:
     )
 if has_training_curves(records):
     st.plotly_chart(training_curves_figure(records), width="stretch", key="run_curves")
+    describe_chart(st, training_curves_summary(records))
 elif row["stage"] == jobs.ENSEMBLE_STAGE:
     st.caption("An ensemble trains nothing: its members' runs have the training curves.")
 if row["status"] in ("failed", "interrupted"):

@@ -185,3 +185,17 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def probabilities_summary(probabilities: Mapping[str, float]) -> str:
+    """The Predict page's probability bars as a sentence (their text alternative): every diagnosis, most likely
+    first, at the bars' own "12.3%"; NaN or missing figures are said as such, not dropped."""
+    if not probabilities:
+        return "No diagnosis probabilities."
+
+    def finite(value: Any) -> bool:
+        return isinstance(value, int | float | np.number) and bool(np.isfinite(value))
+
+    ranked = sorted(probabilities.items(), key=lambda item: -item[1] if finite(item[1]) else np.inf)
+    said = ", ".join(f"{k} {v:.1%}" if finite(v) else f"{k} not available" for k, v in ranked)
+    return f"Diagnosis probabilities, most likely first: {said}."
