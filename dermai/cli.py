@@ -534,6 +534,34 @@ CAM_SUFFIX = "_cam.png"
 REPORT_SUFFIX = "_report.html"
 
 
+# Options naming a file or folder a command writes (argparse dest → flag): each is a path, whose last name is new.
+OUTPUT_FLAGS = {
+    "out": "--out",
+    "predictions": "--predictions",
+    "csv": "--csv",
+    "cam_out": "--cam-out",
+    "report_out": "--report-out",
+}
+
+
+def _check_output_names(args: argparse.Namespace) -> None:
+    """Refuse, before anything is made, an output whose last name Windows cannot hold ("runs/CON", "p.csv."), by
+    the rule the app applies to run names (`data.windows_name_problem`): a run folder or file so named could not
+    be copied to Windows. `--resume` continues a run folder made already, so its name is not judged again; "."
+    and ".." name folders that exist, not new ones."""
+    from dermai.data import windows_name_problem
+
+    for dest, flag in OUTPUT_FLAGS.items():
+        value = getattr(args, dest, None)
+        if not value or (dest == "out" and getattr(args, "resume", False)):
+            continue
+        name = Path(value).name
+        problem = None if name in ("", ".", "..") else windows_name_problem(name)
+        if problem is not None:
+            shown = repr(name) if value == name else f"{name!r} ({value})"
+            raise ValueError(f"{flag} {shown}: {problem}")
+
+
 def _check_split_source(args: argparse.Namespace) -> None:
     """Refuse --manifest with --limit: the manifest names the images and their sides itself, so a limit could
     only drop some of them (once "image 'X' is not in the data folder", which blamed the folder)."""
@@ -1141,6 +1169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works there only
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
+        _check_output_names(args)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -693,6 +693,21 @@ def make_folder(path: Path) -> Path:
     return path
 
 
+# Names Windows keeps for devices, with any extension ("CON", "nul.txt"): a file or folder so named could not be
+# copied to, or shared with, a Windows machine. A trailing "." Windows drops, so "a." would be "a" there.
+WINDOWS_DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?", re.IGNORECASE)
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why a new file or folder `name` (one name, no folders) could not be copied to Windows as it is, else None:
+    one rule for the app's run names (`jobs.check_run_name`) and the command line's outputs (`cli`)."""
+    if WINDOWS_DEVICE.fullmatch(name):
+        return "a device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9); pick another"
+    if name.endswith("."):
+        return f"ends in '.', which Windows drops (it would be {name.rstrip('.')!r} there)"
+    return None
+
+
 def check_writable(path: Path) -> None:
     """Refuse a place a file cannot be written (a folder there, a read-only file there, a file in the way of its
     folder, a folder that cannot be made or written), naming `path`; its folder is made. Called before long

@@ -40,6 +40,7 @@ from dermai.data import (
     read_metadata,
     resolve_data_root,
     same_file,
+    windows_name_problem,
     write_json_atomic,
 )
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg, member_reference
@@ -63,9 +64,6 @@ LOG_NAME = JOB_LOG
 EXTERNAL_QUIET_S = 300  # no end record, no lock held, written this recently: a trainer without the lock (older)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one plain folder name: no "..", no "/", not hidden
 RUN_NAME_MAX = 100
-# Names Windows keeps for devices, with any extension ("CON", "nul.txt"): a runs folder copied to, or shared with,
-# a Windows machine could not hold such a run. A trailing "." Windows drops, so "a." would be run "a" there.
-WINDOWS_DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?", re.IGNORECASE)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGE_COMMANDS: dict[str, str] = {"both": "train", "pretrain": "pretrain", "finetune": "finetune"}
 # Form field → CLI flag; None values are left out so the CLI's defaults (the paper's) apply.
@@ -465,16 +463,15 @@ def start_ensemble_job(
 def check_run_name(name: str, field: str = "run name") -> str:
     """`name` if it is one plain folder name; else a JobError naming `field`. A name such as "..", "/abs" or
     "grp/run1" would write outside the runs folder, or a nested run the Runs table never lists; "CON" or "a."
-    could not be copied to Windows as it is (`WINDOWS_DEVICE`)."""
+    could not be copied to Windows as it is (`data.windows_name_problem`)."""
     if not (RUN_NAME.fullmatch(name) and len(name) <= RUN_NAME_MAX):
         raise JobError(
             f"{field} {name!r}: use letters, digits, '.', '_' and '-' only (not first), at most "
             f"{RUN_NAME_MAX} characters"
         )
-    if WINDOWS_DEVICE.fullmatch(name):
-        raise JobError(f"{field} {name!r}: a device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9); pick another")
-    if name.endswith("."):
-        raise JobError(f"{field} {name!r}: ends in '.', which Windows drops (it would be {name.rstrip('.')!r} there)")
+    problem = windows_name_problem(name)
+    if problem is not None:
+        raise JobError(f"{field} {name!r}: {problem}")
     return name
 
 
