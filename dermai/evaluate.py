@@ -545,6 +545,14 @@ def evaluate(
     return report, predictions
 
 
+def predictions_csv(predictions: pd.DataFrame) -> bytes:
+    """The per-image predictions file, one for `evaluate --predictions` and the Evaluation page's download, so
+    the same model and split give the same file from both. Full precision: researchers re-analyse it, and a
+    score rounded to 4 places moves ties at the cut-offs. Opened in Excel too: an image named "=…" is no
+    formula (`data.spreadsheet_csv`)."""
+    return spreadsheet_csv(predictions)
+
+
 def write_outputs(
     report: dict[str, Any],
     predictions: pd.DataFrame,
@@ -557,7 +565,7 @@ def write_outputs(
     with atomic_target(Path(report_path)) as report_tmp:
         report_tmp.write_text(json.dumps(report, indent=2, default=str))
         with atomic_target(Path(predictions_path)) as predictions_tmp:
-            predictions_tmp.write_bytes(spreadsheet_csv(predictions))  # an image named "=…" is no formula
+            predictions_tmp.write_bytes(predictions_csv(predictions))
 
 
 def _fmt(value: float | None) -> str:

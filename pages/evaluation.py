@@ -11,8 +11,7 @@ import streamlit as st
 
 from dermai import review
 from dermai.context import fields_text, weighted_fields
-from dermai.data import spreadsheet_csv
-from dermai.evaluate import compare_weights, evaluate
+from dermai.evaluate import compare_weights, evaluate, predictions_csv
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS
 from dermai.plots import (
     confusion_figure,
@@ -217,7 +216,7 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
     show_failures(predictions)
     st.download_button(
         "Download per-image predictions (CSV)",
-        spreadsheet_csv(predictions, float_format="%.4f"),  # opened in Excel: an image named "=…" is no formula
+        predictions_csv(predictions),  # the file `evaluate --predictions` writes, full precision
         file_name="dermai_predictions.csv",
         mime="text/csv",
     )

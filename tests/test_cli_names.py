@@ -1,11 +1,15 @@
 """The command line refuses an output whose last name Windows cannot hold ("runs/CON", "p.csv."), as the app
-refuses such run names, before anything is made."""
+refuses such run names, before anything is made; and its predictions file is the Evaluation page's download."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest, app_test
 
 import dermai.ensemble
 import dermai.evaluate
@@ -13,6 +17,11 @@ import dermai.experiment
 import dermai.train
 from dermai import cli
 from dermai.predict import Predictor
+from tests import test_app_pages
+from tests.conftest import HAM
+from tests.test_app_pages import assert_clean, page
+
+app_env = test_app_pages.app_env  # the pages' fixture: data, tiny weights and an empty runs folder
 
 
 @pytest.fixture
@@ -112,3 +121,39 @@ def test_resume_continues_a_run_folder_made_already(tmp_path: Path, monkeypatch:
     assert started == [run]
     assert cli.main(["finetune", "--out", run, "--quiet"]) == 2  # a new run there is refused
     assert started == [run]
+
+
+class _KeptStorage(MemoryMediaFileStorage):
+    """AppTest's in-memory media storage, each instance kept, so a download's bytes can be read after the run."""
+
+    made: list[MemoryMediaFileStorage] = []
+
+    def __init__(self, media_endpoint: str) -> None:
+        super().__init__(media_endpoint)
+        _KeptStorage.made.append(self)
+
+
+def downloaded(at: AppTest, label: str) -> bytes:
+    """The bytes the browser gets from the page's download button `label`."""
+    url = next(b.proto.url for b in at.download_button if b.label == label)
+    return _KeptStorage.made[-1].get_file(url.rsplit("/", 1)[-1]).content
+
+
+def test_the_pages_predictions_download_is_the_clis_predictions_file(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same model and split give the same file from both, at full precision (the page rounded to 4 places)."""
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", _KeptStorage)
+    at = page("evaluation").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    assert at.radio(key="eval_split").value == "test"
+    page_bytes = downloaded(at, "Download per-image predictions (CSV)")
+
+    report, written = tmp_path / "r.json", tmp_path / "p.csv"
+    argv = ["evaluate", "--weights", str(app_env), "--data", str(HAM), "--out", str(report)]
+    assert cli.main([*argv, "--predictions", str(written), "--n-boot", "0"]) == 0, capsys.readouterr().err
+    assert page_bytes == written.read_bytes()
+    scores = pd.read_csv(io.BytesIO(page_bytes))["p_malignant"].astype(str)
+    assert scores.str.len().max() > 6  # not rounded to 4 places: '0.1234' is 6 characters
