@@ -132,9 +132,10 @@ def headline_row(
     row.metric(label, value, help=help_text, width="content")
 
 
-def show_context(ctx: dict[str, Any], report: dict[str, Any], where: str) -> None:
+def show_context(ctx: dict[str, Any], report: dict[str, Any], where: str, weights_meta: dict[str, Any]) -> None:
     """A sound patient-context fit's figures: headline metrics (with the change from the image alone) and its
-    tiers' sensitivity and specificity."""
+    tiers' sensitivity and specificity. `weights_meta`: the weights' JSON, whose context model says which fields
+    it weighs."""
     headline_row(
         where,
         ctx["auroc"],
@@ -153,7 +154,7 @@ def show_context(ctx: dict[str, Any], report: dict[str, Any], where: str) -> Non
         for n, r in ctx["thresholds"].items()
     ]
     if rows:
-        used = fields_text(weighted_fields(meta))  # a field of weight 0 is left out, as `predict` leaves it
+        used = fields_text(weighted_fields(weights_meta))  # a field of weight 0 is left out, as `predict` leaves it
         st.caption(f"Each image with the {used} its metadata records, as `predict` would score it")
         st.table(pd.DataFrame(rows).set_index("tier").style.format("{:.3f}", na_rep="n/a"))
 
@@ -168,8 +169,8 @@ def show_unreliable_context(ctx: dict[str, Any]) -> None:
         st.table(evaluation_view.unreliable_context_figures(ctx).set_index("figure"))
 
 
-def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
-    """Headline figures, tier table and the four plots."""
+def show_report(report: dict[str, Any], predictions: pd.DataFrame, weights_meta: dict[str, Any]) -> None:
+    """Headline figures, tier table and the four plots. `weights_meta`: the scored weights' JSON (`show_context`)."""
     ci = report.get("auroc_ci")
     calib = report.get("calibration") or {}
     where = report.get("split") or "this split"
@@ -194,7 +195,7 @@ def show_report(report: dict[str, Any], predictions: pd.DataFrame) -> None:
         if ctx.get("unreliable"):  # a fit on a handful of images: its figures are not measurements to read
             show_unreliable_context(ctx)
         else:
-            show_context(ctx, report, where)
+            show_context(ctx, report, where, weights_meta)
     for note in evaluation_view.notes_below(report):
         st.caption(f"Note: {note}")
     a, b = st.columns(2)
@@ -326,7 +327,7 @@ if st.session_state.get("eval_request") == request:
         plain_errors("Cannot evaluate", evaluation_view.evaluation_words),
         st.spinner("Scoring the split (bootstrap intervals included)…"),
     ):
-        show_report(*scored(*request))
+        show_report(*scored(*request), meta)
 else:
     st.info("Press Evaluate to score these weights (takes a while on a CPU; results are cached).")
 

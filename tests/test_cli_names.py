@@ -157,3 +157,37 @@ def test_the_pages_predictions_download_is_the_clis_predictions_file(
     assert page_bytes == written.read_bytes()
     scores = pd.read_csv(io.BytesIO(page_bytes))["p_malignant"].astype(str)
     assert scores.str.len().max() > 6  # not rounded to 4 places: '0.1234' is 6 characters
+
+
+def test_the_evaluation_page_shows_a_sound_context_fits_tiers_with_the_fields_the_weights_weigh(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`show_context` (the tiny model's own fit is weak, so its figures would stay in the unreliable box): the
+    caption names the fields of the weights' context model, which the page now passes to it."""
+    import streamlit as st
+
+    from dermai.context import fields_text, weighted_fields
+    from dermai.weights import read_meta
+
+    real, calls = dermai.evaluate.evaluate, []
+
+    def sound_fit(*args: object, **kwargs: object) -> tuple[dict, pd.DataFrame]:
+        report, predictions = real(*args, **kwargs)
+        ctx = report["context"]
+        ctx.pop("unreliable", None)
+        ctx["balanced_accuracy"] = ctx["balanced_accuracy"] or 0.3
+        calls.append(ctx)
+        return report, predictions
+
+    monkeypatch.setattr(dermai.evaluate, "evaluate", sound_fit)
+    st.cache_data.clear()  # a report cached by another test would skip the patched scoring
+    at = page("evaluation").run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert_clean(at)
+    assert len(calls) == 1 and calls[0]["thresholds"]
+    assert "With context" in [m.label for m in at.metric]
+    used = fields_text(weighted_fields(read_meta(app_env)))
+    assert f"Each image with the {used} its metadata records, as `predict` would score it" in [
+        c.value for c in at.caption
+    ]
