@@ -12,8 +12,8 @@ from dermai.config import AugmentConfig, augment_overrides, check_augment, simcl
 from dermai.data import decode_mask
 from dermai.intake import READ_FORMATS, read_image
 from dermai.preprocess import InputSize, resize_input
+from dermai.ui import formatting
 from dermai.ui.dataset_view import images_by_id, mask_path, missing_masks_note
-from dermai.ui.formatting import markdown_plain
 from dermai.ui.image_display import outline_mask, read_images, resize_note
 from dermai.ui.widget_state import (
     TRAIN_AUGMENT_KEYS,
@@ -177,10 +177,10 @@ def preview() -> None:
         chosen = pool.sample(n=min(count, len(pool)), random_state=state["aug_pick"])
         by_id, missing = images_by_id(meta, typed)
         if missing and by_id.empty:
-            st.error(f"None of these ids is in the data folder: {markdown_plain(', '.join(missing))}")
+            st.error(f"None of these ids is in the data folder: {formatting.markdown_plain(', '.join(missing))}")
             st.stop()
         if missing:
-            st.warning(f"Not in the data folder, so not shown: {markdown_plain(', '.join(missing))}")
+            st.warning(f"Not in the data folder, so not shown: {formatting.markdown_plain(', '.join(missing))}")
         if len(by_id) > MAX_IDS:
             st.caption(f"Showing the first {MAX_IDS} of the {len(by_id)} images found: each is augmented four times.")
         if not by_id.empty:
@@ -225,7 +225,7 @@ def preview() -> None:
         st.subheader("Before / after")
         cards([[p[0] for p in pairs], after], ["original", caption], ["original", caption], names, width)
         for note in [*upload_notes, *([shape_note] if shape_note else [])]:
-            st.warning(markdown_plain(note))  # an upload's notes start with its name
+            st.warning(formatting.markdown_plain(note))  # an upload's notes start with its name
         st.subheader("SimCLR two-view pairs")
         st.caption("Two independent augmentations of the same image: what the contrastive loss pulls together.")
         views = preview_simclr_pairs(pixels, cfg, size, seed + 7919)  # not the same draws as above
