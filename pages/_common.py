@@ -8,10 +8,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import pandas as pd
 import streamlit as st
 
 from dermai import jobs
-from dermai.data import Dataset
+from dermai.data import Dataset, summary_table
 from dermai.ui import dataset_view, formatting, image_display, sidebar_state, weights_menu
 from dermai.weights import read_meta
 
@@ -96,7 +97,44 @@ def require_data() -> str:
 
 def dataset(root: str) -> Dataset:
     """The folder's dataset with the default split, read again only when its metadata CSV changes."""
-    return _dataset(root, sidebar_state.metadata_stamp(root))
+    return _dataset(root, metadata_stamp(root))
+
+
+def folder_summary(root: str) -> pd.DataFrame:
+    """The folder's images per class and split (`summary_table`), counted again only when its metadata CSV changes:
+    the Dataset browser shows it under every filter."""
+    return _summary(root, metadata_stamp(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _summary(root: str, stamp: tuple[str, int] | None) -> pd.DataFrame:
+    """summary_table of `_dataset(root, stamp)`, cached per folder and CSV version."""
+    return summary_table(_dataset(root, stamp))
+
+
+@st.cache_data(show_spinner=False, max_entries=8, ttl=30)
+def _metadata_csv(root: str, stamp: int) -> str | None:
+    """Where the folder's metadata CSV is (sidebar_state.metadata_stamp), cached: finding it lists the whole folder
+    (about 0.4 s for HAM10000), too slow for every rerun of the data pages. `stamp` (the folder's mtime: a CSV added,
+    renamed or removed at its top) and a 30 s lifetime (one changed deeper down) let a changed folder be seen."""
+    found = sidebar_state.metadata_stamp(root)
+    return found[0] if found else None
+
+
+def metadata_stamp(root: str) -> tuple[str, int] | None:
+    """sidebar_state.metadata_stamp with the CSV's place cached (`_metadata_csv`) but its mtime read on every run,
+    so an edited CSV is read again at once; a CSV gone from its cached place is searched for afresh."""
+    try:
+        folder = os.stat(root).st_mtime_ns
+    except OSError:
+        folder = -1
+    csv = _metadata_csv(root, folder)
+    if csv is None:
+        return None
+    try:
+        return csv, os.stat(csv).st_mtime_ns
+    except OSError:
+        return sidebar_state.metadata_stamp(root)
 
 
 @st.cache_data(show_spinner="Reading the data folder…", max_entries=4)

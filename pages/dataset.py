@@ -7,10 +7,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dermai.data import summary_table
 from dermai.plots import class_distribution_figure, class_distribution_summary
 from dermai.ui import dataset_view, formatting, image_display, widget_state
-from pages._common import dataset, describe_chart, or_stop, plain_errors, require_data, show_images
+from pages._common import dataset, describe_chart, folder_summary, or_stop, plain_errors, require_data, show_images
 
 PER_PAGE = 24
 TILE_PX = 140  # a grid tile: wide enough for an image id ("ISIC_0027419") on one line of its caption
@@ -125,7 +124,7 @@ else:
     named = dataset_view.with_class_names(rows)
     left.plotly_chart(class_distribution_figure(named), width="stretch")
     describe_chart(left, class_distribution_summary(named))
-full = summary_table(data)
+full = folder_summary(root)
 right.caption("Whole folder: images per class and split")
 right.table(full)
 

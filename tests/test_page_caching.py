@@ -1,0 +1,103 @@
+"""Work a page's rerun must not repeat (tests/test_app_pages.py's fixtures): a widget change leaves the data folder
+unread and unlisted, while a changed file on disk is read again."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import streamlit as st
+
+from dermai.data import summary_table
+from dermai.ui import dataset_view, sidebar_state
+from tests.conftest import ham_rows, make_folder
+from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
+
+
+def counted(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+    """Replace module.name by a wrapper that counts its calls (the page calls it through the module)."""
+    calls = [0]
+    real: Callable[..., Any] = getattr(module, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+@pytest.fixture
+def small_folder(app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+    """A writable 28-image HAM-style folder as the app's data folder, every page cache emptied (they outlive an
+    AppTest: one per process)."""
+    root = make_folder(tmp_path / "data", ham_rows(n_lesions_per_dx=2, images_per_lesion=2))
+    monkeypatch.setenv("DERMAI_DATA", str(root))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return root
+
+
+def touch_later(path: Path) -> None:
+    """A new mtime for `path`, a second on: a file system's coarse clock cannot hide the change."""
+    later = path.stat().st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def images_caption(at: Any) -> str:
+    return next(c.value for c in at.caption if " images · " in c.value)
+
+
+def test_a_widget_change_on_the_dataset_page_neither_lists_the_folder_nor_reads_its_csv_again(
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searches = counted(monkeypatch, sidebar_state, "find_metadata_csv")
+    reads = counted(monkeypatch, dataset_view, "browse_dataset")
+    at = page("dataset").run()
+    assert_clean(at)
+    first = searches[0]  # the stamp's search, and the check of the folder before it is read
+    assert first >= 1 and reads[0] == 1
+    summaries = counted(monkeypatch, sys.modules["pages._common"], "summary_table")  # imported by the first run
+    detail = at.selectbox(key="ds_detail")
+    detail.set_value(detail.options[1]).run()
+    assert_clean(at)
+    at.radio(key="ds_kind").set_value("malignant").run()
+    assert_clean(at)
+    assert (searches[0], reads[0], summaries[0]) == (first, 1, 0)
+    assert "28 images" in images_caption(at)
+
+
+def test_an_edited_metadata_csv_is_read_again_on_the_next_rerun(
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = counted(monkeypatch, dataset_view, "browse_dataset")
+    at = page("dataset").run()
+    assert "28 images" in images_caption(at)
+    before = at.table[0].value
+    csv = small_folder / "metadata.csv"
+    pd.read_csv(csv).iloc[:-2].to_csv(csv, index=False)  # the last lesion's two images dropped
+    touch_later(csv)
+    at.run()
+    assert_clean(at)
+    assert reads[0] == 2
+    assert "26 images" in images_caption(at)
+    after = at.table[0].value  # the whole folder's counts: read again too
+    assert after.to_numpy().sum() == before.to_numpy().sum() * 26 // 28
+    assert after.equals(summary_table(dataset_view.browse_dataset(str(small_folder))).astype(after.dtypes))
+
+
+def test_a_metadata_csv_renamed_is_found_at_its_new_name(small_folder: Path) -> None:
+    at = page("dataset").run()
+    assert_clean(at)
+    (small_folder / "metadata.csv").rename(small_folder / "HAM_metadata.csv")
+    (small_folder / "imgs").rename(small_folder / "images")  # the folder's mtime changes, whatever the clock
+    at.run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert "28 images" in images_caption(at)
+    assert sidebar_state.metadata_stamp(small_folder)[0] == str(small_folder / "HAM_metadata.csv")
