@@ -3,20 +3,24 @@ unread and unlisted, while a changed file on disk is read again."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.io
 import pytest
 import streamlit as st
 
+from dermai import plots
 from dermai.data import summary_table
-from dermai.ui import dataset_view, sidebar_state
+from dermai.ui import dataset_view, evaluation_view, sidebar_state
 from tests.conftest import ham_rows, make_folder
-from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
+from tests.test_app_pages import REPO, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
 
 
 def counted(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
@@ -101,3 +105,61 @@ def test_a_metadata_csv_renamed_is_found_at_its_new_name(small_folder: Path) -> 
     assert not at.error, [e.value for e in at.error]
     assert "28 images" in images_caption(at)
     assert sidebar_state.metadata_stamp(small_folder)[0] == str(small_folder / "HAM_metadata.csv")
+
+
+@pytest.fixture
+def experiment(app_env: Path, tmp_path: Path) -> Path:  # noqa: F811
+    """A writable copy of the shipped label-efficiency summary, every page cache emptied."""
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    shutil.copy(REPO / "docs" / "label_efficiency" / "summary.csv", folder / "summary.csv")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return folder
+
+
+def evaluation_page(folder: Path) -> Any:
+    at = page("evaluation")
+    at.session_state["eval_le"] = str(folder)  # as its text box sets it
+    return at.run()
+
+
+def efficiency_chart(at: Any) -> dict[str, Any]:
+    """The label-efficiency figure as the page sent it (the one chart before Evaluate or Compute map)."""
+    (chart,) = at.get("plotly_chart")
+    return json.loads(chart.proto.spec)
+
+
+def test_a_widget_change_on_the_evaluation_page_does_not_read_or_draw_the_experiment_again(
+    experiment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = counted(monkeypatch, evaluation_view, "read_label_efficiency")
+    draws = counted(monkeypatch, plots, "label_efficiency_figure")  # the page imports it on each run
+    at = evaluation_page(experiment)
+    assert_clean(at)
+    assert (reads[0], draws[0]) == (1, 1)
+    shown = efficiency_chart(at)
+    at.number_input(key="eval_limit").set_value(300).run()
+    assert_clean(at)
+    assert (reads[0], draws[0]) == (1, 1)
+    assert efficiency_chart(at) == shown
+    drawn = plots.label_efficiency_figure(evaluation_view.read_label_efficiency(experiment))  # as before the cache
+    assert shown == json.loads(plotly.io.to_json(drawn, validate=False))
+
+
+def test_a_rewritten_experiment_summary_is_read_again_and_a_removed_folder_is_said(
+    experiment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = evaluation_page(experiment)
+    assert len(at.dataframe[0].value) == 6
+    summary = experiment / "summary.csv"
+    pd.read_csv(summary).iloc[:4].to_csv(summary, index=False)  # the experiment re-run with fewer fractions
+    touch_later(summary)
+    at.run()
+    assert_clean(at)
+    assert len(at.dataframe[0].value) == 4
+    assert len(efficiency_chart(at)["data"][0]["x"]) == 2  # two fractions per start left, not three
+    shutil.rmtree(experiment)
+    at.run()
+    assert_clean(at)
+    assert [e.value for e in at.error] == [f"Cannot read the experiment: {experiment}: no such folder"]
