@@ -1,5 +1,6 @@
 """Work a page's rerun must not repeat (tests/test_app_pages.py's fixtures): a widget change leaves the data folder
-unread and unlisted, while a changed file on disk is read again."""
+unlisted, its CSV, an experiment's summary and the weights unread, and an image not explained again, while a file
+changed on disk is read again."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import streamlit as st
 from dermai import plots
 from dermai.data import summary_table
 from dermai.ui import dataset_view, evaluation_view, sidebar_state
-from tests.conftest import ham_rows, make_folder
-from tests.test_app_pages import REPO, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
+from tests.conftest import HAM, ham_rows, make_folder
+from tests.test_app_pages import REPO, app_env, assert_clean, copy_tiny_run, page  # noqa: F401  (app_env: a fixture)
 
 
 def counted(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
@@ -163,3 +164,37 @@ def test_a_rewritten_experiment_summary_is_read_again_and_a_removed_folder_is_sa
     at.run()
     assert_clean(at)
     assert [e.value for e in at.error] == [f"Cannot read the experiment: {experiment}: no such folder"]
+
+
+def test_predict_loads_the_model_and_explains_an_image_once_until_its_weights_are_saved_again(
+    app_env: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dermai.predict import Predictor
+
+    weights = copy_tiny_run(app_env, tmp_path / "run") / "model.safetensors"  # touched below: not the shared one
+    monkeypatch.setenv("DERMAI_WEIGHTS", str(weights))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    loads = counted(monkeypatch, Predictor, "from_weights")
+    real_explain = Predictor.explain
+    explained = [0]
+
+    def explain(self: Predictor, *args: Any, **kwargs: Any) -> Any:
+        explained[0] += 1
+        return real_explain(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "explain", explain)
+    image = HAM / "images" / "ISIC_0024306.jpg"
+    at = page("predict").run()
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg").run()
+    assert_clean(at)
+    assert (loads[0], explained[0]) == (1, 1)
+    at.slider(key="pred_opacity").set_value(0.7).run()  # only the overlay's blend changes
+    assert_clean(at)
+    assert (loads[0], explained[0]) == (1, 1)
+    touch_later(weights)  # e.g. calibrated again: another model
+    at.run()
+    assert_clean(at)
+    assert (loads[0], explained[0]) == (2, 2)
