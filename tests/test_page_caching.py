@@ -22,6 +22,7 @@ from dermai.data import summary_table
 from dermai.ui import dataset_view, evaluation_view, sidebar_state
 from tests.conftest import HAM, ham_rows, make_folder
 from tests.test_app_pages import REPO, app_env, assert_clean, copy_tiny_run, page  # noqa: F401  (app_env: a fixture)
+from tests.test_bench_errors import run_bench
 
 
 def counted(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
@@ -198,3 +199,16 @@ def test_predict_loads_the_model_and_explains_an_image_once_until_its_weights_ar
     at.run()
     assert_clean(at)
     assert (loads[0], explained[0]) == (2, 2)
+
+
+def test_the_page_benchmark_names_a_data_folder_it_cannot_use(tmp_path: Path) -> None:
+    done = run_bench("page_render.py", "--data", str(tmp_path / "none"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: --data {tmp_path / 'none'}: no images/ISIC_0024306.jpg there" in done.stderr, done.stderr
+
+
+def test_the_page_benchmark_names_missing_weights(ham_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.safetensors"
+    done = run_bench("page_render.py", "--weights", str(missing), "--data", str(ham_root))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: {missing}: weights file not found" in done.stderr, done.stderr
