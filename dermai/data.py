@@ -55,6 +55,14 @@ class DataError(ValueError):
     """Bad or missing data; the message names the file, row or field."""
 
 
+class PreparationStopped(Exception):
+    """Raised when the caller's `should_stop` says so while images are decoded into a cache: a run asked to
+    stop (its STOP file) before it trained ends then, not only after the minutes a first decode takes."""
+
+
+StopCheck = Callable[[], bool]
+
+
 @dataclass
 class Dataset:
     """One folder's images and labels, one row per image.
@@ -939,11 +947,14 @@ def _cached_decode(
     decode: Callable[[str], np.ndarray],
     target: Path,
     workers: int,
+    should_stop: StopCheck | None = None,
 ) -> np.ndarray:
     """Every file decoded into one read-only (N, *shape) uint8 memmap at `target`, written once (to a temp
     file, then renamed, so an interrupted decode never leaves a half-written cache). A hit marks the file as
     used now; a new file first makes room under the cache's bound (`prune_cache`). The bound is read first, so
-    a bad $DERMAI_CACHE_GB is named by every run that uses the cache, not only by one that writes to it."""
+    a bad $DERMAI_CACHE_GB is named by every run that uses the cache, not only by one that writes to it.
+    `should_stop` is asked before each image is stored: True ends the decode with PreparationStopped, its
+    temporary removed."""
     limit = cache_limit_bytes()
     if target.exists():
         cached = _open_cache(target)
@@ -959,6 +970,8 @@ def _cached_decode(
         pool = ThreadPoolExecutor(max_workers=max(1, workers))
         try:
             for i, pixels in enumerate(pool.map(decode, paths)):
+                if should_stop is not None and should_stop():
+                    raise PreparationStopped(f"{target}: stopped after {i} of {len(paths)} images")
                 out[i] = pixels
         finally:  # on an error or an interrupt, drop the images not yet decoded rather than wait for them all
             pool.shutdown(wait=True, cancel_futures=True)
@@ -968,16 +981,20 @@ def _cached_decode(
 
 
 def load_pixels(
-    paths: Sequence[str], size: InputSize, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
+    paths: Sequence[str],
+    size: InputSize,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 2,
+    should_stop: StopCheck | None = None,
 ) -> np.ndarray:
     """All images as a read-only (N, H, W, 3) uint8 memmap in the input frame `size` (an int: a square),
-    decoded once and cached on disk.
+    decoded once and cached on disk; `should_stop` may end a first decode early (`_cached_decode`).
 
     The cache file is keyed by the image files and the size, so changed data gets a new key.
     """
     folder = default_cache_dir(cache_dir)
     target = folder / f"pixels-{cache_key(paths, size)}-{_size_tag(size)}px.npy"
-    return _cached_decode(paths, (*input_frame(size), 3), lambda p: decode_image(p, size), target, workers)
+    return _cached_decode(paths, (*input_frame(size), 3), lambda p: decode_image(p, size), target, workers, should_stop)
 
 
 MASK_FOLDER = "masks"  # HAM10000 / ISIC 2018 task 1 layout: <data>/masks/<image_id>_segmentation.png
@@ -1041,10 +1058,15 @@ def decode_mask(path: str, image: str, size: InputSize) -> np.ndarray:
 
 
 def load_masks(
-    dataset: Dataset, size: InputSize, cache_dir: str | os.PathLike[str] | None = None, workers: int = 2
+    dataset: Dataset,
+    size: InputSize,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 2,
+    should_stop: StopCheck | None = None,
 ) -> np.ndarray:
     """Every image's lesion mask as a read-only (N, H, W) uint8 memmap in `dataset.meta`'s row order,
-    cached like the pixels. A missing mask is a DataError naming it (and how many more are missing)."""
+    cached like the pixels (`should_stop` as there). A missing mask is a DataError naming it (and how many
+    more are missing)."""
     paths = [str(lesion_mask_file(dataset.root, i)) for i in dataset.meta["image_id"]]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
@@ -1056,7 +1078,9 @@ def load_masks(
     folder = default_cache_dir(cache_dir)
     # keyed by the images too: their EXIF orientation turns the masks (`read_mask`)
     target = folder / f"masks-{cache_key([*paths, *images.values()], size)}-{_size_tag(size)}px.npy"
-    return _cached_decode(paths, input_frame(size), lambda p: decode_mask(p, images[p], size), target, workers)
+    return _cached_decode(
+        paths, input_frame(size), lambda p: decode_mask(p, images[p], size), target, workers, should_stop
+    )
 
 
 def append_json_lines(path: Path, records: Sequence[object]) -> None:

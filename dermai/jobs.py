@@ -50,7 +50,9 @@ from dermai.train import (
     JOB_LOG,
     OWNER_FILE,
     STOP_FILE,
+    STOPPED_UNTRAINED,
     foreign_entry,
+    job_event_line,
     read_metrics,
     run_lock_holder,
     split_dataset,
@@ -104,11 +106,14 @@ STARTING = "(starting)"  # run_dir of a job whose lock is taken but whose proces
 START_GRACE_S = 10  # a lock naming no live process reads as a starting job this long after it was written
 ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
-# The app's own lines in a run's job.log: when each job it launched started, and when the user cancelled one.
-# `run_status` reads them: a job launched after the run's last status record that wrote none of its own failed
-# or was killed (a resume that died), and a cancelled job was stopped by the user, not a failure.
+# The app's own lines in a run's job.log: when each job it launched started, when the user cancelled one, and
+# (the trainer's) when a STOP ended a new run before it trained. `run_status` reads them: a job launched after the
+# run's last status record that wrote none of its own failed or was killed (a resume that died), and a cancelled
+# job, or one stopped before it trained, was stopped by the user, not a failure.
 STARTED, CANCELLED = "started", "cancelled by the user"
-JOB_EVENT = re.compile(r"^--- dermai app: job (started|cancelled by the user) .* \(t=(\d+(?:\.\d+)?)\) ---$")
+JOB_EVENT = re.compile(
+    rf"^--- dermai app: job ({STARTED}|{CANCELLED}|{STOPPED_UNTRAINED}) .* \(t=(\d+(?:\.\d+)?)\) ---$"
+)
 LEGACY_LOG_GRACE_S = 60  # a log without those lines (an older version's) this much newer than the end: a later job
 
 
@@ -323,11 +328,11 @@ def _launch(stage: str, run_dir: Path, command: list[str], runs: Path) -> Job:
     try:
         _write_starting(fd, lock, Job(0, str(run_dir), stage, command, time.time()))
         run_dir.mkdir(parents=True, exist_ok=True)
-        # A STOP left from an earlier run would end this one at its first step; one written from now on is
+        # A STOP left from an earlier run would end this one before it trains; one written from now on is
         # honoured (the trainer no longer clears it when it starts).
         (run_dir / STOP_FILE).unlink(missing_ok=True)
         with open(run_dir / LOG_NAME, "ab") as log:
-            log.write(_event_line(STARTED))
+            log.write(job_event_line(STARTED))
             log.flush()  # before the process's own output
             process = subprocess.Popen(
                 command,
@@ -698,7 +703,9 @@ def _refuse_missing_teacher(teacher: str, config_path: Path) -> None:
 
 
 def stop_job(run_dir: str | os.PathLike[str]) -> Path:
-    """Ask a run to stop: it checkpoints after the current step and ends with status "stopped"."""
+    """Ask a run to stop: it checkpoints after the current step and ends with status "stopped"; while it still
+    prepares its data (`train.Trainer._prepare`), it ends before training starts, with nothing trained. A file,
+    not a signal: it reaches a trainer started from the command line too, which the app must not kill."""
     path = Path(run_dir) / STOP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
@@ -715,17 +722,10 @@ def cancel_job(runs: str | os.PathLike[str] | None = None, run_dir: str | os.Pat
     if run_dir is not None and Path(job.run_dir).resolve() != Path(run_dir).resolve():
         return None
     with contextlib.suppress(OSError), open(Path(job.run_dir) / LOG_NAME, "ab") as log:
-        log.write(_event_line(CANCELLED))  # the run then reads "stopped" (by the user), not "failed"
+        log.write(job_event_line(CANCELLED))  # the run then reads "stopped" (by the user), not "failed"
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(job.pid, signal.SIGTERM)
     return job
-
-
-def _event_line(event: str) -> bytes:
-    """One of the app's own job.log lines (JOB_EVENT), stamped now."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-    return f"--- dermai app: job {event} {stamp} (t={now:.3f}) ---\n".encode()
 
 
 def _job_events(run: Path) -> list[tuple[str, float]]:
@@ -759,7 +759,8 @@ def _lock_taken(run: Path) -> float | None:
 
 def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) -> str | None:
     """What happened after the run's last status record: "cancelled" (the user cancelled the last job before
-    it wrote a status of its own), "continued" (a later job trained on or was launched, and wrote none: it
+    it wrote a status of its own), "stopped untrained" (a STOP ended the new run's job before it trained: the
+    trainer's job.log line), "continued" (a later job trained on or was launched, and wrote none: it
     died), "continued outside" (a trainer the app did not launch, a command-line resume, took the folder's lock
     after it and wrote none), or None (the record stands). The app's job.log lines say when each job started
     and was cancelled; a log without them (an older version's) counts as a later job when written well after
@@ -767,21 +768,23 @@ def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) 
     before)."""
     events = _job_events(run)
     taken = _lock_taken(run)
-    cancelled = bool(events) and events[-1][0] == CANCELLED and (taken is None or taken <= events[-1][1])
+    by_user = None
+    if events and (taken is None or taken <= events[-1][1]):
+        by_user = {CANCELLED: "cancelled", STOPPED_UNTRAINED: "stopped untrained"}.get(events[-1][0])
     if end_index is None:
-        return "cancelled" if cancelled else None
+        return by_user
     end_time = records[end_index].get("time")
     end_time = end_time if isinstance(end_time, int | float) else None
     launches = [t for event, t in events if event == STARTED]
     if launches and end_time is not None and end_time < launches[-1]:
-        return "cancelled" if cancelled else "continued"
+        return by_user or "continued"
     # A finished run is never resumed (the trainer refuses it before taking the lock), so file times after its
     # record prove nothing: a plain `cp -r` of the run stamps its lock and log with the time of the copy.
     finished = records[end_index].get("status") == "finished"
     if taken is not None and end_time is not None and end_time < taken and not finished:
-        return "cancelled" if cancelled else "continued outside"
+        return by_user or "continued outside"
     if any(r.get("kind") in ("step", "epoch") for r in records[end_index + 1 :]):
-        return "cancelled" if cancelled else "continued"
+        return by_user or "continued"
     log = run / LOG_NAME
     if not launches and end_time is not None and log.exists() and not finished:
         return "continued" if log.stat().st_mtime > end_time + LEGACY_LOG_GRACE_S else None
@@ -794,6 +797,8 @@ def _note(run: Path, since_end: str | None) -> str | None:
         if resumable(run):
             return "Cancelled by the user; Resume continues from its last checkpoint."
         return "Cancelled by the user before it saved a checkpoint: there is nothing to resume."
+    if since_end == "stopped untrained":
+        return "Stopped by the user while it prepared its data: nothing was trained. Start it again by its name."
     if since_end == "continued":
         return (
             "Its last job ended without finishing (the log below says why); the run's checkpoint is as that job "
@@ -832,10 +837,10 @@ def running_eta(records: Sequence[Mapping[str, Any]]) -> float | None:
 
 def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
     """What a run folder says about itself: running while its job is alive or a trainer holds the folder's
-    lock (also one started from the command line); "stopped" when the user cancelled its job; else what its
-    last status record says, unless a later job trained on or was launched, or a trainer from the command line
-    took the folder's lock, and wrote no status of its own (a resume that failed at its start or part-way): that
-    run is "interrupted", as is one that never wrote one."""
+    lock (also one started from the command line); "stopped" when the user cancelled its job (or stopped it before
+    it trained); else what its last status record says, unless a later job trained on or was launched, or a
+    trainer from the command line took the folder's lock, and wrote no status of its own (a resume that failed
+    at its start or part-way): that run is "interrupted", as is one that never wrote one."""
     run = Path(run_dir)
     records = read_metrics(run)
     steps = [r for r in records if r.get("kind") in ("step", "epoch")]
@@ -847,7 +852,7 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     since_end = _since_end(run, records, end_index)
     if is_running(run, runs):
         status, since_end = "running", None
-    elif since_end == "cancelled":
+    elif since_end in ("cancelled", "stopped untrained"):
         status = "stopped"  # by the user
     elif end is not None and since_end is None:
         status = str(end.get("status"))

@@ -56,6 +56,8 @@ from dermai.config import (
 from dermai.data import (
     DataError,
     Dataset,
+    PreparationStopped,
+    StopCheck,
     append_json_lines,
     assign_labelled,
     atomic_leftover,
@@ -103,6 +105,9 @@ OWNER_FILE = ".owner"  # flock-ed by the trainer writing the folder, for its who
 JOB_LOG = "job.log"  # the app's log of a job (dermai.jobs), written into the run folder before its trainer starts
 # What a launcher leaves in a new run folder before the trainer writes anything: a folder holding only these is new.
 LAUNCH_ENTRIES = (OWNER_FILE, STOP_FILE, JOB_LOG)
+# The app's own lines in a run's job.log (`job_event_line`; dermai.jobs reads them): the app writes when each job
+# it launched started and when the user cancelled one; the trainer, when a STOP ended a new run before it trained.
+STOPPED_UNTRAINED = "stopped before training started"
 Callback = Callable[[dict[str, Any]], bool | None]
 
 
@@ -318,6 +323,13 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def job_event_line(event: str) -> bytes:
+    """One of the app's own job.log lines (`dermai.jobs.JOB_EVENT` reads them), stamped now."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    return f"--- dermai app: job {event} {stamp} (t={now:.3f}) ---\n".encode()
+
+
 def launcher_entry(name: str) -> bool:
     """Whether a run folder's entry is a launcher's (`LAUNCH_ENTRIES`) or a temporary that a killed writer left
     (`data.atomic_leftover`): a run killed while writing its config.json left one, and its folder then read as
@@ -416,12 +428,18 @@ def split_dataset(data: DataConfig, metadata: pd.DataFrame | None = None) -> Dat
     )
 
 
-def prepare_data(cfg: RunConfig, workers: int | None = None) -> tuple[Dataset, np.ndarray]:
+def prepare_data(
+    cfg: RunConfig, workers: int | None = None, should_stop: StopCheck | None = None
+) -> tuple[Dataset, np.ndarray]:
     """The split dataset and its cached pixels at the training size, decoded (when not cached yet) by
-    `workers` threads: by default the run's `num_workers`, at least one."""
+    `workers` threads: by default the run's `num_workers`, at least one. `should_stop` (a trainer's STOP file)
+    may end it with PreparationStopped before or during the decode."""
     workers = max(1, cfg.train.num_workers if workers is None else workers)
     dataset = split_dataset(cfg.data)
-    pixels = load_pixels(list(dataset.meta["path"]), train_input_size(cfg.train), cfg.data.cache_dir, workers)
+    if should_stop is not None and should_stop():
+        raise PreparationStopped(f"{cfg.data.data_dir}: stopped before its images were decoded")
+    size = train_input_size(cfg.train)
+    pixels = load_pixels(list(dataset.meta["path"]), size, cfg.data.cache_dir, workers, should_stop)
     return dataset, pixels
 
 
@@ -713,48 +731,11 @@ class Trainer:
     def _run(self) -> TrainResult:
         cfg = self.cfg
         dist_utils.barrier(self.dist)
-        dataset, pixels = prepare_data(cfg)
-        self._check_resumed_split(dataset)
-        meta = dataset.meta
-        self.dataset, self.pixels = dataset, pixels
-        # On a GPU the whole uint8 cache lives on the device and batches are augmented there; on a CPU
-        # batches are read from the memmap.
-        self.device_pixels = torch.from_numpy(np.array(pixels)).to(self.device) if self.device.type == "cuda" else None
-        self.train_idx = np.flatnonzero(meta["split"].to_numpy() == "train")
-        self.labelled_idx = np.flatnonzero((meta["split"].to_numpy() == "train") & meta["labelled"].to_numpy())
-        self.val_idx = np.flatnonzero(meta["split"].to_numpy() == "val")
-        self.labels = meta["label"].to_numpy()
-        # Fine-tuning balances the classes either way (balanced batches, or the class-weighted loss without
-        # them), so its logits assume equal class frequencies; validation adds the labelled training split's
-        # log prior back, as serving does, so the epoch kept is the best one as served.
-        self.val_log_prior = (
-            class_log_prior(self.labels[self.labelled_idx], len(dataset.classes)) if len(self.labelled_idx) else None
-        )
-        # The lesion-mask loss (fine-tuning only) reads every image's mask, cached beside the pixels.
-        self.masks: np.ndarray | None = None
-        self.mask_head: LesionMaskHead | None = None
-        if cfg.train.mask_weight > 0 and "finetune" in self.stages:
-            try:
-                self.masks = load_masks(
-                    dataset, train_input_size(cfg.train), cfg.data.cache_dir, max(1, cfg.train.num_workers)
-                )
-            except DataError as exc:
-                raise TrainingError(f"mask_weight {cfg.train.mask_weight}: {exc}") from None
-            torch.manual_seed(cfg.train.seed)
-            self.mask_head = LesionMaskHead(cfg.model.feature_dim).to(self.device)
-        self.device_masks = (
-            torch.from_numpy(np.array(self.masks)).to(self.device)
-            if self.masks is not None and self.device.type == "cuda"
-            else None
-        )
-        # Built first: unusable --init-weights then fail before config.json and manifest.csv are written.
-        model = self._build_model(len(dataset.classes))
-        ckpt = read_checkpoint(self.checkpoint_path, self.device) if self.resume else None
-        # Distillation (fine-tuning only): the teacher scores every training image once, before any step; the
-        # checkpoints keep its probabilities for a resume.
-        self.teacher_probs: np.ndarray | None = None
-        if cfg.train.distill_weight > 0 and "finetune" in self.stages:
-            self.teacher_probs = self._distill_targets(ckpt)
+        try:
+            model, ckpt = self._prepare()
+        except PreparationStopped:
+            return self._stopped_before_training()
+        dataset = self.dataset
         if self.dist.is_main and not self.resume:
             write_manifest(dataset, self.run_dir / "manifest.csv")
             write_json_atomic(
@@ -809,6 +790,90 @@ class Trainer:
         )
         dist_utils.barrier(self.dist)
         return TrainResult(self.run_dir, status, weights, self.best_score)
+
+    def _prepare(self) -> tuple[SimCLRResNet18, dict[str, Any] | None]:
+        """Everything read before the first step (the split, its pixel cache, masks, the model, the checkpoint
+        resumed, a teacher's scores): minutes on a CPU at a new image size, so a STOP file written meanwhile ends
+        it between these steps and within a cache's decode (PreparationStopped; one process only: ranks that
+        disagreed would wait on each other for ever, so a multi-process run reads STOP from its first step)."""
+        cfg = self.cfg
+        should_stop = self._stop_requested if not self.dist.enabled else None
+        dataset, pixels = prepare_data(cfg, should_stop=should_stop)
+        self._check_resumed_split(dataset)
+        meta = dataset.meta
+        self.dataset, self.pixels = dataset, pixels
+        # On a GPU the whole uint8 cache lives on the device and batches are augmented there; on a CPU
+        # batches are read from the memmap.
+        self.device_pixels = torch.from_numpy(np.array(pixels)).to(self.device) if self.device.type == "cuda" else None
+        self.train_idx = np.flatnonzero(meta["split"].to_numpy() == "train")
+        self.labelled_idx = np.flatnonzero((meta["split"].to_numpy() == "train") & meta["labelled"].to_numpy())
+        self.val_idx = np.flatnonzero(meta["split"].to_numpy() == "val")
+        self.labels = meta["label"].to_numpy()
+        # Fine-tuning balances the classes either way (balanced batches, or the class-weighted loss without
+        # them), so its logits assume equal class frequencies; validation adds the labelled training split's
+        # log prior back, as serving does, so the epoch kept is the best one as served.
+        self.val_log_prior = (
+            class_log_prior(self.labels[self.labelled_idx], len(dataset.classes)) if len(self.labelled_idx) else None
+        )
+        # The lesion-mask loss (fine-tuning only) reads every image's mask, cached beside the pixels.
+        self.masks: np.ndarray | None = None
+        self.mask_head: LesionMaskHead | None = None
+        if cfg.train.mask_weight > 0 and "finetune" in self.stages:
+            try:
+                self.masks = load_masks(
+                    dataset, train_input_size(cfg.train), cfg.data.cache_dir, max(1, cfg.train.num_workers), should_stop
+                )
+            except DataError as exc:
+                raise TrainingError(f"mask_weight {cfg.train.mask_weight}: {exc}") from None
+            torch.manual_seed(cfg.train.seed)
+            self.mask_head = LesionMaskHead(cfg.model.feature_dim).to(self.device)
+        self.device_masks = (
+            torch.from_numpy(np.array(self.masks)).to(self.device)
+            if self.masks is not None and self.device.type == "cuda"
+            else None
+        )
+        self._check_stop(should_stop)
+        # Built first: unusable --init-weights then fail before config.json and manifest.csv are written.
+        model = self._build_model(len(dataset.classes))
+        ckpt = read_checkpoint(self.checkpoint_path, self.device) if self.resume else None
+        # Distillation (fine-tuning only): the teacher scores every training image once, before any step; the
+        # checkpoints keep its probabilities for a resume.
+        self.teacher_probs: np.ndarray | None = None
+        if cfg.train.distill_weight > 0 and "finetune" in self.stages:
+            self._check_stop(should_stop)  # scoring the training images takes a while too
+            self.teacher_probs = self._distill_targets(ckpt)
+        self._check_stop(should_stop)
+        return model, ckpt
+
+    def _check_stop(self, should_stop: StopCheck | None) -> None:
+        """PreparationStopped between two preparation steps when `should_stop` says so."""
+        if should_stop is not None and should_stop():
+            raise PreparationStopped(f"{self.run_dir}: stopped before training started")
+
+    def _stopped_before_training(self) -> TrainResult:
+        """End a run whose STOP file came while it prepared its data, as a stop does (status "stopped"), with
+        nothing trained. A resumed run logs its status record ("before_training") and resumes again as before. A
+        new one writes nothing (no config or metrics: its folder stays one a launcher left, so the same command
+        or run name starts it again), only the job log's event when the app launched it (`job_event_line`), so
+        the app reads it "stopped", not "failed"."""
+        (self.run_dir / STOP_FILE).unlink(missing_ok=True)  # honoured: a later start must not stop on it again
+        weights = self.run_dir / "model.safetensors"
+        kept = weights if weights.exists() else None
+        if self.resume:
+            self._log(
+                {
+                    "kind": "status",
+                    "status": "stopped",
+                    "before_training": True,
+                    "weights": str(kept) if kept else None,
+                    "best_score": None,
+                }
+            )
+        elif (self.run_dir / JOB_LOG).exists():
+            with contextlib.suppress(OSError), open(self.run_dir / JOB_LOG, "ab") as log:
+                log.write(job_event_line(STOPPED_UNTRAINED))
+        print(f"{self.run_dir}: stopped before training started (STOP file); nothing was trained", file=sys.stderr)
+        return TrainResult(self.run_dir, "stopped", kept, None)
 
     def _stage_total(self, stage: str) -> int:
         n = len(self.train_idx) if stage == "pretrain" else len(self.labelled_idx)

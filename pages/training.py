@@ -323,7 +323,11 @@ def live() -> None:
         describe_chart(st, training_curves_summary(records))  # in the fragment: refreshed with the chart
     else:
         st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
-        if control and st.button(control, help="Nothing is trained yet: end the job now"):
+        if control == "Stop":  # a command-line run: its STOP file ends it before it trains (the app kills no process)
+            if st.button(control, help=runs_view.PREPARING_STOP_HELP):
+                jobs.stop_job(job.run_dir)
+                st.toast("Stop requested: the run will end before training starts.")
+        elif control and st.button(control, help="Nothing is trained yet: end the job now"):
             jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled.")
 

@@ -155,7 +155,7 @@ def test_the_runs_list_names_the_button_that_ends_a_job_preparing_its_data(
         jobs.cancel_job(runs)
     assert runs_view.current_job_control(ensemble=False, trained=True, outside=True) == "Stop"
     assert runs_view.current_job_control(ensemble=True, trained=False, outside=False) == "Cancel this job"
-    assert runs_view.current_job_control(ensemble=False, trained=False, outside=True) is None
+    assert runs_view.current_job_control(ensemble=True, trained=False, outside=True) is None
 
 
 def test_evaluation_says_which_run_can_be_compared(app_env: Path) -> None:  # noqa: F811

@@ -18,13 +18,22 @@ from dermai.ui.weights_menu import default_model_label
 
 def current_job_control(ensemble: bool, trained: bool, outside: bool) -> str | None:
     """The label of the one button that ends the job under Training's "Current job": "Cancel this job" for an
-    ensemble, "Stop" once training has begun (its STOP file reaches a command-line run too), "Cancel" while its
-    data is still being prepared; None where the app cannot end it (a command-line job it did not start)."""
+    ensemble, "Stop" once training has begun, "Cancel" while its data is still being prepared; None where the
+    app cannot end it (a command-line ensemble: it reads no STOP file and the app kills no process it did not
+    start). A command-line trainer gets "Stop" while it prepares its data too: it reads its STOP file then and
+    ends before it trains (`train.Trainer._prepare`)."""
     if ensemble:
         return None if outside else "Cancel this job"
-    if trained:
+    if trained or outside:
         return "Stop"
-    return None if outside else "Cancel"
+    return "Cancel"
+
+
+# The help of "Stop" under "Current job" for a command-line run still preparing its data.
+PREPARING_STOP_HELP = (
+    "Ends the run before training starts: nothing is trained yet, and a half-decoded pixel cache is not kept "
+    "(the next run at this size decodes it again)"
+)
 
 
 def current_job_hint(control: str | None) -> str:
