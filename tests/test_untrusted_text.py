@@ -31,7 +31,7 @@ HOSTILE = "$x$ **b** _i_ [l](javascript:alert(1)) <b>&lt;.png"  # a formula, bol
         ("__scan__.jpg", r"\_\_scan\_\_.jpg"),
         ("ISIC_0024306, a-b.c (1)", "ISIC_0024306, a-b.c (1)"),  # nothing markdown acts on: as typed
         ("$5 lesion.png", r"\$5 lesion.png"),
-        ("[l](javascript:alert(1))", r"\[l\](javascript&#58;alert(1))"),
+        ("[l](javascript:alert(1))", r"\[l\](javascript:alert(1))"),
         ("<b>x</b> &lt; `c` ~~s~~ a*b*c", r"\<b\>x\</b\> \&lt; \`c\` \~\~s\~\~ a\*b\*c"),
         ("a\n# heading\n- item", "a # heading - item"),  # one line: no heading or list
         ("# h.jpg", r"\# h.jpg"),
@@ -41,7 +41,8 @@ HOSTILE = "$x$ **b** _i_ [l](javascript:alert(1)) <b>&lt;.png"  # a formula, bol
         ("a :red[b].jpg", r"a &#58;red\[b\].jpg"),
         (":smile: :+1: :material/home:", "&#58;smile: &#58;+1: &#58;material/home:"),
         ("x :streamlit: :Streamlit:y", "x :streamlit&#58; :Streamlit&#58;y"),  # its closing colon (the only one read)
-        (r"C:\scans 12 : 30", r"C:\\scans 12 : 30"),  # a colon opening nothing stays as typed
+        ("a:100: 1:smile: 1:red[b]", r"a&#58;100: 1&#58;smile: 1&#58;red\[b\]"),  # straight after a letter or digit
+        (r"C:\scans 12:30 1:1 a:b", r"C:\\scans 12:30 1:1 a:b"),  # a colon opening nothing stays as typed
     ],
 )
 def test_markdown_plain_escapes_what_markdown_would_act_on(text: str, shown: str) -> None:

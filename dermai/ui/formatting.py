@@ -20,11 +20,13 @@ def is_number(value: Any) -> bool:
 # paths read as typed in the page's words and its tests; "&" would turn "&lt;" into "<".
 MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>$~|&])|(?<![^\W_])_|_(?![^\W_])")
 MARKDOWN_LINE_START = re.compile(r"^(\d+(?=[.)])|(?=[#>+=-]))")  # a heading, quote, list or rule at a line's start
-# A colon that opens one of Streamlit's own shortcodes: ":red[x]" (the text coloured, its name gone), ":smile:",
-# ":+1:" (emoji) and ":material/home:" (an icon). A backslash does not stop them (they are matched after markdown's
-# escapes are read), a character reference does: "&#58;" shows as ":" and copies as ":". The Streamlit logo's
-# ":streamlit:" is the exception, matched whatever its opening colon is written as: its closing colon is encoded.
-SHORTCODE_COLON = re.compile(r":(?=[\w+\-/])(?!streamlit:)|(?<=:streamlit):", re.IGNORECASE)
+# A colon that opens one of Streamlit's own shortcodes, even straight after a letter or digit: ":red[x]" (the text
+# coloured, its name gone; "[" is escaped by then), ":smile:", ":+1:", ":100:" (emoji) and ":material/home:" (an
+# icon). A backslash does not stop them (they are matched after markdown's escapes are read), a character reference
+# does: "&#58;" shows as ":" and copies as ":". A colon that opens none ("12:30", "1:1", "C:\\") stays as typed. The
+# Streamlit logo's ":streamlit:" is the exception, matched whatever its opening colon is written as: its closing
+# colon is encoded.
+SHORTCODE_COLON = re.compile(r":(?=[\w+\-/]+(?::|\\\[))(?!streamlit:)|(?<=:streamlit):", re.IGNORECASE)
 COLON_REFERENCE = "&#58;"
 
 
