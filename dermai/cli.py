@@ -855,7 +855,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from dermai import jobs
+    from dermai import disk_space, jobs, run_deletion, run_table
 
     _check_runs_options(args.delete, args.force)
     root = jobs.runs_dir(args.runs)
@@ -863,24 +863,24 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         raise jobs.JobError(f"runs folder {root}: not a folder")
     if args.delete:
         run = root / jobs.check_run_name(args.delete)
-        if not jobs.is_listed_run(run):  # only what `runs` lists: another folder there is someone's own
+        if not run_deletion.is_listed_run(run):  # only what `runs` lists: another folder there is someone's own
             raise jobs.JobError(f"no run named {args.delete!r} in the runs folder {root}")
-        dependents = jobs.dependent_runs(run, root)
+        dependents = run_deletion.dependent_runs(run, root)
         for dependent in dependents:
             print(f"note: {dependent.consequence().replace('`', '')}", file=sys.stderr)
         if any(d.breaks for d in dependents) and not args.force:
             raise jobs.JobError(f"{run}: not deleted, another run still needs it (above); add --force to delete it")
-        freed = jobs.delete_run(run, root)
+        freed = run_deletion.delete_run(run, root)
         print(f"deleted {run} ({freed / 1e9:.2f} GB freed)")
         return 0
     if not root.exists():
         print(f"no runs folder at {root} yet: 0 runs")
         return 0
-    table = jobs.list_runs(root)
+    table = run_table.list_runs(root)
     if not table.empty:
         figures = {"best_val_auroc": "{:.3f}".format, "disk_gb": "{:.2f}".format}
-        print(table[jobs.shown_run_columns(table)].to_string(index=False, formatters=figures, na_rep="-"))
-    used, free = table["disk_gb"].sum(), jobs.free_bytes(root) / 1e9
+        print(table[run_table.shown_run_columns(table)].to_string(index=False, formatters=figures, na_rep="-"))
+    used, free = table["disk_gb"].sum(), disk_space.free_bytes(root) / 1e9
     print(f"{len(table)} runs in {root} take {used:.2f} GB; {free:.1f} GB free on its disk")
     return 0
 

@@ -10,6 +10,8 @@ STOP file: the trainer ends cleanly after the current step with a checkpoint, an
 Each trainer also holds its run folder's own OS lock (`train.run_lock`) while it lives, wherever it was started
 (here or the command line), and so does an ensemble build (`ensemble.build_ensemble`): while it is held the run
 reads as running and is neither started nor resumed again.
+A run's status, the Runs table and deleting runs live in `run_status`, `run_table` and `run_deletion`, which
+build on this module (it imports none of them).
 """
 
 from __future__ import annotations
@@ -19,14 +21,12 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,31 +39,28 @@ from dermai.data import (
     find_metadata_csv,
     read_metadata,
     resolve_data_root,
-    same_file,
     windows_name_problem,
     write_json_atomic,
 )
+from dermai.disk_space import free_bytes
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg, member_reference
 from dermai.losses import check_mask_weight
-from dermai.preprocess import InputSize, meta_input_size, size_label
+from dermai.preprocess import InputSize
 from dermai.train import (
     JOB_LOG,
-    OWNER_FILE,
     STOP_FILE,
     STOPPED_UNTRAINED,
     foreign_entry,
     job_event_line,
-    read_metrics,
     run_lock_holder,
     split_dataset,
     split_mismatch,
     weights_split_problem,
 )
-from dermai.weights import DEFAULT_WEIGHTS, WeightsError, read_meta, resolve_weights_path
+from dermai.weights import WeightsError, read_meta, resolve_weights_path
 
 LOCK_NAME = ".job.json"
 LOG_NAME = JOB_LOG
-EXTERNAL_QUIET_S = 300  # no end record, no lock held, written this recently: a trainer without the lock (older)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one plain folder name: no "..", no "/", not hidden
 RUN_NAME_MAX = 100
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +98,6 @@ LIST_FLAGS: dict[str, str] = {"augment": "--augment", "simclr_augment": "--simcl
 # A run writes ~0.2 GB (model, best and last checkpoints); its first epoch at a new image size also writes the
 # pixel cache (0.1-1.5 GB). Below this much free space a job is refused rather than left to die mid-way.
 MIN_FREE_BYTES = 1 << 30
-DELETING_PREFIX = ".deleting-"  # a run folder being deleted: hidden, so a deletion cut short lists no half-run
 STARTING = "(starting)"  # run_dir of a job whose lock is taken but whose process is not yet known
 START_GRACE_S = 10  # a lock naming no live process reads as a starting job this long after it was written
 ENSEMBLE_STAGE = "ensemble"  # a job that combines finished runs (`python -m dermai ensemble`); it never trains
@@ -114,7 +110,6 @@ STARTED, CANCELLED = "started", "cancelled by the user"
 JOB_EVENT = re.compile(
     rf"^--- dermai app: job ({STARTED}|{CANCELLED}|{STOPPED_UNTRAINED}) .* \(t=(\d+(?:\.\d+)?)\) ---$"
 )
-LEGACY_LOG_GRACE_S = 60  # a log without those lines (an older version's) this much newer than the end: a later job
 
 
 class JobError(RuntimeError):
@@ -134,23 +129,6 @@ class Job:
     @property
     def name(self) -> str:
         return Path(self.run_dir).name
-
-
-@dataclass
-class RunStatus:
-    """A run folder's state, read from its metrics stream (and whether its job is alive)."""
-
-    run_dir: Path
-    status: str  # running | finished | stopped | interrupted | failed | not started
-    stage: str | None
-    epoch: int | None
-    progress: float  # 0..1 of all optimiser steps
-    eta_s: float | None
-    best_val_auroc: float | None
-    weights: Path | None
-    started: float | None
-    note: str | None = None  # what the status alone does not say: cancelled by the user, a resume that died
-    epochs_done: dict[str, int] = field(default_factory=dict)  # per stage, the epochs it completed
 
 
 def runs_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -514,34 +492,6 @@ def _read_run_config(path: Path) -> dict[str, Any]:
     return saved
 
 
-def recorded_stage(run_dir: str | os.PathLike[str]) -> str | None:
-    """The stage a run folder's config.json records (ENSEMBLE_STAGE for an ensemble's), or None while there is
-    none to read (a trainer not yet that far, a damaged file): the Training page's live view of a run started
-    from the command line has no lock record to name its stage, and must know an ensemble, which reads no STOP."""
-    try:
-        saved = _read_run_config(Path(run_dir) / "config.json")
-    except JobError:
-        return None
-    if "members" in saved:  # as _run_row tells an ensemble run
-        return ENSEMBLE_STAGE
-    config = saved.get("config")
-    stage = config.get("stage") if isinstance(config, dict) else None
-    return stage if isinstance(stage, str) and stage else None
-
-
-def planned_epochs(run_dir: str | os.PathLike[str], stage: str) -> int | None:
-    """The epochs a run folder's config.json plans for `stage` ("pretrain" or "finetune"), or None where it says
-    none (not yet written, an ensemble, another layout): the live view's "epoch 2 of 6" needs the 6."""
-    try:
-        saved = _read_run_config(Path(run_dir) / "config.json")
-    except JobError:
-        return None
-    config = saved.get("config")
-    train = config.get("train") if isinstance(config, dict) else None
-    planned = train.get(f"{stage}_epochs") if isinstance(train, dict) else None
-    return planned if isinstance(planned, int) and not isinstance(planned, bool) else None
-
-
 def _weights_meta(path: str, role: str = "") -> dict[str, Any]:
     """The JSON of weights a run will read, or a JobError naming them (`role`, e.g. "teacher ", says which)."""
     try:
@@ -728,358 +678,7 @@ def cancel_job(runs: str | os.PathLike[str] | None = None, run_dir: str | os.Pat
     return job
 
 
-def _job_events(run: Path) -> list[tuple[str, float]]:
-    """The app's own lines in a run's job.log, as (event, time), oldest first; none without a log."""
-    try:
-        text = (run / LOG_NAME).read_text(errors="replace")
-    except OSError:
-        return []
-    return [(m[1], float(m[2])) for line in text.splitlines() if (m := JOB_EVENT.match(line))]
-
-
-def is_running(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> bool:
-    """Whether a process works in the run folder now: the app's job, or a trainer holding the folder's lock
-    (also one started from the command line), however long since it last wrote. Its weights may be written
-    but not yet calibrated (the trainer calibrates after saving them, an ensemble after packing them)."""
-    run = Path(run_dir)
-    job = current_job(runs)
-    if job is not None and same_file(job.run_dir, run):
-        return True  # also while a resumed run has only its earlier "stopped" record
-    return run_lock_holder(run) is not None
-
-
-def _lock_taken(run: Path) -> float | None:
-    """When a trainer last took the run folder's lock (`train.run_lock` writes its pid into OWNER_FILE as it
-    does), or None: the only trace a trainer started from the command line leaves before its first record."""
-    try:
-        return (run / OWNER_FILE).stat().st_mtime
-    except OSError:
-        return None
-
-
-def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) -> str | None:
-    """What happened after the run's last status record: "cancelled" (the user cancelled the last job before
-    it wrote a status of its own), "stopped untrained" (a STOP ended the new run's job before it trained: the
-    trainer's job.log line), "continued" (a later job trained on or was launched, and wrote none: it
-    died), "continued outside" (a trainer the app did not launch, a command-line resume, took the folder's lock
-    after it and wrote none), or None (the record stands). The app's job.log lines say when each job started
-    and was cancelled; a log without them (an older version's) counts as a later job when written well after
-    the record. A cancel stands only if no trainer took the folder after it (its job's own trainer took it
-    before)."""
-    events = _job_events(run)
-    taken = _lock_taken(run)
-    by_user = None
-    if events and (taken is None or taken <= events[-1][1]):
-        by_user = {CANCELLED: "cancelled", STOPPED_UNTRAINED: "stopped untrained"}.get(events[-1][0])
-    if end_index is None:
-        return by_user
-    end_time = records[end_index].get("time")
-    end_time = end_time if isinstance(end_time, int | float) else None
-    launches = [t for event, t in events if event == STARTED]
-    if launches and end_time is not None and end_time < launches[-1]:
-        return by_user or "continued"
-    # A finished run is never resumed (the trainer refuses it before taking the lock), so file times after its
-    # record prove nothing: a plain `cp -r` of the run stamps its lock and log with the time of the copy.
-    finished = records[end_index].get("status") == "finished"
-    if taken is not None and end_time is not None and end_time < taken and not finished:
-        return by_user or "continued outside"
-    if any(r.get("kind") in ("step", "epoch") for r in records[end_index + 1 :]):
-        return by_user or "continued"
-    log = run / LOG_NAME
-    if not launches and end_time is not None and log.exists() and not finished:
-        return "continued" if log.stat().st_mtime > end_time + LEGACY_LOG_GRACE_S else None
-    return None
-
-
-def _note(run: Path, since_end: str | None) -> str | None:
-    """The `RunStatus.note` for what happened after the last status record."""
-    if since_end == "cancelled":
-        if resumable(run):
-            return "Cancelled by the user; Resume continues from its last checkpoint."
-        return "Cancelled by the user before it saved a checkpoint: there is nothing to resume."
-    if since_end == "stopped untrained":
-        return "Stopped by the user while it prepared its data: nothing was trained. Start it again by its name."
-    if since_end == "continued":
-        return (
-            "Its last job ended without finishing (the log below says why); the run's checkpoint is as that job "
-            "left it. Resume tries again."
-        )
-    if since_end == "continued outside":
-        return (
-            "A trainer started outside the app (from a terminal, say) ended without finishing; its own output "
-            "says why. The run's checkpoint is as that trainer left it. Resume tries again."
-        )
-    return None
-
-
-def completed_epochs(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """The epochs each stage completed: its distinct epoch records (the trainer writes one as each epoch ends,
-    none for an epoch a stop cut short), so a stopped run is not read as having trained its planned epochs."""
-    done: dict[str, set[Any]] = {}
-    for record in records:
-        if record.get("kind") == "epoch" and isinstance(record.get("stage"), str):
-            done.setdefault(record["stage"], set()).add(record.get("epoch"))
-    return {stage: len(epochs) for stage, epochs in done.items()}
-
-
-def running_eta(records: Sequence[Mapping[str, Any]]) -> float | None:
-    """The running job's estimated seconds left: the last step record's, since the last status record. Only
-    step records carry one: read from the last record alone it was lost at every epoch record (the live view
-    flipped to "ETA unknown" and back), and a step before the last status record is an earlier job's."""
-    for record in reversed(records):
-        if record.get("kind") == "status":
-            return None
-        eta = record.get("eta_s")
-        if record.get("kind") == "step" and isinstance(eta, int | float) and not isinstance(eta, bool):
-            return float(eta)
-    return None
-
-
-def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
-    """What a run folder says about itself: running while its job is alive or a trainer holds the folder's
-    lock (also one started from the command line); "stopped" when the user cancelled its job (or stopped it before
-    it trained); else what its last status record says, unless a later job trained on or was launched, or a
-    trainer from the command line took the folder's lock, and wrote no status of its own (a resume that failed
-    at its start or part-way): that run is "interrupted", as is one that never wrote one."""
-    run = Path(run_dir)
-    records = read_metrics(run)
-    steps = [r for r in records if r.get("kind") in ("step", "epoch")]
-    last = steps[-1] if steps else {}
-    end_index = next((i for i in reversed(range(len(records))) if records[i].get("kind") == "status"), None)
-    end = records[end_index] if end_index is not None else None
-    best = [r["best_val_auroc"] for r in records if r.get("best_val_auroc") is not None]
-    metrics_path = run / "metrics.jsonl"
-    since_end = _since_end(run, records, end_index)
-    if is_running(run, runs):
-        status, since_end = "running", None
-    elif since_end in ("cancelled", "stopped untrained"):
-        status = "stopped"  # by the user
-    elif end is not None and since_end is None:
-        status = str(end.get("status"))
-    elif (
-        not (run / OWNER_FILE).exists()  # a trainer that locks its folder is running only while it holds the lock
-        and metrics_path.exists()
-        and time.time() - metrics_path.stat().st_mtime < EXTERNAL_QUIET_S
-    ):
-        status, since_end = "running", None  # still writing, from a trainer that takes no lock (an older version)
-    elif records:
-        status = "interrupted"  # killed or crashed: resumable from its checkpoint
-    else:
-        status = "failed" if (run / LOG_NAME).exists() else "not started"
-    total = last.get("total_steps") or 0
-    progress = 1.0 if status == "finished" else (min(1.0, last.get("global_step", 0) / total) if total else 0.0)
-    weights = run / "model.safetensors"
-    return RunStatus(
-        run_dir=run,
-        status=status,
-        stage=last.get("stage"),
-        epoch=last.get("epoch"),
-        progress=progress,
-        eta_s=running_eta(records) if status == "running" else None,
-        best_val_auroc=max(best) if best else (end or {}).get("best_score"),
-        weights=weights if weights.exists() else None,
-        started=records[0].get("time") if records else None,
-        note=_note(run, since_end),
-        epochs_done=completed_epochs(records),
-    )
-
-
-def log_tail(run_dir: str | os.PathLike[str], lines: int = 20) -> str:
-    """The last lines of a run's job.log (the process's stdout and stderr)."""
-    path = Path(run_dir) / LOG_NAME
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-RUN_COLUMNS = [
-    *("name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb", "weights", "path"),
-    "problem",
-    "note",  # RunStatus.note: what the status alone does not say (the Training page shows it)
-]
-# What the Runs table and `python -m dermai runs` show of `list_runs` (plus "problem" when a folder is damaged).
-RUN_TABLE_COLUMNS = ["name", "status", "stage", "epochs", "input", "best_val_auroc", "started", "disk_gb"]
-UNREADABLE = "unreadable"  # the status of a run folder whose files cannot be read; `problem` says which and why
-
-
-def stage_epochs(stage: str, train: Mapping[str, Any], done: Mapping[str, int] | None = None) -> str:
-    """The epochs a run of `stage` trains, as the Runs table shows them: with `done` (`completed_epochs`),
-    completed/planned ("3/6"; "pretrain 2/2, finetune 0/6" for both stages), since planned epochs alone ("2 + 6")
-    read as trained ones on a stopped run; else the planned ones. A fine-tuning run's config still holds the
-    (unused) pretraining default, so only "both" shows two stages."""
-    stages = ["pretrain", "finetune"] if stage == "both" else [stage]
-    planned = {name: train[f"{name}_epochs"] for name in stages}
-    if done is None:
-        return " + ".join(str(planned[name]) for name in stages)
-    if len(stages) == 1:
-        return f"{done.get(stage, 0)}/{planned[stage]}"
-    return ", ".join(f"{name} {done.get(name, 0)}/{planned[name]}" for name in stages)
-
-
-def _run_row(run: Path, root: Path) -> dict[str, Any]:
-    """The Runs table's row for one folder; a JobError naming the file when its config or metrics are damaged."""
-    saved = _read_run_config(run / "config.json")
-    try:
-        status = run_status(run, root)
-        started = datetime.fromtimestamp(status.started or (run / "config.json").stat().st_mtime)
-    except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:
-        raise JobError(f"{run / 'metrics.jsonl'}: cannot be read ({type(exc).__name__}: {exc})") from None
-    try:
-        if "members" in saved:  # an ensemble run (`python -m dermai ensemble`)
-            stage, epochs, size = ENSEMBLE_STAGE, f"{len(saved['members'])} members", ""
-        else:
-            config = saved["config"]
-            stage = config["stage"]
-            epochs = stage_epochs(stage, config["train"], status.epochs_done)
-            size = f"{size_label(meta_input_size(config['train']))} px"
-    except (KeyError, TypeError, ValueError):  # another layout (an older version's): what the metrics say
-        stage, epochs, size = status.stage, "", ""
-    return {
-        "name": run.name,
-        "status": status.status,
-        "stage": stage,
-        "epochs": epochs,
-        "input": size,
-        "best_val_auroc": status.best_val_auroc,
-        "started": started.replace(microsecond=0),
-        "disk_gb": folder_bytes(run) / 1e9,
-        "weights": str(status.weights) if status.weights else None,
-        "path": str(run),
-        "problem": None,
-        "note": status.note,
-    }
-
-
-def _unstarted_row(run: Path, root: Path) -> dict[str, Any]:
-    """The row of a job folder whose trainer has written no config.json: starting, or failed before it
-    could (a setting it refused, data it could not read). A failed one says why: its log's last line."""
-    status = run_status(run, root)
-    log = run / LOG_NAME
-    row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
-    row.update(name=run.name, status=status.status, epochs="", input="", path=str(run), note=status.note)
-    job = current_job(root)
-    if job is not None and same_file(job.run_dir, run):  # its stage, from the lock, until its config is written
-        row["stage"] = job.stage or None
-    row["started"] = datetime.fromtimestamp(log.stat().st_mtime if log.exists() else run.stat().st_mtime).replace(
-        microsecond=0
-    )
-    row["disk_gb"] = folder_bytes(run) / 1e9
-    if status.status == "failed":
-        lines = [line for line in log_tail(run, 50).splitlines() if line.strip()]
-        row["problem"] = lines[-1].strip() if lines else "the job ended before writing anything (no log)"
-    return row
-
-
-def _unreadable_row(run: Path, problem: str) -> dict[str, Any]:
-    """A damaged run folder's row: its name, where it is and what is wrong, nothing it cannot back."""
-    try:
-        started: datetime | None = datetime.fromtimestamp((run / "config.json").stat().st_mtime)
-    except OSError:
-        started = None
-    row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
-    row.update(name=run.name, status=UNREADABLE, epochs="", input="", path=str(run), problem=problem)
-    row["disk_gb"] = folder_bytes(run) / 1e9
-    row["started"] = started.replace(microsecond=0) if started else None
-    return row
-
-
-def is_listed_run(run: Path) -> bool:
-    """Whether `list_runs` lists the folder as a run: a visible folder with a run's config.json, or with a job's
-    log (a job that failed before its trainer wrote one). Only such a folder may be deleted as a run: any other
-    in the runs folder is someone's own."""
-    visible = run.is_dir() and not run.name.startswith(".")
-    return visible and ((run / "config.json").exists() or (run / LOG_NAME).exists())
-
-
-def list_runs(runs: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """One row per run folder (newest first): name, status, stage, epochs, best val AUROC, started, the space it
-    takes on disk. A damaged folder is one "unreadable" row whose `problem` names the file and why, so it never
-    hides the others; a job that failed before its trainer wrote config.json is a "failed" row whose `problem`
-    is its log's last line. Hidden folders (a run being deleted) are not runs."""
-    root = runs_dir(runs)
-    rows = [row for run in sorted(p for p in root.glob("[!.]*") if p.is_dir()) if (row := run_row(run, root))]
-    return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("started", ascending=False, ignore_index=True)
-
-
-def run_row(run: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
-    """One folder's `list_runs` row, read afresh (the Training page re-reads a running run's: its stage, epochs and
-    size change as it trains), or None when the folder is no run (no config.json, no job log)."""
-    run, root = Path(run), runs_dir(runs)
-    try:
-        if (run / "config.json").exists():
-            return _run_row(run, root)
-        if (run / LOG_NAME).exists():
-            return _unstarted_row(run, root)
-    except JobError as exc:
-        return _unreadable_row(run, str(exc))
-    except OSError as exc:  # the folder went away (deleted) while being listed
-        return _unreadable_row(run, f"{run}: cannot be read ({exc})")
-    return None
-
-
-def shown_run_columns(table: pd.DataFrame) -> list[str]:
-    """The `list_runs` columns to show: RUN_TABLE_COLUMNS, and "problem" when a folder is damaged (it says why)."""
-    return [*RUN_TABLE_COLUMNS, "problem"] if table["problem"].notna().any() else list(RUN_TABLE_COLUMNS)
-
-
-def finished_weights(
-    runs: str | os.PathLike[str] | None = None,
-    fine_tuned: bool = False,
-    ensembles: bool = False,
-    table: pd.DataFrame | None = None,
-) -> dict[str, str]:
-    """Runs whose weights can start a new run or join an ensemble, as {label: weights path}, newest first:
-    finished or stopped, not ensembles (unless `ensembles`); with `fine_tuned`, only runs with a trained
-    classifier. `table`: the `list_runs` table when the caller has read it (the Training page offers runs in
-    three lists, and listing reads every run's config and metrics)."""
-    table = list_runs(runs) if table is None else table
-    usable = table["weights"].notna() & table["status"].isin(["finished", "stopped"])
-    if not ensembles:
-        usable &= table["stage"] != ENSEMBLE_STAGE
-    if fine_tuned:
-        usable &= table["stage"] != "pretrain"
-    choices = {}
-    for row in table[usable].itertuples():
-        score = f", val AUROC {row.best_val_auroc:.3f}" if pd.notna(row.best_val_auroc) else ""
-        choices[f"{row.name} ({row.stage}{score})"] = str(row.weights)
-    return choices
-
-
-def comparable_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """The `list_runs` rows whose training can be compared (`dermai.compare` reads each one's config.json and
-    metrics): not ensembles, not damaged folders, not jobs that failed or were cancelled before their trainer
-    wrote a config (choosing one could only say that its config.json cannot be read)."""
-    written = pd.Series([Path(path, "config.json").is_file() for path in table["path"]], index=table.index, dtype=bool)
-    return table[(table["stage"] != ENSEMBLE_STAGE) & (table["status"] != UNREADABLE) & written]
-
-
-def teacher_choices(runs: str | os.PathLike[str] | None = None, table: pd.DataFrame | None = None) -> dict[str, str]:
-    """Models that can teach a fine-tuning run (`--distill-from`), as {label: weights path}: the shipped model,
-    then finished or stopped runs with a trained classifier, ensembles included, newest first (`table`: as for
-    `finished_weights`)."""
-    shipped = {"shipped default model (weights/model.safetensors)": str(DEFAULT_WEIGHTS)}
-    return {**shipped, **finished_weights(runs, fine_tuned=True, ensembles=True, table=table)}
-
-
 # ------------------------------------------------------------------------------------------- disk space
-
-
-def folder_bytes(path: str | os.PathLike[str]) -> int:
-    """The bytes the files below `path` take (links are counted, not followed); 0 for a missing folder."""
-    total = 0
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):  # a file removed while we walk
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total
-
-
-def free_bytes(path: str | os.PathLike[str]) -> int:
-    """Free bytes on the disk that holds `path`, or would hold it (its nearest existing parent)."""
-    where = Path(path).absolute()
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    return shutil.disk_usage(where).free
 
 
 def check_free_space(runs: Path, need: int = MIN_FREE_BYTES) -> None:
@@ -1092,139 +691,3 @@ def check_free_space(runs: Path, need: int = MIN_FREE_BYTES) -> None:
             f"{need / 1e9:.1f} GB (checkpoints, and the pixel cache at a new image size). Delete runs you no "
             "longer need (Training page: choose the run, then Delete), or free space on that disk"
         )
-
-
-@dataclass
-class Dependent:
-    """A run of the runs folder whose settings name weights inside another run's folder: it started from them
-    (`--init-weights`, role "start") or learns from them as its teacher (`--distill-from`, role "teacher")."""
-
-    name: str
-    role: str
-    status: str
-    pending: bool = False  # its job has not written its config yet: it has not read those weights
-    keeps_teacher: bool = False  # its checkpoint stores the teacher's probabilities: it resumes without them
-
-    @property
-    def breaks(self) -> bool:
-        """Whether deleting the other run leaves this one unable to go on: a job still starting, or a student that
-        has not finished and would need its teacher's file to resume."""
-        if self.pending:
-            return True
-        return self.role == "teacher" and self.status != "finished" and not self.keeps_teacher
-
-    def consequence(self) -> str:
-        """What deleting the other run does to this one (Markdown)."""
-        who = f"`{self.name}` ({self.status})"
-        if self.pending:
-            use = "its teacher" if self.role == "teacher" else "the weights it starts from"
-            return f"{who} is starting and has not read {use} yet: it fails if this run is deleted now."
-        if self.role == "start":
-            return (
-                f"{who} started from its weights: it trains its own copy, so its weights and checkpoints stay valid "
-                "without them."
-            )
-        if self.status == "finished":
-            return f"{who} learned from it as its teacher: its own weights keep working."
-        if self.keeps_teacher:
-            return f"{who} learns from it as its teacher: its checkpoint keeps the teacher's scores, so it can resume."
-        return (
-            f"{who} learns from it as its teacher: its checkpoint predates stored teacher scores, so it re-reads the "
-            "teacher when it resumes; once this run is deleted it can no longer resume."
-        )
-
-
-def dependent_runs(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> list[Dependent]:
-    """The runs of the runs folder that started from, or learn from, weights in `run_dir` (their config.json's
-    `init_weights` and `train.distill_from`; for the job now starting, its command line), by name: what deleting
-    `run_dir` would affect. A folder whose config cannot be read is skipped (it trains nothing)."""
-    root = runs_dir(runs)
-    target = Path(run_dir).resolve()
-    try:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return []
-    found = []
-    for folder in folders:
-        if folder.resolve() == target:
-            continue
-        try:
-            roles = _roles_towards(folder, target)
-        except JobError:
-            continue
-        pending = False
-        if not (folder / "config.json").exists():
-            roles = _starting_roles_towards(folder, root, target)
-            pending = bool(roles)
-        if roles:
-            status = _status_or_unreadable(folder, root)
-            keeps = "teacher" in roles and status != "finished" and _keeps_teacher(folder)
-            found += [Dependent(folder.name, role, status, pending, keeps) for role in roles]
-    return found
-
-
-def _status_or_unreadable(run: Path, root: Path) -> str:
-    """A run's status, or "unreadable" when its metrics are damaged (the Runs table's row says why)."""
-    try:
-        return run_status(run, root).status
-    except (OSError, ValueError, TypeError, KeyError, OverflowError):
-        return UNREADABLE
-
-
-def _inside(recorded: Any, folder: Path) -> bool:
-    """Whether a weights path recorded in a run's settings lies in `folder` (links followed)."""
-    if not isinstance(recorded, str) or not recorded:
-        return False
-    try:
-        return recorded_weights(recorded).resolve().is_relative_to(folder)
-    except (OSError, RuntimeError):  # a path that cannot be resolved (a link loop) is no folder's
-        return False
-
-
-def _roles_towards(run: Path, target: Path) -> list[str]:
-    """How `run`'s saved settings use weights in the folder `target`: "start", "teacher", both or neither."""
-    if not (run / "config.json").exists():
-        return []
-    saved = _read_run_config(run / "config.json")
-    config = saved.get("config") if isinstance(saved.get("config"), dict) else {}
-    roles = ["start"] if _inside(saved.get("init_weights"), target) else []
-    return roles + (["teacher"] if _inside(_teacher_needed(config), target) else [])
-
-
-def _starting_roles_towards(run: Path, root: Path, target: Path) -> list[str]:
-    """`_roles_towards` for the app's job now starting in `run`, from its command line: its trainer has not
-    written config.json yet (nor read the weights)."""
-    job = current_job(root)
-    if job is None or job.pid <= 0 or Path(job.run_dir).resolve() != run.resolve():
-        return []
-    given = dict(zip(job.command, job.command[1:], strict=False))
-    roles = ["start"] if _inside(given.get(OPTION_FLAGS["init_weights"]), target) else []
-    return roles + (["teacher"] if _inside(given.get(OPTION_FLAGS["distill_from"]), target) else [])
-
-
-def delete_run(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> int:
-    """Delete a run folder that no job or trainer is using, and return the bytes it freed. Only a folder
-    directly in the runs folder that `list_runs` lists (`is_listed_run`) is deleted (never a link, nor anything
-    it points to). The folder is renamed to
-    a hidden name first, so a deletion cut short leaves no half-run in the Runs table; leftovers of such a
-    deletion are removed on the next one. An ensemble packs its members' weights, so deleting a member never
-    breaks an ensemble built from it; `dependent_runs` lists the runs that started from or learn from it."""
-    root = runs_dir(runs)
-    run = Path(run_dir)
-    if run.is_symlink() or not is_listed_run(run) or run.resolve().parent != root.resolve():
-        raise JobError(f"{run}: not a run folder of the runs folder {root}")
-    job = current_job(root)
-    if job is not None and job.pid <= 0:
-        raise JobError("a job is starting; delete the run once it has started")
-    if job is not None and same_file(job.run_dir, run):
-        raise JobError(f"run {run.name!r} is running ({_describe(job)}); stop it first")
-    _refuse_if_owned(run)
-    size = folder_bytes(run)
-    trash = root / f"{DELETING_PREFIX}{run.name}-{time.time_ns()}"
-    try:
-        run.rename(trash)
-    except OSError as exc:
-        raise JobError(f"{run}: cannot be deleted ({exc.strerror or exc})") from None
-    for leftover in root.glob(f"{DELETING_PREFIX}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    return size

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dermai import jobs
+from dermai import disk_space, jobs, run_deletion, run_status, run_table
 from dermai.compare import compare_runs
 from dermai.data import same_file
 from dermai.ensemble import parse_image_sizes
@@ -34,10 +34,10 @@ st.caption(
 )
 STAGES = ["both", "pretrain", "finetune"]
 RANDOM_START = "random initialisation"
-history = jobs.list_runs(runs)  # read once per render: the start, teacher and ensemble lists and the Runs table
-start_choices = jobs.finished_weights(table=history)  # {label: weights path}
+history = run_table.list_runs(runs)  # read once per render: the start, teacher and ensemble lists and the Runs table
+start_choices = run_table.finished_weights(table=history)  # {label: weights path}
 NO_TEACHER = "none"
-teacher_choices = jobs.teacher_choices(table=history)  # {label: weights path}
+teacher_choices = run_table.teacher_choices(table=history)  # {label: weights path}
 START_WIDGETS = {"train_training_seed": None, "train_reset_classifier": None}  # beside "start_from"
 
 state = st.session_state
@@ -286,16 +286,16 @@ def live() -> None:
     if outside:
         folder, holder = outside[0]
         st.caption(f"Started from the command line ({holder}): a job started here is refused until it ends.")
-        job = jobs.Job(-1, str(folder), jobs.recorded_stage(folder) or "", [], 0.0)  # no lock record: its config
+        job = jobs.Job(-1, str(folder), run_status.recorded_stage(folder) or "", [], 0.0)  # no lock record: its config
     if job is None or not job.run_dir or job.run_dir == jobs.STARTING:
         st.info("No training job is running." if job is None else "A job is starting…")
         if st.session_state.pop("train_watching", None):
             st.rerun()  # the job just ended: refresh the history below
         return
     st.session_state["train_watching"] = job.run_dir
-    status = jobs.run_status(job.run_dir, runs)
+    status = run_status.run_status(job.run_dir, runs)
     stage = status.stage or job.stage or "stage not yet recorded"  # its metrics, else its lock or config
-    where = runs_view.epoch_words(stage, status.epoch, jobs.planned_epochs(job.run_dir, stage))
+    where = runs_view.epoch_words(stage, status.epoch, run_status.planned_epochs(job.run_dir, stage))
     st.progress(status.progress, text=f"{plain(job.name)}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
     # The one stop control of the running job (the Runs list below points here rather than repeat it, by name).
@@ -346,16 +346,16 @@ if history.empty:
 def runs_table() -> None:
     """The runs' disk use and table; while a run trains they are read afresh each refresh (listed once as it
     started, it read "running · — · 0.00 GB" until the page was reloaded)."""
-    table = jobs.list_runs(runs) if running else history
+    table = run_table.list_runs(runs) if running else history
     if table.empty:
         return
     st.caption(
         f"{len(table)} {'run takes' if len(table) == 1 else 'runs take'} {table['disk_gb'].sum():.1f} GB; "
-        f"{jobs.free_bytes(runs) / 1e9:.1f} GB free on their disk. A job is refused below 1 GB free: delete runs you "
-        "no longer need (choose one below)."
+        f"{disk_space.free_bytes(runs) / 1e9:.1f} GB free on their disk. A job is refused below 1 GB free: delete runs "
+        "you no longer need (choose one below)."
     )
     st.dataframe(
-        table[jobs.shown_run_columns(table)],
+        table[run_table.shown_run_columns(table)],
         hide_index=True,
         width="stretch",
         placeholder=formatting.MISSING,  # a stopped run has no best AUROC: a dash, not the word "None"
@@ -383,7 +383,7 @@ with st.expander("Compare runs"):
         "Validation curves side by side, each run's best epoch, and only the settings that differ. A stochastic "
         "weight average (SWA) belongs to no epoch: it has its own row and a star after the epochs it averaged."
     )
-    trained = jobs.comparable_runs(history)
+    trained = run_table.comparable_runs(history)
     compared = st.multiselect("Runs", list(trained["name"]), key="compare_runs")
     if compared:
         folders = dict(zip(trained["name"], trained["path"], strict=True))
@@ -435,7 +435,7 @@ with st.expander("Combine runs into an ensemble"):
         "(and a fresh classifier when they start from one fine-tuned run)."
     )
     with st.form("ensemble_form"):
-        candidates = jobs.finished_weights(fine_tuned=True, table=history)
+        candidates = run_table.finished_weights(fine_tuned=True, table=history)
         members = st.multiselect("Members (two or more)", list(candidates), key="ensemble_members")
         ensemble_name = st.text_input("Ensemble name (optional)", help="default: date-time-ensemble")
         sizes_text = st.text_input(
@@ -469,14 +469,14 @@ def delete_popover(where: Any, name: str, path: str, disk_gb: float) -> None:
             f"Deletes {formatting.code_span(str(path))} ({disk_gb:.2f} GB): its weights, checkpoints, metrics and log. "
             "It cannot be undone. Ensembles built from it keep working (they hold their own copy of its weights)."
         )
-        dependents = jobs.dependent_runs(path, runs)
+        dependents = run_deletion.dependent_runs(path, runs)
         if dependents:
             st.warning(
                 "Other runs use its weights:\n\n" + "\n".join(f"- {d.consequence()}" for d in dependents),
             )
         if st.button(f"Delete {plain(name)}", type="primary", key="delete_run_confirm"):
             with plain_errors("Not deleted"):
-                freed = jobs.delete_run(path, runs)
+                freed = run_deletion.delete_run(path, runs)
                 sidebar_state.forget_weights_in(state, path)
                 state["train_deleted"] = f"Deleted run {plain(name)}: {freed / 1e9:.2f} GB freed."
                 st.rerun()
@@ -526,7 +526,7 @@ matches = history[history["name"] == chosen]
 if matches.empty:
     st.stop()
 row = matches.iloc[0]
-if row["status"] == jobs.UNREADABLE:
+if row["status"] == run_table.UNREADABLE:
     st.error(f"Cannot show run {plain(row['name'])}: {plain(row['problem'])}")
     delete_popover(st, row["name"], row["path"], row["disk_gb"])
     st.stop()
@@ -534,7 +534,7 @@ if row["status"] == jobs.UNREADABLE:
 
 def chosen_status(row: pd.Series) -> None:
     """The chosen run's status line; a running run's is read afresh each refresh (its epochs and size grow)."""
-    fresh = jobs.run_row(row["path"], runs) if row["status"] == "running" else None
+    fresh = run_table.run_row(row["path"], runs) if row["status"] == "running" else None
     st.write(runs_view.status_line(fresh or row))
 
 
@@ -602,4 +602,4 @@ if has_training_curves(records):
 elif row["stage"] == jobs.ENSEMBLE_STAGE:
     st.caption("An ensemble trains nothing: its members' runs have the training curves.")
 if row["status"] in ("failed", "interrupted"):
-    st.code(jobs.log_tail(row["path"]) or "(no log)", language=None)
+    st.code(run_status.log_tail(row["path"]) or "(no log)", language=None)

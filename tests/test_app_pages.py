@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Metric
 
-from dermai import jobs
+from dermai import jobs, run_status, run_table
 from dermai.context import weighted_fields
 from dermai.train import read_metrics
 from dermai.ui import evaluation_view, predict_view, runs_view, sidebar_state, training_form, weights_menu
@@ -724,7 +724,7 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         deadline = time.time() + 150
         while not read_metrics(run) and time.time() < deadline:
             time.sleep(0.3)
-        assert read_metrics(run), jobs.log_tail(run)
+        assert read_metrics(run), run_status.log_tail(run)
         train_cfg = json.loads((run / "config.json").read_text())["config"]["train"]
         assert (train_cfg["swa_epochs"], train_cfg["swa_lr"], train_cfg["label_smoothing"]) == (3, None, 0.1)
         assert (train_cfg["mixup_alpha"], train_cfg["cutmix_alpha"], train_cfg["focal_gamma"]) == (0.0, 1.0, 2.0)
@@ -740,7 +740,7 @@ def test_training_page_starts_and_stops_a_job(app_env: Path) -> None:
         jobs.stop_job(run)
         while jobs.current_job(runs) is not None and time.time() < deadline:
             time.sleep(0.3)
-        assert jobs.run_status(run, runs).status in ("stopped", "finished")
+        assert run_status.run_status(run, runs).status in ("stopped", "finished")
         at.run()
         assert at.selectbox(key="train_run").value == "apptest"
         next(b for b in at.button if b.label == runs_view.USE_RUN_WEIGHTS).click()
@@ -893,8 +893,8 @@ def test_training_page_lists_a_damaged_run_without_a_traceback(app_env: Path) ->
     at = page("training").run()
     assert_clean(at)
     table = at.dataframe[0].value.set_index("name")
-    assert table.loc["fine", "stage"] == "finetune" and table.loc["fine", "status"] != jobs.UNREADABLE
-    assert table.loc["broken", "status"] == jobs.UNREADABLE
+    assert table.loc["fine", "stage"] == "finetune" and table.loc["fine", "status"] != run_table.UNREADABLE
+    assert table.loc["broken", "status"] == run_table.UNREADABLE
     assert table.loc["broken", "problem"].startswith(str(runs / "broken" / "config.json"))
     assert pd.isna(table.loc["broken", "best_val_auroc"]) and at.dataframe[0].proto.placeholder == "—"  # not "None"
     at.selectbox(key="train_run").set_value("broken").run()

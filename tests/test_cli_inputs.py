@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dermai import cli, jobs
+from dermai import cli, jobs, run_status
 from dermai.config import DataConfig, RunConfig, to_dict
 from dermai.context import ContextError, PatientContext, parse_context
 from dermai.ood import check_percentile
-from dermai.train import Trainer, TrainingError, split_dataset, weights_split_problem
+from dermai.train import OWNER_FILE, Trainer, TrainingError, split_dataset, weights_split_problem
 from dermai.weights import read_meta
 from tests.conftest import REPO, ham_rows, make_folder
 from tests.test_cli_outputs import refused
@@ -224,9 +224,9 @@ def test_a_finished_run_copied_with_plain_cp_reads_finished(tmp_path: Path, caps
         status_record(run, status, time.time() - 3000)
         (run / ".owner").write_text("123")  # the trainer's lock file, as `cp -r` dates it: now
         (run / "job.log").write_text("python -m dermai finetune …\n")
-    assert jobs.OWNER_FILE == ".owner" and jobs.LOG_NAME == "job.log"
-    assert jobs.run_status(runs / "done", runs).status == "finished"
-    assert jobs.run_status(runs / "halted", runs).status == "interrupted"
+    assert OWNER_FILE == ".owner" and jobs.LOG_NAME == "job.log"
+    assert run_status.run_status(runs / "done", runs).status == "finished"
+    assert run_status.run_status(runs / "halted", runs).status == "interrupted"
     assert cli.main(["runs", "--runs", str(runs)]) == 0
     listed = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
     assert listed["done"] == "finished"

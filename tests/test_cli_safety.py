@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dermai import cli, jobs
+from dermai import cli, jobs, run_deletion
 from dermai.config import RunConfig, to_dict
 from dermai.data import DIAGNOSES
 from dermai.experiment import _train_once, label_efficiency, run_config
@@ -130,7 +130,7 @@ def test_runs_delete_removes_only_a_folder_that_runs_lists(tmp_path: Path, capsy
     err = refused(["runs", "--runs", str(runs), "--delete", "mystuff"], capsys)
     assert err == f"error: no run named 'mystuff' in the runs folder {runs}"
     with pytest.raises(jobs.JobError, match="not a run folder of the runs folder"):
-        jobs.delete_run(runs / "mystuff", runs)
+        run_deletion.delete_run(runs / "mystuff", runs)
     assert (runs / "mystuff" / "notes.md").read_text() == "mine"
     (runs / "failed").mkdir()
     (runs / "failed" / JOB_LOG).write_text("error: …\n")  # a job that failed before its config: listed, deletable

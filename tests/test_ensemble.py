@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dermai import cli, jobs
+from dermai import cli, jobs, run_deletion, run_status, run_table
 from dermai.config import ModelConfig, RunConfig
 from dermai.data import DIAGNOSES
 from dermai.ensemble import (
@@ -247,11 +247,11 @@ def test_cli_builds_a_calibrated_ensemble_that_predicts_explains_and_evaluates(
         cli.main(["ensemble", str(first), str(second), "--out", str(tmp_path / "bad"), "--image-sizes", "32,x"])
     assert "input sizes '32,x'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
-    runs = jobs.list_runs(tmp_path)  # the folder reads as a finished run, with the ensemble's own val AUROC
+    runs = run_table.list_runs(tmp_path)  # the folder reads as a finished run, with the ensemble's own val AUROC
     row = runs[runs["name"] == "ens"].iloc[0]
     assert (row["stage"], row["status"], row["epochs"]) == ("ensemble", "finished", "2 members")
     assert row["best_val_auroc"] == pytest.approx(answer["val_auroc"])
-    assert jobs.finished_weights(tmp_path) == {}  # an ensemble never starts a run nor joins another
+    assert run_table.finished_weights(tmp_path) == {}  # an ensemble never starts a run nor joins another
 
 
 def test_a_failed_calibration_leaves_no_ensemble_behind(two_runs: tuple[Path, Path, RunConfig], tmp_path: Path) -> None:
@@ -306,8 +306,8 @@ def test_the_app_job_builds_an_ensemble_and_refuses_bad_members_up_front(
     job = jobs.start_ensemble_job([str(first), str(second)], runs, "pair", data=str(ham_root), image_sizes=[32, 40])
     try:
         wait_for(lambda: jobs.current_job(runs) is None, timeout=240, what="the ensemble job to end")
-        status = jobs.run_status(job.run_dir, runs)
-        assert status.status == "finished", jobs.log_tail(job.run_dir)
+        status = run_status.run_status(job.run_dir, runs)
+        assert status.status == "finished", run_status.log_tail(job.run_dir)
         assert status.weights == Path(job.run_dir) / "model.safetensors"
         built = load_weights(status.weights)
         assert built.meta["model"]["members"] == 2 and built.model.image_sizes == [32, 40]
@@ -338,7 +338,7 @@ def test_the_app_trains_a_member_from_a_finished_runs_weights(
     job = jobs.start_job("finetune", options, runs, name="member")
     try:
         wait_for(lambda: jobs.current_job(runs) is None, timeout=240, what="the member's job to end")
-        assert jobs.run_status(job.run_dir, runs).status == "finished", jobs.log_tail(job.run_dir)
+        assert run_status.run_status(job.run_dir, runs).status == "finished", run_status.log_tail(job.run_dir)
     finally:
         jobs.cancel_job(runs)
     saved = json.loads((Path(job.run_dir) / "config.json").read_text())
@@ -711,19 +711,19 @@ def test_a_command_line_ensemble_holds_its_folder_as_a_trainer_does(
     seen: dict[str, Any] = {}
 
     def fit(target: Path, *args: object, **kwargs: object) -> dict[str, Any]:  # while it scores validation
-        seen["status"] = jobs.run_status(out, runs).status
+        seen["status"] = run_status.run_status(out, runs).status
         seen["holders"] = jobs.command_line_runs(runs)
-        seen["offered"] = jobs.finished_weights(runs, ensembles=True)
+        seen["offered"] = run_table.finished_weights(runs, ensembles=True)
         with pytest.raises(jobs.JobError, match="run 'ens' is still running"):
-            jobs.delete_run(out, runs)
+            run_deletion.delete_run(out, runs)
         return {"weights": str(target), "temperature": 1.0, "val_metrics": {"val_auroc": 0.75}}
 
     monkeypatch.setattr("dermai.serving.fit_serving", fit)
     monkeypatch.setattr("dermai.serving.fit_context_if_possible", lambda *args, **kwargs: None)
     assert cli.main(["ensemble", *members, "--out", str(out)]) == 0, capsys.readouterr().err
     assert seen == {"status": "running", "holders": [(out, f"pid {os.getpid()}")], "offered": {}}
-    assert jobs.run_status(out, runs).status == "finished" and jobs.command_line_runs(runs) == []
-    assert list(jobs.finished_weights(runs, ensembles=True).values()) == [str(out / "model.safetensors")]
+    assert run_status.run_status(out, runs).status == "finished" and jobs.command_line_runs(runs) == []
+    assert list(run_table.finished_weights(runs, ensembles=True).values()) == [str(out / "model.safetensors")]
 
     app_job = runs / "failed"
     app_job.mkdir()

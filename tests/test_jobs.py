@@ -1,4 +1,5 @@
-"""dermai.jobs: one training process at a time, live status, clean stop, resume, stale locks."""
+"""dermai.jobs and the modules that read its runs (run_status, run_table, run_deletion, disk_space): one training
+process at a time, live status, clean stop, resume, stale locks, the Runs table, deleting runs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dermai import jobs
+from dermai import disk_space, jobs, run_deletion, run_status, run_table
 from dermai.cli import main
 from dermai.config import DataConfig, RunConfig, to_dict
 from dermai.data import manifest_checksum, split_checksum
@@ -106,21 +107,21 @@ def test_job_lifecycle_start_refuse_stop_resume(tmp_path: Path) -> None:
         with pytest.raises(jobs.JobError, match="already running: run 'tiny'"):
             jobs.start_job("both", TINY, runs, name="second")
         wait_for(lambda: any(r.get("kind") == "step" for r in read_metrics(run)), what="the first step record")
-        status = jobs.run_status(run, runs)
+        status = run_status.run_status(run, runs)
         assert status.status == "running" and status.stage == "pretrain" and 0 < status.progress < 1
         assert jobs.command_line_runs(runs) == []  # the app's own job owns its folder: not a command-line run
         jobs.stop_job(run)
         wait_for(lambda: jobs.current_job(runs) is None, what="the job to end after STOP")
-        status = jobs.run_status(run, runs)
-        assert status.status == "stopped", jobs.log_tail(run)
+        status = run_status.run_status(run, runs)
+        assert status.status == "stopped", run_status.log_tail(run)
         assert (run / "checkpoints" / "last.pt").exists() and status.weights is not None
-        table = jobs.list_runs(runs)
+        table = run_table.list_runs(runs)
         assert table.loc[0, "name"] == "tiny" and table.loc[0, "status"] == "stopped"
 
         jobs.resume_job(run, runs)
-        assert jobs.run_status(run, runs).status == "running"
+        assert run_status.run_status(run, runs).status == "running"
         wait_for(lambda: jobs.current_job(runs) is None, what="the resumed job to finish")
-        assert jobs.run_status(run, runs).status == "finished", jobs.log_tail(run)
+        assert run_status.run_status(run, runs).status == "finished", run_status.log_tail(run)
     finally:
         jobs.cancel_job(runs)
 
@@ -158,14 +159,14 @@ def stopped_run(runs: Path, name: str = "cli-run", quiet_s: float = 3600) -> Pat
 def test_a_held_run_lock_reads_running_and_refuses_resume_and_start(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     run = stopped_run(runs)
-    assert jobs.run_status(run, runs).status == "interrupted"  # quiet for an hour, no trainer: resumable
+    assert run_status.run_status(run, runs).status == "interrupted"  # quiet for an hour, no trainer: resumable
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     try:
         assert holder.stdout.readline().strip() == b"held"
-        assert jobs.run_status(run, runs).status == "running"  # however long since it last wrote
-        assert jobs.list_runs(runs).loc[0, "status"] == "running"
+        assert run_status.run_status(run, runs).status == "running"  # however long since it last wrote
+        assert run_table.list_runs(runs).loc[0, "status"] == "running"
         with pytest.raises(jobs.JobError, match=f"run 'cli-run' is still running \\(pid {holder.pid}"):
             jobs.resume_job(run, runs)
         assert jobs.current_job(runs) is None and not (run / jobs.LOG_NAME).exists()  # nothing was launched
@@ -173,12 +174,12 @@ def test_a_held_run_lock_reads_running_and_refuses_resume_and_start(tmp_path: Pa
         holder.kill()
         holder.wait()
     assert run_lock_holder(run) is None  # the OS let go when the holder died
-    assert jobs.run_status(run, runs).status == "interrupted"
+    assert run_status.run_status(run, runs).status == "interrupted"
     # killed a moment after its last write: interrupted at once, not "running" until its metrics go quiet
     os.utime(run / "metrics.jsonl")
-    assert jobs.run_status(run, runs).status == "interrupted"
+    assert run_status.run_status(run, runs).status == "interrupted"
     (run / OWNER_FILE).unlink()  # a trainer of a version that took no lock: its recent writes still read running
-    assert jobs.run_status(run, runs).status == "running"
+    assert run_status.run_status(run, runs).status == "running"
 
 
 def test_a_command_line_run_in_the_runs_folder_holds_the_machine_as_a_job_does(tmp_path: Path) -> None:
@@ -289,14 +290,14 @@ def test_a_job_that_fails_before_its_trainer_writes_a_config_is_a_failed_row_say
     failing = [sys.executable, "-c", f"import sys, time; time.sleep(1); print('loading'); sys.exit({error!r})"]
     monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: failing)
     job = jobs.start_job("both", {"image_size": 64}, runs, name="early")
-    table = jobs.list_runs(runs).set_index("name")
+    table = run_table.list_runs(runs).set_index("name")
     assert table.loc["early", "status"] == "running"  # listed from its start, not only once it wrote a config
     wait_for(lambda: jobs.current_job(runs) is None, 30, "the failing job to end")
-    row = jobs.list_runs(runs).set_index("name").loc["early"]
+    row = run_table.list_runs(runs).set_index("name").loc["early"]
     assert row["status"] == "failed" and row["problem"] == error and row["path"] == job.run_dir
-    assert "problem" in jobs.shown_run_columns(jobs.list_runs(runs))
-    jobs.delete_run(job.run_dir, runs)  # and it can be cleared away like any run
-    assert jobs.list_runs(runs).empty
+    assert "problem" in run_table.shown_run_columns(run_table.list_runs(runs))
+    run_deletion.delete_run(job.run_dir, runs)  # and it can be cleared away like any run
+    assert run_table.list_runs(runs).empty
 
 
 @pytest.mark.parametrize("name", [".", "..", "../x", "/abs", "grp/run1", ".hidden", "-x", "a b", "x" * 101])
@@ -332,15 +333,15 @@ def test_damaged_run_folders_are_rows_naming_the_file(tmp_path: Path) -> None:
     typed = stopped_run(runs, "typed")
     (typed / "metrics.jsonl").write_text('{"kind": "step", "global_step": 1, "total_steps": "x"}\n')
 
-    table = jobs.list_runs(runs).set_index("name")
+    table = run_table.list_runs(runs).set_index("name")
     assert table.loc["good", "status"] == "interrupted" and pd.isna(table.loc["good", "problem"])
     for name in ("bytes", "string", "json"):
-        assert table.loc[name, "status"] == jobs.UNREADABLE
+        assert table.loc[name, "status"] == run_table.UNREADABLE
         assert table.loc[name, "problem"].startswith(f"{runs / name / 'config.json'}: ")
     assert "not a run configuration (a JSON str" in table.loc["string", "problem"]
     assert "utf-8" in table.loc["bytes", "problem"]
     assert table.loc["typed", "problem"].startswith(f"{typed / 'metrics.jsonl'}: cannot be read (TypeError")
-    assert jobs.finished_weights(runs) == {}  # the Training page's first call: no traceback either
+    assert run_table.finished_weights(runs) == {}  # the Training page's first call: no traceback either
 
     for name, what in (("bytes", "cannot be read"), ("string", "not a run configuration")):
         (runs / name / "checkpoints").mkdir()
@@ -369,14 +370,14 @@ def test_cancel_with_a_run_ends_only_that_runs_job(tmp_path: Path, monkeypatch: 
 
 def test_runs_table_shows_the_epochs_and_input_size_of_the_stages_a_run_trains(tmp_path: Path) -> None:
     train = {"pretrain_epochs": 100, "finetune_epochs": 15, "image_size": 96}
-    assert jobs.stage_epochs("finetune", train) == "15"  # not the unused pretraining default
-    assert jobs.stage_epochs("pretrain", train) == "100"
-    assert jobs.stage_epochs("both", train) == "100 + 15"
+    assert run_table.stage_epochs("finetune", train) == "15"  # not the unused pretraining default
+    assert run_table.stage_epochs("pretrain", train) == "100"
+    assert run_table.stage_epochs("both", train) == "100 + 15"
     for name, stage in (("ft", "finetune"), ("pre", "pretrain")):
         (tmp_path / name).mkdir()
         saved = {"config": {"stage": stage, "train": {**train, "image_size": 64 if stage == "pretrain" else 96}}}
         (tmp_path / name / "config.json").write_text(json.dumps(saved))
-    table = jobs.list_runs(tmp_path).set_index("name")
+    table = run_table.list_runs(tmp_path).set_index("name")
     assert table.loc["ft", ["epochs", "input"]].tolist() == ["0/15", "96 px"]  # completed/planned: none yet
     assert table.loc["pre", ["epochs", "input"]].tolist() == ["0/100", "64 px"]
 
@@ -390,14 +391,14 @@ def test_delete_run_removes_only_an_idle_run_folder_of_the_runs_folder(tmp_path:
     (runs / "link").symlink_to(outside, target_is_directory=True)
     for path, message in ((runs / "link", "not a run folder"), (outside, "not a run folder"), (runs, "not a run")):
         with pytest.raises(jobs.JobError, match=message):
-            jobs.delete_run(path, runs)
+            run_deletion.delete_run(path, runs)
     assert (outside / "config.json").exists() and (runs / "link").is_symlink()
 
-    assert jobs.list_runs(runs).set_index("name").loc["old", "disk_gb"] * 1e9 >= 5000
-    freed = jobs.delete_run(run, runs)
+    assert run_table.list_runs(runs).set_index("name").loc["old", "disk_gb"] * 1e9 >= 5000
+    freed = run_deletion.delete_run(run, runs)
     assert freed >= 5000 and not run.exists()
     assert not list(runs.glob(".*")) and keep.exists()  # nothing hidden left behind, the other run untouched
-    assert set(jobs.list_runs(runs)["name"]) == {"link", "keep"}
+    assert set(run_table.list_runs(runs)["name"]) == {"link", "keep"}
 
 
 def test_delete_run_refuses_a_run_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -409,7 +410,7 @@ def test_delete_run_refuses_a_run_in_use(tmp_path: Path, monkeypatch: pytest.Mon
     try:
         assert holder.stdout.readline().strip() == b"held"
         with pytest.raises(jobs.JobError, match="run 'cli-run' is still running"):  # a command-line trainer
-            jobs.delete_run(run, runs)
+            run_deletion.delete_run(run, runs)
     finally:
         holder.kill()
         holder.wait()
@@ -417,22 +418,22 @@ def test_delete_run_refuses_a_run_in_use(tmp_path: Path, monkeypatch: pytest.Mon
     job = jobs.resume_job(run, runs)  # the app's own job
     try:
         with pytest.raises(jobs.JobError, match=f"run 'cli-run' is running .*pid {job.pid}.*stop it first"):
-            jobs.delete_run(run, runs)
+            run_deletion.delete_run(run, runs)
     finally:
         jobs.cancel_job(runs)
     wait_for(lambda: jobs.current_job(runs) is None, 30, "the job to end")
     assert (run / "config.json").exists()
-    jobs.delete_run(run, runs)
+    run_deletion.delete_run(run, runs)
     assert not run.exists()
 
 
 def test_a_leftover_of_a_deletion_cut_short_is_hidden_and_cleared(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    leftover = stopped_run(runs, jobs.DELETING_PREFIX + "half-123")
+    leftover = stopped_run(runs, run_deletion.DELETING_PREFIX + "half-123")
     other = stopped_run(runs, "other")
-    assert jobs.list_runs(runs)["name"].tolist() == ["other"]
-    jobs.delete_run(other, runs)
-    assert not leftover.exists() and jobs.list_runs(runs).empty
+    assert run_table.list_runs(runs)["name"].tolist() == ["other"]
+    run_deletion.delete_run(other, runs)
+    assert not leftover.exists() and run_table.list_runs(runs).empty
 
 
 def test_jobs_are_refused_on_a_nearly_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -447,12 +448,14 @@ def test_jobs_are_refused_on_a_nearly_full_disk(tmp_path: Path, monkeypatch: pyt
 
 
 def test_free_bytes_reads_the_disk_of_the_nearest_existing_folder(tmp_path: Path) -> None:
-    assert 0 < jobs.free_bytes(tmp_path / "not" / "yet") == pytest.approx(jobs.free_bytes(tmp_path), rel=0.01)
+    assert (
+        0 < disk_space.free_bytes(tmp_path / "not" / "yet") == pytest.approx(disk_space.free_bytes(tmp_path), rel=0.01)
+    )
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f").write_bytes(b"x" * 1234)
     (tmp_path / "a" / "g").symlink_to(tmp_path / "a" / "f")
-    assert 1234 <= jobs.folder_bytes(tmp_path / "a") < 1234 + 200  # the link counts as itself, not its target
-    assert jobs.folder_bytes(tmp_path / "none") == 0
+    assert 1234 <= disk_space.folder_bytes(tmp_path / "a") < 1234 + 200  # the link counts as itself, not its target
+    assert disk_space.folder_bytes(tmp_path / "none") == 0
 
 
 @pytest.mark.slow
@@ -518,16 +521,16 @@ def test_a_resume_that_dies_part_way_reads_interrupted_not_stopped(tmp_path: Pat
     runs = tmp_path / "runs"
     run = stopped_run(runs, "resumed")
     status_record(run, "stopped", time.time() - 3000)
-    assert jobs.run_status(run, runs).status == "stopped" and jobs.run_status(run, runs).note is None
+    assert run_status.run_status(run, runs).status == "stopped" and run_status.run_status(run, runs).note is None
     append_record(
         run, {"time": time.time() - 2000, "kind": "step", "stage": "finetune", "global_step": 5, "total_steps": 9}
     )
-    status = jobs.run_status(run, runs)
+    status = run_status.run_status(run, runs)
     assert status.status == "interrupted" and status.stage == "finetune"
     assert status.note.startswith("Its last job ended without finishing")
-    assert jobs.list_runs(runs).loc[0, "status"] == "interrupted"
+    assert run_table.list_runs(runs).loc[0, "status"] == "interrupted"
     status_record(run, "stopped", time.time() - 1000)  # resumed again, and stopped cleanly this time
-    assert jobs.run_status(run, runs).status == "stopped" and jobs.run_status(run, runs).note is None
+    assert run_status.run_status(run, runs).status == "stopped" and run_status.run_status(run, runs).note is None
 
 
 def test_a_resume_that_fails_at_its_start_reads_interrupted_with_its_log(
@@ -545,16 +548,16 @@ def test_a_resume_that_fails_at_its_start_reads_interrupted_with_its_log(
     monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: failing)
     jobs.resume_job(run, runs)
     wait_for(lambda: jobs.current_job(runs) is None, 30, "the failing resume to end")
-    status = jobs.run_status(run, runs)
-    assert status.status == "interrupted", jobs.log_tail(run)
+    status = run_status.run_status(run, runs)
+    assert status.status == "interrupted", run_status.log_tail(run)
     assert "the log below says why" in status.note
-    assert jobs.log_tail(run).splitlines()[-1] == error
-    assert "--- dermai app: job started " in jobs.log_tail(run)
+    assert run_status.log_tail(run).splitlines()[-1] == error
+    assert "--- dermai app: job started " in run_status.log_tail(run)
     monkeypatch.setattr(jobs, "build_command", lambda *args, **kwargs: harmless(0))  # the same run resumes again
     jobs.resume_job(run, runs)
     wait_for(lambda: jobs.current_job(runs) is None, 30, "the stand-in resume to end")
     status_record(run, "stopped", time.time())  # …and this job writes its own end
-    assert jobs.run_status(run, runs).status == "stopped"
+    assert run_status.run_status(run, runs).status == "stopped"
 
 
 def test_a_command_line_resume_that_dies_before_its_first_step_reads_interrupted(tmp_path: Path) -> None:
@@ -568,24 +571,24 @@ def test_a_command_line_resume_that_dies_before_its_first_step_reads_interrupted
     with run_lock(run):  # the trainer that wrote that record
         pass
     os.utime(run / OWNER_FILE, (time.time() - 3600, time.time() - 3600))
-    assert (jobs.run_status(run, runs).status, jobs.run_status(run, runs).note) == ("stopped", None)
+    assert (run_status.run_status(run, runs).status, run_status.run_status(run, runs).note) == ("stopped", None)
     with run_lock(run):  # the command-line resume takes the folder…
-        assert jobs.run_status(run, runs).status == "running"
-    status = jobs.run_status(run, runs)  # …and dies before its first step record
+        assert run_status.run_status(run, runs).status == "running"
+    status = run_status.run_status(run, runs)  # …and dies before its first step record
     assert status.status == "interrupted" and status.note.startswith("A trainer started outside the app")
-    assert jobs.list_runs(runs).loc[0, "status"] == "interrupted"
+    assert run_table.list_runs(runs).loc[0, "status"] == "interrupted"
     status_record(run, "stopped", time.time())  # resumed again, and stopped cleanly this time
-    assert (jobs.run_status(run, runs).status, jobs.run_status(run, runs).note) == ("stopped", None)
+    assert (run_status.run_status(run, runs).status, run_status.run_status(run, runs).note) == ("stopped", None)
 
     now = time.time()  # the app resumes it; its trainer takes the folder; the user cancels that job
     events = [(jobs.STARTED, now + 1), (jobs.CANCELLED, now + 5)]
     log = "".join(f"--- dermai app: job {event} 2026-01-01 00:00:00 (t={t:.3f}) ---\n" for event, t in events)
     (run / jobs.LOG_NAME).write_text(log)
     os.utime(run / OWNER_FILE, (now + 2, now + 2))
-    status = jobs.run_status(run, runs)
+    status = run_status.run_status(run, runs)
     assert status.status == "stopped" and status.note.startswith("Cancelled by the user")
     os.utime(run / OWNER_FILE, (now + 9, now + 9))  # then a command-line resume took it, and died
-    assert jobs.run_status(run, runs).status == "interrupted"
+    assert run_status.run_status(run, runs).status == "interrupted"
 
 
 def test_a_log_of_an_older_version_newer_than_the_end_record_reads_interrupted(tmp_path: Path) -> None:
@@ -596,9 +599,9 @@ def test_a_log_of_an_older_version_newer_than_the_end_record_reads_interrupted(t
     status_record(run, "stopped", time.time() - 3000)
     (run / jobs.LOG_NAME).write_text("error: no metadata CSV\n")
     os.utime(run / jobs.LOG_NAME, (time.time() - 2999, time.time() - 2999))
-    assert jobs.run_status(run, runs).status == "stopped"
+    assert run_status.run_status(run, runs).status == "stopped"
     os.utime(run / jobs.LOG_NAME)
-    assert jobs.run_status(run, runs).status == "interrupted"
+    assert run_status.run_status(run, runs).status == "interrupted"
 
 
 def test_a_job_cancelled_while_preparing_its_data_reads_stopped_by_the_user(
@@ -614,9 +617,9 @@ def test_a_job_cancelled_while_preparing_its_data_reads_stopped_by_the_user(
         wait_for(lambda: jobs.current_job(runs) is None, 30, "the cancelled job to end")
     finally:
         jobs.cancel_job(runs)
-    row = jobs.list_runs(runs).set_index("name").loc["early"]
+    row = run_table.list_runs(runs).set_index("name").loc["early"]
     assert row["status"] == "stopped" and pd.isna(row["problem"])
-    assert jobs.run_status(runs / "early", runs).note == (
+    assert run_status.run_status(runs / "early", runs).note == (
         "Cancelled by the user before it saved a checkpoint: there is nothing to resume."
     )
     assert not jobs.resumable(runs / "early")
@@ -626,7 +629,7 @@ def test_a_job_cancelled_while_preparing_its_data_reads_stopped_by_the_user(
     jobs.resume_job(run, runs)
     jobs.cancel_job(runs, run)
     wait_for(lambda: jobs.current_job(runs) is None, 30, "the cancelled resume to end")
-    status = jobs.run_status(run, runs)
+    status = run_status.run_status(run, runs)
     assert status.status == "stopped" and status.note.startswith("Cancelled by the user; Resume continues")
     assert jobs.resumable(run)
 
@@ -678,14 +681,14 @@ def test_dependent_runs_and_a_resume_whose_teacher_is_gone(tmp_path: Path, monke
     follower("other", {"distill_from": str(tmp_path / "elsewhere.safetensors"), "distill_weight": 0.5})
     damaged = follower("typed", {"distill_from": str(weights), "distill_weight": 0.5})
     (damaged / "metrics.jsonl").write_text('{"kind": "step", "global_step": 1, "total_steps": "x"}\n')
-    found = jobs.dependent_runs(base, runs)
+    found = run_deletion.dependent_runs(base, runs)
     assert [(d.name, d.role, d.status) for d in found] == [
         ("child", "start", "stopped"),
         ("student", "teacher", "stopped"),
-        ("typed", "teacher", jobs.UNREADABLE),  # listed all the same: no traceback in the delete dialog
+        ("typed", "teacher", run_table.UNREADABLE),  # listed all the same: no traceback in the delete dialog
     ]
     assert "stay valid" in found[0].consequence() and "can no longer resume" in found[1].consequence()
-    assert jobs.dependent_runs(student, runs) == []
+    assert run_deletion.dependent_runs(student, runs) == []
 
     assert main(["runs", "--runs", str(runs), "--delete", "base"]) == 2  # the student could not resume
     assert base.is_dir()
@@ -714,7 +717,7 @@ def test_a_student_whose_checkpoint_keeps_the_teachers_scores_resumes_without_th
     status_record(student, "stopped", time.time() - 3000)
     checkpoint = {"model": {}, "stage": "finetune", "epoch": 0, "batch": 3, "teacher_probs": torch.zeros(4, 2)}
     torch.save(checkpoint, student / "checkpoints" / "last.pt")
-    (found,) = jobs.dependent_runs(base, runs)
+    (found,) = run_deletion.dependent_runs(base, runs)
     assert found.keeps_teacher and not found.breaks and "so it can resume" in found.consequence()
 
     assert main(["runs", "--runs", str(runs), "--delete", "base"]) == 0  # nothing needs it: no --force
@@ -728,18 +731,18 @@ def test_a_student_whose_checkpoint_keeps_the_teachers_scores_resumes_without_th
 def test_is_running_and_the_runs_that_can_be_compared(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     run = stopped_run(runs, "trained")
-    assert not jobs.is_running(run, runs)
+    assert not run_status.is_running(run, runs)
     with run_lock(run):  # a trainer calibrating its saved weights, say
-        assert jobs.is_running(run, runs)
+        assert run_status.is_running(run, runs)
     (runs / "early").mkdir()
     (runs / "early" / jobs.LOG_NAME).write_text("error: no metadata CSV\n")  # failed before writing a config
     (runs / "ens").mkdir()
     (runs / "ens" / "config.json").write_text(json.dumps({"members": ["a", "b"]}))
     (runs / "bad").mkdir()
     (runs / "bad" / "config.json").write_text("{not json")
-    table = jobs.list_runs(runs)
+    table = run_table.list_runs(runs)
     assert set(table["name"]) == {"trained", "early", "ens", "bad"}
-    assert jobs.comparable_runs(table)["name"].tolist() == ["trained"]
+    assert run_table.comparable_runs(table)["name"].tolist() == ["trained"]
 
 
 def recorded_weights(folder: Path, data: DataConfig) -> Path:

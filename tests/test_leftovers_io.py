@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageCms
 from streamlit.testing.v1 import AppTest
 
-from dermai import data, jobs
+from dermai import data, jobs, run_table
 from dermai.intake import read_image
 from dermai.ui import image_display
 from tests import test_app_pages
@@ -222,7 +222,7 @@ def test_the_training_page_lists_the_runs_once(app_env: Path, monkeypatch: pytes
     runs = Path(os.environ["DERMAI_RUNS"])
     for name in ("a", "b"):
         copy_tiny_run(app_env, runs / name)
-    rows = _count_calls(monkeypatch, jobs, "run_row", lambda run, *_: Path(run).name)
+    rows = _count_calls(monkeypatch, run_table, "run_row", lambda run, *_: Path(run).name)
     at = page("training").run()
     assert_clean(at)
     assert rows == {"a": 1, "b": 1}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dermai import jobs
+from dermai import jobs, run_status
 from dermai.data import load_pixels, prune_cache
 from dermai.train import OWNER_FILE, run_lock_holder
 from tests.test_app_pages import REPO, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
@@ -84,7 +84,7 @@ def test_a_trainer_whose_starter_died_before_recording_it_is_the_job_and_can_be_
         assert (job.pid, job.run_dir, job.stage, job.command) == (pid, str(run), "finetune", trainer)
         assert json.loads((runs / jobs.LOCK_NAME).read_text())["pid"] == pid  # recorded for good
         assert jobs.command_line_runs(runs) == []  # the app's job, not a run from a terminal
-        assert jobs.run_status(run, runs).status == "running"
+        assert run_status.run_status(run, runs).status == "running"
         with pytest.raises(jobs.JobError, match=f"already running: run 'orphan' \\(finetune, pid {pid}"):
             jobs.start_job("both", {}, runs, name="second")
         cancelled = jobs.cancel_job(runs, run)
@@ -93,7 +93,7 @@ def test_a_trainer_whose_starter_died_before_recording_it_is_the_job_and_can_be_
     finally:
         end(pid)
     assert jobs.current_job(runs) is None and not (runs / jobs.LOCK_NAME).exists()
-    assert jobs.run_status(run, runs).status == "stopped"  # cancelled by the user
+    assert run_status.run_status(run, runs).status == "stopped"  # cancelled by the user
 
 
 def test_the_training_page_shows_and_cancels_a_trainer_whose_starter_died(app_env: Path) -> None:  # noqa: F811

@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dermai import jobs
+from dermai import jobs, run_status
 from dermai.train import OWNER_FILE
 from dermai.ui import dataset_view, image_display
 from tests import test_app_pages
@@ -154,15 +154,15 @@ def test_augmentation_lab_says_which_images_have_no_lesion_mask(app_env: Path, t
 def test_recorded_stage_reads_a_runs_config(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    assert jobs.recorded_stage(run) is None  # no config yet
+    assert run_status.recorded_stage(run) is None  # no config yet
     (run / "config.json").write_text("{not json")
-    assert jobs.recorded_stage(run) is None
+    assert run_status.recorded_stage(run) is None
     (run / "config.json").write_text(json.dumps({"config": {"stage": "finetune", "train": {}}}))
-    assert jobs.recorded_stage(run) == "finetune"
+    assert run_status.recorded_stage(run) == "finetune"
     (run / "config.json").write_text(json.dumps({"members": ["a", "b"], "command": "x"}))
-    assert jobs.recorded_stage(run) == jobs.ENSEMBLE_STAGE
+    assert run_status.recorded_stage(run) == jobs.ENSEMBLE_STAGE
     (run / "config.json").write_text(json.dumps({"config": {"train": {}}}))  # another layout: no stage
-    assert jobs.recorded_stage(run) is None
+    assert run_status.recorded_stage(run) is None
 
 
 def held(run: Path) -> subprocess.Popen[bytes]:

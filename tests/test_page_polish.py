@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermai import jobs
+from dermai import jobs, run_status
 from dermai.config import RunConfig, to_dict
 from dermai.plots import compare_runs_figure, training_curves_figure
 from dermai.train import read_metrics
@@ -33,11 +33,11 @@ def test_planned_epochs_are_read_from_the_runs_config(tmp_path: Path) -> None:
     config = RunConfig()
     config.train.pretrain_epochs, config.train.finetune_epochs = 2, 6
     (tmp_path / "config.json").write_text(json.dumps({"config": to_dict(config)}))
-    assert jobs.planned_epochs(tmp_path, "finetune") == 6 and jobs.planned_epochs(tmp_path, "pretrain") == 2
-    assert jobs.planned_epochs(tmp_path, "ensemble") is None
-    assert jobs.planned_epochs(tmp_path / "none", "finetune") is None  # no config.json yet
+    assert run_status.planned_epochs(tmp_path, "finetune") == 6 and run_status.planned_epochs(tmp_path, "pretrain") == 2
+    assert run_status.planned_epochs(tmp_path, "ensemble") is None
+    assert run_status.planned_epochs(tmp_path / "none", "finetune") is None  # no config.json yet
     (tmp_path / "config.json").write_text("[1")  # damaged: no plan, no exception
-    assert jobs.planned_epochs(tmp_path, "finetune") is None
+    assert run_status.planned_epochs(tmp_path, "finetune") is None
 
 
 def test_the_live_view_says_epoch_1_of_6_while_the_first_epoch_trains(app_env: Path) -> None:  # noqa: F811

@@ -1,6 +1,6 @@
 """The Training page in its own words: refusals that name the form's fields, the buttons that hand a run's weights
 to Predict, a run's completed epochs and ETA, and Compare runs' labels (pages/training.py, dermai/ui/,
-dermai/jobs.py)."""
+dermai/jobs.py, dermai/run_status.py, dermai/run_table.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from dermai import jobs
+from dermai import jobs, run_status, run_table
 from dermai.train import read_metrics
 from dermai.ui import runs_view, sidebar_state, training_form
 from tests import test_app_pages
@@ -110,17 +110,17 @@ def test_a_stopped_runs_status_says_the_epochs_it_completed_of_those_planned(tmp
     """qa1 stopped in fine-tuning's first epoch read "stopped · stage both · epochs 2 + 6" (the plan)."""
     runs = tmp_path / "runs"
     run = _stopped_in_finetune(runs)
-    assert jobs.completed_epochs(read_metrics(run)) == {"pretrain": 2}
-    row = jobs.list_runs(runs).iloc[0]
+    assert run_status.completed_epochs(read_metrics(run)) == {"pretrain": 2}
+    row = run_table.list_runs(runs).iloc[0]
     assert row["epochs"] == "pretrain 2/2, finetune 0/6"
     assert runs_view.status_line(row) == (
         "Status: **stopped** · stage both · epochs pretrain 2/2, finetune 0/6 · input 64 px · "
         f"{row['disk_gb']:.2f} GB on disk"
     )
     train = {"pretrain_epochs": 100, "finetune_epochs": 15}
-    assert jobs.stage_epochs("finetune", train, {"finetune": 9}) == "9/15"  # an early stop: 9 of 15
-    assert jobs.stage_epochs("pretrain", train, {}) == "0/100"
-    assert jobs.stage_epochs("both", train) == "100 + 15"  # without records: the plan alone
+    assert run_table.stage_epochs("finetune", train, {"finetune": 9}) == "9/15"  # an early stop: 9 of 15
+    assert run_table.stage_epochs("pretrain", train, {}) == "0/100"
+    assert run_table.stage_epochs("both", train) == "100 + 15"  # without records: the plan alone
 
 
 def test_the_eta_is_the_last_steps_whichever_record_came_last() -> None:
@@ -128,13 +128,13 @@ def test_the_eta_is_the_last_steps_whichever_record_came_last() -> None:
     each one."""
     step = {"kind": "step", "stage": "finetune", "eta_s": 80.0}
     epoch = {"kind": "epoch", "stage": "finetune", "val_auroc": 0.7}
-    assert jobs.running_eta([step]) == 80.0
-    assert jobs.running_eta([step, epoch]) == 80.0
-    assert jobs.running_eta([step, epoch, {**step, "eta_s": 60}]) == 60.0
-    assert jobs.running_eta([epoch]) is None  # no step yet: unknown
+    assert run_status.running_eta([step]) == 80.0
+    assert run_status.running_eta([step, epoch]) == 80.0
+    assert run_status.running_eta([step, epoch, {**step, "eta_s": 60}]) == 60.0
+    assert run_status.running_eta([epoch]) is None  # no step yet: unknown
     stopped = {"kind": "status", "status": "stopped"}
-    assert jobs.running_eta([step, stopped]) is None  # an earlier job's estimate is not the resumed job's
-    assert jobs.running_eta([step, stopped, epoch, {**step, "eta_s": 12}, epoch]) == 12.0
+    assert run_status.running_eta([step, stopped]) is None  # an earlier job's estimate is not the resumed job's
+    assert run_status.running_eta([step, stopped, epoch, {**step, "eta_s": 12}, epoch]) == 12.0
 
 
 def test_a_running_run_ending_an_epoch_keeps_its_eta_and_shows_its_progress(tmp_path: Path) -> None:
@@ -147,9 +147,9 @@ def test_a_running_run_ending_an_epoch_keeps_its_eta_and_shows_its_progress(tmp_
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.pt").write_bytes(b"\0" * 3_000_000)
     with run_lock(run):
-        status = jobs.run_status(run, runs)
+        status = run_status.run_status(run, runs)
         assert status.status == "running" and status.eta_s == 50.0
-        row = jobs.run_row(run, runs)
+        row = run_table.run_row(run, runs)
     assert row is not None and row["epochs"] == "pretrain 2/2, finetune 1/6"
     assert row["disk_gb"] >= 0.003  # the folder as it is now, checkpoint included
 
@@ -164,7 +164,7 @@ def test_a_job_started_here_shows_its_stage_before_its_trainer_writes_a_config(a
     record = {"pid": process.pid, "run_dir": str(run), "stage": "finetune", "command": [], "started": time.time()}
     (runs / jobs.LOCK_NAME).write_text(json.dumps(record))
     try:
-        row = jobs.run_row(run, runs)
+        row = run_table.run_row(run, runs)
         assert row is not None and (row["status"], row["stage"]) == ("running", "finetune")
         at = AppTest.from_file(str(REPO / "pages" / "training.py"), default_timeout=TIMEOUT).run()
         assert_clean(at)

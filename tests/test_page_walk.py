@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dermai import jobs
+from dermai import jobs, run_status
 from dermai.ui import weights_menu
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, copy_tiny_run, page  # noqa: F401 (fixture)
@@ -35,7 +35,7 @@ def test_a_run_cancelled_before_its_weights_can_be_viewed_and_deleted(app_env: P
     at = page("training").run()
     at.selectbox(key="train_run").set_value("cut").run()
     assert_clean(at)
-    assert jobs.run_status(run).status == "stopped"
+    assert run_status.run_status(run).status == "stopped"
     assert "Cancelled by the user before it saved a checkpoint: there is nothing to resume." in alerts(at)
     labels = [b.label for b in at.button]
     assert "Delete cut" in labels  # the Delete popover's button: the only way to clear the run from the page

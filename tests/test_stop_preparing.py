@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dermai import cli, data, jobs
+from dermai import cli, data, jobs, run_status, run_table
 from dermai.data import PreparationStopped, load_pixels
 from dermai.train import (
     JOB_LOG,
@@ -110,13 +110,13 @@ def test_an_app_job_stopped_before_training_reads_stopped_and_starts_again_by_it
     (run / STOP_FILE).touch()
     assert train(tiny_config(ham_root), run).status == "stopped"
     assert sorted(os.listdir(run)) == sorted([JOB_LOG, OWNER_FILE]) and read_metrics(run) == []
-    status = jobs.run_status(run, runs)
+    status = run_status.run_status(run, runs)
     assert status.status == "stopped"
     assert (
         status.note
         == "Stopped by the user while it prepared its data: nothing was trained. Start it again by its name."
     )
-    row = jobs.list_runs(runs).iloc[0]
+    row = run_table.list_runs(runs).iloc[0]
     assert (row["status"], row["problem"]) == ("stopped", None)
     assert jobs._new_run_dir(runs, "early") == run  # the Training form may start it again under that name
 
@@ -134,7 +134,7 @@ def test_a_resumed_run_stopped_while_it_prepares_stays_stopped_and_resumable(ham
     assert (last["kind"], last["status"], last["before_training"]) == ("status", "stopped", True)
     assert (run / "checkpoints" / "last.pt").read_bytes() == checkpoint  # nothing trained, nothing saved over
     assert not (run / STOP_FILE).exists()  # honoured: the next resume does not stop on it again
-    status = jobs.run_status(run, run.parent)
+    status = run_status.run_status(run, run.parent)
     assert (status.status, status.note) == ("stopped", None)
     assert jobs.resumable(run)
 

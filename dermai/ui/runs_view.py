@@ -82,7 +82,7 @@ USE_DEFAULT_WEIGHTS = "Use default model"
 
 
 def run_weights(row: pd.Series) -> str | None:
-    """A `jobs.list_runs` row's weights file, or None for a run that saved none (cancelled before its first
+    """A `run_table.list_runs` row's weights file, or None for a run that saved none (cancelled before its first
     checkpoint, failed at its start). pandas stores that missing path as NaN, a float that is truthy, once another
     row has weights: read as a path it crashed the Training page below the run's status, its Delete button too."""
     weights = row.get("weights")
@@ -112,8 +112,8 @@ def _known(value: Any) -> bool:
 
 
 def status_line(row: Mapping[str, Any]) -> str:
-    """A `jobs.list_runs` row as the Training page's one-line summary of the chosen run: its status, then only
-    the stage, epochs (completed/planned, `jobs.stage_epochs`) and input size it knows, and its size on disk."""
+    """A `run_table.list_runs` row as the Training page's one-line summary of the chosen run: its status, then only
+    the stage, epochs (completed/planned, `run_table.stage_epochs`) and input size it knows, and its size on disk."""
     parts = [f"Status: **{row['status']}**"]
     parts += [
         f"{label} {row[key]}"

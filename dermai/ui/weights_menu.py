@@ -13,8 +13,9 @@ from typing import Any
 from dermai.context import weak_fit
 from dermai.data import same_file
 from dermai.ensemble import input_sizes_text
-from dermai.jobs import is_running, runs_dir
+from dermai.jobs import runs_dir
 from dermai.predict import point_counts, validation_figures
+from dermai.run_status import is_running
 from dermai.ui.formatting import is_number
 from dermai.ui.sidebar_state import default_weights
 from dermai.ui.training_form import TRAIN_FORM_LABELS
