@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.augment import paper_transform  # noqa: E402
 from dermai.config import AugmentConfig, RunConfig  # noqa: E402
-from dermai.data import DataError, attach_splits, load_dataset  # noqa: E402
+from dermai.data import DataError, load_dataset  # noqa: E402
 from dermai.inference import autocast_for  # noqa: E402
 from dermai.losses import joint_loss, nt_xent  # noqa: E402
 from dermai.model import SimCLRResNet18  # noqa: E402
+from dermai.splits import attach_splits  # noqa: E402
 from dermai.train import read_metrics, train  # noqa: E402
 
 

@@ -546,10 +546,10 @@ OUTPUT_FLAGS = {
 
 def _check_output_names(args: argparse.Namespace) -> None:
     """Refuse, before anything is made, an output whose last name Windows cannot hold ("runs/CON", "p.csv."), by
-    the rule the app applies to run names (`data.windows_name_problem`): a run folder or file so named could not
+    the rule the app applies to run names (`safe_write.windows_name_problem`): a run folder or file so named could not
     be copied to Windows. `--resume` continues a run folder made already, so its name is not judged again; "."
     and ".." name folders that exist, not new ones."""
-    from dermai.data import windows_name_problem
+    from dermai.safe_write import windows_name_problem
 
     for dest, flag in OUTPUT_FLAGS.items():
         value = getattr(args, dest, None)
@@ -572,7 +572,8 @@ def _check_split_source(args: argparse.Namespace) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from dermai.data import attach_splits, load_dataset, summary_table, write_manifest
+    from dermai.data import load_dataset
+    from dermai.splits import attach_splits, summary_table, write_manifest
 
     _check_split_source(args)
     loaded = load_dataset(args.data)
@@ -758,14 +759,8 @@ def _data_folder_files(
     metadata CSV, and the folders of its images and of its lesion masks. The folder is `data`, else the one the
     weights' config records (as `evaluate.weights_dataset` picks it), else the default; one that cannot be found
     gives none here: the command itself then names what is wrong."""
-    from dermai.data import (
-        MASK_FOLDER,
-        DataError,
-        find_metadata_csv,
-        index_images,
-        resolve_data_root,
-        weights_data_folder,
-    )
+    from dermai.data import DataError, find_metadata_csv, index_images, resolve_data_root, weights_data_folder
+    from dermai.pixel_cache import MASK_FOLDER
     from dermai.weights import WeightsError, read_meta
 
     try:
@@ -784,8 +779,8 @@ def _data_folder_files(
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dermai.data import check_writable
     from dermai.evaluate import evaluate, summary_text, write_outputs
+    from dermai.safe_write import check_writable
 
     data_files, data_folders = _data_folder_files(args.data, args.weights)
     _refuse_clashing_outputs(
@@ -822,8 +817,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dermai.data import check_writable, write_json_atomic
     from dermai.evaluate import compare_weights, comparison_text
+    from dermai.safe_write import check_writable, write_json_atomic
 
     if args.out:
         data_files, data_folders = _data_folder_files(args.data, args.weights_a)
@@ -983,8 +978,8 @@ def _predict_outputs(
 
     from PIL import Image
 
-    from dermai.data import atomic_write_bytes
     from dermai.report import prediction_html
+    from dermai.safe_write import atomic_write_bytes
 
     written: dict[str, str | None] = {"cam": None, "report": None}
     if not (args.cam_out or args.report_out):
@@ -1033,7 +1028,7 @@ def _write_partial_worklist(path: Path, entries: Sequence[WorklistEntry], images
     Ctrl-C (or the error) that stops it. The rows so far are written atomically to `path`, and a "not scored"
     row for each image the batch never reached (`worklist.unscored`), so the file says it is partial; a failure
     to write them is reported without hiding the reason the batch stopped."""
-    from dermai.data import atomic_write_bytes
+    from dermai.safe_write import atomic_write_bytes
     from dermai.worklist import unscored, worklist, worklist_csv
 
     if not entries:
@@ -1060,8 +1055,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dermai.context import read_context_csv, unknown_site_warnings
-    from dermai.data import atomic_write_bytes, check_writable
     from dermai.predict import UNAVAILABLE_MEANING, Predictor
+    from dermai.safe_write import atomic_write_bytes, check_writable
     from dermai.worklist import (
         distinct_names,
         image_files,

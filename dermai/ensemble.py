@@ -437,7 +437,7 @@ def _write_files(
 ) -> Path:
     """`write_ensemble` once `out` is checked: a folder `build_ensemble` owns holds its own lock file, which
     `check_new_out` would take for a training run's."""
-    from dermai.data import make_folder, write_json_atomic
+    from dermai.safe_write import make_folder, write_json_atomic
     from dermai.weights import save_weights
 
     model, meta = combine(member_paths, command, image_sizes)
@@ -497,7 +497,7 @@ def _log_finished(out: Path, target: Path, fitted: dict[str, Any]) -> None:
     """The "serving" and "status" records that make the folder read as a finished run; written inside
     `build_ensemble`'s cleanup, so a full disk or an interrupt here leaves no ensemble without them (which
     its --out would then refuse to a retry)."""
-    from dermai.data import append_json_lines
+    from dermai.safe_write import append_json_lines
 
     serving = {"kind": "serving", "status": "fitted", "temperature": fitted["temperature"], **fitted["val_metrics"]}
     status = {"kind": "status", "status": "finished", "weights": str(target)}

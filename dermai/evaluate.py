@@ -27,20 +27,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from dermai import calibration, context, metrics
 from dermai.config import run_config_from_dict
 from dermai.context import MAX_AGE, age_band, age_band_order
-from dermai.data import (
-    MASK_FOLDER,
-    DataError,
-    Dataset,
-    atomic_target,
-    attach_splits,
-    lesion_mask_file,
-    load_dataset,
-    load_pixels,
-    manifest_checksum,
-    read_mask,
-    recorded_folder,
-    spreadsheet_csv,
-)
+from dermai.data import DataError, Dataset, load_dataset, recorded_folder
 from dermai.inference import (
     calibrated_probs,
     default_device,
@@ -49,8 +36,11 @@ from dermai.inference import (
     normalisation,
     softmax_np,
 )
+from dermai.pixel_cache import MASK_FOLDER, lesion_mask_file, load_pixels, read_mask
 from dermai.predict import tta_mismatch, validated_tta
 from dermai.preprocess import landscape, meta_input_size
+from dermai.safe_write import atomic_target, spreadsheet_csv
+from dermai.splits import attach_splits, manifest_checksum
 from dermai.weights import LoadedWeights, load_weights
 
 SCORED_SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
@@ -230,7 +220,7 @@ def saliency_plausibility(loaded: LoadedWeights, rows: pd.DataFrame, root: Path,
     """Does the model look at the lesion? Mean Grad-CAM mass inside the lesion mask (beside the mask's area
     share, what a uniform heatmap would score) and pointing-game hit rate, over a seeded sample of the split.
     Images without a mask are left out, and so are those whose mask cannot be read or oriented as its image
-    (`data.read_mask`), each named under `masks_left_out`."""
+    (`pixel_cache.read_mask`), each named under `masks_left_out`."""
     try:
         from dermai.saliency import SaliencyExplainer, cam_mass_in_mask, pointing_game_hit
     except ImportError as exc:
@@ -549,7 +539,7 @@ def predictions_csv(predictions: pd.DataFrame) -> bytes:
     """The per-image predictions file, one for `evaluate --predictions` and the Evaluation page's download, so
     the same model and split give the same file from both. Full precision: researchers re-analyse it, and a
     score rounded to 4 places moves ties at the cut-offs. Opened in Excel too: an image named "=…" is no
-    formula (`data.spreadsheet_csv`)."""
+    formula (`safe_write.spreadsheet_csv`)."""
     return spreadsheet_csv(predictions)
 
 

@@ -23,19 +23,11 @@ from typing import Any
 import pandas as pd
 
 from dermai.config import RunConfig, check_run_config, config_differences, run_config_from_dict, to_dict
-from dermai.data import (
-    Dataset,
-    atomic_leftover,
-    atomic_write_bytes,
-    attach_splits,
-    check_seed,
-    load_dataset,
-    read_manifest,
-    summary_table,
-    write_json_atomic,
-)
+from dermai.data import Dataset, load_dataset
 from dermai.evaluate import score_rows
 from dermai.plots import label_efficiency_figure
+from dermai.safe_write import atomic_leftover, atomic_write_bytes, write_json_atomic
+from dermai.splits import attach_splits, check_seed, read_manifest, summary_table
 from dermai.train import clear_unsaved_run, foreign_entry, run_finished, train
 from dermai.weights import load_weights
 

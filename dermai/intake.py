@@ -34,7 +34,7 @@ _EXTENSIONS = {".heic": "HEIC", ".heif": "HEIC", ".pdf": "PDF", ".dcm": "DICOM",
 
 
 # EXIF orientation (tag 0x0112) → the transpose that shows the stored pixels upright, as ImageOps.exif_transpose
-# applies it in `read_image`; lesion masks drawn on the stored pixels get the same one (`data.read_mask`).
+# applies it in `read_image`; lesion masks drawn on the stored pixels get the same one (`pixel_cache.read_mask`).
 EXIF_ORIENTATION = 0x0112
 _ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,

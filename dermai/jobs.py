@@ -33,19 +33,12 @@ from typing import Any
 import pandas as pd
 
 from dermai.config import DataConfig, RunConfig, check_run_config, run_config_from_dict, to_dict, train_config_from_dict
-from dermai.data import (
-    DataError,
-    Dataset,
-    find_metadata_csv,
-    read_metadata,
-    resolve_data_root,
-    windows_name_problem,
-    write_json_atomic,
-)
+from dermai.data import DataError, Dataset, find_metadata_csv, read_metadata, resolve_data_root
 from dermai.disk_space import free_bytes
 from dermai.ensemble import EnsembleError, ensemble_meta, image_sizes_arg, member_reference
 from dermai.losses import check_mask_weight
 from dermai.preprocess import InputSize
+from dermai.safe_write import windows_name_problem, write_json_atomic
 from dermai.train import (
     JOB_LOG,
     STOP_FILE,
@@ -446,7 +439,7 @@ def start_ensemble_job(
 def check_run_name(name: str, field: str = "run name") -> str:
     """`name` if it is one plain folder name; else a JobError naming `field`. A name such as "..", "/abs" or
     "grp/run1" would write outside the runs folder, or a nested run the Runs table never lists; "CON" or "a."
-    could not be copied to Windows as it is (`data.windows_name_problem`)."""
+    could not be copied to Windows as it is (`safe_write.windows_name_problem`)."""
     if not (RUN_NAME.fullmatch(name) and len(name) <= RUN_NAME_MAX):
         raise JobError(
             f"{field} {name!r}: use letters, digits, '.', '_' and '-' only (not first), at most "

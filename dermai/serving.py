@@ -18,10 +18,11 @@ import torch
 from safetensors import safe_open
 
 from dermai import calibration, metrics
-from dermai.data import recorded_folder, write_json_atomic
+from dermai.data import recorded_folder
 from dermai.evaluate import score, weights_dataset
 from dermai.inference import calibrated_probs, class_log_prior, malignant_probability, softmax_np
 from dermai.ood import check_percentile, fit_ood
+from dermai.safe_write import write_json_atomic
 from dermai.weights import FORMAT, WeightsError, load_weights, save_weights, untrained_classifier
 
 MAX_OOD_TRAIN_IMAGES = 3000

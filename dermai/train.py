@@ -53,26 +53,7 @@ from dermai.config import (
     to_dict,
     train_input_size,
 )
-from dermai.data import (
-    DataError,
-    Dataset,
-    PreparationStopped,
-    StopCheck,
-    append_json_lines,
-    assign_labelled,
-    atomic_leftover,
-    atomic_write_bytes,
-    attach_splits,
-    class_balanced_weights,
-    load_dataset,
-    load_masks,
-    load_pixels,
-    make_folder,
-    manifest_checksum,
-    split_checksum,
-    write_json_atomic,
-    write_manifest,
-)
+from dermai.data import DataError, Dataset, load_dataset
 from dermai.ensemble import EnsembleModel, member_reference, unpack_members
 from dermai.evaluate import score
 from dermai.inference import (
@@ -95,8 +76,18 @@ from dermai.losses import (
 )
 from dermai.mixing import check_mixing, mix_views
 from dermai.model import LesionMaskHead, SimCLRResNet18
+from dermai.pixel_cache import PreparationStopped, StopCheck, load_masks, load_pixels
 from dermai.preprocess import eval_batch
+from dermai.safe_write import append_json_lines, atomic_leftover, atomic_write_bytes, make_folder, write_json_atomic
 from dermai.serving import calibrate_run
+from dermai.splits import (
+    assign_labelled,
+    attach_splits,
+    class_balanced_weights,
+    manifest_checksum,
+    split_checksum,
+    write_manifest,
+)
 from dermai.weights import LoadedWeights, WeightsError, load_weights, save_weights
 
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
@@ -332,7 +323,7 @@ def job_event_line(event: str) -> bytes:
 
 def launcher_entry(name: str) -> bool:
     """Whether a run folder's entry is a launcher's (`LAUNCH_ENTRIES`) or a temporary that a killed writer left
-    (`data.atomic_leftover`): a run killed while writing its config.json left one, and its folder then read as
+    (`safe_write.atomic_leftover`): a run killed while writing its config.json left one, and its folder then read as
     holding a file of the user's, which no rerun would start over."""
     return name in LAUNCH_ENTRIES or atomic_leftover(name)
 

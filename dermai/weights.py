@@ -25,9 +25,9 @@ from safetensors.torch import load_file, save
 
 from dermai.calibration import TEMPERATURE_BOUNDS
 from dermai.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, is_number
-from dermai.data import atomic_write_bytes, write_json_atomic
 from dermai.ensemble import EnsembleModel, is_image_size, is_input_size
 from dermai.model import SimCLRResNet18
+from dermai.safe_write import atomic_write_bytes, write_json_atomic
 
 FORMAT = "dermai-weights/1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dermai.context import PatientContext, describe
-from dermai.data import files_below, spreadsheet_csv
+from dermai.data import files_below
 from dermai.intake import READ_EXTENSIONS, IntakeError
+from dermai.safe_write import spreadsheet_csv
 
 if TYPE_CHECKING:  # the model's module loads torch: not needed to sort or write a worklist
     from dermai.intake import IntakeResult
@@ -184,6 +185,6 @@ def tier_counts(table: pd.DataFrame) -> dict[str, int]:
 
 def worklist_csv(table: pd.DataFrame) -> bytes:
     """The worklist as UTF-8 CSV bytes, scores to 4 decimals (for a download button or `predict --csv`), text
-    cells escaped by `data.csv_safe` (the on-screen table keeps the real names), lines ending in CRLF
-    (`data.spreadsheet_csv`)."""
+    cells escaped by `safe_write.csv_safe` (the on-screen table keeps the real names), lines ending in CRLF
+    (`safe_write.spreadsheet_csv`)."""
     return spreadsheet_csv(table, float_format="%.4f")

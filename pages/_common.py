@@ -12,7 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from dermai import jobs
-from dermai.data import Dataset, summary_table
+from dermai.data import Dataset
+from dermai.splits import summary_table
 from dermai.ui import dataset_view, formatting, image_display, sidebar_state, weights_menu
 from dermai.weights import read_meta
 

@@ -9,8 +9,8 @@ import streamlit as st
 
 from dermai.augment import preview_masks, preview_pairs, preview_simclr_pairs
 from dermai.config import AugmentConfig, augment_overrides, check_augment, simclr_augment_config
-from dermai.data import decode_mask
 from dermai.intake import READ_FORMATS, read_image
+from dermai.pixel_cache import decode_mask
 from dermai.preprocess import InputSize, resize_input
 from dermai.ui import formatting
 from dermai.ui.dataset_view import images_by_id, mask_path, missing_masks_note

@@ -31,10 +31,10 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dermai.data import load_pixels  # noqa: E402
 from dermai.ensemble import EnsembleError, image_sizes_arg, load_members, parse_image_sizes  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation  # noqa: E402
+from dermai.pixel_cache import load_pixels  # noqa: E402
 from dermai.preprocess import InputSize, meta_input_size, size_label  # noqa: E402
 from dermai.serving import training_log_prior  # noqa: E402
 from dermai.weights import WeightsError  # noqa: E402

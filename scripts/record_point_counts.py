@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dermai.data import atomic_write_bytes  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
+from dermai.safe_write import atomic_write_bytes  # noqa: E402
 from dermai.weights import DEFAULT_WEIGHTS  # noqa: E402
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dermai.data import atomic_target, load_pixels, write_json_atomic  # noqa: E402
 from dermai.ensemble import (  # noqa: E402
     input_sizes,
     input_sizes_text,
@@ -32,8 +31,10 @@ from dermai.evaluate import evaluate, saliency_plausibility, summary_text, weigh
 from dermai.inference import forward_pixels  # noqa: E402
 from dermai.metrics import SUBGROUP_MIN_PER_CLASS  # noqa: E402
 from dermai.ood import OODStats, ood_scores, pixel_verdict  # noqa: E402
+from dermai.pixel_cache import load_pixels  # noqa: E402
 from dermai.predict import Predictor  # noqa: E402
 from dermai.preprocess import input_frame, meta_input_size, size_label  # noqa: E402
+from dermai.safe_write import atomic_target, write_json_atomic  # noqa: E402
 from dermai.serving import fit_context, fit_serving  # noqa: E402
 from dermai.weights import load_weights, save_weights  # noqa: E402
 

@@ -24,10 +24,11 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dermai.config import AugmentConfig  # noqa: E402
-from dermai.data import class_balanced_weights, load_pixels  # noqa: E402
 from dermai.ensemble import EnsembleError, load_members  # noqa: E402
 from dermai.evaluate import weights_dataset  # noqa: E402
 from dermai.inference import calibrated_probs, forward_pixels, malignant_probability, normalisation  # noqa: E402
+from dermai.pixel_cache import load_pixels  # noqa: E402
+from dermai.splits import class_balanced_weights  # noqa: E402
 from dermai.train import recompute_batchnorm  # noqa: E402
 from dermai.weights import WeightsError  # noqa: E402
 

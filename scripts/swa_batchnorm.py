@@ -23,9 +23,9 @@ from torch.optim.swa_utils import AveragedModel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermai.config import run_config_from_dict  # noqa: E402
-from dermai.data import class_balanced_weights  # noqa: E402
 from dermai.inference import forward_pixels, malignant_probability, softmax_np  # noqa: E402
 from dermai.model import SimCLRResNet18  # noqa: E402
+from dermai.splits import class_balanced_weights  # noqa: E402
 from dermai.train import prepare_data, recompute_batchnorm  # noqa: E402
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from dermai import cli, jobs
-from dermai.data import attach_splits, load_dataset, manifest_checksum, manifest_frame
+from dermai.data import load_dataset
 from dermai.evaluate import EvaluationError, compare_weights, external_text
+from dermai.splits import attach_splits, manifest_checksum, manifest_frame
 from dermai.ui import weights_menu
 from tests.conftest import make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401  (app_env is a fixture)

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermai import data
+from dermai import data, pixel_cache, safe_write, splits
 from dermai.cli import main
 from tests.conftest import ham_rows, make_folder
 
 
 # ----------------------------------------------------------------------------------------- real data
 def test_ham_split_has_no_lesion_leakage_and_is_stratified(ham_root: Path) -> None:
-    ds = data.attach_splits(data.load_dataset(ham_root), seed=0)
+    ds = splits.attach_splits(data.load_dataset(ham_root), seed=0)
     assert ds.mode == "multiclass" and ds.group_key == "lesion_id"
     assert len(ds.meta) == 10015
     assert ds.meta.groupby("lesion_id")["split"].nunique().max() == 1
@@ -35,17 +35,17 @@ def test_ham_labels_come_from_csv(ham_root: Path) -> None:
 
 def test_split_is_deterministic_and_seed_dependent(ham_root: Path) -> None:
     base = data.load_dataset(ham_root)
-    a = data.attach_splits(base, seed=3).meta["split"]
-    b = data.attach_splits(base, seed=3).meta["split"]
-    c = data.attach_splits(base, seed=4).meta["split"]
+    a = splits.attach_splits(base, seed=3).meta["split"]
+    b = splits.attach_splits(base, seed=3).meta["split"]
+    c = splits.attach_splits(base, seed=4).meta["split"]
     assert a.equals(b)
     assert not a.equals(c)
 
 
 def test_limit_keeps_every_class_on_every_side(ham_root: Path) -> None:
-    ds = data.attach_splits(data.load_dataset(ham_root), seed=0, limit=256)
+    ds = splits.attach_splits(data.load_dataset(ham_root), seed=0, limit=256)
     assert 200 <= len(ds.meta) <= 320
-    for split in data.SPLITS:
+    for split in splits.SPLITS:
         assert set(ds.meta.loc[ds.meta["split"] == split, "dx"]) == set(data.DIAGNOSES)
 
 
@@ -74,17 +74,17 @@ def test_cli_split_never_writes_over_its_own_manifest_or_metadata(
 
 
 def test_manifest_round_trip(ham_root: Path, tmp_path: Path) -> None:
-    ds = data.attach_splits(data.load_dataset(ham_root), seed=2, limit=300)
-    path = data.write_manifest(ds, tmp_path / "m.csv")
-    again = data.attach_splits(data.load_dataset(ham_root), manifest=path)
+    ds = splits.attach_splits(data.load_dataset(ham_root), seed=2, limit=300)
+    path = splits.write_manifest(ds, tmp_path / "m.csv")
+    again = splits.attach_splits(data.load_dataset(ham_root), manifest=path)
     merged = ds.meta.set_index("image_id")["split"].sort_index()
     assert merged.equals(again.meta.set_index("image_id")["split"].sort_index())
-    assert data.manifest_checksum(ds) == data.manifest_checksum(again)
+    assert splits.manifest_checksum(ds) == splits.manifest_checksum(again)
 
 
 # ----------------------------------------------------------------------------------- label fraction
 def test_label_fraction_is_grouped_and_stratified(ham_root: Path) -> None:
-    ds = data.attach_splits(data.load_dataset(ham_root), seed=0, label_fraction=0.1)
+    ds = splits.attach_splits(data.load_dataset(ham_root), seed=0, label_fraction=0.1)
     train = ds.meta[ds.meta["split"] == "train"]
     assert 0.07 < train["labelled"].mean() < 0.13
     assert train.groupby("group")["labelled"].nunique().max() == 1
@@ -94,7 +94,7 @@ def test_label_fraction_is_grouped_and_stratified(ham_root: Path) -> None:
 
 def test_label_fraction_rejects_out_of_range(ham_root: Path) -> None:
     with pytest.raises(data.DataError, match="label fraction"):
-        data.attach_splits(data.load_dataset(ham_root), label_fraction=0)
+        splits.attach_splits(data.load_dataset(ham_root), label_fraction=0)
 
 
 # ------------------------------------------------------------------------------------------- dialects
@@ -111,7 +111,7 @@ def test_isic2020_dialect_binary_mode_grouped_by_patient(tmp_path: Path) -> None
         for i in range(90)
     ]
     root = make_folder(tmp_path, rows, id_column="image_name", csv_name="train.csv", ext=".png")
-    ds = data.attach_splits(data.load_dataset(root), seed=0)
+    ds = splits.attach_splits(data.load_dataset(root), seed=0)
     assert ds.mode == "binary" and ds.classes == ("benign", "malignant") and ds.group_key == "patient_id"
     assert ds.meta["label"].tolist() == ds.meta["malignant"].tolist()
     assert ds.meta.groupby("patient_id")["split"].nunique().max() == 1
@@ -129,7 +129,7 @@ def test_partly_filled_ids_still_keep_lesions_and_patients_on_one_side(tmp_path:
     # One blank lesion id used to drop lesion grouping for every row (7 of 10 lesions then spanned sides).
     rows = ham_rows(4, 3)
     rows[0]["lesion_id"] = ""
-    ds = data.attach_splits(data.load_dataset(make_folder(tmp_path / "lesions", rows)), seed=0)
+    ds = splits.attach_splits(data.load_dataset(make_folder(tmp_path / "lesions", rows)), seed=0)
     assert ds.group_key == "lesion_id, else image_id"
     assert ds.meta.groupby("lesion_id")["split"].nunique().max() == 1
     assert ds.meta.loc[0, "group"] == "I_akiec_0_0"  # the image without a lesion is its own group
@@ -137,7 +137,7 @@ def test_partly_filled_ids_still_keep_lesions_and_patients_on_one_side(tmp_path:
     rows = ham_rows(8, 3)
     for i, row in enumerate(rows):
         row["patient_id"] = f"P{i // 6}" if i % 3 == 0 else ""
-    ds = data.attach_splits(data.load_dataset(make_folder(tmp_path / "mixed", rows)), seed=0)
+    ds = splits.attach_splits(data.load_dataset(make_folder(tmp_path / "mixed", rows)), seed=0)
     assert ds.group_key == "patient_id, else lesion_id"
     meta = ds.meta
     assert meta.groupby("lesion_id")["split"].nunique().max() == 1
@@ -166,13 +166,13 @@ def test_training_decodes_images_as_prediction_does(tmp_path: Path) -> None:
     Image.fromarray(np.full((20, 20), 32768, dtype=np.uint16)).save(deep)
     for path in (rotated, cutout, deep):
         expected = resize_input(read_image(path).image, 16)
-        assert np.array_equal(data.decode_image(str(path), 16), expected), path.name
-    assert data.decode_image(str(cutout), 20)[0, 0].tolist() == [255, 255, 255]
-    assert 120 <= data.decode_image(str(deep), 8).mean() <= 135  # half of 16-bit range, scaled not clipped
+        assert np.array_equal(pixel_cache.decode_image(str(path), 16), expected), path.name
+    assert pixel_cache.decode_image(str(cutout), 20)[0, 0].tolist() == [255, 255, 255]
+    assert 120 <= pixel_cache.decode_image(str(deep), 8).mean() <= 135  # half of 16-bit range, scaled not clipped
     with Image.open(rotated) as raw:  # the stored pixels are 40 wide; shown (and now cached) 30 wide, 40 high
         assert raw.size == (40, 30)
     assert np.array_equal(
-        data.decode_image(str(rotated), 16),
+        pixel_cache.decode_image(str(rotated), 16),
         resize_input(Image.open(rotated).transpose(Image.Transpose.ROTATE_270), 16),
     )
 
@@ -272,7 +272,7 @@ def test_class_absent_from_a_split(tmp_path: Path) -> None:
     rows = [r for r in rows if r["dx"] != "df"] + [r for r in rows if r["dx"] == "df"][:2]
     root = make_folder(tmp_path, rows)
     with pytest.raises(data.DataError, match="class 'df' is absent from the train split"):
-        data.attach_splits(data.load_dataset(root), seed=0)
+        splits.attach_splits(data.load_dataset(root), seed=0)
 
 
 def test_unreadable_image_names_file(tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ def test_unreadable_image_names_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a jpeg")
     ds = data.load_dataset(root)
     with pytest.raises(data.DataError, match="I_nv_0_0.jpg: unreadable image"):
-        data.load_pixels(list(ds.meta["path"]), 16)
+        pixel_cache.load_pixels(list(ds.meta["path"]), 16)
     assert not [p for p in Path(os.environ["DERMAI_CACHE"]).iterdir()]  # nothing half-written
 
 
@@ -289,13 +289,13 @@ def test_bad_manifest_split_value(tmp_path: Path, ham_root: Path) -> None:
     path = tmp_path / "m.csv"
     pd.DataFrame({"image_id": ["ISIC_0027419"], "split": ["holdout"]}).to_csv(path, index=False)
     with pytest.raises(data.DataError, match="row 2: split 'holdout'"):
-        data.attach_splits(data.load_dataset(ham_root), manifest=path)
+        splits.attach_splits(data.load_dataset(ham_root), manifest=path)
 
 
 # -------------------------------------------------------------------------------- sampler and cache
 def test_class_balanced_weights_equalise_classes() -> None:
     labels = np.array([0] * 90 + [1] * 9 + [2])
-    w = data.class_balanced_weights(labels)
+    w = splits.class_balanced_weights(labels)
     totals = [w[labels == k].sum() for k in range(3)]
     assert np.allclose(totals, 1.0)
 
@@ -303,22 +303,22 @@ def test_class_balanced_weights_equalise_classes() -> None:
 def test_pixel_cache_reused_and_invalidated(tmp_path: Path) -> None:
     root = make_folder(tmp_path, ham_rows(1, 2))
     paths = list(data.load_dataset(root).meta["path"])
-    first = data.load_pixels(paths, 16)
+    first = pixel_cache.load_pixels(paths, 16)
     assert first.shape == (len(paths), 16, 16, 3) and first.dtype == np.uint8
     cache = Path(os.environ["DERMAI_CACHE"])
     files = sorted(cache.glob("*.npy"))
     assert len(files) == 1
     inode = files[0].stat().st_ino
-    again = data.load_pixels(paths, 16)
+    again = pixel_cache.load_pixels(paths, 16)
     assert np.array_equal(first, again) and files[0].stat().st_ino == inode  # reused, not rewritten
     # changing an image changes the key: a new cache file with the new pixels
     from PIL import Image
 
     Image.new("RGB", (40, 30), (255, 0, 0)).save(paths[0])
-    changed = data.load_pixels(paths, 16)
+    changed = pixel_cache.load_pixels(paths, 16)
     assert len(list(cache.glob("*.npy"))) == 2
     assert tuple(changed[0, 8, 8]) == (255, 0, 0) or changed[0, 8, 8, 0] > 240
-    assert data.load_pixels(paths, 8).shape[1] == 8  # another size, another entry
+    assert pixel_cache.load_pixels(paths, 8).shape[1] == 8  # another size, another entry
 
 
 def test_pixel_cache_stays_under_its_bound_dropping_the_least_recently_used(
@@ -330,39 +330,39 @@ def test_pixel_cache_stays_under_its_bound_dropping_the_least_recently_used(
     per_size = {size: len(paths) * size * size * 3 for size in (16, 20, 24)}  # plus a 128-byte .npy header each
     monkeypatch.setenv("DERMAI_CACHE_GB", str((per_size[16] + per_size[24] + 1000) / 1e9))  # not for all three
     (cache / "notes.npy").write_bytes(b"x" * 10**6)  # not ours: never counted nor deleted
-    data.load_pixels(paths, 16)
+    pixel_cache.load_pixels(paths, 16)
     then = time.time() - 60
     os.utime(next(cache.glob("pixels-*-16px.npy")), (then, then))
-    data.load_pixels(paths, 20)
+    pixel_cache.load_pixels(paths, 20)
     assert {p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")} == {"16px.npy", "20px.npy"}
     then = time.time() - 30  # 20 px made before the hit below (file times can tie within a clock tick)
     os.utime(next(cache.glob("pixels-*-20px.npy")), (then, then))
-    data.load_pixels(paths, 16)  # a hit: 16 px is now the most recently used
-    data.load_pixels(paths, 24)
+    pixel_cache.load_pixels(paths, 16)  # a hit: 16 px is now the most recently used
+    pixel_cache.load_pixels(paths, 24)
     assert {p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")} == {"16px.npy", "24px.npy"}  # 20 px went
     assert (cache / "notes.npy").exists()
     monkeypatch.setenv("DERMAI_CACHE_GB", "0")
-    assert data.load_pixels(paths, 20).shape[1] == 20  # a bound below one file still serves that file
+    assert pixel_cache.load_pixels(paths, 20).shape[1] == 20  # a bound below one file still serves that file
     assert [p.name.rsplit("-", 1)[1] for p in cache.glob("pixels-*")] == ["20px.npy"]
 
 
 @pytest.mark.parametrize("value", ["lots", "-1", "nan"])
 def test_a_bad_cache_bound_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     paths = list(data.load_dataset(make_folder(tmp_path, ham_rows(1, 2))).meta["path"])
-    data.load_pixels(paths, 16)
+    pixel_cache.load_pixels(paths, 16)
     monkeypatch.setenv("DERMAI_CACHE_GB", value)
     with pytest.raises(data.DataError, match=f"DERMAI_CACHE_GB='{value}': give the pixel cache's size bound"):
-        data.cache_limit_bytes()
+        pixel_cache.cache_limit_bytes()
     with pytest.raises(data.DataError, match="DERMAI_CACHE_GB"):  # a cache hit names it too, not only a write
-        data.load_pixels(paths, 16)
+        pixel_cache.load_pixels(paths, 16)
 
 
 def test_pixel_cache_matches_direct_decode(ham_root: Path) -> None:
     ds = data.load_dataset(ham_root)
     paths = list(ds.meta["path"][:5])
-    cached = data.load_pixels(paths, 32)
+    cached = pixel_cache.load_pixels(paths, 32)
     for i, p in enumerate(paths):
-        assert np.array_equal(cached[i], data.decode_image(p, 32))
+        assert np.array_equal(cached[i], pixel_cache.decode_image(p, 32))
 
 
 def test_top_level_help_prints(capsys: pytest.CaptureFixture[str]) -> None:
@@ -378,9 +378,9 @@ def test_atomic_write_names_a_folder_or_file_in_the_way(tmp_path: Path) -> None:
     folder.mkdir()
     blocker.write_text("x")
     with pytest.raises(IsADirectoryError, match=f"cannot write {folder}: it is a folder"):
-        data.atomic_write_bytes(folder, b"a")
+        safe_write.atomic_write_bytes(folder, b"a")
     with pytest.raises(NotADirectoryError, match=f"{blocker} is a file, not a folder"):
-        data.atomic_write_bytes(blocker / "m.csv", b"a")
+        safe_write.atomic_write_bytes(blocker / "m.csv", b"a")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]  # no temporary left
 
 
@@ -394,7 +394,7 @@ def test_cli_split_out_folder_and_bad_limit_are_one_line_errors(
         main(["data", "split", "--data", str(ham_root), "--out", str(tmp_path / "m.csv"), "--limit", "0"])
     assert exit_info.value.code == 2 and "--limit: must be at least 1" in capsys.readouterr().err
     assert main(["data", "split", "--data", str(ham_root), "--out", str(tmp_path / "m.csv"), "--limit", "5"]) == 0
-    written = len(data.read_manifest(tmp_path / "m.csv"))
+    written = len(splits.read_manifest(tmp_path / "m.csv"))
     assert capsys.readouterr().err == (
         f"note: --limit 5 gave {written} images: every class keeps at least 3 lesions (or patients), so that each "
         "split holds some\n"
@@ -410,14 +410,14 @@ def test_a_negative_split_seed_is_named(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert not (tmp_path / "m.csv").exists()
     with pytest.raises(data.DataError, match="split seed .* got True"):  # not 1
-        data.attach_splits(data.load_dataset(root), seed=True)
+        splits.attach_splits(data.load_dataset(root), seed=True)
 
 
 def test_non_utf8_manifest_names_file(tmp_path: Path) -> None:
     path = tmp_path / "manifest.csv"
     path.write_bytes(b"image_id,split\nISIC_\xd0\xff,train\n")
     with pytest.raises(data.DataError, match=f"{path}: cannot read manifest"):
-        data.read_manifest(path)
+        splits.read_manifest(path)
 
 
 @pytest.mark.parametrize("cell", ["", "  "])
@@ -429,7 +429,7 @@ def test_a_blank_image_id_in_a_manifest_is_named_by_row(
     path = tmp_path / "m.csv"
     path.write_text(f"image_id,split\nI_nv_0_0,train\n{cell},val\n")
     with pytest.raises(data.DataError, match="m.csv, row 3: image_id is blank"):
-        data.read_manifest(path)
+        splits.read_manifest(path)
     root = make_folder(tmp_path / "d", ham_rows(1, 1))
     assert main(["data", "summary", "--data", str(root), "--manifest", str(path)]) == 2
     assert capsys.readouterr().err == f"error: {path}, row 3: image_id is blank\n"
@@ -440,14 +440,14 @@ def test_a_manifest_image_missing_from_the_folder_is_named_by_row(tmp_path: Path
     path = tmp_path / "m.csv"
     path.write_text("image_id,split\nI_nv_0_0,train\nI_gone,val\nI_bcc_0_0,test\n")
     with pytest.raises(data.DataError, match=f"m.csv, row 3: image 'I_gone' is not in the data folder {root}"):
-        data.attach_splits(data.load_dataset(root), manifest=path)
+        splits.attach_splits(data.load_dataset(root), manifest=path)
 
 
 def test_manifest_labelled_reads_true_false_one_zero_and_blank_off_train(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     rows = "a,train,TRUE\nb,train,false\nc,train,1\nd,train,0\ne,val,\nf,test,\ng,test,True\n"
     path.write_text("image_id,split,labelled\n" + rows)  # 1 beside blanks once read as 1.0, hence False
-    labelled = data.read_manifest(path)["labelled"]
+    labelled = splits.read_manifest(path)["labelled"]
     assert labelled.to_dict() == {"a": True, "b": False, "c": True, "d": False, "e": True, "f": True, "g": True}
 
 
@@ -459,7 +459,7 @@ def test_manifest_labelled_values_that_mean_nothing_are_named(
     path = tmp_path / "m.csv"
     path.write_text(f"image_id,split,labelled\na,val,\nb,train,{cell}\n")
     with pytest.raises(data.DataError, match=f"m.csv, row 3: labelled is {shown} \\(expected true/false or 1/0\\)"):
-        data.read_manifest(path)
+        splits.read_manifest(path)
     root = make_folder(tmp_path / "d", ham_rows(1, 1))
     assert main(["data", "summary", "--data", str(root), "--manifest", str(path)]) == 2
     assert capsys.readouterr().err == f"error: {path}, row 3: labelled is {shown} (expected true/false or 1/0)\n"
@@ -467,10 +467,10 @@ def test_manifest_labelled_values_that_mean_nothing_are_named(
 
 def test_label_fraction_above_one_is_refused_with_a_manifest(ham_root: Path, tmp_path: Path) -> None:
     """A manifest's labelled column skipped the range check: --label-fraction 2 trained as 1.0."""
-    dataset = data.attach_splits(data.load_dataset(ham_root), limit=100)
-    manifest = data.write_manifest(dataset, tmp_path / "m.csv")
+    dataset = splits.attach_splits(data.load_dataset(ham_root), limit=100)
+    manifest = splits.write_manifest(dataset, tmp_path / "m.csv")
     with pytest.raises(data.DataError, match=r"label fraction 2 must be in \(0, 1\]"):
-        data.attach_splits(data.load_dataset(ham_root), manifest=manifest, label_fraction=2)
+        splits.attach_splits(data.load_dataset(ham_root), manifest=manifest, label_fraction=2)
 
 
 def test_a_portrait_image_and_its_mask_are_turned_together(tmp_path: Path) -> None:
@@ -483,7 +483,7 @@ def test_a_portrait_image_and_its_mask_are_turned_together(tmp_path: Path) -> No
     image, mask = tmp_path / "portrait.png", tmp_path / "portrait_segmentation.png"
     Image.fromarray(pixels).save(image)
     Image.fromarray(pixels[..., 0]).save(mask)
-    decoded, decoded_mask = data.decode_image(str(image), 16), data.decode_mask(str(mask), str(image), 16)
+    decoded, decoded_mask = pixel_cache.decode_image(str(image), 16), pixel_cache.decode_mask(str(mask), str(image), 16)
     bright = decoded[..., 0] > 127
     assert bright.any() and np.array_equal(bright, decoded_mask > 127)
     assert bright[:8, 8:].sum() == bright.sum()  # turned clockwise: the top left went to the top right
@@ -497,19 +497,22 @@ def test_a_non_square_input_caches_images_and_masks_at_height_by_width(tmp_path:
     root = make_folder(tmp_path, ham_rows(1, 2))
     ds = data.load_dataset(root)
     paths = list(ds.meta["path"])
-    square, wide = data.load_pixels(paths, 12), data.load_pixels(paths, (12, 16))
+    square, wide = pixel_cache.load_pixels(paths, 12), pixel_cache.load_pixels(paths, (12, 16))
     assert square.shape == (len(paths), 12, 12, 3) and wide.shape == (len(paths), 12, 16, 3)
     names = sorted(p.name for p in Path(os.environ["DERMAI_CACHE"]).glob("pixels-*.npy"))
     assert sorted(n.rsplit("-", 1)[1] for n in names) == ["12px.npy", "12x16px.npy"]
-    assert np.array_equal(data.load_pixels(paths, (12, 12)), square)  # 12 by 12 is the square's entry
-    assert np.array_equal(wide[0], data.decode_image(paths[0], (12, 16)))
+    assert np.array_equal(pixel_cache.load_pixels(paths, (12, 12)), square)  # 12 by 12 is the square's entry
+    assert np.array_equal(wide[0], pixel_cache.decode_image(paths[0], (12, 16)))
 
     pixels = np.zeros((40, 30, 3), dtype=np.uint8)  # portrait: 30 wide, 40 high
     pixels[2:12, 3:9] = 255
     image, mask = tmp_path / "portrait.png", tmp_path / "portrait_segmentation.png"
     Image.fromarray(pixels).save(image)
     Image.fromarray(pixels[..., 0]).save(mask)
-    decoded, decoded_mask = data.decode_image(str(image), (15, 20)), data.decode_mask(str(mask), str(image), (15, 20))
+    decoded, decoded_mask = (
+        pixel_cache.decode_image(str(image), (15, 20)),
+        pixel_cache.decode_mask(str(mask), str(image), (15, 20)),
+    )
     assert decoded.shape == (15, 20, 3) and decoded_mask.shape == (15, 20)
     assert np.array_equal(decoded[..., 0] > 127, decoded_mask > 127) and decoded[:7, 10:, 0].max() > 127
 
@@ -533,7 +536,7 @@ def test_a_damaged_cache_file_is_decoded_again_not_fatal(
     tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     paths = list(data.load_dataset(make_folder(tmp_path, ham_rows(1, 2))).meta["path"])
-    expected = np.array(data.load_pixels(paths, 16))  # a copy: the file under the memmap is damaged below
+    expected = np.array(pixel_cache.load_pixels(paths, 16))  # a copy: the file under the memmap is damaged below
     (cache_file,) = Path(os.environ["DERMAI_CACHE"]).glob("pixels-*.npy")
     whole = cache_file.read_bytes()
     damaged = {
@@ -546,14 +549,14 @@ def test_a_damaged_cache_file_is_decoded_again_not_fatal(
         np.save(cache_file, expected.astype(np.float32))  # the right shape, but not what the cache holds
     else:
         cache_file.write_bytes(damaged)
-    again = data.load_pixels(paths, 16)
+    again = pixel_cache.load_pixels(paths, 16)
     assert np.array_equal(again, expected) and again.dtype == np.uint8
     assert np.array_equal(np.load(cache_file), expected)  # the file is whole again
     err = capsys.readouterr().err
     if damage != "another dtype":  # a readable array of the wrong kind is simply replaced, as a wrong shape is
         assert f"note: cache file {cache_file} is unreadable" in err and len(err.strip().splitlines()) == 1
         assert "allow_pickle" not in err
-    assert data.load_pixels(paths, 16) is not None and capsys.readouterr().err == ""  # a hit again, quietly
+    assert pixel_cache.load_pixels(paths, 16) is not None and capsys.readouterr().err == ""  # a hit again, quietly
 
 
 def test_atomic_write_syncs_the_data_before_renaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -570,7 +573,7 @@ def test_atomic_write_syncs_the_data_before_renaming(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    target = data.atomic_write_bytes(tmp_path / "out.bin", b"payload")
+    target = safe_write.atomic_write_bytes(tmp_path / "out.bin", b"payload")
     assert target.read_bytes() == b"payload"
     (tmp,) = {e.split(" ", 1)[1] for e in events if e.startswith("replace")}
     assert events[:2] == [f"fsync {tmp}", f"replace {tmp}"]  # the temporary's data reach the disk first
@@ -582,7 +585,7 @@ def test_manifest_with_limit_is_refused_on_the_command_line_and_the_manifest_win
     """--limit dropped some of the manifest's images, then blamed the data folder for lacking them."""
     import dermai.train
 
-    manifest = data.write_manifest(data.attach_splits(data.load_dataset(ham_root), limit=300), tmp_path / "m.csv")
+    manifest = splits.write_manifest(splits.attach_splits(data.load_dataset(ham_root), limit=300), tmp_path / "m.csv")
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("training started")
@@ -597,5 +600,5 @@ def test_manifest_with_limit_is_refused_on_the_command_line_and_the_manifest_win
         assert main([*argv, "--data", str(ham_root), "--manifest", str(manifest), "--limit", "50"]) == 2
         assert capsys.readouterr().err == expected
     assert not (tmp_path / "n.csv").exists()
-    both = data.attach_splits(data.load_dataset(ham_root), manifest=manifest, limit=50)  # as evaluate rebuilds it
-    assert sorted(both.meta["image_id"]) == sorted(data.read_manifest(manifest).index)
+    both = splits.attach_splits(data.load_dataset(ham_root), manifest=manifest, limit=50)  # as evaluate rebuilds it
+    assert sorted(both.meta["image_id"]) == sorted(splits.read_manifest(manifest).index)

@@ -16,11 +16,12 @@ from dermai import calibration
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.context import age_band_order
-from dermai.data import DIAGNOSES, read_manifest
+from dermai.data import DIAGNOSES
 from dermai.evaluate import EvaluationError, age_band, compare_weights, evaluate, subgroup_fields, summary_text
 from dermai.inference import malignant_probability
 from dermai.predict import Predictor
 from dermai.serving import fit_serving
+from dermai.splits import read_manifest
 from dermai.train import train
 from dermai.weights import load_weights, read_meta, save_weights
 from tests.conftest import make_folder

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from dermai.config import RunConfig, to_dict
-from dermai.data import attach_splits, load_dataset, write_manifest
+from dermai.data import load_dataset
 from dermai.experiment import _shared_split, _train_once, label_efficiency, recipe_changes, run_config
+from dermai.splits import attach_splits, write_manifest
 from tests.conftest import ham_rows, make_folder
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dermai import data, ensemble
+from dermai import data, ensemble, pixel_cache, safe_write
 from dermai.cli import main
 from dermai.config import RunConfig
 from dermai.evaluate import write_outputs
@@ -64,7 +64,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path, full_d
     with open(target, "w") as handle:  # not Path.write_text: the fixture made it fail
         handle.write("old")
     with pytest.raises(OSError) as caught:
-        data.write_json_atomic(target, {"new": 1})
+        safe_write.write_json_atomic(target, {"new": 1})
     assert str(caught.value) == (
         f"cannot write {target} (No space left on device); the file there before is kept as it was"
     )
@@ -134,7 +134,7 @@ def test_a_pixel_cache_on_a_full_disk_is_named_not_a_bus_error(tmp_path: Path, m
     paths = list(data.load_dataset(root).meta["path"])
     cache = tmp_path / "cache"
     with pytest.raises(OSError) as caught:
-        data.load_pixels(paths, 32, cache)
+        pixel_cache.load_pixels(paths, 32, cache)
     message = str(caught.value)
     assert message.startswith(f"cannot write {cache}/pixels-") and "(No space left on device)" in message
     assert message.endswith("it is the pixel cache, whose folder $DERMAI_CACHE (or --cache-dir) sets")

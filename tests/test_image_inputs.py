@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermai import data
+from dermai import data, pixel_cache
 from dermai.intake import IntakeError, read_image
 from dermai.predict import Predictor
 from dermai.ui import image_display
@@ -79,7 +79,7 @@ def test_a_data_folder_of_any_format_intake_reads_is_loaded(tmp_path: Path, ext:
     root = make_folder(tmp_path, ham_rows(1, 1), ext=ext)
     dataset = data.load_dataset(root)
     assert [Path(p).suffix for p in dataset.meta["path"]] == [ext] * len(dataset.meta)
-    assert data.decode_image(dataset.meta["path"][0], 16).shape == (16, 16, 3)
+    assert pixel_cache.decode_image(dataset.meta["path"][0], 16).shape == (16, 16, 3)
     assert image_files([root]) == sorted(dataset.meta["path"])  # a worklist of the folder lists the same files
     first = dataset.meta["image_id"][0]
     rows, missing = images_by_id(dataset.meta, f"{first}{ext}")  # the Augmentation lab's pasted file name
@@ -210,7 +210,7 @@ def test_an_alpha_channel_that_is_zero_everywhere_is_read_as_unused(tmp_path: Pa
         "opaque, as a channel its software left unused"
     ]
     (tmp_path / "scope.bmp").write_bytes(bmp_with_zero_alpha())  # in a data folder: trained on as predicted
-    assert (data.decode_image(str(tmp_path / "scope.bmp"), 16) == (200, 100, 50)).all()
+    assert (pixel_cache.decode_image(str(tmp_path / "scope.bmp"), 16) == (200, 100, 50)).all()
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[..., 1] = 180
     grey_alpha = read_image(encode(Image.fromarray(rgba[..., 1:3].copy(), mode="LA"), "PNG"), "la.png")

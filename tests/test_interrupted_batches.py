@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from dermai import cli, jobs
-from dermai.data import load_pixels, prune_cache
+from dermai.pixel_cache import load_pixels, prune_cache
 from dermai.predict import Predictor
 from tests.test_jobs import harmless
 from tests.test_predict import lesion_like, png_bytes, weights_path  # noqa: F401 (weights_path is a fixture)

@@ -19,7 +19,7 @@ import torch
 from dermai import disk_space, jobs, run_deletion, run_status, run_table
 from dermai.cli import main
 from dermai.config import DataConfig, RunConfig, to_dict
-from dermai.data import manifest_checksum, split_checksum
+from dermai.splits import manifest_checksum, split_checksum
 from dermai.train import (
     OWNER_FILE,
     STOP_FILE,

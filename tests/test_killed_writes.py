@@ -1,5 +1,5 @@
 """What a writer killed outright (SIGKILL, out of memory) leaves: the temporary of an atomic write
-(`data.atomic_target`), which no clean-up code ran to remove. It is the writer's own file, not the user's, so it
+(`safe_write.atomic_target`), which no clean-up code ran to remove. It is the writer's own file, not the user's, so it
 must not make the next run refuse its folder."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dermai.config import RunConfig
-from dermai.data import atomic_leftover, atomic_target
 from dermai.experiment import _experiment_entry
+from dermai.safe_write import atomic_leftover, atomic_target
 from dermai.train import Trainer, TrainingError, clear_unsaved_run, foreign_entry, stopped_unsaved
 
 

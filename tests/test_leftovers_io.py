@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageCms
 from streamlit.testing.v1 import AppTest
 
-from dermai import data, jobs, run_table
+from dermai import data, jobs, pixel_cache, run_table
 from dermai.intake import read_image
 from dermai.ui import image_display
 from tests import test_app_pages
@@ -60,11 +60,11 @@ def test_a_mask_drawn_on_the_stored_pixels_gets_its_images_exif_turn(tmp_path: P
     mask = tmp_path / "phone_segmentation.png"
     Image.fromarray(_lesion(STORED)).save(mask)
     shown = _shown_lesion(image)
-    read = np.asarray(data.read_mask(mask, image)) > 127
+    read = np.asarray(pixel_cache.read_mask(mask, image)) > 127
     assert read.shape == shown.shape and np.array_equal(read, shown)
     # Training's frame (turned to landscape, resized) and the Dataset page's overlay line up the same way.
-    decoded = data.decode_image(str(image), 16)[..., 0] > 127
-    assert np.array_equal(data.decode_mask(str(mask), str(image), 16) > 127, decoded)
+    decoded = pixel_cache.decode_image(str(image), 16)[..., 0] > 127
+    assert np.array_equal(pixel_cache.decode_mask(str(mask), str(image), 16) > 127, decoded)
     overlay = image_display.mask_overlay(image, mask)
     tinted = (overlay[..., 1] > overlay[..., 0] + 20) | (
         (overlay[..., 1] == 255) & (overlay[..., 0] == 0)  # the green outline
@@ -77,7 +77,7 @@ def test_a_mask_already_upright_is_used_as_it_is(tmp_path: Path) -> None:
     shown = _shown_lesion(image)
     mask = tmp_path / "phone_segmentation.png"
     Image.fromarray(shown.astype(np.uint8) * 255).save(mask)  # 40×60: drawn on the picture as shown
-    assert np.array_equal(np.asarray(data.read_mask(mask, image)) > 127, shown)
+    assert np.array_equal(np.asarray(pixel_cache.read_mask(mask, image)) > 127, shown)
 
 
 def test_a_mask_whose_orientation_cannot_be_told_is_refused_naming_it(tmp_path: Path) -> None:
@@ -85,13 +85,13 @@ def test_a_mask_whose_orientation_cannot_be_told_is_refused_naming_it(tmp_path: 
     mask = tmp_path / "phone_segmentation.png"
     Image.fromarray(_lesion((30, 20))).save(mask)  # half the size: stored or shown frame?
     with pytest.raises(data.DataError, match=r"phone_segmentation\.png: the lesion mask is 30×20 px .* stored "):
-        data.read_mask(mask, image)
+        pixel_cache.read_mask(mask, image)
     with pytest.raises(data.DataError, match=r"phone_segmentation\.png"):
         image_display.mask_overlay(image, mask)
     # Without an orientation, a mask of another size is resized onto its image as before.
     plain = tmp_path / "plain.jpg"
     Image.fromarray(np.repeat(_lesion(STORED)[..., None], 3, axis=2)).save(plain)
-    assert data.read_mask(mask, plain).size == (30, 20)
+    assert pixel_cache.read_mask(mask, plain).size == (30, 20)
     assert image_display.mask_overlay(plain, mask).shape == (40, 60, 3)
 
 
@@ -103,8 +103,8 @@ def test_trainings_mask_cache_turns_the_masks_of_rotated_images(tmp_path: Path) 
         _exif_image(root / "imgs" / "nested" / f"{row['image_id']}.jpg", 6)
         Image.fromarray(_lesion(STORED)).save(root / "masks" / f"{row['image_id']}_segmentation.png")
     dataset = data.load_dataset(root)
-    masks = data.load_masks(dataset, 16)
-    pixels = data.load_pixels(list(dataset.meta["path"]), 16)
+    masks = pixel_cache.load_masks(dataset, 16)
+    pixels = pixel_cache.load_pixels(list(dataset.meta["path"]), 16)
     assert np.array_equal(masks > 127, pixels[..., 0] > 127)
 
 

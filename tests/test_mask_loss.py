@@ -15,9 +15,10 @@ from dermai import jobs
 from dermai.augment import BatchAugmenter, preview_masks, preview_pairs
 from dermai.cli import _run_config, build_parser
 from dermai.config import AugmentConfig
-from dermai.data import DataError, load_dataset, load_masks
+from dermai.data import DataError, load_dataset
 from dermai.losses import check_mask_weight, lesion_mask_loss
 from dermai.model import LesionMaskHead, SimCLRResNet18
+from dermai.pixel_cache import load_masks
 from dermai.train import TrainingError, read_metrics, train
 from dermai.weights import load_weights
 from tests.conftest import ham_rows, make_folder

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dermai import jobs, run_status
-from dermai.data import load_pixels, prune_cache
+from dermai.pixel_cache import load_pixels, prune_cache
 from dermai.train import OWNER_FILE, run_lock_holder
 from tests.test_app_pages import REPO, app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
 from tests.test_interrupted_batches import _clinic
@@ -30,7 +30,7 @@ STARTER = """
 import os, signal, sys
 from pathlib import Path
 from dermai import jobs
-from dermai.data import load_pixels, prune_cache
+from dermai.pixel_cache import load_pixels, prune_cache
 
 runs, at, trainer = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 def killed(*args, **kwargs):
@@ -134,15 +134,15 @@ def test_a_dead_starters_lock_blocks_new_jobs_only_for_the_starting_grace(
 # A decode of `sys.argv[2:]` into the pixel cache at `sys.argv[1]` that stalls on its second image, to be killed.
 DECODER = """
 import sys, time
-from dermai import data
+from dermai import pixel_cache
 
-real = data.decode_image
+real = pixel_cache.decode_image
 def stalled(path, size):
     if path.endswith("1.png"):
         time.sleep(300)
     return real(path, size)
-data.decode_image = stalled
-data.load_pixels(sys.argv[2:], 32, cache_dir=sys.argv[1], workers=1)
+pixel_cache.decode_image = stalled
+pixel_cache.load_pixels(sys.argv[2:], 32, cache_dir=sys.argv[1], workers=1)
 """
 
 
@@ -170,10 +170,10 @@ def test_a_killed_decodes_cache_temporary_goes_at_its_rerun_not_a_day_later(tmp_
 
 
 def test_a_file_name_near_the_systems_limit_is_still_written_atomically(tmp_path: Path) -> None:
-    """The temporary's name carries the file's name, the writer's pid and host (`data._temporary_beside`): for a
+    """The temporary's name carries the file's name, the writer's pid and host (`safe_write._temporary_beside`): for a
     report named after a long upload (240 characters, under the usual 255 limit) it grew past the limit and the
     write failed with "File name too long". The file's name in the temporary is cut; the writer stays readable."""
-    from dermai.data import atomic_target, atomic_write_bytes, dead_writer
+    from dermai.safe_write import atomic_target, atomic_write_bytes, dead_writer
 
     target = tmp_path / ("a" * 235 + ".html")
     atomic_write_bytes(target, b"report")

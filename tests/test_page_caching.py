@@ -18,7 +18,7 @@ import pytest
 import streamlit as st
 
 from dermai import plots
-from dermai.data import summary_table
+from dermai.splits import summary_table
 from dermai.ui import dataset_view, evaluation_view, sidebar_state
 from tests.conftest import HAM, ham_rows, make_folder
 from tests.test_app_pages import REPO, app_env, assert_clean, copy_tiny_run, page  # noqa: F401  (app_env: a fixture)

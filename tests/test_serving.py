@@ -16,9 +16,9 @@ import dermai.context
 import dermai.evaluate
 from dermai.config import RunConfig
 from dermai.context import PatientContext
-from dermai.data import read_manifest
 from dermai.evaluate import evaluate, summary_text
 from dermai.serving import calibrate_run, fit_context, fit_context_if_possible, fit_serving, training_log_prior
+from dermai.splits import read_manifest
 from dermai.train import train
 from dermai.weights import load_weights
 

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from dermai.cli import main
-from dermai.data import DIAGNOSES, load_pixels
+from dermai.data import DIAGNOSES
 from dermai.evaluate import weights_dataset
 from dermai.inference import forward_pixels
 from dermai.ood import OODStats, ood_scores
+from dermai.pixel_cache import load_pixels
 from dermai.predict import Predictor
 from dermai.weights import DEFAULT_WEIGHTS, load_weights
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dermai import cli, data, jobs, run_status, run_table
-from dermai.data import PreparationStopped, load_pixels
+from dermai import cli, jobs, pixel_cache, run_status, run_table
+from dermai.pixel_cache import PreparationStopped, load_pixels
 from dermai.train import (
     JOB_LOG,
     OWNER_FILE,
@@ -41,7 +41,7 @@ def stop_after(run: Path, images: int, monkeypatch: pytest.MonkeyPatch) -> list[
     """Make the pixel decode write the run's STOP file once `images` images are decoded, as the page's Stop does
     while a first decode runs; the decoded paths are recorded."""
     decoded: list[str] = []
-    real = data.decode_image
+    real = pixel_cache.decode_image
 
     def decode(path: str, size: object) -> np.ndarray:
         decoded.append(path)
@@ -49,7 +49,7 @@ def stop_after(run: Path, images: int, monkeypatch: pytest.MonkeyPatch) -> list[
             (run / STOP_FILE).touch()
         return real(path, size)
 
-    monkeypatch.setattr(data, "decode_image", decode)
+    monkeypatch.setattr(pixel_cache, "decode_image", decode)
     return decoded
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dermai.data import spreadsheet_csv
+from dermai.safe_write import spreadsheet_csv
 from dermai.ui import formatting, predict_view
 from tests import test_app_pages
 from tests.conftest import HAM

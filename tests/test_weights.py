@@ -17,8 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from dermai import weights as weights_module
-from dermai.data import write_json_atomic
 from dermai.model import SimCLRResNet18
+from dermai.safe_write import write_json_atomic
 from dermai.weights import FORMAT, PAIR_ID, WeightsError, load_weights, save_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermai.data import MALIGNANT, MASK_FOLDER, DataError, Dataset, attach_splits, lesion_mask_file, load_dataset
+from dermai.data import MALIGNANT, DataError, Dataset, load_dataset
 from dermai.intake import READ_EXTENSIONS
+from dermai.pixel_cache import MASK_FOLDER, lesion_mask_file
+from dermai.splits import attach_splits
 from dermai.ui.formatting import MISSING
 from dermai.ui.sidebar_state import SIDEBAR_ADVICE, data_folder_problem, sidebar_words
 

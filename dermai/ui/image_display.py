@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from dermai.data import DataError, decode_image, read_mask
+from dermai.data import DataError
 from dermai.intake import IntakeError, read_image
+from dermai.pixel_cache import decode_image, read_mask
 from dermai.preprocess import InputSize, input_frame
 
 
@@ -58,7 +59,7 @@ def resize_note(image_size: tuple[int, int], size: InputSize) -> str | None:
 
 def mask_overlay(image_path: str | os.PathLike[str], mask: str | os.PathLike[str], alpha: float = 0.4) -> np.ndarray:
     """The image (decoded as training reads it: `intake.read_image`) with its lesion mask (≥ 128; oriented as
-    its image by `data.read_mask`) tinted green and outlined, uint8 (H, W, 3)."""
+    its image by `pixel_cache.read_mask`) tinted green and outlined, uint8 (H, W, 3)."""
     try:
         rgb = np.asarray(read_image(image_path, str(image_path)).image, dtype=np.float32)
     except IntakeError as exc:  # an IntakeError's message starts with the path, said once here
