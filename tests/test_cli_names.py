@@ -160,7 +160,7 @@ def test_the_pages_predictions_download_is_the_clis_predictions_file(
 
 
 def test_the_evaluation_page_shows_a_sound_context_fits_tiers_with_the_fields_the_weights_weigh(
-    app_env: Path, monkeypatch: pytest.MonkeyPatch
+    app_env: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """`show_context` (the tiny model's own fit is weak, so its figures would stay in the unreliable box): the
     caption names the fields of the weights' context model, which the page now passes to it."""
@@ -181,6 +181,7 @@ def test_the_evaluation_page_shows_a_sound_context_fits_tiers_with_the_fields_th
 
     monkeypatch.setattr(dermai.evaluate, "evaluate", sound_fit)
     st.cache_data.clear()  # a report cached by another test would skip the patched scoring
+    request.addfinalizer(st.cache_data.clear)  # and this doctored one must not reach a later test of the process
     at = page("evaluation").run()
     next(b for b in at.button if b.label == "Evaluate").click()
     at.run()
