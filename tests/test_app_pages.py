@@ -777,16 +777,13 @@ def test_training_page_says_a_run_was_resumed(app_env: Path, monkeypatch: pytest
 def test_training_page_watches_a_command_line_run_and_starts_nothing_beside_it(app_env: Path) -> None:
     """A run training from a terminal in the runs folder shows as the current job, with its curves and a Stop
     that reaches it; Start training is refused while it runs, naming it."""
-    from dermai.train import OWNER_FILE, STOP_FILE
-    from tests.test_jobs import HOLD_LOCK, stopped_run
+    from dermai.train import STOP_FILE
+    from tests.test_jobs import held, stopped_run
 
     runs = Path(jobs.runs_dir())
     run = stopped_run(runs)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    holder = held(run)
     try:
-        assert holder.stdout.readline().strip() == b"held"
         at = page("training").run()
         assert_clean(at)
         assert "No training job is running." not in alerts(at)

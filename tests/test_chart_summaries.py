@@ -29,7 +29,7 @@ from dermai.ui.predict_view import probabilities_summary
 from tests.conftest import HAM
 from tests.test_app_pages import alerts, app_env, assert_clean, json_only_env, page  # noqa: F401
 from tests.test_compare import make_run
-from tests.test_page_leftovers import held
+from tests.test_jobs import held
 
 NAN = float("nan")
 

@@ -144,6 +144,16 @@ HOLD_LOCK = (  # the trainer's lock protocol (train.run_lock) in a bare process:
 )
 
 
+def held(run: Path) -> subprocess.Popen[bytes]:
+    """A process holding the run folder's owner lock, as a trainer started from a terminal does."""
+    run.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout.readline().strip() == b"held"
+    return holder
+
+
 def stopped_run(runs: Path, name: str = "cli-run", quiet_s: float = 3600) -> Path:
     """A run folder as a trainer leaves it mid-way: config, checkpoint, step records last written `quiet_s` ago."""
     run = runs / name
@@ -160,11 +170,8 @@ def test_a_held_run_lock_reads_running_and_refuses_resume_and_start(tmp_path: Pa
     runs = tmp_path / "runs"
     run = stopped_run(runs)
     assert run_status.run_status(run, runs).status == "interrupted"  # quiet for an hour, no trainer: resumable
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    holder = held(run)
     try:
-        assert holder.stdout.readline().strip() == b"held"
         assert run_status.run_status(run, runs).status == "running"  # however long since it last wrote
         assert run_table.list_runs(runs).loc[0, "status"] == "running"
         with pytest.raises(jobs.JobError, match=f"run 'cli-run' is still running \\(pid {holder.pid}"):
@@ -189,11 +196,8 @@ def test_a_command_line_run_in_the_runs_folder_holds_the_machine_as_a_job_does(t
     run = stopped_run(runs)
     other = stopped_run(runs, "other")
     assert jobs.command_line_runs(runs) == []
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    holder = held(run)
     try:
-        assert holder.stdout.readline().strip() == b"held"
         assert jobs.command_line_runs(runs) == [(run, f"pid {holder.pid}")]
         refused = re.escape(f"run 'cli-run' is training from the command line (pid {holder.pid}, {run}); one job at")
         with pytest.raises(jobs.JobError, match=refused):
@@ -404,11 +408,8 @@ def test_delete_run_removes_only_an_idle_run_folder_of_the_runs_folder(tmp_path:
 def test_delete_run_refuses_a_run_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runs = tmp_path / "runs"
     run = stopped_run(runs)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    holder = held(run)
     try:
-        assert holder.stdout.readline().strip() == b"held"
         with pytest.raises(jobs.JobError, match="run 'cli-run' is still running"):  # a command-line trainer
             run_deletion.delete_run(run, runs)
     finally:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,12 +13,11 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dermai import jobs, run_status
-from dermai.train import OWNER_FILE
 from dermai.ui import dataset_view, image_display
 from tests import test_app_pages
 from tests.conftest import ham_rows, make_folder
 from tests.test_app_pages import alerts, assert_clean, page
-from tests.test_jobs import HOLD_LOCK
+from tests.test_jobs import held
 
 app_env = test_app_pages.app_env  # the fixture: data, tiny weights and an empty runs folder
 
@@ -163,16 +160,6 @@ def test_recorded_stage_reads_a_runs_config(tmp_path: Path) -> None:
     assert run_status.recorded_stage(run) == jobs.ENSEMBLE_STAGE
     (run / "config.json").write_text(json.dumps({"config": {"train": {}}}))  # another layout: no stage
     assert run_status.recorded_stage(run) is None
-
-
-def held(run: Path) -> subprocess.Popen[bytes]:
-    """A process holding the run folder's owner lock, as a trainer started from a terminal does."""
-    run.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert holder.stdout.readline().strip() == b"held"
-    return holder
 
 
 def progress_texts(at: AppTest) -> list[str]:

@@ -19,7 +19,8 @@ from dermai.ui import formatting, predict_view, runs_view
 from tests.conftest import HAM
 from tests.test_app_pages import app_env, assert_clean, page  # noqa: F401  (app_env: a fixture)
 from tests.test_compare import make_run
-from tests.test_page_leftovers import held, progress_texts
+from tests.test_jobs import held
+from tests.test_page_leftovers import progress_texts
 
 
 def test_epoch_words_count_from_one_as_completed_over_planned_does() -> None:

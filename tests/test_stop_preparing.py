@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from dermai.train import (
 from dermai.ui import runs_view
 from tests.conftest import ham_rows, make_folder
 from tests.test_app_pages import alerts, app_env, assert_clean, page  # noqa: F401 (app_env: a fixture)
-from tests.test_jobs import HOLD_LOCK
+from tests.test_jobs import held
 from tests.test_train import tiny_config
 
 
@@ -145,11 +143,8 @@ def test_the_training_page_stops_a_command_line_run_preparing_its_data(app_env: 
     runs = Path(jobs.runs_dir())
     run = runs / "cli-prep"
     run.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run / OWNER_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    holder = held(run)
     try:
-        assert holder.stdout.readline().strip() == b"held"
         at = page("training").run()
         assert_clean(at)
         captions = [c.value for c in at.caption]
