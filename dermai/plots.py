@@ -64,6 +64,18 @@ def series_style(k: int) -> dict[str, Any]:
 LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}
 
 
+def _cut_off_rates(
+    y: np.ndarray, s: np.ndarray, operating_points: Mapping[str, Mapping[str, Any]] | None
+) -> list[tuple[str, Mapping[str, Any], float, float]]:
+    """Each operating point with the sensitivity and specificity its cut-off gives on *these* data: where
+    `roc_figure` marks it and what `roc_summary` says of it."""
+    rates = []
+    for name, point in (operating_points or {}).items():
+        flagged = s >= point["threshold"]
+        rates.append((name, point, flagged[y == 1].mean(), (~flagged[y == 0]).mean()))
+    return rates
+
+
 def roc_figure(
     y_true: np.ndarray, p: np.ndarray, operating_points: Mapping[str, Mapping[str, Any]] | None = None
 ) -> go.Figure:
@@ -75,9 +87,7 @@ def roc_figure(
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dash"}))
     fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name="ROC"))
-    for name, point in (operating_points or {}).items():
-        flagged = s >= point["threshold"]
-        sens, spec = flagged[y == 1].mean(), (~flagged[y == 0]).mean()
+    for name, point, sens, spec in _cut_off_rates(y, s, operating_points):
         fig.add_trace(
             go.Scatter(
                 x=[1 - spec],
@@ -403,7 +413,7 @@ def _images(n: int) -> str:
 
 # Text alternatives (WCAG 1.1.1): each chart's one or two plain sentences, computed from the data its figure is
 # drawn from, shown under it, so a screen-reader user (or a reader skimming) gets what the lines and bars say.
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """A finite float, or None for a missing, non-numeric or NaN value: a summary says what it cannot read."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         return None
@@ -420,7 +430,7 @@ def _finite_series(records: Sequence[Mapping[str, Any]], x_key: str, y_key: str)
     """(x, y) of the records whose y is a finite number (a NaN AUROC of a one-class epoch is left out)."""
     pairs = []
     for i, r in enumerate(records):
-        y = _number(r.get(y_key))
+        y = finite_number(r.get(y_key))
         if y is not None:
             pairs.append((r.get(x_key, i), y))
     return pairs
@@ -466,7 +476,7 @@ def training_curves_summary(records: Sequence[Mapping[str, Any]]) -> str:
         parts += [words] if (words := _loss_words(steps)) else []
         if not parts:
             parts = ["no loss or validation figures logged yet"]
-        for swa in (r for r in mine if r.get("kind") == "swa" and _number(r.get("val_auroc")) is not None):
+        for swa in (r for r in mine if r.get("kind") == "swa" and finite_number(r.get("val_auroc")) is not None):
             parts.append(f"{swa_label(stage, swa).removeprefix(f'{stage}: ')}: validation AUROC {swa['val_auroc']:.3f}")
         sentences.append(f"{stage}: " + "; ".join(parts) + ".")
     return " ".join(sentences) or "No training steps or epochs logged yet."
@@ -489,14 +499,14 @@ def compare_runs_summary(records_by_run: Mapping[str, Sequence[Mapping[str, Any]
             last_x, last_y = pairs[-1]
             tail = "" if last_x == best_x else f"; {last_y:.3f} at its last, epoch {last_x}"
             sentences.append(f"{label}: best {key} {best_y:.3f} at epoch {best_x} of {len(pairs)}{tail}.")
-        for swa in (r for r in records if r.get("kind") == "swa" and _number(r.get(key)) is not None):
+        for swa in (r for r in records if r.get("kind") == "swa" and finite_number(r.get(key)) is not None):
             sentences.append(f"{name}: {swa_label(swa.get('stage', 'train'), swa)}: {key} {swa[key]:.3f}.")
     return " ".join(sentences) or "No runs to compare."
 
 
 def _fraction_value(value: Any) -> str:
     """A figure of the label-efficiency table at 3 decimals, "n/a" where it is missing or NaN."""
-    number = _number(value)
+    number = finite_number(value)
     return "n/a" if number is None else f"{number:.3f}"
 
 
@@ -565,9 +575,7 @@ def roc_summary(
     if n_pos in (0, len(y)):
         return f"No ROC curve: the {len(y)} images are all of one class."
     said = [f"AUROC {roc_auc_score(y, s):.3f} over {_images(len(y))} ({n_pos:,} malignant)"]
-    for name, point in (operating_points or {}).items():
-        flagged = s >= point["threshold"]
-        sens, spec = flagged[y == 1].mean(), (~flagged[y == 0]).mean()
+    for name, _, sens, spec in _cut_off_rates(y, s, operating_points):
         said.append(f"{name} cut-off: sensitivity {sens:.3f}, specificity {spec:.3f}")
     return "; ".join(said) + "."
 
@@ -586,7 +594,7 @@ def pr_summary(y_true: np.ndarray, p: np.ndarray) -> str:
 def reliability_summary(bins: Sequence[Mapping[str, Any]]) -> str:
     """`reliability_figure`'s text alternative: how many bins hold images and the bin farthest from the diagonal
     (predicted against observed), where the risk shown misleads most."""
-    filled = [b for b in bins if b["count"] and _number(b["mean_pred"]) is not None]
+    filled = [b for b in bins if b["count"] and finite_number(b["mean_pred"]) is not None]
     if not filled:
         return "No reliability points: no image was scored."
     worst = max(filled, key=lambda b: abs(b["frac_pos"] - b["mean_pred"]))

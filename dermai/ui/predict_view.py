@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dermai.ood import beyond_cut_off
+from dermai.plots import finite_number
 from dermai.predict import on_off
 from dermai.report import score_text
 from dermai.ui.formatting import MISSING
@@ -192,10 +193,6 @@ def probabilities_summary(probabilities: Mapping[str, float]) -> str:
     first, at the bars' own "12.3%"; NaN or missing figures are said as such, not dropped."""
     if not probabilities:
         return "No diagnosis probabilities."
-
-    def finite(value: Any) -> bool:
-        return isinstance(value, int | float | np.number) and bool(np.isfinite(value))
-
-    ranked = sorted(probabilities.items(), key=lambda item: -item[1] if finite(item[1]) else np.inf)
-    said = ", ".join(f"{k} {v:.1%}" if finite(v) else f"{k} not available" for k, v in ranked)
+    ranked = sorted(probabilities.items(), key=lambda item: -item[1] if finite_number(item[1]) is not None else np.inf)
+    said = ", ".join(f"{k} {v:.1%}" if finite_number(v) is not None else f"{k} not available" for k, v in ranked)
     return f"Diagnosis probabilities, most likely first: {said}."
