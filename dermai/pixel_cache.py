@@ -31,6 +31,13 @@ class PreparationStopped(Exception):
 StopCheck = Callable[[], bool]
 
 
+def stop_if_asked(should_stop: StopCheck | None, why: str) -> None:
+    """PreparationStopped (saying `why`) when `should_stop` says so: between two images of a decode, or two
+    preparation steps of a trainer."""
+    if should_stop is not None and should_stop():
+        raise PreparationStopped(why)
+
+
 CACHE_LIMIT_GB = 8.0  # default bound on the pixel cache ($DERMAI_CACHE_GB): a few image sizes of HAM10000
 
 CACHE_FILE_PREFIXES = ("pixels-", "masks-")
@@ -211,8 +218,7 @@ def _cached_decode(
         pool = ThreadPoolExecutor(max_workers=max(1, workers))
         try:
             for i, pixels in enumerate(pool.map(decode, paths)):
-                if should_stop is not None and should_stop():
-                    raise PreparationStopped(f"{target}: stopped after {i} of {len(paths)} images")
+                stop_if_asked(should_stop, f"{target}: stopped after {i} of {len(paths)} images")
                 out[i] = pixels
         finally:  # on an error or an interrupt, drop the images not yet decoded rather than wait for them all
             pool.shutdown(wait=True, cancel_futures=True)

@@ -76,7 +76,7 @@ from dermai.losses import (
 )
 from dermai.mixing import check_mixing, mix_views
 from dermai.model import LesionMaskHead, SimCLRResNet18
-from dermai.pixel_cache import PreparationStopped, StopCheck, load_masks, load_pixels
+from dermai.pixel_cache import PreparationStopped, StopCheck, load_masks, load_pixels, stop_if_asked
 from dermai.preprocess import eval_batch
 from dermai.safe_write import append_json_lines, atomic_leftover, atomic_write_bytes, make_folder, write_json_atomic
 from dermai.serving import calibrate_run
@@ -427,8 +427,7 @@ def prepare_data(
     may end it with PreparationStopped before or during the decode."""
     workers = max(1, cfg.train.num_workers if workers is None else workers)
     dataset = split_dataset(cfg.data)
-    if should_stop is not None and should_stop():
-        raise PreparationStopped(f"{cfg.data.data_dir}: stopped before its images were decoded")
+    stop_if_asked(should_stop, f"{cfg.data.data_dir}: stopped before its images were decoded")
     size = train_input_size(cfg.train)
     pixels = load_pixels(list(dataset.meta["path"]), size, cfg.data.cache_dir, workers, should_stop)
     return dataset, pixels
@@ -789,6 +788,7 @@ class Trainer:
         disagreed would wait on each other for ever, so a multi-process run reads STOP from its first step)."""
         cfg = self.cfg
         should_stop = self._stop_requested if not self.dist.enabled else None
+        untrained = f"{self.run_dir}: stopped before training started"
         dataset, pixels = prepare_data(cfg, should_stop=should_stop)
         self._check_resumed_split(dataset)
         meta = dataset.meta
@@ -823,7 +823,7 @@ class Trainer:
             if self.masks is not None and self.device.type == "cuda"
             else None
         )
-        self._check_stop(should_stop)
+        stop_if_asked(should_stop, untrained)
         # Built first: unusable --init-weights then fail before config.json and manifest.csv are written.
         model = self._build_model(len(dataset.classes))
         ckpt = read_checkpoint(self.checkpoint_path, self.device) if self.resume else None
@@ -831,15 +831,10 @@ class Trainer:
         # checkpoints keep its probabilities for a resume.
         self.teacher_probs: np.ndarray | None = None
         if cfg.train.distill_weight > 0 and "finetune" in self.stages:
-            self._check_stop(should_stop)  # scoring the training images takes a while too
+            stop_if_asked(should_stop, untrained)  # scoring the training images takes a while too
             self.teacher_probs = self._distill_targets(ckpt)
-        self._check_stop(should_stop)
+        stop_if_asked(should_stop, untrained)
         return model, ckpt
-
-    def _check_stop(self, should_stop: StopCheck | None) -> None:
-        """PreparationStopped between two preparation steps when `should_stop` says so."""
-        if should_stop is not None and should_stop():
-            raise PreparationStopped(f"{self.run_dir}: stopped before training started")
 
     def _stopped_before_training(self) -> TrainResult:
         """End a run whose STOP file came while it prepared its data, as a stop does (status "stopped"), with
