@@ -547,19 +547,26 @@ OUTPUT_FLAGS = {
 def _check_output_names(args: argparse.Namespace) -> None:
     """Refuse, before anything is made, an output whose last name Windows cannot hold ("runs/CON", "p.csv."), by
     the rule the app applies to run names (`safe_write.windows_name_problem`): a run folder or file so named could not
-    be copied to Windows. `--resume` continues a run folder made already, so its name is not judged again; "."
-    and ".." name folders that exist, not new ones."""
+    be copied to Windows. `--resume` continues a run folder made already, and `experiment` an existing folder (it
+    resumes its grid there), so their names are not judged again; "." and ".." name folders that exist, not new
+    ones."""
     from dermai.safe_write import windows_name_problem
 
     for dest, flag in OUTPUT_FLAGS.items():
         value = getattr(args, dest, None)
-        if not value or (dest == "out" and getattr(args, "resume", False)):
+        if not value or (dest == "out" and _continues_folder(args, value)):
             continue
         name = Path(value).name
         problem = None if name in ("", ".", "..") else windows_name_problem(name)
         if problem is not None:
             shown = repr(name) if value == name else f"{name!r} ({value})"
             raise ValueError(f"{flag} {shown}: {problem}")
+
+
+def _continues_folder(args: argparse.Namespace, out: str) -> bool:
+    """Whether --out names a folder this command carries on rather than makes: a run with --resume, or an
+    experiment's existing folder (`experiment.label_efficiency` resumes the grid found there)."""
+    return bool(getattr(args, "resume", False)) or (args.command == "experiment" and Path(out).is_dir())
 
 
 def _check_split_source(args: argparse.Namespace) -> None:

@@ -123,6 +123,25 @@ def test_resume_continues_a_run_folder_made_already(tmp_path: Path, monkeypatch:
     assert started == [run]
 
 
+def test_an_experiment_continues_its_folder_made_already(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`experiment label-efficiency` resumes the grid in an existing --out folder, so an old one whose name the
+    rule now refuses can still be carried on; a new folder of that name is refused before anything is made."""
+    started: list[str] = []
+
+    def fake_label_efficiency(base: object, out: str, *args: object, **kwargs: object) -> pd.DataFrame:
+        started.append(out)
+        return pd.DataFrame()
+
+    monkeypatch.setattr(dermai.experiment, "label_efficiency", fake_label_efficiency)
+    folder = tmp_path / "con"
+    argv = ["experiment", "label-efficiency", "--out", str(folder)]
+    assert cli.main(argv) == 2  # new: refused, nothing made
+    assert started == [] and not folder.exists()
+    folder.mkdir()  # made before the rule
+    assert cli.main(argv) == 0
+    assert started == [str(folder)]
+
+
 class _KeptStorage(MemoryMediaFileStorage):
     """AppTest's in-memory media storage, each instance kept, so a download's bytes can be read after the run."""
 
