@@ -197,3 +197,37 @@ def test_an_upload_name_with_streamlit_shortcodes_reads_as_typed(server: str) ->
             assert error.first.locator("img, svg, [data-testid='stIconMaterial']").count() == 0
         finally:
             browser.close()
+
+
+# Each thing GFM would link in plain text: a web address, an e-mail, a URL, "mailto:" and "xmpp:" e-mails
+LINK_NAME = "www.evil-site.com report@clinic.org http://x.io/a mailto:a@b.com xmpp:c@d.org WWW.X.COM.jpg"
+
+
+def test_an_upload_name_with_web_and_mail_addresses_reads_as_typed_and_links_nowhere(server: str) -> None:
+    """remark-gfm links "www.…", "http://…" and "…@…" in the text after escapes and character references are read,
+    so only the browser shows whether `ui.formatting.markdown_plain` keeps such a name plain: in Predict's error
+    for a file it cannot read, whole (as read and as copied) and with no link."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{server}/predict")
+            _settle(page)
+            upload = {"name": LINK_NAME, "mimeType": "image/jpeg", "buffer": b"not an image"}
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files=[upload])
+            error = page.locator('[data-testid="stAlert"]').filter(has_text="Cannot analyse this file").first
+            error.wait_for(timeout=120_000)
+            _settle(page)
+            _assert_no_exception(page, "predict with an address name")
+            assert f"Cannot analyse this file: {LINK_NAME}" in error.inner_text()
+            copied = error.evaluate(
+                """el => { const range = document.createRange(); range.selectNodeContents(el);
+                           getSelection().removeAllRanges(); getSelection().addRange(range);
+                           return getSelection().toString(); }"""
+            )
+            assert f"Cannot analyse this file: {LINK_NAME}" in copied
+            assert error.locator("a").count() == 0
+        finally:
+            browser.close()

@@ -28,16 +28,27 @@ MARKDOWN_LINE_START = re.compile(r"^(\d+(?=[.)])|(?=[#>+=-]))")  # a heading, qu
 # colon is encoded.
 SHORTCODE_COLON = re.compile(r":(?=[\w+\-/]+(?::|\\\[))(?!streamlit:)|(?<=:streamlit):", re.IGNORECASE)
 COLON_REFERENCE = "&#58;"
+# Where GFM would start a link in plain text: "www." (www.x.com), "http://" or "https://" (a path's http://x), and an
+# e-mail's "@" after its name (a@b.com; "mailto:" and "xmpp:" links are e-mails too). Neither a backslash nor a
+# character reference stops them: remark-gfm finds them again in the decoded text. An empty Streamlit colour
+# directive there (":gray[]", a documented colour with no text: an empty <span>) splits that text in two halves
+# neither of which is a link, and adds no character: the name still reads and copies as typed. Never at a line's
+# start (one is always after "www", "http" or a name's character) nor straight after a ":" (a directive is not
+# read there).
+AUTOLINK_START = re.compile(r"(?<=www)(?=\.)|(?<=http)(?=s?(?::|&#58;)//)|(?<=[-.+\w])(?=@)", re.IGNORECASE)
+AUTOLINK_BREAK = ":gray[]"
 
 
 def markdown_plain(text: str) -> str:
     """`text` shown as itself in Streamlit markdown: a file name such as "__scan__.jpg", "$5 lesion.png" or
-    "[x](javascript:…)" read as bold, a formula or a link, and "a :red[b].jpg" lost its ":red". Each character
-    markdown would act on is escaped, each colon that opens a Streamlit shortcode written as a character reference,
+    "[x](javascript:…)" read as bold, a formula or a link, "a :red[b].jpg" lost its ":red", and "www.x.com.jpg" or
+    "report@clinic.org.png" became a link. Each character markdown would act on is escaped, each colon that opens a
+    Streamlit shortcode written as a character reference, each place a link would start split by an empty directive,
     and line breaks become spaces (a name after them could start a heading or a list): one name, one line."""
     one_line = " ".join(text.splitlines())
     escaped = MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), one_line)
     escaped = SHORTCODE_COLON.sub(COLON_REFERENCE, escaped)  # after the escapes: its "&" is markup, not text
+    escaped = AUTOLINK_START.sub(AUTOLINK_BREAK, escaped)  # after both: its ":" and "[" are markup, not text
     return MARKDOWN_LINE_START.sub(lambda m: m.group(0) + "\\", escaped)  # "1. x" → "1\. x"
 
 
