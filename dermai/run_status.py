@@ -104,6 +104,24 @@ def _lock_taken(run: Path) -> float | None:
         return None
 
 
+def trained_this_job(run_dir: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the trainer now holding the run folder has trained: a step or epoch record stamped since it took
+    the folder's lock (`_lock_taken`; the trainer logs the first step it takes). A resumed run's earlier jobs'
+    records do not count: it prepares its data again first (minutes at a new image size), and a STOP then ends it
+    before it trains, with no new checkpoint. Nor does anything while no trainer holds the lock (a job whose
+    process is still starting: the lock's time is then an earlier trainer's)."""
+    run = Path(run_dir)
+    taken = _lock_taken(run)
+    if taken is None or run_lock_holder(run) is None:
+        return False
+    return any(
+        record.get("kind") in ("step", "epoch")
+        and isinstance(stamp := record.get("time"), int | float)
+        and stamp >= taken
+        for record in records
+    )
+
+
 def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) -> str | None:
     """What happened after the run's last status record: "cancelled" (the user cancelled the last job before
     it wrote a status of its own), "stopped untrained" (a STOP ended the new run's job before it trained: the

@@ -948,7 +948,10 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
                 stop = self._stop_requested()
-                if position % max(1, tc.log_every) == 0 or position == len(my_batches) - 1 or stop:
+                # The first step this process takes is logged too: the app reads a resumed run as training again
+                # only once a step record is stamped after its trainer took the folder (`run_status.trained_this_job`).
+                first_step = self.steps_timed == 1
+                if position % max(1, tc.log_every) == 0 or position == len(my_batches) - 1 or stop or first_step:
                     rate = (time.time() - self.t0) / max(1, self.steps_timed)
                     keep = self._log(
                         {

@@ -296,10 +296,13 @@ def live() -> None:
     status = run_status.run_status(job.run_dir, runs)
     stage = status.stage or job.stage or "stage not yet recorded"  # its metrics, else its lock or config
     where = runs_view.epoch_words(stage, status.epoch, run_status.planned_epochs(job.run_dir, stage))
-    st.progress(status.progress, text=f"{plain(job.name)}: {where} · {status.progress:.0%} · {_eta(status.eta_s)}")
     records = read_metrics(job.run_dir)
+    # A resumed run's earlier jobs wrote records: it trains only once its own trainer has logged a step.
+    trained = run_status.trained_this_job(job.run_dir, records)
+    eta = _eta(status.eta_s if trained else None)  # an earlier job's ETA is none of this one's
+    st.progress(status.progress, text=f"{plain(job.name)}: {where} · {status.progress:.0%} · {eta}")
     # The one stop control of the running job (the Runs list below points here rather than repeat it, by name).
-    control = runs_view.current_job_control(job.stage == jobs.ENSEMBLE_STAGE, bool(records), bool(outside))
+    control = runs_view.current_job_control(job.stage == jobs.ENSEMBLE_STAGE, trained, bool(outside))
     if st.session_state.get("train_live_control", control) != control:  # e.g. data prepared: Cancel became Stop
         st.session_state["train_live_control"] = control
         st.rerun()  # the whole page: the Runs list's hint names the new button
@@ -315,21 +318,29 @@ def live() -> None:
         elif st.button(control, help="End the job now; the ensemble's half-made files are removed"):
             cancelled = jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled." if cancelled else "That job is no longer running.")
-    elif records:
-        if st.button("Stop", help="Ends after the current step with a checkpoint; resume it later"):
+    elif trained:
+        if st.button("Stop", help=runs_view.TRAINING_STOP_HELP):
             jobs.stop_job(job.run_dir)
             st.toast("Stop requested: the run will checkpoint and end.")
-        st.plotly_chart(training_curves_figure(records), width="stretch", key="live_curves")
-        describe_chart(st, training_curves_summary(records))  # in the fragment: refreshed with the chart
-    else:
+        live_curves(records)
+    else:  # a new run, or a resumed one preparing its data again (its STOP then ends it before it trains)
         st.caption("Preparing data (the first run at a new image size decodes the pixel cache)…")
+        help_text = runs_view.preparing_help(control or "", resumed=bool(records))
         if control == "Stop":  # a command-line run: its STOP file ends it before it trains (the app kills no process)
-            if st.button(control, help=runs_view.PREPARING_STOP_HELP):
+            if st.button(control, help=help_text):
                 jobs.stop_job(job.run_dir)
                 st.toast("Stop requested: the run will end before training starts.")
-        elif control and st.button(control, help="Nothing is trained yet: end the job now"):
+        elif control and st.button(control, help=help_text):
             jobs.cancel_job(runs, job.run_dir)
             st.toast("Job cancelled.")
+        if has_training_curves(records):  # a resumed run's earlier jobs' curves
+            live_curves(records)
+
+
+def live_curves(records: list[dict[str, Any]]) -> None:
+    """The running job's curves and their summary, in the live fragment: refreshed with it."""
+    st.plotly_chart(training_curves_figure(records), width="stretch", key="live_curves")
+    describe_chart(st, training_curves_summary(records))
 
 
 live()

@@ -29,11 +29,31 @@ def current_job_control(ensemble: bool, trained: bool, outside: bool) -> str | N
     return "Cancel"
 
 
+# The help of "Stop" under "Current job" once the job trains.
+TRAINING_STOP_HELP = "Ends after the current step with a checkpoint; resume it later"
 # The help of "Stop" under "Current job" for a command-line run still preparing its data.
 PREPARING_STOP_HELP = (
     "Ends the run before training starts: nothing is trained yet, and a half-decoded pixel cache is not kept "
     "(the next run at this size decodes it again)"
 )
+# The same for a resumed run preparing its data again: its STOP ends it before it trains, with no new checkpoint.
+RESUMED_PREPARING_STOP_HELP = (
+    "Ends the run before it trains again: its last checkpoint stays as it is (resume it later), and a "
+    "half-decoded pixel cache is not kept"
+)
+# The help of "Cancel" for a job the app launched that still prepares its data: a new run, or a resumed one.
+PREPARING_CANCEL_HELP = "Nothing is trained yet: end the job now"
+RESUMED_CANCEL_HELP = (
+    "Nothing is trained in this job yet: end it now; the run keeps its last checkpoint (resume it later)"
+)
+
+
+def preparing_help(control: str, resumed: bool) -> str:
+    """The help of the control `current_job_control` gives a job still preparing its data: a resumed run (one with
+    earlier jobs' records) keeps its checkpoint either way, where a new one has nothing trained to keep."""
+    if control == "Stop":
+        return RESUMED_PREPARING_STOP_HELP if resumed else PREPARING_STOP_HELP
+    return RESUMED_CANCEL_HELP if resumed else PREPARING_CANCEL_HELP
 
 
 def current_job_hint(control: str | None) -> str:
