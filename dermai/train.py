@@ -420,16 +420,20 @@ def split_dataset(data: DataConfig, metadata: pd.DataFrame | None = None) -> Dat
 
 
 def prepare_data(
-    cfg: RunConfig, workers: int | None = None, should_stop: StopCheck | None = None
+    cfg: RunConfig,
+    workers: int | None = None,
+    should_stop: StopCheck | None = None,
+    decode_stop: StopCheck | None = None,
 ) -> tuple[Dataset, np.ndarray]:
     """The split dataset and its cached pixels at the training size, decoded (when not cached yet) by
-    `workers` threads: by default the run's `num_workers`, at least one. `should_stop` (a trainer's STOP file)
-    may end it with PreparationStopped before or during the decode."""
+    `workers` threads: by default the run's `num_workers`, at least one. A trainer's STOP check may end it with
+    PreparationStopped: `should_stop` before the decode, `decode_stop` during it (a multi-process trainer's
+    ranks agree only before: `Trainer._prepare`)."""
     workers = max(1, cfg.train.num_workers if workers is None else workers)
     dataset = split_dataset(cfg.data)
     stop_if_asked(should_stop, f"{cfg.data.data_dir}: stopped before its images were decoded")
     size = train_input_size(cfg.train)
-    pixels = load_pixels(list(dataset.meta["path"]), size, cfg.data.cache_dir, workers, should_stop)
+    pixels = load_pixels(list(dataset.meta["path"]), size, cfg.data.cache_dir, workers, decode_stop)
     return dataset, pixels
 
 
@@ -781,15 +785,25 @@ class Trainer:
         dist_utils.barrier(self.dist)
         return TrainResult(self.run_dir, status, weights, self.best_score)
 
+    def _preparation_stop(self) -> StopCheck:
+        """The STOP check between preparation steps. Alone: the STOP file. With several processes: rank 0's
+        reading of it, broadcast, so every rank raises PreparationStopped at the same step (ranks that disagreed
+        would wait on each other for ever); a collective, so every rank must ask it at the same steps."""
+        if not self.dist.enabled:
+            return self._stop_requested
+        return lambda: dist_utils.broadcast_flag(self.dist.is_main and self._stop_requested(), self.dist)
+
     def _prepare(self) -> tuple[SimCLRResNet18, dict[str, Any] | None]:
         """Everything read before the first step (the split, its pixel cache, masks, the model, the checkpoint
         resumed, a teacher's scores): minutes on a CPU at a new image size, so a STOP file written meanwhile ends
-        it between these steps and within a cache's decode (PreparationStopped; one process only: ranks that
-        disagreed would wait on each other for ever, so a multi-process run reads STOP from its first step)."""
+        it between these steps (PreparationStopped), and, in one process, within a cache's decode. Several
+        processes agree at the steps only (`_preparation_stop`): each rank decodes on its own and may find the
+        cache another rank just wrote, so their decodes do not pass the same images in step."""
         cfg = self.cfg
-        should_stop = self._stop_requested if not self.dist.enabled else None
+        should_stop = self._preparation_stop()
+        decode_stop = None if self.dist.enabled else should_stop
         untrained = f"{self.run_dir}: stopped before training started"
-        dataset, pixels = prepare_data(cfg, should_stop=should_stop)
+        dataset, pixels = prepare_data(cfg, should_stop=should_stop, decode_stop=decode_stop)
         self._check_resumed_split(dataset)
         meta = dataset.meta
         self.dataset, self.pixels = dataset, pixels
@@ -810,9 +824,10 @@ class Trainer:
         self.masks: np.ndarray | None = None
         self.mask_head: LesionMaskHead | None = None
         if cfg.train.mask_weight > 0 and "finetune" in self.stages:
+            stop_if_asked(should_stop, untrained)  # after the pixels' decode, before the masks'
             try:
                 self.masks = load_masks(
-                    dataset, train_input_size(cfg.train), cfg.data.cache_dir, max(1, cfg.train.num_workers), should_stop
+                    dataset, train_input_size(cfg.train), cfg.data.cache_dir, max(1, cfg.train.num_workers), decode_stop
                 )
             except DataError as exc:
                 raise TrainingError(f"mask_weight {cfg.train.mask_weight}: {exc}") from None
@@ -841,10 +856,12 @@ class Trainer:
         nothing trained. A resumed run logs its status record ("before_training") and resumes again as before. A
         new one writes nothing (no config or metrics: its folder stays one a launcher left, so the same command
         or run name starts it again), only the job log's event when the app launched it (`job_event_line`), so
-        the app reads it "stopped", not "failed"."""
-        (self.run_dir / STOP_FILE).unlink(missing_ok=True)  # honoured: a later start must not stop on it again
+        the app reads it "stopped", not "failed". Rank 0 alone writes and says so."""
         weights = self.run_dir / "model.safetensors"
         kept = weights if weights.exists() else None
+        if not self.dist.is_main:
+            return TrainResult(self.run_dir, "stopped", kept, None)
+        (self.run_dir / STOP_FILE).unlink(missing_ok=True)  # honoured: a later start must not stop on it again
         if self.resume:
             self._log(
                 {
