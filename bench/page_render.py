@@ -1,14 +1,17 @@
 """Median render times of the app's pages through streamlit.testing (AppTest), as a clinician clicking through them.
 
-    python bench/page_render.py [--weights W] [--data DIR] [--repeats 3] [--runs DIR]
+    python bench/page_render.py [--weights W] [--data DIR] [--repeats 3] [--runs DIR | --synthetic-runs N]
 
 Each page is opened as tests/test_app_pages.py opens it (the page script alone, settings through DERMAI_DATA,
-DERMAI_WEIGHTS and DERMAI_RUNS). "first": the page's first render on a fresh server (every st.cache_data and
-st.cache_resource cleared first); for Predict, opening it and uploading one real image (predict + Grad-CAM).
-"warm rerun": the rerun after one cheap widget changed (named in the line), as Streamlit reruns the whole script
-on every click. The "sidebar" line is streamlit_app.py's sidebar and Home page, rerun. Every page is rendered
-once untimed first, so imports (torch, plotly) are not counted. Pressing Evaluate or Compute map is not timed:
-those results are cached per setting (pages/evaluation.py).
+DERMAI_WEIGHTS and DERMAI_RUNS). "first": the page's first render on a fresh server (every st.cache_data,
+st.cache_resource and dermai.file_cache cleared first); for Predict, opening it and uploading one real image
+(predict + Grad-CAM). "warm rerun": the rerun after one cheap widget changed (named in the line), as Streamlit
+reruns the whole script on every click. The "sidebar" line is streamlit_app.py's sidebar and Home page, rerun. Every
+page is rendered once untimed first, so imports (torch, plotly) are not counted. Pressing Evaluate or Compute map is
+not timed: those results are cached per setting (pages/evaluation.py). With runs (--runs, or --synthetic-runs N: N
+run folders of real runs' record shapes built by bench/synthetic_runs.py in a temporary folder), the "list_runs"
+line times the Runs table's listing alone: "first" with no file parsed yet (`dermai.file_cache` cleared), "again"
+the next listing, as each click on the Training page lists the runs again.
 """
 
 from __future__ import annotations
@@ -29,7 +32,17 @@ sys.path.insert(0, str(REPO))
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from bench.synthetic_runs import build_runs  # noqa: E402
+from dermai.run_table import list_runs  # noqa: E402
 from dermai.weights import DEFAULT_WEIGHTS, WeightsError, resolve_weights_path  # noqa: E402
+
+try:
+    from dermai.file_cache import clear as forget_parsed_files
+except ImportError:  # this script run in a checkout from before dermai.file_cache, to measure "before"
+
+    def forget_parsed_files() -> None:
+        """Nothing is kept between listings there."""
+
 
 TIMEOUT = 600
 IMAGE = "ISIC_0024306.jpg"  # the image Predict is given (the pages' tests use it too)
@@ -94,10 +107,23 @@ def measure(name: str, first: Step, warm: Step, repeats: int) -> tuple[float, fl
     for _ in range(repeats):
         st.cache_data.clear()
         st.cache_resource.clear()
+        forget_parsed_files()  # a fresh server has parsed no run's files either
         at = page(name)
         firsts.append(timed(first, at))
         warms.append(timed(warm, at))
     return statistics.median(firsts), statistics.median(warms)
+
+
+def listing_ms(runs: Path, repeats: int) -> tuple[float, float]:
+    """Median milliseconds of `list_runs` with no file parsed yet, and of the listing after it."""
+    firsts, agains = [], []
+    for _ in range(repeats):
+        forget_parsed_files()
+        for times in (firsts, agains):
+            start = time.perf_counter()
+            list_runs(runs)
+            times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(firsts), statistics.median(agains)
 
 
 def main() -> int:
@@ -109,7 +135,16 @@ def main() -> int:
         help="HAM10000 copy the pages read (default: ../shared/data/ham10000 beside the project)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="fresh sessions per page; the median is shown")
-    parser.add_argument("--runs", help="runs folder the Training page and weights lists read (default: an empty one)")
+    runs_from = parser.add_mutually_exclusive_group()
+    runs_from.add_argument(
+        "--runs", help="runs folder the Training page and weights lists read (default: an empty one)"
+    )
+    runs_from.add_argument(
+        "--synthetic-runs",
+        type=int,
+        metavar="N",
+        help="build N run folders (bench/synthetic_runs.py: finished, stopped, interrupted, failed) and read them",
+    )
     parser.add_argument("--pages", nargs="+", help="only these pages (sidebar home dataset augmentation …)")
     args = parser.parse_args()
 
@@ -127,7 +162,11 @@ def main() -> int:
     if unknown:
         parser.error(f"--pages: no page {', '.join(unknown)} (choose from {', '.join(chosen)})")
 
+    if args.synthetic_runs is not None and args.synthetic_runs < 1:
+        parser.error("--synthetic-runs must be at least 1")
     runs = args.runs or tempfile.mkdtemp(prefix="dermai-bench-runs-")
+    if args.synthetic_runs:
+        build_runs(runs, args.synthetic_runs)
     os.environ.update(DERMAI_DATA=str(data), DERMAI_WEIGHTS=str(weights), DERMAI_RUNS=str(runs))
     os.chdir(REPO)  # `from pages._common import …`, as under `streamlit run`
     logging.disable(logging.WARNING)  # AppTest outside a server warns on every cache clear and run
@@ -136,6 +175,10 @@ def main() -> int:
         timed(chosen[name][0], page(name))
 
     print(f"weights {weights}, data {data}, runs {runs}, median of {args.repeats}")
+    count = sum(1 for _ in Path(runs).glob("[!.]*"))
+    if count:
+        first_ms, again_ms = listing_ms(Path(runs), args.repeats)
+        print(f"  list_runs over {count} run folders: first {first_ms:.0f} ms, again {again_ms:.0f} ms")
     print(f"  {'page':<13} {'first ms':>9} {'warm rerun ms':>14}  (widget changed)")
     for name in names:
         first, widget, warm = chosen[name]
