@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dermai import file_cache
 from dermai.data import same_file
 from dermai.jobs import (
     CANCELLED,
@@ -23,7 +24,7 @@ from dermai.jobs import (
     current_job,
     resumable,
 )
-from dermai.train import OWNER_FILE, STOPPED_UNTRAINED, read_metrics, run_lock_holder
+from dermai.train import OWNER_FILE, STOPPED_UNTRAINED, parse_metrics, run_lock_holder
 
 EXTERNAL_QUIET_S = 300  # no end record, no lock held, written this recently: a trainer without the lock (older)
 # A log without the app's JOB_EVENT lines (an older version's) this much newer than the end: a later job.
@@ -75,13 +76,17 @@ def planned_epochs(run_dir: str | os.PathLike[str], stage: str) -> int | None:
     return planned if isinstance(planned, int) and not isinstance(planned, bool) else None
 
 
-def _job_events(run: Path) -> list[tuple[str, float]]:
-    """The app's own lines in a run's job.log, as (event, time), oldest first; none without a log."""
+def _events_in(text: str) -> tuple[tuple[str, float], ...]:
+    """The app's own lines in a job.log text, as (event, time), oldest first."""
+    return tuple((m[1], float(m[2])) for line in text.splitlines() if (m := JOB_EVENT.match(line)))
+
+
+def _job_events(run: Path) -> tuple[tuple[str, float], ...]:
+    """The app's own lines in a run's job.log (parsed once per version of the log); none without a log."""
     try:
-        text = (run / LOG_NAME).read_text(errors="replace")
+        return file_cache.parsed(run / LOG_NAME, _events_in)
     except OSError:
-        return []
-    return [(m[1], float(m[2])) for line in text.splitlines() if (m := JOB_EVENT.match(line))]
+        return ()
 
 
 def is_running(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> bool:
@@ -122,7 +127,7 @@ def trained_this_job(run_dir: str | os.PathLike[str], records: Sequence[Mapping[
     )
 
 
-def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) -> str | None:
+def _since_end(run: Path, end: Mapping[str, Any] | None, trained_after_end: bool) -> str | None:
     """What happened after the run's last status record: "cancelled" (the user cancelled the last job before
     it wrote a status of its own), "stopped untrained" (a STOP ended the new run's job before it trained: the
     trainer's job.log line), "continued" (a later job trained on or was launched, and wrote none: it
@@ -136,19 +141,19 @@ def _since_end(run: Path, records: list[dict[str, Any]], end_index: int | None) 
     by_user = None
     if events and (taken is None or taken <= events[-1][1]):
         by_user = {CANCELLED: "cancelled", STOPPED_UNTRAINED: "stopped untrained"}.get(events[-1][0])
-    if end_index is None:
+    if end is None:
         return by_user
-    end_time = records[end_index].get("time")
+    end_time = end.get("time")
     end_time = end_time if isinstance(end_time, int | float) else None
     launches = [t for event, t in events if event == STARTED]
     if launches and end_time is not None and end_time < launches[-1]:
         return by_user or "continued"
     # A finished run is never resumed (the trainer refuses it before taking the lock), so file times after its
     # record prove nothing: a plain `cp -r` of the run stamps its lock and log with the time of the copy.
-    finished = records[end_index].get("status") == "finished"
+    finished = end.get("status") == "finished"
     if taken is not None and end_time is not None and end_time < taken and not finished:
         return by_user or "continued outside"
-    if any(r.get("kind") in ("step", "epoch") for r in records[end_index + 1 :]):
+    if trained_after_end:
         return by_user or "continued"
     log = run / LOG_NAME
     if not launches and end_time is not None and log.exists() and not finished:
@@ -200,6 +205,53 @@ def running_eta(records: Sequence[Mapping[str, Any]]) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class MetricsDigest:
+    """What `run_status` reads of a run's metrics.jsonl: a few fields, kept per version of the file
+    (`metrics_digest`) instead of its thousands of records; none depends on whether the run's process lives."""
+
+    has_records: bool
+    last: Mapping[str, Any]  # the last step or epoch record ({} before the first): stage, epoch, progress
+    end: Mapping[str, Any] | None  # the last status record
+    trained_after_end: bool  # a step or epoch record after it: a later job trained on
+    best_val_auroc: Any  # the highest best_val_auroc of the records, None without one
+    started: Any  # the first record's time
+    eta_s: float | None  # `running_eta`: shown only while the run runs
+    epochs_done: Mapping[str, int]  # `completed_epochs`
+
+
+def digest(records: Sequence[Mapping[str, Any]]) -> MetricsDigest:
+    """The `MetricsDigest` of a run's records."""
+    end_index = next((i for i in reversed(range(len(records))) if records[i].get("kind") == "status"), None)
+    steps = [r for r in records if r.get("kind") in ("step", "epoch")]
+    best = [r["best_val_auroc"] for r in records if r.get("best_val_auroc") is not None]
+    return MetricsDigest(
+        has_records=bool(records),
+        last=steps[-1] if steps else {},
+        end=records[end_index] if end_index is not None else None,
+        trained_after_end=end_index is not None
+        and any(r.get("kind") in ("step", "epoch") for r in records[end_index + 1 :]),
+        best_val_auroc=max(best) if best else None,
+        started=records[0].get("time") if records else None,
+        eta_s=running_eta(records),
+        epochs_done=completed_epochs(records),
+    )
+
+
+def _digest_text(text: str) -> MetricsDigest:
+    """The `MetricsDigest` of a metrics.jsonl text (`file_cache` keeps it, shared by every caller)."""
+    return digest(parse_metrics(text))
+
+
+def metrics_digest(run_dir: str | os.PathLike[str]) -> MetricsDigest:
+    """The `MetricsDigest` of a run's metrics.jsonl (as `train.read_metrics` reads it), parsed once per version of
+    the file: the Runs table reads every run's on each click, the live view a running run's every 2 s."""
+    try:
+        return file_cache.parsed(Path(run_dir) / "metrics.jsonl", _digest_text)
+    except FileNotFoundError:  # none yet, or the folder deleted while the app polls it
+        return digest(())
+
+
 def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | None = None) -> RunStatus:
     """What a run folder says about itself: running while its job is alive or a trainer holds the folder's
     lock (also one started from the command line); "stopped" when the user cancelled its job (or stopped it before
@@ -207,14 +259,10 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
     trainer from the command line took the folder's lock, and wrote no status of its own (a resume that failed
     at its start or part-way): that run is "interrupted", as is one that never wrote one."""
     run = Path(run_dir)
-    records = read_metrics(run)
-    steps = [r for r in records if r.get("kind") in ("step", "epoch")]
-    last = steps[-1] if steps else {}
-    end_index = next((i for i in reversed(range(len(records))) if records[i].get("kind") == "status"), None)
-    end = records[end_index] if end_index is not None else None
-    best = [r["best_val_auroc"] for r in records if r.get("best_val_auroc") is not None]
+    metrics = metrics_digest(run)  # what the files say, parsed once per version; whether it runs is asked below
+    last, end = metrics.last, metrics.end
     metrics_path = run / "metrics.jsonl"
-    since_end = _since_end(run, records, end_index)
+    since_end = _since_end(run, end, metrics.trained_after_end)
     if is_running(run, runs):
         status, since_end = "running", None
     elif since_end in ("cancelled", "stopped untrained"):
@@ -227,7 +275,7 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
         and time.time() - metrics_path.stat().st_mtime < EXTERNAL_QUIET_S
     ):
         status, since_end = "running", None  # still writing, from a trainer that takes no lock (an older version)
-    elif records:
+    elif metrics.has_records:
         status = "interrupted"  # killed or crashed: resumable from its checkpoint
     else:
         status = "failed" if (run / LOG_NAME).exists() else "not started"
@@ -240,12 +288,12 @@ def run_status(run_dir: str | os.PathLike[str], runs: str | os.PathLike[str] | N
         stage=last.get("stage"),
         epoch=last.get("epoch"),
         progress=progress,
-        eta_s=running_eta(records) if status == "running" else None,
-        best_val_auroc=max(best) if best else (end or {}).get("best_score"),
+        eta_s=metrics.eta_s if status == "running" else None,
+        best_val_auroc=metrics.best_val_auroc if metrics.best_val_auroc is not None else (end or {}).get("best_score"),
         weights=weights if weights.exists() else None,
-        started=records[0].get("time") if records else None,
+        started=metrics.started,
         note=_note(run, since_end),
-        epochs_done=completed_epochs(records),
+        epochs_done=dict(metrics.epochs_done),
     )
 
 

@@ -1223,6 +1223,12 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
         text = path.read_text(errors="replace")
     except FileNotFoundError:  # none yet, or the folder deleted while the app polls it
         return []
+    return parse_metrics(text)
+
+
+def parse_metrics(text: str) -> list[dict[str, Any]]:
+    """The JSON-object records of a metrics.jsonl text, as `read_metrics` keeps them (the Runs table parses the
+    text through `file_cache`, once per version of the file)."""
     records = []
     for line in text.splitlines():
         try:
