@@ -4,6 +4,7 @@ overlay. Screenshots go to artifacts/screenshots/ (gitignored)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,13 +174,10 @@ def test_every_page_and_a_prediction(server: str) -> None:
             browser.close()
 
 
-SHORTCODE_NAME = "a :red[b] :smile: :material/home: :streamlit: $x$.jpg"  # every Streamlit shortcode, a formula
-
-
-def test_an_upload_name_with_streamlit_shortcodes_reads_as_typed(server: str) -> None:
-    """Streamlit reads ":red[b]", ":smile:", ":material/home:" and ":streamlit:" after markdown's escapes, so only
-    the browser shows whether a name survives `ui.formatting.markdown_plain`: here, in Predict's error for a file
-    it cannot read, whole, with no emoji, icon or logo in its place."""
+@contextlib.contextmanager
+def predict_error_for(server: str, name: str) -> Iterator[Any]:
+    """Predict's error for an upload named `name` that is not an image, in a fresh Chromium page: the one
+    element a name shown through `ui.formatting.markdown_plain` can be read from whole."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -187,16 +186,27 @@ def test_an_upload_name_with_streamlit_shortcodes_reads_as_typed(server: str) ->
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.goto(f"{server}/predict")
             _settle(page)
-            upload = {"name": SHORTCODE_NAME, "mimeType": "image/jpeg", "buffer": b"not an image"}
+            upload = {"name": name, "mimeType": "image/jpeg", "buffer": b"not an image"}
             page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files=[upload])
-            error = page.locator('[data-testid="stAlert"]').filter(has_text="Cannot analyse this file")
-            error.first.wait_for(timeout=120_000)
+            error = page.locator('[data-testid="stAlert"]').filter(has_text="Cannot analyse this file").first
+            error.wait_for(timeout=120_000)
             _settle(page)
-            _assert_no_exception(page, "predict with a shortcode name")
-            assert f"Cannot analyse this file: {SHORTCODE_NAME}" in error.first.inner_text()
-            assert error.first.locator("img, svg, [data-testid='stIconMaterial']").count() == 0
+            _assert_no_exception(page, f"predict with an upload named {name!r}")
+            yield error
         finally:
             browser.close()
+
+
+SHORTCODE_NAME = "a :red[b] :smile: :material/home: :streamlit: $x$.jpg"  # every Streamlit shortcode, a formula
+
+
+def test_an_upload_name_with_streamlit_shortcodes_reads_as_typed(server: str) -> None:
+    """Streamlit reads ":red[b]", ":smile:", ":material/home:" and ":streamlit:" after markdown's escapes, so only
+    the browser shows whether a name survives `ui.formatting.markdown_plain`: here, in Predict's error for a file
+    it cannot read, whole, with no emoji, icon or logo in its place."""
+    with predict_error_for(server, SHORTCODE_NAME) as error:
+        assert f"Cannot analyse this file: {SHORTCODE_NAME}" in error.inner_text()
+        assert error.locator("img, svg, [data-testid='stIconMaterial']").count() == 0
 
 
 # Each thing GFM would link in plain text: a web address, an e-mail, a URL, "mailto:" and "xmpp:" e-mails
@@ -207,27 +217,12 @@ def test_an_upload_name_with_web_and_mail_addresses_reads_as_typed_and_links_now
     """remark-gfm links "www.…", "http://…" and "…@…" in the text after escapes and character references are read,
     so only the browser shows whether `ui.formatting.markdown_plain` keeps such a name plain: in Predict's error
     for a file it cannot read, whole (as read and as copied) and with no link."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(f"{server}/predict")
-            _settle(page)
-            upload = {"name": LINK_NAME, "mimeType": "image/jpeg", "buffer": b"not an image"}
-            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files=[upload])
-            error = page.locator('[data-testid="stAlert"]').filter(has_text="Cannot analyse this file").first
-            error.wait_for(timeout=120_000)
-            _settle(page)
-            _assert_no_exception(page, "predict with an address name")
-            assert f"Cannot analyse this file: {LINK_NAME}" in error.inner_text()
-            copied = error.evaluate(
-                """el => { const range = document.createRange(); range.selectNodeContents(el);
-                           getSelection().removeAllRanges(); getSelection().addRange(range);
-                           return getSelection().toString(); }"""
-            )
-            assert f"Cannot analyse this file: {LINK_NAME}" in copied
-            assert error.locator("a").count() == 0
-        finally:
-            browser.close()
+    with predict_error_for(server, LINK_NAME) as error:
+        assert f"Cannot analyse this file: {LINK_NAME}" in error.inner_text()
+        copied = error.evaluate(
+            """el => { const range = document.createRange(); range.selectNodeContents(el);
+                       getSelection().removeAllRanges(); getSelection().addRange(range);
+                       return getSelection().toString(); }"""
+        )
+        assert f"Cannot analyse this file: {LINK_NAME}" in copied
+        assert error.locator("a").count() == 0

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from streamlit.testing.v1 import AppTest
+
 from dermai import jobs, run_status
 from dermai.train import STOP_FILE, read_metrics, train
 from dermai.ui import runs_view
@@ -53,6 +55,15 @@ def controls(at: object) -> dict[str, str | None]:
     return {b.label: b.help for b in at.button if b.label in STOPS}  # type: ignore[attr-defined]
 
 
+def preparing_page() -> AppTest:
+    """The Training page, rendered clean, showing its current job as preparing its data."""
+    at = page("training").run()
+    assert_clean(at)
+    captions = [c.value for c in at.caption]
+    assert "Preparing data (the first run at a new image size decodes the pixel cache)…" in captions
+    return at
+
+
 def test_only_steps_written_since_the_trainer_took_the_folder_count_as_training(tmp_path: Path) -> None:
     run = earlier_session(tmp_path / "runs", "resumed")
     assert not run_status.trained_this_job(run, read_metrics(run))  # no trainer holds it: nothing trains now
@@ -72,11 +83,7 @@ def test_an_app_resumed_job_preparing_its_data_is_cancelled_until_it_trains_agai
     trainer = held(run)  # the resumed trainer took the folder's lock and prepares its data
     process = app_job(run)
     try:
-        at = page("training").run()
-        assert_clean(at)
-        assert "Preparing data (the first run at a new image size decodes the pixel cache)…" in [
-            c.value for c in at.caption
-        ]
+        at = preparing_page()
         assert controls(at) == {"Cancel": runs_view.RESUMED_CANCEL_HELP}  # as for a new job: nothing to stop after
         assert len(at.get("plotly_chart")) == 2  # its earlier curves, live and in the runs list
         trained_a_step(run)
@@ -95,11 +102,7 @@ def test_a_command_line_resume_preparing_its_data_says_its_stop_keeps_the_checkp
     run = earlier_session(runs, "cli-resumed")
     holder = held(run)
     try:
-        at = page("training").run()
-        assert_clean(at)
-        assert "Preparing data (the first run at a new image size decodes the pixel cache)…" in [
-            c.value for c in at.caption
-        ]
+        at = preparing_page()
         assert controls(at) == {"Stop": runs_view.RESUMED_PREPARING_STOP_HELP}
         next(b for b in at.button if b.label == "Stop").click()
         at.run()
